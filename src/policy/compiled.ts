@@ -1,0 +1,94 @@
+/**
+ * The compiled form of a snapshot: what the sidecar's hot path uses. Built once per snapshot by
+ * `compileSnapshot` (compile.ts); the data path only does lookups and calls on it.
+ */
+import type {
+  DestinationPolicySpec,
+  Endpoint,
+  RateLimitPolicySpec,
+  Resource,
+  RetryPolicy,
+  UpstreamProtocol,
+} from './types';
+
+/** The parts of a request that routing looks at, built once per request by the listener. */
+export interface RequestView {
+  /** Upper-case method. */
+  method: string;
+  /** The path without the query string, e.g. `/api/items`. */
+  path: string;
+  /** The raw query string without `?`, or '' when there is none. */
+  query: string;
+  /** Host or :authority as the client sent it, lower-cased, possibly with a port. */
+  authority: string;
+  /** A request header by lower-case name; repeated headers joined with ', '. */
+  header(name: string): string | undefined;
+}
+
+/** Immutable; replaced whenever the endpoints or the policy change (see grpc-js's Picker). */
+export interface Picker {
+  /** An endpoint for this request, or undefined when there is none. */
+  pick(req: RequestView): Endpoint | undefined;
+}
+
+/** Live per-endpoint counters shared by pickers across snapshots (least-request reads them). */
+export interface EndpointStats {
+  active(ep: Endpoint): number;
+}
+
+export interface CompiledService {
+  name: string;
+  protocol: UpstreamProtocol;
+  endpoints: readonly Endpoint[];
+  /** The DestinationPolicy in force for this service, if any. */
+  policy?: DestinationPolicySpec;
+  /** A picker over all endpoints, or over one subset's. Unknown subsets get undefined. */
+  picker(subset?: string): Picker | undefined;
+}
+
+export interface CompiledBackend {
+  service: string;
+  subset?: string;
+  weight: number;
+}
+
+export interface HeaderEditor {
+  /** Applies the edits to a plain header object (lower-case keys) in place. */
+  apply(headers: Record<string, string | string[] | undefined>): void;
+}
+
+export interface CompiledRule {
+  /** `<route>/<rule>`: bounded, used as a metric label. */
+  statName: string;
+  routeName: string;
+  ruleName: string;
+  matches(req: RequestView): boolean;
+  /** Weighted choice among the backends; undefined for redirect rules. */
+  pickBackend(): CompiledBackend | undefined;
+  /** For redirect rules: the status and Location to answer with. */
+  redirect?(req: RequestView): { status: number; location: string };
+  requestHeaders?: HeaderEditor;
+  responseHeaders?: HeaderEditor;
+  /** Returns the upstream path (with query) after a prefix rewrite, given the request. */
+  rewritePath?(req: RequestView): string;
+  rewriteHost?: string;
+  timeoutMs?: number;
+  retries?: RetryPolicy;
+}
+
+export interface RouteTable {
+  /** The first matching rule of the virtual host serving this authority, or undefined (NR). */
+  match(req: RequestView): CompiledRule | undefined;
+}
+
+export interface CompiledSnapshot {
+  version: string;
+  routes: RouteTable;
+  services: ReadonlyMap<string, CompiledService>;
+  rateLimits: ReadonlyMap<string, RateLimitPolicySpec>;
+  /** The validated resources, for /config_dump. */
+  resources: readonly Resource[];
+  endpoints: readonly Endpoint[];
+  /** When this snapshot was compiled (ms since epoch). */
+  compiledAt: number;
+}

@@ -1,0 +1,254 @@
+/**
+ * The policy model. These are the *validated* shapes: the parser (`parse.ts`) turns raw YAML/JSON
+ * into them, converting durations to milliseconds, filling defaults and freezing the result. The
+ * wire and YAML forms are the same fields with durations written as strings ("250ms", "2s").
+ */
+
+export const API_VERSION = 'meshlet.dev/v1';
+
+export const KINDS = ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service'] as const;
+export type Kind = (typeof KINDS)[number];
+
+export interface Metadata {
+  name: string;
+  namespace?: string;
+  labels?: Readonly<Record<string, string>>;
+  annotations?: Readonly<Record<string, string>>;
+  /** Set by the control plane's store; a client sends it back to update optimistically. */
+  resourceVersion?: string;
+  /** Set by the store: when the resource was first created (ISO 8601). */
+  creationTimestamp?: string;
+}
+
+// ---------------------------------------------------------------------------------------- Route
+
+export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
+
+export interface PathMatch {
+  exact?: string;
+  prefix?: string;
+  regex?: string;
+}
+
+/** Header and query-parameter matches: exactly one of exact, regex, present. */
+export interface KeyValueMatch {
+  name: string;
+  exact?: string;
+  regex?: string;
+  present?: boolean;
+  /** Inverts the match. */
+  invert?: boolean;
+}
+
+export interface RouteMatch {
+  path?: PathMatch;
+  /** Upper-case HTTP methods; any of them matches. */
+  methods?: readonly string[];
+  headers?: readonly KeyValueMatch[];
+  queryParams?: readonly KeyValueMatch[];
+}
+
+export interface BackendRef {
+  service: string;
+  subset?: string;
+  /** Relative weight; defaults to 1. 0 sends nothing. */
+  weight: number;
+}
+
+export interface HeaderEdits {
+  set?: Readonly<Record<string, string>>;
+  add?: Readonly<Record<string, string>>;
+  remove?: readonly string[];
+}
+
+export interface Redirect {
+  scheme?: 'http' | 'https';
+  host?: string;
+  port?: number;
+  /** Replaces the whole path. */
+  path?: string;
+  /** Replaces the matched path prefix (needs a `path.prefix` match). */
+  pathPrefix?: string;
+  statusCode: 301 | 302 | 303 | 307 | 308;
+}
+
+export const RETRY_ON = [
+  '5xx',
+  'gateway-error',
+  'reset',
+  'connect-failure',
+  'retriable-status-codes',
+  // gRPC statuses, matched on grpc-status of the response.
+  'cancelled',
+  'deadline-exceeded',
+  'internal',
+  'resource-exhausted',
+  'unavailable',
+] as const;
+export type RetryOn = (typeof RETRY_ON)[number];
+
+export interface RetryPolicy {
+  attempts: number;
+  perTryTimeoutMs?: number;
+  retryOn: readonly RetryOn[];
+  retriableStatusCodes?: readonly number[];
+  backoff?: { baseIntervalMs: number; maxIntervalMs: number };
+}
+
+export interface RouteRule {
+  /** Optional rule name, used in metrics and by RateLimitPolicy; defaults to `rule-<index>`. */
+  name: string;
+  /** Any match selects the rule (OR). Within a match all conditions must hold (AND). Empty: all. */
+  matches: readonly RouteMatch[];
+  backends?: readonly BackendRef[];
+  redirect?: Redirect;
+  requestHeaders?: HeaderEdits;
+  responseHeaders?: HeaderEdits;
+  rewrite?: { pathPrefix?: string; host?: string };
+  timeoutMs?: number;
+  retries?: RetryPolicy;
+}
+
+export interface RouteSpec {
+  /** Hostnames (optionally host:port) this route serves; `*.example.com` wildcards allowed. */
+  hosts: readonly string[];
+  rules: readonly RouteRule[];
+}
+
+// ---------------------------------------------------------------------------- DestinationPolicy
+
+export const LB_TYPES = ['round-robin', 'least-request', 'random', 'ring-hash'] as const;
+export type LoadBalancerType = (typeof LB_TYPES)[number];
+
+export interface LoadBalancer {
+  type: LoadBalancerType;
+  /** ring-hash only: the request header whose value is hashed. */
+  hashHeader?: string;
+  /** ring-hash only: virtual nodes on the ring (default 1024). */
+  ringSize?: number;
+  /** least-request only: how many random endpoints to compare (default 2). */
+  choiceCount?: number;
+}
+
+export interface Subset {
+  name: string;
+  labels: Readonly<Record<string, string>>;
+}
+
+export interface CircuitBreaker {
+  maxConnections?: number;
+  maxPendingRequests?: number;
+  maxRequests?: number;
+  maxRetries?: number;
+}
+
+export interface OutlierDetection {
+  consecutive5xx?: number;
+  consecutiveGatewayErrors?: number;
+  failurePercentage?: { threshold: number; minimumHosts: number; requestVolume: number };
+  intervalMs: number;
+  baseEjectionTimeMs: number;
+  maxEjectionPercent: number;
+}
+
+export type UpstreamProtocol = 'auto' | 'http1' | 'http2';
+
+export interface DestinationPolicySpec {
+  service: string;
+  loadBalancer: LoadBalancer;
+  subsets: readonly Subset[];
+  circuitBreaker?: CircuitBreaker;
+  outlierDetection?: OutlierDetection;
+  /** Protocol towards the endpoints. `auto` keeps the downstream's protocol. */
+  protocol: UpstreamProtocol;
+  connectTimeoutMs?: number;
+}
+
+// ------------------------------------------------------------------------------ RateLimitPolicy
+
+export const DESCRIPTOR_KEYS = ['source-service', 'destination-service', 'route', 'remote-address', 'path'] as const;
+export type DescriptorKey = (typeof DESCRIPTOR_KEYS)[number];
+/** What a limit is keyed by: a built-in key, or a request header's value. */
+export type Descriptor = { key: DescriptorKey } | { header: string };
+
+export interface RateLimit {
+  name: string;
+  /** Limits apply to requests on these Route rules (`route-name/rule-name` or `route-name`); empty: all. */
+  routes?: readonly string[];
+  descriptors: readonly Descriptor[];
+  requests: number;
+  periodMs: number;
+  /** Extra requests allowed in a burst above the steady rate (local token bucket size - requests). */
+  burst: number;
+  scope: 'local' | 'global';
+}
+
+export interface RateLimitPolicySpec {
+  /** The destination service whose inbound traffic this policy limits. */
+  service: string;
+  failureMode: 'open' | 'closed';
+  limits: readonly RateLimit[];
+  redis?: { address: string; timeoutMs: number };
+}
+
+// -------------------------------------------------------------------------------------- Service
+
+export interface StaticEndpoint {
+  address: string;
+  port: number;
+  labels: Readonly<Record<string, string>>;
+  weight: number;
+}
+
+export interface ServiceSpec {
+  /** Endpoints outside the mesh, reached directly (no sidecar at the far end). */
+  endpoints: readonly StaticEndpoint[];
+  protocol: UpstreamProtocol;
+}
+
+// -------------------------------------------------------------------------------- the resources
+
+interface ResourceBase<K extends Kind, S> {
+  apiVersion: typeof API_VERSION;
+  kind: K;
+  metadata: Metadata;
+  spec: S;
+}
+
+export type RouteResource = ResourceBase<'Route', RouteSpec>;
+export type DestinationPolicyResource = ResourceBase<'DestinationPolicy', DestinationPolicySpec>;
+export type RateLimitPolicyResource = ResourceBase<'RateLimitPolicy', RateLimitPolicySpec>;
+export type ServiceResource = ResourceBase<'Service', ServiceSpec>;
+export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource;
+
+// ------------------------------------------------------------------------------------ snapshots
+
+/** A mesh endpoint: a sidecar's inbound listener (or a static Service address). */
+export interface Endpoint {
+  service: string;
+  address: string;
+  port: number;
+  labels: Readonly<Record<string, string>>;
+  weight: number;
+  /** Whether a meshlet sidecar answers at this address (true for registered sidecars). */
+  meshed: boolean;
+  /** The sidecar id that registered it, when meshed. */
+  id?: string;
+}
+
+/**
+ * What the control plane pushes: every resource, plus the endpoints of every registered
+ * sidecar. Resources travel in their wire form (durations as strings) so that the sidecar
+ * validates them with the very same parser, and reports the very same errors in its NACK.
+ */
+export interface WireSnapshot {
+  version: string;
+  resources: unknown[];
+  endpoints: Endpoint[];
+}
+
+export interface Snapshot {
+  version: string;
+  resources: readonly Resource[];
+  endpoints: readonly Endpoint[];
+}
