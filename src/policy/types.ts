@@ -124,7 +124,7 @@ export interface LoadBalancer {
   type: LoadBalancerType;
   /** ring-hash only: the request header whose value is hashed. */
   hashHeader?: string;
-  /** ring-hash only: virtual nodes on the ring (default 1024). */
+  /** ring-hash only: virtual nodes on the ring per unit of endpoint weight (default 128). */
   ringSize?: number;
   /** least-request only: how many random endpoints to compare (default 2). */
   choiceCount?: number;

@@ -1,0 +1,342 @@
+/**
+ * The endpoint registry: which sidecars exist, where their inbound listeners are, and how each
+ * is doing with the snapshots pushed to it.
+ *
+ * A sidecar registers when its push stream opens. When its last stream closes, its endpoint
+ * stays for a grace period (so a sidecar or control-plane blip never empties a service), then
+ * leaves. The endpoint set is persisted (`<dataDir>/registry.json`, written atomically), so a
+ * restarted control plane still knows every endpoint: they come back disconnected as of startup
+ * and expire after the grace period unless their sidecar reconnects. Without this, the first
+ * sidecar to reconnect would be pushed a snapshot without its peers.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { systemClock, type Clock, type Timer } from '../src/core/clock';
+import type { Endpoint } from '../src/policy/types';
+import { atomicWriteFile, ensureDir, removeTempFiles } from './fsutil';
+
+export const DEFAULT_GRACE_MS = 10_000;
+const FILE = 'registry.json';
+
+/** What a sidecar says about itself when it connects. */
+export interface SidecarIdentity {
+  id: string;
+  service: string;
+  address: string;
+  port: number;
+  labels: Readonly<Record<string, string>>;
+  buildVersion: string;
+}
+
+/** A sidecar as `meshlet status` shows it. Times are ISO 8601. */
+export interface SidecarStatus extends SidecarIdentity {
+  connected: boolean;
+  connectedAt?: string;
+  disconnectedAt?: string;
+  /** When a disconnected sidecar's endpoint leaves, unless it reconnects first. */
+  expiresAt?: string;
+  sentVersion?: string;
+  ackedVersion?: string;
+  ackedAt?: string;
+  nackVersion?: string;
+  nackReason?: string;
+  nackedAt?: string;
+}
+
+/** One open stream's hold on its sidecar's registration. */
+export interface SidecarSession {
+  readonly id: string;
+  /** Idempotent. When the sidecar's last session ends, its grace period starts. */
+  disconnect(): void;
+}
+
+export interface RegistryOptions {
+  graceMs?: number;
+  clock?: Clock;
+  logger?: Logger;
+}
+
+interface Entry {
+  status: SidecarStatus;
+  streams: number;
+  expiry?: Timer;
+}
+
+export class EndpointRegistry {
+  readonly graceMs: number;
+  private readonly file: string;
+  private readonly clock: Clock;
+  private readonly logger?: Logger;
+  private readonly entries = new Map<string, Entry>();
+  private readonly events = new EventEmitter();
+  private writing: Promise<void> | undefined;
+  private dirty = false;
+  private closed = false;
+
+  private constructor(dataDir: string, opts: RegistryOptions) {
+    this.file = path.join(dataDir, FILE);
+    this.graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
+    this.clock = opts.clock ?? systemClock;
+    this.logger = opts.logger;
+    this.events.setMaxListeners(0);
+  }
+
+  /** Opens the registry in `dataDir`; endpoints persisted by a previous run come back disconnected. */
+  static async open(dataDir: string, opts: RegistryOptions = {}): Promise<EndpointRegistry> {
+    const r = new EndpointRegistry(dataDir, opts);
+    await r.load(dataDir);
+    return r;
+  }
+
+  /** Called whenever the endpoint set (what snapshots carry) changes. */
+  onChange(listener: () => void): () => void {
+    this.events.on('change', listener);
+    return () => this.events.off('change', listener);
+  }
+
+  /** Registers (or re-registers) a sidecar for one open stream. */
+  connect(identity: SidecarIdentity): SidecarSession {
+    const now = this.iso();
+    let e = this.entries.get(identity.id);
+    let changed = false;
+    if (!e) {
+      e = { status: { ...copyIdentity(identity), connected: true, connectedAt: now }, streams: 0 };
+      this.entries.set(identity.id, e);
+      changed = true;
+    } else {
+      changed = !sameEndpoint(e.status, identity);
+      const prev = e.status;
+      e.status = {
+        ...prev,
+        ...copyIdentity(identity),
+        connected: true,
+        connectedAt: e.streams > 0 ? prev.connectedAt : now,
+        disconnectedAt: undefined,
+        expiresAt: undefined,
+      };
+    }
+    e.expiry?.cancel();
+    e.expiry = undefined;
+    e.streams++;
+    this.logger?.info(
+      { sidecar: identity.id, service: identity.service, address: `${identity.address}:${identity.port}`, streams: e.streams },
+      'sidecar connected',
+    );
+    if (changed) this.changed();
+    const entry = e;
+    let done = false;
+    return {
+      id: identity.id,
+      disconnect: () => {
+        if (done) return;
+        done = true;
+        this.release(entry);
+      },
+    };
+  }
+
+  recordSent(id: string, version: string): void {
+    const e = this.entries.get(id);
+    if (e) e.status.sentVersion = version;
+  }
+
+  recordAck(id: string, version: string): void {
+    const e = this.entries.get(id);
+    if (!e) return;
+    e.status.ackedVersion = version;
+    e.status.ackedAt = this.iso();
+  }
+
+  recordNack(id: string, version: string, reason: string): void {
+    const e = this.entries.get(id);
+    if (!e) return;
+    e.status.nackVersion = version;
+    e.status.nackReason = reason;
+    e.status.nackedAt = this.iso();
+  }
+
+  /** The endpoints every snapshot carries: one per address, sorted, deterministic. */
+  endpoints(): Endpoint[] {
+    const byAddr = new Map<string, SidecarStatus>();
+    for (const { status: s } of this.entries.values()) {
+      const k = `${s.service}\0${s.address}\0${s.port}`;
+      const other = byAddr.get(k);
+      // Two ids at one address (a pod replaced in place): keep the live one, else the newer.
+      if (!other || preferOver(s, other)) byAddr.set(k, s);
+    }
+    return [...byAddr.values()]
+      .map(
+        (s): Endpoint => ({
+          service: s.service,
+          address: s.address,
+          port: s.port,
+          labels: { ...s.labels },
+          weight: 1,
+          meshed: true,
+          id: s.id,
+        }),
+      )
+      .sort(compareEndpoints);
+  }
+
+  /** Every known sidecar, by id. Copies. */
+  sidecars(): SidecarStatus[] {
+    return [...this.entries.values()]
+      .map((e) => ({ ...e.status, labels: { ...e.status.labels } }))
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  get(id: string): SidecarStatus | undefined {
+    const e = this.entries.get(id);
+    return e ? { ...e.status, labels: { ...e.status.labels } } : undefined;
+  }
+
+  connectedCount(): number {
+    let n = 0;
+    for (const e of this.entries.values()) if (e.status.connected) n++;
+    return n;
+  }
+
+  /** Resolves once the latest endpoint set is on disk. */
+  async flush(): Promise<void> {
+    while (this.writing) await this.writing;
+  }
+
+  /** Stops the grace timers and flushes. The persisted endpoints stay for the next run. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const e of this.entries.values()) {
+      e.expiry?.cancel();
+      e.expiry = undefined;
+    }
+    await this.flush();
+    this.events.removeAllListeners();
+  }
+
+  // ------------------------------------------------------------------------------ internals
+
+  private release(e: Entry): void {
+    if (this.entries.get(e.status.id) !== e) return;
+    e.streams = Math.max(0, e.streams - 1);
+    if (e.streams > 0 || this.closed) return;
+    e.status.connected = false;
+    e.status.disconnectedAt = this.iso();
+    this.logger?.info({ sidecar: e.status.id, graceMs: this.graceMs }, 'sidecar disconnected');
+    this.startGrace(e);
+  }
+
+  private startGrace(e: Entry): void {
+    e.status.expiresAt = new Date(this.clock.now() + this.graceMs).toISOString();
+    e.expiry?.cancel();
+    e.expiry = this.clock.setTimeout(() => {
+      if (this.entries.get(e.status.id) !== e || e.streams > 0) return;
+      this.entries.delete(e.status.id);
+      this.logger?.info({ sidecar: e.status.id, service: e.status.service }, 'sidecar endpoint removed after grace period');
+      this.changed();
+    }, this.graceMs);
+  }
+
+  private changed(): void {
+    this.persistSoon();
+    try {
+      this.events.emit('change');
+    } catch (err) {
+      this.logger?.error({ err }, 'registry change listener failed');
+    }
+  }
+
+  private persistSoon(): void {
+    this.dirty = true;
+    if (this.writing) return;
+    this.writing = (async () => {
+      while (this.dirty) {
+        this.dirty = false;
+        const body = {
+          sidecars: [...this.entries.values()].map((e) => copyIdentity(e.status)).sort((a, b) => (a.id < b.id ? -1 : 1)),
+        };
+        try {
+          await atomicWriteFile(this.file, JSON.stringify(body, null, 2) + '\n');
+        } catch (err) {
+          this.logger?.error({ err, file: this.file }, 'could not persist the endpoint registry');
+        }
+      }
+      this.writing = undefined;
+    })();
+  }
+
+  private async load(dataDir: string): Promise<void> {
+    await ensureDir(dataDir);
+    await removeTempFiles(dataDir);
+    let text: string;
+    try {
+      text = await fsp.readFile(this.file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.logger?.error({ err }, 'endpoint registry unreadable');
+      return;
+    }
+    let list: unknown;
+    try {
+      list = (JSON.parse(text) as { sidecars?: unknown }).sidecars;
+    } catch (err) {
+      this.logger?.error({ err }, 'endpoint registry unreadable; starting empty');
+      return;
+    }
+    if (!Array.isArray(list)) return;
+    const now = this.iso();
+    for (const raw of list) {
+      const id = validIdentity(raw);
+      if (!id) continue;
+      const e: Entry = { status: { ...id, connected: false, disconnectedAt: now }, streams: 0 };
+      this.entries.set(id.id, e);
+      this.startGrace(e);
+    }
+    if (this.entries.size > 0)
+      this.logger?.info({ endpoints: this.entries.size, graceMs: this.graceMs }, 'restored endpoints from the previous run');
+  }
+
+  private iso(): string {
+    return new Date(this.clock.now()).toISOString();
+  }
+}
+
+function copyIdentity(s: SidecarIdentity): SidecarIdentity {
+  return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion };
+}
+
+function sameEndpoint(a: SidecarIdentity, b: SidecarIdentity): boolean {
+  if (a.service !== b.service || a.address !== b.address || a.port !== b.port) return false;
+  const ak = Object.keys(a.labels).sort();
+  const bk = Object.keys(b.labels).sort();
+  return ak.length === bk.length && ak.every((k, i) => k === bk[i] && a.labels[k] === b.labels[k]);
+}
+
+function preferOver(a: SidecarStatus, b: SidecarStatus): boolean {
+  if (a.connected !== b.connected) return a.connected;
+  const at = a.connectedAt ?? a.disconnectedAt ?? '';
+  const bt = b.connectedAt ?? b.disconnectedAt ?? '';
+  return at > bt || (at === bt && a.id < b.id);
+}
+
+function compareEndpoints(a: Endpoint, b: Endpoint): number {
+  return (
+    cmp(a.service, b.service) || cmp(a.address, b.address) || a.port - b.port || cmp(a.id ?? '', b.id ?? '')
+  );
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function validIdentity(raw: unknown): SidecarIdentity | undefined {
+  if (raw === null || typeof raw !== 'object') return undefined;
+  const r = raw as Record<string, unknown>;
+  const port = Number(r.port);
+  if (typeof r.id !== 'string' || !r.id || typeof r.service !== 'string' || !r.service) return undefined;
+  if (typeof r.address !== 'string' || !r.address || !Number.isInteger(port) || port < 1 || port > 65535) return undefined;
+  const labels: Record<string, string> = {};
+  if (r.labels && typeof r.labels === 'object')
+    for (const [k, v] of Object.entries(r.labels as object)) if (typeof v === 'string') labels[k] = v;
+  return { id: r.id, service: r.service, address: r.address, port, labels, buildVersion: typeof r.buildVersion === 'string' ? r.buildVersion : '' };
+}

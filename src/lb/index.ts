@@ -1,0 +1,15 @@
+import { registerPicker } from './registry';
+import { leastRequest } from './least-request';
+import { random } from './random';
+import { ringHash } from './ring-hash';
+import { roundRobin } from './round-robin';
+
+registerPicker('round-robin', roundRobin);
+registerPicker('least-request', leastRequest);
+registerPicker('random', random);
+registerPicker('ring-hash', ringHash);
+
+export { buildPicker, registerPicker, type PickerContext, type PickerFactory } from './registry';
+export { ActiveRequests, endpointKey, noStats } from './stats';
+export { hash32 } from './ring-hash';
+export { cumulativeWeights, weightedIndex } from './random';

@@ -1,0 +1,28 @@
+/** Live per-endpoint request counts, shared across snapshots (keyed by address:port), read by
+ * the least-request picker and kept current by the data path. */
+import type { EndpointStats } from '../policy/compiled';
+import type { Endpoint } from '../policy/types';
+
+export function endpointKey(ep: { address: string; port: number }): string {
+  return ep.address.includes(':') ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`;
+}
+
+export class ActiveRequests implements EndpointStats {
+  private readonly counts = new Map<string, number>();
+
+  active(ep: Endpoint): number {
+    return this.counts.get(endpointKey(ep)) ?? 0;
+  }
+
+  begin(key: string): void {
+    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+  }
+
+  end(key: string): void {
+    const n = (this.counts.get(key) ?? 0) - 1;
+    if (n <= 0) this.counts.delete(key);
+    else this.counts.set(key, n);
+  }
+}
+
+export const noStats: EndpointStats = { active: () => 0 };

@@ -1,0 +1,334 @@
+/**
+ * Validated snapshot -> compiled snapshot, once per snapshot: regexes built, matchers composed
+ * into closures, weighted-choice tables and pickers made. The request path only calls them.
+ */
+import { buildPicker, cumulativeWeights, noStats, weightedIndex } from '../lb';
+import type {
+  CompiledBackend,
+  CompiledRule,
+  CompiledService,
+  CompiledSnapshot,
+  EndpointStats,
+  HeaderEditor,
+  Picker,
+  RequestView,
+  RouteTable,
+} from './compiled';
+import type {
+  DestinationPolicySpec,
+  Endpoint,
+  HeaderEdits,
+  KeyValueMatch,
+  RateLimitPolicySpec,
+  RouteMatch,
+  RouteResource,
+  RouteRule,
+  Snapshot,
+  UpstreamProtocol,
+} from './types';
+
+export interface CompileOptions {
+  stats?: EndpointStats;
+  random?: () => number;
+  now?: () => number;
+}
+
+export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): CompiledSnapshot {
+  const stats = opts.stats ?? noStats;
+  const random = opts.random ?? Math.random;
+  const routes: RouteResource[] = [];
+  const policies = new Map<string, DestinationPolicySpec>();
+  const rateLimits = new Map<string, RateLimitPolicySpec>();
+  const endpointsByService = new Map<string, Endpoint[]>();
+  const protocolByService = new Map<string, UpstreamProtocol>();
+  const add = (e: Endpoint) => {
+    let list = endpointsByService.get(e.service);
+    if (!list) endpointsByService.set(e.service, (list = []));
+    list.push(e);
+  };
+  for (const r of s.resources) {
+    switch (r.kind) {
+      case 'Route':
+        routes.push(r);
+        break;
+      case 'DestinationPolicy':
+        policies.set(r.spec.service, r.spec);
+        break;
+      case 'RateLimitPolicy':
+        rateLimits.set(r.spec.service, r.spec);
+        break;
+      case 'Service':
+        protocolByService.set(r.metadata.name, r.spec.protocol);
+        if (!endpointsByService.has(r.metadata.name)) endpointsByService.set(r.metadata.name, []);
+        for (const e of r.spec.endpoints)
+          add(Object.freeze({ service: r.metadata.name, address: e.address, port: e.port, labels: e.labels, weight: e.weight, meshed: false }));
+        break;
+    }
+  }
+  for (const e of s.endpoints) add(e);
+  // Deterministic endpoint order, so that every sidecar builds the same ring and rotation.
+  for (const list of endpointsByService.values()) list.sort((a, b) => (a.address + ':' + a.port < b.address + ':' + b.port ? -1 : 1));
+
+  const names = new Set<string>([...endpointsByService.keys(), ...policies.keys()]);
+  for (const r of routes) for (const rule of r.spec.rules) for (const b of rule.backends ?? []) names.add(b.service);
+  const services = new Map<string, CompiledService>();
+  for (const name of names) {
+    services.set(name, compileService(name, endpointsByService.get(name) ?? [], policies.get(name), protocolByService.get(name), stats, random));
+  }
+  return Object.freeze({
+    version: s.version,
+    routes: compileRouteTable(routes, services, random),
+    services,
+    rateLimits,
+    resources: s.resources,
+    endpoints: s.endpoints,
+    compiledAt: (opts.now ?? Date.now)(),
+  });
+}
+
+function compileService(
+  name: string,
+  endpoints: readonly Endpoint[],
+  policy: DestinationPolicySpec | undefined,
+  staticProtocol: UpstreamProtocol | undefined,
+  stats: EndpointStats,
+  random: () => number,
+): CompiledService {
+  const lb = policy?.loadBalancer ?? { type: 'round-robin' as const };
+  const all = buildPicker({ endpoints, config: lb, stats, random });
+  const subsets = new Map<string, Picker>();
+  for (const sub of policy?.subsets ?? []) {
+    const entries = Object.entries(sub.labels);
+    const eps = endpoints.filter((e) => entries.every(([k, v]) => e.labels[k] === v));
+    subsets.set(sub.name, buildPicker({ endpoints: eps, config: lb, stats, random }));
+  }
+  let protocol: UpstreamProtocol = 'auto';
+  if (policy && policy.protocol !== 'auto') protocol = policy.protocol;
+  else if (staticProtocol) protocol = staticProtocol;
+  return Object.freeze({
+    name,
+    protocol,
+    endpoints,
+    policy,
+    picker: (subset?: string) => (subset === undefined ? all : subsets.get(subset)),
+  });
+}
+
+// ------------------------------------------------------------------------------------ route table
+
+interface VirtualHost {
+  rules: readonly CompiledRule[];
+}
+
+function compileRouteTable(routes: readonly RouteResource[], services: ReadonlyMap<string, CompiledService>, random: () => number): RouteTable {
+  const exact = new Map<string, VirtualHost>();
+  const wildcards: { suffix: string; vh: VirtualHost }[] = [];
+  let catchAll: VirtualHost | undefined;
+  for (const r of routes) {
+    const vh: VirtualHost = { rules: r.spec.rules.map((rule) => compileRule(r.metadata.name, rule, random)) };
+    for (const h of r.spec.hosts) {
+      if (h === '*') catchAll = vh;
+      else if (h.startsWith('*.')) wildcards.push({ suffix: h.slice(1), vh });
+      else exact.set(h, vh);
+    }
+  }
+  // Longest wildcard suffix first: *.api.example.com wins over *.example.com.
+  wildcards.sort((a, b) => b.suffix.length - a.suffix.length);
+  // A meshed service with no Route of its own is still reachable by its name (implicit route).
+  const implicit = new Map<string, VirtualHost>();
+  for (const name of services.keys()) {
+    const rule = implicitRule(name);
+    implicit.set(name, { rules: [rule] });
+  }
+  const lookupCache = new Map<string, VirtualHost | null>();
+
+  const resolve = (authority: string): VirtualHost | undefined => {
+    const hit = exact.get(authority);
+    if (hit) return hit;
+    const host = stripPort(authority);
+    const candidates = [host];
+    const short = shortServiceName(host);
+    if (short !== host) candidates.push(short);
+    for (const c of candidates) {
+      const v = exact.get(c);
+      if (v) return v;
+    }
+    for (const w of wildcards) if (host.endsWith(w.suffix)) return w.vh;
+    if (catchAll) return catchAll;
+    for (const c of candidates) {
+      const v = implicit.get(c);
+      if (v) return v;
+    }
+    return undefined;
+  };
+
+  return {
+    match(req: RequestView): CompiledRule | undefined {
+      let vh = lookupCache.get(req.authority);
+      if (vh === undefined) {
+        vh = resolve(req.authority) ?? null;
+        // Bounded: a client sending random Host headers cannot grow it without limit.
+        if (lookupCache.size < 10_000) lookupCache.set(req.authority, vh);
+      }
+      if (vh === null) return undefined;
+      const rules = vh.rules;
+      for (let i = 0; i < rules.length; i++) if (rules[i].matches(req)) return rules[i];
+      return undefined;
+    },
+  };
+}
+
+function stripPort(authority: string): string {
+  if (authority.startsWith('[')) {
+    const end = authority.indexOf(']');
+    return end > 0 ? authority.slice(0, end + 1) : authority;
+  }
+  const i = authority.lastIndexOf(':');
+  return i > 0 && authority.indexOf(':') === i ? authority.slice(0, i) : authority;
+}
+
+/** `catalog.default.svc.cluster.local` / `catalog.default.svc` / `catalog.default` -> `catalog`. */
+function shortServiceName(host: string): string {
+  const m = /^([a-z0-9-]+)\.[a-z0-9-]+(\.svc(\.cluster\.local)?)?$/.exec(host);
+  return m ? m[1] : host;
+}
+
+function implicitRule(service: string): CompiledRule {
+  const backend: CompiledBackend = { service, weight: 1 };
+  return {
+    statName: `${service}/default`,
+    routeName: service,
+    ruleName: 'default',
+    matches: () => true,
+    pickBackend: () => backend,
+  };
+}
+
+// ------------------------------------------------------------------------------------------ rules
+
+function compileRule(routeName: string, rule: RouteRule, random: () => number): CompiledRule {
+  const matchers = rule.matches.map(compileMatch);
+  const matches: (req: RequestView) => boolean =
+    matchers.length === 0 ? () => true : matchers.length === 1 ? matchers[0] : (req) => matchers.some((m) => m(req));
+  const out: CompiledRule = {
+    statName: `${routeName}/${rule.name}`,
+    routeName,
+    ruleName: rule.name,
+    matches,
+    pickBackend: () => undefined,
+  };
+  if (rule.backends) {
+    const backends: CompiledBackend[] = rule.backends.filter((b) => b.weight > 0).map((b) => Object.freeze({ service: b.service, subset: b.subset, weight: b.weight }));
+    if (backends.length === 1) {
+      const only = backends[0];
+      out.pickBackend = () => only;
+    } else {
+      const cum = cumulativeWeights(backends.map((b) => b.weight));
+      out.pickBackend = () => backends[weightedIndex(cum, random())];
+    }
+  }
+  const prefixes = rule.matches.map((m) => m.path?.prefix).filter((p): p is string => p !== undefined);
+  if (rule.redirect) {
+    const rd = rule.redirect;
+    out.redirect = (req) => {
+      const scheme = rd.scheme ?? req.header('x-forwarded-proto') ?? 'http';
+      const host = rd.host ?? stripPort(req.authority);
+      const origPort = req.authority.length > stripPort(req.authority).length ? req.authority.slice(stripPort(req.authority).length + 1) : '';
+      const port = rd.port !== undefined ? String(rd.port) : rd.host !== undefined || rd.scheme !== undefined ? '' : origPort;
+      let path = req.path;
+      if (rd.path !== undefined) path = rd.path;
+      else if (rd.pathPrefix !== undefined) path = replacePrefix(req.path, prefixes, rd.pathPrefix);
+      const q = req.query ? `?${req.query}` : '';
+      return { status: rd.statusCode, location: `${scheme}://${host}${port ? ':' + port : ''}${path}${q}` };
+    };
+  }
+  if (rule.rewrite?.pathPrefix !== undefined) {
+    const to = rule.rewrite.pathPrefix;
+    out.rewritePath = (req) => replacePrefix(req.path, prefixes, to) + (req.query ? `?${req.query}` : '');
+  }
+  if (rule.rewrite?.host) out.rewriteHost = rule.rewrite.host;
+  if (rule.requestHeaders) out.requestHeaders = compileHeaderEdits(rule.requestHeaders);
+  if (rule.responseHeaders) out.responseHeaders = compileHeaderEdits(rule.responseHeaders);
+  if (rule.timeoutMs !== undefined) out.timeoutMs = rule.timeoutMs;
+  if (rule.retries) out.retries = rule.retries;
+  return Object.freeze(out);
+}
+
+function replacePrefix(path: string, prefixes: readonly string[], to: string): string {
+  let best = '';
+  for (const p of prefixes) if (path.startsWith(p) && p.length > best.length) best = p;
+  const rest = path.slice(best.length);
+  if (to.endsWith('/') && rest.startsWith('/')) return to + rest.slice(1);
+  if (!to.endsWith('/') && rest !== '' && !rest.startsWith('/') && best.endsWith('/')) return `${to}/${rest}`;
+  return (to + rest) || '/';
+}
+
+/** Full-string match, as Envoy's safe_regex and Istio do: `/v[0-9]+` does not match `/v1/x`. */
+function fullRegex(src: string): RegExp {
+  return new RegExp(`^(?:${src})$`);
+}
+
+function compileMatch(m: RouteMatch): (req: RequestView) => boolean {
+  const checks: ((req: RequestView) => boolean)[] = [];
+  if (m.path?.exact !== undefined) {
+    const p = m.path.exact;
+    checks.push((req) => req.path === p);
+  } else if (m.path?.prefix !== undefined) {
+    const p = m.path.prefix;
+    // A prefix matches whole segments when it has no trailing slash: /api matches /api and /api/x, not /apix.
+    if (p.endsWith('/')) checks.push((req) => req.path.startsWith(p));
+    else checks.push((req) => req.path === p || req.path.startsWith(p + '/'));
+  } else if (m.path?.regex !== undefined) {
+    const re = fullRegex(m.path.regex);
+    checks.push((req) => re.test(req.path));
+  }
+  if (m.methods) {
+    const set = new Set(m.methods);
+    checks.push((req) => set.has(req.method));
+  }
+  for (const h of m.headers ?? []) checks.push(compileKeyValue(h, (req, name) => req.header(name)));
+  for (const q of m.queryParams ?? []) checks.push(compileKeyValue(q, queryParam));
+  if (checks.length === 1) return checks[0];
+  return (req) => {
+    for (let i = 0; i < checks.length; i++) if (!checks[i](req)) return false;
+    return true;
+  };
+}
+
+function queryParam(req: RequestView, name: string): string | undefined {
+  if (!req.query) return undefined;
+  const v = new URLSearchParams(req.query).get(name);
+  return v === null ? undefined : v;
+}
+
+function compileKeyValue(m: KeyValueMatch, get: (req: RequestView, name: string) => string | undefined): (req: RequestView) => boolean {
+  const name = m.name;
+  let test: (v: string | undefined) => boolean;
+  if (m.exact !== undefined) {
+    const want = m.exact;
+    test = (v) => v === want;
+  } else if (m.regex !== undefined) {
+    const re = fullRegex(m.regex);
+    test = (v) => v !== undefined && re.test(v);
+  } else test = (v) => v !== undefined;
+  if (m.invert) return (req) => !test(get(req, name));
+  return (req) => test(get(req, name));
+}
+
+function compileHeaderEdits(e: HeaderEdits): HeaderEditor {
+  const remove = e.remove ?? [];
+  const set = Object.entries(e.set ?? {});
+  const add = Object.entries(e.add ?? {});
+  return {
+    apply(headers) {
+      for (const k of remove) delete headers[k];
+      for (const [k, v] of set) headers[k] = v;
+      for (const [k, v] of add) {
+        const cur = headers[k];
+        if (cur === undefined) headers[k] = v;
+        else if (Array.isArray(cur)) headers[k] = [...cur, v];
+        else headers[k] = [cur, v];
+      }
+    },
+  };
+}
