@@ -227,13 +227,11 @@ export class FileStore implements StoreView {
       const cur = read(kind, name);
       if (op.op === 'create' && cur) throw new StoreError('conflict', `${kind} "${name}" already exists`);
       if (op.op === 'update' && !cur) throw new StoreError('not_found', `${kind} "${name}" not found`);
-      if (op.expectedVersion !== undefined && op.op !== 'create') {
+      const expected = op.op === 'create' ? undefined : op.expectedVersion;
+      if (expected !== undefined) {
         if (!cur)
-          throw new StoreError(
-            'conflict',
-            `${kind} "${name}" does not exist, but resourceVersion ${op.expectedVersion} was expected`,
-          );
-        checkVersion(cur, kind, name, op.expectedVersion);
+          throw new StoreError('conflict', `${kind} "${name}" does not exist, but resourceVersion ${expected} was expected`);
+        checkVersion(cur, kind, name, expected);
       }
       if (cur && sameContent(cur, res)) {
         results.push({ kind, name, action: 'unchanged', resource: cur });

@@ -1,0 +1,335 @@
+/**
+ * The push server: one gRPC bidirectional stream per sidecar (PolicyDiscovery.Stream).
+ *
+ * - A stream's first message names its sidecar (Node); the sidecar is registered in the endpoint
+ *   registry and sent the current snapshot at once.
+ * - On any change (`notifyChange`), changes are coalesced for `coalesceMs`, then every stream
+ *   that does not have the new version gets it.
+ * - ACKs and NACKs that echo the latest nonce sent on their stream are recorded in the
+ *   registry; stale ones are ignored (as in xDS).
+ * - Convergence: from the first change a version includes to the moment every sidecar that was
+ *   connected when it was pushed has answered (ACK or NACK), measured on the real monotonic clock
+ *   and logged at info. `lastConvergence()` returns the latest.
+ *
+ * The coalescing timer and the convergence measurement use real time even when a fake Clock is
+ * injected (the Clock drives the registry's grace periods and timestamps), so a test on a fake
+ * clock still sees pushes.
+ */
+import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import pino, { type Logger } from 'pino';
+import {
+  checkNode,
+  SERVER_OPTIONS,
+  policyDiscoveryService,
+  type PolicyDiscoveryHandlers,
+  type PolicyDiscoveryStreamCall,
+  type ReceivedSidecarMessage,
+  type SnapshotMessage,
+} from '../src/proto';
+import { formatErrors } from '../src/core/result';
+import type { EndpointRegistry, SidecarSession } from './registry';
+import type { BuiltSnapshot, SnapshotBuilder } from './snapshot-builder';
+import type { ControlPlaneMetrics } from './metrics';
+
+export interface PushServerOptions {
+  builder: SnapshotBuilder;
+  registry: EndpointRegistry;
+  logger?: Logger;
+  metrics?: ControlPlaneMetrics;
+  /** How long to gather changes before pushing (default 5 ms). */
+  coalesceMs?: number;
+}
+
+export interface Convergence {
+  version: string;
+  /** Change to the last answer, in milliseconds. */
+  ms: number;
+  /** Sidecars that had to answer. */
+  sidecars: number;
+  /** How many of them answered NACK. */
+  nacked: number;
+  /** When it converged (ISO 8601). */
+  at: string;
+}
+
+interface Stream {
+  call: PolicyDiscoveryStreamCall;
+  id?: string;
+  session?: SidecarSession;
+  sentVersion?: string;
+  sentNonce?: string;
+  /** The version this stream last answered for, ACK or NACK. */
+  answeredVersion?: string;
+  closed: boolean;
+}
+
+interface Tracking {
+  version: string;
+  since: number;
+  waiting: Set<Stream>;
+  total: number;
+  nacked: number;
+}
+
+export class PushServer {
+  private readonly builder: SnapshotBuilder;
+  private readonly registry: EndpointRegistry;
+  private readonly logger: Logger;
+  private readonly metrics?: ControlPlaneMetrics;
+  private readonly coalesceMs: number;
+  private readonly streams = new Set<Stream>();
+  private readonly nonceBase = randomBytes(4).toString('hex');
+  private nonceSeq = 0;
+  private server: grpc.Server | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  /** Real monotonic time of the earliest change not yet pushed. */
+  private changeSince: number | undefined;
+  private tracking: Tracking | undefined;
+  private last: Convergence | undefined;
+  private closing = false;
+
+  constructor(opts: PushServerOptions) {
+    this.builder = opts.builder;
+    this.registry = opts.registry;
+    this.logger = opts.logger ?? pino({ level: 'silent' });
+    this.metrics = opts.metrics;
+    this.coalesceMs = opts.coalesceMs ?? 5;
+  }
+
+  /** Binds the gRPC server; port 0 picks a free one. Resolves to the bound address. */
+  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    const server = new grpc.Server(SERVER_OPTIONS);
+    const handlers: PolicyDiscoveryHandlers = { Stream: (call) => this.handle(call) };
+    server.addService(policyDiscoveryService(), handlers);
+    const hostPart = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+    return new Promise((resolve, reject) => {
+      server.bindAsync(`${hostPart}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+        if (err) {
+          server.forceShutdown();
+          reject(err);
+          return;
+        }
+        this.server = server;
+        this.logger.info({ address: `${hostPart}:${bound}` }, 'push server listening');
+        resolve({ host, port: bound });
+      });
+    });
+  }
+
+  /** Something changed (store or endpoints): push soon, coalescing changes close together. */
+  notifyChange(): void {
+    this.builder.invalidate();
+    if (this.closing) return;
+    if (this.changeSince === undefined) this.changeSince = performance.now();
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.flush();
+    }, this.coalesceMs);
+  }
+
+  /** The snapshot currently in force. */
+  snapshot(): BuiltSnapshot {
+    return this.builder.current();
+  }
+
+  /** The latest completed convergence, if any change has been pushed to connected sidecars. */
+  lastConvergence(): Convergence | undefined {
+    return this.last;
+  }
+
+  /** Open streams that have identified their sidecar. */
+  streamCount(): number {
+    let n = 0;
+    for (const s of this.streams) if (s.id) n++;
+    return n;
+  }
+
+  /** Ends every stream (sidecars see a clean end and reconnect elsewhere), then stops. */
+  async close(timeoutMs = 2000): Promise<void> {
+    this.closing = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const s of [...this.streams]) {
+      this.drop(s);
+      try {
+        s.call.end();
+      } catch {
+        // already gone
+      }
+    }
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => {
+        server.forceShutdown();
+        resolve();
+      }, timeoutMs);
+      server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+  }
+
+  // ------------------------------------------------------------------------------ internals
+
+  private handle(call: PolicyDiscoveryStreamCall): void {
+    if (this.closing) {
+      call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'control plane shutting down' });
+      return;
+    }
+    const s: Stream = { call, closed: false };
+    this.streams.add(s);
+    call.on('data', (msg: ReceivedSidecarMessage) => {
+      try {
+        this.onMessage(s, msg);
+      } catch (err) {
+        this.logger.error({ err, sidecar: s.id }, 'push stream message failed');
+      }
+    });
+    call.on('end', () => {
+      this.drop(s);
+      try {
+        call.end();
+      } catch {
+        // already ended
+      }
+    });
+    call.on('cancelled', () => this.drop(s));
+    call.on('error', (err) => {
+      this.logger.debug({ err, sidecar: s.id }, 'push stream error');
+      this.drop(s);
+    });
+    call.on('close', () => this.drop(s));
+  }
+
+  private onMessage(s: Stream, msg: ReceivedSidecarMessage): void {
+    if (s.closed) return;
+    const kind = msg.kind ?? (msg.node ? 'node' : msg.ack ? 'ack' : msg.nack ? 'nack' : undefined);
+    if (!s.id) {
+      const node = checkNode(kind === 'node' ? msg.node : undefined);
+      if (!node.ok) {
+        this.logger.warn({ peer: s.call.getPeer(), reason: formatErrors(node.errors) }, 'push stream refused');
+        this.drop(s);
+        s.call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: formatErrors(node.errors) });
+        return;
+      }
+      const n = node.value;
+      s.id = n.id;
+      s.session = this.registry.connect({
+        id: n.id,
+        service: n.service,
+        address: n.address || peerHost(s.call.getPeer()),
+        port: n.inboundPort,
+        labels: n.labels,
+        buildVersion: n.buildVersion,
+      });
+      // The registry change (if any) invalidated the snapshot: this sidecar gets one with itself in it.
+      this.send(s, this.builder.current());
+      return;
+    }
+    if (kind === 'ack' && msg.ack) {
+      if (msg.ack.nonce !== s.sentNonce) {
+        this.logger.debug({ sidecar: s.id, nonce: msg.ack.nonce }, 'stale ACK ignored');
+        return;
+      }
+      if (this.metrics) this.metrics.acks++;
+      this.registry.recordAck(s.id, msg.ack.version);
+      this.logger.debug({ sidecar: s.id, version: msg.ack.version }, 'snapshot ACKed');
+      this.answered(s, msg.ack.version, false);
+    } else if (kind === 'nack' && msg.nack) {
+      if (msg.nack.nonce !== s.sentNonce) {
+        this.logger.debug({ sidecar: s.id, nonce: msg.nack.nonce }, 'stale NACK ignored');
+        return;
+      }
+      if (this.metrics) this.metrics.nacks++;
+      this.registry.recordNack(s.id, msg.nack.version, msg.nack.reason);
+      this.logger.warn({ sidecar: s.id, version: msg.nack.version, reason: msg.nack.reason }, 'snapshot rejected (NACK)');
+      this.answered(s, msg.nack.version, true);
+    } else {
+      this.logger.warn({ sidecar: s.id, kind }, 'unexpected message on push stream ignored');
+    }
+  }
+
+  private send(s: Stream, b: BuiltSnapshot): void {
+    if (s.closed || !s.id || s.sentVersion === b.version) return;
+    const nonce = `${this.nonceBase}-${++this.nonceSeq}`;
+    const msg: SnapshotMessage = {
+      version: b.version,
+      nonce,
+      resourcesJson: b.resourcesJson,
+      endpointsJson: b.endpointsJson,
+    };
+    s.sentVersion = b.version;
+    s.sentNonce = nonce;
+    s.answeredVersion = undefined;
+    try {
+      s.call.write(msg);
+    } catch (err) {
+      this.logger.warn({ err, sidecar: s.id }, 'push failed');
+      return;
+    }
+    if (this.metrics) this.metrics.pushes++;
+    this.registry.recordSent(s.id, b.version);
+  }
+
+  private flush(): void {
+    if (this.closing) return;
+    const b = this.builder.current();
+    const since = Math.min(this.changeSince ?? performance.now(), this.tracking?.since ?? Infinity);
+    this.changeSince = undefined;
+    const waiting = new Set<Stream>();
+    for (const s of this.streams) {
+      if (!s.id || s.closed) continue;
+      if (s.sentVersion !== b.version) this.send(s, b);
+      if (s.answeredVersion !== b.version) waiting.add(s);
+    }
+    if (waiting.size === 0) {
+      // Nobody to wait for: either no sidecars, or all of them already have it.
+      this.tracking = undefined;
+      return;
+    }
+    this.tracking = { version: b.version, since, waiting, total: waiting.size, nacked: 0 };
+  }
+
+  private answered(s: Stream, version: string, nack: boolean): void {
+    s.answeredVersion = version;
+    const t = this.tracking;
+    if (!t || t.version !== version || !t.waiting.delete(s)) return;
+    if (nack) t.nacked++;
+    this.maybeConverged();
+  }
+
+  private maybeConverged(): void {
+    const t = this.tracking;
+    if (!t || t.waiting.size > 0) return;
+    this.tracking = undefined;
+    const ms = Math.round((performance.now() - t.since) * 1000) / 1000;
+    this.last = { version: t.version, ms, sidecars: t.total, nacked: t.nacked, at: new Date().toISOString() };
+    this.logger.info(
+      { version: t.version, convergenceMs: ms, sidecars: t.total, nacked: t.nacked },
+      t.nacked > 0 ? 'snapshot pushed; some sidecars rejected it' : 'snapshot converged',
+    );
+  }
+
+  private drop(s: Stream): void {
+    if (s.closed) return;
+    s.closed = true;
+    this.streams.delete(s);
+    s.session?.disconnect();
+    if (this.tracking?.waiting.delete(s)) this.maybeConverged();
+  }
+}
+
+/** The host of a grpc-js peer string: `ipv4:1.2.3.4:5`, `1.2.3.4:5`, `[::1]:5`, `ipv6:[::1]:5`. */
+export function peerHost(peer: string): string {
+  let p = peer.replace(/^(ipv4|ipv6|unix):/, '');
+  const bracket = /^\[([^\]]+)\](?::\d+)?$/.exec(p);
+  if (bracket) return bracket[1] as string;
+  const i = p.lastIndexOf(':');
+  if (i > 0 && p.indexOf(':') === i) p = p.slice(0, i);
+  return p;
+}
