@@ -1,0 +1,361 @@
+/**
+ * The control plane's REST API (node:http, JSON in and out).
+ *
+ *   GET    /v1/{kind}                 list (`kind`: any name `kindFromName` accepts)
+ *   POST   /v1/{kind}                 create (409 if it exists)
+ *   GET    /v1/{kind}/{name}          read
+ *   PUT    /v1/{kind}/{name}          create or update; a body `metadata.resourceVersion` must match
+ *   DELETE /v1/{kind}/{name}          delete (`?resourceVersion=` to make it conditional)
+ *   POST   /v1/apply                  `{ items: [...] }`: create-or-update all, in one commit
+ *   GET    /v1/status                 snapshot version, store revision, convergence, sidecars
+ *   GET    /v1/snapshot               the snapshot sidecars are being pushed
+ *   GET    /metrics  GET /healthz
+ *
+ * A write is checked in two steps: the resource on its own (`parseResource`, field-path errors),
+ * then, inside the store's commit (under its lock, against the state it will change), the
+ * references across the whole resulting set (`validateReferences`). Either failing is a 400 with
+ * every error and its path; nothing is written. Every failure is an `ApiError` with a stable code,
+ * turned into a response in one place (`sendError`).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import pino, { type Logger } from 'pino';
+import type { FieldError } from '../src/core/result';
+import { describeRaw, kindFromName, parseResource, resourceKey, toWire, validateReferences } from '../src/policy/parse';
+import { API_VERSION, type Kind, type Resource } from '../src/policy/types';
+import type { ControlPlaneMetrics } from './metrics';
+import type { PushServer } from './push-server';
+import type { EndpointRegistry } from './registry';
+import { StoreError, type FileStore, type StoreOp, type StoreView, type WireResource } from './store';
+
+/** Request bodies above this are refused with 413. */
+export const MAX_BODY_BYTES = 4 * 1024 * 1024;
+
+export type ApiErrorCode =
+  | 'invalid_json'
+  | 'invalid'
+  | 'too_large'
+  | 'unknown_kind'
+  | 'not_found'
+  | 'conflict'
+  | 'method_not_allowed'
+  | 'bad_request'
+  | 'internal';
+
+const STATUS: Record<ApiErrorCode, number> = {
+  invalid_json: 400,
+  invalid: 400,
+  bad_request: 400,
+  too_large: 413,
+  unknown_kind: 404,
+  not_found: 404,
+  conflict: 409,
+  method_not_allowed: 405,
+  internal: 500,
+};
+
+export class ApiError extends Error {
+  readonly code: ApiErrorCode;
+  readonly status: number;
+  readonly errors?: FieldError[];
+  /** For 405: the methods the path supports. */
+  readonly allow?: string[];
+  constructor(code: ApiErrorCode, message: string, opts: { errors?: FieldError[]; allow?: string[] } = {}) {
+    super(message);
+    this.name = 'ApiError';
+    this.code = code;
+    this.status = STATUS[code];
+    this.errors = opts.errors;
+    this.allow = opts.allow;
+  }
+}
+
+export interface ApiDeps {
+  store: FileStore;
+  registry: EndpointRegistry;
+  push: PushServer;
+  metrics: ControlPlaneMetrics;
+  logger?: Logger;
+}
+
+type Reply = { status: number; body: unknown } | { status: number; text: string; contentType: string };
+type Handler = (req: IncomingMessage, url: URL) => Promise<Reply> | Reply;
+type Routes = Partial<Record<'GET' | 'POST' | 'PUT' | 'DELETE', Handler>>;
+
+/** The request handler for `http.createServer`. It never throws and always answers. */
+export function createApiHandler(deps: ApiDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const api = new Api(deps);
+  return (req, res) => void api.handle(req, res);
+}
+
+class Api {
+  private readonly store: FileStore;
+  private readonly logger: Logger;
+  /** Stored resources are frozen and replaced on change, so their parsed form can be cached by identity. */
+  private readonly parsed = new WeakMap<WireResource, Resource | null>();
+
+  constructor(private readonly deps: ApiDeps) {
+    this.store = deps.store;
+    this.logger = deps.logger ?? pino({ level: 'silent' });
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let reply: Reply;
+    try {
+      reply = await this.route(req);
+    } catch (err) {
+      reply = this.errorReply(err, req);
+      if (err instanceof ApiError && err.allow) res.setHeader('allow', err.allow.join(', '));
+      if (err instanceof ApiError && err.code === 'too_large') res.setHeader('connection', 'close');
+    }
+    this.deps.metrics.apiRequest(reply.status);
+    try {
+      if ('text' in reply) {
+        res.writeHead(reply.status, { 'content-type': reply.contentType });
+        res.end(reply.text);
+      } else {
+        res.writeHead(reply.status, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(reply.body) + '\n');
+      }
+    } catch (err) {
+      this.logger.warn({ err }, 'could not send an API response');
+      res.destroy();
+    }
+  }
+
+  private route(req: IncomingMessage): Promise<Reply> | Reply {
+    let url: URL;
+    let segments: string[];
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+      segments = url.pathname.split('/').slice(1).map(decodeURIComponent);
+    } catch {
+      throw new ApiError('bad_request', `malformed request path ${JSON.stringify(req.url)}`);
+    }
+    const [top, a, b, ...rest] = segments;
+    let routes: Routes | undefined;
+    if (top === 'healthz' && a === undefined) routes = { GET: () => ({ status: 200, text: 'ok\n', contentType: 'text/plain' }) };
+    else if (top === 'metrics' && a === undefined) routes = { GET: () => this.metrics() };
+    else if (top === 'v1' && a !== undefined && a !== '' && rest.length === 0) {
+      if (a === 'status' && b === undefined) routes = { GET: () => this.status() };
+      else if (a === 'snapshot' && b === undefined) routes = { GET: () => this.snapshot() };
+      else if (a === 'apply' && b === undefined) routes = { POST: (r) => this.apply(r) };
+      else {
+        const kind = kindFromName(a);
+        if (!kind) throw new ApiError('unknown_kind', `unknown kind ${JSON.stringify(a)}; use one of route, destinationpolicy, ratelimitpolicy, service`);
+        if (b === undefined) {
+          routes = { GET: () => this.list(kind), POST: (r) => this.create(r, kind) };
+        } else if (b !== '') {
+          routes = {
+            GET: () => this.read(kind, b),
+            PUT: (r) => this.put(r, kind, b),
+            DELETE: (_r, u) => this.remove(kind, b, u.searchParams.get('resourceVersion') ?? undefined),
+          };
+        }
+      }
+    }
+    if (!routes) throw new ApiError('not_found', `no such path: ${url.pathname}`);
+    const method = req.method === 'HEAD' ? 'GET' : (req.method as keyof Routes);
+    const handler = routes[method];
+    if (!handler) {
+      const allow = Object.keys(routes);
+      throw new ApiError('method_not_allowed', `${req.method} is not allowed on ${url.pathname}; use ${allow.join(', ')}`, { allow });
+    }
+    return handler(req, url);
+  }
+
+  // ------------------------------------------------------------------------------- read side
+
+  private metrics(): Reply {
+    return { status: 200, text: this.deps.metrics.render(), contentType: 'text/plain; version=0.0.4; charset=utf-8' };
+  }
+
+  private status(): Reply {
+    const snap = this.deps.push.snapshot();
+    return {
+      status: 200,
+      body: {
+        version: snap.version,
+        revision: snap.revision,
+        convergence: this.deps.push.lastConvergence() ?? null,
+        sidecars: this.deps.registry.sidecars(),
+      },
+    };
+  }
+
+  private snapshot(): Reply {
+    const s = this.deps.push.snapshot();
+    return { status: 200, body: { version: s.version, revision: s.revision, resources: s.resources, endpoints: s.endpoints } };
+  }
+
+  private list(kind: Kind): Reply {
+    return { status: 200, body: { apiVersion: API_VERSION, kind: 'List', items: this.store.list(kind) } };
+  }
+
+  private read(kind: Kind, name: string): Reply {
+    const r = this.store.get(kind, name);
+    if (!r) throw new ApiError('not_found', `${kind} ${JSON.stringify(name)} not found`);
+    return { status: 200, body: r };
+  }
+
+  // ------------------------------------------------------------------------------ write side
+
+  private async create(req: IncomingMessage, kind: Kind): Promise<Reply> {
+    const res = this.parseOne(await readJson(req), kind);
+    const result = await this.store.commit((view) => {
+      this.checkReferences(view, [res], [], `${resourceKey(res)} is invalid`);
+      return [{ op: 'create', resource: wire(res) }];
+    });
+    const r = result.results[0];
+    this.logger.info({ kind, name: res.metadata.name, revision: result.revision }, 'resource created');
+    return { status: 201, body: r?.resource };
+  }
+
+  private async put(req: IncomingMessage, kind: Kind, name: string): Promise<Reply> {
+    const res = this.parseOne(await readJson(req), kind, name);
+    const result = await this.store.commit((view) => {
+      this.checkReferences(view, [res], [], `${resourceKey(res)} is invalid`);
+      return [{ op: 'put', resource: wire(res), expectedVersion: res.metadata.resourceVersion }];
+    });
+    const r = result.results[0];
+    if (r && r.action !== 'unchanged') this.logger.info({ kind, name, action: r.action, revision: result.revision }, 'resource written');
+    return { status: r?.action === 'created' ? 201 : 200, body: r?.resource };
+  }
+
+  private async remove(kind: Kind, name: string, expectedVersion: string | undefined): Promise<Reply> {
+    const result = await this.store.commit((view) => {
+      // Missing: let the store say not_found.
+      if (view.get(kind, name)) this.checkReferences(view, [], [`${kind}/${name}`], `${kind}/${name} cannot be deleted: other resources refer to it`);
+      return [{ op: 'delete', kind, name, expectedVersion }];
+    });
+    this.logger.info({ kind, name, revision: result.revision }, 'resource deleted');
+    return { status: 200, body: result.results[0]?.resource };
+  }
+
+  private async apply(req: IncomingMessage): Promise<Reply> {
+    const body = await readJson(req);
+    const items = (body as { items?: unknown } | null)?.items;
+    if (body === null || typeof body !== 'object' || Array.isArray(body) || !Array.isArray(items))
+      throw new ApiError('invalid', 'the body must be {"items": [...resources]}', { errors: [{ path: 'items', message: 'must be an array of resources' }] });
+    if (items.length === 0) throw new ApiError('invalid', 'nothing to apply', { errors: [{ path: 'items', message: 'must contain at least one resource' }] });
+    const errors: FieldError[] = [];
+    const parsed: Resource[] = [];
+    items.forEach((raw, i) => {
+      const r = parseResource(raw);
+      if (r.ok) parsed.push(r.value);
+      else errors.push(...r.errors.map((e) => ({ path: `${describeRaw(raw, i)}: ${e.path}`, message: e.message })));
+    });
+    if (errors.length > 0) throw new ApiError('invalid', `${errors.length} error(s) in the items; nothing applied`, { errors });
+    const result = await this.store.commit((view) => {
+      this.checkReferences(view, parsed, [], 'the items are inconsistent with each other or with stored resources; nothing applied');
+      return parsed.map((r): StoreOp => ({ op: 'put', resource: wire(r), expectedVersion: r.metadata.resourceVersion }));
+    });
+    this.logger.info({ items: parsed.length, revision: result.revision }, 'applied');
+    return {
+      status: 200,
+      body: {
+        revision: result.revision,
+        results: result.results.map((r) => ({ kind: r.kind, name: r.name, action: r.action, resourceVersion: r.resource.metadata.resourceVersion })),
+      },
+    };
+  }
+
+  /** Parses one resource for `/v1/{kind}[/{name}]`; the body's kind (and name) must match the URL's. */
+  private parseOne(body: unknown, kind: Kind, name?: string): Resource {
+    const o = body as { kind?: unknown; metadata?: { name?: unknown } } | null;
+    if (o && typeof o === 'object' && o.kind !== undefined && o.kind !== kind)
+      throw new ApiError('invalid', `the body's kind must match the URL`, { errors: [{ path: 'kind', message: `must be ${JSON.stringify(kind)} (from the URL), got ${JSON.stringify(o.kind)}` }] });
+    const r = parseResource(body);
+    if (!r.ok) {
+      const what = describeRaw(body, 0);
+      throw new ApiError('invalid', `${what.startsWith('document[') ? `the ${kind}` : what} is invalid`, { errors: r.errors });
+    }
+    if (name !== undefined && r.value.metadata.name !== name)
+      throw new ApiError('invalid', `the body's metadata.name must match the URL`, {
+        errors: [{ path: 'metadata.name', message: `must be ${JSON.stringify(name)} (from the URL), got ${JSON.stringify(r.value.metadata.name)}` }],
+      });
+    return r.value;
+  }
+
+  /**
+   * Runs inside a commit plan: the references across the stored resources, with `upserts` written
+   * and `deletes` (`Kind/name`) removed, must hold. Errors the stored set already had (a store
+   * edited by hand) do not block a write, so they can be fixed one resource at a time.
+   */
+  private checkReferences(view: StoreView, upserts: readonly Resource[], deletes: readonly string[], message: string): void {
+    const current = view.all().flatMap((w) => {
+      const r = this.parseStored(w);
+      return r ? [r] : [];
+    });
+    const replaced = new Set([...deletes, ...upserts.map(resourceKey)]);
+    const after = [...current.filter((r) => !replaced.has(resourceKey(r))), ...upserts];
+    const errors = validateReferences(after);
+    if (errors.length === 0) return;
+    const key = (e: FieldError) => `${e.path}\0${e.message}`;
+    const known = new Set(validateReferences(current).map(key));
+    const fresh = errors.filter((e) => !known.has(key(e)));
+    if (fresh.length > 0) throw new ApiError('invalid', message, { errors: fresh });
+  }
+
+  private parseStored(w: WireResource): Resource | null {
+    let r = this.parsed.get(w);
+    if (r === undefined) {
+      const p = parseResource(w);
+      r = p.ok ? p.value : null;
+      if (!p.ok) this.logger.warn({ resource: `${w.kind}/${w.metadata.name}`, errors: p.errors }, 'stored resource no longer parses; ignored for reference checks');
+      this.parsed.set(w, r);
+    }
+    return r;
+  }
+
+  private errorReply(err: unknown, req: IncomingMessage): Reply {
+    let e: ApiError;
+    if (err instanceof ApiError) e = err;
+    else if (err instanceof StoreError) e = new ApiError(err.code, err.message);
+    else {
+      this.logger.error({ err, method: req.method, url: req.url }, 'API request failed');
+      e = new ApiError('internal', 'internal error');
+    }
+    return { status: e.status, body: { code: e.code, message: e.message, ...(e.errors ? { errors: e.errors } : {}) } };
+  }
+}
+
+/** The normalised wire form to store (metadata kept; the store sets its own fields). */
+function wire(r: Resource): WireResource {
+  return toWire(r) as WireResource;
+}
+
+/** Reads the body (at most MAX_BODY_BYTES) and parses it as JSON. */
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const declared = Number(req.headers['content-length']);
+  if (declared > MAX_BODY_BYTES) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  await new Promise<void>((resolve, reject) => {
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        req.removeAllListeners('data');
+        req.pause();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', resolve);
+    // The client went away mid-body (there is nobody left to answer, but the request is done).
+    const cut = () => reject(new ApiError('bad_request', 'the request body was cut short'));
+    req.on('error', cut);
+    req.on('close', cut);
+  });
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') throw new ApiError('invalid_json', 'the request body is empty; send a JSON document');
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ApiError('invalid_json', `the request body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function tooLarge(): ApiError {
+  return new ApiError('too_large', `the request body is larger than ${MAX_BODY_BYTES} bytes`);
+}

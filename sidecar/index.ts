@@ -1,0 +1,228 @@
+/**
+ * The sidecar, assembled: outbound listener (app -> mesh, 15001), inbound listener (mesh -> app,
+ * 15006), admin port (15000), and the policy source: the control plane's push stream, or a static
+ * file (`--config`, like Envoy's static bootstrap).
+ *
+ * snapshot arrives -> parse + validate -> compile -> atomic swap -> ACK (or NACK, keeping the
+ * last good snapshot).
+ */
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import pino, { type Logger } from 'pino';
+import { fail, ok, formatErrors, type Result } from '../src/core/result';
+import { startListener, type Listener } from '../src/http/listener';
+import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
+import { ActiveRequests, endpointKey } from '../src/lb';
+import { compileSnapshot, parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type WireSnapshot } from '../src/policy';
+import { startAdmin, type AdminServer } from './admin';
+import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
+import { ProxyStats } from './stats';
+import { Subscriber } from './subscriber';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface SidecarOptions {
+  service: string;
+  /** Unique per sidecar; default `<service>-<hostname>-<pid>`. */
+  id?: string;
+  labels?: Record<string, string>;
+  /** The control plane's push address `host:port`. Exactly one of this and `configFile`. */
+  controlPlane?: string;
+  configFile?: string;
+  /** The local app; without it the inbound listener answers 503. */
+  app?: { host: string; port: number; protocol?: UpstreamProtocol };
+  inbound?: HostPort;
+  outbound?: HostPort;
+  admin?: HostPort;
+  /** The address other sidecars reach our inbound listener at (default: as the control plane sees us). */
+  advertiseAddress?: string;
+  logger?: Logger;
+  maxHeaderBytes?: number;
+  headersTimeoutMs?: number;
+}
+
+export interface Sidecar {
+  readonly id: string;
+  inbound: HostPort;
+  outbound: HostPort;
+  admin: HostPort;
+  /** The compiled snapshot in force. */
+  current(): CompiledSnapshot | undefined;
+  /** Stops accepting, drains in-flight requests for up to `graceMs`, closes everything. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Parses a static policy file into a snapshot; its version is the content hash. */
+export async function loadStaticConfig(file: string): Promise<Result<WireSnapshot>> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    return fail([{ path: file, message: (err as Error).message }]);
+  }
+  const docs = parseDocuments(text);
+  if (!docs.ok) return fail(docs.errors.map((e) => ({ path: `${file}: ${e.path}`, message: e.message })));
+  const parsed = parseAll(docs.value);
+  if (!parsed.ok) return fail(parsed.errors.map((e) => ({ path: `${file}: ${e.path}`, message: e.message })));
+  const resources = parsed.value.map(toWire);
+  const version = createHash('sha256').update(JSON.stringify(resources)).digest('hex').slice(0, 12);
+  return ok({ version, resources, endpoints: [] });
+}
+
+export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
+  if (!opts.controlPlane === !opts.configFile) throw new Error('a sidecar needs exactly one of --control-plane and --config');
+  const logger = opts.logger ?? pino({ level: 'info' });
+  const id = opts.id ?? `${opts.service}-${os.hostname()}-${process.pid}`;
+  const log = logger.child({ sidecar: id, service: opts.service });
+  const stats = new ProxyStats();
+  const active = new ActiveRequests();
+  const pools = new UpstreamPools();
+  let current: CompiledSnapshot | undefined;
+  let source = opts.controlPlane ? `control-plane ${opts.controlPlane}` : `file ${opts.configFile}`;
+
+  const apply = (w: WireSnapshot): Result<void> => {
+    if (current && current.version === w.version) return ok(undefined);
+    const parsed = parseSnapshot(w);
+    if (!parsed.ok) {
+      stats.nacks++;
+      return parsed;
+    }
+    let compiled: CompiledSnapshot;
+    try {
+      compiled = compileSnapshot(parsed.value, { stats: active });
+    } catch (err) {
+      stats.nacks++;
+      return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
+    }
+    current = compiled;
+    stats.acks++;
+    stats.snapshotVersion = compiled.version;
+    stats.snapshotAppliedAt = Date.now();
+    const keep = new Set<string>();
+    for (const s of compiled.services.values()) for (const e of s.endpoints) keep.add(endpointKey(e));
+    if (opts.app) keep.add(endpointKey({ address: opts.app.host, port: opts.app.port }));
+    pools.retain(keep);
+    log.info({ version: compiled.version, resources: compiled.resources.length, endpoints: compiled.endpoints.length }, 'snapshot applied');
+    return ok(undefined);
+  };
+
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet' };
+  const listenerOpts = {
+    logger: log,
+    maxHeaderBytes: opts.maxHeaderBytes,
+    headersTimeoutMs: opts.headersTimeoutMs,
+    onRefused: (reason: string) => stats.refused(reason),
+  };
+  const started: { close(): Promise<void> }[] = [];
+  const closeStarted = async (): Promise<void> => {
+    await Promise.all(started.map((s) => s.close().catch(() => undefined)));
+  };
+  let outL: Listener;
+  let inL: Listener;
+  let admin: AdminServer;
+  let subscriber: Subscriber | undefined;
+  try {
+    if (opts.configFile) {
+      const cfg = await loadStaticConfig(opts.configFile);
+      if (!cfg.ok) throw new Error(`invalid static config:\n${formatErrors(cfg.errors)}`);
+      const r = apply(cfg.value);
+      if (!r.ok) throw new Error(`invalid static config:\n${formatErrors(r.errors)}`);
+      source = `file ${opts.configFile}`;
+    }
+    const o = opts.outbound ?? { host: '127.0.0.1', port: 15001 };
+    outL = await startListener(o.host, o.port, { ...listenerOpts, name: 'outbound', handler: outboundHandler(ctx) });
+    started.push(outL);
+    const i = opts.inbound ?? { host: '0.0.0.0', port: 15006 };
+    const app = opts.app;
+    inL = await startListener(i.host, i.port, {
+      ...listenerOpts,
+      name: 'inbound',
+      handler: app
+        ? inboundHandler(ctx, app)
+        : (_req, res) => {
+            res.writeHead(503, { 'content-type': 'text/plain', 'x-meshlet-flags': 'UH' });
+            res.end('no application behind this sidecar (--app-port not set)\n');
+          },
+    });
+    started.push(inL);
+    const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
+    admin = await startAdmin(
+      a.host,
+      a.port,
+      {
+        ready: () => current !== undefined,
+        configDump: () => configDump(id, opts.service, source, current, subscriber),
+        metrics: () => {
+          const c = pools.counts();
+          return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions });
+        },
+      },
+      log,
+    );
+    started.push(admin);
+  } catch (err) {
+    await closeStarted();
+    await pools.close();
+    throw err;
+  }
+
+  if (opts.controlPlane) {
+    subscriber = new Subscriber({
+      target: opts.controlPlane,
+      node: {
+        id,
+        service: opts.service,
+        address: opts.advertiseAddress ?? '',
+        inboundPort: inL.address().port,
+        labels: opts.labels ?? {},
+        buildVersion: process.env.npm_package_version ?? '',
+      },
+      apply,
+      logger: log,
+    });
+    subscriber.start();
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    id,
+    inbound: inL.address(),
+    outbound: outL.address(),
+    admin: admin.address(),
+    current: () => current,
+    close(graceMs = 5000) {
+      closing ??= (async () => {
+        subscriber?.close();
+        await Promise.all([outL.close(graceMs), inL.close(graceMs)]);
+        await admin.close();
+        await pools.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+function configDump(id: string, service: string, source: string, snap: CompiledSnapshot | undefined, sub: Subscriber | undefined): unknown {
+  return {
+    id,
+    service,
+    source,
+    controlPlane: sub ? { connected: sub.connected, lastError: sub.lastError ?? null } : undefined,
+    version: snap?.version ?? null,
+    appliedAt: snap ? new Date(snap.compiledAt).toISOString() : null,
+    resources: snap ? snap.resources.map(toWire) : [],
+    services: snap
+      ? [...snap.services.values()].map((s) => ({
+          name: s.name,
+          protocol: s.protocol,
+          loadBalancer: s.policy?.loadBalancer?.type ?? 'round-robin',
+          subsets: (s.policy?.subsets ?? []).map((x) => ({ name: x.name, labels: x.labels })),
+          endpoints: s.endpoints.map((e) => ({ address: e.address, port: e.port, labels: e.labels, meshed: e.meshed, id: e.id })),
+        }))
+      : [],
+  };
+}

@@ -1,0 +1,116 @@
+/**
+ * The sidecar's end of the push stream: registers the sidecar, receives snapshots, answers each
+ * with an ACK or a NACK (with the reason), and reconnects with jittered exponential backoff when
+ * the control plane goes away. Traffic never depends on it: the last good snapshot stays in force.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { formatErrors, type Result } from '../src/core/result';
+import {
+  createPolicyDiscoveryClient,
+  decodeSnapshot,
+  type NodeMessage,
+  type PolicyDiscoveryClient,
+  type PolicyDiscoveryClientStream,
+  type SnapshotMessage,
+} from '../src/proto';
+import type { WireSnapshot } from '../src/policy';
+
+export interface SubscriberOptions {
+  /** The control plane's push address, `host:port`. */
+  target: string;
+  node: NodeMessage;
+  /** Validates, compiles and swaps in a snapshot; errors become the NACK reason. */
+  apply(snapshot: WireSnapshot): Result<void>;
+  logger: Logger;
+  /** First reconnect delay (default 200 ms); doubles up to `maxBackoffMs` (default 5 s), with full jitter. */
+  baseBackoffMs?: number;
+  maxBackoffMs?: number;
+  random?: () => number;
+}
+
+export class Subscriber {
+  private readonly opts: SubscriberOptions;
+  private client: PolicyDiscoveryClient | undefined;
+  private call: PolicyDiscoveryClientStream | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private attempt = 0;
+  private closed = false;
+  /** Whether a stream is open and has delivered at least one snapshot. */
+  connected = false;
+  lastError: string | undefined;
+
+  constructor(opts: SubscriberOptions) {
+    this.opts = opts;
+  }
+
+  start(): void {
+    this.client = createPolicyDiscoveryClient(this.opts.target);
+    this.open();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.call?.cancel();
+    this.call = undefined;
+    this.client?.close();
+  }
+
+  private open(): void {
+    if (this.closed || !this.client) return;
+    const log = this.opts.logger;
+    const call = this.client.Stream();
+    this.call = call;
+    let ended = false;
+    const lost = (why: string): void => {
+      if (ended) return;
+      ended = true;
+      if (this.call === call) this.call = undefined;
+      const was = this.connected;
+      this.connected = false;
+      if (this.closed) return;
+      this.lastError = why;
+      const delay = this.backoff();
+      (was ? log.warn.bind(log) : log.debug.bind(log))(
+        { controlPlane: this.opts.target, reason: why, retryInMs: delay },
+        'control plane stream lost; routing on the last good snapshot',
+      );
+      this.timer = setTimeout(() => this.open(), delay);
+    };
+    call.on('data', (msg: SnapshotMessage) => {
+      if (!this.connected) log.info({ controlPlane: this.opts.target }, 'connected to the control plane');
+      this.connected = true;
+      this.attempt = 0;
+      this.onSnapshot(call, msg);
+    });
+    call.on('error', (err: grpc.ServiceError) => lost(err.details || err.message));
+    call.on('end', () => lost('stream ended by the control plane'));
+    call.on('status', (s: grpc.StatusObject) => {
+      if (s.code !== grpc.status.OK) lost(s.details || `status ${s.code}`);
+    });
+    call.write({ node: this.opts.node });
+  }
+
+  private onSnapshot(call: PolicyDiscoveryClientStream, msg: SnapshotMessage): void {
+    const log = this.opts.logger;
+    const decoded = decodeSnapshot(msg);
+    const result: Result<void> = decoded.ok ? this.opts.apply(decoded.value) : decoded;
+    if (result.ok) {
+      call.write({ ack: { version: msg.version, nonce: msg.nonce } });
+      return;
+    }
+    const reason = formatErrors(result.errors);
+    log.warn({ version: msg.version, reason }, 'snapshot rejected (NACK); keeping the last good one');
+    call.write({ nack: { version: msg.version, nonce: msg.nonce, reason } });
+  }
+
+  private backoff(): number {
+    const base = this.opts.baseBackoffMs ?? 200;
+    const max = this.opts.maxBackoffMs ?? 5000;
+    const ceiling = Math.min(max, base * 2 ** this.attempt);
+    this.attempt = Math.min(this.attempt + 1, 30);
+    // Full jitter (AWS architecture blog), with a floor so a fleet never hammers in lockstep at 0.
+    return Math.round(base / 2 + (this.opts.random ?? Math.random)() * (ceiling - base / 2));
+  }
+}

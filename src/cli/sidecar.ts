@@ -1,0 +1,68 @@
+import { hostPort, labels, port, flags, UsageError, type Command } from './common';
+import { runUntilSignal, logger } from './process';
+
+export const sidecar: Command = {
+  name: 'sidecar',
+  summary: 'run the sidecar proxy beside one service instance',
+  usage: `meshlet sidecar --service NAME [--labels k=v,...] [--control-plane HOST:PORT | --config FILE]
+                [--app-port N] [--inbound P] [--outbound P] [--admin P] [--id ID] [--advertise ADDR]
+
+  --service NAME          the service this instance belongs to (required)
+  --labels k=v,...        endpoint labels, e.g. version=v2 (DestinationPolicy subsets select on them)
+  --control-plane H:P     take policies from the control plane's push port (default 127.0.0.1:15010)
+  --config FILE           or run from static policies in FILE (YAML/JSON), with no control plane
+  --app-port N            the local app's port; the inbound listener forwards to 127.0.0.1:N
+  --app-protocol P        http1 or http2 (h2c) towards the app (default: as the request arrived)
+  --inbound P             inbound listener, mesh -> app (default 15006, all interfaces)
+  --outbound P            outbound listener, app -> mesh (default 15001, loopback); set HTTP_PROXY to it
+  --admin P               admin port: /ready /live /config_dump /metrics (default 15000, loopback)
+  --id ID                 unique sidecar id (default SERVICE-HOSTNAME-PID)
+  --advertise ADDR        address other sidecars use for our inbound port (default: as the control plane sees us)
+  --log-level LEVEL       trace, debug, info, warn, error (default info)
+
+Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then exits.`,
+  async run(argv) {
+    const { values } = flags(argv, {
+      service: { type: 'string' },
+      labels: { type: 'string' },
+      'control-plane': { type: 'string' },
+      config: { type: 'string' },
+      'app-port': { type: 'string' },
+      'app-protocol': { type: 'string' },
+      inbound: { type: 'string' },
+      outbound: { type: 'string' },
+      admin: { type: 'string' },
+      id: { type: 'string' },
+      advertise: { type: 'string' },
+      'log-level': { type: 'string' },
+    });
+    if (!values.service) throw new UsageError('--service NAME is required');
+    if (values['control-plane'] && values.config) throw new UsageError('use either --control-plane or --config, not both');
+    const appProtocol = values['app-protocol'];
+    if (appProtocol !== undefined && appProtocol !== 'http1' && appProtocol !== 'http2')
+      throw new UsageError(`--app-protocol must be http1 or http2, got ${JSON.stringify(appProtocol)}`);
+    const listen = (v: string | undefined, dfltHost: string, dfltPort: number, what: string) =>
+      v === undefined ? { host: dfltHost, port: dfltPort } : v.includes(':') ? hostPort(v, what) : { host: dfltHost, port: port(v, what, dfltPort) };
+    const appPort = values['app-port'] === undefined ? undefined : port(values['app-port'], '--app-port', 0);
+    const opts = {
+      service: values.service,
+      id: values.id,
+      labels: labels(values.labels),
+      controlPlane: values.config ? undefined : values['control-plane'] ?? '127.0.0.1:15010',
+      configFile: values.config,
+      app: appPort ? { host: '127.0.0.1', port: appPort, protocol: appProtocol as 'http1' | 'http2' | undefined } : undefined,
+      inbound: listen(values.inbound, '0.0.0.0', 15006, '--inbound'),
+      outbound: listen(values.outbound, '127.0.0.1', 15001, '--outbound'),
+      admin: listen(values.admin, '127.0.0.1', 15000, '--admin'),
+      advertiseAddress: values.advertise,
+      logger: logger(values['log-level']),
+    };
+    const { startSidecar } = await import('../../sidecar');
+    const s = await startSidecar(opts);
+    opts.logger.info(
+      { outbound: `${s.outbound.host}:${s.outbound.port}`, inbound: `${s.inbound.host}:${s.inbound.port}`, admin: `${s.admin.host}:${s.admin.port}` },
+      'sidecar started',
+    );
+    return runUntilSignal(() => s.close());
+  },
+};

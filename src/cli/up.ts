@@ -1,0 +1,249 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+import { request } from 'undici';
+import { startDemoApp, type DemoApp, type DemoRole } from '../demo/app';
+import { api, CliError, describeApiError, flags, type Command } from './common';
+import { logger, runUntilSignal } from './process';
+
+interface Instance {
+  id: string;
+  role: DemoRole;
+  version?: string;
+  /** Listener ports; 0 picks free ones. */
+  outbound: number;
+  inbound: number;
+  admin: number;
+}
+
+const LAYOUT: Instance[] = [
+  { id: 'frontend-0', role: 'frontend', outbound: 15001, inbound: 15006, admin: 15000 },
+  { id: 'catalog-v1-0', role: 'catalog', version: 'v1', outbound: 15101, inbound: 15106, admin: 15100 },
+  { id: 'catalog-v2-0', role: 'catalog', version: 'v2', outbound: 15201, inbound: 15206, admin: 15200 },
+  { id: 'pricing-0', role: 'pricing', outbound: 15301, inbound: 15306, admin: 15300 },
+];
+
+interface Running {
+  inst: Instance;
+  app: DemoApp;
+  child: ChildProcess;
+  ports?: { outbound: number; inbound: number; admin: number };
+  exited: Promise<void>;
+}
+
+export const up: Command = {
+  name: 'up',
+  summary: 'run a local mesh on loopback: control plane, demo services, a sidecar each (what `npm start` runs)',
+  usage: `meshlet up [--data-dir D] [--policies FILE] [--ephemeral-ports]
+
+Starts, on 127.0.0.1:
+  the control plane         API :15080, push :15010, store under D (default .meshlet/)
+  frontend -> catalog (v1 and v2) -> pricing, each with its own \`meshlet sidecar\` process
+and applies the example policies (default deploy/local/policies.yaml). Ctrl-C stops everything.
+  --ephemeral-ports   use free ports everywhere instead of the fixed ones (for tests)`,
+  async run(argv) {
+    const { values } = flags(argv, {
+      'data-dir': { type: 'string' },
+      policies: { type: 'string' },
+      'ephemeral-ports': { type: 'boolean' },
+      'log-level': { type: 'string' },
+    });
+    const log = logger(values['log-level'] ?? 'warn', 'meshlet-up');
+    const eph = values['ephemeral-ports'] === true;
+    const dataDir = path.resolve(values['data-dir'] ?? '.meshlet');
+    const policies = values.policies ?? path.join(packageRoot(), 'deploy', 'local', 'policies.yaml');
+    const mainJs = path.join(__dirname, 'main.js');
+    if (!existsSync(mainJs)) throw new CliError(`meshlet up runs the compiled CLI (${mainJs} is missing): run \`npm run build\` first`);
+
+    // Every sidecar of this mesh is started fresh: endpoints from an earlier run are not carried over.
+    await fsp.rm(path.join(dataDir, 'registry.json'), { force: true });
+    const { startControlPlane } = await import('../../control-plane');
+    const cp = await startControlPlane({
+      dataDir,
+      api: { host: '127.0.0.1', port: eph ? 0 : 15080 },
+      push: { host: '127.0.0.1', port: eph ? 0 : 15010 },
+      logger: log,
+    });
+    const server = `http://127.0.0.1:${cp.apiAddress.port}`;
+    const running: Running[] = [];
+    const stopAll = async (): Promise<void> => {
+      for (const r of running) if (r.child.exitCode === null) r.child.kill('SIGTERM');
+      const kill = setTimeout(() => running.forEach((r) => r.child.exitCode === null && r.child.kill('SIGKILL')), 8000);
+      await Promise.all(running.map((r) => r.exited));
+      clearTimeout(kill);
+      await Promise.all(running.map((r) => r.app.close()));
+      await cp.close();
+    };
+    try {
+      const text = await fsp.readFile(policies, 'utf8').catch((e: Error) => {
+        throw new CliError(`cannot read ${policies}: ${e.message}`);
+      });
+      const { parseAll, parseDocuments, toWire } = await import('../policy');
+      const { formatErrors } = await import('../core/result');
+      const docs = parseDocuments(text);
+      const parsed = docs.ok ? parseAll(docs.value) : docs;
+      if (!parsed.ok) throw new CliError(`invalid policies in ${policies}:\n${formatErrors(parsed.errors)}`);
+      const applied = await api(server, 'POST', '/v1/apply', { items: parsed.value.map(toWire) });
+      if (applied.status !== 200) throw new CliError(`could not apply ${policies}: ${describeApiError(applied)}`);
+
+      for (const inst of eph ? LAYOUT.map((i) => ({ ...i, outbound: 0, inbound: 0, admin: 0 })) : LAYOUT) {
+        running.push(await startInstance(inst, mainJs, cp.pushAddress.port, log));
+      }
+      await Promise.all(running.map((r) => waitReady(r)));
+      await waitConverged(server, running.length);
+    } catch (err) {
+      await stopAll();
+      throw err;
+    }
+
+    const front = running[0] as Running;
+    const p = (r: Running) => r.ports as NonNullable<Running['ports']>;
+    const check = await request(`http://127.0.0.1:${p(front).inbound}/`).then(
+      async (r) => `${r.statusCode} ${(await r.body.text()).trim().slice(0, 200)}`,
+      (e: Error) => `failed: ${e.message}`,
+    );
+    const lines = [
+      'meshlet: local mesh is up',
+      '',
+      `  control plane   API http://127.0.0.1:${cp.apiAddress.port}   push 127.0.0.1:${cp.pushAddress.port}   store ${dataDir}`,
+      ...running.map(
+        (r) =>
+          `  ${r.inst.id.padEnd(13)} app :${String(r.app.port).padEnd(6)} sidecar inbound :${p(r).inbound}  outbound :${p(r).outbound}  admin http://127.0.0.1:${p(r).admin}/config_dump`,
+      ),
+      '',
+      'Send traffic (frontend -> catalog -> pricing):',
+      `  curl -s http://127.0.0.1:${p(front).inbound}/`,
+      `  curl -s -H 'x-canary: true' http://127.0.0.1:${p(front).inbound}/     # always catalog v2`,
+      `  curl -s -x http://127.0.0.1:${p(front).outbound} http://catalog/items     # as the frontend app, through its sidecar`,
+      '',
+      'Inspect:',
+      `  ${eph ? `MESHLET_SERVER=${server} ` : ''}npx meshlet status        npx meshlet get routes        curl -s http://127.0.0.1:${p(front).admin}/metrics`,
+      '',
+      `first request: ${check}`,
+      'Ctrl-C stops everything.',
+      '',
+    ];
+    process.stdout.write(lines.join('\n'));
+    for (const r of running)
+      void r.exited.then(() => {
+        if (!stopping) log.error({ sidecar: r.inst.id, code: r.child.exitCode }, 'a sidecar exited; its service is unreachable until `meshlet up` restarts');
+      });
+    let stopping = false;
+    const code = await runUntilSignal(async () => {
+      stopping = true;
+      process.stdout.write('\nmeshlet: stopping...\n');
+      await stopAll();
+      process.stdout.write('meshlet: stopped\n');
+    });
+    return code;
+  },
+};
+
+async function startInstance(inst: Instance, mainJs: string, pushPort: number, log: ReturnType<typeof logger>): Promise<Running> {
+  // The sidecar's outbound port must be known before the app starts (its HTTP_PROXY); with
+  // ephemeral ports the app learns it once the sidecar reports it.
+  let proxy = { host: '127.0.0.1', port: inst.outbound };
+  const app = await startDemoApp(inst.role, { version: inst.version, proxy: () => proxy });
+  const args = [
+    mainJs,
+    'sidecar',
+    '--service',
+    inst.role,
+    '--id',
+    inst.id,
+    '--control-plane',
+    `127.0.0.1:${pushPort}`,
+    '--app-port',
+    String(app.port),
+    '--inbound',
+    `127.0.0.1:${inst.inbound}`,
+    '--outbound',
+    `127.0.0.1:${inst.outbound}`,
+    '--admin',
+    `127.0.0.1:${inst.admin}`,
+    '--advertise',
+    '127.0.0.1',
+    '--log-level',
+    'info',
+  ];
+  if (inst.version) args.push('--labels', `version=${inst.version}`);
+  // Own process group: Ctrl-C reaches `up`, which stops the sidecars in order; stdin closes
+  // when `up` dies, however it dies, and the sidecar then exits too (no orphans holding ports).
+  const child = spawn(process.execPath, args, {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+    env: { ...process.env, MESHLET_EXIT_WITH_STDIN: '1' },
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const r: Running = { inst, app, child, exited };
+  const started = new Promise<void>((resolve, reject) => {
+    child.once('exit', (code) => reject(new CliError(`sidecar ${inst.id} exited (code ${code}) before it started: see the lines above`)));
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      let rec: { level?: number; msg?: string; outbound?: string; inbound?: string; admin?: string } & Record<string, unknown>;
+      try {
+        rec = JSON.parse(line);
+      } catch {
+        process.stdout.write(`[${inst.id}] ${line}\n`);
+        return;
+      }
+      if (rec.msg === 'sidecar started' && rec.outbound && rec.inbound && rec.admin) {
+        const port = (s: string) => Number(s.slice(s.lastIndexOf(':') + 1));
+        r.ports = { outbound: port(rec.outbound), inbound: port(rec.inbound), admin: port(rec.admin) };
+        proxy = { host: '127.0.0.1', port: r.ports.outbound };
+        resolve();
+      }
+      if ((rec.level ?? 0) >= 40) {
+        const { level: _l, time: _t, pid: _p, hostname: _h, msg, ...rest } = rec;
+        process.stderr.write(`[${inst.id}] ${msg} ${JSON.stringify(rest)}\n`);
+      }
+    });
+    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => process.stderr.write(`[${inst.id}] ${line}\n`));
+  });
+  try {
+    await started;
+  } catch (err) {
+    await app.close();
+    throw err;
+  }
+  log.debug({ sidecar: inst.id, ports: r.ports }, 'sidecar started');
+  return r;
+}
+
+async function waitReady(r: Running): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const ok = await request(`http://127.0.0.1:${r.ports?.admin}/ready`).then(
+      async (res) => {
+        await res.body.dump();
+        return res.statusCode === 200;
+      },
+      () => false,
+    );
+    if (ok) return;
+    if (Date.now() > deadline) throw new CliError(`sidecar ${r.inst.id} did not become ready (no policy snapshot) within 20 s`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+/** Until every sidecar ACKed the version in force (the snapshot that has all of them in it). */
+async function waitConverged(server: string, n: number): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const st = await api(server, 'GET', '/v1/status');
+    const b = st.body as { version: string; sidecars: { connected: boolean; ackedVersion?: string }[] };
+    if (st.status === 200 && b.sidecars.filter((s) => s.connected && s.ackedVersion === b.version).length >= n) return;
+    if (Date.now() > deadline) throw new CliError(`the sidecars did not all ACK the current policy within 20 s:\n${JSON.stringify(b, null, 2)}`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+/** The package root (where package.json is), from dist/src/cli or src/cli. */
+function packageRoot(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 5; i++) {
+    if (existsSync(path.join(dir, 'package.json'))) return dir;
+    dir = path.dirname(dir);
+  }
+  return process.cwd();
+}

@@ -1,0 +1,129 @@
+/**
+ * Header handling for a proxy hop (RFC 9110 §7.6): hop-by-hop headers are dropped, including
+ * every header the `Connection` header names; `x-forwarded-for`, `x-forwarded-proto` and `via`
+ * are set. Works on Node's flat `rawHeaders` arrays so a request's headers are walked once and
+ * never turned into an object on the hot path.
+ */
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1, plus the de-facto ones proxies also strip). */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  // Answered by this hop (Node sends the 100 Continue), never forwarded.
+  'expect',
+  // HTTP/2 only: forbidden in HTTP/1.1 and connection-specific in HTTP/2 (RFC 9113 §8.2.2).
+  'http2-settings',
+]);
+
+/** Tokens of the Connection header(s), lower-cased: the extra headers this hop must drop. */
+export function connectionTokens(raw: readonly string[]): Set<string> | undefined {
+  let out: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length !== 10 || name.toLowerCase() !== 'connection') continue;
+    for (const tok of (raw[i + 1] as string).split(',')) {
+      const t = tok.trim().toLowerCase();
+      if (t) (out ??= new Set()).add(t);
+    }
+  }
+  return out;
+}
+
+export interface ForwardInfo {
+  /** The downstream peer's address, appended to x-forwarded-for. */
+  remoteAddress: string | undefined;
+  /** Scheme the client used towards this hop. */
+  proto: 'http' | 'https';
+  /** `1.1` or `2`: the protocol version the request arrived in, for `via`. */
+  version: string;
+  /** This hop's name in `via`. */
+  via: string;
+  /** When set, the upstream Host/authority (a rewrite or the original authority). */
+  host?: string;
+  /** Drop `host` from the copy (HTTP/2 carries it as :authority instead). */
+  dropHost?: boolean;
+}
+
+/**
+ * The headers to send upstream, as a flat `[name, value, ...]` array with lower-case names:
+ * hop-by-hop and Connection-named headers and HTTP/2 pseudo-headers removed, the forwarding
+ * headers added or extended.
+ */
+export function forwardRequestHeaders(raw: readonly string[], info: ForwardInfo): string[] {
+  const drop = connectionTokens(raw);
+  const out: string[] = [];
+  let xff: string | undefined;
+  let via: string | undefined;
+  let sawHost = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    const value = raw[i + 1] as string;
+    if (name.charCodeAt(0) === 58 /* : */) continue;
+    if (HOP_BY_HOP.has(name) || (drop !== undefined && drop.has(name))) {
+      // `te: trailers` is the one TE value HTTP/2 allows, and gRPC requires it end to end.
+      if (name === 'te' && /(^|,)\s*trailers\s*(;|,|$)/i.test(value)) out.push('te', 'trailers');
+      continue;
+    }
+    if (name === 'x-forwarded-for') {
+      xff = xff === undefined ? value : `${xff}, ${value}`;
+      continue;
+    }
+    if (name === 'via') {
+      via = via === undefined ? value : `${via}, ${value}`;
+      continue;
+    }
+    if (name === 'x-forwarded-proto') continue;
+    if (name === 'host') {
+      if (sawHost || info.dropHost) continue;
+      sawHost = true;
+      out.push('host', info.host ?? value);
+      continue;
+    }
+    out.push(name, value);
+  }
+  if (!sawHost && !info.dropHost && info.host !== undefined) out.push('host', info.host);
+  const peer = info.remoteAddress ? stripV4Mapped(info.remoteAddress) : undefined;
+  if (peer) out.push('x-forwarded-for', xff === undefined ? peer : `${xff}, ${peer}`);
+  else if (xff !== undefined) out.push('x-forwarded-for', xff);
+  out.push('x-forwarded-proto', info.proto);
+  const hop = `${info.version} ${info.via}`;
+  out.push('via', via === undefined ? hop : `${via}, ${hop}`);
+  return out;
+}
+
+/**
+ * Response headers from upstream (an object, as undici and node:http2 give them) cleaned for the
+ * downstream hop: hop-by-hop and Connection-named headers and pseudo-headers removed. `via` is
+ * extended. Returns a new object.
+ */
+export function forwardResponseHeaders(
+  headers: Record<string, string | string[] | undefined>,
+  version: string,
+  viaName: string,
+): Record<string, string | string[]> {
+  const conn = headers['connection'];
+  let drop: Set<string> | undefined;
+  if (conn !== undefined) drop = connectionTokens(['connection', Array.isArray(conn) ? conn.join(',') : conn]);
+  const out: Record<string, string | string[]> = {};
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined || name.charCodeAt(0) === 58) continue;
+    if (HOP_BY_HOP.has(name) || (drop !== undefined && drop.has(name))) continue;
+    out[name] = v;
+  }
+  const hop = `${version} ${viaName}`;
+  const via = out['via'];
+  out['via'] = via === undefined ? hop : `${Array.isArray(via) ? via.join(', ') : via}, ${hop}`;
+  return out;
+}
+
+function stripV4Mapped(a: string): string {
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
