@@ -84,7 +84,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const server = http.createServer(createApiHandler({ store, registry, push, metrics, logger: logger.child({ component: 'api' }) }));
     const apiAddress = await listen(server, opts.api?.host ?? DEFAULT_API.host, opts.api?.port ?? DEFAULT_API.port);
     cleanup.push(() => closeServer(server));
-    logger.info({ api: apiAddress, push: pushAddress, dataDir: opts.dataDir, revision: store.revision }, 'control plane started');
+    logger.info({ api: `http://${apiAddress.host}:${apiAddress.port}`, push: `${pushAddress.host}:${pushAddress.port}`, dataDir: opts.dataDir, revision: store.revision }, 'control plane started');
 
     let closing: Promise<void> | undefined;
     return {

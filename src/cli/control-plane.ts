@@ -32,10 +32,6 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       graceMs: graceMs !== undefined && Number.isFinite(graceMs) ? graceMs : undefined,
       logger: log,
     });
-    log.info(
-      { api: `http://${cp.apiAddress.host}:${cp.apiAddress.port}`, push: `${cp.pushAddress.host}:${cp.pushAddress.port}` },
-      'control plane started',
-    );
     return runUntilSignal(() => cp.close());
   },
 };

@@ -1,0 +1,139 @@
+/**
+ * Starting the real `meshlet` processes the way users start them (the compiled CLI in dist/),
+ * on port 0, and reading the addresses they report from their JSON log lines.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+
+export const ROOT = path.resolve(__dirname, '..', '..', '..');
+export const MAIN = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+
+export interface Proc {
+  child: ChildProcess;
+  /** Every JSON log line so far. */
+  lines: Record<string, unknown>[];
+  /** Resolves with the first log line matching. */
+  waitFor(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export function tmpDir(prefix = 'meshlet-test-'): string {
+  return mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export function start(args: string[], env: Record<string, string> = {}): Proc {
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` (npm test does it first)`);
+  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const lines: Record<string, unknown>[] = [];
+  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+    let rec: Record<string, unknown>;
+    try {
+      rec = JSON.parse(line);
+    } catch {
+      return;
+    }
+    lines.push(rec);
+    for (const w of [...waiters]) if (w.pred(rec)) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(rec);
+    }
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    child,
+    lines,
+    waitFor(pred, timeoutMs = 15_000) {
+      const hit = lines.find(pred);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for a log line; stderr: ${stderr}`)), timeoutMs);
+        const w = {
+          pred,
+          resolve: (l: Record<string, unknown>) => {
+            clearTimeout(timer);
+            resolve(l);
+          },
+        };
+        waiters.push(w);
+        void exited.then((code) => {
+          clearTimeout(timer);
+          reject(new Error(`meshlet ${args[0]} exited (${code}) before the awaited log line; stderr: ${stderr}`));
+        });
+      });
+    },
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
+  };
+}
+
+export function portOf(hostPort: unknown): number {
+  const s = String(hostPort);
+  return Number(s.slice(s.lastIndexOf(':') + 1));
+}
+
+export interface ControlPlaneProc extends Proc {
+  api: string;
+  apiPort: number;
+  pushPort: number;
+}
+
+/** `meshlet control-plane` on free ports (or the given ones, for a restart on the same ports). */
+export async function startControlPlane(dataDir: string, ports: { api?: number; push?: number } = {}): Promise<ControlPlaneProc> {
+  const p = start(['control-plane', '--data-dir', dataDir, '--api', `127.0.0.1:${ports.api ?? 0}`, '--push', `127.0.0.1:${ports.push ?? 0}`, '--grace', '60000']);
+  const l = await p.waitFor((x) => x.msg === 'control plane started');
+  const api = String(l.api);
+  return Object.assign(p, { api, apiPort: portOf(api), pushPort: portOf(l.push) });
+}
+
+export interface SidecarProc extends Proc {
+  outbound: number;
+  inbound: number;
+  admin: number;
+}
+
+export async function startSidecar(args: string[]): Promise<SidecarProc> {
+  const p = start(['sidecar', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', ...args]);
+  const l = await p.waitFor((x) => x.msg === 'sidecar started');
+  return Object.assign(p, { outbound: portOf(l.outbound), inbound: portOf(l.inbound), admin: portOf(l.admin) });
+}
+
+/** Runs a client sub-command to completion (apply, get, status...). */
+export function cli(args: string[], opts: { server?: string; input?: string } = {}): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], {
+    input: opts.input,
+    env: { ...process.env, ...(opts.server ? { MESHLET_SERVER: opts.server } : {}) },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` every 25 ms until it returns a value, or fails after `timeoutMs`. */
+export async function eventually<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await sleep(25);
+  }
+}
