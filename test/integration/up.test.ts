@@ -1,0 +1,118 @@
+/**
+ * Smoke test of `npm start`: `meshlet up` brings up the local mesh, a request goes
+ * frontend -> catalog -> pricing, Ctrl-C stops everything, and a second start works at once.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import t from 'tap';
+import { request } from 'undici';
+import { MAIN, tmpDir } from './lib/meshlet';
+
+interface Up {
+  stdout: () => string;
+  pids: () => number[];
+  stop(): Promise<number | null>;
+  frontend: number;
+  outbound: number;
+}
+
+async function up(dataDir: string): Promise<Up> {
+  const child = spawn(process.execPath, [MAIN, 'up', '--ephemeral-ports', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`meshlet up did not come up in 60 s:\n${out}\n${err}`)), 60_000);
+    const check = () => {
+      if (out.includes('Ctrl-C stops everything')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout.on('data', check);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`meshlet up exited (${code}):\n${out}\n${err}`));
+    });
+  });
+  const frontend = Number(/curl -s http:\/\/127\.0\.0\.1:(\d+)\//.exec(out)?.[1]);
+  const outbound = Number(/curl -s -x http:\/\/127\.0\.0\.1:(\d+) /.exec(out)?.[1]);
+  return {
+    stdout: () => out,
+    // The sidecar processes `up` started, from its own process table (children of `up`).
+    pids: () => sidecarPids(child.pid as number),
+    frontend,
+    outbound,
+    stop: async () => {
+      child.kill('SIGINT');
+      const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
+  };
+}
+
+function sidecarPids(parent: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === parent) out.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+t.test('meshlet up: a local mesh in one command', async (t) => {
+  const dataDir = path.join(tmpDir(), '.meshlet');
+  const mesh = await up(dataDir);
+  let stopped = false;
+  t.teardown(async () => {
+    if (!stopped) await mesh.stop();
+  });
+  t.match(mesh.stdout(), /control plane\s+API http:\/\/127\.0\.0\.1:\d+/, 'prints the control plane');
+  t.match(mesh.stdout(), /pricing-0 .* admin http:\/\/127\.0\.0\.1:\d+\/config_dump/, 'prints every admin port');
+  t.ok(mesh.frontend > 0, 'prints a ready curl line');
+  t.match(mesh.stdout(), /first request: 200 /);
+  const sidecars = mesh.pids();
+  t.equal(sidecars.length, 4, 'one sidecar process per service instance');
+
+  const versions = new Set<string>();
+  for (let i = 0; i < 30; i++) {
+    const r = await request(`http://127.0.0.1:${mesh.frontend}/`);
+    t.equal(r.statusCode, 200);
+    const b = (await r.body.json()) as { service: string; catalog: { service: string; items: { service: string; price: number }[] } };
+    t.equal(b.service, 'frontend');
+    t.match(b.catalog.service, /^catalog-v[12]$/);
+    t.ok(b.catalog.items.every((x) => x.service === 'pricing' && typeof x.price === 'number'), 'catalog asked pricing');
+    versions.add(b.catalog.service);
+  }
+  t.ok(versions.has('catalog-v1'), 'the 80/20 split reaches v1');
+  const canary = await request(`http://127.0.0.1:${mesh.frontend}/`, { headers: { 'x-canary': 'true' } });
+  t.equal(((await canary.body.json()) as { catalog: { service: string } }).catalog.service, 'catalog-v2', 'x-canary: true goes to v2');
+  const proxied = await request(`http://127.0.0.1:${mesh.outbound}/items`, { headers: { host: 'catalog' } });
+  t.equal(proxied.statusCode, 200, 'the frontend sidecar outbound routes by Host');
+  await proxied.body.dump();
+
+  const code = await mesh.stop();
+  stopped = true;
+  t.equal(code, 0, 'Ctrl-C exits 0');
+  t.match(mesh.stdout(), /meshlet: stopped/);
+  t.same(sidecars.filter((p) => existsSync(`/proc/${p}`) && !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8'))), [], 'no sidecar outlives it');
+
+  // A second start straight after, on the same data dir.
+  const again = await up(dataDir);
+  t.teardown(() => again.stop());
+  const r = await request(`http://127.0.0.1:${again.frontend}/`);
+  t.equal(r.statusCode, 200, 'a second start works straight after');
+  await r.body.dump();
+  t.equal(await again.stop(), 0);
+});
