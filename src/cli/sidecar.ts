@@ -18,6 +18,8 @@ export const sidecar: Command = {
   --admin P               admin port: /ready /live /config_dump /metrics (default 15000, loopback)
   --id ID                 unique sidecar id (default SERVICE-HOSTNAME-PID)
   --advertise ADDR        address other sidecars use for our inbound port (default: as the control plane sees us)
+  --headers-timeout MS    a client must send its request headers within MS milliseconds, else 408 (default 10000)
+  --max-header-bytes N    request header bytes allowed per request, else 431 (default 65536)
   --log-level LEVEL       trace, debug, info, warn, error (default info)
 
 Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then exits.`,
@@ -34,6 +36,8 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       admin: { type: 'string' },
       id: { type: 'string' },
       advertise: { type: 'string' },
+      'headers-timeout': { type: 'string' },
+      'max-header-bytes': { type: 'string' },
       'log-level': { type: 'string' },
     });
     if (!values.service) throw new UsageError('--service NAME is required');
@@ -43,6 +47,13 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       throw new UsageError(`--app-protocol must be http1 or http2, got ${JSON.stringify(appProtocol)}`);
     const listen = (v: string | undefined, dfltHost: string, dfltPort: number, what: string) =>
       v === undefined ? { host: dfltHost, port: dfltPort } : v.includes(':') ? hostPort(v, what) : { host: dfltHost, port: port(v, what, dfltPort) };
+    const positive = (v: string | undefined, what: string): number | undefined => {
+      if (v === undefined) return undefined;
+      if (!/^\d{1,9}$/.test(v) || Number(v) === 0) throw new UsageError(`${what}: expected a positive integer, got ${JSON.stringify(v)}`);
+      return Number(v);
+    };
+    const headersTimeoutMs = positive(values['headers-timeout'], '--headers-timeout');
+    const maxHeaderBytes = positive(values['max-header-bytes'], '--max-header-bytes');
     const appPort = values['app-port'] === undefined ? undefined : port(values['app-port'], '--app-port', 0);
     const opts = {
       service: values.service,
@@ -55,6 +66,8 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       outbound: listen(values.outbound, '127.0.0.1', 15001, '--outbound'),
       admin: listen(values.admin, '127.0.0.1', 15000, '--admin'),
       advertiseAddress: values.advertise,
+      headersTimeoutMs,
+      maxHeaderBytes,
       logger: logger(values['log-level']),
     };
     const { startSidecar } = await import('../../sidecar');
