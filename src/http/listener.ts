@@ -48,7 +48,8 @@ export interface Listener {
 const REASONS: Record<string, [number, string]> = {
   HPE_HEADER_OVERFLOW: [431, 'request header fields too large'],
   ERR_HTTP_REQUEST_TIMEOUT: [408, 'request headers not received in time'],
-  HPE_UNEXPECTED_CONTENT_LENGTH: [400, 'both content-length and transfer-encoding (request smuggling)'],
+  // llhttp's code for both a duplicate Content-Length and Content-Length with Transfer-Encoding.
+  HPE_UNEXPECTED_CONTENT_LENGTH: [400, 'conflicting content-length or transfer-encoding (request smuggling)'],
   HPE_INVALID_TRANSFER_ENCODING: [400, 'invalid transfer-encoding'],
   HPE_INVALID_CONTENT_LENGTH: [400, 'invalid content-length'],
   HPE_INVALID_HEADER_TOKEN: [400, 'invalid header name or value'],
@@ -78,7 +79,21 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       connectionsCheckingInterval: Math.min(1000, headersTimeoutMs),
       requireHostHeader: true,
     },
-    (req, res) => opts.handler(req, res, 'http1'),
+    (req, res) => {
+      // RFC 9112 §3.2: more than one Host is a 400. Node keeps the first and drops the rest, so a
+      // proxy behind or in front of us that takes another one would route the request elsewhere.
+      if (countHeader(req.rawHeaders, 'host') > 1) {
+        const reason = 'more than one host header';
+        refused(reason, { status: 400, remote: req.socket.remoteAddress });
+        const body = `${reason}\n`;
+        res.shouldKeepAlive = false;
+        res.writeHead(400, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), [FLAG_HEADER]: Flags.DownstreamProtocolError, connection: 'close' });
+        res.end(body);
+        req.resume();
+        return;
+      }
+      opts.handler(req, res, 'http1');
+    },
   );
   // The HTTP/1.1 server never listens itself (connections are handed to it after sniffing), but
   // Node starts its connection tracking (headersTimeout -> 408, closeIdleConnections) on
@@ -154,9 +169,16 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
         }
         // Partial preface: let the HTTP/1.1 parser judge (and time out) what there is.
       }
+      // Paused, the bytes read so far stay buffered until the server that takes the socket reads
+      // them: a flowing socket would emit them at once, to no 'data' listener, and lose them (the
+      // HTTP/2 session only picks up buffered bytes on the next tick: "bad client magic").
+      socket.pause();
       socket.unshift(r.head);
       if (r.kind === 'http2') h2.emit('connection', socket);
-      else h1.emit('connection', socket);
+      else {
+        h1.emit('connection', socket);
+        socket.resume();
+      }
     });
   });
 
@@ -193,4 +215,10 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       });
     });
   });
+}
+
+function countHeader(raw: readonly string[], name: string): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).length === name.length && (raw[i] as string).toLowerCase() === name) n++;
+  return n;
 }

@@ -1,5 +1,5 @@
 /**
- * Upstream connection pools: one undici `Pool` (HTTP/1.1, keep-alive) or one multiplexed
+ * Upstream connection pools: one keep-alive `H1Pool` (HTTP/1.1, h1-client.ts) or one multiplexed
  * node:http2 session (h2c, prior knowledge) per endpoint. A request is sent with `send()` and
  * answered through a small callback interface, so the caller streams the response without an
  * intermediate Readable, pauses the upstream when downstream pushes back, and aborts it when the
@@ -8,47 +8,11 @@
  * Pools of endpoints that left every snapshot are closed gracefully by `retain()`.
  */
 import * as http2 from 'node:http2';
-import type { Readable } from 'node:stream';
-import { Pool, type Dispatcher } from 'undici';
+import { H1Pool } from './h1-client';
+import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from './upstream-types';
 
-export type UpstreamProtocol = 'http1' | 'http2';
-
-export type Headers = Record<string, string | string[]>;
-
-export interface UpstreamTarget {
-  /** `address:port`, also the pool's key. */
-  key: string;
-  address: string;
-  port: number;
-  protocol: UpstreamProtocol;
-}
-
-export interface UpstreamRequest {
-  method: string;
-  /** Path with query. */
-  path: string;
-  /** The authority to send (Host for HTTP/1.1, :authority for HTTP/2). */
-  authority: string;
-  /** Flat `[name, value, ...]`, lower-case names, hop-by-hop already removed, no `host`. */
-  headers: string[];
-  /** The request body, or null when the request has none. */
-  body: Readable | null;
-}
-
-/** Response callbacks. Exactly one of `onEnd` / `onError` is called, once. */
-export interface ResponseSink {
-  onResponse(status: number, headers: Headers): void;
-  /** Return false to pause the upstream until `UpstreamCall.resume()`. */
-  onData(chunk: Buffer): boolean;
-  onEnd(trailers: Headers | undefined): void;
-  /** `started`: whether `onResponse` was called before the failure. `connect`: the connection never came up. */
-  onError(err: Error, started: boolean): void;
-}
-
-export interface UpstreamCall {
-  abort(reason?: Error): void;
-  resume(): void;
-}
+export type { Headers, ResponseSink, UpstreamCall, UpstreamProtocol, UpstreamRequest, UpstreamTarget } from './upstream-types';
+export { UpstreamConnectError } from './upstream-types';
 
 export interface UpstreamPoolOptions {
   /** Idle keep-alive time for HTTP/1.1 connections (default 60 s). */
@@ -58,18 +22,8 @@ export interface UpstreamPoolOptions {
   drainMs?: number;
 }
 
-/** Marks an error that happened before any connection to the upstream was up. */
-export class UpstreamConnectError extends Error {
-  readonly code: string;
-  constructor(cause: Error & { code?: string }) {
-    super(`connect failed: ${cause.message}`, { cause });
-    this.name = 'UpstreamConnectError';
-    this.code = cause.code ?? 'ECONNREFUSED';
-  }
-}
-
 export class UpstreamPools {
-  private readonly h1 = new Map<string, Pool>();
+  private readonly h1 = new Map<string, H1Pool>();
   private readonly h2 = new Map<string, H2Connection>();
   private readonly opts: Required<UpstreamPoolOptions>;
   private closed = false;
@@ -80,7 +34,7 @@ export class UpstreamPools {
 
   send(target: UpstreamTarget, req: UpstreamRequest, sink: ResponseSink): UpstreamCall {
     if (target.protocol === 'http2') return this.h2For(target).request(req, sink);
-    return sendH1(this.h1For(target), req, sink);
+    return this.h1For(target).request(req, sink);
   }
 
   /** Open connections per protocol, for metrics. */
@@ -93,9 +47,7 @@ export class UpstreamPools {
     for (const [k, p] of this.h1) {
       if (keep.has(k)) continue;
       this.h1.delete(k);
-      const t = setTimeout(() => void p.destroy().catch(() => undefined), this.opts.drainMs);
-      t.unref();
-      void p.close().finally(() => clearTimeout(t)).catch(() => undefined);
+      p.close(this.opts.drainMs);
     }
     for (const [k, c] of this.h2) {
       if (keep.has(k)) continue;
@@ -110,24 +62,13 @@ export class UpstreamPools {
     this.h1.clear();
     for (const c of this.h2.values()) c.destroy();
     this.h2.clear();
-    await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
+    for (const p of pools) p.destroy();
   }
 
-  private h1For(t: UpstreamTarget): Pool {
+  private h1For(t: UpstreamTarget): H1Pool {
     let p = this.h1.get(t.key);
     if (!p) {
-      const host = t.address.includes(':') ? `[${t.address}]` : t.address;
-      p = new Pool(`http://${host}:${t.port}`, {
-        pipelining: 1,
-        keepAliveTimeout: this.opts.keepAliveMs,
-        keepAliveMaxTimeout: this.opts.keepAliveMs,
-        connectTimeout: this.opts.connectTimeoutMs,
-        // Route and per-try timeouts are the resilience layer's; the pool itself never times out.
-        headersTimeout: 0,
-        bodyTimeout: 0,
-        // Headers are checked and limited by our listener before they get here.
-        maxHeaderSize: 256 * 1024,
-      });
+      p = new H1Pool(t.address, t.port, { keepAliveMs: this.opts.keepAliveMs, connectTimeoutMs: this.opts.connectTimeoutMs });
       if (!this.closed) this.h1.set(t.key, p);
     }
     return p;
@@ -144,68 +85,6 @@ export class UpstreamPools {
     return c;
   }
 }
-
-// ------------------------------------------------------------------------------------ HTTP/1.1
-
-function sendH1(pool: Pool, req: UpstreamRequest, sink: ResponseSink): UpstreamCall {
-  let controller: Dispatcher.DispatchController | undefined;
-  let aborted: Error | undefined;
-  let started = false;
-  let done = false;
-  const headers = req.headers;
-  headers.push('host', req.authority);
-  const handler: Dispatcher.DispatchHandler = {
-    onRequestStart(c) {
-      controller = c;
-      if (aborted) c.abort(aborted);
-    },
-    onResponseStart(c, statusCode, h) {
-      if (statusCode < 200) return;
-      started = true;
-      sink.onResponse(statusCode, h as Headers);
-      if (aborted) c.abort(aborted);
-    },
-    onResponseData(c, chunk) {
-      if (!sink.onData(chunk)) c.pause();
-    },
-    onResponseEnd(_c, trailers) {
-      if (done) return;
-      done = true;
-      const has = trailers && Object.keys(trailers).length > 0;
-      sink.onEnd(has ? (trailers as Headers) : undefined);
-    },
-    onResponseError(_c, err) {
-      if (done) return;
-      done = true;
-      const code = (err as { code?: string }).code;
-      sink.onError(!started && code !== undefined && CONNECT_CODES.has(code) ? new UpstreamConnectError(err) : err, started);
-    },
-  };
-  pool.dispatch(
-    {
-      path: req.path,
-      method: req.method as Dispatcher.HttpMethod,
-      headers,
-      body: req.body,
-      // A request with a body is never sent twice on a stale connection.
-      idempotent: req.body === null,
-    },
-    handler,
-  );
-  return {
-    abort(reason) {
-      if (aborted) return;
-      aborted = reason ?? new Error('client aborted');
-      done = true;
-      controller?.abort(aborted);
-    },
-    resume() {
-      controller?.resume();
-    },
-  };
-}
-
-const CONNECT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'EADDRNOTAVAIL']);
 
 // -------------------------------------------------------------------------------------- HTTP/2
 
@@ -297,6 +176,15 @@ class H2Connection {
     });
     stream.on('end', () => {
       if (done) return;
+      // A stream closed under us (the session destroyed, RST_STREAM) also ends its readable side:
+      // node pushes EOF and only then destroys it, with rstCode set (CANCEL when the connection
+      // went away, and no 'error' at all). Such a response is cut short and must not be passed on
+      // as a clean end.
+      const rst = stream.rstCode;
+      if (rst !== undefined && rst !== http2.constants.NGHTTP2_NO_ERROR) {
+        fail(Object.assign(new Error(`upstream stream reset (code ${rst})`), { code: 'ECONNRESET' }));
+        return;
+      }
       if (!started) {
         fail(new Error('upstream stream ended without a response'));
         return;

@@ -1,0 +1,408 @@
+/**
+ * The upstream HTTP/1.1 client: a keep-alive connection pool per endpoint, speaking HTTP/1.1 on
+ * plain sockets and parsing responses with Node's own native parser (llhttp, the one node:http
+ * uses). It exists for speed: measured on this box, a proxy on it spends about 25% less CPU per
+ * request than the same proxy on undici's Pool (see bench/), because a request is one string
+ * write and a response is parsed straight into the proxy's callbacks, with no intermediate
+ * objects or streams.
+ *
+ * Semantics kept from a full client:
+ * - request bodies stream with backpressure, as given (Content-Length) or chunked;
+ * - 1xx responses are skipped; HEAD responses have no body; responses framed by connection
+ *   close are finished on EOF; trailers are delivered;
+ * - a connection is reused only after a complete exchange the server did not mark `close`;
+ * - a request without a body that fails on a reused connection before any response byte (the
+ *   server closed it while idle) is retried once on a new connection, as undici does;
+ * - errors before the connection is up are `UpstreamConnectError` (the proxy's `UF`).
+ */
+import * as net from 'node:net';
+import type { Readable } from 'node:stream';
+import type { Headers, ResponseSink, UpstreamCall, UpstreamRequest } from './upstream-types';
+import { UpstreamConnectError } from './upstream-types';
+
+// Node's HTTP parser binding, as node:http itself uses it. Typed here for what we call.
+interface NativeParser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  execute(data: Buffer): number | Error;
+  finish(): number | Error | undefined;
+  free(): void;
+  remove(): void;
+  [k: number]: unknown;
+}
+interface ParserModule {
+  HTTPParser: {
+    new (): NativeParser;
+    RESPONSE: number;
+    kOnHeaders: number;
+    kOnHeadersComplete: number;
+    kOnBody: number;
+    kOnMessageComplete: number;
+    kLenientNone: number;
+  };
+}
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { HTTPParser } = require('_http_common') as ParserModule;
+const kOnHeaders = HTTPParser.kOnHeaders;
+const kOnHeadersComplete = HTTPParser.kOnHeadersComplete;
+const kOnBody = HTTPParser.kOnBody;
+const kOnMessageComplete = HTTPParser.kOnMessageComplete;
+
+export interface H1PoolOptions {
+  keepAliveMs: number;
+  connectTimeoutMs: number;
+  /** Response header bytes allowed (default 256 KiB). */
+  maxHeaderBytes?: number;
+}
+
+/** One request/response on a connection. */
+interface Exchange {
+  req: UpstreamRequest;
+  sink: ResponseSink;
+  head: boolean;
+  started: boolean;
+  done: boolean;
+  /** Request fully written (body ended). */
+  sent: boolean;
+  /** Response complete. */
+  received: boolean;
+  keepAlive: boolean;
+  trailers?: Headers;
+  retried: boolean;
+  call: Call;
+}
+
+class Call implements UpstreamCall {
+  conn: Conn | undefined;
+  aborted = false;
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    const c = this.conn;
+    if (c && c.ex && c.ex.call === this) {
+      c.ex.done = true;
+      c.destroy();
+    }
+  }
+  resume(): void {
+    this.conn?.socket.resume();
+  }
+}
+
+class Conn {
+  readonly socket: net.Socket;
+  ex: Exchange | undefined;
+  connected = false;
+  /** Completed exchanges on this connection. */
+  uses = 0;
+  dead = false;
+  private partialHeaders: string[] = [];
+
+  constructor(
+    private readonly pool: H1Pool,
+    host: string,
+    port: number,
+    opts: H1PoolOptions,
+  ) {
+    const socket = net.connect({ host, port, noDelay: true });
+    this.socket = socket;
+    const parser = new HTTPParser();
+    parser.initialize(HTTPParser.RESPONSE, {}, opts.maxHeaderBytes ?? 256 * 1024, HTTPParser.kLenientNone);
+    parser[kOnHeaders] = (headers: string[]) => {
+      for (let i = 0; i < headers.length; i++) this.partialHeaders.push(headers[i] as string);
+    };
+    parser[kOnHeadersComplete] = (
+      _maj: number,
+      _min: number,
+      headers: string[] | undefined,
+      _method: unknown,
+      _url: unknown,
+      status: number,
+      _msg: string,
+      upgrade: boolean,
+      keepAlive: boolean,
+    ): number => this.onHeadersComplete(headers, status, upgrade, keepAlive);
+    parser[kOnBody] = (chunk: Buffer) => {
+      const ex = this.ex;
+      if (!ex || ex.done) return;
+      if (!ex.sink.onData(chunk)) socket.pause();
+    };
+    parser[kOnMessageComplete] = () => this.onMessageComplete();
+    const timer = setTimeout(() => {
+      if (!this.connected) socket.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' }));
+    }, opts.connectTimeoutMs);
+    timer.unref();
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      this.connected = true;
+    });
+    socket.on('data', (d: Buffer) => {
+      const r = parser.execute(d);
+      if (r instanceof Error) this.fail(r);
+    });
+    socket.on('end', () => {
+      // A response framed by the connection closing ends here.
+      const r = this.ex && !this.ex.received && this.ex.started ? parser.finish() : undefined;
+      if (r instanceof Error) this.fail(r);
+      socket.end();
+    });
+    socket.on('error', (err) => this.fail(err));
+    // Armed only while idle in the pool (release), disarmed when a request takes the connection.
+    socket.on('timeout', () => {
+      if (!this.ex) this.destroy();
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      this.dead = true;
+      this.pool.forget(this);
+      if (this.ex && !this.ex.done) this.fail(Object.assign(new Error('upstream closed the connection'), { code: 'UND_ERR_SOCKET' }));
+      try {
+        parser.remove();
+        parser.free();
+      } catch {
+        // already freed
+      }
+    });
+  }
+
+  start(ex: Exchange): void {
+    this.ex = ex;
+    ex.call.conn = this;
+    this.partialHeaders = [];
+    this.socket.setTimeout(0);
+    const req = ex.req;
+    const raw = req.headers;
+    let head = `${req.method} ${req.path} HTTP/1.1\r\nhost: ${req.authority}\r\n`;
+    let hasLength = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      const n = raw[i] as string;
+      if (n.length === 14 && n === 'content-length') hasLength = true;
+      head += `${n}: ${raw[i + 1] as string}\r\n`;
+    }
+    const body = req.body;
+    if (!body) {
+      this.socket.write(head + '\r\n', 'latin1');
+      ex.sent = true;
+      return;
+    }
+    const chunked = !hasLength;
+    this.socket.write(chunked ? head + 'transfer-encoding: chunked\r\n\r\n' : head + '\r\n', 'latin1');
+    streamBody(this, ex, body, chunked);
+  }
+
+  private onHeadersComplete(headers: string[] | undefined, status: number, upgrade: boolean, keepAlive: boolean): number {
+    const ex = this.ex;
+    const list = headers ?? this.partialHeaders;
+    this.partialHeaders = [];
+    if (!ex || ex.done) return 0;
+    if (status < 200) return 0; // 100 Continue, 103 Early Hints: not forwarded
+    if (upgrade) {
+      this.fail(Object.assign(new Error('upstream upgraded the connection; not supported here'), { code: 'UND_ERR_SOCKET' }));
+      return 2;
+    }
+    ex.started = true;
+    ex.keepAlive = keepAlive;
+    ex.sink.onResponse(status, toObject(list));
+    return ex.head ? 1 : 0;
+  }
+
+  private onMessageComplete(): void {
+    const ex = this.ex;
+    if (!ex) return;
+    if (!ex.started) {
+      // The end of a 1xx: the real response follows. Trailers would have arrived via kOnHeaders.
+      this.partialHeaders = [];
+      return;
+    }
+    if (this.partialHeaders.length > 0) {
+      ex.trailers = toObject(this.partialHeaders);
+      this.partialHeaders = [];
+    }
+    ex.received = true;
+    if (!ex.done) {
+      ex.done = true;
+      ex.sink.onEnd(ex.trailers);
+    }
+    this.maybeRelease();
+  }
+
+  /** Called when the exchange's request is fully written or its response complete. */
+  maybeRelease(): void {
+    const ex = this.ex;
+    if (!ex || !ex.received) return;
+    if (!ex.sent) {
+      // The server answered before reading the whole body: the connection cannot be reused.
+      this.destroy();
+      return;
+    }
+    this.ex = undefined;
+    ex.call.conn = undefined;
+    this.uses++;
+    if (!ex.keepAlive || this.dead) {
+      this.socket.end();
+      return;
+    }
+    this.socket.resume();
+    this.pool.release(this);
+  }
+
+  fail(err: Error): void {
+    const ex = this.ex;
+    this.dead = true;
+    if (ex && !ex.done) {
+      // A reused connection the server closed while idle: try once more on a fresh one.
+      if (!ex.started && !ex.retried && ex.req.body === null && this.uses > 0 && this.connected && !ex.call.aborted) {
+        ex.retried = true;
+        this.ex = undefined;
+        this.socket.destroy();
+        this.pool.dispatch(ex);
+        return;
+      }
+      ex.done = true;
+      const connectFailure = !this.connected && !ex.started;
+      ex.sink.onError(connectFailure ? new UpstreamConnectError(err as Error & { code?: string }) : err, ex.started);
+    }
+    this.socket.destroy();
+  }
+
+  destroy(): void {
+    this.dead = true;
+    this.socket.destroy();
+  }
+}
+
+function streamBody(conn: Conn, ex: Exchange, body: Readable, chunked: boolean): void {
+  const socket = conn.socket;
+  const onData = (chunk: Buffer): void => {
+    if (conn.ex !== ex || conn.dead) return;
+    let ok: boolean;
+    if (chunked) {
+      if (chunk.length === 0) return;
+      socket.cork();
+      socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+      socket.write(chunk);
+      ok = socket.write('\r\n', 'latin1');
+      socket.uncork();
+    } else ok = socket.write(chunk);
+    if (!ok) body.pause();
+  };
+  const onDrain = (): void => {
+    body.resume();
+  };
+  const cleanup = (): void => {
+    body.off('data', onData);
+    body.off('end', onEnd);
+    body.off('error', onError);
+    body.off('aborted', onError);
+    socket.off('drain', onDrain);
+  };
+  const onEnd = (): void => {
+    cleanup();
+    if (conn.ex !== ex) return;
+    if (chunked) socket.write('0\r\n\r\n', 'latin1');
+    ex.sent = true;
+    conn.maybeRelease();
+  };
+  const onError = (): void => {
+    cleanup();
+    // The client's body broke off: the upstream must not take a truncated body as whole.
+    if (conn.ex === ex) {
+      ex.done = true;
+      conn.destroy();
+    }
+  };
+  body.on('data', onData);
+  body.once('end', onEnd);
+  body.once('error', onError);
+  body.once('aborted', onError);
+  socket.on('drain', onDrain);
+  socket.once('close', cleanup);
+}
+
+function toObject(list: readonly string[]): Headers {
+  const out: Headers = {};
+  for (let i = 0; i < list.length; i += 2) {
+    const name = (list[i] as string).toLowerCase();
+    const value = list[i + 1] as string;
+    const prev = out[name];
+    if (prev === undefined) out[name] = value;
+    else if (Array.isArray(prev)) prev.push(value);
+    else out[name] = [prev, value];
+  }
+  return out;
+}
+
+/** Keep-alive connections to one endpoint. */
+export class H1Pool {
+  private readonly idle: Conn[] = [];
+  private readonly all = new Set<Conn>();
+  private closed = false;
+
+  constructor(
+    private readonly host: string,
+    private readonly port: number,
+    private readonly opts: H1PoolOptions,
+  ) {}
+
+  request(req: UpstreamRequest, sink: ResponseSink): UpstreamCall {
+    const call = new Call();
+    const ex: Exchange = {
+      req,
+      sink,
+      head: req.method === 'HEAD',
+      started: false,
+      done: false,
+      sent: false,
+      received: false,
+      keepAlive: false,
+      retried: false,
+      call,
+    };
+    this.dispatch(ex);
+    return call;
+  }
+
+  dispatch(ex: Exchange): void {
+    let conn: Conn | undefined;
+    while ((conn = this.idle.pop())) if (!conn.dead) break;
+    if (!conn) {
+      conn = new Conn(this, this.host, this.port, this.opts);
+      this.all.add(conn);
+    }
+    conn.start(ex);
+  }
+
+  release(conn: Conn): void {
+    if (this.closed) {
+      conn.socket.end();
+      return;
+    }
+    conn.socket.setTimeout(this.opts.keepAliveMs);
+    this.idle.push(conn);
+  }
+
+  forget(conn: Conn): void {
+    this.all.delete(conn);
+    const i = this.idle.indexOf(conn);
+    if (i >= 0) this.idle.splice(i, 1);
+  }
+
+  /** Open connections (busy and idle). */
+  size(): number {
+    return this.all.size;
+  }
+
+  /** Closes idle connections now and busy ones when their exchange completes (or after `drainMs`). */
+  close(drainMs: number): void {
+    this.closed = true;
+    for (const c of this.idle.splice(0)) c.socket.end();
+    if (this.all.size === 0) return;
+    const t = setTimeout(() => this.destroy(), drainMs);
+    t.unref();
+  }
+
+  destroy(): void {
+    this.closed = true;
+    for (const c of [...this.all]) c.destroy();
+    this.idle.length = 0;
+  }
+}

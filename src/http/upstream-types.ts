@@ -1,0 +1,51 @@
+/** The contract between the proxy and its upstream clients (HTTP/1.1 pool, HTTP/2 session). */
+import type { Readable } from 'node:stream';
+
+export type UpstreamProtocol = 'http1' | 'http2';
+
+export type Headers = Record<string, string | string[]>;
+
+export interface UpstreamTarget {
+  /** `address:port`, also the pool's key. */
+  key: string;
+  address: string;
+  port: number;
+  protocol: UpstreamProtocol;
+}
+
+export interface UpstreamRequest {
+  method: string;
+  /** Path with query. */
+  path: string;
+  /** The authority to send (Host for HTTP/1.1, :authority for HTTP/2). */
+  authority: string;
+  /** Flat `[name, value, ...]`, lower-case names, hop-by-hop already removed, no `host`. */
+  headers: string[];
+  /** The request body, or null when the request has none. */
+  body: Readable | null;
+}
+
+/** Response callbacks. Exactly one of `onEnd` / `onError` is called, once. */
+export interface ResponseSink {
+  onResponse(status: number, headers: Headers): void;
+  /** Return false to pause the upstream until `UpstreamCall.resume()`. */
+  onData(chunk: Buffer): boolean;
+  onEnd(trailers: Headers | undefined): void;
+  /** `started`: whether `onResponse` was called before the failure. */
+  onError(err: Error, started: boolean): void;
+}
+
+export interface UpstreamCall {
+  abort(reason?: Error): void;
+  resume(): void;
+}
+
+/** Marks an error that happened before any connection to the upstream was up (the proxy's `UF`). */
+export class UpstreamConnectError extends Error {
+  readonly code: string;
+  constructor(cause: Error & { code?: string }) {
+    super(`connect failed: ${cause.message}`, { cause });
+    this.name = 'UpstreamConnectError';
+    this.code = cause.code ?? 'ECONNREFUSED';
+  }
+}
