@@ -5,11 +5,11 @@
  * mesh's own responses in one place (`sendLocal`).
  */
 import * as http2 from 'node:http2';
-import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { classifyUpstreamError, FLAG_HEADER, Flags, MeshError, meshErrorInfo, type MeshErrorCode } from '../src/core/errors';
 import { forwardRequestHeaders, forwardResponseHeaders } from '../src/http/headers';
+import type { H1Request } from '../src/http/h1-server';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../src/http/listener';
 import { parseRequestTarget } from '../src/http/target';
 import { UpstreamConnectError, type Headers, type UpstreamPools, type UpstreamProtocol, type UpstreamTarget } from '../src/http/upstream';
@@ -56,7 +56,7 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
   return (req, res, protocol) => {
     const target = parseRequestTarget(req.url ?? '');
     if (!target || target.path === '*') return sendLocal(ctx, 'outbound', res, 'MESH_BAD_REQUEST', 'unsupported request target');
-    const rawAuthority = target.authority ?? headerOf(req, protocol === 'http2' ? ':authority' : 'host') ?? headerOf(req, 'host');
+    const rawAuthority = target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host'));
     if (!rawAuthority) return sendLocal(ctx, 'outbound', res, 'MESH_BAD_REQUEST', 'no host');
     const authority = rawAuthority.toLowerCase();
     const snap = ctx.snapshot();
@@ -93,7 +93,8 @@ export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandle
   return (req, res, protocol) => {
     const target = parseRequestTarget(req.url ?? '');
     if (!target || target.path === '*') return sendLocal(ctx, 'inbound', res, 'MESH_BAD_REQUEST', 'unsupported request target');
-    const authority = target.authority ?? headerOf(req, protocol === 'http2' ? ':authority' : 'host') ?? headerOf(req, 'host') ?? `${app.host}:${app.port}`;
+    const authority =
+      target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host')) ?? `${app.host}:${app.port}`;
     forward(ctx, 'inbound', req, res, protocol, {
       target: { key, address: app.host, port: app.port, protocol: app.protocol ?? protocol },
       path: target.query ? `${target.path}?${target.query}` : target.path,
@@ -127,7 +128,7 @@ function forward(
     dropHost: true,
   });
   if (plan.requestEdits) headers = editFlat(headers, plan.requestEdits);
-  const body = hasBody(req, protocol) ? (req as Readable) : null;
+  const body = bodyOf(req, protocol);
   const key = plan.target.key;
   ctx.active.begin(key);
   let finished = false;
@@ -195,15 +196,10 @@ function forward(
   });
 }
 
-function hasBody(req: DownstreamRequest, protocol: 'http1' | 'http2'): boolean {
-  if (protocol === 'http2') return !(req as http2.Http2ServerRequest).stream.endAfterHeaders;
-  const raw = (req as IncomingMessage).rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i] as string;
-    if (n.length === 14 && n.toLowerCase() === 'content-length') return raw[i + 1] !== '0';
-    if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') return true;
-  }
-  return false;
+function bodyOf(req: DownstreamRequest, protocol: 'http1' | 'http2'): Readable | null {
+  if (protocol === 'http1') return (req as H1Request).body;
+  const h2 = req as http2.Http2ServerRequest;
+  return h2.stream.endAfterHeaders ? null : h2;
 }
 
 function headerOf(req: DownstreamRequest, name: string): string | undefined {

@@ -11,15 +11,14 @@
  *
  * Every refusal is logged with its reason and counted.
  */
-import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { Logger } from 'pino';
 import { sniffProtocol } from './detect';
-import { FLAG_HEADER, Flags } from '../core/errors';
+import { H1Server, type H1Request, type H1Response } from './h1-server';
 
-export type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
-export type DownstreamResponse = http.ServerResponse | http2.Http2ServerResponse;
+export type DownstreamRequest = H1Request | http2.Http2ServerRequest;
+export type DownstreamResponse = H1Response | http2.Http2ServerResponse;
 export type RequestHandler = (req: DownstreamRequest, res: DownstreamResponse, protocol: 'http1' | 'http2') => void;
 
 export interface ListenerOptions {
@@ -45,21 +44,6 @@ export interface Listener {
   close(graceMs?: number): Promise<void>;
 }
 
-const REASONS: Record<string, [number, string]> = {
-  HPE_HEADER_OVERFLOW: [431, 'request header fields too large'],
-  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request headers not received in time'],
-  // llhttp's code for both a duplicate Content-Length and Content-Length with Transfer-Encoding.
-  HPE_UNEXPECTED_CONTENT_LENGTH: [400, 'conflicting content-length or transfer-encoding (request smuggling)'],
-  HPE_INVALID_TRANSFER_ENCODING: [400, 'invalid transfer-encoding'],
-  HPE_INVALID_CONTENT_LENGTH: [400, 'invalid content-length'],
-  HPE_INVALID_HEADER_TOKEN: [400, 'invalid header name or value'],
-  HPE_INVALID_METHOD: [400, 'invalid method'],
-  HPE_INVALID_URL: [400, 'invalid request target'],
-  HPE_INVALID_VERSION: [400, 'invalid HTTP version'],
-  HPE_LF_EXPECTED: [400, 'malformed request line or header'],
-  HPE_INVALID_CHUNK_SIZE: [400, 'invalid chunk size'],
-};
-
 export function startListener(host: string, port: number, opts: ListenerOptions): Promise<Listener> {
   const log = opts.logger;
   const maxHeaderBytes = opts.maxHeaderBytes ?? 64 * 1024;
@@ -69,55 +53,12 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     opts.onRefused?.(reason);
   };
 
-  const h1 = http.createServer(
-    {
-      maxHeaderSize: maxHeaderBytes,
-      headersTimeout: headersTimeoutMs,
-      // Bodies stream for as long as they take (a 1 GiB upload); route timeouts bound requests.
-      requestTimeout: 0,
-      keepAliveTimeout: opts.keepAliveTimeoutMs ?? 60_000,
-      connectionsCheckingInterval: Math.min(1000, headersTimeoutMs),
-      requireHostHeader: true,
-    },
-    (req, res) => {
-      // RFC 9112 §3.2: more than one Host is a 400. Node keeps the first and drops the rest, so a
-      // proxy behind or in front of us that takes another one would route the request elsewhere.
-      if (countHeader(req.rawHeaders, 'host') > 1) {
-        const reason = 'more than one host header';
-        refused(reason, { status: 400, remote: req.socket.remoteAddress });
-        const body = `${reason}\n`;
-        res.shouldKeepAlive = false;
-        res.writeHead(400, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), [FLAG_HEADER]: Flags.DownstreamProtocolError, connection: 'close' });
-        res.end(body);
-        req.resume();
-        return;
-      }
-      opts.handler(req, res, 'http1');
-    },
-  );
-  // The HTTP/1.1 server never listens itself (connections are handed to it after sniffing), but
-  // Node starts its connection tracking (headersTimeout -> 408, closeIdleConnections) on
-  // 'listening': start it here. `h1.close()` stops it again.
-  h1.emit('listening');
-  h1.on('clientError', (err: Error & { code?: string }, socket: net.Socket) => {
-    const code = err.code ?? 'UNKNOWN';
-    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const [status, reason] = REASONS[code] ?? [400, err.message.replace(/^Parse Error: /, '') || 'malformed request'];
-    refused(reason, { code, status, remote: socket.remoteAddress });
-    const inFlight = (socket as unknown as { _httpMessage?: http.ServerResponse })._httpMessage;
-    if (inFlight?.headersSent) {
-      socket.destroy();
-      return;
-    }
-    const body = `${reason}\n`;
-    socket.end(
-      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: text/plain\r\n` +
-        `${FLAG_HEADER}: ${Flags.DownstreamProtocolError}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    );
-    socket.destroySoon?.();
+  const h1 = new H1Server({
+    maxHeaderBytes,
+    headersTimeoutMs,
+    keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000,
+    onRequest: (req, res) => opts.handler(req, res, 'http1'),
+    onRefused: (reason, detail) => refused(reason, detail),
   });
 
   const h2 = http2.createServer(
@@ -172,13 +113,13 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       // Paused, the bytes read so far stay buffered until the server that takes the socket reads
       // them: a flowing socket would emit them at once, to no 'data' listener, and lose them (the
       // HTTP/2 session only picks up buffered bytes on the next tick: "bad client magic").
+      if (r.kind === 'http1') {
+        h1.serve(socket, r.head);
+        return;
+      }
       socket.pause();
       socket.unshift(r.head);
-      if (r.kind === 'http2') h2.emit('connection', socket);
-      else {
-        h1.emit('connection', socket);
-        socket.resume();
-      }
+      h2.emit('connection', socket);
     });
   });
 
@@ -195,7 +136,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
         close: (graceMs = 5000) =>
           new Promise<void>((done) => {
             server.close(() => undefined);
-            h1.close(() => undefined);
+            h1.close();
             // HTTP/2 sessions: a GOAWAY lets clients move on; in-flight streams finish.
             for (const sess of sessions) if (!sess.closed) sess.close();
             const force = setTimeout(() => {
@@ -203,7 +144,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
             }, graceMs);
             force.unref();
             const poll = setInterval(() => {
-              h1.closeIdleConnections();
+              h1.shutdown();
               if (sockets.size === 0) {
                 clearInterval(poll);
                 clearTimeout(force);
@@ -215,10 +156,4 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       });
     });
   });
-}
-
-function countHeader(raw: readonly string[], name: string): number {
-  let n = 0;
-  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).length === name.length && (raw[i] as string).toLowerCase() === name) n++;
-  return n;
 }

@@ -1,0 +1,502 @@
+/**
+ * The downstream HTTP/1.1 server: connections handed over by the listener after protocol
+ * detection, parsed with Node's native parser (llhttp, as node:http uses it), answered through
+ * small request/response objects that offer the subset of node:http's API the proxy uses.
+ *
+ * Why not node:http: a proxy needs none of its conveniences (header validation of what llhttp
+ * already validated, automatic Date, writable-stream machinery per response), and they cost about
+ * a fifth of the sidecar's CPU per request (bench/). This keeps what matters:
+ *
+ * - bad input refused before any handler sees it: llhttp's errors (request smuggling, invalid
+ *   header names or values, bad chunking) -> 400, headers over the limit -> 431, headers not
+ *   complete within `headersTimeoutMs` -> 408, no Host or several -> 400; `upgrade`/CONNECT
+ *   -> 501 (not served yet); the connection is then closed and the reason reported;
+ * - keep-alive with an idle timeout, HTTP/1.0 clients, pipelined requests answered in order;
+ * - `Expect: 100-continue` answered at once; request bodies streamed with backpressure;
+ * - responses framed as the upstream framed them (Content-Length), or chunked, or by close for
+ *   HTTP/1.0; no body for HEAD, 1xx, 204 and 304;
+ * - a client that goes away mid-request aborts the request body and emits `close` on the
+ *   response, so the proxy cancels the upstream.
+ *
+ * Timers: one interval per server checks every connection's header deadline and idle time,
+ * rather than a timer per request.
+ */
+import { EventEmitter } from 'node:events';
+import { STATUS_CODES } from 'node:http';
+import type * as net from 'node:net';
+import { Readable } from 'node:stream';
+
+interface NativeParser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  execute(data: Buffer): number | Error;
+  free(): void;
+  remove(): void;
+  [k: number]: unknown;
+}
+interface ParserModule {
+  HTTPParser: {
+    new (): NativeParser;
+    REQUEST: number;
+    kOnHeaders: number;
+    kOnHeadersComplete: number;
+    kOnBody: number;
+    kOnMessageComplete: number;
+    kLenientNone: number;
+  };
+  methods: string[];
+}
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { HTTPParser, methods: METHODS } = require('_http_common') as ParserModule;
+
+export interface H1ServerOptions {
+  maxHeaderBytes: number;
+  headersTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  onRequest(req: H1Request, res: H1Response): void;
+  /** A request or connection refused as malformed: the reason, the status sent, the peer. */
+  onRefused(reason: string, detail: { code?: string; status: number; remote?: string }): void;
+}
+
+/** llhttp error codes -> status and a reason a human can act on. */
+export const PARSE_ERRORS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'request header fields too large'],
+  HPE_UNEXPECTED_CONTENT_LENGTH: [400, 'conflicting or duplicate content-length / transfer-encoding (request smuggling)'],
+  HPE_INVALID_TRANSFER_ENCODING: [400, 'invalid transfer-encoding'],
+  HPE_INVALID_CONTENT_LENGTH: [400, 'invalid content-length'],
+  HPE_INVALID_HEADER_TOKEN: [400, 'invalid header name or value'],
+  HPE_INVALID_METHOD: [400, 'invalid method'],
+  HPE_INVALID_URL: [400, 'invalid request target'],
+  HPE_INVALID_VERSION: [400, 'invalid HTTP version'],
+  HPE_LF_EXPECTED: [400, 'malformed request line or header'],
+  HPE_CR_EXPECTED: [400, 'malformed request line or header'],
+  HPE_INVALID_CHUNK_SIZE: [400, 'invalid chunk size'],
+  HPE_INVALID_CONSTANT: [400, 'malformed request line'],
+  HPE_STRICT: [400, 'malformed request'],
+};
+
+export class H1Request {
+  readonly socket: { remoteAddress: string | undefined };
+  /** The request body, or null when the request has none. */
+  body: Readable | null = null;
+  complete = false;
+  /** The Host header (the only one, or the request was refused). */
+  host: string | undefined;
+  private hdrs: Record<string, string | string[]> | undefined;
+  constructor(
+    readonly method: string,
+    readonly url: string,
+    readonly rawHeaders: string[],
+    readonly httpVersion: '1.0' | '1.1',
+    remoteAddress: string | undefined,
+  ) {
+    this.socket = { remoteAddress };
+  }
+  /** Lower-case names; repeated headers as arrays (set-cookie) or joined with ', '. Built on first use. */
+  get headers(): Record<string, string | string[]> {
+    if (this.hdrs) return this.hdrs;
+    const o: Record<string, string | string[]> = {};
+    const raw = this.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const n = (raw[i] as string).toLowerCase();
+      const v = raw[i + 1] as string;
+      const prev = o[n];
+      if (prev === undefined) o[n] = v;
+      else if (n === 'set-cookie') o[n] = Array.isArray(prev) ? [...prev, v] : [prev, v];
+      else o[n] = `${prev as string}, ${v}`;
+    }
+    return (this.hdrs = o);
+  }
+}
+
+type HeaderValue = string | string[] | number | undefined;
+
+export class H1Response extends EventEmitter {
+  headersSent = false;
+  finished = false;
+  destroyed = false;
+  /** Set false to close the connection after this response. */
+  shouldKeepAlive: boolean;
+  private head: string | undefined;
+  private chunked = false;
+  private noBody = false;
+
+  constructor(
+    private readonly conn: H1Connection,
+    private readonly req: H1Request,
+    keepAlive: boolean,
+  ) {
+    super();
+    this.shouldKeepAlive = keepAlive;
+  }
+
+  writeHead(status: number, headers: Record<string, HeaderValue> | undefined = undefined): this {
+    if (this.headersSent) throw Object.assign(new Error('headers already sent'), { code: 'ERR_HTTP_HEADERS_SENT' });
+    this.headersSent = true;
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+    let hasLength = false;
+    if (headers) {
+      for (const name in headers) {
+        const v = headers[name];
+        if (v === undefined) continue;
+        const lower = name.length === 14 || name.length === 10 ? name.toLowerCase() : name;
+        if (lower === 'content-length') hasLength = true;
+        else if (lower === 'connection') {
+          if (String(v).toLowerCase() === 'close') this.shouldKeepAlive = false;
+          continue;
+        }
+        if (Array.isArray(v)) for (const x of v) head += `${name}: ${x}\r\n`;
+        else head += `${name}: ${v}\r\n`;
+      }
+    }
+    this.noBody = this.req.method === 'HEAD' || status < 200 || status === 204 || status === 304;
+    if (!this.noBody && !hasLength) {
+      if (this.req.httpVersion === '1.1') {
+        this.chunked = true;
+        head += 'transfer-encoding: chunked\r\n';
+      } else this.shouldKeepAlive = false; // HTTP/1.0: the body ends when the connection does
+    }
+    if (!this.shouldKeepAlive) head += 'connection: close\r\n';
+    else if (this.req.httpVersion === '1.0') head += 'connection: keep-alive\r\n';
+    this.head = head + '\r\n';
+    return this;
+  }
+
+  /** Returns false when the client is slow to read: wait for 'drain'. */
+  write(chunk: Buffer | string): boolean {
+    if (this.finished || this.destroyed) return false;
+    if (!this.headersSent) this.writeHead(200);
+    const len = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    if (this.noBody || len === 0) return this.flushHead();
+    const socket = this.conn.socket;
+    socket.cork();
+    this.flushHead();
+    let ok: boolean;
+    if (this.chunked) {
+      socket.write(`${len.toString(16)}\r\n`, 'latin1');
+      socket.write(chunk);
+      ok = socket.write('\r\n', 'latin1');
+    } else ok = socket.write(chunk);
+    socket.uncork();
+    return ok;
+  }
+
+  end(chunk?: Buffer | string): this {
+    if (this.finished || this.destroyed) return this;
+    if (!this.headersSent) this.writeHead(200);
+    const socket = this.conn.socket;
+    socket.cork();
+    if (chunk !== undefined && chunk.length > 0) this.write(chunk);
+    this.flushHead();
+    if (this.chunked && !this.noBody) socket.write('0\r\n\r\n', 'latin1');
+    socket.uncork();
+    this.finished = true;
+    this.conn.responseDone(this);
+    return this;
+  }
+
+  /** Cuts the connection: the client sees the response fail. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.conn.socket.destroy();
+  }
+
+  private flushHead(): boolean {
+    if (this.head === undefined) return true;
+    const h = this.head;
+    this.head = undefined;
+    return this.conn.socket.write(h, 'latin1');
+  }
+}
+
+interface Pending {
+  req: H1Request;
+  res: H1Response;
+}
+
+export class H1Connection {
+  readonly socket: net.Socket;
+  private readonly parser: NativeParser;
+  private readonly opts: H1ServerOptions;
+  private readonly remote: string | undefined;
+  private partial: string[] = [];
+  private partialUrl = '';
+  private current: Pending | undefined;
+  private readonly queue: Pending[] = [];
+  /** The request whose body is being parsed (may be queued behind `current`). */
+  private parsing: H1Request | undefined;
+  /** ms timestamps for the shared checker: start of headers not yet complete / of idleness. */
+  headersSince = 0;
+  idleSince: number;
+  private closing = false;
+  private dead = false;
+
+  constructor(socket: net.Socket, opts: H1ServerOptions, private readonly server: H1Server) {
+    this.socket = socket;
+    this.opts = opts;
+    this.remote = socket.remoteAddress;
+    this.idleSince = Date.now();
+    const p = new HTTPParser();
+    p.initialize(HTTPParser.REQUEST, {}, opts.maxHeaderBytes, HTTPParser.kLenientNone);
+    this.parser = p;
+    p[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
+      for (let i = 0; i < headers.length; i++) this.partial.push(headers[i] as string);
+      this.partialUrl += url;
+    };
+    p[HTTPParser.kOnHeadersComplete] = (
+      major: number,
+      minor: number,
+      headers: string[] | undefined,
+      method: number,
+      url: string | undefined,
+      _status: unknown,
+      _msg: unknown,
+      upgrade: boolean,
+      keepAlive: boolean,
+    ): number => this.onHeadersComplete(major, minor, headers, method, url, upgrade, keepAlive);
+    p[HTTPParser.kOnBody] = (chunk: Buffer) => {
+      const body = this.parsing?.body;
+      if (body && !body.push(chunk)) socket.pause();
+    };
+    p[HTTPParser.kOnMessageComplete] = () => {
+      const req = this.parsing;
+      if (!req) return;
+      this.parsing = undefined;
+      req.complete = true;
+      req.body?.push(null);
+    };
+    socket.on('data', (d: Buffer) => this.onData(d));
+    socket.on('drain', () => this.current?.res.emit('drain'));
+    socket.on('end', () => {
+      // The client half-closed: answer what is in flight, then close.
+      this.closing = true;
+      if (!this.current) socket.end();
+    });
+    socket.on('close', () => this.onClose());
+  }
+
+  /** Bytes read from the socket (or by protocol detection before the connection was handed over). */
+  onData(d: Buffer): void {
+    if (this.dead) return;
+    if (this.headersSince === 0 && !this.parsing) this.headersSince = Date.now();
+    this.idleSince = 0;
+    const r = this.parser.execute(d);
+    if (r instanceof Error) this.parseError(r as Error & { code?: string });
+  }
+
+  private onHeadersComplete(
+    major: number,
+    minor: number,
+    headers: string[] | undefined,
+    methodIndex: number,
+    url: string | undefined,
+    upgrade: boolean,
+    keepAlive: boolean,
+  ): number {
+    this.headersSince = 0;
+    if (this.dead) return 0;
+    const raw = headers ?? this.partial;
+    const target = headers ? (url ?? '') : this.partialUrl + (url ?? '');
+    this.partial = [];
+    this.partialUrl = '';
+    const version = major === 1 && minor === 0 ? '1.0' : '1.1';
+    const req = new H1Request(METHODS[methodIndex] ?? 'GET', target, raw, version, this.remote);
+    if (upgrade) {
+      this.refuse(501, 'upgrade and CONNECT are not supported on this listener');
+      return 2;
+    }
+    let hosts = 0;
+    let expect: string | undefined;
+    let body = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      const n = raw[i] as string;
+      const len = n.length;
+      if (len === 4) {
+        if (n.toLowerCase() === 'host') {
+          hosts++;
+          req.host = raw[i + 1] as string;
+        }
+      } else if (len === 6) {
+        if (n.toLowerCase() === 'expect') expect = (raw[i + 1] as string).toLowerCase();
+      } else if (len === 14) {
+        if (n.toLowerCase() === 'content-length' && raw[i + 1] !== '0') body = true;
+      } else if (len === 17) {
+        if (n.toLowerCase() === 'transfer-encoding') body = true;
+      }
+    }
+    if (hosts > 1 || (hosts === 0 && version === '1.1')) {
+      this.refuse(400, hosts > 1 ? 'more than one host header' : 'no host header');
+      return 0;
+    }
+    if (expect !== undefined && expect !== '100-continue') {
+      this.refuse(417, `unsupported expectation: ${expect}`);
+      return 0;
+    }
+    if (body) {
+      const conn = this;
+      req.body = new Readable({
+        highWaterMark: 64 * 1024,
+        read() {
+          conn.socket.resume();
+        },
+      });
+    }
+    this.parsing = req;
+    const res = new H1Response(this, req, keepAlive && !this.closing);
+    const pending = { req, res };
+    if (this.current) {
+      // Pipelined: answered after the one in flight. Stop reading until then.
+      this.queue.push(pending);
+      this.socket.pause();
+      return 0;
+    }
+    this.start(pending, expect !== undefined && version === '1.1');
+    return 0;
+  }
+
+  private start(p: Pending, continue100: boolean): void {
+    this.current = p;
+    if (continue100 && !p.req.complete) this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+    try {
+      this.opts.onRequest(p.req, p.res);
+    } catch (err) {
+      // A handler must not throw; if it does, the client gets a 500 rather than a hung request.
+      if (!p.res.headersSent) p.res.writeHead(500, { 'content-type': 'text/plain', 'content-length': '22' }).end('internal proxy error\n');
+      else p.res.destroy();
+      this.server.handlerError(err);
+    }
+  }
+
+  /** Called by a response when it ended. */
+  responseDone(res: H1Response): void {
+    const cur = this.current;
+    if (!cur || cur.res !== res) return;
+    this.current = undefined;
+    // A request body not read to its end leaves the connection in an unknown place: close it.
+    if (!res.shouldKeepAlive || this.closing || !cur.req.complete) {
+      this.closing = true;
+      this.socket.end();
+      return;
+    }
+    const next = this.queue.shift();
+    if (next) {
+      this.start(next, false);
+      if (this.queue.length === 0) this.socket.resume();
+      return;
+    }
+    this.idleSince = Date.now();
+    this.socket.resume();
+  }
+
+  /** Idle: close now. Busy: close once the response in flight is done. */
+  shutdown(): void {
+    this.closing = true;
+    if (!this.current && !this.parsing) this.socket.end();
+  }
+
+  /** Called by the server's checker. */
+  check(now: number): void {
+    if (this.headersSince > 0 && now - this.headersSince > this.opts.headersTimeoutMs) {
+      this.headersSince = 0;
+      this.refuse(408, 'request headers not received in time', 'ERR_HTTP_REQUEST_TIMEOUT');
+    } else if (this.idleSince > 0 && !this.current && now - this.idleSince > this.opts.keepAliveTimeoutMs) {
+      this.socket.end();
+      this.idleSince = 0;
+    }
+  }
+
+  private parseError(err: Error & { code?: string }): void {
+    const code = err.code ?? 'HPE_UNKNOWN';
+    const [status, reason] = PARSE_ERRORS[code] ?? [400, (err as { reason?: string }).reason || err.message || 'malformed request'];
+    this.refuse(status, reason, code);
+  }
+
+  /** Answers a refused request (unless a response already started) and closes the connection. */
+  private refuse(status: number, reason: string, code?: string): void {
+    if (this.dead) return;
+    this.opts.onRefused(reason, { code, status, remote: this.remote });
+    const body = this.parsing?.body;
+    if (body && !this.parsing?.complete) {
+      body.emit('aborted');
+      body.destroy();
+    }
+    if (this.current?.res.headersSent) {
+      this.socket.destroy();
+      return;
+    }
+    const text = `${reason}\n`;
+    this.dead = true;
+    this.socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: text/plain\r\n` +
+        `x-meshlet-flags: DPE\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
+      'latin1',
+    );
+    this.socket.destroySoon();
+  }
+
+  private onClose(): void {
+    this.dead = true;
+    this.server.forget(this);
+    const req = this.parsing;
+    if (req?.body && !req.complete) {
+      // No error object: a body nobody is reading must not become an uncaught 'error'.
+      req.body.emit('aborted');
+      req.body.destroy();
+    }
+    for (const p of [...(this.current ? [this.current] : []), ...this.queue]) {
+      if (!p.res.finished) {
+        p.res.destroyed = true;
+        p.res.emit('close');
+      }
+    }
+    this.current = undefined;
+    this.queue.length = 0;
+    try {
+      this.parser.remove();
+      this.parser.free();
+    } catch {
+      // freed already
+    }
+  }
+}
+
+export class H1Server {
+  private readonly conns = new Set<H1Connection>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: H1ServerOptions) {}
+
+  /** Serves a socket whose first bytes (`head`) were already read by protocol detection. */
+  serve(socket: net.Socket, head: Buffer): void {
+    const c = new H1Connection(socket, this.opts, this);
+    this.conns.add(c);
+    if (!this.timer) {
+      this.timer = setInterval(() => {
+        const now = Date.now();
+        for (const x of this.conns) x.check(now);
+      }, Math.min(1000, Math.max(50, this.opts.headersTimeoutMs / 4)));
+      this.timer.unref();
+    }
+    if (head.length > 0) c.onData(head);
+    socket.resume();
+  }
+
+  handlerError(err: unknown): void {
+    this.opts.onRefused(`handler failed: ${(err as Error)?.message}`, { status: 500 });
+  }
+
+  forget(c: H1Connection): void {
+    this.conns.delete(c);
+  }
+
+  /** Closes idle connections now, busy ones after their response. */
+  shutdown(): void {
+    for (const c of this.conns) c.shutdown();
+  }
+
+  close(): void {
+    this.shutdown();
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
