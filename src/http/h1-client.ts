@@ -20,28 +20,8 @@ import type { Readable } from 'node:stream';
 import type { Headers, ResponseSink, UpstreamCall, UpstreamRequest } from './upstream-types';
 import { UpstreamConnectError } from './upstream-types';
 
-// Node's HTTP parser binding, as node:http itself uses it. Typed here for what we call.
-interface NativeParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | Error;
-  finish(): number | Error | undefined;
-  free(): void;
-  remove(): void;
-  [k: number]: unknown;
-}
-interface ParserModule {
-  HTTPParser: {
-    new (): NativeParser;
-    RESPONSE: number;
-    kOnHeaders: number;
-    kOnHeadersComplete: number;
-    kOnBody: number;
-    kOnMessageComplete: number;
-    kLenientNone: number;
-  };
-}
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { HTTPParser } = require('_http_common') as ParserModule;
+import { HTTPParser } from './native-parser';
+
 const kOnHeaders = HTTPParser.kOnHeaders;
 const kOnHeadersComplete = HTTPParser.kOnHeadersComplete;
 const kOnBody = HTTPParser.kOnBody;

@@ -26,27 +26,7 @@ import { STATUS_CODES } from 'node:http';
 import type * as net from 'node:net';
 import { Readable } from 'node:stream';
 
-interface NativeParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | Error;
-  free(): void;
-  remove(): void;
-  [k: number]: unknown;
-}
-interface ParserModule {
-  HTTPParser: {
-    new (): NativeParser;
-    REQUEST: number;
-    kOnHeaders: number;
-    kOnHeadersComplete: number;
-    kOnBody: number;
-    kOnMessageComplete: number;
-    kLenientNone: number;
-  };
-  methods: string[];
-}
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { HTTPParser, methods: METHODS } = require('_http_common') as ParserModule;
+import { HTTPParser, METHODS, type NativeParser } from './native-parser';
 
 export interface H1ServerOptions {
   maxHeaderBytes: number;
