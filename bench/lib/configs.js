@@ -1,0 +1,192 @@
+'use strict';
+/**
+ * Configuration text for every process the bench starts: the upstream (nginx `return 200`),
+ * nginx and haproxy as proxies, and the meshlet sidecar's static policy files.
+ * Everything listens on 127.0.0.1 only and writes pid/log/temp files into the run's temp dir.
+ */
+const path = require('node:path');
+
+/** The body the upstream answers with (small, fixed). */
+const BODY = 'hello from upstream\n';
+
+/** Directives every nginx instance needs so that it never touches /var or /run. */
+function nginxCommon(dir, name) {
+  return `
+worker_processes 1;
+master_process off;
+daemon off;
+pid ${path.join(dir, `${name}.pid`)};
+error_log ${path.join(dir, `${name}.error.log`)} warn;
+events { worker_connections 8192; multi_accept on; }
+`;
+}
+
+function nginxHttpCommon(dir, name) {
+  const t = (x) => path.join(dir, `${name}-${x}`);
+  return `
+  access_log off;
+  keepalive_timeout 120s;
+  keepalive_requests 100000000;
+  client_body_temp_path ${t('body')};
+  proxy_temp_path ${t('proxy')};
+  fastcgi_temp_path ${t('fastcgi')};
+  uwsgi_temp_path ${t('uwsgi')};
+  scgi_temp_path ${t('scgi')};
+`;
+}
+
+/** The upstream: one nginx worker answering `return 200` on each of `ports`. */
+function upstreamNginx(dir, ports) {
+  return `${nginxCommon(dir, 'upstream')}
+http {
+${nginxHttpCommon(dir, 'upstream')}
+  default_type text/plain;
+  server {
+${ports.map((p) => `    listen 127.0.0.1:${p} reuseport backlog=4096;`).join('\n')}
+    # Says which endpoint answered, so the harness can check that a split reaches both.
+    add_header X-Upstream-Port $server_port;
+    location / { return 200 ${JSON.stringify(BODY)}; }
+  }
+}
+`;
+}
+
+/** nginx as the proxy under test: 1 worker, keep-alive to the upstream. */
+function nginxProxy(dir, port, upstreamPort) {
+  return `${nginxCommon(dir, 'proxy')}
+http {
+${nginxHttpCommon(dir, 'proxy')}
+  upstream up {
+    server 127.0.0.1:${upstreamPort};
+    keepalive 256;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+  }
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_buffering on;
+    }
+  }
+}
+`;
+}
+
+/** haproxy as the proxy under test: one thread, connection reuse always. */
+function haproxy(dir, port, upstreamPort) {
+  return `global
+  nbthread 1
+  maxconn 4000
+  pidfile ${path.join(dir, 'haproxy.pid')}
+
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 120s
+
+frontend fe
+  bind 127.0.0.1:${port}
+  default_backend be
+
+backend be
+  server up1 127.0.0.1:${upstreamPort}
+`;
+}
+
+// ------------------------------------------------------------------------- meshlet policy files
+
+const doc = (o) => JSON.stringify(o);
+const res = (kind, name, spec) => ({ apiVersion: 'meshlet.dev/v1', kind, metadata: { name }, spec });
+
+/** A JSON array of resources (the sidecar's static loader accepts a JSON array). */
+function toFile(resources) {
+  return `[\n${resources.map(doc).join(',\n')}\n]\n`;
+}
+
+/** 1,000 Routes with distinct hosts that the benchmark traffic never uses. */
+function decoyRoutes(n, service) {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const id = String(i).padStart(4, '0');
+    out.push(res('Route', `decoy-${id}`, { hosts: [`decoy-${id}.bench.local`], rules: [{ backends: [{ service }] }] }));
+  }
+  return out;
+}
+
+/**
+ * The meshlet variants. Traffic is sent with `Host: upstream`.
+ *  - off:     one Service, no Route: the implicit route to it.
+ *  - routes:  off + 1,000 decoy Routes and an explicit Route for `upstream`, last.
+ *  - split:   two endpoints labelled v1/v2, DestinationPolicy subsets, a 50/50 weighted split.
+ *  - full:    everything the schema has today: 1,000 decoy Routes; the real Route last, with a
+ *             non-matching header rule before a 50/50 weighted split between two subsets, retries
+ *             and a timeout; a DestinationPolicy with least-request LB, subsets, circuitBreaker
+ *             and outlierDetection; a RateLimitPolicy set far above the offered load.
+ */
+function meshletPolicies(variant, upstreamPorts) {
+  const [p1, p2] = upstreamPorts;
+  const oneEndpoint = res('Service', 'upstream', { endpoints: [{ address: '127.0.0.1', port: p1 }] });
+  const twoEndpoints = res('Service', 'upstream', {
+    endpoints: [
+      { address: '127.0.0.1', port: p1, labels: { version: 'v1' } },
+      { address: '127.0.0.1', port: p2, labels: { version: 'v2' } },
+    ],
+  });
+  const subsets = [
+    { name: 'v1', labels: { version: 'v1' } },
+    { name: 'v2', labels: { version: 'v2' } },
+  ];
+  const split = [
+    { service: 'upstream', subset: 'v1', weight: 50 },
+    { service: 'upstream', subset: 'v2', weight: 50 },
+  ];
+  switch (variant) {
+    case 'off':
+      return toFile([oneEndpoint]);
+    case 'routes':
+      return toFile([oneEndpoint, ...decoyRoutes(1000, 'upstream'), res('Route', 'upstream', { hosts: ['upstream'], rules: [{ backends: [{ service: 'upstream' }] }] })]);
+    case 'split':
+      return toFile([
+        twoEndpoints,
+        res('DestinationPolicy', 'upstream', { service: 'upstream', loadBalancer: { type: 'round-robin' }, subsets }),
+        res('Route', 'upstream', { hosts: ['upstream'], rules: [{ name: 'split', backends: split }] }),
+      ]);
+    case 'full':
+      return toFile([
+        twoEndpoints,
+        ...decoyRoutes(1000, 'upstream'),
+        res('DestinationPolicy', 'upstream', {
+          service: 'upstream',
+          loadBalancer: { type: 'least-request', choiceCount: 2 },
+          subsets,
+          circuitBreaker: { maxConnections: 100000, maxPendingRequests: 100000, maxRequests: 100000, maxRetries: 1000 },
+          outlierDetection: { consecutive5xx: 5, consecutiveGatewayErrors: 5, interval: '10s', baseEjectionTime: '30s', maxEjectionPercent: 50 },
+          connectTimeout: '1s',
+        }),
+        res('RateLimitPolicy', 'upstream', {
+          service: 'upstream',
+          failureMode: 'open',
+          limits: [{ name: 'very-high', requests: 1_000_000_000, per: '1s', descriptors: ['destination-service'] }],
+        }),
+        res('Route', 'upstream', {
+          hosts: ['upstream'],
+          rules: [
+            { name: 'canary', matches: [{ headers: [{ name: 'x-bench-canary', exact: 'true' }] }], backends: [{ service: 'upstream', subset: 'v2' }] },
+            { name: 'split', backends: split, timeout: '5s', retries: { attempts: 2, perTryTimeout: '2s', retryOn: ['connect-failure', 'gateway-error', 'reset'] } },
+          ],
+        }),
+      ]);
+    default:
+      throw new Error(`unknown meshlet variant ${variant}`);
+  }
+}
+
+module.exports = { BODY, upstreamNginx, nginxProxy, haproxy, meshletPolicies };

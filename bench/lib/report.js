@@ -1,0 +1,267 @@
+'use strict';
+/**
+ * Turns the measurements of one run into tables (terminal and Markdown), the goals verdicts and
+ * the per-feature cost table. Every figure is also shown as a ratio against nginx and against the
+ * bare undici proxy measured in the same run.
+ */
+
+const PCTS = ['p50', 'p99', 'p999'];
+const PCT_LABEL = { p50: 'p50', p99: 'p99', p999: 'p99.9' };
+
+const fmt = {
+  int: (v) => (v === undefined || v === null || Number.isNaN(v) ? '-' : Math.round(v).toLocaleString('en-US')),
+  num: (v, d = 1) => (v === undefined || v === null || Number.isNaN(v) ? '-' : v.toFixed(d)),
+  mb: (kb) => (kb === undefined || kb === null ? '-' : (kb / 1024).toFixed(1)),
+  ratio: (v) => (v === undefined || v === null || !Number.isFinite(v) ? 'n/a' : `${v.toFixed(2)}x`),
+};
+
+/** Added latency (µs) of a contender over direct at each percentile, for a rate key. */
+function added(results, name, rateKey) {
+  const c = results.contenders[name];
+  // The direct latency measured in the same seconds (paired), else direct's own run.
+  const base = c?.pairedDirect?.[rateKey] ?? results.contenders.direct?.rates?.[rateKey];
+  const out = {};
+  for (const p of PCTS) {
+    const cv = c?.rates?.[rateKey]?.latencyUs?.[p];
+    const dv = base?.latencyUs?.[p];
+    out[p] = cv === undefined || dv === undefined ? undefined : name === 'direct' ? 0 : cv - dv;
+  }
+  return out;
+}
+
+/** The figures of one contender, flat: the unit every table and ratio is built from. */
+function figures(results, name) {
+  const c = results.contenders[name];
+  const f = {
+    rps: c?.wrk?.rps,
+    cpuUsPerReq: c?.cpuUsPerReq,
+    rssIdleKb: c?.rssIdleKb,
+    rssPeakKb: c?.rssPeakKb,
+  };
+  for (const r of results.rateKeys) {
+    const a = added(results, name, r);
+    for (const p of PCTS) f[`added_${r}_${p}`] = a[p];
+  }
+  return f;
+}
+
+/** a / b, undefined when it would not mean anything (b missing or not positive). */
+function ratio(a, b) {
+  if (a === undefined || b === undefined || a === null || b === null) return undefined;
+  if (!(b > 0)) return undefined;
+  return a / b;
+}
+
+function ratios(results, name, ref) {
+  const f = figures(results, name);
+  const r = figures(results, ref);
+  const out = {};
+  // A negative added latency is noise (a proxy cannot make requests faster): no ratio of it.
+  for (const k of Object.keys(f)) out[k] = k.startsWith('added_') && f[k] < 0 ? undefined : ratio(f[k], r[k]);
+  return out;
+}
+
+/** Rows of strings -> an aligned plain-text table. */
+function textTable(head, rows) {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (r) => r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ');
+  return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function mdTable(head, rows) {
+  const esc = (s) => String(s).replace(/\|/g, '\\|');
+  const left = (h, i) => i === 0 || /^(notes|goal|actual|target|result|feature|measured as)/.test(h);
+  return [`| ${head.map(esc).join(' | ')} |`, `| ${head.map((h, i) => (left(h, i) ? '---' : '---:')).join(' | ')} |`, ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n');
+}
+
+const triple = (o, key, fn) => PCTS.map((p) => fn(o[`${key}_${p}`])).join(' / ');
+
+/** The main table, absolute values. */
+function mainTable(results) {
+  const head = ['contender', 'max req/s', 'CPU µs/req', 'proxy core %'];
+  for (const r of results.rateKeys) head.push(`added µs @${r} p50/p99/p99.9`);
+  head.push('RSS idle MB', 'RSS peak MB', 'notes');
+  const rows = results.order.map((name) => {
+    const c = results.contenders[name];
+    const f = figures(results, name);
+    const row = [name, fmt.int(f.rps), fmt.num(f.cpuUsPerReq), c.coreBusyPct === undefined ? '-' : fmt.int(c.coreBusyPct)];
+    for (const r of results.rateKeys) row.push(triple(f, `added_${r}`, fmt.int));
+    row.push(fmt.mb(f.rssIdleKb), fmt.mb(f.rssPeakKb), (c.notes ?? []).join('; '));
+    return row;
+  });
+  return { head, rows };
+}
+
+function ratioTable(results, ref) {
+  const head = ['contender', 'max req/s', 'CPU µs/req'];
+  for (const r of results.rateKeys) head.push(`added @${r} p50/p99/p99.9`);
+  head.push('RSS idle', 'RSS peak');
+  const rows = results.order
+    .filter((n) => results.contenders[n])
+    .map((name) => {
+      const q = ratios(results, name, ref);
+      const row = [name, fmt.ratio(q.rps), fmt.ratio(q.cpuUsPerReq)];
+      for (const r of results.rateKeys) row.push(triple(q, `added_${r}`, fmt.ratio));
+      row.push(fmt.ratio(q.rssIdleKb), fmt.ratio(q.rssPeakKb));
+      return row;
+    });
+  return { head, rows };
+}
+
+/** Raw (not subtracted) latencies from intended send time, for reference. */
+function latencyTable(results) {
+  const head = ['contender'];
+  for (const r of results.rateKeys) head.push(`@${r} p50/p99/p99.9 µs`, `@${r} paired direct p50/p99/p99.9 µs`, `@${r} achieved req/s`, `@${r} errors`);
+  const lat = (x) => (x?.latencyUs ? PCTS.map((p) => fmt.int(x.latencyUs[p])).join(' / ') : '-');
+  const rows = results.order.map((name) => {
+    const c = results.contenders[name];
+    const row = [name];
+    for (const r of results.rateKeys) {
+      const x = c.rates?.[r];
+      row.push(lat(x), lat(c.pairedDirect?.[r]));
+      row.push(x ? fmt.int(x.recorded / x.durationS) : '-');
+      row.push(x ? String(x.errors + x.non2xx + x.unfinished) : '-');
+    }
+    return row;
+  });
+  return { head, rows };
+}
+
+/** Per-feature CPU cost: variant minus `meshlet-off`, from the wrk (max load) runs. */
+function featureTable(results) {
+  const off = results.contenders['meshlet-off'] ?? results.variants?.['meshlet-off'];
+  const base = off?.cpuUsPerReq;
+  const head = ['feature', 'measured as', 'CPU µs/req', 'cost µs/req (on - off)', 'max req/s'];
+  const rows = [];
+  const add = (feature, name, c) => {
+    if (!c) return;
+    rows.push([feature, name, fmt.num(c.cpuUsPerReq), base === undefined || c.cpuUsPerReq === undefined ? '-' : fmt.num(c.cpuUsPerReq - base, 2), fmt.int(c.wrk?.rps)]);
+  };
+  add('policies off (baseline)', 'meshlet-off', off);
+  add('1,000 routes (+ explicit route)', 'meshlet-routes', results.variants?.['meshlet-routes']);
+  add('weighted split, 2 subsets', 'meshlet-split', results.variants?.['meshlet-split']);
+  add('full chain', 'meshlet-full', results.contenders['meshlet-full']);
+  return { head, rows };
+}
+
+/** The goals from the issue, evaluated on the full-chain sidecar. */
+function goals(results, soak) {
+  const full = figures(results, 'meshlet-full');
+  const undici = figures(results, 'undici-proxy');
+  const hp = figures(results, 'http-proxy');
+  const ngx = figures(results, 'nginx');
+  const r1k = results.rateKeys[0];
+  const check = (goal, actual, target, pass) => ({ goal, actual, target, pass: actual === undefined || pass === undefined ? 'n/a' : pass ? 'PASS' : 'FAIL' });
+  const def = (...xs) => xs.every((x) => x !== undefined && x !== null && !Number.isNaN(x));
+  const out = [];
+  out.push(check('full chain CPU per request', def(full.cpuUsPerReq) ? `${fmt.num(full.cpuUsPerReq)} µs` : undefined, '≤ 30 µs', def(full.cpuUsPerReq) ? full.cpuUsPerReq <= 30 : undefined));
+  const rr = (a, b) => (def(a, b) && b > 0 ? a / b : undefined);
+  const vsU = rr(full.rps, undici.rps);
+  const vsH = rr(full.rps, hp.rps);
+  const vsN = rr(full.rps, ngx.rps);
+  out.push(check('max req/s vs bare undici', vsU === undefined ? undefined : fmt.ratio(vsU), '≥ 1.25x', vsU === undefined ? undefined : vsU >= 1.25));
+  out.push(check('max req/s vs bare http-proxy', vsH === undefined ? undefined : fmt.ratio(vsH), '≥ 2x', vsH === undefined ? undefined : vsH >= 2));
+  out.push(check('max req/s vs nginx', vsN === undefined ? undefined : fmt.ratio(vsN), '≥ 0.33x', vsN === undefined ? undefined : vsN >= 0.33));
+  const a = full[`added_${r1k}_p99`];
+  const n = ngx[`added_${r1k}_p99`];
+  // nginx's added p99 can be ~0 or even negative in a noisy run; compare against at least 1 µs.
+  const limit = def(n) ? 1.5 * Math.max(n, 1) : undefined;
+  out.push(
+    check(
+      `added p99 @${r1k} vs nginx's added p99`,
+      def(a, n) ? `${fmt.int(a)} µs vs ${fmt.int(n)} µs${n > 0 ? ` (${fmt.ratio(a / n)})` : ''}` : undefined,
+      '≤ 1.5x nginx',
+      def(a, limit) ? a <= limit : undefined,
+    ),
+  );
+  out.push(check('RSS idle', def(full.rssIdleKb) ? `${fmt.mb(full.rssIdleKb)} MB` : undefined, '≤ 60 MB', def(full.rssIdleKb) ? full.rssIdleKb <= 60 * 1024 : undefined));
+  out.push(check('RSS peak', def(full.rssPeakKb) ? `${fmt.mb(full.rssPeakKb)} MB` : undefined, '≤ 100 MB', def(full.rssPeakKb) ? full.rssPeakKb <= 100 * 1024 : undefined));
+  if (soak) out.push(check(`soak RSS flat (${soak.source})`, soak.summary ?? '?', '±5% (trend and floor)', soak.pass));
+  else out.push({ goal: 'soak RSS flat', actual: 'not run (npm run bench -- --soak)', target: '±5%', pass: 'n/a' });
+  return out;
+}
+
+function goalsTable(g) {
+  return { head: ['goal (full chain)', 'actual', 'target', 'result'], rows: g.map((x) => [x.goal, x.actual ?? '-', x.target, x.pass]) };
+}
+
+function backgroundLine(results) {
+  const b = results.env.backgroundBusyPct;
+  if (!b) return '';
+  const busy = [...b.before, ...b.after].some((x) => x > 10);
+  return `Background CPU (other processes, before / after the run): core busy % ${b.before.join(', ')} / ${b.after.join(', ')}${busy ? ' — the machine was not quiet; treat these figures as noisy.' : '.'}`;
+}
+
+function renderText(results, g) {
+  const parts = [];
+  parts.push(`meshlet bench — ${results.profile} run, ${results.startedAt}`);
+  parts.push(`${results.env.cpuModel}; node ${results.env.node}; proxy on core ${results.env.proxyCpu}, upstream + load on core ${results.env.loadCpu}`);
+  parts.push(backgroundLine(results));
+  parts.push('');
+  let t = mainTable(results);
+  parts.push(textTable(t.head, t.rows));
+  parts.push('');
+  parts.push('ratio vs nginx:');
+  t = ratioTable(results, 'nginx');
+  parts.push(textTable(t.head, t.rows));
+  parts.push('');
+  parts.push('ratio vs undici-proxy:');
+  t = ratioTable(results, 'undici-proxy');
+  parts.push(textTable(t.head, t.rows));
+  parts.push('');
+  t = featureTable(results);
+  parts.push('per-feature cost (CPU at max load):');
+  parts.push(textTable(t.head, t.rows));
+  parts.push('');
+  t = goalsTable(g);
+  parts.push(textTable(t.head, t.rows));
+  return parts.join('\n');
+}
+
+function renderMarkdown(results, g) {
+  const parts = [];
+  parts.push(`# meshlet bench — ${results.startedAt}`);
+  parts.push('');
+  parts.push(`Profile **${results.profile}** (${results.cmd}). ${results.env.cpuModel}, ${results.env.cores} cores; node ${results.env.node}; ${results.env.tools}.`);
+  parts.push(
+    `Proxy pinned to core ${results.env.proxyCpu}; upstream nginx, wrk and the load generator on core ${results.env.loadCpu}. wrk: ${results.params.wrkThreads} thread, ${results.params.wrkConnections} connections, ${results.params.wrkSeconds} s (after ${results.params.warmSeconds} s warm-up). Fixed-rate runs: ${results.params.rateSeconds} s each after ${results.params.rateWarmSeconds} s warm-up, ${results.params.loadConnections} connections, latency from intended send time. Load average at start: ${results.env.loadavg}.`,
+  );
+  parts.push('');
+  parts.push(backgroundLine(results));
+  parts.push('');
+  parts.push('Added latency = contender latency − direct latency at the same percentile and rate (µs), direct being measured in the same seconds (paired, interleaved). Negative values are noise. CPU µs/req = proxy utime+stime over the measured wrk run ÷ requests. "proxy core %" below ~95 means the proxy was not the bottleneck at max load.');
+  parts.push('');
+  parts.push('## Results');
+  parts.push('');
+  let t = mainTable(results);
+  parts.push(mdTable(t.head, t.rows));
+  parts.push('');
+  parts.push('## Ratio vs nginx');
+  parts.push('');
+  t = ratioTable(results, 'nginx');
+  parts.push(mdTable(t.head, t.rows));
+  parts.push('');
+  parts.push('## Ratio vs bare undici proxy');
+  parts.push('');
+  t = ratioTable(results, 'undici-proxy');
+  parts.push(mdTable(t.head, t.rows));
+  parts.push('');
+  parts.push('## Per-feature cost');
+  parts.push('');
+  t = featureTable(results);
+  parts.push(mdTable(t.head, t.rows));
+  parts.push('');
+  parts.push('## Goals');
+  parts.push('');
+  t = goalsTable(g);
+  parts.push(mdTable(t.head, t.rows));
+  parts.push('');
+  parts.push('## Raw latency (from intended send time, not subtracted)');
+  parts.push('');
+  t = latencyTable(results);
+  parts.push(mdTable(t.head, t.rows));
+  parts.push('');
+  return parts.join('\n');
+}
+
+module.exports = { renderText, renderMarkdown, goals, figures, ratios, added, textTable, mdTable, fmt };

@@ -1,0 +1,568 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * meshlet benchmark harness. See bench/README.md.
+ *
+ *   npm run bench                  # default run (< 5 min)
+ *   npm run bench -- --quick       # smoke run (< 1 min), noisy figures
+ *   npm run bench -- --soak        # 10 min at 1,000 req/s through the full-chain sidecar, RSS every 30 s
+ *
+ * Options: --only a,b (contenders), --no-variants, --no-build, --soak-minutes N, --soak-warmup S,
+ * --keep-tmp.
+ */
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { parseArgs } = require('node:util');
+const procs = require('./lib/procs');
+const configs = require('./lib/configs');
+const report = require('./lib/report');
+
+const ROOT = path.resolve(__dirname, '..');
+const RESULTS = path.join(__dirname, 'results');
+const PROXY_CPU = 1;
+const LOAD_CPU = 0;
+const HOST = 'upstream';
+
+const PROFILES = {
+  default: { warmSeconds: 2, wrkSeconds: 8, rateSeconds: 8, rateWarmSeconds: 1, variants: true },
+  quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.5, rateWarmSeconds: 0.25, variants: false },
+};
+const RATES = [1000, 5000];
+const WRK_CONNECTIONS = 64;
+const LOAD_CONNECTIONS = 32;
+
+const CONTENDERS = ['direct', 'nginx', 'haproxy', 'http-proxy', 'undici-proxy', 'meshlet-off', 'meshlet-full'];
+const VARIANTS = ['meshlet-routes', 'meshlet-split'];
+
+function parseCli() {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      soak: { type: 'boolean', default: false },
+      'soak-minutes': { type: 'string', default: '10' },
+      'soak-warmup': { type: 'string' },
+      only: { type: 'string' },
+      'no-variants': { type: 'boolean', default: false },
+      'no-build': { type: 'boolean', default: false },
+      'keep-tmp': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(/\/\*\*\n([\s\S]*?)\n \*\//.exec(fs.readFileSync(__filename, 'utf8'))[1].replace(/^ \*( |$)/gm, '') + '\n');
+    process.exit(0);
+  }
+  return values;
+}
+
+const log = (...a) => process.stderr.write(`${a.join(' ')}\n`);
+
+// ---------------------------------------------------------------------------------- preflight
+
+/** Absolute paths of the tools; nginx and haproxy live in /usr/sbin, not always on a user's PATH. */
+const TOOLS = {};
+
+function preflight() {
+  const missing = [];
+  const dirs = [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/sbin', '/sbin', '/usr/local/sbin'];
+  for (const tool of ['wrk', 'nginx', 'haproxy', 'taskset']) {
+    const dir = dirs.find((d) => fs.existsSync(path.join(d, tool)));
+    if (dir) TOOLS[tool] = path.join(dir, tool);
+    else missing.push(tool);
+  }
+  if (missing.length) throw new Error(`missing tools: ${missing.join(', ')} (see bench/README.md)`);
+  const cores = os.cpus().length;
+  if (cores < 2) throw new Error(`needs 2 cores (proxy on core ${PROXY_CPU}, load on core ${LOAD_CPU}); this machine has ${cores}`);
+  return cores;
+}
+
+/** Builds unless dist is newer than every TypeScript source it comes from. */
+async function ensureBuilt(noBuild) {
+  const main = path.join(ROOT, 'dist/src/cli/main.js');
+  const newest = (dir) => {
+    let t = 0;
+    const walk = (d) => {
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (e.name.endsWith('.ts') || e.name.endsWith('.proto')) t = Math.max(t, fs.statSync(p).mtimeMs);
+      }
+    };
+    if (fs.existsSync(dir)) walk(dir);
+    return t;
+  };
+  const srcTime = Math.max(...['src', 'sidecar', 'control-plane'].map((d) => newest(path.join(ROOT, d))));
+  // tsc re-emits every file on each build, so main.js's mtime is the time of the last build.
+  const built = fs.existsSync(main) ? fs.statSync(main).mtimeMs : 0;
+  if (built && (noBuild || built >= srcTime)) return;
+  if (!built && noBuild) throw new Error('dist/src/cli/main.js is missing; run `npm run build`');
+  log('bench: dist is missing or older than the sources; running `npm run build`...');
+  try {
+    await procs.run('npm', ['run', 'build', '--silent'], { timeoutMs: 180_000 });
+  } catch (err) {
+    throw new Error(`\`npm run build\` failed; fix the build, or pass --no-build to benchmark the existing dist as it is.\n${err.message}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------- contenders
+
+/**
+ * Starts one contender pinned to the proxy core; resolves to { proc, port } once it proxies a
+ * request with the expected body. `direct` starts nothing and points at the upstream.
+ */
+async function startContender(name, ctx) {
+  const { dir, upstreamPorts } = ctx;
+  const port = await procs.freePort();
+  const logFile = path.join(dir, `${name}.log`);
+  let proc;
+  let readyUrl;
+  switch (name) {
+    case 'direct':
+      return { proc: undefined, port: upstreamPorts[0] };
+    case 'nginx': {
+      const conf = path.join(dir, 'nginx-proxy.conf');
+      fs.writeFileSync(conf, configs.nginxProxy(dir, port, upstreamPorts[0]));
+      proc = procs.start(name, TOOLS.nginx, ['-c', conf, '-e', path.join(dir, 'proxy.error.log')], { cpu: PROXY_CPU, logFile });
+      break;
+    }
+    case 'haproxy': {
+      const conf = path.join(dir, 'haproxy.cfg');
+      fs.writeFileSync(conf, configs.haproxy(dir, port, upstreamPorts[0]));
+      proc = procs.start(name, TOOLS.haproxy, ['-f', conf, '-db'], { cpu: PROXY_CPU, logFile });
+      break;
+    }
+    case 'http-proxy':
+    case 'undici-proxy':
+      proc = procs.start(name, process.execPath, [path.join(__dirname, 'contenders', `${name}.js`), '--port', String(port), '--upstream', `127.0.0.1:${upstreamPorts[0]}`], {
+        cpu: PROXY_CPU,
+        logFile,
+      });
+      break;
+    default: {
+      const variant = name.replace(/^meshlet-/, '');
+      const file = path.join(dir, `${name}.policies.json`);
+      fs.writeFileSync(file, configs.meshletPolicies(variant, upstreamPorts));
+      const admin = await procs.freePort();
+      proc = procs.start(
+        name,
+        process.execPath,
+        [path.join(ROOT, 'dist/src/cli/main.js'), 'sidecar', '--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`],
+        { cpu: PROXY_CPU, logFile },
+      );
+      readyUrl = `http://127.0.0.1:${admin}/ready`;
+    }
+  }
+  try {
+    await procs.waitForPort(port, { proc });
+    if (readyUrl) await procs.waitForHttp(readyUrl, { proc });
+    await checkProxies(port, name);
+    // The variants with a 50/50 split must really reach both endpoints.
+    if (name === 'meshlet-full' || name === 'meshlet-split') await checkSplit(port, upstreamPorts);
+  } catch (err) {
+    await proc.stop();
+    const tail = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '';
+    throw new Error(`${name} did not start: ${err.message}\n${tail}`);
+  }
+  return { proc, port };
+}
+
+/** One request through the contender must come back 200 with the upstream's body. */
+async function checkProxies(port, name) {
+  const { request } = require('undici');
+  const deadline = Date.now() + 5000;
+  let last = '';
+  while (Date.now() < deadline) {
+    try {
+      const r = await request(`http://127.0.0.1:${port}/`, { headers: { host: HOST }, headersTimeout: 2000, bodyTimeout: 2000 });
+      const body = await r.body.text();
+      if (r.statusCode === 200 && body === configs.BODY) return;
+      last = `${r.statusCode} ${JSON.stringify(body.slice(0, 200))}`;
+    } catch (err) {
+      last = err.message;
+    }
+    await procs.sleep(100);
+  }
+  throw new Error(`${name}: a request through it did not return the upstream's 200 (last: ${last})`);
+}
+
+/** 40 requests through a 50/50 split must be answered by both upstream ports. */
+async function checkSplit(port, upstreamPorts) {
+  const { request } = require('undici');
+  const seen = new Set();
+  for (let i = 0; i < 40 && seen.size < upstreamPorts.length; i++) {
+    const r = await request(`http://127.0.0.1:${port}/`, { headers: { host: HOST }, headersTimeout: 2000, bodyTimeout: 2000 });
+    await r.body.dump();
+    seen.add(Number(r.headers['x-upstream-port']));
+  }
+  const missing = upstreamPorts.filter((p) => !seen.has(p));
+  if (missing.length) throw new Error(`the weighted split never reached upstream port(s) ${missing.join(', ')} in 40 requests (saw ${[...seen].join(', ')})`);
+}
+
+// ---------------------------------------------------------------------------------- measurements
+
+function parseWrk(out) {
+  const m = /(\d+) requests in ([\d.]+)(us|ms|s|m)/.exec(out);
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  if (!m || !rps) throw new Error(`cannot parse wrk output:\n${out}`);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const unit = { us: 1e-6, ms: 1e-3, s: 1, m: 60 }[m[3]];
+  return {
+    requests: Number(m[1]),
+    seconds: Number(m[2]) * unit,
+    rps: Number(rps[1]),
+    non2xx: non2xx ? Number(non2xx[1]) : 0,
+    socketErrors: sock ? sock.slice(1).reduce((s, x) => s + Number(x), 0) : 0,
+  };
+}
+
+function wrk(port, seconds) {
+  const args = ['-t1', `-c${WRK_CONNECTIONS}`, `-d${Math.max(1, Math.round(seconds))}s`, '-H', `Host: ${HOST}`, `http://127.0.0.1:${port}/`];
+  return procs.run(TOOLS.wrk, args, { cpu: LOAD_CPU, timeoutMs: (seconds + 30) * 1000 }).then((r) => parseWrk(r.stdout));
+}
+
+/** Runs bench/load.js against `ports` (paired, interleaved) at each rate in turn. */
+function load(ports, rates, seconds, warm) {
+  const args = [path.join(__dirname, 'load.js')];
+  for (const port of ports) args.push('--url', `http://127.0.0.1:${port}/`);
+  args.push('--host', HOST, '--rate', rates.join(','), '--duration', String(seconds), '--warmup', String(warm), '--connections', String(LOAD_CONNECTIONS), '--drain', '5');
+  const bound = rates.length * (seconds + warm + 5) + 30;
+  return procs.run(process.execPath, args, { cpu: LOAD_CPU, timeoutMs: bound * 1000 }).then((r) => JSON.parse(r.stdout.trim().split('\n').pop()));
+}
+
+/** Measures one contender: idle RSS, wrk max req/s + CPU/request, fixed-rate latency, peak RSS. */
+async function measure(name, ctx, p, { latency = true } = {}) {
+  log(`bench: ${name}...`);
+  const { proc, port } = await startContender(name, ctx);
+  const pid = proc?.pid;
+  const out = { notes: [] };
+  try {
+    await procs.sleep(300);
+    if (pid) out.rssIdleKb = procs.memory(pid).rssKb;
+    const sampler = pid ? procs.memorySampler(pid) : undefined;
+
+    await wrk(port, p.warmSeconds);
+    const cpu0 = pid ? procs.cpuSeconds(pid) : undefined;
+    const t0 = process.hrtime.bigint();
+    const c0 = procs.coreTimes();
+    out.wrk = await wrk(port, p.wrkSeconds);
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    const proxyCoreBusy = procs.busyBetween(c0, procs.coreTimes())[PROXY_CPU];
+    if (pid) {
+      const cpu = procs.cpuSeconds(pid) - cpu0;
+      out.cpuSeconds = cpu;
+      out.cpuUsPerReq = (cpu * 1e6) / out.wrk.requests;
+      out.coreBusyPct = (100 * cpu) / wall;
+      // Whatever else ran on the proxy's core meanwhile (other processes on the machine).
+      out.otherLoadOnProxyCorePct = { wrk: Math.max(0, proxyCoreBusy - out.coreBusyPct) };
+    } else out.otherLoadOnProxyCorePct = { wrk: proxyCoreBusy };
+    if (out.wrk.non2xx || out.wrk.socketErrors) out.notes.push(`wrk: ${out.wrk.non2xx} non-2xx, ${out.wrk.socketErrors} socket errors`);
+
+    if (latency) {
+      const cpu1 = pid ? procs.cpuSeconds(pid) : undefined;
+      const c1 = procs.coreTimes();
+      const t1 = process.hrtime.bigint();
+      // A proxy is measured paired with direct: both at the same rate, interleaved, over the
+      // same seconds, so that "added" latency compares like with like on a noisy machine.
+      const paired = port !== ctx.upstreamPorts[0];
+      const res = await load(paired ? [port, ctx.upstreamPorts[0]] : [port], RATES, p.rateSeconds, p.rateWarmSeconds);
+      out.rates = {};
+      if (paired) out.pairedDirect = {};
+      res.phases.forEach((ph) => {
+        const key = rateKey(ph.rate);
+        const t = { ...ph.targets[0], rate: ph.rate, durationS: ph.durationS };
+        out.rates[key] = t;
+        if (paired) out.pairedDirect[key] = { ...ph.targets[1], rate: ph.rate, durationS: ph.durationS };
+        const bad = t.errors + t.non2xx + t.unfinished;
+        if (bad) out.notes.push(`@${key}: ${t.errors} errors, ${t.non2xx} non-2xx, ${t.unfinished} unfinished`);
+        const lag = Math.max(...ph.targets.map((x) => x.sendLagUs?.p99 ?? 0));
+        if (lag > 5000) out.notes.push(`@${key}: generator send lag p99 ${(lag / 1000).toFixed(1)} ms`);
+      });
+      for (const r of RATES) if (!out.rates[rateKey(r)]) out.notes.push(`@${rateKey(r)}: skipped (previous rate saturated)`);
+      const busy = procs.busyBetween(c1, procs.coreTimes())[PROXY_CPU];
+      const wall1 = Number(process.hrtime.bigint() - t1) / 1e9;
+      if (pid) {
+        const sent = res.phases.reduce((s, ph) => s + ph.targets[0].completed, 0);
+        const cpu = procs.cpuSeconds(pid) - cpu1;
+        out.cpuUsPerReqAtRates = (cpu * 1e6) / sent;
+        out.otherLoadOnProxyCorePct.rates = Math.max(0, busy - (100 * cpu) / wall1);
+      } else out.otherLoadOnProxyCorePct.rates = busy;
+    }
+    const other = out.otherLoadOnProxyCorePct;
+    if (pid && (other.wrk > 10 || (other.rates ?? 0) > 10))
+      out.notes.push(`other processes on core ${PROXY_CPU}: ${Math.round(other.wrk)}% (wrk) / ${other.rates === undefined ? '-' : Math.round(other.rates)}% (fixed rates)`);
+    if (sampler) out.rssPeakKb = sampler.stop();
+    if (proc && proc.exitCode !== undefined) out.notes.push(`exited during the run (${proc.exitCode})`);
+  } finally {
+    if (proc) await proc.stop();
+  }
+  log(
+    `bench: ${name}: ${Math.round(out.wrk.rps)} req/s` +
+      (out.cpuUsPerReq !== undefined ? `, ${out.cpuUsPerReq.toFixed(1)} µs CPU/req` : '') +
+      (out.rates ? `, p99 @1k ${out.rates['1k']?.latencyUs?.p99 ?? '-'} µs` : '') +
+      (out.rssPeakKb ? `, RSS ${(out.rssIdleKb / 1024).toFixed(1)} -> ${(out.rssPeakKb / 1024).toFixed(1)} MB` : ''),
+  );
+  return out;
+}
+
+const rateKey = (r) => (r % 1000 === 0 ? `${r / 1000}k` : String(r));
+
+async function startUpstream(dir) {
+  const upstreamPorts = [await procs.freePort(), await procs.freePort()];
+  const conf = path.join(dir, 'upstream.conf');
+  fs.writeFileSync(conf, configs.upstreamNginx(dir, upstreamPorts));
+  const proc = procs.start('upstream', TOOLS.nginx, ['-c', conf, '-e', path.join(dir, 'upstream.error.log')], { cpu: LOAD_CPU, logFile: path.join(dir, 'upstream.log') });
+  for (const p of upstreamPorts) await procs.waitForPort(p, { proc });
+  await checkProxies(upstreamPorts[0], 'upstream');
+  return { proc, upstreamPorts };
+}
+
+function environment(cores) {
+  const cpu = os.cpus()[0];
+  const version = (cmd, args, re) => {
+    try {
+      const r = require('node:child_process').spawnSync(cmd, args, { encoding: 'utf8' });
+      const m = re.exec(`${r.stdout}${r.stderr}`);
+      return m ? m[1] : '?';
+    } catch {
+      return '?';
+    }
+  };
+  return {
+    cpuModel: cpu ? cpu.model.trim() : 'unknown CPU',
+    cores,
+    node: process.version,
+    tools: `nginx ${version(TOOLS.nginx, ['-v'], /nginx\/(\S+)/)}, haproxy ${version(TOOLS.haproxy, ['-v'], /version (\S+)/)}, wrk ${version(TOOLS.wrk, ['-v'], /wrk (\S+)/)}`,
+    loadavg: os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' '),
+    proxyCpu: PROXY_CPU,
+    loadCpu: LOAD_CPU,
+  };
+}
+
+function stamp(d) {
+  return d.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+}
+
+function latestSoak() {
+  const f = path.join(RESULTS, 'latest-soak.json');
+  if (!fs.existsSync(f)) return undefined;
+  try {
+    const s = JSON.parse(fs.readFileSync(f, 'utf8'));
+    return { ...s.verdict, source: `${s.minutes} min soak of ${s.startedAt}` };
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------- the runs
+
+async function benchRun(cli, dir, cores) {
+  const profileName = cli.quick ? 'quick' : 'default';
+  const p = PROFILES[profileName];
+  const only = cli.only ? cli.only.split(',').map((s) => s.trim()) : undefined;
+  const unknown = (only ?? []).filter((n) => !CONTENDERS.includes(n) && !VARIANTS.includes(n));
+  if (unknown.length) throw new Error(`unknown contender(s): ${unknown.join(', ')}; known: ${[...CONTENDERS, ...VARIANTS].join(', ')}`);
+  const contenders = CONTENDERS.filter((n) => !only || only.includes(n) || n === 'direct');
+  const variants = VARIANTS.filter((n) => (only ? only.includes(n) : p.variants && !cli['no-variants']));
+
+  const startedAt = new Date();
+  // Other work on the machine makes every figure noisy; measure it before we add ours.
+  const backgroundBefore = await procs.coreBusy(p.warmSeconds >= 2 ? 1000 : 500);
+  if (backgroundBefore.some((x) => x > 10)) log(`bench: warning: the machine is already busy (core busy % ${backgroundBefore.join(', ')}); figures will be noisy`);
+  const ctx = { dir, ...(await startUpstream(dir)) };
+  const results = {
+    startedAt: startedAt.toISOString(),
+    profile: profileName,
+    cmd: `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`,
+    env: environment(cores),
+    params: { ...p, wrkThreads: 1, wrkConnections: WRK_CONNECTIONS, loadConnections: LOAD_CONNECTIONS, rates: RATES },
+    rateKeys: RATES.map(rateKey),
+    order: contenders,
+    contenders: {},
+    variants: {},
+  };
+  // A contender that fails is reported as such; the others still run.
+  const attempt = async (name, opts) => {
+    try {
+      return await measure(name, ctx, p, opts);
+    } catch (err) {
+      log(`bench: ${name}: FAILED: ${err.message}`);
+      return { error: err.message, notes: [`FAILED: ${err.message.split('\n')[0]}`] };
+    }
+  };
+  for (const name of contenders) results.contenders[name] = await attempt(name);
+  for (const name of variants) results.variants[name] = await attempt(name, { latency: false });
+  await ctx.proc.stop();
+  results.finishedAt = new Date().toISOString();
+  results.env.backgroundBusyPct = { before: backgroundBefore, after: await procs.coreBusy(500) };
+
+  const soak = latestSoak();
+  const g = report.goals(results, soak);
+  results.goals = g;
+  const text = report.renderText(results, g);
+  process.stdout.write(`\n${text}\n\n`);
+
+  fs.mkdirSync(RESULTS, { recursive: true });
+  const base = path.join(RESULTS, stamp(startedAt));
+  const md = report.renderMarkdown(results, g);
+  fs.writeFileSync(`${base}.md`, md);
+  fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
+  fs.writeFileSync(path.join(RESULTS, 'latest.md'), md);
+  log(`bench: wrote ${path.relative(ROOT, base)}.md, .json and bench/results/latest.md (${((Date.now() - startedAt) / 1000).toFixed(0)} s)`);
+}
+
+/** Least-squares line through (t, v): { slope, intercept }. */
+function fitLine(points) {
+  const n = points.length;
+  const mt = points.reduce((a, p) => a + p.t, 0) / n;
+  const mv = points.reduce((a, p) => a + p.v, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const p of points) {
+    num += (p.t - mt) * (p.v - mv);
+    den += (p.t - mt) ** 2;
+  }
+  const slope = den > 0 ? num / den : 0;
+  return { slope, intercept: mv - slope * mt };
+}
+
+/**
+ * The soak: the full-chain sidecar at 1,000 req/s for `--soak-minutes`. RSS is sampled every
+ * second and reported every 30 s (mean, min, max of the window). A Node process's RSS is a GC
+ * sawtooth (tens of percent, period of minutes), so "flat" is judged on what a leak changes:
+ * the least-squares trend over the soak after warm-up, and the floor (lowest RSS, i.e. after a
+ * collection) of the last third against the first third. Both must stay within ±5%.
+ */
+async function soakRun(cli, dir, cores) {
+  const minutes = Number(cli['soak-minutes']);
+  if (!(minutes > 0 && minutes <= 240)) throw new Error('--soak-minutes must be in (0, 240]');
+  const everyS = 30;
+  const warmupS = cli['soak-warmup'] !== undefined ? Number(cli['soak-warmup']) : Math.min(60, (minutes * 60) / 4);
+  if (!(warmupS >= 0 && warmupS < minutes * 60 - 30)) throw new Error('--soak-warmup must leave at least 30 s of soak after it');
+  const startedAt = new Date();
+  const ctx = { dir, ...(await startUpstream(dir)) };
+  log(`bench: soak: ${minutes} min at 1,000 req/s through meshlet-full; RSS sampled every 1 s, reported every ${everyS} s; ${warmupS} s warm-up`);
+  const { proc, port } = await startContender('meshlet-full', ctx);
+  const fine = []; // { t (s), v (RSS kB) }
+  const windows = [];
+  const t0 = Date.now();
+  const kb = (x) => (x / 1024).toFixed(1);
+  const sample = () => fine.push({ t: (Date.now() - t0) / 1000, v: procs.memory(proc.pid).rssKb });
+  const report30 = () => {
+    const t = Math.round((Date.now() - t0) / 1000);
+    const w = fine.filter((x) => x.t > t - everyS && x.t <= t + 0.5);
+    if (w.length === 0) return;
+    const vs = w.map((x) => x.v);
+    const win = { t, meanKb: vs.reduce((a, b) => a + b, 0) / vs.length, minKb: Math.min(...vs), maxKb: Math.max(...vs), cpuSeconds: procs.cpuSeconds(proc.pid), warm: t <= warmupS };
+    windows.push(win);
+    const base = windows.find((x) => !x.warm);
+    const dev = win.warm ? 'warm-up' : `mean ${(((win.meanKb - base.meanKb) / base.meanKb) * 100).toFixed(1)}% vs first window after warm-up`;
+    log(`bench: soak t=${String(t).padStart(4)} s  RSS mean ${kb(win.meanKb)} MB (min ${kb(win.minKb)}, max ${kb(win.maxKb)}); ${dev}`);
+  };
+  sample();
+  const fineTimer = setInterval(sample, 1000);
+  const reportTimer = setInterval(report30, everyS * 1000);
+  let res;
+  try {
+    res = await load([port], [1000], minutes * 60, 0);
+  } finally {
+    clearInterval(fineTimer);
+    clearInterval(reportTimer);
+  }
+  sample();
+  if (windows.length === 0 || Date.now() - t0 - windows[windows.length - 1].t * 1000 > 5000) report30();
+  await proc.stop();
+  await ctx.proc.stop();
+
+  const after = fine.filter((x) => x.t >= warmupS);
+  const tStart = after[0].t;
+  const tEnd = after[after.length - 1].t;
+  const { slope, intercept } = fitLine(after);
+  const fitStart = intercept + slope * tStart;
+  const trendPct = ((slope * (tEnd - tStart)) / fitStart) * 100;
+  const third = (tEnd - tStart) / 3;
+  // The floor is the 10th percentile, not the minimum: one sample caught mid-compaction is not it.
+  const p10 = (xs) => xs.sort((a, b) => a - b)[Math.floor((xs.length - 1) * 0.1)];
+  const floorFirst = p10(after.filter((x) => x.t <= tStart + third).map((x) => x.v));
+  const floorLast = p10(after.filter((x) => x.t >= tEnd - third).map((x) => x.v));
+  const floorPct = ((floorLast - floorFirst) / floorFirst) * 100;
+  const postWindows = windows.filter((w) => !w.warm);
+  const base = postWindows[0] ?? windows[windows.length - 1];
+  const winDevs = postWindows.map((w) => ((w.meanKb - base.meanKb) / base.meanKb) * 100);
+  const verdict = {
+    trendPct,
+    trendKbPerMin: slope * 60,
+    floorPct,
+    floorFirstKb: floorFirst,
+    floorLastKb: floorLast,
+    windowMeanMinPct: Math.min(...winDevs),
+    windowMeanMaxPct: Math.max(...winDevs),
+    rssMinKb: Math.min(...after.map((x) => x.v)),
+    rssMaxKb: Math.max(...after.map((x) => x.v)),
+    pass: Math.abs(trendPct) <= 5 && Math.abs(floorPct) <= 5,
+  };
+  const sign = (x) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}%`;
+  verdict.summary = `trend ${sign(trendPct)}, floor ${sign(floorPct)} over ${((tEnd - tStart) / 60).toFixed(1)} min`;
+  const ph = res.phases[0].targets[0];
+  const out = { startedAt: startedAt.toISOString(), minutes, everyS, warmupS, windows, samples: fine.map((x) => [Math.round(x.t * 10) / 10, x.v]), verdict, load: ph, env: environment(cores) };
+  const lines = [
+    `# meshlet soak — ${out.startedAt}`,
+    '',
+    `${minutes} min at 1,000 req/s (open loop, bench/load.js) through the full-chain sidecar (proxy on core ${PROXY_CPU}). RSS sampled every second (\`VmRSS\`), reported per ${everyS}-s window; the first ${warmupS} s are warm-up.`,
+    '',
+    report.mdTable(
+      ['t (s)', 'RSS mean MB', 'min MB', 'max MB', 'mean vs first window after warm-up', 'CPU s'],
+      windows.map((w) => [w.t, kb(w.meanKb), kb(w.minKb), kb(w.maxKb), w.warm ? 'warm-up' : sign(((w.meanKb - base.meanKb) / base.meanKb) * 100), w.cpuSeconds.toFixed(1)]),
+    ),
+    '',
+    `**${verdict.pass ? 'PASS' : 'FAIL'}** (goal: flat within ±5% after warm-up): least-squares trend ${sign(trendPct)} (${(verdict.trendKbPerMin / 1024).toFixed(2)} MB/min); RSS floor (10th percentile) ${kb(floorFirst)} MB in the first third, ${kb(floorLast)} MB in the last third (${sign(floorPct)}).`,
+    '',
+    `For reference, RSS ranged ${kb(verdict.rssMinKb)}–${kb(verdict.rssMaxKb)} MB after warm-up, and the ${everyS}-s window means stayed within ${sign(verdict.windowMeanMinPct)} … ${sign(verdict.windowMeanMaxPct)} of the first one (a GC sawtooth moves these without any leak; the trend and the floor are what a leak moves).`,
+    '',
+    `Requests: ${ph.recorded} recorded, ${ph.errors} errors, ${ph.non2xx} non-2xx, ${ph.unfinished} unfinished. Latency from intended send (µs): p50 ${ph.latencyUs?.p50}, p99 ${ph.latencyUs?.p99}, p99.9 ${ph.latencyUs?.p999}, max ${ph.latencyUs?.max}.`,
+    '',
+  ];
+  const md = lines.join('\n');
+  process.stdout.write(`\n${md}\n`);
+  fs.mkdirSync(RESULTS, { recursive: true });
+  const base2 = path.join(RESULTS, `soak-${stamp(startedAt)}`);
+  fs.writeFileSync(`${base2}.md`, md);
+  fs.writeFileSync(`${base2}.json`, JSON.stringify(out) + '\n');
+  fs.writeFileSync(path.join(RESULTS, 'latest-soak.md'), md);
+  fs.writeFileSync(path.join(RESULTS, 'latest-soak.json'), JSON.stringify(out) + '\n');
+  log(`bench: wrote ${path.relative(ROOT, base2)}.md, .json and bench/results/latest-soak.{md,json}`);
+}
+
+async function main() {
+  const cli = parseCli();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshlet-bench-'));
+  const cleanupTmp = () => {
+    if (!cli['keep-tmp']) fs.rmSync(dir, { recursive: true, force: true });
+  };
+  procs.installCleanup(() => cleanupTmp());
+  let failed = false;
+  try {
+    const cores = preflight();
+    // The harness itself stays off the proxy's core.
+    await procs.run('taskset', ['-p', '-c', String(LOAD_CPU), String(process.pid)]).catch(() => undefined);
+    await ensureBuilt(cli['no-build']);
+    if (cli.soak) await soakRun(cli, dir, cores);
+    else await benchRun(cli, dir, cores);
+  } catch (err) {
+    // Interrupted: the signal handler stops everything and exits; nothing failed.
+    if (procs.isInterrupted()) return new Promise(() => {});
+    failed = true;
+    log(`bench: FAILED: ${err.stack ?? err.message}`);
+    log(`bench: logs kept in ${dir}`);
+  } finally {
+    await procs.stopAll();
+    if (!failed) cleanupTmp();
+  }
+  process.exit(failed ? 1 : 0);
+}
+
+main();
