@@ -5,7 +5,6 @@ import { CliError, api, describeApiError, flags, readStdin, serverUrl, UsageErro
 
 export const apply: Command = {
   name: 'apply',
-  summary: 'create or update policies from a YAML/JSON file (all or nothing)',
   usage: `meshlet apply -f FILE|- [--server URL] [--dry-run]
 
 Validates every document in FILE (YAML, multi-document, or JSON) and applies them together:

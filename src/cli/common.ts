@@ -1,6 +1,5 @@
 /** Shared plumbing for the `meshlet` sub-commands: flags, addresses, the API client, exit codes. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { request } from 'undici';
 
 export class UsageError extends Error {
   readonly code = 'MESHLET_USAGE';
@@ -8,7 +7,6 @@ export class UsageError extends Error {
 
 export interface Command {
   name: string;
-  summary: string;
   usage: string;
   run(argv: string[]): Promise<number>;
 }
@@ -68,6 +66,8 @@ export interface ApiResponse {
 }
 
 export async function api(server: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
+  // Loaded on use: the long-running commands (sidecar) never pay for an HTTP client they do not use.
+  const { request } = await import('undici');
   let res;
   try {
     res = await request(server + path, {

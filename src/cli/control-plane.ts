@@ -4,7 +4,6 @@ import { logger, runUntilSignal } from './process';
 
 export const controlPlane: Command = {
   name: 'control-plane',
-  summary: 'run the control plane: REST API, policy store, push to sidecars',
   usage: `meshlet control-plane [--data-dir D] [--api HOST:PORT] [--push HOST:PORT] [--grace DURATION_MS]
 
   --data-dir D        where policies and the endpoint registry are kept (default .meshlet/)

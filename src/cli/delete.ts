@@ -3,7 +3,6 @@ import { CliError, api, describeApiError, flags, serverUrl, UsageError, type Com
 
 export const del: Command = {
   name: 'delete',
-  summary: 'delete a policy',
   usage: `meshlet delete KIND NAME [--server URL]
 
 Refused (exit 1) when another resource still refers to it, e.g. a Route using a subset that the

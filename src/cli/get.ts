@@ -6,7 +6,6 @@ const KIND_LIST = [...new Set(Object.keys(KIND_ALIASES))].join(', ');
 
 export const get: Command = {
   name: 'get',
-  summary: 'list policies of a kind, or show one',
   usage: `meshlet get KIND [NAME] [-o yaml|json] [--server URL]
 
 KIND is one of: ${KIND_LIST}.

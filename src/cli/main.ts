@@ -1,15 +1,17 @@
 #!/usr/bin/env node
 /** `meshlet`: one sub-command per file in this folder. */
-import { apply } from './apply';
 import { CliError, UsageError, type Command } from './common';
-import { controlPlane } from './control-plane';
-import { del } from './delete';
-import { get } from './get';
-import { sidecar } from './sidecar';
-import { status } from './status';
-import { up } from './up';
 
-const COMMANDS: Command[] = [up, controlPlane, sidecar, apply, get, del, status];
+/** Each command's module is loaded only when it runs: a sidecar does not carry the CLI's clients. */
+const COMMANDS: { name: string; summary: string; load(): Command }[] = [
+  { name: 'up', summary: 'run a local mesh on loopback: control plane, demo services, a sidecar each (what `npm start` runs)', load: () => require('./up').up },
+  { name: 'control-plane', summary: 'run the control plane: REST API, policy store, push to sidecars', load: () => require('./control-plane').controlPlane },
+  { name: 'sidecar', summary: 'run the sidecar proxy beside one service instance', load: () => require('./sidecar').sidecar },
+  { name: 'apply', summary: 'create or update policies from a YAML/JSON file (all or nothing)', load: () => require('./apply').apply },
+  { name: 'get', summary: 'list policies of a kind, or show one', load: () => require('./get').get },
+  { name: 'delete', summary: 'delete a policy', load: () => require('./delete').del },
+  { name: 'status', summary: 'show every sidecar, its service, and the policy version it ACKed or why it NACKed', load: () => require('./status').status },
+];
 
 function help(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -27,13 +29,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(help());
     return name ? 0 : 2;
   }
-  const cmd = COMMANDS.find((c) => c.name === name);
-  if (!cmd) {
+  const entry = COMMANDS.find((c) => c.name === name);
+  if (!entry) {
     process.stderr.write(`meshlet: unknown command ${JSON.stringify(name)}\n\n${help()}`);
     return 2;
   }
+  const cmd = entry.load();
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`${cmd.summary}\n\nusage: ${cmd.usage}\n`);
+    process.stdout.write(`${entry.summary}\n\nusage: ${cmd.usage}\n`);
     return 0;
   }
   try {

@@ -3,7 +3,6 @@ import { runUntilSignal, logger } from './process';
 
 export const sidecar: Command = {
   name: 'sidecar',
-  summary: 'run the sidecar proxy beside one service instance',
   usage: `meshlet sidecar --service NAME [--labels k=v,...] [--control-plane HOST:PORT | --config FILE]
                 [--app-port N] [--inbound P] [--outbound P] [--admin P] [--id ID] [--advertise ADDR]
 

@@ -17,7 +17,6 @@ interface SidecarRow {
 
 export const status: Command = {
   name: 'status',
-  summary: 'show every sidecar, its service, and the policy version it ACKed or why it NACKed',
   usage: `meshlet status [-o json] [--server URL]`,
   async run(argv) {
     const { values } = flags(argv, { output: { type: 'string', short: 'o' }, server: { type: 'string' } });

@@ -34,7 +34,6 @@ interface Running {
 
 export const up: Command = {
   name: 'up',
-  summary: 'run a local mesh on loopback: control plane, demo services, a sidecar each (what `npm start` runs)',
   usage: `meshlet up [--data-dir D] [--policies FILE] [--ephemeral-ports]
 
 Starts, on 127.0.0.1:
