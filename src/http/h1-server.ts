@@ -97,6 +97,7 @@ export class H1Response extends EventEmitter {
   /** Set false to close the connection after this response. */
   shouldKeepAlive: boolean;
   private head: string | undefined;
+  flushQueued = false;
   private chunked = false;
   private noBody = false;
 
@@ -147,6 +148,16 @@ export class H1Response extends EventEmitter {
     if (!this.headersSent) this.writeHead(200);
     const len = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
     if (this.noBody || len === 0) return this.flushHead();
+    if (this.head !== undefined && !this.chunked && len <= COALESCE_BYTES) {
+      // A small body right behind the head: one write (one syscall, no writev) for both, made by
+      // end() when it follows in the same tick, as it does for most responses, else on the next.
+      this.head += typeof chunk === 'string' ? Buffer.from(chunk).toString('latin1') : chunk.toString('latin1');
+      if (!this.flushQueued) {
+        this.flushQueued = true;
+        process.nextTick(flushLater, this);
+      }
+      return true;
+    }
     const socket = this.conn.socket;
     socket.cork();
     this.flushHead();
@@ -163,12 +174,14 @@ export class H1Response extends EventEmitter {
   end(chunk?: Buffer | string): this {
     if (this.finished || this.destroyed) return this;
     if (!this.headersSent) this.writeHead(200);
-    const socket = this.conn.socket;
-    socket.cork();
     if (chunk !== undefined && chunk.length > 0) this.write(chunk);
-    this.flushHead();
-    if (this.chunked && !this.noBody) socket.write('0\r\n\r\n', 'latin1');
-    socket.uncork();
+    if (this.chunked && !this.noBody) {
+      const socket = this.conn.socket;
+      socket.cork();
+      this.flushHead();
+      socket.write('0\r\n\r\n', 'latin1');
+      socket.uncork();
+    } else this.flushHead();
     this.finished = true;
     this.conn.responseDone(this);
     return this;
@@ -181,12 +194,21 @@ export class H1Response extends EventEmitter {
     this.conn.socket.destroy();
   }
 
-  private flushHead(): boolean {
+  /** Writes what is buffered (the head, and any small body coalesced into it). */
+  flushHead(): boolean {
     if (this.head === undefined) return true;
     const h = this.head;
     this.head = undefined;
     return this.conn.socket.write(h, 'latin1');
   }
+}
+
+/** Bodies up to this size are written together with the response head. */
+const COALESCE_BYTES = 16 * 1024;
+
+function flushLater(res: H1Response): void {
+  res.flushQueued = false;
+  if (!res.destroyed) res.flushHead();
 }
 
 interface Pending {
