@@ -146,8 +146,9 @@ async function startContender(name, ctx) {
       const admin = await procs.freePort();
       proc = procs.start(
         name,
-        process.execPath,
-        [path.join(ROOT, 'dist/src/cli/main.js'), 'sidecar', '--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`],
+        // As users run it: the CLI as a program, so its shebang's Node flags apply.
+        path.join(ROOT, 'dist/src/cli/main.js'),
+        ['sidecar', '--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`],
         { cpu: PROXY_CPU, logFile },
       );
       readyUrl = `http://127.0.0.1:${admin}/ready`;

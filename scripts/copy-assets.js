@@ -10,3 +10,5 @@ for (const [from, to] of pairs) {
     if (f.endsWith('.proto')) fs.copyFileSync(path.join(root, from, f), path.join(root, to, f));
   }
 }
+// The CLI runs as a program (its shebang carries the Node flags the sidecar wants).
+fs.chmodSync(path.join(root, 'dist/src/cli/main.js'), 0o755);

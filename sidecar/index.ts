@@ -14,7 +14,7 @@ import { fail, ok, formatErrors, type Result } from '../src/core/result';
 import { startListener, type Listener } from '../src/http/listener';
 import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
-import { compileSnapshot, parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type WireSnapshot } from '../src/policy';
+import { compileSnapshot, parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { startAdmin, type AdminServer } from './admin';
 import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
 import { ProxyStats } from './stats';
@@ -56,8 +56,8 @@ export interface Sidecar {
   close(graceMs?: number): Promise<void>;
 }
 
-/** Parses a static policy file into a snapshot; its version is the content hash. */
-export async function loadStaticConfig(file: string): Promise<Result<WireSnapshot>> {
+/** Parses and validates a static policy file into a snapshot; its version is the content hash. */
+export async function loadStaticConfig(file: string): Promise<Result<Snapshot>> {
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
@@ -68,9 +68,8 @@ export async function loadStaticConfig(file: string): Promise<Result<WireSnapsho
   if (!docs.ok) return fail(docs.errors.map((e) => ({ path: `${file}: ${e.path}`, message: e.message })));
   const parsed = parseAll(docs.value);
   if (!parsed.ok) return fail(parsed.errors.map((e) => ({ path: `${file}: ${e.path}`, message: e.message })));
-  const resources = parsed.value.map(toWire);
-  const version = createHash('sha256').update(JSON.stringify(resources)).digest('hex').slice(0, 12);
-  return ok({ version, resources, endpoints: [] });
+  const version = createHash('sha256').update(text).digest('hex').slice(0, 12);
+  return ok({ version, resources: parsed.value, endpoints: [] });
 }
 
 export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
@@ -91,9 +90,12 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       stats.nacks++;
       return parsed;
     }
+    return applyValid(parsed.value);
+  };
+  const applyValid = (snapshot: Snapshot): Result<void> => {
     let compiled: CompiledSnapshot;
     try {
-      compiled = compileSnapshot(parsed.value, { stats: active });
+      compiled = compileSnapshot(snapshot, { stats: active });
     } catch (err) {
       stats.nacks++;
       return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
@@ -129,7 +131,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     if (opts.configFile) {
       const cfg = await loadStaticConfig(opts.configFile);
       if (!cfg.ok) throw new Error(`invalid static config:\n${formatErrors(cfg.errors)}`);
-      const r = apply(cfg.value);
+      const r = applyValid(cfg.value);
       if (!r.ok) throw new Error(`invalid static config:\n${formatErrors(r.errors)}`);
       source = `file ${opts.configFile}`;
     }

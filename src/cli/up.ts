@@ -7,6 +7,9 @@ import { startDemoApp, type DemoApp, type DemoRole } from '../demo/app';
 import { api, CliError, describeApiError, flags, type Command } from './common';
 import { logger, runUntilSignal } from './process';
 
+/** Node flags for sidecar processes: the ones in main.ts's shebang. */
+export const SIDECAR_NODE_FLAGS = ['--max-semi-space-size=2'];
+
 interface Instance {
   id: string;
   role: DemoRole;
@@ -169,7 +172,7 @@ async function startInstance(inst: Instance, mainJs: string, pushPort: number, l
   if (inst.version) args.push('--labels', `version=${inst.version}`);
   // Own process group: Ctrl-C reaches `up`, which stops the sidecars in order; stdin closes
   // when `up` dies, however it dies, and the sidecar then exits too (no orphans holding ports).
-  const child = spawn(process.execPath, args, {
+  const child = spawn(process.execPath, [...SIDECAR_NODE_FLAGS, ...args], {
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true,
     env: { ...process.env, MESHLET_EXIT_WITH_STDIN: '1' },

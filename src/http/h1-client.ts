@@ -20,7 +20,7 @@ import type { Readable } from 'node:stream';
 import type { Headers, ResponseSink, UpstreamCall, UpstreamRequest } from './upstream-types';
 import { UpstreamConnectError } from './upstream-types';
 
-import { HTTPParser } from './native-parser';
+import { HTTPParser, releaseParser } from './native-parser';
 
 const kOnHeaders = HTTPParser.kOnHeaders;
 const kOnHeadersComplete = HTTPParser.kOnHeadersComplete;
@@ -135,12 +135,7 @@ class Conn {
       this.dead = true;
       this.pool.forget(this);
       if (this.ex && !this.ex.done) this.fail(Object.assign(new Error('upstream closed the connection'), { code: 'UND_ERR_SOCKET' }));
-      try {
-        parser.remove();
-        parser.free();
-      } catch {
-        // already freed
-      }
+      releaseParser(parser);
     });
   }
 

@@ -26,7 +26,7 @@ import { STATUS_CODES } from 'node:http';
 import type * as net from 'node:net';
 import { Readable } from 'node:stream';
 
-import { HTTPParser, METHODS, type NativeParser } from './native-parser';
+import { HTTPParser, METHODS, releaseParser, type NativeParser } from './native-parser';
 
 export interface H1ServerOptions {
   maxHeaderBytes: number;
@@ -453,12 +453,7 @@ export class H1Connection {
     }
     this.current = undefined;
     this.queue.length = 0;
-    try {
-      this.parser.remove();
-      this.parser.free();
-    } catch {
-      // freed already
-    }
+    releaseParser(this.parser);
   }
 }
 

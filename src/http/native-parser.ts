@@ -9,6 +9,7 @@ export interface NativeParser {
   finish(): number | Error | undefined;
   free(): void;
   remove(): void;
+  close(): void;
   [k: number]: unknown;
 }
 
@@ -32,3 +33,27 @@ const mod = require('_http_common') as ParserModule;
 
 export const HTTPParser = mod.HTTPParser;
 export const METHODS: readonly string[] = mod.methods;
+
+/**
+ * Releases a parser whose connection is gone. The native parser holds a strong handle to its JS
+ * object (and so to every callback and connection it reaches) until `close()` deletes it; `free()`
+ * alone is for parsers kept in a pool. As in node:http (`freeParser`), callbacks are dropped at
+ * once and `close()` runs once the stack has unwound (the parser may be mid-`execute`).
+ */
+export function releaseParser(parser: NativeParser): void {
+  for (const k of [HTTPParser.kOnHeaders, HTTPParser.kOnHeadersComplete, HTTPParser.kOnBody, HTTPParser.kOnMessageComplete]) parser[k] = null;
+  try {
+    parser.remove();
+  } catch {
+    // not in a connections list
+  }
+  setImmediate(closeParser, parser);
+}
+
+function closeParser(parser: NativeParser): void {
+  try {
+    parser.close();
+  } catch {
+    // closed already
+  }
+}
