@@ -7,8 +7,8 @@
  *   npm run bench -- --quick       # smoke run (< 1 min), noisy figures
  *   npm run bench -- --soak        # 10 min at 1,000 req/s through the full-chain sidecar, RSS every 30 s
  *
- * Options: --only a,b (contenders), --no-variants, --no-build, --soak-minutes N, --soak-warmup S,
- * --keep-tmp.
+ * Options: --only a,b (contenders), --no-variants, --no-h2, --no-build, --soak-minutes N,
+ * --soak-warmup S, --keep-tmp.
  */
 const fs = require('node:fs');
 const os = require('node:os');
@@ -25,15 +25,20 @@ const LOAD_CPU = 0;
 const HOST = 'upstream';
 
 const PROFILES = {
-  default: { warmSeconds: 2, wrkSeconds: 8, rateSeconds: 8, rateWarmSeconds: 1, variants: true },
-  quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.5, rateWarmSeconds: 0.25, variants: false },
+  default: { warmSeconds: 2, wrkSeconds: 8, rateSeconds: 8, rateWarmSeconds: 1, h2WarmSeconds: 1, h2Seconds: 5, variants: true },
+  quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.25, h2Seconds: 1, variants: false },
 };
 const RATES = [1000, 5000];
 const WRK_CONNECTIONS = 64;
 const LOAD_CONNECTIONS = 32;
+/** h2load: 16 connections × 16 concurrent streams, one thread. */
+const H2_CLIENTS = 16;
+const H2_STREAMS = 16;
 
 const CONTENDERS = ['direct', 'nginx', 'haproxy', 'http-proxy', 'undici-proxy', 'meshlet-off', 'meshlet-full'];
 const VARIANTS = ['meshlet-routes', 'meshlet-split'];
+/** The contenders that serve h2c (prior knowledge) downstream; the others show n/a in the h2 column. */
+const H2_CONTENDERS = new Set(['direct', 'nginx', 'haproxy', 'meshlet-off', 'meshlet-full']);
 
 function parseCli() {
   const { values } = parseArgs({
@@ -44,6 +49,7 @@ function parseCli() {
       'soak-warmup': { type: 'string' },
       only: { type: 'string' },
       'no-variants': { type: 'boolean', default: false },
+      'no-h2': { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -66,7 +72,7 @@ const TOOLS = {};
 function preflight() {
   const missing = [];
   const dirs = [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/sbin', '/sbin', '/usr/local/sbin'];
-  for (const tool of ['wrk', 'nginx', 'haproxy', 'taskset']) {
+  for (const tool of ['wrk', 'h2load', 'nginx', 'haproxy', 'taskset']) {
     const dir = dirs.find((d) => fs.existsSync(path.join(d, tool)));
     if (dir) TOOLS[tool] = path.join(dir, tool);
     else missing.push(tool);
@@ -108,8 +114,10 @@ async function ensureBuilt(noBuild) {
 // ---------------------------------------------------------------------------------- contenders
 
 /**
- * Starts one contender pinned to the proxy core; resolves to { proc, port } once it proxies a
- * request with the expected body. `direct` starts nothing and points at the upstream.
+ * Starts one contender pinned to the proxy core; resolves to { proc, port, h2Port } once it
+ * proxies a request with the expected body. `direct` starts nothing and points at the upstream.
+ * `h2Port` is where the contender serves h2c (prior knowledge), undefined if it does not:
+ * nginx and haproxy on a second port, the sidecar on the same port as HTTP/1.1.
  */
 async function startContender(name, ctx) {
   const { dir, upstreamPorts } = ctx;
@@ -117,18 +125,21 @@ async function startContender(name, ctx) {
   const logFile = path.join(dir, `${name}.log`);
   let proc;
   let readyUrl;
+  let h2Port;
   switch (name) {
     case 'direct':
-      return { proc: undefined, port: upstreamPorts[0] };
+      return { proc: undefined, port: upstreamPorts[0], h2Port: ctx.upstreamH2Port };
     case 'nginx': {
+      h2Port = await procs.freePort();
       const conf = path.join(dir, 'nginx-proxy.conf');
-      fs.writeFileSync(conf, configs.nginxProxy(dir, port, upstreamPorts[0]));
+      fs.writeFileSync(conf, configs.nginxProxy(dir, port, upstreamPorts[0], h2Port));
       proc = procs.start(name, TOOLS.nginx, ['-c', conf, '-e', path.join(dir, 'proxy.error.log')], { cpu: PROXY_CPU, logFile });
       break;
     }
     case 'haproxy': {
+      h2Port = await procs.freePort();
       const conf = path.join(dir, 'haproxy.cfg');
-      fs.writeFileSync(conf, configs.haproxy(dir, port, upstreamPorts[0]));
+      fs.writeFileSync(conf, configs.haproxy(dir, port, upstreamPorts[0], h2Port));
       proc = procs.start(name, TOOLS.haproxy, ['-f', conf, '-db'], { cpu: PROXY_CPU, logFile });
       break;
     }
@@ -152,10 +163,13 @@ async function startContender(name, ctx) {
         { cpu: PROXY_CPU, logFile },
       );
       readyUrl = `http://127.0.0.1:${admin}/ready`;
+      // The outbound listener detects h2c prior knowledge by its preface, on the same port.
+      h2Port = port;
     }
   }
   try {
     await procs.waitForPort(port, { proc });
+    if (h2Port !== undefined && h2Port !== port) await procs.waitForPort(h2Port, { proc });
     if (readyUrl) await procs.waitForHttp(readyUrl, { proc });
     await checkProxies(port, name);
     // The variants with a 50/50 split must really reach both endpoints.
@@ -165,7 +179,7 @@ async function startContender(name, ctx) {
     const tail = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '';
     throw new Error(`${name} did not start: ${err.message}\n${tail}`);
   }
-  return { proc, port };
+  return { proc, port, h2Port };
 }
 
 /** One request through the contender must come back 200 with the upstream's body. */
@@ -185,6 +199,35 @@ async function checkProxies(port, name) {
     await procs.sleep(100);
   }
   throw new Error(`${name}: a request through it did not return the upstream's 200 (last: ${last})`);
+}
+
+/** One h2c (prior knowledge) request with `:authority: upstream` must come back 200 with the upstream's body. */
+function checkH2(port, name) {
+  const http2 = require('node:http2');
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    const fail = (msg) => {
+      clearTimeout(t);
+      session.destroy();
+      reject(new Error(`${name}: an h2c request through it did not return the upstream's 200 (${msg})`));
+    };
+    const t = setTimeout(() => fail('timeout'), 5000);
+    session.on('error', (err) => fail(err.message));
+    const req = session.request({ ':method': 'GET', ':path': '/', ':authority': HOST });
+    let status;
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('response', (h) => (status = h[':status']));
+    req.on('data', (d) => (body += d));
+    req.on('error', (err) => fail(err.message));
+    req.on('end', () => {
+      if (status !== 200 || body !== configs.BODY) return fail(`${status} ${JSON.stringify(body.slice(0, 200))}`);
+      clearTimeout(t);
+      session.close();
+      resolve();
+    });
+    req.end();
+  });
 }
 
 /** 40 requests through a 50/50 split must be answered by both upstream ports. */
@@ -223,6 +266,69 @@ function wrk(port, seconds) {
   return procs.run(TOOLS.wrk, args, { cpu: LOAD_CPU, timeoutMs: (seconds + 30) * 1000 }).then((r) => parseWrk(r.stdout));
 }
 
+/**
+ * h2load's summary. Throws unless the connection really spoke h2c and every request succeeded
+ * with a 2xx: a row whose HTTP/2 figure came from HTTP/1.1, or from errors, must not look valid.
+ */
+function parseH2load(out) {
+  const proto = /Application protocol: (\S+)/.exec(out);
+  const fin = /finished in ([\d.]+)(us|ms|s|m|h)?, ([\d.]+) req\/s/.exec(out);
+  const req = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
+  const st = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
+  if (!fin || !req || !st) throw new Error(`cannot parse h2load output:\n${out}`);
+  const unit = { us: 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 }[fin[2] ?? 's'];
+  const r = {
+    protocol: proto ? proto[1] : undefined,
+    seconds: Number(fin[1]) * unit,
+    rps: Number(fin[3]),
+    requests: Number(req[3]),
+    succeeded: Number(req[4]),
+    failed: Number(req[5]),
+    errored: Number(req[6]),
+    timeout: Number(req[7]),
+    status: { '2xx': Number(st[1]), '3xx': Number(st[2]), '4xx': Number(st[3]), '5xx': Number(st[4]) },
+  };
+  const problems = [];
+  if (r.protocol !== 'h2c') problems.push(`application protocol ${r.protocol ?? '(none: no connection was made)'}, not h2c`);
+  if (r.failed || r.errored || r.timeout) problems.push(`${r.failed} failed, ${r.errored} errored, ${r.timeout} timeout`);
+  const non2xx = r.status['3xx'] + r.status['4xx'] + r.status['5xx'];
+  if (non2xx) problems.push(`${non2xx} non-2xx (${r.status['3xx']} 3xx, ${r.status['4xx']} 4xx, ${r.status['5xx']} 5xx)`);
+  if (!(r.succeeded > 0)) problems.push('no request succeeded');
+  if (problems.length) throw Object.assign(new Error(`h2load: ${problems.join('; ')}`), { h2load: r, output: out });
+  return r;
+}
+
+/** h2load, h2c prior knowledge (its default for http:// URIs), pinned to the load core. */
+function h2load(port, seconds) {
+  const args = ['-t', '1', '-c', String(H2_CLIENTS), '-m', String(H2_STREAMS), '-D', `${Math.max(100, Math.round(seconds * 1000))}ms`, '-H', `:authority: ${HOST}`, `http://127.0.0.1:${port}/`];
+  return procs.run(TOOLS.h2load, args, { cpu: LOAD_CPU, timeoutMs: (seconds + 30) * 1000 }).then((r) => parseH2load(r.stdout));
+}
+
+/**
+ * The HTTP/2 column: h2load warm-up (not measured), then the measured run; CPU of the proxy over
+ * it from /proc, the same way as for wrk. Throws (the caller marks the h2 cells FAILED) unless
+ * h2load spoke h2c and saw no error.
+ */
+async function measureH2(name, h2Port, pid, p) {
+  await checkH2(h2Port, name);
+  await h2load(h2Port, p.h2WarmSeconds);
+  const cpu0 = pid ? procs.cpuSeconds(pid) : undefined;
+  const c0 = procs.coreTimes();
+  const t0 = process.hrtime.bigint();
+  const out = { h2load: await h2load(h2Port, p.h2Seconds) };
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const busy = procs.busyBetween(c0, procs.coreTimes())[PROXY_CPU];
+  out.rps = out.h2load.rps;
+  if (pid) {
+    const cpu = procs.cpuSeconds(pid) - cpu0;
+    out.cpuSeconds = cpu;
+    out.cpuUsPerReq = (cpu * 1e6) / out.h2load.requests;
+    out.coreBusyPct = (100 * cpu) / wall;
+    out.otherLoadOnProxyCorePct = Math.max(0, busy - out.coreBusyPct);
+  } else out.otherLoadOnProxyCorePct = busy;
+  return out;
+}
+
 /** Runs bench/load.js against `ports` (paired, interleaved) at each rate in turn. */
 function load(ports, rates, seconds, warm) {
   const args = [path.join(__dirname, 'load.js')];
@@ -233,9 +339,9 @@ function load(ports, rates, seconds, warm) {
 }
 
 /** Measures one contender: idle RSS, wrk max req/s + CPU/request, fixed-rate latency, peak RSS. */
-async function measure(name, ctx, p, { latency = true } = {}) {
+async function measure(name, ctx, p, { latency = true, h2 = false } = {}) {
   log(`bench: ${name}...`);
-  const { proc, port } = await startContender(name, ctx);
+  const { proc, port, h2Port } = await startContender(name, ctx);
   const pid = proc?.pid;
   const out = { notes: [] };
   try {
@@ -290,10 +396,26 @@ async function measure(name, ctx, p, { latency = true } = {}) {
         out.otherLoadOnProxyCorePct.rates = Math.max(0, busy - (100 * cpu) / wall1);
       } else out.otherLoadOnProxyCorePct.rates = busy;
     }
-    const other = out.otherLoadOnProxyCorePct;
-    if (pid && (other.wrk > 10 || (other.rates ?? 0) > 10))
-      out.notes.push(`other processes on core ${PROXY_CPU}: ${Math.round(other.wrk)}% (wrk) / ${other.rates === undefined ? '-' : Math.round(other.rates)}% (fixed rates)`);
     if (sampler) out.rssPeakKb = sampler.stop();
+
+    // HTTP/2 downstream, after the RSS peak is taken (so that figure stays comparable with runs
+    // without it). A failure marks the h2 cells FAILED; the HTTP/1.1 figures stand.
+    if (h2 && H2_CONTENDERS.has(name)) {
+      try {
+        if (h2Port === undefined) throw new Error('no h2c port');
+        out.h2 = await measureH2(name, h2Port, pid, p);
+        out.otherLoadOnProxyCorePct.h2load = out.h2.otherLoadOnProxyCorePct;
+      } catch (err) {
+        const msg = err.message.split('\n')[0];
+        out.h2 = { error: err.message, h2load: err.h2load, output: err.output };
+        out.notes.push(`h2 FAILED: ${msg}`);
+        log(`bench: ${name}: h2 FAILED: ${err.message}${err.output ? `\n${err.output}` : ''}`);
+      }
+    }
+    const other = out.otherLoadOnProxyCorePct;
+    const pct = (x) => (x === undefined ? '-' : `${Math.round(x)}%`);
+    if (pid && Math.max(other.wrk, other.rates ?? 0, other.h2load ?? 0) > 10)
+      out.notes.push(`other processes on core ${PROXY_CPU}: ${pct(other.wrk)} (wrk) / ${pct(other.rates)} (fixed rates)` + (other.h2load === undefined ? '' : ` / ${pct(other.h2load)} (h2load)`));
     if (proc && proc.exitCode !== undefined) out.notes.push(`exited during the run (${proc.exitCode})`);
   } finally {
     if (proc) await proc.stop();
@@ -302,6 +424,7 @@ async function measure(name, ctx, p, { latency = true } = {}) {
     `bench: ${name}: ${Math.round(out.wrk.rps)} req/s` +
       (out.cpuUsPerReq !== undefined ? `, ${out.cpuUsPerReq.toFixed(1)} µs CPU/req` : '') +
       (out.rates ? `, p99 @1k ${out.rates['1k']?.latencyUs?.p99 ?? '-'} µs` : '') +
+      (out.h2?.rps !== undefined ? `, h2 ${Math.round(out.h2.rps)} req/s` + (out.h2.cpuUsPerReq !== undefined ? ` ${out.h2.cpuUsPerReq.toFixed(1)} µs CPU/req` : '') : '') +
       (out.rssPeakKb ? `, RSS ${(out.rssIdleKb / 1024).toFixed(1)} -> ${(out.rssPeakKb / 1024).toFixed(1)} MB` : ''),
   );
   return out;
@@ -311,12 +434,14 @@ const rateKey = (r) => (r % 1000 === 0 ? `${r / 1000}k` : String(r));
 
 async function startUpstream(dir) {
   const upstreamPorts = [await procs.freePort(), await procs.freePort()];
+  // An h2c listener too, for the `direct` row of the HTTP/2 column (the proxies use HTTP/1.1 ports).
+  const upstreamH2Port = await procs.freePort();
   const conf = path.join(dir, 'upstream.conf');
-  fs.writeFileSync(conf, configs.upstreamNginx(dir, upstreamPorts));
+  fs.writeFileSync(conf, configs.upstreamNginx(dir, upstreamPorts, upstreamH2Port));
   const proc = procs.start('upstream', TOOLS.nginx, ['-c', conf, '-e', path.join(dir, 'upstream.error.log')], { cpu: LOAD_CPU, logFile: path.join(dir, 'upstream.log') });
-  for (const p of upstreamPorts) await procs.waitForPort(p, { proc });
+  for (const p of [...upstreamPorts, upstreamH2Port]) await procs.waitForPort(p, { proc });
   await checkProxies(upstreamPorts[0], 'upstream');
-  return { proc, upstreamPorts };
+  return { proc, upstreamPorts, upstreamH2Port };
 }
 
 function environment(cores) {
@@ -334,7 +459,7 @@ function environment(cores) {
     cpuModel: cpu ? cpu.model.trim() : 'unknown CPU',
     cores,
     node: process.version,
-    tools: `nginx ${version(TOOLS.nginx, ['-v'], /nginx\/(\S+)/)}, haproxy ${version(TOOLS.haproxy, ['-v'], /version (\S+)/)}, wrk ${version(TOOLS.wrk, ['-v'], /wrk (\S+)/)}`,
+    tools: `nginx ${version(TOOLS.nginx, ['-v'], /nginx\/(\S+)/)}, haproxy ${version(TOOLS.haproxy, ['-v'], /version (\S+)/)}, wrk ${version(TOOLS.wrk, ['-v'], /wrk (\S+)/)}, h2load ${version(TOOLS.h2load, ['--version'], /nghttp2\/(\S+)/)}`,
     loadavg: os
       .loadavg()
       .map((x) => x.toFixed(2))
@@ -380,7 +505,8 @@ async function benchRun(cli, dir, cores) {
     profile: profileName,
     cmd: `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`,
     env: environment(cores),
-    params: { ...p, wrkThreads: 1, wrkConnections: WRK_CONNECTIONS, loadConnections: LOAD_CONNECTIONS, rates: RATES },
+    params: { ...p, wrkThreads: 1, wrkConnections: WRK_CONNECTIONS, loadConnections: LOAD_CONNECTIONS, rates: RATES, h2: !cli['no-h2'], h2Threads: 1, h2Clients: H2_CLIENTS, h2Streams: H2_STREAMS },
+    h2Contenders: [...H2_CONTENDERS],
     rateKeys: RATES.map(rateKey),
     order: contenders,
     contenders: {},
@@ -395,7 +521,7 @@ async function benchRun(cli, dir, cores) {
       return { error: err.message, notes: [`FAILED: ${err.message.split('\n')[0]}`] };
     }
   };
-  for (const name of contenders) results.contenders[name] = await attempt(name);
+  for (const name of contenders) results.contenders[name] = await attempt(name, { h2: !cli['no-h2'] });
   for (const name of variants) results.variants[name] = await attempt(name, { latency: false });
   await ctx.proc.stop();
   results.finishedAt = new Date().toISOString();

@@ -35,14 +35,19 @@ function nginxHttpCommon(dir, name) {
 `;
 }
 
-/** The upstream: one nginx worker answering `return 200` on each of `ports`. */
-function upstreamNginx(dir, ports) {
+/**
+ * The upstream: one nginx worker answering `return 200` on each of `ports` (HTTP/1.1) and, when
+ * given, on `h2Port` with h2c (prior knowledge; nginx's `listen ... http2` without ssl), for the
+ * `direct` row of the HTTP/2 column.
+ */
+function upstreamNginx(dir, ports, h2Port) {
   return `${nginxCommon(dir, 'upstream')}
 http {
 ${nginxHttpCommon(dir, 'upstream')}
   default_type text/plain;
   server {
 ${ports.map((p) => `    listen 127.0.0.1:${p} reuseport backlog=4096;`).join('\n')}
+${h2Port ? `    listen 127.0.0.1:${h2Port} http2 backlog=4096;` : ''}
     # Says which endpoint answered, so the harness can check that a split reaches both.
     add_header X-Upstream-Port $server_port;
     location / { return 200 ${JSON.stringify(BODY)}; }
@@ -51,8 +56,13 @@ ${ports.map((p) => `    listen 127.0.0.1:${p} reuseport backlog=4096;`).join('\n
 `;
 }
 
-/** nginx as the proxy under test: 1 worker, keep-alive to the upstream. */
-function nginxProxy(dir, port, upstreamPort) {
+/**
+ * nginx as the proxy under test: 1 worker, keep-alive to the upstream. `h2Port`: a second listener
+ * speaking h2c (prior knowledge) downstream; upstream stays HTTP/1.1. (nginx 1.22's `http2`
+ * listen flag without ssl serves only h2c, hence the separate port; since 1.19.7 the number of
+ * requests per h2 connection is `keepalive_requests`, set very high in nginxHttpCommon.)
+ */
+function nginxProxy(dir, port, upstreamPort, h2Port) {
   return `${nginxCommon(dir, 'proxy')}
 http {
 ${nginxHttpCommon(dir, 'proxy')}
@@ -64,6 +74,7 @@ ${nginxHttpCommon(dir, 'proxy')}
   }
   server {
     listen 127.0.0.1:${port} backlog=4096;
+${h2Port ? `    listen 127.0.0.1:${h2Port} http2 backlog=4096;` : ''}
     location / {
       proxy_pass http://up;
       proxy_http_version 1.1;
@@ -76,8 +87,11 @@ ${nginxHttpCommon(dir, 'proxy')}
 `;
 }
 
-/** haproxy as the proxy under test: one thread, connection reuse always. */
-function haproxy(dir, port, upstreamPort) {
+/**
+ * haproxy as the proxy under test: one thread, connection reuse always. `h2Port`: a second bind
+ * speaking h2c (`proto h2`) downstream; the backend stays HTTP/1.1.
+ */
+function haproxy(dir, port, upstreamPort, h2Port) {
   return `global
   nbthread 1
   maxconn 4000
@@ -94,7 +108,7 @@ defaults
 
 frontend fe
   bind 127.0.0.1:${port}
-  default_backend be
+${h2Port ? `  bind 127.0.0.1:${h2Port} proto h2\n` : ''}  default_backend be
 
 backend be
   server up1 127.0.0.1:${upstreamPort}
@@ -133,8 +147,12 @@ function decoyRoutes(n, service) {
  */
 function meshletPolicies(variant, upstreamPorts) {
   const [p1, p2] = upstreamPorts;
-  const oneEndpoint = res('Service', 'upstream', { endpoints: [{ address: '127.0.0.1', port: p1 }] });
+  // protocol http1: the upstream ports speak HTTP/1.1 only. (`auto`, the default, keeps the
+  // downstream's protocol, so h2c downstream would go to the upstream as h2c.) HTTP/1.1 traffic
+  // takes the same path either way.
+  const oneEndpoint = res('Service', 'upstream', { protocol: 'http1', endpoints: [{ address: '127.0.0.1', port: p1 }] });
   const twoEndpoints = res('Service', 'upstream', {
+    protocol: 'http1',
     endpoints: [
       { address: '127.0.0.1', port: p1, labels: { version: 'v1' } },
       { address: '127.0.0.1', port: p2, labels: { version: 'v2' } },
