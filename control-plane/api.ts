@@ -20,7 +20,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import pino, { type Logger } from 'pino';
 import type { FieldError } from '../src/core/result';
-import { describeRaw, kindFromName, parseResource, resourceKey, toWire, validateReferences } from '../src/policy/parse';
+import { describeRaw, kindFromName, parseEach, parseResource, resourceKey, toWire, validateReferences } from '../src/policy/parse';
 import { API_VERSION, type Kind, type Resource } from '../src/policy/types';
 import type { ControlPlaneMetrics } from './metrics';
 import type { PushServer } from './push-server';
@@ -237,14 +237,9 @@ class Api {
     if (body === null || typeof body !== 'object' || Array.isArray(body) || !Array.isArray(items))
       throw new ApiError('invalid', 'the body must be {"items": [...resources]}', { errors: [{ path: 'items', message: 'must be an array of resources' }] });
     if (items.length === 0) throw new ApiError('invalid', 'nothing to apply', { errors: [{ path: 'items', message: 'must contain at least one resource' }] });
-    const errors: FieldError[] = [];
-    const parsed: Resource[] = [];
-    items.forEach((raw, i) => {
-      const r = parseResource(raw);
-      if (r.ok) parsed.push(r.value);
-      else errors.push(...r.errors.map((e) => ({ path: `${describeRaw(raw, i)}: ${e.path}`, message: e.message })));
-    });
-    if (errors.length > 0) throw new ApiError('invalid', `${errors.length} error(s) in the items; nothing applied`, { errors });
+    const each = parseEach(items);
+    if (!each.ok) throw new ApiError('invalid', `${each.errors.length} error(s) in the items; nothing applied`, { errors: each.errors });
+    const parsed = each.value;
     const result = await this.store.commit((view) => {
       this.checkReferences(view, parsed, [], 'the items are inconsistent with each other or with stored resources; nothing applied');
       return parsed.map((r): StoreOp => ({ op: 'put', resource: wire(r), expectedVersion: r.metadata.resourceVersion }));

@@ -679,9 +679,9 @@ export function validateReferences(resources: readonly Resource[]): FieldError[]
   return errors;
 }
 
-/** Parses raw documents and checks their references; errors of document i are prefixed `document[i]`
- * when the document has no usable name. */
-export function parseAll(raws: readonly unknown[]): Result<Resource[]> {
+/** Parses each raw document on its own; errors are prefixed `Kind/name: ` (or `document[i]: ` when
+ * the document has no usable name). References between them are not checked. */
+export function parseEach(raws: readonly unknown[]): Result<Resource[]> {
   const errors: FieldError[] = [];
   const out: Resource[] = [];
   raws.forEach((raw, i) => {
@@ -689,9 +689,15 @@ export function parseAll(raws: readonly unknown[]): Result<Resource[]> {
     if (r.ok) out.push(r.value);
     else errors.push(...r.errors.map((e) => ({ path: `${describeRaw(raw, i)}: ${e.path}`, message: e.message })));
   });
-  if (errors.length > 0) return fail(errors);
-  const refs = validateReferences(out);
-  return refs.length > 0 ? fail(refs) : ok(out);
+  return errors.length > 0 ? fail(errors) : ok(out);
+}
+
+/** Parses raw documents (`parseEach`) and checks their references among themselves. */
+export function parseAll(raws: readonly unknown[]): Result<Resource[]> {
+  const each = parseEach(raws);
+  if (!each.ok) return each;
+  const refs = validateReferences(each.value);
+  return refs.length > 0 ? fail(refs) : each;
 }
 
 /** `Route/web` when a raw document names its kind and name, else `document[i]`. */
