@@ -16,6 +16,8 @@ import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
 import { compileSnapshot, parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { startAdmin, type AdminServer } from './admin';
+import { systemClock } from '../src/core/clock';
+import { ResilienceState } from '../src/resilience/state';
 import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
 import { ProxyStats } from './stats';
 import type { Subscriber } from './subscriber';
@@ -80,6 +82,13 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const stats = new ProxyStats();
   const active = new ActiveRequests();
   const pools = new UpstreamPools();
+  const resilience = new ResilienceState(systemClock, active, Math.random, {
+    breaker: (route, from, to) => log.info({ route, from, to }, 'circuit breaker state changed'),
+    ejected: (service, endpoint, reason) => {
+      stats.ejections++;
+      log.info({ service, endpoint, reason }, 'endpoint ejected');
+    },
+  });
   let current: CompiledSnapshot | undefined;
   let source = opts.controlPlane ? `control-plane ${opts.controlPlane}` : `file ${opts.configFile}`;
 
@@ -101,6 +110,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
     }
     current = compiled;
+    resilience.apply(compiled);
     stats.acks++;
     stats.snapshotVersion = compiled.version;
     stats.snapshotAppliedAt = Date.now();
@@ -112,7 +122,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     return ok(undefined);
   };
 
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet' };
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', resilience, clock: systemClock, random: Math.random };
   const listenerOpts = {
     logger: log,
     maxHeaderBytes: opts.maxHeaderBytes,
@@ -160,7 +170,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         configDump: () => configDump(id, opts.service, source, current, subscriber),
         metrics: () => {
           const c = pools.counts();
-          return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions });
+          return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions, breakers: resilience.breakerStates() });
         },
       },
       log,
@@ -168,6 +178,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     started.push(admin);
   } catch (err) {
     await closeStarted();
+    resilience.close();
     await pools.close();
     throw err;
   }
@@ -203,6 +214,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         subscriber?.close();
         await Promise.all([outL.close(graceMs), inL.close(graceMs)]);
         await admin.close();
+        resilience.close();
         await pools.close();
       })();
       return closing;

@@ -1,20 +1,26 @@
 /**
- * The request path of the sidecar: outbound (app -> mesh: route, pick an endpoint, forward) and
- * inbound (mesh -> the local app). Both end in `forward()`, which streams the request and the
- * response without buffering, in both directions with backpressure, and maps failures to the
- * mesh's own responses in one place (`sendLocal`).
+ * The request path of the sidecar: outbound (app -> mesh) and inbound (mesh -> the local app).
+ *
+ * Outbound reads the way a request travels: parse the target -> route match -> redirect ->
+ * fault injection -> route breaker -> mirror -> the exchange (exchange.ts: deadline, pick, limits,
+ * per-try timeout, retries, streaming both ways). Inbound sends everything to the app through the
+ * same exchange with one fixed target. Mesh-made responses leave through `sendLocal`, with their
+ * response flag, and are counted.
  */
-import * as http2 from 'node:http2';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { classifyUpstreamError, FLAG_HEADER, Flags, MeshError, meshErrorInfo, type MeshErrorCode } from '../src/core/errors';
-import { forwardRequestHeaders, forwardResponseHeaders } from '../src/http/headers';
+import type { Clock } from '../src/core/clock';
+import { FLAG_HEADER, Flags, meshErrorInfo, type MeshErrorCode } from '../src/core/errors';
 import type { H1Request } from '../src/http/h1-server';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../src/http/listener';
 import { parseRequestTarget } from '../src/http/target';
-import { UpstreamConnectError, type Headers, type UpstreamPools, type UpstreamProtocol, type UpstreamTarget } from '../src/http/upstream';
+import type { Headers, UpstreamPools, UpstreamProtocol, UpstreamTarget } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
-import type { CompiledSnapshot, HeaderEditor, RequestView } from '../src/policy';
+import type { CompiledRule, CompiledSnapshot, RequestView } from '../src/policy';
+import type { FaultDecision } from '../src/resilience/fault';
+import { decideFault } from '../src/resilience/fault';
+import type { ResilienceState } from '../src/resilience/state';
+import { Exchange, sendLocalRaw } from './exchange';
 import type { ProxyStats } from './stats';
 
 export type Direction = 'inbound' | 'outbound';
@@ -28,6 +34,10 @@ export interface ProxyContext {
   logger: Logger;
   /** This sidecar's name in `via` headers. */
   viaName: string;
+  /** Per-service and per-route state that outlives snapshots (budgets, breakers, ejections). */
+  resilience: ResilienceState;
+  clock: Clock;
+  random: () => number;
 }
 
 export interface AppTarget {
@@ -71,135 +81,69 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
       res.end();
       return;
     }
-    const backend = rule.pickBackend();
-    const svc = backend && snap.services.get(backend.service);
-    const ep = svc?.picker(backend?.subset)?.pick(view);
-    if (!svc || !ep) return sendLocal(ctx, 'outbound', res, 'MESH_NO_HEALTHY_UPSTREAM', backend?.service);
     const path = rule.rewritePath ? rule.rewritePath(view) : target.query ? `${target.path}?${target.query}` : target.path;
-    const upstreamProtocol: UpstreamProtocol = svc.protocol === 'auto' ? protocol : svc.protocol;
-    forward(ctx, 'outbound', req, res, protocol, {
-      target: { key: endpointKey(ep), address: ep.address, port: ep.port, protocol: upstreamProtocol },
-      path,
-      authority: rule.rewriteHost ?? rawAuthority,
-      requestEdits: rule.requestHeaders,
-      responseEdits: rule.responseHeaders,
-    });
+    const upstreamAuthority = rule.rewriteHost ?? rawAuthority;
+    if (rule.fault) {
+      const f = decideFault(rule.fault, view, ctx.random);
+      if (f.abort) return sendFault(ctx, res, f.abort);
+      if (f.delayMs > 0) return delayThen(ctx, res, f, () => routed(ctx, req, res, protocol, view, rule, path, upstreamAuthority, Flags.FaultDelay));
+    }
+    routed(ctx, req, res, protocol, view, rule, path, upstreamAuthority, undefined);
   };
+}
+
+function routed(
+  ctx: ProxyContext,
+  req: DownstreamRequest,
+  res: DownstreamResponse,
+  protocol: 'http1' | 'http2',
+  view: RequestView,
+  rule: CompiledRule,
+  path: string,
+  authority: string,
+  flags: string | undefined,
+): void {
+  const breaker = rule.breaker ? ctx.resilience.breaker(rule.statName, rule.breaker) : undefined;
+  if (breaker && !breaker.allow()) return sendLocal(ctx, 'outbound', res, 'MESH_BREAKER_OPEN', rule.statName);
+  const ex = new Exchange(ctx, {
+    direction: 'outbound',
+    req,
+    res,
+    protocol,
+    path,
+    authority,
+    rule,
+    view,
+    breaker,
+    requestEdits: rule.requestHeaders,
+    responseEdits: rule.responseHeaders,
+    flags,
+  });
+  const m = rule.mirror;
+  if (m && ctx.random() * 100 < m.percent) mirror(ctx, m, view, req.method ?? 'GET', path, authority, ex.upstreamHeaders(), ex.requestBody(), protocol);
+  ex.start();
 }
 
 /** Mesh -> the local app. */
 export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandler {
   const key = endpointKey({ address: app.host, port: app.port });
+  const h1: UpstreamTarget = { key, address: app.host, port: app.port, protocol: app.protocol ?? 'http1' };
+  const h2: UpstreamTarget = { key, address: app.host, port: app.port, protocol: app.protocol ?? 'http2' };
   return (req, res, protocol) => {
     const target = parseRequestTarget(req.url ?? '');
     if (!target || target.path === '*') return sendLocal(ctx, 'inbound', res, 'MESH_BAD_REQUEST', 'unsupported request target');
     const authority =
       target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host')) ?? `${app.host}:${app.port}`;
-    forward(ctx, 'inbound', req, res, protocol, {
-      target: { key, address: app.host, port: app.port, protocol: app.protocol ?? protocol },
+    new Exchange(ctx, {
+      direction: 'inbound',
+      req,
+      res,
+      protocol,
       path: target.query ? `${target.path}?${target.query}` : target.path,
       authority,
-    });
+      fixed: protocol === 'http2' ? h2 : h1,
+    }).start();
   };
-}
-
-interface ForwardPlan {
-  target: UpstreamTarget;
-  path: string;
-  authority: string;
-  requestEdits?: HeaderEditor;
-  responseEdits?: HeaderEditor;
-}
-
-function forward(
-  ctx: ProxyContext,
-  direction: Direction,
-  req: DownstreamRequest,
-  res: DownstreamResponse,
-  protocol: 'http1' | 'http2',
-  plan: ForwardPlan,
-): void {
-  const version = protocol === 'http2' ? '2' : '1.1';
-  let headers = forwardRequestHeaders(req.rawHeaders, {
-    remoteAddress: req.socket?.remoteAddress,
-    proto: 'http',
-    version,
-    via: ctx.viaName,
-    dropHost: true,
-  });
-  if (plan.requestEdits) headers = editFlat(headers, plan.requestEdits);
-  const body = bodyOf(req, protocol);
-  const key = plan.target.key;
-  ctx.active.begin(key);
-  let finished = false;
-  const finish = (status: number, flag?: string): void => {
-    if (finished) return;
-    finished = true;
-    ctx.active.end(key);
-    ctx.stats.record(direction, status, flag);
-  };
-  let status = 0;
-  const call = ctx.pools.send(
-    plan.target,
-    { method: req.method ?? 'GET', path: plan.path, authority: plan.authority, headers, body },
-    {
-      onResponse(s, h) {
-        status = s;
-        const out = forwardResponseHeaders(h, version, ctx.viaName);
-        if (plan.responseEdits) plan.responseEdits.apply(out);
-        if (res.headersSent || res.destroyed) return;
-        try {
-          res.writeHead(s, out as never);
-        } catch (err) {
-          ctx.logger.debug({ err }, 'invalid upstream response header');
-          call.abort();
-          finish(502, Flags.UpstreamReset);
-          sendLocalRaw(res, 502, Flags.UpstreamReset, 'upstream sent an invalid response header');
-        }
-      },
-      onData(chunk) {
-        if (res.destroyed) return true;
-        return (res as { write(c: Buffer): boolean }).write(chunk);
-      },
-      onEnd(trailers) {
-        if (trailers && protocol === 'http2') {
-          try {
-            (res as http2.Http2ServerResponse).addTrailers(trailers as never);
-          } catch {
-            // invalid trailer names: drop them
-          }
-        }
-        res.end();
-        finish(status);
-      },
-      onError(err, started) {
-        if (finished) return;
-        if (started || res.headersSent) {
-          // Bytes already went downstream: the only honest signal left is a reset.
-          finish(status || 502, Flags.UpstreamReset);
-          resetDownstream(res);
-          return;
-        }
-        const e = err instanceof UpstreamConnectError ? new MeshError('MESH_UPSTREAM_CONNECT_FAILURE', err.code, { cause: err }) : classifyUpstreamError(err);
-        ctx.logger.debug({ err, upstream: key, direction }, 'upstream request failed');
-        finish(e.status, e.flag);
-        sendLocalRaw(res, e.status, e.flag, e.message);
-      },
-    },
-  );
-  res.on('drain', () => call.resume());
-  res.on('close', () => {
-    if (finished) return;
-    // The client went away (or the downstream stream was reset): cancel upstream too.
-    call.abort(new Error('downstream closed'));
-    finish(499, 'DC');
-  });
-}
-
-function bodyOf(req: DownstreamRequest, protocol: 'http1' | 'http2'): Readable | null {
-  if (protocol === 'http1') return (req as H1Request).body;
-  const h2 = req as http2.Http2ServerRequest;
-  return h2.stream.endAfterHeaders ? null : h2;
 }
 
 function headerOf(req: DownstreamRequest, name: string): string | undefined {
@@ -207,32 +151,83 @@ function headerOf(req: DownstreamRequest, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-function editFlat(flat: string[], edits: HeaderEditor): string[] {
-  const o: Record<string, string | string[] | undefined> = {};
-  for (let i = 0; i < flat.length; i += 2) {
-    const n = flat[i] as string;
-    const v = flat[i + 1] as string;
-    const prev = o[n];
-    o[n] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
-  }
-  edits.apply(o);
-  const out: string[] = [];
-  for (const n in o) {
-    const v = o[n];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) for (const x of v) out.push(n, x);
-    else out.push(n, v);
-  }
-  return out;
+/** Holds a request for an injected delay; a client that leaves meanwhile is counted, not forwarded. */
+function delayThen(ctx: ProxyContext, res: DownstreamResponse, f: FaultDecision, next: () => void): void {
+  let gone = false;
+  const onClose = (): void => {
+    gone = true;
+    timer.cancel();
+    ctx.stats.record('outbound', 499, `${Flags.FaultDelay},${Flags.DownstreamClosed}`);
+  };
+  const timer = ctx.clock.setTimeout(() => {
+    res.off('close', onClose);
+    if (!gone) next();
+  }, f.delayMs);
+  res.once('close', onClose);
 }
 
-function resetDownstream(res: DownstreamResponse): void {
-  const stream = (res as http2.Http2ServerResponse).stream;
-  if (stream && typeof stream.close === 'function') {
-    if (!stream.closed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+function sendFault(ctx: ProxyContext, res: DownstreamResponse, abort: NonNullable<FaultDecision['abort']>): void {
+  if (abort.grpcStatus !== undefined) {
+    // A trailers-only gRPC response: the status travels in the headers.
+    ctx.stats.record('outbound', 200, Flags.FaultAbort);
+    res.writeHead(200, { 'content-type': 'application/grpc', 'grpc-status': String(abort.grpcStatus), 'grpc-message': 'fault injected', [FLAG_HEADER]: Flags.FaultAbort });
+    res.end();
     return;
   }
-  (res as { destroy(): void }).destroy();
+  const status = abort.httpStatus ?? 503;
+  ctx.stats.record('outbound', status, Flags.FaultAbort);
+  sendLocalRaw(res, status, Flags.FaultAbort, 'fault injected');
+}
+
+const MIRROR_BUFFER = 1024 * 1024;
+const discard = { onResponse() {}, onData: () => true, onEnd() {}, onError() {} };
+
+/**
+ * Fire-and-forget copy of a request to the mirror backend (authority suffixed `-shadow`, as Envoy
+ * does). Its response is discarded; if it cannot keep up with the request body it is dropped: the
+ * primary never waits for it.
+ */
+function mirror(
+  ctx: ProxyContext,
+  m: NonNullable<CompiledRule['mirror']>,
+  view: RequestView,
+  method: string,
+  path: string,
+  authority: string,
+  headers: string[],
+  body: Readable | null,
+  protocol: 'http1' | 'http2',
+): void {
+  const svc = ctx.resilience.service(m.service);
+  const cs = ctx.snapshot()?.services.get(m.service);
+  const ep = svc?.picker(m.subset)?.pick(view);
+  if (!svc || !cs || !ep) return;
+  let copy: PassThrough | null = null;
+  if (body) {
+    const pt = new PassThrough();
+    copy = pt;
+    const onData = (c: Buffer): void => {
+      if (pt.writableLength > MIRROR_BUFFER) {
+        body.off('data', onData);
+        pt.destroy(new Error('mirror fell behind'));
+        return;
+      }
+      pt.write(c);
+    };
+    body.on('data', onData);
+    body.once('end', () => pt.end());
+    body.once('aborted', () => pt.destroy(new Error('aborted')));
+  }
+  const target: UpstreamTarget = {
+    key: endpointKey(ep),
+    address: ep.address,
+    port: ep.port,
+    protocol: cs.protocol === 'auto' ? protocol : cs.protocol,
+    limits: svc.limits,
+    idleMs: svc.idleMs,
+  };
+  ctx.stats.mirrored++;
+  ctx.pools.send(target, { method, path, authority: `${authority}-shadow`, headers, body: copy }, discard);
 }
 
 /** A response the mesh makes itself, with its flag; counted. */
@@ -240,20 +235,6 @@ export function sendLocal(ctx: ProxyContext, direction: Direction, res: Downstre
   const info = meshErrorInfo(code);
   ctx.stats.record(direction, info.status, info.flag);
   sendLocalRaw(res, info.status, info.flag, detail ? `${info.text}: ${detail}` : info.text);
-}
-
-function sendLocalRaw(res: DownstreamResponse, status: number, flag: string, text: string): void {
-  if (res.headersSent || res.destroyed) {
-    resetDownstream(res);
-    return;
-  }
-  const body = `${text}\n`;
-  res.writeHead(status, {
-    'content-type': 'text/plain; charset=utf-8',
-    'content-length': String(Buffer.byteLength(body)),
-    [FLAG_HEADER]: flag,
-  });
-  res.end(body);
 }
 
 export type { Headers };

@@ -9,6 +9,10 @@ export class ProxyStats {
   snapshotAppliedAt = 0;
   acks = 0;
   nacks = 0;
+  /** Requests copied to a mirror backend. */
+  mirrored = 0;
+  /** Endpoints ejected by outlier detection. */
+  ejections = 0;
 
   record(direction: 'inbound' | 'outbound', status: number, flag?: string): void {
     const k = `${direction}\0${status}\0${flag ?? ''}`;
@@ -26,7 +30,7 @@ export class ProxyStats {
     return n;
   }
 
-  render(extra: { upstreamHttp1Pools: number; upstreamHttp2Sessions: number }): string {
+  render(extra: { upstreamHttp1Pools: number; upstreamHttp2Sessions: number; breakers?: { route: string; state: string }[] }): string {
     const out: string[] = [
       '# HELP meshlet_requests_total Requests handled, by direction, response code and response flag.',
       '# TYPE meshlet_requests_total counter',
@@ -58,6 +62,18 @@ export class ProxyStats {
       `meshlet_upstream_pools{protocol="http1"} ${extra.upstreamHttp1Pools}`,
       `meshlet_upstream_pools{protocol="http2"} ${extra.upstreamHttp2Sessions}`,
     );
+    out.push(
+      '# HELP meshlet_mirrored_requests_total Requests copied to a mirror backend.',
+      '# TYPE meshlet_mirrored_requests_total counter',
+      `meshlet_mirrored_requests_total ${this.mirrored}`,
+      '# HELP meshlet_outlier_ejections_total Endpoints ejected by outlier detection.',
+      '# TYPE meshlet_outlier_ejections_total counter',
+      `meshlet_outlier_ejections_total ${this.ejections}`,
+      '# HELP meshlet_circuit_breaker_state Route circuit breakers: 0 closed, 1 half-open, 2 open.',
+      '# TYPE meshlet_circuit_breaker_state gauge',
+    );
+    for (const b of extra.breakers ?? [])
+      out.push(`meshlet_circuit_breaker_state{route="${escapeLabel(b.route)}"} ${b.state === 'open' ? 2 : b.state === 'half-open' ? 1 : 0}`);
     return out.join('\n') + '\n';
   }
 }

@@ -18,6 +18,18 @@ export const Flags = {
   RateLimited: 'RL',
   DownstreamProtocolError: 'DPE',
   Redirect: 'RD',
+  /** The route's circuit breaker is open (or half-open with its trial calls taken). */
+  BreakerOpen: 'CO',
+  /** A retry was wanted but the retry budget had no room. */
+  RetryBudgetExhausted: 'RBX',
+  /** A retry was wanted but the request body was larger than the retry buffer. */
+  RetryBodyTooLarge: 'RBL',
+  /** An abort injected by a fault policy. */
+  FaultAbort: 'FI',
+  /** A delay injected by a fault policy. */
+  FaultDelay: 'DI',
+  /** The client went away before the response was complete. */
+  DownstreamClosed: 'DC',
 } as const;
 export type Flag = (typeof Flags)[keyof typeof Flags];
 
@@ -30,6 +42,7 @@ export type MeshErrorCode =
   | 'MESH_UPSTREAM_TIMEOUT'
   | 'MESH_RETRIES_EXHAUSTED'
   | 'MESH_RATE_LIMITED'
+  | 'MESH_BREAKER_OPEN'
   | 'MESH_BAD_REQUEST';
 
 const TABLE: Record<MeshErrorCode, { status: number; flag: Flag; text: string }> = {
@@ -41,6 +54,7 @@ const TABLE: Record<MeshErrorCode, { status: number; flag: Flag; text: string }>
   MESH_UPSTREAM_TIMEOUT: { status: 504, flag: Flags.UpstreamTimeout, text: 'upstream timeout' },
   MESH_RETRIES_EXHAUSTED: { status: 503, flag: Flags.RetriesExhausted, text: 'retries exhausted' },
   MESH_RATE_LIMITED: { status: 429, flag: Flags.RateLimited, text: 'rate limited' },
+  MESH_BREAKER_OPEN: { status: 503, flag: Flags.BreakerOpen, text: 'circuit breaker open' },
   MESH_BAD_REQUEST: { status: 400, flag: Flags.DownstreamProtocolError, text: 'bad request' },
 };
 
@@ -65,6 +79,7 @@ export function meshErrorInfo(code: MeshErrorCode): { status: number; flag: Flag
 /** Upstream socket errors, by errno code, mapped to the mesh's error codes. */
 export function classifyUpstreamError(err: unknown): MeshError {
   if (err instanceof MeshError) return err;
+  if ((err as { code?: string } | undefined)?.code === 'MESH_UPSTREAM_OVERFLOW') return new MeshError('MESH_UPSTREAM_OVERFLOW', (err as Error).message, { cause: err });
   const code = (err as { code?: string } | undefined)?.code ?? '';
   const connect = new Set([
     'ECONNREFUSED',

@@ -17,8 +17,8 @@
  */
 import * as net from 'node:net';
 import type { Readable } from 'node:stream';
-import type { Headers, ResponseSink, UpstreamCall, UpstreamRequest } from './upstream-types';
-import { UpstreamConnectError } from './upstream-types';
+import type { ConnectionLimits, Headers, ResponseSink, UpstreamCall, UpstreamRequest } from './upstream-types';
+import { UpstreamConnectError, UpstreamOverflowError } from './upstream-types';
 
 import { HTTPParser, releaseParser } from './native-parser';
 
@@ -54,9 +54,15 @@ interface Exchange {
 class Call implements UpstreamCall {
   conn: Conn | undefined;
   aborted = false;
+  /** Set while the exchange waits for a connection (connection limits). */
+  queuedIn: H1Pool | undefined;
   abort(): void {
     if (this.aborted) return;
     this.aborted = true;
+    if (this.queuedIn) {
+      this.queuedIn.unqueue(this);
+      return;
+    }
     const c = this.conn;
     if (c && c.ex && c.ex.call === this) {
       c.ex.done = true;
@@ -310,7 +316,10 @@ function toObject(list: readonly string[]): Headers {
 export class H1Pool {
   private readonly idle: Conn[] = [];
   private readonly all = new Set<Conn>();
+  private readonly queue: Exchange[] = [];
   private closed = false;
+  /** The destination's connection limits, refreshed by the pool's user on every request. */
+  limits: ConnectionLimits | undefined;
 
   constructor(
     private readonly host: string,
@@ -340,13 +349,49 @@ export class H1Pool {
     let conn: Conn | undefined;
     while ((conn = this.idle.pop())) if (!conn.dead) break;
     if (!conn) {
+      const lim = this.limits;
+      if (lim?.maxConnections !== undefined && this.all.size >= lim.maxConnections) {
+        if (lim.maxPendingRequests !== undefined && lim.pending.n >= lim.maxPendingRequests) {
+          ex.done = true;
+          ex.sink.onError(new UpstreamOverflowError(`${lim.maxConnections} connections busy and ${lim.maxPendingRequests} requests pending`), false);
+          return;
+        }
+        lim.pending.n++;
+        ex.call.queuedIn = this;
+        this.queue.push(ex);
+        return;
+      }
       conn = new Conn(this, this.host, this.port, this.opts);
       this.all.add(conn);
     }
     conn.start(ex);
   }
 
+  /** The next queued exchange, if any, taken off the queue. */
+  private dequeue(): Exchange | undefined {
+    const ex = this.queue.shift();
+    if (!ex) return undefined;
+    ex.call.queuedIn = undefined;
+    if (this.limits) this.limits.pending.n--;
+    return ex;
+  }
+
+  unqueue(call: Call): void {
+    const i = this.queue.findIndex((e) => e.call === call);
+    if (i < 0) return;
+    const [ex] = this.queue.splice(i, 1);
+    call.queuedIn = undefined;
+    if (this.limits) this.limits.pending.n--;
+    if (ex) ex.done = true;
+  }
+
   release(conn: Conn): void {
+    // Waiting requests go first, even on a retiring pool: they were accepted.
+    const next = this.dequeue();
+    if (next) {
+      conn.start(next);
+      return;
+    }
     if (this.closed) {
       conn.socket.end();
       return;
@@ -355,10 +400,19 @@ export class H1Pool {
     this.idle.push(conn);
   }
 
+  setKeepAlive(ms: number): void {
+    this.opts.keepAliveMs = ms;
+  }
+
   forget(conn: Conn): void {
     this.all.delete(conn);
     const i = this.idle.indexOf(conn);
     if (i >= 0) this.idle.splice(i, 1);
+    // A connection slot freed up: a waiting request may open a new one.
+    if (this.queue.length > 0 && !this.closed) {
+      const next = this.dequeue();
+      if (next) this.dispatch(next);
+    }
   }
 
   /** Open connections (busy and idle). */
@@ -377,6 +431,12 @@ export class H1Pool {
 
   destroy(): void {
     this.closed = true;
+    for (const ex of this.queue.splice(0)) {
+      ex.done = true;
+      ex.call.queuedIn = undefined;
+      if (this.limits) this.limits.pending.n--;
+      ex.sink.onError(new Error('upstream pool closed'), false);
+    }
     for (const c of [...this.all]) c.destroy();
     this.idle.length = 0;
   }

@@ -11,6 +11,30 @@ export interface UpstreamTarget {
   address: string;
   port: number;
   protocol: UpstreamProtocol;
+  /** The destination service's connection limits (DestinationPolicy.circuitBreaker), if any. */
+  limits?: ConnectionLimits;
+  /** Idle keep-alive time for this endpoint's connections (DestinationPolicy.idleTimeout). */
+  idleMs?: number;
+}
+
+/**
+ * HTTP/1.1 connection limits: at most `maxConnections` connections to each endpoint; requests
+ * beyond wait for a connection, at most `maxPendingRequests` of them across the service (the
+ * shared `pending` counter); more fail with `UpstreamOverflowError` (the proxy's `UO`).
+ */
+export interface ConnectionLimits {
+  maxConnections?: number;
+  maxPendingRequests?: number;
+  pending: { n: number };
+}
+
+/** A request refused because the destination's connection limits are full (the proxy's `UO`). */
+export class UpstreamOverflowError extends Error {
+  readonly code = 'MESH_UPSTREAM_OVERFLOW';
+  constructor(detail: string) {
+    super(detail);
+    this.name = 'UpstreamOverflowError';
+  }
 }
 
 export interface UpstreamRequest {

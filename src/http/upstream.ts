@@ -12,7 +12,7 @@ import { H1Pool } from './h1-client';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from './upstream-types';
 
 export type { Headers, ResponseSink, UpstreamCall, UpstreamProtocol, UpstreamRequest, UpstreamTarget } from './upstream-types';
-export { UpstreamConnectError } from './upstream-types';
+export { UpstreamConnectError, UpstreamOverflowError, type ConnectionLimits } from './upstream-types';
 
 export interface UpstreamPoolOptions {
   /** Idle keep-alive time for HTTP/1.1 connections (default 60 s). */
@@ -34,7 +34,10 @@ export class UpstreamPools {
 
   send(target: UpstreamTarget, req: UpstreamRequest, sink: ResponseSink): UpstreamCall {
     if (target.protocol === 'http2') return this.h2For(target).request(req, sink);
-    return this.h1For(target).request(req, sink);
+    const pool = this.h1For(target);
+    pool.limits = target.limits;
+    if (target.idleMs !== undefined) pool.setKeepAlive(target.idleMs);
+    return pool.request(req, sink);
   }
 
   /** Open connections per protocol, for metrics. */

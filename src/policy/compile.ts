@@ -97,11 +97,7 @@ function compileService(
   const lb = policy?.loadBalancer ?? { type: 'round-robin' as const };
   const all = buildPicker({ endpoints, config: lb, stats, random });
   const subsets = new Map<string, Picker>();
-  for (const sub of policy?.subsets ?? []) {
-    const entries = Object.entries(sub.labels);
-    const eps = endpoints.filter((e) => entries.every(([k, v]) => e.labels[k] === v));
-    subsets.set(sub.name, buildPicker({ endpoints: eps, config: lb, stats, random }));
-  }
+  for (const sub of policy?.subsets ?? []) subsets.set(sub.name, buildPicker({ endpoints: subsetEndpoints(endpoints, sub.labels), config: lb, stats, random }));
   let protocol: UpstreamProtocol = 'auto';
   if (policy && policy.protocol !== 'auto') protocol = policy.protocol;
   else if (staticProtocol) protocol = staticProtocol;
@@ -112,6 +108,12 @@ function compileService(
     policy,
     picker: (subset?: string) => (subset === undefined ? all : subsets.get(subset)),
   });
+}
+
+/** The endpoints a subset selects by labels. */
+export function subsetEndpoints(endpoints: readonly Endpoint[], labels: Readonly<Record<string, string>>): Endpoint[] {
+  const entries = Object.entries(labels);
+  return endpoints.filter((e) => entries.every(([k, v]) => e.labels[k] === v));
 }
 
 // ------------------------------------------------------------------------------------ route table
@@ -251,6 +253,9 @@ function compileRule(routeName: string, rule: RouteRule, random: () => number): 
   if (rule.responseHeaders) out.responseHeaders = compileHeaderEdits(rule.responseHeaders);
   if (rule.timeoutMs !== undefined) out.timeoutMs = rule.timeoutMs;
   if (rule.retries) out.retries = rule.retries;
+  if (rule.breaker) out.breaker = rule.breaker;
+  if (rule.fault) out.fault = rule.fault;
+  if (rule.mirror) out.mirror = rule.mirror;
   return Object.freeze(out);
 }
 

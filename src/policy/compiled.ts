@@ -7,7 +7,10 @@ import type {
   Endpoint,
   RateLimitPolicySpec,
   Resource,
+  FaultInjection,
+  Mirror,
   RetryPolicy,
+  RouteBreaker,
   UpstreamProtocol,
 } from './types';
 
@@ -74,6 +77,9 @@ export interface CompiledRule {
   rewriteHost?: string;
   timeoutMs?: number;
   retries?: RetryPolicy;
+  breaker?: RouteBreaker;
+  fault?: FaultInjection;
+  mirror?: Mirror;
 }
 
 export interface RouteTable {

@@ -14,6 +14,10 @@ import {
   RETRY_ON,
   type BackendRef,
   type CircuitBreaker,
+  type FaultInjection,
+  type HealthCheck,
+  type Mirror,
+  type RouteBreaker,
   type Descriptor,
   type DestinationPolicySpec,
   type HeaderEdits,
@@ -215,7 +219,7 @@ function parseRouteSpec(c: Checker, v: unknown, path: string): RouteSpec | undef
   return { hosts, rules };
 }
 
-const RULE_FIELDS = ['name', 'matches', 'backends', 'redirect', 'requestHeaders', 'responseHeaders', 'rewrite', 'timeout', 'retries'];
+const RULE_FIELDS = ['name', 'matches', 'backends', 'redirect', 'requestHeaders', 'responseHeaders', 'rewrite', 'timeout', 'retries', 'breaker', 'fault', 'mirror'];
 
 function parseRule(c: Checker, v: unknown, path: string, index: number): RouteRule | undefined {
   const o = c.object(v, path, RULE_FIELDS);
@@ -265,7 +269,71 @@ function parseRule(c: Checker, v: unknown, path: string, index: number): RouteRu
   }
   if (o.timeout !== undefined) rule.timeoutMs = c.duration(o.timeout, join(path, 'timeout'));
   if (o.retries !== undefined) rule.retries = parseRetries(c, o.retries, join(path, 'retries'));
+  if (o.breaker !== undefined) rule.breaker = parseBreaker(c, o.breaker, join(path, 'breaker'));
+  if (o.fault !== undefined) rule.fault = parseFault(c, o.fault, join(path, 'fault'));
+  if (o.mirror !== undefined) rule.mirror = parseMirror(c, o.mirror, join(path, 'mirror'));
+  if (o.redirect !== undefined) for (const k of ['timeout', 'retries', 'breaker', 'mirror']) if (o[k] !== undefined) c.error(join(path, k), 'does not apply to a redirect rule');
   return stripUndefined(rule);
+}
+
+function parseBreaker(c: Checker, v: unknown, path: string): RouteBreaker | undefined {
+  const o = c.object(v, path, ['failureRateThreshold', 'slowCallRateThreshold', 'slowCallDuration', 'minimumCalls', 'window', 'openDuration', 'halfOpenCalls']);
+  if (!o) return undefined;
+  const fv = c.required(o, 'failureRateThreshold', path);
+  const b: RouteBreaker = { failureRateThreshold: 50, minimumCalls: 10, windowMs: 10_000, openDurationMs: 30_000, halfOpenCalls: 3 };
+  if (fv !== undefined) b.failureRateThreshold = c.integer(fv, join(path, 'failureRateThreshold'), 1, 100) ?? 50;
+  if (o.slowCallRateThreshold !== undefined) b.slowCallRateThreshold = c.integer(o.slowCallRateThreshold, join(path, 'slowCallRateThreshold'), 1, 100);
+  if (o.slowCallDuration !== undefined) b.slowCallDurationMs = c.duration(o.slowCallDuration, join(path, 'slowCallDuration'));
+  if ((o.slowCallRateThreshold === undefined) !== (o.slowCallDuration === undefined))
+    c.error(join(path, o.slowCallDuration === undefined ? 'slowCallDuration' : 'slowCallRateThreshold'), 'slowCallRateThreshold and slowCallDuration go together');
+  if (o.minimumCalls !== undefined) b.minimumCalls = c.integer(o.minimumCalls, join(path, 'minimumCalls'), 1, 100_000) ?? b.minimumCalls;
+  if (o.window !== undefined) b.windowMs = c.duration(o.window, join(path, 'window'), { minMs: 100, maxMs: 3600_000 }) ?? b.windowMs;
+  if (o.openDuration !== undefined) b.openDurationMs = c.duration(o.openDuration, join(path, 'openDuration')) ?? b.openDurationMs;
+  if (o.halfOpenCalls !== undefined) b.halfOpenCalls = c.integer(o.halfOpenCalls, join(path, 'halfOpenCalls'), 1, 1000) ?? b.halfOpenCalls;
+  return stripUndefined(b);
+}
+
+function parsePercent(c: Checker, o: Obj, path: string): number {
+  if (o.percent === undefined) return 100;
+  return c.number(o.percent, join(path, 'percent'), 0, 100) ?? 100;
+}
+
+function parseFault(c: Checker, v: unknown, path: string): FaultInjection | undefined {
+  const o = c.object(v, path, ['delay', 'abort', 'header']);
+  if (!o) return undefined;
+  const f: FaultInjection = {};
+  if (o.delay !== undefined) {
+    const dp = join(path, 'delay');
+    const d = c.object(o.delay, dp, ['fixed', 'percent']);
+    if (d) {
+      const fv = c.required(d, 'fixed', dp);
+      const fixedMs = fv === undefined ? undefined : c.duration(fv, join(dp, 'fixed'), { maxMs: 600_000 });
+      if (fixedMs !== undefined) f.delay = { fixedMs, percent: parsePercent(c, d, dp) };
+    }
+  }
+  if (o.abort !== undefined) {
+    const ap = join(path, 'abort');
+    const a = c.object(o.abort, ap, ['httpStatus', 'grpcStatus', 'percent']);
+    if (a) {
+      const abort: NonNullable<FaultInjection['abort']> = { percent: parsePercent(c, a, ap) };
+      if (a.httpStatus !== undefined) abort.httpStatus = c.integer(a.httpStatus, join(ap, 'httpStatus'), 200, 599);
+      if (a.grpcStatus !== undefined) abort.grpcStatus = c.integer(a.grpcStatus, join(ap, 'grpcStatus'), 1, 16);
+      if (a.httpStatus === undefined && a.grpcStatus === undefined) c.error(ap, 'set httpStatus or grpcStatus');
+      f.abort = stripUndefined(abort);
+    }
+  }
+  if (o.header !== undefined) f.header = c.string(o.header, join(path, 'header'), { pattern: HEADER_NAME, patternText: 'must be a valid header name' })?.toLowerCase();
+  if (o.delay === undefined && o.abort === undefined) c.error(path, 'set delay or abort');
+  return stripUndefined(f);
+}
+
+function parseMirror(c: Checker, v: unknown, path: string): Mirror | undefined {
+  const o = c.object(v, path, ['service', 'subset', 'percent']);
+  if (!o) return undefined;
+  const service = serviceName(c, o, 'service', path);
+  const m: Mirror = { service: service ?? '', percent: parsePercent(c, o, path) };
+  if (o.subset !== undefined) m.subset = c.string(o.subset, join(path, 'subset'), { pattern: NAME, patternText: NAME_TEXT, maxLength: 63 });
+  return stripUndefined(m);
 }
 
 function parseMatch(c: Checker, v: unknown, path: string): RouteMatch | undefined {
@@ -383,11 +451,25 @@ function parseHeaderEdits(c: Checker, v: unknown, path: string): HeaderEdits | u
 }
 
 function parseRetries(c: Checker, v: unknown, path: string): RetryPolicy | undefined {
-  const o = c.object(v, path, ['attempts', 'perTryTimeout', 'retryOn', 'retriableStatusCodes', 'backoff']);
+  const o = c.object(v, path, ['attempts', 'perTryTimeout', 'retryOn', 'retriableStatusCodes', 'backoff', 'budget', 'bufferLimitBytes']);
   if (!o) return undefined;
   const attemptsV = c.required(o, 'attempts', path);
   const attempts = attemptsV === undefined ? undefined : c.integer(attemptsV, join(path, 'attempts'), 0, 10);
-  const r: RetryPolicy = { attempts: attempts ?? 0, retryOn: ['connect-failure', 'reset', '5xx'] };
+  const r: RetryPolicy = {
+    attempts: attempts ?? 0,
+    retryOn: ['connect-failure', 'reset', '5xx'],
+    budget: { percent: 20, minRetriesPerSecond: 10 },
+    bufferLimitBytes: 64 * 1024,
+  };
+  if (o.budget !== undefined) {
+    const bp = join(path, 'budget');
+    const b = c.object(o.budget, bp, ['percent', 'minRetriesPerSecond']);
+    if (b) {
+      if (b.percent !== undefined) r.budget.percent = c.number(b.percent, join(bp, 'percent'), 0, 1000) ?? r.budget.percent;
+      if (b.minRetriesPerSecond !== undefined) r.budget.minRetriesPerSecond = c.integer(b.minRetriesPerSecond, join(bp, 'minRetriesPerSecond'), 0, 100_000) ?? r.budget.minRetriesPerSecond;
+    }
+  }
+  if (o.bufferLimitBytes !== undefined) r.bufferLimitBytes = c.integer(o.bufferLimitBytes, join(path, 'bufferLimitBytes'), 0, 64 * 1024 * 1024) ?? r.bufferLimitBytes;
   if (o.perTryTimeout !== undefined) r.perTryTimeoutMs = c.duration(o.perTryTimeout, join(path, 'perTryTimeout'));
   if (o.retryOn !== undefined) {
     const rp = join(path, 'retryOn');
@@ -426,7 +508,7 @@ function parseRetries(c: Checker, v: unknown, path: string): RetryPolicy | undef
 // ---------------------------------------------------------------------------- DestinationPolicy
 
 function parseDestinationPolicySpec(c: Checker, v: unknown, path: string): DestinationPolicySpec | undefined {
-  const o = c.object(v, path, ['service', 'loadBalancer', 'subsets', 'circuitBreaker', 'outlierDetection', 'protocol', 'connectTimeout']);
+  const o = c.object(v, path, ['service', 'loadBalancer', 'subsets', 'circuitBreaker', 'outlierDetection', 'healthCheck', 'protocol', 'connectTimeout', 'idleTimeout']);
   if (!o) return undefined;
   const service = serviceName(c, o, 'service', path);
   const spec: DestinationPolicySpec = { service: service ?? '', loadBalancer: { type: 'round-robin' }, subsets: [], protocol: 'auto' };
@@ -462,7 +544,23 @@ function parseDestinationPolicySpec(c: Checker, v: unknown, path: string): Desti
   if (o.outlierDetection !== undefined) spec.outlierDetection = parseOutlier(c, o.outlierDetection, join(path, 'outlierDetection'));
   if (o.protocol !== undefined) spec.protocol = c.oneOf(o.protocol, join(path, 'protocol'), PROTOCOLS) ?? 'auto';
   if (o.connectTimeout !== undefined) spec.connectTimeoutMs = c.duration(o.connectTimeout, join(path, 'connectTimeout'), { maxMs: 600_000 });
+  if (o.idleTimeout !== undefined) spec.idleTimeoutMs = c.duration(o.idleTimeout, join(path, 'idleTimeout'), { minMs: 100 });
+  if (o.healthCheck !== undefined) spec.healthCheck = parseHealthCheck(c, o.healthCheck, join(path, 'healthCheck'));
   return stripUndefined(spec);
+}
+
+function parseHealthCheck(c: Checker, v: unknown, path: string): HealthCheck | undefined {
+  const o = c.object(v, path, ['httpPath', 'grpcService', 'interval', 'timeout', 'unhealthyThreshold', 'healthyThreshold']);
+  if (!o) return undefined;
+  const h: HealthCheck = { intervalMs: 5_000, timeoutMs: 1_000, unhealthyThreshold: 2, healthyThreshold: 1 };
+  if (o.httpPath !== undefined) h.httpPath = c.string(o.httpPath, join(path, 'httpPath'), { pattern: /^\/[\x21-\x7e]*$/, patternText: 'must be a path starting with "/"' });
+  if (o.grpcService !== undefined) h.grpcService = c.string(o.grpcService, join(path, 'grpcService'), { nonEmpty: false, pattern: /^[\w.]*$/, patternText: 'must be a gRPC service name' });
+  if ((o.httpPath === undefined) === (o.grpcService === undefined)) c.error(path, 'set exactly one of httpPath or grpcService');
+  if (o.interval !== undefined) h.intervalMs = c.duration(o.interval, join(path, 'interval'), { minMs: 10 }) ?? h.intervalMs;
+  if (o.timeout !== undefined) h.timeoutMs = c.duration(o.timeout, join(path, 'timeout'), { minMs: 1 }) ?? h.timeoutMs;
+  if (o.unhealthyThreshold !== undefined) h.unhealthyThreshold = c.integer(o.unhealthyThreshold, join(path, 'unhealthyThreshold'), 1, 100) ?? h.unhealthyThreshold;
+  if (o.healthyThreshold !== undefined) h.healthyThreshold = c.integer(o.healthyThreshold, join(path, 'healthyThreshold'), 1, 100) ?? h.healthyThreshold;
+  return stripUndefined(h);
 }
 
 function parseLoadBalancer(c: Checker, v: unknown, path: string): LoadBalancer | undefined {
@@ -489,9 +587,10 @@ function parseLoadBalancer(c: Checker, v: unknown, path: string): LoadBalancer |
 }
 
 function parseOutlier(c: Checker, v: unknown, path: string): OutlierDetection | undefined {
-  const o = c.object(v, path, ['consecutive5xx', 'consecutiveGatewayErrors', 'failurePercentage', 'interval', 'baseEjectionTime', 'maxEjectionPercent']);
+  const o = c.object(v, path, ['consecutive5xx', 'consecutiveGatewayErrors', 'failurePercentage', 'interval', 'baseEjectionTime', 'maxEjectionPercent', 'panicThreshold']);
   if (!o) return undefined;
-  const od: OutlierDetection = { intervalMs: 10_000, baseEjectionTimeMs: 30_000, maxEjectionPercent: 10 };
+  const od: OutlierDetection = { intervalMs: 10_000, baseEjectionTimeMs: 30_000, maxEjectionPercent: 10, panicThreshold: 50 };
+  if (o.panicThreshold !== undefined) od.panicThreshold = c.integer(o.panicThreshold, join(path, 'panicThreshold'), 0, 100) ?? od.panicThreshold;
   if (o.consecutive5xx !== undefined) od.consecutive5xx = c.integer(o.consecutive5xx, join(path, 'consecutive5xx'), 1, 1000);
   if (o.consecutiveGatewayErrors !== undefined) od.consecutiveGatewayErrors = c.integer(o.consecutiveGatewayErrors, join(path, 'consecutiveGatewayErrors'), 1, 1000);
   if (o.failurePercentage !== undefined) {
@@ -656,15 +755,17 @@ export function validateReferences(resources: readonly Resource[]): FieldError[]
   }
   for (const r of resources) {
     if (r.kind === 'Route') {
-      r.spec.rules.forEach((rule, i) =>
-        rule.backends?.forEach((b, j) => {
-          if (b.subset === undefined) return;
-          const dp = dpByService.get(b.service);
-          if (!dp) at(r, `spec.rules[${i}].backends[${j}].subset`, `subset ${JSON.stringify(b.subset)} needs a DestinationPolicy for service ${JSON.stringify(b.service)} that defines it; there is none`);
-          else if (!dp.spec.subsets.some((s) => s.name === b.subset))
-            at(r, `spec.rules[${i}].backends[${j}].subset`, `subset ${JSON.stringify(b.subset)} is not defined by DestinationPolicy ${JSON.stringify(dp.metadata.name)} for service ${JSON.stringify(b.service)}`);
-        }),
-      );
+      const checkSubset = (b: { service: string; subset?: string }, path: string) => {
+        if (b.subset === undefined) return;
+        const dp = dpByService.get(b.service);
+        if (!dp) at(r, path, `subset ${JSON.stringify(b.subset)} needs a DestinationPolicy for service ${JSON.stringify(b.service)} that defines it; there is none`);
+        else if (!dp.spec.subsets.some((s) => s.name === b.subset))
+          at(r, path, `subset ${JSON.stringify(b.subset)} is not defined by DestinationPolicy ${JSON.stringify(dp.metadata.name)} for service ${JSON.stringify(b.service)}`);
+      };
+      r.spec.rules.forEach((rule, i) => {
+        rule.backends?.forEach((b, j) => checkSubset(b, `spec.rules[${i}].backends[${j}].subset`));
+        if (rule.mirror) checkSubset(rule.mirror, `spec.rules[${i}].mirror.subset`);
+      });
     } else if (r.kind === 'RateLimitPolicy') {
       r.spec.limits.forEach((l, i) =>
         l.routes?.forEach((ref, j) => {
@@ -742,10 +843,19 @@ function wireSpec(kind: Kind, s: Obj): Obj {
           d(b, 'baseIntervalMs', 'baseInterval');
           d(b, 'maxIntervalMs', 'maxInterval');
         }
+        const br = rule.breaker as Obj | undefined;
+        d(br, 'slowCallDurationMs', 'slowCallDuration');
+        d(br, 'windowMs', 'window');
+        d(br, 'openDurationMs', 'openDuration');
+        d((rule.fault as Obj | undefined)?.delay as Obj | undefined, 'fixedMs', 'fixed');
       }
       return s;
     case 'DestinationPolicy': {
       d(s, 'connectTimeoutMs', 'connectTimeout');
+      d(s, 'idleTimeoutMs', 'idleTimeout');
+      const hc = s.healthCheck as Obj | undefined;
+      d(hc, 'intervalMs', 'interval');
+      d(hc, 'timeoutMs', 'timeout');
       const od = s.outlierDetection as Obj | undefined;
       d(od, 'intervalMs', 'interval');
       d(od, 'baseEjectionTimeMs', 'baseEjectionTime');

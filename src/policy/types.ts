@@ -93,6 +93,46 @@ export interface RetryPolicy {
   retryOn: readonly RetryOn[];
   retriableStatusCodes?: readonly number[];
   backoff?: { baseIntervalMs: number; maxIntervalMs: number };
+  /**
+   * Retries allowed on top of requests: at most `percent`% of the requests in flight to the
+   * destination, plus `minRetriesPerSecond` (Linkerd's retryBudget, Envoy's retry_budget).
+   * Always in force; defaults 20% + 10/s.
+   */
+  budget: { percent: number; minRetriesPerSecond: number };
+  /** Request bodies up to this many bytes are kept for a retry (default 64 KiB); above, no retry. */
+  bufferLimitBytes: number;
+}
+
+/** A per-route breaker with closed / open / half-open states (like Resilience4j's). */
+export interface RouteBreaker {
+  /** Open when at least this % of the calls in the window failed (5xx, reset, connect failure, timeout). */
+  failureRateThreshold: number;
+  /** Open when at least this % of the calls in the window were slower than `slowCallDurationMs`. */
+  slowCallRateThreshold?: number;
+  slowCallDurationMs?: number;
+  /** Calls needed in the window before a rate is judged (default 10). */
+  minimumCalls: number;
+  /** The sliding time window (default 10 s). */
+  windowMs: number;
+  /** How long it stays open before letting trial calls through (default 30 s). */
+  openDurationMs: number;
+  /** Trial calls allowed in half-open; all must succeed to close (default 3). */
+  halfOpenCalls: number;
+}
+
+/** Chaos testing: delay or abort a percentage of requests, optionally only when a header is present. */
+export interface FaultInjection {
+  delay?: { fixedMs: number; percent: number };
+  abort?: { httpStatus?: number; grpcStatus?: number; percent: number };
+  /** Only requests carrying this header are subject to the fault. */
+  header?: string;
+}
+
+/** Copies a percentage of requests to another backend; responses are discarded. */
+export interface Mirror {
+  service: string;
+  subset?: string;
+  percent: number;
 }
 
 export interface RouteRule {
@@ -107,6 +147,9 @@ export interface RouteRule {
   rewrite?: { pathPrefix?: string; host?: string };
   timeoutMs?: number;
   retries?: RetryPolicy;
+  breaker?: RouteBreaker;
+  fault?: FaultInjection;
+  mirror?: Mirror;
 }
 
 export interface RouteSpec {
@@ -149,6 +192,20 @@ export interface OutlierDetection {
   intervalMs: number;
   baseEjectionTimeMs: number;
   maxEjectionPercent: number;
+  /** Below this % of healthy endpoints, ejection is ignored and all endpoints are used (default 50). */
+  panicThreshold: number;
+}
+
+/** Active health checking of every endpoint of the service. */
+export interface HealthCheck {
+  /** An HTTP GET to this path; 2xx is healthy. */
+  httpPath?: string;
+  /** The gRPC health protocol (grpc.health.v1.Health/Check) for this service name ('' = server). */
+  grpcService?: string;
+  intervalMs: number;
+  timeoutMs: number;
+  unhealthyThreshold: number;
+  healthyThreshold: number;
 }
 
 export type UpstreamProtocol = 'auto' | 'http1' | 'http2';
@@ -159,9 +216,12 @@ export interface DestinationPolicySpec {
   subsets: readonly Subset[];
   circuitBreaker?: CircuitBreaker;
   outlierDetection?: OutlierDetection;
+  healthCheck?: HealthCheck;
   /** Protocol towards the endpoints. `auto` keeps the downstream's protocol. */
   protocol: UpstreamProtocol;
   connectTimeoutMs?: number;
+  /** Idle upstream connections are closed after this long (default 60 s). */
+  idleTimeoutMs?: number;
 }
 
 // ------------------------------------------------------------------------------ RateLimitPolicy
