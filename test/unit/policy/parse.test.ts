@@ -78,6 +78,36 @@ const cases: Case[] = [
   { name: 'dp subset needs labels', input: dp({ service: 'c', subsets: [{ name: 'v1' }] }), error: { path: 'spec.subsets[0].labels', message: /required/ } },
   { name: 'dp subset empty labels', input: dp({ service: 'c', subsets: [{ name: 'v1', labels: {} }] }), error: { path: 'spec.subsets[0].labels', message: /at least one/ } },
   { name: 'dp duplicate subset', input: dp({ service: 'c', subsets: [{ name: 'v1', labels: { a: 'b' } }, { name: 'v1', labels: { a: 'c' } }] }), error: { path: 'spec.subsets[1].name', message: /duplicate subset/ } },
+  { name: 'retries budget and buffer', input: route({ hosts: ['a'], rules: [rule({ retries: { attempts: 2, budget: { percent: 10, minRetriesPerSecond: 5 }, bufferLimitBytes: 1024 } })] }), check: (r) => t.same((r.spec as any).rules[0].retries.budget, { percent: 10, minRetriesPerSecond: 5 }) },
+  { name: 'retries default budget', input: route({ hosts: ['a'], rules: [rule({ retries: { attempts: 2 } })] }), check: (r) => t.same([(r.spec as any).rules[0].retries.budget, (r.spec as any).rules[0].retries.bufferLimitBytes], [{ percent: 20, minRetriesPerSecond: 10 }, 65536]) },
+  { name: 'retries budget field', input: route({ hosts: ['a'], rules: [rule({ retries: { attempts: 2, budget: { percent: -1 } } })] }), error: { path: 'spec.rules[0].retries.budget.percent', message: /between 0 and 1000/ } },
+  { name: 'retries budget unknown', input: route({ hosts: ['a'], rules: [rule({ retries: { attempts: 2, budget: { ratio: 1 } } })] }), error: { path: 'spec.rules[0].retries.budget.ratio', message: /unknown field/ } },
+  { name: 'retries buffer limit type', input: route({ hosts: ['a'], rules: [rule({ retries: { attempts: 2, bufferLimitBytes: '64k' } })] }), error: { path: 'spec.rules[0].retries.bufferLimitBytes', message: /integer/ } },
+  { name: 'breaker', input: route({ hosts: ['a'], rules: [rule({ breaker: { failureRateThreshold: 50, slowCallRateThreshold: 80, slowCallDuration: '2s', minimumCalls: 20, window: '30s', openDuration: '10s', halfOpenCalls: 5 } })] }), check: (r) => t.same((r.spec as any).rules[0].breaker, { failureRateThreshold: 50, slowCallRateThreshold: 80, slowCallDurationMs: 2000, minimumCalls: 20, windowMs: 30000, openDurationMs: 10000, halfOpenCalls: 5 }) },
+  { name: 'breaker threshold required', input: route({ hosts: ['a'], rules: [rule({ breaker: { minimumCalls: 5 } })] }), error: { path: 'spec.rules[0].breaker.failureRateThreshold', message: /required/ } },
+  { name: 'breaker threshold range', input: route({ hosts: ['a'], rules: [rule({ breaker: { failureRateThreshold: 0 } })] }), error: { path: 'spec.rules[0].breaker.failureRateThreshold', message: /between 1 and 100/ } },
+  { name: 'breaker slow call pair', input: route({ hosts: ['a'], rules: [rule({ breaker: { failureRateThreshold: 50, slowCallRateThreshold: 50 } })] }), error: { path: 'spec.rules[0].breaker.slowCallDuration', message: /go together/ } },
+  { name: 'breaker window', input: route({ hosts: ['a'], rules: [rule({ breaker: { failureRateThreshold: 50, window: '10ms' } })] }), error: { path: 'spec.rules[0].breaker.window', message: /at least 100ms/ } },
+  { name: 'breaker on a redirect', input: route({ hosts: ['a'], rules: [{ redirect: { host: 'b', statusCode: 301 }, breaker: { failureRateThreshold: 50 } }] }), error: { path: 'spec.rules[0].breaker', message: /does not apply to a redirect/ } },
+  { name: 'fault', input: route({ hosts: ['a'], rules: [rule({ fault: { delay: { fixed: '1s', percent: 10 }, abort: { grpcStatus: 14, percent: 5 }, header: 'X-Chaos' } })] }), check: (r) => t.same((r.spec as any).rules[0].fault, { delay: { fixedMs: 1000, percent: 10 }, abort: { grpcStatus: 14, percent: 5 }, header: 'x-chaos' }) },
+  { name: 'fault needs delay or abort', input: route({ hosts: ['a'], rules: [rule({ fault: { header: 'x' } })] }), error: { path: 'spec.rules[0].fault', message: /set delay or abort/ } },
+  { name: 'fault delay fixed required', input: route({ hosts: ['a'], rules: [rule({ fault: { delay: { percent: 5 } } })] }), error: { path: 'spec.rules[0].fault.delay.fixed', message: /required/ } },
+  { name: 'fault abort status', input: route({ hosts: ['a'], rules: [rule({ fault: { abort: { percent: 5 } } })] }), error: { path: 'spec.rules[0].fault.abort', message: /httpStatus or grpcStatus/ } },
+  { name: 'fault abort http range', input: route({ hosts: ['a'], rules: [rule({ fault: { abort: { httpStatus: 99 } } })] }), error: { path: 'spec.rules[0].fault.abort.httpStatus', message: /between 200 and 599/ } },
+  { name: 'fault grpc range', input: route({ hosts: ['a'], rules: [rule({ fault: { abort: { grpcStatus: 0 } } })] }), error: { path: 'spec.rules[0].fault.abort.grpcStatus', message: /between 1 and 16/ } },
+  { name: 'fault percent range', input: route({ hosts: ['a'], rules: [rule({ fault: { abort: { httpStatus: 503, percent: 101 } } })] }), error: { path: 'spec.rules[0].fault.abort.percent', message: /between 0 and 100/ } },
+  { name: 'fault header', input: route({ hosts: ['a'], rules: [rule({ fault: { abort: { httpStatus: 503 }, header: 'bad header' } })] }), error: { path: 'spec.rules[0].fault.header', message: /valid header name/ } },
+  { name: 'mirror', input: route({ hosts: ['a'], rules: [rule({ mirror: { service: 'shadow', percent: 25 } })] }), check: (r) => t.same((r.spec as any).rules[0].mirror, { service: 'shadow', percent: 25 }) },
+  { name: 'mirror service required', input: route({ hosts: ['a'], rules: [rule({ mirror: { percent: 25 } })] }), error: { path: 'spec.rules[0].mirror.service', message: /required/ } },
+  { name: 'mirror subset name', input: route({ hosts: ['a'], rules: [rule({ mirror: { service: 's', subset: 'V_2' } })] }), error: { path: 'spec.rules[0].mirror.subset', message: /lower-case/ } },
+  { name: 'dp health check http', input: dp({ service: 'c', healthCheck: { httpPath: '/healthz', interval: '2s', timeout: '500ms', unhealthyThreshold: 3, healthyThreshold: 2 } }), check: (r) => t.same((r.spec as any).healthCheck, { httpPath: '/healthz', intervalMs: 2000, timeoutMs: 500, unhealthyThreshold: 3, healthyThreshold: 2 }) },
+  { name: 'dp health check grpc', input: dp({ service: 'c', healthCheck: { grpcService: '' } }), check: (r) => t.equal((r.spec as any).healthCheck.grpcService, '') },
+  { name: 'dp health check one kind', input: dp({ service: 'c', healthCheck: { interval: '1s' } }), error: { path: 'spec.healthCheck', message: /exactly one of httpPath or grpcService/ } },
+  { name: 'dp health check path', input: dp({ service: 'c', healthCheck: { httpPath: 'healthz' } }), error: { path: 'spec.healthCheck.httpPath', message: /starting with "\/"/ } },
+  { name: 'dp health check threshold', input: dp({ service: 'c', healthCheck: { httpPath: '/h', unhealthyThreshold: 0 } }), error: { path: 'spec.healthCheck.unhealthyThreshold', message: /between 1 and 100/ } },
+  { name: 'dp idle timeout', input: dp({ service: 'c', idleTimeout: '5s' }), check: (r) => t.equal((r.spec as any).idleTimeoutMs, 5000) },
+  { name: 'dp idle timeout too short', input: dp({ service: 'c', idleTimeout: '1ms' }), error: { path: 'spec.idleTimeout', message: /at least 100ms/ } },
+  { name: 'dp outlier panic threshold', input: dp({ service: 'c', outlierDetection: { consecutive5xx: 5, panicThreshold: 101 } }), error: { path: 'spec.outlierDetection.panicThreshold', message: /between 0 and 100/ } },
   { name: 'dp breaker field type', input: dp({ service: 'c', circuitBreaker: { maxRequests: 'lots' } }), error: { path: 'spec.circuitBreaker.maxRequests', message: /integer/ } },
   { name: 'dp breaker unknown field', input: dp({ service: 'c', circuitBreaker: { maxRequest: 1 } }), error: { path: 'spec.circuitBreaker.maxRequest', message: /did you mean "maxRequests"/ } },
   { name: 'dp outlier needs a trigger', input: dp({ service: 'c', outlierDetection: { interval: '1s' } }), error: { path: 'spec.outlierDetection', message: /at least one trigger/ } },
@@ -168,6 +198,10 @@ t.test('references', async (t) => {
   const hostClash = parse([route({ hosts: ['a'], rules: [rule()] }, 'r1'), route({ hosts: ['b', 'a'], rules: [rule()] }, 'r2')]);
   t.notOk(hostClash.ok);
   if (!hostClash.ok) t.equal(hostClash.errors[0].path, 'Route/r2: spec.hosts[1]');
+
+  const badMirror = parse([catalogDp, route({ hosts: ['m'], rules: [rule({ mirror: { service: 'catalog', subset: 'v9' } })] }, 'm')]);
+  t.notOk(badMirror.ok);
+  if (!badMirror.ok) t.same(badMirror.errors.map((e) => e.path), ['Route/m: spec.rules[0].mirror.subset'], 'a mirror subset must exist too');
 
   const limitRef = parse([route({ hosts: ['a'], rules: [rule({ name: 'read' })] }, 'r1'), rlp({ service: 'catalog', limits: [{ requests: 1, per: '1s', routes: ['r1/read', 'r1/write', 'nope'] }] })]);
   t.notOk(limitRef.ok);
