@@ -25,7 +25,7 @@ const LOAD_CPU = 0;
 const HOST = 'upstream';
 
 const PROFILES = {
-  default: { warmSeconds: 2, wrkSeconds: 8, rateSeconds: 8, rateWarmSeconds: 1, h2WarmSeconds: 1, h2Seconds: 5, variants: true },
+  default: { warmSeconds: 2, wrkSeconds: 8, variantWrkSeconds: 4, rateSeconds: 8, rateWarmSeconds: 1, h2WarmSeconds: 1, h2Seconds: 5, variants: true },
   quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.25, h2Seconds: 1, variants: false },
 };
 const RATES = [1000, 5000];
@@ -36,7 +36,8 @@ const H2_CLIENTS = 16;
 const H2_STREAMS = 16;
 
 const CONTENDERS = ['direct', 'nginx', 'haproxy', 'http-proxy', 'undici-proxy', 'meshlet-off', 'meshlet-full'];
-const VARIANTS = ['meshlet-routes', 'meshlet-split'];
+const FEATURE_VARIANTS = ['meshlet-timeout', 'meshlet-retries', 'meshlet-breaker', 'meshlet-limits', 'meshlet-outlier', 'meshlet-fault', 'meshlet-mirror'];
+const VARIANTS = ['meshlet-routes', 'meshlet-split', ...FEATURE_VARIANTS];
 /** The contenders that serve h2c (prior knowledge) downstream; the others show n/a in the h2 column. */
 const H2_CONTENDERS = new Set(['direct', 'nginx', 'haproxy', 'meshlet-off', 'meshlet-full']);
 
@@ -339,7 +340,7 @@ function load(ports, rates, seconds, warm) {
 }
 
 /** Measures one contender: idle RSS, wrk max req/s + CPU/request, fixed-rate latency, peak RSS. */
-async function measure(name, ctx, p, { latency = true, h2 = false } = {}) {
+async function measure(name, ctx, p, { latency = true, h2 = false, wrkSeconds } = {}) {
   log(`bench: ${name}...`);
   const { proc, port, h2Port } = await startContender(name, ctx);
   const pid = proc?.pid;
@@ -353,7 +354,7 @@ async function measure(name, ctx, p, { latency = true, h2 = false } = {}) {
     const cpu0 = pid ? procs.cpuSeconds(pid) : undefined;
     const t0 = process.hrtime.bigint();
     const c0 = procs.coreTimes();
-    out.wrk = await wrk(port, p.wrkSeconds);
+    out.wrk = await wrk(port, wrkSeconds ?? p.wrkSeconds);
     const wall = Number(process.hrtime.bigint() - t0) / 1e9;
     const proxyCoreBusy = procs.busyBetween(c0, procs.coreTimes())[PROXY_CPU];
     if (pid) {
@@ -522,7 +523,7 @@ async function benchRun(cli, dir, cores) {
     }
   };
   for (const name of contenders) results.contenders[name] = await attempt(name, { h2: !cli['no-h2'] });
-  for (const name of variants) results.variants[name] = await attempt(name, { latency: false });
+  for (const name of variants) results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds });
   await ctx.proc.stop();
   results.finishedAt = new Date().toISOString();
   results.env.backgroundBusyPct = { before: backgroundBefore, after: await procs.coreBusy(500) };

@@ -141,9 +141,13 @@ function decoyRoutes(n, service) {
  *  - routes:  off + 1,000 decoy Routes and an explicit Route for `upstream`, last.
  *  - split:   two endpoints labelled v1/v2, DestinationPolicy subsets, a 50/50 weighted split.
  *  - full:    everything the schema has today: 1,000 decoy Routes; the real Route last, with a
- *             non-matching header rule before a 50/50 weighted split between two subsets, retries
- *             and a timeout; a DestinationPolicy with least-request LB, subsets, circuitBreaker
- *             and outlierDetection; a RateLimitPolicy set far above the offered load.
+ *             non-matching header rule before a 50/50 weighted split between two subsets, retries,
+ *             a timeout and a route breaker; a DestinationPolicy with least-request LB, subsets,
+ *             circuitBreaker limits and outlierDetection; a RateLimitPolicy set far above the
+ *             offered load.
+ *  - timeout, retries, breaker, limits, outlier, fault, mirror: one resilience layer on top of
+ *             `off`, to report each layer's CPU cost (fault: gated on a header the bench never
+ *             sends; mirror: every request also copied to the second endpoint).
  */
 function meshletPolicies(variant, upstreamPorts) {
   const [p1, p2] = upstreamPorts;
@@ -166,6 +170,19 @@ function meshletPolicies(variant, upstreamPorts) {
     { service: 'upstream', subset: 'v1', weight: 50 },
     { service: 'upstream', subset: 'v2', weight: 50 },
   ];
+  // One resilience layer at a time, on top of `off` (one Route to the one endpoint).
+  const rule = (extra) => res('Route', 'upstream', { hosts: ['upstream'], rules: [{ name: 'r', backends: [{ service: 'upstream' }], ...extra }] });
+  const dest = (extra) => res('DestinationPolicy', 'upstream', { service: 'upstream', ...extra });
+  const features = {
+    timeout: [oneEndpoint, rule({ timeout: '5s' })],
+    retries: [oneEndpoint, rule({ retries: { attempts: 2, perTryTimeout: '2s', retryOn: ['connect-failure', 'gateway-error', 'reset'] } })],
+    breaker: [oneEndpoint, rule({ breaker: { failureRateThreshold: 50, slowCallRateThreshold: 90, slowCallDuration: '2s' } })],
+    limits: [oneEndpoint, dest({ circuitBreaker: { maxConnections: 100000, maxPendingRequests: 100000, maxRequests: 100000, maxRetries: 1000 } })],
+    outlier: [oneEndpoint, dest({ outlierDetection: { consecutive5xx: 5, consecutiveGatewayErrors: 5, interval: '10s', baseEjectionTime: '30s', maxEjectionPercent: 50 } })],
+    fault: [oneEndpoint, rule({ fault: { abort: { httpStatus: 503, percent: 100 }, header: 'x-bench-chaos' } })],
+    mirror: [twoEndpoints, dest({ subsets }), rule({ backends: [{ service: 'upstream', subset: 'v1' }], mirror: { service: 'upstream', subset: 'v2', percent: 100 } })],
+  };
+  if (features[variant]) return toFile(features[variant]);
   switch (variant) {
     case 'off':
       return toFile([oneEndpoint]);
@@ -198,7 +215,13 @@ function meshletPolicies(variant, upstreamPorts) {
           hosts: ['upstream'],
           rules: [
             { name: 'canary', matches: [{ headers: [{ name: 'x-bench-canary', exact: 'true' }] }], backends: [{ service: 'upstream', subset: 'v2' }] },
-            { name: 'split', backends: split, timeout: '5s', retries: { attempts: 2, perTryTimeout: '2s', retryOn: ['connect-failure', 'gateway-error', 'reset'] } },
+            {
+              name: 'split',
+              backends: split,
+              timeout: '5s',
+              retries: { attempts: 2, perTryTimeout: '2s', retryOn: ['connect-failure', 'gateway-error', 'reset'] },
+              breaker: { failureRateThreshold: 50, slowCallRateThreshold: 90, slowCallDuration: '2s' },
+            },
           ],
         }),
       ]);

@@ -154,6 +154,13 @@ function featureTable(results) {
   add('policies off (baseline)', 'meshlet-off', off);
   add('1,000 routes (+ explicit route)', 'meshlet-routes', results.variants?.['meshlet-routes']);
   add('weighted split, 2 subsets', 'meshlet-split', results.variants?.['meshlet-split']);
+  add('route timeout', 'meshlet-timeout', results.variants?.['meshlet-timeout']);
+  add('retry policy (2 attempts, per-try timeout)', 'meshlet-retries', results.variants?.['meshlet-retries']);
+  add('route circuit breaker', 'meshlet-breaker', results.variants?.['meshlet-breaker']);
+  add('connection/request limits', 'meshlet-limits', results.variants?.['meshlet-limits']);
+  add('outlier detection', 'meshlet-outlier', results.variants?.['meshlet-outlier']);
+  add('fault injection (gated, not firing)', 'meshlet-fault', results.variants?.['meshlet-fault']);
+  add('mirror 100% (a copy per request)', 'meshlet-mirror', results.variants?.['meshlet-mirror']);
   add('full chain', 'meshlet-full', results.contenders['meshlet-full']);
   return { head, rows };
 }
