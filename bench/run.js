@@ -25,7 +25,7 @@ const LOAD_CPU = 0;
 const HOST = 'upstream';
 
 const PROFILES = {
-  default: { warmSeconds: 2, wrkSeconds: 8, variantWrkSeconds: 4, rateSeconds: 8, rateWarmSeconds: 1, h2WarmSeconds: 1, h2Seconds: 5, variants: true },
+  default: { warmSeconds: 2, wrkSeconds: 8, variantWarmSeconds: 1, variantWrkSeconds: 3, rateSeconds: 8, rateWarmSeconds: 1, h2WarmSeconds: 1, h2Seconds: 5, variants: true },
   quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.25, h2Seconds: 1, variants: false },
 };
 const RATES = [1000, 5000];
@@ -340,7 +340,7 @@ function load(ports, rates, seconds, warm) {
 }
 
 /** Measures one contender: idle RSS, wrk max req/s + CPU/request, fixed-rate latency, peak RSS. */
-async function measure(name, ctx, p, { latency = true, h2 = false, wrkSeconds } = {}) {
+async function measure(name, ctx, p, { latency = true, h2 = false, wrkSeconds, warmSeconds } = {}) {
   log(`bench: ${name}...`);
   const { proc, port, h2Port } = await startContender(name, ctx);
   const pid = proc?.pid;
@@ -350,7 +350,7 @@ async function measure(name, ctx, p, { latency = true, h2 = false, wrkSeconds } 
     if (pid) out.rssIdleKb = procs.memory(pid).rssKb;
     const sampler = pid ? procs.memorySampler(pid) : undefined;
 
-    await wrk(port, p.warmSeconds);
+    await wrk(port, warmSeconds ?? p.warmSeconds);
     const cpu0 = pid ? procs.cpuSeconds(pid) : undefined;
     const t0 = process.hrtime.bigint();
     const c0 = procs.coreTimes();
@@ -523,7 +523,7 @@ async function benchRun(cli, dir, cores) {
     }
   };
   for (const name of contenders) results.contenders[name] = await attempt(name, { h2: !cli['no-h2'] });
-  for (const name of variants) results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds });
+  for (const name of variants) results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds, warmSeconds: p.variantWarmSeconds });
   await ctx.proc.stop();
   results.finishedAt = new Date().toISOString();
   results.env.backgroundBusyPct = { before: backgroundBefore, after: await procs.coreBusy(500) };
