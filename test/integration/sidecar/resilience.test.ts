@@ -287,8 +287,16 @@ t.test('the route breaker moves closed -> open -> half-open -> closed', async (t
   t.equal(await metric(), '1', 'half-open after openDuration');
   t.equal((await request({ port: sc.outbound, headers: { host: 'brk' } })).status, 200, 'the trial call goes through');
   t.equal(await metric(), '0', 'closed again');
-  const moves = sc.logs.filter((l) => l.msg === 'circuit breaker state changed').map((l) => `${l.from}->${l.to}`);
-  t.same(moves, ['closed->open', 'open->half-open', 'half-open->closed']);
+  const moves = () => sc.logs.filter((l) => l.msg === 'circuit breaker state changed').map((l) => `${l.from}->${l.to}`);
+  // The log line travels through a pipe: wait for it rather than race it.
+  await within(
+    (async () => {
+      while (moves().length < 3) await new Promise((r) => setTimeout(r, 20));
+    })(),
+    5_000,
+    'three breaker log lines',
+  ).catch(() => undefined);
+  t.same(moves(), ['closed->open', 'open->half-open', 'half-open->closed']);
 });
 
 t.test('fault injection: abort (HTTP and gRPC), delay, only with a header', async (t) => {
