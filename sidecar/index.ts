@@ -14,6 +14,7 @@ import { fail, ok, formatErrors, type Result } from '../src/core/result';
 import { startListener, type Listener } from '../src/http/listener';
 import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
+import { RateLimitLayer } from '../src/resilience/rate-limit';
 import { compileSnapshot, parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { startAdmin, type AdminServer } from './admin';
 import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
@@ -80,6 +81,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const stats = new ProxyStats();
   const active = new ActiveRequests();
   const pools = new UpstreamPools();
+  const rateLimit = new RateLimitLayer({ service: opts.service, logger: log });
   let current: CompiledSnapshot | undefined;
   let source = opts.controlPlane ? `control-plane ${opts.controlPlane}` : `file ${opts.configFile}`;
 
@@ -101,6 +103,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
     }
     current = compiled;
+    rateLimit.apply(compiled.rateLimits.get(opts.service));
     stats.acks++;
     stats.snapshotVersion = compiled.version;
     stats.snapshotAppliedAt = Date.now();
@@ -112,7 +115,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     return ok(undefined);
   };
 
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet' };
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit };
   const listenerOpts = {
     logger: log,
     maxHeaderBytes: opts.maxHeaderBytes,
@@ -160,7 +163,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         configDump: () => configDump(id, opts.service, source, current, subscriber),
         metrics: () => {
           const c = pools.counts();
-          return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions });
+          return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions }) + rateLimit.render();
         },
       },
       log,
@@ -169,6 +172,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   } catch (err) {
     await closeStarted();
     await pools.close();
+    await rateLimit.close();
     throw err;
   }
 
@@ -204,6 +208,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         await Promise.all([outL.close(graceMs), inL.close(graceMs)]);
         await admin.close();
         await pools.close();
+        await rateLimit.close();
       })();
       return closing;
     },

@@ -15,6 +15,7 @@ import { parseRequestTarget } from '../src/http/target';
 import { UpstreamConnectError, type Headers, type UpstreamPools, type UpstreamProtocol, type UpstreamTarget } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
 import type { CompiledSnapshot, HeaderEditor, RequestView } from '../src/policy';
+import { stampIdentity, type RateLimitLayer } from '../src/resilience/rate-limit';
 import type { ProxyStats } from './stats';
 
 export type Direction = 'inbound' | 'outbound';
@@ -28,6 +29,10 @@ export interface ProxyContext {
   logger: Logger;
   /** This sidecar's name in `via` headers. */
   viaName: string;
+  /** This sidecar's service, stamped on outbound requests as `x-meshlet-source`. */
+  service?: string;
+  /** Inbound rate limits (RateLimitPolicy for this service). */
+  rateLimit?: RateLimitLayer;
 }
 
 export interface AppTarget {
@@ -83,6 +88,7 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
       authority: rule.rewriteHost ?? rawAuthority,
       requestEdits: rule.requestHeaders,
       responseEdits: rule.responseHeaders,
+      identity: ctx.service === undefined ? undefined : { source: ep.meshed ? ctx.service : undefined, route: rule.statName },
     });
   };
 }
@@ -95,11 +101,17 @@ export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandle
     if (!target || target.path === '*') return sendLocal(ctx, 'inbound', res, 'MESH_BAD_REQUEST', 'unsupported request target');
     const authority =
       target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host')) ?? `${app.host}:${app.port}`;
-    forward(ctx, 'inbound', req, res, protocol, {
-      target: { key, address: app.host, port: app.port, protocol: app.protocol ?? protocol },
-      path: target.query ? `${target.path}?${target.query}` : target.path,
-      authority,
-    });
+    const go = (): void => {
+      if (res.destroyed) return ctx.stats.record('inbound', 499, 'DC');
+      forward(ctx, 'inbound', req, res, protocol, {
+        target: { key, address: app.host, port: app.port, protocol: app.protocol ?? protocol },
+        path: target.query ? `${target.path}?${target.query}` : target.path,
+        authority,
+      });
+    };
+    if (!ctx.rateLimit?.active) return go();
+    const limitReq = { path: target.path, remoteAddress: req.socket?.remoteAddress, header: (n: string) => headerOf(req, n) };
+    ctx.rateLimit.admit(limitReq, go, (headers, reason) => sendLocal(ctx, 'inbound', res, 'MESH_RATE_LIMITED', reason, headers));
   };
 }
 
@@ -109,6 +121,8 @@ interface ForwardPlan {
   authority: string;
   requestEdits?: HeaderEditor;
   responseEdits?: HeaderEditor;
+  /** Outbound: caller identity headers to stamp (any the app sent are removed). */
+  identity?: { source: string | undefined; route: string };
 }
 
 function forward(
@@ -128,6 +142,7 @@ function forward(
     dropHost: true,
   });
   if (plan.requestEdits) headers = editFlat(headers, plan.requestEdits);
+  if (plan.identity) headers = stampIdentity(headers, plan.identity.source, plan.identity.route);
   const body = bodyOf(req, protocol);
   const key = plan.target.key;
   ctx.active.begin(key);
@@ -236,19 +251,20 @@ function resetDownstream(res: DownstreamResponse): void {
 }
 
 /** A response the mesh makes itself, with its flag; counted. */
-export function sendLocal(ctx: ProxyContext, direction: Direction, res: DownstreamResponse, code: MeshErrorCode, detail?: string): void {
+export function sendLocal(ctx: ProxyContext, direction: Direction, res: DownstreamResponse, code: MeshErrorCode, detail?: string, extra?: Record<string, string>): void {
   const info = meshErrorInfo(code);
   ctx.stats.record(direction, info.status, info.flag);
-  sendLocalRaw(res, info.status, info.flag, detail ? `${info.text}: ${detail}` : info.text);
+  sendLocalRaw(res, info.status, info.flag, detail ? `${info.text}: ${detail}` : info.text, extra);
 }
 
-function sendLocalRaw(res: DownstreamResponse, status: number, flag: string, text: string): void {
+function sendLocalRaw(res: DownstreamResponse, status: number, flag: string, text: string, extra?: Record<string, string>): void {
   if (res.headersSent || res.destroyed) {
     resetDownstream(res);
     return;
   }
   const body = `${text}\n`;
   res.writeHead(status, {
+    ...extra,
     'content-type': 'text/plain; charset=utf-8',
     'content-length': String(Buffer.byteLength(body)),
     [FLAG_HEADER]: flag,
