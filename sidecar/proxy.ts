@@ -88,7 +88,7 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
       authority: rule.rewriteHost ?? rawAuthority,
       requestEdits: rule.requestHeaders,
       responseEdits: rule.responseHeaders,
-      identity: ctx.service === undefined ? undefined : { source: ep.meshed ? ctx.service : undefined, route: rule.statName },
+      identity: ctx.service === undefined ? undefined : { source: ctx.service, route: rule.statName },
     });
   };
 }
@@ -111,7 +111,10 @@ export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandle
     };
     if (!ctx.rateLimit?.active) return go();
     const limitReq = { path: target.path, remoteAddress: req.socket?.remoteAddress, header: (n: string) => headerOf(req, n) };
-    ctx.rateLimit.admit(limitReq, go, (headers, reason) => sendLocal(ctx, 'inbound', res, 'MESH_RATE_LIMITED', reason, headers));
+    // A local denial is decided synchronously, inside the parser's callback; answering after it
+    // returns lets the HTTP/1.1 server see the request complete and keep the connection alive.
+    const deny = (headers: Record<string, string>, reason: string): void => queueMicrotask(() => sendLocal(ctx, 'inbound', res, 'MESH_RATE_LIMITED', reason, headers));
+    ctx.rateLimit.admit(limitReq, go, deny);
   };
 }
 

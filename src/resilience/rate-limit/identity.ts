@@ -10,6 +10,10 @@
  * service will come from the peer certificate's identity instead, and the header only carries the
  * route (whose value cannot raise anyone's limit: a request without one simply does not match
  * route-scoped limits, and route-less limits still apply).
+ *
+ * They are stamped towards every destination, meshed or not (like Envoy's `x-envoy-*` request
+ * headers): a service name and a route name are not secrets, and a static `Service` may well be
+ * another mesh's sidecar.
  */
 
 export const SOURCE_HEADER = 'x-meshlet-source';
