@@ -45,6 +45,15 @@ t.test('GCRA: capacity, then denied; the local pre-check answers without a round
   t.equal(l.localDenials, 1);
   const other = await l.check('k2', EMISSION, 6);
   t.match(other, { kind: 'ok', allowed: true, remaining: 5 }, 'keys are independent');
+  // 10^6 per second: an emission interval of 1 us must not vanish in rounding.
+  const fast = await Promise.all(Array.from({ length: 3 }, () => l.check('fast', 1e-3, 2)));
+  t.same(
+    fast.map((o) => (o.kind === 'ok' ? o.allowed : o.reason)),
+    [true, true, false],
+    'a 1 us emission interval still counts (three checks in one script call see the same time)',
+  );
+  // 10^9 per second (the bench's "unlimited"): the key's TTL rounds up to 1 ms instead of failing.
+  t.match(await l.check('huge', 1e-6, 1e9), { kind: 'ok', allowed: true });
 });
 
 t.test('a second limiter (another sidecar) shares the budget, and learns it is spent from Redis', async (t) => {
