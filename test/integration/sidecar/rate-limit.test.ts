@@ -5,7 +5,7 @@
  */
 import t, { type Test } from 'tap';
 import { startRedis } from '../lib/redis';
-import { agent, echo, h1Upstream, pool, request, route, service, startSidecar, within, type Res, type SidecarProc } from './helpers';
+import { agent, echo, h1Upstream, h2Client, h2Request, pool, rawExchange, request, route, service, startSidecar, within, type Res, type SidecarProc } from './helpers';
 
 const API = 'meshlet.dev/v1';
 const rateLimitPolicy = (spec: Record<string, unknown>) => ({ apiVersion: API, kind: 'RateLimitPolicy', metadata: { name: 'catalog-limits' }, spec: { service: 'catalog', ...spec } });
@@ -81,6 +81,27 @@ t.test('local limit by source service and route: the caller sidecar stamps them,
   t.equal(app.hits, 3);
   // Straight at the callee, without a caller sidecar: no route header, the route-scoped limit does not apply.
   t.equal((await request({ port: callee.inbound, path: '/direct' })).status, 200);
+});
+
+t.test('HTTP/2 callers are limited too, and keep-alive connections survive a 429', async (t) => {
+  const app = await h1Upstream(t, echo('catalog'));
+  const policy = rateLimitPolicy({ limits: [{ name: 'tiny', requests: 2, per: '1m' }] });
+  const sc = await startSidecar(t, [policy], { service: 'catalog', appPort: app.port, args: ['--app-protocol', 'http1'] });
+  const session = h2Client(t, sc.inbound);
+  const get = () => h2Request(session, { ':method': 'GET', ':path': '/h2', ':authority': 'catalog' });
+  t.equal((await get()).status, 200);
+  t.equal((await get()).status, 200);
+  const third = await get();
+  t.equal(third.status, 429);
+  t.equal(third.headers['x-meshlet-flags'], 'RL');
+  t.equal(third.headers['ratelimit-policy'], '"tiny";q=2;w=60');
+  t.match(third.headers.ratelimit, /^"tiny";r=0;t=\d+$/);
+  // HTTP/1.1 keep-alive: three requests on one connection, three 429s; a 429 does not close it.
+  const get1 = 'GET / HTTP/1.1\r\nhost: catalog\r\n\r\n';
+  const raw = await rawExchange(sc.inbound, get1 + get1 + 'GET / HTTP/1.1\r\nhost: catalog\r\nconnection: close\r\n\r\n', { maxMs: 5000 });
+  t.equal(raw.text.match(/^HTTP\/1\.1 429 /gm)?.length, 3, 'three answers on one connection');
+  t.notOk(raw.timedOut);
+  t.equal(app.hits, 2);
 });
 
 t.test('Redis killed mid-traffic with failureMode open: zero 5xx; limits work again once Redis is back', async (t) => {
