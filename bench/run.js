@@ -37,7 +37,9 @@ const H2_STREAMS = 16;
 
 const CONTENDERS = ['direct', 'nginx', 'haproxy', 'http-proxy', 'undici-proxy', 'meshlet-off', 'meshlet-full'];
 const FEATURE_VARIANTS = ['meshlet-timeout', 'meshlet-retries', 'meshlet-breaker', 'meshlet-limits', 'meshlet-outlier', 'meshlet-fault', 'meshlet-mirror'];
-const VARIANTS = ['meshlet-routes', 'meshlet-split', ...FEATURE_VARIANTS];
+const VARIANTS = ['meshlet-routes', 'meshlet-split', ...FEATURE_VARIANTS, 'meshlet-inbound', 'meshlet-ratelimit'];
+/** Variants measured on the sidecar's inbound listener (mesh -> app) instead of its outbound one. */
+const INBOUND_VARIANTS = new Set(['meshlet-inbound', 'meshlet-ratelimit']);
 /** The contenders that serve h2c (prior knowledge) downstream; the others show n/a in the h2 column. */
 const H2_CONTENDERS = new Set(['direct', 'nginx', 'haproxy', 'meshlet-off', 'meshlet-full']);
 
@@ -156,16 +158,20 @@ async function startContender(name, ctx) {
       const file = path.join(dir, `${name}.policies.json`);
       fs.writeFileSync(file, configs.meshletPolicies(variant, upstreamPorts));
       const admin = await procs.freePort();
+      const inbound = INBOUND_VARIANTS.has(name);
+      const listeners = inbound
+        ? ['--service', 'upstream', '--app-port', String(upstreamPorts[0]), '--app-protocol', 'http1', '--inbound', `127.0.0.1:${port}`, '--outbound', '127.0.0.1:0']
+        : ['--service', 'bench', '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${port}`];
       proc = procs.start(
         name,
         // As users run it: the CLI as a program, so its shebang's Node flags apply.
         path.join(ROOT, 'dist/src/cli/main.js'),
-        ['sidecar', '--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`],
+        ['sidecar', '--config', file, ...listeners, '--admin', `127.0.0.1:${admin}`],
         { cpu: PROXY_CPU, logFile },
       );
       readyUrl = `http://127.0.0.1:${admin}/ready`;
       // The outbound listener detects h2c prior knowledge by its preface, on the same port.
-      h2Port = port;
+      h2Port = inbound ? undefined : port;
     }
   }
   try {

@@ -21,6 +21,7 @@ import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCal
 import { endpointKey } from '../src/lb';
 import type { CompiledRule, HeaderEditor, RequestView } from '../src/policy';
 import type { CircuitBreaker } from '../src/resilience/breaker';
+import { stampIdentity } from '../src/resilience/rate-limit';
 import { ReplayableBody } from '../src/resilience/replay-body';
 import { backoffMs, retryAfterMs, retryMatcher, type FailureKind } from '../src/resilience/retry';
 import type { ServiceState } from '../src/resilience/state';
@@ -44,6 +45,8 @@ export interface ExchangePlan {
   responseEdits?: HeaderEditor;
   /** Flags already earned before the exchange (e.g. DI for an injected delay). */
   flags?: string;
+  /** Outbound: caller identity headers to stamp (any the app sent are removed). */
+  identity?: { source: string | undefined; route: string };
 }
 
 /** One try: its own sink, so callbacks of an abandoned try are ignored. */
@@ -131,6 +134,7 @@ export class Exchange {
       dropHost: true,
     });
     if (plan.requestEdits) headers = editFlat(headers, plan.requestEdits);
+    if (plan.identity) headers = stampIdentity(headers, plan.identity.source, plan.identity.route);
     this.headers = headers;
     this.body = bodyOf(req, plan.protocol);
   }
@@ -418,10 +422,10 @@ export function sendLocalRaw(res: DownstreamResponse, status: number, flag: stri
   }
   const body = `${text}\n`;
   res.writeHead(status, {
+    ...extra,
     'content-type': 'text/plain; charset=utf-8',
     'content-length': String(Buffer.byteLength(body)),
     [FLAG_HEADER]: flag,
-    ...extra,
   });
   res.end(body);
 }

@@ -14,6 +14,7 @@ import { fail, ok, formatErrors, type Result } from '../src/core/result';
 import { startListener, type Listener } from '../src/http/listener';
 import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
+import { RateLimitLayer } from '../src/resilience/rate-limit';
 import { compileSnapshot, parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { startAdmin, type AdminServer } from './admin';
 import { systemClock } from '../src/core/clock';
@@ -89,6 +90,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       log.info({ service, endpoint, reason }, 'endpoint ejected');
     },
   });
+  const rateLimit = new RateLimitLayer({ service: opts.service, logger: log });
   let current: CompiledSnapshot | undefined;
   let source = opts.controlPlane ? `control-plane ${opts.controlPlane}` : `file ${opts.configFile}`;
 
@@ -111,6 +113,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     }
     current = compiled;
     resilience.apply(compiled);
+    rateLimit.apply(compiled.rateLimits.get(opts.service));
     stats.acks++;
     stats.snapshotVersion = compiled.version;
     stats.snapshotAppliedAt = Date.now();
@@ -122,7 +125,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     return ok(undefined);
   };
 
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', resilience, clock: systemClock, random: Math.random };
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, resilience, clock: systemClock, random: Math.random };
   const listenerOpts = {
     logger: log,
     maxHeaderBytes: opts.maxHeaderBytes,
@@ -170,7 +173,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         configDump: () => configDump(id, opts.service, source, current, subscriber),
         metrics: () => {
           const c = pools.counts();
-          return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions, breakers: resilience.breakerStates() });
+          return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions, breakers: resilience.breakerStates() }) + rateLimit.render();
         },
       },
       log,
@@ -180,6 +183,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     await closeStarted();
     resilience.close();
     await pools.close();
+    await rateLimit.close();
     throw err;
   }
 
@@ -216,6 +220,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         await admin.close();
         resilience.close();
         await pools.close();
+        await rateLimit.close();
       })();
       return closing;
     },

@@ -19,6 +19,7 @@ import { ActiveRequests, endpointKey } from '../src/lb';
 import type { CompiledRule, CompiledSnapshot, RequestView } from '../src/policy';
 import type { FaultDecision } from '../src/resilience/fault';
 import { decideFault } from '../src/resilience/fault';
+import { type RateLimitLayer } from '../src/resilience/rate-limit';
 import type { ResilienceState } from '../src/resilience/state';
 import { Exchange, sendLocalRaw } from './exchange';
 import type { ProxyStats } from './stats';
@@ -38,6 +39,10 @@ export interface ProxyContext {
   resilience: ResilienceState;
   clock: Clock;
   random: () => number;
+  /** This sidecar's service, stamped on outbound requests as `x-meshlet-source`. */
+  service?: string;
+  /** Inbound rate limits (RateLimitPolicy for this service). */
+  rateLimit?: RateLimitLayer;
 }
 
 export interface AppTarget {
@@ -118,6 +123,7 @@ function routed(
     requestEdits: rule.requestHeaders,
     responseEdits: rule.responseHeaders,
     flags,
+    identity: ctx.service === undefined ? undefined : { source: ctx.service, route: rule.statName },
   });
   const m = rule.mirror;
   if (m && ctx.random() * 100 < m.percent) mirror(ctx, m, view, req.method ?? 'GET', path, authority, ex.upstreamHeaders(), ex.requestBody(), protocol);
@@ -134,15 +140,24 @@ export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandle
     if (!target || target.path === '*') return sendLocal(ctx, 'inbound', res, 'MESH_BAD_REQUEST', 'unsupported request target');
     const authority =
       target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host')) ?? `${app.host}:${app.port}`;
-    new Exchange(ctx, {
-      direction: 'inbound',
-      req,
-      res,
-      protocol,
-      path: target.query ? `${target.path}?${target.query}` : target.path,
-      authority,
-      fixed: protocol === 'http2' ? h2 : h1,
-    }).start();
+    const go = (): void => {
+      if (res.destroyed) return ctx.stats.record('inbound', 499, Flags.DownstreamClosed);
+      new Exchange(ctx, {
+        direction: 'inbound',
+        req,
+        res,
+        protocol,
+        path: target.query ? `${target.path}?${target.query}` : target.path,
+        authority,
+        fixed: protocol === 'http2' ? h2 : h1,
+      }).start();
+    };
+    if (!ctx.rateLimit?.active) return go();
+    const limitReq = { path: target.path, remoteAddress: req.socket?.remoteAddress, header: (n: string) => headerOf(req, n) };
+    // A local denial is decided synchronously, inside the parser's callback; answering after it
+    // returns lets the HTTP/1.1 server see the request complete and keep the connection alive.
+    const deny = (headers: Record<string, string>, reason: string): void => queueMicrotask(() => sendLocal(ctx, 'inbound', res, 'MESH_RATE_LIMITED', reason, headers));
+    ctx.rateLimit.admit(limitReq, go, deny);
   };
 }
 
@@ -231,10 +246,10 @@ function mirror(
 }
 
 /** A response the mesh makes itself, with its flag; counted. */
-export function sendLocal(ctx: ProxyContext, direction: Direction, res: DownstreamResponse, code: MeshErrorCode, detail?: string): void {
+export function sendLocal(ctx: ProxyContext, direction: Direction, res: DownstreamResponse, code: MeshErrorCode, detail?: string, extra?: Record<string, string>): void {
   const info = meshErrorInfo(code);
   ctx.stats.record(direction, info.status, info.flag);
-  sendLocalRaw(res, info.status, info.flag, detail ? `${info.text}: ${detail}` : info.text);
+  sendLocalRaw(res, info.status, info.flag, detail ? `${info.text}: ${detail}` : info.text, extra);
 }
 
 export type { Headers };

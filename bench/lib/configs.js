@@ -225,6 +225,24 @@ function meshletPolicies(variant, upstreamPorts) {
           ],
         }),
       ]);
+    // Inbound variants: the load goes to the sidecar's inbound listener (--service upstream,
+    // --app-port U1), where RateLimitPolicy is enforced. `inbound`: no policy at all;
+    // `ratelimit`: two local limits far above the offered load (one bucket for everyone, one per
+    // remote address), so every request pays for the checks and none is limited.
+    case 'inbound':
+      // No policy for this service (a file needs one resource: a Service nobody calls).
+      return toFile([res('Service', 'unused', { endpoints: [{ address: '127.0.0.1', port: p1 }] })]);
+    case 'ratelimit':
+      return toFile([
+        res('RateLimitPolicy', 'upstream', {
+          service: 'upstream',
+          failureMode: 'open',
+          limits: [
+            { name: 'all', requests: 1_000_000_000, per: '1s' },
+            { name: 'per-peer', requests: 1_000_000_000, per: '1s', descriptors: ['remote-address'] },
+          ],
+        }),
+      ]);
     default:
       throw new Error(`unknown meshlet variant ${variant}`);
   }

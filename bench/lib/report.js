@@ -147,9 +147,9 @@ function featureTable(results) {
   const base = off?.cpuUsPerReq;
   const head = ['feature', 'measured as', 'CPU µs/req', 'cost µs/req (on - off)', 'max req/s'];
   const rows = [];
-  const add = (feature, name, c) => {
+  const add = (feature, name, c, b = base) => {
     if (!c) return;
-    rows.push([feature, name, fmt.num(c.cpuUsPerReq), base === undefined || c.cpuUsPerReq === undefined ? '-' : fmt.num(c.cpuUsPerReq - base, 2), fmt.int(c.wrk?.rps)]);
+    rows.push([feature, name, fmt.num(c.cpuUsPerReq), b === undefined || c.cpuUsPerReq === undefined ? '-' : fmt.num(c.cpuUsPerReq - b, 2), fmt.int(c.wrk?.rps)]);
   };
   add('policies off (baseline)', 'meshlet-off', off);
   add('1,000 routes (+ explicit route)', 'meshlet-routes', results.variants?.['meshlet-routes']);
@@ -162,6 +162,10 @@ function featureTable(results) {
   add('fault injection (gated, not firing)', 'meshlet-fault', results.variants?.['meshlet-fault']);
   add('mirror 100% (a copy per request)', 'meshlet-mirror', results.variants?.['meshlet-mirror']);
   add('full chain', 'meshlet-full', results.contenders['meshlet-full']);
+  // Inbound variants: the rate limit's cost is measured against the inbound path without policy.
+  const inbound = results.variants?.['meshlet-inbound'];
+  add('inbound path, no policy (baseline for the next row)', 'meshlet-inbound', inbound, undefined);
+  add('rate limit: 2 local limits, on the inbound path', 'meshlet-ratelimit', results.variants?.['meshlet-ratelimit'], inbound?.cpuUsPerReq);
   return { head, rows };
 }
 

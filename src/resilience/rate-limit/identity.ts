@@ -1,0 +1,38 @@
+/**
+ * Who called, and through which route: the caller's sidecar stamps these on the outbound path so
+ * that the callee's sidecar (where limits are enforced, on its inbound path) can key limits by
+ * `source-service` and `route`.
+ *
+ * Trust model (until mTLS): the outbound sidecar always removes any copies the app sent and sets
+ * its own, so an app inside a meshed pod cannot claim another service's identity or route. The
+ * inbound side believes the headers as far as it believes the network: any peer that can reach a
+ * sidecar's inbound port directly (bypassing its own sidecar) can set them. With mTLS the source
+ * service will come from the peer certificate's identity instead, and the header only carries the
+ * route (whose value cannot raise anyone's limit: a request without one simply does not match
+ * route-scoped limits, and route-less limits still apply).
+ *
+ * They are stamped towards every destination, meshed or not (like Envoy's `x-envoy-*` request
+ * headers): a service name and a route name are not secrets, and a static `Service` may well be
+ * another mesh's sidecar.
+ */
+
+export const SOURCE_HEADER = 'x-meshlet-source';
+export const ROUTE_HEADER = 'x-meshlet-route';
+
+/**
+ * Copies a flat `[name, value, ...]` header list (lower-case names) without any identity headers,
+ * then appends this hop's own: `source` service and `route` (`<route>/<rule>`). Without `source`
+ * (a destination outside the mesh, which has no use for them) the headers are only removed.
+ */
+export function stampIdentity(flat: readonly string[], source: string | undefined, route: string | undefined): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < flat.length; i += 2) {
+    const n = flat[i] as string;
+    if (n === SOURCE_HEADER || n === ROUTE_HEADER) continue;
+    out.push(n, flat[i + 1] as string);
+  }
+  if (source === undefined) return out;
+  out.push(SOURCE_HEADER, source);
+  if (route) out.push(ROUTE_HEADER, route);
+  return out;
+}
