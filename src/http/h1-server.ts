@@ -227,6 +227,8 @@ export class H1Connection {
   private readonly queue: Pending[] = [];
   /** The request whose body is being parsed (may be queued behind `current`). */
   private parsing: H1Request | undefined;
+  /** A response that ended while its bodiless request was still being parsed (see responseDone). */
+  private doneEarly: Pending | undefined;
   /** ms timestamps for the shared checker: start of headers not yet complete / of idleness. */
   headersSince = 0;
   idleSince: number;
@@ -266,6 +268,12 @@ export class H1Connection {
       this.parsing = undefined;
       req.complete = true;
       req.body?.push(null);
+      // A response that ended before its (bodiless) request was complete: finish it now.
+      const done = this.doneEarly;
+      if (done && done.req === req) {
+        this.doneEarly = undefined;
+        this.responseDone(done.res);
+      }
     };
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('drain', () => this.current?.res.emit('drain'));
@@ -373,6 +381,12 @@ export class H1Connection {
   responseDone(res: H1Response): void {
     const cur = this.current;
     if (!cur || cur.res !== res) return;
+    if (!cur.req.complete && !cur.req.body && this.parsing === cur.req && !this.closing) {
+      // Answered from inside the header callback (a local 404, say): the parser completes this
+      // bodiless request as soon as the callback returns. Keep the connection for the next one.
+      this.doneEarly = cur;
+      return;
+    }
     this.current = undefined;
     // A request body not read to its end leaves the connection in an unknown place: close it.
     if (!res.shouldKeepAlive || this.closing || !cur.req.complete) {

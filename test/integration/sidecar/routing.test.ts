@@ -102,3 +102,24 @@ t.test('routing through the outbound listener', async (t) => {
     t.equal(r.headers['x-meshlet-flags'], undefined);
   });
 });
+
+t.test("the mesh's own instant answers keep the client's connection alive", async (t) => {
+  const http = await import('node:http');
+  const sc = await startSidecar(t, [service('known', [{ port: await closedPort() }])]);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  const one = (): Promise<{ status: number; reused: boolean }> =>
+    new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: sc.outbound, path: '/', headers: { host: 'nowhere' }, agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  const a = await one();
+  const b = await one();
+  const c = await one();
+  t.same([a.status, b.status, c.status], [404, 404, 404]);
+  t.same([b.reused, c.reused], [true, true], 'a 404 NR answered inside the header callback does not close the connection');
+});
