@@ -17,6 +17,7 @@ import { ActiveRequests, endpointKey } from '../src/lb';
 import { compileSnapshot, parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { startAdmin, type AdminServer } from './admin';
 import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
+import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
 import { ProxyStats } from './stats';
 import type { Subscriber } from './subscriber';
 
@@ -43,6 +44,20 @@ export interface SidecarOptions {
   logger?: Logger;
   maxHeaderBytes?: number;
   headersTimeoutMs?: number;
+  observability?: ObservabilityOptions;
+}
+
+export interface ObservabilityOptions {
+  /** Trace-context propagation and spans (default true). */
+  tracing?: boolean;
+  /** Percent of new traces sampled, 0..100 (default 1); a caller's sampled flag always wins. */
+  samplingPercent?: number;
+  /** Where spans go; without it sampled spans are not exported. */
+  collector?: { url: string; format: TraceFormat };
+  /** Fraction of requests written to the access log, 0..1 (0 = off; default 1). */
+  accessLogSample?: number;
+  /** The access log's own pino logger (default: JSON lines on stdout, written asynchronously). */
+  accessLogger?: Logger;
 }
 
 export interface Sidecar {
@@ -77,7 +92,36 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const logger = opts.logger ?? pino({ level: 'info' });
   const id = opts.id ?? `${opts.service}-${os.hostname()}-${process.pid}`;
   const log = logger.child({ sidecar: id, service: opts.service });
-  const stats = new ProxyStats();
+  const obs = opts.observability ?? {};
+  const accessLogSample = obs.accessLogSample ?? 1;
+  if (!(accessLogSample >= 0 && accessLogSample <= 1)) throw new Error(`access-log sampling must be within 0..1, got ${accessLogSample}`);
+  const accessLogger =
+    accessLogSample > 0
+      ? (obs.accessLogger ?? pino({ level: logger.level, base: undefined, timestamp: false }, pino.destination({ dest: 1, sync: false }))).child({
+          log: 'access',
+          service: opts.service,
+        })
+      : undefined;
+  let exporter: SpanExporter | undefined;
+  const stats = new ProxyStats({
+    service: opts.service,
+    tracing: obs.tracing,
+    samplingPercent: obs.samplingPercent,
+    accessLog: accessLogger ? { logger: accessLogger, sample: accessLogSample } : undefined,
+  });
+  if (obs.collector) {
+    const m = stats.metrics.registry;
+    exporter = new SpanExporter({
+      url: obs.collector.url,
+      format: obs.collector.format,
+      service: opts.service,
+      counters: {
+        exported: m.counter('meshlet_trace_spans_exported_total', 'Spans the collector accepted.'),
+        dropped: m.counter('meshlet_trace_spans_dropped_total', 'Spans dropped: queue full or export failed.', ['reason']),
+      },
+    });
+    stats.observer.exporter = exporter;
+  }
   const active = new ActiveRequests();
   const pools = new UpstreamPools();
   let current: CompiledSnapshot | undefined;
@@ -158,9 +202,14 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       {
         ready: () => current !== undefined,
         configDump: () => configDump(id, opts.service, source, current, subscriber),
-        metrics: () => {
+        metrics: (format) => {
           const c = pools.counts();
-          return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions });
+          return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions }, format);
+        },
+        logLevel: () => log.level,
+        setLogLevel: (level) => {
+          log.level = level;
+          if (accessLogger) accessLogger.level = level;
         },
       },
       log,
@@ -204,6 +253,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         await Promise.all([outL.close(graceMs), inL.close(graceMs)]);
         await admin.close();
         await pools.close();
+        await exporter?.close();
+        stats.close();
+        accessLogger?.flush();
       })();
       return closing;
     },

@@ -15,6 +15,7 @@ import { parseRequestTarget } from '../src/http/target';
 import { UpstreamConnectError, type Headers, type UpstreamPools, type UpstreamProtocol, type UpstreamTarget } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
 import type { CompiledSnapshot, HeaderEditor, RequestView } from '../src/policy';
+import type { RouteHandle } from '../src/observability/mesh-metrics';
 import type { ProxyStats } from './stats';
 
 export type Direction = 'inbound' | 'outbound';
@@ -83,6 +84,7 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
       authority: rule.rewriteHost ?? rawAuthority,
       requestEdits: rule.requestHeaders,
       responseEdits: rule.responseHeaders,
+      route: ctx.stats.route('outbound', svc.name, rule.statName),
     });
   };
 }
@@ -109,6 +111,8 @@ interface ForwardPlan {
   authority: string;
   requestEdits?: HeaderEditor;
   responseEdits?: HeaderEditor;
+  /** The route's pre-bound metrics handle. */
+  route?: RouteHandle;
 }
 
 function forward(
@@ -128,6 +132,14 @@ function forward(
     dropHost: true,
   });
   if (plan.requestEdits) headers = editFlat(headers, plan.requestEdits);
+  const obs = ctx.stats.observer.begin(
+    direction,
+    (n) => headerOf(req, n),
+    { method: req.method ?? 'GET', authority: plan.authority, path: plan.path.split('?')[0] as string, protocol },
+    plan.route,
+  );
+  obs.upstream = `${plan.target.address}:${plan.target.port}`;
+  headers = obs.rewriteHeaders(headers);
   const body = bodyOf(req, protocol);
   const key = plan.target.key;
   ctx.active.begin(key);
@@ -136,7 +148,7 @@ function forward(
     if (finished) return;
     finished = true;
     ctx.active.end(key);
-    ctx.stats.record(direction, status, flag);
+    obs.end(status, flag);
   };
   let status = 0;
   const call = ctx.pools.send(
@@ -159,6 +171,7 @@ function forward(
       },
       onData(chunk) {
         if (res.destroyed) return true;
+        obs.responseBytes += chunk.length;
         return (res as { write(c: Buffer): boolean }).write(chunk);
       },
       onEnd(trailers) {
