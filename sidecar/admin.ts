@@ -15,6 +15,8 @@ export interface AdminSource {
   ready(): boolean;
   configDump(): unknown;
   metrics(format: Format): string;
+  /** Sliding-window request stats per route, for the control plane's `meshlet stat`. */
+  stats?(): unknown;
   /** The log level in force, and a way to change it at runtime (`POST /logging?level=debug`). */
   logLevel?(): string;
   setLogLevel?(level: string): void;
@@ -59,13 +61,16 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
       case '/config_dump':
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(src.configDump(), null, 2) + '\n');
         return;
+      case '/stats':
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(src.stats ? src.stats() : { routes: [] }) + '\n');
+        return;
       case '/metrics': {
         const format = negotiate(req.headers.accept);
         res.writeHead(200, { 'content-type': CONTENT_TYPES[format] }).end(src.metrics(format));
         return;
       }
       default:
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /logging\n');
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /stats /logging\n');
     }
   });
   return new Promise((resolve, reject) => {

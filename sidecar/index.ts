@@ -206,6 +206,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
           const c = pools.counts();
           return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions }, format);
         },
+        stats: () => ({ id, ...stats.metrics.stats() }),
         logLevel: () => log.level,
         setLogLevel: (level) => {
           log.level = level;
@@ -233,6 +234,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         inboundPort: inL.address().port,
         labels: opts.labels ?? {},
         buildVersion: process.env.npm_package_version ?? '',
+        adminPort: admin.address().port,
       },
       apply,
       logger: log,

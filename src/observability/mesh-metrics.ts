@@ -72,7 +72,7 @@ export class RouteHandle {
   complete(status: number, flag: string | undefined, seconds: number, requestBytes: number, responseBytes: number): void {
     this.count(status, flag);
     this.duration.observe(seconds);
-    this.window.observe(seconds);
+    this.window.observe(seconds, status >= 500 || status < 100);
     this.requestBytes.value += requestBytes;
     this.responseBytes.value += responseBytes;
   }
@@ -186,6 +186,16 @@ export class MeshMetrics {
 
   allHandles(): RouteHandle[] {
     return [...this.handles.values()];
+  }
+
+  /** Per label set, the sliding window for `meshlet stat` (sidecar admin `/stats`). */
+  stats(): { service: string; routes: ({ direction: Direction; source: string; destination: string; route: string } & ReturnType<WindowChild['export']>)[] } {
+    const routes = [];
+    for (const h of this.handles.values()) {
+      const w = h.window.export();
+      if (w.count > 0) routes.push({ direction: h.direction, source: h.source, destination: h.destination, route: h.route, ...w });
+    }
+    return { service: this.service, routes };
   }
 
   /** The snapshot in force: its version and when it was applied (ms since the epoch). */

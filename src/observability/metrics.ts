@@ -226,7 +226,11 @@ export interface WindowOptions {
  */
 export class WindowChild {
   private readonly slices: hdr.Histogram[];
+  /** Failed requests (5xx or none) per slice, beside the durations. */
+  private readonly errors: Float64Array;
   private readonly sliceMs: number;
+  private readonly windowMs: number;
+  private readonly createdAt: number;
   private current = 0;
   private sliceEnd: number;
   private readonly merged: hdr.Histogram;
@@ -238,8 +242,11 @@ export class WindowChild {
     const mk = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3, autoResize: false });
     this.slices = Array.from({ length: n }, mk);
     this.merged = mk();
+    this.errors = new Float64Array(n);
+    this.windowMs = windowMs;
     this.sliceMs = windowMs / n;
-    this.sliceEnd = clock.monotonic() + this.sliceMs;
+    this.createdAt = clock.monotonic();
+    this.sliceEnd = this.createdAt + this.sliceMs;
   }
   private rotate(now: number): void {
     if (now < this.sliceEnd) return;
@@ -247,27 +254,69 @@ export class WindowChild {
     for (let i = 0; i < steps; i++) {
       this.current = (this.current + 1) % this.slices.length;
       (this.slices[this.current] as hdr.Histogram).reset();
+      this.errors[this.current] = 0;
     }
     this.sliceEnd += Math.floor((now - this.sliceEnd) / this.sliceMs + 1) * this.sliceMs;
   }
   /** Records a duration in seconds. */
-  observe(seconds: number): void {
+  observe(seconds: number, failed = false): void {
     this.rotate(this.clock.monotonic());
     const us = Math.min(3_600_000_000, Math.max(1, Math.round(seconds * 1e6)));
     (this.slices[this.current] as hdr.Histogram).recordValue(us);
+    if (failed) (this.errors as unknown as number[])[this.current]++;
   }
-  /** The window merged: count, sum (seconds) and the value at each quantile (seconds). */
-  snapshot(quantiles: readonly number[]): { count: number; sum: number; values: number[] } {
+
+  private merge(): hdr.Histogram {
     this.rotate(this.clock.monotonic());
     const m = this.merged;
     m.reset();
     for (const s of this.slices) if (s.totalCount > 0) m.add(s);
+    return m;
+  }
+
+  /**
+   * The window for aggregation elsewhere: the merged histogram (hdr compressed base64, values in
+   * µs), failed requests, and the seconds the window covers (shorter while the process is young).
+   */
+  export(): { count: number; errors: number; seconds: number; histogram: string } {
+    const m = this.merge();
+    let errors = 0;
+    for (const e of this.errors) errors += e;
+    const seconds = Math.min(this.windowMs, this.clock.monotonic() - this.createdAt) / 1000;
+    return { count: m.totalCount, errors, seconds: Math.max(seconds, 0.001), histogram: m.totalCount ? hdr.encodeIntoCompressedBase64(m) : '' };
+  }
+  /** The window merged: count, sum (seconds) and the value at each quantile (seconds). */
+  snapshot(quantiles: readonly number[]): { count: number; sum: number; values: number[] } {
+    const m = this.merge();
     const count = m.totalCount;
     return {
       count,
       sum: count ? (m.mean * count) / 1e6 : 0,
       values: quantiles.map((q) => (count ? m.getValueAtPercentile(q * 100) / 1e6 : NaN)),
     };
+  }
+}
+
+/** Decodes windows exported by `WindowChild.export` (from several sidecars) and merges them. */
+export class WindowMerge {
+  private readonly h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3, autoResize: false });
+  count = 0;
+  errors = 0;
+  /** Requests per second, summed over the merged windows. */
+  rps = 0;
+  add(w: { count: number; errors: number; seconds: number; histogram: string }): void {
+    this.count += w.count;
+    this.errors += w.errors;
+    this.rps += w.seconds > 0 ? w.count / w.seconds : 0;
+    if (w.histogram) this.h.add(hdr.decodeFromCompressedBase64(w.histogram));
+  }
+  /** A quantile (0..1) in milliseconds, or null for an empty window. */
+  quantileMs(q: number): number | null {
+    return this.h.totalCount ? this.h.getValueAtPercentile(q * 100) / 1000 : null;
+  }
+  /** The share of requests that did not fail, or null with no requests. */
+  successRate(): number | null {
+    return this.count ? (this.count - this.errors) / this.count : null;
   }
 }
 
