@@ -36,7 +36,7 @@ const H2_CLIENTS = 16;
 const H2_STREAMS = 16;
 
 const CONTENDERS = ['direct', 'nginx', 'haproxy', 'http-proxy', 'undici-proxy', 'meshlet-off', 'meshlet-full'];
-const VARIANTS = ['meshlet-routes', 'meshlet-split'];
+const VARIANTS = ['meshlet-routes', 'meshlet-split', 'meshlet-obs-none', 'meshlet-obs-metrics', 'meshlet-obs-tracing', 'meshlet-obs-accesslog', 'meshlet-obs-all'];
 /** The contenders that serve h2c (prior knowledge) downstream; the others show n/a in the h2 column. */
 const H2_CONTENDERS = new Set(['direct', 'nginx', 'haproxy', 'meshlet-off', 'meshlet-full']);
 
@@ -159,7 +159,20 @@ async function startContender(name, ctx) {
         name,
         // As users run it: the CLI as a program, so its shebang's Node flags apply.
         path.join(ROOT, 'dist/src/cli/main.js'),
-        ['sidecar', '--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`],
+        [
+          'sidecar',
+          '--service',
+          'bench',
+          '--config',
+          file,
+          '--inbound',
+          '127.0.0.1:0',
+          '--outbound',
+          `127.0.0.1:${port}`,
+          '--admin',
+          `127.0.0.1:${admin}`,
+          ...configs.meshletArgs(variant, await procs.freePort()),
+        ],
         { cpu: PROXY_CPU, logFile },
       );
       readyUrl = `http://127.0.0.1:${admin}/ready`;

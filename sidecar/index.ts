@@ -48,6 +48,8 @@ export interface SidecarOptions {
 }
 
 export interface ObservabilityOptions {
+  /** Request metrics (default true; off only to measure their cost). */
+  metrics?: boolean;
   /** Trace-context propagation and spans (default true). */
   tracing?: boolean;
   /** Percent of new traces sampled, 0..100 (default 1); a caller's sampled flag always wins. */
@@ -105,6 +107,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   let exporter: SpanExporter | undefined;
   const stats = new ProxyStats({
     service: opts.service,
+    recordMetrics: obs.metrics,
     tracing: obs.tracing,
     samplingPercent: obs.samplingPercent,
     accessLog: accessLogger ? { logger: accessLogger, sample: accessLogSample } : undefined,

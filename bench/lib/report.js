@@ -155,6 +155,21 @@ function featureTable(results) {
   add('1,000 routes (+ explicit route)', 'meshlet-routes', results.variants?.['meshlet-routes']);
   add('weighted split, 2 subsets', 'meshlet-split', results.variants?.['meshlet-split']);
   add('full chain', 'meshlet-full', results.contenders['meshlet-full']);
+  // Observability, one at a time, against the same sidecar with all three off.
+  const none = results.variants?.['meshlet-obs-none'];
+  if (none) {
+    const nb = none.cpuUsPerReq;
+    const addObs = (feature, name) => {
+      const c = results.variants?.[name];
+      if (!c) return;
+      rows.push([feature, name, fmt.num(c.cpuUsPerReq), nb === undefined || c.cpuUsPerReq === undefined ? '-' : `${fmt.num(c.cpuUsPerReq - nb, 2)} (vs obs-none)`, fmt.int(c.wrk?.rps)]);
+    };
+    rows.push(['observability all off (baseline)', 'meshlet-obs-none', fmt.num(nb), '-', fmt.int(none.wrk?.rps)]);
+    addObs('metrics (goal: all three ≤ 3 µs)', 'meshlet-obs-metrics');
+    addObs('tracing, 100% sampled, collector down', 'meshlet-obs-tracing');
+    addObs('access log, every request', 'meshlet-obs-accesslog');
+    addObs('metrics + tracing + access log', 'meshlet-obs-all');
+  }
   return { head, rows };
 }
 

@@ -20,6 +20,7 @@ export const sidecar: Command = {
   --headers-timeout MS    a client must send its request headers within MS milliseconds, else 408 (default 10000)
   --max-header-bytes N    request header bytes allowed per request, else 431 (default 65536)
   --log-level LEVEL       trace, debug, info, warn, error (default info); change it live: POST ADMIN/logging?level=debug
+  --metrics on|off        per-request metrics (default on; off only to measure what they cost)
   --tracing on|off        trace-context propagation (traceparent, B3, x-request-id) and spans (default on)
   --trace-sampling PCT    percent of new traces sampled, 0-100 (default 1); a caller's sampled flag always wins
   --trace-collector URL   export spans in batches to URL (e.g. http://zipkin:9411/api/v2/spans)
@@ -44,6 +45,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       'max-header-bytes': { type: 'string' },
       'log-level': { type: 'string' },
       tracing: { type: 'string' },
+      metrics: { type: 'string' },
       'trace-sampling': { type: 'string' },
       'trace-collector': { type: 'string' },
       'trace-format': { type: 'string' },
@@ -71,6 +73,8 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
     };
     const tracing = values.tracing;
     if (tracing !== undefined && tracing !== 'on' && tracing !== 'off') throw new UsageError(`--tracing must be on or off, got ${JSON.stringify(tracing)}`);
+    const metrics = values.metrics;
+    if (metrics !== undefined && metrics !== 'on' && metrics !== 'off') throw new UsageError(`--metrics must be on or off, got ${JSON.stringify(metrics)}`);
     const traceFormat = values['trace-format'] ?? 'zipkin';
     if (traceFormat !== 'zipkin' && traceFormat !== 'otlp') throw new UsageError(`--trace-format must be zipkin or otlp, got ${JSON.stringify(traceFormat)}`);
     const collector = values['trace-collector'];
@@ -84,6 +88,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) throw new UsageError(`--trace-collector: expected an http(s) URL, got ${JSON.stringify(collector)}`);
     }
     const observability = {
+      metrics: metrics === undefined ? undefined : metrics === 'on',
       tracing: tracing === undefined ? undefined : tracing === 'on',
       samplingPercent: fraction(values['trace-sampling'], '--trace-sampling', 100),
       collector: collector ? { url: collector, format: traceFormat as 'zipkin' | 'otlp' } : undefined,

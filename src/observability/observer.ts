@@ -13,6 +13,8 @@ import type { SpanExporter } from './tracing';
 
 export interface ObserverOptions {
   metrics: MeshMetrics;
+  /** Record request metrics (default true; off only to measure what they cost). */
+  recordMetrics?: boolean;
   /** Trace-header propagation and spans (default on). */
   tracing?: boolean;
   /** Percent of new traces sampled (0..100, default 1); a caller's decision always wins. */
@@ -37,6 +39,7 @@ type Get = (name: string) => string | undefined;
 
 export class Observer {
   readonly metrics: MeshMetrics;
+  readonly recordMetrics: boolean;
   tracing: boolean;
   samplingPercent: number;
   exporter?: SpanExporter;
@@ -45,6 +48,7 @@ export class Observer {
 
   constructor(opts: ObserverOptions) {
     this.metrics = opts.metrics;
+    this.recordMetrics = opts.recordMetrics ?? true;
     this.tracing = opts.tracing ?? true;
     this.samplingPercent = opts.samplingPercent ?? 1;
     if (!(this.samplingPercent >= 0 && this.samplingPercent <= 100)) throw new Error(`trace sampling must be a percentage 0..100, got ${opts.samplingPercent}`);
@@ -93,14 +97,16 @@ export class ObservedRequest {
     readonly info: RequestInfo,
     private handle: RouteHandle,
   ) {
-    handle.active.value++;
+    if (o.recordMetrics) handle.active.value++;
   }
 
   /** Moves the request to its route's handle once routed. */
   setRoute(h: RouteHandle): void {
     if (h === this.handle) return;
-    this.handle.active.value--;
-    h.active.value++;
+    if (this.o.recordMetrics) {
+      this.handle.active.value--;
+      h.active.value++;
+    }
     this.handle = h;
   }
 
@@ -133,8 +139,10 @@ export class ObservedRequest {
     this.ended = true;
     const seconds = (performance.now() - this.t0) / 1000;
     const h = this.handle;
-    h.active.value--;
-    h.complete(status, flag, seconds, this.requestBytes, this.responseBytes);
+    if (this.o.recordMetrics) {
+      h.active.value--;
+      h.complete(status, flag, seconds, this.requestBytes, this.responseBytes);
+    }
     if (this.sampled && this.o.exporter) {
       const tags: Record<string, string> = {
         'http.method': this.info.method,
