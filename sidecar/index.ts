@@ -56,7 +56,7 @@ export interface ObservabilityOptions {
   samplingPercent?: number;
   /** Where spans go; without it sampled spans are not exported. */
   collector?: { url: string; format: TraceFormat };
-  /** Fraction of requests written to the access log, 0..1 (0 = off; default 1). */
+  /** Fraction of requests written to the access log, 0..1 (0 = off, the default: like Istio and Linkerd, access logs are opt-in). */
   accessLogSample?: number;
   /** The access log's own pino logger (default: JSON lines on stdout, written asynchronously). */
   accessLogger?: Logger;
@@ -95,7 +95,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const id = opts.id ?? `${opts.service}-${os.hostname()}-${process.pid}`;
   const log = logger.child({ sidecar: id, service: opts.service });
   const obs = opts.observability ?? {};
-  const accessLogSample = obs.accessLogSample ?? 1;
+  const accessLogSample = obs.accessLogSample ?? 0;
   if (!(accessLogSample >= 0 && accessLogSample <= 1)) throw new Error(`access-log sampling must be within 0..1, got ${accessLogSample}`);
   const accessLogger =
     accessLogSample > 0
@@ -108,6 +108,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const stats = new ProxyStats({
     service: opts.service,
     recordMetrics: obs.metrics,
+    knownService: (name) => current?.services.has(name) === true,
     tracing: obs.tracing,
     samplingPercent: obs.samplingPercent,
     accessLog: accessLogger ? { logger: accessLogger, sample: accessLogSample } : undefined,

@@ -221,7 +221,7 @@ function meshletPolicies(variant, upstreamPorts) {
  *                   dropped and counted: the worst case for the proxy).
  *  - obs-accesslog: one JSON access-log line per request (to the run's log file).
  *  - obs-all:       all three.
- * The other contenders run with the defaults users get (metrics on, tracing on at 1%, access log on).
+ * The other contenders run with the defaults users get (metrics on, tracing on at 1% with no collector, access log off).
  */
 function meshletArgs(variant, deadCollectorPort) {
   const collector = ['--trace-sampling', '100', '--trace-collector', `http://127.0.0.1:${deadCollectorPort}/api/v2/spans`];

@@ -25,7 +25,7 @@ export const sidecar: Command = {
   --trace-sampling PCT    percent of new traces sampled, 0-100 (default 1); a caller's sampled flag always wins
   --trace-collector URL   export spans in batches to URL (e.g. http://zipkin:9411/api/v2/spans)
   --trace-format F        zipkin (v2 JSON) or otlp (OTLP/HTTP JSON, URL .../v1/traces); default zipkin
-  --access-log RATE       fraction of requests written as JSON access-log lines on stdout, 0-1 (0 = off; default 1)
+  --access-log RATE       fraction of requests written as JSON access-log lines on stdout, 0-1 (default 0: off; 1: every request)
 
 Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then exits.`,
   async run(argv) {

@@ -171,6 +171,9 @@ async function startInstance(inst: Instance, mainJs: string, pushPort: number, l
     '127.0.0.1',
     '--log-level',
     'info',
+    // Access logs on in the local mesh: `meshlet logs SERVICE` shows them.
+    '--access-log',
+    '1',
   ];
   if (inst.version) args.push('--labels', `version=${inst.version}`);
   // Own process group: Ctrl-C reaches `up`, which stops the sidecars in order; stdin closes

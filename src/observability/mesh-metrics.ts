@@ -181,7 +181,7 @@ export class MeshMetrics {
 
   /** Default handles for requests that never matched a route. */
   unrouted(direction: Direction): RouteHandle {
-    return direction === 'outbound' ? this.handle('outbound', UNKNOWN, UNKNOWN) : this.handle('inbound', this.service, 'inbound');
+    return direction === 'outbound' ? this.handle('outbound', UNKNOWN, UNKNOWN) : this.handle('inbound', this.service, UNKNOWN);
   }
 
   allHandles(): RouteHandle[] {

@@ -23,7 +23,15 @@ export interface ObserverOptions {
   /** Access log: a pino logger (lines at info) and the fraction of requests logged (0..1). */
   accessLog?: { logger: Logger; sample: number };
   random?: () => number;
+  /**
+   * Whether a name is a service of the snapshot in force: the caller's `x-meshlet-source` is a
+   * metric label only then (bounded), else `unknown`.
+   */
+  knownService?: (name: string) => boolean;
 }
+
+/** Set by the calling sidecar to its service; read (and removed) by the receiving one. */
+export const SOURCE_HEADER = 'x-meshlet-source';
 
 export interface RequestInfo {
   method: string;
@@ -45,6 +53,8 @@ export class Observer {
   exporter?: SpanExporter;
   accessLog?: { logger: Logger; sample: number };
   private readonly random: () => number;
+  private readonly knownService: (name: string) => boolean;
+  private readonly inboundBySource = new Map<string, RouteHandle>();
 
   constructor(opts: ObserverOptions) {
     this.metrics = opts.metrics;
@@ -55,10 +65,19 @@ export class Observer {
     this.exporter = opts.exporter;
     this.accessLog = opts.accessLog;
     this.random = opts.random ?? Math.random;
+    this.knownService = opts.knownService ?? (() => false);
+  }
+
+  private inboundHandle(source: string | undefined): RouteHandle {
+    if (!source || !this.knownService(source)) return this.metrics.unrouted('inbound');
+    let h = this.inboundBySource.get(source);
+    if (!h) this.inboundBySource.set(source, (h = this.metrics.handle('inbound', this.metrics.service, 'unknown', source)));
+    return h;
   }
 
   begin(direction: Direction, get: Get, info: RequestInfo, route?: RouteHandle): ObservedRequest {
-    const r = new ObservedRequest(this, direction, info, route ?? this.metrics.unrouted(direction));
+    const handle = route ?? (direction === 'inbound' ? this.inboundHandle(get(SOURCE_HEADER)) : this.metrics.unrouted(direction));
+    const r = new ObservedRequest(this, direction, info, handle);
     r.requestId = get('x-request-id') || newRequestId();
     if (this.tracing) {
       const incoming = extract(get);
@@ -118,10 +137,11 @@ export class ObservedRequest {
     const out: string[] = [];
     for (let i = 0; i < flat.length; i += 2) {
       const n = (flat[i] as string).toLowerCase();
-      if (n === 'x-request-id' || (this.o.tracing && TRACE_HEADERS.has(n))) continue;
+      if (n === 'x-request-id' || n === SOURCE_HEADER || (this.o.tracing && TRACE_HEADERS.has(n))) continue;
       out.push(flat[i] as string, flat[i + 1] as string);
     }
     out.push('x-request-id', this.requestId);
+    if (this.direction === 'outbound') out.push(SOURCE_HEADER, this.o.metrics.service);
     if (this.o.tracing)
       injectHeaders(out, {
         traceId: this.traceId,

@@ -59,6 +59,11 @@ t.test('meshlet stat/top, control-plane metrics, Prometheus through HTTP SD', as
   t.equal(ok, 9, 'nine answered');
   t.equal(await call('/fail'), 500, 'and one failure');
 
+  // The web sidecar knows its caller: the frontend sidecar says who it is (x-meshlet-source), and
+  // `frontend` is a service of the snapshot, so it is a bounded label value.
+  const wm = await fetch(`http://127.0.0.1:${web.admin}/metrics`).then((r) => r.text());
+  t.match(wm, /^meshlet_requests_total\{direction="inbound",source="frontend",destination="web",route="unknown",response_code_class="2xx",response_code="200",response_flags="-"\} 9$/m, 'inbound requests labelled with the calling service');
+
   // meshlet stat -o json: merged by the control plane from both sidecars.
   const stat = cli(['stat', '-o', 'json'], { server: cp.api });
   t.equal(stat.code, 0, stat.stderr);

@@ -57,7 +57,7 @@ t.test('live /metrics: promtool, OpenMetrics, golden metrics per route', async (
 
 t.test('the log level changes at runtime through the admin port', async (t) => {
   const up = await h1Upstream(t, echo('web'));
-  const sc = await startSidecar(t, [service('web', [{ port: up.port }])], { service: 'frontend' });
+  const sc = await startSidecar(t, [service('web', [{ port: up.port }])], { service: 'frontend', args: ['--access-log', '1'] });
   const get = await request({ port: sc.admin, path: '/logging' });
   t.same(get.json(), { level: 'info' });
   const call = (id: string) => request({ port: sc.outbound, path: '/', headers: { host: 'web', 'x-request-id': id } });

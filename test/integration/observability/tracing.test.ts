@@ -61,7 +61,7 @@ async function until<T>(what: string, f: () => T | undefined, ms = 15_000): Prom
 
 t.test('frontend -> catalog -> pricing: one trace, the right parent chain, exported to the collector', async (t) => {
   const collector = await zipkin(t);
-  const trace = ['--trace-collector', collector.url, '--trace-sampling', '0'];
+  const trace = ['--trace-collector', collector.url, '--trace-sampling', '0', '--access-log', '1'];
   const proxies: Record<string, SidecarProc | undefined> = {};
   const app = async (role: 'frontend' | 'catalog' | 'pricing') => {
     const a = await startDemoApp(role, { proxy: () => ({ host: '127.0.0.1', port: proxies[role]!.outbound }) });

@@ -75,6 +75,7 @@ t.test('the observer rewrites trace headers for the next hop', async (t) => {
   t.equal(out['x-request-id'], 'req-1', 'x-request-id kept');
   t.equal(out.accept, '*/*');
   t.notOk('Traceparent' in out, 'the incoming trace header is replaced');
+  t.equal(out['x-meshlet-source'], 'web', 'outbound: the calling service is named for the next sidecar');
 
   const fresh = o.begin('outbound', hdrs({}), info);
   const f = asObj(fresh.rewriteHeaders([]));
