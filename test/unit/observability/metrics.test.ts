@@ -87,7 +87,7 @@ t.test('request counters: code class, code and flag; unknown codes and flags sta
   t.match(text, /response_code_class="unknown",response_code="0",response_flags="other"\} 1$/m, 'out-of-range code and unknown flag fold into bounded values');
 });
 
-t.test('the sidecar metric set passes promtool in both formats', async (t) => {
+t.test('the sidecar metric set passes promtool (text 0.0.4); the OpenMetrics rendering has its shape', async (t) => {
   const clock = new FakeClock();
   const m = new MeshMetrics({ service: 'web', clock });
   const h = m.handle('outbound', 'catalog', 'catalog/0');
