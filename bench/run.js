@@ -25,7 +25,7 @@ const LOAD_CPU = 0;
 const HOST = 'upstream';
 
 const PROFILES = {
-  default: { warmSeconds: 2, wrkSeconds: 8, variantWarmSeconds: 1, variantWrkSeconds: 3, rateSeconds: 8, rateWarmSeconds: 1, h2WarmSeconds: 1, h2Seconds: 5, variants: true },
+  default: { warmSeconds: 2, wrkSeconds: 8, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 8, rateWarmSeconds: 1, h2WarmSeconds: 1, h2Seconds: 5, variants: true },
   quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.25, h2Seconds: 1, variants: false },
 };
 const RATES = [1000, 5000];
@@ -37,7 +37,8 @@ const H2_STREAMS = 16;
 
 const CONTENDERS = ['direct', 'nginx', 'haproxy', 'http-proxy', 'undici-proxy', 'meshlet-off', 'meshlet-full'];
 const FEATURE_VARIANTS = ['meshlet-timeout', 'meshlet-retries', 'meshlet-breaker', 'meshlet-limits', 'meshlet-outlier', 'meshlet-fault', 'meshlet-mirror'];
-const VARIANTS = ['meshlet-routes', 'meshlet-split', ...FEATURE_VARIANTS, 'meshlet-inbound', 'meshlet-ratelimit'];
+const OBS_VARIANTS = ['meshlet-obs-none', 'meshlet-obs-metrics', 'meshlet-obs-tracing', 'meshlet-obs-accesslog', 'meshlet-obs-all'];
+const VARIANTS = ['meshlet-routes', 'meshlet-split', ...FEATURE_VARIANTS, 'meshlet-inbound', 'meshlet-ratelimit', ...OBS_VARIANTS];
 /** Variants measured on the sidecar's inbound listener (mesh -> app) instead of its outbound one. */
 const INBOUND_VARIANTS = new Set(['meshlet-inbound', 'meshlet-ratelimit']);
 /** The contenders that serve h2c (prior knowledge) downstream; the others show n/a in the h2 column. */
@@ -166,7 +167,7 @@ async function startContender(name, ctx) {
         name,
         // As users run it: the CLI as a program, so its shebang's Node flags apply.
         path.join(ROOT, 'dist/src/cli/main.js'),
-        ['sidecar', '--config', file, ...listeners, '--admin', `127.0.0.1:${admin}`],
+        ['sidecar', '--config', file, ...listeners, '--admin', `127.0.0.1:${admin}`, ...configs.meshletArgs(variant, await procs.freePort())],
         { cpu: PROXY_CPU, logFile },
       );
       readyUrl = `http://127.0.0.1:${admin}/ready`;

@@ -9,6 +9,8 @@
  *   POST   /v1/apply                  `{ items: [...] }`: create-or-update all, in one commit
  *   GET    /v1/status                 snapshot version, store revision, convergence, sidecars
  *   GET    /v1/snapshot               the snapshot sidecars are being pushed
+ *   GET    /v1/stats                  per service and route: success rate, req/s, p50/p99 (from sidecars)
+ *   GET    /v1/sd/prometheus          Prometheus HTTP SD targets: this control plane and every sidecar
  *   GET    /metrics  GET /healthz
  *
  * A write is checked in two steps: the resource on its own (`parseResource`, field-path errors),
@@ -22,6 +24,8 @@ import pino, { type Logger } from 'pino';
 import type { FieldError } from '../src/core/result';
 import { describeRaw, kindFromName, parseEach, parseResource, resourceKey, toWire, validateReferences } from '../src/policy/parse';
 import { API_VERSION, type Kind, type Resource } from '../src/policy/types';
+import { collectMeshStats } from '../src/observability/mesh-stats';
+import { CONTENT_TYPES, negotiate } from '../src/observability/metrics';
 import type { ControlPlaneMetrics } from './metrics';
 import type { PushServer } from './push-server';
 import type { EndpointRegistry } from './registry';
@@ -134,9 +138,11 @@ class Api {
     const [top, a, b, ...rest] = segments;
     let routes: Routes | undefined;
     if (top === 'healthz' && a === undefined) routes = { GET: () => ({ status: 200, text: 'ok\n', contentType: 'text/plain' }) };
-    else if (top === 'metrics' && a === undefined) routes = { GET: () => this.metrics() };
+    else if (top === 'metrics' && a === undefined) routes = { GET: (r) => this.metrics(r) };
     else if (top === 'v1' && a !== undefined && a !== '' && rest.length === 0) {
       if (a === 'status' && b === undefined) routes = { GET: () => this.status() };
+      else if (a === 'stats' && b === undefined) routes = { GET: () => this.meshStats() };
+      else if (a === 'sd' && b === 'prometheus') routes = { GET: (r) => this.prometheusTargets(r) };
       else if (a === 'snapshot' && b === undefined) routes = { GET: () => this.snapshot() };
       else if (a === 'apply' && b === undefined) routes = { POST: (r) => this.apply(r) };
       else {
@@ -165,8 +171,28 @@ class Api {
 
   // ------------------------------------------------------------------------------- read side
 
-  private metrics(): Reply {
-    return { status: 200, text: this.deps.metrics.render(), contentType: 'text/plain; version=0.0.4; charset=utf-8' };
+  private metrics(req: IncomingMessage): Reply {
+    const format = negotiate(req.headers.accept);
+    return { status: 200, text: this.deps.metrics.render(format), contentType: CONTENT_TYPES[format] };
+  }
+
+  /** `meshlet stat` / `top`: every connected sidecar's sliding windows, merged. */
+  private async meshStats(): Promise<Reply> {
+    const sidecars = this.deps.registry.sidecars().filter((s) => s.connected);
+    return { status: 200, body: await collectMeshStats(sidecars) };
+  }
+
+  /**
+   * Prometheus HTTP service discovery (`http_sd_configs`): the control plane itself, then every
+   * connected sidecar's admin port, labelled with its service and id.
+   */
+  private prometheusTargets(req: IncomingMessage): Reply {
+    const self = req.socket.localAddress && req.socket.localPort ? `${hostForUrl(req.socket.localAddress)}:${req.socket.localPort}` : undefined;
+    const groups: { targets: string[]; labels: Record<string, string> }[] = [];
+    if (self) groups.push({ targets: [self], labels: { job_role: 'control-plane', service: 'meshlet-control-plane' } });
+    for (const s of this.deps.registry.sidecars())
+      if (s.connected && s.adminPort) groups.push({ targets: [`${hostForUrl(s.address)}:${s.adminPort}`], labels: { job_role: 'sidecar', service: s.service, sidecar: s.id } });
+    return { status: 200, body: groups };
   }
 
   private status(): Reply {
@@ -353,4 +379,9 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
 
 function tooLarge(): ApiError {
   return new ApiError('too_large', `the request body is larger than ${MAX_BODY_BYTES} bytes`);
+}
+
+function hostForUrl(h: string): string {
+  const v = h.replace(/^::ffff:/, '');
+  return v.includes(':') ? `[${v}]` : v;
 }

@@ -1,12 +1,28 @@
 /**
- * The control plane's own Prometheus metrics (text exposition format 0.0.4). A handful of
- * counters and gauges, so plain fields rather than a registry.
+ * The control plane's own metrics, on the pre-bound registry of `src/observability`: pushes,
+ * ACK/NACK, a convergence-time histogram (from a change to the last connected sidecar answering),
+ * connected sidecars, store revision, API requests by code. The field names (`pushes`, `acks`,
+ * `nacks`, `apiRequest`, `gauges`) are the ones the push server and API call.
  */
+import { Registry, type Format } from '../src/observability/metrics';
+import { registerProcessMetrics } from '../src/observability/process';
+
+/** Convergence buckets, seconds: 1 ms .. 30 s. */
+const CONVERGENCE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
 export class ControlPlaneMetrics {
-  private readonly apiRequests = new Map<string, number>();
-  pushes = 0;
-  acks = 0;
-  nacks = 0;
+  readonly registry = new Registry();
+  private readonly apiRequests = this.registry.counter('meshlet_api_requests_total', 'REST API requests answered, by status code.', ['code']);
+  private readonly pushCounter = this.registry.counter('meshlet_push_snapshots_total', 'Snapshots sent to sidecars.');
+  private readonly ackCounter = this.registry.counter('meshlet_push_acks_total', 'Snapshots sidecars accepted (ACK).');
+  private readonly nackCounter = this.registry.counter('meshlet_push_nacks_total', 'Snapshots sidecars rejected (NACK).');
+  private readonly convergence = this.registry.histogram(
+    'meshlet_push_convergence_duration_seconds',
+    'Seconds from a change to the last connected sidecar answering the snapshot that carries it.',
+    [],
+    CONVERGENCE_BUCKETS,
+  );
+  private readonly apiCodes = new Map<number, { inc(): void }>();
   /** Live values read at scrape time. */
   gauges: {
     connectedSidecars: () => number;
@@ -20,34 +36,53 @@ export class ControlPlaneMetrics {
     lastConvergenceMs: () => undefined,
   };
 
-  apiRequest(code: number): void {
-    const k = String(code);
-    this.apiRequests.set(k, (this.apiRequests.get(k) ?? 0) + 1);
+  constructor(opts: { processMetrics?: boolean } = {}) {
+    const r = this.registry;
+    for (const c of [this.pushCounter, this.ackCounter, this.nackCounter]) c.labels();
+    r.gauge('meshlet_connected_sidecars', 'Sidecars with an open push stream.').onCollect((g) => g.set(this.gauges.connectedSidecars()));
+    r.gauge('meshlet_known_sidecars', 'Sidecars whose endpoint is in the mesh (connected or in their grace period).').onCollect((g) =>
+      g.set(this.gauges.knownSidecars()),
+    );
+    r.gauge('meshlet_store_revision', 'The store revision.').onCollect((g) => g.set(this.gauges.storeRevision()));
+    r.gauge('meshlet_push_convergence_seconds', 'For the last change: seconds from the change to the last connected sidecar answering its snapshot.').onCollect((g) => {
+      const ms = this.gauges.lastConvergenceMs();
+      g.clear();
+      if (ms !== undefined) g.set(ms / 1000);
+    });
+    if (opts.processMetrics !== false) registerProcessMetrics(r);
   }
 
-  render(): string {
-    const out: string[] = [];
-    out.push('# HELP meshlet_api_requests_total REST API requests answered, by status code.');
-    out.push('# TYPE meshlet_api_requests_total counter');
-    for (const code of [...this.apiRequests.keys()].sort())
-      out.push(`meshlet_api_requests_total{code="${code}"} ${this.apiRequests.get(code)}`);
-    const simple = (name: string, type: 'counter' | 'gauge', help: string, v: number | undefined): void => {
-      if (v === undefined) return;
-      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${v}`);
-    };
-    simple('meshlet_push_snapshots_total', 'counter', 'Snapshots sent to sidecars.', this.pushes);
-    simple('meshlet_push_acks_total', 'counter', 'Snapshots sidecars accepted (ACK).', this.acks);
-    simple('meshlet_push_nacks_total', 'counter', 'Snapshots sidecars rejected (NACK).', this.nacks);
-    simple('meshlet_connected_sidecars', 'gauge', 'Sidecars with an open push stream.', this.gauges.connectedSidecars());
-    simple('meshlet_known_sidecars', 'gauge', 'Sidecars whose endpoint is in the mesh (connected or in their grace period).', this.gauges.knownSidecars());
-    simple('meshlet_store_revision', 'gauge', 'The store revision.', this.gauges.storeRevision());
-    const c = this.gauges.lastConvergenceMs();
-    simple(
-      'meshlet_push_convergence_seconds',
-      'gauge',
-      'For the last change: seconds from the change to the last connected sidecar answering its snapshot.',
-      c === undefined ? undefined : c / 1000,
-    );
-    return out.join('\n') + '\n';
+  get pushes(): number {
+    return this.pushCounter.labels().value;
+  }
+  set pushes(v: number) {
+    this.pushCounter.labels().value = v;
+  }
+  get acks(): number {
+    return this.ackCounter.labels().value;
+  }
+  set acks(v: number) {
+    this.ackCounter.labels().value = v;
+  }
+  get nacks(): number {
+    return this.nackCounter.labels().value;
+  }
+  set nacks(v: number) {
+    this.nackCounter.labels().value = v;
+  }
+
+  apiRequest(code: number): void {
+    let c = this.apiCodes.get(code);
+    if (!c) this.apiCodes.set(code, (c = this.apiRequests.labels(String(code))));
+    c.inc();
+  }
+
+  /** One convergence, in milliseconds (the push server calls it when the last sidecar answered). */
+  converged(ms: number): void {
+    this.convergence.observe(ms / 1000);
+  }
+
+  render(format: Format = 'prometheus'): string {
+    return this.registry.render(format);
   }
 }

@@ -226,6 +226,7 @@ export class PushServer {
         port: n.inboundPort,
         labels: n.labels,
         buildVersion: n.buildVersion,
+        adminPort: n.adminPort,
       });
       // The registry change (if any) invalidated the snapshot: this sidecar gets one with itself in it.
       this.send(s, this.builder.current());
@@ -309,6 +310,7 @@ export class PushServer {
     this.tracking = undefined;
     const ms = Math.round((performance.now() - t.since) * 1000) / 1000;
     this.last = { version: t.version, ms, sidecars: t.total, nacked: t.nacked, at: new Date().toISOString() };
+    this.metrics?.converged(ms);
     this.logger.info(
       { version: t.version, convergenceMs: ms, sidecars: t.total, nacked: t.nacked },
       t.nacked > 0 ? 'snapshot pushed; some sidecars rejected it' : 'snapshot converged',

@@ -28,6 +28,8 @@ export interface SidecarIdentity {
   port: number;
   labels: Readonly<Record<string, string>>;
   buildVersion: string;
+  /** The sidecar's admin port on `address` (metrics, stats); 0 or absent: unknown. */
+  adminPort?: number;
 }
 
 /** A sidecar as `meshlet status` shows it. Times are ISO 8601. */
@@ -302,7 +304,7 @@ export class EndpointRegistry {
 }
 
 function copyIdentity(s: SidecarIdentity): SidecarIdentity {
-  return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion };
+  return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion, ...(s.adminPort ? { adminPort: s.adminPort } : {}) };
 }
 
 function sameEndpoint(a: SidecarIdentity, b: SidecarIdentity): boolean {

@@ -1,15 +1,25 @@
 /**
  * The admin port: `/ready` (200 once the first snapshot is applied), `/live`, `/config_dump`
- * (the version in force and the compiled config) and `/metrics` (Prometheus text format).
+ * (the version in force and the compiled config), `/metrics` (Prometheus text, or OpenMetrics
+ * when the scraper's Accept asks for it) and `/logging` (GET the level; POST `?level=` to change
+ * it at runtime).
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import { CONTENT_TYPES, negotiate, type Format } from '../src/observability/metrics';
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 export interface AdminSource {
   ready(): boolean;
   configDump(): unknown;
-  metrics(): string;
+  metrics(format: Format): string;
+  /** Sliding-window request stats per route, for the control plane's `meshlet stat`. */
+  stats?(): unknown;
+  /** The log level in force, and a way to change it at runtime (`POST /logging?level=debug`). */
+  logLevel?(): string;
+  setLogLevel?(level: string): void;
 }
 
 export interface AdminServer {
@@ -19,7 +29,22 @@ export interface AdminServer {
 
 export function startAdmin(host: string, port: number, src: AdminSource, logger: Logger): Promise<AdminServer> {
   const server = http.createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const [path, query] = (req.url ?? '/').split('?') as [string, string | undefined];
+    if (path === '/logging' && src.setLogLevel && src.logLevel) {
+      if (req.method === 'POST' || req.method === 'PUT') {
+        const level = new URLSearchParams(query ?? '').get('level');
+        if (!level || !LOG_LEVELS.includes(level)) {
+          res.writeHead(400, { 'content-type': 'text/plain' }).end(`level must be one of ${LOG_LEVELS.join(', ')}: POST /logging?level=debug\n`);
+          return;
+        }
+        src.setLogLevel(level);
+        logger.info({ level }, 'log level changed');
+      }
+      if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'POST' || req.method === 'PUT') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ level: src.logLevel() }) + '\n');
+        return;
+      }
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
       return;
@@ -36,11 +61,16 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
       case '/config_dump':
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(src.configDump(), null, 2) + '\n');
         return;
-      case '/metrics':
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(src.metrics());
+      case '/stats':
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(src.stats ? src.stats() : { routes: [] }) + '\n');
         return;
+      case '/metrics': {
+        const format = negotiate(req.headers.accept);
+        res.writeHead(200, { 'content-type': CONTENT_TYPES[format] }).end(src.metrics(format));
+        return;
+      }
       default:
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics\n');
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /stats /logging\n');
     }
   });
   return new Promise((resolve, reject) => {

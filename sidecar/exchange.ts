@@ -19,6 +19,7 @@ import type { H1Request } from '../src/http/h1-server';
 import type { DownstreamRequest, DownstreamResponse } from '../src/http/listener';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamTarget } from '../src/http/upstream';
 import { endpointKey } from '../src/lb';
+import type { ObservedRequest } from '../src/observability/observer';
 import type { CompiledRule, HeaderEditor, RequestView } from '../src/policy';
 import type { CircuitBreaker } from '../src/resilience/breaker';
 import { stampIdentity } from '../src/resilience/rate-limit';
@@ -117,6 +118,9 @@ export class Exchange {
   private lastKey = '';
   private readonly version: '1.1' | '2';
   private grpcTimeoutAt = -1;
+  /** Metrics, the span and the access-log line of this request. */
+  private readonly obs: ObservedRequest;
+  private destination = '';
 
   constructor(
     readonly ctx: ProxyContext,
@@ -135,7 +139,14 @@ export class Exchange {
     });
     if (plan.requestEdits) headers = editFlat(headers, plan.requestEdits);
     if (plan.identity) headers = stampIdentity(headers, plan.identity.source, plan.identity.route);
-    this.headers = headers;
+    const q = plan.path.indexOf('?');
+    this.obs = ctx.stats.observer.begin(plan.direction, (n) => headerOf(req, n), {
+      method: req.method ?? 'GET',
+      authority: plan.authority,
+      path: q < 0 ? plan.path : plan.path.slice(0, q),
+      protocol: plan.protocol,
+    });
+    this.headers = this.obs.rewriteHeaders(headers);
     this.body = bodyOf(req, plan.protocol);
   }
 
@@ -201,9 +212,14 @@ export class Exchange {
       if (!ep) return this.fail(new MeshError('MESH_NO_HEALTHY_UPSTREAM', backend.service));
       const key = endpointKey(ep);
       target = { key, address: ep.address, port: ep.port, protocol: cs.protocol === 'auto' ? plan.protocol : cs.protocol, limits: svc.limits, idleMs: svc.idleMs };
-      if (this.tries === 1) svc.budget.request();
+      if (this.tries === 1) {
+        svc.budget.request();
+        this.destination = svc.name;
+        this.obs.setRoute(ctx.stats.route('outbound', svc.name, rule.statName));
+      }
     }
     this.lastKey = target.key;
+    this.obs.upstream = target.key;
     let body: Readable | null = null;
     if (this.body) body = this.replay ? (this.replay.cursor() ?? null) : this.body;
     let headers = this.headers;
@@ -261,6 +277,7 @@ export class Exchange {
   onData(chunk: Buffer): boolean {
     const res = this.plan.res;
     if (res.destroyed) return true;
+    this.obs.responseBytes += chunk.length;
     return (res as { write(c: Buffer): boolean }).write(chunk);
   }
 
@@ -333,6 +350,7 @@ export class Exchange {
 
   private scheduleRetry(retryAfter: number | undefined): void {
     this.attempt = undefined;
+    this.ctx.stats.metrics.retry(this.destination || 'app');
     const p = this.plan.rule?.retries;
     const delay = p ? backoffMs(this.tries, p, this.ctx.random, retryAfter) : 0;
     this.backoffTimer = this.ctx.clock.setTimeout(() => {
@@ -354,6 +372,7 @@ export class Exchange {
   }
 
   private fail(e: MeshError): void {
+    if (e.code === 'MESH_UPSTREAM_TIMEOUT') this.ctx.stats.metrics.timeout(this.destination || 'app');
     const flags = this.flags ? `${e.flag},${this.flags}` : e.flag;
     this.finish(e.status, flags);
     sendLocalRaw(this.plan.res, e.status, flags, e.message);
@@ -375,9 +394,14 @@ export class Exchange {
     this.deadlineTimer?.cancel();
     this.backoffTimer?.cancel();
     this.attempt?.close();
-    this.ctx.stats.record(this.plan.direction, status, flag);
+    this.obs.end(status, flag);
     this.plan.breaker?.record(status < 500, this.ctx.clock.monotonic() - this.startedAt);
   }
+}
+
+function headerOf(req: DownstreamRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  return typeof v === 'string' ? v : undefined;
 }
 
 function bodyOf(req: DownstreamRequest, protocol: 'http1' | 'http2'): Readable | null {

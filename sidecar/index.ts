@@ -20,6 +20,7 @@ import { startAdmin, type AdminServer } from './admin';
 import { systemClock } from '../src/core/clock';
 import { ResilienceState } from '../src/resilience/state';
 import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
+import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
 import { ProxyStats } from './stats';
 import type { Subscriber } from './subscriber';
 
@@ -46,6 +47,22 @@ export interface SidecarOptions {
   logger?: Logger;
   maxHeaderBytes?: number;
   headersTimeoutMs?: number;
+  observability?: ObservabilityOptions;
+}
+
+export interface ObservabilityOptions {
+  /** Request metrics (default true; off only to measure their cost). */
+  metrics?: boolean;
+  /** Trace-context propagation and spans (default true). */
+  tracing?: boolean;
+  /** Percent of new traces sampled, 0..100 (default 1); a caller's sampled flag always wins. */
+  samplingPercent?: number;
+  /** Where spans go; without it sampled spans are not exported. */
+  collector?: { url: string; format: TraceFormat };
+  /** Fraction of requests written to the access log, 0..1 (0 = off, the default: like Istio and Linkerd, access logs are opt-in). */
+  accessLogSample?: number;
+  /** The access log's own pino logger (default: JSON lines on stdout, written asynchronously). */
+  accessLogger?: Logger;
 }
 
 export interface Sidecar {
@@ -80,13 +97,44 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const logger = opts.logger ?? pino({ level: 'info' });
   const id = opts.id ?? `${opts.service}-${os.hostname()}-${process.pid}`;
   const log = logger.child({ sidecar: id, service: opts.service });
-  const stats = new ProxyStats();
+  const obs = opts.observability ?? {};
+  const accessLogSample = obs.accessLogSample ?? 0;
+  if (!(accessLogSample >= 0 && accessLogSample <= 1)) throw new Error(`access-log sampling must be within 0..1, got ${accessLogSample}`);
+  const accessLogger =
+    accessLogSample > 0
+      ? (obs.accessLogger ?? pino({ level: logger.level, base: undefined, timestamp: false }, pino.destination({ dest: 1, sync: false }))).child({
+          log: 'access',
+          service: opts.service,
+        })
+      : undefined;
+  let exporter: SpanExporter | undefined;
+  const stats = new ProxyStats({
+    service: opts.service,
+    recordMetrics: obs.metrics,
+    knownService: (name) => current?.services.has(name) === true,
+    tracing: obs.tracing,
+    samplingPercent: obs.samplingPercent,
+    accessLog: accessLogger ? { logger: accessLogger, sample: accessLogSample } : undefined,
+  });
+  if (obs.collector) {
+    const m = stats.metrics.registry;
+    exporter = new SpanExporter({
+      url: obs.collector.url,
+      format: obs.collector.format,
+      service: opts.service,
+      counters: {
+        exported: m.counter('meshlet_trace_spans_exported_total', 'Spans the collector accepted.'),
+        dropped: m.counter('meshlet_trace_spans_dropped_total', 'Spans dropped: queue full or export failed.', ['reason']),
+      },
+    });
+    stats.observer.exporter = exporter;
+  }
   const active = new ActiveRequests();
   const pools = new UpstreamPools();
   const resilience = new ResilienceState(systemClock, active, Math.random, {
     breaker: (route, from, to) => log.info({ route, from, to }, 'circuit breaker state changed'),
     ejected: (service, endpoint, reason) => {
-      stats.ejections++;
+      stats.metrics.ejection(service);
       log.info({ service, endpoint, reason }, 'endpoint ejected');
     },
   });
@@ -171,9 +219,18 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       {
         ready: () => current !== undefined,
         configDump: () => configDump(id, opts.service, source, current, subscriber),
-        metrics: () => {
+        metrics: (format) => {
           const c = pools.counts();
-          return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions, breakers: resilience.breakerStates() }) + rateLimit.render();
+          return (
+            stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions, breakers: resilience.breakerStates() }, format) +
+            (format === 'prometheus' ? rateLimit.render() : '')
+          );
+        },
+        stats: () => ({ id, ...stats.metrics.stats() }),
+        logLevel: () => log.level,
+        setLogLevel: (level) => {
+          log.level = level;
+          if (accessLogger) accessLogger.level = level;
         },
       },
       log,
@@ -199,6 +256,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         inboundPort: inL.address().port,
         labels: opts.labels ?? {},
         buildVersion: process.env.npm_package_version ?? '',
+        adminPort: admin.address().port,
       },
       apply,
       logger: log,
@@ -221,6 +279,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         resilience.close();
         await pools.close();
         await rateLimit.close();
+        await exporter?.close();
+        stats.close();
+        accessLogger?.flush();
       })();
       return closing;
     },

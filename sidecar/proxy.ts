@@ -241,7 +241,7 @@ function mirror(
     limits: svc.limits,
     idleMs: svc.idleMs,
   };
-  ctx.stats.mirrored++;
+  ctx.stats.metrics.mirror(m.service);
   ctx.pools.send(target, { method, path, authority: `${authority}-shadow`, headers, body: copy }, discard);
 }
 

@@ -1,83 +1,101 @@
 /**
- * The sidecar's request counters, rendered in the Prometheus text format on the admin port.
- * Keys are bounded: direction, status code and response flag only (never paths or header values).
+ * The sidecar's metrics, as the proxy and the listeners see them: the method names stay
+ * (`record`, `refused`, `render`, `acks`, `nacks`, ...), the storage is the pre-bound registry
+ * of `src/observability` (golden metrics per direction/source/destination/route, hdr quantiles,
+ * process metrics). `record(direction, status, flag, route?)` counts a request the mesh answered
+ * itself; forwarded requests are recorded through `observer.begin(...).end(...)`.
  */
-export class ProxyStats {
-  private readonly requests = new Map<string, number>();
-  private readonly refusals = new Map<string, number>();
-  snapshotVersion = '';
-  snapshotAppliedAt = 0;
-  acks = 0;
-  nacks = 0;
-  /** Requests copied to a mirror backend. */
-  mirrored = 0;
-  /** Endpoints ejected by outlier detection. */
-  ejections = 0;
+import type { Clock } from '../src/core/clock';
+import { MeshMetrics, type Direction, type RouteHandle } from '../src/observability/mesh-metrics';
+import type { Format } from '../src/observability/metrics';
+import { Observer, type ObserverOptions } from '../src/observability/observer';
+import { registerProcessMetrics, type ProcessMetrics } from '../src/observability/process';
 
-  record(direction: 'inbound' | 'outbound', status: number, flag?: string): void {
-    const k = `${direction}\0${status}\0${flag ?? ''}`;
-    this.requests.set(k, (this.requests.get(k) ?? 0) + 1);
+export interface ProxyStatsOptions extends Omit<ObserverOptions, 'metrics'> {
+  service?: string;
+  clock?: Clock;
+  /** Process metrics (CPU, RSS, event-loop lag, GC); default on. */
+  processMetrics?: boolean;
+}
+
+export class ProxyStats {
+  readonly metrics: MeshMetrics;
+  readonly observer: Observer;
+  private readonly upstream = { http1: 0, http2: 0 };
+  private proc?: ProcessMetrics;
+  private version = '';
+  private appliedAt = 0;
+
+  constructor(opts: ProxyStatsOptions = {}) {
+    this.metrics = new MeshMetrics({ service: opts.service ?? 'unknown', clock: opts.clock });
+    this.observer = new Observer({ ...opts, metrics: this.metrics });
+    this.metrics.upstreamPools.onCollect((g) => {
+      g.labels('http1').set(this.upstream.http1);
+      g.labels('http2').set(this.upstream.http2);
+    });
+    if (opts.processMetrics !== false) this.proc = registerProcessMetrics(this.metrics.registry);
+  }
+
+  /** Counts a request (status, response flag) on its route's handle, or the direction's default. */
+  record(direction: Direction, status: number, flag?: string, route?: RouteHandle): void {
+    (route ?? this.metrics.unrouted(direction)).count(status, flag);
+  }
+
+  /** The pre-bound handle for a route to a destination service. */
+  route(direction: Direction, destination: string, route: string): RouteHandle {
+    return this.metrics.handle(direction, destination, route);
   }
 
   refused(reason: string): void {
-    this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1);
+    this.metrics.refusals.labels(reason).inc();
   }
 
   /** Requests counted so far, optionally for one direction. */
-  total(direction?: 'inbound' | 'outbound'): number {
+  total(direction?: Direction): number {
     let n = 0;
-    for (const [k, v] of this.requests) if (!direction || k.startsWith(direction + '\0')) n += v;
+    for (const h of this.metrics.allHandles()) if (!direction || h.direction === direction) n += h.total;
     return n;
   }
 
-  render(extra: { upstreamHttp1Pools: number; upstreamHttp2Sessions: number; breakers?: { route: string; state: string }[] }): string {
-    const out: string[] = [
-      '# HELP meshlet_requests_total Requests handled, by direction, response code and response flag.',
-      '# TYPE meshlet_requests_total counter',
-    ];
-    for (const [k, v] of [...this.requests].sort()) {
-      const [direction, code, flag] = k.split('\0');
-      const cls = `${String(code).charAt(0)}xx`;
-      out.push(`meshlet_requests_total{direction="${direction}",response_code="${code}",response_code_class="${cls}",response_flags="${flag || '-'}"} ${v}`);
-    }
-    out.push('# HELP meshlet_requests_refused_total Requests and connections refused as malformed or abusive, by reason.');
-    out.push('# TYPE meshlet_requests_refused_total counter');
-    for (const [reason, v] of [...this.refusals].sort()) out.push(`meshlet_requests_refused_total{reason="${escapeLabel(reason)}"} ${v}`);
-    out.push('# HELP meshlet_policy_acks_total Snapshots accepted.', '# TYPE meshlet_policy_acks_total counter', `meshlet_policy_acks_total ${this.acks}`);
-    out.push('# HELP meshlet_policy_nacks_total Snapshots rejected.', '# TYPE meshlet_policy_nacks_total counter', `meshlet_policy_nacks_total ${this.nacks}`);
-    out.push(
-      '# HELP meshlet_policy_info The policy snapshot version in force.',
-      '# TYPE meshlet_policy_info gauge',
-      `meshlet_policy_info{version="${escapeLabel(this.snapshotVersion)}"} 1`,
-    );
-    if (this.snapshotAppliedAt > 0)
-      out.push(
-        '# HELP meshlet_policy_applied_timestamp_seconds When the snapshot in force was applied.',
-        '# TYPE meshlet_policy_applied_timestamp_seconds gauge',
-        `meshlet_policy_applied_timestamp_seconds ${this.snapshotAppliedAt / 1000}`,
-      );
-    out.push(
-      '# HELP meshlet_upstream_pools Upstream connection pools, by protocol.',
-      '# TYPE meshlet_upstream_pools gauge',
-      `meshlet_upstream_pools{protocol="http1"} ${extra.upstreamHttp1Pools}`,
-      `meshlet_upstream_pools{protocol="http2"} ${extra.upstreamHttp2Sessions}`,
-    );
-    out.push(
-      '# HELP meshlet_mirrored_requests_total Requests copied to a mirror backend.',
-      '# TYPE meshlet_mirrored_requests_total counter',
-      `meshlet_mirrored_requests_total ${this.mirrored}`,
-      '# HELP meshlet_outlier_ejections_total Endpoints ejected by outlier detection.',
-      '# TYPE meshlet_outlier_ejections_total counter',
-      `meshlet_outlier_ejections_total ${this.ejections}`,
-      '# HELP meshlet_circuit_breaker_state Route circuit breakers: 0 closed, 1 half-open, 2 open.',
-      '# TYPE meshlet_circuit_breaker_state gauge',
-    );
-    for (const b of extra.breakers ?? [])
-      out.push(`meshlet_circuit_breaker_state{route="${escapeLabel(b.route)}"} ${b.state === 'open' ? 2 : b.state === 'half-open' ? 1 : 0}`);
-    return out.join('\n') + '\n';
+  get acks(): number {
+    return this.metrics.acks.labels().value;
   }
-}
+  set acks(v: number) {
+    this.metrics.acks.labels().value = v;
+  }
+  get nacks(): number {
+    return this.metrics.nacks.labels().value;
+  }
+  set nacks(v: number) {
+    this.metrics.nacks.labels().value = v;
+  }
+  get snapshotVersion(): string {
+    return this.version;
+  }
+  set snapshotVersion(v: string) {
+    this.version = v;
+    this.metrics.setPolicy(v, this.appliedAt);
+  }
+  get snapshotAppliedAt(): number {
+    return this.appliedAt;
+  }
+  set snapshotAppliedAt(ms: number) {
+    this.appliedAt = ms;
+    this.metrics.setPolicy(this.version, ms);
+  }
 
-function escapeLabel(s: string): string {
-  return s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+  render(
+    extra: { upstreamHttp1Pools: number; upstreamHttp2Sessions: number; breakers?: readonly { route: string; state: 'closed' | 'open' | 'half-open' }[] },
+    format: Format = 'prometheus',
+  ): string {
+    this.upstream.http1 = extra.upstreamHttp1Pools;
+    this.upstream.http2 = extra.upstreamHttp2Sessions;
+    // Breakers move open -> half-open with time, not on a call: read their state at scrape time.
+    for (const b of extra.breakers ?? []) this.metrics.breaker(b.route, b.state);
+    return this.metrics.registry.render(format);
+  }
+
+  close(): void {
+    this.proc?.stop();
+  }
 }

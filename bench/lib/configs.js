@@ -184,6 +184,11 @@ function meshletPolicies(variant, upstreamPorts) {
   };
   if (features[variant]) return toFile(features[variant]);
   switch (variant) {
+    case 'obs-none':
+    case 'obs-metrics':
+    case 'obs-tracing':
+    case 'obs-accesslog':
+    case 'obs-all':
     case 'off':
       return toFile([oneEndpoint]);
     case 'routes':
@@ -248,4 +253,33 @@ function meshletPolicies(variant, upstreamPorts) {
   }
 }
 
-module.exports = { BODY, upstreamNginx, nginxProxy, haproxy, meshletPolicies };
+/**
+ * Sidecar flags per variant. The observability variants (policies as `off`) switch metrics,
+ * tracing and the access log on one at a time, against `obs-none` with all three off:
+ *  - obs-metrics:   per-request metrics (counters, histogram, hdr window) only.
+ *  - obs-tracing:   trace-context propagation, a span per request (100% sampled), exported in
+ *                   batches to a collector that is not there (so every batch is formatted, then
+ *                   dropped and counted: the worst case for the proxy).
+ *  - obs-accesslog: one JSON access-log line per request (to the run's log file).
+ *  - obs-all:       all three.
+ * The other contenders run with the defaults users get (metrics on, tracing on at 1% with no collector, access log off).
+ */
+function meshletArgs(variant, deadCollectorPort) {
+  const collector = ['--trace-sampling', '100', '--trace-collector', `http://127.0.0.1:${deadCollectorPort}/api/v2/spans`];
+  switch (variant) {
+    case 'obs-none':
+      return ['--metrics', 'off', '--tracing', 'off', '--access-log', '0'];
+    case 'obs-metrics':
+      return ['--metrics', 'on', '--tracing', 'off', '--access-log', '0'];
+    case 'obs-tracing':
+      return ['--metrics', 'off', '--tracing', 'on', ...collector, '--access-log', '0'];
+    case 'obs-accesslog':
+      return ['--metrics', 'off', '--tracing', 'off', '--access-log', '1'];
+    case 'obs-all':
+      return ['--metrics', 'on', '--tracing', 'on', ...collector, '--access-log', '1'];
+    default:
+      return [];
+  }
+}
+
+module.exports = { BODY, upstreamNginx, nginxProxy, haproxy, meshletPolicies, meshletArgs };

@@ -166,6 +166,21 @@ function featureTable(results) {
   const inbound = results.variants?.['meshlet-inbound'];
   add('inbound path, no policy (baseline for the next row)', 'meshlet-inbound', inbound, undefined);
   add('rate limit: 2 local limits, on the inbound path', 'meshlet-ratelimit', results.variants?.['meshlet-ratelimit'], inbound?.cpuUsPerReq);
+  // Observability, one at a time, against the same sidecar with all three off.
+  const none = results.variants?.['meshlet-obs-none'];
+  if (none) {
+    const nb = none.cpuUsPerReq;
+    const addObs = (feature, name) => {
+      const c = results.variants?.[name];
+      if (!c) return;
+      rows.push([feature, name, fmt.num(c.cpuUsPerReq), nb === undefined || c.cpuUsPerReq === undefined ? '-' : `${fmt.num(c.cpuUsPerReq - nb, 2)} (vs obs-none)`, fmt.int(c.wrk?.rps)]);
+    };
+    rows.push(['observability all off (baseline)', 'meshlet-obs-none', fmt.num(nb), '-', fmt.int(none.wrk?.rps)]);
+    addObs('metrics (goal: all three ≤ 3 µs)', 'meshlet-obs-metrics');
+    addObs('tracing, 100% sampled, collector down', 'meshlet-obs-tracing');
+    addObs('access log, every request', 'meshlet-obs-accesslog');
+    addObs('metrics + tracing + access log', 'meshlet-obs-all');
+  }
   return { head, rows };
 }
 

@@ -23,6 +23,9 @@ const COMMANDS: { name: string; summary: string; load(): Command }[] = [
   { name: 'get', summary: 'list policies of a kind, or show one', load: () => require('./get').get },
   { name: 'delete', summary: 'delete a policy', load: () => require('./delete').del },
   { name: 'status', summary: 'show every sidecar, its service, and the policy version it ACKed or why it NACKed', load: () => require('./status').status },
+  { name: 'stat', summary: 'success rate, req/s, p50/p99 per service and route, from every sidecar (-o json)', load: () => require('./stat').stat },
+  { name: 'top', summary: '`meshlet stat`, refreshing', load: () => require('./stat').top },
+  { name: 'logs', summary: "print (or follow, -f) a service's sidecar logs in the local mesh (`meshlet up`)", load: () => require('./logs').logs },
 ];
 
 function help(): string {

@@ -19,7 +19,13 @@ export const sidecar: Command = {
   --advertise ADDR        address other sidecars use for our inbound port (default: as the control plane sees us)
   --headers-timeout MS    a client must send its request headers within MS milliseconds, else 408 (default 10000)
   --max-header-bytes N    request header bytes allowed per request, else 431 (default 65536)
-  --log-level LEVEL       trace, debug, info, warn, error (default info)
+  --log-level LEVEL       trace, debug, info, warn, error (default info); change it live: POST ADMIN/logging?level=debug
+  --metrics on|off        per-request metrics (default on; off only to measure what they cost)
+  --tracing on|off        trace-context propagation (traceparent, B3, x-request-id) and spans (default on)
+  --trace-sampling PCT    percent of new traces sampled, 0-100 (default 1); a caller's sampled flag always wins
+  --trace-collector URL   export spans in batches to URL (e.g. http://zipkin:9411/api/v2/spans)
+  --trace-format F        zipkin (v2 JSON) or otlp (OTLP/HTTP JSON, URL .../v1/traces); default zipkin
+  --access-log RATE       fraction of requests written as JSON access-log lines on stdout, 0-1 (default 0: off; 1: every request)
 
 Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then exits.`,
   async run(argv) {
@@ -38,6 +44,12 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       'headers-timeout': { type: 'string' },
       'max-header-bytes': { type: 'string' },
       'log-level': { type: 'string' },
+      tracing: { type: 'string' },
+      metrics: { type: 'string' },
+      'trace-sampling': { type: 'string' },
+      'trace-collector': { type: 'string' },
+      'trace-format': { type: 'string' },
+      'access-log': { type: 'string' },
     });
     if (!values.service) throw new UsageError('--service NAME is required');
     if (values['control-plane'] && values.config) throw new UsageError('use either --control-plane or --config, not both');
@@ -53,6 +65,35 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
     };
     const headersTimeoutMs = positive(values['headers-timeout'], '--headers-timeout');
     const maxHeaderBytes = positive(values['max-header-bytes'], '--max-header-bytes');
+    const fraction = (v: string | undefined, what: string, max: number): number | undefined => {
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (v.trim() === '' || !Number.isFinite(n) || n < 0 || n > max) throw new UsageError(`${what}: expected a number from 0 to ${max}, got ${JSON.stringify(v)}`);
+      return n;
+    };
+    const tracing = values.tracing;
+    if (tracing !== undefined && tracing !== 'on' && tracing !== 'off') throw new UsageError(`--tracing must be on or off, got ${JSON.stringify(tracing)}`);
+    const metrics = values.metrics;
+    if (metrics !== undefined && metrics !== 'on' && metrics !== 'off') throw new UsageError(`--metrics must be on or off, got ${JSON.stringify(metrics)}`);
+    const traceFormat = values['trace-format'] ?? 'zipkin';
+    if (traceFormat !== 'zipkin' && traceFormat !== 'otlp') throw new UsageError(`--trace-format must be zipkin or otlp, got ${JSON.stringify(traceFormat)}`);
+    const collector = values['trace-collector'];
+    if (collector !== undefined) {
+      let u: URL | undefined;
+      try {
+        u = new URL(collector);
+      } catch {
+        u = undefined;
+      }
+      if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) throw new UsageError(`--trace-collector: expected an http(s) URL, got ${JSON.stringify(collector)}`);
+    }
+    const observability = {
+      metrics: metrics === undefined ? undefined : metrics === 'on',
+      tracing: tracing === undefined ? undefined : tracing === 'on',
+      samplingPercent: fraction(values['trace-sampling'], '--trace-sampling', 100),
+      collector: collector ? { url: collector, format: traceFormat as 'zipkin' | 'otlp' } : undefined,
+      accessLogSample: fraction(values['access-log'], '--access-log', 1),
+    };
     const appPort = values['app-port'] === undefined ? undefined : port(values['app-port'], '--app-port', 0);
     const opts = {
       service: values.service,
@@ -68,6 +109,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       headersTimeoutMs,
       maxHeaderBytes,
       logger: logger(values['log-level']),
+      observability,
     };
     const { startSidecar } = await import('../../sidecar');
     const s = await startSidecar(opts);

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, promises as fsp } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
@@ -90,7 +90,7 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       if (applied.status !== 200) throw new CliError(`could not apply ${policies}: ${describeApiError(applied)}`);
 
       for (const inst of eph ? LAYOUT.map((i) => ({ ...i, outbound: 0, inbound: 0, admin: 0 })) : LAYOUT) {
-        running.push(await startInstance(inst, mainJs, cp.pushAddress.port, log));
+        running.push(await startInstance(inst, mainJs, cp.pushAddress.port, log, path.join(dataDir, 'logs')));
       }
       await Promise.all(running.map((r) => waitReady(r)));
       await waitConverged(server, running.length);
@@ -142,7 +142,10 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
   },
 };
 
-async function startInstance(inst: Instance, mainJs: string, pushPort: number, log: ReturnType<typeof logger>): Promise<Running> {
+async function startInstance(inst: Instance, mainJs: string, pushPort: number, log: ReturnType<typeof logger>, logDir: string): Promise<Running> {
+  // Every line the sidecar writes (its log and access log) goes to LOGDIR/SERVICE/ID.log, for `meshlet logs`.
+  mkdirSync(path.join(logDir, inst.role), { recursive: true });
+  const logFile = createWriteStream(path.join(logDir, inst.role, `${inst.id}.log`), { flags: 'w' });
   // The sidecar's outbound port must be known before the app starts (its HTTP_PROXY); with
   // ephemeral ports the app learns it once the sidecar reports it.
   let proxy = { host: '127.0.0.1', port: inst.outbound };
@@ -168,6 +171,9 @@ async function startInstance(inst: Instance, mainJs: string, pushPort: number, l
     '127.0.0.1',
     '--log-level',
     'info',
+    // Access logs on in the local mesh: `meshlet logs SERVICE` shows them.
+    '--access-log',
+    '1',
   ];
   if (inst.version) args.push('--labels', `version=${inst.version}`);
   // Own process group: Ctrl-C reaches `up`, which stops the sidecars in order; stdin closes
@@ -178,10 +184,12 @@ async function startInstance(inst: Instance, mainJs: string, pushPort: number, l
     env: { ...process.env, MESHLET_EXIT_WITH_STDIN: '1' },
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  void exited.then(() => logFile.end());
   const r: Running = { inst, app, child, exited };
   const started = new Promise<void>((resolve, reject) => {
     child.once('exit', (code) => reject(new CliError(`sidecar ${inst.id} exited (code ${code}) before it started: see the lines above`)));
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      logFile.write(line + '\n');
       let rec: { level?: number; msg?: string; outbound?: string; inbound?: string; admin?: string } & Record<string, unknown>;
       try {
         rec = JSON.parse(line);

@@ -24,6 +24,8 @@ export interface NodeMessage {
   inboundPort: number;
   labels: Record<string, string>;
   buildVersion: string;
+  /** The admin port (/metrics, /stats); 0 or absent: unknown. */
+  adminPort?: number;
 }
 
 export interface AckMessage {
@@ -191,5 +193,6 @@ export function checkNode(node: NodeMessage | null | undefined): Result<NodeMess
     inboundPort: port,
     labels: { ...(node.labels ?? {}) },
     buildVersion: node.buildVersion ?? '',
+    adminPort: Number.isInteger(Number(node.adminPort)) && Number(node.adminPort) > 0 && Number(node.adminPort) <= 65535 ? Number(node.adminPort) : 0,
   });
 }

@@ -58,8 +58,16 @@ t.test('admin endpoints', async (t) => {
   t.equal(m.status, 200);
   t.match(String(m.headers['content-type']), /^text\/plain; version=0\.0\.4/, 'Prometheus text format');
   t.match(m.text, /^# TYPE meshlet_requests_total counter$/m);
-  t.match(m.text, /^meshlet_requests_total\{direction="outbound",response_code="200",response_code_class="2xx",response_flags="-"\} 2$/m, 'answered requests are counted');
-  t.match(m.text, /^meshlet_requests_total\{direction="outbound",response_code="404",response_code_class="4xx",response_flags="NR"\} 1$/m, 'the no-route answer is counted with its flag');
+  t.match(
+    m.text,
+    /^meshlet_requests_total\{direction="outbound",source="frontend",destination="web",route="web\/[^"]+",response_code_class="2xx",response_code="200",response_flags="-"\} 2$/m,
+    'answered requests are counted, per source, destination and route',
+  );
+  t.match(
+    m.text,
+    /^meshlet_requests_total\{direction="outbound",source="frontend",destination="unknown",route="unknown",response_code_class="4xx",response_code="404",response_flags="NR"\} 1$/m,
+    'the no-route answer is counted with its flag',
+  );
   t.match(m.text, new RegExp(`^meshlet_policy_info\\{version="${version}"\\} 1$`, 'm'), 'the metrics report the same version');
   t.match(m.text, /^meshlet_policy_acks_total 1$/m);
 

@@ -33,7 +33,7 @@ t.test('three backends, one killed mid-run: retries + outlier detection keep >= 
   const ok = statuses.filter((s) => s === 200).length;
   t.ok(ok / N >= 0.999, `${ok} of ${N} succeeded (${((100 * ok) / N).toFixed(2)}%)`);
   const m = (await request({ port: sc.admin, path: '/metrics' })).text;
-  t.match(m, /meshlet_outlier_ejections_total [1-9]/, 'the dead endpoint was ejected');
+  t.match(m, /meshlet_outlier_ejections_total\{destination="shop"\} [1-9]/, 'the dead endpoint was ejected');
   t.ok(sc.logs.some((l) => l.msg === 'endpoint ejected' && String(l.endpoint).endsWith(`:${ups[1]?.port}`)), 'the ejection names the dead endpoint');
 });
 

@@ -351,5 +351,5 @@ t.test('mirroring copies requests and never holds the primary', async (t) => {
   );
   t.equal(mirrored[0]?.host, 'primary-shadow', 'the copy is marked as a shadow');
   t.same(mirrored.map((m) => m.body).sort(), Array.from({ length: 20 }, (_, i) => `req-${i}`).sort(), 'bodies copied');
-  t.match((await request({ port: sc.admin, path: '/metrics' })).text, /meshlet_mirrored_requests_total 20/);
+  t.match((await request({ port: sc.admin, path: '/metrics' })).text, /meshlet_mirrored_requests_total\{destination="shadow"\} 20/);
 });

@@ -1,0 +1,144 @@
+/**
+ * Trace-context propagation: W3C Trace Context (`traceparent` / `tracestate`, version 00), B3
+ * (multi-header `x-b3-*` and single-header `b3`), and `x-request-id`.
+ *
+ * Extraction order: a valid `traceparent` wins, then `b3`, then `x-b3-*`. An invalid
+ * `traceparent` (bad shape, version ff, all-zero ids) is not propagated: the request starts a
+ * new trace, and its `tracestate` is dropped with it (W3C: "the vendor MUST NOT parse or
+ * propagate tracestate" without a valid traceparent).
+ */
+import { randomFillSync } from 'node:crypto';
+
+export interface TraceContext {
+  /** 32 lower-case hex digits. */
+  traceId: string;
+  /** The caller's span id (16 hex), or undefined when this hop starts the trace. */
+  parentId?: string;
+  /** The caller's sampling decision, or undefined when the caller made none. */
+  sampled?: boolean;
+  tracestate?: string;
+  /** Which header form the context arrived in (and is written back in, beside traceparent). */
+  format: 'w3c' | 'b3' | 'b3multi' | 'none';
+}
+
+const HEX32 = /^[0-9a-f]{32}$/;
+const HEX16 = /^[0-9a-f]{16}$/;
+const ZERO32 = '0'.repeat(32);
+const ZERO16 = '0'.repeat(16);
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
+
+/** Parses a `traceparent` header; undefined when invalid. */
+export function parseTraceparent(v: string | undefined): { traceId: string; parentId: string; sampled: boolean } | undefined {
+  if (!v) return undefined;
+  const m = TRACEPARENT.exec(v.trim());
+  if (!m) return undefined;
+  const [, version, traceId, parentId, flags, rest] = m as unknown as [string, string, string, string, string, string | undefined];
+  if (version === 'ff') return undefined;
+  // Version 00 has exactly four fields; a later version may add fields after a dash.
+  if (version === '00' && rest !== undefined) return undefined;
+  if (traceId === ZERO32 || parentId === ZERO16) return undefined;
+  return { traceId, parentId, sampled: (parseInt(flags, 16) & 1) === 1 };
+}
+
+/** A `tracestate` worth forwarding: at most 32 list members, 512 characters, printable ASCII. */
+export function cleanTracestate(v: string | string[] | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  const s = (Array.isArray(v) ? v.join(',') : v).trim();
+  if (!s || s.length > 512 || !/^[\x20-\x7e]+$/.test(s)) return undefined;
+  const members = s.split(',').map((x) => x.trim()).filter(Boolean);
+  if (members.length > 32) return undefined;
+  for (const m of members) if (!/^[a-z0-9][a-z0-9_\-*/@]{0,255}=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$/.test(m)) return undefined;
+  return members.join(',');
+}
+
+function b3TraceId(v: string | undefined): string | undefined {
+  if (!v) return undefined;
+  const s = v.toLowerCase();
+  if (HEX32.test(s)) return s === ZERO32 ? undefined : s;
+  if (HEX16.test(s)) return s === ZERO16 ? undefined : ZERO16 + s;
+  return undefined;
+}
+
+function b3Sampled(v: string | undefined): boolean | undefined {
+  if (v === '1' || v === 'd' || v === 'true') return true;
+  if (v === '0' || v === 'false') return false;
+  return undefined;
+}
+
+type HeaderGetter = (name: string) => string | undefined;
+
+export function extract(get: HeaderGetter): TraceContext | undefined {
+  const tp = parseTraceparent(get('traceparent'));
+  if (tp) return { traceId: tp.traceId, parentId: tp.parentId, sampled: tp.sampled, tracestate: cleanTracestate(get('tracestate')), format: 'w3c' };
+  const single = get('b3');
+  if (single) {
+    const parts = single.trim().toLowerCase().split('-');
+    if (parts.length === 1) {
+      // `b3: 0|1|d`: a sampling decision only.
+      const s = b3Sampled(parts[0]);
+      if (s !== undefined) return { traceId: '', sampled: s, format: 'b3' };
+    } else {
+      const traceId = b3TraceId(parts[0]);
+      const spanId = parts[1];
+      if (traceId && spanId && HEX16.test(spanId) && spanId !== ZERO16 && parts.length <= 4)
+        return { traceId, parentId: spanId, sampled: b3Sampled(parts[2]), format: 'b3' };
+    }
+  }
+  const traceId = b3TraceId(get('x-b3-traceid'));
+  const spanId = get('x-b3-spanid')?.toLowerCase();
+  const sampled = get('x-b3-flags') === '1' ? true : b3Sampled(get('x-b3-sampled')?.toLowerCase());
+  if (traceId && spanId && HEX16.test(spanId) && spanId !== ZERO16) return { traceId, parentId: spanId, sampled, format: 'b3multi' };
+  if (sampled !== undefined) return { traceId: '', sampled, format: 'b3multi' };
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------- ids
+// Random ids from a refilled pool: one randomFillSync per 256 ids instead of one per id.
+const POOL = Buffer.alloc(4096);
+let poolAt = POOL.length;
+
+function randomHex(bytes: number): string {
+  if (poolAt + bytes > POOL.length) {
+    randomFillSync(POOL);
+    poolAt = 0;
+  }
+  const s = POOL.toString('hex', poolAt, poolAt + bytes);
+  poolAt += bytes;
+  return s;
+}
+
+export function newTraceId(): string {
+  const s = randomHex(16);
+  return s === ZERO32 ? newTraceId() : s;
+}
+
+export function newSpanId(): string {
+  const s = randomHex(8);
+  return s === ZERO16 ? newSpanId() : s;
+}
+
+/** A request id in UUID v4 form. */
+export function newRequestId(): string {
+  const h = randomHex(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${((parseInt(h.charAt(16), 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/** Every header this module reads or writes (removed from a forwarded request, then rewritten). */
+export const TRACE_HEADERS = new Set(['traceparent', 'tracestate', 'b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled', 'x-b3-flags']);
+
+/**
+ * The headers to send downstream of this hop: `traceparent` (+ `tracestate`) always, and the B3
+ * form the request came in, so B3-only apps keep working.
+ */
+export function injectHeaders(
+  out: string[],
+  ctx: { traceId: string; spanId: string; parentId?: string; sampled: boolean; tracestate?: string; format: TraceContext['format'] },
+): void {
+  out.push('traceparent', `00-${ctx.traceId}-${ctx.spanId}-${ctx.sampled ? '01' : '00'}`);
+  if (ctx.tracestate) out.push('tracestate', ctx.tracestate);
+  if (ctx.format === 'b3') out.push('b3', `${ctx.traceId}-${ctx.spanId}-${ctx.sampled ? '1' : '0'}${ctx.parentId ? '-' + ctx.parentId : ''}`);
+  else if (ctx.format === 'b3multi') {
+    out.push('x-b3-traceid', ctx.traceId, 'x-b3-spanid', ctx.spanId, 'x-b3-sampled', ctx.sampled ? '1' : '0');
+    if (ctx.parentId) out.push('x-b3-parentspanid', ctx.parentId);
+  }
+}
