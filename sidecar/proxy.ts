@@ -8,6 +8,7 @@ import * as http2 from 'node:http2';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { classifyUpstreamError, FLAG_HEADER, Flags, MeshError, meshErrorInfo, type MeshErrorCode } from '../src/core/errors';
+import { transcode, type TranscodeContext } from '../src/grpc/transcode/handler';
 import { forwardRequestHeaders, forwardResponseHeaders } from '../src/http/headers';
 import type { H1Request } from '../src/http/h1-server';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../src/http/listener';
@@ -53,6 +54,7 @@ class View implements RequestView {
 
 /** App -> mesh. */
 export function outboundHandler(ctx: ProxyContext): RequestHandler {
+  const tctx: TranscodeContext = { send: (t, r, s) => ctx.pools.send(t, r, s), record: (st, f) => ctx.stats.record('outbound', st, f), logger: ctx.logger, via: ctx.viaName };
   return (req, res, protocol) => {
     const target = parseRequestTarget(req.url ?? '');
     if (!target || target.path === '*') return sendLocal(ctx, 'outbound', res, 'MESH_BAD_REQUEST', 'unsupported request target');
@@ -77,6 +79,9 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
     if (!svc || !ep) return sendLocal(ctx, 'outbound', res, 'MESH_NO_HEALTHY_UPSTREAM', backend?.service);
     const path = rule.rewritePath ? rule.rewritePath(view) : target.query ? `${target.path}?${target.query}` : target.path;
     const upstreamProtocol: UpstreamProtocol = svc.protocol === 'auto' ? protocol : svc.protocol;
+    // HTTP/JSON -> gRPC for services with a GrpcTranscoding policy (src/grpc/transcode/).
+    const tc = snap.transcoders.get(svc.name);
+    if (tc && transcode(tctx, tc, req, res, protocol, { target: { key: endpointKey(ep), address: ep.address, port: ep.port, protocol: 'http2' }, authority: rule.rewriteHost ?? rawAuthority, method: view.method, path: target.path, query: target.query, timeoutMs: rule.timeoutMs, requestEdits: rule.requestHeaders, responseEdits: rule.responseHeaders })) return;
     forward(ctx, 'outbound', req, res, protocol, {
       target: { key: endpointKey(ep), address: ep.address, port: ep.port, protocol: upstreamProtocol },
       path,

@@ -84,7 +84,9 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       const { parseAll, parseDocuments, toWire } = await import('../policy');
       const { formatErrors } = await import('../core/result');
       const docs = parseDocuments(text);
-      const parsed = docs.ok ? parseAll(docs.value) : docs;
+      const { embedProtoFiles } = await import('../grpc/transcode/embed');
+      const embedded = docs.ok ? embedProtoFiles(docs.value, path.dirname(policies)) : docs;
+      const parsed = embedded.ok ? parseAll(embedded.value) : embedded;
       if (!parsed.ok) throw new CliError(`invalid policies in ${policies}:\n${formatErrors(parsed.errors)}`);
       const applied = await api(server, 'POST', '/v1/apply', { items: parsed.value.map(toWire) });
       if (applied.status !== 200) throw new CliError(`could not apply ${policies}: ${describeApiError(applied)}`);
