@@ -123,7 +123,8 @@ export function matchTemplate(t: PathTemplate, path: string): string[] | undefin
   }
   const parts = p.split('/');
   const segs = t.segments;
-  if (t.hasRest ? parts.length < segs.length : parts.length !== segs.length) return undefined;
+  // `**` matches zero or more segments.
+  if (t.hasRest ? parts.length < segs.length - 1 : parts.length !== segs.length) return undefined;
   for (let i = 0; i < segs.length; i++) {
     const s = segs[i] as Segment;
     const part = parts[i] as string;
