@@ -81,7 +81,7 @@ t.test('accepted input forms', async (t) => {
   t.same(roundTrip({ by: '_-8', s: null }), { by: '/+8=' }, 'URL-safe base64; null means default');
   t.same(roundTrip({ v: null }), { v: null }, 'a null Value');
   t.same(roundTrip({ any: { '@type': 'type.googleapis.com/j.Inner', innerName: 'a' } }), { any: { '@type': 'type.googleapis.com/j.Inner', inner_name: 'a' } }, 'Any');
-  t.same(roundTrip({}, { emitDefaults: true }).i64, '0', 'emitDefaults prints zero values');
+  t.same((roundTrip({}, { emitDefaults: true }) as { i64: string }).i64, '0', 'emitDefaults prints zero values');
 });
 
 t.test('errors name the field and the problem', async (t) => {
