@@ -172,6 +172,8 @@ async function startInstance(inst: Instance, mainJs: string, pushPort: number, l
     'info',
   ];
   if (inst.version) args.push('--labels', `version=${inst.version}`);
+  // pricing is a gRPC (h2c) app: its sidecar speaks HTTP/2 to it.
+  if (inst.role === 'pricing') args.push('--app-protocol', 'http2');
   // Own process group: Ctrl-C reaches `up`, which stops the sidecars in order; stdin closes
   // when `up` dies, however it dies, and the sidecar then exits too (no orphans holding ports).
   const child = spawn(process.execPath, [...SIDECAR_NODE_FLAGS, ...args], {
