@@ -72,7 +72,8 @@ export async function loadStaticConfig(file: string): Promise<Result<Snapshot>> 
   if (!embedded.ok) return fail(embedded.errors.map((e) => ({ path: `${file}: ${e.path}`, message: e.message })));
   const parsed = parseAll(embedded.value);
   if (!parsed.ok) return fail(parsed.errors.map((e) => ({ path: `${file}: ${e.path}`, message: e.message })));
-  const version = createHash('sha256').update(text).digest('hex').slice(0, 12);
+  // The embedded proto files count too: a changed .proto is a new version.
+  const version = createHash('sha256').update(JSON.stringify(embedded.value)).digest('hex').slice(0, 12);
   return ok({ version, resources: parsed.value, endpoints: [] });
 }
 
