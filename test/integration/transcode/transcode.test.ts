@@ -7,7 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { HOST, request, route, service, startSidecar, type Res } from '../sidecar/helpers';
+import { closedPort, HOST, request, route, service, startSidecar, type Res } from '../sidecar/helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'transcode');
@@ -256,4 +256,25 @@ t.test('HTTP/JSON -> gRPC through two sidecars', async (t) => {
     const got = await new Promise<any>((resolve, reject) => client.GetBook({ name: 'shelves/g/books/1' }, (e: Error | null, v: unknown) => (e ? reject(e) : resolve(v))));
     t.equal(got.name, 'shelves/g/books/1');
   });
+});
+
+t.test('mesh-made errors are JSON too, with their response flag', async (t) => {
+  const port = await closedPort();
+  const a = await startSidecar(t, [
+    service('library', [{ port }], 'http2'),
+    {
+      apiVersion: 'meshlet.dev/v1',
+      kind: 'GrpcTranscoding',
+      metadata: { name: 'library' },
+      spec: { service: 'library', protos: [{ file: path.join(FIXTURES, 'library.proto') }, { file: path.join(FIXTURES, 'shelf.proto') }], services: [`${PKG}.Library`], maxRequestBytes: 64 },
+    },
+  ]);
+  const r = await request({ port: a.outbound, path: '/v1/shelves/s1/books/b1', headers: { host: 'library' } });
+  t.equal(r.status, 503);
+  t.equal(r.headers['x-meshlet-flags'], 'UF', 'upstream connect failure');
+  t.match(r.json(), { code: 14, status: 'UNAVAILABLE', message: /upstream connect failure/ });
+  const big = JSON.stringify({ title: 'x'.repeat(100) });
+  const b = await request({ port: a.outbound, method: 'POST', path: '/v1/shelves/s1/books', headers: { host: 'library', 'content-type': 'application/json', 'content-length': String(big.length) }, body: big });
+  t.equal(b.status, 413);
+  t.match(b.json(), { code: 3, message: /request body larger than 64 bytes/ });
 });
