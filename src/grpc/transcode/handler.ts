@@ -23,7 +23,7 @@ import type { HeaderEditor } from '../../policy/compiled';
 import { encodeFrame, FrameDecoder } from '../framing';
 import { decodeGrpcMessage, formatGrpcTimeout, GrpcStatus, grpcStatusName, grpcToHttpStatus, httpToGrpcStatus } from '../status';
 import type { Binding, Transcoder } from './compile';
-import { JsonMappingError } from './json';
+import { JsonMappingError } from './errors';
 
 /** What the sidecar compiles from a GrpcTranscoding policy (one per destination service). */
 export interface CompiledTranscoding {

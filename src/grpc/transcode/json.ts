@@ -11,16 +11,9 @@
  *   by name, JSON names), default values omitted unless `emitDefaults`.
  */
 import * as protobuf from 'protobufjs';
+import { JsonMappingError } from './errors';
 
-export class JsonMappingError extends Error {
-  constructor(
-    readonly path: string,
-    reason: string,
-  ) {
-    super(path ? `${path}: ${reason}` : reason);
-    this.name = 'JsonMappingError';
-  }
-}
+export { JsonMappingError };
 
 /** A value that came from the URL (path variable or query parameter): text for any scalar. */
 export class UrlText {
