@@ -20,7 +20,7 @@ import type { DownstreamRequest, DownstreamResponse } from '../src/http/listener
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamTarget } from '../src/http/upstream';
 import { endpointKey } from '../src/lb';
 import type { ObservedRequest } from '../src/observability/observer';
-import type { CompiledRule, HeaderEditor, RequestView } from '../src/policy';
+import type { CompiledBackend, CompiledRule, HeaderEditor, RequestView } from '../src/policy';
 import type { CircuitBreaker } from '../src/resilience/breaker';
 import { stampIdentity } from '../src/resilience/rate-limit';
 import { ReplayableBody } from '../src/resilience/replay-body';
@@ -46,6 +46,8 @@ export interface ExchangePlan {
   responseEdits?: HeaderEditor;
   /** Flags already earned before the exchange (e.g. DI for an injected delay). */
   flags?: string;
+  /** Outbound: the backend for the first try, when the caller already picked it. */
+  firstBackend?: CompiledBackend;
   /** Outbound: caller identity headers to stamp (any the app sent are removed). */
   identity?: { source: string | undefined; route: string };
 }
@@ -198,7 +200,7 @@ export class Exchange {
     if (plan.fixed) target = plan.fixed;
     else {
       const rule = plan.rule as CompiledRule;
-      const backend = rule.pickBackend();
+      const backend = this.tries === 1 && plan.firstBackend ? plan.firstBackend : rule.pickBackend();
       const snap = ctx.snapshot();
       const cs = backend && snap?.services.get(backend.service);
       svc = backend && ctx.resilience.service(backend.service);

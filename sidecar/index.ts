@@ -9,7 +9,9 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import pino, { type Logger } from 'pino';
+import { embedProtoFiles } from '../src/grpc/transcode/embed';
 import { fail, ok, formatErrors, type Result } from '../src/core/result';
 import { startListener, type Listener } from '../src/http/listener';
 import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
@@ -86,9 +88,12 @@ export async function loadStaticConfig(file: string): Promise<Result<Snapshot>> 
   }
   const docs = parseDocuments(text);
   if (!docs.ok) return fail(docs.errors.map((e) => ({ path: `${file}: ${e.path}`, message: e.message })));
-  const parsed = parseAll(docs.value);
+  const embedded = embedProtoFiles(docs.value, path.dirname(file));
+  if (!embedded.ok) return fail(embedded.errors.map((e) => ({ path: `${file}: ${e.path}`, message: e.message })));
+  const parsed = parseAll(embedded.value);
   if (!parsed.ok) return fail(parsed.errors.map((e) => ({ path: `${file}: ${e.path}`, message: e.message })));
-  const version = createHash('sha256').update(text).digest('hex').slice(0, 12);
+  // The embedded proto files count too: a changed .proto is a new version.
+  const version = createHash('sha256').update(JSON.stringify(embedded.value)).digest('hex').slice(0, 12);
   return ok({ version, resources: parsed.value, endpoints: [] });
 }
 

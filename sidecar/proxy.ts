@@ -16,11 +16,12 @@ import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../s
 import { parseRequestTarget } from '../src/http/target';
 import type { Headers, UpstreamPools, UpstreamProtocol, UpstreamTarget } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
-import type { CompiledRule, CompiledSnapshot, RequestView } from '../src/policy';
+import type { CompiledBackend, CompiledRule, CompiledSnapshot, RequestView } from '../src/policy';
 import type { FaultDecision } from '../src/resilience/fault';
 import { decideFault } from '../src/resilience/fault';
 import { type RateLimitLayer } from '../src/resilience/rate-limit';
 import type { ResilienceState } from '../src/resilience/state';
+import { transcode, type TranscodeContext } from '../src/grpc/transcode/handler';
 import { Exchange, sendLocalRaw } from './exchange';
 import type { ProxyStats } from './stats';
 
@@ -68,6 +69,7 @@ class View implements RequestView {
 
 /** App -> mesh. */
 export function outboundHandler(ctx: ProxyContext): RequestHandler {
+  const tctx: TranscodeContext = { send: (t, r, s) => ctx.pools.send(t, r, s), record: (st, f) => ctx.stats.record('outbound', st, f), logger: ctx.logger, via: ctx.viaName };
   return (req, res, protocol) => {
     const target = parseRequestTarget(req.url ?? '');
     if (!target || target.path === '*') return sendLocal(ctx, 'outbound', res, 'MESH_BAD_REQUEST', 'unsupported request target');
@@ -93,7 +95,29 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
       if (f.abort) return sendFault(ctx, res, f.abort);
       if (f.delayMs > 0) return delayThen(ctx, res, f, () => routed(ctx, req, res, protocol, view, rule, path, upstreamAuthority, Flags.FaultDelay));
     }
-    routed(ctx, req, res, protocol, view, rule, path, upstreamAuthority, undefined);
+    // HTTP/JSON -> gRPC for services with a GrpcTranscoding policy (src/grpc/transcode/).
+    let first: CompiledBackend | undefined;
+    if (snap.transcoders.size > 0) {
+      first = rule.pickBackend();
+      const tc = first && snap.transcoders.get(first.service);
+      const ep = tc && first ? ctx.resilience.service(first.service)?.picker(first.subset)?.pick(view) : undefined;
+      if (
+        tc &&
+        ep &&
+        transcode(tctx, tc, req, res, protocol, {
+          target: { key: endpointKey(ep), address: ep.address, port: ep.port, protocol: 'http2' },
+          authority: upstreamAuthority,
+          method: view.method,
+          path: target.path,
+          query: target.query,
+          timeoutMs: rule.timeoutMs,
+          requestEdits: rule.requestHeaders,
+          responseEdits: rule.responseHeaders,
+        })
+      )
+        return;
+    }
+    routed(ctx, req, res, protocol, view, rule, path, upstreamAuthority, undefined, first);
   };
 }
 
@@ -107,6 +131,7 @@ function routed(
   path: string,
   authority: string,
   flags: string | undefined,
+  firstBackend?: CompiledBackend,
 ): void {
   const breaker = rule.breaker ? ctx.resilience.breaker(rule.statName, rule.breaker) : undefined;
   if (breaker && !breaker.allow()) return sendLocal(ctx, 'outbound', res, 'MESH_BREAKER_OPEN', rule.statName);
@@ -123,6 +148,7 @@ function routed(
     requestEdits: rule.requestHeaders,
     responseEdits: rule.responseHeaders,
     flags,
+    firstBackend,
     identity: ctx.service === undefined ? undefined : { source: ctx.service, route: rule.statName },
   });
   const m = rule.mirror;

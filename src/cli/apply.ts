@@ -1,4 +1,6 @@
 import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { embedProtoFiles } from '../grpc/transcode/embed';
 import { formatErrors } from '../core/result';
 import { parseAll, parseDocuments, resourceKey, toWire } from '../policy/parse';
 import { CliError, api, describeApiError, flags, readStdin, serverUrl, UsageError, type Command } from './common';
@@ -25,7 +27,9 @@ if any document is invalid, nothing is applied and every error is printed with i
     if (!docs.ok) throw new CliError(`${values.filename} is not valid YAML or JSON:\n${formatErrors(docs.errors)}`);
     // Validate locally first, for the same messages without a round trip; the server checks again
     // against everything already stored (references to other resources).
-    const local = parseAll(docs.value);
+    const embedded = embedProtoFiles(docs.value, values.filename === '-' ? process.cwd() : dirname(values.filename));
+    if (!embedded.ok) throw new CliError(`invalid policy, nothing applied:\n${formatErrors(embedded.errors)}`);
+    const local = parseAll(embedded.value);
     if (!local.ok) throw new CliError(`invalid policy, nothing applied:\n${formatErrors(local.errors)}`);
     if (values['dry-run']) {
       for (const r of local.value) process.stdout.write(`${resourceKey(r)} valid (dry run)\n`);

@@ -84,7 +84,9 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       const { parseAll, parseDocuments, toWire } = await import('../policy');
       const { formatErrors } = await import('../core/result');
       const docs = parseDocuments(text);
-      const parsed = docs.ok ? parseAll(docs.value) : docs;
+      const { embedProtoFiles } = await import('../grpc/transcode/embed');
+      const embedded = docs.ok ? embedProtoFiles(docs.value, path.dirname(policies)) : docs;
+      const parsed = embedded.ok ? parseAll(embedded.value) : embedded;
       if (!parsed.ok) throw new CliError(`invalid policies in ${policies}:\n${formatErrors(parsed.errors)}`);
       const applied = await api(server, 'POST', '/v1/apply', { items: parsed.value.map(toWire) });
       if (applied.status !== 200) throw new CliError(`could not apply ${policies}: ${describeApiError(applied)}`);
@@ -176,6 +178,8 @@ async function startInstance(inst: Instance, mainJs: string, pushPort: number, l
     '1',
   ];
   if (inst.version) args.push('--labels', `version=${inst.version}`);
+  // pricing is a gRPC (h2c) app: its sidecar speaks HTTP/2 to it.
+  if (inst.role === 'pricing') args.push('--app-protocol', 'http2');
   // Own process group: Ctrl-C reaches `up`, which stops the sidecars in order; stdin closes
   // when `up` dies, however it dies, and the sidecar then exits too (no orphans holding ports).
   const child = spawn(process.execPath, [...SIDECAR_NODE_FLAGS, ...args], {

@@ -1,11 +1,15 @@
 /**
- * The demo services `meshlet up` runs: frontend -> catalog (v1, v2) -> pricing. Plain HTTP apps
- * that know nothing of the mesh beyond HTTP_PROXY: they call each other by service name
- * (`http://catalog/items`) through their sidecar's outbound listener, and forward the request's
- * tracing and routing headers, as mesh apps are asked to.
+ * The demo services `meshlet up` runs: frontend -> catalog (v1, v2) -> pricing. frontend and
+ * catalog are plain HTTP apps that know nothing of the mesh beyond HTTP_PROXY: they call each
+ * other by service name (`http://catalog/items`) through their sidecar's outbound listener, and
+ * forward the request's tracing and routing headers, as mesh apps are asked to. pricing is a gRPC
+ * service (deploy/local/pricing.proto, @grpc/grpc-js, h2c); catalog still calls it with plain
+ * HTTP/JSON (`GET http://pricing/price/teapot`), which catalog's sidecar transcodes to gRPC.
  */
+import { existsSync } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
 
 export type DemoRole = 'frontend' | 'catalog' | 'pricing';
 
@@ -18,6 +22,7 @@ export interface DemoApp {
 const PROPAGATE = ['x-canary', 'x-request-id', 'traceparent', 'tracestate', 'b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled'];
 
 export function startDemoApp(role: DemoRole, opts: { version?: string; proxy?: () => { host: string; port: number }; port?: number }): Promise<DemoApp> {
+  if (role === 'pricing') return startPricing(opts.port ?? 0);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const instance = `${role}${opts.version ? '-' + opts.version : ''}`;
 
@@ -59,14 +64,6 @@ export function startDemoApp(role: DemoRole, opts: { version?: string; proxy?: (
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0] as string;
     const fail = (err: unknown) => send(res, 502, { service: instance, error: (err as Error).message });
-    if (role === 'pricing') {
-      const m = /^\/price\/([\w-]+)$/.exec(path);
-      if (!m) return send(res, 404, { service: instance, error: 'try /price/ITEM' });
-      const item = m[1] as string;
-      let h = 0;
-      for (const c of item) h = (h * 31 + c.charCodeAt(0)) % 10_000;
-      return send(res, 200, { service: instance, item, price: (h % 5000) / 100 + 1 });
-    }
     if (role === 'catalog') {
       if (path !== '/items') return send(res, 404, { service: instance, error: 'try /items' });
       const names = opts.version === 'v2' ? ['teapot', 'kettle', 'mug'] : ['teapot', 'kettle'];
@@ -96,4 +93,53 @@ export function startDemoApp(role: DemoRole, opts: { version?: string; proxy?: (
       });
     });
   });
+}
+
+/** A price in 1.00 .. 50.99, stable per item. */
+export function priceOf(item: string): number {
+  let h = 0;
+  for (const c of item) h = (h * 31 + c.charCodeAt(0)) % 10_000;
+  return (h % 5000) / 100 + 1;
+}
+
+/** The pricing service over gRPC (h2c) on 127.0.0.1; `meshlet up` starts its sidecar with --app-protocol http2. */
+async function startPricing(port: number): Promise<DemoApp> {
+  // Loaded only for pricing: the other demo apps are plain HTTP.
+  const grpc = await import('@grpc/grpc-js');
+  const protoLoader = await import('@grpc/proto-loader');
+  const root = packageRoot();
+  const def = protoLoader.loadSync(path.join(root, 'deploy', 'local', 'pricing.proto'), {
+    includeDirs: [path.join(__dirname, '..', 'proto'), path.dirname(require.resolve('protobufjs/package.json'))],
+    keepCase: true,
+  });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { demo: { pricing: { v1: { Pricing: { service: import('@grpc/grpc-js').ServiceDefinition } } } } };
+  const server = new grpc.Server();
+  server.addService(pkg.demo.pricing.v1.Pricing.service, {
+    GetPrice(call: { request: { item?: string } }, cb: (err: { code: number; details: string } | null, v?: unknown) => void) {
+      const item = call.request.item ?? '';
+      if (!/^[\w-]+$/.test(item)) return cb({ code: grpc.status.INVALID_ARGUMENT, details: 'item must be letters, digits, "-" or "_"' });
+      cb(null, { service: 'pricing', item, price: priceOf(item) });
+    },
+  });
+  const bound = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return {
+    port: bound,
+    close: () =>
+      new Promise<void>((done) => {
+        server.tryShutdown(() => done());
+        setTimeout(() => server.forceShutdown(), 2000).unref();
+      }),
+  };
+}
+
+/** The package root (deploy/ is there), from src/demo or dist/src/demo. */
+function packageRoot(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 5; i++) {
+    if (existsSync(path.join(dir, 'package.json'))) return dir;
+    dir = path.dirname(dir);
+  }
+  return process.cwd();
 }

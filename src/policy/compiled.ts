@@ -2,6 +2,7 @@
  * The compiled form of a snapshot: what the sidecar's hot path uses. Built once per snapshot by
  * `compileSnapshot` (compile.ts); the data path only does lookups and calls on it.
  */
+import type { CompiledTranscoding } from '../grpc/transcode/handler';
 import type {
   DestinationPolicySpec,
   Endpoint,
@@ -92,6 +93,8 @@ export interface CompiledSnapshot {
   routes: RouteTable;
   services: ReadonlyMap<string, CompiledService>;
   rateLimits: ReadonlyMap<string, RateLimitPolicySpec>;
+  /** HTTP/JSON -> gRPC transcoders by destination service (GrpcTranscoding policies). */
+  transcoders: ReadonlyMap<string, CompiledTranscoding>;
   /** The validated resources, for /config_dump. */
   resources: readonly Resource[];
   endpoints: readonly Endpoint[];

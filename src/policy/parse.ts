@@ -20,6 +20,8 @@ import {
   type RouteBreaker,
   type Descriptor,
   type DestinationPolicySpec,
+  type GrpcTranscodingSpec,
+  type ProtoFile,
   type HeaderEdits,
   type KeyValueMatch,
   type Kind,
@@ -64,6 +66,9 @@ export const KIND_ALIASES: Readonly<Record<string, Kind>> = Object.freeze({
   service: 'Service',
   services: 'Service',
   svc: 'Service',
+  grpctranscoding: 'GrpcTranscoding',
+  grpctranscodings: 'GrpcTranscoding',
+  gt: 'GrpcTranscoding',
 });
 
 export function kindFromName(s: string): Kind | undefined {
@@ -153,6 +158,9 @@ function parseInto(c: Checker, raw: unknown): Resource | undefined {
       break;
     case 'Service':
       spec = parseServiceSpec(c, top.spec, 'spec');
+      break;
+    case 'GrpcTranscoding':
+      spec = parseGrpcTranscodingSpec(c, top.spec, 'spec');
       break;
   }
   if (!metadata || !spec) return undefined;
@@ -717,6 +725,59 @@ function parseServiceSpec(c: Checker, v: unknown, path: string): ServiceSpec | u
   return spec;
 }
 
+// ------------------------------------------------------------------------------ GrpcTranscoding
+
+function parseGrpcTranscodingSpec(c: Checker, v: unknown, path: string): GrpcTranscodingSpec | undefined {
+  const o = c.object(v, path, ['service', 'protos', 'services', 'unknownMethods', 'ignoreUnknownQueryParameters', 'emitDefaults', 'maxRequestBytes', 'maxResponseBytes']);
+  if (!o) return undefined;
+  const service = serviceName(c, o, 'service', path);
+  const pp = join(path, 'protos');
+  const pv = c.required(o, 'protos', path);
+  const protos: ProtoFile[] = [];
+  (pv === undefined ? undefined : c.array(pv, pp, { min: 1, max: 100 }))?.forEach((x, i) => {
+    const p = join(pp, i);
+    const f = c.object(x, p, ['name', 'source', 'file']);
+    if (!f) return;
+    if (f.file !== undefined && f.source === undefined) {
+      c.error(join(p, 'file'), 'is read and embedded as source by `meshlet apply -f`, `meshlet up` and `meshlet sidecar --config`; the API and the push stream take the text in source');
+      return;
+    }
+    if (f.file !== undefined) c.error(join(p, 'file'), 'set file or source, not both');
+    const nv = c.required(f, 'name', p);
+    const name = nv === undefined ? undefined : c.string(nv, join(p, 'name'), { pattern: /^[A-Za-z0-9_.\-/]+\.proto$/, patternText: 'must be a relative .proto path such as "pricing/v1/pricing.proto"' });
+    const sv = c.required(f, 'source', p);
+    const source = sv === undefined ? undefined : c.string(sv, join(p, 'source'), { maxLength: 4 * 1024 * 1024 });
+    if (name && protos.some((y) => y.name === name)) c.error(join(p, 'name'), `duplicate proto ${JSON.stringify(name)}`);
+    if (name && source !== undefined) protos.push({ name, source });
+  });
+  const sp = join(path, 'services');
+  const sv = c.required(o, 'services', path);
+  const services: string[] = [];
+  (sv === undefined ? undefined : c.array(sv, sp, { min: 1 }))?.forEach((x, i) => {
+    const s = c.string(x, join(sp, i), { pattern: /^\.?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/, patternText: 'must be a fully-qualified gRPC service name such as "demo.pricing.v1.Pricing"' });
+    if (s) services.push(s);
+  });
+  const spec: GrpcTranscodingSpec = {
+    service: service ?? '',
+    protos,
+    services,
+    unknownMethods: o.unknownMethods === undefined ? 'reject' : c.oneOf(o.unknownMethods, join(path, 'unknownMethods'), ['reject', 'passthrough'] as const) ?? 'reject',
+    ignoreUnknownQueryParameters: o.ignoreUnknownQueryParameters === undefined ? false : c.boolean(o.ignoreUnknownQueryParameters, join(path, 'ignoreUnknownQueryParameters')) ?? false,
+    emitDefaults: o.emitDefaults === undefined ? false : c.boolean(o.emitDefaults, join(path, 'emitDefaults')) ?? false,
+    maxRequestBytes: o.maxRequestBytes === undefined ? 4 * 1024 * 1024 : c.integer(o.maxRequestBytes, join(path, 'maxRequestBytes'), 1, 64 * 1024 * 1024) ?? 0,
+    maxResponseBytes: o.maxResponseBytes === undefined ? 4 * 1024 * 1024 : c.integer(o.maxResponseBytes, join(path, 'maxResponseBytes'), 1, 64 * 1024 * 1024) ?? 0,
+  };
+  // The protos themselves: syntax, imports, the services named, every google.api.http binding.
+  if (c.errors.length === 0 && protos.length > 0 && services.length > 0) {
+    // Loaded only when a GrpcTranscoding policy exists: protobufjs costs ~9 MB of RSS.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { compileTranscoder } = require('../grpc/transcode/compile') as typeof import('../grpc/transcode/compile');
+    const compiled = compileTranscoder({ protos, services, ignoreUnknownQueryParameters: spec.ignoreUnknownQueryParameters, emitDefaults: spec.emitDefaults });
+    if (!compiled.ok) for (const e of compiled.errors) c.error(`${path}.${e.path}`, e.message);
+  }
+  return spec;
+}
+
 // ------------------------------------------------------------------------------- cross-references
 
 /**
@@ -730,6 +791,7 @@ export function validateReferences(resources: readonly Resource[]): FieldError[]
   const seen = new Set<string>();
   const dpByService = new Map<string, Resource & { kind: 'DestinationPolicy' }>();
   const rlByService = new Map<string, Resource>();
+  const gtByService = new Map<string, Resource>();
   const hostOwner = new Map<string, string>();
   const routes = new Map<string, Set<string>>();
   for (const r of resources) {
@@ -744,6 +806,10 @@ export function validateReferences(resources: readonly Resource[]): FieldError[]
       const prev = rlByService.get(r.spec.service);
       if (prev) at(r, 'spec.service', `service ${JSON.stringify(r.spec.service)} already has RateLimitPolicy ${JSON.stringify(prev.metadata.name)}`);
       else rlByService.set(r.spec.service, r);
+    } else if (r.kind === 'GrpcTranscoding') {
+      const prev = gtByService.get(r.spec.service);
+      if (prev) at(r, 'spec.service', `service ${JSON.stringify(r.spec.service)} already has GrpcTranscoding ${JSON.stringify(prev.metadata.name)}`);
+      else gtByService.set(r.spec.service, r);
     } else if (r.kind === 'Route') {
       routes.set(r.metadata.name, new Set(r.spec.rules.map((x) => x.name)));
       r.spec.hosts.forEach((h, i) => {
@@ -869,6 +935,7 @@ function wireSpec(kind: Kind, s: Obj): Obj {
       d(s.redis as Obj | undefined, 'timeoutMs', 'timeout');
       return s;
     case 'Service':
+    case 'GrpcTranscoding':
       return s;
   }
 }

@@ -6,7 +6,7 @@
 
 export const API_VERSION = 'meshlet.dev/v1';
 
-export const KINDS = ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service'] as const;
+export const KINDS = ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding'] as const;
 export type Kind = (typeof KINDS)[number];
 
 export interface Metadata {
@@ -266,6 +266,31 @@ export interface ServiceSpec {
   protocol: UpstreamProtocol;
 }
 
+// ------------------------------------------------------------------------------ GrpcTranscoding
+
+/** One .proto file, its text embedded (`meshlet apply`, `meshlet up` and `--config` read `file:`). */
+export interface ProtoFile {
+  /** The name other protos import it by, e.g. `pricing/v1/pricing.proto`. */
+  name: string;
+  source: string;
+}
+
+/** HTTP/JSON -> gRPC transcoding for one destination service (src/grpc/transcode/). */
+export interface GrpcTranscodingSpec {
+  /** The mesh service whose outbound requests are transcoded. */
+  service: string;
+  protos: readonly ProtoFile[];
+  /** Fully-qualified gRPC services to expose, e.g. `demo.pricing.v1.Pricing`. */
+  services: readonly string[];
+  /** A non-gRPC request no binding matches: `reject` (404 JSON, default) or `passthrough`. */
+  unknownMethods: 'reject' | 'passthrough';
+  ignoreUnknownQueryParameters: boolean;
+  /** Print fields at their default value in responses (proto3 JSON omits them by default). */
+  emitDefaults: boolean;
+  maxRequestBytes: number;
+  maxResponseBytes: number;
+}
+
 // -------------------------------------------------------------------------------- the resources
 
 interface ResourceBase<K extends Kind, S> {
@@ -279,7 +304,8 @@ export type RouteResource = ResourceBase<'Route', RouteSpec>;
 export type DestinationPolicyResource = ResourceBase<'DestinationPolicy', DestinationPolicySpec>;
 export type RateLimitPolicyResource = ResourceBase<'RateLimitPolicy', RateLimitPolicySpec>;
 export type ServiceResource = ResourceBase<'Service', ServiceSpec>;
-export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource;
+export type GrpcTranscodingResource = ResourceBase<'GrpcTranscoding', GrpcTranscodingSpec>;
+export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource;
 
 // ------------------------------------------------------------------------------------ snapshots
 

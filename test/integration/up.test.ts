@@ -101,6 +101,12 @@ t.test('meshlet up: a local mesh in one command', async (t) => {
   const proxied = await request(`http://127.0.0.1:${mesh.outbound}/items`, { headers: { host: 'catalog' } });
   t.equal(proxied.statusCode, 200, 'the frontend sidecar outbound routes by Host');
   await proxied.body.dump();
+  // pricing is a gRPC service: plain HTTP/JSON reaches it through transcoding, gRPC errors map to HTTP.
+  const price = await request(`http://127.0.0.1:${mesh.outbound}/price/teapot`, { headers: { host: 'pricing' } });
+  t.same(await price.body.json(), { service: 'pricing', item: 'teapot', price: 31.53 }, 'HTTP/JSON -> gRPC pricing');
+  const badItem = await request(`http://127.0.0.1:${mesh.outbound}/price/tea%20pot`, { headers: { host: 'pricing' } });
+  t.equal(badItem.statusCode, 400, 'INVALID_ARGUMENT from the gRPC app is a 400');
+  await badItem.body.dump();
 
   const code = await mesh.stop();
   stopped = true;
