@@ -119,6 +119,8 @@ function newStats() {
     non2xx: 0,
     outstanding: 0,
     errorKinds: {},
+    /** Latency per second of the recorded schedule (by intended send time): the p99 per window. */
+    windows: [],
   };
 }
 
@@ -162,7 +164,10 @@ function phase(rate) {
         s.errorKinds[k] = (s.errorKinds[k] ?? 0) + 1;
       } else if (record) {
         s.recorded++;
-        s.latency.recordValue(Math.max(1, Math.round((end - intended) * 1000)));
+        const us = Math.max(1, Math.round((end - intended) * 1000));
+        s.latency.recordValue(us);
+        const w = Math.floor((j - warmupEnd) / K / rate);
+        (s.windows[w] ??= newHist()).recordValue(us);
         s.service.recordValue(Math.max(1, Math.round((end - sentAt) * 1000)));
       }
       if (next >= total && outstanding === 0) finish();
@@ -217,6 +222,7 @@ function phase(rate) {
           latencyUs: summary(s.latency),
           serviceUs: summary(s.service),
           sendLagUs: summary(s.sendLag),
+          windowsP99Us: s.windows.map((h) => (h && h.totalCount > 0 ? h.getValueAtPercentile(99) : null)),
         };
       }),
     };

@@ -26,6 +26,19 @@ function added(results, name, rateKey) {
     const dv = base?.latencyUs?.[p];
     out[p] = cv === undefined || dv === undefined ? undefined : name === 'direct' ? 0 : cv - dv;
   }
+  // p99: the median over one-second windows of (proxy p99 - paired direct p99). One burst on the
+  // machine (a timer tick, another process) moves a whole-phase p99 a lot and this one little.
+  const cw = c?.rates?.[rateKey]?.windowsP99Us;
+  const dw = c?.pairedDirect?.[rateKey]?.windowsP99Us;
+  if (name !== 'direct' && Array.isArray(cw) && Array.isArray(dw) && cw.length >= 3) {
+    const diffs = [];
+    for (let i = 0; i < Math.min(cw.length, dw.length); i++) if (cw[i] != null && dw[i] != null) diffs.push(cw[i] - dw[i]);
+    if (diffs.length >= 3) {
+      diffs.sort((a, b) => a - b);
+      out.p99Phase = out.p99;
+      out.p99 = diffs.length % 2 ? diffs[(diffs.length - 1) / 2] : (diffs[diffs.length / 2 - 1] + diffs[diffs.length / 2]) / 2;
+    }
+  }
   return out;
 }
 
