@@ -15,6 +15,9 @@ import { parseRequestTarget } from '../src/http/target';
 import { UpstreamConnectError, type Headers, type UpstreamPools, type UpstreamProtocol, type UpstreamTarget } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
 import type { CompiledSnapshot, HeaderEditor, RequestView } from '../src/policy';
+import { forwardGrpc, grpcKind, replyGrpcError } from '../src/grpc/proxy';
+import { answerPreflight } from '../src/grpc/web';
+import type { GrpcRouteOptions } from '../src/policy';
 import type { ProxyStats } from './stats';
 
 export type Direction = 'inbound' | 'outbound';
@@ -64,6 +67,8 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
     const view = new View(req, req.method ?? 'GET', target.path, target.query, authority);
     const rule = snap.routes.match(view);
     if (!rule) return sendLocal(ctx, 'outbound', res, 'MESH_NO_ROUTE', authority);
+    const preflight = rule.grpc ? answerPreflight(req, res, rule.grpc) : 0;
+    if (preflight) return ctx.stats.record('outbound', preflight);
     if (rule.redirect) {
       const r = rule.redirect(view);
       ctx.stats.record('outbound', r.status, Flags.Redirect);
@@ -83,6 +88,12 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
       authority: rule.rewriteHost ?? rawAuthority,
       requestEdits: rule.requestHeaders,
       responseEdits: rule.responseHeaders,
+      grpc: rule.grpc,
+      timeoutMs: rule.timeoutMs,
+      repick: () => {
+        const e = svc.picker(backend.subset)?.pick(view);
+        return e && { key: endpointKey(e), address: e.address, port: e.port, protocol: upstreamProtocol };
+      },
     });
   };
 }
@@ -109,6 +120,10 @@ interface ForwardPlan {
   authority: string;
   requestEdits?: HeaderEditor;
   responseEdits?: HeaderEditor;
+  grpc?: GrpcRouteOptions;
+  timeoutMs?: number;
+  /** Another endpoint, for a transparent retry of a request no upstream has seen. */
+  repick?(): UpstreamTarget | undefined;
 }
 
 function forward(
@@ -119,6 +134,7 @@ function forward(
   protocol: 'http1' | 'http2',
   plan: ForwardPlan,
 ): void {
+  if (grpcKind(req, protocol)) return forwardGrpc(ctx, direction, req, res, protocol, { ...plan, target: { ...plan.target, protocol: 'http2' } });
   const version = protocol === 'http2' ? '2' : '1.1';
   let headers = forwardRequestHeaders(req.rawHeaders, {
     remoteAddress: req.socket?.remoteAddress,
@@ -243,6 +259,7 @@ export function sendLocal(ctx: ProxyContext, direction: Direction, res: Downstre
 }
 
 function sendLocalRaw(res: DownstreamResponse, status: number, flag: string, text: string): void {
+  if (replyGrpcError(res, status, flag, text)) return;
   if (res.headersSent || res.destroyed) {
     resetDownstream(res);
     return;

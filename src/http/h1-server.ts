@@ -103,7 +103,7 @@ export class H1Response extends EventEmitter {
 
   constructor(
     private readonly conn: H1Connection,
-    private readonly req: H1Request,
+    readonly req: H1Request,
     keepAlive: boolean,
   ) {
     super();

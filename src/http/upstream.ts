@@ -148,16 +148,20 @@ class H2Connection {
     }
     let started = false;
     let done = false;
+    let streamRef: http2.ClientHttp2Stream | undefined;
     let trailers: Headers | undefined;
     const fail = (err: Error): void => {
       if (done) return;
       done = true;
+      // The HTTP/2 error code of a reset stream, for callers that pass it on (gRPC: CANCEL -> CANCELLED).
+      const rst = streamRef?.rstCode;
+      if (rst !== undefined && (err as { rstCode?: number }).rstCode === undefined) Object.assign(err, { rstCode: rst });
       const connect = !this.connected && !started;
       sink.onError(connect ? new UpstreamConnectError(err as Error & { code?: string }) : err, started);
     };
     let stream: http2.ClientHttp2Stream;
     try {
-      stream = this.session.request(h, { endStream: req.body === null });
+      stream = streamRef = this.session.request(h, { endStream: req.body === null });
     } catch (err) {
       fail(err as Error);
       return { abort() {}, resume() {} };

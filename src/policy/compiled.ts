@@ -5,6 +5,7 @@
 import type {
   DestinationPolicySpec,
   Endpoint,
+  GrpcRouteOptions,
   RateLimitPolicySpec,
   Resource,
   RetryPolicy,
@@ -74,6 +75,8 @@ export interface CompiledRule {
   rewriteHost?: string;
   timeoutMs?: number;
   retries?: RetryPolicy;
+  /** The route's gRPC options (message size limit, gRPC-Web CORS origins). */
+  grpc?: GrpcRouteOptions;
 }
 
 export interface RouteTable {

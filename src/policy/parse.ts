@@ -16,6 +16,7 @@ import {
   type CircuitBreaker,
   type Descriptor,
   type DestinationPolicySpec,
+  type GrpcRouteOptions,
   type HeaderEdits,
   type KeyValueMatch,
   type Kind,
@@ -186,7 +187,7 @@ function serviceName(c: Checker, o: Obj, key: string, path: string): string | un
 // ---------------------------------------------------------------------------------------- Route
 
 function parseRouteSpec(c: Checker, v: unknown, path: string): RouteSpec | undefined {
-  const o = c.object(v, path, ['hosts', 'rules']);
+  const o = c.object(v, path, ['hosts', 'rules', 'grpc']);
   if (!o) return undefined;
   const hosts: string[] = [];
   const rawHosts = c.required(o, 'hosts', path);
@@ -212,7 +213,27 @@ function parseRouteSpec(c: Checker, v: unknown, path: string): RouteSpec | undef
     names.add(rule.name);
     rules.push(rule);
   });
-  return { hosts, rules };
+  const spec: RouteSpec = { hosts, rules };
+  if (o.grpc !== undefined) spec.grpc = parseGrpcOptions(c, o.grpc, join(path, 'grpc'));
+  return spec;
+}
+
+const ORIGIN = /^(\*|https?:\/\/[a-z0-9.-]+(:\d{1,5})?)$/;
+
+function parseGrpcOptions(c: Checker, v: unknown, path: string): GrpcRouteOptions | undefined {
+  const o = c.object(v, path, ['maxMessageBytes', 'allowOrigins']);
+  if (!o) return undefined;
+  const out: GrpcRouteOptions = {};
+  if (o.maxMessageBytes !== undefined) out.maxMessageBytes = c.integer(o.maxMessageBytes, join(path, 'maxMessageBytes'), 1, 0xffffffff);
+  if (o.allowOrigins !== undefined) {
+    const origins: string[] = [];
+    c.array(o.allowOrigins, join(path, 'allowOrigins'), { min: 1 })?.forEach((x, i) => {
+      const s = c.string(x, join(join(path, 'allowOrigins'), i), { pattern: ORIGIN, patternText: 'must be "*" or an origin such as "https://app.example.com" (scheme, host, optional port; no path)' });
+      if (s !== undefined) origins.push(s.toLowerCase());
+    });
+    out.allowOrigins = origins;
+  }
+  return stripUndefined(out);
 }
 
 const RULE_FIELDS = ['name', 'matches', 'backends', 'redirect', 'requestHeaders', 'responseHeaders', 'rewrite', 'timeout', 'retries'];
@@ -426,7 +447,7 @@ function parseRetries(c: Checker, v: unknown, path: string): RetryPolicy | undef
 // ---------------------------------------------------------------------------- DestinationPolicy
 
 function parseDestinationPolicySpec(c: Checker, v: unknown, path: string): DestinationPolicySpec | undefined {
-  const o = c.object(v, path, ['service', 'loadBalancer', 'subsets', 'circuitBreaker', 'outlierDetection', 'protocol', 'connectTimeout']);
+  const o = c.object(v, path, ['service', 'loadBalancer', 'subsets', 'circuitBreaker', 'outlierDetection', 'protocol', 'connectTimeout', 'http2Upgrade']);
   if (!o) return undefined;
   const service = serviceName(c, o, 'service', path);
   const spec: DestinationPolicySpec = { service: service ?? '', loadBalancer: { type: 'round-robin' }, subsets: [], protocol: 'auto' };
@@ -462,6 +483,7 @@ function parseDestinationPolicySpec(c: Checker, v: unknown, path: string): Desti
   if (o.outlierDetection !== undefined) spec.outlierDetection = parseOutlier(c, o.outlierDetection, join(path, 'outlierDetection'));
   if (o.protocol !== undefined) spec.protocol = c.oneOf(o.protocol, join(path, 'protocol'), PROTOCOLS) ?? 'auto';
   if (o.connectTimeout !== undefined) spec.connectTimeoutMs = c.duration(o.connectTimeout, join(path, 'connectTimeout'), { maxMs: 600_000 });
+  if (o.http2Upgrade !== undefined) spec.http2Upgrade = c.boolean(o.http2Upgrade, join(path, 'http2Upgrade'));
   return stripUndefined(spec);
 }
 

@@ -113,6 +113,15 @@ export interface RouteSpec {
   /** Hostnames (optionally host:port) this route serves; `*.example.com` wildcards allowed. */
   hosts: readonly string[];
   rules: readonly RouteRule[];
+  /** gRPC and gRPC-Web calls on this route. */
+  grpc?: GrpcRouteOptions;
+}
+
+export interface GrpcRouteOptions {
+  /** Largest gRPC message, either way, in bytes (default 4 MiB); larger: RESOURCE_EXHAUSTED. */
+  maxMessageBytes?: number;
+  /** gRPC-Web: browser origins (`https://app.example.com`, or `*`) allowed by CORS. */
+  allowOrigins?: readonly string[];
 }
 
 // ---------------------------------------------------------------------------- DestinationPolicy
@@ -162,6 +171,11 @@ export interface DestinationPolicySpec {
   /** Protocol towards the endpoints. `auto` keeps the downstream's protocol. */
   protocol: UpstreamProtocol;
   connectTimeoutMs?: number;
+  /**
+   * HTTP/1.1 requests to meshed endpoints travel multiplexed over one HTTP/2 connection between
+   * the sidecars (default true); false keeps them HTTP/1.1 on the wire.
+   */
+  http2Upgrade?: boolean;
 }
 
 // ------------------------------------------------------------------------------ RateLimitPolicy
