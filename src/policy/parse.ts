@@ -218,7 +218,7 @@ function parseRouteSpec(c: Checker, v: unknown, path: string): RouteSpec | undef
   return spec;
 }
 
-const ORIGIN = /^(\*|https?:\/\/[a-z0-9.-]+(:\d{1,5})?)$/;
+const ORIGIN = /^(\*|https?:\/\/[a-z0-9.-]+(:\d{1,5})?)$/i;
 
 function parseGrpcOptions(c: Checker, v: unknown, path: string): GrpcRouteOptions | undefined {
   const o = c.object(v, path, ['maxMessageBytes', 'allowOrigins']);
