@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { classifyUpstreamError, FLAG_HEADER, Flags, MeshError, meshErrorInfo, type MeshErrorCode } from '../src/core/errors';
 import { forwardRequestHeaders, forwardResponseHeaders } from '../src/http/headers';
-import type { H1Request } from '../src/http/h1-server';
+import type { H1Request, H1Response } from '../src/http/h1-server';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../src/http/listener';
 import { parseRequestTarget } from '../src/http/target';
 import { UpstreamConnectError, type Headers, type UpstreamPools, type UpstreamProtocol, type UpstreamTarget } from '../src/http/upstream';
@@ -17,6 +17,7 @@ import { ActiveRequests, endpointKey } from '../src/lb';
 import type { CompiledSnapshot, HeaderEditor, RequestView } from '../src/policy';
 import { forwardGrpc, grpcKind, replyGrpcError } from '../src/grpc/proxy';
 import { answerPreflight } from '../src/grpc/web';
+import { forwardUpgrade } from '../src/http/websocket';
 import type { GrpcRouteOptions } from '../src/policy';
 import type { ProxyStats } from './stats';
 
@@ -90,6 +91,7 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
       responseEdits: rule.responseHeaders,
       grpc: rule.grpc,
       timeoutMs: rule.timeoutMs,
+      websocketIdleTimeoutMs: rule.websocketIdleTimeoutMs,
       repick: () => {
         const e = svc.picker(backend.subset)?.pick(view);
         return e && { key: endpointKey(e), address: e.address, port: e.port, protocol: upstreamProtocol };
@@ -122,6 +124,7 @@ interface ForwardPlan {
   responseEdits?: HeaderEditor;
   grpc?: GrpcRouteOptions;
   timeoutMs?: number;
+  websocketIdleTimeoutMs?: number;
   /** Another endpoint, for a transparent retry of a request no upstream has seen. */
   repick?(): UpstreamTarget | undefined;
 }
@@ -134,6 +137,8 @@ function forward(
   protocol: 'http1' | 'http2',
   plan: ForwardPlan,
 ): void {
+  if (protocol === 'http1' && (req as H1Request).upgrade)
+    return forwardUpgrade(ctx, direction, req as H1Request, res as H1Response, { ...plan, idleTimeoutMs: plan.websocketIdleTimeoutMs });
   if (grpcKind(req, protocol)) return forwardGrpc(ctx, direction, req, res, protocol, { ...plan, target: { ...plan.target, protocol: 'http2' } });
   const version = protocol === 'http2' ? '2' : '1.1';
   let headers = forwardRequestHeaders(req.rawHeaders, {

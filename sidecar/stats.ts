@@ -9,6 +9,9 @@ export class ProxyStats {
   snapshotAppliedAt = 0;
   acks = 0;
   nacks = 0;
+  /** WebSocket (upgraded) connections open now, and ever opened. */
+  websocketsOpen = 0;
+  websocketsTotal = 0;
 
   record(direction: 'inbound' | 'outbound', status: number, flag?: string): void {
     const k = `${direction}\0${status}\0${flag ?? ''}`;
@@ -57,6 +60,14 @@ export class ProxyStats {
       '# TYPE meshlet_upstream_pools gauge',
       `meshlet_upstream_pools{protocol="http1"} ${extra.upstreamHttp1Pools}`,
       `meshlet_upstream_pools{protocol="http2"} ${extra.upstreamHttp2Sessions}`,
+    );
+    out.push(
+      '# HELP meshlet_websocket_connections Upgraded (WebSocket) connections open through the sidecar.',
+      '# TYPE meshlet_websocket_connections gauge',
+      `meshlet_websocket_connections ${this.websocketsOpen}`,
+      '# HELP meshlet_websocket_connections_total Upgraded (WebSocket) connections opened through the sidecar.',
+      '# TYPE meshlet_websocket_connections_total counter',
+      `meshlet_websocket_connections_total ${this.websocketsTotal}`,
     );
     return out.join('\n') + '\n';
   }

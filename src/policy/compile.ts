@@ -126,7 +126,7 @@ function compileRouteTable(routes: readonly RouteResource[], services: ReadonlyM
   const wildcards: { suffix: string; vh: VirtualHost }[] = [];
   let catchAll: VirtualHost | undefined;
   for (const r of routes) {
-    const vh: VirtualHost = { rules: r.spec.rules.map((rule) => compileRule(r.metadata.name, rule, random, r.spec.grpc)) };
+    const vh: VirtualHost = { rules: r.spec.rules.map((rule) => compileRule(r.metadata.name, rule, random, r.spec.grpc, r.spec.websocket?.idleTimeoutMs)) };
     for (const h of r.spec.hosts) {
       if (h === '*') catchAll = vh;
       else if (h.startsWith('*.')) wildcards.push({ suffix: h.slice(1), vh });
@@ -207,7 +207,7 @@ function implicitRule(service: string): CompiledRule {
 
 // ------------------------------------------------------------------------------------------ rules
 
-function compileRule(routeName: string, rule: RouteRule, random: () => number, grpc?: GrpcRouteOptions): CompiledRule {
+function compileRule(routeName: string, rule: RouteRule, random: () => number, grpc?: GrpcRouteOptions, wsIdleMs?: number): CompiledRule {
   const matchers = rule.matches.map(compileMatch);
   const matches: (req: RequestView) => boolean =
     matchers.length === 0 ? () => true : matchers.length === 1 ? matchers[0] : (req) => matchers.some((m) => m(req));
@@ -253,6 +253,7 @@ function compileRule(routeName: string, rule: RouteRule, random: () => number, g
   if (rule.timeoutMs !== undefined) out.timeoutMs = rule.timeoutMs;
   if (rule.retries) out.retries = rule.retries;
   if (grpc) out.grpc = grpc;
+  if (wsIdleMs !== undefined) out.websocketIdleTimeoutMs = wsIdleMs;
   return Object.freeze(out);
 }
 

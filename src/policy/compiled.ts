@@ -77,6 +77,8 @@ export interface CompiledRule {
   retries?: RetryPolicy;
   /** The route's gRPC options (message size limit, gRPC-Web CORS origins). */
   grpc?: GrpcRouteOptions;
+  /** WebSocket connections: closed after this long without a byte either way. */
+  websocketIdleTimeoutMs?: number;
 }
 
 export interface RouteTable {

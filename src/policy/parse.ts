@@ -187,7 +187,7 @@ function serviceName(c: Checker, o: Obj, key: string, path: string): string | un
 // ---------------------------------------------------------------------------------------- Route
 
 function parseRouteSpec(c: Checker, v: unknown, path: string): RouteSpec | undefined {
-  const o = c.object(v, path, ['hosts', 'rules', 'grpc']);
+  const o = c.object(v, path, ['hosts', 'rules', 'grpc', 'websocket']);
   if (!o) return undefined;
   const hosts: string[] = [];
   const rawHosts = c.required(o, 'hosts', path);
@@ -215,6 +215,10 @@ function parseRouteSpec(c: Checker, v: unknown, path: string): RouteSpec | undef
   });
   const spec: RouteSpec = { hosts, rules };
   if (o.grpc !== undefined) spec.grpc = parseGrpcOptions(c, o.grpc, join(path, 'grpc'));
+  if (o.websocket !== undefined) {
+    const ws = c.object(o.websocket, join(path, 'websocket'), ['idleTimeout']);
+    if (ws) spec.websocket = ws.idleTimeout === undefined ? {} : { idleTimeoutMs: c.duration(ws.idleTimeout, join(join(path, 'websocket'), 'idleTimeout'), { minMs: 1, maxMs: 24 * 3_600_000 }) };
+  }
   return spec;
 }
 
@@ -748,6 +752,7 @@ function wireSpec(kind: Kind, s: Obj): Obj {
   };
   switch (kind) {
     case 'Route':
+      d(s.websocket as Obj | undefined, 'idleTimeoutMs', 'idleTimeout');
       for (const rule of s.rules as Obj[]) {
         d(rule, 'timeoutMs', 'timeout');
         for (const m of (rule.matches as Obj[]) ?? []) {

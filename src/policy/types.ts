@@ -115,6 +115,8 @@ export interface RouteSpec {
   rules: readonly RouteRule[];
   /** gRPC and gRPC-Web calls on this route. */
   grpc?: GrpcRouteOptions;
+  /** WebSocket (HTTP/1.1 Upgrade) connections on this route. */
+  websocket?: { idleTimeoutMs?: number };
 }
 
 export interface GrpcRouteOptions {

@@ -61,6 +61,8 @@ const cases: Case[] = [
   { name: 'grpc origin with a path', input: route({ hosts: ['a'], rules: [rule()], grpc: { allowOrigins: ['https://app.example.com/x'] } }), error: { path: 'spec.grpc.allowOrigins[0]', message: /must be "\*" or an origin/ } },
   { name: 'grpc maxMessageBytes zero', input: route({ hosts: ['a'], rules: [rule()], grpc: { maxMessageBytes: 0 } }), error: { path: 'spec.grpc.maxMessageBytes', message: /between 1/ } },
   { name: 'grpc unknown field', input: route({ hosts: ['a'], rules: [rule()], grpc: { allowOrigin: ['*'] } }), error: { path: 'spec.grpc.allowOrigin', message: /did you mean "allowOrigins"/ } },
+  { name: 'websocket idle timeout', input: route({ hosts: ['a'], rules: [rule()], websocket: { idleTimeout: '90s' } }), check: (r) => t.same((r.spec as { websocket?: unknown }).websocket, { idleTimeoutMs: 90_000 }) },
+  { name: 'websocket idle timeout invalid', input: route({ hosts: ['a'], rules: [rule()], websocket: { idleTimeout: 'forever' } }), error: { path: 'spec.websocket.idleTimeout' } },
   { name: 'rewrite with prefix', input: route({ hosts: ['a'], rules: [rule({ matches: [{ path: { prefix: '/api' } }], rewrite: { pathPrefix: '/' } })] }) },
   { name: 'header edits bad name', input: route({ hosts: ['a'], rules: [rule({ requestHeaders: { set: { 'bad header': 'x' } } })] }), error: { path: 'spec.rules[0].requestHeaders.set["bad header"]', message: /invalid header name/ } },
   { name: 'header edits bad value', input: route({ hosts: ['a'], rules: [rule({ responseHeaders: { add: { 'x-a': 'a\nb' } } })] }), error: { path: 'spec.rules[0].responseHeaders.add.x-a', message: /control characters/ } },
