@@ -18,6 +18,7 @@ import type { CompiledSnapshot, HeaderEditor, RequestView } from '../src/policy'
 import { forwardGrpc, grpcKind, replyGrpcError } from '../src/grpc/proxy';
 import { answerPreflight } from '../src/grpc/web';
 import { forwardUpgrade } from '../src/http/websocket';
+import { multiplexH1, ORIG_PROTO_HEADER, originalProtocol, withoutMark } from '../src/http/multiplex';
 import type { GrpcRouteOptions } from '../src/policy';
 import type { ProxyStats } from './stats';
 
@@ -82,7 +83,8 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
     const ep = svc?.picker(backend?.subset)?.pick(view);
     if (!svc || !ep) return sendLocal(ctx, 'outbound', res, 'MESH_NO_HEALTHY_UPSTREAM', backend?.service);
     const path = rule.rewritePath ? rule.rewritePath(view) : target.query ? `${target.path}?${target.query}` : target.path;
-    const upstreamProtocol: UpstreamProtocol = svc.protocol === 'auto' ? protocol : svc.protocol;
+    const mux = multiplexH1(req, protocol, ep.meshed, svc);
+    const upstreamProtocol: UpstreamProtocol = mux ? 'http2' : svc.protocol === 'auto' ? protocol : svc.protocol;
     forward(ctx, 'outbound', req, res, protocol, {
       target: { key: endpointKey(ep), address: ep.address, port: ep.port, protocol: upstreamProtocol },
       path,
@@ -92,6 +94,7 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
       grpc: rule.grpc,
       timeoutMs: rule.timeoutMs,
       websocketIdleTimeoutMs: rule.websocketIdleTimeoutMs,
+      origProto: mux ? `HTTP/${(req as H1Request).httpVersion}` : undefined,
       repick: () => {
         const e = svc.picker(backend.subset)?.pick(view);
         return e && { key: endpointKey(e), address: e.address, port: e.port, protocol: upstreamProtocol };
@@ -108,8 +111,10 @@ export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandle
     if (!target || target.path === '*') return sendLocal(ctx, 'inbound', res, 'MESH_BAD_REQUEST', 'unsupported request target');
     const authority =
       target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host')) ?? `${app.host}:${app.port}`;
+    const orig = originalProtocol(req, protocol);
     forward(ctx, 'inbound', req, res, protocol, {
-      target: { key, address: app.host, port: app.port, protocol: app.protocol ?? protocol },
+      target: { key, address: app.host, port: app.port, protocol: app.protocol ?? (orig ? 'http1' : protocol) },
+      unmark: orig !== undefined,
       path: target.query ? `${target.path}?${target.query}` : target.path,
       authority,
     });
@@ -125,6 +130,10 @@ interface ForwardPlan {
   grpc?: GrpcRouteOptions;
   timeoutMs?: number;
   websocketIdleTimeoutMs?: number;
+  /** HTTP/1.x sent multiplexed over HTTP/2 to another sidecar: the original version, for the mark. */
+  origProto?: string;
+  /** The request came multiplexed from another sidecar: remove the mark. */
+  unmark?: boolean;
   /** Another endpoint, for a transparent retry of a request no upstream has seen. */
   repick?(): UpstreamTarget | undefined;
 }
@@ -149,6 +158,8 @@ function forward(
     dropHost: true,
   });
   if (plan.requestEdits) headers = editFlat(headers, plan.requestEdits);
+  if (plan.origProto) headers.push(ORIG_PROTO_HEADER, plan.origProto);
+  else if (plan.unmark) headers = withoutMark(headers);
   const body = bodyOf(req, protocol);
   const key = plan.target.key;
   ctx.active.begin(key);
