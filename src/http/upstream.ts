@@ -8,6 +8,7 @@
  * Pools of endpoints that left every snapshot are closed gracefully by `retain()`.
  */
 import * as http2 from 'node:http2';
+import * as net from 'node:net';
 import { H1Pool } from './h1-client';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from './upstream-types';
 
@@ -99,6 +100,8 @@ class H2Connection {
     this.session = http2.connect(`http://${host}:${t.port}`, {
       settings: { enablePush: false, initialWindowSize: 1024 * 1024 },
       maxSessionMemory: 64,
+      // No Nagle: small frames (a request's HEADERS, a WINDOW_UPDATE) must not wait for an ACK.
+      createConnection: () => net.connect({ host: t.address, port: t.port, noDelay: true }),
     });
     const gone = (): void => {
       this.dead = true;
