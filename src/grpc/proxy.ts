@@ -366,8 +366,8 @@ export function forwardGrpc(
             attempt(plan.repick?.() ?? target);
             return;
           }
-          const rst = (err as { rstCode?: number }).rstCode;
-          if (rst !== undefined && rst !== http2.constants.NGHTTP2_REFUSED_STREAM) {
+          const { rstCode: rst, connectionLost } = err as { rstCode?: number; connectionLost?: boolean };
+          if (rst !== undefined && rst !== http2.constants.NGHTTP2_REFUSED_STREAM && !connectionLost) {
             // The upstream reset the stream (it cancelled the call): the client sees the same.
             finish(httpStatus || 502, Flags.UpstreamReset);
             if (web) down.fail(statusFromRstCode(rst), `upstream reset the stream (HTTP/2 error ${rst})`, Flags.UpstreamReset);

@@ -157,8 +157,10 @@ class H2Connection {
       if (done) return;
       done = true;
       // The HTTP/2 error code of a reset stream, for callers that pass it on (gRPC: CANCEL -> CANCELLED).
+      // `connectionLost`: the stream ended because the whole connection did (not a reset of its own).
       const rst = streamRef?.rstCode;
       if (rst !== undefined && (err as { rstCode?: number }).rstCode === undefined) Object.assign(err, { rstCode: rst });
+      if (this.unusable()) Object.assign(err, { connectionLost: true });
       const connect = !this.connected && !started;
       sink.onError(connect ? new UpstreamConnectError(err as Error & { code?: string }) : err, started);
     };

@@ -84,6 +84,24 @@ t.test('the sidecar enforces grpc-timeout and cancels the upstream', async (t) =
   t.match(decodeURIComponent(String(bad.headers['grpc-message'])), /invalid grpc-timeout "soon"/);
 });
 
+t.test('an upstream that dies mid-call: UNAVAILABLE with the flag, after the messages that made it', async (t) => {
+  const up = await h2Upstream(t, (stream) => {
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+    // One StreamingOutputCallResponse{payload{body: 3 bytes}}, then the server goes away.
+    stream.write(Buffer.from([0, 0, 0, 0, 7, 0x0a, 0x05, 0x12, 0x03, 1, 2, 3]));
+    setTimeout(() => stream.session?.destroy(), 50);
+  });
+  const sc = await startSidecar(t, [service('interop', [{ port: up.port }]), route('interop', ['interop'], [{ backends: [{ service: 'interop' }] }])]);
+  const call = interopClient(t, sc.outbound, 'interop').streamingOutputCall({}) as grpc.ClientReadableStream<{ payload: { body: Buffer } }>;
+  const msgs: number[] = [];
+  call.on('data', (m: { payload: { body: Buffer } }) => msgs.push(m.payload.body.length));
+  call.on('error', () => undefined);
+  const status = await within(new Promise<grpc.StatusObject>((r) => call.on('status', r)), 10_000, 'the status');
+  t.same(msgs, [3], 'the message sent before the failure arrived');
+  t.equal(status.code, grpc.status.UNAVAILABLE);
+  t.equal(status.metadata.get('x-meshlet-flags')[0], 'UR');
+});
+
 t.test('messages over the route limit: RESOURCE_EXHAUSTED, both ways', async (t) => {
   const app = await startInteropServer(t);
   const sc = await startSidecar(t, [
