@@ -16,7 +16,13 @@ interface Echo {
 }
 
 async function echoServer(t: Test): Promise<Echo> {
-  const wss = new WebSocketServer({ host: HOST, port: 0 });
+  const wss = new WebSocketServer({
+    host: HOST,
+    port: 0,
+    // The app refuses upgrades on /ws/forbidden: 403, no switch.
+    verifyClient: (info: { req: http.IncomingMessage }, cb: (ok: boolean, code?: number, message?: string) => void) =>
+      info.req.url?.startsWith('/ws/forbidden') ? cb(false, 403, 'Forbidden') : cb(true),
+  });
   const e: Echo = { port: 0, requests: [] };
   wss.on('connection', (ws, req) => {
     e.requests.push(req);
@@ -102,6 +108,13 @@ t.test('WebSocket echo through two sidecars', async (t) => {
     const [, res2] = (await within(once(dead, 'unexpected-response'), 10_000, 'the answer')) as [unknown, http.IncomingMessage];
     t.equal(res2.statusCode, 503, 'upstream down');
     t.equal(res2.headers['x-meshlet-flags'], 'UF');
+  });
+
+  t.test('an app that refuses the upgrade: its answer reaches the client', async (t) => {
+    const ws = connect(t, a.outbound, '/ws/forbidden', 'chat');
+    const [, res] = (await within(once(ws, 'unexpected-response'), 10_000, 'the answer')) as [unknown, http.IncomingMessage];
+    t.equal(res.statusCode, 403);
+    t.equal(res.headers['x-meshlet-flags'], undefined, "the app's answer, not the mesh's");
   });
 
   t.test('the idle timeout closes a quiet connection', async (t) => {
