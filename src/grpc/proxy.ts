@@ -9,7 +9,8 @@
  *   require, and passes every trailer (grpc-status, grpc-message, grpc-status-details-bin, -bin
  *   metadata) through;
  * - follows message boundaries both ways and stops a message over the route's `maxMessageBytes`
- *   with RESOURCE_EXHAUSTED before any of it is forwarded, without buffering messages;
+ *   (outbound; default 4 MiB) with RESOURCE_EXHAUSTED before any of it is forwarded, without
+ *   buffering messages;
  * - retries transparently, on another endpoint when the route has one, a call no upstream has seen:
  *   a stream refused by a GOAWAY or REFUSED_STREAM, or a connection that could not be opened. The
  *   request bytes sent so far are kept for that (up to 64 KiB, and only until the response starts);
@@ -202,7 +203,9 @@ export function forwardGrpc(
   const started = performance.now();
   const web = grpcKind(req, protocol) === 'web';
   const down: GrpcDownstream = web ? new WebDownstream(req, res, plan.grpc) : new NativeDownstream(res as http2.Http2ServerResponse);
-  const maxBytes = plan.grpc?.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  // The limit is the route's (outbound, where routes are); inbound, the far sidecar has no route
+  // and does not second-guess it: the app enforces its own.
+  const maxBytes = plan.grpc?.maxMessageBytes ?? (direction === 'outbound' ? DEFAULT_MAX_MESSAGE_BYTES : 0xffffffff);
 
   let finished = false;
   const finish = (status: number, flag?: string): void => {

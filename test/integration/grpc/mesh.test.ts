@@ -121,6 +121,19 @@ t.test('messages over the route limit: RESOURCE_EXHAUSTED, both ways', async (t)
   t.equal(ok.res?.payload.body.length, 99_000, 'messages under the limit pass');
 });
 
+t.test('a route that allows larger messages: they cross both sidecars', async (t) => {
+  const big = { 'grpc.max_receive_message_length': 16 * MiB, 'grpc.max_send_message_length': 16 * MiB };
+  const app = await startInteropServer(t, big);
+  const b = await startSidecar(t, [service('unused', [{ port: 9 }])], { service: 'interop', appPort: app.port, args: ['--app-protocol', 'http2'] });
+  const a = await startSidecar(t, [
+    service('interop', [{ port: b.inbound }]),
+    { ...route('interop', ['interop'], []), spec: { hosts: ['interop'], rules: [{ backends: [{ service: 'interop' }] }], grpc: { maxMessageBytes: 8 * MiB } } },
+  ]);
+  const r = await unaryCall(interopClient(t, a.outbound, 'interop', big), 'unaryCall', { responseSize: 6 * MiB, payload: { body: Buffer.alloc(6 * MiB) } });
+  t.error(r.err, '6 MiB each way, over the 4 MiB default, under the route limit');
+  t.equal(r.res?.payload.body.length, 6 * MiB);
+});
+
 t.test('an upstream GOAWAY fails no call that can go elsewhere', async (t) => {
   const app = await startInteropServer(t);
   let refused = 0;
