@@ -22,11 +22,13 @@ import { endpointKey } from '../src/lb';
 import type { ObservedRequest } from '../src/observability/observer';
 import type { CompiledBackend, CompiledRule, HeaderEditor, RequestView } from '../src/policy';
 import type { CircuitBreaker } from '../src/resilience/breaker';
+import { replyGrpcError } from '../src/grpc/proxy';
+import { multiplexH1, ORIG_PROTO_HEADER, withoutMark } from '../src/http/multiplex';
 import { stampIdentity } from '../src/resilience/rate-limit';
 import { ReplayableBody } from '../src/resilience/replay-body';
 import { backoffMs, retryAfterMs, retryMatcher, type FailureKind } from '../src/resilience/retry';
 import type { ServiceState } from '../src/resilience/state';
-import { formatGrpcTimeout, parseGrpcTimeout } from '../src/resilience/timeout';
+import { formatGrpcTimeout, parseGrpcTimeout } from '../src/grpc/timeout';
 import type { Direction, ProxyContext } from './proxy';
 
 export interface ExchangePlan {
@@ -46,6 +48,8 @@ export interface ExchangePlan {
   responseEdits?: HeaderEditor;
   /** Flags already earned before the exchange (e.g. DI for an injected delay). */
   flags?: string;
+  /** Inbound: the request came multiplexed from another sidecar; remove the mark. */
+  unmark?: boolean;
   /** Outbound: the backend for the first try, when the caller already picked it. */
   firstBackend?: CompiledBackend;
   /** Outbound: caller identity headers to stamp (any the app sent are removed). */
@@ -123,6 +127,8 @@ export class Exchange {
   /** Metrics, the span and the access-log line of this request. */
   private readonly obs: ObservedRequest;
   private destination = '';
+  /** This try goes multiplexed over HTTP/2 to another sidecar. */
+  private mux = false;
 
   constructor(
     readonly ctx: ProxyContext,
@@ -141,6 +147,7 @@ export class Exchange {
     });
     if (plan.requestEdits) headers = editFlat(headers, plan.requestEdits);
     if (plan.identity) headers = stampIdentity(headers, plan.identity.source, plan.identity.route);
+    if (plan.unmark) headers = withoutMark(headers);
     const q = plan.path.indexOf('?');
     this.obs = ctx.stats.observer.begin(plan.direction, (n) => headerOf(req, n), {
       method: req.method ?? 'GET',
@@ -170,7 +177,7 @@ export class Exchange {
     for (let i = 0; i < h.length; i += 2)
       if (h[i] === 'grpc-timeout') {
         const g = parseGrpcTimeout(h[i + 1] as string);
-        if (g !== undefined && (timeoutMs === 0 || g < timeoutMs)) timeoutMs = Math.max(1, g);
+        if (typeof g === 'number' && (timeoutMs === 0 || g < timeoutMs)) timeoutMs = Math.max(1, g);
         this.grpcTimeoutAt = i + 1;
         break;
       }
@@ -213,7 +220,10 @@ export class Exchange {
       if (ep && this.tries > 1 && endpointKey(ep) === this.lastKey) ep = picker?.pick(view) ?? ep;
       if (!ep) return this.fail(new MeshError('MESH_NO_HEALTHY_UPSTREAM', backend.service));
       const key = endpointKey(ep);
-      target = { key, address: ep.address, port: ep.port, protocol: cs.protocol === 'auto' ? plan.protocol : cs.protocol, limits: svc.limits, idleMs: svc.idleMs };
+      // HTTP/1.1 to another sidecar travels multiplexed over one HTTP/2 connection (multiplex.ts).
+      const mux = multiplexH1(plan.req, plan.protocol, ep.meshed, cs);
+      this.mux = mux;
+      target = { key, address: ep.address, port: ep.port, protocol: mux ? 'http2' : cs.protocol === 'auto' ? plan.protocol : cs.protocol, limits: svc.limits, idleMs: svc.idleMs };
       if (this.tries === 1) {
         svc.budget.request();
         this.destination = svc.name;
@@ -225,6 +235,7 @@ export class Exchange {
     let body: Readable | null = null;
     if (this.body) body = this.replay ? (this.replay.cursor() ?? null) : this.body;
     let headers = this.headers;
+    if (this.mux) headers = [...headers, ORIG_PROTO_HEADER, `HTTP/${(plan.req as H1Request).httpVersion}`];
     if (this.grpcTimeoutAt >= 0 && this.deadline > 0) {
       headers = headers.slice();
       headers[this.grpcTimeoutAt] = formatGrpcTimeout(Math.max(1, this.deadline - ctx.clock.monotonic()));
@@ -442,6 +453,8 @@ export function resetDownstream(res: DownstreamResponse): void {
 
 /** A response the mesh makes itself (plain text, with its flags). */
 export function sendLocalRaw(res: DownstreamResponse, status: number, flag: string, text: string, extra?: Record<string, string>): void {
+  // A gRPC or gRPC-Web client gets a gRPC status (trailers-only), not an HTTP error page.
+  if (replyGrpcError(res, status, flag, text)) return;
   if (res.headersSent || res.destroyed) {
     resetDownstream(res);
     return;

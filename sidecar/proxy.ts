@@ -11,7 +11,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Clock } from '../src/core/clock';
 import { FLAG_HEADER, Flags, meshErrorInfo, type MeshErrorCode } from '../src/core/errors';
-import type { H1Request } from '../src/http/h1-server';
+import type { H1Request, H1Response } from '../src/http/h1-server';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../src/http/listener';
 import { parseRequestTarget } from '../src/http/target';
 import type { Headers, UpstreamPools, UpstreamProtocol, UpstreamTarget } from '../src/http/upstream';
@@ -22,6 +22,10 @@ import { decideFault } from '../src/resilience/fault';
 import { type RateLimitLayer } from '../src/resilience/rate-limit';
 import type { ResilienceState } from '../src/resilience/state';
 import { transcode, type TranscodeContext } from '../src/grpc/transcode/handler';
+import { forwardGrpc, grpcKind } from '../src/grpc/proxy';
+import { answerPreflight } from '../src/grpc/web';
+import { originalProtocol } from '../src/http/multiplex';
+import { forwardUpgrade } from '../src/http/websocket';
 import { Exchange, sendLocalRaw } from './exchange';
 import type { ProxyStats } from './stats';
 
@@ -81,6 +85,9 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
     const view = new View(req, req.method ?? 'GET', target.path, target.query, authority);
     const rule = snap.routes.match(view);
     if (!rule) return sendLocal(ctx, 'outbound', res, 'MESH_NO_ROUTE', authority);
+    // gRPC-Web from browsers: CORS preflight for the origins the route allows.
+    const preflight = rule.grpc ? answerPreflight(req, res, rule.grpc) : 0;
+    if (preflight) return ctx.stats.record('outbound', preflight);
     if (rule.redirect) {
       const r = rule.redirect(view);
       ctx.stats.record('outbound', r.status, Flags.Redirect);
@@ -133,6 +140,33 @@ function routed(
   flags: string | undefined,
   firstBackend?: CompiledBackend,
 ): void {
+  // WebSocket upgrades and gRPC calls have their own forwarding (src/http/websocket.ts,
+  // src/grpc/proxy.ts): a tunnel, and message-aware gRPC with deadlines and trailers-only errors.
+  const upgrade = protocol === 'http1' && (req as H1Request).upgrade;
+  const grpc = !upgrade && grpcKind(req, protocol);
+  if (upgrade || grpc) {
+    const pick = (b: CompiledBackend | undefined): UpstreamTarget | undefined => {
+      const cs = b && ctx.snapshot()?.services.get(b.service);
+      const st = b && ctx.resilience.service(b.service);
+      const ep = b && st?.picker(b.subset)?.pick(view);
+      if (!cs || !st || !ep) return undefined;
+      return { key: endpointKey(ep), address: ep.address, port: ep.port, protocol: grpc ? 'http2' : 'http1', limits: st.limits, idleMs: st.idleMs };
+    };
+    const backend = firstBackend ?? rule.pickBackend();
+    const t = pick(backend);
+    if (!t) return sendLocal(ctx, 'outbound', res, 'MESH_NO_HEALTHY_UPSTREAM', backend?.service);
+    if (upgrade) return forwardUpgrade(ctx, 'outbound', req as H1Request, res as H1Response, { target: t, path, authority, idleTimeoutMs: rule.websocketIdleTimeoutMs });
+    return forwardGrpc(ctx, 'outbound', req, res, protocol, {
+      target: t,
+      path,
+      authority,
+      requestEdits: rule.requestHeaders,
+      responseEdits: rule.responseHeaders,
+      grpc: rule.grpc,
+      timeoutMs: rule.timeoutMs,
+      repick: () => pick(backend),
+    });
+  }
   const breaker = rule.breaker ? ctx.resilience.breaker(rule.statName, rule.breaker) : undefined;
   if (breaker && !breaker.allow()) return sendLocal(ctx, 'outbound', res, 'MESH_BREAKER_OPEN', rule.statName);
   const ex = new Exchange(ctx, {
@@ -168,14 +202,20 @@ export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandle
       target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host')) ?? `${app.host}:${app.port}`;
     const go = (): void => {
       if (res.destroyed) return ctx.stats.record('inbound', 499, Flags.DownstreamClosed);
+      const path = target.query ? `${target.path}?${target.query}` : target.path;
+      if (protocol === 'http1' && (req as H1Request).upgrade) return forwardUpgrade(ctx, 'inbound', req as H1Request, res as H1Response, { target: h1, path, authority });
+      if (grpcKind(req, protocol)) return forwardGrpc(ctx, 'inbound', req, res, protocol, { target: h2, path, authority });
+      // HTTP/1.1 that another sidecar multiplexed over HTTP/2 goes to the app as HTTP/1.1 again.
+      const multiplexed = originalProtocol(req, protocol) !== undefined;
       new Exchange(ctx, {
+        unmark: multiplexed,
         direction: 'inbound',
         req,
         res,
         protocol,
         path: target.query ? `${target.path}?${target.query}` : target.path,
         authority,
-        fixed: protocol === 'http2' ? h2 : h1,
+        fixed: protocol === 'http2' && !multiplexed ? h2 : h1,
       }).start();
     };
     if (!ctx.rateLimit?.active) return go();

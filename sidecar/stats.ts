@@ -57,6 +57,20 @@ export class ProxyStats {
     return n;
   }
 
+  /** WebSocket (upgraded) connections open now, and ever opened (src/http/websocket.ts). */
+  get websocketsOpen(): number {
+    return this.metrics.websocketsOpen.labels().value;
+  }
+  set websocketsOpen(v: number) {
+    this.metrics.websocketsOpen.labels().value = v;
+  }
+  get websocketsTotal(): number {
+    return this.metrics.websocketsTotal.labels().value;
+  }
+  set websocketsTotal(v: number) {
+    this.metrics.websocketsTotal.labels().value = v;
+  }
+
   get acks(): number {
     return this.metrics.acks.labels().value;
   }

@@ -1,9 +1,10 @@
 /**
- * gRPC status codes (google.rpc.Code), their mapping to HTTP status codes, and the
- * `grpc-timeout` header. Shared by the gRPC proxy, gRPC-Web and the HTTP/JSON transcoder.
+ * gRPC status codes (grpc/doc/statuscodes.md), the mapping from the mesh's own errors to them, the
+ * HTTP -> gRPC mapping of grpc/doc/http-grpc-status-mapping.md, and trailers-only responses.
  */
+import type { Flag, MeshErrorCode } from '../core/errors';
 
-export const GrpcStatus = {
+export const Status = {
   OK: 0,
   CANCELLED: 1,
   UNKNOWN: 2,
@@ -22,67 +23,95 @@ export const GrpcStatus = {
   DATA_LOSS: 15,
   UNAUTHENTICATED: 16,
 } as const;
-export type GrpcStatusCode = (typeof GrpcStatus)[keyof typeof GrpcStatus];
+export type StatusCode = (typeof Status)[keyof typeof Status];
 
-const NAMES: readonly string[] = Object.keys(GrpcStatus);
+/** Every mesh error as the gRPC status a gRPC client gets instead of an HTTP error page. */
+export const MESH_ERROR_STATUS: Readonly<Record<MeshErrorCode, StatusCode>> = {
+  // The server (here: the mesh) does not serve this method at all.
+  MESH_NO_ROUTE: Status.UNIMPLEMENTED,
+  MESH_NO_HEALTHY_UPSTREAM: Status.UNAVAILABLE,
+  MESH_UPSTREAM_CONNECT_FAILURE: Status.UNAVAILABLE,
+  MESH_UPSTREAM_RESET: Status.UNAVAILABLE,
+  MESH_UPSTREAM_OVERFLOW: Status.UNAVAILABLE,
+  MESH_UPSTREAM_TIMEOUT: Status.DEADLINE_EXCEEDED,
+  MESH_RETRIES_EXHAUSTED: Status.UNAVAILABLE,
+  MESH_RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
+  MESH_BREAKER_OPEN: Status.UNAVAILABLE,
+  MESH_BAD_REQUEST: Status.INTERNAL,
+};
 
-/** `NOT_FOUND` for 5; `UNKNOWN` for codes outside the table. */
-export function grpcStatusName(code: number): string {
-  return Number.isInteger(code) && code >= 0 && code < NAMES.length ? (NAMES[code] as string) : 'UNKNOWN';
-}
+/** The same mapping keyed by response flag (what the proxy's local-reply path has at hand). */
+export const FLAG_STATUS: Readonly<Record<Flag, StatusCode>> = {
+  NR: Status.UNIMPLEMENTED,
+  UH: Status.UNAVAILABLE,
+  UF: Status.UNAVAILABLE,
+  UR: Status.UNAVAILABLE,
+  UO: Status.UNAVAILABLE,
+  UT: Status.DEADLINE_EXCEEDED,
+  URX: Status.UNAVAILABLE,
+  RL: Status.RESOURCE_EXHAUSTED,
+  DPE: Status.INTERNAL,
+  // A gRPC client does not follow redirects.
+  RD: Status.UNIMPLEMENTED,
+  CO: Status.UNAVAILABLE,
+  RBX: Status.UNAVAILABLE,
+  RBL: Status.UNAVAILABLE,
+  // An injected abort with an HTTP status: what that status means to gRPC is decided by the
+  // caller from the HTTP status; UNAVAILABLE is the default chaos answer.
+  FI: Status.UNAVAILABLE,
+  DI: Status.UNAVAILABLE,
+  DC: Status.CANCELLED,
+};
 
-/** The HTTP status for a gRPC status, as google/rpc/code.proto documents it (and Envoy's transcoder maps). */
-const TO_HTTP: readonly number[] = [
-  200, // OK
-  499, // CANCELLED (client closed request)
-  500, // UNKNOWN
-  400, // INVALID_ARGUMENT
-  504, // DEADLINE_EXCEEDED
-  404, // NOT_FOUND
-  409, // ALREADY_EXISTS
-  403, // PERMISSION_DENIED
-  429, // RESOURCE_EXHAUSTED
-  400, // FAILED_PRECONDITION
-  409, // ABORTED
-  400, // OUT_OF_RANGE
-  501, // UNIMPLEMENTED
-  500, // INTERNAL
-  503, // UNAVAILABLE
-  500, // DATA_LOSS
-  401, // UNAUTHENTICATED
-];
-
-export function grpcToHttpStatus(code: number): number {
-  return Number.isInteger(code) && code >= 0 && code < TO_HTTP.length ? (TO_HTTP[code] as number) : 500;
-}
-
-/**
- * The gRPC status for an HTTP status of a response that carried no grpc-status (the gRPC spec's
- * "HTTP to gRPC status code mapping").
- */
-export function httpToGrpcStatus(http: number): GrpcStatusCode {
+/** HTTP status of a non-gRPC response -> gRPC status (http-grpc-status-mapping.md). */
+export function statusFromHttp(http: number): StatusCode {
   switch (http) {
     case 400:
-      return GrpcStatus.INTERNAL;
+      return Status.INTERNAL;
     case 401:
-      return GrpcStatus.UNAUTHENTICATED;
+      return Status.UNAUTHENTICATED;
     case 403:
-      return GrpcStatus.PERMISSION_DENIED;
+      return Status.PERMISSION_DENIED;
     case 404:
-      return GrpcStatus.UNIMPLEMENTED;
+      return Status.UNIMPLEMENTED;
     case 429:
     case 502:
     case 503:
     case 504:
-      return GrpcStatus.UNAVAILABLE;
+      return Status.UNAVAILABLE;
     default:
-      return GrpcStatus.UNKNOWN;
+      return Status.UNKNOWN;
   }
 }
 
-/** grpc-message is percent-encoded (spec: "Percent-Encoded"); decode it leniently. */
-export function decodeGrpcMessage(v: string | undefined): string {
-  if (!v) return '';
+/** HTTP/2 RST_STREAM error code -> gRPC status, as gRPC clients map them (PROTOCOL-HTTP2.md). */
+export function statusFromRstCode(code: number): StatusCode {
+  switch (code) {
+    case 0x8: // CANCEL
+      return Status.CANCELLED;
+    case 0x7: // REFUSED_STREAM
+      return Status.UNAVAILABLE;
+    case 0xb: // ENHANCE_YOUR_CALM
+      return Status.RESOURCE_EXHAUSTED;
+    case 0xc: // INADEQUATE_SECURITY
+      return Status.PERMISSION_DENIED;
+    default:
+      return Status.INTERNAL;
+  }
+}
+
+/** grpc-message is percent-encoded: bytes outside 0x20-0x7e, and '%' itself (PROTOCOL-HTTP2.md). */
+export function encodeGrpcMessage(text: string): string {
+  const bytes = Buffer.from(text, 'utf8');
+  let out = '';
+  for (const b of bytes) {
+    if (b >= 0x20 && b <= 0x7e && b !== 0x25) out += String.fromCharCode(b);
+    else out += `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+export function decodeGrpcMessage(v: string): string {
   try {
     return decodeURIComponent(v);
   } catch {
@@ -90,25 +119,20 @@ export function decodeGrpcMessage(v: string | undefined): string {
   }
 }
 
-export function encodeGrpcMessage(s: string): string {
-  return s.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c));
+/**
+ * The header block of a Trailers-Only response (status, content-type, grpc-status, grpc-message):
+ * sent as one HEADERS frame with END_STREAM.
+ */
+export function trailersOnlyHeaders(code: StatusCode, message: string, contentType = 'application/grpc'): Record<string, string | number> {
+  return { ':status': 200, 'content-type': contentType, 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(message) };
 }
 
-const TIMEOUT_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
-
-/** `grpc-timeout` (`100m`, `5S`, up to 8 digits) -> milliseconds, or undefined when malformed. */
-export function parseGrpcTimeout(v: string | undefined): number | undefined {
-  if (!v) return undefined;
-  const m = /^(\d{1,8})([HMSmun])$/.exec(v);
-  if (!m) return undefined;
-  return Number(m[1]) * (TIMEOUT_UNITS[m[2] as string] as number);
+/** Whether a content-type is gRPC (application/grpc, application/grpc+proto, ...), not gRPC-Web. */
+export function isGrpcContentType(ct: string | undefined): boolean {
+  return ct !== undefined && ct.startsWith('application/grpc') && (ct.length === 16 || ct.charCodeAt(16) === 43 /* + */ || ct.charCodeAt(16) === 59 /* ; */);
 }
 
-/** Milliseconds -> `grpc-timeout`, in the finest unit that fits 8 digits. */
-export function formatGrpcTimeout(ms: number): string {
-  const v = Math.max(0, Math.ceil(ms));
-  if (v < 1e8) return `${v}m`;
-  const s = Math.ceil(v / 1000);
-  if (s < 1e8) return `${s}S`;
-  return `${Math.min(99_999_999, Math.ceil(s / 60))}M`;
+/** Whether a content-type is gRPC-Web (application/grpc-web, +proto, -text, -text+proto). */
+export function isGrpcWebContentType(ct: string | undefined): boolean {
+  return ct !== undefined && ct.startsWith('application/grpc-web');
 }

@@ -9,8 +9,11 @@
  *
  * - bad input refused before any handler sees it: llhttp's errors (request smuggling, invalid
  *   header names or values, bad chunking) -> 400, headers over the limit -> 431, headers not
- *   complete within `headersTimeoutMs` -> 408, no Host or several -> 400; `upgrade`/CONNECT
- *   -> 501 (not served yet); the connection is then closed and the reason reported;
+ *   complete within `headersTimeoutMs` -> 408, no Host or several -> 400; CONNECT -> 501; the
+ *   connection is then closed and the reason reported;
+ * - `Connection: upgrade` requests (WebSocket) go to the handler like any other, with
+ *   `req.upgrade` set: the parser lets go of the socket, and the handler may take it over
+ *   (src/http/websocket.ts) or answer normally, which closes the connection;
  * - keep-alive with an idle timeout, HTTP/1.0 clients, pipelined requests answered in order;
  * - `Expect: 100-continue` answered at once; request bodies streamed with backpressure;
  * - responses framed as the upstream framed them (Content-Length), or chunked, or by close for
@@ -61,6 +64,8 @@ export class H1Request {
   complete = false;
   /** The Host header (the only one, or the request was refused). */
   host: string | undefined;
+  /** Set for an Upgrade request: the socket, and the bytes that followed the head (set once parsed). */
+  upgrade: { socket: net.Socket; head: Buffer } | undefined;
   private hdrs: Record<string, string | string[]> | undefined;
   constructor(
     readonly method: string,
@@ -103,7 +108,7 @@ export class H1Response extends EventEmitter {
 
   constructor(
     private readonly conn: H1Connection,
-    private readonly req: H1Request,
+    readonly req: H1Request,
     keepAlive: boolean,
   ) {
     super();
@@ -234,6 +239,11 @@ export class H1Connection {
   idleSince: number;
   private closing = false;
   private dead = false;
+  /** An Upgrade request whose head is being parsed; the socket is handed over after it. */
+  private upgrading: H1Request | undefined;
+  /** The socket belongs to an upgraded connection (a tunnel) now. */
+  upgraded = false;
+  private readonly dataListener = (d: Buffer): void => this.onData(d);
 
   constructor(socket: net.Socket, opts: H1ServerOptions, private readonly server: H1Server) {
     this.socket = socket;
@@ -275,7 +285,7 @@ export class H1Connection {
         this.responseDone(done.res);
       }
     };
-    socket.on('data', (d: Buffer) => this.onData(d));
+    socket.on('data', this.dataListener);
     socket.on('drain', () => this.current?.res.emit('drain'));
     socket.on('end', () => {
       // The client half-closed: answer what is in flight, then close.
@@ -292,6 +302,15 @@ export class H1Connection {
     this.idleSince = 0;
     const r = this.parser.execute(d);
     if (r instanceof Error) this.parseError(r as Error & { code?: string });
+    else if (this.upgrading) {
+      // The rest of the bytes belong to the upgraded protocol: stop parsing, hand them over.
+      const req = this.upgrading;
+      this.upgrading = undefined;
+      this.upgraded = true;
+      this.socket.off('data', this.dataListener);
+      this.socket.pause();
+      if (req.upgrade) req.upgrade.head = d.subarray(r as number);
+    }
   }
 
   private onHeadersComplete(
@@ -312,8 +331,12 @@ export class H1Connection {
     const version = major === 1 && minor === 0 ? '1.0' : '1.1';
     const req = new H1Request(METHODS[methodIndex] ?? 'GET', target, raw, version, this.remote);
     if (upgrade) {
-      this.refuse(501, 'upgrade and CONNECT are not supported on this listener');
-      return 2;
+      if (req.method === 'CONNECT' || this.current || this.upgraded) {
+        this.refuse(501, req.method === 'CONNECT' ? 'CONNECT is not supported on this listener' : 'an upgrade behind a pipelined request');
+        return 2;
+      }
+      req.upgrade = { socket: this.socket, head: Buffer.alloc(0) };
+      this.upgrading = req;
     }
     let hosts = 0;
     let expect: string | undefined;
@@ -389,7 +412,8 @@ export class H1Connection {
     }
     this.current = undefined;
     // A request body not read to its end leaves the connection in an unknown place: close it.
-    if (!res.shouldKeepAlive || this.closing || !cur.req.complete) {
+    // An upgrade answered without switching protocols: the parser let go of the socket; close it.
+    if (!res.shouldKeepAlive || this.closing || !cur.req.complete || cur.req.upgrade) {
       this.closing = true;
       this.socket.end();
       return;
@@ -489,7 +513,7 @@ export class H1Server {
       this.timer.unref();
     }
     if (head.length > 0) c.onData(head);
-    socket.resume();
+    if (!c.upgraded) socket.resume();
   }
 
   handlerError(err: unknown): void {

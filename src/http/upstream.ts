@@ -8,6 +8,7 @@
  * Pools of endpoints that left every snapshot are closed gracefully by `retain()`.
  */
 import * as http2 from 'node:http2';
+import * as net from 'node:net';
 import { H1Pool } from './h1-client';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from './upstream-types';
 
@@ -102,6 +103,8 @@ class H2Connection {
     this.session = http2.connect(`http://${host}:${t.port}`, {
       settings: { enablePush: false, initialWindowSize: 1024 * 1024 },
       maxSessionMemory: 64,
+      // No Nagle: small frames (a request's HEADERS, a WINDOW_UPDATE) must not wait for an ACK.
+      createConnection: () => net.connect({ host: t.address, port: t.port, noDelay: true }),
     });
     const gone = (): void => {
       this.dead = true;
@@ -151,16 +154,22 @@ class H2Connection {
     }
     let started = false;
     let done = false;
+    let streamRef: http2.ClientHttp2Stream | undefined;
     let trailers: Headers | undefined;
     const fail = (err: Error): void => {
       if (done) return;
       done = true;
+      // The HTTP/2 error code of a reset stream, for callers that pass it on (gRPC: CANCEL -> CANCELLED).
+      // `connectionLost`: the stream ended because the whole connection did (not a reset of its own).
+      const rst = streamRef?.rstCode;
+      if (rst !== undefined && (err as { rstCode?: number }).rstCode === undefined) Object.assign(err, { rstCode: rst });
+      if (this.unusable()) Object.assign(err, { connectionLost: true });
       const connect = !this.connected && !started;
       sink.onError(connect ? new UpstreamConnectError(err as Error & { code?: string }) : err, started);
     };
     let stream: http2.ClientHttp2Stream;
     try {
-      stream = this.session.request(h, { endStream: req.body === null });
+      stream = streamRef = this.session.request(h, { endStream: req.body === null });
     } catch (err) {
       fail(err as Error);
       return { abort() {}, resume() {} };

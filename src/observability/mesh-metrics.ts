@@ -101,6 +101,8 @@ export class MeshMetrics {
   readonly breakerState;
   readonly ejections;
   readonly mirrored;
+  readonly websocketsOpen;
+  readonly websocketsTotal;
   readonly acks;
   readonly nacks;
   readonly policyInfo;
@@ -138,6 +140,8 @@ export class MeshMetrics {
     this.ejections = r.counter('meshlet_outlier_ejections_total', 'Endpoints ejected by outlier detection, by destination service.', ['destination']);
     this.mirrored = r.counter('meshlet_mirrored_requests_total', 'Requests copied to a mirror backend, by mirror service.', ['destination']);
     // Rate-limit decisions are meshlet_ratelimit_decisions_total, rendered by the rate-limit layer.
+    this.websocketsOpen = r.gauge('meshlet_websocket_connections', 'Upgraded (WebSocket) connections open through the sidecar.');
+    this.websocketsTotal = r.counter('meshlet_websocket_connections_total', 'Upgraded (WebSocket) connections opened through the sidecar.');
     this.acks = r.counter('meshlet_policy_acks_total', 'Snapshots accepted.');
     this.nacks = r.counter('meshlet_policy_nacks_total', 'Snapshots rejected.');
     this.acks.labels();

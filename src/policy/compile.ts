@@ -23,6 +23,7 @@ import type {
   RateLimitPolicySpec,
   RouteMatch,
   RouteResource,
+  GrpcRouteOptions,
   RouteRule,
   Snapshot,
   UpstreamProtocol,
@@ -141,7 +142,7 @@ function compileRouteTable(routes: readonly RouteResource[], services: ReadonlyM
   const wildcards: { suffix: string; vh: VirtualHost }[] = [];
   let catchAll: VirtualHost | undefined;
   for (const r of routes) {
-    const vh: VirtualHost = { rules: r.spec.rules.map((rule) => compileRule(r.metadata.name, rule, random)) };
+    const vh: VirtualHost = { rules: r.spec.rules.map((rule) => compileRule(r.metadata.name, rule, random, r.spec.grpc, r.spec.websocket?.idleTimeoutMs)) };
     for (const h of r.spec.hosts) {
       if (h === '*') catchAll = vh;
       else if (h.startsWith('*.')) wildcards.push({ suffix: h.slice(1), vh });
@@ -222,7 +223,7 @@ function implicitRule(service: string): CompiledRule {
 
 // ------------------------------------------------------------------------------------------ rules
 
-function compileRule(routeName: string, rule: RouteRule, random: () => number): CompiledRule {
+function compileRule(routeName: string, rule: RouteRule, random: () => number, grpc?: GrpcRouteOptions, wsIdleMs?: number): CompiledRule {
   const matchers = rule.matches.map(compileMatch);
   const matches: (req: RequestView) => boolean =
     matchers.length === 0 ? () => true : matchers.length === 1 ? matchers[0] : (req) => matchers.some((m) => m(req));
@@ -270,6 +271,8 @@ function compileRule(routeName: string, rule: RouteRule, random: () => number): 
   if (rule.breaker) out.breaker = rule.breaker;
   if (rule.fault) out.fault = rule.fault;
   if (rule.mirror) out.mirror = rule.mirror;
+  if (grpc) out.grpc = grpc;
+  if (wsIdleMs !== undefined) out.websocketIdleTimeoutMs = wsIdleMs;
   return Object.freeze(out);
 }
 

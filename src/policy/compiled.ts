@@ -6,6 +6,7 @@ import type { CompiledTranscoding } from '../grpc/transcode/handler';
 import type {
   DestinationPolicySpec,
   Endpoint,
+  GrpcRouteOptions,
   RateLimitPolicySpec,
   Resource,
   FaultInjection,
@@ -81,6 +82,10 @@ export interface CompiledRule {
   breaker?: RouteBreaker;
   fault?: FaultInjection;
   mirror?: Mirror;
+  /** The route's gRPC options (message size limit, gRPC-Web CORS origins). */
+  grpc?: GrpcRouteOptions;
+  /** WebSocket connections: closed after this long without a byte either way. */
+  websocketIdleTimeoutMs?: number;
 }
 
 export interface RouteTable {

@@ -22,6 +22,7 @@ import {
   type DestinationPolicySpec,
   type GrpcTranscodingSpec,
   type ProtoFile,
+  type GrpcRouteOptions,
   type HeaderEdits,
   type KeyValueMatch,
   type Kind,
@@ -198,7 +199,7 @@ function serviceName(c: Checker, o: Obj, key: string, path: string): string | un
 // ---------------------------------------------------------------------------------------- Route
 
 function parseRouteSpec(c: Checker, v: unknown, path: string): RouteSpec | undefined {
-  const o = c.object(v, path, ['hosts', 'rules']);
+  const o = c.object(v, path, ['hosts', 'rules', 'grpc', 'websocket']);
   if (!o) return undefined;
   const hosts: string[] = [];
   const rawHosts = c.required(o, 'hosts', path);
@@ -224,7 +225,31 @@ function parseRouteSpec(c: Checker, v: unknown, path: string): RouteSpec | undef
     names.add(rule.name);
     rules.push(rule);
   });
-  return { hosts, rules };
+  const spec: RouteSpec = { hosts, rules };
+  if (o.grpc !== undefined) spec.grpc = parseGrpcOptions(c, o.grpc, join(path, 'grpc'));
+  if (o.websocket !== undefined) {
+    const ws = c.object(o.websocket, join(path, 'websocket'), ['idleTimeout']);
+    if (ws) spec.websocket = ws.idleTimeout === undefined ? {} : { idleTimeoutMs: c.duration(ws.idleTimeout, join(join(path, 'websocket'), 'idleTimeout'), { minMs: 1, maxMs: 24 * 3_600_000 }) };
+  }
+  return spec;
+}
+
+const ORIGIN = /^(\*|https?:\/\/[a-z0-9.-]+(:\d{1,5})?)$/i;
+
+function parseGrpcOptions(c: Checker, v: unknown, path: string): GrpcRouteOptions | undefined {
+  const o = c.object(v, path, ['maxMessageBytes', 'allowOrigins']);
+  if (!o) return undefined;
+  const out: GrpcRouteOptions = {};
+  if (o.maxMessageBytes !== undefined) out.maxMessageBytes = c.integer(o.maxMessageBytes, join(path, 'maxMessageBytes'), 1, 0xffffffff);
+  if (o.allowOrigins !== undefined) {
+    const origins: string[] = [];
+    c.array(o.allowOrigins, join(path, 'allowOrigins'), { min: 1 })?.forEach((x, i) => {
+      const s = c.string(x, join(join(path, 'allowOrigins'), i), { pattern: ORIGIN, patternText: 'must be "*" or an origin such as "https://app.example.com" (scheme, host, optional port; no path)' });
+      if (s !== undefined) origins.push(s.toLowerCase());
+    });
+    out.allowOrigins = origins;
+  }
+  return stripUndefined(out);
 }
 
 const RULE_FIELDS = ['name', 'matches', 'backends', 'redirect', 'requestHeaders', 'responseHeaders', 'rewrite', 'timeout', 'retries', 'breaker', 'fault', 'mirror'];
@@ -516,7 +541,7 @@ function parseRetries(c: Checker, v: unknown, path: string): RetryPolicy | undef
 // ---------------------------------------------------------------------------- DestinationPolicy
 
 function parseDestinationPolicySpec(c: Checker, v: unknown, path: string): DestinationPolicySpec | undefined {
-  const o = c.object(v, path, ['service', 'loadBalancer', 'subsets', 'circuitBreaker', 'outlierDetection', 'healthCheck', 'protocol', 'connectTimeout', 'idleTimeout']);
+  const o = c.object(v, path, ['service', 'loadBalancer', 'subsets', 'circuitBreaker', 'outlierDetection', 'healthCheck', 'protocol', 'connectTimeout', 'idleTimeout', 'http2Upgrade']);
   if (!o) return undefined;
   const service = serviceName(c, o, 'service', path);
   const spec: DestinationPolicySpec = { service: service ?? '', loadBalancer: { type: 'round-robin' }, subsets: [], protocol: 'auto' };
@@ -554,6 +579,7 @@ function parseDestinationPolicySpec(c: Checker, v: unknown, path: string): Desti
   if (o.connectTimeout !== undefined) spec.connectTimeoutMs = c.duration(o.connectTimeout, join(path, 'connectTimeout'), { maxMs: 600_000 });
   if (o.idleTimeout !== undefined) spec.idleTimeoutMs = c.duration(o.idleTimeout, join(path, 'idleTimeout'), { minMs: 100 });
   if (o.healthCheck !== undefined) spec.healthCheck = parseHealthCheck(c, o.healthCheck, join(path, 'healthCheck'));
+  if (o.http2Upgrade !== undefined) spec.http2Upgrade = c.boolean(o.http2Upgrade, join(path, 'http2Upgrade'));
   return stripUndefined(spec);
 }
 
@@ -893,6 +919,7 @@ function wireSpec(kind: Kind, s: Obj): Obj {
   };
   switch (kind) {
     case 'Route':
+      d(s.websocket as Obj | undefined, 'idleTimeoutMs', 'idleTimeout');
       for (const rule of s.rules as Obj[]) {
         d(rule, 'timeoutMs', 'timeout');
         for (const m of (rule.matches as Obj[]) ?? []) {

@@ -156,6 +156,17 @@ export interface RouteSpec {
   /** Hostnames (optionally host:port) this route serves; `*.example.com` wildcards allowed. */
   hosts: readonly string[];
   rules: readonly RouteRule[];
+  /** gRPC and gRPC-Web calls on this route. */
+  grpc?: GrpcRouteOptions;
+  /** WebSocket (HTTP/1.1 Upgrade) connections on this route. */
+  websocket?: { idleTimeoutMs?: number };
+}
+
+export interface GrpcRouteOptions {
+  /** Largest gRPC message, either way, in bytes (default 4 MiB); larger: RESOURCE_EXHAUSTED. */
+  maxMessageBytes?: number;
+  /** gRPC-Web: browser origins (`https://app.example.com`, or `*`) allowed by CORS. */
+  allowOrigins?: readonly string[];
 }
 
 // ---------------------------------------------------------------------------- DestinationPolicy
@@ -222,6 +233,11 @@ export interface DestinationPolicySpec {
   connectTimeoutMs?: number;
   /** Idle upstream connections are closed after this long (default 60 s). */
   idleTimeoutMs?: number;
+  /**
+   * HTTP/1.1 requests to meshed endpoints travel multiplexed over one HTTP/2 connection between
+   * the sidecars (default true); false keeps them HTTP/1.1 on the wire.
+   */
+  http2Upgrade?: boolean;
 }
 
 // ------------------------------------------------------------------------------ RateLimitPolicy

@@ -20,8 +20,9 @@ import { forwardRequestHeaders, HOP_BY_HOP } from '../../http/headers';
 import type { DownstreamRequest, DownstreamResponse } from '../../http/listener';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from '../../http/upstream-types';
 import type { HeaderEditor } from '../../policy/compiled';
-import { encodeFrame, FrameDecoder } from '../framing';
-import { decodeGrpcMessage, formatGrpcTimeout, GrpcStatus, grpcStatusName, grpcToHttpStatus, httpToGrpcStatus } from '../status';
+import { encodeFrame, FrameDecoder } from './framing';
+import { formatGrpcTimeout } from '../timeout';
+import { decodeGrpcMessage, GrpcStatus, grpcStatusName, grpcToHttpStatus, httpToGrpcStatus } from './status';
 import type { Binding, Transcoder } from './compile';
 import { JsonMappingError } from './errors';
 

@@ -9,6 +9,12 @@ import type * as http2 from 'node:http2';
 import t from 'tap';
 import { h2Client, h2Request, h2Upstream, request, route, service, startSidecar } from './helpers';
 
+function frame(b: Buffer): Buffer {
+  const h = Buffer.alloc(5);
+  h.writeUInt32BE(b.length, 1);
+  return Buffer.concat([h, b]);
+}
+
 t.test('h2c on both sides', async (t) => {
   const seen: http2.IncomingHttpHeaders[] = [];
   const sessions = new Set<unknown>();
@@ -42,7 +48,10 @@ t.test('h2c on both sides', async (t) => {
       }
       stream.respond({ ':status': 200, 'content-type': String(headers['content-type'] ?? 'text/plain'), 'x-upstream-protocol': 'h2' }, { waitForTrailers: true });
       stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', 'grpc-message': 'all good' }));
-      stream.end(JSON.stringify({ bytes, sha: hash.digest('hex'), path, authority: headers[':authority'] }));
+      const json = Buffer.from(JSON.stringify({ bytes, sha: hash.digest('hex'), path, authority: headers[':authority'] }));
+      // A gRPC response body is length-prefixed messages (the sidecar follows them).
+      const grpc = String(headers['content-type']).startsWith('application/grpc');
+      stream.end(grpc ? frame(json) : json);
     });
   });
   const sc = await startSidecar(t, [
@@ -64,7 +73,7 @@ t.test('h2c on both sides', async (t) => {
     t.equal(r.headers['content-type'], 'application/grpc');
     t.equal(r.headers['x-upstream-protocol'], 'h2', 'the upstream was reached over HTTP/2 (protocol auto, as the client came)');
     t.same(r.trailers && { status: r.trailers['grpc-status'], message: r.trailers['grpc-message'] }, { status: '0', message: 'all good' }, 'grpc-status and grpc-message arrive as trailers');
-    const body = JSON.parse(r.body.toString()) as { bytes: number; path: string; authority: string };
+    const body = JSON.parse(r.body.subarray(5).toString()) as { bytes: number; path: string; authority: string };
     t.equal(body.bytes, msg.length, 'the request body arrived');
     t.equal(body.path, '/helloworld.Greeter/SayHello');
     t.equal(body.authority, 'greeter', ':authority is kept');

@@ -4,7 +4,6 @@ import { FakeClock } from '../../../src/core/clock';
 import type { RetryPolicy } from '../../../src/policy';
 import { ReplayableBody } from '../../../src/resilience/replay-body';
 import { backoffMs, retryAfterMs, retryMatcher, RetryBudget } from '../../../src/resilience/retry';
-import { formatGrpcTimeout, parseGrpcTimeout } from '../../../src/resilience/timeout';
 import { decideFault } from '../../../src/resilience/fault';
 
 const policy = (p: Partial<RetryPolicy>): RetryPolicy => ({ attempts: 2, retryOn: ['5xx'], budget: { percent: 20, minRetriesPerSecond: 10 }, bufferLimitBytes: 1024, ...p });
@@ -94,19 +93,6 @@ t.test('replayable body: each try reads it all; past the limit it is no longer r
   t.equal(await pb, 'abcdef', 'a second try replays what the first read, then follows the source');
   t.ok(a.destroyed, 'the abandoned try is destroyed');
   void pa.catch(() => undefined);
-});
-
-t.test('grpc-timeout parse and format', async (t) => {
-  t.equal(parseGrpcTimeout('5S'), 5000);
-  t.equal(parseGrpcTimeout('100m'), 100);
-  t.equal(parseGrpcTimeout('2M'), 120_000);
-  t.equal(parseGrpcTimeout('1H'), 3_600_000);
-  t.equal(parseGrpcTimeout('1500u'), 1.5);
-  t.equal(parseGrpcTimeout('123456789S'), undefined, 'at most 8 digits');
-  t.equal(parseGrpcTimeout('5s'), undefined);
-  t.equal(parseGrpcTimeout('S'), undefined);
-  t.equal(formatGrpcTimeout(4999.2), '5000m');
-  t.equal(formatGrpcTimeout(1e9), '1000000S');
 });
 
 t.test('fault decisions', async (t) => {

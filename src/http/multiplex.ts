@@ -1,0 +1,36 @@
+/**
+ * HTTP/1.1 multiplexed between sidecars (as Linkerd does): an HTTP/1.1 request to a meshed
+ * endpoint (another sidecar's inbound port) travels as an HTTP/2 stream on the one connection the
+ * two sidecars share, marked with `x-meshlet-orig-proto`; the far sidecar removes the mark and
+ * gives its app HTTP/1.1 again. On by default for services of protocol `auto`; a DestinationPolicy
+ * turns it off with `http2Upgrade: false`. Upgrades (WebSocket) stay HTTP/1.1 end to end.
+ */
+import type { H1Request } from './h1-server';
+import type { DownstreamRequest } from './listener';
+import type { UpstreamProtocol } from './upstream-types';
+
+export const ORIG_PROTO_HEADER = 'x-meshlet-orig-proto';
+
+export interface MultiplexService {
+  protocol: 'auto' | UpstreamProtocol;
+  policy?: { http2Upgrade?: boolean };
+}
+
+/** Whether this downstream HTTP/1.1 request goes to this endpoint as HTTP/2. */
+export function multiplexH1(req: DownstreamRequest, protocol: 'http1' | 'http2', meshed: boolean, svc: MultiplexService): boolean {
+  return protocol === 'http1' && meshed && svc.protocol === 'auto' && svc.policy?.http2Upgrade !== false && !(req as H1Request).upgrade;
+}
+
+/** On the far side: the HTTP/1.x version the request was sent in, when it came multiplexed. */
+export function originalProtocol(req: DownstreamRequest, protocol: 'http1' | 'http2'): string | undefined {
+  if (protocol !== 'http2') return undefined;
+  const v = req.headers[ORIG_PROTO_HEADER];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** Flat header list without the mark. */
+export function withoutMark(flat: string[]): string[] {
+  const i = flat.indexOf(ORIG_PROTO_HEADER);
+  if (i < 0 || i % 2 !== 0) return flat;
+  return [...flat.slice(0, i), ...flat.slice(i + 2)];
+}
