@@ -43,6 +43,8 @@ export interface SidecarOptions {
   logger?: Logger;
   maxHeaderBytes?: number;
   headersTimeoutMs?: number;
+  /** iptables interception is on (deploy/meshlet-init.sh): classify connections by original destination. */
+  intercept?: import('./intercept').InterceptOptions;
 }
 
 export interface Sidecar {
@@ -136,13 +138,20 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       source = `file ${opts.configFile}`;
     }
     const o = opts.outbound ?? { host: '127.0.0.1', port: 15001 };
-    outL = await startListener(o.host, o.port, { ...listenerOpts, name: 'outbound', handler: outboundHandler(ctx) });
+    const icpt = opts.intercept ? await import('./intercept') : undefined;
+    outL = await startListener(o.host, o.port, {
+      ...listenerOpts,
+      name: 'outbound',
+      handler: outboundHandler(ctx),
+      takeover: icpt && opts.intercept ? icpt.outboundTakeover(() => current, opts.intercept, log) : undefined,
+    });
     started.push(outL);
     const i = opts.inbound ?? { host: '0.0.0.0', port: 15006 };
     const app = opts.app;
     inL = await startListener(i.host, i.port, {
       ...listenerOpts,
       name: 'inbound',
+      takeover: icpt ? icpt.inboundTakeover(app, () => inL.address().port, log) : undefined,
       handler: app
         ? inboundHandler(ctx, app)
         : (_req, res) => {

@@ -20,6 +20,9 @@ export const sidecar: Command = {
   --headers-timeout MS    a client must send its request headers within MS milliseconds, else 408 (default 10000)
   --max-header-bytes N    request header bytes allowed per request, else 431 (default 65536)
   --log-level LEVEL       trace, debug, info, warn, error (default info)
+  --intercept             the pod's traffic is redirected by iptables (deploy/meshlet-init.sh): route by
+                          original destination, pass ports no policy makes HTTP through as opaque TCP
+  --http-ports P,P        with --intercept: outbound ports always proxied as HTTP (beside 80 and Route host ports)
 
 Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then exits.`,
   async run(argv) {
@@ -38,6 +41,8 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       'headers-timeout': { type: 'string' },
       'max-header-bytes': { type: 'string' },
       'log-level': { type: 'string' },
+      intercept: { type: 'boolean' },
+      'http-ports': { type: 'string' },
     });
     if (!values.service) throw new UsageError('--service NAME is required');
     if (values['control-plane'] && values.config) throw new UsageError('use either --control-plane or --config, not both');
@@ -54,7 +59,10 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
     const headersTimeoutMs = positive(values['headers-timeout'], '--headers-timeout');
     const maxHeaderBytes = positive(values['max-header-bytes'], '--max-header-bytes');
     const appPort = values['app-port'] === undefined ? undefined : port(values['app-port'], '--app-port', 0);
+    if (values['http-ports'] !== undefined && !values.intercept) throw new UsageError('--http-ports goes with --intercept');
+    const httpPorts = (values['http-ports'] ?? '').split(',').filter((p) => p.trim() !== '').map((p) => port(p.trim(), '--http-ports', 0));
     const opts = {
+      intercept: values.intercept ? { httpPorts } : undefined,
       service: values.service,
       id: values.id,
       labels: labels(values.labels),

@@ -153,6 +153,7 @@ function proxyContainer(service: string, appPort: number | undefined, o: PodOver
     '--outbound', `127.0.0.1:${PORTS.outbound}`,
     '--admin', `0.0.0.0:${PORTS.admin}`,
     '--log-level', o.logLevel ?? options.logLevel,
+    '--intercept',
   ];
   if (appPort !== undefined) args.push('--app-port', String(appPort));
   const field = (name: string, path: string) => ({ name, valueFrom: { fieldRef: { fieldPath: path } } });

@@ -1,0 +1,84 @@
+/**
+ * Interception (deploy/meshlet-init.sh): every TCP connection of the pod reaches the sidecar,
+ * not only HTTP. Each redirected connection is classified by its original destination port
+ * (src/http/original-dst.ts) before any byte is read:
+ *
+ * - outbound (15001): a port some policy makes HTTP (a Route host naming it, `catalog:8080`),
+ *   port 80, or one of `--http-ports` goes to the HTTP proxy; any other port is piped, as opaque
+ *   TCP, to where the app was connecting (the sidecar's uid is excluded from interception, so
+ *   this does not loop);
+ * - inbound (15006): the app port and the inbound port itself (sidecar-to-sidecar) go to the
+ *   HTTP inbound handler; any other port is piped to 127.0.0.1:PORT inside the pod.
+ *
+ * Connections that were not redirected (HTTP_PROXY, a direct call to the port) are HTTP as before.
+ * The classification of ports is computed once per snapshot.
+ */
+import * as net from 'node:net';
+import type { Logger } from 'pino';
+import { originalDst, originalDstUnavailable } from '../src/http/original-dst';
+import type { CompiledSnapshot } from '../src/policy';
+
+export interface InterceptOptions {
+  /** Outbound destination ports always treated as HTTP, beside those the policies name. */
+  httpPorts?: readonly number[];
+}
+
+/** A listener hook: returns true when it took the connection (opaque TCP), false for HTTP. */
+export type Takeover = (socket: net.Socket) => boolean;
+
+const portsBySnapshot = new WeakMap<CompiledSnapshot, ReadonlySet<number>>();
+
+/** Ports the snapshot's policies make HTTP: those named in Route hosts, plus 80. */
+export function httpPorts(snap: CompiledSnapshot | undefined, extra: readonly number[] = []): ReadonlySet<number> {
+  if (!snap) return new Set([80, ...extra]);
+  let s = portsBySnapshot.get(snap);
+  if (!s) {
+    const set = new Set<number>([80, ...extra]);
+    for (const r of snap.resources) {
+      if (r.kind !== 'Route') continue;
+      for (const h of r.spec.hosts) {
+        const m = /:(\d{1,5})$/.exec(h);
+        if (m) set.add(Number(m[1]));
+      }
+    }
+    s = set;
+    portsBySnapshot.set(snap, s);
+  }
+  return s;
+}
+
+/** Pipes `socket` to host:port both ways; either side closing or failing closes the other. */
+export function tunnel(socket: net.Socket, host: string, port: number, log: Logger, direction: string): void {
+  const upstream = net.connect({ host, port, noDelay: true });
+  const done = (err?: Error) => {
+    if (err) log.debug({ err, direction, to: `${host}:${port}` }, 'opaque tcp closed with an error');
+    socket.destroy();
+    upstream.destroy();
+  };
+  upstream.on('error', done);
+  socket.on('error', done);
+  upstream.on('close', () => socket.destroy());
+  socket.on('close', () => upstream.destroy());
+  socket.pipe(upstream);
+  upstream.pipe(socket);
+}
+
+export function outboundTakeover(snapshot: () => CompiledSnapshot | undefined, opts: InterceptOptions, log: Logger): Takeover {
+  const why = originalDstUnavailable();
+  if (why) throw new Error(`interception needs the original destination of connections: ${why}`);
+  return (socket) => {
+    const dst = originalDst(socket);
+    if (!dst || httpPorts(snapshot(), opts.httpPorts).has(dst.port)) return false;
+    tunnel(socket, dst.address, dst.port, log, 'outbound');
+    return true;
+  };
+}
+
+export function inboundTakeover(app: { host: string; port: number } | undefined, inboundPort: () => number, log: Logger): Takeover {
+  return (socket) => {
+    const dst = originalDst(socket);
+    if (!dst || dst.port === app?.port || dst.port === inboundPort()) return false;
+    tunnel(socket, app?.host ?? '127.0.0.1', dst.port, log, 'inbound');
+    return true;
+  };
+}
