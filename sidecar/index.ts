@@ -45,6 +45,11 @@ export interface SidecarOptions {
   headersTimeoutMs?: number;
   /** iptables interception is on (deploy/meshlet-init.sh): classify connections by original destination. */
   intercept?: import('./intercept').InterceptOptions;
+  /**
+   * On close, keep serving this long after leaving the control plane (so the other sidecars stop
+   * sending here first; /ready answers 503 meanwhile), then drain in-flight requests.
+   */
+  drainDelayMs?: number;
 }
 
 export interface Sidecar {
@@ -165,7 +170,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       a.host,
       a.port,
       {
-        ready: () => current !== undefined,
+        ready: () => current !== undefined && !draining,
         configDump: () => configDump(id, opts.service, source, current, subscriber),
         metrics: () => {
           const c = pools.counts();
@@ -201,6 +206,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   }
 
   let closing: Promise<void> | undefined;
+  let draining = false;
   return {
     id,
     inbound: inL.address(),
@@ -210,6 +216,11 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     close(graceMs = 5000) {
       closing ??= (async () => {
         subscriber?.close();
+        draining = true;
+        if (opts.drainDelayMs) {
+          log.info({ drainDelayMs: opts.drainDelayMs }, 'draining: left the control plane, still serving');
+          await new Promise((r) => setTimeout(r, opts.drainDelayMs));
+        }
         await Promise.all([outL.close(graceMs), inL.close(graceMs)]);
         await admin.close();
         await pools.close();

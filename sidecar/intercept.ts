@@ -3,10 +3,11 @@
  * not only HTTP. Each redirected connection is classified by its original destination port
  * (src/http/original-dst.ts) before any byte is read:
  *
- * - outbound (15001): a port some policy makes HTTP (a Route host naming it, `catalog:8080`),
- *   port 80, or one of `--http-ports` goes to the HTTP proxy; any other port is piped, as opaque
- *   TCP, to where the app was connecting (the sidecar's uid is excluded from interception, so
- *   this does not loop);
+ * - outbound (15001): to an address the mesh knows (an endpoint of a service), on a port some
+ *   policy makes HTTP (a Route host naming it, `catalog:8080`), port 80, or one of `--http-ports`:
+ *   the HTTP proxy routes it; anything else is piped, as opaque TCP, to where the app was
+ *   connecting (pods without a sidecar, the outside world; the sidecar's uid is excluded from
+ *   interception, so this does not loop);
  * - inbound (15006): the app port and the inbound port itself (sidecar-to-sidecar) go to the
  *   HTTP inbound handler; any other port is piped to 127.0.0.1:PORT inside the pod.
  *
@@ -27,6 +28,18 @@ export interface InterceptOptions {
 export type Takeover = (socket: net.Socket) => boolean;
 
 const portsBySnapshot = new WeakMap<CompiledSnapshot, ReadonlySet<number>>();
+const addressesBySnapshot = new WeakMap<CompiledSnapshot, ReadonlySet<string>>();
+
+/** Addresses of the endpoints the snapshot knows (meshed pods and a Service's static endpoints). */
+export function meshAddresses(snap: CompiledSnapshot | undefined): ReadonlySet<string> {
+  if (!snap) return new Set();
+  let s = addressesBySnapshot.get(snap);
+  if (!s) {
+    s = new Set(snap.endpoints.map((e) => e.address));
+    addressesBySnapshot.set(snap, s);
+  }
+  return s;
+}
 
 /** Ports the snapshot's policies make HTTP: those named in Route hosts, plus 80. */
 export function httpPorts(snap: CompiledSnapshot | undefined, extra: readonly number[] = []): ReadonlySet<number> {
@@ -68,7 +81,9 @@ export function outboundTakeover(snapshot: () => CompiledSnapshot | undefined, o
   if (why) throw new Error(`interception needs the original destination of connections: ${why}`);
   return (socket) => {
     const dst = originalDst(socket);
-    if (!dst || httpPorts(snapshot(), opts.httpPorts).has(dst.port)) return false;
+    if (!dst) return false;
+    const snap = snapshot();
+    if (httpPorts(snap, opts.httpPorts).has(dst.port) && meshAddresses(snap).has(dst.address)) return false;
     tunnel(socket, dst.address, dst.port, log, 'outbound');
     return true;
   };

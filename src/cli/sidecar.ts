@@ -22,6 +22,7 @@ export const sidecar: Command = {
   --log-level LEVEL       trace, debug, info, warn, error (default info)
   --intercept             the pod's traffic is redirected by iptables (deploy/meshlet-init.sh): route by
                           original destination, pass ports no policy makes HTTP through as opaque TCP
+  --drain-ms MS           on SIGTERM keep serving MS milliseconds after leaving the control plane, then drain
   --http-ports P,P        with --intercept: outbound ports always proxied as HTTP (beside 80 and Route host ports)
 
 Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then exits.`,
@@ -42,6 +43,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       'max-header-bytes': { type: 'string' },
       'log-level': { type: 'string' },
       intercept: { type: 'boolean' },
+      'drain-ms': { type: 'string' },
       'http-ports': { type: 'string' },
     });
     if (!values.service) throw new UsageError('--service NAME is required');
@@ -63,6 +65,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
     const httpPorts = (values['http-ports'] ?? '').split(',').filter((p) => p.trim() !== '').map((p) => port(p.trim(), '--http-ports', 0));
     const opts = {
       intercept: values.intercept ? { httpPorts } : undefined,
+      drainDelayMs: values['drain-ms'] === undefined ? undefined : (positive(values['drain-ms'], '--drain-ms') as number),
       service: values.service,
       id: values.id,
       labels: labels(values.labels),
