@@ -215,7 +215,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     current: () => current,
     close(graceMs = 5000) {
       closing ??= (async () => {
-        subscriber?.close();
+        // Leaving (not just disconnecting) takes our endpoint out of the mesh at once.
+        if (opts.drainDelayMs) subscriber?.leave();
+        else subscriber?.close();
         draining = true;
         if (opts.drainDelayMs) {
           log.info({ drainDelayMs: opts.drainDelayMs }, 'draining: left the control plane, still serving');

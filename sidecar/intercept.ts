@@ -62,7 +62,10 @@ export function httpPorts(snap: CompiledSnapshot | undefined, extra: readonly nu
 
 /** Pipes `socket` to host:port both ways; either side closing or failing closes the other. */
 export function tunnel(socket: net.Socket, host: string, port: number, log: Logger, direction: string): void {
-  const upstream = net.connect({ host, port, noDelay: true });
+  // Half-close passes through: a client that sends, shuts its side and waits for the answer
+  // (the listener's sockets are not half-open by default) still gets it.
+  (socket as net.Socket & { allowHalfOpen: boolean }).allowHalfOpen = true;
+  const upstream = net.connect({ host, port, noDelay: true, allowHalfOpen: true });
   const done = (err?: Error) => {
     if (err) log.debug({ err, direction, to: `${host}:${port}` }, 'opaque tcp closed with an error');
     socket.destroy();
