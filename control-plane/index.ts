@@ -34,6 +34,8 @@ export interface ControlPlaneOptions {
   clock?: Clock;
   /** How long the push server gathers changes before pushing (default 5 ms). */
   coalesceMs?: number;
+  /** The sidecar injector webhook (HTTPS), if wanted. */
+  webhook?: Omit<import('./webhook').WebhookOptions, 'logger'>;
 }
 
 export interface ControlPlane {
@@ -43,6 +45,7 @@ export interface ControlPlane {
   readonly registry: EndpointRegistry;
   readonly push: PushServer;
   readonly metrics: ControlPlaneMetrics;
+  readonly webhookAddress?: Address;
   /** Stops the API (idle keep-alive connections included), the push server, then the registry and store. Idempotent. */
   close(): Promise<void>;
 }
@@ -84,7 +87,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const server = http.createServer(createApiHandler({ store, registry, push, metrics, logger: logger.child({ component: 'api' }) }));
     const apiAddress = await listen(server, opts.api?.host ?? DEFAULT_API.host, opts.api?.port ?? DEFAULT_API.port);
     cleanup.push(() => closeServer(server));
+    let webhookAddress: Address | undefined;
+    if (opts.webhook) {
+      const { startWebhook } = await import('./webhook');
+      const wh = await startWebhook({ ...opts.webhook, logger: logger.child({ component: 'webhook' }) });
+      cleanup.push(() => wh.close());
+      webhookAddress = wh.address;
+    }
     logger.info({ api: `http://${apiAddress.host}:${apiAddress.port}`, push: `${pushAddress.host}:${pushAddress.port}`, dataDir: opts.dataDir, revision: store.revision }, 'control plane started');
+    if (webhookAddress) logger.info({ webhook: `https://${webhookAddress.host}:${webhookAddress.port}/inject` }, 'webhook started');
 
     let closing: Promise<void> | undefined;
     return {
@@ -94,6 +105,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       registry,
       push,
       metrics,
+      webhookAddress,
       close: () => (closing ??= closeAll().then(() => logger.info('control plane stopped'))),
     };
   } catch (err) {
