@@ -50,6 +50,8 @@ export interface SidecarOptions {
    * sending here first; /ready answers 503 meanwhile), then drain in-flight requests.
    */
   drainDelayMs?: number;
+  /** Called on POST /quitquitquit (from loopback); the CLI stops the process as on SIGTERM. */
+  onQuit?: () => void;
 }
 
 export interface Sidecar {
@@ -172,6 +174,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       {
         ready: () => current !== undefined && !draining,
         configDump: () => configDump(id, opts.service, source, current, subscriber),
+        quit: opts.onQuit,
         metrics: () => {
           const c = pools.counts();
           return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions });

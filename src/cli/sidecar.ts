@@ -79,6 +79,8 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       headersTimeoutMs,
       maxHeaderBytes,
       logger: logger(values['log-level']),
+      // The same path as SIGTERM: leave, drain, exit 0.
+      onQuit: () => process.kill(process.pid, 'SIGTERM'),
     };
     const { startSidecar } = await import('../../sidecar');
     const s = await startSidecar(opts);

@@ -119,7 +119,8 @@ export function injectYaml(text: string, options: InjectOptions): Result<InjectO
         continue;
       }
       edits.push({ doc: i, path: [...t.path, ...w.template], plan: r.value });
-      reports.push({ where, action: 'injected', detail: `${r.value.mode} sidecar` });
+      const jobNote = r.value.mode === 'classic' && (kind === 'Job' || kind === 'CronJob') ? '; the app must POST http://127.0.0.1:15000/quitquitquit when done, or the pod never completes' : '';
+      reports.push({ where, action: 'injected', detail: `${r.value.mode} sidecar${jobNote}` });
       changed.add(i);
     }
   });
