@@ -36,6 +36,8 @@ export interface ControlPlaneOptions {
   coalesceMs?: number;
   /** The sidecar injector webhook (HTTPS), if wanted. */
   webhook?: Omit<import('./webhook').WebhookOptions, 'logger'>;
+  /** Also take endpoints from Kubernetes EndpointSlices (list + watch). */
+  kubernetes?: Omit<import('./k8s-discovery').EndpointSliceOptions, 'logger'>;
 }
 
 export interface ControlPlane {
@@ -70,10 +72,24 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     cleanup.push(() => registry.close());
 
     const metrics = new ControlPlaneMetrics();
-    const builder = new SnapshotBuilder(store, registry, () => clock.now());
+    let endpoints: { endpoints(): import('../src/policy/types').Endpoint[] } = registry;
+    let k8s: import('./k8s-discovery').EndpointSliceSource | undefined;
+    if (opts.kubernetes) {
+      const d = await import('./k8s-discovery');
+      const source = new d.EndpointSliceSource({ ...opts.kubernetes, logger: logger.child({ component: 'kubernetes' }) });
+      k8s = source;
+      endpoints = { endpoints: () => d.mergeEndpoints(registry.endpoints(), source.endpoints()) };
+    }
+    const builder = new SnapshotBuilder(store, endpoints, () => clock.now());
     const push = new PushServer({ builder, registry, metrics, logger: logger.child({ component: 'push' }), coalesceMs: opts.coalesceMs });
     store.onChange(() => push.notifyChange());
     registry.onChange(() => push.notifyChange());
+    if (k8s) {
+      const source = k8s;
+      source.onChange(() => push.notifyChange());
+      cleanup.push(() => source.stop());
+      await source.start();
+    }
     metrics.gauges = {
       connectedSidecars: () => registry.connectedCount(),
       knownSidecars: () => registry.sidecars().length,

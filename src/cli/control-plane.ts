@@ -13,6 +13,10 @@ export const controlPlane: Command = {
   --grace MS          how long a disconnected sidecar's endpoint stays (default 10000)
   --log-level LEVEL   trace, debug, info, warn, error (default info)
 
+Service discovery from Kubernetes:
+  --kubernetes                 also take endpoints from EndpointSlices (KUBECONFIG, ~/.kube/config or in-cluster)
+  --k8s-namespace NS           only this namespace's (default: all)
+
 The sidecar injector (Kubernetes mutating admission webhook, HTTPS, POST /inject):
   --webhook HOST:PORT          serve it there (e.g. 0.0.0.0:15017); needs --tls-cert and --tls-key
   --tls-cert FILE, --tls-key FILE   PEM certificate (for the webhook Service's DNS name) and key
@@ -29,12 +33,15 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       grace: { type: 'string' },
       'log-level': { type: 'string' },
       webhook: { type: 'string' },
+      kubernetes: { type: 'boolean' },
+      'k8s-namespace': { type: 'string' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'inject-image': { type: 'string' },
       'inject-control-plane': { type: 'string' },
       'inject-mode': { type: 'string' },
     });
+    if (values['k8s-namespace'] !== undefined && !values.kubernetes) throw new UsageError('--k8s-namespace goes with --kubernetes');
     let webhook;
     if (values.webhook) {
       if (!values['tls-cert'] || !values['tls-key']) throw new UsageError('--webhook needs --tls-cert and --tls-key (the API server calls webhooks over HTTPS only)');
@@ -72,6 +79,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       graceMs: graceMs !== undefined && Number.isFinite(graceMs) ? graceMs : undefined,
       logger: log,
       webhook,
+      kubernetes: values.kubernetes ? { namespace: values['k8s-namespace'] } : undefined,
     });
     return runUntilSignal(() => cp.close());
   },
