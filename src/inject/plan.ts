@@ -33,6 +33,8 @@ export interface InjectOptions {
   proxyCpu: string;
   proxyMemory: string;
   logLevel: string;
+  /** How long the proxy keeps serving after SIGTERM, out of the mesh already (`--drain-ms`). */
+  drainMs: number;
 }
 
 export const DEFAULT_OPTIONS: InjectOptions = {
@@ -42,6 +44,7 @@ export const DEFAULT_OPTIONS: InjectOptions = {
   proxyCpu: '100m',
   proxyMemory: '64Mi',
   logLevel: 'info',
+  drainMs: 5000,
 };
 
 export type ListName = 'initContainers' | 'containers' | 'volumes';
@@ -154,6 +157,8 @@ function proxyContainer(service: string, appPort: number | undefined, o: PodOver
     '--admin', `0.0.0.0:${PORTS.admin}`,
     '--log-level', o.logLevel ?? options.logLevel,
     '--intercept',
+    // On SIGTERM: leave the mesh at once, keep serving while the other sidecars learn of it, then drain.
+    '--drain-ms', String(options.drainMs),
   ];
   if (appPort !== undefined) args.push('--app-port', String(appPort));
   const field = (name: string, path: string) => ({ name, valueFrom: { fieldRef: { fieldPath: path } } });
