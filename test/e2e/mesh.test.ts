@@ -143,7 +143,7 @@ t.test('SIGTERM to a pod under steady load: zero failed requests', async (t) => 
   const results: { ok: boolean; pod?: string; detail?: string }[] = [];
   let stopped = false;
   let extra = 0;
-  const MAX = 3000; // bounded whatever happens
+  const MAX = 20_000; // bounded whatever happens
   const worker = async () => {
     while (results.length < MAX && (!stopped || extra < 40)) {
       if (stopped) extra++;
