@@ -41,12 +41,14 @@ export function meshAddresses(snap: CompiledSnapshot | undefined): ReadonlySet<s
   return s;
 }
 
+const DEFAULT_HTTP = new Set([80]);
+
 /** Ports the snapshot's policies make HTTP: those named in Route hosts, plus 80. */
-export function httpPorts(snap: CompiledSnapshot | undefined, extra: readonly number[] = []): ReadonlySet<number> {
-  if (!snap) return new Set([80, ...extra]);
+export function httpPorts(snap: CompiledSnapshot | undefined): ReadonlySet<number> {
+  if (!snap) return DEFAULT_HTTP;
   let s = portsBySnapshot.get(snap);
   if (!s) {
-    const set = new Set<number>([80, ...extra]);
+    const set = new Set<number>(DEFAULT_HTTP);
     for (const r of snap.resources) {
       if (r.kind !== 'Route') continue;
       for (const h of r.spec.hosts) {
@@ -82,11 +84,12 @@ export function tunnel(socket: net.Socket, host: string, port: number, log: Logg
 export function outboundTakeover(snapshot: () => CompiledSnapshot | undefined, opts: InterceptOptions, log: Logger): Takeover {
   const why = originalDstUnavailable();
   if (why) throw new Error(`interception needs the original destination of connections: ${why}`);
+  const extra = new Set(opts.httpPorts ?? []);
   return (socket) => {
     const dst = originalDst(socket);
     if (!dst) return false;
     const snap = snapshot();
-    if (httpPorts(snap, opts.httpPorts).has(dst.port) && meshAddresses(snap).has(dst.address)) return false;
+    if ((httpPorts(snap).has(dst.port) || extra.has(dst.port)) && meshAddresses(snap).has(dst.address)) return false;
     tunnel(socket, dst.address, dst.port, log, 'outbound');
     return true;
   };

@@ -88,6 +88,7 @@ export class Cluster {
   }
 
   setup(): void {
+    if (!isRoot()) throw new Error('the e2e suite builds network namespaces, veths and iptables rules: run it as root (npm run test:e2e)');
     this.cleanup();
     sh('ip', ['link', 'add', this.bridge, 'type', 'bridge']);
     sh('ip', ['addr', 'add', `${this.gateway}/24`, 'dev', this.bridge]);
