@@ -34,6 +34,10 @@ export interface ControlPlaneOptions {
   clock?: Clock;
   /** How long the push server gathers changes before pushing (default 5 ms). */
   coalesceMs?: number;
+  /** The sidecar injector webhook (HTTPS), if wanted. */
+  webhook?: Omit<import('./webhook').WebhookOptions, 'logger'>;
+  /** Also take endpoints from Kubernetes EndpointSlices (list + watch). */
+  kubernetes?: Omit<import('./k8s-discovery').EndpointSliceOptions, 'logger'>;
 }
 
 export interface ControlPlane {
@@ -43,6 +47,7 @@ export interface ControlPlane {
   readonly registry: EndpointRegistry;
   readonly push: PushServer;
   readonly metrics: ControlPlaneMetrics;
+  readonly webhookAddress?: Address;
   /** Stops the API (idle keep-alive connections included), the push server, then the registry and store. Idempotent. */
   close(): Promise<void>;
 }
@@ -67,10 +72,24 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     cleanup.push(() => registry.close());
 
     const metrics = new ControlPlaneMetrics();
-    const builder = new SnapshotBuilder(store, registry, () => clock.now());
+    let endpoints: { endpoints(): import('../src/policy/types').Endpoint[] } = registry;
+    let k8s: import('./k8s-discovery').EndpointSliceSource | undefined;
+    if (opts.kubernetes) {
+      const d = await import('./k8s-discovery');
+      const source = new d.EndpointSliceSource({ ...opts.kubernetes, logger: logger.child({ component: 'kubernetes' }) });
+      k8s = source;
+      endpoints = { endpoints: () => d.mergeEndpoints(registry.endpoints(), source.endpoints()) };
+    }
+    const builder = new SnapshotBuilder(store, endpoints, () => clock.now());
     const push = new PushServer({ builder, registry, metrics, logger: logger.child({ component: 'push' }), coalesceMs: opts.coalesceMs });
     store.onChange(() => push.notifyChange());
     registry.onChange(() => push.notifyChange());
+    if (k8s) {
+      const source = k8s;
+      source.onChange(() => push.notifyChange());
+      cleanup.push(() => source.stop());
+      await source.start();
+    }
     metrics.gauges = {
       connectedSidecars: () => registry.connectedCount(),
       knownSidecars: () => registry.sidecars().length,
@@ -84,7 +103,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const server = http.createServer(createApiHandler({ store, registry, push, metrics, logger: logger.child({ component: 'api' }) }));
     const apiAddress = await listen(server, opts.api?.host ?? DEFAULT_API.host, opts.api?.port ?? DEFAULT_API.port);
     cleanup.push(() => closeServer(server));
+    let webhookAddress: Address | undefined;
+    if (opts.webhook) {
+      const { startWebhook } = await import('./webhook');
+      const wh = await startWebhook({ ...opts.webhook, logger: logger.child({ component: 'webhook' }) });
+      cleanup.push(() => wh.close());
+      webhookAddress = wh.address;
+    }
     logger.info({ api: `http://${apiAddress.host}:${apiAddress.port}`, push: `${pushAddress.host}:${pushAddress.port}`, dataDir: opts.dataDir, revision: store.revision }, 'control plane started');
+    if (webhookAddress) logger.info({ webhook: `https://${webhookAddress.host}:${webhookAddress.port}/inject` }, 'webhook started');
 
     let closing: Promise<void> | undefined;
     return {
@@ -94,6 +121,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       registry,
       push,
       metrics,
+      webhookAddress,
       close: () => (closing ??= closeAll().then(() => logger.info('control plane stopped'))),
     };
   } catch (err) {

@@ -250,6 +250,9 @@ export class PushServer {
       this.registry.recordNack(s.id, msg.nack.version, msg.nack.reason);
       this.logger.warn({ sidecar: s.id, version: msg.nack.version, reason: msg.nack.reason }, 'snapshot rejected (NACK)');
       this.answered(s, msg.nack.version, true);
+    } else if (kind === 'leave') {
+      this.logger.info({ sidecar: s.id }, 'sidecar leaving');
+      s.session?.leave();
     } else {
       this.logger.warn({ sidecar: s.id, kind }, 'unexpected message on push stream ignored');
     }

@@ -52,6 +52,8 @@ export interface SidecarSession {
   readonly id: string;
   /** Idempotent. When the sidecar's last session ends, its grace period starts. */
   disconnect(): void;
+  /** The sidecar is shutting down: its endpoint goes now, with no grace period. */
+  leave(): void;
 }
 
 export interface RegistryOptions {
@@ -135,6 +137,14 @@ export class EndpointRegistry {
         if (done) return;
         done = true;
         this.release(entry);
+      },
+      leave: () => {
+        done = true;
+        if (this.entries.get(entry.status.id) !== entry) return;
+        entry.expiry?.cancel();
+        this.entries.delete(entry.status.id);
+        this.logger?.info({ sidecar: entry.status.id, service: entry.status.service }, 'sidecar endpoint removed: it left');
+        this.changed();
       },
     };
   }

@@ -20,6 +20,8 @@ export interface AdminSource {
   /** The log level in force, and a way to change it at runtime (`POST /logging?level=debug`). */
   logLevel?(): string;
   setLogLevel?(level: string): void;
+  /** POST /quitquitquit from inside the pod: stop the sidecar (a classic-layout Job's app calls it when done). */
+  quit?(): void;
 }
 
 export interface AdminServer {
@@ -30,6 +32,22 @@ export interface AdminServer {
 export function startAdmin(host: string, port: number, src: AdminSource, logger: Logger): Promise<AdminServer> {
   const server = http.createServer((req, res) => {
     const [path, query] = (req.url ?? '/').split('?') as [string, string | undefined];
+    if (path === '/quitquitquit' && src.quit) {
+      if (req.method !== 'POST') {
+        res.writeHead(405, { allow: 'POST', 'content-type': 'text/plain' }).end('use POST\n');
+        return;
+      }
+      // Only from inside the pod: the admin port also answers the kubelet's probes from outside.
+      const from = req.socket.remoteAddress ?? '';
+      if (from !== '127.0.0.1' && from !== '::1' && from !== '::ffff:127.0.0.1') {
+        res.writeHead(403, { 'content-type': 'text/plain' }).end('quitquitquit is only accepted from loopback\n');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('quitting\n');
+      logger.info('quit requested through the admin port');
+      src.quit();
+      return;
+    }
     if (path === '/logging' && src.setLogLevel && src.logLevel) {
       if (req.method === 'POST' || req.method === 'PUT') {
         const level = new URLSearchParams(query ?? '').get('level');

@@ -50,6 +50,15 @@ export interface SidecarOptions {
   maxHeaderBytes?: number;
   headersTimeoutMs?: number;
   observability?: ObservabilityOptions;
+  /** iptables interception is on (deploy/meshlet-init.sh): classify connections by original destination. */
+  intercept?: import('./intercept').InterceptOptions;
+  /**
+   * On close, keep serving this long after leaving the control plane (so the other sidecars stop
+   * sending here first; /ready answers 503 meanwhile), then drain in-flight requests.
+   */
+  drainDelayMs?: number;
+  /** Called on POST /quitquitquit (from loopback); the CLI stops the process as on SIGTERM. */
+  onQuit?: () => void;
 }
 
 export interface ObservabilityOptions {
@@ -202,13 +211,20 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       source = `file ${opts.configFile}`;
     }
     const o = opts.outbound ?? { host: '127.0.0.1', port: 15001 };
-    outL = await startListener(o.host, o.port, { ...listenerOpts, name: 'outbound', handler: outboundHandler(ctx) });
+    const icpt = opts.intercept ? await import('./intercept') : undefined;
+    outL = await startListener(o.host, o.port, {
+      ...listenerOpts,
+      name: 'outbound',
+      handler: outboundHandler(ctx),
+      takeover: icpt && opts.intercept ? icpt.outboundTakeover(() => current, opts.intercept, log) : undefined,
+    });
     started.push(outL);
     const i = opts.inbound ?? { host: '0.0.0.0', port: 15006 };
     const app = opts.app;
     inL = await startListener(i.host, i.port, {
       ...listenerOpts,
       name: 'inbound',
+      takeover: icpt ? icpt.inboundTakeover(app, () => inL.address().port, log) : undefined,
       handler: app
         ? inboundHandler(ctx, app)
         : (_req, res) => {
@@ -222,8 +238,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       a.host,
       a.port,
       {
-        ready: () => current !== undefined,
+        ready: () => current !== undefined && !draining,
         configDump: () => configDump(id, opts.service, source, current, subscriber),
+        quit: opts.onQuit,
         metrics: (format) => {
           const c = pools.counts();
           return (
@@ -270,6 +287,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   }
 
   let closing: Promise<void> | undefined;
+  let draining = false;
   return {
     id,
     inbound: inL.address(),
@@ -278,7 +296,14 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     current: () => current,
     close(graceMs = 5000) {
       closing ??= (async () => {
-        subscriber?.close();
+        // Leaving (not just disconnecting) takes our endpoint out of the mesh at once.
+        if (opts.drainDelayMs) subscriber?.leave();
+        else subscriber?.close();
+        draining = true;
+        if (opts.drainDelayMs) {
+          log.info({ drainDelayMs: opts.drainDelayMs }, 'draining: left the control plane, still serving');
+          await new Promise((r) => setTimeout(r, opts.drainDelayMs));
+        }
         await Promise.all([outL.close(graceMs), inL.close(graceMs)]);
         await admin.close();
         resilience.close();

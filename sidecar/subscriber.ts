@@ -49,6 +49,22 @@ export class Subscriber {
     this.open();
   }
 
+  /** Asks the control plane to take this sidecar's endpoint out now (graceful shutdown), then closes. */
+  leave(): void {
+    const call = this.call;
+    if (call && this.connected) {
+      call.write({ leave: {} });
+      call.end();
+      this.closed = true;
+      if (this.timer) clearTimeout(this.timer);
+      this.call = undefined;
+      // The client goes once the half-closed stream has flushed and finished.
+      call.on('status', () => this.client?.close());
+      return;
+    }
+    this.close();
+  }
+
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);

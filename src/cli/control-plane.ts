@@ -1,5 +1,6 @@
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { hostPort, flags, type Command } from './common';
+import { CliError, hostPort, flags, UsageError, type Command } from './common';
 import { logger, runUntilSignal } from './process';
 
 export const controlPlane: Command = {
@@ -12,6 +13,17 @@ export const controlPlane: Command = {
   --grace MS          how long a disconnected sidecar's endpoint stays (default 10000)
   --log-level LEVEL   trace, debug, info, warn, error (default info)
 
+Service discovery from Kubernetes:
+  --kubernetes                 also take endpoints from EndpointSlices (KUBECONFIG, ~/.kube/config or in-cluster)
+  --k8s-namespace NS           only this namespace's (default: all)
+
+The sidecar injector (Kubernetes mutating admission webhook, HTTPS, POST /inject):
+  --webhook HOST:PORT          serve it there (e.g. 0.0.0.0:15017); needs --tls-cert and --tls-key
+  --tls-cert FILE, --tls-key FILE   PEM certificate (for the webhook Service's DNS name) and key
+  --inject-image IMAGE         the image injected pods run (default ghcr.io/meshlet/meshlet:0.1.0)
+  --inject-control-plane H:P   the push address injected sidecars use (default meshlet-control-plane.meshlet-system.svc:15010)
+  --inject-mode native|classic the sidecar layout (default native: Kubernetes >= 1.29)
+
 Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cleanly.`,
   async run(argv) {
     const { values } = flags(argv, {
@@ -20,7 +32,43 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       push: { type: 'string' },
       grace: { type: 'string' },
       'log-level': { type: 'string' },
+      webhook: { type: 'string' },
+      kubernetes: { type: 'boolean' },
+      'k8s-namespace': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'inject-image': { type: 'string' },
+      'inject-control-plane': { type: 'string' },
+      'inject-mode': { type: 'string' },
     });
+    if (values['k8s-namespace'] !== undefined && !values.kubernetes) throw new UsageError('--k8s-namespace goes with --kubernetes');
+    let webhook;
+    if (values.webhook) {
+      if (!values['tls-cert'] || !values['tls-key']) throw new UsageError('--webhook needs --tls-cert and --tls-key (the API server calls webhooks over HTTPS only)');
+      const read = (f: string) => {
+        try {
+          return readFileSync(f);
+        } catch (e) {
+          throw new CliError(`cannot read ${f}: ${(e as Error).message}`);
+        }
+      };
+      const { DEFAULT_OPTIONS } = await import('../inject');
+      const mode = values['inject-mode'] ?? DEFAULT_OPTIONS.mode;
+      if (mode !== 'native' && mode !== 'classic') throw new UsageError(`--inject-mode must be native or classic, got ${JSON.stringify(mode)}`);
+      webhook = {
+        ...hostPort(values.webhook, '--webhook'),
+        cert: read(values['tls-cert']),
+        key: read(values['tls-key']),
+        inject: {
+          ...DEFAULT_OPTIONS,
+          mode: mode as 'native' | 'classic',
+          image: values['inject-image'] ?? DEFAULT_OPTIONS.image,
+          controlPlane: values['inject-control-plane'] ?? DEFAULT_OPTIONS.controlPlane,
+        },
+      };
+    } else if (values['tls-cert'] || values['tls-key'] || values['inject-image'] || values['inject-control-plane'] || values['inject-mode']) {
+      throw new UsageError('--tls-cert, --tls-key and --inject-* go with --webhook');
+    }
     const log = logger(values['log-level']);
     const { startControlPlane } = await import('../../control-plane');
     const graceMs = values.grace === undefined ? undefined : Number(values.grace);
@@ -30,6 +78,8 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       push: values.push ? hostPort(values.push, '--push') : undefined,
       graceMs: graceMs !== undefined && Number.isFinite(graceMs) ? graceMs : undefined,
       logger: log,
+      webhook,
+      kubernetes: values.kubernetes ? { namespace: values['k8s-namespace'] } : undefined,
     });
     return runUntilSignal(() => cp.close());
   },

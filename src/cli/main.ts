@@ -22,6 +22,7 @@ const COMMANDS: { name: string; summary: string; load(): Command }[] = [
   { name: 'apply', summary: 'create or update policies from a YAML/JSON file (all or nothing)', load: () => require('./apply').apply },
   { name: 'get', summary: 'list policies of a kind, or show one', load: () => require('./get').get },
   { name: 'delete', summary: 'delete a policy', load: () => require('./delete').del },
+  { name: 'inject', summary: 'add the sidecar to Kubernetes workloads in a YAML file (comments kept, idempotent)', load: () => require('./inject').inject },
   { name: 'status', summary: 'show every sidecar, its service, and the policy version it ACKed or why it NACKed', load: () => require('./status').status },
   { name: 'stat', summary: 'success rate, req/s, p50/p99 per service and route, from every sidecar (-o json)', load: () => require('./stat').stat },
   { name: 'top', summary: '`meshlet stat`, refreshing', load: () => require('./stat').top },

@@ -26,6 +26,10 @@ export const sidecar: Command = {
   --trace-collector URL   export spans in batches to URL (e.g. http://zipkin:9411/api/v2/spans)
   --trace-format F        zipkin (v2 JSON) or otlp (OTLP/HTTP JSON, URL .../v1/traces); default zipkin
   --access-log RATE       fraction of requests written as JSON access-log lines on stdout, 0-1 (default 0: off; 1: every request)
+  --intercept             the pod's traffic is redirected by iptables (deploy/meshlet-init.sh): route by
+                          original destination, pass ports no policy makes HTTP through as opaque TCP
+  --drain-ms MS           on SIGTERM keep serving MS milliseconds after leaving the control plane, then drain
+  --http-ports P,P        with --intercept: outbound ports always proxied as HTTP (beside 80 and Route host ports)
 
 Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then exits.`,
   async run(argv) {
@@ -50,6 +54,9 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       'trace-collector': { type: 'string' },
       'trace-format': { type: 'string' },
       'access-log': { type: 'string' },
+      intercept: { type: 'boolean' },
+      'drain-ms': { type: 'string' },
+      'http-ports': { type: 'string' },
     });
     if (!values.service) throw new UsageError('--service NAME is required');
     if (values['control-plane'] && values.config) throw new UsageError('use either --control-plane or --config, not both');
@@ -95,7 +102,11 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       accessLogSample: fraction(values['access-log'], '--access-log', 1),
     };
     const appPort = values['app-port'] === undefined ? undefined : port(values['app-port'], '--app-port', 0);
+    if (values['http-ports'] !== undefined && !values.intercept) throw new UsageError('--http-ports goes with --intercept');
+    const httpPorts = (values['http-ports'] ?? '').split(',').filter((p) => p.trim() !== '').map((p) => port(p.trim(), '--http-ports', 0));
     const opts = {
+      intercept: values.intercept ? { httpPorts } : undefined,
+      drainDelayMs: values['drain-ms'] === undefined ? undefined : (positive(values['drain-ms'], '--drain-ms') as number),
       service: values.service,
       id: values.id,
       labels: labels(values.labels),
@@ -110,6 +121,8 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       maxHeaderBytes,
       logger: logger(values['log-level']),
       observability,
+      // The same path as SIGTERM: leave, drain, exit 0.
+      onQuit: () => process.kill(process.pid, 'SIGTERM'),
     };
     const { startSidecar } = await import('../../sidecar');
     const s = await startSidecar(opts);

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
 import { startDemoApp, type DemoApp, type DemoRole } from '../demo/app';
-import { api, CliError, describeApiError, flags, type Command } from './common';
+import { api, CliError, describeApiError, flags, UsageError, type Command } from './common';
 import { logger, runUntilSignal } from './process';
 
 /** Node flags for sidecar processes: the ones in main.ts's shebang. */
@@ -37,19 +37,26 @@ interface Running {
 
 export const up: Command = {
   name: 'up',
-  usage: `meshlet up [--data-dir D] [--policies FILE] [--ephemeral-ports]
+  usage: `meshlet up [--data-dir D] [--policies FILE] [--ephemeral-ports] [--netns [--prefix P] [--subnet N]]
 
 Starts, on 127.0.0.1:
   the control plane         API :15080, push :15010, store under D (default .meshlet/)
   frontend -> catalog (v1 and v2) -> pricing, each with its own \`meshlet sidecar\` process
 and applies the example policies (default deploy/local/policies.yaml). Ctrl-C stops everything.
-  --ephemeral-ports   use free ports everywhere instead of the fixed ones (for tests)`,
+  --ephemeral-ports   use free ports everywhere instead of the fixed ones (for tests)
+  --netns             (root) each instance a network namespace on a bridge, 10.78.N.0/24, with its own IP
+                      and /etc/hosts, iptables interception (deploy/meshlet-init.sh) and its sidecar as
+                      uid 1337; the apps call each other by name, unaware of the mesh
+  --prefix P          names of the namespaces, bridge and veths (default mlup); --subnet N (default 0)`,
   async run(argv) {
     const { values } = flags(argv, {
       'data-dir': { type: 'string' },
       policies: { type: 'string' },
       'ephemeral-ports': { type: 'boolean' },
       'log-level': { type: 'string' },
+      netns: { type: 'boolean' },
+      prefix: { type: 'string' },
+      subnet: { type: 'string' },
     });
     const log = logger(values['log-level'] ?? 'warn', 'meshlet-up');
     const eph = values['ephemeral-ports'] === true;
@@ -57,6 +64,13 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
     const policies = values.policies ?? path.join(packageRoot(), 'deploy', 'local', 'policies.yaml');
     const mainJs = path.join(__dirname, 'main.js');
     if (!existsSync(mainJs)) throw new CliError(`meshlet up runs the compiled CLI (${mainJs} is missing): run \`npm run build\` first`);
+    if (values.netns) {
+      const subnet = Number(values.subnet ?? '0');
+      if (!/^\d{1,3}$/.test(values.subnet ?? '0') || subnet > 254) throw new UsageError(`--subnet: expected 0-254, got ${JSON.stringify(values.subnet)}`);
+      const { runNetnsMesh } = await import('./up-netns');
+      return runNetnsMesh({ root: packageRoot(), mainJs, policies, prefix: values.prefix ?? 'mlup', subnet, logger: log });
+    }
+    if (values.prefix !== undefined || values.subnet !== undefined) throw new UsageError('--prefix and --subnet go with --netns');
 
     // Every sidecar of this mesh is started fresh: endpoints from an earlier run are not carried over.
     await fsp.rm(path.join(dataDir, 'registry.json'), { force: true });

@@ -21,8 +21,12 @@ export interface DemoApp {
 /** Headers an app forwards from its request to the calls it makes (routing and trace context). */
 const PROPAGATE = ['x-canary', 'x-request-id', 'traceparent', 'tracestate', 'b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled'];
 
-export function startDemoApp(role: DemoRole, opts: { version?: string; proxy?: () => { host: string; port: number }; port?: number }): Promise<DemoApp> {
-  if (role === 'pricing') return startPricing(opts.port ?? 0);
+/**
+ * `proxy`: call through the sidecar's outbound listener (HTTP_PROXY style). Without it the app
+ * calls the URL directly, as an app in an intercepted pod does (`meshlet up --netns`).
+ */
+export function startDemoApp(role: DemoRole, opts: { version?: string; proxy?: () => { host: string; port: number }; port?: number; host?: string }): Promise<DemoApp> {
+  if (role === 'pricing') return startPricing(opts.port ?? 0, opts.host ?? '127.0.0.1');
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const instance = `${role}${opts.version ? '-' + opts.version : ''}`;
 
@@ -30,13 +34,14 @@ export function startDemoApp(role: DemoRole, opts: { version?: string; proxy?: (
   const call = (url: string, from: http.IncomingMessage): Promise<{ status: number; body: unknown }> =>
     new Promise((resolve, reject) => {
       const proxy = opts.proxy?.();
-      if (!proxy) return reject(new Error('no proxy configured'));
-      const headers: Record<string, string> = { host: new URL(url).host };
+      const u = new URL(url);
+      const headers: Record<string, string> = { host: u.host };
       for (const h of PROPAGATE) {
         const v = from.headers[h];
         if (typeof v === 'string') headers[h] = v;
       }
-      const req = http.request({ host: proxy.host, port: proxy.port, path: url, method: 'GET', headers, agent }, (res) => {
+      const where = proxy ? { host: proxy.host, port: proxy.port, path: url } : { host: u.hostname, port: Number(u.port || 80), path: u.pathname + u.search };
+      const req = http.request({ ...where, method: 'GET', headers, agent }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
@@ -81,7 +86,7 @@ export function startDemoApp(role: DemoRole, opts: { version?: string; proxy?: (
   server.keepAliveTimeout = 65_000;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => {
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
       resolve({
         port: (server.address() as AddressInfo).port,
         close: () =>
@@ -103,7 +108,7 @@ export function priceOf(item: string): number {
 }
 
 /** The pricing service over gRPC (h2c) on 127.0.0.1; `meshlet up` starts its sidecar with --app-protocol http2. */
-async function startPricing(port: number): Promise<DemoApp> {
+async function startPricing(port: number, host: string): Promise<DemoApp> {
   // Loaded only for pricing: the other demo apps are plain HTTP.
   const grpc = await import('@grpc/grpc-js');
   const protoLoader = await import('@grpc/proto-loader');
@@ -122,7 +127,7 @@ async function startPricing(port: number): Promise<DemoApp> {
     },
   });
   const bound = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
   return {
     port: bound,

@@ -33,6 +33,8 @@ export interface ListenerOptions {
   keepAliveTimeoutMs?: number;
   /** HTTP/2: after this many streams, close a connection whose streams were mostly reset prematurely. */
   prematureResetMinStreams?: number;
+  /** Sees every connection first; returning true means it took the connection (not HTTP). */
+  takeover?: (socket: net.Socket) => boolean;
   /** Called for every refused request or connection, with a short reason code. */
   onRefused?: (reason: string) => void;
 }
@@ -101,6 +103,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
+    if (opts.takeover?.(socket)) return;
     sniffProtocol(socket, headersTimeoutMs, (r) => {
       if (r.kind === 'closed') return;
       if (r.kind === 'timeout') {

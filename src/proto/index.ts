@@ -40,12 +40,13 @@ export interface NackMessage {
 }
 
 /** What a sidecar sends: exactly one of node (first message), ack, nack. */
-export type SidecarMessage = { node: NodeMessage } | { ack: AckMessage } | { nack: NackMessage };
+export type SidecarMessage = { node: NodeMessage } | { ack: AckMessage } | { nack: NackMessage } | { leave: Record<string, never> };
 
 /** A SidecarMessage as decoded: `kind` names the member that is set (proto-loader `oneofs`). */
 export interface ReceivedSidecarMessage {
-  kind?: 'node' | 'ack' | 'nack';
+  kind?: 'node' | 'ack' | 'nack' | 'leave';
   node?: NodeMessage | null;
+  leave?: Record<string, never> | null;
   ack?: AckMessage | null;
   nack?: NackMessage | null;
 }

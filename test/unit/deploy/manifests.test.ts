@@ -1,0 +1,92 @@
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import * as admission from 'kubernetes-models/admissionregistration.k8s.io/v1';
+import * as apps from 'kubernetes-models/apps/v1';
+import * as autoscaling from 'kubernetes-models/autoscaling/v2';
+import * as policy from 'kubernetes-models/policy/v1';
+import * as rbac from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+import * as core from 'kubernetes-models/v1';
+
+const DIR = path.resolve(__dirname, '..', '..', '..', 'deploy', 'kubernetes');
+type Ctor = new (data: never) => { validate(): void };
+const MODELS: Record<string, Ctor> = {
+  'v1/Namespace': core.Namespace,
+  'v1/ServiceAccount': core.ServiceAccount,
+  'v1/Service': core.Service,
+  'apps/v1/Deployment': apps.Deployment,
+  'rbac.authorization.k8s.io/v1/ClusterRole': rbac.ClusterRole,
+  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': rbac.ClusterRoleBinding,
+  'admissionregistration.k8s.io/v1/MutatingWebhookConfiguration': admission.MutatingWebhookConfiguration,
+  'policy/v1/PodDisruptionBudget': policy.PodDisruptionBudget,
+  'autoscaling/v2/HorizontalPodAutoscaler': autoscaling.HorizontalPodAutoscaler,
+};
+
+const files = readdirSync(DIR).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
+const objects: { file: string; obj: any }[] = files.flatMap((file) =>
+  parseAllDocuments(readFileSync(path.join(DIR, file), 'utf8')).map((d) => {
+    if (d.errors.length) throw new Error(`${file}: ${d.errors[0].message}`);
+    return { file, obj: d.toJS() };
+  }),
+);
+const find = (kind: string) => objects.filter((o) => o.obj.kind === kind).map((o) => o.obj);
+
+t.test('every manifest passes kubernetes-models validate()', async (t) => {
+  t.ok(objects.length >= 9);
+  for (const { file, obj } of objects) {
+    const Model = MODELS[`${obj.apiVersion}/${obj.kind}`];
+    t.ok(Model, `${file}: a model for ${obj.apiVersion}/${obj.kind}`);
+    if (Model) t.doesNotThrow(() => new Model(obj as never).validate(), `${file}: ${obj.kind}/${obj.metadata.name} is valid`);
+  }
+});
+
+t.test('the kustomization lists every manifest but the example', async (t) => {
+  const k = parseAllDocuments(readFileSync(path.join(DIR, 'kustomization.yaml'), 'utf8'))[0].toJS();
+  t.equal(k.kind, 'Kustomization');
+  t.same([...k.resources].sort(), files.filter((f) => f !== 'hpa-example.yaml').sort());
+});
+
+t.test('what the manifests promise', async (t) => {
+  const [role] = find('ClusterRole');
+  t.same(role.rules, [{ apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] }], 'least privilege: read EndpointSlices, nothing else');
+  const [dep] = find('Deployment');
+  t.equal(dep.spec.replicas, 2);
+  t.equal(dep.spec.template.spec.securityContext.runAsNonRoot, true);
+  const c = dep.spec.template.spec.containers[0];
+  t.equal(c.securityContext.readOnlyRootFilesystem, true);
+  const [svc] = find('Service');
+  const [wh] = find('MutatingWebhookConfiguration');
+  const cc = wh.webhooks[0].clientConfig.service;
+  t.match(cc, { name: svc.metadata.name, namespace: svc.metadata.namespace, path: '/inject' });
+  const port = svc.spec.ports.find((p: { port: number }) => p.port === cc.port);
+  t.ok(port, 'the webhook port exists on the Service');
+  t.ok(c.ports.some((p: { name: string }) => p.name === port.targetPort), 'and reaches the container');
+  t.ok(c.args.some((a: string) => a.startsWith('--webhook=')));
+  t.same(wh.webhooks[0].admissionReviewVersions, ['v1']);
+  t.ok(wh.webhooks[0].namespaceSelector.matchExpressions.some((e: { values: string[] }) => e.values.includes('meshlet-system')), 'never injects its own namespace');
+  const [pdb] = find('PodDisruptionBudget');
+  t.same(pdb.spec.selector.matchLabels, dep.spec.selector.matchLabels);
+  const [ns] = find('Namespace');
+  t.equal(ns.metadata.labels['meshlet.dev/inject'], 'disabled');
+});
+
+t.test('make-webhook-cert.sh makes a CA and a serving certificate the CA verifies', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'meshlet-cert-'));
+  execFileSync('sh', [path.join(DIR, 'make-webhook-cert.sh'), dir], { env: { ...process.env, DRY_RUN: '1' }, stdio: 'ignore' });
+  const verify = execFileSync('openssl', ['verify', '-CAfile', path.join(dir, 'ca.crt'), path.join(dir, 'tls.crt')], { encoding: 'utf8' });
+  t.match(verify, /tls\.crt: OK/);
+  const text = execFileSync('openssl', ['x509', '-in', path.join(dir, 'tls.crt'), '-noout', '-ext', 'subjectAltName'], { encoding: 'utf8' });
+  t.match(text, /DNS:meshlet-control-plane\.meshlet-system\.svc/);
+});
+
+t.test('the Dockerfile: multi-stage on node:20-slim, running as non-root', async (t) => {
+  const df = readFileSync(path.resolve(DIR, '..', 'Dockerfile'), 'utf8');
+  const froms = df.match(/^FROM .*/gm) ?? [];
+  t.equal(froms.length, 2);
+  for (const f of froms) t.match(f, /^FROM node:20-slim\b/);
+  t.match(df, /^USER 1337:1337$/m);
+  t.match(df, /COPY deploy\/meshlet-init\.sh \/usr\/local\/bin\/meshlet-init\.sh/, 'the path the injected init container runs');
+});
