@@ -8,7 +8,7 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
-import { startDemoApp } from '../../../src/demo/app';
+import { priceOf, startDemoApp } from '../../../src/demo/app';
 import { request, service, startSidecar, within, type SidecarProc } from '../sidecar/helpers';
 
 interface ZSpan {
@@ -63,12 +63,21 @@ t.test('frontend -> catalog -> pricing: one trace, the right parent chain, expor
   const collector = await zipkin(t);
   const trace = ['--trace-collector', collector.url, '--trace-sampling', '0', '--access-log', '1'];
   const proxies: Record<string, SidecarProc | undefined> = {};
-  const app = async (role: 'frontend' | 'catalog' | 'pricing') => {
+  const app = async (role: 'frontend' | 'catalog') => {
     const a = await startDemoApp(role, { proxy: () => ({ host: '127.0.0.1', port: proxies[role]!.outbound }) });
     t.teardown(() => a.close());
     return a;
   };
-  const pricingApp = await app('pricing');
+  // pricing as a plain HTTP leaf (the demo's pricing is gRPC behind transcoding; this test is
+  // about trace propagation over three HTTP hops).
+  const http = await import('node:http');
+  const leaf = http.createServer((req, res) => {
+    const item = decodeURIComponent((req.url ?? '').split('/').pop() ?? '');
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ service: 'pricing', item, price: priceOf(item) }));
+  });
+  await new Promise<void>((r) => leaf.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => leaf.close(() => r())));
+  const pricingApp = { port: (leaf.address() as import('node:net').AddressInfo).port };
   const pricing = await startSidecar(t, [service('pricing', [{ port: pricingApp.port }])], { service: 'pricing', appPort: pricingApp.port, args: trace });
   proxies.pricing = pricing;
   const catalogApp = await app('catalog');
