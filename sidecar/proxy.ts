@@ -156,6 +156,9 @@ function routed(
     const t = pick(backend);
     if (!t) return sendLocal(ctx, 'outbound', res, 'MESH_NO_HEALTHY_UPSTREAM', backend?.service);
     if (upgrade) return forwardUpgrade(ctx, 'outbound', req as H1Request, res as H1Response, { target: t, path, authority, idleTimeoutMs: rule.websocketIdleTimeoutMs });
+    const st = backend && ctx.resilience.service(backend.service);
+    st?.budget.request();
+    const retries = rule.retries;
     return forwardGrpc(ctx, 'outbound', req, res, protocol, {
       target: t,
       path,
@@ -165,6 +168,8 @@ function routed(
       grpc: rule.grpc,
       timeoutMs: rule.timeoutMs,
       repick: () => pick(backend),
+      retries,
+      tryRetry: () => !st || !retries || st.budget.tryRetry(retries.budget),
     });
   }
   const breaker = rule.breaker ? ctx.resilience.breaker(rule.statName, rule.breaker) : undefined;

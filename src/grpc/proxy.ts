@@ -30,7 +30,8 @@ import { forwardRequestHeaders, HOP_BY_HOP } from '../http/headers';
 import type { H1Request } from '../http/h1-server';
 import type { DownstreamRequest, DownstreamResponse } from '../http/listener';
 import { UpstreamConnectError, type Headers, type UpstreamCall, type UpstreamPools, type UpstreamTarget } from '../http/upstream';
-import type { GrpcRouteOptions, HeaderEditor } from '../policy';
+import type { GrpcRouteOptions, HeaderEditor, RetryPolicy } from '../policy';
+import { backoffMs, retryMatcher } from '../resilience/retry';
 import { MessageSizeGuard } from './framing';
 import { FLAG_STATUS, isGrpcContentType, isGrpcWebContentType, Status, statusFromRstCode, trailersOnlyHeaders, type StatusCode } from './status';
 import { formatGrpcTimeout, parseGrpcTimeout } from './timeout';
@@ -60,6 +61,10 @@ export interface GrpcPlan {
   grpc?: GrpcRouteOptions;
   /** The route's timeout: the deadline is the earlier of it and grpc-timeout. */
   timeoutMs?: number;
+  /** The route's retry policy: trailers-only responses with a gRPC status it names are retried. */
+  retries?: RetryPolicy;
+  /** Takes a retry from the destination's budget and limits; false when there is no room. */
+  tryRetry?(): boolean;
 }
 
 /** What kind of gRPC a request is: 'grpc', 'web', or undefined for anything else. */
@@ -322,13 +327,14 @@ export function forwardGrpc(
       {
         onResponse(status, h) {
           if (stale()) return;
-          responded = true;
-          replay = null;
           httpStatus = status;
           if (h['grpc-status'] !== undefined && status === 200) {
+            // Trailers-only: nothing went downstream yet, so the call can still be retried.
             trailersOnly = h;
             return;
           }
+          responded = true;
+          replay = null;
           const o = clean(h);
           if (plan.responseEdits) plan.responseEdits.apply(o);
           down.headers(status, o);
@@ -350,13 +356,28 @@ export function forwardGrpc(
         onEnd(trailers) {
           endActive();
           if (stale()) return;
-          finish(httpStatus);
+          let flag: Flag | undefined;
+          const r = plan.retries;
+          if (trailersOnly && r && retryMatcher(r).status(200, trailersOnly)) {
+            if (attempts > r.attempts || replay === null || down.closed) flag = Flags.RetriesExhausted;
+            else if (plan.tryRetry && !plan.tryRetry()) flag = Flags.RetryBudgetExhausted;
+            else {
+              trailersOnly = undefined;
+              const next = plan.repick?.() ?? target;
+              const t = setTimeout(() => {
+                if (!finished) attempt(next);
+              }, backoffMs(attempts, r, Math.random));
+              t.unref();
+              return;
+            }
+          }
+          finish(httpStatus, flag);
           if (trailersOnly) {
             const t = clean(trailersOnly);
             if (plan.responseEdits) plan.responseEdits.apply(t);
             const code = Number(t['grpc-status']) as StatusCode;
             const { 'grpc-status': _s, 'grpc-message': msg, 'content-type': _c, ...rest } = t;
-            down.fail(code, decodeMessage(msg), undefined, rest);
+            down.fail(code, decodeMessage(msg), flag, rest);
             return;
           }
           down.end(trailers ? clean(trailers) : undefined);

@@ -355,3 +355,39 @@ t.test('mirroring copies requests and never holds the primary', async (t) => {
   t.same(mirrored.map((m) => m.body).sort(), Array.from({ length: 20 }, (_, i) => `req-${i}`).sort(), 'bodies copied');
   t.match((await request({ port: sc.admin, path: '/metrics' })).text, /meshlet_mirrored_requests_total\{destination="shadow"\} 20/);
 });
+
+t.test('gRPC: a trailers-only status named in retryOn is retried; exhausted -> URX', async (t) => {
+  let calls = 0;
+  const up = await h2Upstream(t, (stream) => {
+    stream.resume();
+    stream.on('end', () => {
+      calls++;
+      const status = calls <= 2 || stream.sentHeaders === undefined ? (calls <= 2 ? '14' : '0') : '0';
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': status }, { endStream: true });
+    });
+  });
+  let downCalls = 0;
+  const down = await h2Upstream(t, (stream) => {
+    stream.resume();
+    stream.on('end', () => {
+      downCalls++;
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'busy' }, { endStream: true });
+    });
+  });
+  const sc = await startSidecar(t, [
+    service('g', [{ port: up.port }], 'http2'),
+    service('d', [{ port: down.port }], 'http2'),
+    route('g', ['g'], [{ backends: [{ service: 'g' }], retries: { attempts: 3, retryOn: ['unavailable'], backoff: { baseInterval: '1ms' } } }]),
+    route('d', ['d'], [{ backends: [{ service: 'd' }], retries: { attempts: 2, retryOn: ['unavailable'], backoff: { baseInterval: '1ms' } } }]),
+  ]);
+  const s = h2Client(t, sc.outbound);
+  const frame = Buffer.from([0, 0, 0, 0, 0]);
+  const ok = await h2Request(s, { ':method': 'POST', ':path': '/pkg.S/M', ':authority': 'g', 'content-type': 'application/grpc', te: 'trailers' }, frame);
+  const status = ok.headers['grpc-status'] ?? ok.trailers?.['grpc-status'];
+  t.equal(status, '0', 'OK after two UNAVAILABLE answers');
+  t.equal(calls, 3, 'the upstream saw three calls');
+  const bad = await h2Request(s, { ':method': 'POST', ':path': '/pkg.S/M', ':authority': 'd', 'content-type': 'application/grpc', te: 'trailers' }, frame);
+  t.equal(bad.headers['grpc-status'], '14');
+  t.equal(bad.headers['x-meshlet-flags'], 'URX');
+  t.equal(downCalls, 3, '1 call + 2 retries');
+});
