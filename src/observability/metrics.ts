@@ -10,7 +10,15 @@
  * Label values must come from bounded sets (service and route names from the snapshot, status
  * codes, flags): never raw paths or header values.
  */
-import * as hdr from 'hdr-histogram-js';
+import type * as hdr from 'hdr-histogram-js';
+// The JS histogram alone: the package's index also loads its WebAssembly build and the encoder
+// (pako), ~15 MB of RSS a sidecar does not need until something asks for an exported window.
+import Int32Histogram from 'hdr-histogram-js/dist/Int32Histogram';
+
+const newHistogram = (): hdr.Histogram => new Int32Histogram(1, 3_600_000_000, 3) as unknown as hdr.Histogram;
+type Encoding = typeof import('hdr-histogram-js/dist/encoding');
+let encoding: Encoding | undefined;
+const codec = (): Encoding => (encoding ??= require('hdr-histogram-js/dist/encoding') as Encoding);
 import { systemClock, type Clock } from '../core/clock';
 
 export type Format = 'prometheus' | 'openmetrics';
@@ -239,7 +247,7 @@ export class WindowChild {
     windowMs: number,
     n: number,
   ) {
-    const mk = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3, autoResize: false });
+    const mk = newHistogram;
     this.slices = Array.from({ length: n }, mk);
     this.merged = mk();
     this.errors = new Float64Array(n);
@@ -283,7 +291,7 @@ export class WindowChild {
     let errors = 0;
     for (const e of this.errors) errors += e;
     const seconds = Math.min(this.windowMs, this.clock.monotonic() - this.createdAt) / 1000;
-    return { count: m.totalCount, errors, seconds: Math.max(seconds, 0.001), histogram: m.totalCount ? hdr.encodeIntoCompressedBase64(m) : '' };
+    return { count: m.totalCount, errors, seconds: Math.max(seconds, 0.001), histogram: m.totalCount ? codec().encodeIntoCompressedBase64(m) : '' };
   }
   /** The window merged: count, sum (seconds) and the value at each quantile (seconds). */
   snapshot(quantiles: readonly number[]): { count: number; sum: number; values: number[] } {
@@ -299,7 +307,7 @@ export class WindowChild {
 
 /** Decodes windows exported by `WindowChild.export` (from several sidecars) and merges them. */
 export class WindowMerge {
-  private readonly h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3, autoResize: false });
+  private readonly h = newHistogram();
   count = 0;
   errors = 0;
   /** Requests per second, summed over the merged windows. */
@@ -308,7 +316,7 @@ export class WindowMerge {
     this.count += w.count;
     this.errors += w.errors;
     this.rps += w.seconds > 0 ? w.count / w.seconds : 0;
-    if (w.histogram) this.h.add(hdr.decodeFromCompressedBase64(w.histogram));
+    if (w.histogram) this.h.add(codec().decodeFromCompressedBase64(w.histogram));
   }
   /** A quantile (0..1) in milliseconds, or null for an empty window. */
   quantileMs(q: number): number | null {

@@ -15,7 +15,7 @@
  * failureMode decides. ioredis reconnects by itself, with a capped backoff.
  */
 import { createHash } from 'node:crypto';
-import Redis from 'ioredis';
+import type Redis from 'ioredis';
 import type { Logger } from 'pino';
 import type { Clock } from '../../core/clock';
 import { GCRA_SCRIPT } from './gcra.lua';
@@ -87,7 +87,9 @@ export class RedisLimiter {
     this.maxKeys = opts.maxKeys ?? 10_000;
     this.log = opts.logger;
     const { host, port } = parseHostPort(opts.address);
-    this.client = new Redis({
+    // ioredis is loaded only when a global limit exists (~10 MB of RSS otherwise).
+    const RedisClient = (require('ioredis') as typeof import('ioredis')).default;
+    this.client = new RedisClient({
       host,
       port,
       // Fail at once while disconnected; the policy's failureMode answers instead.
