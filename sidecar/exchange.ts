@@ -19,6 +19,7 @@ import type { H1Request } from '../src/http/h1-server';
 import type { DownstreamRequest, DownstreamResponse } from '../src/http/listener';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamTarget } from '../src/http/upstream';
 import { endpointKey } from '../src/lb';
+import type { RouteHandle } from '../src/observability/mesh-metrics';
 import type { ObservedRequest } from '../src/observability/observer';
 import type { CompiledBackend, CompiledRule, HeaderEditor, RequestView } from '../src/policy';
 import type { CircuitBreaker } from '../src/resilience/breaker';
@@ -149,12 +150,14 @@ export class Exchange {
     if (plan.identity) headers = stampIdentity(headers, plan.identity.source, plan.identity.route);
     if (plan.unmark) headers = withoutMark(headers);
     const q = plan.path.indexOf('?');
-    this.obs = ctx.stats.observer.begin(plan.direction, (n) => headerOf(req, n), {
+    // Read from the forwarded (lower-cased) list: building req.headers costs an object per request.
+    const flat = headers;
+    this.obs = ctx.stats.observer.begin(plan.direction, (n) => flatHeader(flat, n), {
       method: req.method ?? 'GET',
       authority: plan.authority,
       path: q < 0 ? plan.path : plan.path.slice(0, q),
       protocol: plan.protocol,
-    });
+    }, plan.firstBackend && plan.rule ? routeHandle(ctx, plan.rule, plan.firstBackend.service) : undefined);
     this.headers = this.obs.rewriteHeaders(headers);
     this.body = bodyOf(req, plan.protocol);
   }
@@ -227,7 +230,7 @@ export class Exchange {
       if (this.tries === 1) {
         svc.budget.request();
         this.destination = svc.name;
-        this.obs.setRoute(ctx.stats.route('outbound', svc.name, rule.statName));
+        this.obs.setRoute(routeHandle(ctx, rule, svc.name));
       }
     }
     this.lastKey = target.key;
@@ -412,9 +415,20 @@ export class Exchange {
   }
 }
 
-function headerOf(req: DownstreamRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  return typeof v === 'string' ? v : undefined;
+/** The metrics handle of (rule, destination), cached on the compiled rule (one per snapshot). */
+const handles = new WeakMap<CompiledRule, { service: string; handle: RouteHandle }>();
+function routeHandle(ctx: ProxyContext, rule: CompiledRule, service: string): RouteHandle {
+  const c = handles.get(rule);
+  if (c && c.service === service) return c.handle;
+  const handle = ctx.stats.route('outbound', service, rule.statName);
+  handles.set(rule, { service, handle });
+  return handle;
+}
+
+/** A header from a flat, lower-cased `[name, value, ...]` list (the first one). */
+function flatHeader(flat: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < flat.length; i += 2) if (flat[i] === name) return flat[i + 1];
+  return undefined;
 }
 
 function bodyOf(req: DownstreamRequest, protocol: 'http1' | 'http2'): Readable | null {

@@ -174,6 +174,8 @@ function routed(
   }
   const breaker = rule.breaker ? ctx.resilience.breaker(rule.statName, rule.breaker) : undefined;
   if (breaker && !breaker.allow()) return sendLocal(ctx, 'outbound', res, 'MESH_BREAKER_OPEN', rule.statName);
+  // The first try's backend, picked now so that the request's metrics are bound to it at once.
+  firstBackend ??= rule.pickBackend();
   const ex = new Exchange(ctx, {
     direction: 'outbound',
     req,

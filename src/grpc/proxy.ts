@@ -69,10 +69,19 @@ export interface GrpcPlan {
 
 /** What kind of gRPC a request is: 'grpc', 'web', or undefined for anything else. */
 export function grpcKind(req: DownstreamRequest, protocol: 'http1' | 'http2'): 'grpc' | 'web' | undefined {
-  const ct = req.headers['content-type'];
+  const ct = protocol === 'http2' ? req.headers['content-type'] : rawContentType(req.rawHeaders);
   if (typeof ct !== 'string') return undefined;
   if (isGrpcWebContentType(ct)) return 'web';
   if (protocol === 'http2' && isGrpcContentType(ct)) return 'grpc';
+  return undefined;
+}
+
+/** Content-Type from raw HTTP/1.1 headers, without building the header object (hot path). */
+function rawContentType(raw: readonly string[]): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string;
+    if (n.length === 12 && n.toLowerCase() === 'content-type') return raw[i + 1];
+  }
   return undefined;
 }
 
