@@ -10,6 +10,7 @@
  * The response head goes downstream only once no retry will follow, so a retry never happens
  * after response bytes were sent. Every outcome is counted once, in `finish`, with its flags.
  */
+import { editFlat } from '../src/http/headers';
 import * as http2 from 'node:http2';
 import type { Readable } from 'node:stream';
 import type { Timer } from '../src/core/clock';
@@ -137,7 +138,8 @@ export class Exchange {
   ) {
     this.startedAt = ctx.clock.monotonic();
     this.flags = plan.flags ?? '';
-    this.version = plan.protocol === 'http2' ? '2' : '1.1';
+    // A request another sidecar multiplexed over HTTP/2 is HTTP/1.1 end to end (and in `via`).
+    this.version = plan.protocol === 'http2' && !plan.unmark ? '2' : '1.1';
     const req = plan.req;
     let headers = forwardRequestHeaders(req.rawHeaders, {
       remoteAddress: req.socket?.remoteAddress,
@@ -437,24 +439,6 @@ function bodyOf(req: DownstreamRequest, protocol: 'http1' | 'http2'): Readable |
   return h2.stream.endAfterHeaders ? null : h2;
 }
 
-function editFlat(flat: string[], edits: HeaderEditor): string[] {
-  const o: Record<string, string | string[] | undefined> = {};
-  for (let i = 0; i < flat.length; i += 2) {
-    const n = flat[i] as string;
-    const v = flat[i + 1] as string;
-    const prev = o[n];
-    o[n] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
-  }
-  edits.apply(o);
-  const out: string[] = [];
-  for (const n in o) {
-    const v = o[n];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) for (const x of v) out.push(n, x);
-    else out.push(n, v);
-  }
-  return out;
-}
 
 export function resetDownstream(res: DownstreamResponse): void {
   const stream = (res as http2.Http2ServerResponse).stream;

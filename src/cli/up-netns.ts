@@ -70,7 +70,11 @@ export async function runNetnsMesh(o: NetnsMeshOptions): Promise<number> {
   if (why) throw new CliError(why);
   const docs = parseDocuments(await import('node:fs/promises').then((f) => f.readFile(o.policies, 'utf8')));
   if (!docs.ok) throw new CliError(`${o.policies}: ${docs.errors.map((e) => e.message).join('; ')}`);
-  const resources = parseAll(docs.value);
+  // GrpcTranscoding protos named by `file:` travel embedded, as with `meshlet up` and `apply -f`.
+  const { embedProtoFiles } = await import('../grpc/transcode/embed');
+  const embedded = embedProtoFiles(docs.value, path.dirname(o.policies));
+  if (!embedded.ok) throw new CliError(`${o.policies}: ${embedded.errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`);
+  const resources = parseAll(embedded.value);
   if (!resources.ok) throw new CliError(`${o.policies}: ${resources.errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`);
 
   cleanup(o.prefix);
@@ -148,6 +152,8 @@ export async function runNetnsMesh(o: NetnsMeshOptions): Promise<number> {
       sh(['ip', 'netns', 'exec', p.ns, 'sh', initScript, '--exclude-inbound-ports', '15000']);
       const args = [process.execPath, o.mainJs, 'sidecar', '--service', p.role, '--id', p.name, '--control-plane', push, '--advertise', p.ip, '--app-port', '80', '--intercept', '--admin', '0.0.0.0:15000', '--drain-ms', '1000'];
       if (p.version) args.push('--labels', `version=${p.version}`);
+      // pricing is a gRPC app (h2c), reached by catalog through HTTP/JSON transcoding.
+      if (p.role === 'pricing') args.push('--app-protocol', 'http2');
       await run(p, args, true, 'the sidecar');
       const script = `require(${JSON.stringify(appJs)}).startDemoApp(${JSON.stringify(p.role)},{version:${JSON.stringify(p.version)},port:80,host:'0.0.0.0'}).then(()=>console.log(JSON.stringify({msg:'app listening'})))`;
       await run(p, [process.execPath, '-e', script], false, 'the app');

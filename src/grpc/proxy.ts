@@ -22,6 +22,7 @@
  * Backpressure both ways: the downstream body pauses while the upstream stream is full, and the
  * upstream stream pauses while the client does not read; nothing here queues without bound.
  */
+import { editFlat } from '../http/headers';
 import * as http2 from 'node:http2';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -445,21 +446,3 @@ function decodeMessage(v: string | string[] | undefined): string {
   }
 }
 
-function editFlat(flat: string[], edits: HeaderEditor): string[] {
-  const o: Record<string, string | string[] | undefined> = {};
-  for (let i = 0; i < flat.length; i += 2) {
-    const n = flat[i] as string;
-    const v = flat[i + 1] as string;
-    const prev = o[n];
-    o[n] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
-  }
-  edits.apply(o);
-  const out: string[] = [];
-  for (const n in o) {
-    const v = o[n];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) for (const x of v) out.push(n, x);
-    else out.push(n, v);
-  }
-  return out;
-}

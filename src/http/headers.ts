@@ -127,3 +127,23 @@ export function forwardResponseHeaders(
 function stripV4Mapped(a: string): string {
   return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
 }
+
+/** Applies a route's header edits to a flat `[name, value, ...]` list (lower-case names). */
+export function editFlat(flat: string[], edits: { apply(headers: Record<string, string | string[] | undefined>): void }): string[] {
+  const o: Record<string, string | string[] | undefined> = {};
+  for (let i = 0; i < flat.length; i += 2) {
+    const n = flat[i] as string;
+    const v = flat[i + 1] as string;
+    const prev = o[n];
+    o[n] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+  }
+  edits.apply(o);
+  const out: string[] = [];
+  for (const n in o) {
+    const v = o[n];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) out.push(n, x);
+    else out.push(n, v);
+  }
+  return out;
+}

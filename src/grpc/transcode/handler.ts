@@ -11,6 +11,7 @@
  * Bad input (malformed JSON, unknown fields, wrong types, a body too large) answers 400/413 with a
  * message naming the field, and the upstream is never called.
  */
+import { editFlat } from '../../http/headers';
 import type * as http2 from 'node:http2';
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -327,21 +328,3 @@ function destroy(res: DownstreamResponse): void {
   (res as { destroy(): void }).destroy();
 }
 
-function editFlat(flat: string[], edits: HeaderEditor): string[] {
-  const o: Record<string, string | string[] | undefined> = {};
-  for (let i = 0; i < flat.length; i += 2) {
-    const n = flat[i] as string;
-    const v = flat[i + 1] as string;
-    const prev = o[n];
-    o[n] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
-  }
-  edits.apply(o);
-  const out: string[] = [];
-  for (const n in o) {
-    const v = o[n];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) for (const x of v) out.push(n, x);
-    else out.push(n, v);
-  }
-  return out;
-}

@@ -1,27 +1,12 @@
 /**
- * gRPC status codes (google.rpc.Code), their mapping to HTTP status codes, and the
- * `grpc-timeout` header. Shared by the gRPC proxy, gRPC-Web and the HTTP/JSON transcoder.
+ * For the HTTP/JSON transcoder: gRPC status names, the google.rpc.Code -> HTTP status table
+ * (errors a JSON client sees) and grpc-message encoding.
  */
 
-export const GrpcStatus = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  NOT_FOUND: 5,
-  ALREADY_EXISTS: 6,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  ABORTED: 10,
-  OUT_OF_RANGE: 11,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  DATA_LOSS: 15,
-  UNAUTHENTICATED: 16,
-} as const;
+import { Status } from '../status';
+
+/** The gRPC status codes (one table: src/grpc/status.ts). */
+export const GrpcStatus = Status;
 export type GrpcStatusCode = (typeof GrpcStatus)[keyof typeof GrpcStatus];
 
 const NAMES: readonly string[] = Object.keys(GrpcStatus);
