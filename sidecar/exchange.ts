@@ -138,8 +138,7 @@ export class Exchange {
   ) {
     this.startedAt = ctx.clock.monotonic();
     this.flags = plan.flags ?? '';
-    // A request another sidecar multiplexed over HTTP/2 is HTTP/1.1 end to end (and in `via`).
-    this.version = plan.protocol === 'http2' && !plan.unmark ? '2' : '1.1';
+    this.version = plan.protocol === 'http2' ? '2' : '1.1';
     const req = plan.req;
     let headers = forwardRequestHeaders(req.rawHeaders, {
       remoteAddress: req.socket?.remoteAddress,
