@@ -3,7 +3,7 @@ import { createWriteStream, existsSync, mkdirSync, promises as fsp } from 'node:
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
-import { startDemoApp, type DemoApp, type DemoRole } from '../demo/app';
+import { packageRoot, startDemoApp, type DemoApp, type DemoRole } from '../demo/app';
 import { api, CliError, describeApiError, flags, UsageError, type Command } from './common';
 import { logger, runUntilSignal } from './process';
 
@@ -266,12 +266,3 @@ async function waitConverged(server: string, n: number): Promise<void> {
   }
 }
 
-/** The package root (where package.json is), from dist/src/cli or src/cli. */
-function packageRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 5; i++) {
-    if (existsSync(path.join(dir, 'package.json'))) return dir;
-    dir = path.dirname(dir);
-  }
-  return process.cwd();
-}

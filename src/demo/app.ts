@@ -139,8 +139,8 @@ async function startPricing(port: number, host: string): Promise<DemoApp> {
   };
 }
 
-/** The package root (deploy/ is there), from src/demo or dist/src/demo. */
-function packageRoot(): string {
+/** The package root (deploy/ and package.json are there), from src/ or dist/src/. */
+export function packageRoot(): string {
   let dir = __dirname;
   for (let i = 0; i < 5; i++) {
     if (existsSync(path.join(dir, 'package.json'))) return dir;
