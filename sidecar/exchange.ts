@@ -158,7 +158,7 @@ export class Exchange {
       authority: plan.authority,
       path: q < 0 ? plan.path : plan.path.slice(0, q),
       protocol: plan.protocol,
-    }, plan.firstBackend && plan.rule ? routeHandle(ctx, plan.rule, plan.firstBackend.service) : undefined);
+    }, plan.firstBackend && plan.rule ? routeHandle(ctx, plan.rule, plan.firstBackend.service) : undefined, plan.rule?.traceSamplingPercent);
     this.headers = this.obs.rewriteHeaders(headers);
     this.body = bodyOf(req, plan.protocol);
   }

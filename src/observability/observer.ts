@@ -104,7 +104,8 @@ export class Observer {
     return h;
   }
 
-  begin(direction: Direction, get: Get, info: RequestInfo, route?: RouteHandle): ObservedRequest {
+  /** `samplingPercent`: the route's own sampling for new traces (Route rule `tracing.samplingPercent`). */
+  begin(direction: Direction, get: Get, info: RequestInfo, route?: RouteHandle, samplingPercent?: number): ObservedRequest {
     const handle = route ?? (direction === 'inbound' ? this.inboundHandle(get(SOURCE_HEADER)) : this.metrics.unrouted(direction));
     const r = new ObservedRequest(this, direction, info, handle);
     r.requestId = get('x-request-id') || newRequestId();
@@ -114,7 +115,7 @@ export class Observer {
       r.traceId = incoming?.traceId || newTraceId();
       r.parentId = incoming?.parentId;
       r.spanId = newSpanId();
-      r.sampled = incoming?.sampled ?? this.random() * 100 < this.samplingPercent;
+      r.sampled = incoming?.sampled ?? this.random() * 100 < (samplingPercent ?? this.samplingPercent);
     }
     const al = this.accessLog;
     r.logged = al !== undefined && (al.sample >= 1 || this.random() < al.sample);

@@ -271,6 +271,7 @@ function compileRule(routeName: string, rule: RouteRule, random: () => number, g
   if (rule.breaker) out.breaker = rule.breaker;
   if (rule.fault) out.fault = rule.fault;
   if (rule.mirror) out.mirror = rule.mirror;
+  if (rule.traceSamplingPercent !== undefined) out.traceSamplingPercent = rule.traceSamplingPercent;
   if (grpc) out.grpc = grpc;
   if (wsIdleMs !== undefined) out.websocketIdleTimeoutMs = wsIdleMs;
   return Object.freeze(out);

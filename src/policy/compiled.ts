@@ -82,6 +82,7 @@ export interface CompiledRule {
   breaker?: RouteBreaker;
   fault?: FaultInjection;
   mirror?: Mirror;
+  traceSamplingPercent?: number;
   /** The route's gRPC options (message size limit, gRPC-Web CORS origins). */
   grpc?: GrpcRouteOptions;
   /** WebSocket connections: closed after this long without a byte either way. */

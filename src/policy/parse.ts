@@ -252,7 +252,7 @@ function parseGrpcOptions(c: Checker, v: unknown, path: string): GrpcRouteOption
   return stripUndefined(out);
 }
 
-const RULE_FIELDS = ['name', 'matches', 'backends', 'redirect', 'requestHeaders', 'responseHeaders', 'rewrite', 'timeout', 'retries', 'breaker', 'fault', 'mirror'];
+const RULE_FIELDS = ['name', 'matches', 'backends', 'redirect', 'requestHeaders', 'responseHeaders', 'rewrite', 'timeout', 'retries', 'breaker', 'fault', 'mirror', 'tracing'];
 
 function parseRule(c: Checker, v: unknown, path: string, index: number): RouteRule | undefined {
   const o = c.object(v, path, RULE_FIELDS);
@@ -305,6 +305,14 @@ function parseRule(c: Checker, v: unknown, path: string, index: number): RouteRu
   if (o.breaker !== undefined) rule.breaker = parseBreaker(c, o.breaker, join(path, 'breaker'));
   if (o.fault !== undefined) rule.fault = parseFault(c, o.fault, join(path, 'fault'));
   if (o.mirror !== undefined) rule.mirror = parseMirror(c, o.mirror, join(path, 'mirror'));
+  if (o.tracing !== undefined) {
+    const tp = join(path, 'tracing');
+    const tr = c.object(o.tracing, tp, ['samplingPercent']);
+    if (tr) {
+      const sv = c.required(tr, 'samplingPercent', tp);
+      if (sv !== undefined) rule.traceSamplingPercent = c.number(sv, join(tp, 'samplingPercent'), 0, 100);
+    }
+  }
   if (o.redirect !== undefined) for (const k of ['timeout', 'retries', 'breaker', 'mirror']) if (o[k] !== undefined) c.error(join(path, k), 'does not apply to a redirect rule');
   return stripUndefined(rule);
 }
@@ -941,6 +949,10 @@ function wireSpec(kind: Kind, s: Obj): Obj {
         d(br, 'windowMs', 'window');
         d(br, 'openDurationMs', 'openDuration');
         d((rule.fault as Obj | undefined)?.delay as Obj | undefined, 'fixedMs', 'fixed');
+        if (typeof rule.traceSamplingPercent === 'number') {
+          rule.tracing = { samplingPercent: rule.traceSamplingPercent };
+          delete rule.traceSamplingPercent;
+        }
       }
       return s;
     case 'DestinationPolicy': {

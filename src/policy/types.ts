@@ -150,6 +150,8 @@ export interface RouteRule {
   breaker?: RouteBreaker;
   fault?: FaultInjection;
   mirror?: Mirror;
+  /** Percent of new traces started on this rule that are sampled (overrides the sidecar's --trace-sampling). */
+  traceSamplingPercent?: number;
 }
 
 export interface RouteSpec {

@@ -188,3 +188,38 @@ t.test('tracing flags are checked', async (t) => {
     t.match(r.stderr, msg);
   }
 });
+
+t.test('a Route rule samples its own share of new traces (tracing.samplingPercent)', async (t) => {
+  const collector = await zipkin(t);
+  const up = http.createServer((_req, res) => res.end('ok'));
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => up.close(() => r())));
+  const port = (up.address() as AddressInfo).port;
+  const sc = await startSidecar(
+    t,
+    [
+      service('app', [{ port }]),
+      {
+        apiVersion: 'meshlet.dev/v1',
+        kind: 'Route',
+        metadata: { name: 'app' },
+        spec: {
+          hosts: ['app'],
+          rules: [
+            { name: 'traced', matches: [{ path: { prefix: '/traced' } }], backends: [{ service: 'app' }], tracing: { samplingPercent: 100 } },
+            { name: 'plain', backends: [{ service: 'app' }] },
+          ],
+        },
+      },
+    ],
+    { service: 'web', args: ['--trace-collector', collector.url, '--trace-sampling', '0'] },
+  );
+  for (let i = 0; i < 5; i++) {
+    t.equal((await request({ port: sc.outbound, path: '/traced', headers: { host: 'app' } })).status, 200);
+    t.equal((await request({ port: sc.outbound, path: '/other', headers: { host: 'app' } })).status, 200);
+  }
+  const spans = await until('5 spans at the collector', () => (collector.spans.length >= 5 ? collector.spans : undefined));
+  await new Promise((r) => setTimeout(r, 1500)); // one more export interval: nothing else arrives
+  t.equal(collector.spans.length, 5, 'only the rule sampling 100% exported spans (the sidecar samples 0%)');
+  t.same(new Set(spans.map((s) => s.tags['meshlet.route'])), new Set(['app/traced']));
+});
