@@ -142,8 +142,11 @@ function routed(
 ): void {
   // WebSocket upgrades and gRPC calls have their own forwarding (src/http/websocket.ts,
   // src/grpc/proxy.ts): a tunnel, and message-aware gRPC with deadlines and trailers-only errors.
+  const breaker = rule.breaker ? ctx.resilience.breaker(rule.statName, rule.breaker) : undefined;
   const upgrade = protocol === 'http1' && (req as H1Request).upgrade;
   const grpc = !upgrade && grpcKind(req, protocol);
+  // The route breaker guards HTTP and gRPC calls (a WebSocket tunnel has no call outcome).
+  if (breaker && !upgrade && !breaker.allow()) return sendLocal(ctx, 'outbound', res, 'MESH_BREAKER_OPEN', rule.statName);
   if (upgrade || grpc) {
     const pick = (b: CompiledBackend | undefined): UpstreamTarget | undefined => {
       const cs = b && ctx.snapshot()?.services.get(b.service);
@@ -154,7 +157,10 @@ function routed(
     };
     const backend = firstBackend ?? rule.pickBackend();
     const t = pick(backend);
-    if (!t) return sendLocal(ctx, 'outbound', res, 'MESH_NO_HEALTHY_UPSTREAM', backend?.service);
+    if (!t) {
+      if (grpc) breaker?.record(false, 0);
+      return sendLocal(ctx, 'outbound', res, 'MESH_NO_HEALTHY_UPSTREAM', backend?.service);
+    }
     if (upgrade) return forwardUpgrade(ctx, 'outbound', req as H1Request, res as H1Response, { target: t, path, authority, idleTimeoutMs: rule.websocketIdleTimeoutMs });
     const st = backend && ctx.resilience.service(backend.service);
     st?.budget.request();
@@ -170,10 +176,10 @@ function routed(
       repick: () => pick(backend),
       retries,
       tryRetry: () => !st || !retries || st.budget.tryRetry(retries.budget),
+      report: st ? (key, outcome) => st.report(key, outcome) : undefined,
+      done: breaker ? (ok, ms) => breaker.record(ok, ms) : undefined,
     });
   }
-  const breaker = rule.breaker ? ctx.resilience.breaker(rule.statName, rule.breaker) : undefined;
-  if (breaker && !breaker.allow()) return sendLocal(ctx, 'outbound', res, 'MESH_BREAKER_OPEN', rule.statName);
   // The first try's backend, picked now so that the request's metrics are bound to it at once.
   firstBackend ??= rule.pickBackend();
   const ex = new Exchange(ctx, {

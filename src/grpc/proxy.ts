@@ -66,6 +66,16 @@ export interface GrpcPlan {
   retries?: RetryPolicy;
   /** Takes a retry from the destination's budget and limits; false when there is no room. */
   tryRetry?(): boolean;
+  /** The outcome of each try at an endpoint, for outlier detection. */
+  report?(key: string, outcome: 'success' | 'http-5xx' | 'gateway'): void;
+  /** The call's outcome, once: for the route's circuit breaker. */
+  done?(success: boolean, ms: number): void;
+}
+
+/** A gRPC status as an outlier-detection outcome: UNAVAILABLE is the gateway kind of failure. */
+function outcomeOf(code: number): 'success' | 'http-5xx' | 'gateway' {
+  if (code === 14) return 'gateway';
+  return code === 13 || code === 2 ? 'http-5xx' : 'success';
 }
 
 /** What kind of gRPC a request is: 'grpc', 'web', or undefined for anything else. */
@@ -223,11 +233,15 @@ export function forwardGrpc(
   const maxBytes = plan.grpc?.maxMessageBytes ?? (direction === 'outbound' ? DEFAULT_MAX_MESSAGE_BYTES : 0xffffffff);
 
   let finished = false;
+  /** The final gRPC status the upstream sent, or -1. */
+  let grpcCode = -1;
   const finish = (status: number, flag?: string): void => {
     if (finished) return;
     finished = true;
     if (timer) clearTimeout(timer);
     ctx.stats.record(direction, status, flag);
+    // A client that went away, or sent too much, says nothing about the upstream: not a failure.
+    if (plan.done) plan.done(flag === 'DC' || flag === Flags.DownstreamProtocolError || (!flag && status < 500 && outcomeOf(grpcCode) === 'success' && grpcCode !== 4), performance.now() - started);
   };
   let timer: NodeJS.Timeout | undefined;
 
@@ -366,6 +380,9 @@ export function forwardGrpc(
         onEnd(trailers) {
           endActive();
           if (stale()) return;
+          const st = (trailersOnly ?? trailers)?.['grpc-status'];
+          grpcCode = st === undefined ? -1 : Number(st);
+          plan.report?.(target.key, outcomeOf(grpcCode));
           let flag: Flag | undefined;
           const r = plan.retries;
           if (trailersOnly && r && retryMatcher(r).status(200, trailersOnly)) {
@@ -395,6 +412,7 @@ export function forwardGrpc(
         onError(err, startedResp) {
           endActive();
           if (stale()) return;
+          plan.report?.(target.key, 'gateway');
           if (!startedResp && !responded && replay !== null && attempts < MAX_ATTEMPTS && retriable(err) && !down.closed) {
             ctx.logger.debug({ err, upstream: target.key }, 'gRPC call not seen by the upstream: retrying');
             attempt(plan.repick?.() ?? target);

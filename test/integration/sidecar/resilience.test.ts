@@ -391,3 +391,34 @@ t.test('gRPC: a trailers-only status named in retryOn is retried; exhausted -> U
   t.equal(bad.headers['x-meshlet-flags'], 'URX');
   t.equal(downCalls, 3, '1 call + 2 retries');
 });
+
+t.test('gRPC calls feed the route breaker and outlier detection', async (t) => {
+  const unavailable = (stream: import('node:http2').ServerHttp2Stream): void => {
+    stream.resume();
+    stream.on('end', () => stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14' }, { endStream: true }));
+  };
+  const ok = (stream: import('node:http2').ServerHttp2Stream): void => {
+    stream.resume();
+    stream.on('end', () => stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '0' }, { endStream: true }));
+  };
+  const down = await h2Upstream(t, unavailable);
+  const bad = await h2Upstream(t, unavailable);
+  const good = await h2Upstream(t, ok);
+  const sc = await startSidecar(t, [
+    service('brk', [{ port: down.port }], 'http2'),
+    service('pool', [{ port: bad.port }, { port: good.port }], 'http2'),
+    destinationPolicy('pool', { outlierDetection: { consecutiveGatewayErrors: 2, interval: '10s', baseEjectionTime: '30s', maxEjectionPercent: 50 } }),
+    route('brk', ['brk'], [{ backends: [{ service: 'brk' }], breaker: { failureRateThreshold: 50, minimumCalls: 4, openDuration: '30s' } }]),
+  ]);
+  const s = h2Client(t, sc.outbound);
+  const call = (authority: string) => h2Request(s, { ':method': 'POST', ':path': '/pkg.S/M', ':authority': authority, 'content-type': 'application/grpc', te: 'trailers' }, Buffer.alloc(5));
+  for (let i = 0; i < 4; i++) t.equal((await call('brk')).headers['grpc-status'], '14');
+  const refused = await call('brk');
+  t.equal(refused.headers['grpc-status'], '14', 'an open breaker answers UNAVAILABLE to a gRPC client');
+  t.equal(refused.headers['x-meshlet-flags'], 'CO');
+  t.equal(down.hits, 4, 'the open breaker kept the fifth call from the upstream');
+  const statuses: string[] = [];
+  for (let i = 0; i < 12; i++) statuses.push(String((await call('pool')).headers['grpc-status']));
+  t.equal(bad.hits, 2, 'two UNAVAILABLE answers in a row ejected the endpoint');
+  t.same(statuses.slice(4), Array(8).fill('0'), 'after the ejection every call succeeds');
+});
