@@ -142,7 +142,7 @@ function routed(
 ): void {
   // WebSocket upgrades and gRPC calls have their own forwarding (src/http/websocket.ts,
   // src/grpc/proxy.ts): a tunnel, and message-aware gRPC with deadlines and trailers-only errors.
-  const breaker = rule.breaker ? ctx.resilience.breaker(rule.statName, rule.breaker) : undefined;
+  const breaker = ctx.resilience.breaker(rule);
   const upgrade = protocol === 'http1' && (req as H1Request).upgrade;
   const grpc = !upgrade && grpcKind(req, protocol);
   // The route breaker guards HTTP and gRPC calls (a WebSocket tunnel has no call outcome).

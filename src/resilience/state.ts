@@ -7,7 +7,7 @@
 import type { Clock } from '../core/clock';
 import type { ConnectionLimits } from '../http/upstream-types';
 import { buildPicker, endpointKey } from '../lb';
-import { subsetEndpoints, type CompiledService, type CompiledSnapshot, type EndpointStats, type Picker } from '../policy';
+import { subsetEndpoints, type CompiledRule, type CompiledService, type CompiledSnapshot, type EndpointStats, type Picker } from '../policy';
 import { CircuitBreaker, type BreakerState } from './breaker';
 import { HealthChecker } from './health-check';
 import { OutlierDetector } from './outlier';
@@ -123,6 +123,7 @@ export class ServiceState {
 export class ResilienceState {
   private readonly services = new Map<string, ServiceState>();
   private readonly breakers = new Map<string, CircuitBreaker>();
+  private readonly boundBreakers = new WeakMap<CompiledRule, CircuitBreaker>();
 
   constructor(
     private readonly clock: Clock,
@@ -148,11 +149,20 @@ export class ResilienceState {
     return this.services.get(name);
   }
 
-  /** The breaker of a route rule that has one, created on first use and kept across snapshots. */
-  breaker(statName: string, cfg: NonNullable<import('../policy').CompiledRule['breaker']>): CircuitBreaker {
-    let b = this.breakers.get(statName);
-    if (!b) this.breakers.set(statName, (b = new CircuitBreaker(cfg, this.clock, (from, to) => this.events.breaker?.(statName, from, to))));
+  /**
+   * The breaker of a route rule that has one: created on first use, kept across snapshots (by
+   * the rule's name), and bound to each compiled rule once, so a request does one WeakMap lookup.
+   */
+  breaker(rule: CompiledRule): CircuitBreaker | undefined {
+    const cfg = rule.breaker;
+    if (!cfg) return undefined;
+    let b = this.boundBreakers.get(rule);
+    if (b) return b;
+    const name = rule.statName;
+    b = this.breakers.get(name);
+    if (!b) this.breakers.set(name, (b = new CircuitBreaker(cfg, this.clock, (from, to) => this.events.breaker?.(name, from, to))));
     else b.configure(cfg);
+    this.boundBreakers.set(rule, b);
     return b;
   }
 

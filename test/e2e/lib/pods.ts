@@ -10,8 +10,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { createInterface } from 'node:readline';
-import { MAIN, ROOT } from '../../integration/lib/meshlet';
+import { followJsonLog, MAIN, ROOT } from '../../integration/lib/meshlet';
 
 export const INIT_SCRIPT = path.join(ROOT, 'deploy', 'meshlet-init.sh');
 export const APP = path.join(ROOT, 'test', 'e2e', 'fixtures', 'app.js');
@@ -148,41 +147,16 @@ export function startAppIn(pod: Pod, env: Record<string, string> = {}): Proc {
 
 function runProc(argv: string[], env: Record<string, string>): Proc {
   const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  const lines: Record<string, unknown>[] = [];
-  let text = '';
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  child.stderr?.on('data', (c: Buffer) => (text += c.toString()));
-  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-    text += line + '\n';
-    let rec: Record<string, unknown>;
-    try {
-      rec = JSON.parse(line);
-    } catch {
-      return;
-    }
-    lines.push(rec);
-    for (const w of [...waiters]) if (w.pred(rec)) {
-      waiters.splice(waiters.indexOf(w), 1);
-      w.resolve(rec);
-    }
-  });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const log = followJsonLog(child, exited, argv.join(' '));
   let done = false;
   void exited.then(() => (done = true));
   return {
     child,
-    lines,
-    output: () => text,
+    lines: log.lines,
+    output: log.output,
     exited,
-    waitFor(pred, timeoutMs = 20_000) {
-      const hit = lines.find(pred);
-      if (hit) return Promise.resolve(hit);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`timed out waiting for a log line of ${argv.join(' ')}; output:\n${text}`)), timeoutMs);
-        waiters.push({ pred, resolve: (l) => { clearTimeout(timer); resolve(l); } });
-        void exited.then((code) => { clearTimeout(timer); reject(new Error(`${argv.join(' ')} exited (${code}) before the expected log line; output:\n${text}`)); });
-      });
-    },
+    waitFor: (pred, timeoutMs = 20_000) => log.waitFor(pred, timeoutMs),
     stop(signal = 'SIGTERM') {
       if (!done) child.kill(signal);
       return exited;

@@ -27,46 +27,12 @@ export function tmpDir(prefix = 'meshlet-test-'): string {
 export function start(args: string[], env: Record<string, string> = {}): Proc {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` (npm test does it first)`);
   const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  let stderr = '';
-  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-    let rec: Record<string, unknown>;
-    try {
-      rec = JSON.parse(line);
-    } catch {
-      return;
-    }
-    lines.push(rec);
-    for (const w of [...waiters]) if (w.pred(rec)) {
-      waiters.splice(waiters.indexOf(w), 1);
-      w.resolve(rec);
-    }
-  });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const log = followJsonLog(child, exited, `meshlet ${args[0]}`);
   return {
     child,
-    lines,
-    waitFor(pred, timeoutMs = 15_000) {
-      const hit = lines.find(pred);
-      if (hit) return Promise.resolve(hit);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`timed out waiting for a log line; stderr: ${stderr}`)), timeoutMs);
-        const w = {
-          pred,
-          resolve: (l: Record<string, unknown>) => {
-            clearTimeout(timer);
-            resolve(l);
-          },
-        };
-        waiters.push(w);
-        void exited.then((code) => {
-          clearTimeout(timer);
-          reject(new Error(`meshlet ${args[0]} exited (${code}) before the awaited log line; stderr: ${stderr}`));
-        });
-      });
-    },
+    lines: log.lines,
+    waitFor: (pred, timeoutMs = 15_000) => log.waitFor(pred, timeoutMs),
     async stop(signal = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill(signal);
@@ -74,6 +40,61 @@ export function start(args: string[], env: Record<string, string> = {}): Proc {
       const code = await exited;
       clearTimeout(t);
       return code;
+    },
+  };
+}
+
+export type LogLine = Record<string, unknown>;
+
+/**
+ * A child's JSON log lines as they arrive on stdout, and a wait for the first one matching
+ * (seen already or still to come); rejects on timeout or when the process exits first, with
+ * everything it printed.
+ */
+export function followJsonLog(
+  child: ChildProcess,
+  exited: Promise<number | null>,
+  label: string,
+): { lines: LogLine[]; output(): string; waitFor(pred: (l: LogLine) => boolean, timeoutMs: number): Promise<LogLine> } {
+  const lines: LogLine[] = [];
+  const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  let text = '';
+  child.stderr?.on('data', (c: Buffer) => (text += c.toString()));
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+    text += line + '\n';
+    let rec: LogLine;
+    try {
+      rec = JSON.parse(line);
+    } catch {
+      return;
+    }
+    lines.push(rec);
+    for (const w of [...waiters])
+      if (w.pred(rec)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(rec);
+      }
+  });
+  return {
+    lines,
+    output: () => text,
+    waitFor(pred, timeoutMs) {
+      const hit = lines.find(pred);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for a log line of ${label}; output:\n${text}`)), timeoutMs);
+        waiters.push({
+          pred,
+          resolve: (l) => {
+            clearTimeout(timer);
+            resolve(l);
+          },
+        });
+        void exited.then((code) => {
+          clearTimeout(timer);
+          reject(new Error(`${label} exited (${code}) before the awaited log line; output:\n${text}`));
+        });
+      });
     },
   };
 }

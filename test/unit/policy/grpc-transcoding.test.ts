@@ -3,9 +3,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import t from 'tap';
+import { runCases, type Case } from './cases';
 import { embedProtoFiles } from '../../../src/grpc/transcode/embed';
 import { compileSnapshot } from '../../../src/policy/compile';
-import { parseAll, parseResource, toWire } from '../../../src/policy/parse';
+import { parseAll } from '../../../src/policy/parse';
 import type { GrpcTranscodingResource, Resource } from '../../../src/policy/types';
 
 const PROTO = `syntax = "proto3";
@@ -20,13 +21,6 @@ message HelloReply { string text = 1; }
 const gt = (spec: Record<string, unknown>, name = 'greeter') => ({ apiVersion: 'meshlet.dev/v1', kind: 'GrpcTranscoding', metadata: { name }, spec });
 const good = (extra: Record<string, unknown> = {}) => ({ service: 'greeter', protos: [{ name: 'greeter.proto', source: PROTO }], services: ['demo.v1.Greeter'], ...extra });
 const spec = (r: Resource) => (r as GrpcTranscodingResource).spec;
-
-interface Case {
-  name: string;
-  input: unknown;
-  error?: { path: string; message?: RegExp };
-  check?: (r: Resource) => void;
-}
 
 const cases: Case[] = [
   {
@@ -87,27 +81,7 @@ const cases: Case[] = [
   { name: 'maxResponseBytes not an integer', input: gt(good({ maxResponseBytes: 1.5 })), error: { path: 'spec.maxResponseBytes', message: /integer/ } },
 ];
 
-for (const c of cases) {
-  t.test(c.name, async (t) => {
-    const r = parseResource(c.input);
-    if (c.error) {
-      t.notOk(r.ok, 'is rejected');
-      if (r.ok) return;
-      const hit = r.errors.find((e) => e.path === c.error!.path);
-      t.ok(hit, `has an error at ${c.error.path}; got ${JSON.stringify(r.errors)}`);
-      if (hit && c.error.message) t.match(hit.message, c.error.message);
-    } else {
-      t.ok(r.ok, `is accepted: ${r.ok ? '' : JSON.stringify(r.errors)}`);
-      if (r.ok) {
-        t.ok(Object.isFrozen(r.value.spec), 'is frozen');
-        c.check?.(r.value);
-        const again = parseResource(toWire(r.value));
-        t.ok(again.ok, 'wire form re-parses');
-        if (again.ok) t.same(again.value, r.value, 'wire form round-trips');
-      }
-    }
-  });
-}
+runCases(cases);
 
 t.test('one GrpcTranscoding per service', async (t) => {
   const r = parseAll([gt(good(), 'a'), gt(good(), 'b')]);

@@ -1,20 +1,12 @@
 import t from 'tap';
-import { parseAll, parseDocuments, parseResource, toWire, validateReferences } from '../../../src/policy/parse';
-import type { Resource } from '../../../src/policy/types';
+import { runCases, type Case } from './cases';
+import { parseAll, parseDocuments, parseResource, validateReferences } from '../../../src/policy/parse';
 
 const route = (spec: unknown, name = 'web') => ({ apiVersion: 'meshlet.dev/v1', kind: 'Route', metadata: { name }, spec });
 const dp = (spec: unknown, name = 'catalog') => ({ apiVersion: 'meshlet.dev/v1', kind: 'DestinationPolicy', metadata: { name }, spec });
 const rlp = (spec: unknown, name = 'limits') => ({ apiVersion: 'meshlet.dev/v1', kind: 'RateLimitPolicy', metadata: { name }, spec });
 const svc = (spec: unknown, name = 'ext') => ({ apiVersion: 'meshlet.dev/v1', kind: 'Service', metadata: { name }, spec });
 const rule = (extra: object = {}) => ({ backends: [{ service: 'catalog' }], ...extra });
-
-interface Case {
-  name: string;
-  input: unknown;
-  /** Expected error: the exact field path, and a pattern for the message. */
-  error?: { path: string; message?: RegExp };
-  check?: (r: Resource) => void;
-}
 
 const cases: Case[] = [
   // ---- envelope
@@ -169,28 +161,7 @@ const cases: Case[] = [
   { name: 'service duplicate endpoint', input: svc({ endpoints: [{ address: 'a', port: 1 }, { address: 'a', port: 1 }] }), error: { path: 'spec.endpoints[1]', message: /duplicate endpoint/ } },
 ];
 
-for (const c of cases) {
-  t.test(c.name, async (t) => {
-    const r = parseResource(c.input);
-    if (c.error) {
-      t.notOk(r.ok, 'is rejected');
-      if (r.ok) return;
-      const hit = r.errors.find((e) => e.path === c.error!.path);
-      t.ok(hit, `has an error at ${c.error.path}; got ${JSON.stringify(r.errors)}`);
-      if (hit && c.error.message) t.match(hit.message, c.error.message);
-    } else {
-      t.ok(r.ok, `is accepted: ${r.ok ? '' : JSON.stringify(r.errors)}`);
-      if (r.ok) {
-        t.ok(Object.isFrozen(r.value) && Object.isFrozen(r.value.spec), 'is frozen');
-        c.check?.(r.value);
-        // The wire form parses back to the same resource.
-        const again = parseResource(toWire(r.value));
-        t.ok(again.ok, 'wire form re-parses');
-        if (again.ok) t.same(again.value, r.value, 'wire form round-trips');
-      }
-    }
-  });
-}
+runCases(cases);
 
 t.test('every error is reported at once', async (t) => {
   const r = parseResource(route({ hosts: ['bad host'], rules: [{ matches: [{ path: { regex: '(' } }], backends: [{ service: 'A' }], timeout: 'soon' }] }));
