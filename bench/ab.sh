@@ -4,7 +4,8 @@
 # nginx upstream and wrk on core 0, the sidecar pinned to core 1, 64 keep-alive connections.
 #
 #   bench/ab.sh [-v VARIANT] [-r ROUNDS] [-s SECONDS] SPEC_A SPEC_B
-#   SPEC: DIR[:FLAGS]   a checkout with dist/ built, and extra `meshlet sidecar` flags
+#   SPEC: DIR[:FLAGS[:NODEFLAGS]]   a checkout with dist/ built, extra `meshlet sidecar` flags, and
+#         Node flags replacing the shebang's (default --max-semi-space-size=2 --heap-growing-percent=20)
 #
 #   bench/ab.sh /tmp/previous-release .                        # a regression hunt
 #   bench/ab.sh '.:--access-log 0' '.:--access-log 1'           # what one feature costs
@@ -13,7 +14,7 @@ set -euo pipefail
 variant=off rounds=3 secs=5
 while getopts v:r:s: o; do case $o in v) variant=$OPTARG ;; r) rounds=$OPTARG ;; s) secs=$OPTARG ;; *) exit 2 ;; esac; done
 shift $((OPTIND - 1))
-[ $# -eq 2 ] || { echo "usage: bench/ab.sh [-v VARIANT] [-r ROUNDS] [-s SECONDS] DIR[:FLAGS] DIR[:FLAGS]" >&2; exit 2; }
+[ $# -eq 2 ] || { echo "usage: bench/ab.sh [-v VARIANT] [-r ROUNDS] [-s SECONDS] DIR[:FLAGS[:NODEFLAGS]] DIR[:FLAGS[:NODEFLAGS]]" >&2; exit 2; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap '[ -f "$tmp/nginx.pid" ] && kill "$(cat "$tmp/nginx.pid")" 2>/dev/null; rm -rf "$tmp"' EXIT
@@ -29,10 +30,11 @@ CONF
 taskset -c 0 nginx -c "$tmp/nginx.conf"
 node -e "process.stdout.write(require('$here/bench/lib/configs').meshletPolicies('$variant',[$u1,$u2]))" > "$tmp/policies.json"
 run() {
-  local dir=${1%%:*} flags=""
-  [[ $1 == *:* ]] && flags=${1#*:}
+  local dir flags nodeflags
+  IFS=: read -r dir flags nodeflags <<< "$1"
+  nodeflags=${nodeflags:---max-semi-space-size=2 --heap-growing-percent=20}
   # shellcheck disable=SC2086
-  taskset -c 1 node --max-semi-space-size=2 --heap-growing-percent=20 "$dir/dist/src/cli/main.js" sidecar --service bench --config "$tmp/policies.json" \
+  taskset -c 1 node $nodeflags "$dir/dist/src/cli/main.js" sidecar --service bench --config "$tmp/policies.json" \
     --outbound "127.0.0.1:$out" --inbound 127.0.0.1:0 --admin "127.0.0.1:$admin" $flags > "$tmp/sidecar.log" 2>&1 &
   local pid=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$admin/ready" >/dev/null && break; sleep 0.1; done

@@ -34,6 +34,9 @@ export interface H1PoolOptions {
   maxHeaderBytes?: number;
 }
 
+/** Where every upstream connection's reads land (see Conn). */
+const readBuffer = Buffer.allocUnsafe(64 * 1024);
+
 /** One request/response on a connection. */
 interface Exchange {
   req: UpstreamRequest;
@@ -81,6 +84,8 @@ class Conn {
   /** Completed exchanges on this connection. */
   uses = 0;
   dead = false;
+  /** When it went idle in the pool (ms, Date.now()); the pool's sweeper closes it after keepAliveMs. */
+  idleSince = 0;
   private partialHeaders: string[] = [];
 
   constructor(
@@ -89,7 +94,21 @@ class Conn {
     port: number,
     opts: H1PoolOptions,
   ) {
-    const socket = net.connect({ host, port, noDelay: true });
+    // Reads land in one buffer shared by every upstream connection (parsing is synchronous), and
+    // go straight to the parser: no per-read allocation, no Readable stream machinery.
+    const socket = net.connect({
+      host,
+      port,
+      noDelay: true,
+      onread: {
+        buffer: readBuffer,
+        callback: (n: number, buf: Uint8Array): boolean => {
+          const r = parser.execute(buf.subarray(0, n) as Buffer);
+          if (r instanceof Error) this.fail(r);
+          return !socket.isPaused();
+        },
+      },
+    });
     this.socket = socket;
     const parser = new HTTPParser();
     parser.initialize(HTTPParser.RESPONSE, {}, opts.maxHeaderBytes ?? 256 * 1024, HTTPParser.kLenientNone);
@@ -110,7 +129,8 @@ class Conn {
     parser[kOnBody] = (chunk: Buffer) => {
       const ex = this.ex;
       if (!ex || ex.done) return;
-      if (!ex.sink.onData(chunk)) socket.pause();
+      // The chunk is a view of the shared read buffer: the sink gets its own copy.
+      if (!ex.sink.onData(Buffer.from(chunk))) socket.pause();
     };
     parser[kOnMessageComplete] = () => this.onMessageComplete();
     const timer = setTimeout(() => {
@@ -121,10 +141,6 @@ class Conn {
       clearTimeout(timer);
       this.connected = true;
     });
-    socket.on('data', (d: Buffer) => {
-      const r = parser.execute(d);
-      if (r instanceof Error) this.fail(r);
-    });
     socket.on('end', () => {
       // A response framed by the connection closing ends here.
       const r = this.ex && !this.ex.received && this.ex.started ? parser.finish() : undefined;
@@ -132,10 +148,6 @@ class Conn {
       socket.end();
     });
     socket.on('error', (err) => this.fail(err));
-    // Armed only while idle in the pool (release), disarmed when a request takes the connection.
-    socket.on('timeout', () => {
-      if (!this.ex) this.destroy();
-    });
     socket.on('close', () => {
       clearTimeout(timer);
       this.dead = true;
@@ -149,7 +161,6 @@ class Conn {
     this.ex = ex;
     ex.call.conn = this;
     this.partialHeaders = [];
-    this.socket.setTimeout(0);
     const req = ex.req;
     const raw = req.headers;
     let head = `${req.method} ${req.path} HTTP/1.1\r\nhost: ${req.authority}\r\n`;
@@ -318,6 +329,7 @@ export class H1Pool {
   private readonly all = new Set<Conn>();
   private readonly queue: Exchange[] = [];
   private closed = false;
+  private sweeper: NodeJS.Timeout | undefined;
   /** The destination's connection limits, refreshed by the pool's user on every request. */
   limits: ConnectionLimits | undefined;
 
@@ -396,8 +408,31 @@ export class H1Pool {
       conn.socket.end();
       return;
     }
-    conn.socket.setTimeout(this.opts.keepAliveMs);
+    conn.idleSince = Date.now();
     this.idle.push(conn);
+    this.sweepSoon();
+  }
+
+  /**
+   * Idle connections are closed after keepAliveMs by one timer per pool, not a socket timeout
+   * per connection (which costs a timer re-arm on every request).
+   */
+  private sweepSoon(): void {
+    if (this.sweeper) return;
+    const every = Math.max(10, Math.min(1000, Math.floor(this.opts.keepAliveMs / 4)));
+    this.sweeper = setInterval(() => this.sweep(), every);
+    this.sweeper.unref();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    const idle = this.idle;
+    // Oldest first: release pushes, dispatch pops the most recently used.
+    while (idle.length > 0 && now - (idle[0] as Conn).idleSince >= this.opts.keepAliveMs) (idle.shift() as Conn).destroy();
+    if (idle.length === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
   }
 
   setKeepAlive(ms: number): void {
@@ -423,6 +458,8 @@ export class H1Pool {
   /** Closes idle connections now and busy ones when their exchange completes (or after `drainMs`). */
   close(drainMs: number): void {
     this.closed = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
     for (const c of this.idle.splice(0)) c.socket.end();
     if (this.all.size === 0) return;
     const t = setTimeout(() => this.destroy(), drainMs);
@@ -431,6 +468,8 @@ export class H1Pool {
 
   destroy(): void {
     this.closed = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
     for (const ex of this.queue.splice(0)) {
       ex.done = true;
       ex.call.queuedIn = undefined;

@@ -81,6 +81,30 @@ t.test('route timeout answers 504 UT; per-try timeout retries on another try', a
   t.equal(n, 2);
 });
 
+t.test('upstream connections: reused while busy, closed after the DestinationPolicy idleTimeout', async (t) => {
+  const up = await h1Upstream(t, echo('idle'));
+  let opened = 0;
+  let closed = 0;
+  up.server.on('connection', (s) => {
+    opened++;
+    s.on('close', () => closed++);
+  });
+  const sc = await startSidecar(t, [service('idle', [{ port: up.port }]), destinationPolicy('idle', { idleTimeout: '300ms' })]);
+  for (let i = 0; i < 5; i++) t.equal((await request({ port: sc.outbound, headers: { host: 'idle' } })).status, 200);
+  t.equal(opened, 1, 'one keep-alive connection served five requests in a row');
+  t.equal(closed, 0);
+  await within(
+    (async () => {
+      while (closed < 1) await new Promise((r) => setTimeout(r, 20));
+    })(),
+    3000,
+    'the idle upstream connection to be closed',
+  );
+  t.equal(closed, 1, 'the sidecar closed the idle connection');
+  t.equal((await request({ port: sc.outbound, headers: { host: 'idle' } })).status, 200, 'and opens a new one when needed');
+  t.equal(opened, 2);
+});
+
 t.test('grpc-timeout is honoured and passed on shrunk', async (t) => {
   const seen: string[] = [];
   const up = await h2Upstream(t, (stream, headers) => {
