@@ -7,7 +7,7 @@
  *   npm run bench -- --quick       # smoke run (< 1 min), noisy figures
  *   npm run bench -- --soak        # 10 min at 1,000 req/s through the full-chain sidecar, RSS every 30 s
  *
- * Options: --only a,b (contenders), --no-variants, --no-h2, --no-build, --soak-minutes N,
+ * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-build, --soak-minutes N,
  * --soak-warmup S, --keep-tmp.
  */
 const fs = require('node:fs');
@@ -17,6 +17,7 @@ const { parseArgs } = require('node:util');
 const procs = require('./lib/procs');
 const configs = require('./lib/configs');
 const report = require('./lib/report');
+const grpcLib = require('./lib/grpc');
 
 const ROOT = path.resolve(__dirname, '..');
 const RESULTS = path.join(__dirname, 'results');
@@ -25,8 +26,10 @@ const LOAD_CPU = 0;
 const HOST = 'upstream';
 
 const PROFILES = {
-  default: { warmSeconds: 2, wrkSeconds: 8, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 8, rateWarmSeconds: 1, h2WarmSeconds: 1, h2Seconds: 5, variants: true },
-  quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.25, h2Seconds: 1, variants: false },
+  // The default run stays under 5 minutes: each measure() logs its wall seconds, the JSON has them per step (stepSeconds).
+  default: { warmSeconds: 2, wrkSeconds: 6, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 7, rateWarmSeconds: 1, h2WarmSeconds: 0.5, h2Seconds: 5, grpcWarmSeconds: 0.5, grpcSeconds: 5, variants: true },
+  // quick stays under 1 minute: the h2 and gRPC runs are a smoke test of the path here (0.1 s warm-up, 0.5 s).
+  quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.1, h2Seconds: 0.5, grpcWarmSeconds: 0.1, grpcSeconds: 0.5, variants: false },
 };
 const RATES = [1000, 5000];
 const WRK_CONNECTIONS = 64;
@@ -43,6 +46,8 @@ const VARIANTS = ['meshlet-routes', 'meshlet-split', ...FEATURE_VARIANTS, 'meshl
 const INBOUND_VARIANTS = new Set(['meshlet-inbound', 'meshlet-ratelimit']);
 /** The contenders that serve h2c (prior knowledge) downstream; the others show n/a in the h2 column. */
 const H2_CONTENDERS = new Set(['direct', 'nginx', 'haproxy', 'meshlet-off', 'meshlet-full']);
+/** The contenders that proxy gRPC (h2c both ways); the others show n/a in the gRPC column. */
+const GRPC_CONTENDERS = new Set(['direct', 'nginx', 'haproxy', 'meshlet-off', 'meshlet-full']);
 
 function parseCli() {
   const { values } = parseArgs({
@@ -54,6 +59,7 @@ function parseCli() {
       only: { type: 'string' },
       'no-variants': { type: 'boolean', default: false },
       'no-h2': { type: 'boolean', default: false },
+      'no-grpc': { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -121,7 +127,9 @@ async function ensureBuilt(noBuild) {
  * Starts one contender pinned to the proxy core; resolves to { proc, port, h2Port } once it
  * proxies a request with the expected body. `direct` starts nothing and points at the upstream.
  * `h2Port` is where the contender serves h2c (prior knowledge), undefined if it does not:
- * nginx and haproxy on a second port, the sidecar on the same port as HTTP/1.1.
+ * nginx and haproxy on a second port, the sidecar on the same port as HTTP/1.1. `grpcPort`: where
+ * it proxies gRPC to the gRPC upstream (when the gRPC column runs, `ctx.grpc`): nginx and haproxy
+ * on a third port, the sidecar again on its one outbound port (routed by `:authority`).
  */
 async function startContender(name, ctx) {
   const { dir, upstreamPorts } = ctx;
@@ -130,20 +138,23 @@ async function startContender(name, ctx) {
   let proc;
   let readyUrl;
   let h2Port;
+  let grpcPort;
+  const grpcOn = ctx.grpc && GRPC_CONTENDERS.has(name);
+  const grpcConf = async () => (grpcOn ? { port: (grpcPort = await procs.freePort()), upstreamPort: ctx.grpc.ports[0] } : undefined);
   switch (name) {
     case 'direct':
-      return { proc: undefined, port: upstreamPorts[0], h2Port: ctx.upstreamH2Port };
+      return { proc: undefined, port: upstreamPorts[0], h2Port: ctx.upstreamH2Port, grpcPort: grpcOn ? ctx.grpc.ports[0] : undefined };
     case 'nginx': {
       h2Port = await procs.freePort();
       const conf = path.join(dir, 'nginx-proxy.conf');
-      fs.writeFileSync(conf, configs.nginxProxy(dir, port, upstreamPorts[0], h2Port));
+      fs.writeFileSync(conf, configs.nginxProxy(dir, port, upstreamPorts[0], h2Port, await grpcConf()));
       proc = procs.start(name, TOOLS.nginx, ['-c', conf, '-e', path.join(dir, 'proxy.error.log')], { cpu: PROXY_CPU, logFile });
       break;
     }
     case 'haproxy': {
       h2Port = await procs.freePort();
       const conf = path.join(dir, 'haproxy.cfg');
-      fs.writeFileSync(conf, configs.haproxy(dir, port, upstreamPorts[0], h2Port));
+      fs.writeFileSync(conf, configs.haproxy(dir, port, upstreamPorts[0], h2Port, await grpcConf()));
       proc = procs.start(name, TOOLS.haproxy, ['-f', conf, '-db'], { cpu: PROXY_CPU, logFile });
       break;
     }
@@ -157,7 +168,7 @@ async function startContender(name, ctx) {
     default: {
       const variant = name.replace(/^meshlet-/, '');
       const file = path.join(dir, `${name}.policies.json`);
-      fs.writeFileSync(file, configs.meshletPolicies(variant, upstreamPorts));
+      fs.writeFileSync(file, configs.meshletPolicies(variant, upstreamPorts, grpcOn ? ctx.grpc.ports : undefined));
       const admin = await procs.freePort();
       const inbound = INBOUND_VARIANTS.has(name);
       const listeners = inbound
@@ -173,11 +184,13 @@ async function startContender(name, ctx) {
       readyUrl = `http://127.0.0.1:${admin}/ready`;
       // The outbound listener detects h2c prior knowledge by its preface, on the same port.
       h2Port = inbound ? undefined : port;
+      if (grpcOn && !inbound) grpcPort = port;
     }
   }
   try {
     await procs.waitForPort(port, { proc });
     if (h2Port !== undefined && h2Port !== port) await procs.waitForPort(h2Port, { proc });
+    if (grpcPort !== undefined && grpcPort !== port) await procs.waitForPort(grpcPort, { proc });
     if (readyUrl) await procs.waitForHttp(readyUrl, { proc });
     await checkProxies(port, name);
     // The variants with a 50/50 split must really reach both endpoints.
@@ -187,7 +200,7 @@ async function startContender(name, ctx) {
     const tail = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '';
     throw new Error(`${name} did not start: ${err.message}\n${tail}`);
   }
-  return { proc, port, h2Port };
+  return { proc, port, h2Port, grpcPort };
 }
 
 /** One request through the contender must come back 200 with the upstream's body. */
@@ -277,8 +290,10 @@ function wrk(port, seconds) {
 /**
  * h2load's summary. Throws unless the connection really spoke h2c and every request succeeded
  * with a 2xx: a row whose HTTP/2 figure came from HTTP/1.1, or from errors, must not look valid.
+ * `warmUp`: a short run that may end before any request completes (a cold proxy), so none
+ * succeeding is fine there.
  */
-function parseH2load(out) {
+function parseH2load(out, { warmUp = false } = {}) {
   const proto = /Application protocol: (\S+)/.exec(out);
   const fin = /finished in ([\d.]+)(us|ms|s|m|h)?, ([\d.]+) req\/s/.exec(out);
   const req = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
@@ -301,15 +316,15 @@ function parseH2load(out) {
   if (r.failed || r.errored || r.timeout) problems.push(`${r.failed} failed, ${r.errored} errored, ${r.timeout} timeout`);
   const non2xx = r.status['3xx'] + r.status['4xx'] + r.status['5xx'];
   if (non2xx) problems.push(`${non2xx} non-2xx (${r.status['3xx']} 3xx, ${r.status['4xx']} 4xx, ${r.status['5xx']} 5xx)`);
-  if (!(r.succeeded > 0)) problems.push('no request succeeded');
+  if (!(r.succeeded > 0) && !warmUp) problems.push('no request succeeded');
   if (problems.length) throw Object.assign(new Error(`h2load: ${problems.join('; ')}`), { h2load: r, output: out });
   return r;
 }
 
 /** h2load, h2c prior knowledge (its default for http:// URIs), pinned to the load core. */
-function h2load(port, seconds) {
+function h2load(port, seconds, warmUp = false) {
   const args = ['-t', '1', '-c', String(H2_CLIENTS), '-m', String(H2_STREAMS), '-D', `${Math.max(100, Math.round(seconds * 1000))}ms`, '-H', `:authority: ${HOST}`, `http://127.0.0.1:${port}/`];
-  return procs.run(TOOLS.h2load, args, { cpu: LOAD_CPU, timeoutMs: (seconds + 30) * 1000 }).then((r) => parseH2load(r.stdout));
+  return procs.run(TOOLS.h2load, args, { cpu: LOAD_CPU, timeoutMs: (seconds + 30) * 1000 }).then((r) => parseH2load(r.stdout, { warmUp }));
 }
 
 /**
@@ -319,7 +334,7 @@ function h2load(port, seconds) {
  */
 async function measureH2(name, h2Port, pid, p) {
   await checkH2(h2Port, name);
-  await h2load(h2Port, p.h2WarmSeconds);
+  await h2load(h2Port, p.h2WarmSeconds, true);
   const cpu0 = pid ? procs.cpuSeconds(pid) : undefined;
   const c0 = procs.coreTimes();
   const t0 = process.hrtime.bigint();
@@ -337,6 +352,41 @@ async function measureH2(name, h2Port, pid, p) {
   return out;
 }
 
+/** h2load with gRPC unary calls (lib/grpc.js), same shape as the h2 column, pinned to the load core. */
+function grpcH2load(port, seconds, fixtures, warmUp = false) {
+  const args = grpcLib.h2loadArgs(port, { clients: H2_CLIENTS, streams: H2_STREAMS, ms: Math.max(100, Math.round(seconds * 1000)), requestFile: fixtures.requestFile });
+  return procs.run(TOOLS.h2load, args, { cpu: LOAD_CPU, timeoutMs: (seconds + 30) * 1000 }).then((r) => grpcLib.parseGrpcH2load(r.stdout, fixtures.responseBytes, { warmUp }));
+}
+
+/**
+ * The gRPC unary column: a grpc-js UnaryCall must succeed through the contender (before and after
+ * the load), then h2load sends gRPC unary calls: warm-up (not measured), then the measured run,
+ * CPU of the proxy over it from /proc, as for wrk and h2. Throws (the caller marks the gRPC cells
+ * FAILED) unless every call of the measured run succeeded (parseGrpcH2load) and both checks passed.
+ */
+async function measureGrpc(name, grpcPort, pid, p, ctx) {
+  if (ctx.grpc.error) throw new Error(`the gRPC upstream failed its check: ${ctx.grpc.error}`);
+  await grpcLib.checkGrpc(grpcPort, name);
+  await grpcH2load(grpcPort, p.grpcWarmSeconds, ctx.grpc, true);
+  const cpu0 = pid ? procs.cpuSeconds(pid) : undefined;
+  const c0 = procs.coreTimes();
+  const t0 = process.hrtime.bigint();
+  const out = { h2load: await grpcH2load(grpcPort, p.grpcSeconds, ctx.grpc) };
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const busy = procs.busyBetween(c0, procs.coreTimes())[PROXY_CPU];
+  out.rps = out.h2load.rps;
+  if (pid) {
+    const cpu = procs.cpuSeconds(pid) - cpu0;
+    out.cpuSeconds = cpu;
+    out.cpuUsPerReq = (cpu * 1e6) / out.h2load.requests;
+    out.coreBusyPct = (100 * cpu) / wall;
+    out.otherLoadOnProxyCorePct = Math.max(0, busy - out.coreBusyPct);
+  } else out.otherLoadOnProxyCorePct = busy;
+  // Still a working gRPC path after the load (a proxy that broke under it must not look valid).
+  await grpcLib.checkGrpc(grpcPort, `${name} (after the load)`);
+  return out;
+}
+
 /** Runs bench/load.js against `ports` (paired, interleaved) at each rate in turn. */
 function load(ports, rates, seconds, warm) {
   const args = [path.join(__dirname, 'load.js')];
@@ -347,16 +397,20 @@ function load(ports, rates, seconds, warm) {
 }
 
 /** Measures one contender: idle RSS, wrk max req/s + CPU/request, fixed-rate latency, peak RSS. */
-async function measure(name, ctx, p, { latency = true, h2 = false, wrkSeconds, warmSeconds } = {}) {
+async function measure(name, ctx, p, { latency = true, h2 = false, grpc = false, wrkSeconds, warmSeconds } = {}) {
   log(`bench: ${name}...`);
-  const { proc, port, h2Port } = await startContender(name, ctx);
+  const tStart = Date.now();
+  const { proc, port, h2Port, grpcPort } = await startContender(name, ctx);
   const pid = proc?.pid;
-  const out = { notes: [] };
+  // Wall seconds per step, to budget the run (the default run must stay under 5 minutes).
+  const out = { notes: [], stepSeconds: { start: (Date.now() - tStart) / 1000 } };
+  const step = (key, t) => (out.stepSeconds[key] = (Date.now() - t) / 1000);
   try {
     await procs.sleep(300);
     if (pid) out.rssIdleKb = procs.memory(pid).rssKb;
     const sampler = pid ? procs.memorySampler(pid) : undefined;
 
+    const tWrk = Date.now();
     await wrk(port, warmSeconds ?? p.warmSeconds);
     const cpu0 = pid ? procs.cpuSeconds(pid) : undefined;
     const t0 = process.hrtime.bigint();
@@ -372,9 +426,11 @@ async function measure(name, ctx, p, { latency = true, h2 = false, wrkSeconds, w
       // Whatever else ran on the proxy's core meanwhile (other processes on the machine).
       out.otherLoadOnProxyCorePct = { wrk: Math.max(0, proxyCoreBusy - out.coreBusyPct) };
     } else out.otherLoadOnProxyCorePct = { wrk: proxyCoreBusy };
+    step('wrk', tWrk);
     if (out.wrk.non2xx || out.wrk.socketErrors) out.notes.push(`wrk: ${out.wrk.non2xx} non-2xx, ${out.wrk.socketErrors} socket errors`);
 
     if (latency) {
+      const tRates = Date.now();
       const cpu1 = pid ? procs.cpuSeconds(pid) : undefined;
       const c1 = procs.coreTimes();
       const t1 = process.hrtime.bigint();
@@ -403,12 +459,14 @@ async function measure(name, ctx, p, { latency = true, h2 = false, wrkSeconds, w
         out.cpuUsPerReqAtRates = (cpu * 1e6) / sent;
         out.otherLoadOnProxyCorePct.rates = Math.max(0, busy - (100 * cpu) / wall1);
       } else out.otherLoadOnProxyCorePct.rates = busy;
+      step('rates', tRates);
     }
     if (sampler) out.rssPeakKb = sampler.stop();
 
     // HTTP/2 downstream, after the RSS peak is taken (so that figure stays comparable with runs
     // without it). A failure marks the h2 cells FAILED; the HTTP/1.1 figures stand.
     if (h2 && H2_CONTENDERS.has(name)) {
+      const tH2 = Date.now();
       try {
         if (h2Port === undefined) throw new Error('no h2c port');
         out.h2 = await measureH2(name, h2Port, pid, p);
@@ -419,37 +477,75 @@ async function measure(name, ctx, p, { latency = true, h2 = false, wrkSeconds, w
         out.notes.push(`h2 FAILED: ${msg}`);
         log(`bench: ${name}: h2 FAILED: ${err.message}${err.output ? `\n${err.output}` : ''}`);
       }
+      step('h2', tH2);
+    }
+    // gRPC unary (h2c both ways, to the gRPC upstream), last. A failure marks the gRPC cells
+    // FAILED; the other figures stand.
+    if (grpc && GRPC_CONTENDERS.has(name)) {
+      const tGrpc = Date.now();
+      try {
+        if (grpcPort === undefined) throw new Error('no gRPC port');
+        out.grpc = await measureGrpc(name, grpcPort, pid, p, ctx);
+        out.otherLoadOnProxyCorePct.grpc = out.grpc.otherLoadOnProxyCorePct;
+      } catch (err) {
+        const msg = err.message.split('\n')[0];
+        out.grpc = { error: err.message, h2load: err.h2load, output: err.output };
+        out.notes.push(`grpc FAILED: ${msg}`);
+        log(`bench: ${name}: grpc FAILED: ${err.message}${err.output ? `\n${err.output}` : ''}`);
+      }
+      step('grpc', tGrpc);
     }
     const other = out.otherLoadOnProxyCorePct;
     const pct = (x) => (x === undefined ? '-' : `${Math.round(x)}%`);
-    if (pid && Math.max(other.wrk, other.rates ?? 0, other.h2load ?? 0) > 10)
-      out.notes.push(`other processes on core ${PROXY_CPU}: ${pct(other.wrk)} (wrk) / ${pct(other.rates)} (fixed rates)` + (other.h2load === undefined ? '' : ` / ${pct(other.h2load)} (h2load)`));
+    if (pid && Math.max(other.wrk, other.rates ?? 0, other.h2load ?? 0, other.grpc ?? 0) > 10)
+      out.notes.push(
+        `other processes on core ${PROXY_CPU}: ${pct(other.wrk)} (wrk) / ${pct(other.rates)} (fixed rates)` +
+          (other.h2load === undefined ? '' : ` / ${pct(other.h2load)} (h2load)`) +
+          (other.grpc === undefined ? '' : ` / ${pct(other.grpc)} (gRPC)`),
+      );
     if (proc && proc.exitCode !== undefined) out.notes.push(`exited during the run (${proc.exitCode})`);
   } finally {
     if (proc) await proc.stop();
+    out.stepSeconds.total = (Date.now() - tStart) / 1000;
   }
   log(
     `bench: ${name}: ${Math.round(out.wrk.rps)} req/s` +
       (out.cpuUsPerReq !== undefined ? `, ${out.cpuUsPerReq.toFixed(1)} µs CPU/req` : '') +
       (out.rates ? `, p99 @1k ${out.rates['1k']?.latencyUs?.p99 ?? '-'} µs` : '') +
       (out.h2?.rps !== undefined ? `, h2 ${Math.round(out.h2.rps)} req/s` + (out.h2.cpuUsPerReq !== undefined ? ` ${out.h2.cpuUsPerReq.toFixed(1)} µs CPU/req` : '') : '') +
-      (out.rssPeakKb ? `, RSS ${(out.rssIdleKb / 1024).toFixed(1)} -> ${(out.rssPeakKb / 1024).toFixed(1)} MB` : ''),
+      (out.grpc?.rps !== undefined ? `, gRPC ${Math.round(out.grpc.rps)} req/s` + (out.grpc.cpuUsPerReq !== undefined ? ` ${out.grpc.cpuUsPerReq.toFixed(1)} µs CPU/req` : '') : '') +
+      (out.rssPeakKb ? `, RSS ${(out.rssIdleKb / 1024).toFixed(1)} -> ${(out.rssPeakKb / 1024).toFixed(1)} MB` : '') +
+      ` (${out.stepSeconds.total.toFixed(1)} s)`,
   );
   return out;
 }
 
 const rateKey = (r) => (r % 1000 === 0 ? `${r / 1000}k` : String(r));
 
-async function startUpstream(dir) {
+/**
+ * The upstream nginx on the load core. `withGrpc`: also the gRPC unary server (two h2c ports, for
+ * the `direct` row and as the proxies' gRPC upstream), checked with a real grpc-js UnaryCall on each
+ * port; if that fails, `grpc.error` says why and every gRPC cell of the run reads FAILED.
+ */
+async function startUpstream(dir, withGrpc = false) {
   const upstreamPorts = [await procs.freePort(), await procs.freePort()];
   // An h2c listener too, for the `direct` row of the HTTP/2 column (the proxies use HTTP/1.1 ports).
   const upstreamH2Port = await procs.freePort();
+  const grpc = withGrpc ? { ...grpcLib.writeFixtures(dir), ports: [await procs.freePort(), await procs.freePort()] } : undefined;
   const conf = path.join(dir, 'upstream.conf');
-  fs.writeFileSync(conf, configs.upstreamNginx(dir, upstreamPorts, upstreamH2Port));
+  fs.writeFileSync(conf, configs.upstreamNginx(dir, upstreamPorts, upstreamH2Port, grpc));
   const proc = procs.start('upstream', TOOLS.nginx, ['-c', conf, '-e', path.join(dir, 'upstream.error.log')], { cpu: LOAD_CPU, logFile: path.join(dir, 'upstream.log') });
-  for (const p of [...upstreamPorts, upstreamH2Port]) await procs.waitForPort(p, { proc });
+  for (const p of [...upstreamPorts, upstreamH2Port, ...(grpc?.ports ?? [])]) await procs.waitForPort(p, { proc });
   await checkProxies(upstreamPorts[0], 'upstream');
-  return { proc, upstreamPorts, upstreamH2Port };
+  if (grpc) {
+    try {
+      for (const p of grpc.ports) await grpcLib.checkGrpc(p, `the gRPC upstream (nginx, port ${p})`);
+    } catch (err) {
+      grpc.error = err.message;
+      log(`bench: the gRPC column will read FAILED: ${err.message}`);
+    }
+  }
+  return { proc, upstreamPorts, upstreamH2Port, grpc };
 }
 
 function environment(cores) {
@@ -507,14 +603,16 @@ async function benchRun(cli, dir, cores) {
   // Other work on the machine makes every figure noisy; measure it before we add ours.
   const backgroundBefore = await procs.coreBusy(p.warmSeconds >= 2 ? 1000 : 500);
   if (backgroundBefore.some((x) => x > 10)) log(`bench: warning: the machine is already busy (core busy % ${backgroundBefore.join(', ')}); figures will be noisy`);
-  const ctx = { dir, ...(await startUpstream(dir)) };
+  const ctx = { dir, ...(await startUpstream(dir, !cli['no-grpc'])) };
   const results = {
     startedAt: startedAt.toISOString(),
     profile: profileName,
     cmd: `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`,
     env: environment(cores),
-    params: { ...p, wrkThreads: 1, wrkConnections: WRK_CONNECTIONS, loadConnections: LOAD_CONNECTIONS, rates: RATES, h2: !cli['no-h2'], h2Threads: 1, h2Clients: H2_CLIENTS, h2Streams: H2_STREAMS },
+    params: { ...p, wrkThreads: 1, wrkConnections: WRK_CONNECTIONS, loadConnections: LOAD_CONNECTIONS, rates: RATES, h2: !cli['no-h2'], h2Threads: 1, h2Clients: H2_CLIENTS, h2Streams: H2_STREAMS, grpc: !cli['no-grpc'], grpcPayloadBytes: grpcLib.PAYLOAD },
     h2Contenders: [...H2_CONTENDERS],
+    grpcContenders: [...GRPC_CONTENDERS],
+    grpcUpstreamError: ctx.grpc?.error,
     rateKeys: RATES.map(rateKey),
     order: contenders,
     contenders: {},
@@ -529,7 +627,7 @@ async function benchRun(cli, dir, cores) {
       return { error: err.message, notes: [`FAILED: ${err.message.split('\n')[0]}`] };
     }
   };
-  for (const name of contenders) results.contenders[name] = await attempt(name, { h2: !cli['no-h2'] });
+  for (const name of contenders) results.contenders[name] = await attempt(name, { h2: !cli['no-h2'], grpc: !cli['no-grpc'] });
   for (const name of variants) results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds, warmSeconds: p.variantWarmSeconds });
   await ctx.proc.stop();
   results.finishedAt = new Date().toISOString();

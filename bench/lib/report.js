@@ -52,6 +52,8 @@ function figures(results, name) {
     rssPeakKb: c?.rssPeakKb,
     h2Rps: c?.h2?.rps,
     h2CpuUsPerReq: c?.h2?.cpuUsPerReq,
+    grpcRps: c?.grpc?.rps,
+    grpcCpuUsPerReq: c?.grpc?.cpuUsPerReq,
   };
   for (const r of results.rateKeys) {
     const a = added(results, name, r);
@@ -103,15 +105,27 @@ function h2Cells(results, name, f) {
   return [fmt.int(f.h2Rps), fmt.num(f.h2CpuUsPerReq)];
 }
 
+/**
+ * The two gRPC cells, the same way: `n/a` for a contender that does not proxy gRPC, `FAILED` when
+ * the gRPC upstream, a grpc-js check or the h2load run failed, `-` when not run (--no-grpc).
+ */
+function grpcCells(results, name, f) {
+  if (!results.params?.grpc) return ['-', '-'];
+  if (!(results.grpcContenders ?? []).includes(name)) return ['n/a', 'n/a'];
+  const c = results.contenders[name];
+  if (c?.grpc?.error || (!c?.grpc && c?.error)) return ['FAILED', 'FAILED'];
+  return [fmt.int(f.grpcRps), fmt.num(f.grpcCpuUsPerReq)];
+}
+
 /** The main table, absolute values. */
 function mainTable(results) {
-  const head = ['contender', 'max req/s', 'CPU µs/req', 'proxy core %', 'h2 req/s', 'h2 CPU µs/req'];
+  const head = ['contender', 'max req/s', 'CPU µs/req', 'proxy core %', 'h2 req/s', 'h2 CPU µs/req', 'grpc req/s', 'grpc CPU µs/req'];
   for (const r of results.rateKeys) head.push(`added µs @${r} p50/p99/p99.9`);
   head.push('RSS idle MB', 'RSS peak MB', 'notes');
   const rows = results.order.map((name) => {
     const c = results.contenders[name];
     const f = figures(results, name);
-    const row = [name, fmt.int(f.rps), fmt.num(f.cpuUsPerReq), c.coreBusyPct === undefined ? '-' : fmt.int(c.coreBusyPct), ...h2Cells(results, name, f)];
+    const row = [name, fmt.int(f.rps), fmt.num(f.cpuUsPerReq), c.coreBusyPct === undefined ? '-' : fmt.int(c.coreBusyPct), ...h2Cells(results, name, f), ...grpcCells(results, name, f)];
     for (const r of results.rateKeys) row.push(triple(f, `added_${r}`, fmt.int));
     row.push(fmt.mb(f.rssIdleKb), fmt.mb(f.rssPeakKb), (c.notes ?? []).join('; '));
     return row;
@@ -120,14 +134,14 @@ function mainTable(results) {
 }
 
 function ratioTable(results, ref) {
-  const head = ['contender', 'max req/s', 'CPU µs/req', 'h2 req/s', 'h2 CPU µs/req'];
+  const head = ['contender', 'max req/s', 'CPU µs/req', 'h2 req/s', 'h2 CPU µs/req', 'grpc req/s', 'grpc CPU µs/req'];
   for (const r of results.rateKeys) head.push(`added @${r} p50/p99/p99.9`);
   head.push('RSS idle', 'RSS peak');
   const rows = results.order
     .filter((n) => results.contenders[n])
     .map((name) => {
       const q = ratios(results, name, ref);
-      const row = [name, fmt.ratio(q.rps), fmt.ratio(q.cpuUsPerReq), fmt.ratio(q.h2Rps), fmt.ratio(q.h2CpuUsPerReq)];
+      const row = [name, fmt.ratio(q.rps), fmt.ratio(q.cpuUsPerReq), fmt.ratio(q.h2Rps), fmt.ratio(q.h2CpuUsPerReq), fmt.ratio(q.grpcRps), fmt.ratio(q.grpcCpuUsPerReq)];
       for (const r of results.rateKeys) row.push(triple(q, `added_${r}`, fmt.ratio));
       row.push(fmt.ratio(q.rssIdleKb), fmt.ratio(q.rssPeakKb));
       return row;
@@ -280,12 +294,15 @@ function renderMarkdown(results, g) {
     `Proxy pinned to core ${results.env.proxyCpu}; upstream nginx, wrk and the load generator on core ${results.env.loadCpu}. wrk: ${results.params.wrkThreads} thread, ${results.params.wrkConnections} connections, ${results.params.wrkSeconds} s (after ${results.params.warmSeconds} s warm-up). Fixed-rate runs: ${results.params.rateSeconds} s each after ${results.params.rateWarmSeconds} s warm-up, ${results.params.loadConnections} connections, latency from intended send time. Load average at start: ${results.env.loadavg}.` +
       (results.params.h2
         ? ` HTTP/2 column: h2load, h2c prior knowledge, ${results.params.h2Threads} thread, ${results.params.h2Clients} connections × ${results.params.h2Streams} streams, ${results.params.h2Seconds} s (after ${results.params.h2WarmSeconds} s warm-up), on core ${results.env.loadCpu}; upstream stays HTTP/1.1 (direct: the upstream's own h2c listener).`
+        : '') +
+      (results.params.grpc
+        ? ` gRPC column: h2load sending gRPC unary calls (grpc.testing.TestService/UnaryCall, ${results.params.grpcPayloadBytes} B payload each way), h2c, ${results.params.h2Clients} connections × ${results.params.h2Streams} streams, ${results.params.grpcSeconds} s (after ${results.params.grpcWarmSeconds} s warm-up), on core ${results.env.loadCpu}, to an nginx gRPC upstream (a static gRPC message + grpc-status 0 trailer) over h2c; checked with a grpc-js call before and after.`
         : ''),
   );
   parts.push('');
   parts.push(backgroundLine(results));
   parts.push('');
-  parts.push('Added latency = contender latency − direct latency at the same percentile and rate (µs), direct being measured in the same seconds (paired, interleaved). Negative values are noise. CPU µs/req = proxy utime+stime over the measured wrk run ÷ requests. "proxy core %" below ~95 means the proxy was not the bottleneck at max load. h2 req/s and h2 CPU µs/req: the same over an h2load run (h2c downstream); n/a = the contender does not serve h2c; FAILED = h2load did not negotiate h2c or saw errors (see notes). The h2 proxy core % is in the JSON (`h2.coreBusyPct`).');
+  parts.push('Added latency = contender latency − direct latency at the same percentile and rate (µs), direct being measured in the same seconds (paired, interleaved). Negative values are noise. CPU µs/req = proxy utime+stime over the measured wrk run ÷ requests. "proxy core %" below ~95 means the proxy was not the bottleneck at max load. h2 req/s and h2 CPU µs/req: the same over an h2load run (h2c downstream); n/a = the contender does not serve h2c; FAILED = h2load did not negotiate h2c or saw errors (see notes). The h2 proxy core % is in the JSON (`h2.coreBusyPct`). grpc req/s and grpc CPU µs/req: the same for gRPC unary calls (h2c both ways); n/a = the contender does not proxy gRPC; FAILED = the gRPC upstream or a grpc-js call through the contender failed, or h2load saw errors or responses without a message (gRPC errors; see notes).' + (results.grpcUpstreamError ? ` **The gRPC upstream failed its check: ${results.grpcUpstreamError}**` : ''));
   parts.push('');
   parts.push('## Results');
   parts.push('');
