@@ -26,6 +26,7 @@ import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
 import { ProxyStats } from './stats';
 import type { Format } from '../src/observability/metrics';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
+import type { WindowExports } from '../src/observability/merge';
 import type { Subscriber } from './subscriber';
 
 export interface HostPort {
@@ -91,6 +92,12 @@ export interface Sidecar {
 
 /** Parses and validates a static policy file into a snapshot; its version is the content hash. */
 export async function loadStaticConfig(file: string): Promise<Result<Snapshot>> {
+  const r = await loadStaticWire(file);
+  return r.ok ? ok(r.value.snapshot) : r;
+}
+
+/** The same, also in wire form (the documents with their proto files embedded): what a `--concurrency N` primary sends its workers. */
+export async function loadStaticWire(file: string): Promise<Result<{ snapshot: Snapshot; wire: WireSnapshot }>> {
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
@@ -105,7 +112,7 @@ export async function loadStaticConfig(file: string): Promise<Result<Snapshot>> 
   if (!parsed.ok) return fail(parsed.errors.map((e) => ({ path: `${file}: ${e.path}`, message: e.message })));
   // The embedded proto files count too: a changed .proto is a new version.
   const version = createHash('sha256').update(JSON.stringify(embedded.value)).digest('hex').slice(0, 12);
-  return ok({ version, resources: parsed.value, endpoints: [] });
+  return ok({ snapshot: { version, resources: parsed.value, endpoints: [] }, wire: { version, resources: embedded.value as unknown[], endpoints: [] } });
 }
 
 /** The data plane alone: what a `--concurrency N` worker runs (sidecar/cluster.ts), and the core of `startSidecar`. */
@@ -133,7 +140,7 @@ export interface Proxy {
   applyValid(snapshot: Snapshot): Result<void>;
   metrics(format: Format): string;
   /** The sliding windows of the request-duration summaries, for a merge elsewhere (cluster primary). */
-  windows(): ReturnType<MeshMetrics['window']['exports']>;
+  windows(): WindowExports;
   stats(): { id: string } & ReturnType<MeshMetrics['stats']>;
   setLogLevel(level: string): void;
   /** Stops accepting, drains in-flight requests for up to `graceMs`, then closes the proxy's parts. */
@@ -293,7 +300,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         (format === 'prometheus' ? rateLimit.render() : '')
       );
     },
-    windows: () => stats.metrics.window.exports(),
+    windows: () => ({ [stats.metrics.window.name]: stats.metrics.window.exports() }),
     stats: () => ({ id, ...stats.metrics.stats() }),
     setLogLevel: (level) => {
       log.level = level;
