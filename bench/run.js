@@ -8,7 +8,8 @@
  *   npm run bench -- --soak        # 10 min at 1,000 req/s through the full-chain sidecar, RSS every 30 s
  *
  * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-build, --soak-minutes N,
- * --soak-warmup S, --keep-tmp.
+ * --soak-warmup S, --keep-tmp, --concurrency-contenders (adds meshlet-full-c2: the full chain with
+ * --concurrency 2 on both cores; off by default, also selected by naming it in --only).
  */
 const fs = require('node:fs');
 const os = require('node:os');
@@ -39,15 +40,17 @@ const H2_CLIENTS = 16;
 const H2_STREAMS = 16;
 
 const CONTENDERS = ['direct', 'nginx', 'haproxy', 'http-proxy', 'undici-proxy', 'meshlet-off', 'meshlet-full'];
+/** Multi-worker sidecars (`--concurrency 2`), pinned to both cores: they share core 0 with the load and the upstream. */
+const CONCURRENCY_CONTENDERS = ['meshlet-full-c2'];
 const FEATURE_VARIANTS = ['meshlet-timeout', 'meshlet-retries', 'meshlet-breaker', 'meshlet-limits', 'meshlet-outlier', 'meshlet-fault', 'meshlet-mirror'];
 const OBS_VARIANTS = ['meshlet-obs-none', 'meshlet-obs-metrics', 'meshlet-obs-tracing', 'meshlet-obs-accesslog', 'meshlet-obs-all'];
 const VARIANTS = ['meshlet-routes', 'meshlet-split', ...FEATURE_VARIANTS, 'meshlet-inbound', 'meshlet-ratelimit', ...OBS_VARIANTS];
 /** Variants measured on the sidecar's inbound listener (mesh -> app) instead of its outbound one. */
 const INBOUND_VARIANTS = new Set(['meshlet-inbound', 'meshlet-ratelimit']);
 /** The contenders that serve h2c (prior knowledge) downstream; the others show n/a in the h2 column. */
-const H2_CONTENDERS = new Set(['direct', 'nginx', 'haproxy', 'meshlet-off', 'meshlet-full']);
+const H2_CONTENDERS = new Set(['direct', 'nginx', 'haproxy', 'meshlet-off', 'meshlet-full', 'meshlet-full-c2']);
 /** The contenders that proxy gRPC (h2c both ways); the others show n/a in the gRPC column. */
-const GRPC_CONTENDERS = new Set(['direct', 'nginx', 'haproxy', 'meshlet-off', 'meshlet-full']);
+const GRPC_CONTENDERS = new Set(['direct', 'nginx', 'haproxy', 'meshlet-off', 'meshlet-full', 'meshlet-full-c2']);
 
 function parseCli() {
   const { values } = parseArgs({
@@ -57,6 +60,7 @@ function parseCli() {
       'soak-minutes': { type: 'string', default: '10' },
       'soak-warmup': { type: 'string' },
       only: { type: 'string' },
+      'concurrency-contenders': { type: 'boolean', default: false },
       'no-variants': { type: 'boolean', default: false },
       'no-h2': { type: 'boolean', default: false },
       'no-grpc': { type: 'boolean', default: false },
@@ -166,7 +170,8 @@ async function startContender(name, ctx) {
       });
       break;
     default: {
-      const variant = name.replace(/^meshlet-/, '');
+      const workers = /-c(\d+)$/.exec(name);
+      const variant = name.replace(/^meshlet-/, '').replace(/-c\d+$/, '');
       const file = path.join(dir, `${name}.policies.json`);
       fs.writeFileSync(file, configs.meshletPolicies(variant, upstreamPorts, grpcOn ? ctx.grpc.ports : undefined));
       const admin = await procs.freePort();
@@ -178,8 +183,8 @@ async function startContender(name, ctx) {
         name,
         // As users run it: the CLI as a program, so its shebang's Node flags apply.
         path.join(ROOT, 'dist/src/cli/main.js'),
-        ['sidecar', '--config', file, ...listeners, '--admin', `127.0.0.1:${admin}`, ...configs.meshletArgs(variant, await procs.freePort())],
-        { cpu: PROXY_CPU, logFile },
+        ['sidecar', '--config', file, ...listeners, '--admin', `127.0.0.1:${admin}`, ...configs.meshletArgs(variant, await procs.freePort()), ...(workers ? ['--concurrency', workers[1]] : [])],
+        { cpu: workers ? `${LOAD_CPU},${PROXY_CPU}` : PROXY_CPU, logFile },
       );
       readyUrl = `http://127.0.0.1:${admin}/ready`;
       // The outbound listener detects h2c prior knowledge by its preface, on the same port.
@@ -194,7 +199,7 @@ async function startContender(name, ctx) {
     if (readyUrl) await procs.waitForHttp(readyUrl, { proc });
     await checkProxies(port, name);
     // The variants with a 50/50 split must really reach both endpoints.
-    if (name === 'meshlet-full' || name === 'meshlet-split') await checkSplit(port, upstreamPorts);
+    if (name === 'meshlet-full' || name === 'meshlet-full-c2' || name === 'meshlet-split') await checkSplit(port, upstreamPorts);
   } catch (err) {
     await proc.stop();
     const tail = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n') : '';
@@ -594,9 +599,12 @@ async function benchRun(cli, dir, cores) {
   const profileName = cli.quick ? 'quick' : 'default';
   const p = PROFILES[profileName];
   const only = cli.only ? cli.only.split(',').map((s) => s.trim()) : undefined;
-  const unknown = (only ?? []).filter((n) => !CONTENDERS.includes(n) && !VARIANTS.includes(n));
-  if (unknown.length) throw new Error(`unknown contender(s): ${unknown.join(', ')}; known: ${[...CONTENDERS, ...VARIANTS].join(', ')}`);
-  const contenders = CONTENDERS.filter((n) => !only || only.includes(n) || n === 'direct');
+  const unknown = (only ?? []).filter((n) => !CONTENDERS.includes(n) && !CONCURRENCY_CONTENDERS.includes(n) && !VARIANTS.includes(n));
+  if (unknown.length) throw new Error(`unknown contender(s): ${unknown.join(', ')}; known: ${[...CONTENDERS, ...CONCURRENCY_CONTENDERS, ...VARIANTS].join(', ')}`);
+  const contenders = [
+    ...CONTENDERS.filter((n) => !only || only.includes(n) || n === 'direct'),
+    ...CONCURRENCY_CONTENDERS.filter((n) => (only ? only.includes(n) : cli['concurrency-contenders'])),
+  ];
   const variants = VARIANTS.filter((n) => (only ? only.includes(n) : p.variants && !cli['no-variants']));
 
   const startedAt = new Date();

@@ -14,7 +14,8 @@ const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'
 export interface AdminSource {
   ready(): boolean;
   configDump(): unknown;
-  metrics(format: Format): string;
+  /** A promise when the exposition is gathered from elsewhere (a `--concurrency N` sidecar's workers). */
+  metrics(format: Format): string | Promise<string>;
   /** Sliding-window request stats per route, for the control plane's `meshlet stat`. */
   stats?(): unknown;
   /** The log level in force, and a way to change it at runtime (`POST /logging?level=debug`). */
@@ -79,18 +80,30 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
       case '/config_dump':
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(src.configDump(), null, 2) + '\n');
         return;
-      case '/stats':
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(src.stats ? src.stats() : { routes: [] }) + '\n');
+      case '/stats': {
+        const body = src.stats ? src.stats() : { routes: [] };
+        if (body instanceof Promise) void body.then((b) => answer(res, 'application/json', JSON.stringify(b) + '\n'), (err) => failed(res, err));
+        else answer(res, 'application/json', JSON.stringify(body) + '\n');
         return;
+      }
       case '/metrics': {
         const format = negotiate(req.headers.accept);
-        res.writeHead(200, { 'content-type': CONTENT_TYPES[format] }).end(src.metrics(format));
+        const body = src.metrics(format);
+        if (typeof body === 'string') answer(res, CONTENT_TYPES[format], body);
+        else void body.then((b) => answer(res, CONTENT_TYPES[format], b), (err) => failed(res, err));
         return;
       }
       default:
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /stats /logging\n');
     }
   });
+  const answer = (res: http.ServerResponse, type: string, body: string): void => {
+    if (!res.destroyed) res.writeHead(200, { 'content-type': type }).end(body);
+  };
+  const failed = (res: http.ServerResponse, err: unknown): void => {
+    logger.warn({ err }, 'admin request failed');
+    if (!res.destroyed) res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`);
+  };
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

@@ -24,6 +24,9 @@ import { ResilienceState } from '../src/resilience/state';
 import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
 import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
 import { ProxyStats } from './stats';
+import type { Format } from '../src/observability/metrics';
+import type { MeshMetrics } from '../src/observability/mesh-metrics';
+import type { WindowExports } from '../src/observability/merge';
 import type { Subscriber } from './subscriber';
 
 export interface HostPort {
@@ -89,6 +92,12 @@ export interface Sidecar {
 
 /** Parses and validates a static policy file into a snapshot; its version is the content hash. */
 export async function loadStaticConfig(file: string): Promise<Result<Snapshot>> {
+  const r = await loadStaticWire(file);
+  return r.ok ? ok(r.value.snapshot) : r;
+}
+
+/** The same, also in wire form (the documents with their proto files embedded): what a `--concurrency N` primary sends its workers. */
+export async function loadStaticWire(file: string): Promise<Result<{ snapshot: Snapshot; wire: WireSnapshot }>> {
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
@@ -103,11 +112,42 @@ export async function loadStaticConfig(file: string): Promise<Result<Snapshot>> 
   if (!parsed.ok) return fail(parsed.errors.map((e) => ({ path: `${file}: ${e.path}`, message: e.message })));
   // The embedded proto files count too: a changed .proto is a new version.
   const version = createHash('sha256').update(JSON.stringify(embedded.value)).digest('hex').slice(0, 12);
-  return ok({ version, resources: parsed.value, endpoints: [] });
+  return ok({ snapshot: { version, resources: parsed.value, endpoints: [] }, wire: { version, resources: embedded.value as unknown[], endpoints: [] } });
 }
 
-export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
-  if (!opts.controlPlane === !opts.configFile) throw new Error('a sidecar needs exactly one of --control-plane and --config');
+/** The data plane alone: what a `--concurrency N` worker runs (sidecar/cluster.ts), and the core of `startSidecar`. */
+export interface ProxyOptions extends Omit<SidecarOptions, 'controlPlane' | 'configFile' | 'admin' | 'advertiseAddress' | 'onQuit' | 'drainDelayMs'> {
+  /** A snapshot validated already, in force before the listeners accept their first connection. */
+  initial?: Snapshot;
+  /**
+   * With N workers each takes this share (1/N) of every local rate limit's rate and burst, so the
+   * sidecar as a whole keeps the policy's limit (approximately; see src/resilience/rate-limit/layer.ts).
+   */
+  localRateShare?: number;
+  /** Called with each listener's server as it starts (a worker counts its accepted connections). */
+  onListening?: (name: 'outbound' | 'inbound', server: import('node:net').Server) => void;
+}
+
+/** A running data plane: its listeners, the snapshot in force, and what the admin port shows of it. */
+export interface Proxy {
+  readonly id: string;
+  readonly log: Logger;
+  inbound: HostPort;
+  outbound: HostPort;
+  current(): CompiledSnapshot | undefined;
+  /** Parses (when new), compiles and swaps in a snapshot; errors become the NACK reason. */
+  apply(w: WireSnapshot): Result<void>;
+  applyValid(snapshot: Snapshot): Result<void>;
+  metrics(format: Format): string;
+  /** The sliding windows of the request-duration summaries, for a merge elsewhere (cluster primary). */
+  windows(): WindowExports;
+  stats(): { id: string } & ReturnType<MeshMetrics['stats']>;
+  setLogLevel(level: string): void;
+  /** Stops accepting, drains in-flight requests for up to `graceMs`, then closes the proxy's parts. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const logger = opts.logger ?? pino({ level: 'info' });
   const id = opts.id ?? `${opts.service}-${os.hostname()}-${process.pid}`;
   const log = logger.child({ sidecar: id, service: opts.service });
@@ -162,9 +202,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       log.info({ service, endpoint, reason }, 'endpoint ejected');
     },
   });
-  const rateLimit = new RateLimitLayer({ service: opts.service, logger: log });
+  const rateLimit = new RateLimitLayer({ service: opts.service, logger: log, localShare: opts.localRateShare });
   let current: CompiledSnapshot | undefined;
-  let source = opts.controlPlane ? `control-plane ${opts.controlPlane}` : `file ${opts.configFile}`;
 
   const apply = (w: WireSnapshot): Result<void> => {
     if (current && current.version === w.version) return ok(undefined);
@@ -205,20 +244,12 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     onRefused: (reason: string) => stats.refused(reason),
   };
   const started: { close(): Promise<void> }[] = [];
-  const closeStarted = async (): Promise<void> => {
-    await Promise.all(started.map((s) => s.close().catch(() => undefined)));
-  };
   let outL: Listener;
   let inL: Listener;
-  let admin: AdminServer;
-  let subscriber: Subscriber | undefined;
   try {
-    if (opts.configFile) {
-      const cfg = await loadStaticConfig(opts.configFile);
-      if (!cfg.ok) throw new Error(`invalid static config:\n${formatErrors(cfg.errors)}`);
-      const r = applyValid(cfg.value);
+    if (opts.initial) {
+      const r = applyValid(opts.initial);
       if (!r.ok) throw new Error(`invalid static config:\n${formatErrors(r.errors)}`);
-      source = `file ${opts.configFile}`;
     }
     const o = opts.outbound ?? { host: '127.0.0.1', port: 15001 };
     const icpt = opts.intercept ? await import('./intercept') : undefined;
@@ -229,6 +260,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       takeover: icpt && opts.intercept ? icpt.outboundTakeover(() => current, opts.intercept, log) : undefined,
     });
     started.push(outL);
+    opts.onListening?.('outbound', outL.server);
     const i = opts.inbound ?? { host: '0.0.0.0', port: 15006 };
     const app = opts.app;
     inL = await startListener(i.host, i.port, {
@@ -243,79 +275,40 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
           },
     });
     started.push(inL);
-    const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
-    admin = await startAdmin(
-      a.host,
-      a.port,
-      {
-        ready: () => current !== undefined && !draining,
-        configDump: () => configDump(id, opts.service, source, current, subscriber),
-        quit: opts.onQuit,
-        metrics: (format) => {
-          const c = pools.counts();
-          return (
-            stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions, breakers: resilience.breakerStates() }, format) +
-            (format === 'prometheus' ? rateLimit.render() : '')
-          );
-        },
-        stats: () => ({ id, ...stats.metrics.stats() }),
-        logLevel: () => log.level,
-        setLogLevel: (level) => {
-          log.level = level;
-          if (accessLogger) accessLogger.level = level;
-        },
-      },
-      log,
-    );
-    started.push(admin);
+    opts.onListening?.('inbound', inL.server);
   } catch (err) {
-    await closeStarted();
+    await Promise.all(started.map((s) => s.close().catch(() => undefined)));
     resilience.close();
     await pools.close();
     await rateLimit.close();
     throw err;
   }
 
-  if (opts.controlPlane) {
-    // Loaded only with a control plane: gRPC costs ~20 MB of RSS a static sidecar does without.
-    const { Subscriber } = await import('./subscriber');
-    subscriber = new Subscriber({
-      target: opts.controlPlane,
-      node: {
-        id,
-        service: opts.service,
-        address: opts.advertiseAddress ?? '',
-        inboundPort: inL.address().port,
-        labels: opts.labels ?? {},
-        buildVersion: process.env.npm_package_version ?? '',
-        adminPort: admin.address().port,
-      },
-      apply,
-      logger: log,
-    });
-    subscriber.start();
-  }
-
   let closing: Promise<void> | undefined;
-  let draining = false;
   return {
     id,
+    log,
     inbound: inL.address(),
     outbound: outL.address(),
-    admin: admin.address(),
     current: () => current,
+    apply,
+    applyValid,
+    metrics: (format) => {
+      const c = pools.counts();
+      return (
+        stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions, breakers: resilience.breakerStates() }, format) +
+        (format === 'prometheus' ? rateLimit.render() : '')
+      );
+    },
+    windows: () => ({ [stats.metrics.window.name]: stats.metrics.window.exports() }),
+    stats: () => ({ id, ...stats.metrics.stats() }),
+    setLogLevel: (level) => {
+      log.level = level;
+      if (accessLogger) accessLogger.level = level;
+    },
     close(graceMs = 5000) {
       closing ??= (async () => {
-        // Leaving (not just disconnecting) takes our endpoint out of the mesh at once.
-        if (opts.drainDelayMs) subscriber?.leave();
-        else subscriber?.close();
-        draining = true;
-        if (opts.drainDelayMs) {
-          log.info({ drainDelayMs: opts.drainDelayMs }, 'draining: left the control plane, still serving');
-          await new Promise((r) => setTimeout(r, opts.drainDelayMs));
-        }
         await Promise.all([outL.close(graceMs), inL.close(graceMs)]);
-        await admin.close();
         resilience.close();
         await pools.close();
         await rateLimit.close();
@@ -330,7 +323,104 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   };
 }
 
-function configDump(id: string, service: string, source: string, snap: CompiledSnapshot | undefined, sub: Subscriber | undefined): unknown {
+export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
+  if (!opts.controlPlane === !opts.configFile) throw new Error('a sidecar needs exactly one of --control-plane and --config');
+  let initial: Snapshot | undefined;
+  if (opts.configFile) {
+    const cfg = await loadStaticConfig(opts.configFile);
+    if (!cfg.ok) throw new Error(`invalid static config:\n${formatErrors(cfg.errors)}`);
+    initial = cfg.value;
+  }
+  const source = opts.controlPlane ? `control-plane ${opts.controlPlane}` : `file ${opts.configFile}`;
+  const proxy = await startProxy({ ...opts, initial });
+  const log = proxy.log;
+  let admin: AdminServer;
+  let subscriber: Subscriber | undefined;
+  let draining = false;
+  try {
+    const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
+    admin = await startAdmin(
+      a.host,
+      a.port,
+      {
+        ready: () => proxy.current() !== undefined && !draining,
+        configDump: () => configDump(proxy.id, opts.service, source, proxy.current(), subscriber),
+        quit: opts.onQuit,
+        metrics: (format) => proxy.metrics(format),
+        stats: () => proxy.stats(),
+        logLevel: () => log.level,
+        setLogLevel: (level) => proxy.setLogLevel(level),
+      },
+      log,
+    );
+  } catch (err) {
+    await proxy.close(0);
+    throw err;
+  }
+
+  if (opts.controlPlane) {
+    subscriber = await subscribe(opts, proxy.id, proxy.inbound.port, admin.address().port, proxy.apply, log);
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    id: proxy.id,
+    inbound: proxy.inbound,
+    outbound: proxy.outbound,
+    admin: admin.address(),
+    current: () => proxy.current(),
+    close(graceMs = 5000) {
+      closing ??= (async () => {
+        draining = true;
+        await leave(opts, subscriber, log);
+        await proxy.close(graceMs);
+        await admin.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Registers with the control plane and starts taking snapshots (gRPC is loaded only here: ~20 MB of RSS a static sidecar does without). */
+export async function subscribe(
+  opts: SidecarOptions,
+  id: string,
+  inboundPort: number,
+  adminPort: number,
+  apply: (w: WireSnapshot) => Result<void>,
+  log: Logger,
+): Promise<Subscriber> {
+  const { Subscriber } = await import('./subscriber');
+  const subscriber = new Subscriber({
+    target: opts.controlPlane as string,
+    node: {
+      id,
+      service: opts.service,
+      address: opts.advertiseAddress ?? '',
+      inboundPort,
+      labels: opts.labels ?? {},
+      buildVersion: process.env.npm_package_version ?? '',
+      adminPort,
+    },
+    apply,
+    logger: log,
+  });
+  subscriber.start();
+  return subscriber;
+}
+
+/** The first step of a drain: leave the control plane (so other sidecars stop sending here), then wait `drainDelayMs`. */
+export async function leave(opts: SidecarOptions, subscriber: Subscriber | undefined, log: Logger): Promise<void> {
+  // Leaving (not just disconnecting) takes our endpoint out of the mesh at once.
+  if (opts.drainDelayMs) subscriber?.leave();
+  else subscriber?.close();
+  if (opts.drainDelayMs) {
+    log.info({ drainDelayMs: opts.drainDelayMs }, 'draining: left the control plane, still serving');
+    await new Promise((r) => setTimeout(r, opts.drainDelayMs));
+  }
+}
+
+export function configDump(id: string, service: string, source: string, snap: CompiledSnapshot | undefined, sub: Subscriber | undefined): unknown {
   return {
     id,
     service,

@@ -1,10 +1,11 @@
 import { hostPort, labels, port, flags, UsageError, type Command } from './common';
+import { availableParallelism } from 'node:os';
 import { runUntilSignal, logger } from './process';
 
 export const sidecar: Command = {
   name: 'sidecar',
   usage: `meshlet sidecar --service NAME [--labels k=v,...] [--control-plane HOST:PORT | --config FILE]
-                [--app-port N] [--inbound P] [--outbound P] [--admin P] [--id ID] [--advertise ADDR]
+                [--app-port N] [--inbound P] [--outbound P] [--admin P] [--id ID] [--advertise ADDR] [--concurrency N]
 
   --service NAME          the service this instance belongs to (required)
   --labels k=v,...        endpoint labels, e.g. version=v2 (DestinationPolicy subsets select on them)
@@ -30,6 +31,9 @@ export const sidecar: Command = {
                           original destination, pass ports no policy makes HTTP through as opaque TCP
   --drain-ms MS           on SIGTERM keep serving MS milliseconds after leaving the control plane, then drain
   --http-ports P,P        with --intercept: outbound ports always proxied as HTTP (beside 80 and Route host ports)
+  --concurrency N|auto    worker processes serving the listeners (default 1: one process; auto: one per CPU).
+                          With N > 1 a primary keeps the policy stream and the admin port, and the workers
+                          share the listening sockets; each local rate limit is split 1/N per worker
 
 Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then exits.`,
   async run(argv) {
@@ -57,6 +61,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       intercept: { type: 'boolean' },
       'drain-ms': { type: 'string' },
       'http-ports': { type: 'string' },
+      concurrency: { type: 'string' },
     });
     if (!values.service) throw new UsageError('--service NAME is required');
     if (values['control-plane'] && values.config) throw new UsageError('use either --control-plane or --config, not both');
@@ -104,6 +109,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
     const appPort = values['app-port'] === undefined ? undefined : port(values['app-port'], '--app-port', 0);
     if (values['http-ports'] !== undefined && !values.intercept) throw new UsageError('--http-ports goes with --intercept');
     const httpPorts = (values['http-ports'] ?? '').split(',').filter((p) => p.trim() !== '').map((p) => port(p.trim(), '--http-ports', 0));
+    const concurrency = workerCount(values.concurrency);
     const opts = {
       intercept: values.intercept ? { httpPorts } : undefined,
       drainDelayMs: values['drain-ms'] === undefined ? undefined : (positive(values['drain-ms'], '--drain-ms') as number),
@@ -124,12 +130,24 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       // The same path as SIGTERM: leave, drain, exit 0.
       onQuit: () => process.kill(process.pid, 'SIGTERM'),
     };
+    if (concurrency > 1 || process.env.MESHLET_WORKER_SLOT !== undefined) {
+      const cluster = await import('../../sidecar/cluster');
+      if (cluster.isWorker()) return cluster.runClusterWorker(opts);
+    }
     const { startSidecar } = await import('../../sidecar');
-    const s = await startSidecar(opts);
+    const s = concurrency > 1 ? await (await import('../../sidecar/cluster')).startClusterSidecar(opts, concurrency) : await startSidecar(opts);
     opts.logger.info(
-      { outbound: `${s.outbound.host}:${s.outbound.port}`, inbound: `${s.inbound.host}:${s.inbound.port}`, admin: `${s.admin.host}:${s.admin.port}` },
+      { ...(concurrency > 1 ? { concurrency } : {}), outbound: `${s.outbound.host}:${s.outbound.port}`, inbound: `${s.inbound.host}:${s.inbound.port}`, admin: `${s.admin.host}:${s.admin.port}` },
       'sidecar started',
     );
     return runUntilSignal(() => s.close());
   },
 };
+
+/** `--concurrency`: a positive integer up to 128, or `auto` (os.availableParallelism()); default 1. */
+export function workerCount(v: string | undefined): number {
+  if (v === undefined) return 1;
+  if (v === 'auto') return Math.max(1, Math.min(128, availableParallelism()));
+  if (!/^\d{1,3}$/.test(v) || Number(v) < 1 || Number(v) > 128) throw new UsageError(`--concurrency: expected an integer from 1 to 128 or auto, got ${JSON.stringify(v)}`);
+  return Number(v);
+}

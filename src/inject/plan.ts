@@ -163,8 +163,8 @@ function proxyContainer(service: string, appPort: number | undefined, o: PodOver
   if (appPort !== undefined) args.push('--app-port', String(appPort));
   const field = (name: string, path: string) => ({ name, valueFrom: { fieldRef: { fieldPath: path } } });
   const env: Record<string, unknown>[] = [field('POD_NAME', 'metadata.name'), field('POD_NAMESPACE', 'metadata.namespace'), field('POD_IP', 'status.podIP')];
-  // Node runs the proxy on one event loop; concurrency sizes libuv's pool (DNS, file I/O).
-  if (o.concurrency !== undefined) env.push({ name: 'UV_THREADPOOL_SIZE', value: String(o.concurrency) });
+  // N worker processes share the listeners (`meshlet sidecar --concurrency N`), like Envoy's --concurrency.
+  if (o.concurrency !== undefined) args.push('--concurrency', String(o.concurrency));
   const probe = { httpGet: { path: '/ready', port: PORTS.admin }, periodSeconds: 1, failureThreshold: 60 };
   const c: Record<string, unknown> = {
     name: NAMES.proxy,

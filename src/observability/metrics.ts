@@ -322,6 +322,10 @@ export class WindowMerge {
   quantileMs(q: number): number | null {
     return this.h.totalCount ? this.h.getValueAtPercentile(q * 100) / 1000 : null;
   }
+  /** The sum of the merged durations, in seconds (hdr's mean times the count, as `WindowChild.snapshot`). */
+  sumSeconds(): number {
+    return this.h.totalCount ? (this.h.mean * this.h.totalCount) / 1e6 : 0;
+  }
   /** The share of requests that did not fail, or null with no requests. */
   successRate(): number | null {
     return this.count ? (this.count - this.errors) / this.count : null;
@@ -349,6 +353,12 @@ export class WindowSummary extends Family<WindowChild> {
   /** Each child's window, for views that aggregate (`meshlet stat`). */
   entries(): { values: readonly string[]; child: WindowChild }[] {
     return [...this.children.values()].map((e) => ({ values: e.values, child: e.child }));
+  }
+  /** Each child's window keyed by its rendered label set (`{a="x"}`), for a merge across processes (`mergeExpositions`). */
+  exports(): Record<string, ReturnType<WindowChild['export']>> {
+    const out: Record<string, ReturnType<WindowChild['export']>> = {};
+    for (const e of this.children.values()) out[e.labels] = e.child.export();
+    return out;
   }
   samples(out: string[]): void {
     for (const e of this.children.values()) {

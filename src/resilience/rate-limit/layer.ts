@@ -29,6 +29,14 @@ export interface RateLimitLayerOptions {
   logger?: Logger;
   /** Keys per limit kept in memory (local buckets, pre-check entries). */
   maxKeys?: number;
+  /**
+   * The share of each local limit this process enforces (default 1). A sidecar running N workers
+   * (`--concurrency N`) gives each 1/N of the rate and of the burst: the kernel spreads connections
+   * over the workers, so the sidecar admits about the policy's rate in total. An approximation: a
+   * caller whose connections all land on one worker gets 1/N of the limit, and the remaining-token
+   * headers count that worker's bucket. Global (Redis) limits are shared properly and not divided.
+   */
+  localShare?: number;
 }
 
 /** Called when a request is limited: the headers for the 429 and a short reason for its body. */
@@ -58,6 +66,7 @@ export class RateLimitLayer {
   private readonly clock: Clock;
   private readonly log?: Logger;
   private readonly maxKeys: number;
+  private readonly localShare: number;
   private readonly metrics = new RateLimitMetrics();
   private chain: Chain | undefined;
   private buckets = new Map<string, TokenBuckets>();
@@ -70,6 +79,8 @@ export class RateLimitLayer {
     this.clock = opts.clock ?? systemClock;
     this.log = opts.logger;
     this.maxKeys = opts.maxKeys ?? 10_000;
+    this.localShare = opts.localShare ?? 1;
+    if (!(this.localShare > 0 && this.localShare <= 1)) throw new RangeError(`localShare must be within (0, 1], got ${this.localShare}`);
   }
 
   /** Whether any limit is in force. */
@@ -99,7 +110,7 @@ export class RateLimitLayer {
       };
       if (l.scope === 'local') {
         const sig = `${l.name}\0${l.requests}\0${l.periodMs}\0${l.burst}`;
-        const b = this.buckets.get(sig) ?? buckets.get(sig) ?? new TokenBuckets(l, this.clock, this.maxKeys);
+        const b = this.buckets.get(sig) ?? buckets.get(sig) ?? new TokenBuckets(this.share(l), this.clock, this.maxKeys);
         buckets.set(sig, b);
         c.buckets = b;
         chain.locals.push(c);
@@ -116,6 +127,13 @@ export class RateLimitLayer {
     }
     this.chain = chain;
     this.retire(buckets, redis);
+  }
+
+  /** This process's share of a local limit; the bucket still holds at least one whole token. */
+  private share(l: { requests: number; periodMs: number; burst: number }): { requests: number; periodMs: number; burst: number } {
+    if (this.localShare === 1) return l;
+    const requests = l.requests * this.localShare;
+    return { requests, periodMs: l.periodMs, burst: Math.max(l.burst * this.localShare, 1 - requests) };
   }
 
   private retire(buckets: Map<string, TokenBuckets>, redis: Map<string, RedisLimiter>): void {

@@ -125,7 +125,8 @@ t.test('per-pod overrides by annotation', async (t) => {
   t.equal(args[args.indexOf('--log-level') + 1], 'debug');
   t.equal(args[args.indexOf('--app-port') + 1], '9000');
   t.equal(args[args.indexOf('--service') + 1], 'catalog');
-  t.same(proxy.env.find((e: { name: string }) => e.name === 'UV_THREADPOOL_SIZE'), { name: 'UV_THREADPOOL_SIZE', value: '4' });
+  t.equal(args[args.indexOf('--concurrency') + 1], '4', 'concurrency: the sidecar runs 4 workers');
+  t.notOk(proxy.env.find((e: { name: string }) => e.name === 'UV_THREADPOOL_SIZE'), 'no libuv pool sizing any more');
 });
 
 t.test('meshlet.dev/inject on pods and namespaces', async (t) => {

@@ -85,3 +85,28 @@ t.test('global limits with Redis unreachable: failureMode decides, counted', asy
   t.equal(d.headers?.['retry-after'], '1');
   t.match(closed.render(), /decision="failed_closed"\} 1/);
 });
+
+t.test('a worker of N (localShare 1/N) enforces 1/N of a local limit, and keeps at least one token', async (t) => {
+  const clock = new FakeClock();
+  const layer = new RateLimitLayer({ service: 'catalog', clock, localShare: 1 / 2 });
+  t.teardown(() => layer.close());
+  layer.apply(spec({ limits: [{ name: 'all', descriptors: [], requests: 10, periodMs: 1000, burst: 4, scope: 'local' }] }));
+  let allowed = 0;
+  for (let i = 0; i < 20; i++) if ((await decide(layer)).allowed) allowed++;
+  t.equal(allowed, 7, 'half of requests + burst (10 + 4) at once');
+  clock.advance(1000);
+  allowed = 0;
+  for (let i = 0; i < 20; i++) if ((await decide(layer)).allowed) allowed++;
+  t.equal(allowed, 5, 'refilled at half the rate');
+  const denied = await decide(layer);
+  t.match(denied.headers?.['ratelimit-policy'], /q=10;/, "the headers still state the policy's limit");
+  // 1 request a second over 2 workers: half a token each would admit nothing; a bucket holds one.
+  layer.apply(spec({ limits: [{ name: 'one', descriptors: [], requests: 1, periodMs: 1000, burst: 0, scope: 'local' }] }));
+  t.ok((await decide(layer)).allowed, 'a limit smaller than N still admits');
+  t.notOk((await decide(layer)).allowed);
+  clock.advance(1000);
+  t.notOk((await decide(layer)).allowed, 'refilled at half a token a second');
+  clock.advance(1000);
+  t.ok((await decide(layer)).allowed);
+  t.throws(() => new RateLimitLayer({ service: 'catalog', localShare: 0 }), RangeError);
+});
