@@ -11,7 +11,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Clock } from '../src/core/clock';
 import { FLAG_HEADER, Flags, meshErrorInfo, type MeshErrorCode } from '../src/core/errors';
-import type { H1Request, H1Response } from '../src/http/h1-server';
+import { H1Request, type H1Response } from '../src/http/h1-server';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../src/http/listener';
 import { parseRequestTarget } from '../src/http/target';
 import type { Headers, UpstreamPools, UpstreamProtocol, UpstreamTarget } from '../src/http/upstream';
@@ -66,6 +66,7 @@ class View implements RequestView {
     readonly authority: string,
   ) {}
   header(name: string): string | undefined {
+    if (this.req instanceof H1Request) return this.req.header(name);
     const v = this.req.headers[name];
     return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : v;
   }
@@ -241,6 +242,7 @@ export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandle
 }
 
 function headerOf(req: DownstreamRequest, name: string): string | undefined {
+  if (req instanceof H1Request) return req.header(name);
   const v = req.headers[name];
   return typeof v === 'string' ? v : undefined;
 }

@@ -76,6 +76,27 @@ export class H1Request {
   ) {
     this.socket = { remoteAddress };
   }
+  /**
+   * One header by its lower-case name, repeated ones joined with ', ' (as `headers` has them),
+   * read from the raw list: route matching asks for one or two headers, no object is built.
+   */
+  header(name: string): string | undefined {
+    if (this.hdrs) {
+      const v = this.hdrs[name];
+      return Array.isArray(v) ? v.join(', ') : v;
+    }
+    const raw = this.rawHeaders;
+    const len = name.length;
+    let out: string | undefined;
+    for (let i = 0; i < raw.length; i += 2) {
+      const n = raw[i] as string;
+      if (n.length !== len || (n !== name && n.toLowerCase() !== name)) continue;
+      const v = raw[i + 1] as string;
+      out = out === undefined ? v : `${out}, ${v}`;
+    }
+    return out;
+  }
+
   /** Lower-case names; repeated headers as arrays (set-cookie) or joined with ', '. Built on first use. */
   get headers(): Record<string, string | string[]> {
     if (this.hdrs) return this.hdrs;

@@ -27,12 +27,34 @@ export function connectionTokens(raw: readonly string[]): Set<string> | undefine
   let out: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
-    if (name.length !== 10 || name.toLowerCase() !== 'connection') continue;
-    for (const tok of (raw[i + 1] as string).split(',')) {
-      const t = tok.trim().toLowerCase();
-      if (t) (out ??= new Set()).add(t);
+    if (name.length !== 10 || !isConnection(name)) continue;
+    const toks = tokensOf(raw[i + 1] as string);
+    if (toks === undefined) continue;
+    if (out === undefined) out = toks;
+    else {
+      out = new Set(out);
+      for (const t of toks) out.add(t);
     }
   }
+  return out;
+}
+
+function isConnection(name: string): boolean {
+  return name === 'connection' || name === 'Connection' || name.toLowerCase() === 'connection';
+}
+
+// Nearly every message carries the same one or two Connection values ("keep-alive", "close"):
+// their token sets are computed once. Bounded: a client cycling through odd values cannot grow it.
+const tokenCache = new Map<string, Set<string> | undefined>();
+function tokensOf(value: string): Set<string> | undefined {
+  const hit = tokenCache.get(value);
+  if (hit !== undefined || tokenCache.has(value)) return hit;
+  let out: Set<string> | undefined;
+  for (const tok of value.split(',')) {
+    const t = tok.trim().toLowerCase();
+    if (t) (out ??= new Set()).add(t);
+  }
+  if (tokenCache.size < 64 && value.length <= 128) tokenCache.set(value, out);
   return out;
 }
 
@@ -110,7 +132,7 @@ export function forwardResponseHeaders(
 ): Record<string, string | string[]> {
   const conn = headers['connection'];
   let drop: Set<string> | undefined;
-  if (conn !== undefined) drop = connectionTokens(['connection', Array.isArray(conn) ? conn.join(',') : conn]);
+  if (conn !== undefined) drop = tokensOf(Array.isArray(conn) ? conn.join(',') : conn);
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     const v = headers[name];

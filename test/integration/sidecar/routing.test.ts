@@ -39,6 +39,7 @@ t.test('routing through the outbound listener', async (t) => {
     { name: 'method PUT', path: '/api', method: 'PUT', want: 'writer' },
     { name: 'header', path: '/api/users', headers: { 'x-beta': '1' }, want: 'beta' },
     { name: 'header value must match', path: '/api/users', headers: { 'x-beta': '2' }, want: 'api' },
+    { name: 'header names match in any case', path: '/api/users', headers: { 'X-Beta': '1' }, want: 'beta' },
     { name: 'catch-all rule', path: '/', want: 'fallback' },
   ];
   for (const c of cases) {
