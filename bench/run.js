@@ -28,10 +28,12 @@ const HOST = 'upstream';
 
 const PROFILES = {
   // The default run stays under 5 minutes: each measure() logs its wall seconds, the JSON has them per step (stepSeconds).
-  default: { warmSeconds: 2, wrkSeconds: 6, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 7, rateWarmSeconds: 1, h2WarmSeconds: 0.5, h2Seconds: 5, grpcWarmSeconds: 0.5, grpcSeconds: 5, variants: true },
+  default: { settledIdle: true, warmSeconds: 2, wrkSeconds: 6, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 7, rateWarmSeconds: 1, h2WarmSeconds: 0.5, h2Seconds: 5, grpcWarmSeconds: 0.5, grpcSeconds: 5, variants: true },
   // quick stays under 1 minute: the h2 and gRPC runs are a smoke test of the path here (0.1 s warm-up, 0.5 s).
   quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.1, h2Seconds: 0.5, grpcWarmSeconds: 0.1, grpcSeconds: 0.5, variants: false },
 };
+/** A sidecar at rest is measured after this long without traffic (V8's memory reducer runs after ~8 s of idleness). */
+const SETTLED_IDLE_SECONDS = 20;
 const RATES = [1000, 5000];
 const WRK_CONNECTIONS = 64;
 const LOAD_CONNECTIONS = 32;
@@ -137,6 +139,7 @@ async function ensureBuilt(noBuild) {
  */
 async function startContender(name, ctx) {
   const { dir, upstreamPorts } = ctx;
+  fs.mkdirSync(dir, { recursive: true });
   const port = await procs.freePort();
   const logFile = path.join(dir, `${name}.log`);
   let proc;
@@ -635,7 +638,20 @@ async function benchRun(cli, dir, cores) {
       return { error: err.message, notes: [`FAILED: ${err.message.split('\n')[0]}`] };
     }
   };
-  for (const name of contenders) results.contenders[name] = await attempt(name, { h2: !cli['no-h2'], grpc: !cli['no-grpc'] });
+  // RSS at rest: a copy of each proxy is started now on the proxy's core and left without traffic
+  // while `direct` (which does not use that core) is measured; read after SETTLED_IDLE_SECONDS.
+  const probes = p.settledIdle ? await startIdleProbes(contenders.filter((n) => n !== 'direct'), ctx, dir) : new Map();
+  const probeStart = Date.now();
+  for (const name of contenders) {
+    if (name !== 'direct' && probes.size > 0) await readIdleProbes(probes, probeStart);
+    results.contenders[name] = await attempt(name, { h2: !cli['no-h2'], grpc: !cli['no-grpc'] });
+    const probe = probes.get(name);
+    if (probe && results.contenders[name] && !results.contenders[name].error) {
+      results.contenders[name].rssStartKb = results.contenders[name].rssIdleKb;
+      results.contenders[name].rssIdleKb = probe.rssKb;
+      results.contenders[name].rssIdleAfterSeconds = probe.afterSeconds;
+    }
+  }
   for (const name of variants) results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds, warmSeconds: p.variantWarmSeconds });
   await ctx.proc.stop();
   results.finishedAt = new Date().toISOString();
@@ -654,6 +670,35 @@ async function benchRun(cli, dir, cores) {
   fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
   fs.writeFileSync(path.join(RESULTS, 'latest.md'), md);
   log(`bench: wrote ${path.relative(ROOT, base)}.md, .json and bench/results/latest.md (${((Date.now() - startedAt) / 1000).toFixed(0)} s)`);
+}
+
+/** Starts one idle copy of each contender (own temp dir, own ports); failures are logged, not fatal. */
+async function startIdleProbes(names, ctx, dir) {
+  const probes = new Map();
+  const pdir = path.join(dir, 'idle-probes');
+  fs.mkdirSync(pdir, { recursive: true });
+  for (const name of names) {
+    try {
+      const { proc } = await startContender(name, { ...ctx, dir: path.join(pdir, name), grpc: undefined });
+      if (proc?.pid) probes.set(name, { proc, rssKb: undefined, afterSeconds: undefined });
+      else await proc?.stop();
+    } catch (err) {
+      log(`bench: idle probe ${name}: ${err.message.split('\n')[0]}`);
+    }
+  }
+  return probes;
+}
+
+/** Once SETTLED_IDLE_SECONDS have passed: reads every probe's RSS and stops it (once). */
+async function readIdleProbes(probes, since) {
+  if ([...probes.values()].every((x) => x.rssKb !== undefined)) return;
+  const wait = SETTLED_IDLE_SECONDS * 1000 - (Date.now() - since);
+  if (wait > 0) await procs.sleep(wait);
+  for (const probe of probes.values()) {
+    probe.afterSeconds = Math.round((Date.now() - since) / 1000);
+    probe.rssKb = procs.memory(probe.proc.pid).rssKb;
+    await probe.proc.stop();
+  }
 }
 
 /** Least-squares line through (t, v): { slope, intercept }. */
