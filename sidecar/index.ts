@@ -322,6 +322,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         await exporter?.close();
         stats.close();
         if (accessFlush) clearInterval(accessFlush);
+        stats.observer.flushAccessLog();
         accessLogger?.flush();
         accessDest?.flushSync();
       })();

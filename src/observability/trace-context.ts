@@ -40,9 +40,24 @@ export function parseTraceparent(v: string | undefined): { traceId: string; pare
   return { traceId, parentId, sampled: (parseInt(flags, 16) & 1) === 1 };
 }
 
+// The last tracestate cleaned, and the result: callers send the same one request after request.
+let lastTracestate: string | undefined;
+let lastClean: string | undefined;
+
 /** A `tracestate` worth forwarding: at most 32 list members, 512 characters, printable ASCII. */
 export function cleanTracestate(v: string | string[] | undefined): string | undefined {
   if (v === undefined) return undefined;
+  if (typeof v === 'string') {
+    if (v === lastTracestate) return lastClean;
+    const c = cleanTracestateOnce(v);
+    lastTracestate = v;
+    lastClean = c;
+    return c;
+  }
+  return cleanTracestateOnce(v);
+}
+
+function cleanTracestateOnce(v: string | string[]): string | undefined {
   const s = (Array.isArray(v) ? v.join(',') : v).trim();
   if (!s || s.length > 512 || !/^[\x20-\x7e]+$/.test(s)) return undefined;
   const members = s.split(',').map((x) => x.trim()).filter(Boolean);
@@ -93,34 +108,45 @@ export function extract(get: HeaderGetter): TraceContext | undefined {
 }
 
 // ---------------------------------------------------------------------------------------- ids
-// Random ids from a refilled pool: one randomFillSync per 256 ids instead of one per id.
+// Random ids from a refilled pool, kept as hex text: one randomFillSync and one hex conversion
+// per 256 ids; an id is then a slice of that text.
 const POOL = Buffer.alloc(4096);
-let poolAt = POOL.length;
+let hexPool = '';
+let poolAt = 0;
 
-function randomHex(bytes: number): string {
-  if (poolAt + bytes > POOL.length) {
+/** The offset of `chars` fresh random hex digits in `hexPool`. */
+function takeHex(chars: number): number {
+  if (poolAt + chars > hexPool.length) {
     randomFillSync(POOL);
+    hexPool = POOL.toString('hex');
     poolAt = 0;
   }
-  const s = POOL.toString('hex', poolAt, poolAt + bytes);
-  poolAt += bytes;
-  return s;
+  const at = poolAt;
+  poolAt += chars;
+  return at;
 }
 
 export function newTraceId(): string {
-  const s = randomHex(16);
+  const at = takeHex(32);
+  const s = hexPool.slice(at, at + 32);
   return s === ZERO32 ? newTraceId() : s;
 }
 
 export function newSpanId(): string {
-  const s = randomHex(8);
+  const at = takeHex(16);
+  const s = hexPool.slice(at, at + 16);
   return s === ZERO16 ? newSpanId() : s;
 }
 
+/** The RFC 4122 variant digit (10xx) for a random hex digit, by its char code. */
+const VARIANT: string[] = [];
+for (const c of '0123456789abcdef') VARIANT[c.charCodeAt(0)] = ((parseInt(c, 16) & 3) | 8).toString(16);
+
 /** A request id in UUID v4 form. */
 export function newRequestId(): string {
-  const h = randomHex(16);
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${((parseInt(h.charAt(16), 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  const a = takeHex(32);
+  const h = hexPool;
+  return `${h.slice(a, a + 8)}-${h.slice(a + 8, a + 12)}-4${h.slice(a + 13, a + 16)}-${VARIANT[h.charCodeAt(a + 16)] as string}${h.slice(a + 17, a + 20)}-${h.slice(a + 20, a + 32)}`;
 }
 
 /** Every header this module reads or writes (removed from a forwarded request, then rewritten). */
