@@ -122,11 +122,12 @@ async function runConfig(c, o) {
   const pino = require('pino');
   const { ProxyStats } = require(dist('sidecar/stats.js'));
   const { SpanExporter } = require(dist('src/observability/tracing.js'));
+  const { ACCESS_LOG_DESTINATION } = require(dist('src/observability/observer.js'));
   let dest;
   let accessLogger;
   if (c.accessLog > 0) {
-    // As sidecar/index.ts: pino.destination, asynchronous, ~12 KiB writes; a child with log/service.
-    dest = pino.destination({ dest: o.logFile, sync: false, minLength: 12 * 1024 });
+    // As sidecar/index.ts: pino.destination with the same options; a child with log/service.
+    dest = pino.destination({ dest: o.logFile, ...ACCESS_LOG_DESTINATION });
     accessLogger = pino({ level: 'info', base: undefined, timestamp: false }, dest).child({ log: 'access', service: 'bench' });
   }
   const stats = new ProxyStats({
@@ -177,6 +178,7 @@ async function runConfig(c, o) {
         r.end(st[0], st[1]);
       }
       done = end;
+      if (process.env.OBS_DEBUG && dest && done % 20000 === 0) process.stderr.write(`backlog ${dest._len}\n`);
       await tick();
     }
     return sink;

@@ -30,6 +30,15 @@ export interface ObserverOptions {
   knownService?: (name: string) => boolean;
 }
 
+/**
+ * The options of the access log's pino destination (sidecar/index.ts, bench/observability.js):
+ * asynchronous, written once ~12 KiB are waiting (a flush timer writes the rest), up to 64 KiB a
+ * write. sonic-boom has one write in flight and starts the next from its callback, so at most
+ * `maxWrite` bytes leave per event-loop turn: at its default (16 KiB) a busy sidecar logging
+ * every request fell behind and the backlog grew (tens of MB, then costly GC).
+ */
+export const ACCESS_LOG_DESTINATION = { sync: false, minLength: 12 * 1024, maxWrite: 64 * 1024 } as const;
+
 /** Set by the calling sidecar to its service; read (and removed) by the receiving one. */
 export const SOURCE_HEADER = 'x-meshlet-source';
 
@@ -45,8 +54,8 @@ export interface RequestInfo {
 
 type Get = (name: string) => string | undefined;
 
-/** Access-log lines are handed to the destination ~12 KiB at a time (its own write size)... */
-const ACCESS_BATCH = 12 * 1024;
+/** Access-log lines are handed to the destination ~48 KiB at a time... */
+const ACCESS_BATCH = 48 * 1024;
 /** ...or this long after the first line of a batch, so a quiet sidecar's lines still show. */
 const ACCESS_FLUSH_MS = 100;
 
@@ -100,7 +109,7 @@ export class Observer {
    * object through pino costs ~15 us a request here. Strings are quoted without JSON.stringify
    * unless they hold a character JSON escapes; the timestamp reuses its formatted second; the
    * route's fields are formatted once per route handle. Lines go to the logger's own
-   * (asynchronous) destination in batches of ~12 KiB, or after 100 ms when fewer came: the
+   * (asynchronous) destination in batches of ~48 KiB, or after 100 ms when fewer came: the
    * destination (sonic-boom) measures its whole pending buffer on every `write`, which cost
    * ~3 us a line when written one by one. The level set at runtime applies to each line when
    * it is built.
