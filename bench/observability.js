@@ -117,8 +117,8 @@ function deadPort() {
 
 const tick = () => new Promise((r) => setImmediate(r));
 
-/** One configuration: builds a fresh ProxyStats like sidecar/index.ts does, then runs the reps. */
-async function runConfig(c, o) {
+/** One configuration: a fresh ProxyStats built like sidecar/index.ts builds it. */
+async function setupConfig(c, o) {
   const pino = require('pino');
   const { ProxyStats } = require(dist('sidecar/stats.js'));
   const { SpanExporter } = require(dist('src/observability/tracing.js'));
@@ -178,42 +178,42 @@ async function runConfig(c, o) {
         r.end(st[0], st[1]);
       }
       done = end;
-      if (process.env.OBS_DEBUG && dest && done % 20000 === 0) process.stderr.write(`backlog ${dest._len}\n`);
       await tick();
     }
     return sink;
   };
 
-  // Warm-up: JIT, label sets bound, status counters created.
-  await runN(Math.min(o.iterations, 50_000));
-  const samples = [];
-  let sink = 0;
-  for (let rep = 0; rep < o.reps; rep++) {
-    const t0 = process.cpuUsage();
-    sink += await runN(o.iterations);
-    if (dest) {
-      observer.flushAccessLog();
-      await new Promise((r) => dest.flush(r));
-    }
-    const d = process.cpuUsage(t0);
-    samples.push((d.user + d.system) / o.iterations);
-  }
-  if (exporter) await exporter.close();
-  if (sink === 0) throw new Error('no headers forwarded?');
-  const sorted = [...samples].sort((a, b) => a - b);
   return {
-    name: c.name,
-    label: c.label,
-    medianUs: sorted[Math.floor(sorted.length / 2)],
-    minUs: sorted[0],
-    maxUs: sorted[sorted.length - 1],
-    samplesUs: samples,
-    spans: exporter ? { dropped: exporter.dropped, exported: exporter.exported } : undefined,
-    goalUs: c.goal,
+    c,
+    /** One repetition: CPU µs per request, the destination drained inside the window. */
+    async rep(n) {
+      const t0 = process.cpuUsage();
+      const sink = await runN(n);
+      if (dest) {
+        observer.flushAccessLog();
+        await new Promise((r) => dest.flush(r));
+      }
+      const d = process.cpuUsage(t0);
+      if (sink === 0) throw new Error('no headers forwarded?');
+      return (d.user + d.system) / n;
+    },
+    async close() {
+      if (exporter) await exporter.close();
+      return exporter ? { dropped: exporter.dropped, exported: exporter.exported } : undefined;
+    },
   };
 }
 
-/** Runs the configurations in turn; returns { params, rows }. */
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/**
+ * Runs the configurations interleaved (repetition 1 of each, then repetition 2 of each, ...) so
+ * that drift on a shared machine hits them alike; returns { params, rows }. "over all off" is
+ * the median of the per-repetition differences to `none` (paired, same round).
+ */
 async function run(opts = {}) {
   const o = {
     iterations: opts.iterations ?? 200_000,
@@ -223,23 +223,43 @@ async function run(opts = {}) {
     deadPort: await deadPort(),
   };
   if (!fs.existsSync(dist('sidecar/stats.js'))) throw new Error('dist/ is not built: npm run build');
-  const configs = CONFIGS.filter((c) => !o.only || o.only.includes(c.name));
+  let configs = CONFIGS.filter((c) => !o.only || o.only.includes(c.name));
   if (configs.length === 0) throw new Error(`no configuration matches; known: ${CONFIGS.map((c) => c.name).join(', ')}`);
+  // The differences need the baseline in every round.
+  if (!configs.some((c) => c.name === 'none')) configs = [CONFIGS[0], ...configs];
+  const runs = [];
+  for (const c of configs) runs.push(await setupConfig(c, o));
+  // Warm-up: JIT, label sets bound, status counters created.
+  for (const r of runs) await r.rep(Math.min(o.iterations, 50_000));
+  const samples = runs.map(() => []);
+  for (let rep = 0; rep < o.reps; rep++) for (let i = 0; i < runs.length; i++) samples[i].push(await runs[i].rep(o.iterations));
+  const base = samples[runs.findIndex((r) => r.c.name === 'none')];
   const rows = [];
-  for (const c of configs) rows.push(await runConfig(c, o));
-  const none = rows.find((r) => r.name === 'none');
-  for (const r of rows) {
-    r.overNoneUs = none && r !== none ? r.medianUs - none.medianUs : undefined;
-    if (r.goalUs !== undefined) r.pass = r.medianUs <= r.goalUs;
+  for (let i = 0; i < runs.length; i++) {
+    const c = runs[i].c;
+    const xs = samples[i];
+    const row = {
+      name: c.name,
+      label: c.label,
+      medianUs: median(xs),
+      minUs: Math.min(...xs),
+      maxUs: Math.max(...xs),
+      samplesUs: xs,
+      overNoneUs: c.name === 'none' ? undefined : median(xs.map((x, k) => x - base[k])),
+      spans: await runs[i].close(),
+      goalUs: c.goal,
+    };
+    if (row.goalUs !== undefined) row.pass = row.overNoneUs <= row.goalUs;
+    rows.push(row);
   }
-  return { params: { iterations: o.iterations, reps: o.reps, logFile: o.logFile, node: process.version }, rows };
+  return { params: { iterations: o.iterations, reps: o.reps, logFile: o.logFile, node: process.version, execArgv: process.execArgv }, rows };
 }
 
 const f2 = (x) => (x === undefined ? '-' : x.toFixed(2));
 
 /** The table as rows of strings (for bench/lib/report.js and the terminal). */
 function table(res) {
-  const head = ['configuration', 'CPU µs/req (median)', 'min – max', 'over "all off"', 'goal'];
+  const head = ['configuration', 'CPU µs/req (median)', 'min – max', 'cost over "all off"', 'goal (cost)'];
   const rows = res.rows.map((r) => [
     `${r.label} [${r.name}]`,
     f2(r.medianUs),
