@@ -137,7 +137,7 @@ async function setupConfig(c, o) {
     samplingPercent: c.sampling,
     processMetrics: false,
     knownService: (n) => n === 'frontend',
-    accessLog: accessLogger ? { logger: accessLogger, sample: c.accessLog } : undefined,
+    accessLog: accessLogger ? { logger: accessLogger, sample: c.accessLog, buffers: true } : undefined,
   });
   let exporter;
   if (c.tracing) {

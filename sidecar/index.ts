@@ -140,7 +140,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     knownService: (name) => current?.services.has(name) === true,
     tracing: obs.tracing,
     samplingPercent: obs.samplingPercent,
-    accessLog: accessLogger ? { logger: accessLogger, sample: accessLogSample } : undefined,
+    // Our own destination takes Buffers: the observer encodes the lines (ACCESS_LOG_DESTINATION).
+    accessLog: accessLogger ? { logger: accessLogger, sample: accessLogSample, buffers: accessDest !== undefined } : undefined,
   });
   if (obs.collector) {
     const m = stats.metrics.registry;

@@ -20,8 +20,12 @@ export interface ObserverOptions {
   /** Percent of new traces sampled (0..100, default 1); a caller's decision always wins. */
   samplingPercent?: number;
   exporter?: SpanExporter;
-  /** Access log: a pino logger (lines at info) and the fraction of requests logged (0..1). */
-  accessLog?: { logger: Logger; sample: number };
+  /**
+   * Access log: a pino logger (lines at info) and the fraction of requests logged (0..1).
+   * `buffers`: the logger's destination takes Buffers (ACCESS_LOG_DESTINATION, sonic-boom
+   * `contentMode: 'buffer'`): the lines are then encoded once, here, into 64 KiB chunks.
+   */
+  accessLog?: AccessLogOptions;
   random?: () => number;
   /**
    * Whether a name is a service of the snapshot in force: the caller's `x-meshlet-source` is a
@@ -33,11 +37,12 @@ export interface ObserverOptions {
 /**
  * The options of the access log's pino destination (sidecar/index.ts, bench/observability.js):
  * asynchronous, written once ~12 KiB are waiting (a flush timer writes the rest), up to 64 KiB a
- * write. sonic-boom has one write in flight and starts the next from its callback, so at most
+ * write, Buffers in (the observer encodes; pass `buffers: true` with it). In text mode sonic-boom
+ * measures and encodes each string twice more. sonic-boom has one write in flight and starts the next from its callback, so at most
  * `maxWrite` bytes leave per event-loop turn: at its default (16 KiB) a busy sidecar logging
  * every request fell behind and the backlog grew (tens of MB, then costly GC).
  */
-export const ACCESS_LOG_DESTINATION = { sync: false, minLength: 12 * 1024, maxWrite: 64 * 1024 } as const;
+export const ACCESS_LOG_DESTINATION = { sync: false, minLength: 12 * 1024, maxWrite: 64 * 1024, contentMode: 'buffer' } as const;
 
 /** Set by the calling sidecar to its service; read (and removed) by the receiving one. */
 export const SOURCE_HEADER = 'x-meshlet-source';
@@ -54,8 +59,16 @@ export interface RequestInfo {
 
 type Get = (name: string) => string | undefined;
 
-/** Access-log lines are handed to the destination this many at a time (~40-60 KiB)... */
+export interface AccessLogOptions {
+  logger: Logger;
+  sample: number;
+  buffers?: boolean;
+}
+
+/** Access-log lines are handed to a text destination this many at a time (~40-60 KiB)... */
 const ACCESS_BATCH_LINES = 128;
+/** The size of an encoded batch (a Buffers destination). */
+const ACCESS_CHUNK = 64 * 1024;
 /** ...or this long after the first line of a batch, so a quiet sidecar's lines still show. */
 const ACCESS_FLUSH_MS = 100;
 
@@ -65,7 +78,7 @@ export class Observer {
   tracing: boolean;
   samplingPercent: number;
   exporter?: SpanExporter;
-  accessLog?: { logger: Logger; sample: number };
+  accessLog?: AccessLogOptions;
   private readonly random: () => number;
   private readonly knownService: (name: string) => boolean;
   private readonly inboundBySource = new Map<string, RouteHandle>();
@@ -83,13 +96,11 @@ export class Observer {
   }
 
   private accessPrefix = '';
-  private accessStream: { write(line: string): unknown } | null | undefined;
-  /**
-   * The pieces of the access-log lines not yet handed to the stream, joined once per batch:
-   * pushing the pieces (mostly constants and strings that exist already) allocates far less
-   * than concatenating each line.
-   */
-  private readonly accessParts: string[] = [];
+  private accessStream: { write(chunk: string | Buffer): unknown } | null | undefined;
+  /** Access-log lines not yet handed to the stream: text, or encoded into `accessBuf`. */
+  private accessPending = '';
+  private accessBuf: Buffer | undefined;
+  private accessOff = 0;
   private accessLines = 0;
   private accessTimer: NodeJS.Timeout | undefined;
   private readonly flushAccess = (): void => {
@@ -104,10 +115,36 @@ export class Observer {
       this.accessTimer = undefined;
     }
     if (this.accessLines === 0) return;
-    const s = this.accessParts.join('');
-    this.accessParts.length = 0;
     this.accessLines = 0;
-    (this.accessStream as { write(line: string): unknown }).write(s);
+    const stream = this.accessStream as { write(chunk: string | Buffer): unknown };
+    const buf = this.accessBuf;
+    if (buf) {
+      // The stream keeps the chunk until written: the next lines go into a new buffer.
+      stream.write(buf.subarray(0, this.accessOff));
+      this.accessBuf = undefined;
+      this.accessOff = 0;
+    } else {
+      const s = this.accessPending;
+      this.accessPending = '';
+      stream.write(s);
+    }
+  }
+
+  private appendAccessLine(line: string, buffers: boolean): void {
+    if (buffers) {
+      // At most 3 bytes of UTF-8 per UTF-16 unit.
+      if (this.accessBuf !== undefined && this.accessOff + line.length * 3 > this.accessBuf.length) this.flushAccessLog();
+      const buf = (this.accessBuf ??= Buffer.allocUnsafeSlow(Math.max(ACCESS_CHUNK, line.length * 3)));
+      this.accessOff += buf.write(line, this.accessOff);
+      this.accessLines++;
+    } else {
+      this.accessPending += line;
+      if (++this.accessLines >= ACCESS_BATCH_LINES) this.flushAccessLog();
+    }
+    if (this.accessLines > 0 && this.accessTimer === undefined) {
+      this.accessTimer = setTimeout(this.flushAccess, ACCESS_FLUSH_MS);
+      this.accessTimer.unref();
+    }
   }
 
   /**
@@ -115,53 +152,32 @@ export class Observer {
    * object through pino costs ~15 us a request here. Strings are quoted without JSON.stringify
    * unless they hold a character JSON escapes; the timestamp reuses its formatted second; the
    * route's fields are formatted once per route handle. Lines go to the logger's own
-   * (asynchronous) destination in batches of ACCESS_BATCH_LINES, or after 100 ms when fewer
-   * came: the destination (sonic-boom) measures its whole pending buffer on every `write`,
-   * which cost ~3 us a line when written one by one. The level set at runtime applies to each
+   * (asynchronous) destination in batches (64 KiB encoded, or ACCESS_BATCH_LINES as text), or
+   * after 100 ms when fewer came: a text destination (sonic-boom) measures its whole pending
+   * buffer on every `write`, which cost ~3 us a line when written one by one. The level set at runtime applies to each
    * line when it is built.
    */
   writeAccessLog(r: ObservedRequest, status: number, flag: string | undefined, seconds: number, h: RouteHandle): void {
-    const al = this.accessLog as { logger: Logger; sample: number };
+    const al = this.accessLog as AccessLogOptions;
     if (!al.logger.isLevelEnabled('info')) return;
     if (this.accessStream === undefined) {
-      const stream = (al.logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as { write(line: string): unknown } | undefined;
+      const stream = (al.logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as { write(chunk: string | Buffer): unknown } | undefined;
       this.accessStream = stream && typeof stream.write === 'function' ? stream : null;
       const prefix = JSON.stringify({ level: 30, ...al.logger.bindings() });
       this.accessPrefix = prefix.length > 2 ? `${prefix.slice(0, -1)},` : '{';
     }
     const info = r.info;
-    const stream = this.accessStream;
-    const p = stream ? this.accessParts : [];
-    if (stream) p.push(this.accessPrefix);
-    const ms = r.wallStart;
-    const sec = Math.floor(ms / 1000);
-    p.push('"start_time":"', isoSecondPrefix(sec), MILLIS[ms - sec * 1000] as string, 'Z","direction":"', r.direction, '","method":');
-    pushJson(p, info.method);
-    p.push(',"authority":');
-    pushJson(p, info.authority);
-    p.push(',"path":');
-    pushJson(p, info.path);
-    p.push(info.protocol === 'http2' ? ',"protocol":"HTTP/2","response_code":' : ',"protocol":"HTTP/1.1","response_code":', String(status), ',"response_flags":');
-    if (flag === undefined) p.push('"-"');
-    else pushJson(p, flag);
-    p.push(',"bytes_received":', String(r.requestBytes), ',"bytes_sent":', String(r.responseBytes), ',"duration_ms":', String(Math.round(seconds * 1e6) / 1000), ',"upstream_host":');
-    if (r.upstream === undefined) p.push('null');
-    else pushJson(p, r.upstream);
-    p.push((h.accessLogFields ??= routeFields(h)));
-    if (r.traceId) p.push('"trace_id":"', r.traceId, '","request_id":');
-    else p.push('"trace_id":null,"request_id":');
-    pushJson(p, r.requestId);
-    if (!stream) {
-      p.push('}');
-      al.logger.info(JSON.parse(`{${p.join('')}`) as object);
+    const fields =
+      `"start_time":"${isoTime(r.wallStart)}","direction":"${r.direction}","method":${jsonString(info.method)},` +
+      `"authority":${jsonString(info.authority)},"path":${jsonString(info.path)},"protocol":"${info.protocol === 'http2' ? 'HTTP/2' : 'HTTP/1.1'}",` +
+      `"response_code":${status},"response_flags":${flag === undefined ? '"-"' : jsonString(flag)},"bytes_received":${r.requestBytes},"bytes_sent":${r.responseBytes},` +
+      `"duration_ms":${Math.round(seconds * 1e6) / 1000},"upstream_host":${r.upstream === undefined ? 'null' : jsonString(r.upstream)}${(h.accessLogFields ??= routeFields(h))}` +
+      `"trace_id":${r.traceId ? `"${r.traceId}"` : 'null'},"request_id":${jsonString(r.requestId)}}`;
+    if (!this.accessStream) {
+      al.logger.info(JSON.parse(`{${fields}`) as object);
       return;
     }
-    p.push('}\n');
-    if (++this.accessLines >= ACCESS_BATCH_LINES) this.flushAccessLog();
-    else if (this.accessTimer === undefined) {
-      this.accessTimer = setTimeout(this.flushAccess, ACCESS_FLUSH_MS);
-      this.accessTimer.unref();
-    }
+    this.appendAccessLine(`${this.accessPrefix}${fields}\n`, al.buffers === true);
   }
 
   private inboundHandle(source: string | undefined): RouteHandle {
@@ -284,12 +300,6 @@ function needsEscape(s: string): boolean {
 /** A string as a JSON string literal: quoted as it is unless it holds a character JSON escapes. */
 export function jsonString(s: string): string {
   return needsEscape(s) ? JSON.stringify(s) : `"${s}"`;
-}
-
-/** Pushes `s` as a JSON string literal, in pieces (no new string unless it needs escaping). */
-function pushJson(p: string[], s: string): void {
-  if (needsEscape(s)) p.push(JSON.stringify(s));
-  else p.push('"', s, '"');
 }
 
 const MILLIS: string[] = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
