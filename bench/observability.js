@@ -4,12 +4,14 @@
  * Observability overhead, in-process: the CPU the sidecar's per-request observability hooks cost,
  * without sockets, parsers or the rest of the proxy in the way. See bench/README.md.
  *
- *   node bench/observability.js                      # the table (a few seconds)
+ *   node bench/observability.js                      # the table (~20 s)
  *   node bench/observability.js --json               # the same as JSON on stdout
  *   node bench/observability.js --only all --reps 1  # one configuration (e.g. under --cpu-prof)
  *
  * Options: --iterations N (requests per repetition, default 200000), --reps N (default 5),
  * --only a,b (configurations), --log-file PATH (access-log destination, default /dev/null), --json.
+ * It runs under the sidecar's Node flags (--max-semi-space-size=2 --heap-growing-percent=20),
+ * re-executing itself when started without them.
  *
  * Each synthetic request goes through the same calls sidecar/exchange.ts makes, on the real
  * ProxyStats / Observer / SpanExporter from dist/: `observer.begin` (reading the forwarded,
@@ -272,7 +274,15 @@ function table(res) {
 
 module.exports = { run, table, CONFIGS };
 
-if (require.main === module) {
+/** The sidecar's Node flags (its shebang, src/cli/main.ts): the young generation size matters here. */
+const SIDECAR_NODE_FLAGS = ['--max-semi-space-size=2', '--heap-growing-percent=20'];
+
+if (require.main === module && !process.execArgv.some((a) => a.startsWith('--max-semi-space-size'))) {
+  // Run again under the sidecar's flags (other Node flags, e.g. --cpu-prof, are kept).
+  const { spawnSync } = require('node:child_process');
+  const r = spawnSync(process.execPath, [...SIDECAR_NODE_FLAGS, ...process.execArgv, __filename, ...process.argv.slice(2)], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+} else if (require.main === module) {
   const { values } = parseArgs({
     options: {
       iterations: { type: 'string' },

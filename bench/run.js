@@ -7,7 +7,8 @@
  *   npm run bench -- --quick       # smoke run (< 1 min), noisy figures
  *   npm run bench -- --soak        # 10 min at 1,000 req/s through the full-chain sidecar, RSS every 30 s
  *
- * Options: --only a,b (contenders), --no-variants, --no-h2, --no-build, --soak-minutes N,
+ * Options: --only a,b (contenders), --no-variants, --no-h2, --no-obs (skip the in-process
+ * observability microbenchmark, bench/observability.js), --no-build, --soak-minutes N,
  * --soak-warmup S, --keep-tmp.
  */
 const fs = require('node:fs');
@@ -25,8 +26,8 @@ const LOAD_CPU = 0;
 const HOST = 'upstream';
 
 const PROFILES = {
-  default: { warmSeconds: 2, wrkSeconds: 8, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 8, rateWarmSeconds: 1, h2WarmSeconds: 1, h2Seconds: 5, variants: true },
-  quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.25, h2Seconds: 1, variants: false },
+  default: { warmSeconds: 2, wrkSeconds: 8, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 8, rateWarmSeconds: 1, h2WarmSeconds: 1, h2Seconds: 5, variants: true, obsIterations: 200_000, obsReps: 5 },
+  quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.25, h2Seconds: 1, variants: false, obsIterations: 50_000, obsReps: 3 },
 };
 const RATES = [1000, 5000];
 const WRK_CONNECTIONS = 64;
@@ -54,6 +55,7 @@ function parseCli() {
       only: { type: 'string' },
       'no-variants': { type: 'boolean', default: false },
       'no-h2': { type: 'boolean', default: false },
+      'no-obs': { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -532,6 +534,7 @@ async function benchRun(cli, dir, cores) {
   for (const name of contenders) results.contenders[name] = await attempt(name, { h2: !cli['no-h2'] });
   for (const name of variants) results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds, warmSeconds: p.variantWarmSeconds });
   await ctx.proc.stop();
+  if (!cli['no-obs']) results.observability = await observabilityBench(p);
   results.finishedAt = new Date().toISOString();
   results.env.backgroundBusyPct = { before: backgroundBefore, after: await procs.coreBusy(500) };
 
@@ -548,6 +551,22 @@ async function benchRun(cli, dir, cores) {
   fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
   fs.writeFileSync(path.join(RESULTS, 'latest.md'), md);
   log(`bench: wrote ${path.relative(ROOT, base)}.md, .json and bench/results/latest.md (${((Date.now() - startedAt) / 1000).toFixed(0)} s)`);
+}
+
+/**
+ * The in-process observability microbenchmark (bench/observability.js), on the proxy's core (it
+ * runs itself under the sidecar's Node flags); a failure is reported, the rest of the run stands.
+ */
+async function observabilityBench(p) {
+  const args = [path.join(__dirname, 'observability.js'), '--json', '--iterations', String(p.obsIterations), '--reps', String(p.obsReps)];
+  log(`bench: observability overhead (in-process), ${p.obsIterations} requests x ${p.obsReps} reps`);
+  try {
+    const { stdout } = await procs.run(process.execPath, args, { cpu: PROXY_CPU, timeoutMs: 180_000 });
+    return JSON.parse(stdout);
+  } catch (err) {
+    log(`bench: observability: FAILED: ${err.message}`);
+    return { error: err.message.split('\n')[0] };
+  }
 }
 
 /** Least-squares line through (t, v): { slope, intercept }. */
