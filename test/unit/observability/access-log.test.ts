@@ -1,7 +1,7 @@
 /**
  * The access log as the observer writes it: the same JSON a pino `info` of the fields would
  * give (strings escaped exactly as JSON.stringify does, the ISO timestamp), batched to a text
- * stream or encoded into Buffers for the sidecar's own destination (ACCESS_LOG_DESTINATION),
+ * stream or encoded into one Buffer a batch for the sidecar's own destination (ACCESS_LOG_DESTINATION),
  * nothing lost at a flush, and the level set at runtime applied to each line. Also: the span the
  * observer queues carries its name and tags, built at export time, and a full queue counts the
  * drop before anything is built.
@@ -70,7 +70,7 @@ t.test('a text stream: lines batched, the same JSON as pino, level applied per l
   t.match(JSON.parse(chunks[1] as string), { path: '/loud' });
 });
 
-t.test('the sidecar destination (Buffers): every line written, in order, across chunks', async (t) => {
+t.test('the sidecar destination (Buffers): every line written, in order, across batches', async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'meshlet-access-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'access.log');
@@ -85,7 +85,7 @@ t.test('the sidecar destination (Buffers): every line written, in order, across 
   o.flushAccessLog();
   dest.flushSync();
   const lines = readFileSync(file, 'utf8').trim().split('\n');
-  t.equal(lines.length, n, 'every line, over several 64 KiB chunks');
+  t.equal(lines.length, n, 'every line, over several batches');
   lines.forEach((l, i) => {
     const p = (JSON.parse(l) as { path: string }).path;
     if (p !== `/items/${i}/${'é✓'.repeat(i % 7)}`) t.fail(`line ${i}: ${p}`);
