@@ -232,15 +232,10 @@ export class ObservedRequest {
     }
     out.push('x-request-id', this.requestId);
     if (this.direction === 'outbound') out.push(SOURCE_HEADER, this.o.metrics.service);
-    if (this.o.tracing)
-      injectHeaders(out, {
-        traceId: this.traceId,
-        spanId: this.spanId,
-        parentId: this.parentId,
-        sampled: this.sampled,
-        tracestate: this.incoming?.tracestate,
-        format: this.incoming?.format ?? 'none',
-      });
+    if (this.o.tracing) {
+      const inc = this.incoming;
+      injectHeaders(out, this.traceId, this.spanId, this.parentId, this.sampled, inc?.tracestate, inc ? inc.format : 'none');
+    }
     return out;
   }
 
