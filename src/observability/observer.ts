@@ -38,9 +38,9 @@ export interface ObserverOptions {
  * The options of the access log's pino destination (sidecar/index.ts, bench/observability.js):
  * asynchronous, written once ~12 KiB are waiting (a flush timer writes the rest), up to 64 KiB a
  * write, Buffers in (the observer encodes; pass `buffers: true` with it). In text mode sonic-boom
- * measures and encodes each string twice more. sonic-boom has one write in flight and starts the next from its callback, so at most
- * `maxWrite` bytes leave per event-loop turn: at its default (16 KiB) a busy sidecar logging
- * every request fell behind and the backlog grew (tens of MB, then costly GC).
+ * measures and encodes each string twice more. sonic-boom has one write in flight, so about
+ * `maxWrite` bytes leave per completed write: at its default (16 KiB) the microbenchmark's
+ * writer fell behind and its backlog grew to tens of MB (then costly GC).
  */
 export const ACCESS_LOG_DESTINATION = { sync: false, minLength: 12 * 1024, maxWrite: 64 * 1024, contentMode: 'buffer' } as const;
 
