@@ -7,7 +7,8 @@
  *   npm run bench -- --quick       # smoke run (< 1 min), noisy figures
  *   npm run bench -- --soak        # 10 min at 1,000 req/s through the full-chain sidecar, RSS every 30 s
  *
- * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-build, --soak-minutes N,
+ * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-obs (skip the in-process
+ * observability microbenchmark, bench/observability.js), --no-build, --soak-minutes N,
  * --soak-warmup S, --keep-tmp, --concurrency-contenders (adds meshlet-full-c2: the full chain with
  * --concurrency 2 on both cores; off by default, also selected by naming it in --only).
  */
@@ -28,9 +29,9 @@ const HOST = 'upstream';
 
 const PROFILES = {
   // The default run stays under 5 minutes: each measure() logs its wall seconds, the JSON has them per step (stepSeconds).
-  default: { settledIdle: true, warmSeconds: 2, wrkSeconds: 6, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 7, rateWarmSeconds: 1, h2WarmSeconds: 0.5, h2Seconds: 5, grpcWarmSeconds: 0.5, grpcSeconds: 5, variants: true },
+  default: { settledIdle: true, warmSeconds: 2, wrkSeconds: 6, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 7, rateWarmSeconds: 1, h2WarmSeconds: 0.5, h2Seconds: 5, grpcWarmSeconds: 0.5, grpcSeconds: 5, variants: true, obsIterations: 100_000, obsReps: 5 },
   // quick stays under 1 minute: the h2 and gRPC runs are a smoke test of the path here (0.1 s warm-up, 0.5 s).
-  quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.1, h2Seconds: 0.5, grpcWarmSeconds: 0.1, grpcSeconds: 0.5, variants: false },
+  quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.1, h2Seconds: 0.5, grpcWarmSeconds: 0.1, grpcSeconds: 0.5, variants: false, obsIterations: 30_000, obsReps: 3 },
 };
 /** A sidecar at rest is measured after this long without traffic (V8's memory reducer runs after ~8 s of idleness). */
 const SETTLED_IDLE_SECONDS = 20;
@@ -66,6 +67,7 @@ function parseCli() {
       'no-variants': { type: 'boolean', default: false },
       'no-h2': { type: 'boolean', default: false },
       'no-grpc': { type: 'boolean', default: false },
+      'no-obs': { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -654,6 +656,7 @@ async function benchRun(cli, dir, cores) {
   }
   for (const name of variants) results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds, warmSeconds: p.variantWarmSeconds });
   await ctx.proc.stop();
+  if (!cli['no-obs']) results.observability = await observabilityBench(p);
   results.finishedAt = new Date().toISOString();
   results.env.backgroundBusyPct = { before: backgroundBefore, after: await procs.coreBusy(500) };
 
@@ -698,6 +701,22 @@ async function readIdleProbes(probes, since) {
     probe.afterSeconds = Math.round((Date.now() - since) / 1000);
     probe.rssKb = procs.memory(probe.proc.pid).rssKb;
     await probe.proc.stop();
+  }
+}
+
+/**
+ * The in-process observability microbenchmark (bench/observability.js), on the proxy's core (it
+ * runs itself under the sidecar's Node flags); a failure is reported, the rest of the run stands.
+ */
+async function observabilityBench(p) {
+  const args = [path.join(__dirname, 'observability.js'), '--json', '--iterations', String(p.obsIterations), '--reps', String(p.obsReps)];
+  log(`bench: observability overhead (in-process), ${p.obsIterations} requests x ${p.obsReps} reps`);
+  try {
+    const { stdout } = await procs.run(process.execPath, args, { cpu: PROXY_CPU, timeoutMs: 180_000 });
+    return JSON.parse(stdout);
+  } catch (err) {
+    log(`bench: observability: FAILED: ${err.message}`);
+    return { error: err.message.split('\n')[0] };
   }
 }
 

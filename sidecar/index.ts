@@ -23,6 +23,7 @@ import { systemClock } from '../src/core/clock';
 import { ResilienceState } from '../src/resilience/state';
 import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
 import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
+import { ACCESS_LOG_DESTINATION } from '../src/observability/observer';
 import { ProxyStats } from './stats';
 import type { Format } from '../src/observability/metrics';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
@@ -154,12 +155,13 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const obs = opts.observability ?? {};
   const accessLogSample = obs.accessLogSample ?? 0;
   if (!(accessLogSample >= 0 && accessLogSample <= 1)) throw new Error(`access-log sampling must be within 0..1, got ${accessLogSample}`);
-  // Access-log lines are batched into ~12 KiB writes (one syscall per ~30 lines instead of one a
-  // line) and flushed at least every 500 ms, so a quiet sidecar's lines still show up promptly.
+  // Access-log lines are batched (observer.ts, ACCESS_LOG_DESTINATION: one syscall per 12-64 KiB
+  // instead of one a line) and flushed at least every 500 ms, so a quiet sidecar's lines still
+  // show up promptly.
   let accessFlush: NodeJS.Timeout | undefined;
   let accessDest: ReturnType<typeof pino.destination> | undefined;
   if (accessLogSample > 0 && !obs.accessLogger) {
-    accessDest = pino.destination({ dest: 1, sync: false, minLength: 12 * 1024 });
+    accessDest = pino.destination({ dest: 1, ...ACCESS_LOG_DESTINATION });
     const dest = accessDest;
     accessFlush = setInterval(() => dest.flush(), 500);
     accessFlush.unref();
@@ -178,7 +180,8 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     knownService: (name) => current?.services.has(name) === true,
     tracing: obs.tracing,
     samplingPercent: obs.samplingPercent,
-    accessLog: accessLogger ? { logger: accessLogger, sample: accessLogSample } : undefined,
+    // Our own destination takes Buffers: the observer encodes the lines (ACCESS_LOG_DESTINATION).
+    accessLog: accessLogger ? { logger: accessLogger, sample: accessLogSample, buffers: accessDest !== undefined } : undefined,
   });
   if (obs.collector) {
     const m = stats.metrics.registry;
@@ -315,6 +318,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         await exporter?.close();
         stats.close();
         if (accessFlush) clearInterval(accessFlush);
+        stats.observer.flushAccessLog();
         accessLogger?.flush();
         accessDest?.flushSync();
       })();

@@ -212,6 +212,20 @@ function featureTable(results) {
   return { head, rows };
 }
 
+/** bench/observability.js: the per-request CPU of the observability hooks, in-process. */
+function observabilityTable(results) {
+  const o = results.observability;
+  if (!o || o.error || !o.rows) return undefined;
+  return require('../observability').table(o);
+}
+
+function observabilityNote(results) {
+  const o = results.observability;
+  if (!o) return '';
+  if (o.error) return `FAILED: ${o.error}`;
+  return `bench/observability.js: the sidecar's observer hooks alone (begin, header rewrite, end: metrics, span, access-log line to /dev/null through the sidecar's destination), ${o.params.iterations} synthetic requests × ${o.params.reps} rounds, configurations interleaved, CPU = process.cpuUsage (all threads) ÷ requests, median; "cost" = median paired difference to all off. Node ${[o.params.node, ...(o.params.execArgv ?? [])].join(' ')}, on core ${results.env.proxyCpu}.`;
+}
+
 /** The goals from the issue, evaluated on the full-chain sidecar. */
 function goals(results, soak) {
   const full = figures(results, 'meshlet-full');
@@ -245,6 +259,9 @@ function goals(results, soak) {
   const start = def(full.rssStartKb) ? ` (${fmt.mb(full.rssStartKb)} MB 300 ms after start)` : '';
   out.push(check('RSS idle', def(full.rssIdleKb) ? `${fmt.mb(full.rssIdleKb)} MB${start}` : undefined, '≤ 60 MB', def(full.rssIdleKb) ? full.rssIdleKb <= 60 * 1024 : undefined));
   out.push(check('RSS peak', def(full.rssPeakKb) ? `${fmt.mb(full.rssPeakKb)} MB` : undefined, '≤ 100 MB', def(full.rssPeakKb) ? full.rssPeakKb <= 100 * 1024 : undefined));
+  const obsAll = results.observability?.rows?.find((r) => r.name === 'all');
+  if (obsAll && def(obsAll.overNoneUs))
+    out.push(check('observability: metrics + tracing (1%) + access log, in-process', `${fmt.num(obsAll.overNoneUs, 2)} µs`, '≤ 3 µs', obsAll.overNoneUs <= 3));
   if (soak) out.push(check(`soak RSS flat (${soak.source})`, soak.summary ?? '?', '±5% (trend and floor)', soak.pass));
   else out.push({ goal: 'soak RSS flat', actual: 'not run (npm run bench -- --soak)', target: '±5%', pass: 'n/a' });
   return out;
@@ -282,6 +299,13 @@ function renderText(results, g) {
   parts.push('per-feature cost (CPU at max load):');
   parts.push(textTable(t.head, t.rows));
   parts.push('');
+  const ot = observabilityTable(results);
+  if (results.observability) {
+    parts.push('observability overhead (in-process):');
+    if (ot) parts.push(textTable(ot.head, ot.rows));
+    else parts.push(observabilityNote(results));
+    parts.push('');
+  }
   t = goalsTable(g);
   parts.push(textTable(t.head, t.rows));
   return parts.join('\n');
@@ -326,6 +350,17 @@ function renderMarkdown(results, g) {
   t = featureTable(results);
   parts.push(mdTable(t.head, t.rows));
   parts.push('');
+  if (results.observability) {
+    parts.push('## Observability overhead (in-process)');
+    parts.push('');
+    parts.push(observabilityNote(results));
+    const ot = observabilityTable(results);
+    if (ot) {
+      parts.push('');
+      parts.push(mdTable(ot.head, ot.rows));
+    }
+    parts.push('');
+  }
   parts.push('## Goals');
   parts.push('');
   t = goalsTable(g);

@@ -34,6 +34,8 @@ export class RouteHandle {
   private readonly requests: (CounterChild | undefined)[] = [];
   /** Requests counted on this handle. */
   total = 0;
+  /** The access log's route and destination fields, formatted once (observer.ts). */
+  accessLogFields?: string;
   constructor(
     private readonly m: MeshMetrics,
     readonly direction: Direction,

@@ -9,7 +9,7 @@
 import pino, { type Logger } from 'pino';
 import type { MeshMetrics, RouteHandle, Direction } from './mesh-metrics';
 import { extract, injectHeaders, newRequestId, newSpanId, newTraceId, TRACE_HEADERS, type TraceContext } from './trace-context';
-import type { SpanExporter } from './tracing';
+import type { Span, SpanExporter } from './tracing';
 
 export interface ObserverOptions {
   metrics: MeshMetrics;
@@ -20,8 +20,12 @@ export interface ObserverOptions {
   /** Percent of new traces sampled (0..100, default 1); a caller's decision always wins. */
   samplingPercent?: number;
   exporter?: SpanExporter;
-  /** Access log: a pino logger (lines at info) and the fraction of requests logged (0..1). */
-  accessLog?: { logger: Logger; sample: number };
+  /**
+   * Access log: a pino logger (lines at info) and the fraction of requests logged (0..1).
+   * `buffers`: the logger's destination takes Buffers (ACCESS_LOG_DESTINATION, sonic-boom
+   * `contentMode: 'buffer'`): each batch of lines is then encoded once, here.
+   */
+  accessLog?: AccessLogOptions;
   random?: () => number;
   /**
    * Whether a name is a service of the snapshot in force: the caller's `x-meshlet-source` is a
@@ -29,6 +33,16 @@ export interface ObserverOptions {
    */
   knownService?: (name: string) => boolean;
 }
+
+/**
+ * The options of the access log's pino destination (sidecar/index.ts, bench/observability.js):
+ * asynchronous, written once ~12 KiB are waiting (a flush timer writes the rest), up to 64 KiB a
+ * write, Buffers in (the observer encodes; pass `buffers: true` with it). In text mode sonic-boom
+ * measures and encodes each string twice more. sonic-boom has one write in flight, so about
+ * `maxWrite` bytes leave per completed write: at its default (16 KiB) the microbenchmark's
+ * writer fell behind and its backlog grew to tens of MB (then costly GC).
+ */
+export const ACCESS_LOG_DESTINATION = { sync: false, minLength: 12 * 1024, maxWrite: 64 * 1024, contentMode: 'buffer' } as const;
 
 /** Set by the calling sidecar to its service; read (and removed) by the receiving one. */
 export const SOURCE_HEADER = 'x-meshlet-source';
@@ -45,13 +59,24 @@ export interface RequestInfo {
 
 type Get = (name: string) => string | undefined;
 
+export interface AccessLogOptions {
+  logger: Logger;
+  sample: number;
+  buffers?: boolean;
+}
+
+/** Access-log lines are handed to the destination this many at a time (~40-60 KiB)... */
+const ACCESS_BATCH_LINES = 128;
+/** ...or this long after the first line of a batch, so a quiet sidecar's lines still show. */
+const ACCESS_FLUSH_MS = 100;
+
 export class Observer {
   readonly metrics: MeshMetrics;
   readonly recordMetrics: boolean;
   tracing: boolean;
   samplingPercent: number;
   exporter?: SpanExporter;
-  accessLog?: { logger: Logger; sample: number };
+  accessLog?: AccessLogOptions;
   private readonly random: () => number;
   private readonly knownService: (name: string) => boolean;
   private readonly inboundBySource = new Map<string, RouteHandle>();
@@ -68,33 +93,67 @@ export class Observer {
     this.knownService = opts.knownService ?? (() => false);
   }
 
-  private accessPrefix: string | undefined;
-  private accessStream: { write(line: string): unknown } | null | undefined;
+  private accessPrefix = '';
+  private accessStream: { write(chunk: string | Buffer): unknown } | null | undefined;
+  /** Access-log lines not yet handed to the stream, and how many. */
+  private accessPending = '';
+  private accessLines = 0;
+  private accessTimer: NodeJS.Timeout | undefined;
+  private readonly flushAccess = (): void => {
+    this.accessTimer = undefined;
+    this.flushAccessLog();
+  };
+
+  /** Hands the access-log lines built so far to the logger's stream (also run at shutdown). */
+  flushAccessLog(): void {
+    if (this.accessTimer) {
+      clearTimeout(this.accessTimer);
+      this.accessTimer = undefined;
+    }
+    if (this.accessLines === 0) return;
+    const s = this.accessPending;
+    this.accessPending = '';
+    this.accessLines = 0;
+    // A Buffers destination gets the batch encoded once (one native call for ~128 lines).
+    (this.accessStream as { write(chunk: string | Buffer): unknown }).write((this.accessLog as AccessLogOptions).buffers ? Buffer.from(s) : s);
+  }
 
   /**
    * One access-log line, the same JSON pino would write, built by hand: formatting a 17-field
-   * object through pino costs ~15 us a request here; this ~2 us. It goes to the logger's own
-   * (asynchronous) destination, so the level set at runtime still applies.
+   * object through pino costs ~15 us a request here. Strings are quoted without JSON.stringify
+   * unless they hold a character JSON escapes; the timestamp reuses its formatted second; the
+   * route's fields are formatted once per route handle. Lines go to the logger's own
+   * (asynchronous) destination in batches of ACCESS_BATCH_LINES (one Buffer for the sidecar's
+   * own destination, else one string), or after 100 ms when fewer came: a text destination (sonic-boom) measures its whole pending
+   * buffer on every `write`, which cost ~3 us a line when written one by one. The level set at runtime applies to each
+   * line when it is built.
    */
   writeAccessLog(r: ObservedRequest, status: number, flag: string | undefined, seconds: number, h: RouteHandle): void {
-    const al = this.accessLog as { logger: Logger; sample: number };
+    const al = this.accessLog as AccessLogOptions;
     if (!al.logger.isLevelEnabled('info')) return;
     if (this.accessStream === undefined) {
-      const stream = (al.logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as { write(line: string): unknown } | undefined;
+      const stream = (al.logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as { write(chunk: string | Buffer): unknown } | undefined;
       this.accessStream = stream && typeof stream.write === 'function' ? stream : null;
       const prefix = JSON.stringify({ level: 30, ...al.logger.bindings() });
       this.accessPrefix = prefix.length > 2 ? `${prefix.slice(0, -1)},` : '{';
     }
-    const upstream = r.upstream === undefined ? 'null' : JSON.stringify(r.upstream);
-    const trace = r.traceId ? `"${r.traceId}"` : 'null';
+    const info = r.info;
     const fields =
-      `"start_time":"${new Date(r.wallStart).toISOString()}","direction":"${r.direction}","method":${JSON.stringify(r.info.method)},` +
-      `"authority":${JSON.stringify(r.info.authority)},"path":${JSON.stringify(r.info.path)},"protocol":"${r.info.protocol === 'http2' ? 'HTTP/2' : 'HTTP/1.1'}",` +
-      `"response_code":${status},"response_flags":${JSON.stringify(flag ?? '-')},"bytes_received":${r.requestBytes},"bytes_sent":${r.responseBytes},` +
-      `"duration_ms":${Math.round(seconds * 1e6) / 1000},"upstream_host":${upstream},"route":${JSON.stringify(h.route)},"destination":${JSON.stringify(h.destination)},` +
-      `"trace_id":${trace},"request_id":${JSON.stringify(r.requestId)}}\n`;
-    if (this.accessStream) this.accessStream.write(this.accessPrefix + fields);
-    else al.logger.info(JSON.parse(`{${fields}`) as object);
+      `"start_time":"${isoTime(r.wallStart)}","direction":"${r.direction}","method":${jsonString(info.method)},` +
+      `"authority":${jsonString(info.authority)},"path":${jsonString(info.path)},"protocol":"${info.protocol === 'http2' ? 'HTTP/2' : 'HTTP/1.1'}",` +
+      `"response_code":${status},"response_flags":${flag === undefined ? '"-"' : jsonString(flag)},"bytes_received":${r.requestBytes},"bytes_sent":${r.responseBytes},` +
+      `"duration_ms":${Math.round(seconds * 1e6) / 1000},"upstream_host":${r.upstream === undefined ? 'null' : jsonString(r.upstream)}${(h.accessLogFields ??= routeFields(h))}` +
+      `"trace_id":${r.traceId ? `"${r.traceId}"` : 'null'},"request_id":${jsonString(r.requestId)}}`;
+    if (!this.accessStream) {
+      al.logger.info(JSON.parse(`{${fields}`) as object);
+      return;
+    }
+    this.accessPending += `${this.accessPrefix}${fields}\n`;
+    if (++this.accessLines >= ACCESS_BATCH_LINES) this.flushAccessLog();
+    else if (this.accessTimer === undefined) {
+      this.accessTimer = setTimeout(this.flushAccess, ACCESS_FLUSH_MS);
+      this.accessTimer.unref();
+    }
   }
 
   private inboundHandle(source: string | undefined): RouteHandle {
@@ -173,15 +232,10 @@ export class ObservedRequest {
     }
     out.push('x-request-id', this.requestId);
     if (this.direction === 'outbound') out.push(SOURCE_HEADER, this.o.metrics.service);
-    if (this.o.tracing)
-      injectHeaders(out, {
-        traceId: this.traceId,
-        spanId: this.spanId,
-        parentId: this.parentId,
-        sampled: this.sampled,
-        tracestate: this.incoming?.tracestate,
-        format: this.incoming?.format ?? 'none',
-      });
+    if (this.o.tracing) {
+      const inc = this.incoming;
+      injectHeaders(out, this.traceId, this.spanId, this.parentId, this.sampled, inc?.tracestate, inc ? inc.format : 'none');
+    }
     return out;
   }
 
@@ -194,30 +248,107 @@ export class ObservedRequest {
       h.active.value--;
       h.complete(status, flag, seconds, this.requestBytes, this.responseBytes);
     }
-    if (this.sampled && this.o.exporter) {
-      const tags: Record<string, string> = {
-        'http.method': this.info.method,
-        'http.path': this.info.path,
-        'http.status_code': String(status),
-        'http.host': this.info.authority,
-        'meshlet.route': h.route,
-        'meshlet.direction': this.direction,
-        'guid:x-request-id': this.requestId,
-      };
-      if (flag) tags['meshlet.response_flags'] = flag;
-      this.o.exporter.add({
-        traceId: this.traceId,
-        spanId: this.spanId,
-        parentId: this.parentId,
-        kind: this.direction === 'inbound' ? 'SERVER' : 'CLIENT',
-        name: `${this.info.method} ${h.route}`,
-        startUs: this.wallStart * 1000,
-        durationUs: Math.round(seconds * 1e6),
-        remote: this.upstream,
-        tags,
-        error: status >= 500 || status === 0,
-      });
-    }
+    const exporter = this.o.exporter;
+    if (this.sampled && exporter && exporter.accepting()) exporter.add(new RequestSpan(this, status, flag, seconds, h.route));
     if (this.logged && this.o.accessLog) this.o.writeAccessLog(this, status, flag, seconds, h);
+  }
+}
+
+/** `"route":...,"destination":...,` of an access-log line, formatted once per route handle. */
+function routeFields(h: RouteHandle): string {
+  return `,"route":${jsonString(h.route)},"destination":${jsonString(h.destination)},`;
+}
+
+/** Whether JSON.stringify would escape a character of `s` (controls, `"`, `\\`, lone surrogates). */
+function needsEscape(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return true;
+  }
+  return false;
+}
+
+/** A string as a JSON string literal: quoted as it is unless it holds a character JSON escapes. */
+export function jsonString(s: string): string {
+  return needsEscape(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
+const MILLIS: string[] = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
+let isoSecond = NaN;
+let isoPrefix = '';
+
+/** `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch, formatted once a second. */
+function isoSecondPrefix(sec: number): string {
+  if (sec !== isoSecond) {
+    const full = new Date(sec * 1000).toISOString();
+    isoSecond = sec;
+    isoPrefix = full.slice(0, full.length - 4);
+  }
+  return isoPrefix;
+}
+
+/** `new Date(ms).toISOString()` for a whole number of milliseconds, through the cached second. */
+export function isoTime(ms: number): string {
+  const sec = Math.floor(ms / 1000);
+  return `${isoSecondPrefix(sec)}${MILLIS[ms - sec * 1000] as string}Z`;
+}
+
+/**
+ * The span of one request, as the exporter queues it: flat fields copied at the end of the
+ * request; its `name` and `tags` are built only when a batch is formatted for the collector.
+ */
+class RequestSpan implements Span {
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly parentId?: string;
+  readonly kind: 'SERVER' | 'CLIENT';
+  readonly startUs: number;
+  readonly durationUs: number;
+  readonly remote?: string;
+  readonly error: boolean;
+  private readonly method: string;
+  private readonly path: string;
+  private readonly host: string;
+  private readonly direction: Direction;
+  private readonly requestId: string;
+
+  constructor(
+    r: ObservedRequest,
+    private readonly status: number,
+    private readonly flag: string | undefined,
+    seconds: number,
+    private readonly route: string,
+  ) {
+    this.traceId = r.traceId;
+    this.spanId = r.spanId;
+    this.parentId = r.parentId;
+    this.kind = r.direction === 'inbound' ? 'SERVER' : 'CLIENT';
+    this.startUs = r.wallStart * 1000;
+    this.durationUs = Math.round(seconds * 1e6);
+    this.remote = r.upstream;
+    this.error = status >= 500 || status === 0;
+    this.method = r.info.method;
+    this.path = r.info.path;
+    this.host = r.info.authority;
+    this.direction = r.direction;
+    this.requestId = r.requestId;
+  }
+
+  get name(): string {
+    return `${this.method} ${this.route}`;
+  }
+
+  get tags(): Record<string, string> {
+    const tags: Record<string, string> = {
+      'http.method': this.method,
+      'http.path': this.path,
+      'http.status_code': String(this.status),
+      'http.host': this.host,
+      'meshlet.route': this.route,
+      'meshlet.direction': this.direction,
+      'guid:x-request-id': this.requestId,
+    };
+    if (this.flag) tags['meshlet.response_flags'] = this.flag;
+    return tags;
   }
 }

@@ -27,22 +27,55 @@ const ZERO32 = '0'.repeat(32);
 const ZERO16 = '0'.repeat(16);
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
 
-/** Parses a `traceparent` header; undefined when invalid. */
+/** Whether `s[from..to)` is lower-case hex. */
+function lowerHex(s: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}
+
+/**
+ * Parses a `traceparent` header (`vv-<32 hex>-<16 hex>-ff`, later versions may append `-...`);
+ * undefined when invalid. By hand rather than with TRACEPARENT: no match array, two slices.
+ */
 export function parseTraceparent(v: string | undefined): { traceId: string; parentId: string; sampled: boolean } | undefined {
   if (!v) return undefined;
-  const m = TRACEPARENT.exec(v.trim());
-  if (!m) return undefined;
-  const [, version, traceId, parentId, flags, rest] = m as unknown as [string, string, string, string, string, string | undefined];
+  const s = v.trim();
+  if (s.length < 55 || s.charCodeAt(2) !== 0x2d || s.charCodeAt(35) !== 0x2d || s.charCodeAt(52) !== 0x2d) return undefined;
+  if (!lowerHex(s, 0, 2) || !lowerHex(s, 3, 35) || !lowerHex(s, 36, 52) || !lowerHex(s, 53, 55)) return undefined;
+  const version = s.slice(0, 2);
   if (version === 'ff') return undefined;
-  // Version 00 has exactly four fields; a later version may add fields after a dash.
-  if (version === '00' && rest !== undefined) return undefined;
+  if (s.length > 55) {
+    // Version 00 has exactly four fields; a later version may add fields after a dash.
+    if (version === '00' || s.charCodeAt(55) !== 0x2d || !TRACEPARENT.test(s)) return undefined;
+  }
+  const traceId = s.slice(3, 35);
+  const parentId = s.slice(36, 52);
   if (traceId === ZERO32 || parentId === ZERO16) return undefined;
-  return { traceId, parentId, sampled: (parseInt(flags, 16) & 1) === 1 };
+  const f = s.charCodeAt(54);
+  return { traceId, parentId, sampled: ((f <= 0x39 ? f - 0x30 : f - 0x57) & 1) === 1 };
 }
+
+// The last tracestate cleaned, and the result: callers send the same one request after request.
+let lastTracestate: string | undefined;
+let lastClean: string | undefined;
 
 /** A `tracestate` worth forwarding: at most 32 list members, 512 characters, printable ASCII. */
 export function cleanTracestate(v: string | string[] | undefined): string | undefined {
   if (v === undefined) return undefined;
+  if (typeof v === 'string') {
+    if (v === lastTracestate) return lastClean;
+    const c = cleanTracestateOnce(v);
+    lastTracestate = v;
+    lastClean = c;
+    return c;
+  }
+  return cleanTracestateOnce(v);
+}
+
+function cleanTracestateOnce(v: string | string[]): string | undefined {
   const s = (Array.isArray(v) ? v.join(',') : v).trim();
   if (!s || s.length > 512 || !/^[\x20-\x7e]+$/.test(s)) return undefined;
   const members = s.split(',').map((x) => x.trim()).filter(Boolean);
@@ -93,34 +126,45 @@ export function extract(get: HeaderGetter): TraceContext | undefined {
 }
 
 // ---------------------------------------------------------------------------------------- ids
-// Random ids from a refilled pool: one randomFillSync per 256 ids instead of one per id.
+// Random ids from a refilled pool, kept as hex text: one randomFillSync and one hex conversion
+// per 256 ids; an id is then a slice of that text.
 const POOL = Buffer.alloc(4096);
-let poolAt = POOL.length;
+let hexPool = '';
+let poolAt = 0;
 
-function randomHex(bytes: number): string {
-  if (poolAt + bytes > POOL.length) {
+/** The offset of `chars` fresh random hex digits in `hexPool`. */
+function takeHex(chars: number): number {
+  if (poolAt + chars > hexPool.length) {
     randomFillSync(POOL);
+    hexPool = POOL.toString('hex');
     poolAt = 0;
   }
-  const s = POOL.toString('hex', poolAt, poolAt + bytes);
-  poolAt += bytes;
-  return s;
+  const at = poolAt;
+  poolAt += chars;
+  return at;
 }
 
 export function newTraceId(): string {
-  const s = randomHex(16);
+  const at = takeHex(32);
+  const s = hexPool.slice(at, at + 32);
   return s === ZERO32 ? newTraceId() : s;
 }
 
 export function newSpanId(): string {
-  const s = randomHex(8);
+  const at = takeHex(16);
+  const s = hexPool.slice(at, at + 16);
   return s === ZERO16 ? newSpanId() : s;
 }
 
+/** The RFC 4122 variant digit (10xx) for a random hex digit, by its char code. */
+const VARIANT: string[] = [];
+for (const c of '0123456789abcdef') VARIANT[c.charCodeAt(0)] = ((parseInt(c, 16) & 3) | 8).toString(16);
+
 /** A request id in UUID v4 form. */
 export function newRequestId(): string {
-  const h = randomHex(16);
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${((parseInt(h.charAt(16), 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  const a = takeHex(32);
+  const h = hexPool;
+  return `${h.slice(a, a + 8)}-${h.slice(a + 8, a + 12)}-4${h.slice(a + 13, a + 16)}-${VARIANT[h.charCodeAt(a + 16)] as string}${h.slice(a + 17, a + 20)}-${h.slice(a + 20, a + 32)}`;
 }
 
 /** Every header this module reads or writes (removed from a forwarded request, then rewritten). */
@@ -132,13 +176,18 @@ export const TRACE_HEADERS = new Set(['traceparent', 'tracestate', 'b3', 'x-b3-t
  */
 export function injectHeaders(
   out: string[],
-  ctx: { traceId: string; spanId: string; parentId?: string; sampled: boolean; tracestate?: string; format: TraceContext['format'] },
+  traceId: string,
+  spanId: string,
+  parentId: string | undefined,
+  sampled: boolean,
+  tracestate: string | undefined,
+  format: TraceContext['format'],
 ): void {
-  out.push('traceparent', `00-${ctx.traceId}-${ctx.spanId}-${ctx.sampled ? '01' : '00'}`);
-  if (ctx.tracestate) out.push('tracestate', ctx.tracestate);
-  if (ctx.format === 'b3') out.push('b3', `${ctx.traceId}-${ctx.spanId}-${ctx.sampled ? '1' : '0'}${ctx.parentId ? '-' + ctx.parentId : ''}`);
-  else if (ctx.format === 'b3multi') {
-    out.push('x-b3-traceid', ctx.traceId, 'x-b3-spanid', ctx.spanId, 'x-b3-sampled', ctx.sampled ? '1' : '0');
-    if (ctx.parentId) out.push('x-b3-parentspanid', ctx.parentId);
+  out.push('traceparent', `00-${traceId}-${spanId}-${sampled ? '01' : '00'}`);
+  if (tracestate) out.push('tracestate', tracestate);
+  if (format === 'b3') out.push('b3', `${traceId}-${spanId}-${sampled ? '1' : '0'}${parentId ? '-' + parentId : ''}`);
+  else if (format === 'b3multi') {
+    out.push('x-b3-traceid', traceId, 'x-b3-spanid', spanId, 'x-b3-sampled', sampled ? '1' : '0');
+    if (parentId) out.push('x-b3-parentspanid', parentId);
   }
 }

@@ -4,12 +4,14 @@
  * with. Finished spans are queued as plain objects; a timer (never the request) formats a batch
  * as Zipkin v2 JSON or OTLP/HTTP JSON and POSTs it to the collector. One export in flight at a
  * time; a full queue, a dead collector or an error status drops the batch, and the drop is
- * counted (`meshlet_trace_spans_dropped_total`). A request never waits for the exporter.
+ * counted (`meshlet_trace_spans_dropped_total`). A request never waits for the exporter. A
+ * span's `name` and `tags` may be getters (observer.ts builds them only when a batch is
+ * formatted).
  */
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { systemClock, type Clock } from '../core/clock';
-import type { Counter } from './metrics';
+import type { Counter, CounterChild } from './metrics';
 
 export type TraceFormat = 'zipkin' | 'otlp';
 
@@ -73,7 +75,23 @@ export class SpanExporter {
     this.clock = opts.clock ?? systemClock;
     this.agent = new (this.url.protocol === 'https:' ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: 1 });
     opts.counters?.exported.labels();
-    for (const r of ['queue_full', 'export_failed']) opts.counters?.dropped.labels(r);
+    this.droppedChildren = { queue_full: opts.counters?.dropped.labels('queue_full'), export_failed: opts.counters?.dropped.labels('export_failed') };
+  }
+
+  private readonly droppedChildren: Record<'queue_full' | 'export_failed', CounterChild | undefined>;
+  private readonly flushTickFn = (): void => this.flushTick();
+
+  /**
+   * Whether a span finished now would be queued; a full queue counts the span as dropped here
+   * (then the caller does not build it).
+   */
+  accepting(): boolean {
+    if (this.closed) return false;
+    if (this.queue.length >= this.maxQueue) {
+      this.drop('queue_full', 1);
+      return false;
+    }
+    return true;
   }
 
   /** Queues a finished span: an array push, or a counted drop when the queue is full. */
@@ -84,12 +102,13 @@ export class SpanExporter {
       return;
     }
     this.queue.push(span);
-    if (!this.timer) this.timer = this.clock.setTimeout(() => this.flushTick(), this.intervalMs);
+    if (!this.timer) this.timer = this.clock.setTimeout(this.flushTickFn, this.intervalMs);
   }
 
-  private drop(reason: string, n: number): void {
+  private drop(reason: 'queue_full' | 'export_failed', n: number): void {
     this.dropped += n;
-    this.opts.counters?.dropped.labels(reason).inc(n);
+    const c = this.droppedChildren[reason];
+    if (c) c.value += n;
   }
 
   private flushTick(): void {
