@@ -4,8 +4,9 @@
 # nginx upstream and wrk on core 0, the sidecar pinned to core 1, 64 keep-alive connections.
 #
 #   bench/ab.sh [-v VARIANT] [-r ROUNDS] [-s SECONDS] SPEC_A SPEC_B
-#   SPEC: DIR[:FLAGS[:NODEFLAGS]]   a checkout with dist/ built, extra `meshlet sidecar` flags, and
-#         Node flags replacing the shebang's (default --max-semi-space-size=2 --heap-growing-percent=20)
+#   SPEC: DIR[:FLAGS][|NODEFLAGS]   a checkout with dist/ built, extra `meshlet sidecar` flags (may
+#         contain ':'), and Node flags replacing the shebang's (default --max-semi-space-size=2
+#         --heap-growing-percent=20), e.g. '.:--access-log 1|--max-semi-space-size=8'
 #
 #   bench/ab.sh /tmp/previous-release .                        # a regression hunt
 #   bench/ab.sh '.:--access-log 0' '.:--access-log 1'           # what one feature costs
@@ -14,7 +15,7 @@ set -euo pipefail
 variant=off rounds=3 secs=5
 while getopts v:r:s: o; do case $o in v) variant=$OPTARG ;; r) rounds=$OPTARG ;; s) secs=$OPTARG ;; *) exit 2 ;; esac; done
 shift $((OPTIND - 1))
-[ $# -eq 2 ] || { echo "usage: bench/ab.sh [-v VARIANT] [-r ROUNDS] [-s SECONDS] DIR[:FLAGS[:NODEFLAGS]] DIR[:FLAGS[:NODEFLAGS]]" >&2; exit 2; }
+[ $# -eq 2 ] || { echo "usage: bench/ab.sh [-v VARIANT] [-r ROUNDS] [-s SECONDS] DIR[:FLAGS][|NODEFLAGS] DIR[:FLAGS][|NODEFLAGS]" >&2; exit 2; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap '[ -f "$tmp/nginx.pid" ] && kill "$(cat "$tmp/nginx.pid")" 2>/dev/null; rm -rf "$tmp"' EXIT
@@ -30,9 +31,10 @@ CONF
 taskset -c 0 nginx -c "$tmp/nginx.conf"
 node -e "process.stdout.write(require('$here/bench/lib/configs').meshletPolicies('$variant',[$u1,$u2]))" > "$tmp/policies.json"
 run() {
-  local dir flags nodeflags
-  IFS=: read -r dir flags nodeflags <<< "$1"
-  nodeflags=${nodeflags:---max-semi-space-size=2 --heap-growing-percent=20}
+  local spec=$1 dir flags="" nodeflags="--max-semi-space-size=2 --heap-growing-percent=20"
+  if [[ $spec == *"|"* ]]; then nodeflags=${spec#*|}; spec=${spec%%|*}; fi
+  dir=${spec%%:*}
+  [[ $spec == *:* ]] && flags=${spec#*:}
   # shellcheck disable=SC2086
   taskset -c 1 node $nodeflags "$dir/dist/src/cli/main.js" sidecar --service bench --config "$tmp/policies.json" \
     --outbound "127.0.0.1:$out" --inbound 127.0.0.1:0 --admin "127.0.0.1:$admin" $flags > "$tmp/sidecar.log" 2>&1 &

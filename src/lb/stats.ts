@@ -3,8 +3,18 @@
 import type { EndpointStats } from '../policy/compiled';
 import type { Endpoint } from '../policy/types';
 
+// Keys are asked for on every request (pick, counts, pools): built once per endpoint object, and
+// the same string each time, so map lookups reuse its cached hash.
+const keys = new WeakMap<object, string>();
+
+/** `address:port` (`[v6]:port`) of an endpoint; memoised per object (endpoints are frozen per snapshot). */
 export function endpointKey(ep: { address: string; port: number }): string {
-  return ep.address.includes(':') ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`;
+  let k = keys.get(ep);
+  if (k === undefined) {
+    k = ep.address.includes(':') ? `[${ep.address}]:${ep.port}` : `${ep.address}:${ep.port}`;
+    keys.set(ep, k);
+  }
+  return k;
 }
 
 export class ActiveRequests implements EndpointStats {

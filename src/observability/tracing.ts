@@ -4,7 +4,11 @@
  * with. Finished spans are queued as plain objects; a timer (never the request) formats a batch
  * as Zipkin v2 JSON or OTLP/HTTP JSON and POSTs it to the collector. One export in flight at a
  * time; a full queue, a dead collector or an error status drops the batch, and the drop is
- * counted (`meshlet_trace_spans_dropped_total`). A request never waits for the exporter. A
+ * counted (`meshlet_trace_spans_dropped_total`). After a failed export the exporter backs off
+ * (one interval, doubling to 30 s): meanwhile finished spans are dropped and counted at once,
+ * before they are built, so a dead collector costs neither connection attempts nor formatting
+ * per request. A flush sends what was queued when it began, never chasing spans that arrive
+ * during its own POSTs. A request never waits for the exporter. A
  * span's `name` and `tags` may be getters (observer.ts builds them only when a batch is
  * formatted).
  */
@@ -64,6 +68,9 @@ export class SpanExporter {
   private readonly agent: http.Agent;
   exported = 0;
   dropped = 0;
+  /** Consecutive failed exports, and until when (clock.monotonic) spans are refused. */
+  private failures = 0;
+  private backoffUntil = 0;
 
   constructor(private readonly opts: ExporterOptions) {
     this.url = new URL(opts.url);
@@ -87,6 +94,10 @@ export class SpanExporter {
    */
   accepting(): boolean {
     if (this.closed) return false;
+    if (this.failures > 0 && this.clock.monotonic() < this.backoffUntil) {
+      this.drop('export_failed', 1);
+      return false;
+    }
     if (this.queue.length >= this.maxQueue) {
       this.drop('queue_full', 1);
       return false;
@@ -121,13 +132,24 @@ export class SpanExporter {
     if (this.inFlight) return;
     this.inFlight = true;
     try {
-      while (this.queue.length > 0) {
-        const batch = this.queue.splice(0, this.maxBatch);
+      // Only what is queued now: spans finished during these POSTs wait for the next tick.
+      let left = this.queue.length;
+      while (left > 0 && this.queue.length > 0) {
+        const batch = this.queue.splice(0, Math.min(this.maxBatch, left));
+        left -= batch.length;
         const ok = await this.post(batch);
         if (ok) {
+          this.failures = 0;
           this.exported += batch.length;
           this.opts.counters?.exported.inc(batch.length);
-        } else this.drop('export_failed', batch.length);
+          continue;
+        }
+        // The collector is down or refusing: drop this batch and what waits behind it, back off.
+        this.failures++;
+        this.backoffUntil = this.clock.monotonic() + Math.min(30_000, this.intervalMs * 2 ** Math.min(this.failures - 1, 15));
+        this.drop('export_failed', batch.length + this.queue.length);
+        this.queue.length = 0;
+        break;
       }
     } finally {
       this.inFlight = false;

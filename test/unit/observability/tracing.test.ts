@@ -6,6 +6,7 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
+import { FakeClock } from '../../../src/core/clock';
 import { MeshMetrics } from '../../../src/observability/mesh-metrics';
 import { Observer } from '../../../src/observability/observer';
 import { cleanTracestate, extract, parseTraceparent } from '../../../src/observability/trace-context';
@@ -162,6 +163,50 @@ t.test('batched Zipkin export; a dead collector drops and counts', async (t) => 
   await dead.close();
   t.match(m.registry.render(), /^meshlet_trace_spans_dropped_total\{reason="export_failed"\} 2$/m);
   t.throws(() => new SpanExporter({ url: 'ftp://x/', format: 'zipkin', service: 'web' }), /http\(s\)/);
+});
+
+t.test('a failing collector: the exporter backs off and drops spans before queueing them', async (t) => {
+  const c = await collector(t);
+  c.status = 503;
+  const clock = new FakeClock();
+  const e = new SpanExporter({ url: c.url, format: 'zipkin', service: 'web', maxBatch: 2, intervalMs: 1000, clock });
+  for (let i = 0; i < 5; i++) if (e.accepting()) e.add(span(i));
+  await e.flush();
+  t.equal(c.bodies.length, 1, 'one refused POST, not one per batch: the rest of the queue is dropped with it');
+  t.equal(e.dropped, 5);
+  t.notOk(e.accepting(), 'within the back-off (1 interval) a finished span is refused');
+  t.equal(e.dropped, 6, 'and counted as dropped');
+  clock.advance(1001);
+  t.ok(e.accepting(), 'after the back-off spans are taken again');
+  e.add(span(7));
+  await e.flush();
+  t.equal(c.bodies.length, 2);
+  t.equal(e.dropped, 7);
+  clock.advance(1001);
+  t.notOk(e.accepting(), 'a second failure in a row doubles the back-off (2 intervals)');
+  clock.advance(1000);
+  t.ok(e.accepting());
+  c.status = 202;
+  e.add(span(8));
+  await e.flush();
+  t.equal(e.exported, 1, 'the collector is back: exported');
+  t.ok(e.accepting(), 'and no back-off after a success');
+  await e.close();
+});
+
+t.test('a flush sends what was queued when it began, not what arrives during its POSTs', async (t) => {
+  const c = await collector(t);
+  const e = new SpanExporter({ url: c.url, format: 'zipkin', service: 'web', maxBatch: 2, intervalMs: 60_000 });
+  for (let i = 0; i < 3; i++) e.add(span(i));
+  const done = e.flush();
+  // Spans finishing while the first POST is in flight.
+  for (let i = 3; i < 6; i++) e.add(span(i));
+  await done;
+  t.equal(e.exported, 3, 'the three queued before the flush');
+  t.equal(c.bodies.length, 2);
+  await e.flush();
+  t.equal(e.exported, 6, 'the later ones go with the next flush');
+  await e.close();
 });
 
 t.test('OTLP/HTTP JSON shape', async (t) => {
