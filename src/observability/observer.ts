@@ -196,7 +196,8 @@ export class ObservedRequest {
   requestBytes = 0;
   responseBytes = 0;
   private readonly t0 = performance.now();
-  readonly wallStart = Date.now();
+  /** Wall-clock start (ms since the epoch), derived from t0: one clock read per request, not two. */
+  readonly wallStart = wallClock(this.t0);
   private ended = false;
 
   constructor(
@@ -252,6 +253,18 @@ export class ObservedRequest {
     if (this.sampled && exporter && exporter.accepting()) exporter.add(new RequestSpan(this, status, flag, seconds, h.route));
     if (this.logged && this.o.accessLog) this.o.writeAccessLog(this, status, flag, seconds, h);
   }
+}
+
+// The wall clock is read once a second at most: in between, wall time = monotonic time + offset
+// (so a request costs one clock read; a clock step or slew shows up within a second).
+let wallOffset = Date.now() - performance.now();
+let wallCheckedAt = performance.now();
+function wallClock(mono: number): number {
+  if (mono - wallCheckedAt >= 1000 || mono < wallCheckedAt) {
+    wallOffset = Date.now() - performance.now();
+    wallCheckedAt = mono;
+  }
+  return Math.floor(mono + wallOffset);
 }
 
 /** `"route":...,"destination":...,` of an access-log line, formatted once per route handle. */
