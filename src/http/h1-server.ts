@@ -180,7 +180,9 @@ export class H1Response extends EventEmitter {
       this.head += typeof chunk === 'string' ? Buffer.from(chunk).toString('latin1') : chunk.toString('latin1');
       if (!this.flushQueued) {
         this.flushQueued = true;
-        process.nextTick(flushLater, this);
+        // A microtask, not process.nextTick: with no tick queued, Node runs microtasks without its
+        // tick-and-rejection processing (which allocates per run).
+        queueMicrotask(() => flushLater(this));
       }
       return true;
     }
