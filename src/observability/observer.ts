@@ -224,20 +224,29 @@ export class ObservedRequest {
    * context, `x-request-id` kept or added.
    */
   rewriteHeaders(flat: string[]): string[] {
-    const out: string[] = [];
+    // In place: the list is this request's own copy (forwardRequestHeaders made it).
+    const outbound = this.direction === 'outbound';
+    const tracing = this.o.tracing;
+    let w = 0;
     for (let i = 0; i < flat.length; i += 2) {
-      const n = (flat[i] as string).toLowerCase();
+      const name = flat[i] as string;
+      const n = name.toLowerCase();
       // The caller's identity is replaced on the way out; on the way in it is the caller sidecar's.
-      if (n === 'x-request-id' || (n === SOURCE_HEADER && this.direction === 'outbound') || (this.o.tracing && TRACE_HEADERS.has(n))) continue;
-      out.push(flat[i] as string, flat[i + 1] as string);
+      if (n === 'x-request-id' || (n === SOURCE_HEADER && outbound) || (tracing && TRACE_HEADERS.has(n))) continue;
+      if (w !== i) {
+        flat[w] = name;
+        flat[w + 1] = flat[i + 1] as string;
+      }
+      w += 2;
     }
-    out.push('x-request-id', this.requestId);
-    if (this.direction === 'outbound') out.push(SOURCE_HEADER, this.o.metrics.service);
-    if (this.o.tracing) {
+    flat.length = w;
+    flat.push('x-request-id', this.requestId);
+    if (outbound) flat.push(SOURCE_HEADER, this.o.metrics.service);
+    if (tracing) {
       const inc = this.incoming;
-      injectHeaders(out, this.traceId, this.spanId, this.parentId, this.sampled, inc?.tracestate, inc ? inc.format : 'none');
+      injectHeaders(flat, this.traceId, this.spanId, this.parentId, this.sampled, inc?.tracestate, inc ? inc.format : 'none');
     }
-    return out;
+    return flat;
   }
 
   end(status: number, flag?: string): void {

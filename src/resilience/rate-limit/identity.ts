@@ -20,19 +20,25 @@ export const SOURCE_HEADER = 'x-meshlet-source';
 export const ROUTE_HEADER = 'x-meshlet-route';
 
 /**
- * Copies a flat `[name, value, ...]` header list (lower-case names) without any identity headers,
+ * Edits a flat `[name, value, ...]` header list (lower-case names) in place: removes any identity headers,
  * then appends this hop's own: `source` service and `route` (`<route>/<rule>`). Without `source`
  * (a destination outside the mesh, which has no use for them) the headers are only removed.
  */
-export function stampIdentity(flat: readonly string[], source: string | undefined, route: string | undefined): string[] {
-  const out: string[] = [];
+export function stampIdentity(flat: string[], source: string | undefined, route: string | undefined): string[] {
+  // In place: the list is the request's own forwarded copy.
+  let w = 0;
   for (let i = 0; i < flat.length; i += 2) {
     const n = flat[i] as string;
     if (n === SOURCE_HEADER || n === ROUTE_HEADER) continue;
-    out.push(n, flat[i + 1] as string);
+    if (w !== i) {
+      flat[w] = n;
+      flat[w + 1] = flat[i + 1] as string;
+    }
+    w += 2;
   }
-  if (source === undefined) return out;
-  out.push(SOURCE_HEADER, source);
-  if (route) out.push(ROUTE_HEADER, route);
-  return out;
+  flat.length = w;
+  if (source === undefined) return flat;
+  flat.push(SOURCE_HEADER, source);
+  if (route) flat.push(ROUTE_HEADER, route);
+  return flat;
 }
