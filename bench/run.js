@@ -29,7 +29,7 @@ const HOST = 'upstream';
 
 const PROFILES = {
   // The default run stays under 5 minutes: each measure() logs its wall seconds, the JSON has them per step (stepSeconds).
-  default: { settledIdle: true, warmSeconds: 2, wrkSeconds: 6, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 7, rateWarmSeconds: 1, h2WarmSeconds: 0.5, h2Seconds: 5, grpcWarmSeconds: 0.5, grpcSeconds: 5, variants: true, obsIterations: 100_000, obsReps: 5 },
+  default: { settledIdle: true, throughputRounds: 3, roundWarmSeconds: 1, roundSeconds: 2, warmSeconds: 1, wrkSeconds: 2, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 6, rateWarmSeconds: 1, h2WarmSeconds: 0.5, h2Seconds: 4, grpcWarmSeconds: 0.5, grpcSeconds: 4, variants: true, obsIterations: 100_000, obsReps: 5 },
   // quick stays under 1 minute: the h2 and gRPC runs are a smoke test of the path here (0.1 s warm-up, 0.5 s).
   quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.1, h2Seconds: 0.5, grpcWarmSeconds: 0.1, grpcSeconds: 0.5, variants: false, obsIterations: 30_000, obsReps: 3 },
 };
@@ -407,7 +407,7 @@ function load(ports, rates, seconds, warm) {
 }
 
 /** Measures one contender: idle RSS, wrk max req/s + CPU/request, fixed-rate latency, peak RSS. */
-async function measure(name, ctx, p, { latency = true, h2 = false, grpc = false, wrkSeconds, warmSeconds } = {}) {
+async function measure(name, ctx, p, { latency = true, h2 = false, grpc = false, wrkSeconds, warmSeconds, keep = false } = {}) {
   log(`bench: ${name}...`);
   const tStart = Date.now();
   const { proc, port, h2Port, grpcPort } = await startContender(name, ctx);
@@ -515,7 +515,9 @@ async function measure(name, ctx, p, { latency = true, h2 = false, grpc = false,
       );
     if (proc && proc.exitCode !== undefined) out.notes.push(`exited during the run (${proc.exitCode})`);
   } finally {
-    if (proc) await proc.stop();
+    // Kept running for the interleaved max-throughput rounds (benchRun stops it after them).
+    if (proc && keep && proc.exitCode === undefined) Object.defineProperty(out, 'live', { value: { proc, port, pid }, enumerable: false });
+    else if (proc) await proc.stop();
     out.stepSeconds.total = (Date.now() - tStart) / 1000;
   }
   log(
@@ -646,7 +648,7 @@ async function benchRun(cli, dir, cores) {
   const probeStart = Date.now();
   for (const name of contenders) {
     if (name !== 'direct' && probes.size > 0) await readIdleProbes(probes, probeStart);
-    results.contenders[name] = await attempt(name, { h2: !cli['no-h2'], grpc: !cli['no-grpc'] });
+    results.contenders[name] = await attempt(name, { h2: !cli['no-h2'], grpc: !cli['no-grpc'], keep: name !== 'direct' && p.throughputRounds > 0 });
     const probe = probes.get(name);
     if (probe && results.contenders[name] && !results.contenders[name].error) {
       results.contenders[name].rssStartKb = results.contenders[name].rssIdleKb;
@@ -654,6 +656,7 @@ async function benchRun(cli, dir, cores) {
       results.contenders[name].rssIdleAfterSeconds = probe.afterSeconds;
     }
   }
+  await interleavedThroughput(results.contenders, p);
   for (const name of variants) results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds, warmSeconds: p.variantWarmSeconds });
   await ctx.proc.stop();
   if (!cli['no-obs']) results.observability = await observabilityBench(p);
@@ -673,6 +676,47 @@ async function benchRun(cli, dir, cores) {
   fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
   fs.writeFileSync(path.join(RESULTS, 'latest.md'), md);
   log(`bench: wrote ${path.relative(ROOT, base)}.md, .json and bench/results/latest.md (${((Date.now() - startedAt) / 1000).toFixed(0)} s)`);
+}
+
+/**
+ * Max req/s and CPU µs/request, again, in rounds: every proxy still running gets `roundSeconds`
+ * of wrk in turn, `throughputRounds` times, and its figures become the median of its rounds. A
+ * VM's speed drifts over a five-minute run; measured one after another, two contenders' ratio
+ * carries that drift, interleaved it does not. The single run inside measure() stays in the JSON
+ * (`wrkSingle`, `cpuUsPerReqSingle`). Stops the processes afterwards.
+ */
+async function interleavedThroughput(contenders, p) {
+  const live = Object.entries(contenders).filter(([, c]) => c.live);
+  if (live.length === 0) return;
+  log(`bench: max req/s, interleaved: ${p.throughputRounds} rounds x ${live.length} proxies x (${p.roundWarmSeconds} s warm-up + ${p.roundSeconds} s)`);
+  try {
+    for (let r = 0; r < p.throughputRounds; r++) {
+      for (const [, c] of live) {
+        const { port, pid } = c.live;
+        // A proxy that sat idle while the others ran is slower for its first second (V8 gave
+        // memory back, caches went cold): warm it up, as measure() did.
+        await wrk(port, p.roundWarmSeconds);
+        const cpu0 = procs.cpuSeconds(pid);
+        const t0 = process.hrtime.bigint();
+        const w = await wrk(port, p.roundSeconds);
+        const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+        const cpu = procs.cpuSeconds(pid) - cpu0;
+        (c.rounds ??= []).push({ rps: w.rps, requests: w.requests, cpuUsPerReq: (cpu * 1e6) / w.requests, coreBusyPct: (100 * cpu) / wall, non2xx: w.non2xx, socketErrors: w.socketErrors });
+      }
+    }
+    for (const [name, c] of live) {
+      const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+      c.wrkSingle = c.wrk;
+      c.cpuUsPerReqSingle = c.cpuUsPerReq;
+      c.wrk = { ...c.wrk, rps: med(c.rounds.map((x) => x.rps)) };
+      c.cpuUsPerReq = med(c.rounds.map((x) => x.cpuUsPerReq));
+      c.coreBusyPct = med(c.rounds.map((x) => x.coreBusyPct));
+      if (c.rounds.some((x) => x.non2xx || x.socketErrors)) c.notes.push('interleaved wrk rounds saw non-2xx or socket errors');
+      log(`bench: ${name}: interleaved ${c.rounds.map((x) => Math.round(x.rps)).join(' / ')} req/s, ${c.rounds.map((x) => x.cpuUsPerReq.toFixed(1)).join(' / ')} µs CPU/req`);
+    }
+  } finally {
+    for (const [, c] of live) await c.live.proc.stop();
+  }
 }
 
 /** Starts one idle copy of each contender (own temp dir, own ports); failures are logged, not fatal. */
