@@ -101,7 +101,7 @@ spec:
   services: [bench.v1.Greeter]
 `,
   );
-  const sc = startPiped('sidecar', ['--max-semi-space-size=2', MAIN, 'sidecar', '--service', 'bench', '--config', config, '--outbound', '127.0.0.1:0', '--inbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], PROXY_CPU);
+  const sc = startPiped('sidecar', ['--max-semi-space-size=8', MAIN, 'sidecar', '--service', 'bench', '--config', config, '--outbound', '127.0.0.1:0', '--inbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], PROXY_CPU);
   const started = await lineFrom(sc, /"outbound":"[^"]*:(\d+)".*"msg":"sidecar started"/, 'sidecar started');
   const port = Number(started[1]);
   const body = grpcBody(dir);

@@ -1,11 +1,13 @@
-#!/usr/bin/env -S node --max-semi-space-size=2 --heap-growing-percent=20
+#!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=20
 /**
  * `meshlet`: one sub-command per file in this folder.
  *
  * The shebang tunes V8 for a long-running proxy (bench/ measures both):
- * - `--max-semi-space-size=2`: young generation capped at 2 MiB per semi-space (default 16). A
- *   proxy's garbage dies young, so this costs no measurable CPU per request and keeps peak RSS
- *   under load at ~64 MB instead of ~87.
+ * - `--max-semi-space-size=8`: young generation capped at 8 MiB per semi-space (default 16).
+ *   Measured on the full chain under wrk (bench/ab.sh, alternating): 2 MiB cost 39-54 µs per
+ *   request against 35-39 µs with 8 (more scavenges, more survivors copied and promoted, more
+ *   full collections), gRPC calls ~15% more; 16 MiB is no faster than 8 and peaks at ~93 MB RSS
+ *   under load against ~81 MB with 8 (~72 MB with 2). At rest all three settle at ~56 MB.
  * - `--heap-growing-percent=20`: the old generation grows by 20% between full collections
  *   instead of up to 4x, so RSS stays flat from the first minute instead of climbing ~10 MB
  *   before V8's first full collection (seen in a 1,000 req/s soak).

@@ -8,7 +8,7 @@ import { api, CliError, describeApiError, flags, UsageError, type Command } from
 import { logger, runUntilSignal } from './process';
 
 /** Node flags for sidecar processes: the ones in main.ts's shebang. */
-export const SIDECAR_NODE_FLAGS = ['--max-semi-space-size=2', '--heap-growing-percent=20'];
+export const SIDECAR_NODE_FLAGS = ['--max-semi-space-size=8', '--heap-growing-percent=20'];
 
 interface Instance {
   id: string;
