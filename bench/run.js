@@ -20,6 +20,7 @@ const procs = require('./lib/procs');
 const configs = require('./lib/configs');
 const report = require('./lib/report');
 const grpcLib = require('./lib/grpc');
+const h2loadLib = require('./lib/h2load');
 
 const ROOT = path.resolve(__dirname, '..');
 const RESULTS = path.join(__dirname, 'results');
@@ -304,29 +305,9 @@ function wrk(port, seconds) {
  * succeeding is fine there.
  */
 function parseH2load(out, { warmUp = false } = {}) {
-  const proto = /Application protocol: (\S+)/.exec(out);
-  const fin = /finished in ([\d.]+)(us|ms|s|m|h)?, ([\d.]+) req\/s/.exec(out);
-  const req = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
-  const st = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
-  if (!fin || !req || !st) throw new Error(`cannot parse h2load output:\n${out}`);
-  const unit = { us: 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 }[fin[2] ?? 's'];
-  const r = {
-    protocol: proto ? proto[1] : undefined,
-    seconds: Number(fin[1]) * unit,
-    rps: Number(fin[3]),
-    requests: Number(req[3]),
-    succeeded: Number(req[4]),
-    failed: Number(req[5]),
-    errored: Number(req[6]),
-    timeout: Number(req[7]),
-    status: { '2xx': Number(st[1]), '3xx': Number(st[2]), '4xx': Number(st[3]), '5xx': Number(st[4]) },
-  };
-  const problems = [];
-  if (r.protocol !== 'h2c') problems.push(`application protocol ${r.protocol ?? '(none: no connection was made)'}, not h2c`);
-  if (r.failed || r.errored || r.timeout) problems.push(`${r.failed} failed, ${r.errored} errored, ${r.timeout} timeout`);
-  const non2xx = r.status['3xx'] + r.status['4xx'] + r.status['5xx'];
-  if (non2xx) problems.push(`${non2xx} non-2xx (${r.status['3xx']} 3xx, ${r.status['4xx']} 4xx, ${r.status['5xx']} 5xx)`);
-  if (!(r.succeeded > 0) && !warmUp) problems.push('no request succeeded');
+  const parsed = h2loadLib.summary(out, { warmUp });
+  if (!parsed) throw new Error(`cannot parse h2load output:\n${out}`);
+  const { r, problems } = parsed;
   if (problems.length) throw Object.assign(new Error(`h2load: ${problems.join('; ')}`), { h2load: r, output: out });
   return r;
 }
@@ -345,10 +326,18 @@ function h2load(port, seconds, warmUp = false) {
 async function measureH2(name, h2Port, pid, p) {
   await checkH2(h2Port, name);
   await h2load(h2Port, p.h2WarmSeconds, true);
+  return cpuOver(pid, () => h2load(h2Port, p.h2Seconds));
+}
+
+/**
+ * Runs `load` (resolving to h2load's summary) and takes the proxy's CPU over it from /proc:
+ * { h2load, rps, cpuSeconds, cpuUsPerReq, coreBusyPct, otherLoadOnProxyCorePct }.
+ */
+async function cpuOver(pid, load) {
   const cpu0 = pid ? procs.cpuSeconds(pid) : undefined;
   const c0 = procs.coreTimes();
   const t0 = process.hrtime.bigint();
-  const out = { h2load: await h2load(h2Port, p.h2Seconds) };
+  const out = { h2load: await load() };
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const busy = procs.busyBetween(c0, procs.coreTimes())[PROXY_CPU];
   out.rps = out.h2load.rps;
@@ -378,20 +367,7 @@ async function measureGrpc(name, grpcPort, pid, p, ctx) {
   if (ctx.grpc.error) throw new Error(`the gRPC upstream failed its check: ${ctx.grpc.error}`);
   await grpcLib.checkGrpc(grpcPort, name);
   await grpcH2load(grpcPort, p.grpcWarmSeconds, ctx.grpc, true);
-  const cpu0 = pid ? procs.cpuSeconds(pid) : undefined;
-  const c0 = procs.coreTimes();
-  const t0 = process.hrtime.bigint();
-  const out = { h2load: await grpcH2load(grpcPort, p.grpcSeconds, ctx.grpc) };
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-  const busy = procs.busyBetween(c0, procs.coreTimes())[PROXY_CPU];
-  out.rps = out.h2load.rps;
-  if (pid) {
-    const cpu = procs.cpuSeconds(pid) - cpu0;
-    out.cpuSeconds = cpu;
-    out.cpuUsPerReq = (cpu * 1e6) / out.h2load.requests;
-    out.coreBusyPct = (100 * cpu) / wall;
-    out.otherLoadOnProxyCorePct = Math.max(0, busy - out.coreBusyPct);
-  } else out.otherLoadOnProxyCorePct = busy;
+  const out = await cpuOver(pid, () => grpcH2load(grpcPort, p.grpcSeconds, ctx.grpc));
   // Still a working gRPC path after the load (a proxy that broke under it must not look valid).
   await grpcLib.checkGrpc(grpcPort, `${name} (after the load)`);
   return out;

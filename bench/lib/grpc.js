@@ -11,6 +11,7 @@
  */
 const fs = require('node:fs');
 const path = require('node:path');
+const { summary } = require('./h2load');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PROTO = path.join(ROOT, 'test', 'fixtures', 'grpc', 'test.proto');
@@ -91,34 +92,11 @@ function h2loadArgs(port, { clients, streams, ms, requestFile }) {
  * any call completes (a cold proxy: JIT, first upstream connection), so none succeeding is fine.
  */
 function parseGrpcH2load(out, responseBytes, { warmUp = false } = {}) {
-  const proto = /Application protocol: (\S+)/.exec(out);
-  const fin = /finished in ([\d.]+)(us|ms|s|m|h)?, ([\d.]+) req\/s/.exec(out);
-  const req = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
-  const st = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out);
-  const traffic = /traffic: .*?, .*?headers.*?, \S+ \((\d+)\) data/.exec(out);
-  if (!fin || !req || !st || !traffic) throw Object.assign(new Error('h2load (gRPC): cannot parse its output'), { output: out });
-  const unit = { us: 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 }[fin[2] ?? 's'];
-  const r = {
-    protocol: proto ? proto[1] : undefined,
-    seconds: Number(fin[1]) * unit,
-    rps: Number(fin[3]),
-    requests: Number(req[3]),
-    succeeded: Number(req[4]),
-    failed: Number(req[5]),
-    errored: Number(req[6]),
-    timeout: Number(req[7]),
-    status: { '2xx': Number(st[1]), '3xx': Number(st[2]), '4xx': Number(st[3]), '5xx': Number(st[4]) },
-    dataBytes: Number(traffic[1]),
-  };
+  const parsed = summary(out, { warmUp, traffic: true });
+  if (!parsed) throw Object.assign(new Error('h2load (gRPC): cannot parse its output'), { output: out });
+  const { r, problems } = parsed;
   r.messages = Math.floor(r.dataBytes / responseBytes);
-  const problems = [];
-  if (r.protocol !== 'h2c') problems.push(`application protocol ${r.protocol ?? '(none: no connection was made)'}, not h2c`);
-  if (r.failed || r.errored || r.timeout) problems.push(`${r.failed} failed, ${r.errored} errored, ${r.timeout} timeout`);
-  const non2xx = r.status['3xx'] + r.status['4xx'] + r.status['5xx'];
-  if (non2xx) problems.push(`${non2xx} non-2xx (${r.status['3xx']} 3xx, ${r.status['4xx']} 4xx, ${r.status['5xx']} 5xx)`);
-  if (!(r.succeeded > 0)) {
-    if (!warmUp) problems.push('no request succeeded');
-  } else if (r.messages < r.succeeded) problems.push(`only ${r.messages} response messages for ${r.succeeded} succeeded requests (${r.succeeded - r.messages} answered without a message: gRPC errors)`);
+  if (r.succeeded > 0 && r.messages < r.succeeded) problems.push(`only ${r.messages} response messages for ${r.succeeded} succeeded requests (${r.succeeded - r.messages} answered without a message: gRPC errors)`);
   if (problems.length) throw Object.assign(new Error(`h2load (gRPC): ${problems.join('; ')}`), { h2load: r, output: out });
   return r;
 }
