@@ -124,9 +124,10 @@ export class Observer {
    * unless they hold a character JSON escapes; the timestamp reuses its formatted second; the
    * route's fields are formatted once per route handle. Lines go to the logger's own
    * (asynchronous) destination in batches of ACCESS_BATCH_LINES (one Buffer for the sidecar's
-   * own destination, else one string), or after 100 ms when fewer came: a text destination (sonic-boom) measures its whole pending
-   * buffer on every `write`, which cost ~3 us a line when written one by one. The level set at runtime applies to each
-   * line when it is built.
+   * own destination, else one string), or ACCESS_FLUSH_MS after the first line of a batch: a text
+   * destination (sonic-boom) measures its whole pending buffer on every `write`, which cost ~3 us
+   * a line when lines were written one by one. The level set at runtime applies to each line
+   * when it is built.
    */
   writeAccessLog(r: ObservedRequest, status: number, flag: string | undefined, seconds: number, h: RouteHandle): void {
     const al = this.accessLog as AccessLogOptions;
