@@ -30,6 +30,18 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
+/**
+ * State-changing requests only from inside the pod: on Kubernetes the admin port listens on every
+ * address (the kubelet probes it, Prometheus scrapes it), so anything in the cluster reaches it.
+ * `kubectl port-forward` arrives on loopback and is accepted.
+ */
+function fromLoopback(req: http.IncomingMessage, res: http.ServerResponse, what: string): boolean {
+  const from = req.socket.remoteAddress ?? '';
+  if (from === '127.0.0.1' || from === '::1' || from === '::ffff:127.0.0.1') return true;
+  res.writeHead(403, { 'content-type': 'text/plain' }).end(`${what} is only accepted from loopback\n`);
+  return false;
+}
+
 export function startAdmin(host: string, port: number, src: AdminSource, logger: Logger): Promise<AdminServer> {
   const server = http.createServer((req, res) => {
     const [path, query] = (req.url ?? '/').split('?') as [string, string | undefined];
@@ -38,12 +50,7 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
         res.writeHead(405, { allow: 'POST', 'content-type': 'text/plain' }).end('use POST\n');
         return;
       }
-      // Only from inside the pod: the admin port also answers the kubelet's probes from outside.
-      const from = req.socket.remoteAddress ?? '';
-      if (from !== '127.0.0.1' && from !== '::1' && from !== '::ffff:127.0.0.1') {
-        res.writeHead(403, { 'content-type': 'text/plain' }).end('quitquitquit is only accepted from loopback\n');
-        return;
-      }
+      if (!fromLoopback(req, res, 'quitquitquit')) return;
       res.writeHead(200, { 'content-type': 'text/plain' }).end('quitting\n');
       logger.info('quit requested through the admin port');
       src.quit();
@@ -51,6 +58,7 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
     }
     if (path === '/logging' && src.setLogLevel && src.logLevel) {
       if (req.method === 'POST' || req.method === 'PUT') {
+        if (!fromLoopback(req, res, 'changing the log level')) return;
         const level = new URLSearchParams(query ?? '').get('level');
         if (!level || !LOG_LEVELS.includes(level)) {
           res.writeHead(400, { 'content-type': 'text/plain' }).end(`level must be one of ${LOG_LEVELS.join(', ')}: POST /logging?level=debug\n`);

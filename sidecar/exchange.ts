@@ -161,6 +161,7 @@ export class Exchange {
     }, plan.firstBackend && plan.rule ? routeHandle(ctx, plan.rule, plan.firstBackend.service) : undefined, plan.rule?.traceSamplingPercent);
     this.headers = this.obs.rewriteHeaders(headers);
     this.body = bodyOf(req, plan.protocol);
+    if (this.body) this.obs.received = receivedCounter(req, plan.protocol);
   }
 
   /** The request headers as they go upstream (the mirror sends the same). */
@@ -438,6 +439,20 @@ function bodyOf(req: DownstreamRequest, protocol: 'http1' | 'http2'): Readable |
   return h2.stream.endAfterHeaders ? null : h2;
 }
 
+/** Counts a request body's bytes as they arrive: the HTTP/1.1 parser keeps the count itself. */
+function receivedCounter(req: DownstreamRequest, protocol: 'http1' | 'http2'): { bodyBytes: number } {
+  if (protocol === 'http1') return req as H1Request;
+  // The compat request is fed by push() from its stream. A 'data' listener here (or on the stream)
+  // would start the flow before the upstream reads it, and the body would be lost.
+  const n = { bodyBytes: 0 };
+  const h2 = req as http2.Http2ServerRequest;
+  const push = h2.push;
+  h2.push = function (chunk: Buffer | null, encoding?: BufferEncoding): boolean {
+    if (chunk) n.bodyBytes += chunk.length;
+    return push.call(this, chunk, encoding);
+  };
+  return n;
+}
 
 export function resetDownstream(res: DownstreamResponse): void {
   const stream = (res as http2.Http2ServerResponse).stream;

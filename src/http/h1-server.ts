@@ -61,6 +61,8 @@ export class H1Request {
   readonly socket: { remoteAddress: string | undefined };
   /** The request body, or null when the request has none. */
   body: Readable | null = null;
+  /** Body bytes received from the client so far (after chunked decoding). */
+  bodyBytes = 0;
   complete = false;
   /** The Host header (the only one, or the request was refused). */
   host: string | undefined;
@@ -292,7 +294,10 @@ export class H1Connection {
       keepAlive: boolean,
     ): number => this.onHeadersComplete(major, minor, headers, method, url, upgrade, keepAlive);
     p[HTTPParser.kOnBody] = (chunk: Buffer) => {
-      const body = this.parsing?.body;
+      const req = this.parsing;
+      if (!req) return;
+      req.bodyBytes += chunk.length;
+      const body = req.body;
       if (body && !body.push(chunk)) socket.pause();
     };
     p[HTTPParser.kOnMessageComplete] = () => {

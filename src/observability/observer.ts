@@ -179,8 +179,6 @@ export class Observer {
     }
     const al = this.accessLog;
     r.logged = al !== undefined && (al.sample >= 1 || this.random() < al.sample);
-    const cl = get('content-length');
-    if (cl) r.requestBytes = Number(cl) || 0;
     return r;
   }
 }
@@ -194,7 +192,10 @@ export class ObservedRequest {
   incoming?: TraceContext;
   logged = false;
   upstream?: string;
+  /** Request body bytes received from the downstream: read from `received` when the request ends. */
   requestBytes = 0;
+  /** What counts the request body as it arrives (chunked or not), when the request has one. */
+  received: { readonly bodyBytes: number } | undefined;
   responseBytes = 0;
   private readonly t0 = performance.now();
   /** Wall-clock start (ms since the epoch), derived from t0: one clock read per request, not two. */
@@ -254,6 +255,7 @@ export class ObservedRequest {
     if (this.ended) return;
     this.ended = true;
     const seconds = (performance.now() - this.t0) / 1000;
+    if (this.received) this.requestBytes = this.received.bodyBytes;
     const h = this.handle;
     if (this.o.recordMetrics) {
       h.active.value--;

@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import t from 'tap';
-import { echo, h1Upstream, request, route, service, startSidecar, within } from '../sidecar/helpers';
+import { echo, h1Upstream, h2Client, h2Request, rawExchange, request, route, service, startSidecar, within } from '../sidecar/helpers';
 
 const waitFor = <T>(what: string, f: () => T | undefined): Promise<T> =>
   within(
@@ -53,6 +53,32 @@ t.test('live /metrics: promtool, OpenMetrics, golden metrics per route', async (
   t.match(String(om.headers['content-type']), /^application\/openmetrics-text; version=1\.0\.0/, 'OpenMetrics when asked');
   t.match(om.text, /^# TYPE meshlet_requests counter$/m);
   t.match(om.text, /# EOF\n$/);
+});
+
+t.test('request bytes count what arrived: chunked HTTP/1.1 and HTTP/2 bodies without a content-length', async (t) => {
+  const up = await h1Upstream(t, echo('web'));
+  const sc = await startSidecar(t, [service('web', [{ port: up.port }], 'http1'), route('web', ['web'], [{ name: 'all', backends: [{ service: 'web' }] }])], {
+    service: 'frontend',
+    args: ['--access-log', '1'],
+  });
+  // 11 + 7 bytes in two chunks, chunked framing (its size lines and CRLFs are not body bytes).
+  const chunked = await rawExchange(
+    sc.outbound,
+    'POST /c HTTP/1.1\r\nhost: web\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\nb\r\nhello world\r\n7\r\n, again\r\n0\r\n\r\n',
+  );
+  t.equal(chunked.status, 200);
+  t.match(chunked.text, /"bodyBytes":18/, 'the upstream got all 18 bytes');
+  const h2 = h2Client(t, sc.outbound);
+  const r = await h2Request(h2, { ':method': 'POST', ':path': '/h2', ':authority': 'web' }, 'x'.repeat(40_000));
+  t.equal(r.status, 200);
+  t.match(r.body.toString(), /"bodyBytes":40000/);
+  const m = await request({ port: sc.admin, path: '/metrics' });
+  const L = 'direction="outbound",source="frontend",destination="web",route="web/all"';
+  t.match(m.text, new RegExp(`^meshlet_request_bytes_total\\{${L}\\} 40018$`, 'm'), 'request bytes: 18 + 40000');
+  const line = await waitFor('the access line of the chunked request', () => sc.logs.find((l) => l.log === 'access' && l.path === '/c'));
+  t.equal(line.bytes_received, 18, 'the access log counts the chunked body');
+  const h2line = await waitFor('the access line of the h2 request', () => sc.logs.find((l) => l.log === 'access' && l.path === '/h2'));
+  t.equal(h2line.bytes_received, 40000);
 });
 
 t.test('the log level changes at runtime through the admin port', async (t) => {

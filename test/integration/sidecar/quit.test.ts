@@ -1,7 +1,7 @@
 /**
  * POST /quitquitquit on the admin port stops the sidecar the way SIGTERM does (exit 0): how a
- * Job's app ends its classic-layout sidecar. Only from loopback: the admin port also faces the
- * kubelet's probes from outside the pod.
+ * Job's app ends its classic-layout sidecar. Only from loopback (and so is changing the log level):
+ * the admin port also faces the kubelet's probes and Prometheus from outside the pod.
  */
 import * as os from 'node:os';
 import t from 'tap';
@@ -28,7 +28,15 @@ t.test('refused from outside the pod', async (t) => {
   const sc = await startSidecar(t, [service('one', [{ port: 1 }])], { args: ['--admin', '0.0.0.0:0'] });
   const res = await request(`http://${external}:${sc.admin}/quitquitquit`, { method: 'POST' });
   t.equal(res.statusCode, 403);
-  t.match(await res.body.text(), /only accepted from loopback/);
+  t.match(await res.body.text(), /quitquitquit is only accepted from loopback/);
+  const level = await request(`http://${external}:${sc.admin}/logging?level=trace`, { method: 'POST' });
+  t.equal(level.statusCode, 403, 'the log level cannot be changed from outside either');
+  t.match(await level.body.text(), /changing the log level is only accepted from loopback/);
+  const read = await request(`http://${external}:${sc.admin}/logging`);
+  t.same(await read.body.json(), { level: 'info' }, 'reading it is fine, and it did not change');
+  const metrics = await request(`http://${external}:${sc.admin}/metrics`);
+  t.equal(metrics.statusCode, 200, 'Prometheus scrapes from outside');
+  await metrics.body.dump();
   const ready = await request(`http://${HOST}:${sc.admin}/live`);
   t.equal(ready.statusCode, 200, 'still running');
   await ready.body.dump();
