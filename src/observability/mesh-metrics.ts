@@ -35,7 +35,7 @@ export class RouteHandle {
   /** Requests counted on this handle. */
   total = 0;
   /** The access log's route and destination fields, formatted once (observer.ts). */
-  accessLogFields?: string;
+  accessLogFields?: Buffer;
   constructor(
     private readonly m: MeshMetrics,
     readonly direction: Direction,
