@@ -1,6 +1,6 @@
 /**
- * Access-log lines written straight into a Buffer: JSON string literals, integers and constant
- * byte runs, byte by byte, with no intermediate string. Building each line as a string and
+ * Access-log lines written straight into a Buffer: JSON string literals and integers byte by
+ * byte, constant runs (field names, punctuation) copied whole, with no intermediate string. Building each line as a string and
  * encoding a batch at once cost more than the line itself in the proxy: V8 flattens the
  * concatenation (a tree of small strings per line) before encoding it, and every number becomes a
  * string first. Here an ASCII string without anything JSON escapes (nearly every method,
