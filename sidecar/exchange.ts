@@ -18,7 +18,7 @@ import { classifyUpstreamError, FLAG_HEADER, Flags, MeshError } from '../src/cor
 import { forwardRequestHeaders, forwardResponseHeaders } from '../src/http/headers';
 import type { H1Request } from '../src/http/h1-server';
 import type { DownstreamRequest, DownstreamResponse } from '../src/http/listener';
-import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamTarget } from '../src/http/upstream';
+import { refusedUnseen, UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamTarget } from '../src/http/upstream';
 import { endpointKey } from '../src/lb';
 import type { RouteHandle } from '../src/observability/mesh-metrics';
 import type { ObservedRequest } from '../src/observability/observer';
@@ -110,6 +110,8 @@ class Attempt implements ResponseSink {
 export class Exchange {
   attempt: Attempt | undefined;
   private tries = 0;
+  /** Tries sent again because the upstream refused them unseen (not counted against the policy). */
+  private resent = 0;
   private finished = false;
   private committed = false;
   private status = 0;
@@ -323,6 +325,16 @@ export class Exchange {
       resetDownstream(this.plan.res);
       return;
     }
+    // Refused unseen (a GOAWAY racing the request, e.g. the upstream's sidecar shutting down): sent
+    // again at once, to another endpoint when there is one, whatever the policy and the method
+    // (RFC 9113 §8.7), as long as the body can be replayed.
+    if (refusedUnseen(err) && this.resent < MAX_RESENDS && (!this.body || this.replay?.replayable)) {
+      this.resent++;
+      this.attempt = undefined;
+      this.ctx.logger.debug({ err, upstream: a.key }, 'upstream refused the stream unseen: sending it again');
+      this.send();
+      return;
+    }
     const e = err instanceof UpstreamConnectError ? new MeshError('MESH_UPSTREAM_CONNECT_FAILURE', err.code, { cause: err }) : classifyUpstreamError(err);
     this.ctx.logger.debug({ err, upstream: a.key, direction: this.plan.direction }, 'upstream request failed');
     if (e.code !== 'MESH_UPSTREAM_OVERFLOW') {
@@ -358,7 +370,7 @@ export class Exchange {
   /** '' when another try may go, else the flag saying why not. */
   private canRetry(a: Attempt): string {
     const p = this.plan.rule?.retries;
-    if (!p || this.tries > p.attempts) return Flags.RetriesExhausted;
+    if (!p || this.tries - this.resent > p.attempts) return Flags.RetriesExhausted;
     if (this.body && !this.replay?.replayable) return Flags.RetryBodyTooLarge;
     const svc = a.svc;
     if (svc?.maxRetries !== undefined && svc.activeRetries >= svc.maxRetries) return Flags.UpstreamOverflow;
@@ -418,6 +430,9 @@ export class Exchange {
 }
 
 /** The metrics handle of (rule, destination), cached on the compiled rule (one per snapshot). */
+/** How many times one request is sent again after being refused unseen. */
+const MAX_RESENDS = 2;
+
 const handles = new WeakMap<CompiledRule, { service: string; handle: RouteHandle }>();
 function routeHandle(ctx: ProxyContext, rule: CompiledRule, service: string): RouteHandle {
   const c = handles.get(rule);

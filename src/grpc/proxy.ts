@@ -30,7 +30,7 @@ import { FLAG_HEADER, Flags, type Flag } from '../core/errors';
 import { forwardRequestHeaders, HOP_BY_HOP } from '../http/headers';
 import type { H1Request } from '../http/h1-server';
 import type { DownstreamRequest, DownstreamResponse } from '../http/listener';
-import { UpstreamConnectError, type Headers, type UpstreamCall, type UpstreamPools, type UpstreamTarget } from '../http/upstream';
+import { refusedUnseen, UpstreamConnectError, type Headers, type UpstreamCall, type UpstreamPools, type UpstreamTarget } from '../http/upstream';
 import type { GrpcRouteOptions, HeaderEditor, RetryPolicy } from '../policy';
 import { backoffMs, retryMatcher } from '../resilience/retry';
 import { MessageSizeGuard } from './framing';
@@ -212,9 +212,7 @@ function clean(h: Headers): Record<string, string | string[]> {
 }
 
 function retriable(err: Error): boolean {
-  if (err instanceof UpstreamConnectError) return true;
-  const e = err as Error & { rstCode?: number; code?: string };
-  return e.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM || e.code === 'ERR_HTTP2_GOAWAY_SESSION' || e.code === 'ERR_HTTP2_INVALID_SESSION';
+  return err instanceof UpstreamConnectError || refusedUnseen(err);
 }
 
 export function forwardGrpc(

@@ -64,6 +64,19 @@ export interface UpstreamCall {
   resume(): void;
 }
 
+/** HTTP/2 REFUSED_STREAM (RFC 9113 §8.7): the server did no processing of the stream. */
+const REFUSED_STREAM = 7;
+
+/**
+ * Whether an upstream HTTP/2 stream failed without the upstream having seen it: refused
+ * (REFUSED_STREAM, or above the last stream id of a GOAWAY), or opened on a session already going
+ * away. Such a request may be sent again whatever its method (RFC 9113 §8.7).
+ */
+export function refusedUnseen(err: Error): boolean {
+  const e = err as Error & { rstCode?: number; code?: string };
+  return e.rstCode === REFUSED_STREAM || e.code === 'ERR_HTTP2_GOAWAY_SESSION' || e.code === 'ERR_HTTP2_INVALID_SESSION';
+}
+
 /** Marks an error that happened before any connection to the upstream was up (the proxy's `UF`). */
 export class UpstreamConnectError extends Error {
   readonly code: string;

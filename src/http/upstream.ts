@@ -13,7 +13,7 @@ import { H1Pool } from './h1-client';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from './upstream-types';
 
 export type { Headers, ResponseSink, UpstreamCall, UpstreamProtocol, UpstreamRequest, UpstreamTarget } from './upstream-types';
-export { UpstreamConnectError, UpstreamOverflowError, type ConnectionLimits } from './upstream-types';
+export { refusedUnseen, UpstreamConnectError, UpstreamOverflowError, type ConnectionLimits } from './upstream-types';
 
 export interface UpstreamPoolOptions {
   /** Idle keep-alive time for HTTP/1.1 connections (default 60 s). */
