@@ -34,7 +34,7 @@ export class RouteHandle {
   private readonly requests: (CounterChild | undefined)[] = [];
   /** Requests counted on this handle. */
   total = 0;
-  /** The access log's route and destination fields, formatted once (observer.ts). */
+  /** The access log's route and destination fields, encoded once (observer.ts). */
   accessLogFields?: Buffer;
   constructor(
     private readonly m: MeshMetrics,
