@@ -28,10 +28,28 @@ function flagIndex(flag: string | undefined): number {
   return FLAG_INDEX.get(flag) ?? OTHER_FLAG;
 }
 
+/**
+ * Several decisions on one request (`UF,URX`: a connect failure, then retries exhausted) keep
+ * their own label value when every part is a known flag: there are few such combinations in
+ * practice, and at most MAX_COMBOS distinct ones are kept (any more count as `other`).
+ */
+const MAX_COMBOS = 64;
+const COMBOS = new Map<string, boolean>();
+function isKnownCombination(flag: string): boolean {
+  let ok = COMBOS.get(flag);
+  if (ok === undefined) {
+    ok = COMBOS.size < MAX_COMBOS && flag.includes(',') && flag.split(',').every((f) => f !== 'other' && f !== '-' && FLAG_INDEX.has(f));
+    if (COMBOS.size < MAX_COMBOS * 4) COMBOS.set(flag, ok);
+  }
+  return ok;
+}
+
 export const UNKNOWN = 'unknown';
 
 export class RouteHandle {
   private readonly requests: (CounterChild | undefined)[] = [];
+  /** Counters for flag combinations (`UF,URX`), by `code flags`. */
+  private combos?: Map<string, CounterChild>;
   /** Requests counted on this handle. */
   total = 0;
   /** The access log's route and destination fields, encoded once (observer.ts). */
@@ -52,7 +70,9 @@ export class RouteHandle {
   /** Counts one request with its status code and flag. */
   count(status: number, flag?: string): void {
     const code = status >= 100 && status <= 599 ? status | 0 : 0;
-    const i = code * FLAG_SLOTS + flagIndex(flag);
+    const fi = flagIndex(flag);
+    if (fi === OTHER_FLAG && flag !== undefined && isKnownCombination(flag)) return this.countCombination(code, flag);
+    const i = code * FLAG_SLOTS + fi;
     let c = this.requests[i];
     if (c === undefined) {
       c = this.m.requests.labels(
@@ -65,6 +85,18 @@ export class RouteHandle {
         FLAG_NAMES[flagIndex(flag)] as string,
       );
       this.requests[i] = c;
+    }
+    c.value++;
+    this.total++;
+  }
+
+  private countCombination(code: number, flag: string): void {
+    const key = `${code} ${flag}`;
+    const combos = (this.combos ??= new Map());
+    let c = combos.get(key);
+    if (c === undefined) {
+      c = this.m.requests.labels(this.direction, this.source, this.destination, this.route, code === 0 ? 'unknown' : `${String(code).charAt(0)}xx`, String(code), flag);
+      combos.set(key, c);
     }
     c.value++;
     this.total++;

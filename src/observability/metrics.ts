@@ -236,6 +236,8 @@ export class WindowChild {
   private readonly slices: hdr.Histogram[];
   /** Failed requests (5xx or none) per slice, beside the durations. */
   private readonly errors: Float64Array;
+  /** When each slice got its first value (monotonic ms; NaN while empty): the rate's time base. */
+  private readonly firstAt: Float64Array;
   private readonly sliceMs: number;
   private readonly windowMs: number;
   private readonly createdAt: number;
@@ -251,6 +253,7 @@ export class WindowChild {
     this.slices = Array.from({ length: n }, mk);
     this.merged = mk();
     this.errors = new Float64Array(n);
+    this.firstAt = new Float64Array(n).fill(NaN);
     this.windowMs = windowMs;
     this.sliceMs = windowMs / n;
     this.createdAt = clock.monotonic();
@@ -263,12 +266,15 @@ export class WindowChild {
       this.current = (this.current + 1) % this.slices.length;
       (this.slices[this.current] as hdr.Histogram).reset();
       this.errors[this.current] = 0;
+      this.firstAt[this.current] = NaN;
     }
     this.sliceEnd += Math.floor((now - this.sliceEnd) / this.sliceMs + 1) * this.sliceMs;
   }
   /** Records a duration in seconds. */
   observe(seconds: number, failed = false): void {
-    this.rotate(this.clock.monotonic());
+    const now = this.clock.monotonic();
+    this.rotate(now);
+    if (Number.isNaN(this.firstAt[this.current])) this.firstAt[this.current] = now;
     const us = Math.min(3_600_000_000, Math.max(1, Math.round(seconds * 1e6)));
     (this.slices[this.current] as hdr.Histogram).recordValue(us);
     if (failed) (this.errors as unknown as number[])[this.current]++;
@@ -284,14 +290,19 @@ export class WindowChild {
 
   /**
    * The window for aggregation elsewhere: the merged histogram (hdr compressed base64, values in
-   * µs), failed requests, and the seconds the window covers (shorter while the process is young).
+   * µs), failed requests, and the seconds that have data: from the first value still in the
+   * window to now, at least one second (so a burst of 300 requests in the last 10 s of a quiet
+   * minute reads 30/s, not 5/s, and one request is 1/s, not a fraction of the process's age).
    */
   export(): { count: number; errors: number; seconds: number; histogram: string } {
     const m = this.merge();
+    const now = this.clock.monotonic();
     let errors = 0;
     for (const e of this.errors) errors += e;
-    const seconds = Math.min(this.windowMs, this.clock.monotonic() - this.createdAt) / 1000;
-    return { count: m.totalCount, errors, seconds: Math.max(seconds, 0.001), histogram: m.totalCount ? codec().encodeIntoCompressedBase64(m) : '' };
+    let first = Infinity;
+    for (const t of this.firstAt) if (t < first) first = t;
+    const span = first === Infinity ? this.windowMs : Math.min(this.windowMs, now - first);
+    return { count: m.totalCount, errors, seconds: Math.max(span / 1000, 1), histogram: m.totalCount ? codec().encodeIntoCompressedBase64(m) : '' };
   }
   /** The window merged: count, sum (seconds) and the value at each quantile (seconds). */
   snapshot(quantiles: readonly number[]): { count: number; sum: number; values: number[] } {

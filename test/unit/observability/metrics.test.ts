@@ -124,3 +124,42 @@ t.test('content negotiation on Accept', async (t) => {
   t.equal(negotiate('application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1'), 'openmetrics', "Prometheus's own Accept");
   t.equal(negotiate('application/openmetrics-text; q=0'), 'prometheus', 'q=0 refuses it');
 });
+
+t.test('the window rate is over the time that has data (meshlet stat RPS)', async (t) => {
+  const clock = new FakeClock();
+  const m = new MeshMetrics({ service: 'web', clock, windowMs: 60_000 });
+  const { WindowMerge } = await import('../../../src/observability/metrics');
+  const h = m.handle('outbound', 'catalog', 'catalog/0');
+  const rps = (): number => {
+    const w = new WindowMerge();
+    w.add(h.window.export());
+    return w.rps;
+  };
+  clock.advance(400);
+  h.complete(200, undefined, 0.001, 0, 0);
+  t.equal(rps(), 1, 'one request just now: 1/s (over at least a second), not 1 over the process age');
+  clock.advance(120_000);
+  t.equal(rps(), 0, 'nothing in the window');
+  // 300 requests over 10 s, after a quiet minute.
+  for (let i = 0; i < 300; i++) {
+    h.complete(200, undefined, 0.001, 0, 0);
+    clock.advance(10_000 / 300);
+  }
+  t.ok(Math.abs(rps() - 30) < 0.5, `300 requests in the last 10 s read ~30/s, got ${rps()}`);
+  clock.advance(40_000);
+  t.ok(Math.abs(rps() - 6) < 0.2, `then 40 s of silence: 300 over the 50 s since the first, got ${rps()}`);
+});
+
+t.test('a combination of known flags (UF,URX) keeps its label value; made-up parts fold into other', async (t) => {
+  const m = new MeshMetrics({ service: 'web' });
+  const h = m.handle('outbound', 'catalog', 'catalog/0');
+  h.count(503, 'UF,URX');
+  h.count(503, 'UF,URX');
+  h.count(502, 'UR,RBX');
+  h.count(503, 'UF,bogus');
+  t.equal(h.total, 4);
+  const text = m.registry.render();
+  t.match(text, /response_code="503",response_flags="UF,URX"\} 2$/m);
+  t.match(text, /response_code="502",response_flags="UR,RBX"\} 1$/m);
+  t.match(text, /response_code="503",response_flags="other"\} 1$/m);
+});
