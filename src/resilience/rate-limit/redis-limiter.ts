@@ -43,6 +43,9 @@ interface Pending {
   resolve: (o: GlobalOutcome) => void;
 }
 
+/** While Redis stays unavailable, a reminder at warn at most this often. */
+export const REDIS_DOWN_LOG_INTERVAL_MS = 60_000;
+
 const SHA = createHash('sha1').update(GCRA_SCRIPT).digest('hex');
 
 export function parseHostPort(address: string): { host: string; port: number } {
@@ -67,6 +70,9 @@ export class RedisLimiter {
   private readonly deniedUntil = new Map<string, number>();
   private closed = false;
   private wasReady = false;
+  /** Monotonic ms since Redis has been unavailable, or undefined while it is (or was never tried) reachable. */
+  private downSince: number | undefined;
+  private lastDownLog = 0;
 
   /** Script calls sent (each one round trip), including NOSCRIPT retries. */
   roundTrips = 0;
@@ -100,15 +106,28 @@ export class RedisLimiter {
       // Never give up reconnecting, and do not resend our commands (they have timed out).
       reconnectOnError: () => false,
     });
+    // Unavailable: logged at warn when it happens (even if Redis was never reached), then at most
+    // once a minute while it lasts (ioredis reports every reconnect attempt); back: logged once.
     this.client.on('error', (err: Error) => {
-      if (this.wasReady) this.log?.warn({ err: err.message, redis: opts.address }, 'rate-limit redis unavailable');
+      const now = this.clock.monotonic();
+      if (this.downSince === undefined) {
+        this.downSince = now;
+        this.lastDownLog = now;
+        this.log?.warn({ err: err.message, redis: opts.address, failureModeApplies: true }, this.wasReady ? 'rate-limit redis unavailable' : 'rate-limit redis unreachable');
+      } else if (now - this.lastDownLog >= REDIS_DOWN_LOG_INTERVAL_MS) {
+        this.lastDownLog = now;
+        this.log?.warn({ err: err.message, redis: opts.address, downForMs: Math.round(now - this.downSince), failedChecks: this.failures }, 'rate-limit redis still unavailable');
+      }
       this.wasReady = false;
     });
     this.client.on('ready', () => {
+      const down = this.downSince;
+      this.downSince = undefined;
       this.wasReady = true;
       // Load the script as soon as we connect, so that EVALSHA finds it (off the request path).
       this.client.script('LOAD', GCRA_SCRIPT).catch(() => undefined);
-      this.log?.info({ redis: opts.address }, 'rate-limit redis connected');
+      if (down !== undefined) this.log?.warn({ redis: opts.address, downForMs: Math.round(this.clock.monotonic() - down) }, 'rate-limit redis reachable again');
+      else this.log?.info({ redis: opts.address }, 'rate-limit redis connected');
     });
   }
 

@@ -121,3 +121,35 @@ t.test('addresses', async (t) => {
   t.same(parseHostPort('[::1]:6380'), { host: '::1', port: 6380 });
   t.same(parseHostPort('redis.internal:7000'), { host: 'redis.internal', port: 7000 });
 });
+
+t.test('an unreachable Redis is logged at warn (even if never reached), reminded at most once a minute, and its return is logged', async (t) => {
+  const { FakeClock } = await import('../../../../src/core/clock');
+  const { Writable } = await import('node:stream');
+  const pino = (await import('pino')).default;
+  const lines: { level: number; msg: string; downForMs?: number }[] = [];
+  const sink = new Writable({
+    write(c: Buffer, _e, cb) {
+      for (const l of c.toString().split('\n')) if (l) lines.push(JSON.parse(l));
+      cb();
+    },
+  });
+  const redis = await startRedis(t);
+  await redis.stop();
+  const clock = new FakeClock();
+  const l = new RedisLimiter({ address: redis.address, timeoutMs: 1000, clock, logger: pino({ level: 'info' }, sink) });
+  t.teardown(() => l.close());
+  const warns = () => lines.filter((x) => x.level === 40);
+  await within(() => warns().length >= 1, 'a warning about the unreachable redis');
+  t.match(warns()[0]!.msg, /rate-limit redis unreachable/);
+  // ioredis retries about once a second: no flood of warnings.
+  await new Promise((r) => setTimeout(r, 2500));
+  t.equal(warns().length, 1, 'reconnect attempts within the minute are not logged again');
+  clock.advance(61_000);
+  await within(() => warns().length >= 2, 'a reminder after a minute');
+  t.match(warns()[1]!.msg, /still unavailable/);
+  await redis.start();
+  await within(() => lines.some((x) => /reachable again/.test(x.msg)), 'the return logged');
+  const back = lines.find((x) => /reachable again/.test(x.msg))!;
+  t.equal(back.level, 40);
+  t.ok((back.downForMs ?? 0) >= 61_000, 'says how long it was down');
+});
