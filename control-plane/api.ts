@@ -6,11 +6,12 @@
  *   GET    /v1/{kind}/{name}          read
  *   PUT    /v1/{kind}/{name}          create or update; a body `metadata.resourceVersion` must match
  *   DELETE /v1/{kind}/{name}          delete (`?resourceVersion=` to make it conditional)
- *   POST   /v1/apply                  `{ items: [...] }`: create-or-update all, in one commit
+ *   POST   /v1/apply                  `{ items: [...] }`: create-or-update all, in one commit (`?dryRun=true`: check only)
  *   GET    /v1/status                 snapshot version, store revision, convergence, sidecars
  *   GET    /v1/snapshot               the snapshot sidecars are being pushed
  *   GET    /v1/stats                  per service and route: success rate, req/s, p50/p99 (from sidecars)
  *   GET    /v1/sd/prometheus          Prometheus HTTP SD targets: this control plane and every sidecar
+ *   GET    /v1/version, /v1/sidecars/{id}/config_dump, /v1/explain   for the CLI (cli-api.ts)
  *   GET    /metrics  GET /healthz
  *
  * A write is checked in two steps: the resource on its own (`parseResource`, field-path errors),
@@ -26,10 +27,11 @@ import { describeRaw, kindFromName, parseEach, parseResource, resourceKey, toWir
 import { API_VERSION, type Kind, type Resource } from '../src/policy/types';
 import { collectMeshStats } from '../src/observability/mesh-stats';
 import { CONTENT_TYPES, negotiate } from '../src/observability/metrics';
+import { cliRoutes } from './cli-api';
 import type { ControlPlaneMetrics } from './metrics';
 import type { PushServer } from './push-server';
 import type { EndpointRegistry } from './registry';
-import { StoreError, type FileStore, type StoreOp, type StoreView, type WireResource } from './store';
+import { contentOf, StoreError, type FileStore, type StoreOp, type StoreView, type WireResource } from './store';
 
 /** Request bodies above this are refused with 413. */
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -79,6 +81,8 @@ export interface ApiDeps {
   push: PushServer;
   metrics: ControlPlaneMetrics;
   logger?: Logger;
+  /** The control plane's data directory (`meshlet version`; `meshlet logs` finds the local mesh's logs there). */
+  dataDir?: string;
 }
 
 type Reply = { status: number; body: unknown } | { status: number; text: string; contentType: string };
@@ -136,15 +140,18 @@ class Api {
       throw new ApiError('bad_request', `malformed request path ${JSON.stringify(req.url)}`);
     }
     const [top, a, b, ...rest] = segments;
-    let routes: Routes | undefined;
-    if (top === 'healthz' && a === undefined) routes = { GET: () => ({ status: 200, text: 'ok\n', contentType: 'text/plain' }) };
+    // The CLI's views of the running mesh (version, a sidecar's config, explain): cli-api.ts.
+    let routes: Routes | undefined = top === 'v1' ? cliRoutes(this.deps, segments.slice(1)) : undefined;
+    if (routes) {
+      // found in cli-api.ts
+    } else if (top === 'healthz' && a === undefined) routes = { GET: () => ({ status: 200, text: 'ok\n', contentType: 'text/plain' }) };
     else if (top === 'metrics' && a === undefined) routes = { GET: (r) => this.metrics(r) };
     else if (top === 'v1' && a !== undefined && a !== '' && rest.length === 0) {
       if (a === 'status' && b === undefined) routes = { GET: () => this.status() };
       else if (a === 'stats' && b === undefined) routes = { GET: () => this.meshStats() };
       else if (a === 'sd' && b === 'prometheus') routes = { GET: (r) => this.prometheusTargets(r) };
       else if (a === 'snapshot' && b === undefined) routes = { GET: () => this.snapshot() };
-      else if (a === 'apply' && b === undefined) routes = { POST: (r) => this.apply(r) };
+      else if (a === 'apply' && b === undefined) routes = { POST: (r, u) => this.apply(r, u.searchParams.get('dryRun') === 'true') };
       else {
         const kind = kindFromName(a);
         if (!kind) throw new ApiError('unknown_kind', `unknown kind ${JSON.stringify(a)}; use one of route, destinationpolicy, ratelimitpolicy, service`);
@@ -257,7 +264,8 @@ class Api {
     return { status: 200, body: result.results[0]?.resource };
   }
 
-  private async apply(req: IncomingMessage): Promise<Reply> {
+  /** `?dryRun=true`: every check against the stored state, under the store's lock; nothing is written. */
+  private async apply(req: IncomingMessage, dryRun = false): Promise<Reply> {
     const body = await readJson(req);
     const items = (body as { items?: unknown } | null)?.items;
     if (body === null || typeof body !== 'object' || Array.isArray(body) || !Array.isArray(items))
@@ -266,10 +274,16 @@ class Api {
     const each = parseEach(items);
     if (!each.ok) throw new ApiError('invalid', `${each.errors.length} error(s) in the items; nothing applied`, { errors: each.errors });
     const parsed = each.value;
+    let dryResults: { kind: Kind; name: string; action: string; resourceVersion?: string }[] = [];
     const result = await this.store.commit((view) => {
       this.checkReferences(view, parsed, [], 'the items are inconsistent with each other or with stored resources; nothing applied');
+      if (dryRun) {
+        dryResults = dryRunActions(view, parsed.map(wire));
+        return [];
+      }
       return parsed.map((r): StoreOp => ({ op: 'put', resource: wire(r), expectedVersion: r.metadata.resourceVersion }));
     });
+    if (dryRun) return { status: 200, body: { revision: result.revision, dryRun: true, results: dryResults } };
     this.logger.info({ items: parsed.length, revision: result.revision }, 'applied');
     return {
       status: 200,
@@ -338,6 +352,24 @@ class Api {
     }
     return { status: e.status, body: { code: e.code, message: e.message, ...(e.errors ? { errors: e.errors } : {}) } };
   }
+}
+
+/** What a put of each resource would do, without doing it (the store's own rules: conflict on a stale resourceVersion). */
+function dryRunActions(view: StoreView, items: WireResource[]): { kind: Kind; name: string; action: string; resourceVersion?: string }[] {
+  return items.map((w) => {
+    const cur = view.get(w.kind, w.metadata.name);
+    const expected = w.metadata.resourceVersion;
+    if (expected !== undefined && cur?.metadata.resourceVersion !== expected)
+      throw new StoreError('conflict', `${w.kind}/${w.metadata.name}: resourceVersion ${expected} is not the stored one (${cur?.metadata.resourceVersion ?? 'none'})`);
+    const same = cur !== undefined && canonical(contentOf(cur)) === canonical(contentOf(w));
+    return { kind: w.kind, name: w.metadata.name, action: cur === undefined ? 'created' : same ? 'unchanged' : 'updated', resourceVersion: cur?.metadata.resourceVersion };
+  });
+}
+
+function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+  );
 }
 
 /** The normalised wire form to store (metadata kept; the store sets its own fields). */

@@ -100,7 +100,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const pushAddress = await push.listen(opts.push?.host ?? DEFAULT_PUSH.host, opts.push?.port ?? DEFAULT_PUSH.port);
     cleanup.push(() => push.close());
 
-    const server = http.createServer(createApiHandler({ store, registry, push, metrics, logger: logger.child({ component: 'api' }) }));
+    const server = http.createServer(createApiHandler({ store, registry, push, metrics, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir }));
     const apiAddress = await listen(server, opts.api?.host ?? DEFAULT_API.host, opts.api?.port ?? DEFAULT_API.port);
     cleanup.push(() => closeServer(server));
     let webhookAddress: Address | undefined;

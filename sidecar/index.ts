@@ -18,6 +18,7 @@ import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
 import { RateLimitLayer } from '../src/resilience/rate-limit';
 import { compileSnapshot, parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
+import { VERSION } from '../src/core/version';
 import { startAdmin, type AdminServer } from './admin';
 import { systemClock } from '../src/core/clock';
 import { ResilienceState } from '../src/resilience/state';
@@ -403,7 +404,7 @@ export async function subscribe(
       address: opts.advertiseAddress ?? '',
       inboundPort,
       labels: opts.labels ?? {},
-      buildVersion: process.env.npm_package_version ?? '',
+      buildVersion: VERSION,
       adminPort,
     },
     apply,

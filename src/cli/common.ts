@@ -8,17 +8,74 @@ export class UsageError extends Error {
 export interface Command {
   name: string;
   usage: string;
+  /** The exit code of a failure (default 1; `diff` uses 2, as 1 means "different"). */
+  errorExitCode?: number;
   run(argv: string[]): Promise<number>;
 }
 
-/** parseArgs with `--help` handled and unknown flags reported as usage errors. */
+/** parseArgs with `--help` handled and unknown flags reported as usage errors (with the nearest known flag). */
 export function flags<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, allowPositionals = false) {
   try {
     return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals, strict: true });
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    const msg = (e as Error).message;
+    const unknown = /Unknown option '(-{1,2}[^'=]+)/.exec(msg)?.[1];
+    if (unknown) {
+      const known = Object.entries(options).flatMap(([k, o]) => [`--${k}`, ...(o.short ? [`-${o.short}`] : [])]);
+      const near = nearest(unknown, known.filter((k) => k.startsWith('--')));
+      throw new UsageError(`unknown flag ${unknown}${near ? `; did you mean ${near}?` : ''}`);
+    }
+    throw new UsageError(msg.split('. To specify a positional')[0] as string);
   }
 }
+
+/** The closest of `candidates` to `word` (Damerau-Levenshtein), when close enough to be a typo. */
+export function nearest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word, c);
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  const limit = Math.max(2, Math.floor(word.replace(/^-+/, '').length / 3));
+  if (best !== undefined && (bestD <= limit || best.startsWith(word) || (word.length > 3 && best.includes(word.replace(/^-+/, ''))))) return best;
+  return undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min((d[i - 1]![j] as number) + 1, (d[i]![j - 1] as number) + 1, (d[i - 1]![j - 1] as number) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, (d[i - 2]![j - 2] as number) + 1);
+      d[i]![j] = v;
+    }
+  return d[a.length]![b.length] as number;
+}
+
+/** Validates `-o`: one of `allowed` (`jsonpath=` forms when 'jsonpath' is allowed), else a usage error. */
+export function outputFormat<A extends string>(value: string | undefined, allowed: readonly A[]): A | `jsonpath=${string}` | undefined {
+  if (value === undefined) return undefined;
+  if (value.startsWith('jsonpath=') && allowed.includes('jsonpath' as A)) return value as `jsonpath=${string}`;
+  if (allowed.includes(value as A)) return value as A;
+  throw new UsageError(`-o must be one of ${allowed.map((a) => (a === 'jsonpath' ? 'jsonpath=EXPR' : a)).join(', ')}; got ${JSON.stringify(value)}`);
+}
+
+/** A kubectl-style age: 45s, 12m, 3h, 5d. */
+export function age(iso: string | undefined, now = Date.now()): string {
+  if (!iso) return '-';
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return '-';
+  const s = Math.max(0, Math.floor((now - t) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.floor(s / 60)}m`;
+  if (s < 172800) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+/** Global flags: accepted before or after the command (`meshlet --server X get routes`). */
+export const globals: { server?: string; context?: string } = {};
 
 export function hostPort(s: string, what: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s.trim());
@@ -48,9 +105,12 @@ export function labels(s: string | undefined): Record<string, string> {
   return out;
 }
 
-/** The control plane the client commands talk to: --server, then MESHLET_SERVER, then the default. */
+/**
+ * The control plane the client commands talk to: --server, then --context's server, then
+ * MESHLET_SERVER, then the current context of the config file, then the default.
+ */
 export function serverUrl(flag: string | undefined): string {
-  const s = flag ?? process.env.MESHLET_SERVER ?? 'http://127.0.0.1:15080';
+  const s = flag ?? globals.server ?? resolveContext().server ?? 'http://127.0.0.1:15080';
   const url = /^https?:\/\//.test(s) ? s : `http://${s}`;
   try {
     new URL(url);
@@ -58,6 +118,31 @@ export function serverUrl(flag: string | undefined): string {
     throw new UsageError(`--server: not a URL: ${JSON.stringify(s)}`);
   }
   return url.replace(/\/+$/, '');
+}
+
+/**
+ * Where the connection settings come from, for `serverUrl` and `api`: `--context NAME` picks a
+ * context of the config file; otherwise MESHLET_SERVER wins over the file's current context.
+ * MESHLET_TOKEN (or the context's `token`) is sent as a bearer token.
+ */
+export function resolveContext(): { server?: string; token?: string; context?: string } {
+  // Loaded on use: the long-running commands never read the config file.
+  const { loadConfig, configPath } = require('./config') as typeof import('./config');
+  const cfg = loadConfig();
+  const name = globals.context;
+  if (name !== undefined) {
+    const c = cfg.contexts.find((x) => x.name === name);
+    if (!c) throw new UsageError(`--context: no context ${JSON.stringify(name)} in ${configPath()}${cfg.contexts.length ? ` (have: ${cfg.contexts.map((x) => x.name).join(', ')})` : ''}`);
+    return { server: c.server, token: process.env.MESHLET_TOKEN ?? c.token, context: c.name };
+  }
+  if (process.env.MESHLET_SERVER) return { server: process.env.MESHLET_SERVER, token: process.env.MESHLET_TOKEN };
+  const cur = cfg.contexts.find((x) => x.name === cfg.currentContext);
+  return { server: cur?.server, token: process.env.MESHLET_TOKEN ?? cur?.token, context: cur?.name };
+}
+
+function authHeader(): Record<string, string> {
+  const token = resolveContext().token;
+  return token ? { authorization: `Bearer ${token}` } : {};
 }
 
 export interface ApiResponse {
@@ -72,7 +157,7 @@ export async function api(server: string, method: string, path: string, body?: u
   try {
     res = await request(server + path, {
       method: method as 'GET',
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...authHeader() },
       body: body === undefined ? undefined : JSON.stringify(body),
       headersTimeout: 15_000,
       bodyTimeout: 15_000,

@@ -14,22 +14,84 @@
  * `meshlet up` passes the same flags (SIDECAR_NODE_FLAGS) to the sidecars it starts; so should
  * anything that runs `node dist/src/cli/main.js` itself.
  */
-import { CliError, UsageError, type Command } from './common';
+import { CliError, globals, nearest, UsageError, type Command } from './common';
 
-/** Each command's module is loaded only when it runs: a sidecar does not carry the CLI's clients. */
-const COMMANDS: { name: string; summary: string; load(): Command }[] = [
+/**
+ * Each command's module is loaded only when it runs: a sidecar does not carry the CLI's clients.
+ * `client`: talks to the control plane, so takes the global flags (--server, --context).
+ */
+export const COMMANDS: { name: string; summary: string; client?: boolean; load(): Command }[] = [
   { name: 'up', summary: 'run a local mesh on loopback: control plane, demo services, a sidecar each (what `npm start` runs)', load: () => require('./up').up },
   { name: 'control-plane', summary: 'run the control plane: REST API, policy store, push to sidecars', load: () => require('./control-plane').controlPlane },
   { name: 'sidecar', summary: 'run the sidecar proxy beside one service instance', load: () => require('./sidecar').sidecar },
-  { name: 'apply', summary: 'create or update policies from a YAML/JSON file (all or nothing)', load: () => require('./apply').apply },
-  { name: 'get', summary: 'list policies of a kind, or show one', load: () => require('./get').get },
-  { name: 'delete', summary: 'delete a policy', load: () => require('./delete').del },
+  { name: 'apply', summary: 'create or update policies from YAML/JSON files (all or nothing); the control plane validates them against what is stored', client: true, load: () => require('./apply').apply },
+  { name: 'diff', summary: 'what `apply` would change, as a unified diff (exit 1 when different)', client: true, load: () => require('./diff').diff },
+  { name: 'get', summary: 'list policies of a kind (or all), or show one', client: true, load: () => require('./get').get },
+  { name: 'describe', summary: 'one policy: what it refers to, what refers to it, the sidecars running it, its recent traffic', client: true, load: () => require('./describe').describe },
+  { name: 'delete', summary: 'delete policies by KIND NAME or -f FILE', client: true, load: () => require('./delete').del },
+  { name: 'check', summary: 'find policies that are valid but wrong (like istioctl analyze); exit 1 on errors', client: true, load: () => require('./check').check },
+  { name: 'explain', summary: "walk a request through the caller's sidecar: route, rule, backend, endpoints, limits", client: true, load: () => require('./explain').explain },
+  { name: 'proxy-config', summary: 'what one sidecar runs (routes, endpoints, policies), through the control plane', client: true, load: () => require('./proxy-config').proxyConfig },
   { name: 'inject', summary: 'add the sidecar to Kubernetes workloads in a YAML file (comments kept, idempotent)', load: () => require('./inject').inject },
-  { name: 'status', summary: 'show every sidecar, its service, and the policy version it ACKed or why it NACKed', load: () => require('./status').status },
-  { name: 'stat', summary: 'success rate, req/s, p50/p99 per service and route, from every sidecar (-o json)', load: () => require('./stat').stat },
-  { name: 'top', summary: '`meshlet stat`, refreshing', load: () => require('./stat').top },
-  { name: 'logs', summary: "print (or follow, -f) a service's sidecar logs in the local mesh (`meshlet up`)", load: () => require('./logs').logs },
+  { name: 'status', summary: 'show every sidecar, its service, and the policy version it ACKed or why it NACKed', client: true, load: () => require('./status').status },
+  { name: 'stat', summary: 'success rate, req/s, p50/p99 per service and route, from every sidecar (-o json)', client: true, load: () => require('./stat').stat },
+  { name: 'top', summary: '`meshlet stat`, refreshing', client: true, load: () => require('./stat').top },
+  { name: 'logs', summary: "print (or follow, -f) a service's sidecar logs in the local mesh (`meshlet up`)", client: true, load: () => require('./logs').logs },
+  { name: 'version', summary: 'the client version, and the control plane and sidecars when reachable', client: true, load: () => require('./version').version },
+  { name: 'config', summary: 'named contexts: which control plane the client commands talk to', load: () => require('./config').config },
+  { name: 'completion', summary: 'print shell completion for bash, zsh or fish', load: () => require('./completion').completion },
 ];
+
+const GLOBAL_FLAGS = ['--server', '--context'];
+
+/** Takes the global flags out of argv, wherever they are. */
+function takeGlobals(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const eq = a.indexOf('=');
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    if (!GLOBAL_FLAGS.includes(flag)) {
+      out.push(a);
+      continue;
+    }
+    let value: string | undefined;
+    if (eq > 0) value = a.slice(eq + 1);
+    else {
+      value = argv[i + 1];
+      if (value === undefined || value.startsWith('-')) throw new UsageError(`${flag} needs a value`);
+      i++;
+    }
+    if (flag === '--server') globals.server = value;
+    else globals.context = value;
+  }
+  return out;
+}
+
+const GLOBAL_HELP = `
+global flags (before or after the command):
+  --server URL      the control plane's REST API (else $MESHLET_SERVER, else the config file's current context, else http://127.0.0.1:15080)
+  --context NAME    a context of the config file (meshlet config get-contexts)
+`;
+
+function takeGlobalsDry(argv: string[]): number {
+  return argv.filter((a) => !GLOBAL_FLAGS.some((g) => a === g || a.startsWith(g + '='))).length;
+}
+
+/**
+ * A closed pipe (`meshlet logs X | head`) ends the command quietly: the reader has what it wanted.
+ */
+export function quietOnClosedPipe(): void {
+  for (const s of [process.stdout, process.stderr])
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') process.exit(0);
+      throw err;
+    });
+}
 
 function help(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -38,26 +100,38 @@ function help(): string {
 usage: meshlet COMMAND [flags]      (meshlet COMMAND --help for its flags)
 
 ${COMMANDS.map((c) => `  ${c.name.padEnd(w)}  ${c.summary}`).join('\n')}
-`;
+${GLOBAL_HELP}`;
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  // The command is the first argument that is not a global flag (or its value).
+  let name: string | undefined;
+  let rest: string[];
+  {
+    let i = 0;
+    while (i < argv.length && GLOBAL_FLAGS.some((g) => argv[i] === g || (argv[i] as string).startsWith(g + '='))) i += argv[i]?.includes('=') ? 1 : 2;
+    name = argv[i];
+    rest = [...argv.slice(0, i), ...argv.slice(i + 1)];
+  }
   if (!name || name === '-h' || name === '--help' || name === 'help') {
     process.stdout.write(help());
     return name ? 0 : 2;
   }
+  if (name === '--version' || name === '-v') name = 'version';
   const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) {
-    process.stderr.write(`meshlet: unknown command ${JSON.stringify(name)}\n\n${help()}`);
+    const near = name.startsWith('-') ? undefined : nearest(name, COMMANDS.map((c) => c.name));
+    process.stderr.write(`meshlet: unknown command ${JSON.stringify(name)}${near ? `; did you mean \`${near}\`?` : ''}\n(\`meshlet --help\` lists the commands)\n`);
     return 2;
   }
   const cmd = entry.load();
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`${entry.summary}\n\nusage: ${cmd.usage}\n`);
+    process.stdout.write(`${entry.summary}\n\nusage: ${cmd.usage}\n${entry.client ? GLOBAL_HELP : ''}`);
     return 0;
   }
   try {
+    if (entry.client) rest = takeGlobals(rest);
+    else if (rest.length !== takeGlobalsDry(rest)) throw new UsageError('--server and --context go with the client commands (apply, get, status...)');
     return await cmd.run(rest);
   } catch (e) {
     if (e instanceof UsageError) {
@@ -66,15 +140,16 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (e instanceof CliError) {
       process.stderr.write(`meshlet ${cmd.name}: ${e.message}\n`);
-      return 1;
+      return cmd.errorExitCode ?? 1;
     }
     const err = e as Error & { code?: string };
     process.stderr.write(`meshlet ${cmd.name}: ${err.code === 'EADDRINUSE' ? `port in use (${err.message})` : err.message}\n`);
-    return 1;
+    return cmd.errorExitCode ?? 1;
   }
 }
 
 if (require.main === module) {
+  quietOnClosedPipe();
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

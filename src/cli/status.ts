@@ -1,4 +1,5 @@
-import { api, CliError, describeApiError, flags, serverUrl, table, type Command } from './common';
+import { age, api, CliError, describeApiError, flags, outputFormat, serverUrl, table, type Command } from './common';
+import { watch } from './output';
 
 interface SidecarRow {
   id: string;
@@ -7,44 +8,77 @@ interface SidecarRow {
   port: number;
   labels: Record<string, string>;
   connected: boolean;
+  buildVersion?: string;
   ackedVersion?: string;
   nackVersion?: string;
   nackReason?: string;
   nackedAt?: string;
   ackedAt?: string;
+  connectedAt?: string;
   expiresAt?: string;
+}
+
+interface StatusBody {
+  version: string;
+  revision: number;
+  convergence?: { ms: number; version: string } | null;
+  sidecars: SidecarRow[];
 }
 
 export const status: Command = {
   name: 'status',
-  usage: `meshlet status [-o json] [--server URL]`,
+  usage: `meshlet status [-o wide|json|yaml] [-w] [--server URL]
+
+Every sidecar the control plane knows: its service, address, labels, whether its stream is
+connected, and the policy version it ACKed (or the version it NACKed, and why).
+  -o, --output FORMAT   wide (adds the sidecar's version and how long it has been connected), json or yaml
+  -w, --watch           print the table again whenever it changes (until Ctrl-C)`,
   async run(argv) {
-    const { values } = flags(argv, { output: { type: 'string', short: 'o' }, server: { type: 'string' } });
-    const res = await api(serverUrl(values.server), 'GET', '/v1/status');
-    if (res.status !== 200) throw new CliError(describeApiError(res));
-    if (values.output === 'json') {
-      process.stdout.write(JSON.stringify(res.body, null, 2) + '\n');
-      return 0;
-    }
-    const b = res.body as { version: string; revision: number; convergence?: { ms: number; version: string } | null; sidecars: SidecarRow[] };
-    const conv = b.convergence ? `, last change reached every sidecar in ${b.convergence.ms} ms` : '';
-    process.stdout.write(`policy version ${b.version} (store revision ${b.revision})${conv}\n\n`);
-    if (b.sidecars.length === 0) {
-      process.stdout.write('no sidecars connected\n');
-      return 0;
-    }
-    const rows = [['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', 'POLICY']];
-    for (const s of b.sidecars) {
-      const labels = Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-';
-      const nackNewer = s.nackVersion && (!s.ackedAt || (s.nackedAt ?? '') > s.ackedAt);
-      const policy = nackNewer
-        ? `NACK ${s.nackVersion}: ${(s.nackReason ?? '').split('\n').join('; ')}${s.ackedVersion ? ` (serving ${s.ackedVersion})` : ''}`
-        : s.ackedVersion
-          ? `ACK ${s.ackedVersion}${s.ackedVersion === b.version ? '' : ' (stale)'}`
-          : 'pending';
-      rows.push([s.id, s.service, `${s.address}:${s.port}`, labels, s.connected ? 'connected' : `gone (until ${s.expiresAt ?? '?'})`, policy]);
-    }
-    process.stdout.write(table(rows) + '\n');
-    return 0;
+    const { values } = flags(argv, { output: { type: 'string', short: 'o' }, server: { type: 'string' }, watch: { type: 'boolean', short: 'w' } });
+    const output = outputFormat(values.output, ['wide', 'json', 'yaml'] as const);
+    const server = serverUrl(values.server);
+    const fetch = async (): Promise<StatusBody> => {
+      const res = await api(server, 'GET', '/v1/status');
+      if (res.status !== 200) throw new CliError(describeApiError(res));
+      return res.body as StatusBody;
+    };
+    const render = async (b: StatusBody): Promise<string> => {
+      if (output === 'json') return JSON.stringify(b, null, 2) + '\n';
+      if (output === 'yaml') return (await import('yaml')).stringify(b);
+      return formatStatus(b, output === 'wide');
+    };
+    const first = await fetch();
+    process.stdout.write(await render(first));
+    if (!values.watch) return 0;
+    // Ages change every second: compare what matters, not the rendering.
+    let n = 0;
+    return watch(fetch, (b) => {
+      if (n++ === 0) return;
+      void render(b).then((text) => process.stdout.write(`\n${new Date().toISOString()}\n${text}`));
+    });
   },
 };
+
+export function formatStatus(b: StatusBody, wide: boolean): string {
+  const conv = b.convergence ? `, last change reached every sidecar in ${b.convergence.ms} ms` : '';
+  let out = `policy version ${b.version} (store revision ${b.revision})${conv}\n\n`;
+  if (b.sidecars.length === 0) return out + 'no sidecars connected\n';
+  const head = wide ? ['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', 'VERSION', 'AGE', 'POLICY'] : ['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', 'POLICY'];
+  const rows = [head];
+  for (const s of b.sidecars) {
+    const labels = Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-';
+    const nackNewer = s.nackVersion && (!s.ackedAt || (s.nackedAt ?? '') > s.ackedAt);
+    const policy = nackNewer
+      ? `NACK ${s.nackVersion}: ${(s.nackReason ?? '').split('\n').join('; ')}${s.ackedVersion ? ` (serving ${s.ackedVersion})` : ''}`
+      : s.ackedVersion
+        ? `ACK ${s.ackedVersion}${s.ackedVersion === b.version ? '' : ' (stale)'}`
+        : 'pending';
+    const stream = s.connected ? 'connected' : `gone (until ${s.expiresAt ?? '?'})`;
+    rows.push(
+      wide
+        ? [s.id, s.service, `${s.address}:${s.port}`, labels, stream, s.buildVersion || '-', age(s.connectedAt), policy]
+        : [s.id, s.service, `${s.address}:${s.port}`, labels, stream, policy],
+    );
+  }
+  return out + table(rows) + '\n';
+}

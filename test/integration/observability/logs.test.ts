@@ -1,6 +1,7 @@
 /**
  * `meshlet logs SERVICE` reads the per-sidecar log files `meshlet up` writes under
- * DATA_DIR/logs/SERVICE/, every instance prefixed by its id; `--access` keeps the access-log
+ * DATA_DIR/logs/SERVICE/, every instance prefixed by its id (`-o json`: the raw lines; the default
+ * readable form is tested in test/integration/cli/logs.test.ts); `--access` keeps the access-log
  * lines; a service without logs is a clear error.
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,14 +17,14 @@ t.test('meshlet logs SERVICE', async (t) => {
   writeFileSync(path.join(dir, 'logs', 'catalog', 'catalog-v1-0.log'), `${JSON.stringify({ msg: 'sidecar started' })}\n${access}\n`);
   writeFileSync(path.join(dir, 'logs', 'catalog', 'catalog-v2-0.log'), `${JSON.stringify({ msg: 'snapshot applied' })}\n`);
 
-  const all = cli(['logs', 'catalog', '--data-dir', dir]);
+  const all = cli(['logs', 'catalog', '--data-dir', dir, '-o', 'json']);
   t.equal(all.code, 0, all.stderr);
   t.same(all.stdout.trim().split('\n'), [
     `[catalog-v1-0] ${JSON.stringify({ msg: 'sidecar started' })}`,
     `[catalog-v1-0] ${access}`,
     `[catalog-v2-0] ${JSON.stringify({ msg: 'snapshot applied' })}`,
   ]);
-  const acc = cli(['logs', 'catalog', '--access', '--data-dir', dir]);
+  const acc = cli(['logs', 'catalog', '--access', '--data-dir', dir, '-o', 'json']);
   t.same(acc.stdout.trim().split('\n'), [`[catalog-v1-0] ${access}`], '--access: access-log lines only');
 
   const none = cli(['logs', 'pricing', '--data-dir', dir]);

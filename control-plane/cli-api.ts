@@ -1,0 +1,101 @@
+/**
+ * The REST API's routes for the CLI's views of the running mesh (hooked into api.ts's router):
+ *
+ *   GET /v1/version                        this control plane's version (and data dir), and every connected sidecar's
+ *   GET /v1/sidecars/{id}/config_dump      what one sidecar runs (its admin port's /config_dump), for `meshlet proxy-config`
+ *   GET /v1/explain?from=SVC|sidecar=ID&method=&url=&header=k:v   a sidecar's /explain, for `meshlet explain`
+ *
+ * The control plane reaches each sidecar's admin port at the address and port it registered
+ * with (as `meshlet stat` does), so users need no port-forward.
+ */
+import * as http from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import { VERSION } from '../src/core/version';
+import type { EndpointRegistry, SidecarStatus } from './registry';
+
+type Reply = { status: number; body: unknown };
+type Handler = (req: IncomingMessage, url: URL) => Promise<Reply> | Reply;
+export type CliRoutes = Partial<Record<'GET' | 'POST' | 'PUT' | 'DELETE', Handler>>;
+
+export interface CliApiDeps {
+  registry: EndpointRegistry;
+  dataDir?: string;
+}
+
+/** The routes for `/v1/<segments>`, or undefined when the path is not one of these. */
+export function cliRoutes(deps: CliApiDeps, segments: string[]): CliRoutes | undefined {
+  const [a, b, c, ...rest] = segments;
+  if (rest.length > 0) return undefined;
+  if (a === 'version' && b === undefined) return { GET: () => version(deps) };
+  if (a === 'sidecars' && b && c === 'config_dump') return { GET: () => fromSidecar(deps, b, '/config_dump') };
+  if (a === 'explain' && b === undefined) return { GET: (_r, u) => explain(deps, u) };
+  return undefined;
+}
+
+function version(deps: CliApiDeps): Reply {
+  return {
+    status: 200,
+    body: {
+      controlPlane: { version: VERSION, node: process.version, ...(deps.dataDir ? { dataDir: deps.dataDir } : {}) },
+      sidecars: deps.registry
+        .sidecars()
+        .filter((s) => s.connected)
+        .map((s) => ({ id: s.id, service: s.service, version: s.buildVersion || null })),
+    },
+  };
+}
+
+function notFound(message: string): Reply {
+  return { status: 404, body: { code: 'not_found', message } };
+}
+
+async function fromSidecar(deps: CliApiDeps, id: string, path: string): Promise<Reply> {
+  const s = deps.registry.sidecars().find((x) => x.id === id);
+  if (!s) {
+    const ids = deps.registry.sidecars().map((x) => x.id);
+    return notFound(`no sidecar ${JSON.stringify(id)}${ids.length ? `; connected: ${ids.join(', ')}` : ''}`);
+  }
+  return ask(s, path);
+}
+
+async function explain(deps: CliApiDeps, url: URL): Promise<Reply> {
+  const q = url.searchParams;
+  const from = q.get('from');
+  const id = q.get('sidecar');
+  const all = deps.registry.sidecars().filter((s) => s.connected);
+  const s = id ? all.find((x) => x.id === id) : all.find((x) => x.service === from && x.adminPort);
+  if (!s) {
+    const services = [...new Set(all.map((x) => x.service))].sort();
+    return notFound(id ? `no connected sidecar ${JSON.stringify(id)}` : `no connected sidecar of service ${JSON.stringify(from)}${services.length ? `; services with sidecars: ${services.join(', ')}` : ''}`);
+  }
+  const pass = new URLSearchParams(q);
+  pass.delete('from');
+  pass.delete('sidecar');
+  const r = await ask(s, `/explain?${pass}`);
+  if (r.status === 200 && r.body && typeof r.body === 'object') return { status: 200, body: { sidecar: s.id, ...(r.body as object) } };
+  return r;
+}
+
+/** GETs a path on a sidecar's admin port; failures become 502 with the reason. */
+function ask(s: SidecarStatus, path: string, timeoutMs = 3000): Promise<Reply> {
+  if (!s.adminPort) return Promise.resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} registered no admin port` } });
+  return new Promise((resolve) => {
+    const req = http.get({ host: s.address, port: s.adminPort, path, timeout: timeoutMs, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id}: ${err.message}` } }));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let body: unknown;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = { code: 'sidecar_error', message: `sidecar ${s.id} answered ${res.statusCode}: ${text.trim().slice(0, 500)}` };
+        }
+        resolve({ status: res.statusCode === 200 ? 200 : res.statusCode === 400 ? 400 : 502, body });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} at ${s.address}:${s.adminPort}: ${err.message}` } }));
+  });
+}

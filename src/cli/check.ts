@@ -1,0 +1,89 @@
+/**
+ * `meshlet check [-f FILE]` (like `istioctl analyze`): the findings of src/policy/analyze.ts on
+ * the stored policies, the mesh's endpoints and the sidecars' ACK/NACK, or on the files' resources
+ * laid over the stored ones (what the mesh would be after `apply`). Exit 1 when any finding is an
+ * error.
+ */
+import { formatErrors } from '../core/result';
+import { analyze, CODES, type Finding, type SidecarReport } from '../policy/analyze';
+import { parseEach, resourceKey } from '../policy/parse';
+import type { Endpoint, Resource } from '../policy/types';
+import { api, CliError, describeApiError, flags, outputFormat, serverUrl, table, type Command } from './common';
+import { readResources } from './input';
+
+interface Stored {
+  resources: Resource[];
+  endpoints: Endpoint[];
+  sidecars: SidecarReport[];
+}
+
+async function stored(server: string): Promise<Stored> {
+  const [snap, status] = await Promise.all([api(server, 'GET', '/v1/snapshot'), api(server, 'GET', '/v1/status')]);
+  if (snap.status !== 200) throw new CliError(describeApiError(snap));
+  const b = snap.body as { resources: unknown[]; endpoints: Endpoint[] };
+  const parsed = parseEach(b.resources ?? []);
+  if (!parsed.ok) throw new CliError(`the control plane's snapshot does not parse here (a client older than the control plane?):\n${formatErrors(parsed.errors)}`);
+  return { resources: parsed.value, endpoints: b.endpoints ?? [], sidecars: status.status === 200 ? ((status.body as { sidecars: SidecarReport[] }).sidecars ?? []) : [] };
+}
+
+/** The findings on what is stored now (used by `apply` to warn). */
+export async function storedFindings(server: string): Promise<Finding[]> {
+  return analyze(await stored(server));
+}
+
+export const check: Command = {
+  name: 'check',
+  usage: `meshlet check [-f FILE|DIR|- ...] [-R] [-o json|yaml] [--codes] [--server URL]
+
+Finds what is valid but probably wrong: routes to services with no endpoints, subsets that
+select no endpoint, rules shadowed by an earlier catch-all, all-zero weights, retries that cannot
+fit in the rule timeout, rate limits on routes that do not exist, sidecars that NACK... Each
+finding has a code, a severity, the resource and field, and a fix. With -f, the files'
+resources are checked as if applied over what is stored. Exit 1 when there is an error.
+  -f, --filename FILE   check these resources over the stored ones; repeatable
+  -R, --recursive       with a directory: its sub-directories too
+  -o, --output FORMAT   json or yaml: the findings as data
+  --codes               list every finding code and what it means`,
+  async run(argv) {
+    const { values } = flags(argv, {
+      filename: { type: 'string', short: 'f', multiple: true },
+      recursive: { type: 'boolean', short: 'R' },
+      output: { type: 'string', short: 'o' },
+      codes: { type: 'boolean' },
+      server: { type: 'string' },
+    });
+    const output = outputFormat(values.output, ['json', 'yaml'] as const);
+    if (values.codes) {
+      process.stdout.write(table([['CODE', 'SEVERITY', 'MEANING'], ...Object.entries(CODES).map(([c, v]) => [c, v.severity, v.title])]) + '\n');
+      return 0;
+    }
+    const server = serverUrl(values.server);
+    const st = await stored(server);
+    let scope: Set<string> | undefined;
+    if (values.filename) {
+      const { resources } = await readResources(values.filename, values.recursive === true);
+      const keys = new Set(resources.map(resourceKey));
+      st.resources = [...st.resources.filter((r) => !keys.has(resourceKey(r))), ...resources];
+      scope = keys;
+    }
+    let findings = analyze(st);
+    // With -f: the files' findings, and those of stored resources the files make wrong.
+    if (scope) {
+      const before = new Set(analyze(await stored(server)).map((x) => `${x.code} ${x.resource} ${x.field ?? ''}`));
+      findings = findings.filter((x) => scope.has(x.resource) || !before.has(`${x.code} ${x.resource} ${x.field ?? ''}`));
+    }
+    const errors = findings.filter((x) => x.severity === 'error').length;
+    if (output === 'json') process.stdout.write(JSON.stringify({ findings }, null, 2) + '\n');
+    else if (output === 'yaml') process.stdout.write((await import('yaml')).stringify({ findings }));
+    else if (findings.length === 0) process.stdout.write(`no problems found in ${st.resources.length} resource(s), ${st.endpoints.length} endpoint(s), ${st.sidecars.length} sidecar(s)\n`);
+    else {
+      for (const x of findings) {
+        const sev = x.severity === 'error' ? 'Error' : x.severity === 'warning' ? 'Warning' : 'Info';
+        process.stdout.write(`${sev} [${x.code}] ${x.resource}${x.field ? ` ${x.field}` : ''}: ${x.message}\n${x.fix ? `  fix: ${x.fix}\n` : ''}`);
+      }
+      const warnings = findings.filter((x) => x.severity === 'warning').length;
+      process.stdout.write(`\n${errors} error(s), ${warnings} warning(s), ${findings.length - errors - warnings} info\n`);
+    }
+    return errors > 0 ? 1 : 0;
+  },
+};

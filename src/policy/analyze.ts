@@ -1,0 +1,166 @@
+/**
+ * `meshlet check`'s analysis (like `istioctl analyze`): what is valid but probably wrong in a set
+ * of resources, given the endpoints the mesh has and what the sidecars report. The validator
+ * (parse.ts) refuses what cannot work; this finds what works differently from what its author
+ * likely meant. Pure: the CLI feeds it the stored state (and a file's resources over it).
+ */
+import { formatDuration } from './validate';
+import type { Endpoint, Resource, RouteResource } from './types';
+
+export type Severity = 'error' | 'warning' | 'info';
+
+export interface Finding {
+  /** Stable: documented in docs/operations.md, safe to grep for. */
+  code: string;
+  severity: Severity;
+  /** `Kind/name`, or `sidecar/ID`. */
+  resource: string;
+  /** The field path within the resource, when there is one. */
+  field?: string;
+  message: string;
+  fix?: string;
+}
+
+export interface SidecarReport {
+  id: string;
+  service: string;
+  connected: boolean;
+  ackedVersion?: string;
+  ackedAt?: string;
+  nackVersion?: string;
+  nackedAt?: string;
+  nackReason?: string;
+}
+
+export interface AnalyzeInput {
+  resources: readonly Resource[];
+  endpoints: readonly Endpoint[];
+  sidecars?: readonly SidecarReport[];
+}
+
+/** Every code with its meaning, for the docs and `meshlet check --codes`. */
+export const CODES: Readonly<Record<string, { severity: Severity; title: string }>> = {
+  MC0001: { severity: 'warning', title: 'a Route sends traffic to a service that has no endpoints (503 UH)' },
+  MC0002: { severity: 'error', title: 'a Route sends traffic to a subset that selects no endpoint of its service (503 UH)' },
+  MC0003: { severity: 'warning', title: 'a rule is never reached: an earlier rule of the same Route matches every request' },
+  MC0004: { severity: 'error', title: "every backend of a rule has weight 0: the rule cannot send anywhere" },
+  MC0005: { severity: 'warning', title: 'retries can take longer than the rule timeout: the last tries never happen' },
+  MC0006: { severity: 'info', title: 'retries without any timeout: a hung upstream is never retried' },
+  MC0007: { severity: 'error', title: 'a rate limit names a route or rule that does not exist: it never applies' },
+  MC0008: { severity: 'error', title: 'a sidecar refused (NACKed) the current policy and runs an older one' },
+  MC0009: { severity: 'warning', title: 'a mirror sends copies to a service that has no endpoints' },
+  MC0010: { severity: 'warning', title: 'two Routes claim the same host: only the one stored last serves it' },
+};
+
+function f(code: keyof typeof CODES & string, resource: string, field: string | undefined, message: string, fix?: string): Finding {
+  return { code, severity: (CODES[code] as { severity: Severity }).severity, resource, ...(field ? { field } : {}), message, ...(fix ? { fix } : {}) };
+}
+
+const ms = (v: number): string => formatDuration(v);
+
+export function analyze(input: AnalyzeInput): Finding[] {
+  const out: Finding[] = [];
+  const byService = new Map<string, Endpoint[]>();
+  const addEp = (e: Endpoint): void => {
+    let l = byService.get(e.service);
+    if (!l) byService.set(e.service, (l = []));
+    l.push(e);
+  };
+  for (const e of input.endpoints) addEp(e);
+  const policies = new Map<string, Extract<Resource, { kind: 'DestinationPolicy' }>>();
+  const routes: RouteResource[] = [];
+  for (const r of input.resources) {
+    if (r.kind === 'Service') for (const e of r.spec.endpoints) addEp({ service: r.metadata.name, address: e.address, port: e.port, labels: e.labels, weight: e.weight, meshed: false });
+    else if (r.kind === 'DestinationPolicy') policies.set(r.spec.service, r);
+    else if (r.kind === 'Route') routes.push(r);
+  }
+  const endpointsOf = (svc: string): Endpoint[] => byService.get(svc) ?? [];
+
+  const hostOwner = new Map<string, string>();
+  for (const route of routes) {
+    const key = `Route/${route.metadata.name}`;
+    route.spec.hosts.forEach((h, i) => {
+      const other = hostOwner.get(h);
+      if (other) out.push(f('MC0010', key, `spec.hosts[${i}]`, `host ${JSON.stringify(h)} is also served by ${other}`, `keep each host in one Route (merge the rules into one of them)`));
+      else hostOwner.set(h, key);
+    });
+    let catchAll: string | undefined;
+    const seen = new Set<string>();
+    route.spec.rules.forEach((rule, i) => {
+      const at = `spec.rules[${i}]`;
+      if (catchAll !== undefined)
+        out.push(f('MC0003', key, at, `rule ${JSON.stringify(rule.name)} is never used: rule ${JSON.stringify(catchAll)} before it matches every request`, `move rule ${JSON.stringify(rule.name)} above ${JSON.stringify(catchAll)}, or give ${JSON.stringify(catchAll)} matches`));
+      if (catchAll === undefined && rule.matches.length === 0) catchAll = rule.name;
+      const backends = rule.backends ?? [];
+      if (backends.length > 0 && backends.every((b) => b.weight === 0))
+        out.push(f('MC0004', key, `${at}.backends`, `every backend has weight 0`, 'give at least one backend a weight above 0'));
+      backends.forEach((b, j) => {
+        if (b.weight === 0) return;
+        const eps = endpointsOf(b.service);
+        if (eps.length === 0) {
+          if (!seen.has(b.service))
+            out.push(f('MC0001', key, `${at}.backends[${j}].service`, `service ${JSON.stringify(b.service)} has no endpoints: requests get 503 UH`, `start a sidecar with --service ${b.service}, or define a Service ${b.service} with static endpoints`));
+          seen.add(b.service);
+        } else if (b.subset) {
+          const sub = policies.get(b.service)?.spec.subsets.find((s) => s.name === b.subset);
+          if (sub) {
+            const entries = Object.entries(sub.labels);
+            const n = eps.filter((e) => entries.every(([k, v]) => e.labels[k] === v)).length;
+            if (n === 0)
+              out.push(
+                f(
+                  'MC0002',
+                  key,
+                  `${at}.backends[${j}].subset`,
+                  `subset ${JSON.stringify(b.subset)} (${entries.map(([k, v]) => `${k}=${v}`).join(',')}) selects none of the ${eps.length} endpoint(s) of ${b.service}: its share of requests gets 503 UH`,
+                  `label an endpoint ${entries.map(([k, v]) => `${k}=${v}`).join(',')} (sidecar --labels), or fix the subset's labels in DestinationPolicy/${policies.get(b.service)?.metadata.name}`,
+                ),
+              );
+          }
+        }
+      });
+      if (rule.mirror && endpointsOf(rule.mirror.service).length === 0)
+        out.push(f('MC0009', key, `${at}.mirror.service`, `mirror service ${JSON.stringify(rule.mirror.service)} has no endpoints: every copy fails`, `start ${rule.mirror.service}, or remove the mirror`));
+      const rt = rule.retries;
+      if (rt && rt.attempts > 0) {
+        if (rule.timeoutMs !== undefined && rt.perTryTimeoutMs !== undefined && (rt.attempts + 1) * rt.perTryTimeoutMs > rule.timeoutMs)
+          out.push(
+            f(
+              'MC0005',
+              key,
+              `${at}.retries`,
+              `1 try + ${rt.attempts} retries of up to ${ms(rt.perTryTimeoutMs)} each can take ${ms((rt.attempts + 1) * rt.perTryTimeoutMs)}, more than the rule timeout ${ms(rule.timeoutMs)}: when tries time out, the last ones never happen`,
+              `raise timeout to at least ${ms((rt.attempts + 1) * rt.perTryTimeoutMs)}, or lower perTryTimeout to ${ms(Math.floor(rule.timeoutMs / (rt.attempts + 1)))} or attempts`,
+            ),
+          );
+        if (rule.timeoutMs === undefined && rt.perTryTimeoutMs === undefined)
+          out.push(f('MC0006', key, `${at}.retries`, 'retries without timeout or perTryTimeout: a try that hangs is waited for forever, and never retried', 'set retries.perTryTimeout (and a rule timeout)'));
+      }
+    });
+  }
+
+  // Rate limits that name a route or rule that does not exist.
+  const ruleNames = new Map(routes.map((r) => [r.metadata.name, new Set(r.spec.rules.map((x) => x.name))]));
+  for (const r of input.resources) {
+    if (r.kind !== 'RateLimitPolicy') continue;
+    r.spec.limits.forEach((l, i) =>
+      (l.routes ?? []).forEach((ref, j) => {
+        const [route, rule] = ref.split('/') as [string, string | undefined];
+        const rules = ruleNames.get(route);
+        const missing = !rules ? `Route ${JSON.stringify(route)} does not exist` : rule !== undefined && !rules.has(rule) ? `Route ${JSON.stringify(route)} has no rule ${JSON.stringify(rule)} (it has ${[...rules].join(', ')})` : undefined;
+        if (missing) out.push(f('MC0007', `RateLimitPolicy/${r.metadata.name}`, `spec.limits[${i}].routes[${j}]`, `${missing}: limit ${JSON.stringify(l.name)} never applies to it`, 'name an existing route (or route/rule), or remove it'));
+      }),
+    );
+  }
+
+  for (const s of input.sidecars ?? []) {
+    if (!s.connected) continue;
+    const nackNewer = s.nackVersion && (!s.ackedAt || (s.nackedAt ?? '') > s.ackedAt);
+    if (nackNewer)
+      out.push(
+        f('MC0008', `sidecar/${s.id}`, undefined, `sidecar of ${s.service} NACKed policy ${s.nackVersion}${s.ackedVersion ? ` and still runs ${s.ackedVersion}` : ''}: ${(s.nackReason ?? '').split('\n').join('; ')}`, 'fix the resource the reason names; `meshlet status` shows every sidecar'),
+      );
+  }
+  const rank: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
+  return out.sort((a, b) => rank[a.severity] - rank[b.severity] || a.resource.localeCompare(b.resource) || (a.field ?? '').localeCompare(b.field ?? ''));
+}
