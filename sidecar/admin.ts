@@ -2,7 +2,7 @@
  * The admin port: `/ready` (200 once the first snapshot is applied), `/live`, `/config_dump`
  * (the version in force and the compiled config), `/metrics` (Prometheus text, or OpenMetrics
  * when the scraper's Accept asks for it) and `/logging` (GET the level; POST `?level=` to change
- * it at runtime).
+ * it at runtime), `/explain?method=&url=&header=k:v` (what this sidecar does with a request).
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -21,6 +21,8 @@ export interface AdminSource {
   /** The log level in force, and a way to change it at runtime (`POST /logging?level=debug`). */
   logLevel?(): string;
   setLogLevel?(level: string): void;
+  /** `meshlet explain`: what this sidecar does with a request (sidecar/explain.ts). */
+  explain?(query: URLSearchParams): { status: number; body: unknown };
   /** POST /quitquitquit from inside the pod: stop the sidecar (a classic-layout Job's app calls it when done). */
   quit?(): void;
 }
@@ -94,6 +96,12 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
         else answer(res, 'application/json', JSON.stringify(body) + '\n');
         return;
       }
+      case '/explain': {
+        if (!src.explain) break;
+        const r = src.explain(new URLSearchParams(query ?? ''));
+        if (!res.destroyed) res.writeHead(r.status, { 'content-type': 'application/json' }).end(JSON.stringify(r.body) + '\n');
+        return;
+      }
       case '/metrics': {
         const format = negotiate(req.headers.accept);
         const body = src.metrics(format);
@@ -101,9 +109,8 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
         else void body.then((b) => answer(res, CONTENT_TYPES[format], b), (err) => failed(res, err));
         return;
       }
-      default:
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /stats /logging\n');
     }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /stats /logging /explain\n');
   });
   const answer = (res: http.ServerResponse, type: string, body: string): void => {
     if (!res.destroyed) res.writeHead(200, { 'content-type': type }).end(body);

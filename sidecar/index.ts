@@ -20,6 +20,7 @@ import { RateLimitLayer } from '../src/resilience/rate-limit';
 import { compileSnapshot, parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { VERSION } from '../src/core/version';
 import { startAdmin, type AdminServer } from './admin';
+import { explain } from './explain';
 import { systemClock } from '../src/core/clock';
 import { ResilienceState } from '../src/resilience/state';
 import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
@@ -144,6 +145,8 @@ export interface Proxy {
   /** The sliding windows of the request-duration summaries, for a merge elsewhere (cluster primary). */
   windows(): WindowExports;
   stats(): { id: string } & ReturnType<MeshMetrics['stats']>;
+  /** Whether outlier detection has ejected the endpoint now (`meshlet explain`). */
+  isEjected(service: string, e: { address: string; port: number }): boolean;
   setLogLevel(level: string): void;
   /** Stops accepting, drains in-flight requests for up to `graceMs`, then closes the proxy's parts. */
   close(graceMs?: number): Promise<void>;
@@ -306,6 +309,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     },
     windows: () => ({ [stats.metrics.window.name]: stats.metrics.window.exports() }),
     stats: () => ({ id, ...stats.metrics.stats() }),
+    isEjected: (service, e) => resilience.service(service)?.isEjected(endpointKey(e)) ?? false,
     setLogLevel: (level) => {
       log.level = level;
       if (accessLogger) accessLogger.level = level;
@@ -353,6 +357,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         quit: opts.onQuit,
         metrics: (format) => proxy.metrics(format),
         stats: () => proxy.stats(),
+        explain: (q) => explain(proxy.current(), opts.service, q, { isEjected: (svc, e) => proxy.isEjected(svc, e) }),
         logLevel: () => log.level,
         setLogLevel: (level) => proxy.setLogLevel(level),
       },

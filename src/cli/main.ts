@@ -78,10 +78,6 @@ global flags (before or after the command):
   --context NAME    a context of the config file (meshlet config get-contexts)
 `;
 
-function takeGlobalsDry(argv: string[]): number {
-  return argv.filter((a) => !GLOBAL_FLAGS.some((g) => a === g || a.startsWith(g + '='))).length;
-}
-
 /**
  * A closed pipe (`meshlet logs X | head`) ends the command quietly: the reader has what it wanted.
  */
@@ -131,7 +127,6 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     if (entry.client) rest = takeGlobals(rest);
-    else if (rest.length !== takeGlobalsDry(rest)) throw new UsageError('--server and --context go with the client commands (apply, get, status...)');
     return await cmd.run(rest);
   } catch (e) {
     if (e instanceof UsageError) {

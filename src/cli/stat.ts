@@ -4,7 +4,7 @@
  * the control plane (`GET /v1/stats`), like `linkerd viz stat` / `top`.
  */
 import type { MeshStats, StatRow } from '../observability/mesh-stats';
-import { api, CliError, describeApiError, flags, serverUrl, table, UsageError, type Command } from './common';
+import { api, CliError, describeApiError, flags, outputFormat, serverUrl, table, UsageError, type Command } from './common';
 import { runUntilSignal } from './process';
 
 async function fetchStats(server: string): Promise<MeshStats> {
@@ -39,15 +39,15 @@ export function formatStats(s: MeshStats): string {
 
 export const stat: Command = {
   name: 'stat',
-  usage: `meshlet stat [-o json] [--server URL]
+  usage: `meshlet stat [-o json|yaml] [--server URL]
 
   Success rate, requests per second and p50/p99 latency per service and per route, over the last
   60 s, merged by the control plane from every connected sidecar.`,
   async run(argv) {
     const { values } = flags(argv, { output: { type: 'string', short: 'o' }, server: { type: 'string' } });
-    if (values.output !== undefined && values.output !== 'json' && values.output !== 'table') throw new UsageError(`-o must be json or table, got ${JSON.stringify(values.output)}`);
+    const output = outputFormat(values.output, ['json', 'yaml', 'table'] as const);
     const s = await fetchStats(serverUrl(values.server));
-    process.stdout.write(values.output === 'json' ? JSON.stringify(s, null, 2) + '\n' : formatStats(s));
+    process.stdout.write(output === 'json' ? JSON.stringify(s, null, 2) + '\n' : output === 'yaml' ? (await import('yaml')).stringify(s) : formatStats(s));
     return 0;
   },
 };
