@@ -1,8 +1,8 @@
 /**
  * `meshlet check`'s analysis (like `istioctl analyze`): what is valid but probably wrong in a set
  * of resources, given the endpoints the mesh has and what the sidecars report. The validator
- * (parse.ts) refuses what cannot work; this finds what works differently from what its author
- * likely meant. Pure: the CLI feeds it the stored state (and a file's resources over it).
+ * (parse.ts) refuses what cannot work (all-zero weights, unknown subsets...); this finds what
+ * works differently from what its author likely meant. Pure: the CLI feeds it the stored state (and a file's resources over it).
  */
 import { formatDuration } from './validate';
 import type { Endpoint, Resource, RouteResource } from './types';
@@ -43,7 +43,6 @@ export const CODES: Readonly<Record<string, { severity: Severity; title: string 
   MC0001: { severity: 'warning', title: 'a Route sends traffic to a service that has no endpoints (503 UH)' },
   MC0002: { severity: 'error', title: 'a Route sends traffic to a subset that selects no endpoint of its service (503 UH)' },
   MC0003: { severity: 'warning', title: 'a rule is never reached: an earlier rule of the same Route matches every request' },
-  MC0004: { severity: 'error', title: "every backend of a rule has weight 0: the rule cannot send anywhere" },
   MC0005: { severity: 'warning', title: 'retries can take longer than the rule timeout: the last tries never happen' },
   MC0006: { severity: 'info', title: 'retries without any timeout: a hung upstream is never retried' },
   MC0007: { severity: 'error', title: 'a rate limit names a route or rule that does not exist: it never applies' },
@@ -92,8 +91,6 @@ export function analyze(input: AnalyzeInput): Finding[] {
         out.push(f('MC0003', key, at, `rule ${JSON.stringify(rule.name)} is never used: rule ${JSON.stringify(catchAll)} before it matches every request`, `move rule ${JSON.stringify(rule.name)} above ${JSON.stringify(catchAll)}, or give ${JSON.stringify(catchAll)} matches`));
       if (catchAll === undefined && rule.matches.length === 0) catchAll = rule.name;
       const backends = rule.backends ?? [];
-      if (backends.length > 0 && backends.every((b) => b.weight === 0))
-        out.push(f('MC0004', key, `${at}.backends`, `every backend has weight 0`, 'give at least one backend a weight above 0'));
       backends.forEach((b, j) => {
         if (b.weight === 0) return;
         const eps = endpointsOf(b.service);

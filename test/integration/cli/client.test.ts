@@ -179,11 +179,12 @@ t.test('apply, dry runs, diff, get, delete against a real control plane', async 
 
 t.test('-o is validated by every command that takes it; typos get the nearest name', async (t) => {
   const env = { MESHLET_SERVER: 'http://127.0.0.1:1' };
-  for (const args of [['status', '-o', 'yaml2'], ['status', '-o', 'foo'], ['get', 'routes', '-o', 'table'], ['stat', '-o', 'yaml2'], ['version', '-o', 'xml'], ['logs', 'x', '-o', 'text'], ['check', '-o', 'foo'], ['apply', '-f', '-', '-o', 'yaml'], ['proxy-config', 'x', '-o', 'wide']]) {
-    const r = run(args, { env });
-    t.equal(r.code, 2, `${args.join(' ')}: usage error`);
-    t.match(r.stderr, /-o must be one of/, args.join(' '));
-  }
+  const cases = [['status', '-o', 'yaml2'], ['status', '-o', 'foo'], ['get', 'routes', '-o', 'table'], ['stat', '-o', 'yaml2'], ['version', '-o', 'xml'], ['logs', 'x', '-o', 'text'], ['check', '-o', 'foo'], ['apply', '-f', '-', '-o', 'yaml'], ['proxy-config', 'x', '-o', 'wide']];
+  const results = await Promise.all(cases.map((args) => runAsync(args, { env })));
+  cases.forEach((args, i) => {
+    t.equal(results[i]!.code, 2, `${args.join(' ')}: usage error`);
+    t.match(results[i]!.stderr, /-o must be one of/, args.join(' '));
+  });
   let r = run(['aply', '-f', 'x'], { env });
   t.equal(r.code, 2);
   t.match(r.stderr, /unknown command "aply"; did you mean `apply`\?/);

@@ -1,0 +1,73 @@
+/**
+ * `meshlet check`'s analysis, table-driven: each case a set of resources (YAML), endpoints and
+ * sidecar reports, and the findings expected as `CODE resource field`.
+ */
+import t from 'tap';
+import { analyze } from '../../../src/policy/analyze';
+import { parseDocuments, parseEach } from '../../../src/policy/parse';
+import type { Endpoint } from '../../../src/policy/types';
+
+const ep = (service: string, labels: Record<string, string> = {}): Endpoint => ({ service, address: '10.0.0.1', port: 8080, labels, weight: 1, meshed: true });
+const route = (rules: string, name = 'web', hosts = '[web]'): string => `apiVersion: meshlet.dev/v1
+kind: Route
+metadata: {name: ${name}}
+spec:
+  hosts: ${hosts}
+  rules:
+${rules}
+`;
+const dp = `apiVersion: meshlet.dev/v1
+kind: DestinationPolicy
+metadata: {name: web}
+spec: {service: web, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+`;
+
+const cases: { name: string; yaml: string; endpoints?: Endpoint[]; sidecars?: Parameters<typeof analyze>[0]['sidecars']; expect: string[] }[] = [
+  { name: 'a healthy set has no findings', yaml: route('    - backends: [{service: web}]'), endpoints: [ep('web')], expect: [] },
+  { name: 'no endpoints (once per service and route)', yaml: route('    - matches: [{path: {prefix: /a}}]\n      backends: [{service: api}]\n    - backends: [{service: api}]'), expect: ['MC0001 Route/web spec.rules[0].backends[0].service'] },
+  {
+    name: 'a subset that selects no endpoint',
+    yaml: dp + '---\n' + route('    - backends: [{service: web, subset: v1, weight: 50}, {service: web, subset: v2, weight: 50}]'),
+    endpoints: [ep('web', { version: 'v1' })],
+    expect: ['MC0002 Route/web spec.rules[0].backends[1].subset'],
+  },
+  { name: 'a rule after a catch-all', yaml: route('    - name: all\n      backends: [{service: web}]\n    - name: late\n      matches: [{path: {prefix: /x}}]\n      backends: [{service: web}]'), endpoints: [ep('web')], expect: ['MC0003 Route/web spec.rules[1]'] },
+  { name: 'retries longer than the timeout', yaml: route('    - backends: [{service: web}]\n      timeout: 1s\n      retries: {attempts: 3, perTryTimeout: 500ms}'), endpoints: [ep('web')], expect: ['MC0005 Route/web spec.rules[0].retries'] },
+  { name: 'retries that fit', yaml: route('    - backends: [{service: web}]\n      timeout: 2s\n      retries: {attempts: 3, perTryTimeout: 500ms}'), endpoints: [ep('web')], expect: [] },
+  { name: 'retries without any timeout', yaml: route('    - backends: [{service: web}]\n      retries: {attempts: 2}'), endpoints: [ep('web')], expect: ['MC0006 Route/web spec.rules[0].retries'] },
+  {
+    name: 'a rate limit on a rule that does not exist',
+    yaml: route('    - name: read\n      backends: [{service: web}]') + `---
+apiVersion: meshlet.dev/v1
+kind: RateLimitPolicy
+metadata: {name: web}
+spec: {service: web, limits: [{name: l, routes: [web/write, gone], requests: 1, per: 1s}]}
+`,
+    endpoints: [ep('web')],
+    expect: ['MC0007 RateLimitPolicy/web spec.limits[0].routes[0]', 'MC0007 RateLimitPolicy/web spec.limits[0].routes[1]'],
+  },
+  {
+    name: 'a NACKing sidecar (a later ACK clears it)',
+    yaml: route('    - backends: [{service: web}]'),
+    endpoints: [ep('web')],
+    sidecars: [
+      { id: 'a', service: 'web', connected: true, ackedVersion: 'v1', ackedAt: '2026-01-01T00:00:00Z', nackVersion: 'v2', nackedAt: '2026-01-01T00:01:00Z', nackReason: 'bad' },
+      { id: 'b', service: 'web', connected: true, ackedVersion: 'v3', ackedAt: '2026-01-01T00:02:00Z', nackVersion: 'v2', nackedAt: '2026-01-01T00:01:00Z', nackReason: 'bad' },
+    ],
+    expect: ['MC0008 sidecar/a'],
+  },
+  { name: 'a mirror to a service without endpoints', yaml: route('    - backends: [{service: web}]\n      mirror: {service: shadow, percent: 10}'), endpoints: [ep('web')], expect: ['MC0009 Route/web spec.rules[0].mirror.service'] },
+  { name: 'two Routes on one host', yaml: route('    - backends: [{service: web}]') + '---\n' + route('    - backends: [{service: web}]', 'web2'), endpoints: [ep('web')], expect: ['MC0010 Route/web2 spec.hosts[0]'] },
+];
+
+for (const c of cases) {
+  t.test(c.name, async (t) => {
+    const docs = parseDocuments(c.yaml);
+    if (!docs.ok) throw new Error(JSON.stringify(docs.errors));
+    const res = parseEach(docs.value);
+    if (!res.ok) throw new Error(JSON.stringify(res.errors));
+    const got = analyze({ resources: res.value, endpoints: c.endpoints ?? [], sidecars: c.sidecars });
+    t.same(got.map((f) => `${f.code} ${f.resource}${f.field ? ' ' + f.field : ''}`).sort(), [...c.expect].sort());
+    for (const f of got) t.ok(f.message && f.fix, `${f.code} has a message and a fix`);
+  });
+}
