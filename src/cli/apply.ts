@@ -29,7 +29,7 @@ printed as they come. Findings of \`meshlet check\` about the result are printed
     const server = mode === 'client' ? '' : serverUrl(values.server);
     const { resources } = await readResources(values.filename ?? [], values.recursive === true);
     if (mode === 'client') {
-      for (const r of resources) process.stdout.write(output === 'name' ? `${resourceKey(r)}\n` : `${resourceKey(r)} valid (dry run: client)\n`);
+      for (const r of resources) process.stdout.write(output === 'name' ? `${resourceKey(r)}\n` : `${resourceKey(r)} valid (dry run)\n`);
       return 0;
     }
     const res = await api(server, 'POST', `/v1/apply${mode === 'server' ? '?dryRun=true' : ''}`, { items: resources.map(toWire) });
