@@ -134,22 +134,31 @@ t.test('apply, dry runs, diff, get, delete against a real control plane', async 
   t.equal(run(['diff', '-f', path.join(dir, 'route.yaml')], { env }).code, 0, 'no difference: exit 0');
   t.equal(run(['diff', '-f', path.join(dir, 'nope.yaml')], { env }).code, 2, 'an error: exit 2');
 
-  // get: all, -o name, jsonpath, wide, selectors, AGE.
-  r = run(['get', 'all'], { env });
-  t.match(r.stdout, /route\/catalog\s+hosts=catalog rules=2\s+\d+s/);
-  t.match(r.stdout, /destinationpolicy\/catalog/);
-  t.match(r.stdout, /ratelimitpolicy\/catalog/);
-  t.same(run(['get', 'all', '-o', 'name'], { env }).stdout.trim().split('\n').sort(), ['destinationpolicy/catalog', 'ratelimitpolicy/catalog', 'route/catalog', 'service/catalog']);
-  t.equal(run(['get', 'routes', '-o', 'jsonpath={.items[*].spec.hosts[0]}'], { env }).stdout, 'catalog\n');
-  t.equal(run(['get', 'route', 'catalog', '-o', 'jsonpath={.metadata.labels.tier}'], { env }).stdout, 'front\n');
-  t.match(run(['get', 'routes', '-o', 'wide'], { env }).stdout, /backends=catalog:v2,catalog:v1\s+team=shop,tier=front/);
-  t.same(run(['get', 'all', '-l', 'team=shop', '-o', 'name'], { env }).stdout.trim().split('\n').sort(), ['destinationpolicy/catalog', 'route/catalog']);
-  t.equal(run(['get', 'all', '-l', 'team=shop,tier!=front', '-o', 'name'], { env }).stdout.trim(), 'destinationpolicy/catalog');
-  t.equal(run(['get', 'all', '-l', '!team', '-o', 'name'], { env }).stdout.trim().split('\n').length, 2);
-
-  // Global flags before or after the verb.
-  t.equal(run(['--server', cp.api, 'get', 'routes', '-o', 'name']).stdout, 'route/catalog\n');
-  t.equal(run(['get', 'routes', '-o', 'name', `--server=${cp.api}`]).stdout, 'route/catalog\n');
+  // get: all, -o name, jsonpath, wide, selectors, AGE; global flags before or after the verb (in parallel: read-only).
+  const [getAll, names, jp1, jp2, wide, sel1, sel2, sel3, before, after] = await Promise.all([
+    runAsync(['get', 'all'], { env }),
+    runAsync(['get', 'all', '-o', 'name'], { env }),
+    runAsync(['get', 'routes', '-o', 'jsonpath={.items[*].spec.hosts[0]}'], { env }),
+    runAsync(['get', 'route', 'catalog', '-o', 'jsonpath={.metadata.labels.tier}'], { env }),
+    runAsync(['get', 'routes', '-o', 'wide'], { env }),
+    runAsync(['get', 'all', '-l', 'team=shop', '-o', 'name'], { env }),
+    runAsync(['get', 'all', '-l', 'team=shop,tier!=front', '-o', 'name'], { env }),
+    runAsync(['get', 'all', '-l', '!team', '-o', 'name'], { env }),
+    runAsync(['--server', cp.api, 'get', 'routes', '-o', 'name']),
+    runAsync(['get', 'routes', '-o', 'name', `--server=${cp.api}`]),
+  ]);
+  t.match(getAll.stdout, /route\/catalog\s+hosts=catalog rules=2\s+\d+s/);
+  t.match(getAll.stdout, /destinationpolicy\/catalog/);
+  t.match(getAll.stdout, /ratelimitpolicy\/catalog/);
+  t.same(names.stdout.trim().split('\n').sort(), ['destinationpolicy/catalog', 'ratelimitpolicy/catalog', 'route/catalog', 'service/catalog']);
+  t.equal(jp1.stdout, 'catalog\n');
+  t.equal(jp2.stdout, 'front\n');
+  t.match(wide.stdout, /backends=catalog:v2,catalog:v1\s+team=shop,tier=front/);
+  t.same(sel1.stdout.trim().split('\n').sort(), ['destinationpolicy/catalog', 'route/catalog']);
+  t.equal(sel2.stdout.trim(), 'destinationpolicy/catalog');
+  t.equal(sel3.stdout.trim().split('\n').length, 2);
+  t.equal(before.stdout, 'route/catalog\n', '--server before the verb');
+  t.equal(after.stdout, 'route/catalog\n', '--server=URL after it');
 
   // delete -f: the files' resources, in reverse order (what refers goes first).
   const all = file('all.yaml', [DP, SVC, ROUTE, RLP].join('---\n'));
