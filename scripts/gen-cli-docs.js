@@ -27,7 +27,7 @@ const text = generate();
 if (process.argv.includes('--check')) {
   const cur = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
   if (cur !== text) {
-    process.stderr.write('docs/cli.md is out of date: run `npm run build && node scripts/gen-cli-docs.js`\n');
+    process.stderr.write('docs/cli.md is out of date: run `npm run docs:cli`\n');
     process.exit(1);
   }
 } else fs.writeFileSync(file, text);
