@@ -143,6 +143,8 @@ export function compileCache(raw: unknown, path: string, deps: { clock: Clock })
 
 interface Entry {
   primary: string;
+  /** The LRU key: primary + the request's values of the Vary headers. */
+  key: string;
   status: number;
   /** The origin's headers (what the client sees, plus Age). */
   headers: Record<string, string | string[] | undefined>;
@@ -309,8 +311,10 @@ export class HttpCache {
     const leader = !this.inflight.has(`M${vkey}`);
     const r = await this.coalesce(`M${vkey}`, () => this.fetch(primary, req, preq, upstream));
     if (leader) return this.answer(r, req);
-    // A follower: the leader's response serves it if it was stored and fits this request (Vary).
-    if (r.entry && r.entry.policy.evaluateRequest(preq).revalidation === undefined) {
+    // A follower: the leader's response, just received from the origin, serves it if it was
+    // stored and fits this request's Vary values (even a no-cache one: it is as fresh as a
+    // revalidation would make it).
+    if (r.entry && r.entry.key === this.variantKey(primary, req.headers)) {
       this.m.hits++;
       return this.serve(r.entry, 'HIT', req);
     }
@@ -383,7 +387,7 @@ export class HttpCache {
     }
     if (!background) this.m.misses++;
     const stored = this.store(entry.primary, req, preq, res);
-    if (!stored) this.lru.delete(this.variantKey(entry.primary, req.headers));
+    if (!stored) this.lru.delete(entry.key);
     return { entry: stored, res: withState(res, 'MISS') };
   }
 
@@ -406,6 +410,7 @@ export class HttpCache {
     }
     if (res.body.length > this.config.maxEntryBytes) {
       this.m.tooLarge++;
+      if (this.config.hitForPassSeconds > 0) this.passUntil.set(primary, this.deps.clock.now() + this.config.hitForPassSeconds * 1000);
       return undefined;
     }
     this.passUntil.delete(primary);
@@ -416,8 +421,10 @@ export class HttpCache {
       headers[k] = v;
       hbytes += k.length + (Array.isArray(v) ? v.join('').length : v.length) + 4;
     }
+    const key = this.variantKey(primary, req.headers, varyNames);
     const entry: Entry = {
       primary,
+      key,
       status: res.status,
       headers,
       body: res.body,
@@ -428,7 +435,6 @@ export class HttpCache {
       size: 0,
     };
     this.varyIndex.set(primary, varyNames);
-    const key = this.variantKey(primary, req.headers);
     // Estimated footprint: body, headers, key (UTF-16), and ~1 KiB for the policy and entry objects.
     entry.size = res.body.length + hbytes * 2 + key.length * 2 + 1024;
     this.lru.set(key, entry);
@@ -480,8 +486,7 @@ export class HttpCache {
     return { method, url: this.keyUrl(req.path), headers: headers as CachePolicy.Headers };
   }
 
-  private variantKey(primary: string, headers: Headers): string {
-    const names = this.varyIndex.get(primary);
+  private variantKey(primary: string, headers: Headers, names = this.varyIndex.get(primary)): string {
     if (!names || names.length === 0) return `${primary}\u0000`;
     return `${primary}\u0000${names.map((n) => `${n}=${str(headers[n]) ?? ''}`).join('\u0001')}`;
   }

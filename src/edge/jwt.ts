@@ -245,8 +245,8 @@ export class RemoteJwks {
     this.lastAttempt = this.o.clock.monotonic();
     this.fetches++;
     const p = this.fetchOnce().then(
-      (jwks) => {
-        this.local = createLocalJWKSet(jwks);
+      ({ jwks, local }) => {
+        this.local = local;
         this.keyCount = jwks.keys.length;
         this.fetchedAt = this.o.clock.monotonic();
         this.lastError = undefined;
@@ -261,7 +261,7 @@ export class RemoteJwks {
     return this.inflight;
   }
 
-  private async fetchOnce(): Promise<JSONWebKeySet> {
+  private async fetchOnce(): Promise<{ jwks: JSONWebKeySet; local: ReturnType<typeof createLocalJWKSet> }> {
     const ac = new AbortController();
     const timer = this.o.clock.setTimeout(() => ac.abort(new Error(`timed out after ${this.o.timeoutMs} ms`)), this.o.timeoutMs);
     try {
@@ -279,7 +279,8 @@ export class RemoteJwks {
       }
       const keys = (doc as { keys?: unknown } | null)?.keys;
       if (!Array.isArray(keys)) throw new Error('no "keys" list');
-      return { keys: keys as JSONWebKeySet['keys'] };
+      const jwks = { keys: keys as JSONWebKeySet['keys'] };
+      return { jwks, local: createLocalJWKSet(jwks) }; // throws on a malformed set: a failed fetch
     } catch (err) {
       if (ac.signal.aborted) throw ac.signal.reason as Error;
       throw err;

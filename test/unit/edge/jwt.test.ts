@@ -224,6 +224,22 @@ t.test('JWKS host down: cached keys keep working (served stale); a policy that n
   denied(t, await p2.authenticate(bearer(await sign(k1, clock))), 'EDGE_JWT_JWKS_UNAVAILABLE');
 });
 
+t.test('a JWKS host that starts answering garbage: the keys it gave before keep serving', async (t) => {
+  const clock = new FakeClock(Date.now());
+  const k1 = await makeKey('k1');
+  const idp = await jwksServer(t, [k1.jwk]);
+  const store = new JwksStore({ clock, minRefreshIntervalMs: 1_000 });
+  const p = policy({ issuer: { jwksUri: idp.url }, tokenCacheSize: 0 }, clock, store);
+  t.ok((await p.authenticate(bearer(await sign(k1, clock)))).ok);
+  idp.state.keys = [{ kty: 'nonsense' } as JWK, 'x' as unknown as JWK];
+  clock.advance(2_000);
+  const rogue = await makeKey('k9');
+  denied(t, await p.authenticate(bearer(await sign(rogue, clock))), 'EDGE_JWT_UNKNOWN_KEY');
+  t.equal(idp.state.hits, 2, 'the unknown kid made it look again');
+  t.ok((await p.authenticate(bearer(await sign(k1, clock, { n: 2 })))).ok, 'k1 still verifies');
+  t.match(store.source(idp.url).stats(), { failures: 1, keys: 1 });
+});
+
 t.test('optional tokens, forwardAuthorization, custom header', async (t) => {
   const clock = new FakeClock(Date.now());
   const k1 = await makeKey('k1');
