@@ -289,12 +289,12 @@ export class HttpCache {
         const ev = entry.policy.evaluateRequest(preq);
         if (ev.response && !ev.revalidation) {
           this.m.hits++;
-          return this.serve(entry, 'HIT', req);
+          return this.serve(entry, 'HIT', req, ev.response.headers);
         }
         if (ev.response && ev.revalidation && !ev.revalidation.synchronous) {
           this.m.stale++;
           this.background(vkey, entry, req, preq, upstream);
-          return this.serve(entry, 'STALE', req);
+          return this.serve(entry, 'STALE', req, ev.response.headers);
         }
       }
       // Must go to the origin: a conditional request with the entry's validators.
@@ -459,8 +459,9 @@ export class HttpCache {
     return view;
   }
 
-  private serve(entry: Entry, state: CacheState, req: CacheRequest): CacheResponse {
-    const h = entry.policy.responseHeaders() as Record<string, string | string[] | undefined>;
+  /** `computed`: the entry's response headers (with Age) when evaluateRequest already made them. */
+  private serve(entry: Entry, state: CacheState, req: CacheRequest, computed?: CachePolicy.Headers): CacheResponse {
+    const h = (computed ?? entry.policy.responseHeaders()) as Record<string, string | string[] | undefined>;
     if (entry.headers['cache-control'] !== undefined) h['cache-control'] = entry.headers['cache-control'];
     else delete h['cache-control'];
     h['x-cache'] = state;
