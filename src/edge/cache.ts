@@ -1,0 +1,518 @@
+/**
+ * An in-memory shared HTTP cache for the gateway (and, later, a sidecar's outbound side),
+ * following RFC 9111. The freshness, reuse and revalidation rules come from
+ * `http-cache-semantics` (shared-cache mode), not from code of ours:
+ *  - Cache-Control max-age / s-maxage / no-store / no-cache / private / public, Expires, Vary,
+ *    ETag and Last-Modified revalidation (If-None-Match / If-Modified-Since, 304 refresh),
+ *    stale-while-revalidate (RFC 5861: served STALE, refreshed in the background) and
+ *    stale-if-error (served STALE when the origin fails or answers 5xx).
+ *  - Only GET and HEAD are looked up and stored; a successful unsafe request (POST, PUT, PATCH,
+ *    DELETE) invalidates the entries of its URL (RFC 9111 4.4).
+ *  - A request carrying Authorization is only answered from, and only stored into, the cache
+ *    when the response allows it (`public`, `s-maxage`, `must-revalidate`: RFC 9111 3.5).
+ * Where the library is stricter than the RFC we correct it, in `policyView` below: it treats
+ * `must-revalidate` / `proxy-revalidate` as "revalidate always", where the RFC says "never serve
+ * stale"; we hide them from the library and enforce the RFC meaning ourselves.
+ *
+ * What the cache adds: a configurable key (method, host, path, chosen query parameters and
+ * headers), a default TTL for responses that give no freshness, an `lru-cache` bounded by bytes
+ * with a per-entry cap, `Age` and `x-cache: HIT | MISS | STALE | REVALIDATED | PASS` on every
+ * answer, request coalescing (concurrent misses for one key make one upstream request; a key
+ * whose response turned out uncacheable is remembered for `hitForPassSeconds` so its requests
+ * stop queueing behind each other, as Varnish's hit-for-pass), counters, purge by key or prefix.
+ *
+ * Bodies are buffered (`Buffer`): the stack hands the cache responses up to `maxEntryBytes` whole.
+ *
+ * Entry point: `new HttpCache(config, { clock })` once per route snapshot (or `compileCacheConfig`
+ * from raw config), then `cache.handle(request, upstream)` per request.
+ */
+import CachePolicy from 'http-cache-semantics';
+import { LRUCache } from 'lru-cache';
+import type { Clock } from '../core/clock';
+import { fail, ok, type Result } from '../core/result';
+import { Checker, HEADER_NAME, join, type Headers } from './validate';
+
+export interface CacheKeyConfig {
+  /** Include the Host (authority) in the key (default true). */
+  host: boolean;
+  /** Which query parameters take part in the key: all (default), none, or these names (sorted). */
+  query: 'all' | 'none' | string[];
+  /** Request headers that take part in the key (lower-case), beyond what Vary asks for. */
+  headers: string[];
+}
+
+export interface CacheConfig {
+  /** Total bytes kept (bodies + headers + keys, estimated). */
+  maxBytes: number;
+  /** A response larger than this is passed through, not stored. */
+  maxEntryBytes: number;
+  /** Freshness given to cacheable-by-default responses that carry none (0: only explicit freshness). */
+  defaultTtlSeconds: number;
+  /** How long a key whose response was not storable skips coalescing. */
+  hitForPassSeconds: number;
+  key: CacheKeyConfig;
+}
+
+export type CacheState = 'HIT' | 'MISS' | 'STALE' | 'REVALIDATED' | 'PASS';
+
+export interface CacheRequest {
+  method: string;
+  /** The authority (Host / :authority). */
+  host: string;
+  /** Path with query string, as received. */
+  path: string;
+  headers: Headers;
+}
+
+export interface CacheResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+/** How the cache reaches the origin (later: the rest of the mesh stack). May throw on failure. */
+export type CacheUpstream = (req: CacheRequest) => Promise<CacheResponse>;
+
+export interface CacheStats {
+  hits: number;
+  misses: number;
+  stale: number;
+  revalidated: number;
+  passes: number;
+  coalesced: number;
+  stores: number;
+  evictions: number;
+  tooLarge: number;
+  purged: number;
+  backgroundErrors: number;
+  entries: number;
+  bytes: number;
+  /** Auxiliary maps, bounded by count: variants known per key, hit-for-pass markers, in-flight fetches. */
+  varyKeys: number;
+  passKeys: number;
+  inflight: number;
+}
+
+const DEFAULTS: CacheConfig = {
+  maxBytes: 64 << 20,
+  maxEntryBytes: 1 << 20,
+  defaultTtlSeconds: 0,
+  hitForPassSeconds: 10,
+  key: { host: true, query: 'all', headers: [] },
+};
+
+/** Validates a raw `cache` block into a CacheConfig, with field paths. */
+export function parseCacheConfig(raw: unknown, path = 'cache'): Result<CacheConfig> {
+  const c = new Checker();
+  const o = c.obj(raw ?? {}, path);
+  if (!o) return fail(c.errors);
+  c.known(o, path, ['maxBytes', 'maxEntryBytes', 'defaultTtlSeconds', 'hitForPassSeconds', 'key']);
+  const maxBytes = c.int(o.maxBytes, join(path, 'maxBytes'), DEFAULTS.maxBytes, 1024, 2 ** 40);
+  const maxEntryBytes = c.int(o.maxEntryBytes, join(path, 'maxEntryBytes'), Math.min(DEFAULTS.maxEntryBytes, maxBytes), 1, 2 ** 40);
+  if (maxEntryBytes > maxBytes) c.err(join(path, 'maxEntryBytes'), 'must not exceed maxBytes');
+  const key: CacheKeyConfig = { ...DEFAULTS.key };
+  if (o.key !== undefined) {
+    const kp = join(path, 'key');
+    const ko = c.obj(o.key, kp);
+    if (ko) {
+      c.known(ko, kp, ['host', 'query', 'headers']);
+      key.host = c.bool(ko.host, join(kp, 'host'), true);
+      if (ko.query === 'all' || ko.query === 'none' || ko.query === undefined) key.query = (ko.query as 'all' | 'none' | undefined) ?? 'all';
+      else if (Array.isArray(ko.query)) key.query = [...c.strList(ko.query, join(kp, 'query'))].sort();
+      else c.err(join(kp, 'query'), 'must be "all", "none" or a list of parameter names');
+      key.headers = c.strList(ko.headers, join(kp, 'headers')).map((h) => h.toLowerCase());
+      key.headers.forEach((h, i) => {
+        if (!HEADER_NAME.test(h)) c.err(`${join(kp, 'headers')}[${i}]`, 'must be a header name');
+      });
+    }
+  }
+  const cfg: CacheConfig = {
+    maxBytes,
+    maxEntryBytes,
+    defaultTtlSeconds: c.int(o.defaultTtlSeconds, join(path, 'defaultTtlSeconds'), DEFAULTS.defaultTtlSeconds, 0, 365 * 86400),
+    hitForPassSeconds: c.int(o.hitForPassSeconds, join(path, 'hitForPassSeconds'), DEFAULTS.hitForPassSeconds, 0, 3600),
+    key,
+  };
+  return c.errors.length ? fail(c.errors) : ok(cfg);
+}
+
+export function compileCache(raw: unknown, path: string, deps: { clock: Clock }): Result<HttpCache> {
+  const r = parseCacheConfig(raw, path);
+  return r.ok ? ok(new HttpCache(r.value, deps)) : r;
+}
+
+interface Entry {
+  primary: string;
+  /** The LRU key: primary + the request's values of the Vary headers. */
+  key: string;
+  status: number;
+  /** The origin's headers (what the client sees, plus Age). */
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+  policy: CachePolicy;
+  /** must-revalidate / proxy-revalidate: never served stale. */
+  mustRevalidate: boolean;
+  staleIfError: number;
+  /** May be served to, and was allowed for, requests with Authorization. */
+  authOk: boolean;
+  size: number;
+}
+
+interface Fetched {
+  entry: Entry | undefined;
+  res: CacheResponse;
+}
+
+/** RFC 9110 15.1: statuses cacheable by default (what a default TTL may apply to). */
+const CACHEABLE_BY_DEFAULT = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501]);
+const CONDITIONAL = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range'];
+const SAFE = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+
+function parseCC(v: string | string[] | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  if (v === undefined) return out;
+  for (const part of (Array.isArray(v) ? v.join(',') : v).split(',')) {
+    const p = part.trim();
+    if (!p) continue;
+    const eq = p.indexOf('=');
+    if (eq < 0) out.set(p.toLowerCase(), '');
+    else out.set(p.slice(0, eq).trim().toLowerCase(), p.slice(eq + 1).trim().replace(/^"|"$/g, ''));
+  }
+  return out;
+}
+
+function str(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+export class HttpCache {
+  private readonly lru: LRUCache<string, Entry>;
+  private readonly varyIndex: LRUCache<string, string[]>;
+  private readonly passUntil: LRUCache<string, number>;
+  private readonly inflight = new Map<string, Promise<Fetched>>();
+  private readonly Policy: typeof CachePolicy;
+  private readonly m = {
+    hits: 0,
+    misses: 0,
+    stale: 0,
+    revalidated: 0,
+    passes: 0,
+    coalesced: 0,
+    stores: 0,
+    evictions: 0,
+    tooLarge: 0,
+    purged: 0,
+    backgroundErrors: 0,
+  };
+
+  constructor(
+    readonly config: CacheConfig,
+    private readonly deps: { clock: Clock },
+  ) {
+    const clock = deps.clock;
+    // The library reads time through `now()`, a method: a subclass puts it on our clock. (The
+    // base constructor calls now(), so the clock comes from this closure, not a field.)
+    this.Policy = class extends CachePolicy {
+      now(): number {
+        return clock.now();
+      }
+    };
+    this.lru = new LRUCache<string, Entry>({
+      maxSize: config.maxBytes,
+      maxEntrySize: config.maxEntryBytes + 64 * 1024,
+      sizeCalculation: (e) => e.size,
+      dispose: (_v, _k, reason) => {
+        if (reason === 'evict') this.m.evictions++;
+      },
+    });
+    // Bounded by count; sized so that a cache full of tiny entries still has room for their keys.
+    const maxKeys = Math.max(1000, Math.floor(config.maxBytes / 512));
+    this.varyIndex = new LRUCache({ max: maxKeys });
+    this.passUntil = new LRUCache({ max: maxKeys });
+  }
+
+  stats(): CacheStats {
+    return {
+      ...this.m,
+      entries: this.lru.size,
+      bytes: this.lru.calculatedSize,
+      varyKeys: this.varyIndex.size,
+      passKeys: this.passUntil.size,
+      inflight: this.inflight.size,
+    };
+  }
+
+  /** The key a request is stored under (without its Vary part): `GET host/path?query|h:name=value`. */
+  primaryKey(req: CacheRequest, method = req.method): string {
+    return `${method} ${this.config.key.host ? req.host.toLowerCase() : ''}${this.keyUrl(req.path)}${this.keyHeaders(req.headers)}`;
+  }
+
+  /**
+   * Removes entries: `{ key }` one primary key (all its Vary variants), `{ prefix }` every key
+   * starting with it (e.g. `GET api.example.com/catalog/`). Returns how many entries went.
+   */
+  purge(sel: { key: string } | { prefix: string }): number {
+    const prefix = 'key' in sel ? `${sel.key}\u0000` : sel.prefix;
+    let n = 0;
+    for (const k of [...this.lru.keys()]) {
+      if (k.startsWith(prefix)) {
+        this.lru.delete(k);
+        n++;
+      }
+    }
+    for (const k of [...this.varyIndex.keys()]) if (`${k}\u0000`.startsWith(prefix) || k.startsWith(prefix)) this.varyIndex.delete(k);
+    this.m.purged += n;
+    return n;
+  }
+
+  /** Answers a request from the cache or through `upstream`. Upstream failures propagate (thrown) unless stale-if-error applies. */
+  async handle(req: CacheRequest, upstream: CacheUpstream): Promise<CacheResponse> {
+    const method = req.method.toUpperCase();
+    if (method !== 'GET' && method !== 'HEAD') {
+      const res = await upstream(req);
+      if (!SAFE.has(method) && res.status < 400) {
+        this.purge({ key: this.primaryKey(req, 'GET') });
+        this.purge({ key: this.primaryKey(req, 'HEAD') });
+      }
+      this.m.passes++;
+      return withState(res, 'PASS');
+    }
+    const primary = this.primaryKey(req, method);
+    const auth = req.headers.authorization !== undefined;
+    const preq = this.policyRequest(req, method);
+    const vkey = this.variantKey(primary, req.headers);
+    const entry = this.lru.get(vkey);
+
+    if (entry && (!auth || entry.authOk)) {
+      const stale = entry.policy.stale();
+      if (!(stale && entry.mustRevalidate)) {
+        const ev = entry.policy.evaluateRequest(preq);
+        if (ev.response && !ev.revalidation) {
+          this.m.hits++;
+          return this.serve(entry, 'HIT', req, ev.response.headers);
+        }
+        if (ev.response && ev.revalidation && !ev.revalidation.synchronous) {
+          this.m.stale++;
+          this.background(vkey, entry, req, preq, upstream);
+          return this.serve(entry, 'STALE', req, ev.response.headers);
+        }
+      }
+      // Must go to the origin: a conditional request with the entry's validators.
+      const r = await this.coalesce(`R${vkey}`, () => this.revalidate(entry, req, preq, upstream));
+      return this.answer(r, req);
+    }
+
+    if (auth) return this.answer(await this.fetch(primary, req, preq, upstream), req);
+    const pass = this.passUntil.get(primary);
+    if (pass !== undefined && pass > this.deps.clock.now()) {
+      this.m.passes++;
+      return withState(await upstream(req), 'PASS');
+    }
+    const leader = !this.inflight.has(`M${vkey}`);
+    const r = await this.coalesce(`M${vkey}`, () => this.fetch(primary, req, preq, upstream));
+    if (leader) return this.answer(r, req);
+    // A follower: the leader's response, just received from the origin, serves it if it was
+    // stored and fits this request's Vary values (even a no-cache one: it is as fresh as a
+    // revalidation would make it).
+    if (r.entry && r.entry.key === this.variantKey(primary, req.headers)) {
+      this.m.hits++;
+      return this.serve(r.entry, 'HIT', req);
+    }
+    if (r.entry === undefined) {
+      // Not storable: fetch for ourselves (the leader's answer may be personal).
+      this.m.passes++;
+      return withState(await upstream(req), 'PASS');
+    }
+    // Stored, but for another variant (Vary): our own miss.
+    return this.answer(await this.fetch(primary, req, preq, upstream), req);
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private answer(r: Fetched, req: CacheRequest): CacheResponse {
+    if (r.entry) return this.serve(r.entry, r.res.headers['x-cache'] as CacheState, req);
+    return r.res;
+  }
+
+  private coalesce(key: string, fn: () => Promise<Fetched>): Promise<Fetched> {
+    const cur = this.inflight.get(key);
+    if (cur) {
+      this.m.coalesced++;
+      return cur;
+    }
+    const p = fn().finally(() => this.inflight.delete(key));
+    this.inflight.set(key, p);
+    return p;
+  }
+
+  private background(vkey: string, entry: Entry, req: CacheRequest, preq: CachePolicy.Request, upstream: CacheUpstream): void {
+    if (this.inflight.has(`R${vkey}`)) return;
+    void this.coalesce(`R${vkey}`, () => this.revalidate(entry, req, preq, upstream, true)).catch(() => {
+      this.m.backgroundErrors++;
+    });
+  }
+
+  /** A miss: fetch unconditionally (the client's own validators are answered by us), store if allowed. */
+  private async fetch(primary: string, req: CacheRequest, preq: CachePolicy.Request, upstream: CacheUpstream): Promise<Fetched> {
+    this.m.misses++;
+    const res = await upstream({ ...req, headers: preq.headers });
+    const entry = this.store(primary, req, preq, res);
+    return { entry, res: withState(res, 'MISS') };
+  }
+
+  private async revalidate(entry: Entry, req: CacheRequest, preq: CachePolicy.Request, upstream: CacheUpstream, background = false): Promise<Fetched> {
+    const headers = entry.policy.revalidationHeaders(preq) as Headers;
+    let res: CacheResponse;
+    try {
+      res = await upstream({ ...req, headers });
+    } catch (err) {
+      if (!background && this.staleIfError(entry)) {
+        this.m.stale++;
+        return { entry, res: withState(emptyRes(entry), 'STALE') };
+      }
+      throw err;
+    }
+    if (res.status >= 500 && this.staleIfError(entry)) {
+      if (!background) this.m.stale++;
+      return { entry, res: withState(emptyRes(entry), 'STALE') };
+    }
+    if (res.status === 304) {
+      // RFC 9111 4.3.4: the stored response, its headers updated from the 304.
+      const merged: Record<string, string | string[] | undefined> = { ...entry.headers };
+      for (const [k, v] of Object.entries(res.headers)) if (!['content-length', 'transfer-encoding', 'content-encoding', 'x-cache'].includes(k)) merged[k] = v;
+      const fresh = this.store(entry.primary, req, preq, { status: entry.status, headers: merged, body: entry.body });
+      if (!background) this.m.revalidated++;
+      if (fresh) return { entry: fresh, res: withState(emptyRes(fresh), 'REVALIDATED') };
+      return { entry: undefined, res: withState({ status: entry.status, headers: merged, body: entry.body }, 'REVALIDATED') };
+    }
+    if (!background) this.m.misses++;
+    const stored = this.store(entry.primary, req, preq, res);
+    if (!stored) this.lru.delete(entry.key);
+    return { entry: stored, res: withState(res, 'MISS') };
+  }
+
+  private staleIfError(e: Entry): boolean {
+    return e.staleIfError > 0 && !e.mustRevalidate && e.policy.age() < e.policy.maxAge() + e.staleIfError;
+  }
+
+  private store(primary: string, req: CacheRequest, preq: CachePolicy.Request, res: CacheResponse): Entry | undefined {
+    const cc = parseCC(res.headers['cache-control']);
+    const vary = str(res.headers.vary);
+    const varyNames = vary ? [...new Set(vary.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean))].sort() : [];
+    const mustRevalidate = cc.has('must-revalidate') || cc.has('proxy-revalidate');
+    const policy = new this.Policy(preq, { status: res.status, headers: this.policyView(res, cc) }, { shared: true, cacheHeuristic: 0 });
+    const hasValidator = res.headers.etag !== undefined || res.headers['last-modified'] !== undefined;
+    const storable = policy.storable() && !varyNames.includes('*') && (policy.timeToLive() > 0 || hasValidator);
+    if (!storable) {
+      if (req.headers.authorization === undefined && this.config.hitForPassSeconds > 0)
+        this.passUntil.set(primary, this.deps.clock.now() + this.config.hitForPassSeconds * 1000);
+      return undefined;
+    }
+    if (res.body.length > this.config.maxEntryBytes) {
+      this.m.tooLarge++;
+      if (this.config.hitForPassSeconds > 0) this.passUntil.set(primary, this.deps.clock.now() + this.config.hitForPassSeconds * 1000);
+      return undefined;
+    }
+    this.passUntil.delete(primary);
+    const headers: Record<string, string | string[] | undefined> = {};
+    let hbytes = 0;
+    for (const [k, v] of Object.entries(res.headers)) {
+      if (v === undefined || k === 'x-cache') continue;
+      headers[k] = v;
+      hbytes += k.length + (Array.isArray(v) ? v.join('').length : v.length) + 4;
+    }
+    const key = this.variantKey(primary, req.headers, varyNames);
+    const entry: Entry = {
+      primary,
+      key,
+      status: res.status,
+      headers,
+      body: res.body,
+      policy,
+      mustRevalidate,
+      staleIfError: Number(cc.get('stale-if-error') ?? 0) || 0,
+      authOk: cc.has('public') || cc.has('s-maxage') || cc.has('must-revalidate'),
+      size: 0,
+    };
+    this.varyIndex.set(primary, varyNames);
+    // Estimated footprint: body, headers, key (UTF-16), and ~1 KiB for the policy and entry objects.
+    entry.size = res.body.length + hbytes * 2 + key.length * 2 + 1024;
+    this.lru.set(key, entry);
+    this.m.stores++;
+    return entry;
+  }
+
+  /**
+   * What the library is shown of a response: must-/proxy-revalidate removed (we enforce them, see
+   * the header comment) and, when configured, `s-maxage=defaultTtl` for a response that is
+   * cacheable by default but names no freshness. The client still sees the origin's headers.
+   */
+  private policyView(res: CacheResponse, cc: Map<string, string>): CachePolicy.Headers {
+    const view: CachePolicy.Headers = { ...res.headers };
+    const parts: string[] = [];
+    for (const [k, v] of cc) if (k !== 'must-revalidate' && k !== 'proxy-revalidate') parts.push(v === '' ? k : `${k}=${v}`);
+    const explicit = cc.has('max-age') || cc.has('s-maxage') || res.headers.expires !== undefined;
+    const forbids = cc.has('no-store') || cc.has('no-cache') || cc.has('private');
+    if (this.config.defaultTtlSeconds > 0 && !explicit && !forbids && CACHEABLE_BY_DEFAULT.has(res.status)) parts.push(`s-maxage=${this.config.defaultTtlSeconds}`);
+    if (parts.length) view['cache-control'] = parts.join(', ');
+    else delete view['cache-control'];
+    return view;
+  }
+
+  /** `computed`: the entry's response headers (with Age) when evaluateRequest already made them. */
+  private serve(entry: Entry, state: CacheState, req: CacheRequest, computed?: CachePolicy.Headers): CacheResponse {
+    const h = (computed ?? entry.policy.responseHeaders()) as Record<string, string | string[] | undefined>;
+    if (entry.headers['cache-control'] !== undefined) h['cache-control'] = entry.headers['cache-control'];
+    else delete h['cache-control'];
+    h['x-cache'] = state;
+    // The client's own validators, answered here (RFC 9110 13.1.1 / 13.1.3).
+    const inm = str(req.headers['if-none-match']);
+    const ims = str(req.headers['if-modified-since']);
+    const etag = str(entry.headers.etag);
+    const lm = str(entry.headers['last-modified']);
+    let notModified = false;
+    if (inm !== undefined) notModified = etag !== undefined && (inm.trim() === '*' || inm.split(',').some((t) => t.trim().replace(/^W\//, '') === etag.replace(/^W\//, '')));
+    else if (ims !== undefined && lm !== undefined) notModified = Date.parse(lm) <= Date.parse(ims);
+    if (notModified && entry.status === 200) {
+      delete h['content-length'];
+      return { status: 304, headers: h, body: Buffer.alloc(0) };
+    }
+    return { status: entry.status, headers: h, body: req.method.toUpperCase() === 'HEAD' ? Buffer.alloc(0) : entry.body };
+  }
+
+  private policyRequest(req: CacheRequest, method: string): CachePolicy.Request {
+    const headers: Headers = {};
+    for (const [k, v] of Object.entries(req.headers)) if (!CONDITIONAL.includes(k)) headers[k] = v;
+    headers.host = this.config.key.host ? req.host.toLowerCase() : '';
+    return { method, url: this.keyUrl(req.path), headers: headers as CachePolicy.Headers };
+  }
+
+  private variantKey(primary: string, headers: Headers, names = this.varyIndex.get(primary)): string {
+    if (!names || names.length === 0) return `${primary}\u0000`;
+    return `${primary}\u0000${names.map((n) => `${n}=${str(headers[n]) ?? ''}`).join('\u0001')}`;
+  }
+
+  private keyUrl(path: string): string {
+    const q = path.indexOf('?');
+    if (q < 0 || this.config.key.query === 'all') return path;
+    const base = path.slice(0, q);
+    if (this.config.key.query === 'none') return base;
+    const params = new URLSearchParams(path.slice(q + 1));
+    const kept = this.config.key.query.flatMap((name) => params.getAll(name).map((v) => `${encodeURIComponent(name)}=${encodeURIComponent(v)}`));
+    return kept.length ? `${base}?${kept.join('&')}` : base;
+  }
+
+  private keyHeaders(h: Headers): string {
+    if (this.config.key.headers.length === 0) return '';
+    return `|${this.config.key.headers.map((n) => `${n}=${str(h[n]) ?? ''}`).join('|')}`;
+  }
+}
+
+function withState(res: CacheResponse, state: CacheState): CacheResponse {
+  return { ...res, headers: { ...res.headers, 'x-cache': state } };
+}
+
+/** A placeholder response whose only use is to carry the state; `serve` builds the real one. */
+function emptyRes(e: Entry): CacheResponse {
+  return { status: e.status, headers: {}, body: Buffer.alloc(0) };
+}
