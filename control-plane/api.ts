@@ -12,6 +12,7 @@
  *   GET    /v1/stats                  per service and route: success rate, req/s, p50/p99 (from sidecars)
  *   GET    /v1/sd/prometheus          Prometheus HTTP SD targets: this control plane and every sidecar
  *   GET    /metrics  GET /healthz
+ *   GET    /ui/, /v1/graph, /v1/history/{service}, /v1/rollout, /v1/tap   the dashboard (ui-api.ts)
  *
  * A write is checked in two steps: the resource on its own (`parseResource`, field-path errors),
  * then, inside the store's commit (under its lock, against the state it will change), the
@@ -29,6 +30,7 @@ import { CONTENT_TYPES, negotiate } from '../src/observability/metrics';
 import type { ControlPlaneMetrics } from './metrics';
 import type { PushServer } from './push-server';
 import type { EndpointRegistry } from './registry';
+import type { UiApi } from './ui-api';
 import { StoreError, type FileStore, type StoreOp, type StoreView, type WireResource } from './store';
 
 /** Request bodies above this are refused with 413. */
@@ -79,6 +81,8 @@ export interface ApiDeps {
   push: PushServer;
   metrics: ControlPlaneMetrics;
   logger?: Logger;
+  /** The dashboard's page and read-only endpoints (ui-api.ts). */
+  ui?: UiApi;
 }
 
 type Reply = { status: number; body: unknown } | { status: number; text: string; contentType: string };
@@ -88,7 +92,12 @@ type Routes = Partial<Record<'GET' | 'POST' | 'PUT' | 'DELETE', Handler>>;
 /** The request handler for `http.createServer`. It never throws and always answers. */
 export function createApiHandler(deps: ApiDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const api = new Api(deps);
-  return (req, res) => void api.handle(req, res);
+  const ui = deps.ui;
+  const counted = (status: number): void => deps.metrics.apiRequest(status);
+  return (req, res) => {
+    if (ui?.handle(req, res, counted)) return;
+    void api.handle(req, res);
+  };
 }
 
 class Api {
