@@ -10,7 +10,7 @@ import { fmtMs, fmtPct, fmtRps, health, type Graph, type GraphNode } from './api
 
 const NODE_W = 188;
 const NODE_H = 74;
-const COL = 290;
+const COL = 400;
 
 interface SimNode extends SimulationNodeDatum {
   id: string;

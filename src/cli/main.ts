@@ -28,6 +28,7 @@ const COMMANDS: { name: string; summary: string; load(): Command }[] = [
   { name: 'status', summary: 'show every sidecar, its service, and the policy version it ACKed or why it NACKed', load: () => require('./status').status },
   { name: 'stat', summary: 'success rate, req/s, p50/p99 per service and route, from every sidecar (-o json)', load: () => require('./stat').stat },
   { name: 'top', summary: '`meshlet stat`, refreshing', load: () => require('./stat').top },
+  { name: 'tap', summary: 'watch live requests to a service (method, path, status, flags, latency, trace id)', load: () => require('./tap').tap },
   { name: 'logs', summary: "print (or follow, -f) a service's sidecar logs in the local mesh (`meshlet up`)", load: () => require('./logs').logs },
 ];
 
