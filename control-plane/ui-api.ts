@@ -165,13 +165,26 @@ export class UiApi {
         if (s.ackedVersion === snap.version) n.policy.current++;
       }
     }
-    // Services outside the mesh (`Service` resources, static endpoints) and those only policies name.
+    // Endpoints not registered by a sidecar (Kubernetes EndpointSlices without one) and `Service`
+    // resources (static endpoints, outside the mesh); then services only policies name.
     for (const e of snap.endpoints)
       if (!e.meshed) {
         const n = node(e.service, 'outside-mesh');
         const address = hostPort(e.address, e.port);
         n.endpoints.push({ id: null, address, state: ejected.has(address) ? 'ejected' : 'static', version: null, sidecar: false, labels: e.labels });
       }
+    for (const r of this.deps.store.list('Service')) {
+      const eps = ((r as unknown as { spec?: { endpoints?: { address: string; port: number; labels?: Record<string, string> }[] } }).spec?.endpoints ?? []).filter(
+        (e) => typeof e?.address === 'string' && typeof e.port === 'number',
+      );
+      if (nodes.get(r.metadata.name)?.kind === 'mesh') continue;
+      const n = node(r.metadata.name, 'outside-mesh');
+      for (const e of eps) {
+        const address = hostPort(e.address, e.port);
+        if (!n.endpoints.some((x) => x.address === address))
+          n.endpoints.push({ id: null, address, state: ejected.has(address) ? 'ejected' : 'static', version: null, sidecar: false, labels: e.labels ?? {} });
+      }
+    }
     for (const r of this.deps.store.all()) for (const s of servicesNamed(r)) if (!nodes.has(s)) node(s, r.kind === 'Service' ? 'outside-mesh' : 'policy-only');
 
     const inbound = new Map<string, WindowMerge>();

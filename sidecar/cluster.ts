@@ -273,6 +273,7 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
               ejected: res.flatMap((r) => r?.ejected ?? []),
               rateLimits: res.flatMap((r) => r?.rateLimits ?? []),
             } satisfies SidecarResilience,
+            taps: 0,
           };
         },
         logLevel: () => log.level,

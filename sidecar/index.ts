@@ -121,7 +121,9 @@ export async function loadStaticWire(file: string): Promise<Result<{ snapshot: S
  * code and flag so far; the version in force; breakers, ejected endpoints and rate-limit decisions
  * (the dashboard's service page).
  */
-export type SidecarStatsReport = { id: string; version: string | null; resilience: SidecarResilience } & ReturnType<MeshMetrics['stats']>;
+export type SidecarStatsReport = { id: string; version: string | null; resilience: SidecarResilience; /** Open `/tap` watchers. */ taps: number } & ReturnType<
+  MeshMetrics['stats']
+>;
 export interface SidecarResilience {
   breakers: { route: string; state: 'closed' | 'open' | 'half-open' }[];
   ejected: { service: string; endpoints: string[] }[];
@@ -323,6 +325,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       ...stats.metrics.stats(),
       version: current?.version ?? null,
       resilience: { breakers: resilience.breakerStates(), ejected: resilience.ejections(), rateLimits: rateLimit.decisions() },
+      taps: stats.observer.tap.watching,
     }),
     tap: stats.observer.tap,
     setLogLevel: (level) => {
