@@ -52,7 +52,7 @@ export function Chart({ title, times, lines, unit, format, range }: Props) {
       legend: { show: true },
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: range ? { range } : { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
-      axes: [axis, { ...axis, size: 56, values: (_u, ticks) => ticks.map((v) => format(v)) }],
+      axes: [axis, { ...axis, size: 72, values: (_u, ticks) => ticks.map((v) => format(v)) }],
       series: [{}, ...lines.map((l) => ({ label: l.label, stroke: css(l.color), width: 2, spanGaps: false, value: (_u: uPlot, v: number | null) => format(v) }))],
     };
     const p = new uPlot(opts, [times, ...lines.map((l) => l.values)] as uPlot.AlignedData, el);

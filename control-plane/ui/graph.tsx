@@ -118,7 +118,8 @@ export function ServiceGraph({ graph }: { graph: Graph }) {
           ? `M ${a.x} ${a.y + NODE_H / 2} C ${a.x} ${a.y + NODE_H * 1.6}, ${b.x} ${b.y + NODE_H * 1.6}, ${b.x} ${b.y + NODE_H / 2 + 2}`
           : `M ${x1} ${a.y} C ${(x1 + x2) / 2} ${a.y}, ${(x1 + x2) / 2} ${b.y}, ${x2} ${b.y}`;
         const mx = back ? (a.x + b.x) / 2 : (x1 + x2) / 2;
-        const my = back ? Math.max(a.y, b.y) + NODE_H * 1.3 : (a.y + b.y) / 2;
+        // Above the curve's higher end, so the label never sits on the line.
+        const my = back ? Math.max(a.y, b.y) + NODE_H * 1.3 : Math.min(a.y, b.y) - 4;
         const text = `${fmtRps(e.rps)} rps · ${fmtPct(e.successRate)} · p99 ${fmtMs(e.p99Ms)}`;
         return (
           <g class={`edge ${h}`} data-edge={`${e.source}->${e.destination}`}>
