@@ -397,7 +397,7 @@ export function RolloutPage() {
             </thead>
             <tbody>
               {data.sidecars.map((s) => (
-                <tr class={s.state === 'acked' ? 'good' : s.state === 'nacked' ? 'bad' : 'warn'} data-sidecar={s.id} data-state={s.state}>
+                <tr key={s.id} class={s.state === 'acked' ? 'good' : s.state === 'nacked' ? 'bad' : 'warn'} data-sidecar={s.id} data-state={s.state}>
                   <td>{s.id}</td>
                   <td>{s.service}</td>
                   <td>
@@ -425,7 +425,7 @@ export function RolloutPage() {
           </table>
           <h2>Resources</h2>
           {data.resources.map((r) => (
-            <details class="resource" data-resource={`${r.kind}/${r.name}`}>
+            <details key={`${r.kind}/${r.name}`} class="resource" data-resource={`${r.kind}/${r.name}`}>
               <summary>
                 {r.kind}/{r.name} <span class="muted">version {r.resourceVersion ?? '–'}</span>
               </summary>
@@ -574,7 +574,7 @@ export function TapPage({ service: initial }: { service?: string }) {
         </thead>
         <tbody>
           {events.map((e) => (
-            <tr class={e.status >= 500 || e.status === 0 ? 'bad' : e.flags ? 'warn' : ''} data-request-id={e.requestId}>
+            <tr key={`${e.requestId} ${e.sidecar} ${e.direction}`} class={e.status >= 500 || e.status === 0 ? 'bad' : e.flags ? 'warn' : ''} data-request-id={e.requestId}>
               <td>{new Date(e.time).toLocaleTimeString()}</td>
               <td>{e.direction === 'inbound' ? 'in' : 'out'}</td>
               <td>
