@@ -13,6 +13,7 @@
  *   GET    /v1/sd/prometheus          Prometheus HTTP SD targets: this control plane and every sidecar
  *   GET    /v1/version, /v1/sidecars/{id}/config_dump, /v1/explain   for the CLI (cli-api.ts)
  *   GET    /metrics  GET /healthz
+ *   GET    /ui/, /v1/graph, /v1/history/{service}, /v1/rollout, /v1/tap   the dashboard (ui-api.ts)
  *
  * A write is checked in two steps: the resource on its own (`parseResource`, field-path errors),
  * then, inside the store's commit (under its lock, against the state it will change), the
@@ -32,6 +33,7 @@ import type { ControlPlaneMetrics } from './metrics';
 import type { PushServer } from './push-server';
 import type { EndpointRegistry } from './registry';
 import { contentOf, StoreError, type FileStore, type StoreOp, type StoreView, type WireResource } from './store';
+import type { UiApi } from './ui-api';
 
 /** Request bodies above this are refused with 413. */
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -83,6 +85,8 @@ export interface ApiDeps {
   logger?: Logger;
   /** The control plane's data directory (`meshlet version`; `meshlet logs` finds the local mesh's logs there). */
   dataDir?: string;
+  /** The dashboard's page and read-only endpoints (ui-api.ts). */
+  ui?: UiApi;
 }
 
 type Reply = { status: number; body: unknown } | { status: number; text: string; contentType: string };
@@ -92,7 +96,12 @@ type Routes = Partial<Record<'GET' | 'POST' | 'PUT' | 'DELETE', Handler>>;
 /** The request handler for `http.createServer`. It never throws and always answers. */
 export function createApiHandler(deps: ApiDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const api = new Api(deps);
-  return (req, res) => void api.handle(req, res);
+  const ui = deps.ui;
+  const counted = (status: number): void => deps.metrics.apiRequest(status);
+  return (req, res) => {
+    if (ui?.handle(req, res, counted)) return;
+    void api.handle(req, res);
+  };
 }
 
 class Api {

@@ -8,11 +8,13 @@ import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { systemClock, type Clock } from '../src/core/clock';
 import { createApiHandler } from './api';
+import { MeshHistory } from './history';
 import { ControlPlaneMetrics } from './metrics';
 import { PushServer } from './push-server';
 import { EndpointRegistry } from './registry';
 import { SnapshotBuilder } from './snapshot-builder';
 import { FileStore } from './store';
+import { UiApi } from './ui-api';
 
 export const DEFAULT_API = { host: '127.0.0.1', port: 15080 } as const;
 export const DEFAULT_PUSH = { host: '127.0.0.1', port: 15010 } as const;
@@ -36,6 +38,10 @@ export interface ControlPlaneOptions {
   coalesceMs?: number;
   /** The sidecar injector webhook (HTTPS), if wanted. */
   webhook?: Omit<import('./webhook').WebhookOptions, 'logger'>;
+  /** The dashboard's history: how often the sidecars' `/stats` are sampled (default 3000 ms; 0: off). */
+  historyIntervalMs?: number;
+  /** Prometheus's base URL: the dashboard links to the same queries there. */
+  prometheusUrl?: string;
   /** Also take endpoints from Kubernetes EndpointSlices (list + watch). */
   kubernetes?: Omit<import('./k8s-discovery').EndpointSliceOptions, 'logger'>;
 }
@@ -100,7 +106,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const pushAddress = await push.listen(opts.push?.host ?? DEFAULT_PUSH.host, opts.push?.port ?? DEFAULT_PUSH.port);
     cleanup.push(() => push.close());
 
-    const server = http.createServer(createApiHandler({ store, registry, push, metrics, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir }));
+    const history = new MeshHistory({
+      sidecars: () => registry.sidecars().filter((s) => s.connected),
+      intervalMs: opts.historyIntervalMs,
+      clock,
+      logger: logger.child({ component: 'history' }),
+    });
+    history.start();
+    cleanup.push(() => history.stop());
+    const ui = new UiApi({ store, registry, push, history, prometheusUrl: opts.prometheusUrl });
+    const server = http.createServer(createApiHandler({ store, registry, push, metrics, ui, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir }));
     const apiAddress = await listen(server, opts.api?.host ?? DEFAULT_API.host, opts.api?.port ?? DEFAULT_API.port);
     cleanup.push(() => closeServer(server));
     let webhookAddress: Address | undefined;

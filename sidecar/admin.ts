@@ -2,12 +2,17 @@
  * The admin port: `/ready` (200 once the first snapshot is applied), `/live`, `/config_dump`
  * (the version in force and the compiled config), `/metrics` (Prometheus text, or OpenMetrics
  * when the scraper's Accept asks for it) and `/logging` (GET the level; POST `?level=` to change
- * it at runtime), `/explain?method=&url=&header=k:v` (what this sidecar does with a request).
+ * it at runtime), `/explain?method=&url=&header=k:v` (what this sidecar does with a request), `/stats` (sliding windows, responses by flag, breakers, ejections, rate-limit
+ * decisions) and `/tap` (live requests as NDJSON while the caller stays connected; tap.ts).
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { CONTENT_TYPES, negotiate, type Format } from '../src/observability/metrics';
+import { TapError, tapOptions, type TapFilter, type TapHub } from '../src/observability/tap';
+
+/** How often an open `/tap` stream gets a `{"type":"status"}` line (dropped events; keeps proxies from timing it out). */
+const TAP_STATUS_MS = 2000;
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
@@ -18,6 +23,8 @@ export interface AdminSource {
   metrics(format: Format): string | Promise<string>;
   /** Sliding-window request stats per route, for the control plane's `meshlet stat`. */
   stats?(): unknown;
+  /** Live requests (`GET /tap`); absent where it cannot be served (a `--concurrency N` primary). */
+  tap?: TapHub;
   /** The log level in force, and a way to change it at runtime (`POST /logging?level=debug`). */
   logLevel?(): string;
   setLogLevel?(level: string): void;
@@ -42,6 +49,61 @@ function fromLoopback(req: http.IncomingMessage, res: http.ServerResponse, what:
   if (from === '127.0.0.1' || from === '::1' || from === '::ffff:127.0.0.1') return true;
   res.writeHead(403, { 'content-type': 'text/plain' }).end(`${what} is only accepted from loopback\n`);
   return false;
+}
+
+/**
+ * `GET /tap?direction=&destination=&source=&route=&rate=&headers=`: one JSON line per matching
+ * request as it ends, a status line every TAP_STATUS_MS, until the caller goes away. A slow
+ * reader loses events (counted as dropped), never makes the sidecar buffer them.
+ */
+function serveTap(req: http.IncomingMessage, res: http.ServerResponse, query: string | undefined, hub: TapHub | undefined): void {
+  if (!hub) {
+    res.writeHead(501, { 'content-type': 'text/plain' }).end('tap is not available on this sidecar (--concurrency > 1)\n');
+    return;
+  }
+  const q = new URLSearchParams(query ?? '');
+  const filter: TapFilter = {};
+  const direction = q.get('direction');
+  if (direction !== null && direction !== 'inbound' && direction !== 'outbound') {
+    res.writeHead(400, { 'content-type': 'text/plain' }).end('direction must be inbound or outbound\n');
+    return;
+  }
+  if (direction) filter.direction = direction;
+  for (const k of ['destination', 'source', 'route'] as const) {
+    const v = q.get(k);
+    if (v) filter[k] = v;
+  }
+  let handle: ReturnType<TapHub['watch']>;
+  let backlog = 0;
+  try {
+    const opts = tapOptions(q.get('rate'), q.get('headers'));
+    handle = hub.watch(filter, opts, (e) => {
+      // Backpressure: drop rather than queue in the sidecar.
+      if (res.writableNeedDrain) {
+        backlog++;
+        return;
+      }
+      res.write(JSON.stringify(e) + '\n');
+    });
+  } catch (err) {
+    if (!(err instanceof TapError)) throw err;
+    res.writeHead(err.code === 'too_many_watchers' ? 503 : 400, { 'content-type': 'text/plain' }).end(err.message + '\n');
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+  res.write(JSON.stringify({ type: 'status', watching: true, dropped: 0 }) + '\n');
+  const timer = setInterval(() => {
+    const dropped = handle.takeDropped() + backlog;
+    backlog = 0;
+    if (!res.writableNeedDrain) res.write(JSON.stringify({ type: 'status', watching: true, dropped }) + '\n');
+  }, TAP_STATUS_MS);
+  timer.unref();
+  const stop = (): void => {
+    clearInterval(timer);
+    handle.stop();
+  };
+  req.on('close', stop);
+  res.on('close', stop);
 }
 
 export function startAdmin(host: string, port: number, src: AdminSource, logger: Logger): Promise<AdminServer> {
@@ -102,6 +164,9 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
         if (!res.destroyed) res.writeHead(r.status, { 'content-type': 'application/json' }).end(JSON.stringify(r.body) + '\n');
         return;
       }
+      case '/tap':
+        serveTap(req, res, query, src.tap);
+        return;
       case '/metrics': {
         const format = negotiate(req.headers.accept);
         const body = src.metrics(format);
@@ -110,7 +175,7 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
         return;
       }
     }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /stats /logging /explain\n');
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /stats /tap /logging /explain\n');
   });
   const answer = (res: http.ServerResponse, type: string, body: string): void => {
     if (!res.destroyed) res.writeHead(200, { 'content-type': type }).end(body);

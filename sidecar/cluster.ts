@@ -26,7 +26,7 @@ import { mergeExpositions, type Exposition } from '../src/observability/merge';
 import { Registry } from '../src/observability/metrics';
 import { compileSnapshot, parseSnapshot, type CompiledSnapshot, type WireSnapshot } from '../src/policy';
 import { startAdmin, type AdminServer } from './admin';
-import { configDump, leave, loadStaticWire, startProxy, subscribe, type HostPort, type Proxy, type Sidecar, type SidecarOptions } from './index';
+import { configDump, leave, loadStaticWire, startProxy, subscribe, type HostPort, type Proxy, type Sidecar, type SidecarOptions, type SidecarResilience, type SidecarStatsReport } from './index';
 import { ProxyStats } from './stats';
 import type { Subscriber } from './subscriber';
 
@@ -259,7 +259,23 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
           const parts = (await collect('metrics')).map((m) => m.metrics).filter((m): m is Exposition => m !== undefined);
           return mergeExpositions([own, ...parts], format);
         },
-        stats: async () => ({ id, service: opts.service, routes: (await collect('stats')).flatMap((m) => m.stats?.routes ?? []) }),
+        stats: async () => {
+          // Each worker's windows and counters as they are (the control plane merges them); resilience state listed per worker.
+          const parts = (await collect('stats')).map((m) => m.stats as Partial<SidecarStatsReport> | undefined);
+          const res = parts.map((p) => p?.resilience);
+          return {
+            id,
+            service: opts.service,
+            version: current?.version ?? null,
+            routes: parts.flatMap((p) => p?.routes ?? []),
+            resilience: {
+              breakers: res.flatMap((r) => r?.breakers ?? []),
+              ejected: res.flatMap((r) => r?.ejected ?? []),
+              rateLimits: res.flatMap((r) => r?.rateLimits ?? []),
+            } satisfies SidecarResilience,
+            taps: 0,
+          };
+        },
         logLevel: () => log.level,
         setLogLevel: (level) => {
           log.level = level;

@@ -118,6 +118,20 @@ export async function loadStaticWire(file: string): Promise<Result<{ snapshot: S
   return ok({ snapshot: { version, resources: parsed.value, endpoints: [] }, wire: { version, resources: embedded.value as unknown[], endpoints: [] } });
 }
 
+/**
+ * The sidecar's `/stats`: per label set, the sliding window (`meshlet stat`) and the responses by
+ * code and flag so far; the version in force; breakers, ejected endpoints and rate-limit decisions
+ * (the dashboard's service page).
+ */
+export type SidecarStatsReport = { id: string; version: string | null; resilience: SidecarResilience; /** Open `/tap` watchers. */ taps: number } & ReturnType<
+  MeshMetrics['stats']
+>;
+export interface SidecarResilience {
+  breakers: { route: string; state: 'closed' | 'open' | 'half-open' }[];
+  ejected: { service: string; endpoints: string[] }[];
+  rateLimits: { limit: string; scope: 'local' | 'global'; allowed: number; limited: number; failedOpen: number; failedClosed: number }[];
+}
+
 /** The data plane alone: what a `--concurrency N` worker runs (sidecar/cluster.ts), and the core of `startSidecar`. */
 export interface ProxyOptions extends Omit<SidecarOptions, 'controlPlane' | 'configFile' | 'admin' | 'advertiseAddress' | 'onQuit' | 'drainDelayMs'> {
   /** A snapshot validated already, in force before the listeners accept their first connection. */
@@ -144,9 +158,11 @@ export interface Proxy {
   metrics(format: Format): string;
   /** The sliding windows of the request-duration summaries, for a merge elsewhere (cluster primary). */
   windows(): WindowExports;
-  stats(): { id: string } & ReturnType<MeshMetrics['stats']>;
   /** Whether outlier detection has ejected the endpoint now (`meshlet explain`). */
   isEjected(service: string, e: { address: string; port: number }): boolean;
+  stats(): SidecarStatsReport;
+  /** Live requests (`/tap` on the admin port). */
+  readonly tap: import('../src/observability/tap').TapHub;
   setLogLevel(level: string): void;
   /** Stops accepting, drains in-flight requests for up to `graceMs`, then closes the proxy's parts. */
   close(graceMs?: number): Promise<void>;
@@ -308,8 +324,15 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       );
     },
     windows: () => ({ [stats.metrics.window.name]: stats.metrics.window.exports() }),
-    stats: () => ({ id, ...stats.metrics.stats() }),
     isEjected: (service, e) => resilience.service(service)?.isEjected(endpointKey(e)) ?? false,
+    stats: () => ({
+      id,
+      ...stats.metrics.stats(),
+      version: current?.version ?? null,
+      resilience: { breakers: resilience.breakerStates(), ejected: resilience.ejections(), rateLimits: rateLimit.decisions() },
+      taps: stats.observer.tap.watching,
+    }),
+    tap: stats.observer.tap,
     setLogLevel: (level) => {
       log.level = level;
       if (accessLogger) accessLogger.level = level;
@@ -358,6 +381,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         metrics: (format) => proxy.metrics(format),
         stats: () => proxy.stats(),
         explain: (q) => explain(proxy.current(), opts.service, q, { isEjected: (svc, e) => proxy.isEjected(svc, e) }),
+        tap: proxy.tap,
         logLevel: () => log.level,
         setLogLevel: (level) => proxy.setLogLevel(level),
       },

@@ -13,6 +13,10 @@ export const controlPlane: Command = {
   --grace MS          how long a disconnected sidecar's endpoint stays (default 10000)
   --log-level LEVEL   trace, debug, info, warn, error (default info)
 
+The dashboard (http://API/ui/, read-only):
+  --prometheus-url URL         link service pages to the same queries in this Prometheus
+  --history-interval MS        how often sidecars' /stats are sampled for its charts (default 3000; 0: off)
+
 Service discovery from Kubernetes:
   --kubernetes                 also take endpoints from EndpointSlices (KUBECONFIG, ~/.kube/config or in-cluster)
   --k8s-namespace NS           only this namespace's (default: all)
@@ -40,7 +44,14 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       'inject-image': { type: 'string' },
       'inject-control-plane': { type: 'string' },
       'inject-mode': { type: 'string' },
+      'prometheus-url': { type: 'string' },
+      'history-interval': { type: 'string' },
     });
+    const promUrl = values['prometheus-url'];
+    if (promUrl !== undefined && !/^https?:\/\/[^\s]+$/.test(promUrl)) throw new UsageError(`--prometheus-url: expected an http(s) URL, got ${JSON.stringify(promUrl)}`);
+    const historyMs = values['history-interval'] === undefined ? undefined : Number(values['history-interval']);
+    if (historyMs !== undefined && !(Number.isInteger(historyMs) && (historyMs === 0 || (historyMs >= 500 && historyMs <= 60_000))))
+      throw new UsageError(`--history-interval: expected 0 (off) or milliseconds 500..60000, got ${JSON.stringify(values['history-interval'])}`);
     if (values['k8s-namespace'] !== undefined && !values.kubernetes) throw new UsageError('--k8s-namespace goes with --kubernetes');
     let webhook;
     if (values.webhook) {
@@ -80,6 +91,8 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       logger: log,
       webhook,
       kubernetes: values.kubernetes ? { namespace: values['k8s-namespace'] } : undefined,
+      prometheusUrl: promUrl,
+      historyIntervalMs: historyMs,
     });
     return runUntilSignal(() => cp.close());
   },

@@ -36,6 +36,7 @@ export const COMMANDS: { name: string; summary: string; client?: boolean; load()
   { name: 'status', summary: 'show every sidecar, its service, and the policy version it ACKed or why it NACKed', client: true, load: () => require('./status').status },
   { name: 'stat', summary: 'success rate, req/s, p50/p99 per service and route, from every sidecar (-o json)', client: true, load: () => require('./stat').stat },
   { name: 'top', summary: '`meshlet stat`, refreshing', client: true, load: () => require('./stat').top },
+  { name: 'tap', summary: 'watch live requests to a service (method, path, status, flags, latency, trace id)', client: true, load: () => require('./tap').tap },
   { name: 'logs', summary: "print (or follow, -f) a service's sidecar logs in the local mesh (`meshlet up`)", client: true, load: () => require('./logs').logs },
   { name: 'version', summary: 'the client version, and the control plane and sidecars when reachable', client: true, load: () => require('./version').version },
   { name: 'config', summary: 'named contexts: which control plane the client commands talk to', load: () => require('./config').config },

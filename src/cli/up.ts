@@ -130,6 +130,8 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
           `  ${r.inst.id.padEnd(13)} app :${String(r.app.port).padEnd(6)} sidecar inbound :${p(r).inbound}  outbound :${p(r).outbound}  admin http://127.0.0.1:${p(r).admin}/config_dump`,
       ),
       '',
+      `Dashboard: ${server}/ui/`,
+      '',
       'Send traffic (frontend -> catalog -> pricing):',
       `  curl -s http://127.0.0.1:${p(front).inbound}/`,
       `  curl -s -H 'x-canary: true' http://127.0.0.1:${p(front).inbound}/     # always catalog v2`,

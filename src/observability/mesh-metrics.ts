@@ -67,6 +67,15 @@ export class RouteHandle {
     readonly active: GaugeChild,
   ) {}
 
+  /** Requests counted so far by `"CODE FLAG"` (`"200 -"`, `"503 UH"`): the dashboard's response breakdown. */
+  responses(): Record<string, number> {
+    const out: Record<string, number> = {};
+    this.requests.forEach((c, i) => {
+      if (c && c.value > 0) out[`${Math.floor(i / FLAG_SLOTS)} ${FLAG_NAMES[i % FLAG_SLOTS]}`] = c.value;
+    });
+    return out;
+  }
+
   /** Counts one request with its status code and flag. */
   count(status: number, flag?: string): void {
     const code = status >= 100 && status <= 599 ? status | 0 : 0;
@@ -228,11 +237,14 @@ export class MeshMetrics {
   }
 
   /** Per label set, the sliding window for `meshlet stat` (sidecar admin `/stats`). */
-  stats(): { service: string; routes: ({ direction: Direction; source: string; destination: string; route: string } & ReturnType<WindowChild['export']>)[] } {
+  stats(): {
+    service: string;
+    routes: ({ direction: Direction; source: string; destination: string; route: string; responses: Record<string, number> } & ReturnType<WindowChild['export']>)[];
+  } {
     const routes = [];
     for (const h of this.handles.values()) {
       const w = h.window.export();
-      if (w.count > 0) routes.push({ direction: h.direction, source: h.source, destination: h.destination, route: h.route, ...w });
+      if (w.count > 0) routes.push({ direction: h.direction, source: h.source, destination: h.destination, route: h.route, ...w, responses: h.responses() });
     }
     return { service: this.service, routes };
   }

@@ -11,6 +11,7 @@ import type { MeshMetrics, RouteHandle, Direction } from './mesh-metrics';
 import { extract, injectHeaders, newRequestId, newSpanId, newTraceId, TRACE_HEADERS, type TraceContext } from './trace-context';
 import { LineBuffer } from './line-buffer';
 import type { Span, SpanExporter } from './tracing';
+import { TapHub } from './tap';
 
 export interface ObserverOptions {
   metrics: MeshMetrics;
@@ -33,6 +34,8 @@ export interface ObserverOptions {
    * metric label only then (bounded), else `unknown`.
    */
   knownService?: (name: string) => boolean;
+  /** Live requests (tap.ts); one is made when not given. */
+  tap?: TapHub;
 }
 
 /**
@@ -78,6 +81,8 @@ export class Observer {
   samplingPercent: number;
   exporter?: SpanExporter;
   accessLog?: AccessLogOptions;
+  /** Watchers of live requests: `end()` looks at `tap.active` only, while nobody watches. */
+  readonly tap: TapHub;
   private readonly random: () => number;
   private readonly knownService: (name: string) => boolean;
   private readonly inboundBySource = new Map<string, RouteHandle>();
@@ -101,6 +106,7 @@ export class Observer {
     }
     this.random = opts.random ?? Math.random;
     this.knownService = opts.knownService ?? (() => false);
+    this.tap = opts.tap ?? new TapHub();
   }
 
   /** `{"level":30,<the logger's bindings>,` encoded once. */
@@ -206,6 +212,7 @@ export class Observer {
     }
     const al = this.accessLog;
     r.logged = al !== undefined && (al.sample >= 1 || this.random() < al.sample);
+    if (this.tap.active && this.tap.headerNames.length) r.tapHeaders = this.tap.captureHeaders(get);
     return r;
   }
 }
@@ -219,6 +226,8 @@ export class ObservedRequest {
   incoming?: TraceContext;
   logged = false;
   upstream?: string;
+  /** The headers a tap asked for (only while someone watches with `headers`). */
+  tapHeaders?: Record<string, string>;
   /** Request body bytes received from the downstream: read from `received` when the request ends. */
   requestBytes = 0;
   /** What counts the request body as it arrives (chunked or not), when the request has one. */
@@ -291,6 +300,8 @@ export class ObservedRequest {
     const exporter = this.o.exporter;
     if (this.sampled && exporter && exporter.accepting()) exporter.add(new RequestSpan(this, status, flag, seconds, h.route));
     if (this.logged && this.o.accessLog) this.o.writeAccessLog(this, status, flag, seconds, h);
+    const tap = this.o.tap;
+    if (tap.active) tap.offer(this, status, flag, seconds, h.source, h.destination, h.route);
   }
 }
 

@@ -114,6 +114,13 @@ export class ServiceState {
     return this.outlier?.isEjected(key) ?? false;
   }
 
+  /** The endpoints (`address:port`) ejected now, by outlier detection or a failing health check. */
+  ejected(): string[] {
+    const od = this.outlier;
+    if (!od) return [];
+    return this.svc.endpoints.map(endpointKey).filter((k) => od.isEjected(k));
+  }
+
   close(): void {
     this.outlier?.close();
     this.health?.close();
@@ -164,6 +171,16 @@ export class ResilienceState {
     else b.configure(cfg);
     this.boundBreakers.set(rule, b);
     return b;
+  }
+
+  /** Per destination service, the endpoints ejected now (the dashboard's graph and service page). */
+  ejections(): { service: string; endpoints: string[] }[] {
+    const out: { service: string; endpoints: string[] }[] = [];
+    for (const [service, st] of this.services) {
+      const endpoints = st.ejected();
+      if (endpoints.length) out.push({ service, endpoints });
+    }
+    return out;
   }
 
   breakerStates(): { route: string; state: BreakerState }[] {

@@ -200,6 +200,11 @@ export class RateLimitLayer {
     allow();
   }
 
+  /** Decisions per limit so far (sidecar `/stats`, for the dashboard). */
+  decisions(): ReturnType<RateLimitMetrics['decisions']> {
+    return this.metrics.decisions();
+  }
+
   /** Prometheus text for /metrics. */
   render(): string {
     const overflow = new Map(this.retiredOverflow);

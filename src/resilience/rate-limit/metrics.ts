@@ -32,6 +32,14 @@ export class RateLimitMetrics {
     return c;
   }
 
+  /** Every limit's decisions so far (the dashboard's view of `meshlet_ratelimit_decisions_total`). */
+  decisions(): ({ limit: string; scope: 'local' | 'global' } & LimitCounters)[] {
+    return [...this.limits].map(([k, c]) => {
+      const [limit, scope] = k.split('\0') as [string, 'local' | 'global'];
+      return { limit, scope, ...c };
+    });
+  }
+
   render(overflow: ReadonlyMap<string, number>, redis: ReadonlyMap<string, RedisCounters>): string {
     const out = [
       '# HELP meshlet_ratelimit_decisions_total Rate-limit decisions on inbound requests, by limit, scope and decision (allowed, limited, failed_open, failed_closed).',

@@ -1,0 +1,247 @@
+/**
+ * The dashboard's short memory: every `intervalMs` the control plane asks each connected sidecar
+ * for its `/stats` (the same call `meshlet stat` makes: sliding 60 s windows, responses by code
+ * and flag, resilience state) and keeps, per series, one point a sample for `retentionMs`
+ * (default 15 minutes, so at most retentionMs / intervalMs points a series). No Prometheus needed
+ * for the live charts.
+ *
+ * A point is the trailing 60 s window at that moment (what `meshlet stat` would have printed
+ * then): req/s, success rate, p50/p90/p99 exact over the merged hdr histograms. The response
+ * breakdown is different: each point carries the requests counted *since the previous sample*
+ * (per sidecar, counter resets tolerated), so summing a range gives that range's responses.
+ *
+ * Series (by `key`):
+ *   service/S           what S's own sidecars served (inbound, every caller)
+ *   caller/S/C          ... from caller C (`unknown`: callers outside the mesh)
+ *   route/S/R           what callers' sidecars sent to S through route R (outbound)
+ *   edge/C/S            what C's sidecars sent to S (outbound, every route)
+ *
+ * Sampling costs the sidecars what one `meshlet stat` costs (encoding a few hdr histograms); it is
+ * never on their request path. A sidecar that does not answer within the timeout is skipped for
+ * that sample and listed as unreachable.
+ */
+import type { Logger } from 'pino';
+import { systemClock, type Clock, type Timer } from '../src/core/clock';
+import { fetchSidecarStats, type SidecarWindow } from '../src/observability/mesh-stats';
+import { WindowMerge } from '../src/observability/metrics';
+import type { SidecarResilience } from '../sidecar/index';
+
+export interface SeriesPoint {
+  /** Sample time, ms since the epoch. */
+  t: number;
+  /** Requests in the trailing window, req/s, success rate (null: none), latency quantiles (ms). */
+  requests: number;
+  rps: number;
+  successRate: number | null;
+  p50Ms: number | null;
+  p90Ms: number | null;
+  p99Ms: number | null;
+  /** Requests since the previous sample, by `"CODE FLAG"` (`"200 -"`, `"503 UH"`); absent when none. */
+  responses?: Record<string, number>;
+}
+
+/** One sidecar's `/stats` (sidecar/index.ts `SidecarStatsReport`), as read over HTTP. */
+export interface StatsReport {
+  id: string;
+  service: string;
+  version?: string | null;
+  routes: (SidecarWindow & { responses?: Record<string, number> })[];
+  resilience?: SidecarResilience;
+}
+
+export interface Sample {
+  at: number;
+  reports: StatsReport[];
+  unreachable: { id: string; service: string; error: string }[];
+}
+
+export interface SidecarAddress {
+  id: string;
+  service: string;
+  address: string;
+  adminPort?: number;
+}
+
+export interface HistoryOptions {
+  /** The sidecars to ask (connected ones, with an admin port). */
+  sidecars: () => SidecarAddress[];
+  /** Default 3000 ms; 0 turns sampling off (the graph then has no data). */
+  intervalMs?: number;
+  /** Default 15 minutes. */
+  retentionMs?: number;
+  /** Per-sidecar answer timeout (default 2000 ms). */
+  timeoutMs?: number;
+  clock?: Clock;
+  logger?: Logger;
+  /** Reads one sidecar's `/stats` (tests replace it). */
+  fetch?: (s: SidecarAddress, timeoutMs: number) => Promise<StatsReport>;
+}
+
+const r3 = (v: number | null): number | null => (v === null ? null : Math.round(v * 1000) / 1000);
+
+export class MeshHistory {
+  readonly intervalMs: number;
+  readonly retentionMs: number;
+  private readonly series = new Map<string, SeriesPoint[]>();
+  /** Per sidecar and label set, the cumulative responses at the previous sample. */
+  private prev = new Map<string, Record<string, number>>();
+  private last: Sample | undefined;
+  private timer: Timer | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+  private readonly clock: Clock;
+  private readonly fetch: (s: SidecarAddress, timeoutMs: number) => Promise<StatsReport>;
+
+  constructor(private readonly opts: HistoryOptions) {
+    this.intervalMs = opts.intervalMs ?? 3000;
+    this.retentionMs = opts.retentionMs ?? 15 * 60_000;
+    this.clock = opts.clock ?? systemClock;
+    this.fetch = opts.fetch ?? ((s, timeoutMs) => fetchSidecarStats(s.address, s.adminPort as number, timeoutMs) as Promise<StatsReport>);
+  }
+
+  start(): void {
+    if (this.intervalMs <= 0 || this.timer || this.stopped) return;
+    const tick = (): void => {
+      this.timer = this.clock.setTimeout(() => {
+        void this.sample().finally(() => {
+          if (!this.stopped) tick();
+        });
+      }, this.intervalMs);
+    };
+    tick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.timer?.cancel();
+    this.timer = undefined;
+    await this.running;
+  }
+
+  /** The latest sample (the graph's "last minute"), if any was taken. */
+  latest(): Sample | undefined {
+    return this.last;
+  }
+
+  /** Takes one sample now (the timer calls it; tests and the first page load may too). */
+  sample(): Promise<void> {
+    return (this.running ??= this.doSample().finally(() => (this.running = undefined)));
+  }
+
+  private async doSample(): Promise<void> {
+    const timeoutMs = this.opts.timeoutMs ?? 2000;
+    const unreachable: Sample['unreachable'] = [];
+    const reports: StatsReport[] = [];
+    await Promise.all(
+      this.opts.sidecars().map(async (s) => {
+        if (!s.adminPort) return void unreachable.push({ id: s.id, service: s.service, error: 'no admin port registered' });
+        try {
+          const r = await this.fetch(s, timeoutMs);
+          reports.push({ ...r, id: s.id, service: s.service });
+        } catch (err) {
+          unreachable.push({ id: s.id, service: s.service, error: (err as Error).message });
+        }
+      }),
+    );
+    reports.sort((a, b) => a.id.localeCompare(b.id));
+    unreachable.sort((a, b) => a.id.localeCompare(b.id));
+    this.record({ at: this.clock.now(), reports, unreachable });
+  }
+
+  /** Adds a sample: one point to each series it has data for; drops points older than the retention. */
+  record(s: Sample): void {
+    this.last = s;
+    const merges = new Map<string, { m: WindowMerge; responses: Record<string, number> }>();
+    const add = (key: string, w: SidecarWindow, delta: Record<string, number> | undefined): void => {
+      let e = merges.get(key);
+      if (!e) merges.set(key, (e = { m: new WindowMerge(), responses: {} }));
+      e.m.add(w);
+      if (delta) for (const k in delta) e.responses[k] = (e.responses[k] ?? 0) + (delta[k] as number);
+    };
+    const prev = new Map<string, Record<string, number>>();
+    for (const r of s.reports) {
+      for (const w of r.routes) {
+        const id = `${r.id}\u0001${w.direction}\u0001${w.source}\u0001${w.destination}\u0001${w.route}`;
+        // Cluster-mode sidecars list each worker's windows: sum the counters of a label set first.
+        const cur = { ...(prev.get(id) ?? {}) };
+        for (const k in w.responses ?? {}) cur[k] = (cur[k] ?? 0) + (w.responses![k] as number);
+        prev.set(id, cur);
+      }
+    }
+    const deltas = new Map<string, Record<string, number>>();
+    for (const [id, cur] of prev) {
+      const before = this.prev.get(id);
+      const d: Record<string, number> = {};
+      for (const k in cur) {
+        const now = cur[k] as number;
+        const was = before?.[k] ?? 0;
+        // A counter that went down: the sidecar restarted; everything now counted is new.
+        const n = now >= was ? now - was : now;
+        if (n > 0) d[k] = n;
+      }
+      deltas.set(id, d);
+    }
+    const seen = new Set<string>();
+    for (const r of s.reports) {
+      for (const w of r.routes) {
+        const id = `${r.id}\u0001${w.direction}\u0001${w.source}\u0001${w.destination}\u0001${w.route}`;
+        // Each label set's delta once, even when several workers listed it.
+        const delta = seen.has(id) ? undefined : deltas.get(id);
+        seen.add(id);
+        if (w.direction === 'inbound') {
+          add(`service/${r.service}`, w, delta);
+          add(`caller/${r.service}/${w.source}`, w, delta);
+        } else {
+          add(`route/${w.destination}/${w.route}`, w, delta);
+          add(`edge/${w.source}/${w.destination}`, w, delta);
+        }
+      }
+    }
+    this.prev = prev;
+    for (const [key, e] of merges) {
+      const m = e.m;
+      const p: SeriesPoint = {
+        t: s.at,
+        requests: m.count,
+        rps: Math.round(m.rps * 100) / 100,
+        successRate: r3(m.successRate()),
+        p50Ms: r3(m.quantileMs(0.5)),
+        p90Ms: r3(m.quantileMs(0.9)),
+        p99Ms: r3(m.quantileMs(0.99)),
+      };
+      if (Object.keys(e.responses).length) p.responses = e.responses;
+      let list = this.series.get(key);
+      if (!list) this.series.set(key, (list = []));
+      list.push(p);
+    }
+    const cutoff = s.at - this.retentionMs;
+    for (const [key, list] of this.series) {
+      let drop = 0;
+      while (drop < list.length && (list[drop] as SeriesPoint).t < cutoff) drop++;
+      if (drop) list.splice(0, drop);
+      if (list.length === 0) this.series.delete(key);
+    }
+  }
+
+  /** The points of one series (oldest first), or [] when it has none in the retention. */
+  points(key: string): readonly SeriesPoint[] {
+    return this.series.get(key) ?? [];
+  }
+
+  /** Series keys starting with `prefix` (e.g. `route/catalog/`). */
+  keys(prefix: string): string[] {
+    return [...this.series.keys()].filter((k) => k.startsWith(prefix)).sort();
+  }
+
+  /** Series count (for tests and the bound). */
+  get size(): number {
+    return this.series.size;
+  }
+}
+
+/** Sums the response breakdown of a range of points. */
+export function sumResponses(points: readonly SeriesPoint[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of points) for (const k in p.responses ?? {}) out[k] = (out[k] ?? 0) + (p.responses![k] as number);
+  return out;
+}

@@ -1,0 +1,51 @@
+/**
+ * A sidecar that is only a push stream: it registers over real gRPC and answers each snapshot
+ * with whatever the test says (ACK, or a NACK with field-path errors, as a sidecar that cannot
+ * compile something would).
+ */
+import { createPolicyDiscoveryClient, type PolicyDiscoveryClientStream, type SnapshotMessage } from '../../../src/proto';
+
+export class FakeSidecar {
+  readonly stream: PolicyDiscoveryClientStream;
+  private readonly queue: SnapshotMessage[] = [];
+  private waiter: ((m: SnapshotMessage) => void) | undefined;
+  private readonly client;
+
+  constructor(target: string, node: { id: string; service: string; address?: string; inboundPort?: number; adminPort?: number }) {
+    this.client = createPolicyDiscoveryClient(target);
+    this.stream = this.client.Stream();
+    this.stream.on('data', (m: SnapshotMessage) => {
+      const w = this.waiter;
+      this.waiter = undefined;
+      if (w) w(m);
+      else this.queue.push(m);
+    });
+    this.stream.on('error', () => undefined);
+    this.stream.write({ node: { address: '10.255.0.7', inboundPort: 15006, labels: {}, buildVersion: 'test', ...node } });
+  }
+
+  next(timeoutMs = 10_000): Promise<SnapshotMessage> {
+    const m = this.queue.shift();
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no snapshot within ${timeoutMs} ms`)), timeoutMs);
+      this.waiter = (x) => {
+        clearTimeout(timer);
+        resolve(x);
+      };
+    });
+  }
+
+  ack(m: SnapshotMessage): void {
+    this.stream.write({ ack: { version: m.version, nonce: m.nonce } });
+  }
+
+  nack(m: SnapshotMessage, reason: string): void {
+    this.stream.write({ nack: { version: m.version, nonce: m.nonce, reason } });
+  }
+
+  close(): void {
+    this.stream.end();
+    this.client.close();
+  }
+}
