@@ -229,7 +229,16 @@ export class EtcdStore implements Store {
           failure: [{ request_range: { key: commitKey } }],
         });
       } catch (err) {
-        throw new StoreError('unavailable', `the etcd store is unavailable; nothing was written: ${etcdFailure(err)}`);
+        // The answer is lost, not necessarily the write: if etcd says it was ours after all, it was.
+        if (await this.committed(commitKey, commitId)) {
+          const rv = await this.committedRevision(commitKey);
+          await this.caughtUp(rv);
+          return { revision: rv, results: results.map((r) => (r.action === 'unchanged' || r.action === 'deleted' ? r : { ...r, resource: this.get(r.kind, r.name) ?? r.resource })) };
+        }
+        throw new StoreError(
+          'unavailable',
+          `the etcd store is unavailable (${etcdFailure(err)}); the write was not acknowledged and may not have been applied: retry it once etcd is back`,
+        );
       }
       let revision = Number(res.header.revision);
       let ours = res.succeeded;
@@ -253,6 +262,20 @@ export class EtcdStore implements Store {
         throw new StoreError('conflict', `other control-plane replicas kept writing; gave up after ${attempt} attempts, try again`);
       this.logger?.debug({ attempt }, 'etcd commit raced another replica; planning again');
     }
+  }
+
+  private async committed(commitKey: Buffer, commitId: string): Promise<boolean> {
+    try {
+      const r = await this.client.kv.range({ key: commitKey });
+      return r.kvs[0]?.value.toString() === commitId;
+    } catch {
+      return false;
+    }
+  }
+
+  private async committedRevision(commitKey: Buffer): Promise<number> {
+    const r = await this.client.kv.range({ key: commitKey });
+    return Number(r.kvs[0]?.mod_revision ?? this.rev);
   }
 
   /** Checks `ops` against the cache, in order; the final value of each touched key (null: delete). */

@@ -13,6 +13,8 @@ interface SidecarRow {
   nackedAt?: string;
   ackedAt?: string;
   expiresAt?: string;
+  /** With the etcd store: the control-plane replica the sidecar is connected to. */
+  replica?: string;
 }
 
 export const status: Command = {
@@ -33,7 +35,9 @@ export const status: Command = {
       process.stdout.write('no sidecars connected\n');
       return 0;
     }
-    const rows = [['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', 'POLICY']];
+    // Several replicas on one etcd store: say which one each sidecar is on.
+    const replicas = b.sidecars.some((s) => s.replica);
+    const rows = [['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', ...(replicas ? ['REPLICA'] : []), 'POLICY']];
     for (const s of b.sidecars) {
       const labels = Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-';
       const nackNewer = s.nackVersion && (!s.ackedAt || (s.nackedAt ?? '') > s.ackedAt);
@@ -42,7 +46,8 @@ export const status: Command = {
         : s.ackedVersion
           ? `ACK ${s.ackedVersion}${s.ackedVersion === b.version ? '' : ' (stale)'}`
           : 'pending';
-      rows.push([s.id, s.service, `${s.address}:${s.port}`, labels, s.connected ? 'connected' : `gone (until ${s.expiresAt ?? '?'})`, policy]);
+      const stream = s.connected ? 'connected' : `gone (until ${s.expiresAt ?? '?'})`;
+      rows.push([s.id, s.service, `${s.address}:${s.port}`, labels, stream, ...(replicas ? [s.replica ?? '-'] : []), policy]);
     }
     process.stdout.write(table(rows) + '\n');
     return 0;
