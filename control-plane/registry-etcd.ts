@@ -233,19 +233,38 @@ export class EtcdRegistry implements Registry {
   private async grantLease(): Promise<void> {
     const ttl = Math.max(2, Math.ceil(this.graceMs / 1000));
     const lease = this.client.lease(ttl, { autoKeepAlive: true });
-    this.lease = lease;
     lease.on('lost', (err) => {
       if (this.closed || this.lease !== lease) return;
       this.logger?.warn({ err: etcdFailure(err) }, 'etcd lease lost; granting a new one and writing every sidecar again');
+      this.lease = undefined;
       this.leaseId = undefined;
       this.written.clear();
       void this.regrant();
     });
-    this.leaseId = await lease.grant();
+    try {
+      this.leaseId = await lease.grant();
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    this.lease = lease;
     this.logger?.info({ replica: this.replica, lease: this.leaseId, ttlSeconds: ttl }, 'endpoint registry lease granted');
   }
 
+  private regranting = false;
+
+  /** One loop at a time: grants a new lease, then writes every local sidecar on it. */
   private async regrant(): Promise<void> {
+    if (this.regranting) return;
+    this.regranting = true;
+    try {
+      await this.regrantLoop();
+    } finally {
+      this.regranting = false;
+    }
+  }
+
+  private async regrantLoop(): Promise<void> {
     for (let delay = 200; !this.closed; delay = Math.min(delay * 2, 5000)) {
       try {
         await this.grantLease();

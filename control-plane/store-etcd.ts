@@ -22,7 +22,8 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
-import { Etcd3, type IOptions, type Watcher } from 'etcd3';
+import { Etcd3, isRecoverableError, type IOptions, type Watcher } from 'etcd3';
+import { circuitBreaker, ConsecutiveBreaker, handleWhen, retry } from 'cockatiel';
 import type { Logger } from 'pino';
 import { KINDS, type Kind } from '../src/policy/types';
 import { systemClock, type Clock } from '../src/core/clock';
@@ -56,7 +57,7 @@ export interface EtcdConnection {
   password?: string;
   /** Where meshlet's keys live (default `/meshlet/`). */
   prefix?: string;
-  /** Deadline of each unary etcd call (default 3000 ms); a write that misses it is a 503. */
+  /** Deadline of each unary etcd call (default 2000 ms, two attempts); a write that misses it is a 503. */
   requestTimeoutMs?: number;
 }
 
@@ -64,7 +65,7 @@ export interface EtcdConnection {
 export function connectEtcd(conn: EtcdConnection): Etcd3 {
   const tls = conn.caFile !== undefined || conn.certFile !== undefined;
   const hosts = conn.endpoints.map((e) => (/^https?:\/\//.test(e) ? e : `${tls ? 'https' : 'http'}://${e}`));
-  const timeout = conn.requestTimeoutMs ?? 3000;
+  const timeout = conn.requestTimeoutMs ?? 2000;
   const read = (f: string) => {
     try {
       return readFileSync(f);
@@ -77,6 +78,14 @@ export function connectEtcd(conn: EtcdConnection): Etcd3 {
     dialTimeout: timeout,
     // Watches and lease keep-alives are streams: no deadline. Everything else has one.
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+    faultHandling: {
+      // One more attempt (on another member) for a connection-level failure; a write without
+      // quorum is a 503 after two deadlines, not three.
+      global: retry(handleWhen(isRecoverableError), { maxAttempts: 1 }),
+      // A member that failed is tried again after 1 s (etcd3's default: 5 s), so a cluster that
+      // regains its quorum is used at once.
+      host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) }),
+    },
   };
   if (tls) {
     opts.credentials = {

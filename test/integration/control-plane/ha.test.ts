@@ -8,27 +8,8 @@ import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
-import { cli, eventually, portOf, sleep, start, startSidecar, tmpDir, type ControlPlaneProc, type SidecarProc } from '../lib/meshlet';
-import { startEtcdCluster, type EtcdCluster } from '../lib/etcd';
-
-const GRACE_MS = 3000;
-
-export async function startReplica(t: Test, etcd: EtcdCluster, replica: string, extra: string[] = []): Promise<ControlPlaneProc> {
-  const p = start([
-    'control-plane',
-    '--data-dir', tmpDir(),
-    '--store', etcd.url,
-    '--replica-id', replica,
-    '--api', '127.0.0.1:0',
-    '--push', '127.0.0.1:0',
-    '--grace', String(GRACE_MS),
-    ...extra,
-  ]);
-  t.teardown(() => p.stop('SIGKILL'));
-  const l = await p.waitFor((x) => x.msg === 'control plane started');
-  const api = String(l.api);
-  return Object.assign(p, { api, apiPort: portOf(api), pushPort: portOf(l.push) });
-}
+import { cli, eventually, sleep, startSidecar, tmpDir, type ControlPlaneProc, type SidecarProc } from '../lib/meshlet';
+import { startEtcdCluster, startReplica, HA_GRACE_MS as GRACE_MS } from '../lib/etcd';
 
 function echoServer(t: Test, name: string): Promise<number> {
   const server = http.createServer((req, res) => {

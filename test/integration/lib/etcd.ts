@@ -10,6 +10,10 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Test } from 'tap';
+import { portOf, start, tmpDir, type ControlPlaneProc } from './meshlet';
+
+/** The grace period (and so the etcd lease TTL) of `startReplica`'s control planes. */
+export const HA_GRACE_MS = 3000;
 
 export interface EtcdMember {
   name: string;
@@ -164,3 +168,22 @@ export async function startEtcdCluster(t: Test, size = 3): Promise<EtcdCluster> 
   for (let i = 0; i < size; i++) await healthy(i);
   return cluster;
 }
+
+/** `meshlet control-plane --store etcd://...` on free ports, named `replica`, killed in teardown. */
+export async function startReplica(t: Test, etcd: EtcdCluster, replica: string, extra: string[] = []): Promise<ControlPlaneProc> {
+  const p = start([
+    'control-plane',
+    '--data-dir', tmpDir(),
+    '--store', etcd.url,
+    '--replica-id', replica,
+    '--api', '127.0.0.1:0',
+    '--push', '127.0.0.1:0',
+    '--grace', String(HA_GRACE_MS),
+    ...extra,
+  ]);
+  t.teardown(() => p.stop('SIGKILL'));
+  const l = await p.waitFor((x) => x.msg === 'control plane started');
+  const api = String(l.api);
+  return Object.assign(p, { api, apiPort: portOf(api), pushPort: portOf(l.push) });
+}
+
