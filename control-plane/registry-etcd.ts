@@ -56,6 +56,11 @@ interface Remote {
 
 const TXN_CHUNK = 100;
 
+function endpointShape(r: Remote): string {
+  const s = r.status;
+  return JSON.stringify([s.service, s.address, s.port, s.labels, s.connected, s.connectedAt, s.disconnectedAt, s.replica, r.lease]);
+}
+
 export function defaultReplicaName(): string {
   return `${os.hostname()}-${process.pid}`;
 }
@@ -280,12 +285,12 @@ export class EtcdRegistry implements Registry {
   private async load(): Promise<void> {
     const res = await this.client.getAll().prefix(this.root).exec();
     this.remote.clear();
-    for (const kv of res.kvs) this.putRemote(kv.key.toString(), kv.value, kv.mod_revision, kv.lease);
+    for (const kv of res.kvs) void this.putRemote(kv.key.toString(), kv.value, kv.mod_revision, kv.lease);
     this.maybeChanged();
     this.watcher = await this.client.watch().prefix(this.root).startRevision(String(Number(res.header.revision) + 1)).create();
     this.watcher.on('put', (kv) => {
-      this.putRemote(kv.key.toString(), kv.value, kv.mod_revision, kv.lease);
-      this.maybeChanged();
+      // Most writes are push status (ACKs): only recompute the endpoint set when what it is made of changed.
+      if (this.putRemote(kv.key.toString(), kv.value, kv.mod_revision, kv.lease)) this.maybeChanged();
     });
     this.watcher.on('delete', (kv) => {
       const id = this.idOf(kv.key.toString());
@@ -323,21 +328,24 @@ export class EtcdRegistry implements Registry {
     }
   }
 
-  private putRemote(key: string, value: Buffer, modRevision: string, lease: string): void {
+  /** Records a sidecar key; true if what endpoints are made of (identity, liveness, replica) changed. */
+  private putRemote(key: string, value: Buffer, modRevision: string, lease: string): boolean {
     const id = this.idOf(key);
-    if (id === undefined) return;
+    if (id === undefined) return false;
     let raw: unknown;
     try {
       raw = JSON.parse(value.toString('utf8'));
     } catch {
       this.logger?.warn({ key }, 'unreadable sidecar record in etcd ignored');
-      return;
+      return false;
     }
     const ident = validIdentity(raw);
-    if (!ident || ident.id !== id) return;
+    if (!ident || ident.id !== id) return false;
     const r = raw as SidecarStatus;
     const status: SidecarStatus = { ...r, ...ident, adminPort: Number(r.adminPort) || undefined, connected: r.connected === true };
+    const before = this.remote.get(id);
     this.remote.set(id, { status, modRevision, lease });
+    return !before || endpointShape(before) !== endpointShape(this.remote.get(id) as Remote);
   }
 
   private scheduleSync(delay = this.syncDelayMs): void {
