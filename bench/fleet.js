@@ -77,7 +77,9 @@ const route = (i, tag) => ({
 });
 
 async function api(base, method, p, body) {
-  const res = await fetch(base + p, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+  const res = await fetch(base + p, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) }).catch((err) => {
+    throw new Error(`${method} ${p}: ${err.message} (${err.cause && err.cause.message})`);
+  });
   return { status: res.status, body: await res.json() };
 }
 
