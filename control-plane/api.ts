@@ -31,9 +31,9 @@ import { CONTENT_TYPES, negotiate } from '../src/observability/metrics';
 import { cliRoutes } from './cli-api';
 import type { ControlPlaneMetrics } from './metrics';
 import type { PushServer } from './push-server';
-import type { EndpointRegistry } from './registry';
-import { contentOf, StoreError, type FileStore, type StoreOp, type StoreView, type WireResource } from './store';
+import type { Registry } from './registry';
 import type { UiApi } from './ui-api';
+import { contentOf, StoreError, type Store, type StoreOp, type StoreView, type WireResource } from './store';
 
 /** Request bodies above this are refused with 413. */
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -47,6 +47,7 @@ export type ApiErrorCode =
   | 'conflict'
   | 'method_not_allowed'
   | 'bad_request'
+  | 'unavailable'
   | 'internal';
 
 const STATUS: Record<ApiErrorCode, number> = {
@@ -59,6 +60,7 @@ const STATUS: Record<ApiErrorCode, number> = {
   conflict: 409,
   method_not_allowed: 405,
   internal: 500,
+  unavailable: 503,
 };
 
 export class ApiError extends Error {
@@ -78,8 +80,8 @@ export class ApiError extends Error {
 }
 
 export interface ApiDeps {
-  store: FileStore;
-  registry: EndpointRegistry;
+  store: Store;
+  registry: Registry;
   push: PushServer;
   metrics: ControlPlaneMetrics;
   logger?: Logger;
@@ -105,7 +107,7 @@ export function createApiHandler(deps: ApiDeps): (req: IncomingMessage, res: Ser
 }
 
 class Api {
-  private readonly store: FileStore;
+  private readonly store: Store;
   private readonly logger: Logger;
   /** Stored resources are frozen and replaced on change, so their parsed form can be cached by identity. */
   private readonly parsed = new WeakMap<WireResource, Resource | null>();

@@ -11,14 +11,14 @@
 import * as http from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { VERSION } from '../src/core/version';
-import type { EndpointRegistry, SidecarStatus } from './registry';
+import type { Registry, SidecarStatus } from './registry';
 
 type Reply = { status: number; body: unknown };
 type Handler = (req: IncomingMessage, url: URL) => Promise<Reply> | Reply;
 export type CliRoutes = Partial<Record<'GET' | 'POST' | 'PUT' | 'DELETE', Handler>>;
 
 export interface CliApiDeps {
-  registry: EndpointRegistry;
+  registry: Registry;
   dataDir?: string;
 }
 

@@ -1,5 +1,6 @@
 /**
- * The control plane, assembled: the file store and endpoint registry under `dataDir`, the
+ * The control plane, assembled: the store and endpoint registry (under `dataDir`, or on etcd
+ * shared by every replica), the
  * snapshot builder over both, the gRPC push server, and the REST API. Any change to the store or
  * to the endpoint set makes the push server send the new snapshot to every sidecar.
  */
@@ -11,10 +12,11 @@ import { createApiHandler } from './api';
 import { MeshHistory } from './history';
 import { ControlPlaneMetrics } from './metrics';
 import { PushServer } from './push-server';
-import { EndpointRegistry } from './registry';
+import { EndpointRegistry, type Registry } from './registry';
 import { SnapshotBuilder } from './snapshot-builder';
-import { FileStore } from './store';
 import { UiApi } from './ui-api';
+import { FileStore, type Store } from './store';
+import type { EtcdConnection } from './store-etcd';
 
 export const DEFAULT_API = { host: '127.0.0.1', port: 15080 } as const;
 export const DEFAULT_PUSH = { host: '127.0.0.1', port: 15010 } as const;
@@ -26,6 +28,11 @@ export interface Address {
 
 export interface ControlPlaneOptions {
   dataDir: string;
+  /** Keep resources and the endpoint registry on etcd (shared by every replica) instead of `dataDir`. */
+  etcd?: EtcdConnection & {
+    /** This replica's name in `meshlet status` (default: host name and pid). */
+    replica?: string;
+  };
   /** The REST API; port 0 picks a free one. Default 127.0.0.1:15080. */
   api?: Partial<Address>;
   /** The gRPC push server; port 0 picks a free one. Default 127.0.0.1:15010. */
@@ -49,8 +56,8 @@ export interface ControlPlaneOptions {
 export interface ControlPlane {
   readonly apiAddress: Address;
   readonly pushAddress: Address;
-  readonly store: FileStore;
-  readonly registry: EndpointRegistry;
+  readonly store: Store;
+  readonly registry: Registry;
   readonly push: PushServer;
   readonly metrics: ControlPlaneMetrics;
   readonly webhookAddress?: Address;
@@ -72,10 +79,34 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     }
   };
   try {
-    const store = await FileStore.open(opts.dataDir, { clock, logger: logger.child({ component: 'store' }) });
-    cleanup.push(() => store.close());
-    const registry = await EndpointRegistry.open(opts.dataDir, { clock, graceMs: opts.graceMs, logger: logger.child({ component: 'registry' }) });
-    cleanup.push(() => registry.close());
+    let store: Store;
+    let registry: Registry;
+    if (opts.etcd) {
+      const { connectEtcd, EtcdStore } = await import('./store-etcd');
+      const { EtcdRegistry } = await import('./registry-etcd');
+      const client = connectEtcd(opts.etcd);
+      cleanup.push(async () => client.close());
+      const etcdStore = await EtcdStore.open(client, { prefix: opts.etcd.prefix, clock, logger: logger.child({ component: 'store' }) });
+      store = etcdStore;
+      cleanup.push(() => etcdStore.close());
+      const etcdRegistry = await EtcdRegistry.open(client, {
+        prefix: opts.etcd.prefix,
+        replica: opts.etcd.replica,
+        graceMs: opts.graceMs,
+        clock,
+        logger: logger.child({ component: 'registry' }),
+      });
+      registry = etcdRegistry;
+      cleanup.push(() => etcdRegistry.close());
+      logger.info({ etcd: opts.etcd.endpoints, replica: etcdRegistry.replica, revision: store.revision }, 'using the etcd store');
+    } else {
+      const fileStore = await FileStore.open(opts.dataDir, { clock, logger: logger.child({ component: 'store' }) });
+      store = fileStore;
+      cleanup.push(() => fileStore.close());
+      const fileRegistry = await EndpointRegistry.open(opts.dataDir, { clock, graceMs: opts.graceMs, logger: logger.child({ component: 'registry' }) });
+      registry = fileRegistry;
+      cleanup.push(() => fileRegistry.close());
+    }
 
     const metrics = new ControlPlaneMetrics();
     let endpoints: { endpoints(): import('../src/policy/types').Endpoint[] } = registry;

@@ -28,13 +28,13 @@ import {
   type SnapshotMessage,
 } from '../src/proto';
 import { formatErrors } from '../src/core/result';
-import type { EndpointRegistry, SidecarSession } from './registry';
+import type { Registry, SidecarSession } from './registry';
 import type { BuiltSnapshot, SnapshotBuilder } from './snapshot-builder';
 import type { ControlPlaneMetrics } from './metrics';
 
 export interface PushServerOptions {
   builder: SnapshotBuilder;
-  registry: EndpointRegistry;
+  registry: Registry;
   logger?: Logger;
   metrics?: ControlPlaneMetrics;
   /** How long to gather changes before pushing (default 5 ms). */
@@ -74,7 +74,7 @@ interface Tracking {
 
 export class PushServer {
   private readonly builder: SnapshotBuilder;
-  private readonly registry: EndpointRegistry;
+  private readonly registry: Registry;
   private readonly logger: Logger;
   private readonly metrics?: ControlPlaneMetrics;
   private readonly coalesceMs: number;

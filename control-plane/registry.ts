@@ -35,6 +35,8 @@ export interface SidecarIdentity {
 /** A sidecar as `meshlet status` shows it. Times are ISO 8601. */
 export interface SidecarStatus extends SidecarIdentity {
   connected: boolean;
+  /** With a shared (etcd) store: the control-plane replica the sidecar is (or was last) connected to. */
+  replica?: string;
   connectedAt?: string;
   disconnectedAt?: string;
   /** When a disconnected sidecar's endpoint leaves, unless it reconnects first. */
@@ -56,7 +58,29 @@ export interface SidecarSession {
   leave(): void;
 }
 
+/**
+ * What the push server and the API need of an endpoint registry; two implementations:
+ * `EndpointRegistry` (this file: one control plane, persisted in its data dir) and
+ * `EtcdRegistry` (registry-etcd.ts: every replica's sidecars, on etcd leases).
+ */
+export interface Registry {
+  readonly graceMs: number;
+  onChange(listener: () => void): () => void;
+  connect(identity: SidecarIdentity): SidecarSession;
+  recordSent(id: string, version: string): void;
+  recordAck(id: string, version: string): void;
+  recordNack(id: string, version: string, reason: string): void;
+  endpoints(): Endpoint[];
+  sidecars(): SidecarStatus[];
+  get(id: string): SidecarStatus | undefined;
+  connectedCount(): number;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
 export interface RegistryOptions {
+  /** false: keep nothing on disk (the etcd registry keeps the shared copy). Default true. */
+  persist?: boolean;
   graceMs?: number;
   clock?: Clock;
   logger?: Logger;
@@ -68,7 +92,7 @@ interface Entry {
   expiry?: Timer;
 }
 
-export class EndpointRegistry {
+export class EndpointRegistry implements Registry {
   readonly graceMs: number;
   private readonly file: string;
   private readonly clock: Clock;
@@ -78,9 +102,11 @@ export class EndpointRegistry {
   private writing: Promise<void> | undefined;
   private dirty = false;
   private closed = false;
+  private readonly persist: boolean;
 
   private constructor(dataDir: string, opts: RegistryOptions) {
     this.file = path.join(dataDir, FILE);
+    this.persist = opts.persist ?? true;
     this.graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger;
@@ -90,7 +116,7 @@ export class EndpointRegistry {
   /** Opens the registry in `dataDir`; endpoints persisted by a previous run come back disconnected. */
   static async open(dataDir: string, opts: RegistryOptions = {}): Promise<EndpointRegistry> {
     const r = new EndpointRegistry(dataDir, opts);
-    await r.load(dataDir);
+    if (r.persist) await r.load(dataDir);
     return r;
   }
 
@@ -171,26 +197,7 @@ export class EndpointRegistry {
 
   /** The endpoints every snapshot carries: one per address, sorted, deterministic. */
   endpoints(): Endpoint[] {
-    const byAddr = new Map<string, SidecarStatus>();
-    for (const { status: s } of this.entries.values()) {
-      const k = `${s.service}\0${s.address}\0${s.port}`;
-      const other = byAddr.get(k);
-      // Two ids at one address (a pod replaced in place): keep the live one, else the newer.
-      if (!other || preferOver(s, other)) byAddr.set(k, s);
-    }
-    return [...byAddr.values()]
-      .map(
-        (s): Endpoint => ({
-          service: s.service,
-          address: s.address,
-          port: s.port,
-          labels: { ...s.labels },
-          weight: 1,
-          meshed: true,
-          id: s.id,
-        }),
-      )
-      .sort(compareEndpoints);
+    return endpointsOf([...this.entries.values()].map((e) => e.status));
   }
 
   /** Every known sidecar, by id. Copies. */
@@ -260,6 +267,7 @@ export class EndpointRegistry {
   }
 
   private persistSoon(): void {
+    if (!this.persist) return;
     this.dirty = true;
     if (this.writing) return;
     this.writing = (async () => {
@@ -313,6 +321,30 @@ export class EndpointRegistry {
   }
 }
 
+/** The endpoints of these sidecars, as every snapshot carries them: one per address, sorted, deterministic. */
+export function endpointsOf(statuses: Iterable<SidecarStatus>): Endpoint[] {
+  const byAddr = new Map<string, SidecarStatus>();
+  for (const s of statuses) {
+    const k = `${s.service}\0${s.address}\0${s.port}`;
+    const other = byAddr.get(k);
+    // Two ids at one address (a pod replaced in place): keep the live one, else the newer.
+    if (!other || preferOver(s, other)) byAddr.set(k, s);
+  }
+  return [...byAddr.values()]
+    .map(
+      (s): Endpoint => ({
+        service: s.service,
+        address: s.address,
+        port: s.port,
+        labels: { ...s.labels },
+        weight: 1,
+        meshed: true,
+        id: s.id,
+      }),
+    )
+    .sort(compareEndpoints);
+}
+
 function copyIdentity(s: SidecarIdentity): SidecarIdentity {
   return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion, ...(s.adminPort ? { adminPort: s.adminPort } : {}) };
 }
@@ -341,7 +373,7 @@ function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-function validIdentity(raw: unknown): SidecarIdentity | undefined {
+export function validIdentity(raw: unknown): SidecarIdentity | undefined {
   if (raw === null || typeof raw !== 'object') return undefined;
   const r = raw as Record<string, unknown>;
   const port = Number(r.port);

@@ -46,7 +46,8 @@ export interface WireMetadata {
   [field: string]: unknown;
 }
 
-export type StoreErrorCode = 'conflict' | 'not_found' | 'invalid';
+/** `unavailable`: the backing store (etcd) cannot be reached or has no quorum; nothing was written. */
+export type StoreErrorCode = 'conflict' | 'not_found' | 'invalid' | 'unavailable';
 
 export class StoreError extends Error {
   readonly code: StoreErrorCode;
@@ -97,6 +98,23 @@ export interface StoreView {
   all(): WireResource[];
 }
 
+/**
+ * What the control plane needs of a store; two implementations: `FileStore` (this file, the
+ * embedded default) and `EtcdStore` (store-etcd.ts, shared by every replica). Both give every
+ * commit one store-global revision, `metadata.resourceVersion` = the revision that last changed
+ * the resource, all-or-nothing commits whose `plan` sees the state it changes, and `onChange`
+ * events for every commit (for etcd: made through any replica).
+ */
+export interface Store extends StoreView {
+  onChange(listener: (e: ChangeEvent) => void): () => void;
+  create(resource: WireResource): Promise<OpResult>;
+  update(resource: WireResource, expectedVersion?: string): Promise<OpResult>;
+  put(resource: WireResource, expectedVersion?: string): Promise<OpResult>;
+  delete(kind: Kind, name: string, expectedVersion?: string): Promise<OpResult>;
+  commit(plan: (view: StoreView) => StoreOp[] | Promise<StoreOp[]>): Promise<CommitResult>;
+  close(): Promise<void>;
+}
+
 export interface FileStoreOptions {
   clock?: Clock;
   logger?: Logger;
@@ -106,7 +124,7 @@ const REVISION_FILE = 'revision';
 const JOURNAL_FILE = 'batch.json';
 const NAME_MAX = 253;
 
-export class FileStore implements StoreView {
+export class FileStore implements Store {
   private readonly root: string;
   private readonly clock: Clock;
   private readonly logger?: Logger;
@@ -376,14 +394,14 @@ export class FileStore implements StoreView {
   }
 }
 
-function checkKindName(kind: unknown, name: unknown): void {
+export function checkKindName(kind: unknown, name: unknown): void {
   if (typeof kind !== 'string' || !(KINDS as readonly string[]).includes(kind))
     throw new StoreError('invalid', `unknown kind ${JSON.stringify(kind)}`);
   if (typeof name !== 'string' || name.length === 0 || name.length > NAME_MAX || /[/\\\0]/.test(name) || name === '.' || name === '..')
     throw new StoreError('invalid', `invalid name ${JSON.stringify(name)}`);
 }
 
-function checkVersion(cur: WireResource, kind: Kind, name: string, expected: string | undefined): void {
+export function checkVersion(cur: WireResource, kind: Kind, name: string, expected: string | undefined): void {
   if (expected === undefined) return;
   if (cur.metadata.resourceVersion !== expected)
     throw new StoreError(
@@ -398,16 +416,16 @@ export function contentOf(r: WireResource): WireResource {
   return { ...r, metadata: meta as WireMetadata };
 }
 
-function sameContent(a: WireResource, b: WireResource): boolean {
+export function sameContent(a: WireResource, b: WireResource): boolean {
   return canonicalJson(contentOf(a)) === canonicalJson(contentOf(b));
 }
 
-function withStoreMetadata(r: WireResource, resourceVersion: string, creationTimestamp: string): WireResource {
+export function withStoreMetadata(r: WireResource, resourceVersion: string, creationTimestamp: string): WireResource {
   const c = structuredClone(contentOf(r));
   return { ...c, metadata: { ...c.metadata, resourceVersion, creationTimestamp } };
 }
 
-function deepFreeze<T>(v: T): T {
+export function deepFreeze<T>(v: T): T {
   if (v !== null && typeof v === 'object' && !Object.isFrozen(v)) {
     Object.freeze(v);
     for (const x of Object.values(v as object)) deepFreeze(x);

@@ -24,12 +24,12 @@ import type { SidecarWindow } from '../src/observability/mesh-stats';
 import { MAX_RATE, TapError, tapOptions } from '../src/observability/tap';
 import { sumResponses, type MeshHistory, type SeriesPoint, type StatsReport } from './history';
 import type { PushServer } from './push-server';
-import type { EndpointRegistry, SidecarStatus } from './registry';
-import type { FileStore, WireResource } from './store';
+import type { Registry, SidecarStatus } from './registry';
+import type { Store, WireResource } from './store';
 
 export interface UiDeps {
-  store: FileStore;
-  registry: EndpointRegistry;
+  store: Store;
+  registry: Registry;
   push: PushServer;
   history: MeshHistory;
   /** Prometheus's base URL, for links to the same queries there (`--prometheus-url`). */

@@ -459,7 +459,7 @@ export function configDump(id: string, service: string, source: string, snap: Co
     id,
     service,
     source,
-    controlPlane: sub ? { connected: sub.connected, lastError: sub.lastError ?? null } : undefined,
+    controlPlane: sub ? { connected: sub.connected, target: sub.target, lastError: sub.lastError ?? null } : undefined,
     version: snap?.version ?? null,
     appliedAt: snap ? new Date(snap.compiledAt).toISOString() : null,
     resources: snap ? snap.resources.map(toWire) : [],

@@ -2,6 +2,11 @@
  * The sidecar's end of the push stream: registers the sidecar, receives snapshots, answers each
  * with an ACK or a NACK (with the reason), and reconnects with jittered exponential backoff when
  * the control plane goes away. Traffic never depends on it: the last good snapshot stays in force.
+ *
+ * Several control-plane replicas: `target` may list them (`a:15010,b:15010`); each reconnect
+ * goes to the next one, with the same sidecar id, so a replica's death moves its sidecars to the
+ * others after one backoff. A DNS name resolving to several addresses works too: grpc-js
+ * resolves every address and connects to one that answers.
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -17,7 +22,7 @@ import {
 import type { WireSnapshot } from '../src/policy';
 
 export interface SubscriberOptions {
-  /** The control plane's push address, `host:port`. */
+  /** The control plane's push address, `host:port`, or several, comma-separated (tried in turn). */
   target: string;
   node: NodeMessage;
   /** Validates, compiles and swaps in a snapshot; errors become the NACK reason. */
@@ -36,17 +41,34 @@ export class Subscriber {
   private timer: NodeJS.Timeout | undefined;
   private attempt = 0;
   private closed = false;
+  private readonly targets: string[];
+  private current = 0;
   /** Whether a stream is open and has delivered at least one snapshot. */
   connected = false;
   lastError: string | undefined;
 
   constructor(opts: SubscriberOptions) {
     this.opts = opts;
+    this.targets = opts.target.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    if (this.targets.length === 0) this.targets = [opts.target];
+  }
+
+  /** The control-plane address the current (or next) stream uses. */
+  get target(): string {
+    return this.targets[this.current] as string;
   }
 
   start(): void {
-    this.client = createPolicyDiscoveryClient(this.opts.target);
+    this.client = createPolicyDiscoveryClient(this.target);
     this.open();
+  }
+
+  /** After a lost stream: the next replica in the list (a new channel), if there are several. */
+  private rotate(): void {
+    if (this.targets.length < 2 || this.closed) return;
+    this.current = (this.current + 1) % this.targets.length;
+    this.client?.close();
+    this.client = createPolicyDiscoveryClient(this.target);
   }
 
   /** Asks the control plane to take this sidecar's endpoint out now (graceful shutdown), then closes. */
@@ -89,13 +111,16 @@ export class Subscriber {
       this.lastError = why;
       const delay = this.backoff();
       (was ? log.warn.bind(log) : log.debug.bind(log))(
-        { controlPlane: this.opts.target, reason: why, retryInMs: delay },
+        { controlPlane: this.target, reason: why, retryInMs: delay },
         'control plane stream lost; routing on the last good snapshot',
       );
-      this.timer = setTimeout(() => this.open(), delay);
+      this.timer = setTimeout(() => {
+        this.rotate();
+        this.open();
+      }, delay);
     };
     call.on('data', (msg: SnapshotMessage) => {
-      if (!this.connected) log.info({ controlPlane: this.opts.target }, 'connected to the control plane');
+      if (!this.connected) log.info({ controlPlane: this.target }, 'connected to the control plane');
       this.connected = true;
       this.attempt = 0;
       this.onSnapshot(call, msg);

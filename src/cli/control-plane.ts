@@ -16,6 +16,15 @@ export const controlPlane: Command = {
 The dashboard (http://API/ui/, read-only):
   --prometheus-url URL         link service pages to the same queries in this Prometheus
   --history-interval MS        how often sidecars' /stats are sampled for its charts (default 3000; 0: off)
+Where resources and the endpoint registry live (docs/ha.md):
+  --store file|etcd://HOST:PORT[,HOST:PORT...]
+                      file (default): under --data-dir, for one replica; etcd (etcds:// for TLS):
+                      shared by every replica pointed at the same etcd cluster
+  --etcd-cacert FILE  CA certificate of the etcd members (TLS)
+  --etcd-cert FILE, --etcd-key FILE   client certificate and key (etcd mutual TLS)
+  --etcd-username USER                etcd user (password: --etcd-password or $MESHLET_ETCD_PASSWORD)
+  --etcd-prefix P     key prefix (default /meshlet/)
+  --replica-id NAME   this replica's name in \`meshlet status\` (default: host name and pid)
 
 Service discovery from Kubernetes:
   --kubernetes                 also take endpoints from EndpointSlices (KUBECONFIG, ~/.kube/config or in-cluster)
@@ -35,6 +44,14 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       api: { type: 'string' },
       push: { type: 'string' },
       grace: { type: 'string' },
+      store: { type: 'string' },
+      'etcd-cacert': { type: 'string' },
+      'etcd-cert': { type: 'string' },
+      'etcd-key': { type: 'string' },
+      'etcd-username': { type: 'string' },
+      'etcd-password': { type: 'string' },
+      'etcd-prefix': { type: 'string' },
+      'replica-id': { type: 'string' },
       'log-level': { type: 'string' },
       webhook: { type: 'string' },
       kubernetes: { type: 'boolean' },
@@ -80,6 +97,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
     } else if (values['tls-cert'] || values['tls-key'] || values['inject-image'] || values['inject-control-plane'] || values['inject-mode']) {
       throw new UsageError('--tls-cert, --tls-key and --inject-* go with --webhook');
     }
+    const etcd = etcdOptions(values);
     const log = logger(values['log-level']);
     const { startControlPlane } = await import('../../control-plane');
     const graceMs = values.grace === undefined ? undefined : Number(values.grace);
@@ -87,6 +105,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       dataDir: path.resolve(values['data-dir'] ?? '.meshlet'),
       api: values.api ? hostPort(values.api, '--api') : undefined,
       push: values.push ? hostPort(values.push, '--push') : undefined,
+      etcd,
       graceMs: graceMs !== undefined && Number.isFinite(graceMs) ? graceMs : undefined,
       logger: log,
       webhook,
@@ -97,3 +116,29 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
     return runUntilSignal(() => cp.close());
   },
 };
+
+function etcdOptions(values: Record<string, string | boolean | undefined>): import('../../control-plane/store-etcd').EtcdConnection & { replica?: string } | undefined {
+  const store = values.store as string | undefined;
+  const etcdFlags = ['etcd-cacert', 'etcd-cert', 'etcd-key', 'etcd-username', 'etcd-password', 'etcd-prefix', 'replica-id'].filter((f) => values[f] !== undefined);
+  if (store === undefined || store === 'file') {
+    if (etcdFlags.length > 0) throw new UsageError(`--${etcdFlags[0]} goes with --store etcd://HOST:PORT`);
+    return undefined;
+  }
+  const m = /^(etcds?):\/\/(.+)$/.exec(store);
+  if (!m) throw new UsageError(`--store must be file or etcd://HOST:PORT[,HOST:PORT...], got ${JSON.stringify(store)}`);
+  const endpoints = (m[2] as string).split(',').map((e) => e.trim()).filter((e) => e !== '');
+  for (const e of endpoints) hostPort(e, '--store');
+  if ((values['etcd-cert'] === undefined) !== (values['etcd-key'] === undefined)) throw new UsageError('--etcd-cert and --etcd-key go together');
+  const tls = m[1] === 'etcds' || values['etcd-cacert'] !== undefined || values['etcd-cert'] !== undefined;
+  const str = (k: string) => values[k] as string | undefined;
+  return {
+    endpoints: endpoints.map((e) => `${tls ? 'https' : 'http'}://${e}`),
+    caFile: str('etcd-cacert'),
+    certFile: str('etcd-cert'),
+    keyFile: str('etcd-key'),
+    username: str('etcd-username'),
+    password: str('etcd-password') ?? process.env.MESHLET_ETCD_PASSWORD,
+    prefix: str('etcd-prefix'),
+    replica: str('replica-id'),
+  };
+}

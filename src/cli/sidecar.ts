@@ -9,7 +9,8 @@ export const sidecar: Command = {
 
   --service NAME          the service this instance belongs to (required)
   --labels k=v,...        endpoint labels, e.g. version=v2 (DestinationPolicy subsets select on them)
-  --control-plane H:P     take policies from the control plane's push port (default 127.0.0.1:15010)
+  --control-plane H:P     take policies from the control plane's push port (default 127.0.0.1:15010);
+                          several replicas: H:P,H:P,... (or a DNS name resolving to several), tried in turn
   --config FILE           or run from static policies in FILE (YAML/JSON), with no control plane
   --app-port N            the local app's port; the inbound listener forwards to 127.0.0.1:N
   --app-protocol P        http1 or http2 (h2c) towards the app (default: as the request arrived)

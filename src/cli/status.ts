@@ -16,6 +16,8 @@ interface SidecarRow {
   ackedAt?: string;
   connectedAt?: string;
   expiresAt?: string;
+  /** With the etcd store: the control-plane replica the sidecar is connected to. */
+  replica?: string;
 }
 
 interface StatusBody {
@@ -63,7 +65,10 @@ export function formatStatus(b: StatusBody, wide: boolean): string {
   const conv = b.convergence ? `, last change reached every sidecar in ${b.convergence.ms} ms` : '';
   let out = `policy version ${b.version} (store revision ${b.revision})${conv}\n\n`;
   if (b.sidecars.length === 0) return out + 'no sidecars connected\n';
-  const head = wide ? ['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', 'VERSION', 'AGE', 'POLICY'] : ['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', 'POLICY'];
+  // Several replicas on one etcd store: say which one each sidecar is on.
+  const replicas = b.sidecars.some((s) => s.replica);
+  const rep = replicas ? ['REPLICA'] : [];
+  const head = wide ? ['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', ...rep, 'VERSION', 'AGE', 'POLICY'] : ['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', ...rep, 'POLICY'];
   const rows = [head];
   for (const s of b.sidecars) {
     const labels = Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-';
@@ -76,8 +81,8 @@ export function formatStatus(b: StatusBody, wide: boolean): string {
     const stream = s.connected ? 'connected' : `gone (until ${s.expiresAt ?? '?'})`;
     rows.push(
       wide
-        ? [s.id, s.service, `${s.address}:${s.port}`, labels, stream, s.buildVersion || '-', age(s.connectedAt), policy]
-        : [s.id, s.service, `${s.address}:${s.port}`, labels, stream, policy],
+        ? [s.id, s.service, `${s.address}:${s.port}`, labels, stream, ...(replicas ? [s.replica ?? '-'] : []), s.buildVersion || '-', age(s.connectedAt), policy]
+        : [s.id, s.service, `${s.address}:${s.port}`, labels, stream, ...(replicas ? [s.replica ?? '-'] : []), policy],
     );
   }
   return out + table(rows) + '\n';

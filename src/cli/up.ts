@@ -37,13 +37,17 @@ interface Running {
 
 export const up: Command = {
   name: 'up',
-  usage: `meshlet up [--data-dir D] [--policies FILE] [--ephemeral-ports] [--netns [--prefix P] [--subnet N]]
+  usage: `meshlet up [--data-dir D] [--policies FILE] [--ephemeral-ports] [--store etcd [--replicas N]] [--netns [--prefix P] [--subnet N]]
 
 Starts, on 127.0.0.1:
   the control plane         API :15080, push :15010, store under D (default .meshlet/)
   frontend -> catalog (v1 and v2) -> pricing, each with its own \`meshlet sidecar\` process
 and applies the example policies (default deploy/local/policies.yaml). Ctrl-C stops everything.
   --ephemeral-ports   use free ports everywhere instead of the fixed ones (for tests)
+  --store etcd        keep policies and endpoints in a local 3-member etcd cluster (started here,
+                      \`etcd\` on PATH, data under D/etcd, ports 12379/12479/12579) instead of files
+  --replicas N        run N control-plane replicas on that etcd (API :15080+i, push :15010+i);
+                      every sidecar is given all of them and fails over between them
   --netns             (root) each instance a network namespace on a bridge, 10.78.N.0/24, with its own IP
                       and /etc/hosts, iptables interception (deploy/meshlet-init.sh) and its sidecar as
                       uid 1337; the apps call each other by name, unaware of the mesh
@@ -57,6 +61,8 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       netns: { type: 'boolean' },
       prefix: { type: 'string' },
       subnet: { type: 'string' },
+      store: { type: 'string' },
+      replicas: { type: 'string' },
     });
     const log = logger(values['log-level'] ?? 'warn', 'meshlet-up');
     const eph = values['ephemeral-ports'] === true;
@@ -71,17 +77,17 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       return runNetnsMesh({ root: packageRoot(), mainJs, policies, prefix: values.prefix ?? 'mlup', subnet, logger: log });
     }
     if (values.prefix !== undefined || values.subnet !== undefined) throw new UsageError('--prefix and --subnet go with --netns');
+    const store = values.store ?? 'file';
+    if (store !== 'file' && store !== 'etcd') throw new UsageError(`--store: expected file or etcd, got ${JSON.stringify(store)}`);
+    const replicas = Number(values.replicas ?? '1');
+    if (!/^\d{1,2}$/.test(values.replicas ?? '1') || replicas < 1 || replicas > 9) throw new UsageError(`--replicas: expected 1-9, got ${JSON.stringify(values.replicas)}`);
+    if (replicas > 1 && store !== 'etcd') throw new UsageError('--replicas N needs --store etcd: replicas share policies and endpoints only through etcd');
 
     // Every sidecar of this mesh is started fresh: endpoints from an earlier run are not carried over.
     await fsp.rm(path.join(dataDir, 'registry.json'), { force: true });
     const { startControlPlane } = await import('../../control-plane');
-    const cp = await startControlPlane({
-      dataDir,
-      api: { host: '127.0.0.1', port: eph ? 0 : 15080 },
-      push: { host: '127.0.0.1', port: eph ? 0 : 15010 },
-      logger: log,
-    });
-    const server = `http://127.0.0.1:${cp.apiAddress.port}`;
+    let etcd: import('./up-etcd').LocalEtcd | undefined;
+    const cps: import('../../control-plane').ControlPlane[] = [];
     const running: Running[] = [];
     const stopAll = async (): Promise<void> => {
       for (const r of running) if (r.child.exitCode === null) r.child.kill('SIGTERM');
@@ -89,8 +95,28 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       await Promise.all(running.map((r) => r.exited));
       clearTimeout(kill);
       await Promise.all(running.map((r) => r.app.close()));
-      await cp.close();
+      for (const c of cps) await c.close();
+      await etcd?.stop();
     };
+    try {
+      if (store === 'etcd') etcd = await (await import('./up-etcd')).startLocalEtcd(path.join(dataDir, 'etcd'), eph);
+      for (let i = 0; i < replicas; i++)
+        cps.push(
+          await startControlPlane({
+            dataDir: i === 0 ? dataDir : path.join(dataDir, `replica-${i}`),
+            api: { host: '127.0.0.1', port: eph ? 0 : 15080 + i },
+            push: { host: '127.0.0.1', port: eph ? 0 : 15010 + i },
+            logger: log,
+            etcd: etcd ? { endpoints: etcd.endpoints, replica: `replica-${i}` } : undefined,
+          }),
+        );
+    } catch (err) {
+      await stopAll();
+      throw err;
+    }
+    const cp = cps[0] as import('../../control-plane').ControlPlane;
+    const server = `http://127.0.0.1:${cp.apiAddress.port}`;
+    const pushes = cps.map((c) => `127.0.0.1:${c.pushAddress.port}`);
     try {
       const text = await fsp.readFile(policies, 'utf8').catch((e: Error) => {
         throw new CliError(`cannot read ${policies}: ${e.message}`);
@@ -105,8 +131,11 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       const applied = await api(server, 'POST', '/v1/apply', { items: parsed.value.map(toWire) });
       if (applied.status !== 200) throw new CliError(`could not apply ${policies}: ${describeApiError(applied)}`);
 
-      for (const inst of eph ? LAYOUT.map((i) => ({ ...i, outbound: 0, inbound: 0, admin: 0 })) : LAYOUT) {
-        running.push(await startInstance(inst, mainJs, cp.pushAddress.port, log, path.join(dataDir, 'logs')));
+      const layout = eph ? LAYOUT.map((i) => ({ ...i, outbound: 0, inbound: 0, admin: 0 })) : LAYOUT;
+      for (const [n, inst] of layout.entries()) {
+        // Spread the sidecars over the replicas: each starts on a different one and knows them all.
+        const targets = pushes.map((_, k) => pushes[(n + k) % pushes.length]).join(',');
+        running.push(await startInstance(inst, mainJs, targets, log, path.join(dataDir, 'logs')));
       }
       await Promise.all(running.map((r) => waitReady(r)));
       await waitConverged(server, running.length);
@@ -124,7 +153,10 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
     const lines = [
       'meshlet: local mesh is up',
       '',
-      `  control plane   API http://127.0.0.1:${cp.apiAddress.port}   push 127.0.0.1:${cp.pushAddress.port}   store ${dataDir}`,
+      ...cps.map(
+        (c, i) =>
+          `  control plane${cps.length > 1 ? ` ${i}` : '  '} API http://127.0.0.1:${c.apiAddress.port}   push 127.0.0.1:${c.pushAddress.port}   store ${etcd ? `etcd://${etcd.endpoints.join(',')}` : dataDir}`,
+      ),
       ...running.map(
         (r) =>
           `  ${r.inst.id.padEnd(13)} app :${String(r.app.port).padEnd(6)} sidecar inbound :${p(r).inbound}  outbound :${p(r).outbound}  admin http://127.0.0.1:${p(r).admin}/config_dump`,
@@ -160,7 +192,7 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
   },
 };
 
-async function startInstance(inst: Instance, mainJs: string, pushPort: number, log: ReturnType<typeof logger>, logDir: string): Promise<Running> {
+async function startInstance(inst: Instance, mainJs: string, controlPlane: string, log: ReturnType<typeof logger>, logDir: string): Promise<Running> {
   // Every line the sidecar writes (its log and access log) goes to LOGDIR/SERVICE/ID.log, for `meshlet logs`.
   mkdirSync(path.join(logDir, inst.role), { recursive: true });
   const logFile = createWriteStream(path.join(logDir, inst.role, `${inst.id}.log`), { flags: 'w' });
@@ -176,7 +208,7 @@ async function startInstance(inst: Instance, mainJs: string, pushPort: number, l
     '--id',
     inst.id,
     '--control-plane',
-    `127.0.0.1:${pushPort}`,
+    controlPlane,
     '--app-port',
     String(app.port),
     '--inbound',

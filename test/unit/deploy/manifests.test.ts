@@ -18,6 +18,7 @@ const MODELS: Record<string, Ctor> = {
   'v1/ServiceAccount': core.ServiceAccount,
   'v1/Service': core.Service,
   'apps/v1/Deployment': apps.Deployment,
+  'apps/v1/StatefulSet': apps.StatefulSet,
   'rbac.authorization.k8s.io/v1/ClusterRole': rbac.ClusterRole,
   'rbac.authorization.k8s.io/v1/ClusterRoleBinding': rbac.ClusterRoleBinding,
   'admissionregistration.k8s.io/v1/MutatingWebhookConfiguration': admission.MutatingWebhookConfiguration,
@@ -71,6 +72,21 @@ t.test('what the manifests promise', async (t) => {
   t.same(pdb.spec.selector.matchLabels, dep.spec.selector.matchLabels);
   const [ns] = find('Namespace');
   t.equal(ns.metadata.labels['meshlet.dev/inject'], 'disabled');
+});
+
+t.test('every control-plane replica uses the one 3-member etcd cluster', async (t) => {
+  const [dep] = find('Deployment');
+  const [sts] = find('StatefulSet');
+  t.equal(sts.spec.replicas, 3, 'three members: one may be down');
+  const headless = find('Service').find((s) => s.metadata.name === sts.spec.serviceName);
+  t.equal(headless?.spec.clusterIP, 'None', 'members have stable DNS names');
+  const store = (dep.spec.template.spec.containers[0].args as string[]).find((a) => a.startsWith('--store='));
+  const members = [0, 1, 2].map((i) => `${sts.metadata.name}-${i}.${sts.spec.serviceName}.${sts.metadata.namespace}.svc:2379`);
+  t.equal(store, `--store=etcd://${members.join(',')}`, 'the Deployment lists every member');
+  const cmd = sts.spec.template.spec.containers[0].command as string[];
+  t.ok(cmd.includes(`--initial-cluster=${members.map((m, i) => `${sts.metadata.name}-${i}=http://${m.replace(':2379', ':2380')}`).join(',')}`), 'the members know each other');
+  const etcdPdb = find('PodDisruptionBudget').find((p) => p.metadata.name === 'meshlet-etcd');
+  t.equal(etcdPdb?.spec.minAvailable, 2, 'drains keep a quorum');
 });
 
 t.test('make-webhook-cert.sh makes a CA and a serving certificate the CA verifies', async (t) => {

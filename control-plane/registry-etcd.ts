@@ -1,0 +1,469 @@
+/**
+ * The endpoint registry shared by every control-plane replica, on etcd.
+ *
+ * Each replica keeps its own sidecars in a local `EndpointRegistry` (stream counts, grace
+ * timers, ACK state; nothing on disk) and mirrors them to `<prefix>sidecars/<id>`, every key
+ * attached to the replica's lease (TTL = the grace period, kept alive while the replica lives).
+ * Every replica watches the prefix, so its snapshots carry the endpoints of every replica's
+ * sidecars, and `sidecars()` (`meshlet status`) lists them all with the replica each is on.
+ *
+ * - A replica that dies stops renewing its lease: its sidecars' keys expire after the grace
+ *   period, unless those sidecars reconnect to another replica first, which then writes the key
+ *   on its own lease (taking it over).
+ * - A replica only writes a disconnected sidecar's key, or deletes it, while the key is still on
+ *   its own lease (a transaction compares the lease), so it never undoes a takeover.
+ * - Once-only work, the garbage collection of registrations whose grace period is long past
+ *   (their replica lost etcd while it should have removed them), runs on the replica elected
+ *   under `<prefix>election/gc` (an etcd lease-based election).
+ * - etcd unreachable: the local view keeps working (sidecars stay in the snapshots); writes are
+ *   retried until etcd answers. A lost lease (etcd away longer than the grace period) is
+ *   replaced and every local sidecar written again.
+ */
+import * as os from 'node:os';
+import { EventEmitter } from 'node:events';
+import type { Etcd3, Lease, Watcher } from 'etcd3';
+import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../src/core/clock';
+import type { Endpoint } from '../src/policy/types';
+import { etcdFailure, DEFAULT_ETCD_PREFIX } from './store-etcd';
+import {
+  DEFAULT_GRACE_MS,
+  EndpointRegistry,
+  endpointsOf,
+  validIdentity,
+  type Registry,
+  type SidecarIdentity,
+  type SidecarSession,
+  type SidecarStatus,
+} from './registry';
+
+export interface EtcdRegistryOptions {
+  prefix?: string;
+  /** This replica's name in `meshlet status` (default: host name and pid). */
+  replica?: string;
+  graceMs?: number;
+  clock?: Clock;
+  logger?: Logger;
+  /** How long status changes (ACKs) are gathered before one write (default 100 ms). */
+  syncDelayMs?: number;
+}
+
+interface Remote {
+  status: SidecarStatus;
+  modRevision: string;
+  lease: string;
+}
+
+const TXN_CHUNK = 100;
+
+function endpointShape(r: Remote): string {
+  const s = r.status;
+  return JSON.stringify([s.service, s.address, s.port, s.labels, s.connected, s.connectedAt, s.disconnectedAt, s.replica, r.lease]);
+}
+
+export function defaultReplicaName(): string {
+  return `${os.hostname()}-${process.pid}`;
+}
+
+export class EtcdRegistry implements Registry {
+  readonly graceMs: number;
+  readonly replica: string;
+  private readonly client: Etcd3;
+  private readonly root: string;
+  private readonly prefix: string;
+  private readonly local: EndpointRegistry;
+  private readonly clock: Clock;
+  private readonly logger?: Logger;
+  private readonly syncDelayMs: number;
+  private readonly remote = new Map<string, Remote>();
+  /** What this replica last wrote for each of its sidecars (JSON), on `leaseId`. */
+  private readonly written = new Map<string, string>();
+  private readonly events = new EventEmitter();
+  private lease: Lease | undefined;
+  private leaseId: string | undefined;
+  private watcher: Watcher | undefined;
+  private syncTimer: NodeJS.Timeout | undefined;
+  private syncing: Promise<void> | undefined;
+  private resync = false;
+  private failures = 0;
+  private endpointsKey = '';
+  private gcTimer: NodeJS.Timeout | undefined;
+  private campaign: ReturnType<ReturnType<Etcd3['election']>['campaign']> | undefined;
+  private leader = false;
+  private closed = false;
+
+  private constructor(client: Etcd3, local: EndpointRegistry, opts: EtcdRegistryOptions) {
+    this.client = client;
+    this.local = local;
+    this.prefix = opts.prefix ?? DEFAULT_ETCD_PREFIX;
+    this.root = `${this.prefix}sidecars/`;
+    this.replica = opts.replica ?? defaultReplicaName();
+    this.graceMs = local.graceMs;
+    this.clock = opts.clock ?? systemClock;
+    this.logger = opts.logger;
+    this.syncDelayMs = opts.syncDelayMs ?? 100;
+    this.events.setMaxListeners(0);
+  }
+
+  /** Grants this replica's lease, lists every replica's sidecars and watches them. */
+  static async open(client: Etcd3, opts: EtcdRegistryOptions = {}): Promise<EtcdRegistry> {
+    const local = await EndpointRegistry.open('.', { persist: false, graceMs: opts.graceMs ?? DEFAULT_GRACE_MS, clock: opts.clock, logger: opts.logger });
+    const r = new EtcdRegistry(client, local, opts);
+    local.onChange(() => {
+      r.scheduleSync(0);
+      r.maybeChanged();
+    });
+    await r.grantLease();
+    await r.load();
+    r.startElection();
+    return r;
+  }
+
+  onChange(listener: () => void): () => void {
+    this.events.on('change', listener);
+    return () => this.events.off('change', listener);
+  }
+
+  connect(identity: SidecarIdentity): SidecarSession {
+    const s = this.local.connect(identity);
+    this.scheduleSync(0);
+    return {
+      id: s.id,
+      disconnect: () => {
+        s.disconnect();
+        this.scheduleSync(0);
+      },
+      leave: () => {
+        s.leave();
+        this.scheduleSync(0);
+      },
+    };
+  }
+
+  recordSent(id: string, version: string): void {
+    this.local.recordSent(id, version);
+    this.scheduleSync();
+  }
+
+  recordAck(id: string, version: string): void {
+    this.local.recordAck(id, version);
+    this.scheduleSync();
+  }
+
+  recordNack(id: string, version: string, reason: string): void {
+    this.local.recordNack(id, version, reason);
+    this.scheduleSync();
+  }
+
+  endpoints(): Endpoint[] {
+    return endpointsOf(this.merged().values());
+  }
+
+  sidecars(): SidecarStatus[] {
+    return [...this.merged().values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  get(id: string): SidecarStatus | undefined {
+    return this.merged().get(id);
+  }
+
+  connectedCount(): number {
+    let n = 0;
+    for (const s of this.merged().values()) if (s.connected) n++;
+    return n;
+  }
+
+  /** Resolves once every local change has been written to etcd (or the write failed). */
+  async flush(): Promise<void> {
+    if (this.syncTimer) {
+      clearTimeout(this.syncTimer);
+      this.syncTimer = undefined;
+      await this.sync();
+    }
+    while (this.syncing) await this.syncing;
+  }
+
+  /**
+   * Stops watching and campaigning. The lease is not revoked: this replica's sidecars keep their
+   * endpoints for the grace period, long enough to reconnect to another replica.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.flush().catch(() => undefined);
+    this.closed = true;
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    if (this.gcTimer) clearInterval(this.gcTimer);
+    await this.local.close();
+    await this.campaign?.resign().catch(() => undefined);
+    await this.watcher?.cancel().catch(() => undefined);
+    // Stop keep-alives without revoking the lease (etcd3's release() does exactly that).
+    this.lease?.release();
+    this.events.removeAllListeners();
+  }
+
+  // ------------------------------------------------------------------------------ internals
+
+  /** Per id: this replica's own record while it holds the sidecar, else etcd's. */
+  private merged(): Map<string, SidecarStatus> {
+    const out = new Map<string, SidecarStatus>();
+    for (const [id, r] of this.remote) {
+      // Our own keys: the local registry is the fresher copy (and knows when one has gone).
+      if (r.status.replica === this.replica && r.lease === this.leaseId) continue;
+      out.set(id, { ...r.status, labels: { ...r.status.labels } });
+    }
+    for (const s of this.local.sidecars()) {
+      const other = out.get(s.id);
+      if (other && other.connected && !s.connected) continue;
+      out.set(s.id, { ...s, replica: this.replica });
+    }
+    return out;
+  }
+
+  /** Emits `change` when the endpoint set (what snapshots carry) changed. */
+  private maybeChanged(): void {
+    const key = JSON.stringify(this.endpoints());
+    if (key === this.endpointsKey) return;
+    this.endpointsKey = key;
+    try {
+      this.events.emit('change');
+    } catch (err) {
+      this.logger?.error({ err }, 'registry change listener failed');
+    }
+  }
+
+  private key(id: string): string {
+    return this.root + encodeURIComponent(id);
+  }
+
+  private async grantLease(): Promise<void> {
+    const ttl = Math.max(2, Math.ceil(this.graceMs / 1000));
+    const lease = this.client.lease(ttl, { autoKeepAlive: true });
+    lease.on('lost', (err) => {
+      if (this.closed || this.lease !== lease) return;
+      this.logger?.warn({ err: etcdFailure(err) }, 'etcd lease lost; granting a new one and writing every sidecar again');
+      this.lease = undefined;
+      this.leaseId = undefined;
+      this.written.clear();
+      void this.regrant();
+    });
+    try {
+      this.leaseId = await lease.grant();
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    this.lease = lease;
+    this.logger?.info({ replica: this.replica, lease: this.leaseId, ttlSeconds: ttl }, 'endpoint registry lease granted');
+  }
+
+  private regranting = false;
+
+  /** One loop at a time: grants a new lease, then writes every local sidecar on it. */
+  private async regrant(): Promise<void> {
+    if (this.regranting) return;
+    this.regranting = true;
+    try {
+      await this.regrantLoop();
+    } finally {
+      this.regranting = false;
+    }
+  }
+
+  private async regrantLoop(): Promise<void> {
+    for (let delay = 200; !this.closed; delay = Math.min(delay * 2, 5000)) {
+      try {
+        await this.grantLease();
+        this.scheduleSync(0);
+        return;
+      } catch (err) {
+        this.logger?.warn({ err: etcdFailure(err), retryInMs: delay }, 'could not grant an etcd lease');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  private async load(): Promise<void> {
+    const res = await this.client.getAll().prefix(this.root).exec();
+    this.remote.clear();
+    for (const kv of res.kvs) void this.putRemote(kv.key.toString(), kv.value, kv.mod_revision, kv.lease);
+    this.maybeChanged();
+    this.watcher = await this.client.watch().prefix(this.root).startRevision(String(Number(res.header.revision) + 1)).create();
+    this.watcher.on('put', (kv) => {
+      // Most writes are push status (ACKs): only recompute the endpoint set when what it is made of changed.
+      if (this.putRemote(kv.key.toString(), kv.value, kv.mod_revision, kv.lease)) this.maybeChanged();
+    });
+    this.watcher.on('delete', (kv) => {
+      const id = this.idOf(kv.key.toString());
+      if (id === undefined) return;
+      this.remote.delete(id);
+      // Our own key went (lease expiry while etcd was away, or GC): write it again if we still hold the sidecar.
+      if (this.written.delete(id)) this.scheduleSync(0);
+      this.maybeChanged();
+    });
+    this.watcher.on('error', (err) => {
+      this.logger?.warn({ err: etcdFailure(err) }, 'etcd registry watch failed; listing again');
+      void this.watcher?.cancel().catch(() => undefined);
+      void this.relist();
+    });
+  }
+
+  private async relist(): Promise<void> {
+    for (let delay = 200; !this.closed; delay = Math.min(delay * 2, 5000)) {
+      try {
+        await this.load();
+        return;
+      } catch (err) {
+        this.logger?.warn({ err: etcdFailure(err), retryInMs: delay }, 'etcd registry relist failed');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  private idOf(key: string): string | undefined {
+    if (!key.startsWith(this.root)) return undefined;
+    try {
+      return decodeURIComponent(key.slice(this.root.length));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Records a sidecar key; true if what endpoints are made of (identity, liveness, replica) changed. */
+  private putRemote(key: string, value: Buffer, modRevision: string, lease: string): boolean {
+    const id = this.idOf(key);
+    if (id === undefined) return false;
+    let raw: unknown;
+    try {
+      raw = JSON.parse(value.toString('utf8'));
+    } catch {
+      this.logger?.warn({ key }, 'unreadable sidecar record in etcd ignored');
+      return false;
+    }
+    const ident = validIdentity(raw);
+    if (!ident || ident.id !== id) return false;
+    const r = raw as SidecarStatus;
+    const status: SidecarStatus = { ...r, ...ident, adminPort: Number(r.adminPort) || undefined, connected: r.connected === true };
+    const before = this.remote.get(id);
+    this.remote.set(id, { status, modRevision, lease });
+    return !before || endpointShape(before) !== endpointShape(this.remote.get(id) as Remote);
+  }
+
+  private scheduleSync(delay = this.syncDelayMs): void {
+    if (this.closed) return;
+    if (this.syncing) {
+      this.resync = true;
+      return;
+    }
+    if (this.syncTimer) {
+      if (delay > 0) return;
+      clearTimeout(this.syncTimer);
+    }
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined;
+      void this.sync();
+    }, delay);
+  }
+
+  /** Writes what changed among this replica's sidecars since the last write. */
+  private sync(): Promise<void> {
+    if (this.syncing) {
+      this.resync = true;
+      return this.syncing;
+    }
+    this.syncing = (async () => {
+      try {
+        await this.syncOnce();
+        this.failures = 0;
+      } catch (err) {
+        this.failures++;
+        if (this.failures === 1 || this.failures % 20 === 0)
+          this.logger?.warn({ err: etcdFailure(err) }, 'could not write sidecars to etcd; retrying (traffic is unaffected)');
+        this.resync = true;
+      } finally {
+        this.syncing = undefined;
+      }
+      if (this.resync && !this.closed) {
+        this.resync = false;
+        this.scheduleSync(this.failures > 0 ? Math.min(200 * 2 ** Math.min(this.failures, 5), 5000) : 0);
+      }
+    })();
+    return this.syncing;
+  }
+
+  private async syncOnce(): Promise<void> {
+    const lease = this.leaseId;
+    if (!lease) throw new Error('no etcd lease yet');
+    const mine = new Map(this.local.sidecars().map((s) => [s.id, s] as const));
+    const puts: { id: string; json: string }[] = [];
+    const guarded: { id: string; json: string | null }[] = [];
+    for (const [id, s] of mine) {
+      const json = JSON.stringify({ ...s, replica: this.replica });
+      if (this.written.get(id) === json) continue;
+      // A connected sidecar is ours: take the key over. A disconnected one only while the key is still ours.
+      if (s.connected) puts.push({ id, json });
+      else guarded.push({ id, json });
+    }
+    for (const id of this.written.keys()) if (!mine.has(id)) guarded.push({ id, json: null });
+
+    for (let i = 0; i < puts.length; i += TXN_CHUNK) {
+      const chunk = puts.slice(i, i + TXN_CHUNK);
+      await this.client.kv.txn({ success: chunk.map((p) => ({ request_put: { key: Buffer.from(this.key(p.id)), value: Buffer.from(p.json), lease } })) });
+      for (const p of chunk) this.written.set(p.id, p.json);
+    }
+    await Promise.all(
+      guarded.map(async (g) => {
+        const key = Buffer.from(this.key(g.id));
+        const res = await this.client.kv.txn({
+          compare: [{ key, target: 'Lease', result: 'Equal', lease }],
+          success: [g.json === null ? { request_delete_range: { key } } : { request_put: { key, value: Buffer.from(g.json), lease } }],
+        });
+        if (g.json === null || !res.succeeded) this.written.delete(g.id);
+        else this.written.set(g.id, g.json);
+      }),
+    );
+  }
+
+  private startElection(): void {
+    if (this.closed) return;
+    const ttl = Math.max(2, Math.ceil(this.graceMs / 1000));
+    const campaign = this.client.election(`${this.prefix}election/gc`, ttl).campaign(this.replica);
+    this.campaign = campaign;
+    campaign.on('elected', () => {
+      this.leader = true;
+      this.logger?.info({ replica: this.replica }, 'elected to run the endpoint garbage collection');
+    });
+    campaign.on('error', (err) => {
+      this.leader = false;
+      if (this.closed) return;
+      this.logger?.warn({ err: etcdFailure(err) }, 'election campaign failed; campaigning again');
+      setTimeout(() => this.startElection(), 1000).unref();
+    });
+    if (!this.gcTimer) {
+      this.gcTimer = setInterval(() => void this.collectGarbage(), Math.max(1000, this.graceMs / 2));
+      this.gcTimer.unref();
+    }
+  }
+
+  /** On the elected replica only: removes registrations whose grace period ended long ago. */
+  private async collectGarbage(): Promise<void> {
+    if (!this.leader || this.closed) return;
+    const now = this.clock.now();
+    for (const [id, r] of this.remote) {
+      const s = r.status;
+      if (s.connected || !s.expiresAt) continue;
+      const exp = Date.parse(s.expiresAt);
+      if (!(exp + this.graceMs < now)) continue;
+      const key = Buffer.from(this.key(id));
+      try {
+        const res = await this.client.kv.txn({
+          compare: [{ key, target: 'Mod', result: 'Equal', mod_revision: r.modRevision }],
+          success: [{ request_delete_range: { key } }],
+        });
+        if (res.succeeded) this.logger?.info({ sidecar: id, replica: s.replica }, 'expired sidecar registration removed');
+      } catch (err) {
+        this.logger?.debug({ err: etcdFailure(err) }, 'garbage collection write failed');
+        return;
+      }
+    }
+  }
+}

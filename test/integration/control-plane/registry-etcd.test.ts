@@ -1,0 +1,112 @@
+/**
+ * The endpoint registry on etcd, in process, against a real 3-member cluster: what one replica
+ * registers, every replica sees; a sidecar taken over by another replica is not removed by the
+ * first; a replica that dies loses its sidecars after the grace period (its lease); stale
+ * registrations are collected by the elected replica only.
+ */
+import t, { type Test } from 'tap';
+import type { Etcd3 } from 'etcd3';
+import { connectEtcd } from '../../../control-plane/store-etcd';
+import { EtcdRegistry } from '../../../control-plane/registry-etcd';
+import type { SidecarIdentity } from '../../../control-plane/registry';
+import { startEtcdCluster, type EtcdCluster } from '../lib/etcd';
+
+const GRACE = 2000;
+let cluster: EtcdCluster | undefined;
+let n = 0;
+
+const until = async (what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> => {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+};
+
+const sidecar = (id: string, port: number): SidecarIdentity => ({ id, service: 'web', address: '127.0.0.1', port, labels: {}, buildVersion: 'test' });
+
+async function setup(st: Test): Promise<{ client: Etcd3; prefix: string; open(replica: string): Promise<EtcdRegistry> }> {
+  // One cluster for the whole file, stopped when it ends.
+  cluster ??= await startEtcdCluster(t);
+  const c = cluster;
+  const prefix = `/reg-${process.pid}-${++n}/`;
+  const client = connectEtcd({ endpoints: c.members.map((m) => m.endpoint) });
+  st.teardown(() => client.close());
+  return {
+    client,
+    prefix,
+    async open(replica) {
+      const own = connectEtcd({ endpoints: c.members.map((m) => m.endpoint) });
+      const r = await EtcdRegistry.open(own, { prefix, replica, graceMs: GRACE, syncDelayMs: 20 });
+      st.teardown(async () => {
+        await r.close();
+        own.close();
+      });
+      return r;
+    },
+  };
+}
+
+t.test('what one replica registers, every replica sees, with the replica it is on', async (t) => {
+  const { open } = await setup(t);
+  const a = await open('a');
+  const b = await open('b');
+  let changes = 0;
+  b.onChange(() => changes++);
+  const s = a.connect(sidecar('web-0', 8080));
+  await until('B sees web-0', () => b.endpoints().some((e) => e.id === 'web-0'));
+  t.ok(changes > 0, 'B emitted a change');
+  t.match(b.get('web-0'), { connected: true, replica: 'a', service: 'web', port: 8080 });
+  a.recordSent('web-0', 'v1');
+  a.recordAck('web-0', 'v1');
+  await until('B sees the ACK', () => b.get('web-0')?.ackedVersion === 'v1');
+  t.equal(b.connectedCount(), 1);
+  s.leave();
+  await until('B sees it leave', () => b.get('web-0') === undefined);
+  t.same(b.endpoints(), []);
+});
+
+t.test('a sidecar that moves to another replica is not removed by the first', async (t) => {
+  const { open } = await setup(t);
+  const a = await open('a');
+  const b = await open('b');
+  const sa = a.connect(sidecar('web-1', 8081));
+  await until('B sees web-1 on a', () => b.get('web-1')?.replica === 'a');
+  sa.disconnect();
+  b.connect(sidecar('web-1', 8081));
+  await until('A sees web-1 on b', () => a.get('web-1')?.replica === 'b' && a.get('web-1')?.connected === true);
+  // A's grace period for its (now closed) stream ends: it must not delete B's registration.
+  await new Promise((r) => setTimeout(r, GRACE + 1000));
+  t.match(a.get('web-1'), { connected: true, replica: 'b' });
+  t.match(b.get('web-1'), { connected: true, replica: 'b' });
+  t.equal(a.endpoints().length, 1);
+});
+
+t.test("a replica that dies: its sidecars' endpoints expire with its lease", async (t) => {
+  const { open } = await setup(t);
+  const a = await open('a');
+  const b = await open('b');
+  a.connect(sidecar('web-2', 8082));
+  await until('B sees web-2', () => b.get('web-2') !== undefined);
+  const diedAt = Date.now();
+  // close() does not revoke the lease (a dying replica cannot either): the keys outlive it by the TTL.
+  await a.close();
+  t.ok(b.get('web-2'), 'still there right after');
+  await until('web-2 expired at B', () => b.get('web-2') === undefined, 15_000);
+  const after = Date.now() - diedAt;
+  t.ok(after >= GRACE - 500, `not before the grace period (${after} ms)`);
+});
+
+t.test('stale registrations are collected by the elected replica', async (t) => {
+  const { client, prefix, open } = await setup(t);
+  const a = await open('a');
+  const b = await open('b');
+  // A registration whose grace period ended long ago, on no lease (its replica lost etcd when it should have deleted it).
+  const stale = { ...sidecar('web-3', 8083), connected: false, replica: 'gone', disconnectedAt: new Date(Date.now() - 60_000).toISOString(), expiresAt: new Date(Date.now() - 50_000).toISOString() };
+  await client.put(`${prefix}sidecars/web-3`).value(JSON.stringify(stale));
+  await until('both see it', () => a.get('web-3') !== undefined && b.get('web-3') !== undefined);
+  await until('it is collected', () => a.get('web-3') === undefined && b.get('web-3') === undefined, 15_000);
+  t.equal(await client.get(`${prefix}sidecars/web-3`).string(), null, 'gone from etcd');
+  const leaders = await client.election(`${prefix}election/gc`).leader().catch(() => undefined);
+  t.ok(leaders === 'a' || leaders === 'b', `one elected replica (${leaders})`);
+});
