@@ -339,7 +339,7 @@ export class UiApi {
     const upstreams = new Map<string, http.ClientRequest>();
     let closed = false;
     const write = (o: unknown): void => {
-      if (!closed && !res.writableNeedDrain) res.write(JSON.stringify(o) + '\n');
+      if (!closed && !res.destroyed && !res.writableNeedDrain) res.write(JSON.stringify(o) + '\n');
     };
     const connect = (s: SidecarStatus): void => {
       const params = new URLSearchParams();

@@ -78,7 +78,8 @@ function serveTap(req: http.IncomingMessage, res: http.ServerResponse, query: st
   try {
     const opts = tapOptions(q.get('rate'), q.get('headers'));
     handle = hub.watch(filter, opts, (e) => {
-      // Backpressure: drop rather than queue in the sidecar.
+      // Gone (its 'close' not handled yet): nothing to write to. Backpressure: drop rather than queue in the sidecar.
+      if (res.destroyed || res.writableEnded) return;
       if (res.writableNeedDrain) {
         backlog++;
         return;
@@ -95,7 +96,7 @@ function serveTap(req: http.IncomingMessage, res: http.ServerResponse, query: st
   const timer = setInterval(() => {
     const dropped = handle.takeDropped() + backlog;
     backlog = 0;
-    if (!res.writableNeedDrain) res.write(JSON.stringify({ type: 'status', watching: true, dropped }) + '\n');
+    if (!res.destroyed && !res.writableNeedDrain) res.write(JSON.stringify({ type: 'status', watching: true, dropped }) + '\n');
   }, TAP_STATUS_MS);
   timer.unref();
   const stop = (): void => {

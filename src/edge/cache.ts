@@ -156,6 +156,11 @@ interface Entry {
   /** May be served to, and was allowed for, requests with Authorization. */
   authOk: boolean;
   size: number;
+  /** Fast HIT path (see `handle`): fresh until this wall-clock ms; headers as `serve` makes them, without Age/Date. */
+  freshUntil: number;
+  storedAt: number;
+  ageAtStore: number;
+  hitHeaders: Record<string, string | string[] | undefined>;
 }
 
 interface Fetched {
@@ -279,10 +284,30 @@ export class HttpCache {
     }
     const primary = this.primaryKey(req, method);
     const auth = req.headers.authorization !== undefined;
-    const preq = this.policyRequest(req, method);
     const vkey = this.variantKey(primary, req.headers);
     const entry = this.lru.get(vkey);
 
+    // Fast HIT path (measured: bench/cache.js): a fresh entry, and a request with nothing that
+    // changes the library's answer (no Authorization, Cache-Control, Pragma or validators), is a
+    // HIT by RFC 9111 4.2 without asking http-cache-semantics again: the entry's freshness
+    // deadline and headers were computed by it when the entry was stored. Age is its age then
+    // plus the time resident (RFC 9111 4.2.3), as the library computes it.
+    const now = this.deps.clock.now();
+    if (
+      entry !== undefined &&
+      now < entry.freshUntil &&
+      !auth &&
+      req.headers['cache-control'] === undefined &&
+      req.headers.pragma === undefined &&
+      req.headers['if-none-match'] === undefined &&
+      req.headers['if-modified-since'] === undefined
+    ) {
+      this.m.hits++;
+      const headers = { ...entry.hitHeaders, age: `${Math.round(entry.ageAtStore + (now - entry.storedAt) / 1000)}`, date: new Date(now).toUTCString(), 'x-cache': 'HIT' };
+      return { status: entry.status, headers, body: method === 'HEAD' ? Buffer.alloc(0) : entry.body };
+    }
+
+    const preq = this.policyRequest(req, method);
     if (entry && (!auth || entry.authOk)) {
       const stale = entry.policy.stale();
       if (!(stale && entry.mustRevalidate)) {
@@ -433,7 +458,21 @@ export class HttpCache {
       staleIfError: Number(cc.get('stale-if-error') ?? 0) || 0,
       authOk: cc.has('public') || cc.has('s-maxage') || cc.has('must-revalidate'),
       size: 0,
+      freshUntil: -Infinity,
+      storedAt: this.deps.clock.now(),
+      ageAtStore: policy.age(),
+      hitHeaders: {},
     };
+    if (!policy.stale()) {
+      entry.freshUntil = entry.storedAt + (policy.maxAge() - entry.ageAtStore) * 1000;
+      const h = policy.responseHeaders() as Record<string, string | string[] | undefined>;
+      delete h.age;
+      delete h.date;
+      delete h.warning;
+      if (headers['cache-control'] !== undefined) h['cache-control'] = headers['cache-control'];
+      else delete h['cache-control'];
+      entry.hitHeaders = h;
+    }
     this.varyIndex.set(primary, varyNames);
     // Estimated footprint: body, headers, key (UTF-16), and ~1 KiB for the policy and entry objects.
     entry.size = res.body.length + hbytes * 2 + key.length * 2 + 1024;

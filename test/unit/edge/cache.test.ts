@@ -303,6 +303,23 @@ t.test('RFC 9111 table against a real origin', async (t) => {
   }
 });
 
+t.test('the fast HIT path answers exactly what the library-checked path answers', async (t) => {
+  const clock = new FakeClock(Math.floor(Date.now() / 1000) * 1000);
+  const o = await origin(t, clock, (n) => ({ headers: { 'cache-control': 'max-age=60, must-revalidate', etag: '"x"', 'x-app': 'a', connection: 'keep-alive' }, body: v(n) }));
+  const hc = cache(clock);
+  await hc.handle(get(), o.upstream);
+  clock.advance(7_000);
+  const fast = await hc.handle(get(), o.upstream);
+  const checked = await hc.handle(get('/r', { 'cache-control': 'max-stale=0' }), o.upstream); // a request directive: the library decides
+  t.equal(fast.headers['x-cache'], 'HIT');
+  t.equal(checked.headers['x-cache'], 'HIT');
+  t.same(fast.headers, checked.headers);
+  t.equal(fast.headers.age, '7');
+  t.equal(fast.headers.connection, undefined, 'hop-by-hop removed');
+  t.equal(fast.headers['cache-control'], 'max-age=60, must-revalidate', 'origin header as sent');
+  t.equal(o.state.seen.length, 1);
+});
+
 t.test('stale-if-error also covers an origin that is down', async (t) => {
   const clock = new FakeClock(Math.floor(Date.now() / 1000) * 1000);
   const o = await origin(t, clock, (n) => ({ headers: { 'cache-control': 'max-age=1, stale-if-error=60' }, body: v(n) }));
