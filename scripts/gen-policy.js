@@ -8,12 +8,13 @@ const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 const root = path.resolve(__dirname, '..');
 const gen = require(path.join(root, 'dist/src/policy/codegen.js'));
+const js = require(path.join(root, 'dist/src/policy/json-schema.js'));
 const { KINDS } = require(path.join(root, 'dist/src/policy/schema.js'));
 
 const files = [
   ['src/policy/checks.generated.ts', gen.generateChecks()],
   ['docs/policy-reference.md', gen.referenceDoc()],
-  ...KINDS.map((k) => [`deploy/schema/${gen.schemaFileName(k)}`, gen.jsonSchemaText(k)]),
+  ...KINDS.map((k) => [`deploy/schema/${js.schemaFileName(k)}`, js.jsonSchemaText(k)]),
 ];
 const check = process.argv.includes('--check');
 const stale = [];

@@ -12,13 +12,11 @@
  */
 import { Kind as TKind, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { API_VERSION, KINDS, LIMITS, META, meta, resourceSchema, type Kind } from './schema';
+import { schemaFileName } from './json-schema';
+import { API_VERSION, KINDS, LIMITS, meta, resourceSchema } from './schema';
 import { wireSchema } from './wire';
 
 type S = TSchema & Record<string, unknown>;
-
-/** The file name of a kind's JSON Schema: `route.json`, `destinationpolicy.json`... */
-export const schemaFileName = (kind: Kind): string => `${kind.toLowerCase()}.json`;
 
 /** The source of checks.generated.ts. */
 export function generateChecks(): string {
@@ -40,16 +38,6 @@ export function generateChecks(): string {
     `export const CHECKS: Readonly<Record<Kind, (value: unknown) => boolean>> = Object.freeze({ ${KINDS.map((k) => `${k}: check${k}`).join(', ')} });`,
     '',
   ].join('\n');
-}
-
-/** The published JSON Schema of a kind (no annotations of ours). */
-export function jsonSchema(kind: Kind): Record<string, unknown> {
-  const s = JSON.parse(JSON.stringify(wireSchema(resourceSchema(kind)), (k, v: unknown) => (k === META ? undefined : v))) as Record<string, unknown>;
-  return { $schema: 'https://json-schema.org/draft/2020-12/schema', title: `${API_VERSION} ${kind}`, ...s };
-}
-
-export function jsonSchemaText(kind: Kind): string {
-  return `${JSON.stringify(jsonSchema(kind), null, 2)}\n`;
 }
 
 // ------------------------------------------------------------------------------- reference doc
