@@ -13,3 +13,4 @@ export { buildPicker, registerPicker, type PickerContext, type PickerFactory } f
 export { ActiveRequests, endpointKey, noStats } from './stats';
 export { hash32 } from './ring-hash';
 export { cumulativeWeights, weightedIndex } from './random';
+export type { Picker, EndpointStats } from './picker';

@@ -1,7 +1,8 @@
 /** Consistent hashing on a request header (Ketama-style ring): requests with the same header value
  * go to the same endpoint, and an endpoint joining or leaving moves only its share of keys.
  * Requests without the header are spread at random. */
-import type { Picker, RequestView } from '../policy/compiled';
+import type { RequestView } from '../policy/request-view';
+import type { Picker } from './picker';
 import type { Endpoint } from '../policy/types';
 import type { PickerContext } from './registry';
 
