@@ -35,9 +35,9 @@ import type { EndpointRegistry } from './registry';
 import { StoreError, type FileStore, type StoreOp, type StoreView, type WireResource } from './store';
 
 /** Request bodies above this are refused with 413. */
-export const MAX_BODY_BYTES = 4 * 1024 * 1024;
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
-export type ApiErrorCode =
+type ApiErrorCode =
   | 'invalid_json'
   | 'invalid'
   | 'too_large'
@@ -60,7 +60,7 @@ const STATUS: Record<ApiErrorCode, number> = {
   internal: 500,
 };
 
-export class ApiError extends Error {
+class ApiError extends Error {
   readonly code: ApiErrorCode;
   readonly status: number;
   readonly errors?: FieldError[];

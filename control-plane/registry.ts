@@ -17,7 +17,7 @@ import { systemClock, type Clock, type Timer } from '../src/core/clock';
 import type { Endpoint } from '../src/policy/types';
 import { atomicWriteFile, ensureDir, removeTempFiles } from './fsutil';
 
-export const DEFAULT_GRACE_MS = 10_000;
+const DEFAULT_GRACE_MS = 10_000;
 const FILE = 'registry.json';
 
 /** What a sidecar says about itself when it connects. */

@@ -39,7 +39,7 @@ export interface WireResource {
   [field: string]: unknown;
 }
 
-export interface WireMetadata {
+interface WireMetadata {
   name: string;
   resourceVersion?: string;
   creationTimestamp?: string;
@@ -67,7 +67,7 @@ export type StoreOp =
   /** Fails with `not_found` if missing, `conflict` if `expectedVersion` is set and differs. */
   | { op: 'delete'; kind: Kind; name: string; expectedVersion?: string };
 
-export type ChangeAction = 'created' | 'updated' | 'deleted' | 'unchanged';
+type ChangeAction = 'created' | 'updated' | 'deleted' | 'unchanged';
 
 export interface OpResult {
   kind: Kind;
@@ -393,7 +393,7 @@ function checkVersion(cur: WireResource, kind: Kind, name: string, expected: str
 }
 
 /** The resource's content, without the metadata the store owns. */
-export function contentOf(r: WireResource): WireResource {
+function contentOf(r: WireResource): WireResource {
   const { resourceVersion: _rv, creationTimestamp: _ct, ...meta } = r.metadata;
   return { ...r, metadata: meta as WireMetadata };
 }

@@ -7,7 +7,7 @@ import type { Endpoint } from '../policy/types';
 import type { PickerContext } from './registry';
 
 /** 32-bit FNV-1a followed by a murmur3 finaliser, for a well-mixed ring position. */
-export function hash32(s: string): number {
+function hash32(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);

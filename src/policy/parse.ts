@@ -356,7 +356,7 @@ export function toWire(r: Resource): Record<string, unknown> {
 
 // ---------------------------------------------------------------------------------------- utils
 
-export function deepFreeze<T>(o: T): T {
+function deepFreeze<T>(o: T): T {
   if (o && typeof o === 'object' && !Object.isFrozen(o)) {
     Object.freeze(o);
     for (const v of Object.values(o as object)) deepFreeze(v);

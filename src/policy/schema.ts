@@ -138,7 +138,7 @@ const Labels = (description: string) => StrMap(description, { pattern: LABEL_KEY
 
 // ---------------------------------------------------------------------------------- envelope
 
-export const MetadataSchema = Obj(
+const MetadataSchema = Obj(
   {
     name: Name('The resource name, unique per kind.'),
     namespace: Type.Optional(Name('Namespace (informational).', 63)),
@@ -388,7 +388,7 @@ const GrpcRouteOptionsSchema = Obj(
 );
 export type GrpcRouteOptions = Static<typeof GrpcRouteOptionsSchema>;
 
-export const RouteSpecSchema = Obj(
+const RouteSpecSchema = Obj(
   {
     hosts: List(
       Str({
@@ -477,7 +477,7 @@ export type HealthCheck = Static<typeof HealthCheckSchema>;
 const PROTOCOL = Enum(['auto', 'http1', 'http2'] as const, { default: 'auto', description: 'Protocol towards the endpoints; `auto` keeps the downstream\u2019s protocol.' });
 export type UpstreamProtocol = 'auto' | 'http1' | 'http2';
 
-export const DestinationPolicySpecSchema = Obj(
+const DestinationPolicySpecSchema = Obj(
   {
     service: Name('The destination service.'),
     loadBalancer: LoadBalancerSchema,
@@ -536,7 +536,7 @@ const RateLimitSchema = Obj(
 RateLimitSchema.properties.name[META] = { ...meta(RateLimitSchema.properties.name), optional: true, defaultText: 'limit-<index>' };
 export type RateLimit = Static<typeof RateLimitSchema>;
 
-export const RateLimitPolicySpecSchema = Obj(
+const RateLimitPolicySpecSchema = Obj(
   {
     service: Name('The destination service whose inbound traffic this policy limits.'),
     failureMode: Enum(['open', 'closed'] as const, { default: 'open', description: 'When redis fails: allow (open) or refuse (closed).' }),
@@ -569,7 +569,7 @@ const StaticEndpointSchema = Obj(
 StaticEndpointSchema.properties.labels.default = {};
 export type StaticEndpoint = Static<typeof StaticEndpointSchema>;
 
-export const ServiceSpecSchema = Obj(
+const ServiceSpecSchema = Obj(
   {
     endpoints: List(StaticEndpointSchema, { description: 'Endpoints outside the mesh, reached directly (no sidecar at the far end).', minItems: 1, maxItems: 1000 }),
     protocol: PROTOCOL,
@@ -597,7 +597,7 @@ ProtoFileSchema[META] = {
 };
 export type ProtoFile = Static<typeof ProtoFileSchema>;
 
-export const GrpcTranscodingSpecSchema = Obj(
+const GrpcTranscodingSpecSchema = Obj(
   {
     service: Name('The mesh service whose outbound requests are transcoded.'),
     protos: List(ProtoFileSchema, { description: 'The .proto files.', minItems: 1, maxItems: 100 }),

@@ -50,8 +50,6 @@ export type {
   GrpcTranscodingSpec,
 } from './schema';
 
-export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
-
 // -------------------------------------------------------------------------------- the resources
 
 interface ResourceBase<K extends Kind, S> {

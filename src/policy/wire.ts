@@ -15,7 +15,7 @@ type Obj = Record<string, unknown>;
 type S = TSchema & Obj;
 
 /** Duration strings: a number with ms, s, m or h ("250ms", "1.5s"). */
-export const DURATION_PATTERN = '^\\s*\\d+(\\.\\d+)?(ms|s|m|h)\\s*$';
+const DURATION_PATTERN = '^\\s*\\d+(\\.\\d+)?(ms|s|m|h)\\s*$';
 const STRUCTURAL = new Set(['type', 'properties', 'required', 'items', 'anyOf', 'patternProperties']);
 
 function options(s: S): Obj {
