@@ -4,7 +4,8 @@
  *
  * - checks.generated.ts: TypeBox's TypeCompiler code for the wire schema of each kind, compiled
  *   at build time as fastify's build-validation.js does, so no process compiles a validator at
- *   run time (and the sidecar never loads the compiler);
+ *   run time, and the plain-data plan of each kind (what toInternal walks), so a sidecar parsing
+ *   valid policies never loads TypeBox;
  * - deploy/schema/<kind>.json: the published JSON Schema of each kind (also `GET /v1/schema/{kind}`);
  * - docs/policy-reference.md: the field reference.
  *
@@ -13,10 +14,25 @@
 import { Kind as TKind, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { schemaFileName } from './json-schema';
-import { API_VERSION, KINDS, LIMITS, meta, resourceSchema } from './schema';
-import { wireSchema } from './wire';
+import { API_VERSION, KINDS, LIMITS, META, meta, resourceSchema, type Meta } from './schema';
+import { PLAN_KIND } from './wire';
+import { wireSchema } from './wire-schema';
 
 type S = TSchema & Record<string, unknown>;
+
+/** What toInternal()/fromInternal() need of a schema node, as JSON. */
+function plan(s: S): Record<string, unknown> {
+  const out: Record<string, unknown> = { [PLAN_KIND]: s[TKind] };
+  if (s.properties) out.properties = Object.fromEntries(Object.entries(s.properties as Record<string, S>).map(([k, p]) => [k, plan(p)]));
+  if (s.items) out.items = plan(s.items as S);
+  if (s.default !== undefined) out.default = s.default;
+  const m = s[META] as Meta | undefined;
+  if (m) {
+    const { wireSchema: _w, refused: _r, patternMessage: _p, required: _q, limit: _l, defaultText: _d, ...rest } = m;
+    if (Object.keys(rest).length > 0) out[META] = rest;
+  }
+  return out;
+}
 
 /** The source of checks.generated.ts. */
 export function generateChecks(): string {
@@ -34,6 +50,10 @@ export function generateChecks(): string {
     "import type { Kind } from './schema';",
     '',
     ...parts,
+    '',
+    '// The internal schema of each kind as plain data: what toInternal() walks (defaults, renames, durations),',
+    '// so that no process loads TypeBox to parse a valid policy.',
+    `export const PLANS: Readonly<Record<Kind, Record<string, unknown>>> = ${JSON.stringify(Object.fromEntries(KINDS.map((k) => [k, plan(resourceSchema(k) as S)])))};`,
     '',
     `export const CHECKS: Readonly<Record<Kind, (value: unknown) => boolean>> = Object.freeze({ ${KINDS.map((k) => `${k}: check${k}`).join(', ')} });`,
     '',

@@ -8,7 +8,7 @@
 import { Kind, type TSchema } from '@sinclair/typebox';
 import { Errors, ValueErrorType, type ValueError } from '@sinclair/typebox/errors';
 import type { FieldError } from '../core/result';
-import { meta } from './schema';
+import { meta } from './constants';
 import { join, suggest, typeName } from './validate';
 
 type S = TSchema & Record<string, unknown>;

@@ -4,7 +4,7 @@
  * `meshlet.dev/v1` YAML with it) and served by the control plane at `GET /v1/schema/{kind}`.
  */
 import { API_VERSION, META, resourceSchema, type Kind } from './schema';
-import { wireSchema } from './wire';
+import { wireSchema } from './wire-schema';
 
 /** The file name of a kind's JSON Schema: `route.json`, `destinationpolicy.json`... */
 export const schemaFileName = (kind: Kind): string => `${kind.toLowerCase()}.json`;

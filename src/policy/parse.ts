@@ -7,10 +7,9 @@
 import { fail, ok, type FieldError, type Result } from '../core/result';
 import type { TSchema } from '@sinclair/typebox';
 import type { Obj } from './validate';
-import { CHECKS } from './checks.generated';
-import { schemaErrors } from './errors';
-import { EnvelopeSchema, KINDS, LIMITS, resourceSchema, SPEC_SCHEMAS } from './schema';
-import { fromInternal, toInternal, wireSchema } from './wire';
+import { CHECKS, PLANS } from './checks.generated';
+import { KINDS, LIMITS } from './constants';
+import { fromInternal, toInternal } from './wire';
 import type { DestinationPolicySpec, GrpcTranscodingSpec, Kind, RateLimit, RateLimitPolicySpec, Resource, RetryPolicy, RouteMatch, RouteRule, RouteSpec } from './types';
 
 /** Lower-case plural and singular names accepted for a kind (URLs, `meshlet get`). */
@@ -95,11 +94,11 @@ export function parseResource(raw: unknown): Result<Resource> {
   }
   if (size > LIMITS.resourceBytes) return fail([{ path: '', message: `is ${size} bytes as JSON; at most ${LIMITS.resourceBytes} (limit resourceBytes)` }]);
   const kind = raw !== null && typeof raw === 'object' && (KINDS as readonly unknown[]).includes((raw as Obj).kind) ? ((raw as Obj).kind as Kind) : undefined;
-  if (kind === undefined) return fail(schemaErrors(wire.envelope(), raw));
+  if (kind === undefined) return fail(wire.errors(wire.envelope(), raw));
   const errors: FieldError[] = [];
-  const r = toInternal(resourceSchema(kind), raw, '', errors) as Resource;
+  const r = toInternal(PLANS[kind] as TSchema, raw, '', errors) as Resource;
   if (!CHECKS[kind](raw)) {
-    const all = schemaErrors(wire.resource(kind), raw);
+    const all = wire.errors(wire.resource(kind), raw);
     for (const e of errors) if (!all.some((x) => x.path === e.path)) all.push(e);
     return fail(all);
   }
@@ -108,18 +107,31 @@ export function parseResource(raw: unknown): Result<Resource> {
   return ok(deepFreeze(r));
 }
 
-/** The wire schemas, derived on first use (only an invalid document needs them). */
+/**
+ * Error reporting, loaded on the first invalid document: the wire schemas (derived with TypeBox)
+ * and the error walker. A process that only ever parses valid policies never loads TypeBox.
+ */
 const wire = {
   cache: new Map<string, TSchema>(),
-  resource(kind: Kind): TSchema {
-    let s = this.cache.get(kind);
-    if (!s) this.cache.set(kind, (s = wireSchema(resourceSchema(kind))));
+  errors(schema: TSchema, raw: unknown): FieldError[] {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return (require('./errors') as typeof import('./errors')).schemaErrors(schema, raw);
+  },
+  derive(key: string, make: (s: typeof import('./schema')) => TSchema): TSchema {
+    let s = this.cache.get(key);
+    if (!s) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { wireSchema } = require('./wire-schema') as typeof import('./wire-schema');
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      this.cache.set(key, (s = wireSchema(make(require('./schema') as typeof import('./schema')))));
+    }
     return s;
   },
+  resource(kind: Kind): TSchema {
+    return this.derive(kind, (m) => m.resourceSchema(kind));
+  },
   envelope(): TSchema {
-    let s = this.cache.get('');
-    if (!s) this.cache.set('', (s = wireSchema(EnvelopeSchema)));
-    return s;
+    return this.derive('', (m) => m.EnvelopeSchema);
   },
 };
 
@@ -351,7 +363,7 @@ export function describeRaw(raw: unknown, i: number): string {
 /** Back to the wire/YAML form: durations as strings, defaults kept explicit. `parseResource` of the
  * result gives an equal resource. */
 export function toWire(r: Resource): Record<string, unknown> {
-  return { apiVersion: r.apiVersion, kind: r.kind, metadata: { ...r.metadata }, spec: fromInternal(SPEC_SCHEMAS[r.kind], r.spec) };
+  return { apiVersion: r.apiVersion, kind: r.kind, metadata: { ...r.metadata }, spec: fromInternal((PLANS[r.kind].properties as Record<string, TSchema>).spec, r.spec) };
 }
 
 // ---------------------------------------------------------------------------------------- utils

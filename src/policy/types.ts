@@ -4,17 +4,17 @@
  * code. The wire and YAML forms are the same fields with durations written as strings ("250ms",
  * "2s") and a few renames (see wire.ts).
  */
+import type { Kind } from './constants';
 import type {
   DestinationPolicySpec,
   GrpcTranscodingSpec,
-  Kind,
   Metadata,
   RateLimitPolicySpec,
   RouteSpec,
   ServiceSpec,
 } from './schema';
 
-export { API_VERSION, KINDS, LIMITS, RETRY_ON, LB_TYPES, DESCRIPTOR_KEYS } from './schema';
+export { API_VERSION, KINDS, LIMITS, RETRY_ON, LB_TYPES, DESCRIPTOR_KEYS } from './constants';
 export type {
   Kind,
   Metadata,

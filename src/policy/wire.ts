@@ -1,63 +1,24 @@
 /**
- * The wire form, derived from the one schema (schema.ts): `wireSchema()` gives what users write
- * (validated by the compiled checks, published as JSON Schema), `toInternal()` turns a valid wire
+ * The wire form, derived from the one schema (schema.ts): `wireSchema()` (wire-schema.ts) gives
+ * what users write (validated by the compiled checks, published as JSON Schema), `toInternal()`
+ * walks the internal schema, or its generated plan (no TypeBox at run time), and turns a valid wire
  * document into the internal form (durations -> ms, renames, defaults, lower-cased names) and
  * `fromInternal()` is its inverse (what the control plane pushes, `meshlet get -o yaml`).
  * Renames are data (the `wire` and `hook` annotations); the five odd conversions are HOOKS below.
  */
-import { Kind, Type, type TSchema } from '@sinclair/typebox';
+import type { TSchema } from '@sinclair/typebox';
 import type { FieldError } from '../core/result';
-import { META, meta, type Meta } from './schema';
+import { meta, type Meta } from './constants';
 import { validateRegex } from './regex';
 import { formatDuration, join, parseDuration } from './validate';
 
 type Obj = Record<string, unknown>;
 type S = TSchema & Obj;
 
-/** Duration strings: a number with ms, s, m or h ("250ms", "1.5s"). */
-const DURATION_PATTERN = '^\\s*\\d+(\\.\\d+)?(ms|s|m|h)\\s*$';
-const STRUCTURAL = new Set(['type', 'properties', 'required', 'items', 'anyOf', 'patternProperties']);
-
-function options(s: S): Obj {
-  const out: Obj = {};
-  for (const [k, v] of Object.entries(s)) if (!STRUCTURAL.has(k)) out[k] = v;
-  return out;
-}
-
-const isOptional = (s: TSchema): boolean => (s as unknown as Record<symbol, unknown>)[Symbol.for('TypeBox.Optional')] === 'Optional';
-
-/** The schema of the wire form of an internal schema. */
-export function wireSchema(schema: TSchema): TSchema {
-  const s = schema as S;
-  const m = meta(s);
-  if (m.wireSchema) return m.wireSchema;
-  if (m.duration) {
-    const range = `${formatDuration(m.duration.minMs)} to ${formatDuration(m.duration.maxMs)}`;
-    return Type.String({
-      description: `${s.description ?? ''} A duration such as "250ms" or "2s" (${range}).`.trim(),
-      pattern: DURATION_PATTERN,
-      ...(typeof s.default === 'number' ? { default: formatDuration(s.default) } : {}),
-      [META]: m,
-    });
-  }
-  switch (s[Kind]) {
-    case 'Object': {
-      const props: Record<string, TSchema> = {};
-      for (const [k, p] of Object.entries(s.properties as Record<string, S>)) {
-        const pm = meta(p);
-        const w = wireSchema(p);
-        props[pm.wire ?? k] = isOptional(p) || p.default !== undefined || pm.optional ? Type.Optional(w) : w;
-      }
-      return Type.Object(props, options(s));
-    }
-    case 'Array':
-      return Type.Array(wireSchema(s.items as TSchema), options(s));
-    case 'Union':
-      return Type.Union((s.anyOf as TSchema[]).map(wireSchema), options(s));
-    default:
-      return s;
-  }
-}
+/** TypeBox's kind of a schema node (`Symbol.for('TypeBox.Kind')`), or `~kind` in a generated plan. */
+const KIND = Symbol.for('TypeBox.Kind');
+export const PLAN_KIND = '~kind';
+const kindOf = (s: S): unknown => (s as unknown as Record<symbol, unknown>)[KIND] ?? s[PLAN_KIND];
 
 type Errs = FieldError[];
 const isPlainObject = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -78,7 +39,7 @@ export function toInternal(schema: TSchema, v: unknown, path: string, errs: Errs
     else if (ms > m.duration.maxMs) errs.push({ path, message: `must be at most ${formatDuration(m.duration.maxMs)}` });
     return ms;
   }
-  switch (s[Kind]) {
+  switch (kindOf(s)) {
     case 'Object': {
       if (!isPlainObject(v)) return v;
       const o = v;
@@ -130,7 +91,7 @@ export function fromInternal(schema: TSchema, v: unknown): unknown {
   const m = meta(s);
   if (m.hook) return HOOKS[m.hook].out(v);
   if (m.duration) return formatDuration(v as number);
-  switch (s[Kind]) {
+  switch (kindOf(s)) {
     case 'Object': {
       const o = v as Obj;
       const out: Obj = {};
