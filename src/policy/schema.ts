@@ -83,7 +83,7 @@ const MetadataSchema = Obj(
     labels: Type.Optional(Labels('Labels.')),
     annotations: Type.Optional(StrMap('Free-form annotations.')),
     resourceVersion: Type.Optional(
-      Type.String({ description: 'Set by the control plane; send it back to update optimistically.', [META]: { hook: 'resourceVersion', wireSchema: Type.Union([Type.String({ minLength: 1 }), Type.Integer()]) } }),
+      Type.String({ description: 'Set by the control plane; send it back to update optimistically.', [META]: { hook: 'resourceVersion', wireSchema: Type.Union([Type.String({ minLength: 1 }), Type.Integer()], { description: 'Set by the control plane; send it back to update optimistically.' }) } }),
     ),
     creationTimestamp: Type.Optional(Str({ description: 'Set by the store: when the resource was first created (ISO 8601).' })),
   },
