@@ -242,7 +242,7 @@ return function check(value) {
     Array.isArray(value['spec']['protos']) &&
     value['spec']['protos'].length <= 100 &&
     value['spec']['protos'].length >= 1 &&
-    ((array) => { for(const value of array) if(!(((typeof value === 'object' && value !== null && !Array.isArray(value)) && (typeof value['name'] === 'string') && value['name'].length <= 512 && value['name'].length >= 1 && local_5.test(value['name']) && (typeof value['source'] === 'string') && value['source'].length <= 1048576 && value['source'].length >= 0 && Object.getOwnPropertyNames(value).length === 2))) { return false }; return true; })(value['spec']['protos']) &&
+    ((array) => { for(const value of array) if(!(((typeof value === 'object' && value !== null && !Array.isArray(value)) && (typeof value['name'] === 'string') && value['name'].length <= 512 && value['name'].length >= 1 && local_5.test(value['name']) && (typeof value['source'] === 'string') && value['source'].length <= 1048576 && value['source'].length >= 1 && Object.getOwnPropertyNames(value).length === 2))) { return false }; return true; })(value['spec']['protos']) &&
     Array.isArray(value['spec']['services']) &&
     value['spec']['services'].length <= 100 &&
     value['spec']['services'].length >= 1 &&

@@ -503,7 +503,7 @@ export type ServiceSpec = Static<typeof ServiceSpecSchema>;
 const ProtoFileSchema = Obj(
   {
     name: Str({ description: 'The name other protos import it by, e.g. `pricing/v1/pricing.proto`.', pattern: '^[A-Za-z0-9_.\\-/]+\\.proto$', patternMessage: 'must be a relative .proto path such as "pricing/v1/pricing.proto"', maxLength: 512 }),
-    source: Str({ description: 'The .proto text (`meshlet apply -f` embeds `file:`).', minLength: 0, maxLength: LIMITS.resourceBytes }),
+    source: Str({ description: 'The .proto text (`meshlet apply -f` embeds `file:`).', maxLength: LIMITS.resourceBytes }),
   },
   'One .proto file, its text embedded.',
 );
