@@ -90,7 +90,5 @@ export const RETRY_ON = [
 export type RetryOn = (typeof RETRY_ON)[number];
 
 export const LB_TYPES = ['round-robin', 'least-request', 'random', 'ring-hash'] as const;
-export type LoadBalancerType = (typeof LB_TYPES)[number];
 
 export const DESCRIPTOR_KEYS = ['source-service', 'destination-service', 'route', 'remote-address', 'path'] as const;
-export type DescriptorKey = (typeof DESCRIPTOR_KEYS)[number];

@@ -19,8 +19,8 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 
-export { API_VERSION, KINDS, LIMITS, META, meta, RETRY_ON, LB_TYPES, DESCRIPTOR_KEYS } from './constants';
-export type { Kind, Meta, RetryOn, LoadBalancerType, DescriptorKey } from './constants';
+export { API_VERSION, KINDS, LIMITS, META, meta } from './constants';
+export type { Kind, Meta, RetryOn } from './constants';
 import { API_VERSION, KINDS, LIMITS, META, meta, RETRY_ON, LB_TYPES, DESCRIPTOR_KEYS, type Kind, type Meta } from './constants';
 
 type Opt = { description?: string; default?: unknown; meta?: Meta };
@@ -101,7 +101,6 @@ const PathMatchSchema = Obj(
   },
   'Exactly one of exact, prefix, regex.',
 );
-export type PathMatch = Static<typeof PathMatchSchema>;
 
 const keyValueMatch = (header: boolean) =>
   Obj(
@@ -143,7 +142,6 @@ const BackendRefSchema = Obj(
   },
   'A weighted destination.',
 );
-export type BackendRef = Static<typeof BackendRefSchema>;
 
 const HeaderEditsSchema = Obj(
   {
@@ -169,7 +167,6 @@ const RedirectSchema = Obj(
   },
   'Answer with a redirect instead of forwarding.',
 );
-export type Redirect = Static<typeof RedirectSchema>;
 
 const RETRY_ON_LIST = `^\\s*(${RETRY_ON.join('|')})\\s*(,\\s*(${RETRY_ON.join('|')})\\s*)*$`;
 
@@ -347,7 +344,6 @@ const LoadBalancerSchema = Obj(
 export type LoadBalancer = Static<typeof LoadBalancerSchema>;
 
 const SubsetSchema = Obj({ name: Name('The subset name.', 63), labels: Labels('Endpoint labels that select it.') }, 'A named set of endpoints.');
-export type Subset = Static<typeof SubsetSchema>;
 
 const CircuitBreakerSchema = Obj(
   {
@@ -358,7 +354,6 @@ const CircuitBreakerSchema = Obj(
   },
   'Limits towards the service.',
 );
-export type CircuitBreaker = Static<typeof CircuitBreakerSchema>;
 
 const OutlierDetectionSchema = Obj(
   {
@@ -487,7 +482,6 @@ const StaticEndpointSchema = Obj(
   'An endpoint outside the mesh.',
 );
 StaticEndpointSchema.properties.labels.default = {};
-export type StaticEndpoint = Static<typeof StaticEndpointSchema>;
 
 const ServiceSpecSchema = Obj(
   {
@@ -515,7 +509,6 @@ ProtoFileSchema[META] = {
         : 'set file or source, not both',
   },
 };
-export type ProtoFile = Static<typeof ProtoFileSchema>;
 
 const GrpcTranscodingSpecSchema = Obj(
   {
@@ -538,7 +531,7 @@ export type GrpcTranscodingSpec = Static<typeof GrpcTranscodingSpecSchema>;
 
 // ------------------------------------------------------------------------------- the kinds
 
-export const SPEC_SCHEMAS = {
+const SPEC_SCHEMAS = {
   Route: RouteSpecSchema,
   DestinationPolicy: DestinationPolicySpecSchema,
   RateLimitPolicy: RateLimitPolicySpecSchema,

@@ -14,16 +14,12 @@ import type {
   ServiceSpec,
 } from './schema';
 
-export { API_VERSION, KINDS, LIMITS, RETRY_ON, LB_TYPES, DESCRIPTOR_KEYS } from './constants';
+export { API_VERSION, KINDS, LIMITS } from './constants';
 export type {
   Kind,
-  Metadata,
-  PathMatch,
   KeyValueMatch,
   RouteMatch,
-  BackendRef,
   HeaderEdits,
-  Redirect,
   RetryOn,
   RetryPolicy,
   RouteBreaker,
@@ -32,21 +28,14 @@ export type {
   RouteRule,
   RouteSpec,
   GrpcRouteOptions,
-  LoadBalancerType,
   LoadBalancer,
-  Subset,
-  CircuitBreaker,
   OutlierDetection,
   HealthCheck,
   UpstreamProtocol,
   DestinationPolicySpec,
-  DescriptorKey,
   Descriptor,
   RateLimit,
   RateLimitPolicySpec,
-  StaticEndpoint,
-  ServiceSpec,
-  ProtoFile,
   GrpcTranscodingSpec,
 } from './schema';
 
@@ -60,9 +49,9 @@ interface ResourceBase<K extends Kind, S> {
 }
 
 export type RouteResource = ResourceBase<'Route', RouteSpec>;
-export type DestinationPolicyResource = ResourceBase<'DestinationPolicy', DestinationPolicySpec>;
-export type RateLimitPolicyResource = ResourceBase<'RateLimitPolicy', RateLimitPolicySpec>;
-export type ServiceResource = ResourceBase<'Service', ServiceSpec>;
+type DestinationPolicyResource = ResourceBase<'DestinationPolicy', DestinationPolicySpec>;
+type RateLimitPolicyResource = ResourceBase<'RateLimitPolicy', RateLimitPolicySpec>;
+type ServiceResource = ResourceBase<'Service', ServiceSpec>;
 export type GrpcTranscodingResource = ResourceBase<'GrpcTranscoding', GrpcTranscodingSpec>;
 export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource;
 
