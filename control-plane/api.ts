@@ -10,6 +10,8 @@
  *   GET    /v1/status                 snapshot version, store revision, convergence, sidecars
  *   GET    /v1/snapshot               the snapshot sidecars are being pushed
  *   GET    /v1/stats                  per service and route: success rate, req/s, p50/p99 (from sidecars)
+ *   GET    /v1/schema                 the kinds, each with the URL of its JSON Schema
+ *   GET    /v1/schema/{kind}          the JSON Schema of a kind (as in deploy/schema/)
  *   GET    /v1/sd/prometheus          Prometheus HTTP SD targets: this control plane and every sidecar
  *   GET    /v1/version, /v1/sidecars/{id}/config_dump, /v1/explain   for the CLI (cli-api.ts)
  *   GET    /metrics  GET /healthz
@@ -25,7 +27,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import pino, { type Logger } from 'pino';
 import type { FieldError } from '../src/core/result';
 import { describeRaw, kindFromName, parseEach, parseResource, resourceKey, toWire, validateReferences } from '../src/policy/parse';
-import { API_VERSION, type Kind, type Resource } from '../src/policy/types';
+import { jsonSchema } from '../src/policy/json-schema';
+import { API_VERSION, KINDS, type Kind, type Resource } from '../src/policy/types';
 import { collectMeshStats } from '../src/observability/mesh-stats';
 import { CONTENT_TYPES, negotiate } from '../src/observability/metrics';
 import { cliRoutes } from './cli-api';
@@ -36,9 +39,9 @@ import type { UiApi } from './ui-api';
 import { contentOf, StoreError, type Store, type StoreOp, type StoreView, type WireResource } from './store';
 
 /** Request bodies above this are refused with 413. */
-export const MAX_BODY_BYTES = 4 * 1024 * 1024;
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
-export type ApiErrorCode =
+type ApiErrorCode =
   | 'invalid_json'
   | 'invalid'
   | 'too_large'
@@ -63,7 +66,7 @@ const STATUS: Record<ApiErrorCode, number> = {
   unavailable: 503,
 };
 
-export class ApiError extends Error {
+class ApiError extends Error {
   readonly code: ApiErrorCode;
   readonly status: number;
   readonly errors?: FieldError[];
@@ -163,9 +166,10 @@ class Api {
       else if (a === 'sd' && b === 'prometheus') routes = { GET: (r) => this.prometheusTargets(r) };
       else if (a === 'snapshot' && b === undefined) routes = { GET: () => this.snapshot() };
       else if (a === 'apply' && b === undefined) routes = { POST: (r, u) => this.apply(r, u.searchParams.get('dryRun') === 'true') };
+      else if (a === 'schema') routes = { GET: () => schemaReply(b) };
       else {
         const kind = kindFromName(a);
-        if (!kind) throw new ApiError('unknown_kind', `unknown kind ${JSON.stringify(a)}; use one of route, destinationpolicy, ratelimitpolicy, service`);
+        if (!kind) throw new ApiError('unknown_kind', `unknown kind ${JSON.stringify(a)}; use one of ${KINDS.map((k) => k.toLowerCase()).join(', ')}`);
         if (b === undefined) {
           routes = { GET: () => this.list(kind), POST: (r) => this.create(r, kind) };
         } else if (b !== '') {
@@ -427,4 +431,12 @@ function tooLarge(): ApiError {
 function hostForUrl(h: string): string {
   const v = h.replace(/^::ffff:/, '');
   return v.includes(':') ? `[${v}]` : v;
+}
+
+/** `GET /v1/schema` (the kinds) and `GET /v1/schema/{kind}` (its JSON Schema). */
+function schemaReply(name: string | undefined): Reply {
+  if (name === undefined || name === '') return { status: 200, body: { apiVersion: API_VERSION, kinds: KINDS.map((k) => ({ kind: k, schema: `/v1/schema/${k.toLowerCase()}` })) } };
+  const kind = kindFromName(name);
+  if (!kind) throw new ApiError('unknown_kind', `unknown kind ${JSON.stringify(name)}; use one of ${KINDS.map((k) => k.toLowerCase()).join(', ')}`);
+  return { status: 200, body: jsonSchema(kind) };
 }

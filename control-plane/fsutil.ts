@@ -9,7 +9,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 
 /** Temp files carry this marker; loaders delete any file whose name contains it. */
-export const TEMP_MARKER = '.tmp-';
+const TEMP_MARKER = '.tmp-';
 
 export function isTempFile(name: string): boolean {
   return name.includes(TEMP_MARKER);

@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import { systemClock, type Clock, type Timer } from '../src/core/clock';
 import { fetchSidecarStats, type SidecarWindow } from '../src/observability/mesh-stats';
 import { WindowMerge } from '../src/observability/metrics';
-import type { SidecarResilience } from '../sidecar/index';
+import type { SidecarResilience } from '../src/observability/mesh-stats';
 
 export interface SeriesPoint {
   /** Sample time, ms since the epoch. */

@@ -330,7 +330,7 @@ export class PushServer {
 }
 
 /** The host of a grpc-js peer string: `ipv4:1.2.3.4:5`, `1.2.3.4:5`, `[::1]:5`, `ipv6:[::1]:5`. */
-export function peerHost(peer: string): string {
+function peerHost(peer: string): string {
   let p = peer.replace(/^(ipv4|ipv6|unix):/, '');
   const bracket = /^\[([^\]]+)\](?::\d+)?$/.exec(p);
   if (bracket) return bracket[1] as string;

@@ -11,7 +11,7 @@
  * instead (`revision`, in /v1/status and here).
  */
 import { createHash } from 'node:crypto';
-import type { Endpoint, WireSnapshot } from '../src/policy/types';
+import type { Endpoint } from '../src/policy/types';
 import { canonicalJson } from './fsutil';
 import type { StoreView, WireResource } from './store';
 
@@ -28,12 +28,8 @@ export interface BuiltSnapshot {
   readonly builtAt: number;
 }
 
-export function snapshotVersion(resources: readonly unknown[], endpoints: readonly Endpoint[]): string {
+function snapshotVersion(resources: readonly unknown[], endpoints: readonly Endpoint[]): string {
   return createHash('sha256').update(canonicalJson({ resources, endpoints })).digest('hex').slice(0, 12);
-}
-
-export function toWireSnapshot(b: BuiltSnapshot): WireSnapshot {
-  return { version: b.version, resources: [...b.resources], endpoints: [...b.endpoints] };
 }
 
 export class SnapshotBuilder {

@@ -39,7 +39,7 @@ export interface WireResource {
   [field: string]: unknown;
 }
 
-export interface WireMetadata {
+interface WireMetadata {
   name: string;
   resourceVersion?: string;
   creationTimestamp?: string;
@@ -68,7 +68,7 @@ export type StoreOp =
   /** Fails with `not_found` if missing, `conflict` if `expectedVersion` is set and differs. */
   | { op: 'delete'; kind: Kind; name: string; expectedVersion?: string };
 
-export type ChangeAction = 'created' | 'updated' | 'deleted' | 'unchanged';
+type ChangeAction = 'created' | 'updated' | 'deleted' | 'unchanged';
 
 export interface OpResult {
   kind: Kind;

@@ -16,7 +16,7 @@
  *
  * Rare and admin-only: compiling probes per call is fine here, never on the request path.
  */
-import { compileSnapshot, subsetEndpoints } from '../src/policy/compile';
+import { compileSnapshot, subsetEndpoints } from '../src/snapshot/compile';
 import type { CompiledSnapshot, RequestView } from '../src/policy/compiled';
 import { formatDuration } from '../src/policy/validate';
 import type { Endpoint, KeyValueMatch, Resource, RouteMatch, RouteResource, RouteRule } from '../src/policy/types';

@@ -17,7 +17,8 @@ import { startListener, type Listener } from '../src/http/listener';
 import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
 import { RateLimitLayer } from '../src/resilience/rate-limit';
-import { compileSnapshot, parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
+import { compileSnapshot } from '../src/snapshot/compile';
+import { parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { VERSION } from '../src/core/version';
 import { startAdmin, type AdminServer } from './admin';
 import { explain } from './explain';
@@ -28,6 +29,7 @@ import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
 import { ACCESS_LOG_DESTINATION } from '../src/observability/observer';
 import { ProxyStats } from './stats';
 import type { Format } from '../src/observability/metrics';
+import type { SidecarResilience } from '../src/observability/mesh-stats';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
 import type { WindowExports } from '../src/observability/merge';
 import type { Subscriber } from './subscriber';
@@ -126,11 +128,7 @@ export async function loadStaticWire(file: string): Promise<Result<{ snapshot: S
 export type SidecarStatsReport = { id: string; version: string | null; resilience: SidecarResilience; /** Open `/tap` watchers. */ taps: number } & ReturnType<
   MeshMetrics['stats']
 >;
-export interface SidecarResilience {
-  breakers: { route: string; state: 'closed' | 'open' | 'half-open' }[];
-  ejected: { service: string; endpoints: string[] }[];
-  rateLimits: { limit: string; scope: 'local' | 'global'; allowed: number; limited: number; failedOpen: number; failedClosed: number }[];
-}
+export type { SidecarResilience } from '../src/observability/mesh-stats';
 
 /** The data plane alone: what a `--concurrency N` worker runs (sidecar/cluster.ts), and the core of `startSidecar`. */
 export interface ProxyOptions extends Omit<SidecarOptions, 'controlPlane' | 'configFile' | 'admin' | 'advertiseAddress' | 'onQuit' | 'drainDelayMs'> {

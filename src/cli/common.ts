@@ -1,8 +1,26 @@
 /** Shared plumbing for the `meshlet` sub-commands: flags, addresses, the API client, exit codes. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
-export class UsageError extends Error {
-  readonly code = 'MESHLET_USAGE';
+import { CliError, UsageError } from './errors';
+
+export { CliError, UsageError } from './errors';
+
+/** An entry of the command table (main.ts): the module is loaded only when the command runs. */
+export interface CommandEntry {
+  name: string;
+  summary: string;
+  /** Talks to the control plane, so takes the global flags (--server, --context). */
+  client?: boolean;
+  load(): Command;
+}
+
+let commandTable: readonly CommandEntry[] = [];
+/** main.ts registers its table here, so that commands reading it (completion) need not import main. */
+export function setCommandTable(t: readonly CommandEntry[]): void {
+  commandTable = t;
+}
+export function commands(): readonly CommandEntry[] {
+  return commandTable;
 }
 
 export interface Command {
@@ -127,7 +145,7 @@ export function serverUrl(flag: string | undefined): string {
  */
 export function resolveContext(): { server?: string; token?: string; context?: string } {
   // Loaded on use: the long-running commands never read the config file.
-  const { loadConfig, configPath } = require('./config') as typeof import('./config');
+  const { loadConfig, configPath } = require('./config-file') as typeof import('./config-file');
   const cfg = loadConfig();
   const name = globals.context;
   if (name !== undefined) {
@@ -177,9 +195,6 @@ export async function api(server: string, method: string, path: string, body?: u
 }
 
 /** A failure to report to the user in one line (exit 1), as opposed to a usage error (exit 2). */
-export class CliError extends Error {
-  readonly code = 'MESHLET_CLI';
-}
 
 /** Renders an API error body: its message and every field error on a line of its own. */
 export function describeApiError(r: ApiResponse): string {

@@ -3,15 +3,13 @@
  * flags (read from its usage text, the one place they are documented) and the policy kinds.
  */
 import { KIND_ALIASES } from '../policy/parse';
-import { flags, UsageError, type Command } from './common';
+import { commands, flags, UsageError, type Command } from './common';
 
 const SHELLS = ['bash', 'zsh', 'fish'];
 
 /** Every command with its flags, from the usage texts. */
 export function commandFlags(): { name: string; summary: string; flags: string[] }[] {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { COMMANDS } = require('./main') as typeof import('./main');
-  return COMMANDS.map((c) => {
+  return commands().map((c) => {
     const usage = c.load().usage;
     const found = new Set<string>([...usage.matchAll(/(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])\b/g)].map((m) => m[1] as string));
     if (c.client) for (const g of ['--server', '--context']) found.add(g);

@@ -14,13 +14,13 @@
  * `meshlet up` passes the same flags (SIDECAR_NODE_FLAGS) to the sidecars it starts; so should
  * anything that runs `node dist/src/cli/main.js` itself.
  */
-import { CliError, globals, nearest, UsageError, type Command } from './common';
+import { CliError, globals, nearest, setCommandTable, UsageError, type CommandEntry } from './common';
 
 /**
  * Each command's module is loaded only when it runs: a sidecar does not carry the CLI's clients.
  * `client`: talks to the control plane, so takes the global flags (--server, --context).
  */
-export const COMMANDS: { name: string; summary: string; client?: boolean; load(): Command }[] = [
+export const COMMANDS: CommandEntry[] = [
   { name: 'up', summary: 'run a local mesh on loopback: control plane, demo services, a sidecar each (what `npm start` runs)', load: () => require('./up').up },
   { name: 'control-plane', summary: 'run the control plane: REST API, policy store, push to sidecars', load: () => require('./control-plane').controlPlane },
   { name: 'sidecar', summary: 'run the sidecar proxy beside one service instance', load: () => require('./sidecar').sidecar },
@@ -42,6 +42,7 @@ export const COMMANDS: { name: string; summary: string; client?: boolean; load()
   { name: 'config', summary: 'named contexts: which control plane the client commands talk to', load: () => require('./config').config },
   { name: 'completion', summary: 'print shell completion for bash, zsh or fish', load: () => require('./completion').completion },
 ];
+setCommandTable(COMMANDS);
 
 const GLOBAL_FLAGS = ['--server', '--context'];
 

@@ -63,7 +63,7 @@ connected, and the policy version it ACKed (or the version it NACKed, and why).
 
 export function formatStatus(b: StatusBody, wide: boolean): string {
   const conv = b.convergence ? `, last change reached every sidecar in ${b.convergence.ms} ms` : '';
-  let out = `policy version ${b.version} (store revision ${b.revision})${conv}\n\n`;
+  const out = `policy version ${b.version} (store revision ${b.revision})${conv}\n\n`;
   if (b.sidecars.length === 0) return out + 'no sidecars connected\n';
   // Several replicas on one etcd store: say which one each sidecar is on.
   const replicas = b.sidecars.some((s) => s.replica);

@@ -5,7 +5,7 @@
  * change nothing are copied byte for byte. All or nothing: any error (invalid YAML, a kind
  * that carries a pod we cannot inject, a bad annotation) fails the whole input.
  */
-import { Document, isMap, isSeq, LineCounter, parseAllDocuments, YAMLSeq } from 'yaml';
+import { type Document, isMap, isSeq, LineCounter, parseAllDocuments, type YAMLSeq } from 'yaml';
 import { fail, ok, type FieldError, type Result } from '../core/result';
 import { namespaceInject } from './annotations';
 import { isOurs, LISTS, planPod, type InjectOptions, type Plan, type PodTemplate } from './plan';

@@ -9,7 +9,7 @@ registerPicker('least-request', leastRequest);
 registerPicker('random', random);
 registerPicker('ring-hash', ringHash);
 
-export { buildPicker, registerPicker, type PickerContext, type PickerFactory } from './registry';
+export { buildPicker } from './registry';
 export { ActiveRequests, endpointKey, noStats } from './stats';
-export { hash32 } from './ring-hash';
 export { cumulativeWeights, weightedIndex } from './random';
+export type { Picker, EndpointStats } from './picker';

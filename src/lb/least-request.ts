@@ -1,6 +1,6 @@
 /** Least request by the power of N (default two) random choices: pick N endpoints at random and
  * send to the one with the fewest active requests relative to its weight. */
-import type { Picker } from '../policy/compiled';
+import type { Picker } from './picker';
 import type { Endpoint } from '../policy/types';
 import type { PickerContext } from './registry';
 

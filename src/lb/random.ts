@@ -1,5 +1,5 @@
 /** Weighted random choice: a cumulative-weight table built once, a binary search per pick. */
-import type { Picker } from '../policy/compiled';
+import type { Picker } from './picker';
 import type { Endpoint } from '../policy/types';
 import type { PickerContext } from './registry';
 

@@ -1,5 +1,5 @@
 /** Load-balancing algorithms register here by name (like grpc-js's registerLoadBalancerType). */
-import type { EndpointStats, Picker } from '../policy/compiled';
+import type { EndpointStats, Picker } from './picker';
 import type { Endpoint, LoadBalancer } from '../policy/types';
 
 export interface PickerContext {

@@ -1,12 +1,13 @@
 /** Consistent hashing on a request header (Ketama-style ring): requests with the same header value
  * go to the same endpoint, and an endpoint joining or leaving moves only its share of keys.
  * Requests without the header are spread at random. */
-import type { Picker, RequestView } from '../policy/compiled';
+import type { RequestView } from '../policy/request-view';
+import type { Picker } from './picker';
 import type { Endpoint } from '../policy/types';
 import type { PickerContext } from './registry';
 
 /** 32-bit FNV-1a followed by a murmur3 finaliser, for a well-mixed ring position. */
-export function hash32(s: string): number {
+function hash32(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);

@@ -1,6 +1,6 @@
 /** Smooth weighted round-robin (nginx's algorithm): with equal weights a plain rotation; with
  * weights, an interleaved sequence in which each endpoint appears in proportion to its weight. */
-import type { Picker } from '../policy/compiled';
+import type { Picker } from './picker';
 import type { Endpoint } from '../policy/types';
 import type { PickerContext } from './registry';
 

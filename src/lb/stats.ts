@@ -1,6 +1,6 @@
 /** Live per-endpoint request counts, shared across snapshots (keyed by address:port), read by
  * the least-request picker and kept current by the data path. */
-import type { EndpointStats } from '../policy/compiled';
+import type { EndpointStats } from './picker';
 import type { Endpoint } from '../policy/types';
 
 // Keys are asked for on every request (pick, counts, pools): built once per endpoint object, and

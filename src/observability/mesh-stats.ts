@@ -134,3 +134,10 @@ export async function collectMeshStats(sidecars: { id: string; service: string; 
   unreachable.sort((a, b) => a.id.localeCompare(b.id));
   return aggregate(reports, unreachable);
 }
+
+/** A sidecar's resilience state as its `/stats` reports it (sidecar/index.ts), read by the dashboard's history. */
+export interface SidecarResilience {
+  breakers: { route: string; state: 'closed' | 'open' | 'half-open' }[];
+  ejected: { service: string; endpoints: string[] }[];
+  rateLimits: { limit: string; scope: 'local' | 'global'; allowed: number; limited: number; failedOpen: number; failedClosed: number }[];
+}

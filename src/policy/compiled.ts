@@ -1,8 +1,12 @@
 /**
  * The compiled form of a snapshot: what the sidecar's hot path uses. Built once per snapshot by
- * `compileSnapshot` (compile.ts); the data path only does lookups and calls on it.
+ * `compileSnapshot` (src/snapshot/compile.ts, outside src/policy because it builds the runtime
+ * parts: pickers from src/lb, transcoders from src/grpc); the data path only does lookups and
+ * calls on it. Only *types* of those runtime parts are named here (erased at compile time), so
+ * src/policy loads no runtime module.
  */
 import type { CompiledTranscoding } from '../grpc/transcode/handler';
+import type { Picker } from '../lb/picker';
 import type {
   DestinationPolicySpec,
   Endpoint,
@@ -16,30 +20,11 @@ import type {
   UpstreamProtocol,
 } from './types';
 
-/** The parts of a request that routing looks at, built once per request by the listener. */
-export interface RequestView {
-  /** Upper-case method. */
-  method: string;
-  /** The path without the query string, e.g. `/api/items`. */
-  path: string;
-  /** The raw query string without `?`, or '' when there is none. */
-  query: string;
-  /** Host or :authority as the client sent it, lower-cased, possibly with a port. */
-  authority: string;
-  /** A request header by lower-case name; repeated headers joined with ', '. */
-  header(name: string): string | undefined;
-}
+import type { RequestView } from './request-view';
+export type { RequestView } from './request-view';
 
-/** Immutable; replaced whenever the endpoints or the policy change (see grpc-js's Picker). */
-export interface Picker {
-  /** An endpoint for this request, or undefined when there is none. */
-  pick(req: RequestView): Endpoint | undefined;
-}
-
-/** Live per-endpoint counters shared by pickers across snapshots (least-request reads them). */
-export interface EndpointStats {
-  active(ep: Endpoint): number;
-}
+// Where they lived before src/lb had them; kept so importers compile unchanged.
+export type { Picker, EndpointStats } from '../lb/picker';
 
 export interface CompiledService {
   name: string;

@@ -1,6 +1,4 @@
 export * from './types';
 export * from './compiled';
-export { parseResource, parseDocuments, parseEach, parseAll, validateReferences, toWire, resourceKey, kindFromName, KIND_ALIASES, describeRaw } from './parse';
+export { parseDocuments, parseAll, toWire } from './parse';
 export { parseSnapshot } from './snapshot';
-export { compileSnapshot, subsetEndpoints, type CompileOptions } from './compile';
-export { parseDuration, formatDuration } from './validate';

@@ -124,7 +124,7 @@ export function typeName(v: unknown): string {
   return `${typeof v} ${String(v)}`;
 }
 
-function suggest(k: string, allowed: readonly string[]): string {
+export function suggest(k: string, allowed: readonly string[]): string {
   const lower = k.toLowerCase();
   const near = allowed.find((a) => a.toLowerCase() === lower || distance(a.toLowerCase(), lower) <= 2);
   return near ? ` (did you mean "${near}"?)` : `; allowed: ${allowed.join(', ')}`;

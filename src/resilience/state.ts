@@ -7,7 +7,8 @@
 import type { Clock } from '../core/clock';
 import type { ConnectionLimits } from '../http/upstream-types';
 import { buildPicker, endpointKey } from '../lb';
-import { subsetEndpoints, type CompiledRule, type CompiledService, type CompiledSnapshot, type EndpointStats, type Picker } from '../policy';
+import { subsetEndpoints } from '../snapshot/compile';
+import { type CompiledRule, type CompiledService, type CompiledSnapshot, type EndpointStats, type Picker } from '../policy';
 import { CircuitBreaker, type BreakerState } from './breaker';
 import { HealthChecker } from './health-check';
 import { OutlierDetector } from './outlier';

@@ -8,6 +8,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
+// The command table is registered by main.ts when it loads.
+import '../../src/cli/main';
 import { commandFlags } from '../../src/cli/completion';
 import { MAIN, ROOT, tmpDir } from './lib/meshlet';
 

@@ -362,3 +362,24 @@ t.test('a restarted control plane serves what it stored, at the same snapshot ve
   const got = await fetch(`${base()}/v1/routes/web`);
   t.equal(got.status, 200);
 });
+
+t.test('the JSON Schema of every kind is served at /v1/schema/{kind}', async (t) => {
+  const { call } = await start(t);
+  const list = await call('GET', '/v1/schema');
+  t.equal(list.status, 200);
+  t.same(
+    list.body.kinds.map((k: { kind: string }) => k.kind),
+    ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding'],
+  );
+  for (const { kind, schema } of list.body.kinds as { kind: string; schema: string }[]) {
+    const r = await call('GET', schema);
+    t.equal(r.status, 200, schema);
+    t.match(r.headers['content-type'], /json/);
+    t.same(r.body, JSON.parse(fs.readFileSync(path.join(__dirname, '../../../deploy/schema', `${kind.toLowerCase()}.json`), 'utf8')), `${kind}: as in deploy/schema/`);
+  }
+  const alias = await call('GET', '/v1/schema/routes');
+  t.equal(alias.body.title, 'meshlet.dev/v1 Route', 'kind aliases work');
+  const bad = await call('GET', '/v1/schema/gateway');
+  t.equal(bad.status, 404);
+  t.equal(bad.body.code, 'unknown_kind');
+});

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { compileSnapshot } from '../../../src/policy/compile';
+import { compileSnapshot } from '../../../src/snapshot/compile';
 import type { RequestView } from '../../../src/policy/compiled';
 import { parseSnapshot } from '../../../src/policy/snapshot';
 import type { Endpoint } from '../../../src/policy/types';

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import t from 'tap';
 import { runCases, type Case } from './cases';
 import { embedProtoFiles } from '../../../src/grpc/transcode/embed';
-import { compileSnapshot } from '../../../src/policy/compile';
+import { compileSnapshot } from '../../../src/snapshot/compile';
 import { parseAll } from '../../../src/policy/parse';
 import type { GrpcTranscodingResource, Resource } from '../../../src/policy/types';
 

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { compileSnapshot } from '../../../src/policy/compile';
+import { compileSnapshot } from '../../../src/snapshot/compile';
 import { parseSnapshot } from '../../../src/policy/snapshot';
 import { httpPorts, meshAddresses } from '../../../sidecar/intercept';
 

@@ -1,20 +1,22 @@
 /**
  * Validated snapshot -> compiled snapshot, once per snapshot: regexes built, matchers composed
  * into closures, weighted-choice tables and pickers made. The request path only calls them.
+ *
+ * It lives here, not in src/policy, because it assembles runtime parts (pickers from src/lb,
+ * transcoders from src/grpc) around the policy model, and src/policy stays a leaf that loads no
+ * runtime module (dependency rules: .dependency-cruiser.js).
  */
 import type { CompiledTranscoding } from '../grpc/transcode/handler';
-import { buildPicker, cumulativeWeights, noStats, weightedIndex } from '../lb';
+import { buildPicker, cumulativeWeights, noStats, weightedIndex, type EndpointStats, type Picker } from '../lb';
 import type {
   CompiledBackend,
   CompiledRule,
   CompiledService,
   CompiledSnapshot,
-  EndpointStats,
   HeaderEditor,
-  Picker,
   RequestView,
   RouteTable,
-} from './compiled';
+} from '../policy/compiled';
 import type {
   DestinationPolicySpec,
   Endpoint,
@@ -27,7 +29,7 @@ import type {
   RouteRule,
   Snapshot,
   UpstreamProtocol,
-} from './types';
+} from '../policy/types';
 
 export interface CompileOptions {
   stats?: EndpointStats;

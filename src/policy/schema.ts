@@ -1,0 +1,567 @@
+/**
+ * The policy schema, written once. Every kind is declared here, in its *validated* (internal)
+ * form, with TypeBox; the rest is derived:
+ *
+ * - the TypeScript types (`Static<...>`, re-exported by types.ts under their usual names);
+ * - the *wire* schema (what users write in YAML/JSON) by `wireSchema()` in wire.ts, which renames
+ *   the fields annotated below (`timeoutMs` <- `timeout: "5s"`, `methods` <- `method`...), makes a
+ *   field with a default optional, and turns a duration into a duration string;
+ * - the validator: TypeBox's TypeCompiler code for each wire schema, emitted at build time into
+ *   checks.generated.ts (scripts/gen-policy.js), with a plain-data "plan" of each kind that
+ *   toInternal() walks, so parsing a valid policy loads no TypeBox at all (measured: 0 TypeBox
+ *   modules after a valid parse; the first invalid one loads it, ~200 modules, for errors.ts);
+ * - the JSON Schema of every kind (deploy/schema/, `GET /v1/schema/{kind}`) and the field
+ *   reference docs/policy-reference.md.
+ *
+ * Annotations live under the `x-meshlet` key of a schema (stripped from the published JSON
+ * Schema). Cross-field rules ("set exactly one of..."), regex compilation, duplicates and "did you
+ * mean" hints are hand-written in parse.ts; input bounds are in LIMITS.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+
+export { API_VERSION, KINDS, LIMITS, META, meta } from './constants';
+export type { Kind, Meta, RetryOn } from './constants';
+import { API_VERSION, KINDS, LIMITS, META, meta, RETRY_ON, LB_TYPES, DESCRIPTOR_KEYS, type Kind, type Meta } from './constants';
+
+type Opt = { description?: string; default?: unknown; meta?: Meta };
+const o = (x: Opt & Record<string, unknown>): Record<string, unknown> => {
+  const { meta: m, ...rest } = x;
+  return m ? { ...rest, [META]: m } : rest;
+};
+
+const NAME = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$';
+const NAME_TEXT = 'must be lower-case letters, digits, "-" and ".", starting and ending with a letter or digit';
+const HEADER_NAME = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+const HEADER_VALUE = '^[\\t\\x20-\\x7e\\x80-\\xff]*$';
+const HOST = '^(\\*|(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)(:\\d{1,5})?$';
+const HOST_ANY_CASE = '^(\\*|(\\*\\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*)(:\\d{1,5})?$';
+const LABEL_KEY = '^(?=.{1,316}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$';
+const SLASH = '^/';
+const SLASH_TEXT = 'must start with "/"';
+
+const Obj = <P extends Record<string, TSchema>>(props: P, description: string, extra: Record<string, unknown> = {}) =>
+  Type.Object(props, { additionalProperties: false, description, ...extra });
+/** A list; `readonly` in the derived type. */
+const List = <T extends TSchema>(item: T, x: Opt & { minItems?: number; maxItems?: number } = {}) => Type.Unsafe<readonly Static<T>[]>(Type.Array(item, o(x)));
+const Str = (x: Opt & { pattern?: string; patternMessage?: string; minLength?: number; maxLength?: number } = {}) => {
+  const { patternMessage, meta: m, ...rest } = x;
+  const mm = patternMessage ? { ...m, patternMessage } : m;
+  return Type.String(o({ minLength: 1, ...rest, meta: mm }));
+};
+const Name = (description: string, maxLength = 253) => Str({ description, pattern: NAME, patternMessage: NAME_TEXT, maxLength });
+const HeaderName = (description: string, x: Opt = {}) =>
+  Str({ description, pattern: HEADER_NAME, patternMessage: 'must be a valid header name', maxLength: LIMITS.headerNameLength, ...x, meta: { lower: true, limit: 'headerNameLength', ...x.meta } });
+const Int = (minimum: number, maximum: number, x: Opt = {}) => Type.Integer(o({ minimum, maximum, ...x }));
+const Num = (minimum: number, maximum: number, x: Opt = {}) => Type.Number(o({ minimum, maximum, ...x }));
+const Bool = (x: Opt = {}) => Type.Boolean(o(x));
+const Enum = <const T extends readonly (string | number)[]>(values: T, x: Opt = {}) =>
+  Type.Union(
+    values.map((v) => Type.Literal(v)),
+    o(x),
+  ) as unknown as ReturnType<typeof Type.Unsafe<T[number]>>;
+/** A duration: milliseconds inside, a string such as "250ms" or "2s" on the wire (field `wire`). */
+const Dur = (wire: string, description: string, x: { minMs?: number; maxMs?: number; default?: number; optional?: boolean; defaultText?: string } = {}) =>
+  Type.Number(
+    o({
+      description,
+      ...(x.default !== undefined ? { default: x.default } : {}),
+      meta: { wire, duration: { minMs: x.minMs ?? 1, maxMs: x.maxMs ?? 24 * 3_600_000 }, ...(x.optional ? { optional: true, defaultText: x.defaultText } : {}) },
+    }),
+  );
+const StrMap = (description: string, keys?: { pattern: string; message: string }, value?: TSchema, extra: Opt & { maxProperties?: number } = {}) =>
+  Type.Unsafe<Readonly<Record<string, string>>>(
+    Type.Record(Type.String(), value ?? Type.String(), o({ description, ...extra, ...(keys ? { propertyNames: { pattern: keys.pattern } } : {}), meta: { ...extra.meta, ...(keys ? { keys } : {}) } })),
+  );
+const Labels = (description: string) => StrMap(description, { pattern: LABEL_KEY, message: 'invalid label key' });
+
+// ---------------------------------------------------------------------------------- envelope
+
+const MetadataSchema = Obj(
+  {
+    name: Name('The resource name, unique per kind.'),
+    namespace: Type.Optional(Name('Namespace (informational).', 63)),
+    labels: Type.Optional(Labels('Labels.')),
+    annotations: Type.Optional(StrMap('Free-form annotations.')),
+    resourceVersion: Type.Optional(
+      Type.String({ description: 'Set by the control plane; send it back to update optimistically.', [META]: { hook: 'resourceVersion', wireSchema: Type.Union([Type.String({ minLength: 1 }), Type.Integer()], { description: 'Set by the control plane; send it back to update optimistically.' }) } }),
+    ),
+    creationTimestamp: Type.Optional(Str({ description: 'Set by the store: when the resource was first created (ISO 8601).' })),
+  },
+  'Name, labels and bookkeeping of a resource.',
+);
+export type Metadata = Static<typeof MetadataSchema>;
+
+// ---------------------------------------------------------------------------------- Route
+
+const PathMatchSchema = Obj(
+  {
+    exact: Type.Optional(Str({ description: 'The whole path equals this.', pattern: SLASH, patternMessage: SLASH_TEXT, maxLength: LIMITS.matchValueLength, meta: { limit: 'matchValueLength' } })),
+    prefix: Type.Optional(Str({ description: 'The path starts with this.', pattern: SLASH, patternMessage: SLASH_TEXT, maxLength: LIMITS.matchValueLength, meta: { limit: 'matchValueLength' } })),
+    regex: Type.Optional(Str({ description: 'The whole path matches this regular expression.', maxLength: LIMITS.matchValueLength, meta: { regex: true, limit: 'matchValueLength' } })),
+  },
+  'Exactly one of exact, prefix, regex.',
+);
+
+const keyValueMatch = (header: boolean) =>
+  Obj(
+    {
+      name: header ? HeaderName('The header name.') : Str({ description: 'The query parameter name.', maxLength: LIMITS.headerNameLength, meta: { limit: 'headerNameLength' } }),
+      exact: Type.Optional(Str({ description: 'The value equals this.', minLength: 0, maxLength: LIMITS.matchValueLength, meta: { limit: 'matchValueLength' } })),
+      regex: Type.Optional(Str({ description: 'The value matches this regular expression.', maxLength: LIMITS.matchValueLength, meta: { regex: true, limit: 'matchValueLength' } })),
+      present: Type.Optional(Bool({ description: 'The parameter is present (must be true; use invert for absence).' })),
+      invert: Type.Optional(Bool({ description: 'Inverts the match.' })),
+    },
+    header ? 'A header condition: exactly one of exact, regex, present.' : 'A query-parameter condition: exactly one of exact, regex, present.',
+  );
+const KeyValueMatchSchema = keyValueMatch(true);
+/** Header and query-parameter matches: exactly one of exact, regex, present. */
+export type KeyValueMatch = Static<typeof KeyValueMatchSchema>;
+
+const METHOD = Str({ pattern: '^[A-Z]+$', patternMessage: 'must be an upper-case HTTP method such as GET', maxLength: 32 });
+const RouteMatchSchema = Obj(
+  {
+    path: Type.Optional(PathMatchSchema),
+    methods: Type.Optional(
+      List(Type.String(), {
+        description: 'Upper-case HTTP methods; any of them matches. One method or a list.',
+        meta: { wire: 'method', hook: 'method', wireSchema: Type.Union([METHOD, Type.Array(METHOD, { minItems: 1, maxItems: 16 })], { description: 'Upper-case HTTP methods; any of them matches. One method or a list.' }) },
+      }),
+    ),
+    headers: Type.Optional(List(KeyValueMatchSchema, { description: 'Header conditions, all must hold.', maxItems: LIMITS.conditionsPerMatch, meta: { limit: 'conditionsPerMatch' } })),
+    queryParams: Type.Optional(List(keyValueMatch(false), { description: 'Query-parameter conditions, all must hold.', maxItems: LIMITS.conditionsPerMatch, meta: { limit: 'conditionsPerMatch' } })),
+  },
+  'Conditions on a request; all must hold.',
+);
+export type RouteMatch = Static<typeof RouteMatchSchema>;
+
+const BackendRefSchema = Obj(
+  {
+    service: Name('The destination service.'),
+    subset: Type.Optional(Name('A subset defined by the service\u2019s DestinationPolicy.', 63)),
+    weight: Int(0, 1_000_000, { default: 1, description: 'Relative weight; 0 sends nothing.' }),
+  },
+  'A weighted destination.',
+);
+
+const HeaderEditsSchema = Obj(
+  {
+    set: Type.Optional(StrMap('Headers to set (replacing).', { pattern: HEADER_NAME, message: 'invalid header name' }, HeaderValue(), { maxProperties: LIMITS.headerEdits, meta: { lowerKeys: true, limit: 'headerEdits' } })),
+    add: Type.Optional(StrMap('Headers to add (appending).', { pattern: HEADER_NAME, message: 'invalid header name' }, HeaderValue(), { maxProperties: LIMITS.headerEdits, meta: { lowerKeys: true, limit: 'headerEdits' } })),
+    remove: Type.Optional(List(HeaderName('A header to remove.'), { description: 'Headers to remove.', maxItems: LIMITS.headerEdits, meta: { limit: 'headerEdits' } })),
+  },
+  'Header edits.',
+);
+function HeaderValue(): TSchema {
+  return Type.String({ pattern: HEADER_VALUE, [META]: { patternMessage: 'invalid header value (control characters are not allowed)' } });
+}
+export type HeaderEdits = Static<typeof HeaderEditsSchema>;
+
+const RedirectSchema = Obj(
+  {
+    scheme: Type.Optional(Enum(['http', 'https'] as const, { description: 'The new scheme.' })),
+    host: Type.Optional(Str({ description: 'The new host.', pattern: '^[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?$', patternMessage: 'must be a DNS name or IP address', maxLength: LIMITS.hostLength })),
+    port: Type.Optional(Int(1, 65535, { description: 'The new port.' })),
+    path: Type.Optional(Str({ description: 'Replaces the whole path.', pattern: SLASH, patternMessage: SLASH_TEXT, maxLength: LIMITS.matchValueLength })),
+    pathPrefix: Type.Optional(Str({ description: 'Replaces the matched path prefix (needs a path.prefix match).', pattern: SLASH, patternMessage: SLASH_TEXT, maxLength: LIMITS.matchValueLength })),
+    statusCode: Enum([301, 302, 303, 307, 308] as const, { default: 302, description: 'The redirect status.' }),
+  },
+  'Answer with a redirect instead of forwarding.',
+);
+
+const RETRY_ON_LIST = `^\\s*(${RETRY_ON.join('|')})\\s*(,\\s*(${RETRY_ON.join('|')})\\s*)*$`;
+
+const RetryPolicySchema = Obj(
+  {
+    attempts: Int(0, 10, { description: 'Retries after the first try.' }),
+    perTryTimeoutMs: Type.Optional(Dur('perTryTimeout', 'Timeout of each try.')),
+    retryOn: List(Enum(RETRY_ON), {
+      default: ['connect-failure', 'reset', '5xx'],
+      description: 'What is retried: a list, or a comma-separated string.',
+      meta: {
+        hook: 'retryOn',
+        wireSchema: Type.Union([Type.String({ pattern: RETRY_ON_LIST, [META]: { patternMessage: `must be one of ${RETRY_ON.join(', ')}; got {value}` } }), Type.Array(Enum(RETRY_ON), { minItems: 1 })], {
+          description: 'What is retried: a list, or a comma-separated string.',
+          default: ['connect-failure', 'reset', '5xx'],
+        }),
+      },
+    }),
+    retriableStatusCodes: Type.Optional(List(Int(100, 599), { description: 'HTTP statuses retried with retriable-status-codes.', minItems: 1, maxItems: 100 })),
+    backoff: Type.Optional(
+      Obj(
+        {
+          baseIntervalMs: Dur('baseInterval', 'First backoff interval (jittered, doubling).', { default: 25 }),
+          maxIntervalMs: Dur('maxInterval', 'Largest backoff interval.', { optional: true, defaultText: '10 x baseInterval' }),
+        },
+        'Exponential backoff between tries.',
+      ),
+    ),
+    budget: Obj(
+      {
+        percent: Num(0, 1000, { default: 20, description: 'Retries allowed as a % of the requests in flight to the destination.' }),
+        minRetriesPerSecond: Int(0, 100_000, { default: 10, description: 'Retries per second always allowed.' }),
+      },
+      'Retries allowed on top of requests (Linkerd\u2019s retryBudget); always in force.',
+      { default: {} },
+    ),
+    bufferLimitBytes: Int(0, 64 * 1024 * 1024, { default: 64 * 1024, description: 'Request bodies up to this size are kept for a retry; above, no retry.' }),
+  },
+  'Retries of failed tries.',
+);
+export type RetryPolicy = Static<typeof RetryPolicySchema>;
+
+const RouteBreakerSchema = Obj(
+  {
+    failureRateThreshold: Int(1, 100, { description: 'Open when at least this % of the calls in the window failed.' }),
+    slowCallRateThreshold: Type.Optional(Int(1, 100, { description: 'Open when at least this % of the calls were slower than slowCallDuration.' })),
+    slowCallDurationMs: Type.Optional(Dur('slowCallDuration', 'A call slower than this is slow.')),
+    minimumCalls: Int(1, 100_000, { default: 10, description: 'Calls needed in the window before a rate is judged.' }),
+    windowMs: Dur('window', 'The sliding time window.', { minMs: 100, maxMs: 3_600_000, default: 10_000 }),
+    openDurationMs: Dur('openDuration', 'How long it stays open before trial calls.', { default: 30_000 }),
+    halfOpenCalls: Int(1, 1000, { default: 3, description: 'Trial calls in half-open; all must succeed to close.' }),
+  },
+  'A per-route breaker with closed / open / half-open states.',
+);
+export type RouteBreaker = Static<typeof RouteBreakerSchema>;
+
+const Percent = (d: string) => Num(0, 100, { default: 100, description: d });
+const FaultInjectionSchema = Obj(
+  {
+    delay: Type.Optional(Obj({ fixedMs: Dur('fixed', 'The delay.', { maxMs: 600_000 }), percent: Percent('% of requests delayed.') }, 'Delay requests.')),
+    abort: Type.Optional(
+      Obj(
+        {
+          httpStatus: Type.Optional(Int(200, 599, { description: 'HTTP status answered.' })),
+          grpcStatus: Type.Optional(Int(1, 16, { description: 'gRPC status answered.' })),
+          percent: Percent('% of requests aborted.'),
+        },
+        'Abort requests.',
+      ),
+    ),
+    header: Type.Optional(HeaderName('Only requests carrying this header are subject to the fault.')),
+  },
+  'Chaos testing: delay or abort a percentage of requests.',
+);
+export type FaultInjection = Static<typeof FaultInjectionSchema>;
+
+const MirrorSchema = Obj(
+  {
+    service: Name('The service that receives copies.'),
+    subset: Type.Optional(Name('A subset of it.', 63)),
+    percent: Percent('% of requests copied.'),
+  },
+  'Copies a percentage of requests to another backend; responses are discarded.',
+);
+export type Mirror = Static<typeof MirrorSchema>;
+
+const RouteRuleSchema = Obj(
+  {
+    name: Name('Rule name, used in metrics and by RateLimitPolicy.', 63),
+    matches: List(RouteMatchSchema, { default: [], description: 'Any match selects the rule; empty: every request.', maxItems: LIMITS.matchesPerRule, meta: { limit: 'matchesPerRule' } }),
+    backends: Type.Optional(List(BackendRefSchema, { description: 'Where requests go.', minItems: 1, maxItems: LIMITS.backendsPerRule, meta: { limit: 'backendsPerRule' } })),
+    redirect: Type.Optional(RedirectSchema),
+    requestHeaders: Type.Optional(HeaderEditsSchema),
+    responseHeaders: Type.Optional(HeaderEditsSchema),
+    rewrite: Type.Optional(
+      Obj(
+        {
+          pathPrefix: Type.Optional(Str({ description: 'Replaces the matched path prefix.', pattern: SLASH, patternMessage: SLASH_TEXT, maxLength: LIMITS.matchValueLength })),
+          host: Type.Optional(Str({ description: 'Replaces the Host.', pattern: HOST, patternMessage: 'must be a DNS name, optionally with :port', maxLength: LIMITS.hostLength })),
+        },
+        'Rewrites before forwarding.',
+      ),
+    ),
+    timeoutMs: Type.Optional(Dur('timeout', 'Route timeout, retries included.')),
+    retries: Type.Optional(RetryPolicySchema),
+    breaker: Type.Optional(RouteBreakerSchema),
+    fault: Type.Optional(FaultInjectionSchema),
+    mirror: Type.Optional(MirrorSchema),
+    traceSamplingPercent: Type.Optional(
+      Num(0, 100, {
+        meta: {
+          wire: 'tracing',
+          hook: 'tracing',
+          wireSchema: Obj({ samplingPercent: Num(0, 100, { description: '% of new traces started on this rule that are sampled.' }) }, 'Tracing of this rule.'),
+        },
+      }),
+    ),
+  },
+  'A rule: matches, and what to do with the requests they select.',
+);
+RouteRuleSchema.properties.name[META] = { ...meta(RouteRuleSchema.properties.name), optional: true, defaultText: 'rule-<index>' };
+export type RouteRule = Static<typeof RouteRuleSchema>;
+
+const GrpcRouteOptionsSchema = Obj(
+  {
+    maxMessageBytes: Type.Optional(Int(1, 0xffffffff, { description: 'Largest gRPC message, either way (default 4 MiB).' })),
+    allowOrigins: Type.Optional(
+      List(
+        Str({
+          pattern: '^(\\*|[hH][tT][tT][pP][sS]?:\\/\\/[a-zA-Z0-9.-]+(:\\d{1,5})?)$',
+          patternMessage: 'must be "*" or an origin such as "https://app.example.com" (scheme, host, optional port; no path)',
+          maxLength: LIMITS.hostLength + 16,
+          meta: { lower: true },
+        }),
+        { description: 'gRPC-Web: browser origins allowed by CORS.', minItems: 1, maxItems: 100 },
+      ),
+    ),
+  },
+  'gRPC and gRPC-Web calls on this route.',
+);
+export type GrpcRouteOptions = Static<typeof GrpcRouteOptionsSchema>;
+
+const RouteSpecSchema = Obj(
+  {
+    hosts: List(
+      Str({
+        pattern: HOST_ANY_CASE,
+        patternMessage: 'invalid host {value}: use a DNS name, optionally with :port, or a "*." wildcard',
+        maxLength: LIMITS.hostLength,
+        meta: { lower: true, limit: 'hostLength' },
+      }),
+      { description: 'Hostnames (optionally host:port) this route serves; `*.example.com` wildcards allowed.', minItems: 1, maxItems: LIMITS.hostsPerRoute, meta: { limit: 'hostsPerRoute' } },
+    ),
+    rules: List(RouteRuleSchema, { description: 'Rules, first match wins.', minItems: 1, maxItems: LIMITS.rulesPerRoute, meta: { limit: 'rulesPerRoute' } }),
+    grpc: Type.Optional(GrpcRouteOptionsSchema),
+    websocket: Type.Optional(Obj({ idleTimeoutMs: Type.Optional(Dur('idleTimeout', 'A tunnel idle this long is closed.')) }, 'WebSocket (HTTP/1.1 Upgrade) connections on this route.')),
+  },
+  'Routes requests for some hosts to backends.',
+);
+export type RouteSpec = Static<typeof RouteSpecSchema>;
+
+// ------------------------------------------------------------------------ DestinationPolicy
+
+
+const LoadBalancerSchema = Obj(
+  {
+    type: Enum(LB_TYPES, { description: 'The algorithm.' }),
+    hashHeader: Type.Optional(HeaderName('ring-hash only: the request header whose value is hashed.')),
+    ringSize: Type.Optional(Int(1, 4096, { description: 'ring-hash only: virtual nodes per unit of endpoint weight (default 128).' })),
+    choiceCount: Type.Optional(Int(2, 10, { description: 'least-request only: how many random endpoints to compare (default 2).' })),
+  },
+  'How an endpoint is picked.',
+  { default: { type: 'round-robin' } },
+);
+export type LoadBalancer = Static<typeof LoadBalancerSchema>;
+
+const SubsetSchema = Obj({ name: Name('The subset name.', 63), labels: Labels('Endpoint labels that select it.') }, 'A named set of endpoints.');
+
+const CircuitBreakerSchema = Obj(
+  {
+    maxConnections: Type.Optional(Int(0, 10_000_000, { description: 'Connections to the service.' })),
+    maxPendingRequests: Type.Optional(Int(0, 10_000_000, { description: 'Requests waiting for a connection.' })),
+    maxRequests: Type.Optional(Int(0, 10_000_000, { description: 'Requests in flight.' })),
+    maxRetries: Type.Optional(Int(0, 10_000_000, { description: 'Retries in flight.' })),
+  },
+  'Limits towards the service.',
+);
+
+const OutlierDetectionSchema = Obj(
+  {
+    consecutive5xx: Type.Optional(Int(1, 1000, { description: 'Eject after this many 5xx in a row.' })),
+    consecutiveGatewayErrors: Type.Optional(Int(1, 1000, { description: 'Eject after this many 502/503/504 in a row.' })),
+    failurePercentage: Type.Optional(
+      Obj(
+        {
+          threshold: Int(1, 100, { description: 'Eject an endpoint whose failure % is at least this.' }),
+          minimumHosts: Int(1, 10_000, { default: 5, description: 'Endpoints needed to judge.' }),
+          requestVolume: Int(1, 1_000_000, { default: 50, description: 'Requests an endpoint needs in the interval to be judged.' }),
+        },
+        'Failure-percentage ejection.',
+      ),
+    ),
+    intervalMs: Dur('interval', 'How often ejection is evaluated.', { minMs: 10, default: 10_000 }),
+    baseEjectionTimeMs: Dur('baseEjectionTime', 'Ejection time (multiplied by the times ejected).', { default: 30_000 }),
+    maxEjectionPercent: Int(0, 100, { default: 10, description: 'At most this % of endpoints ejected.' }),
+    panicThreshold: Int(0, 100, { default: 50, description: 'Below this % of healthy endpoints, ejection is ignored.' }),
+  },
+  'Passive health: eject failing endpoints for a while.',
+);
+export type OutlierDetection = Static<typeof OutlierDetectionSchema>;
+
+const HealthCheckSchema = Obj(
+  {
+    httpPath: Type.Optional(Str({ description: 'An HTTP GET to this path; 2xx is healthy.', pattern: '^\\/[\\x21-\\x7e]*$', patternMessage: 'must be a path starting with "/"', maxLength: LIMITS.matchValueLength })),
+    grpcService: Type.Optional(Str({ description: "The gRPC health protocol for this service name ('' = server).", minLength: 0, pattern: '^[\\w.]*$', patternMessage: 'must be a gRPC service name', maxLength: 256 })),
+    intervalMs: Dur('interval', 'Time between checks.', { minMs: 10, default: 5_000 }),
+    timeoutMs: Dur('timeout', 'Timeout of a check.', { minMs: 1, default: 1_000 }),
+    unhealthyThreshold: Int(1, 100, { default: 2, description: 'Failed checks in a row to mark unhealthy.' }),
+    healthyThreshold: Int(1, 100, { default: 1, description: 'Passed checks in a row to mark healthy.' }),
+  },
+  'Active health checking of every endpoint; exactly one of httpPath, grpcService.',
+);
+export type HealthCheck = Static<typeof HealthCheckSchema>;
+
+const PROTOCOL = Enum(['auto', 'http1', 'http2'] as const, { default: 'auto', description: 'Protocol towards the endpoints; `auto` keeps the downstream\u2019s protocol.' });
+export type UpstreamProtocol = 'auto' | 'http1' | 'http2';
+
+const DestinationPolicySpecSchema = Obj(
+  {
+    service: Name('The destination service.'),
+    loadBalancer: LoadBalancerSchema,
+    subsets: List(SubsetSchema, { default: [], description: 'Named subsets of endpoints, by labels.', maxItems: 100 }),
+    circuitBreaker: Type.Optional(CircuitBreakerSchema),
+    outlierDetection: Type.Optional(OutlierDetectionSchema),
+    healthCheck: Type.Optional(HealthCheckSchema),
+    protocol: PROTOCOL,
+    connectTimeoutMs: Type.Optional(Dur('connectTimeout', 'Connect timeout.', { maxMs: 600_000 })),
+    idleTimeoutMs: Type.Optional(Dur('idleTimeout', 'Idle upstream connections are closed after this long (default 60 s).', { minMs: 100 })),
+    http2Upgrade: Type.Optional(Bool({ description: 'HTTP/1.1 requests to meshed endpoints travel over one HTTP/2 connection between sidecars (default true).' })),
+  },
+  'How traffic to a service is balanced and protected.',
+);
+export type DestinationPolicySpec = Static<typeof DestinationPolicySpecSchema>;
+
+// -------------------------------------------------------------------------- RateLimitPolicy
+
+const DescriptorSchema = Type.Union([Obj({ key: Enum(DESCRIPTOR_KEYS) }, 'A built-in key.'), Obj({ header: HeaderName('A request header.') }, 'A request header\u2019s value.')]);
+/** What a limit is keyed by: a built-in key, or a request header's value. */
+export type Descriptor = Static<typeof DescriptorSchema>;
+
+const RateLimitSchema = Obj(
+  {
+    name: Name('Limit name.', 63),
+    routes: Type.Optional(
+      List(Str({ pattern: '^[a-z0-9][-a-z0-9.]*(\\/[a-z0-9][-a-z0-9]*)?$', patternMessage: 'must be "route" or "route/rule"', maxLength: 320 }), {
+        description: 'Applies to requests on these Route rules (`route/rule` or `route`); empty: all.',
+        minItems: 1,
+        maxItems: 100,
+      }),
+    ),
+    descriptors: List(DescriptorSchema, {
+      default: [],
+      description: 'What the limit is keyed by: built-in keys (a string) or `{ header: name }`.',
+      meta: {
+        hook: 'descriptor',
+        wireSchema: Type.Array(
+          Type.Union([
+            Enum(DESCRIPTOR_KEYS),
+            Obj({ key: Type.Optional(Enum(DESCRIPTOR_KEYS)), header: Type.Optional(HeaderName('A request header.')) }, 'Exactly one of key, header.'),
+          ]),
+          { description: 'What the limit is keyed by: built-in keys (a string) or `{ header: name }`.', default: [], maxItems: 16 },
+        ),
+      },
+    }),
+    requests: Int(1, 1_000_000_000, { description: 'Requests allowed per period.' }),
+    periodMs: Dur('per', 'The period.', { minMs: 1, maxMs: 24 * 3_600_000 }),
+    burst: Int(0, 1_000_000_000, { default: 0, description: 'Extra requests allowed in a burst above the steady rate.' }),
+    scope: Enum(['local', 'global'] as const, { default: 'local', description: 'Per sidecar, or shared through redis.' }),
+  },
+  'A limit.',
+);
+RateLimitSchema.properties.name[META] = { ...meta(RateLimitSchema.properties.name), optional: true, defaultText: 'limit-<index>' };
+export type RateLimit = Static<typeof RateLimitSchema>;
+
+const RateLimitPolicySpecSchema = Obj(
+  {
+    service: Name('The destination service whose inbound traffic this policy limits.'),
+    failureMode: Enum(['open', 'closed'] as const, { default: 'open', description: 'When redis fails: allow (open) or refuse (closed).' }),
+    limits: List(RateLimitSchema, { description: 'The limits.', minItems: 1, maxItems: 100 }),
+    redis: Type.Optional(
+      Obj(
+        {
+          address: Str({ description: 'host:port of redis.', pattern: '^[A-Za-z0-9.\\-\\[\\]:]+:\\d{1,5}$', patternMessage: 'must be host:port', maxLength: 300 }),
+          timeoutMs: Dur('timeout', 'Timeout of a redis call.', { minMs: 1, maxMs: 10_000, default: 5 }),
+        },
+        'Shared counters for scope global.',
+      ),
+    ),
+  },
+  'Rate limits on a service\u2019s inbound traffic.',
+);
+export type RateLimitPolicySpec = Static<typeof RateLimitPolicySpecSchema>;
+
+// ---------------------------------------------------------------------------------- Service
+
+const StaticEndpointSchema = Obj(
+  {
+    address: Str({ description: 'IP address or DNS name.', pattern: '^[A-Za-z0-9.\\-:]+$', patternMessage: 'must be an IP address or DNS name', maxLength: LIMITS.hostLength }),
+    port: Int(1, 65535, { description: 'Port.' }),
+    labels: Labels('Labels (for subsets).'),
+    weight: Int(1, 1000, { default: 1, description: 'Relative weight.' }),
+  },
+  'An endpoint outside the mesh.',
+);
+StaticEndpointSchema.properties.labels.default = {};
+
+const ServiceSpecSchema = Obj(
+  {
+    endpoints: List(StaticEndpointSchema, { description: 'Endpoints outside the mesh, reached directly (no sidecar at the far end).', minItems: 1, maxItems: 1000 }),
+    protocol: PROTOCOL,
+  },
+  'A service outside the mesh.',
+);
+export type ServiceSpec = Static<typeof ServiceSpecSchema>;
+
+// -------------------------------------------------------------------------- GrpcTranscoding
+
+const ProtoFileSchema = Obj(
+  {
+    name: Str({ description: 'The name other protos import it by, e.g. `pricing/v1/pricing.proto`.', pattern: '^[A-Za-z0-9_.\\-/]+\\.proto$', patternMessage: 'must be a relative .proto path such as "pricing/v1/pricing.proto"', maxLength: 512 }),
+    source: Str({ description: 'The .proto text (`meshlet apply -f` embeds `file:`).', maxLength: LIMITS.resourceBytes }),
+  },
+  'One .proto file, its text embedded.',
+);
+ProtoFileSchema[META] = {
+  refused: {
+    file: (p: Record<string, unknown>) =>
+      p.source === undefined
+        ? 'is read and embedded as source by `meshlet apply -f`, `meshlet up` and `meshlet sidecar --config`; the API and the push stream take the text in source'
+        : 'set file or source, not both',
+  },
+};
+
+const GrpcTranscodingSpecSchema = Obj(
+  {
+    service: Name('The mesh service whose outbound requests are transcoded.'),
+    protos: List(ProtoFileSchema, { description: 'The .proto files.', minItems: 1, maxItems: 100 }),
+    services: List(Str({ pattern: '^\\.?[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*$', patternMessage: 'must be a fully-qualified gRPC service name such as "demo.pricing.v1.Pricing"', maxLength: 512 }), {
+      description: 'Fully-qualified gRPC services to expose, e.g. `demo.pricing.v1.Pricing`.',
+      minItems: 1,
+      maxItems: 100,
+    }),
+    unknownMethods: Enum(['reject', 'passthrough'] as const, { default: 'reject', description: 'A request no binding matches: `reject` (404 JSON) or `passthrough`.' }),
+    ignoreUnknownQueryParameters: Bool({ default: false, description: 'Ignore query parameters that name no field.' }),
+    emitDefaults: Bool({ default: false, description: 'Print fields at their default value in responses.' }),
+    maxRequestBytes: Int(1, 64 * 1024 * 1024, { default: 4 * 1024 * 1024, description: 'Largest JSON request body.' }),
+    maxResponseBytes: Int(1, 64 * 1024 * 1024, { default: 4 * 1024 * 1024, description: 'Largest JSON response body.' }),
+  },
+  'HTTP/JSON -> gRPC transcoding for one destination service.',
+);
+export type GrpcTranscodingSpec = Static<typeof GrpcTranscodingSpecSchema>;
+
+// ------------------------------------------------------------------------------- the kinds
+
+const SPEC_SCHEMAS = {
+  Route: RouteSpecSchema,
+  DestinationPolicy: DestinationPolicySpecSchema,
+  RateLimitPolicy: RateLimitPolicySpecSchema,
+  Service: ServiceSpecSchema,
+  GrpcTranscoding: GrpcTranscodingSpecSchema,
+} as const satisfies Record<Kind, TSchema>;
+
+/** The resource of one kind: the shared envelope around its spec (internal form). */
+export function resourceSchema<K extends Kind>(kind: K) {
+  return Obj(
+    {
+      apiVersion: Type.Literal(API_VERSION, { description: 'Always meshlet.dev/v1.', [META]: { required: `is required (use "${API_VERSION}")` } }),
+      kind: Type.Literal(kind, { description: `Always ${kind}.` }),
+      metadata: MetadataSchema,
+      spec: SPEC_SCHEMAS[kind] as (typeof SPEC_SCHEMAS)[K],
+    },
+    `A meshlet ${kind}.`,
+  );
+}
+
+/** The envelope alone (used to report errors when `kind` itself is wrong). */
+export const EnvelopeSchema = Obj(
+  {
+    apiVersion: Type.Literal(API_VERSION, { [META]: { required: `is required (use "${API_VERSION}")` } }),
+    kind: Type.Union(
+      KINDS.map((k) => Type.Literal(k)),
+      { [META]: { required: `is required (one of ${KINDS.join(', ')})` } },
+    ),
+    metadata: MetadataSchema,
+    spec: Type.Unknown(),
+  },
+  'A meshlet resource.',
+);
