@@ -8,6 +8,9 @@
  *   most the 4 bytes of a split prefix, so an oversized message is stopped before any of it leaves.
  */
 
+/** Default largest message (grpc-js's default receive limit). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
 export const HEADER_BYTES = 5;
 export const FLAG_COMPRESSED = 0x01;
 /** gRPC-Web: the frame carries the trailers, as an HTTP/1 header block. */

@@ -38,6 +38,8 @@ export interface UpgradePlan {
   authority: string;
   idleTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** The endpoint's outcome for outlier detection: a failed connect or answer is a gateway failure. */
+  report?(outcome: 'success' | 'gateway'): void;
 }
 
 export function forwardUpgrade(ctx: UpgradeContext, direction: 'inbound' | 'outbound', req: H1Request, res: H1Response, plan: UpgradePlan): void {
@@ -84,6 +86,7 @@ export function forwardUpgrade(ctx: UpgradeContext, direction: 'inbound' | 'outb
     if (tunnel) return;
     clearTimeout(connectTimer);
     ctx.logger.debug({ err, upstream: plan.target.key }, 'upgrade upstream failed');
+    plan.report?.('gateway');
     if (!connected) fail(503, Flags.UpstreamConnectFailure, `upstream connect failure: ${err.code ?? err.message}`);
     else fail(502, Flags.UpstreamReset, `upstream reset: ${err.code ?? err.message}`);
   });
@@ -105,6 +108,7 @@ export function forwardUpgrade(ctx: UpgradeContext, direction: 'inbound' | 'outb
     const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(buf.toString('latin1', 0, Math.min(end, 64)))?.[1] ?? 0);
     if (status === 0) return fail(502, Flags.UpstreamReset, 'upstream sent an invalid response');
     ctx.stats.record(direction, status);
+    plan.report?.(status >= 500 ? 'gateway' : 'success');
     // Whatever the answer, it goes to the client byte for byte; the parser has let go of the socket.
     res.headersSent = true;
     tunnel = true;

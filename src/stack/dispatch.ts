@@ -1,0 +1,20 @@
+/**
+ * The bottom of the stack: hands the call to the connection pools (`UpstreamPools.send`), with the
+ * headers of this try (the HTTP/1.1 multiplexing mark, the grpc-timeout left).
+ */
+import type { Handler } from '../core/layer';
+import { formatGrpcTimeout } from '../grpc/timeout';
+import { ORIG_PROTO_HEADER } from '../http/multiplex';
+import type { StackContext } from './context';
+
+export function dispatcher(ctx: Pick<StackContext, 'pools' | 'clock'>): Handler {
+  return (call, sink) => {
+    let headers = call.headers;
+    if (call.mux) headers = [...headers, ORIG_PROTO_HEADER, `HTTP/${call.version}`];
+    if (call.grpcTimeoutAt >= 0 && call.deadline > 0) {
+      headers = headers.slice();
+      headers[call.grpcTimeoutAt] = formatGrpcTimeout(Math.max(1, call.deadline - ctx.clock.monotonic()));
+    }
+    return ctx.pools.send(call.target as NonNullable<typeof call.target>, { method: call.method, path: call.path, authority: call.authority, headers, body: call.body }, sink);
+  };
+}
