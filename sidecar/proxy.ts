@@ -199,7 +199,7 @@ function reject(ctx: ProxyContext, direction: Direction, req: DownstreamRequest,
 export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandler {
   const key = endpointKey({ address: app.host, port: app.port });
   const h1: UpstreamTarget = { key, address: app.host, port: app.port, protocol: app.protocol ?? 'http1' };
-  const h2: UpstreamTarget = { key, address: app.host, port: app.port, protocol: app.protocol ?? 'http2' };
+  const h2: UpstreamTarget = { key, address: app.host, port: app.port, protocol: app.protocol ?? 'http2', auto: app.protocol === undefined };
   const stack = inboundStack(ctx);
   return (req, res, protocol) => {
     const upgrade = protocol === 'http1' && (req as H1Request).upgrade !== undefined;

@@ -1,10 +1,13 @@
 /**
  * The bottom of the stack: hands the call to the connection pools (`UpstreamPools.send`), with the
- * headers of this try (the HTTP/1.1 multiplexing mark, the grpc-timeout left).
+ * headers of this try (the HTTP/1.1 multiplexing mark, the grpc-timeout left), in HTTP/1.1 to an
+ * automatic endpoint known to refuse HTTP/2.
  */
 import type { Handler } from '../core/layer';
 import { formatGrpcTimeout } from '../grpc/timeout';
 import { ORIG_PROTO_HEADER } from '../http/multiplex';
+import type { UpstreamTarget } from '../http/upstream-types';
+import { withProtocol } from './auto-protocol';
 import type { StackContext } from './context';
 
 export function dispatcher(ctx: Pick<StackContext, 'pools' | 'clock'>): Handler {
@@ -15,6 +18,6 @@ export function dispatcher(ctx: Pick<StackContext, 'pools' | 'clock'>): Handler 
       headers = headers.slice();
       headers[call.grpcTimeoutAt] = formatGrpcTimeout(Math.max(1, call.deadline - ctx.clock.monotonic()));
     }
-    return ctx.pools.send(call.target as NonNullable<typeof call.target>, { method: call.method, path: call.path, authority: call.authority, headers, body: call.body }, sink);
+    return ctx.pools.send(withProtocol(call.target as UpstreamTarget, ctx.clock), { method: call.method, path: call.path, authority: call.authority, headers, body: call.body }, sink);
   };
 }

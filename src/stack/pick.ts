@@ -3,7 +3,7 @@
  * picked with the route), the service's `maxRequests`, the outlier-aware picker (another endpoint
  * than the last try's when there is one), and the protocol: the service's, or for `auto` the
  * downstream one, HTTP/1.1 multiplexed over HTTP/2 to another sidecar (multiplex.ts), HTTP/2 for
- * gRPC, and HTTP/1.1 for endpoints known to refuse the HTTP/2 preface (auto-protocol.ts).
+ * gRPC (the dispatcher then sends HTTP/1.1 to endpoints known to refuse HTTP/2: auto-protocol.ts).
  *
  * Each try counts as active on its endpoint (least-request pickers, maxRequests, maxRetries) until
  * it ends, and reports its outcome to outlier detection.
@@ -15,7 +15,6 @@ import { refusedUnseen, type Headers, type ResponseSink, type UpstreamCall } fro
 import { endpointKey } from '../lb';
 import type { CompiledRule, RequestView } from '../policy/compiled';
 import type { ServiceState } from '../resilience/state';
-import { protocolFor } from './auto-protocol';
 import type { StackContext } from './context';
 import { grpcOutcome, grpcStatusOf, httpOutcome, isGrpcKind, PER_TRY_TIMEOUT } from './profile';
 
@@ -43,7 +42,8 @@ export function pickLayer(ctx: StackContext, rule: CompiledRule): Layer {
       key,
       address: ep.address,
       port: ep.port,
-      protocol: grpc || mux ? 'http2' : call.kind === 'websocket' ? 'http1' : protocolFor(cs.protocol, call.protocol, key, ctx.clock),
+      protocol: grpc || mux ? 'http2' : call.kind === 'websocket' ? 'http1' : cs.protocol === 'auto' ? call.protocol : cs.protocol,
+      auto: cs.protocol === 'auto' && !grpc && !mux,
       limits: svc.limits,
       idleMs: svc.idleMs,
     };

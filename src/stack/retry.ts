@@ -139,7 +139,7 @@ export class RetryState implements UpstreamCall {
       return;
     }
     // `protocol: auto`: the endpoint does not speak HTTP/2; remembered, and sent as HTTP/1.1.
-    const h2Refused = refusedHttp2(err) && this.call.target !== undefined;
+    const h2Refused = refusedHttp2(err) && this.call.target?.auto === true;
     if (h2Refused) rememberHttp1Only((this.call.target as { key: string }).key, this.ctx.clock);
     // Refused unseen (a GOAWAY racing the request, e.g. the upstream's sidecar shutting down): sent
     // again at once, to another endpoint when there is one, whatever the policy and the method
