@@ -15,7 +15,6 @@ import { Flags } from '../src/core/errors';
 import { LocalReply, MeshCall, type CallKind, type Handler } from '../src/core/layer';
 import { grpcKind } from '../src/grpc/downstream';
 import { webRequestHeaders, type Base64Decoder } from '../src/grpc/web';
-import { transcode, type TranscodeContext } from '../src/grpc/transcode/handler';
 import { H1Request, type H1Response } from '../src/http/h1-server';
 import { forwardRequestHeaders } from '../src/http/headers';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../src/http/listener';
@@ -79,7 +78,6 @@ class View implements RequestView {
 
 /** App -> mesh: the front adapter, route match, then the rule's stack (src/stack/outbound.ts). */
 export function outboundHandler(ctx: ProxyContext): RequestHandler {
-  const tctx: TranscodeContext = { send: (t, r, s) => ctx.pools.send(t, r, s), record: (st, f) => ctx.stats.record('outbound', st, f), logger: ctx.logger, via: ctx.viaName };
   return (req, res, protocol) => {
     const upgrade = protocol === 'http1' && (req as H1Request).upgrade !== undefined;
     const kind = upgrade ? 'websocket' : callKind(req, protocol);
@@ -97,26 +95,6 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
     const upstreamAuthority = rule.rewriteHost ?? rawAuthority;
     // The first try's backend, picked now so that the request's metrics are bound to it at once.
     const first = rule.pickBackend();
-    // HTTP/JSON -> gRPC for services with a GrpcTranscoding policy (src/grpc/transcode/).
-    if (kind === 'http' && snap.transcoders.size > 0 && !rule.redirect && !rule.fault) {
-      const tc = first && snap.transcoders.get(first.service);
-      const ep = tc && first ? ctx.resilience.service(first.service)?.picker(first.subset)?.pick(view) : undefined;
-      if (
-        tc &&
-        ep &&
-        transcode(tctx, tc, req, res, protocol, {
-          target: { key: endpointKey(ep), address: ep.address, port: ep.port, protocol: 'http2' },
-          authority: upstreamAuthority,
-          method: view.method,
-          path: target.path,
-          query: target.query,
-          timeoutMs: rule.timeoutMs,
-          requestEdits: rule.requestHeaders,
-          responseEdits: rule.responseHeaders,
-        })
-      )
-        return;
-    }
     if (upgrade) return upgradeOutbound(ctx, req as H1Request, res as H1Response, view, rule, path, upstreamAuthority, first);
     const call = newCall(ctx, 'outbound', kind, req, protocol, path, upstreamAuthority, view);
     call.rule = rule;

@@ -81,6 +81,8 @@ export class MeshCall {
   deadline = 0;
   /** Index of the grpc-timeout value in `headers` (rewritten per try), or -1. */
   grpcTimeoutAt = -1;
+  /** The call's final gRPC status when a layer knows it better than the response does (transcoding), or -1. */
+  grpcStatus = -1;
   /** Tries sent so far (the retry layer counts them). */
   tries = 0;
   /** HTTP/1.1 sent multiplexed over HTTP/2 to another sidecar on the current try. */
@@ -139,6 +141,8 @@ export class LocalReply extends Error {
       grpcStatus?: number;
       /** No body (a redirect, a preflight answer). */
       empty?: boolean;
+      /** The body to send instead of the plain-text message (its content-type in `headers`). */
+      body?: string;
       /** Counted without its flag (a 403 to a CORS preflight). */
       uncountedFlag?: boolean;
     },

@@ -2,7 +2,7 @@
  * Validated snapshot -> compiled snapshot, once per snapshot: regexes built, matchers composed
  * into closures, weighted-choice tables and pickers made. The request path only calls them.
  */
-import type { CompiledTranscoding } from '../grpc/transcode/handler';
+import type { CompiledTranscoding } from '../grpc/transcode/compile';
 import { buildPicker, cumulativeWeights, noStats, weightedIndex } from '../lb';
 import type {
   CompiledBackend,

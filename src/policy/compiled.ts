@@ -2,7 +2,7 @@
  * The compiled form of a snapshot: what the sidecar's hot path uses. Built once per snapshot by
  * `compileSnapshot` (compile.ts); the data path only does lookups and calls on it.
  */
-import type { CompiledTranscoding } from '../grpc/transcode/handler';
+import type { CompiledTranscoding } from '../grpc/transcode/compile';
 import type {
   DestinationPolicySpec,
   Endpoint,

@@ -41,7 +41,8 @@ class Guarded implements ResponseSink, UpstreamCall {
   private record(status: number, flag: string | undefined, grpc: number): void {
     if (this.done) return;
     this.done = true;
-    this.breaker.record(callSucceeded(this.call.kind, status, flag, grpc), this.ctx.clock.monotonic() - this.t0);
+    const g = this.call.grpcStatus >= 0 ? this.call.grpcStatus : grpc;
+    this.breaker.record(callSucceeded(this.call.kind, status, flag, g), this.ctx.clock.monotonic() - this.t0);
   }
   abort(reason?: Error): void {
     const r = reason as Partial<MeshError> | undefined;

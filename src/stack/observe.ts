@@ -55,7 +55,8 @@ class Observed implements ResponseSink, UpstreamCall {
     if (this.done) return;
     this.done = true;
     this.obs.end(status, flag);
-    if (grpcCode >= 0 || isGrpcKind(this.call.kind)) this.ctx.stats.metrics.grpcStatus(this.obs.route, grpcCode);
+    const g = this.call.grpcStatus >= 0 ? this.call.grpcStatus : grpcCode;
+    if (g >= 0 || isGrpcKind(this.call.kind)) this.ctx.stats.metrics.grpcStatus(this.obs.route, g);
   }
 
   abort(reason?: Error): void {

@@ -4,7 +4,8 @@
  * src/stack/, add one line here (and in inbound.ts if it applies there), and its policy field.
  *
  *   route match (front, sidecar/proxy.ts) -> CORS preflight -> redirect -> fault -> route breaker
- *   -> header edits -> identity -> observe -> mirror -> gRPC message sizes -> deadline -> retry
+ *   -> header edits -> identity -> observe -> mirror -> transcode (JSON -> gRPC) -> gRPC message
+ *   sizes -> deadline -> retry
  *   -> per try: pick endpoint (outlier-aware, limits, protocol) -> dispatcher (UpstreamPools)
  *
  * Preflight, redirect, fault and breaker answers are counted by the front adapter on the
@@ -25,6 +26,7 @@ import { mirrorLayer } from './mirror';
 import { observeLayer } from './observe';
 import { pickLayer } from './pick';
 import { retryLayer } from './retry';
+import { transcodeLayer } from './transcode';
 import { preflightLayer, redirectLayer } from './route-replies';
 
 export function outboundRuleStack(ctx: StackContext, rule: CompiledRule): Handler {
@@ -38,6 +40,7 @@ export function outboundRuleStack(ctx: StackContext, rule: CompiledRule): Handle
       ctx.service !== undefined ? identityLayer(ctx.service, rule.statName) : undefined,
       observeLayer(ctx, rule),
       rule.mirror ? mirrorLayer(ctx, rule.mirror) : undefined,
+      (ctx.snapshot()?.transcoders.size ?? 0) > 0 ? transcodeLayer(ctx) : undefined,
       grpcMessagesLayer(rule.grpc?.maxMessageBytes),
       deadlineLayer(ctx, rule.timeoutMs),
       retryLayer(ctx, rule.retries),

@@ -108,6 +108,13 @@ function writeReply(res: DownstreamResponse, reply: LocalReply | MeshError, flag
     res.end();
     return;
   }
+  if (extra?.body !== undefined) {
+    const h: Record<string, string> = { ...extra.headers, 'content-length': String(Buffer.byteLength(extra.body)) };
+    if (flags) h[FLAG_HEADER] = flags;
+    res.writeHead(reply.status, h as never);
+    res.end(extra.body);
+    return;
+  }
   sendLocalRaw(res, reply.status, flags, reply.message, extra?.headers);
 }
 
