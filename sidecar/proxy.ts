@@ -21,15 +21,15 @@ import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../s
 import { originalProtocol, withoutMark } from '../src/http/multiplex';
 import { parseRequestTarget } from '../src/http/target';
 import type { Headers, UpstreamPools, UpstreamProtocol, UpstreamTarget } from '../src/http/upstream';
-import { forwardUpgrade } from '../src/http/websocket';
 import { ActiveRequests, endpointKey } from '../src/lb';
-import type { CompiledBackend, CompiledRule, CompiledSnapshot, RequestView } from '../src/policy';
+import type { CompiledSnapshot, RequestView } from '../src/policy';
 import { type RateLimitLayer } from '../src/resilience/rate-limit';
 import type { ResilienceState } from '../src/resilience/state';
 import { inboundStack } from '../src/stack/inbound';
 import { ruleStack } from '../src/stack/outbound';
 import { GrpcResponder, replyGrpc } from '../src/stack/respond-grpc';
 import { HttpResponder, sendLocalRaw } from '../src/stack/respond-http';
+import { UpgradeResponder } from '../src/stack/respond-upgrade';
 import type { ProxyStats } from './stats';
 
 export type Direction = 'inbound' | 'outbound';
@@ -95,24 +95,11 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
     const upstreamAuthority = rule.rewriteHost ?? rawAuthority;
     // The first try's backend, picked now so that the request's metrics are bound to it at once.
     const first = rule.pickBackend();
-    if (upgrade) return upgradeOutbound(ctx, req as H1Request, res as H1Response, view, rule, path, upstreamAuthority, first);
     const call = newCall(ctx, 'outbound', kind, req, protocol, path, upstreamAuthority, view);
     call.rule = rule;
     call.backend = first;
-    respond(ctx, call, req, res, view, ruleStack(ctx, rule));
+    respond(ctx, call, req, res, view, ruleStack(ctx, rule), rule.websocketIdleTimeoutMs);
   };
-}
-
-/** A WebSocket upgrade: picked like any call (outlier-aware, limits), then tunnelled. */
-function upgradeOutbound(ctx: ProxyContext, req: H1Request, res: H1Response, view: RequestView, rule: CompiledRule, path: string, authority: string, backend: CompiledBackend | undefined): void {
-  const cs = backend && ctx.snapshot()?.services.get(backend.service);
-  const st = backend && ctx.resilience.service(backend.service);
-  if (!cs || !st || !backend) return sendLocal(ctx, 'outbound', res, 'MESH_NO_HEALTHY_UPSTREAM', backend?.service);
-  if (st.maxRequests !== undefined && st.active >= st.maxRequests) return sendLocal(ctx, 'outbound', res, 'MESH_UPSTREAM_OVERFLOW', `${st.maxRequests} requests in flight to ${st.name}`);
-  const ep = st.picker(backend.subset)?.pick(view);
-  if (!ep) return sendLocal(ctx, 'outbound', res, 'MESH_NO_HEALTHY_UPSTREAM', backend.service);
-  const t: UpstreamTarget = { key: endpointKey(ep), address: ep.address, port: ep.port, protocol: 'http1', limits: st.limits, idleMs: st.idleMs };
-  forwardUpgrade(ctx, 'outbound', req, res, { target: t, path, authority, idleTimeoutMs: rule.websocketIdleTimeoutMs, report: (outcome) => st.report(t.key, outcome) });
 }
 
 /** The call's kind from its content type. */
@@ -128,15 +115,15 @@ function newCall(ctx: ProxyContext, direction: Direction, kind: CallKind, req: D
     proto: 'http',
     version: protocol === 'http2' ? '2' : '1.1',
     via: ctx.viaName,
-    dropHost: true,
+    ...(kind === 'websocket' ? { host: authority } : { dropHost: true }),
   });
-  let body = bodyOf(req, protocol);
+  let body = kind === 'websocket' ? null : bodyOf(req, protocol);
   if (kind === 'grpc-web') {
     const w = webRequestHeaders(headers);
     headers = w.headers;
     if (w.decoder && body) body = decoded(body, w.decoder);
   }
-  const call = new MeshCall(direction, kind, protocol, kind === 'http' ? (req.method ?? 'GET') : 'POST', path, authority, view, headers, body, protocol === 'http2' ? '2' : (req as H1Request).httpVersion);
+  const call = new MeshCall(direction, kind, protocol, kind === 'http' || kind === 'websocket' ? (req.method ?? 'GET') : 'POST', path, authority, view, headers, body, protocol === 'http2' ? '2' : (req as H1Request).httpVersion);
   call.downstream = req;
   return call;
 }
@@ -158,8 +145,9 @@ function decoded(src: Readable, decoder: Base64Decoder): Readable {
 }
 
 /** Runs a call through a stack with the front adapter of its protocol. */
-function respond(ctx: ProxyContext, call: MeshCall, req: DownstreamRequest, res: DownstreamResponse, view: RequestView, stack: Handler): void {
+function respond(ctx: ProxyContext, call: MeshCall, req: DownstreamRequest, res: DownstreamResponse, view: RequestView, stack: Handler, idleMs?: number): void {
   if (call.kind === 'http') new HttpResponder(ctx, call, res).run(stack);
+  else if (call.kind === 'websocket') new UpgradeResponder(ctx, call, req as H1Request, res as H1Response, idleMs).run(stack);
   else new GrpcResponder(ctx, call, res, view).run(stack);
 }
 
@@ -188,17 +176,11 @@ export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandle
       target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host')) ?? `${app.host}:${app.port}`;
     const path = target.query ? `${target.path}?${target.query}` : target.path;
     const view = new View(req, req.method ?? 'GET', target.path, target.query, authority);
-    if (upgrade) {
-      const go = (): void => forwardUpgrade(ctx, 'inbound', req as H1Request, res as H1Response, { target: h1, path, authority });
-      if (!ctx.rateLimit?.active) return go();
-      const limitReq = { path: target.path, remoteAddress: req.socket?.remoteAddress, header: (n: string) => headerOf(req, n) };
-      return ctx.rateLimit.admit(limitReq, go, (headers, reason) => queueMicrotask(() => sendLocal(ctx, 'inbound', res, 'MESH_RATE_LIMITED', reason, headers)));
-    }
     const call = newCall(ctx, 'inbound', kind, req, protocol, path, authority, view);
     // HTTP/1.1 that another sidecar multiplexed over HTTP/2 goes to the app as HTTP/1.1 again.
     const multiplexed = originalProtocol(req, protocol) !== undefined;
     if (multiplexed) call.headers = withoutMark(call.headers);
-    call.target = kind !== 'http' || (protocol === 'http2' && !multiplexed) ? h2 : h1;
+    call.target = kind === 'grpc' || kind === 'grpc-web' || (protocol === 'http2' && !multiplexed) ? h2 : h1;
     respond(ctx, call, req, res, view, stack);
   };
 }

@@ -31,6 +31,7 @@
  * Stacks are assembled once per compiled rule (per snapshot), not per request (src/stack/outbound.ts,
  * inbound.ts): a layer a rule does not need (no fault, no retries, no timeout) is not in its stack.
  */
+import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { DownstreamRequest } from '../http/listener';
 import type { ResponseSink, UpstreamCall, UpstreamTarget } from '../http/upstream-types';
@@ -90,6 +91,11 @@ export class MeshCall {
   /** The caller identity stamped on the request (source service, route), when known. */
   identity: { source: string | undefined; route: string } | undefined = undefined;
 
+  /**
+   * An upgrade (WebSocket): its `Upgrade` protocol, and the front adapter's hook that takes the
+   * upstream socket once the answer head came (`end` ends the call when the tunnel closes).
+   */
+  upgrade: { protocol: string; onHead(upstream: Socket, head: Buffer, status: number, end: () => void): void } | undefined = undefined;
   /** The downstream request (body byte counts, the HTTP/1.1 upgrade socket). */
   downstream: DownstreamRequest | undefined = undefined;
 

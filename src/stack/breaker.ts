@@ -13,7 +13,8 @@ import { callSucceeded, grpcStatusOf } from './profile';
 export function breakerLayer(ctx: StackContext, rule: CompiledRule): Layer {
   return (next) => (call, sink) => {
     const breaker = ctx.resilience.breaker(rule);
-    if (!breaker) return next(call, sink);
+    // A WebSocket tunnel has no call outcome.
+    if (!breaker || call.kind === 'websocket') return next(call, sink);
     if (!breaker.allow()) {
       sink.onError(new MeshError('MESH_BREAKER_OPEN', rule.statName), false);
       return NOOP_CALL;

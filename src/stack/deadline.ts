@@ -17,6 +17,8 @@ const INTERNAL = 13;
 
 export function deadlineLayer(ctx: StackContext, routeTimeoutMs: number | undefined): Layer {
   return (next) => (call, sink) => {
+    // A WebSocket tunnel lives as long as it is used (its idle timeout), not a request's deadline.
+    if (call.kind === 'websocket') return next(call, sink);
     let ms = routeTimeoutMs ?? 0;
     const h = call.headers;
     for (let i = 0; i < h.length; i += 2)

@@ -14,7 +14,7 @@ const MIRROR_BUFFER = 1024 * 1024;
 
 export function mirrorLayer(ctx: StackContext, m: Mirror): Layer {
   return (next) => (call, sink) => {
-    if (ctx.random() * 100 < m.percent) {
+    if (call.kind !== 'websocket' && ctx.random() * 100 < m.percent) {
       const svc = ctx.resilience.service(m.service);
       const cs = ctx.snapshot()?.services.get(m.service);
       const ep = svc?.picker(m.subset)?.pick(call.view as RequestView);

@@ -98,7 +98,7 @@ export function countUnobserved(ctx: StackContext, call: MeshCall, reply: LocalR
   ctx.stats.record(call.direction, reply.status, uncounted ? undefined : flags || undefined);
 }
 
-function writeReply(res: DownstreamResponse, reply: LocalReply | MeshError, flags: string): void {
+export function writeReply(res: DownstreamResponse, reply: LocalReply | MeshError, flags: string): void {
   if (res.headersSent || res.destroyed) return resetDownstream(res);
   const extra = reply instanceof LocalReply ? reply.extra : undefined;
   if (extra?.empty) {
