@@ -17,6 +17,7 @@
  * Open and total tunnels are counted.
  */
 import * as net from 'node:net';
+import type { Clock, Timer } from '../core/clock';
 import type { H1Request } from './h1-server';
 import type { ResponseSink, UpstreamCall, UpstreamTarget } from './upstream-types';
 import { UpstreamConnectError } from './upstream-types';
@@ -45,6 +46,7 @@ export function sendUpgrade(
   req: UpgradeRequest,
   sink: ResponseSink,
   onHead: (upstream: net.Socket, head: Buffer, status: number) => void,
+  clock: Clock,
   connectTimeoutMs = 10_000,
 ): UpstreamCall {
   let head = `${req.method} ${req.path} HTTP/1.1\r\n`;
@@ -58,17 +60,16 @@ export function sendUpgrade(
   const fail = (err: Error): void => {
     if (done) return;
     done = true;
-    clearTimeout(connectTimer);
+    connectTimer.cancel();
     upstream.destroy();
     sink.onError(err, false);
   };
-  const connectTimer = setTimeout(() => {
+  const connectTimer = clock.setTimeout(() => {
     if (!connected) fail(new UpstreamConnectError(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })));
   }, connectTimeoutMs);
-  connectTimer.unref();
   upstream.on('connect', () => {
     connected = true;
-    clearTimeout(connectTimer);
+    connectTimer.cancel();
     upstream.write(head, 'latin1');
   });
   upstream.on('error', (err: Error & { code?: string }) => {
@@ -101,7 +102,7 @@ export function sendUpgrade(
     abort() {
       aborted = true;
       done = true;
-      clearTimeout(connectTimer);
+      connectTimer.cancel();
       upstream.destroy();
     },
     resume() {},
@@ -109,7 +110,7 @@ export function sendUpgrade(
 }
 
 /** The client side: the answer head and the tunnel, both ways, closed together, idle-timed. */
-export function tunnel(stats: TunnelStats, req: H1Request, client: net.Socket, upstream: net.Socket, answer: Buffer, status: number, idleMs: number, ended: () => void): void {
+export function tunnel(stats: TunnelStats, clock: Clock, req: H1Request, client: net.Socket, upstream: net.Socket, answer: Buffer, status: number, idleMs: number, ended: () => void): void {
   client.write(answer);
   if (status !== 101) {
     // Not switched: pass the rest of this response, then close.
@@ -125,29 +126,28 @@ export function tunnel(stats: TunnelStats, req: H1Request, client: net.Socket, u
   }
   stats.websocketsOpen++;
   stats.websocketsTotal++;
-  let last = Date.now();
+  let last = clock.monotonic();
   const touch = (): void => {
-    last = Date.now();
+    last = clock.monotonic();
   };
   client.on('data', touch);
   upstream.on('data', touch);
-  let timer: NodeJS.Timeout | undefined;
+  let timer: Timer | undefined;
   const arm = (ms: number): void => {
-    timer = setTimeout(() => {
-      const idle = Date.now() - last;
+    timer = clock.setTimeout(() => {
+      const idle = clock.monotonic() - last;
       if (idle >= idleMs) {
         client.destroy();
         upstream.destroy();
       } else arm(idleMs - idle);
     }, ms);
-    timer.unref();
   };
   arm(idleMs);
   let closed = false;
   const close = (): void => {
     if (closed) return;
     closed = true;
-    clearTimeout(timer);
+    timer?.cancel();
     stats.websocketsOpen--;
     client.destroy();
     upstream.destroy();

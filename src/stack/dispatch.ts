@@ -17,7 +17,7 @@ export function dispatcher(ctx: Pick<StackContext, 'pools' | 'clock'>): Handler 
     const up = call.upgrade;
     if (up) {
       const t = call.target as UpstreamTarget;
-      return sendUpgrade(t, { method: call.method, path: call.path, headers: call.headers, protocol: up.protocol }, sink, (u, head, status) => up.onHead(u, head, status, () => sink.onEnd(undefined)));
+      return sendUpgrade(t, { method: call.method, path: call.path, headers: call.headers, protocol: up.protocol }, sink, (u, head, status) => up.onHead(u, head, status, () => sink.onEnd(undefined)), ctx.clock);
     }
     let headers = call.headers;
     if (call.mux) headers = [...headers, ORIG_PROTO_HEADER, `HTTP/${call.version}`];

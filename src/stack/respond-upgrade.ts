@@ -33,7 +33,7 @@ export class UpgradeResponder implements ResponseSink {
       onHead: (upstream, head, status, end) => {
         // Whatever the answer, it goes to the client byte for byte; the parser has let go of the socket.
         this.res.headersSent = true;
-        tunnel(this.ctx.stats, this.req, client, upstream, head, status, this.idleMs, end);
+        tunnel(this.ctx.stats, this.ctx.clock, this.req, client, upstream, head, status, this.idleMs, end);
       },
     };
     // A client gone before the upstream answered.
