@@ -3,15 +3,6 @@
  * src/ is the library and never reaches into the processes that assemble it; the sidecar and the
  * control plane never import each other; src/policy is a leaf of the model; no import cycles.
  */
-/** Cycles the request-path rebuild (issue 14, its other half) removes; nothing may be added here. */
-const KNOWN_CYCLES = [
-  // sidecar/exchange.ts <-> sidecar/proxy.ts
-  '^sidecar/(exchange|proxy)[.]ts$',
-  // src/grpc/proxy.ts <-> src/grpc/web.ts
-  '^src/grpc/(proxy|web)[.]ts$',
-  // src/policy/compiled.ts <-> src/grpc/transcode/handler.ts (a type-only import one way)
-  '^src/(policy/compiled|grpc/transcode/handler)[.]ts$',
-].join('|');
 
 module.exports = {
   forbidden: [
@@ -58,17 +49,10 @@ module.exports = {
     },
     {
       name: 'no-circular',
-      comment: 'No import cycles, except the listed ones being removed.',
+      comment: 'No import cycles.',
       severity: 'error',
-      from: { pathNot: KNOWN_CYCLES },
+      from: {},
       to: { circular: true },
-    },
-    {
-      name: 'no-circular-known',
-      comment: 'A known cycle may not grow: its files may only cycle among themselves.',
-      severity: 'error',
-      from: { path: KNOWN_CYCLES },
-      to: { circular: true, viaOnly: { pathNot: KNOWN_CYCLES } },
     },
   ],
   options: {

@@ -21,9 +21,4 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': 'off',
     },
   },
-  {
-    // Being rebuilt by the request-path work of issue 14; remove this when it lands.
-    files: ['sidecar/proxy.ts'],
-    rules: { '@typescript-eslint/consistent-type-imports': 'off' },
-  },
 );

@@ -3,21 +3,25 @@
  * uses bit 7 for its trailer frame), a 4-byte big-endian length, the payload.
  *
  * - `encodeFrame` / `FrameDecoder`: whole frames, for gRPC-Web trailers and for tests;
+ * - `MessageDecoder`: whole uncompressed messages, for the HTTP/JSON transcoder;
  * - `MessageSizeGuard`: what the proxy runs over every gRPC body. It never buffers a message: it
  *   follows the prefixes as bytes stream past and says how much may be forwarded, holding back at
  *   most the 4 bytes of a split prefix, so an oversized message is stopped before any of it leaves.
  */
+
+/** Default largest message (grpc-js's default receive limit). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 export const HEADER_BYTES = 5;
 export const FLAG_COMPRESSED = 0x01;
 /** gRPC-Web: the frame carries the trailers, as an HTTP/1 header block. */
 export const FLAG_TRAILERS = 0x80;
 
-export function encodeFrame(payload: Buffer, flags = 0): Buffer {
+export function encodeFrame(payload: Uint8Array, flags = 0): Buffer {
   const out = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
   out[0] = flags;
   out.writeUInt32BE(payload.length, 1);
-  payload.copy(out, HEADER_BYTES);
+  out.set(payload, HEADER_BYTES);
   return out;
 }
 
@@ -120,4 +124,72 @@ export function parseTrailerBlock(payload: Buffer): Record<string, string> {
     out[name] = out[name] === undefined ? v : `${out[name]}, ${v}`;
   }
   return out;
+}
+
+export class FrameError extends Error {
+  constructor(
+    message: string,
+    readonly code: 'FRAME_TOO_LARGE' | 'FRAME_COMPRESSED' | 'FRAME_TRUNCATED',
+  ) {
+    super(message);
+    this.name = 'FrameError';
+  }
+}
+
+/**
+ * Splits a byte stream into whole messages (the transcoder decodes each one): `push` returns the
+ * complete messages found so far. `push` returns the complete messages found so far; a
+ * message larger than `maxMessageBytes` or a compressed one (no grpc-encoding is negotiated)
+ * throws a FrameError. `end()` throws when the stream stopped inside a message.
+ */
+export class MessageDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(private readonly maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES) {}
+
+  push(chunk: Buffer): Buffer[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const out: Buffer[] = [];
+    for (;;) {
+      if (this.buffered < HEADER_BYTES) break;
+      const head = this.peek(HEADER_BYTES);
+      const flag = head[0] as number;
+      const len = head.readUInt32BE(1);
+      if (flag !== 0) throw new FrameError('compressed gRPC message, but no compression was negotiated', 'FRAME_COMPRESSED');
+      if (len > this.maxMessageBytes) throw new FrameError(`gRPC message of ${len} bytes exceeds the limit of ${this.maxMessageBytes}`, 'FRAME_TOO_LARGE');
+      if (this.buffered < HEADER_BYTES + len) break;
+      const all = this.take(HEADER_BYTES + len);
+      out.push(all.subarray(HEADER_BYTES));
+    }
+    return out;
+  }
+
+  end(): void {
+    if (this.buffered > 0) throw new FrameError(`gRPC stream ended inside a message (${this.buffered} bytes left)`, 'FRAME_TRUNCATED');
+  }
+
+  private peek(n: number): Buffer {
+    if ((this.chunks[0] as Buffer).length >= n) return this.chunks[0] as Buffer;
+    const all = Buffer.concat(this.chunks);
+    this.chunks = [all];
+    return all;
+  }
+
+  private take(n: number): Buffer {
+    const first = this.chunks[0] as Buffer;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      const all = Buffer.concat(this.chunks);
+      out = all.subarray(0, n);
+      this.chunks = all.length > n ? [all.subarray(n)] : [];
+    }
+    this.buffered -= n;
+    return out;
+  }
 }

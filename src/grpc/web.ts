@@ -12,10 +12,10 @@
  */
 import type * as http2 from 'node:http2';
 import { FLAG_HEADER } from '../core/errors';
-import type { DownstreamRequest, DownstreamResponse } from '../http/listener';
+import type { DownstreamResponse } from '../http/listener';
 import type { GrpcRouteOptions } from '../policy';
 import { encodeTrailerFrame } from './framing';
-import type { GrpcDownstream } from './proxy';
+import type { GrpcDownstream } from './downstream';
 import { encodeGrpcMessage, type StatusCode } from './status';
 
 const EXPOSE = 'grpc-status, grpc-message, grpc-status-details-bin, x-meshlet-flags';
@@ -91,13 +91,12 @@ export function webRequestHeaders(flat: string[]): { headers: string[]; decoder?
   return { headers: out, decoder };
 }
 
-function header(req: DownstreamRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  return typeof v === 'string' ? v : Array.isArray(v) ? v.join(', ') : undefined;
+function header(req: { header(name: string): string | undefined }, name: string): string | undefined {
+  return req.header(name);
 }
 
 /** The Origin of a request when the route allows it, else undefined. */
-export function allowedOrigin(req: DownstreamRequest, opts: GrpcRouteOptions | undefined): string | undefined {
+export function allowedOrigin(req: { header(name: string): string | undefined }, opts: GrpcRouteOptions | undefined): string | undefined {
   const origin = header(req, 'origin');
   const list = opts?.allowOrigins;
   if (!origin || !list) return undefined;
@@ -105,29 +104,25 @@ export function allowedOrigin(req: DownstreamRequest, opts: GrpcRouteOptions | u
 }
 
 /**
- * A CORS preflight for a gRPC-Web call: answered here (204 with the CORS headers) when the origin
- * is allowed, 403 when it is not. Returns the status sent, or 0 when the request is not a preflight.
+ * A CORS preflight for a gRPC-Web call: the answer (204 with the CORS headers when the origin is
+ * allowed, 403 when it is not), or undefined when the request is not a preflight.
  */
-export function answerPreflight(req: DownstreamRequest, res: DownstreamResponse, opts: GrpcRouteOptions | undefined): number {
-  if (req.method !== 'OPTIONS' || !header(req, 'origin') || !header(req, 'access-control-request-method') || !opts?.allowOrigins) return 0;
+export function preflightAnswer(req: { method: string; header(name: string): string | undefined }, opts: GrpcRouteOptions | undefined): { status: 204 | 403; headers: Record<string, string> } | undefined {
+  if (req.method !== 'OPTIONS' || !header(req, 'origin') || !header(req, 'access-control-request-method') || !opts?.allowOrigins) return undefined;
   const origin = allowedOrigin(req, opts);
-  if (!origin) {
-    const body = 'origin not allowed\n';
-    res.writeHead(403, { 'content-type': 'text/plain', 'content-length': String(body.length), vary: 'origin', [FLAG_HEADER]: 'CORS' } as never);
-    res.end(body);
-    return 403;
-  }
+  if (!origin) return { status: 403, headers: { 'content-type': 'text/plain', vary: 'origin' } };
   const asked = header(req, 'access-control-request-headers');
-  res.writeHead(204, {
-    'access-control-allow-origin': origin,
-    'access-control-allow-methods': 'POST, OPTIONS',
-    'access-control-allow-headers': asked ?? ALLOW_HEADERS,
-    'access-control-max-age': '86400',
-    vary: 'origin',
-    'content-length': '0',
-  } as never);
-  res.end();
-  return 204;
+  return {
+    status: 204,
+    headers: {
+      'access-control-allow-origin': origin,
+      'access-control-allow-methods': 'POST, OPTIONS',
+      'access-control-allow-headers': asked ?? ALLOW_HEADERS,
+      'access-control-max-age': '86400',
+      vary: 'origin',
+      'content-length': '0',
+    },
+  };
 }
 
 /** The client side of a call that came as gRPC-Web. */
@@ -135,18 +130,22 @@ export class WebDownstream implements GrpcDownstream {
   private readonly text: boolean;
   private readonly contentType: string;
   private readonly encoder: Base64Encoder | undefined;
-  private readonly cors: Record<string, string>;
+  private corsHeaders: Record<string, string> | undefined;
   constructor(
-    req: DownstreamRequest,
+    private readonly req: { header(name: string): string | undefined },
     private readonly res: DownstreamResponse,
-    opts: GrpcRouteOptions | undefined,
+    /** The route's gRPC options (its CORS origins), read when the response starts. */
+    private readonly opts: () => GrpcRouteOptions | undefined,
   ) {
     const ct = header(req, 'content-type') ?? 'application/grpc-web';
     this.text = ct.startsWith('application/grpc-web-text');
     this.contentType = this.text ? 'application/grpc-web-text+proto' : 'application/grpc-web+proto';
     this.encoder = this.text ? new Base64Encoder() : undefined;
-    const origin = allowedOrigin(req, opts);
-    this.cors = origin ? { 'access-control-allow-origin': origin, 'access-control-expose-headers': EXPOSE, vary: 'origin' } : {};
+  }
+  private get cors(): Record<string, string> {
+    if (this.corsHeaders) return this.corsHeaders;
+    const origin = allowedOrigin(this.req, this.opts());
+    return (this.corsHeaders = origin ? { 'access-control-allow-origin': origin, 'access-control-expose-headers': EXPOSE, vary: 'origin' } : {});
   }
   get headersSent(): boolean {
     return this.res.headersSent;

@@ -5,7 +5,6 @@
  * gives its app HTTP/1.1 again. On by default for services of protocol `auto`; a DestinationPolicy
  * turns it off with `http2Upgrade: false`. Upgrades (WebSocket) stay HTTP/1.1 end to end.
  */
-import type { H1Request } from './h1-server';
 import type { DownstreamRequest } from './listener';
 import type { UpstreamProtocol } from './upstream-types';
 
@@ -17,8 +16,8 @@ export interface MultiplexService {
 }
 
 /** Whether this downstream HTTP/1.1 request goes to this endpoint as HTTP/2. */
-export function multiplexH1(req: DownstreamRequest, protocol: 'http1' | 'http2', meshed: boolean, svc: MultiplexService): boolean {
-  return protocol === 'http1' && meshed && svc.protocol === 'auto' && svc.policy?.http2Upgrade !== false && !(req as H1Request).upgrade;
+export function multiplexH1(protocol: 'http1' | 'http2', meshed: boolean, svc: MultiplexService): boolean {
+  return protocol === 'http1' && meshed && svc.protocol === 'auto' && svc.policy?.http2Upgrade !== false;
 }
 
 /** On the far side: the HTTP/1.x version the request was sent in, when it came multiplexed. */

@@ -15,6 +15,11 @@ export interface UpstreamTarget {
   limits?: ConnectionLimits;
   /** Idle keep-alive time for this endpoint's connections (DestinationPolicy.idleTimeout). */
   idleMs?: number;
+  /**
+   * The protocol was chosen automatically (`protocol: auto`): an endpoint that refuses HTTP/2 is
+   * remembered as HTTP/1.1-only and gets HTTP/1.1 (src/stack/auto-protocol.ts).
+   */
+  auto?: boolean;
 }
 
 /**

@@ -95,6 +95,8 @@ export class UpstreamPools {
 class H2Connection {
   private readonly session: http2.ClientHttp2Session;
   private connected = false;
+  /** The peer's SETTINGS arrived: it speaks HTTP/2. */
+  private settled = false;
   private dead = false;
   private retired = false;
 
@@ -123,6 +125,9 @@ class H2Connection {
       } catch {
         // closed meanwhile
       }
+    });
+    this.session.once('remoteSettings', () => {
+      this.settled = true;
     });
     this.session.on('error', gone);
     this.session.on('goaway', gone);
@@ -165,7 +170,11 @@ class H2Connection {
       if (rst !== undefined && (err as { rstCode?: number }).rstCode === undefined) Object.assign(err, { rstCode: rst });
       if (this.unusable()) Object.assign(err, { connectionLost: true });
       const connect = !this.connected && !started;
-      sink.onError(connect ? new UpstreamConnectError(err as Error & { code?: string }) : err, started);
+      const e = connect ? new UpstreamConnectError(err as Error & { code?: string }) : err;
+      // The peer answered the connection preface with something else than HTTP/2 SETTINGS (a
+      // plain HTTP/1.1 server): it does not speak h2c (`protocol: auto` falls back to HTTP/1.1).
+      if (this.connected && !this.settled && !started) Object.assign(e, { h2PrefaceRefused: true });
+      sink.onError(e, started);
     };
     let stream: http2.ClientHttp2Stream;
     try {

@@ -1,165 +1,166 @@
 /**
- * WebSocket (and any HTTP/1.1 `Connection: upgrade`) through the sidecar. The request is routed like
- * any other; then `forwardUpgrade` opens a TCP connection to the chosen endpoint, sends the request
- * head (forwarding headers added, hop-by-hop ones dropped, `Connection: upgrade` and `Upgrade` kept),
- * and reads the answer:
+ * WebSocket (and any HTTP/1.1 `Connection: upgrade`) at the bottom of the request stack. An upgrade
+ * goes through the same layers as any request (observe, identity, route, pick with outlier
+ * detection and limits, retries of connections that could not be opened); the dispatcher sends
+ * it here instead of to the pools: `sendUpgrade` opens a dedicated TCP connection to the picked
+ * endpoint, sends the request head (forwarding headers added, hop-by-hop ones dropped,
+ * `Connection: upgrade` and `Upgrade` kept), reads the answer's status line and reports it to the
+ * sink. When no layer above abandoned the try, the call's `tunnel` (set by the front adapter) takes
+ * the two sockets:
  *
  * - `101 Switching Protocols`: the head goes to the client and the two sockets are piped both ways
- *   (with backpressure: `pipe` pauses the side whose peer is full) until either side closes, or no
- *   byte moved either way for the idle timeout;
+ *   (with backpressure) until either side closes, or no byte moved either way for the idle
+ *   timeout; the call ends (`onEnd`) when the tunnel closes;
  * - any other answer: passed to the client as it is, and the connection is closed after it;
- * - no connection, or no answer head: a 503 (UF) or 502 (UR) with the response-flag header.
+ * - no connection (UF, retryable), or no answer head (UR): an error to the sink.
  *
- * Open and total connections are counted.
+ * Open and total tunnels are counted.
  */
 import * as net from 'node:net';
-import type { Logger } from 'pino';
-import { FLAG_HEADER, Flags } from '../core/errors';
-import type { H1Request, H1Response } from './h1-server';
-import { forwardRequestHeaders } from './headers';
-import type { UpstreamTarget } from './upstream-types';
+import type { Clock, Timer } from '../core/clock';
+import type { H1Request } from './h1-server';
+import type { ResponseSink, UpstreamCall, UpstreamTarget } from './upstream-types';
+import { UpstreamConnectError } from './upstream-types';
 
 export const DEFAULT_WEBSOCKET_IDLE_MS = 300_000;
 const MAX_HEAD_BYTES = 64 * 1024;
 
-export interface UpgradeContext {
-  logger: Logger;
-  viaName: string;
-  stats: {
-    record(direction: 'inbound' | 'outbound', status: number, flag?: string): void;
-    websocketsOpen: number;
-    websocketsTotal: number;
-  };
+export interface TunnelStats {
+  websocketsOpen: number;
+  websocketsTotal: number;
 }
 
-export interface UpgradePlan {
-  target: UpstreamTarget;
+/** What an upgrade call carries for the dispatcher and the front adapter. */
+export interface UpgradeRequest {
+  method: string;
   path: string;
-  authority: string;
-  idleTimeoutMs?: number;
-  connectTimeoutMs?: number;
+  /** Forwarded headers (flat), `host` included. */
+  headers: readonly string[];
+  /** The `Upgrade` protocol. */
+  protocol: string;
 }
 
-export function forwardUpgrade(ctx: UpgradeContext, direction: 'inbound' | 'outbound', req: H1Request, res: H1Response, plan: UpgradePlan): void {
-  const up = req.upgrade;
-  if (!up) return;
-  const client = up.socket;
-  const idleMs = plan.idleTimeoutMs ?? DEFAULT_WEBSOCKET_IDLE_MS;
-  const headers = forwardRequestHeaders(req.rawHeaders, {
-    remoteAddress: req.socket.remoteAddress,
-    proto: 'http',
-    version: '1.1',
-    via: ctx.viaName,
-    host: plan.authority,
-  });
-  let head = `${req.method} ${plan.path} HTTP/1.1\r\n`;
-  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  const protocol = req.headers['upgrade'];
-  head += `connection: upgrade\r\nupgrade: ${Array.isArray(protocol) ? protocol.join(', ') : protocol ?? 'websocket'}\r\n\r\n`;
-
-  const upstream = net.connect({ host: plan.target.address, port: plan.target.port, noDelay: true });
+/** Opens the upstream connection and reads the answer head; `onHead` gets the socket when the try is still wanted. */
+export function sendUpgrade(
+  target: UpstreamTarget,
+  req: UpgradeRequest,
+  sink: ResponseSink,
+  onHead: (upstream: net.Socket, head: Buffer, status: number) => void,
+  clock: Clock,
+  connectTimeoutMs = 10_000,
+): UpstreamCall {
+  let head = `${req.method} ${req.path} HTTP/1.1\r\n`;
+  const h = req.headers;
+  for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
+  head += `connection: upgrade\r\nupgrade: ${req.protocol}\r\n\r\n`;
+  const upstream = net.connect({ host: target.address, port: target.port, noDelay: true });
   let connected = false;
-  let tunnel = false;
-  const fail = (status: number, flag: string, text: string): void => {
+  let done = false;
+  let aborted = false;
+  const fail = (err: Error): void => {
+    if (done) return;
+    done = true;
+    connectTimer.cancel();
     upstream.destroy();
-    ctx.stats.record(direction, status, flag);
-    if (res.headersSent || res.destroyed) {
-      client.destroy();
-      return;
-    }
-    const body = `${text}\n`;
-    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), [FLAG_HEADER]: flag });
-    res.end(body);
+    sink.onError(err, false);
   };
-  const connectTimer = setTimeout(() => {
-    if (!connected) fail(503, Flags.UpstreamConnectFailure, 'upstream connect failure: connect timeout');
-  }, plan.connectTimeoutMs ?? 10_000);
-  connectTimer.unref();
+  const connectTimer = clock.setTimeout(() => {
+    if (!connected) fail(new UpstreamConnectError(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })));
+  }, connectTimeoutMs);
   upstream.on('connect', () => {
     connected = true;
-    clearTimeout(connectTimer);
+    connectTimer.cancel();
     upstream.write(head, 'latin1');
   });
   upstream.on('error', (err: Error & { code?: string }) => {
-    if (tunnel) return;
-    clearTimeout(connectTimer);
-    ctx.logger.debug({ err, upstream: plan.target.key }, 'upgrade upstream failed');
-    if (!connected) fail(503, Flags.UpstreamConnectFailure, `upstream connect failure: ${err.code ?? err.message}`);
-    else fail(502, Flags.UpstreamReset, `upstream reset: ${err.code ?? err.message}`);
+    if (done) return;
+    fail(connected ? Object.assign(new Error(`upstream reset: ${err.code ?? err.message}`), { code: err.code ?? 'ECONNRESET' }) : new UpstreamConnectError(err));
   });
-  // A client gone before the upstream answered.
-  client.once('close', () => {
-    if (!tunnel) upstream.destroy();
-  });
-
   let buf: Buffer = Buffer.alloc(0);
-  const onHead = (chunk: Buffer): void => {
+  const onData = (chunk: Buffer): void => {
     buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
     const end = buf.indexOf('\r\n\r\n');
     if (end < 0) {
-      if (buf.length > MAX_HEAD_BYTES) fail(502, Flags.UpstreamReset, 'upstream response head too large');
+      if (buf.length > MAX_HEAD_BYTES) fail(Object.assign(new Error('upstream response head too large'), { code: 'ECONNRESET' }));
       return;
     }
-    upstream.off('data', onHead);
-    upstream.off('end', onEndBeforeHead);
+    upstream.off('data', onData);
+    upstream.off('end', onEnd);
     const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(buf.toString('latin1', 0, Math.min(end, 64)))?.[1] ?? 0);
-    if (status === 0) return fail(502, Flags.UpstreamReset, 'upstream sent an invalid response');
-    ctx.stats.record(direction, status);
-    // Whatever the answer, it goes to the client byte for byte; the parser has let go of the socket.
-    res.headersSent = true;
-    tunnel = true;
-    client.write(buf);
-    if (status !== 101) {
-      // Not switched: pass the rest of this response, then close.
-      upstream.pipe(client);
-      upstream.setTimeout(idleMs, () => upstream.destroy());
-      upstream.on('close', () => client.destroy());
-      return;
-    }
-    open(ctx, client, upstream, up.head, idleMs);
+    if (status === 0) return fail(Object.assign(new Error('upstream sent an invalid response'), { code: 'ECONNRESET' }));
+    done = true;
+    upstream.pause();
+    sink.onResponse(status, {});
+    // A layer above may have abandoned this try on its status (a retry): then it is closed.
+    if (aborted) return;
+    onHead(upstream, buf, status);
   };
-  const onEndBeforeHead = (): void => fail(502, Flags.UpstreamReset, 'upstream closed before answering the upgrade');
-  upstream.on('data', onHead);
-  upstream.on('end', onEndBeforeHead);
+  const onEnd = (): void => fail(Object.assign(new Error('upstream closed before answering the upgrade'), { code: 'ECONNRESET' }));
+  upstream.on('data', onData);
+  upstream.on('end', onEnd);
+  return {
+    abort() {
+      aborted = true;
+      done = true;
+      connectTimer.cancel();
+      upstream.destroy();
+    },
+    resume() {},
+  };
 }
 
-/** The tunnel: both ways, closed together, idle-timed. */
-function open(ctx: UpgradeContext, client: net.Socket, upstream: net.Socket, head: Buffer, idleMs: number): void {
-  ctx.stats.websocketsOpen++;
-  ctx.stats.websocketsTotal++;
-  let last = Date.now();
+/** The client side: the answer head and the tunnel, both ways, closed together, idle-timed. */
+export function tunnel(stats: TunnelStats, clock: Clock, req: H1Request, client: net.Socket, upstream: net.Socket, answer: Buffer, status: number, idleMs: number, ended: () => void): void {
+  client.write(answer);
+  if (status !== 101) {
+    // Not switched: pass the rest of this response, then close.
+    upstream.pipe(client);
+    upstream.resume();
+    upstream.setTimeout(idleMs, () => upstream.destroy());
+    upstream.on('close', () => {
+      client.destroy();
+      ended();
+    });
+    upstream.on('error', () => undefined);
+    return;
+  }
+  stats.websocketsOpen++;
+  stats.websocketsTotal++;
+  let last = clock.monotonic();
   const touch = (): void => {
-    last = Date.now();
+    last = clock.monotonic();
   };
   client.on('data', touch);
   upstream.on('data', touch);
-  let timer: NodeJS.Timeout | undefined;
+  let timer: Timer | undefined;
   const arm = (ms: number): void => {
-    timer = setTimeout(() => {
-      const idle = Date.now() - last;
+    timer = clock.setTimeout(() => {
+      const idle = clock.monotonic() - last;
       if (idle >= idleMs) {
         client.destroy();
         upstream.destroy();
       } else arm(idleMs - idle);
     }, ms);
-    timer.unref();
   };
   arm(idleMs);
   let closed = false;
   const close = (): void => {
     if (closed) return;
     closed = true;
-    clearTimeout(timer);
-    ctx.stats.websocketsOpen--;
+    timer?.cancel();
+    stats.websocketsOpen--;
     client.destroy();
     upstream.destroy();
+    ended();
   };
   client.on('close', close);
   upstream.on('close', close);
   client.on('error', () => undefined);
   upstream.on('error', () => undefined);
-  if (head.length) upstream.write(head);
+  const head = req.upgrade?.head;
+  if (head?.length) upstream.write(head);
   upstream.pipe(client);
   client.pipe(upstream);
+  upstream.resume();
   client.resume();
 }

@@ -140,6 +140,7 @@ export class MeshMetrics {
   readonly active;
   readonly refusals;
   readonly retries;
+  readonly grpcRequests;
   readonly timeouts;
   readonly breakerState;
   readonly ejections;
@@ -177,6 +178,7 @@ export class MeshMetrics {
     this.responseBytes = r.counter('meshlet_response_bytes_total', 'Response body bytes sent to the downstream.', L);
     this.active = r.gauge('meshlet_active_requests', 'Requests in flight.', L);
     this.refusals = r.counter('meshlet_requests_refused_total', 'Requests and connections refused as malformed or abusive, by reason.', ['reason']);
+    this.grpcRequests = r.counter('meshlet_grpc_requests_total', 'gRPC calls (native, gRPC-Web, transcoded) by direction, source and destination service, route and final grpc-status ("unknown" when none came).', [...L, 'grpc_status']);
     this.retries = r.counter('meshlet_retries_total', 'Retried upstream attempts, by destination service.', ['destination']);
     this.timeouts = r.counter('meshlet_timeouts_total', 'Requests that ran out of time upstream, by destination service.', ['destination']);
     this.breakerState = r.gauge('meshlet_circuit_breaker_state', 'Route circuit breakers: 0 closed, 1 half-open, 2 open.', ['route']);
@@ -257,6 +259,10 @@ export class MeshMetrics {
   }
 
   // ---- record methods for the resilience layers (they hold their own bound children when hot)
+  /** A finished gRPC call on its route's handle, by grpc-status (-1: none). */
+  grpcStatus(h: RouteHandle, code: number): void {
+    this.grpcRequests.labels(h.direction, h.source, h.destination, h.route, code >= 0 && code <= 16 ? String(code) : UNKNOWN).inc();
+  }
   retry(destination: string): void {
     this.retries.labels(destination).inc();
   }

@@ -247,6 +247,11 @@ export class ObservedRequest {
     if (o.recordMetrics) handle.active.value++;
   }
 
+  /** The metrics handle the request is counted on. */
+  get route(): RouteHandle {
+    return this.handle;
+  }
+
   /** Moves the request to its route's handle once routed. */
   setRoute(h: RouteHandle): void {
     if (h === this.handle) return;

@@ -5,7 +5,7 @@
  * calls on it. Only *types* of those runtime parts are named here (erased at compile time), so
  * src/policy loads no runtime module.
  */
-import type { CompiledTranscoding } from '../grpc/transcode/handler';
+import type { CompiledTranscoding } from '../grpc/transcode/compile';
 import type { Picker } from '../lb/picker';
 import type {
   DestinationPolicySpec,

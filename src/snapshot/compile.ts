@@ -6,7 +6,7 @@
  * transcoders from src/grpc) around the policy model, and src/policy stays a leaf that loads no
  * runtime module (dependency rules: .dependency-cruiser.js).
  */
-import type { CompiledTranscoding } from '../grpc/transcode/handler';
+import type { CompiledTranscoding } from '../grpc/transcode/compile';
 import { buildPicker, cumulativeWeights, noStats, weightedIndex, type EndpointStats, type Picker } from '../lb';
 import type {
   CompiledBackend,

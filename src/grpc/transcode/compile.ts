@@ -334,3 +334,14 @@ function makeMatcher(bindings: Binding[]): Transcoder {
     },
   });
 }
+
+/** What the sidecar compiles from a GrpcTranscoding policy (one per destination service). */
+export interface CompiledTranscoding {
+  /** The policy's name, for logs. */
+  name: string;
+  transcoder: Transcoder;
+  /** What to do with a non-gRPC request no binding matches. */
+  unknownMethods: 'reject' | 'passthrough';
+  maxRequestBytes: number;
+  maxResponseBytes: number;
+}

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { encodeFrame, FrameDecoder, FrameError } from '../../../src/grpc/transcode/framing';
+import { encodeFrame, MessageDecoder as FrameDecoder, FrameError } from '../../../src/grpc/framing';
 import { decodeGrpcMessage, encodeGrpcMessage, GrpcStatus, grpcStatusName, grpcToHttpStatus, httpToGrpcStatus } from '../../../src/grpc/transcode/status';
 
 t.test('gRPC status -> HTTP status: the google.rpc table', async (t) => {

@@ -1,0 +1,98 @@
+/**
+ * The client side of a gRPC call: native gRPC on an HTTP/2 stream (here) or gRPC-Web (web.ts).
+ * The gRPC front adapter (src/stack/respond-grpc.ts) writes through it: response headers,
+ * messages, trailers, and a status as trailers-only when nothing was sent yet.
+ */
+import type * as http2 from 'node:http2';
+import { FLAG_HEADER } from '../core/errors';
+import type { DownstreamRequest } from '../http/listener';
+import { isGrpcContentType, isGrpcWebContentType, trailersOnlyHeaders, type StatusCode } from './status';
+
+/** What kind of gRPC a request is: 'grpc', 'web', or undefined for anything else. */
+export function grpcKind(req: DownstreamRequest, protocol: 'http1' | 'http2'): 'grpc' | 'web' | undefined {
+  const ct = protocol === 'http2' ? req.headers['content-type'] : rawContentType(req.rawHeaders);
+  if (typeof ct !== 'string') return undefined;
+  if (isGrpcWebContentType(ct)) return 'web';
+  if (protocol === 'http2' && isGrpcContentType(ct)) return 'grpc';
+  return undefined;
+}
+
+/** Content-Type from raw HTTP/1.1 headers, without building the header object (hot path). */
+function rawContentType(raw: readonly string[]): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string;
+    if (n.length === 12 && n.toLowerCase() === 'content-type') return raw[i + 1];
+  }
+  return undefined;
+}
+
+/** The client side of a gRPC call, native (h2 stream) or gRPC-Web (web.ts). */
+export interface GrpcDownstream {
+  readonly headersSent: boolean;
+  readonly closed: boolean;
+  /** Response headers of a call that will send messages. */
+  headers(status: number, headers: Record<string, string | string[]>): void;
+  /** False: wait for 'drain'. */
+  write(chunk: Buffer): boolean;
+  /** Ends the response with these trailers (after `headers`). */
+  end(trailers: Record<string, string | string[]> | undefined): void;
+  /** Ends with a status: trailers-only when nothing was sent yet, else as trailers. */
+  fail(code: StatusCode, message: string, flag?: string, extra?: Record<string, string | string[]>): void;
+  /** Resets the call with an HTTP/2 error code. */
+  reset(rstCode: number): void;
+  onDrain(cb: () => void): void;
+  onClose(cb: () => void): void;
+}
+
+export class NativeDownstream implements GrpcDownstream {
+  private readonly stream: http2.ServerHttp2Stream;
+  constructor(private readonly res: http2.Http2ServerResponse) {
+    this.stream = res.stream;
+  }
+  get headersSent(): boolean {
+    return this.stream.headersSent;
+  }
+  get closed(): boolean {
+    return this.stream.closed || this.stream.destroyed;
+  }
+  headers(status: number, headers: Record<string, string | string[]>): void {
+    if (this.closed) return;
+    // The compat layer's 'wantTrailers' handler sends what addTrailers() collected.
+    this.stream.respond({ ...headers, ':status': status }, { waitForTrailers: true });
+  }
+  write(chunk: Buffer): boolean {
+    if (this.closed) return true;
+    return this.stream.write(chunk);
+  }
+  end(trailers: Record<string, string | string[]> | undefined): void {
+    if (this.closed) return;
+    if (trailers) {
+      try {
+        this.res.addTrailers(trailers);
+      } catch {
+        // an invalid trailer name from upstream: dropped
+      }
+    }
+    this.stream.end();
+  }
+  fail(code: StatusCode, message: string, flag?: string, extra?: Record<string, string | string[]>): void {
+    if (this.closed) return;
+    const h = trailersOnlyHeaders(code, message);
+    if (!this.stream.headersSent) {
+      this.stream.respond({ ...extra, ...h, ...(flag ? { [FLAG_HEADER]: flag } : {}) }, { endStream: true });
+      return;
+    }
+    const { ':status': _s, 'content-type': _c, ...trailers } = h;
+    this.end({ ...extra, ...(trailers as Record<string, string>), ...(flag ? { [FLAG_HEADER]: flag } : {}) });
+  }
+  reset(rstCode: number): void {
+    if (!this.stream.closed) this.stream.close(rstCode);
+  }
+  onDrain(cb: () => void): void {
+    this.stream.on('drain', cb);
+  }
+  onClose(cb: () => void): void {
+    this.stream.on('close', cb);
+  }
+}
+

@@ -1,0 +1,106 @@
+/**
+ * The deadline: the route's timeout, or the gRPC client's `grpc-timeout` when shorter. When it
+ * passes, the call is cancelled upstream and answered UT (504, or DEADLINE_EXCEEDED to gRPC
+ * clients); a response already streaming is cut (HTTP) or ended with DEADLINE_EXCEEDED trailers
+ * (gRPC). The upstream gets the time left (`grpc-timeout` rewritten on every try by the
+ * dispatcher), not the client's original figure; gRPC calls with a route timeout get one.
+ */
+import { Flags, MeshError } from '../core/errors';
+import type { Timer } from '../core/clock';
+import { LocalReply, NOOP_CALL, type Layer, type MeshCall } from '../core/layer';
+import { parseGrpcTimeout } from '../grpc/timeout';
+import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
+import type { StackContext } from './context';
+import { isGrpcKind } from './profile';
+
+const INTERNAL = 13;
+
+export function deadlineLayer(ctx: StackContext, routeTimeoutMs: number | undefined): Layer {
+  return (next) => (call, sink) => {
+    // A WebSocket tunnel lives as long as it is used (its idle timeout), not a request's deadline.
+    if (call.kind === 'websocket') return next(call, sink);
+    let ms = routeTimeoutMs ?? 0;
+    const h = call.headers;
+    for (let i = 0; i < h.length; i += 2)
+      if (h[i] === 'grpc-timeout') {
+        const g = parseGrpcTimeout(h[i + 1] as string);
+        if (g instanceof Error) {
+          if (isGrpcKind(call.kind)) {
+            sink.onError(new LocalReply(200, Flags.DownstreamProtocolError, g.message, { grpcStatus: INTERNAL }), false);
+            return NOOP_CALL;
+          }
+        } else if (ms === 0 || g < ms) ms = Math.max(1, g);
+        call.grpcTimeoutAt = i + 1;
+        break;
+      }
+    if (ms <= 0) return next(call, sink);
+    if (call.grpcTimeoutAt < 0 && isGrpcKind(call.kind)) {
+      call.headers = [...h, 'grpc-timeout', ''];
+      call.grpcTimeoutAt = call.headers.length - 1;
+    }
+    return new Deadline(ctx, call, sink, ms).start(next);
+  };
+}
+
+class Deadline implements ResponseSink, UpstreamCall {
+  private inner: UpstreamCall | undefined;
+  private timer: Timer | undefined;
+  private started = false;
+  private done = false;
+
+  constructor(
+    private readonly ctx: StackContext,
+    private readonly call: MeshCall,
+    private readonly sink: ResponseSink,
+    private readonly ms: number,
+  ) {}
+
+  start(next: (c: MeshCall, s: ResponseSink) => UpstreamCall): UpstreamCall {
+    this.call.deadline = this.ctx.clock.monotonic() + this.ms;
+    this.timer = this.ctx.clock.setTimeout(() => this.expire(), this.ms);
+    this.inner = next(this.call, this);
+    return this;
+  }
+
+  private expire(): void {
+    this.timer = undefined;
+    if (this.done) return;
+    this.done = true;
+    this.inner?.abort(new MeshError('MESH_UPSTREAM_TIMEOUT', 'deadline'));
+    this.ctx.stats.metrics.timeout(this.call.destination || 'app');
+    this.sink.onError(new MeshError('MESH_UPSTREAM_TIMEOUT', isGrpcKind(this.call.kind) ? 'deadline exceeded in the mesh' : `request timeout ${this.ms}ms`), this.started);
+  }
+
+  private end(): void {
+    this.done = true;
+    this.timer?.cancel();
+    this.timer = undefined;
+  }
+
+  abort(reason?: Error): void {
+    if (this.done) return;
+    this.end();
+    this.inner?.abort(reason);
+  }
+  resume(): void {
+    this.inner?.resume();
+  }
+  onResponse(status: number, headers: Headers): void {
+    if (this.done) return;
+    this.started = true;
+    this.sink.onResponse(status, headers);
+  }
+  onData(chunk: Buffer): boolean {
+    return this.done ? true : this.sink.onData(chunk);
+  }
+  onEnd(trailers: Headers | undefined): void {
+    if (this.done) return;
+    this.end();
+    this.sink.onEnd(trailers);
+  }
+  onError(err: Error, started: boolean): void {
+    if (this.done) return;
+    this.end();
+    this.sink.onError(err, started);
+  }
+}

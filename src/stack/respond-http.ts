@@ -1,0 +1,145 @@
+/**
+ * The HTTP front adapter: the top sink of the stack for HTTP/1.1 and HTTP/2 requests, and the one
+ * place a mesh error becomes an HTTP response (status, plain-text body, `x-meshlet-flags` with the
+ * flags the call earned). A response that already started and then fails is cut (connection
+ * closed, or the HTTP/2 stream reset): the only honest signal left.
+ */
+import * as http2 from 'node:http2';
+import { FLAG_HEADER, Flags, MeshError } from '../core/errors';
+import { LocalReply, NOOP_CALL, type Handler, type MeshCall } from '../core/layer';
+import { forwardResponseHeaders } from '../http/headers';
+import type { DownstreamResponse } from '../http/listener';
+import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
+import type { StackContext } from './context';
+
+export class HttpResponder implements ResponseSink {
+  upstream: UpstreamCall = NOOP_CALL;
+  private finished = false;
+
+  constructor(
+    private readonly ctx: StackContext,
+    private readonly call: MeshCall,
+    private readonly res: DownstreamResponse,
+  ) {}
+
+  /** Runs the call through a stack, following the client (backpressure, going away). */
+  run(stack: Handler): void {
+    const res = this.res;
+    res.on('drain', () => this.upstream.resume());
+    res.on('close', () => {
+      if (this.finished) return;
+      // The client went away (or its stream was reset): cancel upstream too.
+      this.finished = true;
+      this.upstream.abort();
+    });
+    this.upstream = stack(this.call, this);
+  }
+
+  onResponse(status: number, h: Headers): void {
+    const res = this.res;
+    const out = forwardResponseHeaders(h, this.call.version === '2' ? '2' : '1.1', this.ctx.viaName);
+    if (this.call.responseEdits) this.call.responseEdits.apply(out);
+    const flags = this.call.flags;
+    if (flags) {
+      const prev = out[FLAG_HEADER];
+      out[FLAG_HEADER] = prev ? `${String(prev)},${flags}` : flags;
+    }
+    if (res.headersSent || res.destroyed) return;
+    try {
+      res.writeHead(status, out as never);
+    } catch (err) {
+      this.ctx.logger.debug({ err }, 'invalid upstream response header');
+      this.finished = true;
+      this.upstream.abort(new MeshError('MESH_UPSTREAM_RESET', 'invalid response header'));
+      sendLocalRaw(res, 502, Flags.UpstreamReset, 'upstream sent an invalid response header');
+    }
+  }
+
+  onData(chunk: Buffer): boolean {
+    const res = this.res;
+    if (res.destroyed || this.finished) return true;
+    return (res as { write(c: Buffer): boolean }).write(chunk);
+  }
+
+  onEnd(trailers: Headers | undefined): void {
+    if (this.finished) return;
+    this.finished = true;
+    const res = this.res;
+    if (trailers && this.call.version === '2') {
+      try {
+        (res as http2.Http2ServerResponse).addTrailers(trailers as never);
+      } catch {
+        // invalid trailer names: drop them
+      }
+    }
+    res.end();
+  }
+
+  onError(err: Error, started: boolean): void {
+    if (this.finished) return;
+    this.finished = true;
+    const reply = asReply(err);
+    const flags = reply.flag ? (this.call.flags ? `${reply.flag},${this.call.flags}` : reply.flag) : this.call.flags;
+    if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
+    if (started) return resetDownstream(this.res);
+    writeReply(this.res, reply, flags);
+  }
+}
+
+/** Any error as the status, flag and text of the answer. */
+export function asReply(err: Error): LocalReply | MeshError {
+  if (err instanceof LocalReply || err instanceof MeshError) return err;
+  return new MeshError('MESH_UPSTREAM_RESET', (err as { code?: string }).code ?? err.message);
+}
+
+/** A mesh answer to a call no observe layer saw (no route, rate limited, breaker open...). */
+export function countUnobserved(ctx: StackContext, call: MeshCall, reply: LocalReply | MeshError, flags: string): void {
+  const uncounted = reply instanceof LocalReply && reply.extra?.uncountedFlag;
+  ctx.stats.record(call.direction, reply.status, uncounted ? undefined : flags || undefined);
+}
+
+export function writeReply(res: DownstreamResponse, reply: LocalReply | MeshError, flags: string): void {
+  if (res.headersSent || res.destroyed) return resetDownstream(res);
+  const extra = reply instanceof LocalReply ? reply.extra : undefined;
+  if (extra?.empty) {
+    const h: Record<string, string> = { 'content-length': '0', ...extra.headers };
+    if (flags) h[FLAG_HEADER] = flags;
+    res.writeHead(reply.status, h as never);
+    res.end();
+    return;
+  }
+  if (extra?.body !== undefined) {
+    const h: Record<string, string> = { ...extra.headers, 'content-length': String(Buffer.byteLength(extra.body)) };
+    if (flags) h[FLAG_HEADER] = flags;
+    res.writeHead(reply.status, h as never);
+    res.end(extra.body);
+    return;
+  }
+  sendLocalRaw(res, reply.status, flags, reply.message, extra?.headers);
+}
+
+export function resetDownstream(res: DownstreamResponse): void {
+  const stream = (res as http2.Http2ServerResponse).stream;
+  if (stream && typeof stream.close === 'function') {
+    if (!stream.closed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
+  (res as { destroy(): void }).destroy();
+}
+
+/** A response the mesh makes itself (plain text, with its flags). */
+export function sendLocalRaw(res: DownstreamResponse, status: number, flag: string, text: string, extra?: Record<string, string>): void {
+  if (res.headersSent || res.destroyed) {
+    resetDownstream(res);
+    return;
+  }
+  const body = `${text}\n`;
+  const h: Record<string, string> = {
+    ...extra,
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': String(Buffer.byteLength(body)),
+  };
+  if (flag) h[FLAG_HEADER] = flag;
+  res.writeHead(status, h as never);
+  res.end(body);
+}
