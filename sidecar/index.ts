@@ -29,6 +29,7 @@ import type { Format } from '../src/observability/metrics';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
 import type { WindowExports } from '../src/observability/merge';
 import type { Subscriber } from './subscriber';
+import { WorkloadIdentity, type IdentityMaterial } from './identity';
 
 export interface HostPort {
   host: string;
@@ -63,6 +64,11 @@ export interface SidecarOptions {
   drainDelayMs?: number;
   /** Called on POST /quitquitquit (from loopback); the CLI stops the process as on SIGTERM. */
   onQuit?: () => void;
+  /**
+   * The bootstrap credential (join token or ServiceAccount token), read at every connect to the
+   * control plane. With it the sidecar gets a workload certificate (sidecar/identity.ts).
+   */
+  credential?: () => string | undefined;
 }
 
 export interface ObservabilityOptions {
@@ -87,6 +93,8 @@ export interface Sidecar {
   admin: HostPort;
   /** The compiled snapshot in force. */
   current(): CompiledSnapshot | undefined;
+  /** The workload identity (key, certificate, bundle), once the control plane signed one. */
+  identity?(): IdentityMaterial | undefined;
   /** Stops accepting, drains in-flight requests for up to `graceMs`, closes everything. */
   close(graceMs?: number): Promise<void>;
 }
@@ -341,6 +349,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   let admin: AdminServer;
   let subscriber: Subscriber | undefined;
   let draining = false;
+  const identity =
+    opts.controlPlane && opts.credential ? new WorkloadIdentity({ request: (csr) => subscriber?.requestCertificate(csr) ?? false, logger: log }) : undefined;
   try {
     const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
     admin = await startAdmin(
@@ -348,7 +358,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       a.port,
       {
         ready: () => proxy.current() !== undefined && !draining,
-        configDump: () => configDump(proxy.id, opts.service, source, proxy.current(), subscriber),
+        configDump: () => configDump(proxy.id, opts.service, source, proxy.current(), subscriber, identity),
         quit: opts.onQuit,
         metrics: (format) => proxy.metrics(format),
         stats: () => proxy.stats(),
@@ -363,7 +373,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   }
 
   if (opts.controlPlane) {
-    subscriber = await subscribe(opts, proxy.id, proxy.inbound.port, admin.address().port, proxy.apply, log);
+    subscriber = await subscribe(opts, proxy.id, proxy.inbound.port, admin.address().port, proxy.apply, log, identity);
   }
 
   let closing: Promise<void> | undefined;
@@ -373,9 +383,11 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     outbound: proxy.outbound,
     admin: admin.address(),
     current: () => proxy.current(),
+    identity: () => identity?.current(),
     close(graceMs = 5000) {
       closing ??= (async () => {
         draining = true;
+        identity?.close();
         await leave(opts, subscriber, log);
         await proxy.close(graceMs);
         await admin.close();
@@ -393,6 +405,7 @@ export async function subscribe(
   adminPort: number,
   apply: (w: WireSnapshot) => Result<void>,
   log: Logger,
+  identity?: WorkloadIdentity,
 ): Promise<Subscriber> {
   const { Subscriber } = await import('./subscriber');
   const subscriber = new Subscriber({
@@ -408,6 +421,8 @@ export async function subscribe(
     },
     apply,
     logger: log,
+    credential: opts.credential,
+    onIdentity: identity ? (m) => identity.handle(m) : undefined,
   });
   subscriber.start();
   return subscriber;
@@ -424,12 +439,22 @@ export async function leave(opts: SidecarOptions, subscriber: Subscriber | undef
   }
 }
 
-export function configDump(id: string, service: string, source: string, snap: CompiledSnapshot | undefined, sub: Subscriber | undefined): unknown {
+export function configDump(id: string, service: string, source: string, snap: CompiledSnapshot | undefined, sub: Subscriber | undefined, identity?: WorkloadIdentity): unknown {
+  const cert = identity?.current();
   return {
     id,
     service,
     source,
     controlPlane: sub ? { connected: sub.connected, lastError: sub.lastError ?? null } : undefined,
+    identity: identity
+      ? {
+          spiffeId: identity.id() ?? null,
+          // Public material only (the key never leaves the process): what `openssl verify` checks.
+          certificate: cert ? { serial: cert.serial, notBefore: new Date(cert.notBefore).toISOString(), notAfter: new Date(cert.notAfter).toISOString(), chainPem: cert.chainPem } : null,
+          trustBundlePem: cert?.bundlePem ?? null,
+          lastError: identity.lastError ?? null,
+        }
+      : undefined,
     version: snap?.version ?? null,
     appliedAt: snap ? new Date(snap.compiledAt).toISOString() : null,
     resources: snap ? snap.resources.map(toWire) : [],

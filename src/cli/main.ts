@@ -28,6 +28,8 @@ const COMMANDS: { name: string; summary: string; load(): Command }[] = [
   { name: 'status', summary: 'show every sidecar, its service, and the policy version it ACKed or why it NACKed', load: () => require('./status').status },
   { name: 'stat', summary: 'success rate, req/s, p50/p99 per service and route, from every sidecar (-o json)', load: () => require('./stat').stat },
   { name: 'top', summary: '`meshlet stat`, refreshing', load: () => require('./stat').top },
+  { name: 'token', summary: 'create, list or revoke join tokens: the credential a sidecar outside Kubernetes gets its identity with', load: () => require('./token').token },
+  { name: 'ca', summary: "show the mesh CA and its trust bundle, or rotate its root (with an overlap in which both roots are trusted)", load: () => require('./ca').ca },
   { name: 'logs', summary: "print (or follow, -f) a service's sidecar logs in the local mesh (`meshlet up`)", load: () => require('./logs').logs },
 ];
 
