@@ -5,6 +5,7 @@
  *   control plane: Identity{spiffe_id, bundle}   -> make a P-256 key, send a CSR for spiffe_id
  *   control plane: Identity{chain, bundle}       -> check the chain (our key, our ID, the bundle), swap it in
  *   at half the certificate's life               -> a new key and CSR; the old pair serves until the new one arrives
+ *                                                   (counted from its arrival: notBefore is backdated for skew)
  *   a new bundle (root rotation)                 -> renew now, so the new root's certificate is in use early
  *
  * A refused CSR is retried with backoff (1 s doubling to 60 s). Consumers (TLS contexts,
@@ -30,6 +31,8 @@ export interface IdentityMaterial {
   notBefore: number;
   notAfter: number;
   serial: string;
+  /** When it arrived here (our clock): half life is counted from then, not from the backdated notBefore. */
+  receivedAt: number;
 }
 
 export interface WorkloadIdentityOptions {
@@ -125,7 +128,11 @@ export class WorkloadIdentity {
   private due(): boolean {
     const m = this.material;
     if (!m) return true;
-    return this.clock.now() >= m.notBefore + (m.notAfter - m.notBefore) * (this.opts.renewAt ?? 0.5);
+    return this.clock.now() >= this.renewTime(m);
+  }
+
+  private renewTime(m: IdentityMaterial): number {
+    return m.receivedAt + (m.notAfter - m.receivedAt) * (this.opts.renewAt ?? 0.5);
   }
 
   private install(chainPem: string): void {
@@ -156,6 +163,7 @@ export class WorkloadIdentity {
           notBefore: new Date(leaf.validFrom).getTime(),
           notAfter: new Date(leaf.validTo).getTime(),
           serial: leaf.serialNumber,
+          receivedAt: this.clock.now(),
         };
       } catch (err) {
         this.lastError = (err as Error).message;
@@ -169,7 +177,7 @@ export class WorkloadIdentity {
       const m = this.material;
       log.info({ spiffeId: m.spiffeId, serial: m.serial, notAfter: new Date(m.notAfter).toISOString() }, 'workload certificate installed');
       this.emit();
-      this.schedule(Math.max(1000, m.notBefore + (m.notAfter - m.notBefore) * (this.opts.renewAt ?? 0.5) - this.clock.now()));
+      this.schedule(Math.max(1000, this.renewTime(m) - this.clock.now()));
     })();
   }
 
