@@ -3,7 +3,7 @@
  * create`, `meshlet sidecar` with a join token, `meshlet ca rotate`. The certificate the sidecar
  * shows in /config_dump is checked from outside with `openssl verify`.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -14,7 +14,7 @@ interface Dump {
   identity?: { spiffeId: string | null; certificate: { serial: string; notAfter: string; chainPem: string } | null; trustBundlePem: string | null; lastError: string | null };
 }
 
-async function sidecar(t: Tap.Test, push: number, service: string, env: Record<string, string>): Promise<Proc & { admin: number }> {
+async function sidecar(t: Test, push: number, service: string, env: Record<string, string>): Promise<Proc & { admin: number }> {
   const p = start(['sidecar', '--service', service, '--control-plane', `127.0.0.1:${push}`, '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], env);
   t.teardown(() => p.stop());
   const l = await p.waitFor((x) => x.msg === 'sidecar started');
