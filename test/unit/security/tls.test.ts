@@ -48,7 +48,7 @@ function opensslAsync(args: string[]): Promise<{ status: number | null; stdout: 
 interface Server {
   port: number;
   server: tls.Server;
-  seen: { peer?: string; alpn: string | false }[];
+  seen: { peer?: string; alpn: string | false | null }[];
   tlsErrors: string[];
 }
 
@@ -66,7 +66,7 @@ async function serve(t: Test, mesh: MeshTls): Promise<Server> {
   return { port: (server.address() as net.AddressInfo).port, server, seen, tlsErrors };
 }
 
-function dial(port: number, opts: tls.ConnectionOptions): Promise<{ text: string; cert?: tls.PeerCertificate; alpn: string | false; protocol: string | null }> {
+function dial(port: number, opts: tls.ConnectionOptions): Promise<{ text: string; cert?: tls.PeerCertificate; alpn: string | false | null; protocol: string | null }> {
   return new Promise((resolve, reject) => {
     const s = tls.connect({ host: '127.0.0.1', port, ...opts }, () => {
       let text = '';
