@@ -29,7 +29,8 @@ import type { Format } from '../src/observability/metrics';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
 import type { WindowExports } from '../src/observability/merge';
 import type { Subscriber } from './subscriber';
-import { WorkloadIdentity, type IdentityMaterial } from './identity';
+// Types only: @peculiar/x509 costs ~0.3-0.8 s to load; a sidecar without a credential never loads it.
+import type { WorkloadIdentity, IdentityMaterial } from './identity';
 
 export interface HostPort {
   host: string;
@@ -350,7 +351,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   let subscriber: Subscriber | undefined;
   let draining = false;
   const identity =
-    opts.controlPlane && opts.credential ? new WorkloadIdentity({ request: (csr) => subscriber?.requestCertificate(csr) ?? false, logger: log }) : undefined;
+    opts.controlPlane && opts.credential
+      ? new (await import('./identity')).WorkloadIdentity({ request: (csr) => subscriber?.requestCertificate(csr) ?? false, logger: log })
+      : undefined;
   try {
     const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
     admin = await startAdmin(
