@@ -24,10 +24,11 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-export async function atomicWriteFile(file: string, data: string | Uint8Array): Promise<void> {
+/** `mode` 0o600 for secrets (the CA key): the temp file is created with it, so no reader ever sees it wider. */
+export async function atomicWriteFile(file: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}${TEMP_MARKER}${process.pid}-${randomBytes(4).toString('hex')}`);
-  const fh = await fsp.open(tmp, 'wx', 0o644);
+  const fh = await fsp.open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
     await fh.sync();

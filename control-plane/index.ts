@@ -51,6 +51,21 @@ export interface ControlPlaneOptions {
   prometheusUrl?: string;
   /** Also take endpoints from Kubernetes EndpointSlices (list + watch). */
   kubernetes?: Omit<import('./k8s-discovery').EndpointSliceOptions, 'logger'>;
+  /** Workload identity (docs/security.md): the CA, join tokens, TokenReview. On by default. */
+  security?: SecurityOptions;
+}
+
+export interface SecurityOptions {
+  /** false: no CA, sidecars get no certificates (the behaviour before identities). */
+  enabled?: boolean;
+  trustDomain?: string;
+  /** Sign with an intermediate under this root (PEM cert or chain, and key). */
+  userRoot?: { certPem: string; keyPem: string };
+  workloadTtlMs?: number;
+  /** permissive (default): sidecars without a credential still connect, without an identity; strict: refused. */
+  mode?: import('./identity').SidecarAuthMode;
+  /** Verify Kubernetes ServiceAccount tokens with TokenReview (on with `kubernetes`). */
+  tokenReview?: import('./token-review').TokenReviewOptions;
 }
 
 export interface ControlPlane {
@@ -61,6 +76,10 @@ export interface ControlPlane {
   readonly push: PushServer;
   readonly metrics: ControlPlaneMetrics;
   readonly webhookAddress?: Address;
+  /** The CA and join tokens, when security is on. */
+  readonly ca?: import('./ca').MeshCa;
+  readonly tokens?: import('./tokens').TokenStore;
+  readonly identity?: import('./identity').WorkloadIdentityService;
   /** Stops the API (idle keep-alive connections included), the push server, then the registry and store. Idempotent. */
   close(): Promise<void>;
 }
@@ -118,7 +137,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       endpoints = { endpoints: () => d.mergeEndpoints(registry.endpoints(), source.endpoints()) };
     }
     const builder = new SnapshotBuilder(store, endpoints, () => clock.now());
-    const push = new PushServer({ builder, registry, metrics, logger: logger.child({ component: 'push' }), coalesceMs: opts.coalesceMs });
+    const sec = await startSecurity(opts, clock, logger);
+    if (sec) cleanup.push(async () => sec.ca.close());
+    const push = new PushServer({ builder, registry, metrics, logger: logger.child({ component: 'push' }), coalesceMs: opts.coalesceMs, identity: sec?.identity });
     store.onChange(() => push.notifyChange());
     registry.onChange(() => push.notifyChange());
     if (k8s) {
@@ -168,12 +189,29 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       push,
       metrics,
       webhookAddress,
+      ca: sec?.ca,
+      tokens: sec?.tokens,
+      identity: sec?.identity,
       close: () => (closing ??= closeAll().then(() => logger.info('control plane stopped'))),
     };
   } catch (err) {
     await closeAll();
     throw err;
   }
+}
+
+/** The CA (DATA_DIR/ca), the join tokens (DATA_DIR/tokens.json) and, with Kubernetes, TokenReview. */
+async function startSecurity(opts: ControlPlaneOptions, clock: Clock, logger: Logger) {
+  const o = opts.security ?? {};
+  if (o.enabled === false) return undefined;
+  const [{ MeshCa }, { TokenStore }, { WorkloadIdentityService }] = await Promise.all([import('./ca'), import('./tokens'), import('./identity')]);
+  const log = logger.child({ component: 'identity' });
+  const ca = await MeshCa.open({ dataDir: opts.dataDir, trustDomain: o.trustDomain, userRoot: o.userRoot, workloadTtlMs: o.workloadTtlMs, clock, logger: log });
+  const tokens = new TokenStore(opts.dataDir, clock);
+  const tokenReviewer = o.tokenReview || opts.kubernetes ? new (await import('./token-review')).TokenReviewer(o.tokenReview ?? {}) : undefined;
+  const identity = new WorkloadIdentityService({ ca, mode: o.mode, tokens, tokenReviewer, logger: log });
+  log.info({ trustDomain: ca.trustDomain, mode: identity.mode, roots: ca.trustBundle().info().length }, 'workload identity: CA ready');
+  return { ca, tokens, identity };
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<Address> {

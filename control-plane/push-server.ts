@@ -31,6 +31,8 @@ import { formatErrors } from '../src/core/result';
 import type { Registry, SidecarSession } from './registry';
 import type { BuiltSnapshot, SnapshotBuilder } from './snapshot-builder';
 import type { ControlPlaneMetrics } from './metrics';
+import type { NodeMessage } from '../src/proto';
+import type { Authenticated, IdentityIssuer } from './identity';
 
 export interface PushServerOptions {
   builder: SnapshotBuilder;
@@ -39,6 +41,8 @@ export interface PushServerOptions {
   metrics?: ControlPlaneMetrics;
   /** How long to gather changes before pushing (default 5 ms). */
   coalesceMs?: number;
+  /** Verifies sidecars' credentials and signs their CSRs (control-plane/identity.ts); absent: no identities. */
+  identity?: IdentityIssuer;
 }
 
 export interface Convergence {
@@ -62,6 +66,10 @@ interface Stream {
   /** The version this stream last answered for, ACK or NACK. */
   answeredVersion?: string;
   closed: boolean;
+  /** The identity the sidecar's credential proved (none: admitted without one, PERMISSIVE). */
+  who?: Authenticated;
+  /** Messages that arrived while the credential was being verified, handled after. */
+  queue?: ReceivedSidecarMessage[];
 }
 
 interface Tracking {
@@ -95,7 +103,14 @@ export class PushServer {
     this.logger = opts.logger ?? pino({ level: 'silent' });
     this.metrics = opts.metrics;
     this.coalesceMs = opts.coalesceMs ?? 5;
+    this.identity = opts.identity;
+    // A rotated root: every identified sidecar gets the new bundle (and requests a new certificate).
+    this.identity?.onChange(() => {
+      for (const st of this.streams) if (st.who) this.sendIdentity(st, { spiffeId: st.who.id.uri });
+    });
   }
+
+  private readonly identity?: IdentityIssuer;
 
   /** Binds the gRPC server; port 0 picks a free one. Resolves to the bound address. */
   listen(host: string, port: number): Promise<{ host: string; port: number }> {
@@ -208,6 +223,10 @@ export class PushServer {
 
   private onMessage(s: Stream, msg: ReceivedSidecarMessage): void {
     if (s.closed) return;
+    if (s.queue) {
+      s.queue.push(msg);
+      return;
+    }
     const kind = msg.kind ?? (msg.node ? 'node' : msg.ack ? 'ack' : msg.nack ? 'nack' : undefined);
     if (!s.id) {
       const node = checkNode(kind === 'node' ? msg.node : undefined);
@@ -217,21 +236,103 @@ export class PushServer {
         s.call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: formatErrors(node.errors) });
         return;
       }
-      const n = node.value;
-      s.id = n.id;
-      s.session = this.registry.connect({
-        id: n.id,
-        service: n.service,
-        address: n.address || peerHost(s.call.getPeer()),
-        port: n.inboundPort,
-        labels: n.labels,
-        buildVersion: n.buildVersion,
-        adminPort: n.adminPort,
-      });
-      // The registry change (if any) invalidated the snapshot: this sidecar gets one with itself in it.
-      this.send(s, this.builder.current());
+      if (this.identity) {
+        this.admit(s, node.value);
+        return;
+      }
+      this.connect(s, node.value);
       return;
     }
+    if (kind === 'csr') {
+      this.onCsr(s, msg.csr?.csrPem ?? '');
+      return;
+    }
+    this.onAnswer(s, kind, msg);
+  }
+
+  // ------------------------------------------------------------- identity (control-plane/identity.ts)
+
+  /** Verifies the node's credential (async: TokenReview), then connects it; messages meanwhile wait in `queue`. */
+  private admit(s: Stream, n: NodeMessage): void {
+    const identity = this.identity as IdentityIssuer;
+    const credential = n.credential ?? '';
+    if (credential === '' && identity.mode === 'permissive') {
+      this.logger.info({ sidecar: n.id, service: n.service }, 'sidecar without a credential admitted (PERMISSIVE): no identity, no certificate');
+      this.connect(s, n);
+      return;
+    }
+    s.queue = [];
+    identity.authenticate(credential, n.service).then(
+      (who) => {
+        const queued = s.queue ?? [];
+        s.queue = undefined;
+        if (s.closed) return;
+        s.who = who;
+        this.logger.info({ sidecar: n.id, spiffeId: who.id.uri, via: who.via, credential: who.credential }, 'sidecar authenticated');
+        this.sendIdentity(s, { spiffeId: who.id.uri });
+        this.connect(s, n);
+        for (const m of queued) this.onMessage(s, m);
+      },
+      (err: Error & { code?: string }) => {
+        s.queue = undefined;
+        this.logger.warn({ sidecar: n.id, service: n.service, peer: s.call.getPeer(), code: err.code, reason: err.message }, 'push stream refused: credential not accepted');
+        if (s.closed) return;
+        this.drop(s);
+        const code = err.code === 'CREDENTIAL_WRONG_SERVICE' ? grpc.status.PERMISSION_DENIED : grpc.status.UNAUTHENTICATED;
+        s.call.emit('error', { code, details: err.message });
+      },
+    );
+  }
+
+  private onCsr(s: Stream, csrPem: string): void {
+    const who = s.who;
+    if (!who || !this.identity) {
+      this.sendIdentity(s, { error: 'no certificate without a credential: start the sidecar with --join-token (or its ServiceAccount token on Kubernetes)' });
+      return;
+    }
+    this.identity.sign(csrPem, who).then(
+      (c) => this.sendIdentity(s, { spiffeId: who.id.uri, certificateChainPem: c.chainPem }),
+      (err: Error & { code?: string }) => {
+        this.logger.warn({ sidecar: s.id, spiffeId: who.id.uri, code: err.code, reason: err.message }, 'CSR refused');
+        this.sendIdentity(s, { spiffeId: who.id.uri, error: `${err.code ?? 'CSR_REFUSED'}: ${err.message}` });
+      },
+    );
+  }
+
+  private sendIdentity(s: Stream, m: { spiffeId?: string; certificateChainPem?: string; error?: string }): void {
+    if (s.closed || !this.identity) return;
+    try {
+      s.call.write({
+        version: '',
+        nonce: '',
+        resourcesJson: '',
+        endpointsJson: '',
+        identity: { spiffeId: m.spiffeId ?? '', certificateChainPem: m.certificateChainPem ?? '', trustBundlePem: this.identity.bundlePem(), error: m.error ?? '' },
+      });
+    } catch (err) {
+      this.logger.warn({ err, sidecar: s.id }, 'identity message not sent');
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private connect(s: Stream, n: NodeMessage): void {
+    s.id = n.id;
+    s.session = this.registry.connect({
+      id: n.id,
+      service: n.service,
+      address: n.address || peerHost(s.call.getPeer()),
+      port: n.inboundPort,
+      labels: n.labels,
+      buildVersion: n.buildVersion,
+      adminPort: n.adminPort,
+    });
+    // The registry change (if any) invalidated the snapshot: this sidecar gets one with itself in it.
+    this.send(s, this.builder.current());
+  }
+
+  private onAnswer(s: Stream, kind: string | undefined, msg: ReceivedSidecarMessage): void {
+    if (!s.id) return;
     if (kind === 'ack' && msg.ack) {
       if (msg.ack.nonce !== s.sentNonce) {
         this.logger.debug({ sidecar: s.id, nonce: msg.ack.nonce }, 'stale ACK ignored');

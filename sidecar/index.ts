@@ -33,6 +33,8 @@ import type { SidecarResilience } from '../src/observability/mesh-stats';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
 import type { WindowExports } from '../src/observability/merge';
 import type { Subscriber } from './subscriber';
+// Types only: @peculiar/x509 costs ~0.3-0.8 s to load; a sidecar without a credential never loads it.
+import type { WorkloadIdentity, IdentityMaterial } from './identity';
 
 export interface HostPort {
   host: string;
@@ -67,6 +69,11 @@ export interface SidecarOptions {
   drainDelayMs?: number;
   /** Called on POST /quitquitquit (from loopback); the CLI stops the process as on SIGTERM. */
   onQuit?: () => void;
+  /**
+   * The bootstrap credential (join token or ServiceAccount token), read at every connect to the
+   * control plane. With it the sidecar gets a workload certificate (sidecar/identity.ts).
+   */
+  credential?: () => string | undefined;
 }
 
 export interface ObservabilityOptions {
@@ -91,6 +98,8 @@ export interface Sidecar {
   admin: HostPort;
   /** The compiled snapshot in force. */
   current(): CompiledSnapshot | undefined;
+  /** The workload identity (key, certificate, bundle), once the control plane signed one. */
+  identity?(): IdentityMaterial | undefined;
   /** Stops accepting, drains in-flight requests for up to `graceMs`, closes everything. */
   close(graceMs?: number): Promise<void>;
 }
@@ -367,6 +376,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   let admin: AdminServer;
   let subscriber: Subscriber | undefined;
   let draining = false;
+  const identity =
+    opts.controlPlane && opts.credential
+      ? new (await import('./identity')).WorkloadIdentity({ request: (csr) => subscriber?.requestCertificate(csr) ?? false, logger: log })
+      : undefined;
   try {
     const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
     admin = await startAdmin(
@@ -374,7 +387,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       a.port,
       {
         ready: () => proxy.current() !== undefined && !draining,
-        configDump: () => configDump(proxy.id, opts.service, source, proxy.current(), subscriber),
+        configDump: () => configDump(proxy.id, opts.service, source, proxy.current(), subscriber, identity),
         quit: opts.onQuit,
         metrics: (format) => proxy.metrics(format),
         stats: () => proxy.stats(),
@@ -391,7 +404,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   }
 
   if (opts.controlPlane) {
-    subscriber = await subscribe(opts, proxy.id, proxy.inbound.port, admin.address().port, proxy.apply, log);
+    subscriber = await subscribe(opts, proxy.id, proxy.inbound.port, admin.address().port, proxy.apply, log, identity);
   }
 
   let closing: Promise<void> | undefined;
@@ -401,9 +414,11 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     outbound: proxy.outbound,
     admin: admin.address(),
     current: () => proxy.current(),
+    identity: () => identity?.current(),
     close(graceMs = 5000) {
       closing ??= (async () => {
         draining = true;
+        identity?.close();
         await leave(opts, subscriber, log);
         await proxy.close(graceMs);
         await admin.close();
@@ -421,6 +436,7 @@ export async function subscribe(
   adminPort: number,
   apply: (w: WireSnapshot) => Result<void>,
   log: Logger,
+  identity?: WorkloadIdentity,
 ): Promise<Subscriber> {
   const { Subscriber } = await import('./subscriber');
   const subscriber = new Subscriber({
@@ -436,6 +452,8 @@ export async function subscribe(
     },
     apply,
     logger: log,
+    credential: opts.credential,
+    onIdentity: identity ? (m) => identity.handle(m) : undefined,
   });
   subscriber.start();
   return subscriber;
@@ -452,12 +470,22 @@ export async function leave(opts: SidecarOptions, subscriber: Subscriber | undef
   }
 }
 
-export function configDump(id: string, service: string, source: string, snap: CompiledSnapshot | undefined, sub: Subscriber | undefined): unknown {
+export function configDump(id: string, service: string, source: string, snap: CompiledSnapshot | undefined, sub: Subscriber | undefined, identity?: WorkloadIdentity): unknown {
+  const cert = identity?.current();
   return {
     id,
     service,
     source,
     controlPlane: sub ? { connected: sub.connected, target: sub.target, lastError: sub.lastError ?? null } : undefined,
+    identity: identity
+      ? {
+          spiffeId: identity.id() ?? null,
+          // Public material only (the key never leaves the process): what `openssl verify` checks.
+          certificate: cert ? { serial: cert.serial, notBefore: new Date(cert.notBefore).toISOString(), notAfter: new Date(cert.notAfter).toISOString(), chainPem: cert.chainPem } : null,
+          trustBundlePem: cert?.bundlePem ?? null,
+          lastError: identity.lastError ?? null,
+        }
+      : undefined,
     version: snap?.version ?? null,
     appliedAt: snap ? new Date(snap.compiledAt).toISOString() : null,
     resources: snap ? snap.resources.map(toWire) : [],

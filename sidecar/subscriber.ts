@@ -17,6 +17,7 @@ import {
   type NodeMessage,
   type PolicyDiscoveryClient,
   type PolicyDiscoveryClientStream,
+  type IdentityMessage,
   type SnapshotMessage,
 } from '../src/proto';
 import type { WireSnapshot } from '../src/policy';
@@ -32,6 +33,10 @@ export interface SubscriberOptions {
   baseBackoffMs?: number;
   maxBackoffMs?: number;
   random?: () => number;
+  /** The bootstrap credential, read at every (re)connect (a projected token rotates); undefined: none. */
+  credential?: () => string | undefined;
+  /** Identity messages (sidecar/identity.ts): the SPIFFE ID and bundle, a signed certificate, or why not. */
+  onIdentity?: (msg: IdentityMessage) => void;
 }
 
 export class Subscriber {
@@ -87,6 +92,13 @@ export class Subscriber {
     this.close();
   }
 
+  /** Sends a CSR on the open stream; false when there is none (the identity asks again after the reconnect). */
+  requestCertificate(csrPem: string): boolean {
+    if (!this.call || this.closed) return false;
+    this.call.write({ csr: { csrPem } });
+    return true;
+  }
+
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
@@ -101,7 +113,7 @@ export class Subscriber {
     const call = this.client.Stream();
     this.call = call;
     let ended = false;
-    const lost = (why: string): void => {
+    const lost = (why: string, code?: number): void => {
       if (ended) return;
       ended = true;
       if (this.call === call) this.call = undefined;
@@ -110,6 +122,15 @@ export class Subscriber {
       if (this.closed) return;
       this.lastError = why;
       const delay = this.backoff();
+      if (code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED) {
+        // A refused credential is the operator's to fix: say so loudly, every time.
+        log.error({ controlPlane: this.target, reason: why, retryInMs: delay }, 'the control plane refused this sidecar (credential)');
+        this.timer = setTimeout(() => {
+          this.rotate();
+          this.open();
+        }, delay);
+        return;
+      }
       (was ? log.warn.bind(log) : log.debug.bind(log))(
         { controlPlane: this.target, reason: why, retryInMs: delay },
         'control plane stream lost; routing on the last good snapshot',
@@ -120,17 +141,20 @@ export class Subscriber {
       }, delay);
     };
     call.on('data', (msg: SnapshotMessage) => {
+      if (msg.identity) this.opts.onIdentity?.(msg.identity);
+      // An identity-only message has no version and is not answered.
+      if (!msg.version && msg.identity) return;
       if (!this.connected) log.info({ controlPlane: this.target }, 'connected to the control plane');
       this.connected = true;
       this.attempt = 0;
       this.onSnapshot(call, msg);
     });
-    call.on('error', (err: grpc.ServiceError) => lost(err.details || err.message));
+    call.on('error', (err: grpc.ServiceError) => lost(err.details || err.message, err.code));
     call.on('end', () => lost('stream ended by the control plane'));
     call.on('status', (s: grpc.StatusObject) => {
       if (s.code !== grpc.status.OK) lost(s.details || `status ${s.code}`);
     });
-    call.write({ node: this.opts.node });
+    call.write({ node: { ...this.opts.node, credential: this.opts.credential?.() ?? '' } });
   }
 
   private onSnapshot(call: PolicyDiscoveryClientStream, msg: SnapshotMessage): void {

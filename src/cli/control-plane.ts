@@ -37,6 +37,14 @@ The sidecar injector (Kubernetes mutating admission webhook, HTTPS, POST /inject
   --inject-control-plane H:P   the push address injected sidecars use (default meshlet-control-plane.meshlet-system.svc:15010)
   --inject-mode native|classic the sidecar layout (default native: Kubernetes >= 1.29)
 
+Workload identity (docs/security.md): a CA under D/ca signs sidecars' certificates
+  --trust-domain TD            the SPIFFE trust domain (default cluster.local; fixed once the CA exists)
+  --ca-cert FILE --ca-key FILE sign with an intermediate under this root (PEM), instead of a root of our own
+  --cert-ttl DURATION          workload certificate lifetime (default 24h)
+  --sidecar-auth MODE          permissive (default: a sidecar without a credential connects, with no
+                               identity) or strict (refused)
+  --no-identity                no CA, no certificates
+
 Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cleanly.`,
   async run(argv) {
     const { values } = flags(argv, {
@@ -63,7 +71,14 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       'inject-mode': { type: 'string' },
       'prometheus-url': { type: 'string' },
       'history-interval': { type: 'string' },
+      'trust-domain': { type: 'string' },
+      'ca-cert': { type: 'string' },
+      'ca-key': { type: 'string' },
+      'cert-ttl': { type: 'string' },
+      'sidecar-auth': { type: 'string' },
+      'no-identity': { type: 'boolean' },
     });
+    const security = await securityFlags(values);
     const promUrl = values['prometheus-url'];
     if (promUrl !== undefined && !/^https?:\/\/[^\s]+$/.test(promUrl)) throw new UsageError(`--prometheus-url: expected an http(s) URL, got ${JSON.stringify(promUrl)}`);
     const historyMs = values['history-interval'] === undefined ? undefined : Number(values['history-interval']);
@@ -112,6 +127,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       kubernetes: values.kubernetes ? { namespace: values['k8s-namespace'] } : undefined,
       prometheusUrl: promUrl,
       historyIntervalMs: historyMs,
+      security,
     });
     return runUntilSignal(() => cp.close());
   },
@@ -140,5 +156,35 @@ function etcdOptions(values: Record<string, string | boolean | undefined>): impo
     password: str('etcd-password') ?? process.env.MESHLET_ETCD_PASSWORD,
     prefix: str('etcd-prefix'),
     replica: str('replica-id'),
+  };
+}
+
+/** The workload-identity flags, checked. */
+async function securityFlags(v: { 'trust-domain'?: string; 'ca-cert'?: string; 'ca-key'?: string; 'cert-ttl'?: string; 'sidecar-auth'?: string; 'no-identity'?: boolean }) {
+  if (v['no-identity']) {
+    if (v['trust-domain'] || v['ca-cert'] || v['ca-key'] || v['cert-ttl'] || v['sidecar-auth']) throw new UsageError('--no-identity goes with none of --trust-domain, --ca-cert, --ca-key, --cert-ttl, --sidecar-auth');
+    return { enabled: false };
+  }
+  if (!v['ca-cert'] !== !v['ca-key']) throw new UsageError('--ca-cert and --ca-key go together');
+  const mode = v['sidecar-auth'] ?? 'permissive';
+  if (mode !== 'permissive' && mode !== 'strict') throw new UsageError(`--sidecar-auth must be permissive or strict, got ${JSON.stringify(mode)}`);
+  const { parseTtl } = await import('../security/duration');
+  const ttl = v['cert-ttl'] === undefined ? undefined : parseTtl(v['cert-ttl']);
+  if (v['cert-ttl'] !== undefined && (ttl === undefined || ttl < 60_000)) throw new UsageError(`--cert-ttl: expected a duration of at least 1m such as 24h or 90m, got ${JSON.stringify(v['cert-ttl'])}`);
+  const { checkTrustDomain } = await import('../security/spiffe');
+  const tdErr = v['trust-domain'] === undefined ? undefined : checkTrustDomain(v['trust-domain']);
+  if (tdErr) throw new UsageError(`--trust-domain: ${tdErr}`);
+  const read = (f: string) => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch (e) {
+      throw new CliError(`cannot read ${f}: ${(e as Error).message}`);
+    }
+  };
+  return {
+    trustDomain: v['trust-domain'],
+    userRoot: v['ca-cert'] && v['ca-key'] ? { certPem: read(v['ca-cert']), keyPem: read(v['ca-key']) } : undefined,
+    workloadTtlMs: ttl,
+    mode: mode as 'permissive' | 'strict',
   };
 }

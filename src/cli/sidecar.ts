@@ -1,5 +1,6 @@
 import { hostPort, labels, port, flags, UsageError, type Command } from './common';
 import { availableParallelism } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { runUntilSignal, logger } from './process';
 
 export const sidecar: Command = {
@@ -32,6 +33,9 @@ export const sidecar: Command = {
                           original destination, pass ports no policy makes HTTP through as opaque TCP
   --drain-ms MS           on SIGTERM keep serving MS milliseconds after leaving the control plane, then drain
   --http-ports P,P        with --intercept: outbound ports always proxied as HTTP (beside 80 and Route host ports)
+  --join-token TOKEN      the bootstrap credential from \`meshlet token create\` (better: MESHLET_JOIN_TOKEN,
+                          not seen in ps); with it the sidecar gets a workload certificate (docs/security.md)
+  --credential-file FILE  or read it from FILE at every connect (a projected ServiceAccount token on Kubernetes)
   --concurrency N|auto    worker processes serving the listeners (default 1: one process; auto: one per CPU).
                           With N > 1 a primary keeps the policy stream and the admin port, and the workers
                           share the listening sockets; each local rate limit is split 1/N per worker
@@ -63,6 +67,8 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       'drain-ms': { type: 'string' },
       'http-ports': { type: 'string' },
       concurrency: { type: 'string' },
+      'join-token': { type: 'string' },
+      'credential-file': { type: 'string' },
     });
     if (!values.service) throw new UsageError('--service NAME is required');
     if (values['control-plane'] && values.config) throw new UsageError('use either --control-plane or --config, not both');
@@ -111,6 +117,8 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
     if (values['http-ports'] !== undefined && !values.intercept) throw new UsageError('--http-ports goes with --intercept');
     const httpPorts = (values['http-ports'] ?? '').split(',').filter((p) => p.trim() !== '').map((p) => port(p.trim(), '--http-ports', 0));
     const concurrency = workerCount(values.concurrency);
+    const credential = credentialSource(values['join-token'], values['credential-file']);
+    if (credential && values.config) throw new UsageError('--join-token and --credential-file go with --control-plane, not --config');
     const opts = {
       intercept: values.intercept ? { httpPorts } : undefined,
       drainDelayMs: values['drain-ms'] === undefined ? undefined : (positive(values['drain-ms'], '--drain-ms') as number),
@@ -130,6 +138,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       observability,
       // The same path as SIGTERM: leave, drain, exit 0.
       onQuit: () => process.kill(process.pid, 'SIGTERM'),
+      credential,
     };
     if (concurrency > 1 || process.env.MESHLET_WORKER_SLOT !== undefined) {
       const cluster = await import('../../sidecar/cluster');
@@ -151,4 +160,25 @@ export function workerCount(v: string | undefined): number {
   if (v === 'auto') return Math.max(1, Math.min(128, availableParallelism()));
   if (!/^\d{1,3}$/.test(v) || Number(v) < 1 || Number(v) > 128) throw new UsageError(`--concurrency: expected an integer from 1 to 128 or auto, got ${JSON.stringify(v)}`);
   return Number(v);
+}
+
+/** The bootstrap credential: --join-token, else --credential-file (read at each connect), else MESHLET_JOIN_TOKEN. */
+export function credentialSource(token: string | undefined, file: string | undefined): (() => string | undefined) | undefined {
+  if (token !== undefined && file !== undefined) throw new UsageError('use either --join-token or --credential-file, not both');
+  if (token !== undefined) {
+    if (token.trim() === '') throw new UsageError('--join-token: empty');
+    return () => token;
+  }
+  if (file !== undefined) {
+    // Read at every connect: a projected ServiceAccount token is rotated by the kubelet.
+    return () => {
+      try {
+        return readFileSync(file, 'utf8').trim();
+      } catch {
+        return undefined;
+      }
+    };
+  }
+  const env = process.env.MESHLET_JOIN_TOKEN;
+  return env ? () => env : undefined;
 }

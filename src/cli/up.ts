@@ -89,12 +89,14 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
     let etcd: import('./up-etcd').LocalEtcd | undefined;
     const cps: import('../../control-plane').ControlPlane[] = [];
     const running: Running[] = [];
+    const tokenIds: string[] = [];
     const stopAll = async (): Promise<void> => {
       for (const r of running) if (r.child.exitCode === null) r.child.kill('SIGTERM');
       const kill = setTimeout(() => running.forEach((r) => r.child.exitCode === null && r.child.kill('SIGKILL')), 8000);
       await Promise.all(running.map((r) => r.exited));
       clearTimeout(kill);
       await Promise.all(running.map((r) => r.app.close()));
+      for (const id of tokenIds) await cps[0]?.tokens?.revoke(id).catch(() => undefined);
       for (const c of cps) await c.close();
       await etcd?.stop();
     };
@@ -131,11 +133,23 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       const applied = await api(server, 'POST', '/v1/apply', { items: parsed.value.map(toWire) });
       if (applied.status !== 200) throw new CliError(`could not apply ${policies}: ${describeApiError(applied)}`);
 
+      // Every sidecar proves its service with a join token made for it (docs/security.md), revoked
+      // when `up` stops. Tokens live in a replica's data dir: with several replicas (not sharing
+      // them yet), sidecars connect without a credential, in the permissive default.
+      const joinTokens = new Map<string, string>();
+      if (cps.length === 1)
+        for (const role of new Set(LAYOUT.map((i) => i.role))) {
+          const t = await cp.tokens?.create({ service: role, ttlMs: 7 * 86_400_000, description: 'meshlet up' });
+          if (t) {
+            joinTokens.set(role, t.token);
+            tokenIds.push(t.info.id);
+          }
+        }
       const layout = eph ? LAYOUT.map((i) => ({ ...i, outbound: 0, inbound: 0, admin: 0 })) : LAYOUT;
       for (const [n, inst] of layout.entries()) {
         // Spread the sidecars over the replicas: each starts on a different one and knows them all.
         const targets = pushes.map((_, k) => pushes[(n + k) % pushes.length]).join(',');
-        running.push(await startInstance(inst, mainJs, targets, log, path.join(dataDir, 'logs')));
+        running.push(await startInstance(inst, mainJs, targets, log, path.join(dataDir, 'logs'), joinTokens.get(inst.role)));
       }
       await Promise.all(running.map((r) => waitReady(r)));
       await waitConverged(server, running.length);
@@ -192,7 +206,7 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
   },
 };
 
-async function startInstance(inst: Instance, mainJs: string, controlPlane: string, log: ReturnType<typeof logger>, logDir: string): Promise<Running> {
+async function startInstance(inst: Instance, mainJs: string, controlPlane: string, log: ReturnType<typeof logger>, logDir: string, joinToken?: string): Promise<Running> {
   // Every line the sidecar writes (its log and access log) goes to LOGDIR/SERVICE/ID.log, for `meshlet logs`.
   mkdirSync(path.join(logDir, inst.role), { recursive: true });
   const logFile = createWriteStream(path.join(logDir, inst.role, `${inst.id}.log`), { flags: 'w' });
@@ -233,7 +247,8 @@ async function startInstance(inst: Instance, mainJs: string, controlPlane: strin
   const child = spawn(process.execPath, [...SIDECAR_NODE_FLAGS, ...args], {
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true,
-    env: { ...process.env, MESHLET_EXIT_WITH_STDIN: '1' },
+    // The join token goes in the environment, not argv (ps shows argv to every user).
+    env: { ...process.env, MESHLET_EXIT_WITH_STDIN: '1', ...(joinToken ? { MESHLET_JOIN_TOKEN: joinToken } : {}) },
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   void exited.then(() => logFile.end());

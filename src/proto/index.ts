@@ -26,6 +26,19 @@ export interface NodeMessage {
   buildVersion: string;
   /** The admin port (/metrics, /stats); 0 or absent: unknown. */
   adminPort?: number;
+  /** The bootstrap credential (join token or ServiceAccount token); empty: none. */
+  credential?: string;
+}
+
+export interface CertificateRequestMessage {
+  csrPem: string;
+}
+
+export interface IdentityMessage {
+  spiffeId: string;
+  certificateChainPem: string;
+  trustBundlePem: string;
+  error: string;
 }
 
 export interface AckMessage {
@@ -40,11 +53,12 @@ export interface NackMessage {
 }
 
 /** What a sidecar sends: exactly one of node (first message), ack, nack. */
-export type SidecarMessage = { node: NodeMessage } | { ack: AckMessage } | { nack: NackMessage } | { leave: Record<string, never> };
+export type SidecarMessage = { node: NodeMessage } | { ack: AckMessage } | { nack: NackMessage } | { leave: Record<string, never> } | { csr: CertificateRequestMessage };
 
 /** A SidecarMessage as decoded: `kind` names the member that is set (proto-loader `oneofs`). */
 export interface ReceivedSidecarMessage {
-  kind?: 'node' | 'ack' | 'nack' | 'leave';
+  kind?: 'node' | 'ack' | 'nack' | 'leave' | 'csr';
+  csr?: CertificateRequestMessage | null;
   node?: NodeMessage | null;
   leave?: Record<string, never> | null;
   ack?: AckMessage | null;
@@ -56,6 +70,8 @@ export interface SnapshotMessage {
   nonce: string;
   resourcesJson: string;
   endpointsJson: string;
+  /** Identity messages only (empty version, not answered). */
+  identity?: IdentityMessage | null;
 }
 
 // ------------------------------------------------------------------------------ service, client
@@ -194,6 +210,7 @@ export function checkNode(node: NodeMessage | null | undefined): Result<NodeMess
     inboundPort: port,
     labels: { ...(node.labels ?? {}) },
     buildVersion: node.buildVersion ?? '',
+    credential: node.credential ?? '',
     adminPort: Number.isInteger(Number(node.adminPort)) && Number(node.adminPort) > 0 && Number(node.adminPort) <= 65535 ? Number(node.adminPort) : 0,
   });
 }

@@ -7,7 +7,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
 import { request } from 'undici';
-import { MAIN, tmpDir } from './lib/meshlet';
+import { cli, eventually, MAIN, tmpDir } from './lib/meshlet';
 
 interface Up {
   stdout: () => string;
@@ -108,8 +108,20 @@ t.test('meshlet up: a local mesh in one command', async (t) => {
   t.equal(badItem.statusCode, 400, 'INVALID_ARGUMENT from the gRPC app is a 400');
   await badItem.body.dump();
 
+  // Every sidecar proved its service with the join token `up` made for it, and holds a certificate.
+  for (const [id, service] of [['frontend-0', 'frontend'], ['pricing-0', 'pricing']]) {
+    const admin = new RegExp(`${id} .* admin (http://127\\.0\\.0\\.1:\\d+)/config_dump`).exec(mesh.stdout())?.[1];
+    const ident = await eventually(`${id}'s certificate`, async () => {
+      const d = (await (await request(`${admin}/config_dump`)).body.json()) as { identity?: { spiffeId: string; certificate: unknown } };
+      return d.identity?.certificate ? d.identity : undefined;
+    });
+    t.equal(ident.spiffeId, `spiffe://cluster.local/svc/${service}`, `${id} has its identity`);
+  }
+
   const code = await mesh.stop();
   stopped = true;
+  t.match(cli(['token', 'list', '--data-dir', dataDir]).stdout, /revoked/, "up's join tokens are revoked when it stops");
+  t.notMatch(cli(['token', 'list', '--data-dir', dataDir]).stdout, /active/);
   t.equal(code, 0, 'Ctrl-C exits 0');
   t.match(mesh.stdout(), /meshlet: stopped/);
   t.same(sidecars.filter((p) => existsSync(`/proc/${p}`) && !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8'))), [], 'no sidecar outlives it');

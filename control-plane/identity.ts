@@ -1,0 +1,115 @@
+/**
+ * Who a sidecar is, and the certificate it gets: the push server's identity hook.
+ *
+ * A sidecar's first push-stream message carries its bootstrap credential:
+ * - a join token (`mlj_...`, control-plane/tokens.ts): identity `spiffe://TD/svc/SERVICE`;
+ * - a Kubernetes ServiceAccount token (control-plane/token-review.ts): identity
+ *   `spiffe://TD/ns/NS/sa/SA`, for the service named like the service account.
+ * The service the sidecar registers must be the one its credential proves (a process cannot
+ * register as another service), and it gets certificates for that identity only.
+ *
+ * Mode: `permissive` (the default, for migration) admits a sidecar without a credential, with no
+ * identity and no certificate; `strict` refuses it. A credential that is presented and wrong is
+ * refused in both modes.
+ */
+import type { Logger } from 'pino';
+import pino from 'pino';
+import { SecurityError } from '../src/security/errors';
+import { k8sSpiffeId, serviceSpiffeId, type SpiffeId } from '../src/security/spiffe';
+import type { MeshCa } from './ca';
+import type { TokenReviewer } from './token-review';
+import { JOIN_PREFIX, type TokenStore } from './tokens';
+
+export type SidecarAuthMode = 'permissive' | 'strict';
+
+export interface Authenticated {
+  id: SpiffeId;
+  service: string;
+  via: 'join-token' | 'kubernetes';
+  /** The join token's id, or the service account `ns/sa` (pod name when bound). */
+  credential: string;
+}
+
+/** What the push server needs (an interface so its tests can fake it). */
+export interface IdentityIssuer {
+  readonly mode: SidecarAuthMode;
+  /** Throws a SecurityError (CREDENTIAL_*) when the credential does not prove `service`. */
+  authenticate(credential: string, service: string): Promise<Authenticated>;
+  /** Signs a CSR for the authenticated identity; throws a SecurityError (CSR_*). */
+  sign(csrPem: string, who: Authenticated): Promise<{ chainPem: string; notAfter: Date; serial: string }>;
+  bundlePem(): string;
+  /** The bundle or the signing root changed: every sidecar should get the bundle, and renew. */
+  onChange(fn: () => void): void;
+}
+
+export interface WorkloadIdentityOptions {
+  ca: MeshCa;
+  mode?: SidecarAuthMode;
+  tokens?: TokenStore;
+  tokenReviewer?: TokenReviewer;
+  logger?: Logger;
+}
+
+export class WorkloadIdentityService implements IdentityIssuer {
+  readonly mode: SidecarAuthMode;
+  private readonly ca: MeshCa;
+  private readonly tokens?: TokenStore;
+  private readonly reviewer?: TokenReviewer;
+  private readonly logger: Logger;
+  /** Certificates signed, by outcome (for metrics and tests). */
+  readonly counts = { signed: 0, refused: 0, authenticated: 0, unauthenticated: 0 };
+
+  constructor(opts: WorkloadIdentityOptions) {
+    this.ca = opts.ca;
+    this.mode = opts.mode ?? 'permissive';
+    this.tokens = opts.tokens;
+    this.reviewer = opts.tokenReviewer;
+    this.logger = opts.logger ?? pino({ level: 'silent' });
+  }
+
+  async authenticate(credential: string, service: string): Promise<Authenticated> {
+    try {
+      const who = await this.resolve(credential.trim(), service);
+      this.counts.authenticated++;
+      return who;
+    } catch (err) {
+      this.counts.unauthenticated++;
+      throw err;
+    }
+  }
+
+  async sign(csrPem: string, who: Authenticated): Promise<{ chainPem: string; notAfter: Date; serial: string }> {
+    try {
+      const c = await this.ca.sign(csrPem, who.id);
+      this.counts.signed++;
+      this.logger.info({ spiffeId: who.id.uri, serial: c.serial, notAfter: c.notAfter.toISOString(), via: who.via, credential: who.credential }, 'workload certificate signed');
+      return c;
+    } catch (err) {
+      this.counts.refused++;
+      throw err;
+    }
+  }
+
+  bundlePem(): string {
+    return this.ca.bundlePem();
+  }
+
+  onChange(fn: () => void): void {
+    this.ca.onChange(fn);
+  }
+
+  private async resolve(credential: string, service: string): Promise<Authenticated> {
+    if (credential === '') throw new SecurityError('CREDENTIAL_MISSING', 'no credential: start the sidecar with --join-token (from `meshlet token create`) or, on Kubernetes, its ServiceAccount token');
+    if (credential.startsWith(JOIN_PREFIX)) {
+      if (!this.tokens) throw new SecurityError('CREDENTIAL_INVALID', 'this control plane does not accept join tokens');
+      const t = await this.tokens.verify(credential);
+      if (t.service !== service) throw new SecurityError('CREDENTIAL_WRONG_SERVICE', `join token ${t.id} is for service ${t.service}, not ${service}`);
+      return { id: serviceSpiffeId(this.ca.trustDomain, t.service), service: t.service, via: 'join-token', credential: t.id };
+    }
+    if (!this.reviewer) throw new SecurityError('CREDENTIAL_INVALID', 'not a join token (mlj_...), and this control plane does not verify Kubernetes tokens (--kubernetes)');
+    const sa = await this.reviewer.review(credential);
+    if (sa.serviceAccount !== service)
+      throw new SecurityError('CREDENTIAL_WRONG_SERVICE', `service account ${sa.namespace}/${sa.serviceAccount} may register only service ${sa.serviceAccount}, not ${service} (meshlet's convention: one service account per service, named after it)`);
+    return { id: k8sSpiffeId(this.ca.trustDomain, sa.namespace, sa.serviceAccount), service, via: 'kubernetes', credential: `${sa.namespace}/${sa.serviceAccount}${sa.podName ? ` (pod ${sa.podName})` : ''}` };
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * Join tokens: the bootstrap credential of a sidecar outside Kubernetes. `meshlet token create
+ * --service catalog --ttl 1h` makes one; the sidecar presents it on the push stream
+ * (`--join-token`, MESHLET_JOIN_TOKEN or a file), and the control plane then signs certificates
+ * for `spiffe://TD/svc/catalog` only, and registers endpoints for `catalog` only.
+ *
+ * A token is `mlj_ID.SECRET`: ID (8 hex) names it in lists and revocations; SECRET (32 random
+ * bytes, base64url) is stored only as its SHA-256, in DATA_DIR/tokens.json (mode 0600). A token
+ * binds one service, expires (default 1 h), can
+ * be revoked, and may be used until then by every instance of its service (a reconnect presents
+ * it again).
+ *
+ * The CLI and a running control plane share the file: writes are atomic (rename), and the
+ * control plane re-reads it whenever its mtime or size changed, so a token created or revoked
+ * by the CLI counts at the next connection.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { systemClock, type Clock } from '../src/core/clock';
+import { SecurityError } from '../src/security/errors';
+import { atomicWriteFile, ensureDir } from './fsutil';
+
+export const TOKENS_FILE = 'tokens.json';
+export const JOIN_PREFIX = 'mlj_';
+export const DEFAULT_JOIN_TTL_MS = 3600_000;
+
+export interface TokenRecord {
+  id: string;
+  kind: 'join';
+  service: string;
+  /** SHA-256 of the secret, hex. */
+  sha256: string;
+  createdAt: string;
+  expiresAt: string;
+  revokedAt?: string;
+  description?: string;
+}
+
+/** What a list shows: never the hash. */
+export type TokenInfo = Omit<TokenRecord, 'sha256'> & { state: 'active' | 'expired' | 'revoked' };
+
+const SERVICE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+export class TokenStore {
+  private readonly file: string;
+  private readonly clock: Clock;
+  private records: TokenRecord[] = [];
+  private seen: { mtimeMs: number; size: number } | undefined;
+
+  constructor(dataDir: string, clock: Clock = systemClock) {
+    this.file = path.join(dataDir, TOKENS_FILE);
+    this.clock = clock;
+  }
+
+  /** Creates a join token for `service`; returns the token (shown once) and its record. */
+  async create(opts: { service: string; ttlMs?: number; description?: string }): Promise<{ token: string; info: TokenInfo }> {
+    if (!SERVICE.test(opts.service)) throw new SecurityError('CREDENTIAL_INVALID', `--service: ${JSON.stringify(opts.service)} is not a service name (lowercase letters, digits and '-', at most 63)`);
+    const ttl = opts.ttlMs ?? DEFAULT_JOIN_TTL_MS;
+    if (!(ttl > 0)) throw new SecurityError('CREDENTIAL_INVALID', '--ttl must be positive');
+    await this.reload();
+    const id = randomBytes(4).toString('hex');
+    const secret = randomBytes(32).toString('base64url');
+    const now = this.clock.now();
+    const rec: TokenRecord = {
+      id,
+      kind: 'join',
+      service: opts.service,
+      sha256: sha256(secret),
+      createdAt: new Date(now).toISOString(),
+      expiresAt: new Date(now + ttl).toISOString(),
+      ...(opts.description ? { description: opts.description } : {}),
+    };
+    this.records = [...this.prune(), rec];
+    await this.save();
+    return { token: `${JOIN_PREFIX}${id}.${secret}`, info: this.info(rec) };
+  }
+
+  /** Revokes by id; false when there is no such token. */
+  async revoke(id: string): Promise<boolean> {
+    await this.reload();
+    const rec = this.records.find((r) => r.id === id);
+    if (!rec) return false;
+    if (!rec.revokedAt) {
+      rec.revokedAt = new Date(this.clock.now()).toISOString();
+      await this.save();
+    }
+    return true;
+  }
+
+  async list(): Promise<TokenInfo[]> {
+    await this.reload();
+    return this.records.map((r) => this.info(r));
+  }
+
+  /**
+   * The service a join token proves. Throws a SecurityError: CREDENTIAL_INVALID (not a token,
+   * unknown, wrong secret), CREDENTIAL_EXPIRED, CREDENTIAL_REVOKED. The messages name the token's
+   * id only, never its secret.
+   */
+  async verify(token: string): Promise<{ id: string; service: string; expiresAt: number }> {
+    const m = /^mlj_([0-9a-f]{8})\.([A-Za-z0-9_-]{43})$/.exec(token.trim());
+    if (!m) throw new SecurityError('CREDENTIAL_INVALID', 'not a meshlet join token (expected mlj_ID.SECRET, from `meshlet token create`)');
+    await this.reload();
+    const [, id, secret] = m as unknown as [string, string, string];
+    const rec = this.records.find((r) => r.id === id);
+    const given = Buffer.from(sha256(secret), 'hex');
+    // Compared in constant time even for an unknown id, so timing tells nothing about which ids exist.
+    const want = Buffer.from(rec?.sha256 ?? '0'.repeat(64), 'hex');
+    if (!timingSafeEqual(given, want) || !rec) throw new SecurityError('CREDENTIAL_INVALID', `join token ${id} is not known to this control plane`);
+    if (rec.revokedAt) throw new SecurityError('CREDENTIAL_REVOKED', `join token ${id} was revoked at ${rec.revokedAt}`);
+    const expiresAt = Date.parse(rec.expiresAt);
+    if (this.clock.now() >= expiresAt) throw new SecurityError('CREDENTIAL_EXPIRED', `join token ${id} expired at ${rec.expiresAt}; create a new one with \`meshlet token create --service ${rec.service}\``);
+    return { id, service: rec.service, expiresAt };
+  }
+
+  private info(r: TokenRecord): TokenInfo {
+    const { sha256: _h, ...rest } = r;
+    const state = r.revokedAt ? 'revoked' : this.clock.now() >= Date.parse(r.expiresAt) ? 'expired' : 'active';
+    return { ...rest, state };
+  }
+
+  /** Tokens expired or revoked for more than a day are forgotten. */
+  private prune(): TokenRecord[] {
+    const cutoff = this.clock.now() - 86_400_000;
+    return this.records.filter((r) => Date.parse(r.expiresAt) > cutoff && (!r.revokedAt || Date.parse(r.revokedAt) > cutoff));
+  }
+
+  private async reload(): Promise<void> {
+    let st;
+    try {
+      st = await fsp.stat(this.file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      this.records = [];
+      this.seen = undefined;
+      return;
+    }
+    if (this.seen && this.seen.mtimeMs === st.mtimeMs && this.seen.size === st.size) return;
+    const text = await fsp.readFile(this.file, 'utf8');
+    let parsed: { tokens?: TokenRecord[] };
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new Error(`${this.file}: not JSON (${(err as Error).message}); fix or remove it`);
+    }
+    this.records = Array.isArray(parsed.tokens) ? parsed.tokens.filter((r) => r && typeof r.id === 'string' && typeof r.sha256 === 'string') : [];
+    this.seen = { mtimeMs: st.mtimeMs, size: st.size };
+  }
+
+  private async save(): Promise<void> {
+    await ensureDir(path.dirname(this.file));
+    await atomicWriteFile(this.file, JSON.stringify({ tokens: this.records }, null, 2) + '\n', 0o600);
+    const st = await fsp.stat(this.file);
+    this.seen = { mtimeMs: st.mtimeMs, size: st.size };
+  }
+}
+
+function sha256(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}
