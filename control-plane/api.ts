@@ -43,6 +43,7 @@ export type ApiErrorCode =
   | 'conflict'
   | 'method_not_allowed'
   | 'bad_request'
+  | 'outcome_unknown'
   | 'internal';
 
 const STATUS: Record<ApiErrorCode, number> = {
@@ -54,6 +55,8 @@ const STATUS: Record<ApiErrorCode, number> = {
   not_found: 404,
   conflict: 409,
   method_not_allowed: 405,
+  /** A store write failed part-way: it may or may not have applied (the client re-reads, then decides). */
+  outcome_unknown: 503,
   internal: 500,
 };
 

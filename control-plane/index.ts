@@ -24,6 +24,8 @@ export interface Address {
 
 export interface ControlPlaneOptions {
   dataDir: string;
+  /** Open a damaged store by setting its damaged files aside (`--repair`); else refuse to start. */
+  repair?: boolean;
   /** The REST API; port 0 picks a free one. Default 127.0.0.1:15080. */
   api?: Partial<Address>;
   /** The gRPC push server; port 0 picks a free one. Default 127.0.0.1:15010. */
@@ -66,7 +68,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     }
   };
   try {
-    const store = await FileStore.open(opts.dataDir, { clock, logger: logger.child({ component: 'store' }) });
+    const store = await FileStore.open(opts.dataDir, { clock, logger: logger.child({ component: 'store' }), repair: opts.repair });
     cleanup.push(() => store.close());
     const registry = await EndpointRegistry.open(opts.dataDir, { clock, graceMs: opts.graceMs, logger: logger.child({ component: 'registry' }) });
     cleanup.push(() => registry.close());

@@ -12,6 +12,9 @@ export const controlPlane: Command = {
   --push HOST:PORT    gRPC push port sidecars connect to (default 127.0.0.1:15010)
   --grace MS          how long a disconnected sidecar's endpoint stays (default 10000)
   --log-level LEVEL   trace, debug, info, warn, error (default info)
+  --repair            start even if store files are damaged (unreadable, checksum mismatch), setting them
+                      aside as <file>.corrupt-<time> (what they held is gone: re-apply it); without it a
+                      damaged store stops the control plane from starting, naming the files
 
 Service discovery from Kubernetes:
   --kubernetes                 also take endpoints from EndpointSlices (KUBECONFIG, ~/.kube/config or in-cluster)
@@ -32,6 +35,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       push: { type: 'string' },
       grace: { type: 'string' },
       'log-level': { type: 'string' },
+      repair: { type: 'boolean' },
       webhook: { type: 'string' },
       kubernetes: { type: 'boolean' },
       'k8s-namespace': { type: 'string' },
@@ -70,10 +74,14 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       throw new UsageError('--tls-cert, --tls-key and --inject-* go with --webhook');
     }
     const log = logger(values['log-level']);
+    // A file-size limit (ulimit -f) must fail a store write (EFBIG, answered "outcome unknown" like
+    // a full disk), not kill the control plane between two files of a commit.
+    process.on('SIGXFSZ', () => undefined);
     const { startControlPlane } = await import('../../control-plane');
     const graceMs = values.grace === undefined ? undefined : Number(values.grace);
     const cp = await startControlPlane({
       dataDir: path.resolve(values['data-dir'] ?? '.meshlet'),
+      repair: values.repair === true,
       api: values.api ? hostPort(values.api, '--api') : undefined,
       push: values.push ? hostPort(values.push, '--push') : undefined,
       graceMs: graceMs !== undefined && Number.isFinite(graceMs) ? graceMs : undefined,
