@@ -27,6 +27,7 @@ import { API_VERSION, type Kind, type Resource } from '../src/policy/types';
 import { collectMeshStats } from '../src/observability/mesh-stats';
 import { CONTENT_TYPES, negotiate } from '../src/observability/metrics';
 import type { ControlPlaneMetrics } from './metrics';
+import { MAX_MESSAGE_BYTES } from '../src/proto';
 import type { PushServer } from './push-server';
 import type { EndpointRegistry } from './registry';
 import { StoreError, type FileStore, type StoreOp, type StoreView, type WireResource } from './store';
@@ -82,7 +83,12 @@ export interface ApiDeps {
   push: PushServer;
   metrics: ControlPlaneMetrics;
   logger?: Logger;
+  /** Resources in a snapshot, in bytes of JSON (default: 3/4 of the push message limit, the rest left for endpoints). */
+  maxSnapshotBytes?: number;
 }
+
+/** Default snapshot budget: what a sidecar can receive in one push message, less room for endpoints. */
+export const DEFAULT_MAX_SNAPSHOT_BYTES = Math.floor((MAX_MESSAGE_BYTES * 3) / 4);
 
 type Reply = { status: number; body: unknown } | { status: number; text: string; contentType: string };
 type Handler = (req: IncomingMessage, url: URL) => Promise<Reply> | Reply;
@@ -99,6 +105,8 @@ class Api {
   private readonly logger: Logger;
   /** Stored resources are frozen and replaced on change, so their parsed form can be cached by identity. */
   private readonly parsed = new WeakMap<WireResource, Resource | null>();
+  /** JSON size of stored resources (frozen, replaced on change: cached by identity). */
+  private readonly sizes = new WeakMap<WireResource, number>();
 
   constructor(private readonly deps: ApiDeps) {
     this.store = deps.store;
@@ -230,7 +238,7 @@ class Api {
 
   private async create(req: IncomingMessage, kind: Kind): Promise<Reply> {
     const res = this.parseOne(await readJson(req), kind);
-    const result = await this.store.commit((view) => {
+    const result = await this.commitBounded((view) => {
       this.checkReferences(view, [res], [], `${resourceKey(res)} is invalid`);
       return [{ op: 'create', resource: wire(res) }];
     });
@@ -241,7 +249,7 @@ class Api {
 
   private async put(req: IncomingMessage, kind: Kind, name: string): Promise<Reply> {
     const res = this.parseOne(await readJson(req), kind, name);
-    const result = await this.store.commit((view) => {
+    const result = await this.commitBounded((view) => {
       this.checkReferences(view, [res], [], `${resourceKey(res)} is invalid`);
       return [{ op: 'put', resource: wire(res), expectedVersion: res.metadata.resourceVersion }];
     });
@@ -251,7 +259,7 @@ class Api {
   }
 
   private async remove(kind: Kind, name: string, expectedVersion: string | undefined): Promise<Reply> {
-    const result = await this.store.commit((view) => {
+    const result = await this.commitBounded((view) => {
       // Missing: let the store say not_found.
       if (view.get(kind, name)) this.checkReferences(view, [], [`${kind}/${name}`], `${kind}/${name} cannot be deleted: other resources refer to it`);
       return [{ op: 'delete', kind, name, expectedVersion }];
@@ -269,7 +277,7 @@ class Api {
     const each = parseEach(items);
     if (!each.ok) throw new ApiError('invalid', `${each.errors.length} error(s) in the items; nothing applied`, { errors: each.errors });
     const parsed = each.value;
-    const result = await this.store.commit((view) => {
+    const result = await this.commitBounded((view) => {
       this.checkReferences(view, parsed, [], 'the items are inconsistent with each other or with stored resources; nothing applied');
       return parsed.map((r): StoreOp => ({ op: 'put', resource: wire(r), expectedVersion: r.metadata.resourceVersion }));
     });
@@ -281,6 +289,33 @@ class Api {
         results: result.results.map((r) => ({ kind: r.kind, name: r.name, action: r.action, resourceVersion: r.resource.metadata.resourceVersion })),
       },
     };
+  }
+
+  /**
+   * A store commit whose result must still fit in one push message: a snapshot a sidecar cannot
+   * receive would cut every sidecar off from later fixes too, so it is refused here, naming the limit.
+   */
+  private commitBounded(plan: (view: StoreView) => StoreOp[]): ReturnType<FileStore['commit']> {
+    const limit = this.deps.maxSnapshotBytes ?? DEFAULT_MAX_SNAPSHOT_BYTES;
+    return this.store.commit((view) => {
+      const ops = plan(view);
+      const size = (r: WireResource): number => {
+        let n = this.sizes.get(r);
+        if (n === undefined) this.sizes.set(r, (n = Buffer.byteLength(JSON.stringify(r)) + 1));
+        return n;
+      };
+      const touched = new Map<string, number>();
+      for (const op of ops) {
+        if (op.op === 'delete') touched.set(`${op.kind}/${op.name}`, 0);
+        else touched.set(`${op.resource.kind}/${op.resource.metadata.name}`, Buffer.byteLength(JSON.stringify(op.resource)) + 100);
+      }
+      let total = 0;
+      for (const r of view.all()) if (!touched.has(`${r.kind}/${r.metadata.name}`)) total += size(r);
+      for (const n of touched.values()) total += n;
+      if (total > limit)
+        throw new ApiError('too_large', `the snapshot would be ${total} bytes of resources, over the limit of ${limit} bytes (what a sidecar can receive in one push message): nothing written`);
+      return ops;
+    });
   }
 
   /** Parses one resource for `/v1/{kind}[/{name}]`; the body's kind (and name) must match the URL's. */

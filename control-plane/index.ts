@@ -24,6 +24,8 @@ export interface Address {
 
 export interface ControlPlaneOptions {
   dataDir: string;
+  /** Resources in a snapshot, in bytes of JSON; a write over it is refused (default 48 MiB: api.ts). */
+  maxSnapshotBytes?: number;
   /** Open a damaged store by setting its damaged files aside (`--repair`); else refuse to start. */
   repair?: boolean;
   /** The REST API; port 0 picks a free one. Default 127.0.0.1:15080. */
@@ -102,7 +104,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const pushAddress = await push.listen(opts.push?.host ?? DEFAULT_PUSH.host, opts.push?.port ?? DEFAULT_PUSH.port);
     cleanup.push(() => push.close());
 
-    const server = http.createServer(createApiHandler({ store, registry, push, metrics, logger: logger.child({ component: 'api' }) }));
+    const server = http.createServer(createApiHandler({ store, registry, push, metrics, logger: logger.child({ component: 'api' }), maxSnapshotBytes: opts.maxSnapshotBytes }));
     const apiAddress = await listen(server, opts.api?.host ?? DEFAULT_API.host, opts.api?.port ?? DEFAULT_API.port);
     cleanup.push(() => closeServer(server));
     let webhookAddress: Address | undefined;

@@ -12,6 +12,8 @@ export const controlPlane: Command = {
   --push HOST:PORT    gRPC push port sidecars connect to (default 127.0.0.1:15010)
   --grace MS          how long a disconnected sidecar's endpoint stays (default 10000)
   --log-level LEVEL   trace, debug, info, warn, error (default info)
+  --max-snapshot-bytes N  refuse writes that would make the resources pushed to sidecars larger than N bytes of
+                      JSON (default 50331648: 48 MiB, within the 64 MiB push message limit)
   --repair            start even if store files are damaged (unreadable, checksum mismatch), setting them
                       aside as <file>.corrupt-<time> (what they held is gone: re-apply it); without it a
                       damaged store stops the control plane from starting, naming the files
@@ -36,6 +38,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       grace: { type: 'string' },
       'log-level': { type: 'string' },
       repair: { type: 'boolean' },
+      'max-snapshot-bytes': { type: 'string' },
       webhook: { type: 'string' },
       kubernetes: { type: 'boolean' },
       'k8s-namespace': { type: 'string' },
@@ -82,6 +85,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
     const cp = await startControlPlane({
       dataDir: path.resolve(values['data-dir'] ?? '.meshlet'),
       repair: values.repair === true,
+      maxSnapshotBytes: snapshotBytes(values['max-snapshot-bytes']),
       api: values.api ? hostPort(values.api, '--api') : undefined,
       push: values.push ? hostPort(values.push, '--push') : undefined,
       graceMs: graceMs !== undefined && Number.isFinite(graceMs) ? graceMs : undefined,
@@ -92,3 +96,9 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
     return runUntilSignal(() => cp.close());
   },
 };
+
+function snapshotBytes(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d{1,10}$/.test(v) || Number(v) < 1024) throw new UsageError(`--max-snapshot-bytes: expected a number of bytes, at least 1024, got ${JSON.stringify(v)}`);
+  return Number(v);
+}
