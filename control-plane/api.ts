@@ -187,9 +187,16 @@ class Api {
     return { status: 200, text: this.deps.metrics.render(format), contentType: CONTENT_TYPES[format] };
   }
 
-  /** `meshlet stat` / `top`: every connected sidecar's sliding windows, merged. */
+  /**
+   * `meshlet stat` / `top`: every connected sidecar's sliding windows, merged. Fetched only from the
+   * address each sidecar's push connection came from (never its self-declared one), without
+   * following redirects (any non-200 is an error).
+   */
   private async meshStats(): Promise<Reply> {
-    const sidecars = this.deps.registry.sidecars().filter((s) => s.connected);
+    const sidecars = this.deps.registry
+      .sidecars()
+      .filter((s) => s.connected)
+      .map((s) => ({ ...s, address: s.peerAddress ?? '', adminPort: s.peerAddress ? s.adminPort : undefined }));
     return { status: 200, body: await collectMeshStats(sidecars) };
   }
 
@@ -202,7 +209,7 @@ class Api {
     const groups: { targets: string[]; labels: Record<string, string> }[] = [];
     if (self) groups.push({ targets: [self], labels: { job_role: 'control-plane', service: 'meshlet-control-plane' } });
     for (const s of this.deps.registry.sidecars())
-      if (s.connected && s.adminPort) groups.push({ targets: [`${hostForUrl(s.address)}:${s.adminPort}`], labels: { job_role: 'sidecar', service: s.service, sidecar: s.id } });
+      if (s.connected && s.adminPort && s.peerAddress) groups.push({ targets: [`${hostForUrl(s.peerAddress)}:${s.adminPort}`], labels: { job_role: 'sidecar', service: s.service, sidecar: s.id } });
     return { status: 200, body: groups };
   }
 

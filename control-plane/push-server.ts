@@ -230,6 +230,7 @@ export class PushServer {
         labels: n.labels,
         buildVersion: n.buildVersion,
         adminPort: n.adminPort,
+        peerAddress: peerHost(s.call.getPeer()),
       });
       // The registry change (if any) invalidated the snapshot: this sidecar gets one with itself in it.
       this.send(s, this.builder.current());
