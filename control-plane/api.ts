@@ -33,6 +33,7 @@ import { collectMeshStats } from '../src/observability/mesh-stats';
 import { CONTENT_TYPES, negotiate } from '../src/observability/metrics';
 import { cliRoutes } from './cli-api';
 import type { ControlPlaneMetrics } from './metrics';
+import { MAX_MESSAGE_BYTES } from '../src/proto';
 import type { PushServer } from './push-server';
 import type { Registry } from './registry';
 import type { UiApi } from './ui-api';
@@ -51,6 +52,7 @@ type ApiErrorCode =
   | 'method_not_allowed'
   | 'bad_request'
   | 'unavailable'
+  | 'outcome_unknown'
   | 'internal';
 
 const STATUS: Record<ApiErrorCode, number> = {
@@ -62,6 +64,8 @@ const STATUS: Record<ApiErrorCode, number> = {
   not_found: 404,
   conflict: 409,
   method_not_allowed: 405,
+  /** A store write failed part-way: it may or may not have applied (the client re-reads, then decides). */
+  outcome_unknown: 503,
   internal: 500,
   unavailable: 503,
 };
@@ -92,7 +96,12 @@ export interface ApiDeps {
   dataDir?: string;
   /** The dashboard's page and read-only endpoints (ui-api.ts). */
   ui?: UiApi;
+  /** Resources in a snapshot, in bytes of JSON (default: 3/4 of the push message limit, the rest left for endpoints). */
+  maxSnapshotBytes?: number;
 }
+
+/** Default snapshot budget: what a sidecar can receive in one push message, less room for endpoints. */
+export const DEFAULT_MAX_SNAPSHOT_BYTES = Math.floor((MAX_MESSAGE_BYTES * 3) / 4);
 
 type Reply = { status: number; body: unknown } | { status: number; text: string; contentType: string };
 type Handler = (req: IncomingMessage, url: URL) => Promise<Reply> | Reply;
@@ -114,6 +123,8 @@ class Api {
   private readonly logger: Logger;
   /** Stored resources are frozen and replaced on change, so their parsed form can be cached by identity. */
   private readonly parsed = new WeakMap<WireResource, Resource | null>();
+  /** JSON size of stored resources (frozen, replaced on change: cached by identity). */
+  private readonly sizes = new WeakMap<WireResource, number>();
 
   constructor(private readonly deps: ApiDeps) {
     this.store = deps.store;
@@ -198,9 +209,16 @@ class Api {
     return { status: 200, text: this.deps.metrics.render(format), contentType: CONTENT_TYPES[format] };
   }
 
-  /** `meshlet stat` / `top`: every connected sidecar's sliding windows, merged. */
+  /**
+   * `meshlet stat` / `top`: every connected sidecar's sliding windows, merged. Fetched only from the
+   * address each sidecar's push connection came from (never its self-declared one), without
+   * following redirects (any non-200 is an error).
+   */
   private async meshStats(): Promise<Reply> {
-    const sidecars = this.deps.registry.sidecars().filter((s) => s.connected);
+    const sidecars = this.deps.registry
+      .sidecars()
+      .filter((s) => s.connected)
+      .map((s) => ({ ...s, address: s.peerAddress ?? '', adminPort: s.peerAddress ? s.adminPort : undefined }));
     return { status: 200, body: await collectMeshStats(sidecars) };
   }
 
@@ -213,7 +231,7 @@ class Api {
     const groups: { targets: string[]; labels: Record<string, string> }[] = [];
     if (self) groups.push({ targets: [self], labels: { job_role: 'control-plane', service: 'meshlet-control-plane' } });
     for (const s of this.deps.registry.sidecars())
-      if (s.connected && s.adminPort) groups.push({ targets: [`${hostForUrl(s.address)}:${s.adminPort}`], labels: { job_role: 'sidecar', service: s.service, sidecar: s.id } });
+      if (s.connected && s.adminPort && s.peerAddress) groups.push({ targets: [`${hostForUrl(s.peerAddress)}:${s.adminPort}`], labels: { job_role: 'sidecar', service: s.service, sidecar: s.id } });
     return { status: 200, body: groups };
   }
 
@@ -249,7 +267,7 @@ class Api {
 
   private async create(req: IncomingMessage, kind: Kind): Promise<Reply> {
     const res = this.parseOne(await readJson(req), kind);
-    const result = await this.store.commit((view) => {
+    const result = await this.commitBounded((view) => {
       this.checkReferences(view, [res], [], `${resourceKey(res)} is invalid`);
       return [{ op: 'create', resource: wire(res) }];
     });
@@ -260,7 +278,7 @@ class Api {
 
   private async put(req: IncomingMessage, kind: Kind, name: string): Promise<Reply> {
     const res = this.parseOne(await readJson(req), kind, name);
-    const result = await this.store.commit((view) => {
+    const result = await this.commitBounded((view) => {
       this.checkReferences(view, [res], [], `${resourceKey(res)} is invalid`);
       return [{ op: 'put', resource: wire(res), expectedVersion: res.metadata.resourceVersion }];
     });
@@ -270,7 +288,7 @@ class Api {
   }
 
   private async remove(kind: Kind, name: string, expectedVersion: string | undefined): Promise<Reply> {
-    const result = await this.store.commit((view) => {
+    const result = await this.commitBounded((view) => {
       // Missing: let the store say not_found.
       if (view.get(kind, name)) this.checkReferences(view, [], [`${kind}/${name}`], `${kind}/${name} cannot be deleted: other resources refer to it`);
       return [{ op: 'delete', kind, name, expectedVersion }];
@@ -290,7 +308,7 @@ class Api {
     if (!each.ok) throw new ApiError('invalid', `${each.errors.length} error(s) in the items; nothing applied`, { errors: each.errors });
     const parsed = each.value;
     let dryResults: { kind: Kind; name: string; action: string; resourceVersion?: string }[] = [];
-    const result = await this.store.commit((view) => {
+    const result = await this.commitBounded((view) => {
       this.checkReferences(view, parsed, [], 'the items are inconsistent with each other or with stored resources; nothing applied');
       if (dryRun) {
         dryResults = dryRunActions(view, parsed.map(wire));
@@ -307,6 +325,33 @@ class Api {
         results: result.results.map((r) => ({ kind: r.kind, name: r.name, action: r.action, resourceVersion: r.resource.metadata.resourceVersion })),
       },
     };
+  }
+
+  /**
+   * A store commit whose result must still fit in one push message: a snapshot a sidecar cannot
+   * receive would cut every sidecar off from later fixes too, so it is refused here, naming the limit.
+   */
+  private commitBounded(plan: (view: StoreView) => StoreOp[]): ReturnType<Store['commit']> {
+    const limit = this.deps.maxSnapshotBytes ?? DEFAULT_MAX_SNAPSHOT_BYTES;
+    return this.store.commit((view) => {
+      const ops = plan(view);
+      const size = (r: WireResource): number => {
+        let n = this.sizes.get(r);
+        if (n === undefined) this.sizes.set(r, (n = Buffer.byteLength(JSON.stringify(r)) + 1));
+        return n;
+      };
+      const touched = new Map<string, number>();
+      for (const op of ops) {
+        if (op.op === 'delete') touched.set(`${op.kind}/${op.name}`, 0);
+        else touched.set(`${op.resource.kind}/${op.resource.metadata.name}`, Buffer.byteLength(JSON.stringify(op.resource)) + 100);
+      }
+      let total = 0;
+      for (const r of view.all()) if (!touched.has(`${r.kind}/${r.metadata.name}`)) total += size(r);
+      for (const n of touched.values()) total += n;
+      if (total > limit)
+        throw new ApiError('too_large', `the snapshot would be ${total} bytes of resources, over the limit of ${limit} bytes (what a sidecar can receive in one push message): nothing written`);
+      return ops;
+    });
   }
 
   /** Parses one resource for `/v1/{kind}[/{name}]`; the body's kind (and name) must match the URL's. */

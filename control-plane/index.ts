@@ -33,6 +33,10 @@ export interface ControlPlaneOptions {
     /** This replica's name in `meshlet status` (default: host name and pid). */
     replica?: string;
   };
+  /** Resources in a snapshot, in bytes of JSON; a write over it is refused (default 48 MiB: api.ts). */
+  maxSnapshotBytes?: number;
+  /** Open a damaged store by setting its damaged files aside (`--repair`); else refuse to start. */
+  repair?: boolean;
   /** The REST API; port 0 picks a free one. Default 127.0.0.1:15080. */
   api?: Partial<Address>;
   /** The gRPC push server; port 0 picks a free one. Default 127.0.0.1:15010. */
@@ -119,7 +123,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       cleanup.push(() => etcdRegistry.close());
       logger.info({ etcd: opts.etcd.endpoints, replica: etcdRegistry.replica, revision: store.revision }, 'using the etcd store');
     } else {
-      const fileStore = await FileStore.open(opts.dataDir, { clock, logger: logger.child({ component: 'store' }) });
+      const fileStore = await FileStore.open(opts.dataDir, { clock, logger: logger.child({ component: 'store' }), repair: opts.repair });
       store = fileStore;
       cleanup.push(() => fileStore.close());
       const fileRegistry = await EndpointRegistry.open(opts.dataDir, { clock, graceMs: opts.graceMs, logger: logger.child({ component: 'registry' }) });
@@ -167,7 +171,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     history.start();
     cleanup.push(() => history.stop());
     const ui = new UiApi({ store, registry, push, history, prometheusUrl: opts.prometheusUrl });
-    const server = http.createServer(createApiHandler({ store, registry, push, metrics, ui, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir }));
+    const server = http.createServer(createApiHandler({ store, registry, push, metrics, ui, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir, maxSnapshotBytes: opts.maxSnapshotBytes }));
     const apiAddress = await listen(server, opts.api?.host ?? DEFAULT_API.host, opts.api?.port ?? DEFAULT_API.port);
     cleanup.push(() => closeServer(server));
     let webhookAddress: Address | undefined;

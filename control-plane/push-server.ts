@@ -20,6 +20,7 @@ import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
 import {
   checkNode,
+  MAX_MESSAGE_BYTES,
   SERVER_OPTIONS,
   policyDiscoveryService,
   type PolicyDiscoveryHandlers,
@@ -88,6 +89,8 @@ export class PushServer {
   private readonly coalesceMs: number;
   private readonly streams = new Set<Stream>();
   private readonly nonceBase = randomBytes(4).toString('hex');
+  /** Message size of each built snapshot, computed once. */
+  private readonly messageBytes = new WeakMap<BuiltSnapshot, number>();
   private nonceSeq = 0;
   private server: grpc.Server | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -326,6 +329,7 @@ export class PushServer {
       labels: n.labels,
       buildVersion: n.buildVersion,
       adminPort: n.adminPort,
+      peerAddress: peerHost(s.call.getPeer()),
     });
     // The registry change (if any) invalidated the snapshot: this sidecar gets one with itself in it.
     this.send(s, this.builder.current());
@@ -361,6 +365,19 @@ export class PushServer {
 
   private send(s: Stream, b: BuiltSnapshot): void {
     if (s.closed || !s.id || s.sentVersion === b.version) return;
+    // Never send what the sidecar cannot take (grpc-js would fail the whole stream): say why instead,
+    // in `meshlet status`, and keep the stream for the next snapshot that fits.
+    let bytes = this.messageBytes.get(b);
+    if (bytes === undefined) this.messageBytes.set(b, (bytes = Buffer.byteLength(b.resourcesJson) + Buffer.byteLength(b.endpointsJson) + b.version.length + 256));
+    if (bytes > MAX_MESSAGE_BYTES) {
+      const reason = `snapshot ${b.version} not sent: ${bytes} bytes, over the ${MAX_MESSAGE_BYTES}-byte push message limit`;
+      if (s.sentVersion !== `unsent:${b.version}`) {
+        this.logger.error({ sidecar: s.id, version: b.version, bytes, limit: MAX_MESSAGE_BYTES }, 'snapshot too large to push');
+        this.registry.recordNack(s.id, b.version, reason);
+      }
+      s.sentVersion = `unsent:${b.version}`;
+      return;
+    }
     const nonce = `${this.nonceBase}-${++this.nonceSeq}`;
     const msg: SnapshotMessage = {
       version: b.version,

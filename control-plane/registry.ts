@@ -28,8 +28,14 @@ export interface SidecarIdentity {
   port: number;
   labels: Readonly<Record<string, string>>;
   buildVersion: string;
-  /** The sidecar's admin port on `address` (metrics, stats); 0 or absent: unknown. */
+  /** The sidecar's admin port (metrics, stats); 0 or absent: unknown. */
   adminPort?: number;
+  /**
+   * Where the sidecar's push connection came from, as the control plane saw it. The control plane
+   * fetches /stats (and lists Prometheus targets) only there, never at the self-declared `address`:
+   * a sidecar cannot point the control plane at another host (SSRF).
+   */
+  peerAddress?: string;
 }
 
 /** A sidecar as `meshlet status` shows it. Times are ISO 8601. */
@@ -346,7 +352,7 @@ export function endpointsOf(statuses: Iterable<SidecarStatus>): Endpoint[] {
 }
 
 function copyIdentity(s: SidecarIdentity): SidecarIdentity {
-  return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion, ...(s.adminPort ? { adminPort: s.adminPort } : {}) };
+  return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion, ...(s.adminPort ? { adminPort: s.adminPort } : {}), ...(s.peerAddress ? { peerAddress: s.peerAddress } : {}) };
 }
 
 function sameEndpoint(a: SidecarIdentity, b: SidecarIdentity): boolean {

@@ -12,8 +12,19 @@
  * - Mutations are serialised; the check-then-write of create/update/delete preconditions (and any
  *   validation passed to `commit`) runs inside the lock, against the state it will change.
  *
+ * - Integrity: every resource file and the journal carry a SHA-256 of their content
+ *   (`{"sha256": ..., "resource": ...}`; files written before checksums, a bare resource, still
+ *   load). At load, any file that is unreadable, fails its checksum or holds the wrong resource
+ *   stops the store from opening (`StoreCorruptError`, naming every file and how to recover): a
+ *   control plane must never push a snapshot with a policy silently missing. `repair: true`
+ *   (`meshlet control-plane --repair`) sets such files aside as `<file>.corrupt-<ms>` and opens.
+ * - A write that fails part-way (ENOSPC, EIO) has an unknown outcome: the store re-reads the
+ *   touched files so memory agrees with the disk, and the commit fails with `outcome_unknown`
+ *   (the API's 503 "outcome unknown; re-read before retrying").
+ *
  * Reads are served from memory; returned resources are deep-frozen.
  */
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { EventEmitter } from 'node:events';
@@ -46,8 +57,8 @@ interface WireMetadata {
   [field: string]: unknown;
 }
 
-/** `unavailable`: the backing store (etcd) cannot be reached or has no quorum; nothing was written. */
-export type StoreErrorCode = 'conflict' | 'not_found' | 'invalid' | 'unavailable';
+/** `unavailable`: the backing store (etcd) cannot be reached or has no quorum; nothing was written. `outcome_unknown`: a write failed part-way. */
+export type StoreErrorCode = 'conflict' | 'not_found' | 'invalid' | 'unavailable' | 'outcome_unknown';
 
 export class StoreError extends Error {
   readonly code: StoreErrorCode;
@@ -55,6 +66,22 @@ export class StoreError extends Error {
     super(message);
     this.name = 'StoreError';
     this.code = code;
+  }
+}
+
+/** Files the store found damaged at load: it refuses to open rather than serve without them. */
+export class StoreCorruptError extends Error {
+  constructor(
+    readonly files: { file: string; problem: string }[],
+    dataDir: string,
+  ) {
+    super(
+      `the store in ${dataDir} has ${files.length} damaged file(s); refusing to serve a snapshot without what they hold:\n` +
+        files.map((f) => `  ${f.file}: ${f.problem}`).join('\n') +
+        `\nTo recover: restore these files from a backup, or run \`meshlet control-plane --repair --data-dir ${dataDir}\` to set them aside ` +
+        `(renamed <file>.corrupt-<time>; the resources they held are gone until re-applied with \`meshlet apply\`).`,
+    );
+    this.name = 'StoreCorruptError';
   }
 }
 
@@ -118,6 +145,8 @@ export interface Store extends StoreView {
 export interface FileStoreOptions {
   clock?: Clock;
   logger?: Logger;
+  /** Set damaged files aside (renamed `.corrupt-<ms>`) and open anyway, instead of refusing to open. */
+  repair?: boolean;
 }
 
 const REVISION_FILE = 'revision';
@@ -128,6 +157,8 @@ export class FileStore implements Store {
   private readonly root: string;
   private readonly clock: Clock;
   private readonly logger?: Logger;
+  private readonly repair: boolean;
+  private readonly dataDir: string;
   private readonly data = new Map<Kind, Map<string, WireResource>>();
   private rev = 0;
   private lock: Promise<unknown> = Promise.resolve();
@@ -138,6 +169,8 @@ export class FileStore implements Store {
     this.root = path.join(dataDir, 'store');
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger;
+    this.repair = opts.repair === true;
+    this.dataDir = dataDir;
     for (const k of KINDS) this.data.set(k, new Map());
     this.events.setMaxListeners(0);
   }
@@ -262,7 +295,15 @@ export class FileStore implements Store {
     const changes = results.filter((r) => r.action !== 'unchanged');
     if (changes.length === 0) return { revision: this.rev, results };
 
-    await this.persist(nextRev, changes);
+    try {
+      await this.persist(nextRev, changes);
+    } catch (err) {
+      // Part of the work may be on disk (a rename done, then ENOSPC on the next file): make memory
+      // agree with what a restart would load, and say the outcome is unknown.
+      await this.resync(nextRev, changes.map((c) => ({ kind: c.kind, name: c.name })));
+      this.logger?.error({ err, revision: nextRev, resources: changes.map((c) => `${c.kind}/${c.name}`) }, 'store write failed part-way; outcome unknown');
+      throw new StoreError('outcome_unknown', `the write failed part-way (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): outcome unknown; re-read before retrying`);
+    }
     // Durable: now make it visible.
     for (const c of changes) {
       const m = this.data.get(c.kind) as Map<string, WireResource>;
@@ -294,7 +335,7 @@ export class FileStore implements Store {
     }
     // All or nothing: journal, apply, then drop the journal.
     const journal = path.join(this.root, JOURNAL_FILE);
-    await atomicWriteFile(journal, JSON.stringify({ revision, entries }));
+    await atomicWriteFile(journal, JSON.stringify({ revision, entries, sha256: sha256(JSON.stringify({ revision, entries })) }));
     await this.applyEntries(revision, entries);
     await durableUnlink(journal);
   }
@@ -312,8 +353,47 @@ export class FileStore implements Store {
 
   private async writeEntry(kind: Kind, name: string, resource: WireResource | null): Promise<void> {
     const file = this.fileFor(kind, name);
-    if (resource) await atomicWriteFile(file, JSON.stringify(resource, null, 2) + '\n');
+    if (resource) await atomicWriteFile(file, JSON.stringify({ sha256: sha256(JSON.stringify(resource)), resource }, null, 2) + '\n');
     else await durableUnlink(file);
+  }
+
+  /** Reads one resource file: the resource, or throws saying what is wrong with it. */
+  private async readEntry(file: string, kind: Kind, expectedFile: string): Promise<WireResource> {
+    const text = await fsp.readFile(file, 'utf8');
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new Error(`not valid JSON (truncated or overwritten?): ${(err as Error).message}`);
+    }
+    let res = parsed as WireResource;
+    const env = parsed as { sha256?: unknown; resource?: unknown };
+    if (env && typeof env === 'object' && 'sha256' in env && 'resource' in env) {
+      res = env.resource as WireResource;
+      if (sha256(JSON.stringify(res)) !== env.sha256) throw new Error('checksum mismatch: the content is not what was written');
+    }
+    checkKindName(res?.kind, res?.metadata?.name);
+    if (res.kind !== kind || `${encodeURIComponent(res.metadata.name)}.json` !== expectedFile) throw new Error(`holds ${res.kind}/${res.metadata.name}`);
+    return res;
+  }
+
+  /** After a failed write: memory takes what is on disk for the touched resources. */
+  private async resync(revision: number, keys: { kind: Kind; name: string }[]): Promise<void> {
+    let changed = false;
+    for (const { kind, name } of keys) {
+      const m = this.data.get(kind) as Map<string, WireResource>;
+      const file = this.fileFor(kind, name);
+      try {
+        const res = await this.readEntry(file, kind, path.basename(file));
+        if (m.get(name)?.metadata.resourceVersion !== res.metadata.resourceVersion) changed = true;
+        m.set(name, deepFreeze(res));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          if (m.delete(name)) changed = true;
+        } else this.logger?.error({ err, file }, 'store file unreadable after a failed write; memory keeps the previous version');
+      }
+    }
+    if (changed) this.rev = Math.max(this.rev, revision);
   }
 
   private fileFor(kind: Kind, name: string): string {
@@ -332,6 +412,7 @@ export class FileStore implements Store {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
         this.logger?.warn({ err }, 'store revision file unreadable; recovering the revision from the resources');
     }
+    const damaged: { file: string; problem: string }[] = [];
     for (const kind of KINDS) {
       const dir = path.join(this.root, kind);
       await ensureDir(dir);
@@ -343,15 +424,10 @@ export class FileStore implements Store {
         const full = path.join(dir, file);
         let res: WireResource;
         try {
-          res = JSON.parse(await fsp.readFile(full, 'utf8')) as WireResource;
-          checkKindName(res?.kind, res?.metadata?.name);
-          if (res.kind !== kind || `${encodeURIComponent(res.metadata.name)}.json` !== file)
-            throw new Error(`holds ${res.kind}/${res.metadata.name}`);
+          res = await this.readEntry(full, kind, file);
         } catch (err) {
-          // Renames are atomic, so this is outside damage; keep the file for a human, start anyway.
-          const aside = `${full}.corrupt-${this.clock.now()}`;
-          await fsp.rename(full, aside).catch(() => undefined);
-          this.logger?.error({ err, file: full, movedTo: aside }, 'unreadable resource file set aside');
+          // Renames are atomic, so this is outside damage (disk, hand edit, a bad restore).
+          damaged.push({ file: full, problem: (err as Error).message });
           continue;
         }
         const rv = Number(res.metadata.resourceVersion);
@@ -363,11 +439,19 @@ export class FileStore implements Store {
     const journalPath = path.join(this.root, JOURNAL_FILE);
     let journal: { revision: number; entries: { kind: Kind; name: string; resource: WireResource | null }[] } | undefined;
     try {
-      journal = JSON.parse(await fsp.readFile(journalPath, 'utf8'));
+      const j = JSON.parse(await fsp.readFile(journalPath, 'utf8')) as typeof journal & { sha256?: unknown };
+      if (j && j.sha256 !== undefined && sha256(JSON.stringify({ revision: j.revision, entries: j.entries })) !== j.sha256)
+        throw new Error('checksum mismatch: the content is not what was written');
+      journal = j;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        this.logger?.error({ err }, 'unreadable store journal ignored');
-        await durableUnlink(journalPath);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') damaged.push({ file: journalPath, problem: `interrupted multi-resource commit unreadable: ${(err as Error).message}` });
+    }
+    if (damaged.length > 0) {
+      if (!this.repair) throw new StoreCorruptError(damaged, this.dataDir);
+      for (const d of damaged) {
+        const aside = `${d.file}.corrupt-${this.clock.now()}`;
+        await fsp.rename(d.file, aside);
+        this.logger?.warn({ file: d.file, problem: d.problem, movedTo: aside }, 'repair: damaged store file set aside; re-apply what it held');
       }
     }
     if (journal && Array.isArray(journal.entries)) {
@@ -392,6 +476,10 @@ export class FileStore implements Store {
     this.rev = rev;
     await fsyncDir(this.root);
   }
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
 }
 
 export function checkKindName(kind: unknown, name: unknown): void {

@@ -14,6 +14,7 @@ import pino, { type Logger } from 'pino';
 import { embedProtoFiles } from '../src/grpc/transcode/embed';
 import { fail, ok, formatErrors, type Result } from '../src/core/result';
 import { startListener, type Listener } from '../src/http/listener';
+import { OverloadManager } from '../src/http/overload';
 import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
 import { RateLimitLayer } from '../src/resilience/rate-limit';
@@ -59,6 +60,8 @@ export interface SidecarOptions {
   logger?: Logger;
   maxHeaderBytes?: number;
   headersTimeoutMs?: number;
+  /** Overload protection (src/http/overload.ts) and slow-body limits; see docs/hardening.md. */
+  limits?: LimitOptions;
   observability?: ObservabilityOptions;
   /** iptables interception is on (deploy/meshlet-init.sh): classify connections by original destination. */
   intercept?: import('./intercept').InterceptOptions;
@@ -74,6 +77,21 @@ export interface SidecarOptions {
    * control plane. With it the sidecar gets a workload certificate (sidecar/identity.ts).
    */
   credential?: () => string | undefined;
+}
+
+export interface LimitOptions {
+  /** Connections per listener (default from the fd limit: `defaultMaxConnections()`). */
+  maxConnections?: number;
+  /** Requests and streams in flight across both listeners (default 10,000). */
+  maxRequests?: number;
+  /** Resident set size above which new connections are refused and new requests shed (default: none). */
+  memoryWatermarkBytes?: number;
+  /** A request body (not gRPC) idle this long is answered 408 (default 30 s; 0: no limit). */
+  bodyIdleTimeoutMs?: number;
+  /** After `bodyIdleTimeoutMs`, a request body must average this many bytes/s (default 1024; 0: no minimum). */
+  minBodyBytesPerSec?: number;
+  /** Resident set size reader (tests). */
+  rss?: () => number;
 }
 
 export interface ObservabilityOptions {
@@ -267,12 +285,38 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   };
 
   const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, resilience, clock: systemClock, random: Math.random };
+  const lim = opts.limits ?? {};
+  const reg = stats.metrics.registry;
+  const overloadActions = reg.counter('meshlet_overload_actions_total', 'Overload protection at work, by listener and action: connection_refused, idle_closed, request_shed (503 OL), body_timeout and body_too_slow (408).', ['listener', 'action']);
+  const overload = new OverloadManager({
+    maxConnections: lim.maxConnections,
+    maxRequests: lim.maxRequests,
+    memoryWatermarkBytes: lim.memoryWatermarkBytes,
+    rss: lim.rss,
+    clock: systemClock,
+    logger: log,
+    onAction: (listener, action) => {
+      overloadActions.labels(listener, action).inc();
+      if (action === 'request_shed') stats.record(listener === 'inbound' ? 'inbound' : 'outbound', 503, 'OL');
+    },
+  });
+  reg.gauge('meshlet_downstream_connections', 'Downstream connections open, by listener.', ['listener']).onCollect((g) => {
+    // Registered before the listeners start; scraped only once they have.
+    g.labels('outbound').set(outL?.connections() ?? 0);
+    g.labels('inbound').set(inL?.connections() ?? 0);
+  });
+  reg.gauge('meshlet_downstream_connections_limit', 'Downstream connections allowed per listener (--max-connections).').onCollect((g) => g.set(overload.maxConnections));
+  reg.gauge('meshlet_overloaded', 'Whether memory is above the watermark (--max-memory), 1 or 0: new connections refused, new requests shed.').onCollect((g) => g.set(overload.overloaded ? 1 : 0));
   const listenerOpts = {
     logger: log,
     maxHeaderBytes: opts.maxHeaderBytes,
     headersTimeoutMs: opts.headersTimeoutMs,
     onRefused: (reason: string) => stats.refused(reason),
+    overload,
+    bodyIdleTimeoutMs: lim.bodyIdleTimeoutMs ?? 30_000,
+    minBodyBytesPerSec: lim.minBodyBytesPerSec ?? 1024,
   };
+  log.info({ maxConnections: overload.maxConnections, maxRequests: overload.maxRequests, memoryWatermarkBytes: overload.memoryWatermarkBytes }, 'overload limits');
   const started: { close(): Promise<void> }[] = [];
   let outL: Listener;
   let inL: Listener;
@@ -347,6 +391,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     close(graceMs = 5000) {
       closing ??= (async () => {
         await Promise.all([outL.close(graceMs), inL.close(graceMs)]);
+        overload.close();
         resilience.close();
         await pools.close();
         await rateLimit.close();

@@ -12,6 +12,11 @@ export const controlPlane: Command = {
   --push HOST:PORT    gRPC push port sidecars connect to (default 127.0.0.1:15010)
   --grace MS          how long a disconnected sidecar's endpoint stays (default 10000)
   --log-level LEVEL   trace, debug, info, warn, error (default info)
+  --max-snapshot-bytes N  refuse writes that would make the resources pushed to sidecars larger than N bytes of
+                      JSON (default 50331648: 48 MiB, within the 64 MiB push message limit)
+  --repair            start even if store files are damaged (unreadable, checksum mismatch), setting them
+                      aside as <file>.corrupt-<time> (what they held is gone: re-apply it); without it a
+                      damaged store stops the control plane from starting, naming the files
 
 The dashboard (http://API/ui/, read-only):
   --prometheus-url URL         link service pages to the same queries in this Prometheus
@@ -61,6 +66,8 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       'etcd-prefix': { type: 'string' },
       'replica-id': { type: 'string' },
       'log-level': { type: 'string' },
+      repair: { type: 'boolean' },
+      'max-snapshot-bytes': { type: 'string' },
       webhook: { type: 'string' },
       kubernetes: { type: 'boolean' },
       'k8s-namespace': { type: 'string' },
@@ -114,10 +121,15 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
     }
     const etcd = etcdOptions(values);
     const log = logger(values['log-level']);
+    // A file-size limit (ulimit -f) must fail a store write (EFBIG, answered "outcome unknown" like
+    // a full disk), not kill the control plane between two files of a commit.
+    process.on('SIGXFSZ', () => undefined);
     const { startControlPlane } = await import('../../control-plane');
     const graceMs = values.grace === undefined ? undefined : Number(values.grace);
     const cp = await startControlPlane({
       dataDir: path.resolve(values['data-dir'] ?? '.meshlet'),
+      repair: values.repair === true,
+      maxSnapshotBytes: snapshotBytes(values['max-snapshot-bytes']),
       api: values.api ? hostPort(values.api, '--api') : undefined,
       push: values.push ? hostPort(values.push, '--push') : undefined,
       etcd,
@@ -187,4 +199,10 @@ async function securityFlags(v: { 'trust-domain'?: string; 'ca-cert'?: string; '
     workloadTtlMs: ttl,
     mode: mode as 'permissive' | 'strict',
   };
+}
+
+function snapshotBytes(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d{1,10}$/.test(v) || Number(v) < 1024) throw new UsageError(`--max-snapshot-bytes: expected a number of bytes, at least 1024, got ${JSON.stringify(v)}`);
+  return Number(v);
 }

@@ -22,6 +22,13 @@ export const sidecar: Command = {
   --advertise ADDR        address other sidecars use for our inbound port (default: as the control plane sees us)
   --headers-timeout MS    a client must send its request headers within MS milliseconds, else 408 (default 10000)
   --max-header-bytes N    request header bytes allowed per request, else 431 (default 65536)
+  --max-connections N     downstream connections per listener; at the cap the oldest idle one is closed, or
+                          the new one refused (default: from the fd limit, (ulimit -n - 256) / 4)
+  --max-requests N        requests and HTTP/2 streams in flight, both listeners; more get 503 OL (default 10000)
+  --max-memory MB         resident-memory watermark: above it new connections are refused, new requests get
+                          503 OL and idle connections are closed (default: none)
+  --request-body-timeout MS  a request body (not gRPC) sending nothing for MS ms gets 408 (default 30000; 0: off)
+  --min-upload-rate B     after that, a request body must average B bytes/s, else 408 (default 1024; 0: off)
   --log-level LEVEL       trace, debug, info, warn, error (default info); change it live: POST ADMIN/logging?level=debug
   --metrics on|off        per-request metrics (default on; off only to measure what they cost)
   --tracing on|off        trace-context propagation (traceparent, B3, x-request-id) and spans (default on)
@@ -56,6 +63,11 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       advertise: { type: 'string' },
       'headers-timeout': { type: 'string' },
       'max-header-bytes': { type: 'string' },
+      'max-connections': { type: 'string' },
+      'max-requests': { type: 'string' },
+      'max-memory': { type: 'string' },
+      'request-body-timeout': { type: 'string' },
+      'min-upload-rate': { type: 'string' },
       'log-level': { type: 'string' },
       tracing: { type: 'string' },
       metrics: { type: 'string' },
@@ -84,6 +96,19 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
     };
     const headersTimeoutMs = positive(values['headers-timeout'], '--headers-timeout');
     const maxHeaderBytes = positive(values['max-header-bytes'], '--max-header-bytes');
+    const orZero = (v: string | undefined, what: string): number | undefined => {
+      if (v === undefined) return undefined;
+      if (!/^\d{1,9}$/.test(v)) throw new UsageError(`${what}: expected a non-negative integer (0: off), got ${JSON.stringify(v)}`);
+      return Number(v);
+    };
+    const maxMemoryMb = positive(values['max-memory'], '--max-memory');
+    const limits = {
+      maxConnections: positive(values['max-connections'], '--max-connections'),
+      maxRequests: positive(values['max-requests'], '--max-requests'),
+      memoryWatermarkBytes: maxMemoryMb === undefined ? undefined : maxMemoryMb * 1024 * 1024,
+      bodyIdleTimeoutMs: orZero(values['request-body-timeout'], '--request-body-timeout'),
+      minBodyBytesPerSec: orZero(values['min-upload-rate'], '--min-upload-rate'),
+    };
     const fraction = (v: string | undefined, what: string, max: number): number | undefined => {
       if (v === undefined) return undefined;
       const n = Number(v);
@@ -134,6 +159,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       advertiseAddress: values.advertise,
       headersTimeoutMs,
       maxHeaderBytes,
+      limits,
       logger: logger(values['log-level']),
       observability,
       // The same path as SIGTERM: leave, drain, exit 0.

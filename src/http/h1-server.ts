@@ -30,6 +30,7 @@ import type * as net from 'node:net';
 import { Readable } from 'node:stream';
 
 import { HTTPParser, METHODS, releaseParser, type NativeParser } from './native-parser';
+import { BODY_TIMEOUT_FLAG } from './overload';
 
 export interface H1ServerOptions {
   maxHeaderBytes: number;
@@ -38,6 +39,18 @@ export interface H1ServerOptions {
   onRequest(req: H1Request, res: H1Response): void;
   /** A request or connection refused as malformed: the reason, the status sent, the peer. */
   onRefused(reason: string, detail: { code?: string; status: number; remote?: string }): void;
+  /**
+   * A request body (not gRPC: its streams are long-lived by design) that receives no byte for this
+   * long is answered 408 and the connection closed (0: no limit). Time the proxy itself holds the
+   * body back (the upstream reads slowly) does not count.
+   */
+  bodyIdleTimeoutMs?: number;
+  /** After `bodyIdleTimeoutMs` of a body, it must average at least this many bytes/s, else 408 (0: no minimum). */
+  minBodyBytesPerSec?: number;
+  /** Told when a body was cut: idle too long, or too slow. */
+  onBodyTimeout?(kind: 'idle' | 'slow'): void;
+  /** Requests in flight, counted here (shared with the other listeners: overload protection). */
+  inflight?: { active: number };
 }
 
 /** llhttp error codes -> status and a reason a human can act on. */
@@ -68,6 +81,9 @@ export class H1Request {
   host: string | undefined;
   /** Set for an Upgrade request: the socket, and the bytes that followed the head (set once parsed). */
   upgrade: { socket: net.Socket; head: Buffer } | undefined;
+  /** Body timing (ms, the server's coarse clock): started, last byte or last wait on the proxy; 0 when untimed (gRPC). */
+  bodyStart = 0;
+  bodyLast = 0;
   private hdrs: Record<string, string | string[]> | undefined;
   constructor(
     readonly method: string,
@@ -297,6 +313,7 @@ export class H1Connection {
       const req = this.parsing;
       if (!req) return;
       req.bodyBytes += chunk.length;
+      if (req.bodyStart !== 0) req.bodyLast = server.now;
       const body = req.body;
       if (body && !body.push(chunk)) socket.pause();
     };
@@ -369,6 +386,7 @@ export class H1Connection {
     let hosts = 0;
     let expect: string | undefined;
     let body = false;
+    let grpc = false;
     for (let i = 0; i < raw.length; i += 2) {
       const n = raw[i] as string;
       const len = n.length;
@@ -379,6 +397,8 @@ export class H1Connection {
         }
       } else if (len === 6) {
         if (n.toLowerCase() === 'expect') expect = (raw[i + 1] as string).toLowerCase();
+      } else if (len === 12) {
+        if (n.toLowerCase() === 'content-type' && (raw[i + 1] as string).startsWith('application/grpc')) grpc = true;
       } else if (len === 14) {
         if (n.toLowerCase() === 'content-length' && raw[i + 1] !== '0') body = true;
       } else if (len === 17) {
@@ -401,6 +421,7 @@ export class H1Connection {
           conn.socket.resume();
         },
       });
+      if (!grpc && this.opts.bodyIdleTimeoutMs) req.bodyStart = req.bodyLast = this.server.now || Date.now();
     }
     this.parsing = req;
     const res = new H1Response(this, req, keepAlive && !this.closing);
@@ -417,6 +438,7 @@ export class H1Connection {
 
   private start(p: Pending, continue100: boolean): void {
     this.current = p;
+    if (this.opts.inflight) this.opts.inflight.active++;
     if (continue100 && !p.req.complete) this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
     try {
       this.opts.onRequest(p.req, p.res);
@@ -439,6 +461,7 @@ export class H1Connection {
       return;
     }
     this.current = undefined;
+    if (this.opts.inflight) this.opts.inflight.active--;
     // A request body not read to its end leaves the connection in an unknown place: close it.
     // An upgrade answered without switching protocols: the parser let go of the socket; close it.
     if (!res.shouldKeepAlive || this.closing || !cur.req.complete || cur.req.upgrade) {
@@ -462,8 +485,30 @@ export class H1Connection {
     if (!this.current && !this.parsing) this.socket.end();
   }
 
+  /** No request in flight or begun, not upgraded: closing it loses nothing (overload protection). */
+  isIdle(): boolean {
+    return !this.current && !this.parsing && this.headersSince === 0 && !this.upgraded && !this.dead;
+  }
+
   /** Called by the server's checker. */
-  check(now: number): void {
+  check(now: number, elapsed: number): void {
+    const req = this.parsing;
+    if (req !== undefined && req.bodyStart !== 0 && !req.complete && !this.dead) {
+      const o = this.opts;
+      if (this.socket.isPaused() || (req.body !== null && req.body.readableLength > 0)) {
+        // The proxy holds the body back (its reader is slow): the client is not the one waiting.
+        req.bodyLast = now;
+        req.bodyStart += elapsed;
+      } else if (now - req.bodyLast > (o.bodyIdleTimeoutMs as number)) {
+        o.onBodyTimeout?.('idle');
+        this.refuse(408, `request body idle for more than ${o.bodyIdleTimeoutMs} ms`, 'ERR_BODY_TIMEOUT', BODY_TIMEOUT_FLAG);
+        return;
+      } else if (o.minBodyBytesPerSec && now > req.bodyStart + (o.bodyIdleTimeoutMs as number) + (req.bodyBytes * 1000) / o.minBodyBytesPerSec) {
+        o.onBodyTimeout?.('slow');
+        this.refuse(408, `request body slower than ${o.minBodyBytesPerSec} bytes/s`, 'ERR_BODY_TOO_SLOW', BODY_TIMEOUT_FLAG);
+        return;
+      }
+    }
     if (this.headersSince > 0 && now - this.headersSince > this.opts.headersTimeoutMs) {
       this.headersSince = 0;
       this.refuse(408, 'request headers not received in time', 'ERR_HTTP_REQUEST_TIMEOUT');
@@ -480,7 +525,7 @@ export class H1Connection {
   }
 
   /** Answers a refused request (unless a response already started) and closes the connection. */
-  private refuse(status: number, reason: string, code?: string): void {
+  private refuse(status: number, reason: string, code?: string, flag = 'DPE'): void {
     if (this.dead) return;
     this.opts.onRefused(reason, { code, status, remote: this.remote });
     const body = this.parsing?.body;
@@ -496,7 +541,7 @@ export class H1Connection {
     this.dead = true;
     this.socket.end(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: text/plain\r\n` +
-        `x-meshlet-flags: DPE\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
+        `x-meshlet-flags: ${flag}\r\ncontent-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
       'latin1',
     );
     this.socket.destroySoon();
@@ -511,6 +556,7 @@ export class H1Connection {
       req.body.emit('aborted');
       req.body.destroy();
     }
+    if (this.current && this.opts.inflight) this.opts.inflight.active--;
     for (const p of [...(this.current ? [this.current] : []), ...this.queue]) {
       if (!p.res.finished) {
         p.res.destroyed = true;
@@ -526,22 +572,29 @@ export class H1Connection {
 export class H1Server {
   private readonly conns = new Set<H1Connection>();
   private timer: NodeJS.Timeout | undefined;
+  /** The checker's clock (ms), read by the body-byte callback instead of Date.now() per chunk. */
+  now = 0;
 
   constructor(private readonly opts: H1ServerOptions) {}
 
   /** Serves a socket whose first bytes (`head`) were already read by protocol detection. */
-  serve(socket: net.Socket, head: Buffer): void {
+  serve(socket: net.Socket, head: Buffer): H1Connection {
     const c = new H1Connection(socket, this.opts, this);
     this.conns.add(c);
     if (!this.timer) {
+      this.now = Date.now();
+      const limits = [this.opts.headersTimeoutMs, this.opts.bodyIdleTimeoutMs || Infinity];
       this.timer = setInterval(() => {
         const now = Date.now();
-        for (const x of this.conns) x.check(now);
-      }, Math.min(1000, Math.max(50, this.opts.headersTimeoutMs / 4)));
+        const elapsed = now - this.now;
+        this.now = now;
+        for (const x of this.conns) x.check(now, elapsed);
+      }, Math.min(1000, Math.max(50, Math.min(...limits) / 4)));
       this.timer.unref();
     }
     if (head.length > 0) c.onData(head);
     if (!c.upgraded) socket.resume();
+    return c;
   }
 
   handlerError(err: unknown): void {

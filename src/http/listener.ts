@@ -9,6 +9,11 @@
  *   streams it opens before they are answered (the "rapid reset" attack, CVE-2023-44487) gets a
  *   GOAWAY(ENHANCE_YOUR_CALM) and is disconnected, as Envoy does with premature resets.
  *
+ * - Overload (src/http/overload.ts): connections over the listener's cap close the oldest idle one
+ *   or are refused; requests over the in-flight cap, or while memory is above the watermark, are
+ *   answered 503 with the `OL` flag; request bodies idle too long or slower than the minimum
+ *   upload rate are answered 408 (flag `SI`), for HTTP/1.1 and HTTP/2 alike (not gRPC streams).
+ *
  * Every refusal is logged with its reason and counted.
  */
 import * as http2 from 'node:http2';
@@ -16,6 +21,7 @@ import * as net from 'node:net';
 import type { Logger } from 'pino';
 import { sniffProtocol } from './detect';
 import { H1Server, type H1Request, type H1Response } from './h1-server';
+import { BODY_TIMEOUT_FLAG, OVERLOAD_FLAG, type OverloadManager } from './overload';
 
 export type DownstreamRequest = H1Request | http2.Http2ServerRequest;
 export type DownstreamResponse = H1Response | http2.Http2ServerResponse;
@@ -37,11 +43,19 @@ export interface ListenerOptions {
   takeover?: (socket: net.Socket) => boolean;
   /** Called for every refused request or connection, with a short reason code. */
   onRefused?: (reason: string) => void;
+  /** Connection and request caps and the memory watermark, shared by the listeners. */
+  overload?: OverloadManager;
+  /** A request body (not gRPC) receiving nothing for this long is answered 408 (default 0: no limit). */
+  bodyIdleTimeoutMs?: number;
+  /** After `bodyIdleTimeoutMs`, a request body must average this many bytes/s, else 408 (0: no minimum). */
+  minBodyBytesPerSec?: number;
 }
 
 export interface Listener {
   readonly server: net.Server;
   address(): { host: string; port: number };
+  /** Connections open now. */
+  connections(): number;
   /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then closes everything. */
   close(graceMs?: number): Promise<void>;
 }
@@ -55,13 +69,113 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     opts.onRefused?.(reason);
   };
 
+  const ov = opts.overload;
+  const bodyIdleMs = opts.bodyIdleTimeoutMs ?? 0;
+  const minRate = opts.minBodyBytesPerSec ?? 0;
+  const onBodyTimeout = (kind: 'idle' | 'slow'): void => ov?.record(opts.name, kind === 'idle' ? 'body_timeout' : 'body_too_slow');
+  const handler: RequestHandler = !ov
+    ? opts.handler
+    : (req, res, protocol) => {
+        // An HTTP/1.1 request is counted in flight already (by the H1 server); a stream is counted here.
+        const why = ov.shedReason(protocol === 'http1' ? 1 : 0);
+        if (why !== undefined) {
+          ov.record(opts.name, 'request_shed', { reason: why });
+          const text = `overloaded: ${why}\n`;
+          res.writeHead(503, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(text)), 'x-meshlet-flags': OVERLOAD_FLAG, ...(protocol === 'http1' && ov.overloaded ? { connection: 'close' } : {}) });
+          res.end(text);
+          return;
+        }
+        if (protocol === 'http2') {
+          ov.active++;
+          (req as http2.Http2ServerRequest).stream.once('close', () => ov.active--);
+        }
+        opts.handler(req, res, protocol);
+      };
+  const h2Handler: RequestHandler = bodyIdleMs > 0 ? (req, res, p) => (trackH2Body(req as http2.Http2ServerRequest, res as http2.Http2ServerResponse), handler(req, res, p)) : handler;
+
   const h1 = new H1Server({
     maxHeaderBytes,
     headersTimeoutMs,
     keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000,
-    onRequest: (req, res) => opts.handler(req, res, 'http1'),
+    onRequest: (req, res) => handler(req, res, 'http1'),
     onRefused: (reason, detail) => refused(reason, detail),
+    bodyIdleTimeoutMs: bodyIdleMs,
+    minBodyBytesPerSec: minRate,
+    onBodyTimeout,
+    inflight: ov,
   });
+
+  // HTTP/2 request bodies in progress (not gRPC), checked on one timer like the HTTP/1.1 ones.
+  interface H2Body {
+    req: http2.Http2ServerRequest;
+    stream: http2.ServerHttp2Stream;
+    res: http2.Http2ServerResponse;
+    start: number;
+    last: number;
+    bytes: number;
+  }
+  const h2Bodies = new Set<H2Body>();
+  let h2Now = Date.now();
+  let h2Timer: NodeJS.Timeout | undefined;
+  function trackH2Body(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
+    const stream = req.stream;
+    if (stream.endAfterHeaders || String(req.headers['content-type'] ?? '').startsWith('application/grpc')) return;
+    const b: H2Body = { req, stream, res, start: h2Now, last: h2Now, bytes: 0 };
+    h2Bodies.add(b);
+    // Counts the body bytes as they reach the compat request, without reading them (a 'data'
+    // listener would start the flow before the proxy reads it, as sidecar/exchange.ts says).
+    const push = req.push;
+    req.push = function (chunk: unknown, enc?: BufferEncoding): boolean {
+      if (chunk === null) h2Bodies.delete(b);
+      else {
+        b.bytes += (chunk as Buffer).length;
+        b.last = h2Now;
+      }
+      return push.call(this, chunk, enc);
+    };
+    stream.once('close', () => h2Bodies.delete(b));
+    if (!h2Timer) {
+      h2Timer = setInterval(checkH2Bodies, Math.min(1000, Math.max(50, bodyIdleMs / 4)));
+      h2Timer.unref();
+    }
+  }
+  function checkH2Bodies(): void {
+    const now = Date.now();
+    const elapsed = now - h2Now;
+    h2Now = now;
+    for (const b of h2Bodies) {
+      if (b.stream.destroyed || b.res.writableEnded) {
+        h2Bodies.delete(b);
+        continue;
+      }
+      let reason: string | undefined;
+      if (b.req.readableLength > 0 || b.req.readableFlowing !== true) {
+        // The proxy holds the body back (not reading yet, or its reader is slow), not the client.
+        b.last = now;
+        b.start += elapsed;
+      } else if (now - b.last > bodyIdleMs) {
+        onBodyTimeout('idle');
+        reason = `request body idle for more than ${bodyIdleMs} ms`;
+      } else if (minRate > 0 && now > b.start + bodyIdleMs + (b.bytes * 1000) / minRate) {
+        onBodyTimeout('slow');
+        reason = `request body slower than ${minRate} bytes/s`;
+      }
+      if (reason === undefined) continue;
+      h2Bodies.delete(b);
+      refused(reason, { status: 408, remote: b.stream.session?.socket?.remoteAddress });
+      if (!b.res.headersSent) {
+        const text = `${reason}\n`;
+        b.res.writeHead(408, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(text)), 'x-meshlet-flags': BODY_TIMEOUT_FLAG });
+        b.res.end(text);
+      }
+      // The body is cut, not complete: abort it (the proxy cancels the upstream request, as for an
+      // HTTP/1.1 body cut short), then end the stream with NO_ERROR after the complete response
+      // (RFC 9113 8.1); later writes by the proxy are dropped.
+      b.req.emit('aborted');
+      b.req.destroy();
+      b.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    }
+  }
 
   const h2 = http2.createServer(
     {
@@ -69,18 +183,25 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       maxSessionMemory: 64,
       settings: { maxHeaderListSize: maxHeaderBytes, maxConcurrentStreams: 1000, initialWindowSize: 1024 * 1024 },
     },
-    (req, res) => opts.handler(req, res, 'http2'),
+    (req, res) => h2Handler(req, res, 'http2'),
   );
   const minStreams = opts.prematureResetMinStreams ?? 100;
   const sessions = new Set<http2.ServerHttp2Session>();
+  /** Open streams per session: one with none is idle (overload protection may close it). */
+  const openStreams = new WeakMap<http2.ServerHttp2Session, number>();
   h2.on('session', (session) => {
     sessions.add(session);
+    openStreams.set(session, 0);
+    const socket = session.socket as net.Socket | undefined;
+    if (socket && sockets.has(socket)) sockets.set(socket, () => openStreams.get(session) === 0 && !session.closed);
     session.on('close', () => sessions.delete(session));
     let streams = 0;
     let premature = 0;
     session.on('stream', (stream) => {
       streams++;
+      openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
       stream.on('close', () => {
+        openStreams.set(session, (openStreams.get(session) ?? 1) - 1);
         // Reset by the client before we answered: premature (Envoy's premature_reset heuristic).
         if (stream.rstCode === http2.constants.NGHTTP2_CANCEL && !stream.headersSent) premature++;
         if (streams >= minStreams && premature * 2 >= streams && !session.destroyed) {
@@ -98,12 +219,58 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
   });
   h2.on('sessionError', (err) => log.debug({ err, listener: opts.name }, 'http2 session error'));
 
-  const sockets = new Set<net.Socket>();
+  /**
+   * Open connections, oldest first, each with "is it idle now?": closing an idle one loses no
+   * request (not a byte sent yet, keep-alive between requests, HTTP/2 with no stream open).
+   */
+  const sockets = new Map<net.Socket, () => boolean>();
+  const idleYet = (): boolean => true;
+  const busy = (): boolean => false;
+  /** Closes the oldest idle connection (looking at the 1,024 oldest); false if none is idle. */
+  const closeOldestIdle = (): boolean => {
+    let n = 0;
+    for (const [s, idle] of sockets) {
+      if (++n > 1024) break;
+      if (!idle()) continue;
+      sockets.delete(s);
+      s.destroy();
+      return true;
+    }
+    return false;
+  };
+  const unregisterPressure = ov?.onPressure(() => {
+    let closed = 0;
+    for (const [s, idle] of sockets) {
+      if (!idle()) continue;
+      sockets.delete(s);
+      s.destroy();
+      closed++;
+    }
+    if (closed > 0) ov.record(opts.name, 'idle_closed', { closed, why: 'memory above the watermark' });
+  });
   const server = net.createServer({ noDelay: true }, (socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
-    if (opts.takeover?.(socket)) return;
+    if (ov) {
+      if (ov.overloaded) {
+        ov.record(opts.name, 'connection_refused', { why: 'memory above the watermark', remote: socket.remoteAddress });
+        socket.destroy();
+        return;
+      }
+      if (sockets.size >= ov.maxConnections) {
+        if (closeOldestIdle()) ov.record(opts.name, 'idle_closed', { why: `${ov.maxConnections} connections open` });
+        else {
+          ov.record(opts.name, 'connection_refused', { why: `${ov.maxConnections} connections open, none idle`, remote: socket.remoteAddress });
+          socket.destroy();
+          return;
+        }
+      }
+    }
+    sockets.set(socket, idleYet);
+    socket.on('close', () => sockets.delete(socket));
+    if (opts.takeover?.(socket)) {
+      if (sockets.has(socket)) sockets.set(socket, busy);
+      return;
+    }
     sniffProtocol(socket, headersTimeoutMs, (r) => {
       if (r.kind === 'closed') return;
       if (r.kind === 'timeout') {
@@ -117,7 +284,8 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       // them: a flowing socket would emit them at once, to no 'data' listener, and lose them (the
       // HTTP/2 session only picks up buffered bytes on the next tick: "bad client magic").
       if (r.kind === 'http1') {
-        h1.serve(socket, r.head);
+        const c = h1.serve(socket, r.head);
+        if (sockets.has(socket)) sockets.set(socket, () => c.isIdle());
         return;
       }
       socket.pause();
@@ -136,14 +304,17 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       resolve({
         server,
         address: () => ({ host: a.address, port: a.port }),
+        connections: () => sockets.size,
         close: (graceMs = 5000) =>
           new Promise<void>((done) => {
             server.close(() => undefined);
             h1.close();
+            unregisterPressure?.();
+            if (h2Timer) clearInterval(h2Timer);
             // HTTP/2 sessions: a GOAWAY lets clients move on; in-flight streams finish.
             for (const sess of sessions) if (!sess.closed) sess.close();
             const force = setTimeout(() => {
-              for (const s of sockets) s.destroy();
+              for (const s of sockets.keys()) s.destroy();
             }, graceMs);
             force.unref();
             const poll = setInterval(() => {

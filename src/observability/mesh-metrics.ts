@@ -11,12 +11,13 @@
  */
 import type { Clock } from '../core/clock';
 import { Flags } from '../core/errors';
+import { BODY_TIMEOUT_FLAG, OVERLOAD_FLAG } from '../http/overload';
 import { Registry, type CounterChild, type GaugeChild, type HistogramChild, type WindowChild } from './metrics';
 
 export type Direction = 'inbound' | 'outbound';
 
 /** The response flags a counter can carry; anything else is counted as `other`. */
-const FLAG_LIST = ['-', ...Object.values(Flags), 'DC', 'UH', 'other'];
+const FLAG_LIST = ['-', ...Object.values(Flags), 'DC', 'UH', OVERLOAD_FLAG, BODY_TIMEOUT_FLAG, 'other'];
 const FLAG_INDEX = new Map<string, number>();
 for (const f of FLAG_LIST) if (!FLAG_INDEX.has(f)) FLAG_INDEX.set(f, FLAG_INDEX.size);
 const FLAG_NAMES = [...FLAG_INDEX.keys()];

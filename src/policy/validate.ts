@@ -3,6 +3,7 @@
  * returns undefined instead of throwing, so one pass reports every problem in a document.
  */
 import type { FieldError } from '../core/result';
+import { validateRegex } from './regex';
 
 export type Obj = Record<string, unknown>;
 
@@ -93,11 +94,8 @@ export class Checker {
   regex(v: unknown, path: string): string | undefined {
     const s = this.string(v, path);
     if (s === undefined) return undefined;
-    try {
-      new RegExp(s);
-    } catch (e) {
-      return this.error(path, `invalid regular expression: ${(e as Error).message.replace(/^Invalid regular expression: /, '')}`);
-    }
+    const err = validateRegex(s);
+    if (err !== undefined) return this.error(path, err);
     return s;
   }
 

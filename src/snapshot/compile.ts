@@ -8,6 +8,7 @@
  */
 import type { CompiledTranscoding } from '../grpc/transcode/compile';
 import { buildPicker, cumulativeWeights, noStats, weightedIndex, type EndpointStats, type Picker } from '../lb';
+import { compileRegex, type LinearRegex } from '../policy/regex';
 import type {
   CompiledBackend,
   CompiledRule,
@@ -288,9 +289,9 @@ function replacePrefix(path: string, prefixes: readonly string[], to: string): s
   return (to + rest) || '/';
 }
 
-/** Full-string match, as Envoy's safe_regex and Istio do: `/v[0-9]+` does not match `/v1/x`. */
-function fullRegex(src: string): RegExp {
-  return new RegExp(`^(?:${src})$`);
+/** Full-string match in linear time (src/policy/regex.ts), as Envoy's safe_regex and Istio do: `/v[0-9]+` does not match `/v1/x`. */
+function fullRegex(src: string): LinearRegex {
+  return compileRegex(src);
 }
 
 function compileMatch(m: RouteMatch): (req: RequestView) => boolean {

@@ -79,6 +79,8 @@ export interface SidecarOptions {
   service?: string;
   /** The local app behind the inbound listener (--app-port). */
   appPort?: number;
+  /** A command the sidecar runs under, e.g. ['prlimit', '--nofile=8000']. */
+  wrap?: string[];
 }
 
 /**
@@ -106,7 +108,9 @@ export async function startSidecar(t: Test, resources: Obj[], opts: SidecarOptio
     ...(opts.appPort ? ['--app-port', String(opts.appPort)] : []),
     ...(opts.args ?? []),
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHLET_LOG_LEVEL: 'info' } });
+  const [cmd, ...pre] = opts.wrap ?? [process.execPath];
+  if (opts.wrap) pre.push(process.execPath);
+  const child = spawn(cmd as string, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHLET_LOG_LEVEL: 'info' } });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
