@@ -14,9 +14,11 @@ import type { StackContext } from './context';
 
 export function dispatcher(ctx: Pick<StackContext, 'pools' | 'clock'>): Handler {
   return (call, sink) => {
+    const t = call.target as UpstreamTarget;
+    // Inbound calls have a fixed target (the app), not picked: the access log and tap name it too.
+    if (call.obs) call.obs.upstream = t.key;
     const up = call.upgrade;
     if (up) {
-      const t = call.target as UpstreamTarget;
       return sendUpgrade(t, { method: call.method, path: call.path, headers: call.headers, protocol: up.protocol }, sink, (u, head, status) => up.onHead(u, head, status, () => sink.onEnd(undefined)), ctx.clock);
     }
     let headers = call.headers;
@@ -25,6 +27,6 @@ export function dispatcher(ctx: Pick<StackContext, 'pools' | 'clock'>): Handler 
       headers = headers.slice();
       headers[call.grpcTimeoutAt] = formatGrpcTimeout(Math.max(1, call.deadline - ctx.clock.monotonic()));
     }
-    return ctx.pools.send(withProtocol(call.target as UpstreamTarget, ctx.clock), { method: call.method, path: call.path, authority: call.authority, headers, body: call.body }, sink);
+    return ctx.pools.send(withProtocol(t, ctx.clock), { method: call.method, path: call.path, authority: call.authority, headers, body: call.body }, sink);
   };
 }
