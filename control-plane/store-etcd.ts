@@ -21,13 +21,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { EventEmitter } from 'node:events';
 import { Etcd3, isRecoverableError, type IOptions, type Watcher } from 'etcd3';
 import { circuitBreaker, ConsecutiveBreaker, handleWhen, retry } from 'cockatiel';
 import type { Logger } from 'pino';
 import { KINDS, type Kind } from '../src/policy/types';
 import { systemClock, type Clock } from '../src/core/clock';
 import {
+  CachedStore,
   StoreError,
   checkKindName,
   checkVersion,
@@ -37,7 +37,6 @@ import {
   type ChangeEvent,
   type CommitResult,
   type OpResult,
-  type Store,
   type StoreOp,
   type StoreView,
   type WireResource,
@@ -115,30 +114,25 @@ const MAX_ATTEMPTS = 8;
 /** etcd's default --max-txn-ops is 128; one is the commit marker. */
 const MAX_TXN_OPS = 127;
 
-export class EtcdStore implements Store {
+/** `rev` (CachedStore) is the revision of the last commit the cache has seen (the `.commit` key's mod revision). */
+export class EtcdStore extends CachedStore {
   private readonly client: Etcd3;
   private readonly root: string;
   private readonly clock: Clock;
   private readonly logger?: Logger;
-  private readonly data = new Map<Kind, Map<string, WireResource>>();
-  /** The revision of the last commit the cache has seen (the `.commit` key's mod revision). */
-  private rev = 0;
   /** The last etcd revision applied to the cache. */
   private seen = 0;
-  private readonly events = new EventEmitter();
-  private lock: Promise<unknown> = Promise.resolve();
   private watcher: Watcher | undefined;
   private waiters: { revision: number; resolve: () => void }[] = [];
   private closed = false;
   private reloading: Promise<void> | undefined;
 
   private constructor(client: Etcd3, opts: EtcdStoreOptions) {
+    super();
     this.client = client;
     this.root = `${opts.prefix ?? DEFAULT_ETCD_PREFIX}resources/`;
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger;
-    for (const k of KINDS) this.data.set(k, new Map());
-    this.events.setMaxListeners(0);
   }
 
   /** Lists the resources and starts watching them. Fails if etcd cannot be reached now. */
@@ -146,56 +140,6 @@ export class EtcdStore implements Store {
     const s = new EtcdStore(client, opts);
     await s.load();
     return s;
-  }
-
-  get revision(): number {
-    return this.rev;
-  }
-
-  get(kind: Kind, name: string): WireResource | undefined {
-    return this.data.get(kind)?.get(name);
-  }
-
-  list(kind: Kind): WireResource[] {
-    const m = this.data.get(kind);
-    if (!m) return [];
-    return [...m.keys()].sort().map((n) => m.get(n) as WireResource);
-  }
-
-  all(): WireResource[] {
-    return KINDS.flatMap((k) => this.list(k));
-  }
-
-  onChange(listener: (e: ChangeEvent) => void): () => void {
-    this.events.on('change', listener);
-    return () => this.events.off('change', listener);
-  }
-
-  create(resource: WireResource): Promise<OpResult> {
-    return this.one({ op: 'create', resource });
-  }
-
-  update(resource: WireResource, expectedVersion?: string): Promise<OpResult> {
-    return this.one({ op: 'update', resource, expectedVersion });
-  }
-
-  put(resource: WireResource, expectedVersion?: string): Promise<OpResult> {
-    return this.one({ op: 'put', resource, expectedVersion });
-  }
-
-  delete(kind: Kind, name: string, expectedVersion?: string): Promise<OpResult> {
-    return this.one({ op: 'delete', kind, name, expectedVersion });
-  }
-
-  private async one(op: StoreOp): Promise<OpResult> {
-    const r = await this.commit(() => [op]);
-    return r.results[0] as OpResult;
-  }
-
-  commit(plan: (view: StoreView) => StoreOp[] | Promise<StoreOp[]>): Promise<CommitResult> {
-    const run = this.lock.then(() => this.commitLocked(plan));
-    this.lock = run.catch(() => undefined);
-    return run;
   }
 
   async close(): Promise<void> {
@@ -213,7 +157,7 @@ export class EtcdStore implements Store {
     return `${this.root}${kind}/${encodeURIComponent(name)}`;
   }
 
-  private async commitLocked(plan: (view: StoreView) => StoreOp[] | Promise<StoreOp[]>): Promise<CommitResult> {
+  protected async commitLocked(plan: (view: StoreView) => StoreOp[] | Promise<StoreOp[]>): Promise<CommitResult> {
     if (this.closed) throw new Error('store is closed');
     const commitId = randomUUID();
     for (let attempt = 1; ; attempt++) {

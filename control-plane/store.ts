@@ -153,34 +153,24 @@ const REVISION_FILE = 'revision';
 const JOURNAL_FILE = 'batch.json';
 const NAME_MAX = 253;
 
-export class FileStore implements Store {
-  private readonly root: string;
-  private readonly clock: Clock;
-  private readonly logger?: Logger;
-  private readonly repair: boolean;
-  private readonly dataDir: string;
-  private readonly data = new Map<Kind, Map<string, WireResource>>();
-  private rev = 0;
-  private lock: Promise<unknown> = Promise.resolve();
-  private readonly events = new EventEmitter();
-  private closed = false;
+/**
+ * What both stores share: the in-memory copy of every resource (the file store's loaded files,
+ * the etcd store's watch cache), reads from it, change events, and commits run one at a time under
+ * one lock. A store supplies `commitLocked`: validating and writing a plan's ops, all or nothing.
+ */
+export abstract class CachedStore implements Store {
+  protected readonly data = new Map<Kind, Map<string, WireResource>>();
+  protected rev = 0;
+  protected lock: Promise<unknown> = Promise.resolve();
+  protected readonly events = new EventEmitter();
 
-  private constructor(dataDir: string, opts: FileStoreOptions) {
-    this.root = path.join(dataDir, 'store');
-    this.clock = opts.clock ?? systemClock;
-    this.logger = opts.logger;
-    this.repair = opts.repair === true;
-    this.dataDir = dataDir;
+  constructor() {
     for (const k of KINDS) this.data.set(k, new Map());
     this.events.setMaxListeners(0);
   }
 
-  /** Opens (creating if needed) the store in `dataDir`, cleaning up after any crash. */
-  static async open(dataDir: string, opts: FileStoreOptions = {}): Promise<FileStore> {
-    const s = new FileStore(dataDir, opts);
-    await s.load();
-    return s;
-  }
+  protected abstract commitLocked(plan: (view: StoreView) => StoreOp[] | Promise<StoreOp[]>): Promise<CommitResult>;
+  abstract close(): Promise<void>;
 
   get revision(): number {
     return this.rev;
@@ -239,6 +229,32 @@ export class FileStore implements Store {
     return run;
   }
 
+}
+
+export class FileStore extends CachedStore {
+  private readonly root: string;
+  private readonly clock: Clock;
+  private readonly logger?: Logger;
+  private readonly repair: boolean;
+  private readonly dataDir: string;
+  private closed = false;
+
+  private constructor(dataDir: string, opts: FileStoreOptions) {
+    super();
+    this.root = path.join(dataDir, 'store');
+    this.clock = opts.clock ?? systemClock;
+    this.logger = opts.logger;
+    this.repair = opts.repair === true;
+    this.dataDir = dataDir;
+  }
+
+  /** Opens (creating if needed) the store in `dataDir`, cleaning up after any crash. */
+  static async open(dataDir: string, opts: FileStoreOptions = {}): Promise<FileStore> {
+    const s = new FileStore(dataDir, opts);
+    await s.load();
+    return s;
+  }
+
   /** Waits for pending commits; later commits are refused. */
   async close(): Promise<void> {
     this.closed = true;
@@ -248,7 +264,7 @@ export class FileStore implements Store {
 
   // ------------------------------------------------------------------------------ internals
 
-  private async commitLocked(plan: (view: StoreView) => StoreOp[] | Promise<StoreOp[]>): Promise<CommitResult> {
+  protected async commitLocked(plan: (view: StoreView) => StoreOp[] | Promise<StoreOp[]>): Promise<CommitResult> {
     if (this.closed) throw new Error('store is closed');
     const ops = await plan(this);
     const nextRev = this.rev + 1;
