@@ -38,6 +38,7 @@ import type { ResponseSink, UpstreamCall, UpstreamTarget } from '../http/upstrea
 import type { CompiledBackend, CompiledRule, HeaderEditor, RequestView } from '../policy/compiled';
 import type { ObservedRequest } from '../observability/observer';
 import type { ServiceState } from '../resilience/state';
+import type { SpiffeId } from '../security/spiffe';
 import type { Flag } from './errors';
 
 export type { ResponseSink, UpstreamCall } from '../http/upstream-types';
@@ -90,6 +91,12 @@ export class MeshCall {
   mux = false;
   /** The caller identity stamped on the request (source service, route), when known. */
   identity: { source: string | undefined; route: string } | undefined = undefined;
+  /**
+   * Inbound: the caller's identity as proven by its verified TLS client certificate (mTLS), or
+   * undefined for a plaintext or unverified caller. Authorization and the `source-identity`
+   * rate-limit descriptor read this, never a header.
+   */
+  peer: SpiffeId | undefined = undefined;
 
   /**
    * An upgrade (WebSocket): its `Upgrade` protocol, and the front adapter's hook that takes the
