@@ -36,6 +36,8 @@ export const sidecar: Command = {
   --trace-collector URL   export spans in batches to URL (e.g. http://zipkin:9411/api/v2/spans)
   --trace-format F        zipkin (v2 JSON) or otlp (OTLP/HTTP JSON, URL .../v1/traces); default zipkin
   --access-log RATE       fraction of requests written as JSON access-log lines on stdout, 0-1 (default 0: off; 1: every request)
+  --recent-requests N     what happened to the last N requests, kept in memory for \`meshlet explain --last\`
+                          (default 1024; 0: off)
   --intercept             the pod's traffic is redirected by iptables (deploy/meshlet-init.sh): route by
                           original destination, pass ports no policy makes HTTP through as opaque TCP
   --drain-ms MS           on SIGTERM keep serving MS milliseconds after leaving the control plane, then drain
@@ -75,6 +77,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       'trace-collector': { type: 'string' },
       'trace-format': { type: 'string' },
       'access-log': { type: 'string' },
+      'recent-requests': { type: 'string' },
       intercept: { type: 'boolean' },
       'drain-ms': { type: 'string' },
       'http-ports': { type: 'string' },
@@ -137,6 +140,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       samplingPercent: fraction(values['trace-sampling'], '--trace-sampling', 100),
       collector: collector ? { url: collector, format: traceFormat as 'zipkin' | 'otlp' } : undefined,
       accessLogSample: fraction(values['access-log'], '--access-log', 1),
+      recentRequests: orZero(values['recent-requests'], '--recent-requests'),
     };
     const appPort = values['app-port'] === undefined ? undefined : port(values['app-port'], '--app-port', 0);
     if (values['http-ports'] !== undefined && !values.intercept) throw new UsageError('--http-ports goes with --intercept');

@@ -127,6 +127,29 @@ t.test('explain, proxy-config, describe, version and check on a live mesh', asyn
   r = await run(['explain', '--from', 'frontend', 'http://nothing/'], cp.api);
   t.match(r.stdout, /404 NR/);
 
+  // explain --last: what actually happened to real requests, by their x-request-id.
+  t.equal(await via({ 'x-request-id': 'last-rest-1' }, '/other'), 'v1');
+  r = await run(['explain', '--last', 'last-rest-1'], cp.api);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /^request last-rest-1: seen by 2 sidecar side\(s\) of 3 asked/);
+  t.match(r.stdout, /outbound at frontend \(sidecar fe-0\), .*: GET catalog\/other \(http\)\n1\. route: rule "rest" of Route "catalog" \(catalog\/rest\)\n2\. backend: catalog subset v1\n3\. timeouts: route timeout 3s, 1s per try\n4\. tries: 1 try; policy: up to 2 retries on connect-failure\n     try 1 at \+[\d.]+ms: 127\.0\.0\.1:\d+ -> 200 in [\d.]+ms\n=> 200 in [\d.]+ms/);
+  t.match(r.stdout, /inbound at catalog \(sidecar cat-v1\), .*\n1\. caller: frontend, no client certificate\n2\. rate limits: 1 bucket\(s\) counted\n     limit "per-caller", bucket "frontend": allowed\n3\. app: 127\.0\.0\.1:\d+\n=> 200 in/);
+  t.ok(r.stdout.indexOf('outbound at frontend') < r.stdout.indexOf('inbound at catalog'), 'the hops in the order the request travelled');
+  r = await run(['explain', '--last', 'last-rest-1', '--from', 'catalog', '-o', 'json'], cp.api);
+  const lastJson = JSON.parse(r.stdout) as { asked: number; decisions: { sidecar: string; direction: string; status: number; rateLimits: { limit: string; outcome: string }[] }[] };
+  t.equal(lastJson.asked, 2, '--from asks only that service\'s sidecars');
+  t.same(lastJson.decisions.map((d) => [d.sidecar, d.direction, d.status, d.rateLimits.map((l) => l.outcome)]), [['cat-v1', 'inbound', 200, ['allowed']]]);
+  const nr = await new Promise<number>((resolve, reject) =>
+    http.get({ host: '127.0.0.1', port: fe.outbound, path: 'http://nothing/x', headers: { host: 'nothing', 'x-request-id': 'last-nr-1' } }, (res) => resolve(res.resume().statusCode ?? 0)).on('error', reject),
+  );
+  t.equal(nr, 404);
+  r = await run(['explain', '--last', 'last-nr-1'], cp.api);
+  t.match(r.stdout, /outbound at frontend .*: GET nothing\/x \(http\)\n1\. route: no Route serves this host and path \(NR\)\n.*\n=> 404 NR in/);
+  r = await run(['explain', '--last', 'never-sent'], cp.api);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /request "never-sent" is not among the recent requests of any of the 3 connected sidecar\(s\) \(each keeps the last 1024\)/);
+  t.equal((await run(['explain', '--last', 'x', 'GET', 'http://catalog/'], cp.api)).code, 2, '--last takes no URL');
+
   // proxy-config: what one sidecar runs.
   r = await run(['proxy-config', 'fe-0', 'routes'], cp.api);
   t.equal(r.code, 0, r.stderr);
