@@ -4,6 +4,7 @@
  *   GET /v1/version                        this control plane's version (and data dir), and every connected sidecar's
  *   GET /v1/sidecars/{id}/config_dump      what one sidecar runs (its admin port's /config_dump), for `meshlet proxy-config`
  *   GET /v1/explain?from=SVC|sidecar=ID&method=&url=&header=k:v   a sidecar's /explain, for `meshlet explain`
+ *   GET /v1/ejections                      endpoints the sidecars' outlier detection ejected (sampled), for `meshlet check`
  *   GET /v1/decisions?id=REQUEST_ID[&from=SVC|&sidecar=ID]     what the sidecars did with a real request
  *                                          (their /decisions), for `meshlet explain --last`
  *
@@ -13,6 +14,7 @@
 import * as http from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { VERSION } from '../src/core/version';
+import type { MeshHistory } from './history';
 import type { Registry, SidecarStatus } from './registry';
 
 type Reply = { status: number; body: unknown };
@@ -22,6 +24,8 @@ export type CliRoutes = Partial<Record<'GET' | 'POST' | 'PUT' | 'DELETE', Handle
 export interface CliApiDeps {
   registry: Registry;
   dataDir?: string;
+  /** The sidecars' sampled stats (history.ts): ejections over time, for `meshlet check`. */
+  history?: MeshHistory;
 }
 
 /** The routes for `/v1/<segments>`, or undefined when the path is not one of these. */
@@ -32,6 +36,7 @@ export function cliRoutes(deps: CliApiDeps, segments: string[]): CliRoutes | und
   if (a === 'sidecars' && b && c === 'config_dump') return { GET: () => fromSidecar(deps, b, '/config_dump') };
   if (a === 'explain' && b === undefined) return { GET: (_r, u) => explain(deps, u) };
   if (a === 'decisions' && b === undefined) return { GET: (_r, u) => decisions(deps, u) };
+  if (a === 'ejections' && b === undefined) return { GET: () => ejections(deps) };
   return undefined;
 }
 
@@ -77,6 +82,13 @@ async function explain(deps: CliApiDeps, url: URL): Promise<Reply> {
   const r = await ask(s, `/explain?${pass}`);
   if (r.status === 200 && r.body && typeof r.body === 'object') return { status: 200, body: { sidecar: s.id, ...(r.body as object) } };
   return r;
+}
+
+/** Endpoints ejected now or within the history's retention, for `meshlet check`. */
+function ejections(deps: CliApiDeps): Reply {
+  const h = deps.history;
+  if (!h || h.intervalMs <= 0) return { status: 200, body: { sampling: false, ejections: [] } };
+  return { status: 200, body: { sampling: true, intervalMs: h.intervalMs, retentionMs: h.retentionMs, at: h.latest() ? new Date((h.latest() as { at: number }).at).toISOString() : null, ejections: h.ejections() } };
 }
 
 /** Sidecars asked at once for `explain --last`. */
