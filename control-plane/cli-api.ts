@@ -8,8 +8,9 @@
  *   GET /v1/decisions?id=REQUEST_ID[&from=SVC|&sidecar=ID]     what the sidecars did with a real request
  *                                          (their /decisions), for `meshlet explain --last`
  *
- * The control plane reaches each sidecar's admin port at the address and port it registered
- * with (as `meshlet stat` does), so users need no port-forward.
+ * The control plane reaches each sidecar's admin port at the address its push connection came
+ * from (as `meshlet stat` does; never the address a sidecar declares for itself, so a sidecar
+ * cannot point the control plane at another host), so users need no port-forward.
  */
 import * as http from 'node:http';
 import type { IncomingMessage } from 'node:http';
@@ -131,11 +132,13 @@ async function decisions(deps: CliApiDeps, url: URL): Promise<Reply> {
   return { status: 200, body: { requestId: reqId, asked: asked.length, kept, decisions: found, ...(unreachable.length ? { unreachable } : {}) } };
 }
 
-/** GETs a path on a sidecar's admin port; failures become 502 with the reason. */
+/** GETs a path on a sidecar's admin port; failures become 502 with the reason. Redirects are not followed. */
 function ask(s: SidecarStatus, path: string, timeoutMs = 3000): Promise<Reply> {
   if (!s.adminPort) return Promise.resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} registered no admin port` } });
+  const host = s.peerAddress;
+  if (!host) return Promise.resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} has no push connection to be reached through` } });
   return new Promise((resolve) => {
-    const req = http.get({ host: s.address, port: s.adminPort, path, timeout: timeoutMs, agent: false }, (res) => {
+    const req = http.get({ host, port: s.adminPort, path, timeout: timeoutMs, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id}: ${err.message}` } }));
@@ -151,6 +154,6 @@ function ask(s: SidecarStatus, path: string, timeoutMs = 3000): Promise<Reply> {
       });
     });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} at ${s.address}:${s.adminPort}: ${err.message}` } }));
+    req.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} at ${host}:${s.adminPort}: ${err.message}` } }));
   });
 }

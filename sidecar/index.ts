@@ -347,7 +347,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     inL = await startListener(i.host, i.port, {
       ...listenerOpts,
       name: 'inbound',
-      takeover: icpt ? icpt.inboundTakeover(app, () => inL.address().port, log) : undefined,
+      takeover: icpt ? icpt.inboundTakeover(app, () => inL.address().port, log, opts.intercept) : undefined,
       handler: app
         ? inboundHandler(ctx, app)
         : (_req, res) => {
