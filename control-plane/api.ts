@@ -32,6 +32,7 @@ import { API_VERSION, KINDS, type Kind, type Resource } from '../src/policy/type
 import { collectMeshStats } from '../src/observability/mesh-stats';
 import { CONTENT_TYPES, negotiate } from '../src/observability/metrics';
 import { cliRoutes } from './cli-api';
+import type { MeshHistory } from './history';
 import type { ControlPlaneMetrics } from './metrics';
 import { MAX_MESSAGE_BYTES } from '../src/proto';
 import type { PushServer } from './push-server';
@@ -96,6 +97,8 @@ export interface ApiDeps {
   dataDir?: string;
   /** The dashboard's page and read-only endpoints (ui-api.ts). */
   ui?: UiApi;
+  /** The sidecars' sampled stats (ejections over time, `GET /v1/ejections`). */
+  history?: MeshHistory;
   /** Resources in a snapshot, in bytes of JSON (default: 3/4 of the push message limit, the rest left for endpoints). */
   maxSnapshotBytes?: number;
 }

@@ -4,13 +4,18 @@
  *   GET /v1/version                        this control plane's version (and data dir), and every connected sidecar's
  *   GET /v1/sidecars/{id}/config_dump      what one sidecar runs (its admin port's /config_dump), for `meshlet proxy-config`
  *   GET /v1/explain?from=SVC|sidecar=ID&method=&url=&header=k:v   a sidecar's /explain, for `meshlet explain`
+ *   GET /v1/ejections                      endpoints the sidecars' outlier detection ejected (sampled), for `meshlet check`
+ *   GET /v1/decisions?id=REQUEST_ID[&from=SVC|&sidecar=ID]     what the sidecars did with a real request
+ *                                          (their /decisions), for `meshlet explain --last`
  *
- * The control plane reaches each sidecar's admin port at the address and port it registered
- * with (as `meshlet stat` does), so users need no port-forward.
+ * The control plane reaches each sidecar's admin port at the address its push connection came
+ * from (as `meshlet stat` does; never the address a sidecar declares for itself, so a sidecar
+ * cannot point the control plane at another host), so users need no port-forward.
  */
 import * as http from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { VERSION } from '../src/core/version';
+import type { MeshHistory } from './history';
 import type { Registry, SidecarStatus } from './registry';
 
 type Reply = { status: number; body: unknown };
@@ -20,6 +25,8 @@ export type CliRoutes = Partial<Record<'GET' | 'POST' | 'PUT' | 'DELETE', Handle
 export interface CliApiDeps {
   registry: Registry;
   dataDir?: string;
+  /** The sidecars' sampled stats (history.ts): ejections over time, for `meshlet check`. */
+  history?: MeshHistory;
 }
 
 /** The routes for `/v1/<segments>`, or undefined when the path is not one of these. */
@@ -29,6 +36,8 @@ export function cliRoutes(deps: CliApiDeps, segments: string[]): CliRoutes | und
   if (a === 'version' && b === undefined) return { GET: () => version(deps) };
   if (a === 'sidecars' && b && c === 'config_dump') return { GET: () => fromSidecar(deps, b, '/config_dump') };
   if (a === 'explain' && b === undefined) return { GET: (_r, u) => explain(deps, u) };
+  if (a === 'decisions' && b === undefined) return { GET: (_r, u) => decisions(deps, u) };
+  if (a === 'ejections' && b === undefined) return { GET: () => ejections(deps) };
   return undefined;
 }
 
@@ -76,11 +85,60 @@ async function explain(deps: CliApiDeps, url: URL): Promise<Reply> {
   return r;
 }
 
-/** GETs a path on a sidecar's admin port; failures become 502 with the reason. */
+/** Endpoints ejected now or within the history's retention, for `meshlet check`. */
+function ejections(deps: CliApiDeps): Reply {
+  const h = deps.history;
+  if (!h || h.intervalMs <= 0) return { status: 200, body: { sampling: false, ejections: [] } };
+  return { status: 200, body: { sampling: true, intervalMs: h.intervalMs, retentionMs: h.retentionMs, at: h.latest() ? new Date((h.latest() as { at: number }).at).toISOString() : null, ejections: h.ejections() } };
+}
+
+/** Sidecars asked at once for `explain --last`. */
+const DECISIONS_PARALLEL = 16;
+
+/**
+ * `explain --last`: asks every connected sidecar (or those of `from`, or one `sidecar`) for the
+ * request id in its ring of recent decisions, and merges what they recorded, oldest first: the
+ * caller's outbound side, the callee's inbound side, and any further hop that propagated the id.
+ */
+async function decisions(deps: CliApiDeps, url: URL): Promise<Reply> {
+  const q = url.searchParams;
+  const reqId = q.get('id');
+  if (!reqId) return { status: 400, body: { code: 'bad_request', message: 'id=REQUEST_ID is required' } };
+  const from = q.get('from');
+  const id = q.get('sidecar');
+  const all = deps.registry.sidecars().filter((s) => s.connected && s.adminPort);
+  const asked = id ? all.filter((x) => x.id === id) : from ? all.filter((x) => x.service === from) : all;
+  if (asked.length === 0) {
+    const services = [...new Set(all.map((x) => x.service))].sort();
+    return notFound(id ? `no connected sidecar ${JSON.stringify(id)}` : from ? `no connected sidecar of service ${JSON.stringify(from)}${services.length ? `; services with sidecars: ${services.join(', ')}` : ''}` : 'no connected sidecars');
+  }
+  const found: { start: number; direction: string }[] = [];
+  const unreachable: { sidecar: string; message: string }[] = [];
+  let kept = 0;
+  const path = `/decisions?${new URLSearchParams({ id: reqId })}`;
+  for (let i = 0; i < asked.length; i += DECISIONS_PARALLEL) {
+    const batch = asked.slice(i, i + DECISIONS_PARALLEL);
+    const replies = await Promise.all(batch.map((s) => ask(s, path, 2000)));
+    replies.forEach((r, k) => {
+      const b = r.body as { decisions?: { start: number; direction: string }[]; kept?: number; message?: string } | undefined;
+      if (r.status === 200 && Array.isArray(b?.decisions)) {
+        found.push(...b.decisions);
+        kept = Math.max(kept, b.kept ?? 0);
+      } else unreachable.push({ sidecar: (batch[k] as SidecarStatus).id, message: b?.message ?? `status ${r.status}` });
+    });
+  }
+  // Oldest first; at the same instant the caller's outbound side before the callee's inbound side.
+  found.sort((x, y) => x.start - y.start || (x.direction === y.direction ? 0 : x.direction === 'outbound' ? -1 : 1));
+  return { status: 200, body: { requestId: reqId, asked: asked.length, kept, decisions: found, ...(unreachable.length ? { unreachable } : {}) } };
+}
+
+/** GETs a path on a sidecar's admin port; failures become 502 with the reason. Redirects are not followed. */
 function ask(s: SidecarStatus, path: string, timeoutMs = 3000): Promise<Reply> {
   if (!s.adminPort) return Promise.resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} registered no admin port` } });
+  const host = s.peerAddress;
+  if (!host) return Promise.resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} has no push connection to be reached through` } });
   return new Promise((resolve) => {
-    const req = http.get({ host: s.address, port: s.adminPort, path, timeout: timeoutMs, agent: false }, (res) => {
+    const req = http.get({ host, port: s.adminPort, path, timeout: timeoutMs, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id}: ${err.message}` } }));
@@ -96,6 +154,6 @@ function ask(s: SidecarStatus, path: string, timeoutMs = 3000): Promise<Reply> {
       });
     });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} at ${s.address}:${s.adminPort}: ${err.message}` } }));
+    req.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} at ${host}:${s.adminPort}: ${err.message}` } }));
   });
 }

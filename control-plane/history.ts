@@ -79,10 +79,34 @@ export interface HistoryOptions {
 
 const r3 = (v: number | null): number | null => (v === null ? null : Math.round(v * 1000) / 1000);
 
+/** An endpoint some caller's outlier detection ejected within the retention (`meshlet check` MC0011/MC0012). */
+export interface EjectionRecord {
+  service: string;
+  endpoint: string;
+  /** Ejected at the latest sample: since the first sample of this unbroken run (ms since the epoch). */
+  ejectedSince: number | null;
+  /** How long it has been out without a sample seeing it back (0 when it is back). */
+  ejectedForMs: number;
+  /** Separate ejections seen within the retention (a run of samples it was out in counts once). */
+  ejections: number;
+  /** The sidecars whose outlier detection ejected it at the latest sample it was out in. */
+  seenBy: string[];
+}
+
+interface EjectionTrack {
+  service: string;
+  endpoint: string;
+  since: number | undefined;
+  starts: number[];
+  seenBy: string[];
+}
+
 export class MeshHistory {
   readonly intervalMs: number;
   readonly retentionMs: number;
   private readonly series = new Map<string, SeriesPoint[]>();
+  /** Ejected endpoints by `service endpoint`, from the sidecars' resilience reports. */
+  private readonly ejected = new Map<string, EjectionTrack>();
   /** Per sidecar and label set, the cumulative responses at the previous sample. */
   private prev = new Map<string, Record<string, number>>();
   private last: Sample | undefined;
@@ -215,12 +239,62 @@ export class MeshHistory {
       list.push(p);
     }
     const cutoff = s.at - this.retentionMs;
+    this.trackEjections(s, cutoff);
     for (const [key, list] of this.series) {
       let drop = 0;
       while (drop < list.length && (list[drop] as SeriesPoint).t < cutoff) drop++;
       if (drop) list.splice(0, drop);
       if (list.length === 0) this.series.delete(key);
     }
+  }
+
+  /**
+   * Ejections across samples: an endpoint listed as ejected by any sidecar starts a run (one
+   * ejection) at the first sample that lists it, and the run lasts while every sample lists it.
+   * The sample interval is the resolution (an ejection shorter than it may go unseen).
+   */
+  private trackEjections(s: Sample, cutoff: number): void {
+    const now = new Map<string, string[]>();
+    for (const r of s.reports)
+      for (const e of r.resilience?.ejected ?? [])
+        for (const ep of e.endpoints) {
+          const k = `${e.service} ${ep}`;
+          const by = now.get(k);
+          if (by) by.push(r.id);
+          else now.set(k, [r.id]);
+        }
+    for (const [k, by] of now) {
+      let tr = this.ejected.get(k);
+      if (!tr) {
+        const i = k.indexOf(' ');
+        this.ejected.set(k, (tr = { service: k.slice(0, i), endpoint: k.slice(i + 1), since: undefined, starts: [], seenBy: [] }));
+      }
+      if (tr.since === undefined) {
+        tr.since = s.at;
+        tr.starts.push(s.at);
+      }
+      tr.seenBy = by;
+    }
+    for (const [k, tr] of this.ejected) {
+      if (!now.has(k)) tr.since = undefined;
+      while (tr.starts.length && (tr.starts[0] as number) < cutoff && tr.since !== tr.starts[0]) tr.starts.shift();
+      if (tr.since === undefined && tr.starts.length === 0) this.ejected.delete(k);
+    }
+  }
+
+  /** Endpoints ejected now or within the retention, longest out first. */
+  ejections(): EjectionRecord[] {
+    const at = this.last?.at ?? this.clock.now();
+    return [...this.ejected.values()]
+      .map((tr) => ({
+        service: tr.service,
+        endpoint: tr.endpoint,
+        ejectedSince: tr.since ?? null,
+        ejectedForMs: tr.since === undefined ? 0 : at - tr.since,
+        ejections: tr.starts.length,
+        seenBy: [...tr.seenBy].sort(),
+      }))
+      .sort((a, b) => b.ejectedForMs - a.ejectedForMs || b.ejections - a.ejections || a.endpoint.localeCompare(b.endpoint));
   }
 
   /** The points of one series (oldest first), or [] when it has none in the retention. */

@@ -171,7 +171,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     history.start();
     cleanup.push(() => history.stop());
     const ui = new UiApi({ store, registry, push, history, prometheusUrl: opts.prometheusUrl });
-    const server = http.createServer(createApiHandler({ store, registry, push, metrics, ui, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir, maxSnapshotBytes: opts.maxSnapshotBytes }));
+    const server = http.createServer(createApiHandler({ store, registry, push, metrics, ui, history, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir, maxSnapshotBytes: opts.maxSnapshotBytes }));
     const apiAddress = await listen(server, opts.api?.host ?? DEFAULT_API.host, opts.api?.port ?? DEFAULT_API.port);
     cleanup.push(() => closeServer(server));
     let webhookAddress: Address | undefined;

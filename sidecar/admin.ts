@@ -2,7 +2,8 @@
  * The admin port: `/ready` (200 once the first snapshot is applied), `/live`, `/config_dump`
  * (the version in force and the compiled config), `/metrics` (Prometheus text, or OpenMetrics
  * when the scraper's Accept asks for it) and `/logging` (GET the level; POST `?level=` to change
- * it at runtime), `/explain?method=&url=&header=k:v` (what this sidecar does with a request), `/stats` (sliding windows, responses by flag, breakers, ejections, rate-limit
+ * it at runtime), `/explain?method=&url=&header=k:v` (what this sidecar does with a request),
+ * `/decisions?id=` (what it did with recent requests, `meshlet explain --last`), `/stats` (sliding windows, responses by flag, breakers, ejections, rate-limit
  * decisions) and `/tap` (live requests as NDJSON while the caller stays connected; tap.ts).
  */
 import * as http from 'node:http';
@@ -30,6 +31,8 @@ export interface AdminSource {
   setLogLevel?(level: string): void;
   /** `meshlet explain`: what this sidecar does with a request (sidecar/explain.ts). */
   explain?(query: URLSearchParams): { status: number; body: unknown };
+  /** `meshlet explain --last`: what this sidecar did with recent requests (`/decisions?id=`). */
+  decisions?(query: URLSearchParams): { status: number; body: unknown };
   /** POST /quitquitquit from inside the pod: stop the sidecar (a classic-layout Job's app calls it when done). */
   quit?(): void;
 }
@@ -165,6 +168,13 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
         if (!res.destroyed) res.writeHead(r.status, { 'content-type': 'application/json' }).end(JSON.stringify(r.body) + '\n');
         return;
       }
+      case '/decisions': {
+        const r = src.decisions
+          ? src.decisions(new URLSearchParams(query ?? ''))
+          : { status: 501, body: { code: 'not_kept', message: 'this sidecar keeps no recent decisions (--recent-requests 0, or --concurrency > 1)' } };
+        if (!res.destroyed) res.writeHead(r.status, { 'content-type': 'application/json' }).end(JSON.stringify(r.body) + '\n');
+        return;
+      }
       case '/tap':
         serveTap(req, res, query, src.tap);
         return;
@@ -176,7 +186,7 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
         return;
       }
     }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /stats /tap /logging /explain\n');
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /stats /tap /logging /explain /decisions\n');
   });
   const answer = (res: http.ServerResponse, type: string, body: string): void => {
     if (!res.destroyed) res.writeHead(200, { 'content-type': type }).end(body);

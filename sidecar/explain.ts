@@ -16,6 +16,7 @@
  *
  * Rare and admin-only: compiling probes per call is fine here, never on the request path.
  */
+import type { DecisionRing } from '../src/observability/decisions';
 import { compileSnapshot, subsetEndpoints } from '../src/snapshot/compile';
 import type { CompiledSnapshot, RequestView } from '../src/policy/compiled';
 import { formatDuration } from '../src/policy/validate';
@@ -240,4 +241,24 @@ function describeEdits(e: { set?: Readonly<Record<string, string>>; add?: Readon
   if (e.add) out.push(`add ${Object.keys(e.add).join(', ')}`);
   if (e.remove) out.push(`remove ${e.remove.join(', ')}`);
   return out.join('; ');
+}
+
+/** Most requests `GET /decisions?recent=N` lists. */
+const MAX_RECENT = 100;
+
+/**
+ * `GET /decisions?id=REQUEST_ID` on the admin port (`meshlet explain --last`): what this sidecar
+ * did with the requests carrying that `x-request-id`, from its ring of recent decisions;
+ * `?recent=N`: the newest N requests (to find an id). Formatting happens here, on request.
+ */
+export function recentDecisions(ring: DecisionRing, sidecar: string, service: string, query: URLSearchParams): ExplainResult {
+  const id = query.get('id');
+  const recent = query.get('recent');
+  if (id) return { status: 200, body: { kept: ring.size, decisions: ring.find(id).map((d) => d.toJSON(sidecar, service)) } };
+  if (recent !== null) {
+    const n = Number(recent);
+    if (!Number.isInteger(n) || n < 1 || n > MAX_RECENT) return { status: 400, body: { code: 'bad_request', message: `recent must be 1..${MAX_RECENT}` } };
+    return { status: 200, body: { kept: ring.size, decisions: ring.recent(n).map((d) => d.toJSON(sidecar, service)) } };
+  }
+  return { status: 400, body: { code: 'bad_request', message: 'give id=REQUEST_ID (or recent=N)' } };
 }

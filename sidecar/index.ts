@@ -22,7 +22,8 @@ import { compileSnapshot } from '../src/snapshot/compile';
 import { parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { VERSION } from '../src/core/version';
 import { startAdmin, type AdminServer } from './admin';
-import { explain } from './explain';
+import { explain, recentDecisions } from './explain';
+import { DecisionRing, DEFAULT_DECISIONS } from '../src/observability/decisions';
 import { systemClock } from '../src/core/clock';
 import { ResilienceState } from '../src/resilience/state';
 import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
@@ -107,6 +108,8 @@ export interface ObservabilityOptions {
   accessLogSample?: number;
   /** The access log's own pino logger (default: JSON lines on stdout, written asynchronously). */
   accessLogger?: Logger;
+  /** Requests whose decisions are kept in memory for `meshlet explain --last` (default DEFAULT_DECISIONS; 0: none). */
+  recentRequests?: number;
 }
 
 export interface Sidecar {
@@ -188,6 +191,8 @@ export interface Proxy {
   stats(): SidecarStatsReport;
   /** Live requests (`/tap` on the admin port). */
   readonly tap: import('../src/observability/tap').TapHub;
+  /** What happened to recent requests (`/decisions` on the admin port), when kept. */
+  readonly decisions?: DecisionRing;
   setLogLevel(level: string): void;
   /** Stops accepting, drains in-flight requests for up to `graceMs`, then closes the proxy's parts. */
   close(graceMs?: number): Promise<void>;
@@ -284,7 +289,9 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     return ok(undefined);
   };
 
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, resilience, clock: systemClock, random: Math.random };
+  const recent = obs.recentRequests ?? DEFAULT_DECISIONS;
+  const decisions = recent > 0 ? new DecisionRing(recent, systemClock) : undefined;
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, resilience, clock: systemClock, random: Math.random, decisions };
   const lim = opts.limits ?? {};
   const reg = stats.metrics.registry;
   const overloadActions = reg.counter('meshlet_overload_actions_total', 'Overload protection at work, by listener and action: connection_refused, idle_closed, request_shed (503 OL), body_timeout and body_too_slow (408).', ['listener', 'action']);
@@ -340,7 +347,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     inL = await startListener(i.host, i.port, {
       ...listenerOpts,
       name: 'inbound',
-      takeover: icpt ? icpt.inboundTakeover(app, () => inL.address().port, log) : undefined,
+      takeover: icpt ? icpt.inboundTakeover(app, () => inL.address().port, log, opts.intercept) : undefined,
       handler: app
         ? inboundHandler(ctx, app)
         : (_req, res) => {
@@ -384,6 +391,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       taps: stats.observer.tap.watching,
     }),
     tap: stats.observer.tap,
+    decisions,
     setLogLevel: (level) => {
       log.level = level;
       if (accessLogger) accessLogger.level = level;
@@ -438,6 +446,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         stats: () => proxy.stats(),
         explain: (q) => explain(proxy.current(), opts.service, q, { isEjected: (svc, e) => proxy.isEjected(svc, e) }),
         tap: proxy.tap,
+        decisions: proxy.decisions ? (q) => recentDecisions(proxy.decisions as DecisionRing, proxy.id, opts.service, q) : undefined,
         logLevel: () => log.level,
         setLogLevel: (level) => proxy.setLogLevel(level),
       },

@@ -9,7 +9,11 @@
  *   connecting (pods without a sidecar, the outside world; the sidecar's uid is excluded from
  *   interception, so this does not loop);
  * - inbound (15006): the app port and the inbound port itself (sidecar-to-sidecar) go to the
- *   HTTP inbound handler; any other port is piped to 127.0.0.1:PORT inside the pod.
+ *   HTTP inbound handler; any other port is piped to the address it was sent to, the pod's own
+ *   address, at that port (as Istio does since 1.10): an app that listens only on 127.0.0.1 stays
+ *   out of the network's reach, as it would be without a sidecar. `inboundLocalhost` (the pod
+ *   annotation `meshlet.dev/inbound-localhost: "true"`, sidecar `--inbound-localhost`) keeps the
+ *   old behaviour, 127.0.0.1:PORT, for apps that only listen there and must be reached.
  *
  * Connections that were not redirected (HTTP_PROXY, a direct call to the port) are HTTP as before.
  * The classification of ports is computed once per snapshot.
@@ -22,6 +26,8 @@ import type { CompiledSnapshot } from '../src/policy';
 export interface InterceptOptions {
   /** Outbound destination ports always treated as HTTP, beside those the policies name. */
   httpPorts?: readonly number[];
+  /** Inbound connections to ports other than the app's go to 127.0.0.1:PORT, not the pod's address (the old behaviour). */
+  inboundLocalhost?: boolean;
 }
 
 /** A listener hook: returns true when it took the connection (opaque TCP), false for HTTP. */
@@ -95,11 +101,13 @@ export function outboundTakeover(snapshot: () => CompiledSnapshot | undefined, o
   };
 }
 
-export function inboundTakeover(app: { host: string; port: number } | undefined, inboundPort: () => number, log: Logger): Takeover {
+export function inboundTakeover(app: { host: string; port: number } | undefined, inboundPort: () => number, log: Logger, opts: InterceptOptions = {}): Takeover {
+  const local = opts.inboundLocalhost === true ? (app?.host ?? '127.0.0.1') : undefined;
   return (socket) => {
     const dst = originalDst(socket);
     if (!dst || dst.port === app?.port || dst.port === inboundPort()) return false;
-    tunnel(socket, app?.host ?? '127.0.0.1', dst.port, log, 'inbound');
+    // The pod's own address (where the caller sent it), unless the pod opted into loopback.
+    tunnel(socket, local ?? dst.address, dst.port, log, 'inbound');
     return true;
   };
 }

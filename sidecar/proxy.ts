@@ -30,6 +30,7 @@ import { ruleStack } from '../src/stack/outbound';
 import { GrpcResponder, replyGrpc } from '../src/stack/respond-grpc';
 import { HttpResponder, sendLocalRaw } from '../src/stack/respond-http';
 import { UpgradeResponder } from '../src/stack/respond-upgrade';
+import type { DecisionRing } from '../src/observability/decisions';
 import type { ProxyStats } from './stats';
 
 export type Direction = 'inbound' | 'outbound';
@@ -52,6 +53,8 @@ export interface ProxyContext {
   service?: string;
   /** Inbound rate limits (RateLimitPolicy for this service). */
   rateLimit?: RateLimitLayer;
+  /** The ring of recent decisions (`meshlet explain --last`); absent: none kept. */
+  decisions?: DecisionRing;
 }
 
 export interface AppTarget {
@@ -90,7 +93,11 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
     if (!snap) return reject(ctx, 'outbound', req, res, kind, 'MESH_NO_HEALTHY_UPSTREAM', 'no policy snapshot yet');
     const view = new View(req, req.method ?? 'GET', target.path, target.query, authority);
     const rule = snap.routes.match(view);
-    if (!rule) return reject(ctx, 'outbound', req, res, kind, 'MESH_NO_ROUTE', authority);
+    if (!rule) {
+      // Kept among the recent decisions when the request carries an id to find it by.
+      if (ctx.decisions && view.header('x-request-id')) noRoute(ctx, req, kind, protocol, target.path, authority, view);
+      return reject(ctx, 'outbound', req, res, kind, 'MESH_NO_ROUTE', authority);
+    }
     const path = rule.rewritePath ? rule.rewritePath(view) : target.query ? `${target.path}?${target.query}` : target.path;
     const upstreamAuthority = rule.rewriteHost ?? rawAuthority;
     // The first try's backend, picked now so that the request's metrics are bound to it at once.
@@ -100,6 +107,14 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
     call.backend = first;
     respond(ctx, call, req, res, view, ruleStack(ctx, rule), rule.websocketIdleTimeoutMs);
   };
+}
+
+/** Records a request no route serves among the recent decisions (it never becomes a call of a stack). */
+function noRoute(ctx: ProxyContext, req: DownstreamRequest, kind: CallKind, protocol: 'http1' | 'http2', path: string, authority: string, view: RequestView): void {
+  const call = new MeshCall('outbound', kind, protocol, req.method ?? 'GET', path, authority, view, ['x-request-id', view.header('x-request-id') as string], null, protocol === 'http2' ? '2' : '1.1');
+  ctx.decisions?.claim(call);
+  const info = meshErrorInfo('MESH_NO_ROUTE');
+  call.decision?.finish(call.decisionSeq, info.status, info.flag, undefined);
 }
 
 /** The call's kind from its content type. */
@@ -125,6 +140,7 @@ function newCall(ctx: ProxyContext, direction: Direction, kind: CallKind, req: D
   }
   const call = new MeshCall(direction, kind, protocol, kind === 'http' || kind === 'websocket' ? (req.method ?? 'GET') : 'POST', path, authority, view, headers, body, protocol === 'http2' ? '2' : (req as H1Request).httpVersion);
   call.downstream = req;
+  ctx.decisions?.claim(call);
   return call;
 }
 

@@ -5,25 +5,36 @@
  * error.
  */
 import { formatErrors } from '../core/result';
-import { analyze, CODES, type Finding, type SidecarReport } from '../policy/analyze';
+import { analyze, CODES, DEFAULT_EJECTED_FOR_MS, DEFAULT_REPEATED_EJECTIONS, type EjectionReport, type Finding, type SidecarReport } from '../policy/analyze';
+import { parseDuration } from '../policy/validate';
 import { parseEach, resourceKey } from '../policy/parse';
 import type { Endpoint, Resource } from '../policy/types';
-import { api, CliError, describeApiError, flags, outputFormat, serverUrl, table, type Command } from './common';
+import { api, CliError, describeApiError, flags, outputFormat, serverUrl, table, UsageError, type Command } from './common';
 import { readResources } from './input';
 
 interface Stored {
   resources: Resource[];
   endpoints: Endpoint[];
   sidecars: SidecarReport[];
+  ejections: EjectionReport[];
+  ejectionWindowMs?: number;
 }
 
 async function stored(server: string): Promise<Stored> {
-  const [snap, status] = await Promise.all([api(server, 'GET', '/v1/snapshot'), api(server, 'GET', '/v1/status')]);
+  const [snap, status, ej] = await Promise.all([api(server, 'GET', '/v1/snapshot'), api(server, 'GET', '/v1/status'), api(server, 'GET', '/v1/ejections')]);
   if (snap.status !== 200) throw new CliError(describeApiError(snap));
   const b = snap.body as { resources: unknown[]; endpoints: Endpoint[] };
   const parsed = parseEach(b.resources ?? []);
   if (!parsed.ok) throw new CliError(`the control plane's snapshot does not parse here (a client older than the control plane?):\n${formatErrors(parsed.errors)}`);
-  return { resources: parsed.value, endpoints: b.endpoints ?? [], sidecars: status.status === 200 ? ((status.body as { sidecars: SidecarReport[] }).sidecars ?? []) : [] };
+  // An older control plane has no /v1/ejections: no ejection findings then.
+  const e = ej.status === 200 ? (ej.body as { ejections?: EjectionReport[]; retentionMs?: number }) : {};
+  return {
+    resources: parsed.value,
+    endpoints: b.endpoints ?? [],
+    sidecars: status.status === 200 ? ((status.body as { sidecars: SidecarReport[] }).sidecars ?? []) : [],
+    ejections: e.ejections ?? [],
+    ejectionWindowMs: e.retentionMs,
+  };
 }
 
 /** The findings on what is stored now (used by `apply` to warn). */
@@ -43,6 +54,10 @@ resources are checked as if applied over what is stored. Exit 1 when there is an
   -f, --filename FILE   check these resources over the stored ones; repeatable
   -R, --recursive       with a directory: its sub-directories too
   -o, --output FORMAT   json or yaml: the findings as data
+  --ejected-for DUR     an endpoint ejected by outlier detection for longer than DUR is a finding
+                        (MC0011; default 5m; the control plane samples the sidecars every few seconds)
+  --ejections N         an endpoint ejected N times or more in the sampled window (15m) is a
+                        finding (MC0012; default 3)
   --codes               list every finding code and what it means`,
   async run(argv) {
     const { values } = flags(argv, {
@@ -50,8 +65,22 @@ resources are checked as if applied over what is stored. Exit 1 when there is an
       recursive: { type: 'boolean', short: 'R' },
       output: { type: 'string', short: 'o' },
       codes: { type: 'boolean' },
+      'ejected-for': { type: 'string' },
+      ejections: { type: 'string' },
       server: { type: 'string' },
     });
+    let ejectedForMs = DEFAULT_EJECTED_FOR_MS;
+    if (values['ejected-for'] !== undefined) {
+      const d = parseDuration(values['ejected-for']);
+      if (d === undefined || d <= 0) throw new UsageError(`--ejected-for: expected a duration such as 90s or 5m, got ${JSON.stringify(values['ejected-for'])}`);
+      ejectedForMs = d;
+    }
+    let repeatedEjections = DEFAULT_REPEATED_EJECTIONS;
+    if (values.ejections !== undefined) {
+      if (!/^\d{1,6}$/.test(values.ejections) || Number(values.ejections) < 1) throw new UsageError(`--ejections: expected a positive integer, got ${JSON.stringify(values.ejections)}`);
+      repeatedEjections = Number(values.ejections);
+    }
+    const thresholds = { ejectedForMs, repeatedEjections };
     const output = outputFormat(values.output, ['json', 'yaml'] as const);
     if (values.codes) {
       process.stdout.write(table([['CODE', 'SEVERITY', 'MEANING'], ...Object.entries(CODES).map(([c, v]) => [c, v.severity, v.title])]) + '\n');
@@ -66,10 +95,10 @@ resources are checked as if applied over what is stored. Exit 1 when there is an
       st.resources = [...st.resources.filter((r) => !keys.has(resourceKey(r))), ...resources];
       scope = keys;
     }
-    let findings = analyze(st);
+    let findings = analyze({ ...st, ...thresholds });
     // With -f: the files' findings, and those of stored resources the files make wrong.
     if (scope) {
-      const before = new Set(analyze(await stored(server)).map((x) => `${x.code} ${x.resource} ${x.field ?? ''}`));
+      const before = new Set(analyze({ ...(await stored(server)), ...thresholds }).map((x) => `${x.code} ${x.resource} ${x.field ?? ''}`));
       findings = findings.filter((x) => scope.has(x.resource) || !before.has(`${x.code} ${x.resource} ${x.field ?? ''}`));
     }
     const errors = findings.filter((x) => x.severity === 'error').length;

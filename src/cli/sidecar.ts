@@ -36,8 +36,14 @@ export const sidecar: Command = {
   --trace-collector URL   export spans in batches to URL (e.g. http://zipkin:9411/api/v2/spans)
   --trace-format F        zipkin (v2 JSON) or otlp (OTLP/HTTP JSON, URL .../v1/traces); default zipkin
   --access-log RATE       fraction of requests written as JSON access-log lines on stdout, 0-1 (default 0: off; 1: every request)
+  --recent-requests N     what happened to the last N requests, kept in memory for \`meshlet explain --last\`
+                          (default 1024; 0: off)
   --intercept             the pod's traffic is redirected by iptables (deploy/meshlet-init.sh): route by
                           original destination, pass ports no policy makes HTTP through as opaque TCP
+  --inbound-localhost     with --intercept: pass inbound connections to ports other than the app's to
+                          127.0.0.1:PORT (the old behaviour) instead of the pod's own address, so an app
+                          listening only on loopback is reachable through the mesh (pod annotation
+                          meshlet.dev/inbound-localhost: "true")
   --drain-ms MS           on SIGTERM keep serving MS milliseconds after leaving the control plane, then drain
   --http-ports P,P        with --intercept: outbound ports always proxied as HTTP (beside 80 and Route host ports)
   --join-token TOKEN      the bootstrap credential from \`meshlet token create\` (better: MESHLET_JOIN_TOKEN,
@@ -75,7 +81,9 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       'trace-collector': { type: 'string' },
       'trace-format': { type: 'string' },
       'access-log': { type: 'string' },
+      'recent-requests': { type: 'string' },
       intercept: { type: 'boolean' },
+      'inbound-localhost': { type: 'boolean' },
       'drain-ms': { type: 'string' },
       'http-ports': { type: 'string' },
       concurrency: { type: 'string' },
@@ -137,15 +145,17 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       samplingPercent: fraction(values['trace-sampling'], '--trace-sampling', 100),
       collector: collector ? { url: collector, format: traceFormat as 'zipkin' | 'otlp' } : undefined,
       accessLogSample: fraction(values['access-log'], '--access-log', 1),
+      recentRequests: orZero(values['recent-requests'], '--recent-requests'),
     };
     const appPort = values['app-port'] === undefined ? undefined : port(values['app-port'], '--app-port', 0);
     if (values['http-ports'] !== undefined && !values.intercept) throw new UsageError('--http-ports goes with --intercept');
+    if (values['inbound-localhost'] && !values.intercept) throw new UsageError('--inbound-localhost goes with --intercept');
     const httpPorts = (values['http-ports'] ?? '').split(',').filter((p) => p.trim() !== '').map((p) => port(p.trim(), '--http-ports', 0));
     const concurrency = workerCount(values.concurrency);
     const credential = credentialSource(values['join-token'], values['credential-file']);
     if (credential && values.config) throw new UsageError('--join-token and --credential-file go with --control-plane, not --config');
     const opts = {
-      intercept: values.intercept ? { httpPorts } : undefined,
+      intercept: values.intercept ? { httpPorts, inboundLocalhost: values['inbound-localhost'] === true } : undefined,
       drainDelayMs: values['drain-ms'] === undefined ? undefined : (positive(values['drain-ms'], '--drain-ms') as number),
       service: values.service,
       id: values.id,

@@ -36,6 +36,7 @@ import type { Readable } from 'node:stream';
 import type { DownstreamRequest } from '../http/listener';
 import type { ResponseSink, UpstreamCall, UpstreamTarget } from '../http/upstream-types';
 import type { CompiledBackend, CompiledRule, HeaderEditor, RequestView } from '../policy/compiled';
+import type { Decision } from '../observability/decisions';
 import type { ObservedRequest } from '../observability/observer';
 import type { ServiceState } from '../resilience/state';
 import type { SpiffeId } from '../security/spiffe';
@@ -97,6 +98,12 @@ export class MeshCall {
    * rate-limit descriptor read this, never a header.
    */
   peer: SpiffeId | undefined = undefined;
+  /**
+   * This request's slot in the sidecar's ring of recent decisions (`meshlet explain --last`), and
+   * the sequence number every write to it checks (src/observability/decisions.ts).
+   */
+  decision: Decision | undefined = undefined;
+  decisionSeq = 0;
 
   /**
    * An upgrade (WebSocket): its `Upgrade` protocol, and the front adapter's hook that takes the

@@ -17,6 +17,7 @@ export const A = {
   concurrency: 'meshlet.dev/concurrency',
   appPort: 'meshlet.dev/app-port',
   service: 'meshlet.dev/service',
+  inboundLocalhost: 'meshlet.dev/inbound-localhost',
 } as const;
 
 const KNOWN = new Set<string>(Object.values(A));
@@ -36,6 +37,8 @@ export interface PodOverrides {
   concurrency?: number;
   appPort?: number;
   service?: string;
+  /** Inbound connections to non-app ports go to 127.0.0.1 (the old behaviour), not the pod's address. */
+  inboundLocalhost?: boolean;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
@@ -137,6 +140,10 @@ export function parseOverrides(annotations: Record<string, unknown>, at: string)
       case A.appPort:
         if (/^\d{1,5}$/.test(v) && Number(v) >= 1 && Number(v) <= 65535) o.appPort = Number(v);
         else errors.push({ path, message: `expected a port (1-65535), got ${JSON.stringify(v)}` });
+        break;
+      case A.inboundLocalhost:
+        if (v === 'true' || v === 'false') o.inboundLocalhost = v === 'true';
+        else errors.push({ path, message: `expected "true" (pass inbound connections for non-app ports to 127.0.0.1, the old behaviour) or "false", got ${JSON.stringify(v)}` });
         break;
       case A.service:
         if (DNS_LABEL.test(v)) o.service = v;

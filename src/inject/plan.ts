@@ -165,6 +165,8 @@ function proxyContainer(service: string, appPort: number | undefined, o: PodOver
   const env: Record<string, unknown>[] = [field('POD_NAME', 'metadata.name'), field('POD_NAMESPACE', 'metadata.namespace'), field('POD_IP', 'status.podIP')];
   // N worker processes share the listeners (`meshlet sidecar --concurrency N`), like Envoy's --concurrency.
   if (o.concurrency !== undefined) args.push('--concurrency', String(o.concurrency));
+  // Opt-in: inbound connections for non-app ports to 127.0.0.1 instead of the pod's address.
+  if (o.inboundLocalhost === true) args.push('--inbound-localhost');
   const probe = { httpGet: { path: '/ready', port: PORTS.admin }, periodSeconds: 1, failureThreshold: 60 };
   const c: Record<string, unknown> = {
     name: NAMES.proxy,

@@ -32,11 +32,32 @@ export interface SidecarReport {
   nackReason?: string;
 }
 
+/** An endpoint the callers' outlier detection ejected, as the control plane sampled it (`GET /v1/ejections`). */
+export interface EjectionReport {
+  service: string;
+  endpoint: string;
+  /** How long it has been out without a sample seeing it back (0: back now). */
+  ejectedForMs: number;
+  /** Separate ejections within the sampled window. */
+  ejections: number;
+  seenBy: string[];
+}
+
 export interface AnalyzeInput {
   resources: readonly Resource[];
   endpoints: readonly Endpoint[];
   sidecars?: readonly SidecarReport[];
+  ejections?: readonly EjectionReport[];
+  /** An ejection longer than this is MC0011 (default 5 minutes). */
+  ejectedForMs?: number;
+  /** This many separate ejections within the sampled window is MC0012 (default 3). */
+  repeatedEjections?: number;
+  /** The window ejections were counted over (for the message; default 15 minutes). */
+  ejectionWindowMs?: number;
 }
+
+export const DEFAULT_EJECTED_FOR_MS = 5 * 60_000;
+export const DEFAULT_REPEATED_EJECTIONS = 3;
 
 /** Every code with its meaning, for the docs and `meshlet check --codes`. */
 export const CODES: Readonly<Record<string, { severity: Severity; title: string }>> = {
@@ -49,6 +70,8 @@ export const CODES: Readonly<Record<string, { severity: Severity; title: string 
   MC0008: { severity: 'error', title: 'a sidecar refused (NACKed) the current policy and runs an older one' },
   MC0009: { severity: 'warning', title: 'a mirror sends copies to a service that has no endpoints' },
   MC0010: { severity: 'warning', title: 'two Routes claim the same host: only the one stored last serves it' },
+  MC0011: { severity: 'warning', title: 'an endpoint has been ejected by outlier detection for a long time (default: over 5 minutes)' },
+  MC0012: { severity: 'warning', title: 'an endpoint keeps being ejected by outlier detection (default: 3 times or more in the sampled window)' },
 };
 
 function f(code: keyof typeof CODES & string, resource: string, field: string | undefined, message: string, fix?: string): Finding {
@@ -157,6 +180,18 @@ export function analyze(input: AnalyzeInput): Finding[] {
       out.push(
         f('MC0008', `sidecar/${s.id}`, undefined, `sidecar of ${s.service} NACKed policy ${s.nackVersion}${s.ackedVersion ? ` and still runs ${s.ackedVersion}` : ''}: ${(s.nackReason ?? '').split('\n').join('; ')}`, 'fix the resource the reason names; `meshlet status` shows every sidecar'),
       );
+  }
+  const longMs = input.ejectedForMs ?? DEFAULT_EJECTED_FOR_MS;
+  const repeated = input.repeatedEjections ?? DEFAULT_REPEATED_EJECTIONS;
+  const window = ms(input.ejectionWindowMs ?? 15 * 60_000);
+  for (const e of input.ejections ?? []) {
+    const dp = policies.get(e.service);
+    const resource = dp ? `DestinationPolicy/${dp.metadata.name}` : `service/${e.service}`;
+    const field = dp ? 'spec.outlierDetection' : undefined;
+    const by = e.seenBy.length ? ` (by ${e.seenBy.join(', ')})` : '';
+    const fix = `look at ${e.endpoint} itself (\`meshlet logs ${e.service}\`, its /ready): outlier detection keeps it out while it fails; if it is gone for good, remove it (its sidecar, or the Service entry)`;
+    if (e.ejectedForMs > longMs) out.push(f('MC0011', resource, field, `endpoint ${e.endpoint} of ${e.service} has been ejected for ${ms(Math.round(e.ejectedForMs / 1000) * 1000)}${by}`, fix));
+    else if (e.ejections >= repeated) out.push(f('MC0012', resource, field, `endpoint ${e.endpoint} of ${e.service} was ejected ${e.ejections} times in the last ${window}${by}`, fix));
   }
   const rank: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
   return out.sort((a, b) => rank[a.severity] - rank[b.severity] || a.resource.localeCompare(b.resource) || (a.field ?? '').localeCompare(b.field ?? ''));

@@ -33,7 +33,7 @@ class Delayed implements UpstreamCall {
   private timer: Timer | undefined;
   constructor(
     private readonly ctx: StackContext,
-    call: MeshCall,
+    private readonly call: MeshCall,
     sink: ResponseSink,
     next: (c: MeshCall, s: ResponseSink) => UpstreamCall,
     ms: number,
@@ -49,6 +49,7 @@ class Delayed implements UpstreamCall {
       this.timer.cancel();
       this.timer = undefined;
       this.ctx.stats.record('outbound', 499, `${Flags.FaultDelay},${Flags.DownstreamClosed}`);
+      this.call.decision?.finish(this.call.decisionSeq, 499, `${Flags.FaultDelay},${Flags.DownstreamClosed}`, undefined);
       return;
     }
     this.inner?.abort(reason);

@@ -56,6 +56,7 @@ class Observed implements ResponseSink, UpstreamCall {
     this.done = true;
     this.obs.end(status, flag);
     const g = this.call.grpcStatus >= 0 ? this.call.grpcStatus : grpcCode;
+    this.call.decision?.finish(this.call.decisionSeq, status, flag, this.obs.requestId, g);
     if (g >= 0 || isGrpcKind(this.call.kind)) this.ctx.stats.metrics.grpcStatus(this.obs.route, g);
   }
 

@@ -68,6 +68,8 @@ class PickedTry implements ResponseSink, UpstreamCall {
   call: UpstreamCall | undefined;
   private open = true;
   private reported = false;
+  /** This try's index in the request's recent-decision slot (-1: not recorded). */
+  private readonly slot: number;
 
   constructor(
     private readonly ctx: StackContext,
@@ -80,11 +82,13 @@ class PickedTry implements ResponseSink, UpstreamCall {
     ctx.active.begin(key);
     svc.active++;
     if (retry) svc.activeRetries++;
+    this.slot = mc.decision ? mc.decision.tryBegin(mc.decisionSeq, key) : -1;
   }
 
-  private close(): void {
+  private close(error?: string): void {
     if (!this.open) return;
     this.open = false;
+    if (this.slot >= 0) this.mc.decision?.tryDone(this.mc.decisionSeq, this.slot, error);
     this.ctx.active.end(this.key);
     this.svc.active--;
     if (this.retry) this.svc.activeRetries--;
@@ -99,7 +103,7 @@ class PickedTry implements ResponseSink, UpstreamCall {
   abort(reason?: Error): void {
     // A per-try timeout is the endpoint's failure.
     if (reason === PER_TRY_TIMEOUT) this.report('gateway');
-    this.close();
+    this.close(reason === PER_TRY_TIMEOUT ? 'per-try timeout' : reason ? ((reason as { flag?: string }).flag ?? reason.name) : undefined);
     this.call?.abort(reason);
   }
   resume(): void {
@@ -107,6 +111,7 @@ class PickedTry implements ResponseSink, UpstreamCall {
   }
 
   onResponse(status: number, headers: Headers): void {
+    if (this.slot >= 0) this.mc.decision?.tryResponse(this.mc.decisionSeq, this.slot, status);
     if (!isGrpcKind(this.mc.kind)) this.report(httpOutcome(status));
     else {
       const g = grpcStatusOf(headers);
@@ -123,8 +128,9 @@ class PickedTry implements ResponseSink, UpstreamCall {
     this.sink.onEnd(trailers);
   }
   onError(err: Error, started: boolean): void {
-    this.close();
-    const overflow = (err as { code?: string }).code === 'MESH_UPSTREAM_OVERFLOW';
+    const e = err as { code?: string; flag?: string };
+    this.close(e.flag ?? e.code ?? err.name);
+    const overflow = e.code === 'MESH_UPSTREAM_OVERFLOW';
     // Refused unseen: sent again, not the endpoint's fault.
     if (!overflow && !refusedUnseen(err)) this.report('gateway');
     this.sink.onError(err, started);

@@ -32,13 +32,18 @@ export function rateLimitLayer(ctx: StackContext, limits: () => RateLimitLayer |
           answered = true;
           sink.onError(new LocalReply(429, Flags.RateLimited, `rate limited: ${reason}`, { headers }), false);
         }),
+      call.decision,
+      call.decisionSeq,
     );
     return {
       abort(reason?: Error) {
         if (gone) return;
         gone = true;
         if (inner) inner.abort(reason);
-        else if (!answered) ctx.stats.record(call.direction, 499, Flags.DownstreamClosed);
+        else if (!answered) {
+          ctx.stats.record(call.direction, 499, Flags.DownstreamClosed);
+          call.decision?.finish(call.decisionSeq, 499, Flags.DownstreamClosed, undefined);
+        }
       },
       resume() {
         inner?.resume();

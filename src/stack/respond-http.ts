@@ -96,6 +96,7 @@ export function asReply(err: Error): LocalReply | MeshError {
 export function countUnobserved(ctx: StackContext, call: MeshCall, reply: LocalReply | MeshError, flags: string): void {
   const uncounted = reply instanceof LocalReply && reply.extra?.uncountedFlag;
   ctx.stats.record(call.direction, reply.status, uncounted ? undefined : flags || undefined);
+  call.decision?.finish(call.decisionSeq, reply.status, flags || undefined, undefined, reply instanceof LocalReply ? (reply.extra?.grpcStatus ?? -1) : -1);
 }
 
 export function writeReply(res: DownstreamResponse, reply: LocalReply | MeshError, flags: string): void {

@@ -51,8 +51,11 @@ t.before(async () => {
   t.teardown(() => cp.stop());
   const push = `${cluster.gateway}:${portOf(l.push)}`;
   await meshed(frontend, 'frontend', ['--exclude-outbound-ports', '7001'], [], {}, push);
-  await meshed(catalog, 'catalog', ['--exclude-inbound-ports', '7001'], ['--labels', 'version=v1', '--drain-ms', '2000'], { ECHO_PORTS: '7000,7001', GRACE_MS: '4000' }, push);
-  await meshed(catalog2, 'catalog', [], ['--labels', 'version=v2', '--drain-ms', '2000'], { GRACE_MS: '4000' }, push);
+  // Each catalog pod also has an app listening on loopback only (7002) and one on the pod's address
+  // only (7003); catalog2's sidecar runs as `meshlet.dev/inbound-localhost: "true"` makes it.
+  const bind = (pod: Pod) => `127.0.0.1:7002,${pod.ip}:7003`;
+  await meshed(catalog, 'catalog', ['--exclude-inbound-ports', '7001'], ['--labels', 'version=v1', '--drain-ms', '2000'], { ECHO_PORTS: '7000,7001', ECHO_BIND: bind(catalog), GRACE_MS: '4000' }, push);
+  await meshed(catalog2, 'catalog', [], ['--labels', 'version=v2', '--drain-ms', '2000', '--inbound-localhost'], { ECHO_BIND: bind(catalog2), GRACE_MS: '4000' }, push);
   procs.plain = { app: startAppIn(plain) };
   await procs.plain.app.waitFor((l) => l.msg === 'app listening');
   // Both catalog pods registered, and the frontend's sidecar knows them.
@@ -120,11 +123,22 @@ spec:
 
 t.test('opaque TCP through both sidecars; excluded ports bypass them', async (t) => {
   const viaMesh = await tcp(frontend, 'catalog', 7000);
-  t.equal(viaMesh.body.reply, 'catalog:ping:from 127.0.0.1', 'port 7000 (no policy makes it HTTP) passed as opaque TCP; catalog\'s sidecar delivered it locally');
+  t.equal(viaMesh.body.reply, `catalog:ping:from ${catalog.ip}`, 'port 7000 (no policy makes it HTTP) passed as opaque TCP; catalog\'s sidecar delivered it to the pod\'s address');
   const direct = await tcp(frontend, 'catalog', 7001);
   t.equal(direct.body.reply, `catalog:ping:from ${frontend.ip}`, 'port 7001 is excluded on both sides: straight from the frontend pod');
   const metrics = await get(`http://${catalog.ip}:15000/ready`);
   t.equal(metrics.status, 200, 'the admin port (excluded inbound) answers probes from outside the pod');
+});
+
+t.test('inbound interception of non-app ports goes to the pod address: loopback-only apps stay private unless the pod opts in', async (t) => {
+  const podAddress = await tcp(frontend, 'catalog', 7003);
+  t.equal(podAddress.body.reply, `catalog:ping:from ${catalog.ip}`, 'an app on the pod address is reached through interception');
+  const loopback = await tcp(frontend, 'catalog', 7002);
+  t.notOk(loopback.body.reply, `an app listening only on 127.0.0.1 is not reachable from another pod by default: ${JSON.stringify(loopback.body)}`);
+  const optedIn = await tcp(frontend, 'catalog2', 7002);
+  t.equal(optedIn.body.reply, 'catalog2:ping:from 127.0.0.1', 'with meshlet.dev/inbound-localhost: "true" (--inbound-localhost) it is, as before');
+  const optedInPod = await tcp(frontend, 'catalog2', 7003);
+  t.notOk(optedInPod.body.reply, 'and then only loopback: the opt-in is the old behaviour, whole');
 });
 
 t.test('a pod without a sidecar reaches and is reached', async (t) => {

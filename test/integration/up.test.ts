@@ -108,6 +108,38 @@ t.test('meshlet up: a local mesh in one command', async (t) => {
   t.equal(badItem.statusCode, 400, 'INVALID_ARGUMENT from the gRPC app is a 400');
   await badItem.body.dump();
 
+  // stat / top show pricing (gRPC behind transcoding), and catalog's calls to it are counted as
+  // calls to pricing, not to an unknown destination.
+  const server = /MESHLET_SERVER=(http:\/\/127\.0\.0\.1:\d+) /.exec(mesh.stdout())?.[1] as string;
+  t.ok(server, 'up prints the control plane to use');
+  const stats = await eventually('pricing in meshlet stat', async () => {
+    const s = JSON.parse(cli(['stat', '-o', 'json'], { server }).stdout) as { services: { service: string; requests: number }[]; routes: { service: string; route?: string; requests: number }[] };
+    return s.services.some((r) => r.service === 'pricing' && r.requests > 0) && s.routes.some((r) => r.service === 'pricing' && r.requests > 0) ? s : undefined;
+  });
+  t.ok(stats.routes.every((r) => r.service !== 'unknown'), `no route counted to an unknown destination: ${JSON.stringify(stats.routes.map((r) => `${r.service} ${r.route}`))}`);
+  const topOut = cli(['top', '--count', '1'], { server }).stdout;
+  t.match(topOut, /^pricing\s+\d/m, 'top shows pricing as a service');
+  t.match(topOut, /^pricing\s+pricing\/\S+\s+\d/m, "top shows the route catalog's sidecars call pricing by");
+  for (const id of ['catalog-v1-0', 'catalog-v2-0']) {
+    const admin = new RegExp(`${id} .* admin (http://127\\.0\\.0\\.1:\\d+)/config_dump`).exec(mesh.stdout())?.[1];
+    const metrics = await (await request(`${admin}/metrics`)).body.text();
+    t.notMatch(metrics, /meshlet_requests_total\{direction="outbound"[^}]*destination="unknown"/, `${id}: no outbound request counted to destination="unknown"`);
+    if (id === 'catalog-v1-0') t.match(metrics, /meshlet_requests_total\{direction="outbound",source="catalog",destination="pricing"/, `${id}: its calls to pricing are counted as such`);
+  }
+
+  // explain --last follows one request id across the sidecars it crossed.
+  const traced = await request(`http://127.0.0.1:${mesh.frontend}/`, { headers: { 'x-request-id': 'up-test-last-1' } });
+  t.equal(traced.statusCode, 200);
+  await traced.body.dump();
+  const last = await eventually('explain --last finds the request', async () => {
+    const r = cli(['explain', '--last', 'up-test-last-1', '-o', 'json'], { server });
+    return r.code === 0 ? (JSON.parse(r.stdout) as { decisions: { service: string; direction: string; status: number }[] }) : undefined;
+  });
+  const hops = last.decisions.map((d) => `${d.service} ${d.direction}`);
+  t.same(hops.slice(0, 3), ['frontend inbound', 'frontend outbound', 'catalog inbound'], 'the hops in the order the request travelled');
+  t.ok(hops.includes('catalog outbound') && hops.includes('pricing inbound'), `and on to pricing (the apps propagate x-request-id): ${hops.join(', ')}`);
+  t.ok(last.decisions.every((d) => d.status === 200));
+
   // Every sidecar proved its service with the join token `up` made for it, and holds a certificate.
   for (const [id, service] of [['frontend-0', 'frontend'], ['pricing-0', 'pricing']]) {
     const admin = new RegExp(`${id} .* admin (http://127\\.0\\.0\\.1:\\d+)/config_dump`).exec(mesh.stdout())?.[1];

@@ -59,7 +59,12 @@ interface Chain {
   globals: CompiledLimit[];
 }
 
-type Checked = [CompiledLimit, GlobalOutcome];
+type Checked = [CompiledLimit, GlobalOutcome, string];
+
+/** Notes each bucket a request was counted against (the sidecar's recent decisions; src/observability/decisions.ts). */
+export interface LimitRecorder {
+  limit(seq: number, name: string, key: string, outcome: 'allowed' | 'limited' | 'failed-open' | 'failed-closed'): void;
+}
 
 export class RateLimitLayer {
   private readonly service: string;
@@ -147,8 +152,11 @@ export class RateLimitLayer {
     this.redis = redis;
   }
 
-  /** Decides on one inbound request: calls `allow()` or `deny(headers, reason)`, once. */
-  admit(req: LimitRequest, allow: () => void, deny: DenyFn): void {
+  /**
+   * Decides on one inbound request: calls `allow()` or `deny(headers, reason)`, once. `rec` (with
+   * the request's `seq`) is told each bucket the request was counted against, and the outcome.
+   */
+  admit(req: LimitRequest, allow: () => void, deny: DenyFn, rec?: LimitRecorder, seq = 0): void {
     const chain = this.chain;
     if (!chain) return allow();
     for (const l of chain.locals) {
@@ -157,9 +165,11 @@ export class RateLimitLayer {
       const r = l.buckets!.take(key);
       if (!r.allowed) {
         l.counters.limited++;
+        rec?.limit(seq, l.info.name, key, 'limited');
         return deny(limitedHeaders(l.info, 0, r.retryAfterMs), `limit ${JSON.stringify(l.info.name)}`);
       }
       l.counters.allowed++;
+      rec?.limit(seq, l.info.name, key, 'allowed');
     }
     if (chain.globals.length === 0) return allow();
     let checked: Checked[] | undefined;
@@ -168,34 +178,39 @@ export class RateLimitLayer {
       const key = g.key(req);
       if (key === undefined) continue;
       const o = g.redis!.check(g.redisPrefix + key, g.emissionMs, g.capacity);
-      if (o instanceof Promise) (waiting ??= []).push(o.then((x): Checked => [g, x]));
+      if (o instanceof Promise) (waiting ??= []).push(o.then((x): Checked => [g, x, key]));
       else if (o.kind === 'ok' && !o.allowed) {
         // Known over the limit locally: no round trip, no waiting for the others.
         g.counters.limited++;
+        rec?.limit(seq, g.info.name, key, 'limited');
         return deny(limitedHeaders(g.info, 0, o.retryAfterMs), `limit ${JSON.stringify(g.info.name)}`);
-      } else (checked ??= []).push([g, o]);
+      } else (checked ??= []).push([g, o, key]);
     }
-    if (!waiting) return this.decide(chain, checked ?? [], allow, deny);
+    if (!waiting) return this.decide(chain, checked ?? [], allow, deny, rec, seq);
     Promise.all(waiting)
-      .then((more) => this.decide(chain, checked ? checked.concat(more) : more, allow, deny))
+      .then((more) => this.decide(chain, checked ? checked.concat(more) : more, allow, deny, rec, seq))
       .catch((err: unknown) => this.log?.error({ err }, 'rate-limit decision failed'));
   }
 
-  private decide(chain: Chain, items: readonly Checked[], allow: () => void, deny: DenyFn): void {
-    for (const [g, o] of items) {
+  private decide(chain: Chain, items: readonly Checked[], allow: () => void, deny: DenyFn, rec: LimitRecorder | undefined, seq: number): void {
+    for (const [g, o, key] of items) {
       if (o.kind === 'error') {
         if (chain.failureMode === 'open') {
           g.counters.failedOpen++;
+          rec?.limit(seq, g.info.name, key, 'failed-open');
           continue;
         }
         g.counters.failedClosed++;
+        rec?.limit(seq, g.info.name, key, 'failed-closed');
         return deny(limitedHeaders(g.info, 0, 1000), `limit ${JSON.stringify(g.info.name)}: rate-limit store unavailable (${o.reason}); failureMode closed`);
       }
       if (!o.allowed) {
         g.counters.limited++;
+        rec?.limit(seq, g.info.name, key, 'limited');
         return deny(limitedHeaders(g.info, 0, o.retryAfterMs), `limit ${JSON.stringify(g.info.name)}`);
       }
       g.counters.allowed++;
+      rec?.limit(seq, g.info.name, key, 'allowed');
     }
     allow();
   }

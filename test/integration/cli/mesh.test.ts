@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { rmSync } from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { eventually, MAIN, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
+import { eventually, MAIN, portOf, start, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
 
 function run(args: string[], server: string, input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const c = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, MESHLET_SERVER: server, MESHLET_CONFIG: '/nonexistent' }, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -127,6 +127,29 @@ t.test('explain, proxy-config, describe, version and check on a live mesh', asyn
   r = await run(['explain', '--from', 'frontend', 'http://nothing/'], cp.api);
   t.match(r.stdout, /404 NR/);
 
+  // explain --last: what actually happened to real requests, by their x-request-id.
+  t.equal(await via({ 'x-request-id': 'last-rest-1' }, '/other'), 'v1');
+  r = await run(['explain', '--last', 'last-rest-1'], cp.api);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /^request last-rest-1: seen by 2 sidecar side\(s\) of 3 asked/);
+  t.match(r.stdout, /outbound at frontend \(sidecar fe-0\), .*: GET catalog\/other \(http\)\n1\. route: rule "rest" of Route "catalog" \(catalog\/rest\)\n2\. backend: catalog subset v1\n3\. timeouts: route timeout 3s, 1s per try\n4\. tries: 1 try; policy: up to 2 retries on connect-failure\n     try 1 at \+[\d.]+ms: 127\.0\.0\.1:\d+ -> 200 in [\d.]+ms\n=> 200 in [\d.]+ms/);
+  t.match(r.stdout, /inbound at catalog \(sidecar cat-v1\), .*\n1\. caller: frontend, no client certificate\n2\. rate limits: 1 bucket\(s\) counted\n     limit "per-caller", bucket "frontend": allowed\n3\. app: 127\.0\.0\.1:\d+\n=> 200 in/);
+  t.ok(r.stdout.indexOf('outbound at frontend') < r.stdout.indexOf('inbound at catalog'), 'the hops in the order the request travelled');
+  r = await run(['explain', '--last', 'last-rest-1', '--from', 'catalog', '-o', 'json'], cp.api);
+  const lastJson = JSON.parse(r.stdout) as { asked: number; decisions: { sidecar: string; direction: string; status: number; rateLimits: { limit: string; outcome: string }[] }[] };
+  t.equal(lastJson.asked, 2, '--from asks only that service\'s sidecars');
+  t.same(lastJson.decisions.map((d) => [d.sidecar, d.direction, d.status, d.rateLimits.map((l) => l.outcome)]), [['cat-v1', 'inbound', 200, ['allowed']]]);
+  const nr = await new Promise<number>((resolve, reject) =>
+    http.get({ host: '127.0.0.1', port: fe.outbound, path: 'http://nothing/x', headers: { host: 'nothing', 'x-request-id': 'last-nr-1' } }, (res) => resolve(res.resume().statusCode ?? 0)).on('error', reject),
+  );
+  t.equal(nr, 404);
+  r = await run(['explain', '--last', 'last-nr-1'], cp.api);
+  t.match(r.stdout, /outbound at frontend .*: GET nothing\/x \(http\)\n1\. route: no Route serves this host and path \(NR\)\n.*\n=> 404 NR in/);
+  r = await run(['explain', '--last', 'never-sent'], cp.api);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /request "never-sent" is not among the recent requests of any of the 3 connected sidecar\(s\) \(each keeps the last 1024\)/);
+  t.equal((await run(['explain', '--last', 'x', 'GET', 'http://catalog/'], cp.api)).code, 2, '--last takes no URL');
+
   // proxy-config: what one sidecar runs.
   r = await run(['proxy-config', 'fe-0', 'routes'], cp.api);
   t.equal(r.code, 0, r.stderr);
@@ -165,4 +188,61 @@ t.test('explain, proxy-config, describe, version and check on a live mesh', asyn
   r = await run(['check', '-o', 'json'], cp.api);
   const findings = (JSON.parse(r.stdout) as { findings: { code: string; severity: string; resource: string; field?: string; fix?: string }[] }).findings;
   t.ok(findings.every((f) => /^MC\d{4}$/.test(f.code) && f.resource && f.fix), 'every finding has a code, a resource and a fix');
+});
+
+t.test('check: an endpoint ejected for long (MC0011), from the control plane\'s samples of the sidecars', async (t) => {
+  const dir = tmpDir('meshlet-cli-eject-');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const cp = start(['control-plane', '--data-dir', path.join(dir, 'data'), '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--history-interval', '500']);
+  const l = await cp.waitFor((x) => x.msg === 'control plane started');
+  t.teardown(() => cp.stop());
+  const api = String(l.api);
+  const push = `127.0.0.1:${portOf(l.push)}`;
+  const failing = http.createServer((_req, res) => res.writeHead(503).end('down'));
+  await new Promise<void>((r) => failing.listen(0, '127.0.0.1', r));
+  t.teardown(() => failing.close());
+  const sidecars = [
+    await startSidecar(['--service', 'frontend', '--id', 'fe-0', '--control-plane', push, '--advertise', '127.0.0.1']),
+    await startSidecar(['--service', 'catalog', '--id', 'cat-0', '--app-port', String((failing.address() as AddressInfo).port), '--control-plane', push, '--advertise', '127.0.0.1']),
+  ];
+  t.teardown(() => Promise.all(sidecars.map((s) => s.stop())));
+  const policy = `apiVersion: meshlet.dev/v1
+kind: DestinationPolicy
+metadata: {name: catalog}
+spec:
+  service: catalog
+  outlierDetection: {consecutive5xx: 1, baseEjectionTime: 10m, interval: 10m, maxEjectionPercent: 100}
+---
+apiVersion: meshlet.dev/v1
+kind: Route
+metadata: {name: catalog}
+spec:
+  hosts: [catalog]
+  rules: [{backends: [{service: catalog}]}]
+`;
+  const applied = await run(['apply', '-f', '-'], api, policy);
+  t.equal(applied.code, 0, applied.stderr);
+  let r = await run(['check', '--ejected-for', '1s'], api);
+  t.notMatch(r.stdout, /MC0011/, 'nothing ejected yet');
+  await eventually('the frontend sidecar runs the policy and the endpoint', async () => {
+    const st = JSON.parse((await run(['status', '-o', 'json'], api)).stdout) as { version: string; sidecars: { ackedVersion?: string }[] };
+    return st.sidecars.length === 2 && st.sidecars.every((s) => s.ackedVersion === st.version) ? true : undefined;
+  });
+  // One 503 ejects the only endpoint for 10 minutes.
+  const status = await new Promise<number>((resolve, reject) =>
+    http.get({ host: '127.0.0.1', port: sidecars[0]!.outbound, path: 'http://catalog/', headers: { host: 'catalog' } }, (res) => resolve(res.resume().statusCode ?? 0)).on('error', reject),
+  );
+  t.equal(status, 503);
+  const found = await eventually('check reports the ejected endpoint', async () => {
+    const c = await run(['check', '--ejected-for', '1s', '-o', 'json'], api);
+    return (JSON.parse(c.stdout) as { findings: { code: string; resource: string; field?: string; message: string }[] }).findings.find((x) => x.code === 'MC0011');
+  });
+  t.equal(found.resource, 'DestinationPolicy/catalog');
+  t.equal(found.field, 'spec.outlierDetection');
+  t.match(found.message, /^endpoint 127\.0\.0\.1:\d+ of catalog has been ejected for \d+s \(by fe-0\)$/);
+  r = await run(['check'], api);
+  t.notMatch(r.stdout, /MC0011/, 'not at the default threshold (5m)');
+  r = await run(['check', '--ejected-for', 'soon'], api);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /--ejected-for: expected a duration/);
 });

@@ -130,3 +130,27 @@ t.test('sampling asks the connected sidecars and lists the ones that fail', asyn
   await new Promise((r) => setImmediate(r));
   t.equal(asked.length, 2, 'stopped: no more samples');
 });
+
+t.test('ejections across samples: how long an endpoint stays out, how often it goes out, within the retention', async (t) => {
+  const clock = new FakeClock();
+  const t0 = clock.now();
+  const h = new MeshHistory({ sidecars: () => [], clock, intervalMs: 1000, retentionMs: 10_000 });
+  const rep = (id: string, ejected: string[]): StatsReport =>
+    ({ id, service: 'frontend', routes: [], resilience: { breakers: [], rateLimits: [], ejected: ejected.length ? [{ service: 'web', endpoints: ejected }] : [] } }) as StatsReport;
+  const sample = (...reports: StatsReport[]): void => {
+    clock.advance(1000);
+    h.record({ at: clock.now(), reports, unreachable: [] });
+  };
+  sample(rep('fe-0', ['10.0.0.1:80']), rep('fe-1', []));
+  sample(rep('fe-0', ['10.0.0.1:80', '10.0.0.2:80']), rep('fe-1', ['10.0.0.1:80']));
+  sample(rep('fe-0', ['10.0.0.1:80']), rep('fe-1', []));
+  sample(rep('fe-0', ['10.0.0.1:80', '10.0.0.2:80']));
+  t.same(h.ejections(), [
+    { service: 'web', endpoint: '10.0.0.1:80', ejectedSince: t0 + 1000, ejectedForMs: 3000, ejections: 1, seenBy: ['fe-0'] },
+    { service: 'web', endpoint: '10.0.0.2:80', ejectedSince: t0 + 4000, ejectedForMs: 0, ejections: 2, seenBy: ['fe-0'] },
+  ]);
+  sample();
+  t.same(h.ejections().map((e) => [e.endpoint, e.ejectedForMs, e.ejections]), [['10.0.0.2:80', 0, 2], ['10.0.0.1:80', 0, 1]], 'both back: their ejections are remembered, the most ejected first');
+  for (let i = 0; i < 10; i++) sample();
+  t.same(h.ejections(), [], 'forgotten after the retention');
+});

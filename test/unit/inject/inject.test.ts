@@ -94,6 +94,7 @@ t.test('the proxy container: uid 1337, service from the app label, app port from
   t.equal(args[args.indexOf('--app-port') + 1], '8080');
   t.equal(args[args.indexOf('--inbound') + 1], '0.0.0.0:15006');
   t.equal(args[args.indexOf('--outbound') + 1], '127.0.0.1:15001');
+  t.notOk(args.includes('--inbound-localhost'), 'by default non-app inbound ports go to the pod address');
   t.same(proxy.resources.requests, { cpu: '100m', memory: '64Mi' });
   const init = pod.spec.initContainers[0];
   t.same(init.securityContext.capabilities.add, ['NET_ADMIN', 'NET_RAW']);
@@ -112,6 +113,7 @@ t.test('per-pod overrides by annotation', async (t) => {
         meshlet.dev/concurrency: "4"
         meshlet.dev/app-port: "9000"
         meshlet.dev/service: catalog
+        meshlet.dev/inbound-localhost: "true"
         meshlet.dev/sidecar-mode: classic`;
   const obj = parse(inject(workload('Deployment', 'apps/v1', ann)).text);
   t.doesNotThrow(() => validate(obj));
@@ -126,6 +128,7 @@ t.test('per-pod overrides by annotation', async (t) => {
   t.equal(args[args.indexOf('--app-port') + 1], '9000');
   t.equal(args[args.indexOf('--service') + 1], 'catalog');
   t.equal(args[args.indexOf('--concurrency') + 1], '4', 'concurrency: the sidecar runs 4 workers');
+  t.ok(args.includes('--inbound-localhost'), 'inbound-localhost: non-app ports to 127.0.0.1, the old behaviour');
   t.notOk(proxy.env.find((e: { name: string }) => e.name === 'UV_THREADPOOL_SIZE'), 'no libuv pool sizing any more');
 });
 
@@ -207,6 +210,7 @@ t.test('clear errors naming the document; nothing returned', async (t) => {
     { name: 'bad quantity', input: workload('Pod', 'v1', '\n      annotations:\n        meshlet.dev/proxy-cpu: "lots"'), error: /proxy-cpu"\]: expected a Kubernetes quantity/ },
     { name: 'bad level', input: workload('Pod', 'v1', '\n      annotations:\n        meshlet.dev/log-level: loud'), error: /log-level"\]: expected one of trace, debug/ },
     { name: 'bad concurrency', input: workload('Pod', 'v1', '\n      annotations:\n        meshlet.dev/concurrency: "0"'), error: /concurrency"\]: expected an integer from 1 to 128/ },
+    { name: 'bad inbound-localhost', input: workload('Pod', 'v1', '\n      annotations:\n        meshlet.dev/inbound-localhost: "yes"'), error: /inbound-localhost"\]: expected "true" \(pass inbound connections for non-app ports to 127\.0\.0\.1/ },
     { name: 'bad inject', input: workload('Pod', 'v1', '\n      annotations:\n        meshlet.dev/inject: "yes"'), error: /inject"\]: expected "enabled" or "disabled"/ },
     { name: 'typo', input: workload('Pod', 'v1', '\n      annotations:\n        meshlet.dev/exclude-inbound-port: "80"'), error: /exclude-inbound-port"\]: unknown meshlet annotation/ },
     { name: 'bad namespace label', input: `apiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n  labels: {meshlet.dev/inject: maybe}\n`, error: /document 1, Namespace\/n: metadata\.labels\["meshlet\.dev\/inject"\]: expected "enabled"/ },

@@ -22,7 +22,9 @@ metadata: {name: web}
 spec: {service: web, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
 `;
 
-const cases: { name: string; yaml: string; endpoints?: Endpoint[]; sidecars?: Parameters<typeof analyze>[0]['sidecars']; expect: string[] }[] = [
+const ejected = (endpoint: string, ejectedForMs: number, ejections: number, service = 'web') => ({ service, endpoint, ejectedForMs, ejections, seenBy: ['fe-0'] });
+
+const cases: { name: string; yaml: string; endpoints?: Endpoint[]; sidecars?: Parameters<typeof analyze>[0]['sidecars']; ejections?: Parameters<typeof analyze>[0]['ejections']; expect: string[] }[] = [
   { name: 'a healthy set has no findings', yaml: route('    - backends: [{service: web}]'), endpoints: [ep('web')], expect: [] },
   { name: 'no endpoints (once per service and route)', yaml: route('    - matches: [{path: {prefix: /a}}]\n      backends: [{service: api}]\n    - backends: [{service: api}]'), expect: ['MC0001 Route/web spec.rules[0].backends[0].service'] },
   {
@@ -57,6 +59,13 @@ spec: {service: web, limits: [{name: l, routes: [web/write, gone], requests: 1, 
     expect: ['MC0008 sidecar/a'],
   },
   { name: 'a mirror to a service without endpoints', yaml: route('    - backends: [{service: web}]\n      mirror: {service: shadow, percent: 10}'), endpoints: [ep('web')], expect: ['MC0009 Route/web spec.rules[0].mirror.service'] },
+  {
+    name: 'an endpoint ejected for long (on its DestinationPolicy), one ejected again and again (no policy: on the service), short ones not',
+    yaml: dp + '---\n' + route('    - backends: [{service: web}]'),
+    endpoints: [ep('web'), ep('api')],
+    ejections: [ejected('10.0.0.1:8080', 6 * 60_000, 1), ejected('10.0.0.2:8080', 0, 4, 'api'), ejected('10.0.0.3:8080', 60_000, 2), ejected('10.0.0.4:8080', 0, 1)],
+    expect: ['MC0011 DestinationPolicy/web spec.outlierDetection', 'MC0012 service/api'],
+  },
   { name: 'two Routes on one host', yaml: route('    - backends: [{service: web}]') + '---\n' + route('    - backends: [{service: web}]', 'web2'), endpoints: [ep('web')], expect: ['MC0010 Route/web2 spec.hosts[0]'] },
 ];
 
@@ -66,8 +75,13 @@ for (const c of cases) {
     if (!docs.ok) throw new Error(JSON.stringify(docs.errors));
     const res = parseEach(docs.value);
     if (!res.ok) throw new Error(JSON.stringify(res.errors));
-    const got = analyze({ resources: res.value, endpoints: c.endpoints ?? [], sidecars: c.sidecars });
+    const got = analyze({ resources: res.value, endpoints: c.endpoints ?? [], sidecars: c.sidecars, ejections: c.ejections });
     t.same(got.map((f) => `${f.code} ${f.resource}${f.field ? ' ' + f.field : ''}`).sort(), [...c.expect].sort());
     for (const f of got) t.ok(f.message && f.fix, `${f.code} has a message and a fix`);
   });
 }
+
+t.test('ejection thresholds are the caller\'s; the messages say how long and by whom', async (t) => {
+  const got = analyze({ resources: [], endpoints: [], ejections: [ejected('10.0.0.1:8080', 95_000, 1), ejected('10.0.0.2:8080', 0, 2)], ejectedForMs: 90_000, repeatedEjections: 2, ejectionWindowMs: 600_000 });
+  t.same(got.map((f) => f.message), ['endpoint 10.0.0.1:8080 of web has been ejected for 95s (by fe-0)', 'endpoint 10.0.0.2:8080 of web was ejected 2 times in the last 10m (by fe-0)']);
+});

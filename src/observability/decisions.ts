@@ -1,0 +1,327 @@
+/**
+ * Recent decisions (`meshlet explain --last REQUEST_ID`): a short, bounded ring of what the sidecar
+ * actually did with its last requests, kept in memory and served on the admin port
+ * (`GET /decisions?id=`), which the control plane fans in.
+ *
+ * One slot a request, claimed by the front when the request arrives (sidecar/proxy.ts) and filled
+ * by the layers that decide: the route and backend (the front), each try's endpoint and outcome
+ * (pick.ts), the rate-limit buckets counted (rate-limit.ts), and at the end the status, flags,
+ * tries, timeouts and durations (observe.ts, or the front adapter for an answer no observe layer
+ * saw). Recording is field writes into a preallocated slot and references to strings the request
+ * path made anyway: no string is built, nothing is allocated per request. Formatting happens only
+ * when someone asks (`toJSON`).
+ *
+ * A slot is reused `size` requests later. A request still in flight when its slot is taken again
+ * (more than `size` requests started meanwhile) stops being recorded: every write checks the
+ * sequence number the request was given.
+ */
+import type { Clock } from '../core/clock';
+
+/** What a decision reads from the request's MeshCall (src/core/layer.ts; structural, so no import cycle). */
+export interface DecidedCall {
+  readonly direction: 'inbound' | 'outbound';
+  readonly kind: string;
+  readonly method: string;
+  readonly path: string;
+  readonly authority: string;
+  readonly grpcStatus: number;
+  readonly rule: { statName: string; routeName: string; ruleName: string; timeoutMs?: number; retries?: { attempts: number; perTryTimeoutMs?: number; retryOn?: readonly string[] } } | undefined;
+  readonly backend: { service: string; subset?: string } | undefined;
+  readonly destination: string;
+  readonly deadline: number;
+  readonly tries: number;
+  readonly target: { key: string } | undefined;
+  readonly peer: { toString(): string } | undefined;
+  readonly obs: { readonly requestId: string; readonly route: { readonly source: string } } | undefined;
+  decision: Decision | undefined;
+  decisionSeq: number;
+  header(name: string): string | undefined;
+}
+
+/** Tries recorded per request (a retry policy allows at most 10 attempts; resends add two). */
+export const MAX_TRIES = 12;
+/** Rate-limit buckets recorded per request. */
+export const MAX_LIMITS = 8;
+/** Requests remembered by default. */
+export const DEFAULT_DECISIONS = 1024;
+
+export type LimitOutcome = 'allowed' | 'limited' | 'failed-open' | 'failed-closed';
+
+/** Where the rate-limit layer notes each bucket it counted a request against. */
+export interface LimitRecorder {
+  limit(seq: number, name: string, key: string, outcome: LimitOutcome): void;
+}
+
+export class Decision implements LimitRecorder {
+  /** Which request holds the slot (0: never used). */
+  seq = 0;
+  done = false;
+  call: DecidedCall | undefined = undefined;
+  direction: 'inbound' | 'outbound' = 'outbound';
+  requestId = '';
+  method = '';
+  authority = '';
+  path = '';
+  kind = '';
+  route = '';
+  routeName = '';
+  ruleName = '';
+  service = '';
+  subset: string | undefined = undefined;
+  destination = '';
+  source: string | undefined = undefined;
+  peer: { toString(): string } | undefined = undefined;
+  timeoutMs = 0;
+  perTryTimeoutMs = 0;
+  attempts = 0;
+  retryOn: readonly string[] | undefined = undefined;
+  /** The call's deadline, ms after it started (0: none): the route timeout or a shorter grpc-timeout. */
+  deadlineMs = 0;
+  startMono = 0;
+  endMono = 0;
+  status = 0;
+  flags: string | undefined = undefined;
+  grpcStatus = -1;
+  /** The tries the retry layer counted (also resends of a request the upstream never saw). */
+  tries = 0;
+  upstream: string | undefined = undefined;
+  /** Tries with a picked endpoint (outbound): endpoint, status (0: none), error or flag, times. */
+  nTries = 0;
+  readonly tryEndpoint: string[] = new Array<string>(MAX_TRIES).fill('');
+  readonly tryStatus = new Int32Array(MAX_TRIES);
+  readonly tryError: (string | undefined)[] = new Array<string | undefined>(MAX_TRIES).fill(undefined);
+  readonly tryStart = new Float64Array(MAX_TRIES);
+  readonly tryEnd = new Float64Array(MAX_TRIES);
+  nLimits = 0;
+  readonly limitName: string[] = new Array<string>(MAX_LIMITS).fill('');
+  readonly limitKey: string[] = new Array<string>(MAX_LIMITS).fill('');
+  readonly limitOutcome: LimitOutcome[] = new Array<LimitOutcome>(MAX_LIMITS).fill('allowed');
+
+  constructor(private readonly clock: Clock) {}
+
+  /** A try starts at an endpoint; its index, or -1 when not recorded. */
+  tryBegin(seq: number, endpoint: string): number {
+    if (seq !== this.seq || this.nTries >= MAX_TRIES) return -1;
+    const i = this.nTries++;
+    this.tryEndpoint[i] = endpoint;
+    this.tryStatus[i] = 0;
+    this.tryError[i] = undefined;
+    this.tryStart[i] = this.clock.monotonic();
+    this.tryEnd[i] = 0;
+    return i;
+  }
+
+  /** A try's response status (its end is recorded by `tryEnd`). */
+  tryResponse(seq: number, i: number, status: number): void {
+    if (seq !== this.seq || i < 0) return;
+    this.tryStatus[i] = status;
+  }
+
+  /** A try ends: `error` is the failure's code or flag, when it failed. */
+  tryDone(seq: number, i: number, error: string | undefined): void {
+    if (seq !== this.seq || i < 0 || this.tryEnd[i] !== 0) return;
+    if (error !== undefined && this.tryError[i] === undefined) this.tryError[i] = error;
+    this.tryEnd[i] = this.clock.monotonic();
+  }
+
+  limit(seq: number, name: string, key: string, outcome: LimitOutcome): void {
+    if (seq !== this.seq || this.nLimits >= MAX_LIMITS) return;
+    const i = this.nLimits++;
+    this.limitName[i] = name;
+    this.limitKey[i] = key;
+    this.limitOutcome[i] = outcome;
+  }
+
+  /**
+   * The request ended with this status and these flags. What the call knows (rule, backend,
+   * tries, deadline, caller) is read from it now; the call itself is not kept.
+   */
+  finish(seq: number, status: number, flags: string | undefined, requestId: string | undefined, grpcStatus = -1): void {
+    if (seq !== this.seq || this.done) return;
+    const c = this.call as DecidedCall;
+    this.done = true;
+    this.call = undefined;
+    this.endMono = this.clock.monotonic();
+    this.status = status;
+    this.flags = flags || undefined;
+    this.grpcStatus = c.grpcStatus >= 0 ? c.grpcStatus : grpcStatus;
+    this.requestId = requestId || c.header('x-request-id') || '';
+    this.kind = c.kind;
+    this.path = c.path;
+    this.authority = c.authority;
+    const rule = c.rule;
+    if (rule) {
+      this.route = rule.statName;
+      this.routeName = rule.routeName;
+      this.ruleName = rule.ruleName;
+      this.timeoutMs = rule.timeoutMs ?? 0;
+      const r = rule.retries;
+      this.attempts = r?.attempts ?? 0;
+      this.perTryTimeoutMs = r?.perTryTimeoutMs ?? 0;
+      this.retryOn = r?.retryOn;
+    }
+    const b = c.backend;
+    if (b) {
+      this.service = b.service;
+      this.subset = b.subset;
+    }
+    this.destination = c.destination;
+    this.deadlineMs = c.deadline > 0 ? c.deadline - this.startMono : 0;
+    this.tries = c.tries;
+    this.upstream = c.target?.key;
+    this.peer = c.peer;
+    const obs = c.obs;
+    if (obs && c.direction === 'inbound') this.source = obs.route.source;
+  }
+
+  /** The record as JSON (admin port only): times in ms, the wall-clock start from the monotonic one. */
+  toJSON(sidecar: string, service: string): DecisionRecord {
+    const now = this.clock.monotonic();
+    const wall = this.clock.now();
+    const ms = (x: number): number => Math.round(x * 1000) / 1000;
+    const tries: DecisionRecord['tries'] = [];
+    for (let i = 0; i < this.nTries; i++) {
+      const end = this.tryEnd[i] as number;
+      tries.push({
+        endpoint: this.tryEndpoint[i] as string,
+        ...(this.tryStatus[i] ? { status: this.tryStatus[i] } : {}),
+        ...(this.tryError[i] !== undefined ? { error: this.tryError[i] } : {}),
+        startMs: ms((this.tryStart[i] as number) - this.startMono),
+        ...(end ? { durationMs: ms(end - (this.tryStart[i] as number)) } : {}),
+      });
+    }
+    const limits: DecisionRecord['rateLimits'] = [];
+    for (let i = 0; i < this.nLimits; i++) limits.push({ limit: this.limitName[i] as string, bucket: this.limitKey[i] as string, outcome: this.limitOutcome[i] as LimitOutcome });
+    return {
+      sidecar,
+      service,
+      requestId: this.requestId,
+      direction: this.direction,
+      time: new Date(wall - (now - this.startMono)).toISOString(),
+      start: ms(wall - (now - this.startMono)),
+      kind: this.kind,
+      method: this.method,
+      authority: this.authority,
+      path: this.path,
+      ...(this.source ? { source: this.source } : {}),
+      ...(this.peer ? { peer: this.peer.toString() } : {}),
+      ...(this.route ? { route: this.route, routeName: this.routeName, rule: this.ruleName } : {}),
+      ...(this.service ? { backend: { service: this.service, ...(this.subset ? { subset: this.subset } : {}) } } : {}),
+      ...(this.destination ? { destination: this.destination } : {}),
+      ...(this.timeoutMs ? { timeoutMs: this.timeoutMs } : {}),
+      ...(this.deadlineMs ? { deadlineMs: ms(this.deadlineMs) } : {}),
+      ...(this.attempts || this.perTryTimeoutMs ? { retryPolicy: { attempts: this.attempts, ...(this.perTryTimeoutMs ? { perTryTimeoutMs: this.perTryTimeoutMs } : {}), retryOn: [...(this.retryOn ?? [])] } } : {}),
+      tries,
+      triesSent: this.tries,
+      ...(this.upstream ? { upstream: this.upstream } : {}),
+      rateLimits: limits,
+      ...(this.done
+        ? { status: this.status, ...(this.flags ? { flags: this.flags } : {}), ...(this.grpcStatus >= 0 ? { grpcStatus: this.grpcStatus } : {}), durationMs: ms(this.endMono - this.startMono) }
+        : { inFlight: true, durationMs: ms(now - this.startMono) }),
+    };
+  }
+}
+
+/** One recorded request as the admin port serves it. */
+export interface DecisionRecord {
+  sidecar: string;
+  service: string;
+  requestId: string;
+  direction: 'inbound' | 'outbound';
+  /** When the request arrived (ISO 8601), and as ms since the epoch (sub-ms: the order of hops). */
+  time: string;
+  start: number;
+  kind: string;
+  method: string;
+  authority: string;
+  path: string;
+  /** Inbound: the calling service, when it is a known one. */
+  source?: string;
+  /** Inbound: the caller's identity proven by its TLS certificate. */
+  peer?: string;
+  route?: string;
+  routeName?: string;
+  rule?: string;
+  backend?: { service: string; subset?: string };
+  destination?: string;
+  timeoutMs?: number;
+  deadlineMs?: number;
+  retryPolicy?: { attempts: number; perTryTimeoutMs?: number; retryOn: string[] };
+  tries: { endpoint: string; status?: number; error?: string; startMs: number; durationMs?: number }[];
+  triesSent: number;
+  upstream?: string;
+  rateLimits: { limit: string; bucket: string; outcome: LimitOutcome }[];
+  status?: number;
+  flags?: string;
+  grpcStatus?: number;
+  durationMs: number;
+  inFlight?: boolean;
+}
+
+export class DecisionRing {
+  private readonly slots: Decision[];
+  private next = 0;
+  private seq = 0;
+
+  constructor(
+    readonly size: number,
+    private readonly clock: Clock,
+  ) {
+    if (!(Number.isInteger(size) && size > 0)) throw new RangeError(`the decision ring needs a positive size, got ${size}`);
+    this.slots = [];
+    for (let i = 0; i < size; i++) this.slots.push(new Decision(clock));
+  }
+
+  /** Claims the next slot for a request arriving now; sets `call.decision` and `call.decisionSeq`. */
+  claim(call: DecidedCall): void {
+    const d = this.slots[this.next] as Decision;
+    this.next = this.next + 1 === this.size ? 0 : this.next + 1;
+    const seq = ++this.seq;
+    d.seq = seq;
+    d.done = false;
+    d.call = call;
+    d.direction = call.direction;
+    d.method = call.method;
+    d.requestId = '';
+    d.route = '';
+    d.routeName = '';
+    d.ruleName = '';
+    d.service = '';
+    d.subset = undefined;
+    d.destination = '';
+    d.source = undefined;
+    d.peer = undefined;
+    d.timeoutMs = 0;
+    d.perTryTimeoutMs = 0;
+    d.attempts = 0;
+    d.retryOn = undefined;
+    d.nTries = 0;
+    d.nLimits = 0;
+    d.upstream = undefined;
+    d.startMono = this.clock.monotonic();
+    call.decision = d;
+    call.decisionSeq = seq;
+  }
+
+  /** The requests recorded with this id (several when one id crossed this sidecar more than once), oldest first. */
+  find(requestId: string): Decision[] {
+    const out: Decision[] = [];
+    for (let k = 0; k < this.size; k++) {
+      const d = this.slots[(this.next + k) % this.size] as Decision;
+      if (d.seq === 0) continue;
+      const id = d.done ? d.requestId : (d.call?.obs?.requestId ?? d.call?.header('x-request-id'));
+      if (id === requestId) out.push(d);
+    }
+    return out;
+  }
+
+  /** The last `n` requests recorded, newest first (to find an id). */
+  recent(n: number): Decision[] {
+    const out: Decision[] = [];
+    for (let k = 1; k <= this.size && out.length < n; k++) {
+      const d = this.slots[(this.next - k + this.size) % this.size] as Decision;
+      if (d.seq !== 0) out.push(d);
+    }
+    return out;
+  }
+}

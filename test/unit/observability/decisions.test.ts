@@ -1,0 +1,126 @@
+/**
+ * The ring of recent decisions (`meshlet explain --last`): what a slot records, that a reused
+ * slot stops taking writes from the request that held it before, and how the CLI prints a
+ * request that was retried.
+ */
+import t from 'tap';
+import { FakeClock } from '../../../src/core/clock';
+import { MeshCall } from '../../../src/core/layer';
+import { DecisionRing, MAX_TRIES } from '../../../src/observability/decisions';
+import type { CompiledRule } from '../../../src/policy/compiled';
+import { formatLast } from '../../../src/cli/explain';
+
+const rule = {
+  statName: 'catalog/rest',
+  routeName: 'catalog',
+  ruleName: 'rest',
+  timeoutMs: 3000,
+  retries: { attempts: 2, perTryTimeoutMs: 1000, retryOn: ['5xx'] },
+} as unknown as CompiledRule;
+
+function call(id: string, direction: 'inbound' | 'outbound' = 'outbound'): MeshCall {
+  const c = new MeshCall(direction, 'http', 'http1', 'GET', '/items?x=1', 'catalog', undefined, ['x-request-id', id], null, '1.1');
+  c.rule = rule;
+  c.backend = { service: 'catalog', subset: 'v1', weight: 100 };
+  return c;
+}
+
+t.test('a slot records the route, every try, the buckets and the end, read from the call', async (t) => {
+  const clock = new FakeClock();
+  const ring = new DecisionRing(4, clock);
+  const c = call('r1');
+  ring.claim(c);
+  const d = c.decision!;
+  clock.advance(1);
+  const t1 = d.tryBegin(c.decisionSeq, '10.0.0.1:80');
+  d.tryResponse(c.decisionSeq, t1, 503);
+  clock.advance(5);
+  d.tryDone(c.decisionSeq, t1, undefined);
+  clock.advance(10);
+  const t2 = d.tryBegin(c.decisionSeq, '10.0.0.2:80');
+  d.limit(c.decisionSeq, 'per-caller', 'frontend', 'allowed');
+  clock.advance(2);
+  d.tryResponse(c.decisionSeq, t2, 200);
+  d.tryDone(c.decisionSeq, t2, undefined);
+  c.tries = 2;
+  c.destination = 'catalog';
+  c.deadline = clock.monotonic() + 2982;
+  c.target = { key: '10.0.0.2:80', address: '10.0.0.2', port: 80, protocol: 'http1' };
+  d.finish(c.decisionSeq, 200, undefined, undefined);
+  t.equal(d.call, undefined, 'the call is not kept once it ended');
+  const [found] = ring.find('r1');
+  const j = found!.toJSON('fe-0', 'frontend');
+  t.match(j, {
+    sidecar: 'fe-0',
+    service: 'frontend',
+    requestId: 'r1',
+    direction: 'outbound',
+    method: 'GET',
+    path: '/items?x=1',
+    route: 'catalog/rest',
+    rule: 'rest',
+    backend: { service: 'catalog', subset: 'v1' },
+    timeoutMs: 3000,
+    retryPolicy: { attempts: 2, perTryTimeoutMs: 1000, retryOn: ['5xx'] },
+    tries: [
+      { endpoint: '10.0.0.1:80', status: 503, startMs: 1, durationMs: 5 },
+      { endpoint: '10.0.0.2:80', status: 200, startMs: 16, durationMs: 2 },
+    ],
+    triesSent: 2,
+    rateLimits: [{ limit: 'per-caller', bucket: 'frontend', outcome: 'allowed' }],
+    status: 200,
+    durationMs: 18,
+  });
+  t.notOk('flags' in j);
+  const text = formatLast({ requestId: 'r1', asked: 1, kept: 4, decisions: [j] });
+  t.match(text, /5\. tries: 2 tries \(1 retry\); policy: up to 2 retries on 5xx\n     try 1 at \+1ms: 10\.0\.0\.1:80 -> 503 in 5ms\n     try 2 at \+16ms: 10\.0\.0\.2:80 -> 200 in 2ms\n=> 200 in 18ms/);
+  t.match(text, /4\. rate limits: 1 bucket\(s\) counted\n     limit "per-caller", bucket "frontend": allowed/);
+});
+
+t.test('a request still in flight is found by its id and shown as such; the tries a slot holds are bounded', async (t) => {
+  const clock = new FakeClock();
+  const ring = new DecisionRing(4, clock);
+  const c = call('r2');
+  ring.claim(c);
+  for (let i = 0; i < MAX_TRIES + 3; i++) c.decision!.tryBegin(c.decisionSeq, `10.0.0.${i}:80`);
+  clock.advance(7);
+  const j = ring.find('r2')[0]!.toJSON('s', 'svc');
+  t.equal(j.inFlight, true);
+  t.equal(j.durationMs, 7);
+  t.equal(j.tries.length, MAX_TRIES);
+});
+
+t.test('the ring is bounded: a reused slot ignores the request that held it before', async (t) => {
+  const clock = new FakeClock();
+  const ring = new DecisionRing(2, clock);
+  const old = call('old');
+  ring.claim(old);
+  const slot = old.decision!;
+  const a = call('a');
+  ring.claim(a);
+  const b = call('b');
+  ring.claim(b);
+  t.equal(b.decision, slot, 'the third request takes the first one\'s slot');
+  t.equal(slot.tryBegin(old.decisionSeq, '10.0.0.9:80'), -1, 'the old request\'s try is not recorded');
+  slot.limit(old.decisionSeq, 'x', 'y', 'limited');
+  slot.finish(old.decisionSeq, 500, 'UF', 'old');
+  t.equal(slot.done, false, 'nor its end');
+  b.decision!.finish(b.decisionSeq, 204, undefined, undefined);
+  a.decision!.finish(a.decisionSeq, 200, undefined, undefined);
+  t.same(ring.find('old'), []);
+  t.same(ring.find('b').map((d) => [d.status, d.nTries, d.nLimits]), [[204, 0, 0]]);
+  t.same(ring.recent(5).map((d) => d.requestId), ['b', 'a'], 'newest first');
+  t.throws(() => new DecisionRing(0, clock), /positive size/);
+});
+
+t.test('inbound: the caller, the rate-limit outcome, the app', async (t) => {
+  const clock = new FakeClock();
+  const ring = new DecisionRing(8, clock);
+  const c = new MeshCall('inbound', 'grpc', 'http2', 'POST', '/pkg.Svc/Get', 'pricing', undefined, ['x-request-id', 'g1'], null, '2');
+  ring.claim(c);
+  c.decision!.limit(c.decisionSeq, 'global', 'frontend', 'limited');
+  c.decision!.finish(c.decisionSeq, 200, 'RL', undefined, 8);
+  const j = ring.find('g1')[0]!.toJSON('p-0', 'pricing');
+  t.match(j, { direction: 'inbound', kind: 'grpc', status: 200, flags: 'RL', grpcStatus: 8, rateLimits: [{ outcome: 'limited' }] });
+  t.match(formatLast({ requestId: 'g1', asked: 3, kept: 8, decisions: [j] }), /1\. caller: unknown \(not a known service\), no client certificate\n2\. rate limits: 1 bucket\(s\) counted\n     limit "global", bucket "frontend": limited\n=> 200 grpc-status 8 RL in 0ms/);
+});
