@@ -79,7 +79,7 @@ export interface HistoryOptions {
 
 const r3 = (v: number | null): number | null => (v === null ? null : Math.round(v * 1000) / 1000);
 
-/** An endpoint some caller's outlier detection ejected within the retention (`meshlet check` MC0011/MC0012). */
+/** An endpoint some caller's outlier detection ejected within the retention (`meshlet check` MC0015/MC0016). */
 export interface EjectionRecord {
   service: string;
   endpoint: string;

@@ -55,9 +55,9 @@ resources are checked as if applied over what is stored. Exit 1 when there is an
   -R, --recursive       with a directory: its sub-directories too
   -o, --output FORMAT   json or yaml: the findings as data
   --ejected-for DUR     an endpoint ejected by outlier detection for longer than DUR is a finding
-                        (MC0011; default 5m; the control plane samples the sidecars every few seconds)
+                        (MC0015; default 5m; the control plane samples the sidecars every few seconds)
   --ejections N         an endpoint ejected N times or more in the sampled window (15m) is a
-                        finding (MC0012; default 3)
+                        finding (MC0016; default 3)
   --codes               list every finding code and what it means`,
   async run(argv) {
     const { values } = flags(argv, {

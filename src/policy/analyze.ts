@@ -48,9 +48,9 @@ export interface AnalyzeInput {
   endpoints: readonly Endpoint[];
   sidecars?: readonly SidecarReport[];
   ejections?: readonly EjectionReport[];
-  /** An ejection longer than this is MC0011 (default 5 minutes). */
+  /** An ejection longer than this is MC0015 (default 5 minutes). */
   ejectedForMs?: number;
-  /** This many separate ejections within the sampled window is MC0012 (default 3). */
+  /** This many separate ejections within the sampled window is MC0016 (default 3). */
   repeatedEjections?: number;
   /** The window ejections were counted over (for the message; default 15 minutes). */
   ejectionWindowMs?: number;
@@ -70,8 +70,8 @@ export const CODES: Readonly<Record<string, { severity: Severity; title: string 
   MC0008: { severity: 'error', title: 'a sidecar refused (NACKed) the current policy and runs an older one' },
   MC0009: { severity: 'warning', title: 'a mirror sends copies to a service that has no endpoints' },
   MC0010: { severity: 'warning', title: 'two Routes claim the same host: only the one stored last serves it' },
-  MC0011: { severity: 'warning', title: 'an endpoint has been ejected by outlier detection for a long time (default: over 5 minutes)' },
-  MC0012: { severity: 'warning', title: 'an endpoint keeps being ejected by outlier detection (default: 3 times or more in the sampled window)' },
+  MC0015: { severity: 'warning', title: 'an endpoint has been ejected by outlier detection for a long time (default: over 5 minutes)' },
+  MC0016: { severity: 'warning', title: 'an endpoint keeps being ejected by outlier detection (default: 3 times or more in the sampled window)' },
 };
 
 function f(code: keyof typeof CODES & string, resource: string, field: string | undefined, message: string, fix?: string): Finding {
@@ -190,8 +190,8 @@ export function analyze(input: AnalyzeInput): Finding[] {
     const field = dp ? 'spec.outlierDetection' : undefined;
     const by = e.seenBy.length ? ` (by ${e.seenBy.join(', ')})` : '';
     const fix = `look at ${e.endpoint} itself (\`meshlet logs ${e.service}\`, its /ready): outlier detection keeps it out while it fails; if it is gone for good, remove it (its sidecar, or the Service entry)`;
-    if (e.ejectedForMs > longMs) out.push(f('MC0011', resource, field, `endpoint ${e.endpoint} of ${e.service} has been ejected for ${ms(Math.round(e.ejectedForMs / 1000) * 1000)}${by}`, fix));
-    else if (e.ejections >= repeated) out.push(f('MC0012', resource, field, `endpoint ${e.endpoint} of ${e.service} was ejected ${e.ejections} times in the last ${window}${by}`, fix));
+    if (e.ejectedForMs > longMs) out.push(f('MC0015', resource, field, `endpoint ${e.endpoint} of ${e.service} has been ejected for ${ms(Math.round(e.ejectedForMs / 1000) * 1000)}${by}`, fix));
+    else if (e.ejections >= repeated) out.push(f('MC0016', resource, field, `endpoint ${e.endpoint} of ${e.service} was ejected ${e.ejections} times in the last ${window}${by}`, fix));
   }
   const rank: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
   return out.sort((a, b) => rank[a.severity] - rank[b.severity] || a.resource.localeCompare(b.resource) || (a.field ?? '').localeCompare(b.field ?? ''));

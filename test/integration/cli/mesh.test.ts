@@ -190,7 +190,7 @@ t.test('explain, proxy-config, describe, version and check on a live mesh', asyn
   t.ok(findings.every((f) => /^MC\d{4}$/.test(f.code) && f.resource && f.fix), 'every finding has a code, a resource and a fix');
 });
 
-t.test('check: an endpoint ejected for long (MC0011), from the control plane\'s samples of the sidecars', async (t) => {
+t.test('check: an endpoint ejected for long (MC0015), from the control plane\'s samples of the sidecars', async (t) => {
   const dir = tmpDir('meshlet-cli-eject-');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const cp = start(['control-plane', '--data-dir', path.join(dir, 'data'), '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--history-interval', '500']);
@@ -223,7 +223,7 @@ spec:
   const applied = await run(['apply', '-f', '-'], api, policy);
   t.equal(applied.code, 0, applied.stderr);
   let r = await run(['check', '--ejected-for', '1s'], api);
-  t.notMatch(r.stdout, /MC0011/, 'nothing ejected yet');
+  t.notMatch(r.stdout, /MC0015/, 'nothing ejected yet');
   await eventually('the frontend sidecar runs the policy and the endpoint', async () => {
     const st = JSON.parse((await run(['status', '-o', 'json'], api)).stdout) as { version: string; sidecars: { ackedVersion?: string }[] };
     return st.sidecars.length === 2 && st.sidecars.every((s) => s.ackedVersion === st.version) ? true : undefined;
@@ -235,13 +235,13 @@ spec:
   t.equal(status, 503);
   const found = await eventually('check reports the ejected endpoint', async () => {
     const c = await run(['check', '--ejected-for', '1s', '-o', 'json'], api);
-    return (JSON.parse(c.stdout) as { findings: { code: string; resource: string; field?: string; message: string }[] }).findings.find((x) => x.code === 'MC0011');
+    return (JSON.parse(c.stdout) as { findings: { code: string; resource: string; field?: string; message: string }[] }).findings.find((x) => x.code === 'MC0015');
   });
   t.equal(found.resource, 'DestinationPolicy/catalog');
   t.equal(found.field, 'spec.outlierDetection');
   t.match(found.message, /^endpoint 127\.0\.0\.1:\d+ of catalog has been ejected for \d+s \(by fe-0\)$/);
   r = await run(['check'], api);
-  t.notMatch(r.stdout, /MC0011/, 'not at the default threshold (5m)');
+  t.notMatch(r.stdout, /MC0015/, 'not at the default threshold (5m)');
   r = await run(['check', '--ejected-for', 'soon'], api);
   t.equal(r.code, 2);
   t.match(r.stderr, /--ejected-for: expected a duration/);

@@ -64,7 +64,7 @@ spec: {service: web, limits: [{name: l, routes: [web/write, gone], requests: 1, 
     yaml: dp + '---\n' + route('    - backends: [{service: web}]'),
     endpoints: [ep('web'), ep('api')],
     ejections: [ejected('10.0.0.1:8080', 6 * 60_000, 1), ejected('10.0.0.2:8080', 0, 4, 'api'), ejected('10.0.0.3:8080', 60_000, 2), ejected('10.0.0.4:8080', 0, 1)],
-    expect: ['MC0011 DestinationPolicy/web spec.outlierDetection', 'MC0012 service/api'],
+    expect: ['MC0015 DestinationPolicy/web spec.outlierDetection', 'MC0016 service/api'],
   },
   { name: 'two Routes on one host', yaml: route('    - backends: [{service: web}]') + '---\n' + route('    - backends: [{service: web}]', 'web2'), endpoints: [ep('web')], expect: ['MC0010 Route/web2 spec.hosts[0]'] },
 ];
