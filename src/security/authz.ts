@@ -87,7 +87,9 @@ export class ServiceAuthorizer {
     private readonly allows: readonly CompiledRule[],
     readonly defaultRef: RuleRef,
     private readonly defaultAllow: boolean,
-    private readonly defaultDryRun: boolean,
+    /** The default DENY is only reported (its policy is in dryRun). */
+    readonly defaultDryRun: boolean,
+    private readonly dryRunPolicies: ReadonlySet<string>,
   ) {
     this.defaultPlain = Object.freeze({ allowed: defaultAllow || defaultDryRun, by: defaultRef, audits: NO_AUDITS, ...(!defaultAllow && defaultDryRun ? { dryRun: defaultRef } : {}) });
   }
@@ -96,6 +98,11 @@ export class ServiceAuthorizer {
   /** Every rule (and the default) that can decide or report, for pre-bound metrics. */
   refs(): RuleRef[] {
     return [...this.audits, ...this.denies, ...this.allows].map((r) => r.ref).concat(this.defaultRef);
+  }
+
+  /** Whether a policy that applies here is in dryRun. */
+  isDryRun(policy: string): boolean {
+    return this.dryRunPolicies.has(policy);
   }
 
   /** Whether the default (no rule matched) denies or would deny. */
@@ -170,6 +177,7 @@ export class Authorizer {
         { policy: (owner as AuthorizationPolicy).name, rule: 'defaultAction', action: 'default' },
         defaultAllow,
         defaultDryRun,
+        new Set(all.filter((p) => p.spec.dryRun).map((p) => p.name)),
       );
     }
     this.engines.set(service, e);
