@@ -15,6 +15,7 @@
  * A rule matches when one of its `from` sources matches (none: any caller) and every condition
  * of `to` matches (none: any request). Within a list, one entry matching is enough.
  */
+import { Flags } from '../core/errors';
 import type { AuthorizationPolicySpec, AuthzRule } from '../policy/types';
 import { compileRegex } from '../policy/regex';
 import type { SpiffeId } from './spiffe';
@@ -281,7 +282,7 @@ function escapeRe(s: string): string {
 // ------------------------------------------------------------------------ the denied response
 
 /** The response flag on a request denied by an AuthorizationPolicy (Envoy's RBAC flag is `RBAC_ACCESS_DENIED`, shown `RBAC`). */
-export const RBAC_FLAG = 'RBAC';
+export const RBAC_FLAG = Flags.AccessDenied;
 /** gRPC status PERMISSION_DENIED. */
 export const GRPC_PERMISSION_DENIED = 7;
 

@@ -27,6 +27,7 @@ import type { Logger } from 'pino';
 import type { Resource } from '../policy/types';
 import { Authorizer, deniedMessage, GRPC_PERMISSION_DENIED, RBAC_FLAG, type AuthzDecision, type AuthzRequest, type RuleRef, type ServiceAuthorizer } from '../security/authz';
 import type { Handler, ResponseSink, UpstreamCall } from '../core/layer';
+import { isGrpcKind } from './profile';
 
 export type AuthzResult = 'allow' | 'deny' | 'would_deny' | 'audit';
 
@@ -214,7 +215,7 @@ function judge(s: InboundAuthz, a: CompiledAuthz, call: MeshCall, sink: Response
   }
   a.count(by, 'deny', call);
   s.log(call, 'deny', by);
-  const reply = new LocalReply(403, RBAC_FLAG, deniedMessage(d), { grpcStatus: GRPC_PERMISSION_DENIED });
+  const reply = new LocalReply(403, RBAC_FLAG, deniedMessage(d), isGrpcKind(call.kind) ? { grpcStatus: GRPC_PERMISSION_DENIED } : undefined);
   // Answered after the parser's callback returns (as the rate limit does), so an HTTP/1.1
   // connection sees the request complete and stays open.
   let gone = false;

@@ -161,6 +161,7 @@ t.test('DENY before ALLOW; mesh-wide default; gRPC answer', async (t) => {
   const g = await s.run({ kind: 'grpc', method: 'POST', path: '/admin.Admin/Drop' });
   t.equal(g.status, 403);
   t.equal(g.error?.extra?.grpcStatus, 7, 'gRPC: PERMISSION_DENIED');
+  t.equal((await s.run({ path: '/admin/x' })).error?.extra?.grpcStatus, undefined, 'HTTP: no gRPC status (not counted as one)');
 });
 
 t.test('allow-list without defaultAction denies the rest', async (t) => {
