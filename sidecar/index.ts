@@ -450,7 +450,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         quit: opts.onQuit,
         metrics: (format) => proxy.metrics(format),
         stats: () => proxy.stats(),
-        explain: (q) => explain(proxy.current(), opts.service, q, { isEjected: (svc, e) => proxy.isEjected(svc, e) }),
+        explain: (q) => explain(proxy.current(), opts.service, q, { isEjected: (svc, e) => proxy.isEjected(svc, e), spiffeId: () => identity?.id() }),
         tap: proxy.tap,
         logLevel: () => log.level,
         setLogLevel: (level) => proxy.setLogLevel(level),

@@ -5,7 +5,7 @@
  * error.
  */
 import { formatErrors } from '../core/result';
-import { analyze, CODES, type Finding, type SidecarReport } from '../policy/analyze';
+import { analyze, CODES, type AuthzCount, type Finding, type SidecarReport } from '../policy/analyze';
 import { parseEach, resourceKey } from '../policy/parse';
 import type { Endpoint, Resource } from '../policy/types';
 import { api, CliError, describeApiError, flags, outputFormat, serverUrl, table, type Command } from './common';
@@ -15,15 +15,27 @@ interface Stored {
   resources: Resource[];
   endpoints: Endpoint[];
   sidecars: SidecarReport[];
+  authz?: AuthzCount[];
 }
 
 async function stored(server: string): Promise<Stored> {
+  const authzCounts = async (): Promise<AuthzCount[] | undefined> => {
+    // The sidecars' AuthorizationPolicy counts (for dryRun policies that would deny); optional.
+    try {
+      const r = await api(server, 'GET', '/v1/stats');
+      return r.status === 200 ? (r.body as { authz?: AuthzCount[] }).authz : undefined;
+    } catch {
+      return undefined;
+    }
+  };
   const [snap, status] = await Promise.all([api(server, 'GET', '/v1/snapshot'), api(server, 'GET', '/v1/status')]);
   if (snap.status !== 200) throw new CliError(describeApiError(snap));
   const b = snap.body as { resources: unknown[]; endpoints: Endpoint[] };
   const parsed = parseEach(b.resources ?? []);
   if (!parsed.ok) throw new CliError(`the control plane's snapshot does not parse here (a client older than the control plane?):\n${formatErrors(parsed.errors)}`);
-  return { resources: parsed.value, endpoints: b.endpoints ?? [], sidecars: status.status === 200 ? ((status.body as { sidecars: SidecarReport[] }).sidecars ?? []) : [] };
+  // Asked only when there are policies: /v1/stats makes the control plane ask every sidecar.
+  const authz = parsed.value.some((r) => r.kind === 'AuthorizationPolicy') ? await authzCounts() : undefined;
+  return { resources: parsed.value, endpoints: b.endpoints ?? [], sidecars: status.status === 200 ? ((status.body as { sidecars: SidecarReport[] }).sidecars ?? []) : [], ...(authz ? { authz } : {}) };
 }
 
 /** The findings on what is stored now (used by `apply` to warn). */

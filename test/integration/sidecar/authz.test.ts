@@ -108,6 +108,11 @@ t.test('policies from the API: deny by path, method and header (403 RBAC, the ap
     t.match(r.text, new RegExp(`denied by AuthorizationPolicy catalog-access rule ${rule}`), `${what}: the answer names the rule`);
   }
   t.equal(catalogApp.seen.length, seenBefore, 'the app never saw a denied request');
+  const explained = cli(['explain', '--from', 'frontend', 'DELETE', 'http://catalog/items/1'], { server: cp.api });
+  t.equal(explained.code, 0, explained.stderr);
+  t.match(explained.stdout, /authorization: the callee denies this request: 403 RBAC/, 'meshlet explain: the decision');
+  t.match(explained.stdout, /catalog \(policies catalog-access\): denied by AuthorizationPolicy catalog-access rule no-delete/, 'meshlet explain: the policy and rule');
+  t.match(cli(['explain', '--from', 'frontend', 'GET', 'http://catalog/items'], { server: cp.api }).stdout, /the callee allows this request/);
   const ok = await send('GET', '/items', { 'x-debug': 'off' });
   t.equal(ok.status, 200, 'what no DENY rule matches passes (no ALLOW rules: default ALLOW)');
   t.equal(ok.text, 'catalog');
@@ -150,6 +155,12 @@ t.test('policies from the API: deny by path, method and header (403 RBAC, the ap
   await catalog.waitFor((l) => l.msg === 'request would be denied by AuthorizationPolicy (dryRun)' && l.rule === 'no-admin');
   const stats = JSON.parse((await request({ port: catalog.admin, path: '/stats' })).text);
   t.ok(stats.authz.some((d: any) => d.result === 'would_deny' && d.rule === 'no-admin' && d.count === 1), 'the sidecar /stats carries the decisions');
+  const stat = cli(['stat'], { server: cp.api });
+  t.equal(stat.code, 0, stat.stderr);
+  t.match(stat.stdout, /catalog\s+catalog-access\s+no-admin\s+WOULD DENY \(dryRun\)\s+1\s+1/, 'meshlet stat: the would-be denials');
+  const check = cli(['check'], { server: cp.api });
+  t.match(check.stdout, /MC0014/, 'meshlet check: a dryRun policy that would have denied requests');
+  t.match(check.stdout, /would have denied 2 request\(s\) to catalog/);
 
   // Removing the policy restores access.
   t.equal((await api(cp, 'PUT', '/v1/authorizationpolicies/catalog-access', policy)).status, 200);
