@@ -20,8 +20,7 @@ import type { AuthorizationPolicySpec, AuthzRule } from '../policy/types';
 import { compileRegex } from '../policy/regex';
 import type { SpiffeId } from './spiffe';
 
-export type AuthzAction = AuthzRule['action'];
-export type { AuthorizationPolicySpec, AuthzRule };
+type AuthzAction = AuthzRule['action'];
 
 /** A validated AuthorizationPolicy (parsed by src/policy: `parseResource`). */
 export interface AuthorizationPolicy {
@@ -190,7 +189,7 @@ function compileRule(p: AuthorizationPolicy, r: AuthzRule, i: number): CompiledR
   const preds: Pred[] = [];
   if (r.from && r.from.length > 0) {
     const sources = r.from.map(compileSource);
-    preds.push(sources.length === 1 ? (sources[0] as Pred) : (req, src) => sources.some((s) => s(req, src)));
+    preds.push(sources.length === 1 ? (sources[0] as Pred) : anyOf(sources));
   }
   const to = r.to ?? {};
   if (to.methods?.length) {
@@ -203,7 +202,8 @@ function compileRule(p: AuthorizationPolicy, r: AuthzRule, i: number): CompiledR
     preds.push((req) => {
       const q = req.path.indexOf('?');
       const path = q < 0 ? req.path : req.path.slice(0, q);
-      return paths.some((m) => m(path));
+      for (let i = 0; i < paths.length; i++) if ((paths[i] as (s: string) => boolean)(path)) return true;
+      return false;
     });
   }
   if (to.ports?.length) {
@@ -226,7 +226,7 @@ function compileRule(p: AuthorizationPolicy, r: AuthzRule, i: number): CompiledR
     ref,
     action: r.action,
     dryRun: p.spec.dryRun === true,
-    match: preds.length === 0 ? () => true : preds.length === 1 ? (preds[0] as Pred) : (req, src) => preds.every((f) => f(req, src)),
+    match: preds.length === 0 ? () => true : preds.length === 1 ? (preds[0] as Pred) : allOf(preds),
     plain: Object.freeze({ allowed: r.action !== 'DENY', by: ref, audits: NO_AUDITS }),
   };
 }
@@ -249,7 +249,22 @@ function compileSource(s: NonNullable<AuthzRule['from']>[number]): Pred {
     const m = globs(s.namespaces);
     preds.push((_r, src) => src?.namespace !== undefined && m(src.namespace));
   }
-  return preds.length === 1 ? (preds[0] as Pred) : (req, src) => preds.every((f) => f(req, src));
+  return preds.length === 1 ? (preds[0] as Pred) : allOf(preds);
+}
+
+/** Loops, not `every`/`some` with a closure: nothing is allocated per request. */
+function allOf(preds: readonly Pred[]): Pred {
+  return (req, src) => {
+    for (let i = 0; i < preds.length; i++) if (!(preds[i] as Pred)(req, src)) return false;
+    return true;
+  };
+}
+
+function anyOf(preds: readonly Pred[]): Pred {
+  return (req, src) => {
+    for (let i = 0; i < preds.length; i++) if ((preds[i] as Pred)(req, src)) return true;
+    return false;
+  };
 }
 
 /** Exact names in a Set, `*` patterns as one anchored linear-time regex. */
