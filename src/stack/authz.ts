@@ -114,7 +114,8 @@ export class InboundAuthz {
   /** Compiles the AuthorizationPolicies of a snapshot that apply to this service. */
   apply(resources: readonly Resource[]): void {
     const policies = [];
-    for (const r of resources) if (r.kind === 'AuthorizationPolicy') policies.push({ name: r.metadata.name, spec: r.spec });
+    // Only the policies for this service and the mesh-wide ones: others' rules are never compiled here.
+    for (const r of resources) if (r.kind === 'AuthorizationPolicy' && (r.spec.service === undefined || r.spec.service === this.opts.service)) policies.push({ name: r.metadata.name, spec: r.spec });
     const engine = policies.length ? new Authorizer(policies).forService(this.opts.service) : undefined;
     this.current = engine ? new CompiledAuthz(engine, (ref, result) => this.bind(ref, result)) : undefined;
   }
