@@ -13,6 +13,9 @@
  *   ejection state of this sidecar's outlier detection; limits come from the compiled rule and
  *   DestinationPolicy; rate limits from the destination's RateLimitPolicy, with each limit's
  *   bucket key computed by the limiter's own `compileKey`.
+ * - The callee's AuthorizationPolicies are judged by the engine the callee's sidecar runs
+ *   (src/security/authz.ts), with this sidecar's SPIFFE ID as the caller (none without a
+ *   workload certificate: a plaintext caller has no identity).
  *
  * Rare and admin-only: compiling probes per call is fine here, never on the request path.
  */
@@ -23,10 +26,14 @@ import { formatDuration } from '../src/policy/validate';
 import type { Endpoint, KeyValueMatch, Resource, RouteMatch, RouteResource, RouteRule } from '../src/policy/types';
 import { compileKey } from '../src/resilience/rate-limit/descriptors';
 import { ROUTE_HEADER, SOURCE_HEADER } from '../src/resilience/rate-limit/identity';
+import { Authorizer, type AuthzDecision, type RuleRef } from '../src/security/authz';
+import { parseSpiffeId } from '../src/security/spiffe';
 
 export interface ExplainState {
   /** Whether this sidecar's outlier detection has ejected the endpoint now. */
   isEjected?(service: string, e: Endpoint): boolean;
+  /** This sidecar's SPIFFE ID, once it has a workload certificate (what an mTLS callee sees). */
+  spiffeId?(): string | undefined;
 }
 
 export interface ExplainResult {
@@ -189,7 +196,46 @@ export function explain(snap: CompiledSnapshot | undefined, service: string, que
     rl.push(`${b.service} failureMode ${pol.failureMode} (Redis down or slow: ${pol.failureMode === 'open' ? 'allowed' : 'denied'})`);
   }
   steps.push({ step: 'inbound', result: rl.length ? `the callee's sidecars enforce its RateLimitPolicy` : 'the callee has no RateLimitPolicy: its sidecar hands the request to the app', details: rl });
-  return done(snap, service, method, url, headers, steps, { route: matched.statName, status: usable > 0 ? undefined : 503, flag: usable > 0 ? undefined : 'UH' });
+
+  // 6. The callee's inbound side: its AuthorizationPolicies (enforced by its own sidecars).
+  const authz = authorization(snap, backends.map((b) => b.service), state.spiffeId?.(), { method, path: matched.rewritePath ? matched.rewritePath(req) : url.pathname || '/', headers });
+  if (authz) steps.push(authz.step);
+  const denied = authz?.denied;
+  return done(snap, service, method, url, headers, steps, { route: matched.statName, status: usable > 0 ? (denied ? 403 : undefined) : 503, flag: usable > 0 ? (denied ? 'RBAC' : undefined) : 'UH' });
+}
+
+/** The callee services' AuthorizationPolicy decisions on the request; undefined when there are no policies at all. */
+function authorization(
+  snap: CompiledSnapshot,
+  services: string[],
+  caller: string | undefined,
+  req: { method: string; path: string; headers: Map<string, string> },
+): { step: Step; denied: boolean } | undefined {
+  const policies = snap.resources.flatMap((r) => (r.kind === 'AuthorizationPolicy' ? [{ name: r.metadata.name, spec: r.spec }] : []));
+  if (policies.length === 0) return undefined;
+  const authorizer = new Authorizer(policies);
+  const parsed = caller ? parseSpiffeId(caller) : undefined;
+  const peer = parsed?.ok ? parsed.value : undefined;
+  const who = peer ? `caller ${peer.uri} (proven over mTLS)` : 'a caller without a workload certificate (plaintext: no identity)';
+  const details: string[] = [`judged as ${who}; port conditions use the callee's app port, not known here`];
+  let denied = 0;
+  const unique = [...new Set(services)];
+  for (const svc of unique) {
+    const e = authorizer.forService(svc);
+    if (!e) {
+      details.push(`${svc}: no AuthorizationPolicy applies: every caller is allowed`);
+      continue;
+    }
+    const d: AuthzDecision = e.decide({ peer, method: req.method, path: req.path, port: 0, header: (n) => req.headers.get(n) });
+    const ref = (r: RuleRef | 'no-policy') => (r === 'no-policy' ? 'no policy' : `AuthorizationPolicy ${r.policy} rule ${r.rule}`);
+    let line = `${svc} (policies ${e.policies.join(', ')}): ${d.allowed ? `allowed by ${ref(d.by)}` : `denied by ${ref(d.by)}: 403 RBAC (gRPC PERMISSION_DENIED)`}`;
+    if (d.dryRun) line += `; would be denied by ${ref(d.dryRun)} (dryRun: counted as would_deny, not denied)`;
+    if (d.audits.length) line += `; AUDIT rules matching: ${d.audits.map(ref).join(', ')}`;
+    if (!d.allowed) denied++;
+    details.push(line);
+  }
+  const result = denied === 0 ? 'the callee allows this request' : denied === unique.length ? 'the callee denies this request: 403 RBAC' : `denied by ${denied} of ${unique.length} backend services (their share gets 403 RBAC)`;
+  return { step: { step: 'authorization', result, details }, denied: denied === unique.length };
 }
 
 function done(snap: CompiledSnapshot, service: string, method: string, url: URL, headers: Map<string, string>, steps: Step[], outcome: { route?: string; status?: number; flag?: string }): ExplainResult {

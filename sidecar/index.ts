@@ -18,6 +18,7 @@ import { OverloadManager } from '../src/http/overload';
 import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
 import { RateLimitLayer } from '../src/resilience/rate-limit';
+import { AUTHZ_METRIC, AUTHZ_METRIC_HELP, AUTHZ_METRIC_LABELS, InboundAuthz } from '../src/stack/authz';
 import { compileSnapshot } from '../src/snapshot/compile';
 import { parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { VERSION } from '../src/core/version';
@@ -256,6 +257,12 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     },
   });
   const rateLimit = new RateLimitLayer({ service: opts.service, logger: log, localShare: opts.localRateShare });
+  const authz = new InboundAuthz({
+    service: opts.service,
+    counters: stats.metrics.registry.counter(AUTHZ_METRIC, AUTHZ_METRIC_HELP, AUTHZ_METRIC_LABELS),
+    logger: log,
+    clock: systemClock,
+  });
   let current: CompiledSnapshot | undefined;
 
   const apply = (w: WireSnapshot): Result<void> => {
@@ -275,6 +282,12 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       stats.nacks++;
       return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
     }
+    try {
+      authz.apply(compiled.resources);
+    } catch (err) {
+      stats.nacks++;
+      return fail([{ path: '', message: `could not compile the AuthorizationPolicies: ${(err as Error).message}` }]);
+    }
     current = compiled;
     resilience.apply(compiled);
     rateLimit.apply(compiled.rateLimits.get(opts.service));
@@ -291,7 +304,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
 
   const recent = obs.recentRequests ?? DEFAULT_DECISIONS;
   const decisions = recent > 0 ? new DecisionRing(recent, systemClock) : undefined;
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, resilience, clock: systemClock, random: Math.random, decisions };
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, authz, resilience, clock: systemClock, random: Math.random, decisions };
   const lim = opts.limits ?? {};
   const reg = stats.metrics.registry;
   const overloadActions = reg.counter('meshlet_overload_actions_total', 'Overload protection at work, by listener and action: connection_refused, idle_closed, request_shed (503 OL), body_timeout and body_too_slow (408).', ['listener', 'action']);
@@ -388,6 +401,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       ...stats.metrics.stats(),
       version: current?.version ?? null,
       resilience: { breakers: resilience.breakerStates(), ejected: resilience.ejections(), rateLimits: rateLimit.decisions() },
+      authz: authz.decisions(),
       taps: stats.observer.tap.watching,
     }),
     tap: stats.observer.tap,
@@ -444,7 +458,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         quit: opts.onQuit,
         metrics: (format) => proxy.metrics(format),
         stats: () => proxy.stats(),
-        explain: (q) => explain(proxy.current(), opts.service, q, { isEjected: (svc, e) => proxy.isEjected(svc, e) }),
+        explain: (q) => explain(proxy.current(), opts.service, q, { isEjected: (svc, e) => proxy.isEjected(svc, e), spiffeId: () => identity?.id() }),
         tap: proxy.tap,
         decisions: proxy.decisions ? (q) => recentDecisions(proxy.decisions as DecisionRing, proxy.id, opts.service, q) : undefined,
         logLevel: () => log.level,

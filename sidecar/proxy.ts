@@ -25,6 +25,7 @@ import { type ActiveRequests, endpointKey } from '../src/lb';
 import type { CompiledSnapshot, RequestView } from '../src/policy';
 import { type RateLimitLayer } from '../src/resilience/rate-limit';
 import type { ResilienceState } from '../src/resilience/state';
+import type { InboundAuthz } from '../src/stack/authz';
 import { inboundStack } from '../src/stack/inbound';
 import { ruleStack } from '../src/stack/outbound';
 import { GrpcResponder, replyGrpc } from '../src/stack/respond-grpc';
@@ -55,6 +56,8 @@ export interface ProxyContext {
   rateLimit?: RateLimitLayer;
   /** The ring of recent decisions (`meshlet explain --last`); absent: none kept. */
   decisions?: DecisionRing;
+  /** Inbound authorization (AuthorizationPolicies for this service). */
+  authz?: InboundAuthz;
 }
 
 export interface AppTarget {

@@ -5,7 +5,7 @@
  * error.
  */
 import { formatErrors } from '../core/result';
-import { analyze, CODES, DEFAULT_EJECTED_FOR_MS, DEFAULT_REPEATED_EJECTIONS, type EjectionReport, type Finding, type SidecarReport } from '../policy/analyze';
+import { analyze, CODES, DEFAULT_EJECTED_FOR_MS, DEFAULT_REPEATED_EJECTIONS, type AuthzCount, type EjectionReport, type Finding, type SidecarReport } from '../policy/analyze';
 import { parseDuration } from '../policy/validate';
 import { parseEach, resourceKey } from '../policy/parse';
 import type { Endpoint, Resource } from '../policy/types';
@@ -18,9 +18,19 @@ interface Stored {
   sidecars: SidecarReport[];
   ejections: EjectionReport[];
   ejectionWindowMs?: number;
+  authz?: AuthzCount[];
 }
 
 async function stored(server: string): Promise<Stored> {
+  const authzCounts = async (): Promise<AuthzCount[] | undefined> => {
+    // The sidecars' AuthorizationPolicy counts (for dryRun policies that would deny); optional.
+    try {
+      const r = await api(server, 'GET', '/v1/stats');
+      return r.status === 200 ? (r.body as { authz?: AuthzCount[] }).authz : undefined;
+    } catch {
+      return undefined;
+    }
+  };
   const [snap, status, ej] = await Promise.all([api(server, 'GET', '/v1/snapshot'), api(server, 'GET', '/v1/status'), api(server, 'GET', '/v1/ejections')]);
   if (snap.status !== 200) throw new CliError(describeApiError(snap));
   const b = snap.body as { resources: unknown[]; endpoints: Endpoint[] };
@@ -28,12 +38,15 @@ async function stored(server: string): Promise<Stored> {
   if (!parsed.ok) throw new CliError(`the control plane's snapshot does not parse here (a client older than the control plane?):\n${formatErrors(parsed.errors)}`);
   // An older control plane has no /v1/ejections: no ejection findings then.
   const e = ej.status === 200 ? (ej.body as { ejections?: EjectionReport[]; retentionMs?: number }) : {};
+  // Asked only when there are policies: /v1/stats makes the control plane ask every sidecar.
+  const authz = parsed.value.some((r) => r.kind === 'AuthorizationPolicy') ? await authzCounts() : undefined;
   return {
     resources: parsed.value,
     endpoints: b.endpoints ?? [],
     sidecars: status.status === 200 ? ((status.body as { sidecars: SidecarReport[] }).sidecars ?? []) : [],
     ejections: e.ejections ?? [],
     ejectionWindowMs: e.retentionMs,
+    ...(authz ? { authz } : {}),
   };
 }
 

@@ -33,6 +33,11 @@ export function formatStats(s: MeshStats): string {
     return `${title}\n${table([head, ...body])}\n`;
   };
   let out = rows('Services (inbound, as the service saw it)', s.services, false) + '\n' + rows('Routes (outbound, as callers saw it)', s.routes, true);
+  const authz = s.authz ?? [];
+  if (authz.length) {
+    const body = authz.map((a) => [a.service, a.policy, a.rule, a.result === 'would_deny' ? 'WOULD DENY (dryRun)' : a.result.toUpperCase(), String(a.count), String(a.sidecars)]);
+    out += `\nAuthorization (AuthorizationPolicy decisions since the sidecars started)\n${table([['SERVICE', 'POLICY', 'RULE', 'RESULT', 'REQUESTS', 'SIDECARS'], ...body])}\n`;
+  }
   if (s.unreachable.length) out += `\nunreachable sidecars: ${s.unreachable.map((u) => `${u.id} (${u.error})`).join(', ')}\n`;
   return out;
 }

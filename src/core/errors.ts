@@ -30,6 +30,8 @@ export const Flags = {
   FaultDelay: 'DI',
   /** The client went away before the response was complete. */
   DownstreamClosed: 'DC',
+  /** Denied by an AuthorizationPolicy (Envoy: RBAC_ACCESS_DENIED, shown `RBAC`). */
+  AccessDenied: 'RBAC',
 } as const;
 export type Flag = (typeof Flags)[keyof typeof Flags];
 

@@ -61,6 +61,7 @@ export const FLAG_STATUS: Readonly<Record<Flag, StatusCode>> = {
   FI: Status.UNAVAILABLE,
   DI: Status.UNAVAILABLE,
   DC: Status.CANCELLED,
+  RBAC: Status.PERMISSION_DENIED,
 };
 
 /** HTTP status of a non-gRPC response -> gRPC status (http-grpc-status-mapping.md). */

@@ -20,10 +20,26 @@ export interface SidecarWindow {
   histogram: string;
 }
 
+/** An AuthorizationPolicy decision count of a sidecar (since it started), as `/stats` reports it. */
+export interface AuthzDecisionCount {
+  policy: string;
+  rule: string;
+  action: string;
+  result: string;
+  count: number;
+}
+
 export interface SidecarReport {
   id: string;
   service: string;
   routes: SidecarWindow[];
+  authz?: AuthzDecisionCount[];
+}
+
+/** AuthorizationPolicy decisions of a service's sidecars, summed (counts since each sidecar started). */
+export interface AuthzRow extends AuthzDecisionCount {
+  service: string;
+  sidecars: number;
 }
 
 export interface StatRow {
@@ -43,6 +59,8 @@ export interface MeshStats {
   at: string;
   services: StatRow[];
   routes: StatRow[];
+  /** AuthorizationPolicy decisions per service, policy, rule and result (absent from older control planes). */
+  authz?: AuthzRow[];
   /** Sidecars that could not be asked, with why. */
   unreachable: { id: string; service: string; error: string }[];
 }
@@ -81,11 +99,23 @@ export function aggregate(reports: SidecarReport[], unreachable: MeshStats['unre
       }
     }
   }
+  const authz = new Map<string, AuthzRow & { ids: Set<string> }>();
+  for (const r of reports)
+    for (const d of Array.isArray(r.authz) ? r.authz : []) {
+      const k = [r.service, d.policy, d.rule, d.action, d.result].join('\u0001');
+      let a = authz.get(k);
+      if (!a) authz.set(k, (a = { service: r.service, policy: d.policy, rule: d.rule, action: d.action, result: d.result, count: 0, sidecars: 0, ids: new Set() }));
+      a.count += Number(d.count) || 0;
+      a.ids.add(r.id);
+    }
   const byName = (a: StatRow, b: StatRow): number => (a.service + '\u0001' + (a.route ?? '')).localeCompare(b.service + '\u0001' + (b.route ?? ''));
   return {
     at: now.toISOString(),
     services: [...services].map(([name, s]) => row(name, undefined, s.m, s.ids.size)).sort(byName),
     routes: [...routes.values()].map((s) => row(s.service, s.route, s.m, s.ids.size)).sort(byName),
+    authz: [...authz.values()]
+      .map(({ ids, ...a }) => ({ ...a, sidecars: ids.size }))
+      .sort((a, b) => [a.service, a.policy, a.rule, a.result].join('\u0001').localeCompare([b.service, b.policy, b.rule, b.result].join('\u0001'))),
     unreachable,
   };
 }

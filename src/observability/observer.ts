@@ -181,6 +181,7 @@ export class Observer {
     else w.bytes(K.null);
     w.bytes(K.request);
     w.string(r.requestId);
+    if (r.authzLog !== undefined) w.bytes(r.authzLog);
     w.byte(0x7d);
     w.byte(0x0a);
     if (++this.accessCount >= ACCESS_BATCH_LINES) this.flushAccessLog();
@@ -226,6 +227,8 @@ export class ObservedRequest {
   incoming?: TraceContext;
   logged = false;
   upstream?: string;
+  /** `,"authz_policy":...` of the access-log line: the AuthorizationPolicy decision (src/stack/authz.ts), encoded once per rule. */
+  authzLog: Buffer | undefined = undefined;
   /** The headers a tap asked for (only while someone watches with `headers`). */
   tapHeaders?: Record<string, string>;
   /** Request body bytes received from the downstream: read from `received` when the request ends. */

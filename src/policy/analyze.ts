@@ -43,6 +43,15 @@ export interface EjectionReport {
   seenBy: string[];
 }
 
+/** AuthorizationPolicy decisions counted by the sidecars (`GET /v1/stats`, `authz`). */
+export interface AuthzCount {
+  service: string;
+  policy: string;
+  rule: string;
+  result: string;
+  count: number;
+}
+
 export interface AnalyzeInput {
   resources: readonly Resource[];
   endpoints: readonly Endpoint[];
@@ -54,6 +63,7 @@ export interface AnalyzeInput {
   repeatedEjections?: number;
   /** The window ejections were counted over (for the message; default 15 minutes). */
   ejectionWindowMs?: number;
+  authz?: readonly AuthzCount[];
 }
 
 export const DEFAULT_EJECTED_FOR_MS = 5 * 60_000;
@@ -70,6 +80,10 @@ export const CODES: Readonly<Record<string, { severity: Severity; title: string 
   MC0008: { severity: 'error', title: 'a sidecar refused (NACKed) the current policy and runs an older one' },
   MC0009: { severity: 'warning', title: 'a mirror sends copies to a service that has no endpoints' },
   MC0010: { severity: 'warning', title: 'two Routes claim the same host: only the one stored last serves it' },
+  MC0011: { severity: 'warning', title: 'an AuthorizationPolicy is for a service that does not exist: it applies to nothing' },
+  MC0012: { severity: 'warning', title: 'an ALLOW rule names a caller service that does not exist: that source never matches' },
+  MC0013: { severity: 'warning', title: 'an AuthorizationPolicy denies every request to a service that has callers' },
+  MC0014: { severity: 'info', title: 'a dryRun AuthorizationPolicy would have denied requests: read them before enforcing it' },
   MC0015: { severity: 'warning', title: 'an endpoint has been ejected by outlier detection for a long time (default: over 5 minutes)' },
   MC0016: { severity: 'warning', title: 'an endpoint keeps being ejected by outlier detection (default: 3 times or more in the sampled window)' },
 };
@@ -173,6 +187,8 @@ export function analyze(input: AnalyzeInput): Finding[] {
     );
   }
 
+  analyzeAuthz(input, routes, (svc) => endpointsOf(svc).length > 0, out);
+
   for (const s of input.sidecars ?? []) {
     if (!s.connected) continue;
     const nackNewer = s.nackVersion && (!s.ackedAt || (s.nackedAt ?? '') > s.ackedAt);
@@ -195,4 +211,58 @@ export function analyze(input: AnalyzeInput): Finding[] {
   }
   const rank: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
   return out.sort((a, b) => rank[a.severity] - rank[b.severity] || a.resource.localeCompare(b.resource) || (a.field ?? '').localeCompare(b.field ?? ''));
+}
+
+type AuthzResource = Extract<Resource, { kind: 'AuthorizationPolicy' }>;
+
+/** AuthorizationPolicies: unknown services, allow rules that cannot match, deny-all, would-deny counts. */
+function analyzeAuthz(input: AnalyzeInput, routes: readonly RouteResource[], hasEndpoints: (svc: string) => boolean, out: Finding[]): void {
+  const policies = input.resources.filter((r): r is AuthzResource => r.kind === 'AuthorizationPolicy');
+  if (policies.length === 0) return;
+  const called = new Map<string, string>();
+  for (const r of routes) for (const rule of r.spec.rules) for (const b of rule.backends ?? []) if (b.weight > 0 && !called.has(b.service)) called.set(b.service, `Route/${r.metadata.name}`);
+  const known = (svc: string): boolean => hasEndpoints(svc) || called.has(svc) || input.resources.some((r) => r.kind === 'Service' && r.metadata.name === svc);
+  const meshWide = policies.filter((p) => p.spec.service === undefined);
+  for (const p of policies) {
+    const key = `AuthorizationPolicy/${p.metadata.name}`;
+    const svc = p.spec.service;
+    if (svc !== undefined && !known(svc))
+      out.push(f('MC0011', key, 'spec.service', `no sidecar serves ${JSON.stringify(svc)} and no Route or Service names it: the policy applies to nothing`, 'check the service name (sidecar --service), or delete the policy'));
+    p.spec.rules.forEach((rule, i) => {
+      if (rule.action !== 'ALLOW') return;
+      rule.from?.forEach((src, j) =>
+        src.services?.forEach((name, k) => {
+          if (!name.includes('*') && !known(name))
+            out.push(f('MC0012', key, `spec.rules[${i}].from[${j}].services[${k}]`, `no sidecar serves ${JSON.stringify(name)} and no Route or Service names it: this source never matches`, 'check the caller service name (its sidecar --service, or service account on Kubernetes)'));
+        }),
+      );
+    });
+  }
+  // Deny-all: the default DENY (not dryRun) and no ALLOW rule for a service that a Route sends to.
+  for (const [svc, via] of called) {
+    const own = policies.filter((p) => p.spec.service === svc);
+    const all = [...meshWide, ...own];
+    if (all.length === 0) continue;
+    const withDefault = own.find((p) => p.spec.defaultAction) ?? meshWide.find((p) => p.spec.defaultAction);
+    const allows = all.some((p) => p.spec.rules.some((r) => r.action === 'ALLOW'));
+    if (withDefault?.spec.defaultAction === 'DENY' && !withDefault.spec.dryRun && !allows)
+      out.push(
+        f('MC0013', `AuthorizationPolicy/${withDefault.metadata.name}`, 'spec.defaultAction', `every request to ${JSON.stringify(svc)} is denied (defaultAction DENY and no ALLOW rule), yet ${via} sends it traffic: callers get 403 RBAC`, `add ALLOW rules for ${svc}'s callers, or try it with dryRun: true first`),
+      );
+  }
+  // dryRun policies that have been denying (counted by the sidecars since they started).
+  const dry = new Set(policies.filter((p) => p.spec.dryRun).map((p) => p.metadata.name));
+  const would = new Map<string, { n: number; rules: Set<string>; services: Set<string> }>();
+  for (const c of input.authz ?? []) {
+    if (c.result !== 'would_deny' || c.count <= 0 || !dry.has(c.policy)) continue;
+    let w = would.get(c.policy);
+    if (!w) would.set(c.policy, (w = { n: 0, rules: new Set(), services: new Set() }));
+    w.n += c.count;
+    w.rules.add(c.rule);
+    w.services.add(c.service);
+  }
+  for (const [name, w] of would)
+    out.push(
+      f('MC0014', `AuthorizationPolicy/${name}`, 'spec.dryRun', `would have denied ${w.n} request(s) to ${[...w.services].join(', ')} (by ${[...w.rules].join(', ')}) since the sidecars started`, 'read the sidecars\' "would be denied" log lines; fix the policy until it would deny nothing you want, then remove dryRun'),
+    );
 }

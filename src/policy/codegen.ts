@@ -160,4 +160,6 @@ const LIMIT_TEXT: Record<keyof typeof LIMITS, string> = {
   conditionsPerMatch: 'header or query-parameter conditions of one match',
   backendsPerRule: 'backends of one rule',
   headerEdits: 'entries of each of `set`, `add`, `remove` in `requestHeaders` / `responseHeaders`',
+  authzRules: 'rules of one AuthorizationPolicy',
+  authzValuesPerList: 'sources of one AuthorizationPolicy rule, and entries of each of `spiffeIds`, `services`, `namespaces` of one source',
 };

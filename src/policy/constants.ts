@@ -6,7 +6,7 @@
 import type { TSchema } from '@sinclair/typebox';
 
 export const API_VERSION = 'meshlet.dev/v1';
-export const KINDS = ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding'] as const;
+export const KINDS = ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding', 'AuthorizationPolicy'] as const;
 export type Kind = (typeof KINDS)[number];
 
 /**
@@ -35,6 +35,10 @@ export const LIMITS = Object.freeze({
   backendsPerRule: 64,
   /** Header edits of one `requestHeaders` / `responseHeaders` block (set + add + remove). */
   headerEdits: 100,
+  /** Rules of one AuthorizationPolicy. */
+  authzRules: 200,
+  /** Sources of one AuthorizationPolicy rule, and names (SPIFFE IDs, services, namespaces) of one source. */
+  authzValuesPerList: 100,
 });
 
 // ------------------------------------------------------------------------------- annotations

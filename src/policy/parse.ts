@@ -10,7 +10,7 @@ import type { Obj } from './validate';
 import { CHECKS, PLANS } from './checks.generated';
 import { KINDS, LIMITS } from './constants';
 import { fromInternal, toInternal } from './wire';
-import type { DestinationPolicySpec, GrpcTranscodingSpec, Kind, RateLimit, RateLimitPolicySpec, Resource, RetryPolicy, RouteMatch, RouteRule, RouteSpec } from './types';
+import type { AuthorizationPolicySpec, DestinationPolicySpec, GrpcTranscodingSpec, Kind, RateLimit, RateLimitPolicySpec, Resource, RetryPolicy, RouteMatch, RouteRule, RouteSpec } from './types';
 
 /** Lower-case plural and singular names accepted for a kind (URLs, `meshlet get`). */
 export const KIND_ALIASES: Readonly<Record<string, Kind>> = Object.freeze({
@@ -28,6 +28,10 @@ export const KIND_ALIASES: Readonly<Record<string, Kind>> = Object.freeze({
   grpctranscoding: 'GrpcTranscoding',
   grpctranscodings: 'GrpcTranscoding',
   gt: 'GrpcTranscoding',
+  authorizationpolicy: 'AuthorizationPolicy',
+  authorizationpolicies: 'AuthorizationPolicy',
+  authz: 'AuthorizationPolicy',
+  ap: 'AuthorizationPolicy',
 });
 
 export function kindFromName(s: string): Kind | undefined {
@@ -154,6 +158,7 @@ const SEMANTICS: { [K in Kind]: (r: Extract<Resource, { kind: K }>, errs: Errs) 
     });
   },
   GrpcTranscoding: (r, errs) => checkGrpcTranscoding(r.spec, errs),
+  AuthorizationPolicy: (r, errs) => checkAuthorizationPolicy(r.spec, errs),
 };
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -261,6 +266,36 @@ function checkGrpcTranscoding(spec: GrpcTranscodingSpec, errs: Errs): void {
   }
 }
 
+function checkAuthorizationPolicy(spec: AuthorizationPolicySpec, errs: Errs): void {
+  const names = new Map<string, number>();
+  spec.rules.forEach((r, i) => {
+    const p = `spec.rules[${i}]`;
+    if (r.name !== undefined) {
+      if (names.has(r.name)) err(errs, `${p}.name`, `duplicate rule name ${JSON.stringify(r.name)}`);
+      names.set(r.name, i);
+    }
+    r.from?.forEach((s, j) => {
+      if (s.spiffeIds === undefined && s.services === undefined && s.namespaces === undefined && s.unauthenticated === undefined)
+        err(errs, `${p}.from[${j}]`, 'set at least one of spiffeIds, services, namespaces, unauthenticated');
+      else if (s.unauthenticated === true && (s.spiffeIds || s.services || s.namespaces))
+        err(errs, `${p}.from[${j}].unauthenticated`, 'a plaintext caller has no identity: unauthenticated: true never matches together with spiffeIds, services or namespaces');
+      s.spiffeIds?.forEach((id, k) => {
+        if (!id.startsWith('spiffe://') && id !== '*') err(errs, `${p}.from[${j}].spiffeIds[${k}]`, `must be a SPIFFE ID such as "spiffe://cluster.local/ns/shop/sa/frontend" (\`*\` wildcards allowed); got ${JSON.stringify(id)}`);
+      });
+    });
+    const to = r.to;
+    if (to && to.methods === undefined && to.paths === undefined && to.headers === undefined && to.ports === undefined) err(errs, `${p}.to`, 'set at least one of methods, paths, headers, ports (or leave out to)');
+    to?.paths?.forEach((m, j) => {
+      if (Object.keys(m).length !== 1) err(errs, `${p}.to.paths[${j}]`, 'set exactly one of exact, prefix, regex');
+    });
+    to?.headers?.forEach((h, j) => {
+      const values = [h.exact !== undefined && 'exact', h.prefix !== undefined && 'prefix', h.regex !== undefined && 'regex'].filter((x): x is string => x !== false);
+      if (values.length > 1) err(errs, `${p}.to.headers[${j}]`, `set at most one of exact, prefix, regex; got ${values.join(' and ')}`);
+      if (h.present === false && values.length > 0) err(errs, `${p}.to.headers[${j}].present`, `present: false (the header is absent) cannot go with ${values[0]}`);
+    });
+  });
+}
+
 // ------------------------------------------------------------------------------- cross-references
 
 /**
@@ -277,6 +312,7 @@ export function validateReferences(resources: readonly Resource[]): FieldError[]
   const gtByService = new Map<string, Resource>();
   const hostOwner = new Map<string, string>();
   const routes = new Map<string, Set<string>>();
+  const authzDefault = new Map<string, Resource>();
   for (const r of resources) {
     const key = resourceKey(r);
     if (seen.has(key)) at(r, 'metadata.name', `duplicate ${r.kind} ${JSON.stringify(r.metadata.name)}`);
@@ -293,6 +329,14 @@ export function validateReferences(resources: readonly Resource[]): FieldError[]
       const prev = gtByService.get(r.spec.service);
       if (prev) at(r, 'spec.service', `service ${JSON.stringify(r.spec.service)} already has GrpcTranscoding ${JSON.stringify(prev.metadata.name)}`);
       else gtByService.set(r.spec.service, r);
+    } else if (r.kind === 'AuthorizationPolicy') {
+      if (r.spec.defaultAction !== undefined) {
+        const key = r.spec.service ?? '';
+        const prev = authzDefault.get(key);
+        const what = r.spec.service === undefined ? 'the mesh-wide default' : `service ${JSON.stringify(r.spec.service)}`;
+        if (prev) at(r, 'spec.defaultAction', `${what} already has a defaultAction, in AuthorizationPolicy ${JSON.stringify(prev.metadata.name)}: set it in one policy only`);
+        else authzDefault.set(key, r);
+      }
     } else if (r.kind === 'Route') {
       routes.set(r.metadata.name, new Set(r.spec.rules.map((x) => x.name)));
       r.spec.hosts.forEach((h, i) => {

@@ -529,6 +529,66 @@ const GrpcTranscodingSpecSchema = Obj(
 );
 export type GrpcTranscodingSpec = Static<typeof GrpcTranscodingSpecSchema>;
 
+// ---------------------------------------------------------------------- AuthorizationPolicy
+
+const Glob = (description: string) =>
+  Str({ description, pattern: '^[\\x21-\\x7e]+$', patternMessage: 'must be printable ASCII without spaces; `*` matches any characters', maxLength: LIMITS.matchValueLength, meta: { limit: 'matchValueLength' } });
+const GlobList = (description: string) => List(Glob('A name or pattern.'), { description, minItems: 1, maxItems: LIMITS.authzValuesPerList, meta: { limit: 'authzValuesPerList' } });
+
+const AuthzSourceSchema = Obj(
+  {
+    spiffeIds: Type.Optional(GlobList('SPIFFE IDs of the verified caller certificate; `*` matches any characters (`spiffe://td/ns/shop/*`).')),
+    services: Type.Optional(GlobList('Caller services: the `NAME` of `.../svc/NAME`, or the service account of `.../sa/NAME`; `*` wildcards.')),
+    namespaces: Type.Optional(GlobList('Caller namespaces (`.../ns/NS/...`); `*` wildcards.')),
+    unauthenticated: Type.Optional(Bool({ description: 'true: only callers without a verified certificate (plaintext); false: only verified ones.' })),
+  },
+  'A caller: all the fields set must hold (at least one).',
+);
+
+const AuthzHeaderSchema = Obj(
+  {
+    name: HeaderName('The header name.'),
+    exact: Type.Optional(Str({ description: 'The value equals this.', minLength: 0, maxLength: LIMITS.matchValueLength, meta: { limit: 'matchValueLength' } })),
+    prefix: Type.Optional(Str({ description: 'The value starts with this.', maxLength: LIMITS.matchValueLength, meta: { limit: 'matchValueLength' } })),
+    regex: Type.Optional(Str({ description: 'The whole value matches this regular expression.', maxLength: LIMITS.matchValueLength, meta: { regex: true, limit: 'matchValueLength' } })),
+    present: Type.Optional(Bool({ description: 'true: the header is present (the default when no value match is set); false: it is absent.' })),
+  },
+  'A header condition: at most one of exact, prefix, regex; or present.',
+);
+
+const AuthzRequestSchema = Obj(
+  {
+    methods: Type.Optional(List(METHOD, { description: 'Upper-case HTTP methods (gRPC calls are POST).', minItems: 1, maxItems: 16 })),
+    paths: Type.Optional(List(PathMatchSchema, { description: 'Paths (the query string ignored); any of them matches. gRPC: `/package.Service/Method`.', minItems: 1, maxItems: LIMITS.conditionsPerMatch, meta: { limit: 'conditionsPerMatch' } })),
+    headers: Type.Optional(List(AuthzHeaderSchema, { description: 'Header conditions, all must hold.', minItems: 1, maxItems: LIMITS.conditionsPerMatch, meta: { limit: 'conditionsPerMatch' } })),
+    ports: Type.Optional(List(Int(1, 65535), { description: 'Application ports the request is for (the sidecar\u2019s app port).', minItems: 1, maxItems: 64 })),
+  },
+  'Conditions on the request; all the fields set must hold.',
+);
+
+const AuthzRuleSchema = Obj(
+  {
+    name: Type.Optional(Name('The rule name, shown in metrics, logs, explain and denied answers.', 63)),
+    action: Enum(['ALLOW', 'DENY', 'AUDIT'] as const, { description: 'ALLOW or DENY matching requests; AUDIT only logs and counts them.' }),
+    from: Type.Optional(List(AuthzSourceSchema, { description: 'Callers; any of them matches (absent: any caller).', minItems: 1, maxItems: LIMITS.authzValuesPerList, meta: { limit: 'authzValuesPerList' } })),
+    to: Type.Optional(AuthzRequestSchema),
+  },
+  'A rule: matches when one `from` source and every `to` condition hold.',
+);
+AuthzRuleSchema.properties.name[META] = { ...meta(AuthzRuleSchema.properties.name), defaultText: 'rules[<index>]' };
+export type AuthzRule = Static<typeof AuthzRuleSchema>;
+
+const AuthorizationPolicySpecSchema = Obj(
+  {
+    service: Type.Optional(Name('The callee service whose inbound requests this policy judges; absent: every service (a mesh-wide default).')),
+    defaultAction: Type.Optional(Enum(['ALLOW', 'DENY'] as const, { description: 'When no rule matches. Absent: the mesh-wide policy\u2019s; else DENY if any ALLOW rule applies to the service (an allow-list), else ALLOW.' })),
+    dryRun: Bool({ default: false, description: 'Log and count what the DENY rules and a DENY default would deny (`would_deny`), without denying. Start here.' }),
+    rules: List(AuthzRuleSchema, { default: [], description: 'The rules; DENY rules are evaluated before ALLOW rules.', maxItems: LIMITS.authzRules, meta: { limit: 'authzRules' } }),
+  },
+  'Who may call a service, and what: ALLOW / DENY / AUDIT rules on the caller\u2019s identity and the request.',
+);
+export type AuthorizationPolicySpec = Static<typeof AuthorizationPolicySpecSchema>;
+
 // ------------------------------------------------------------------------------- the kinds
 
 const SPEC_SCHEMAS = {
@@ -537,6 +597,7 @@ const SPEC_SCHEMAS = {
   RateLimitPolicy: RateLimitPolicySpecSchema,
   Service: ServiceSpecSchema,
   GrpcTranscoding: GrpcTranscodingSpecSchema,
+  AuthorizationPolicy: AuthorizationPolicySpecSchema,
 } as const satisfies Record<Kind, TSchema>;
 
 /** The resource of one kind: the shared envelope around its spec (internal form). */

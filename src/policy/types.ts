@@ -6,6 +6,7 @@
  */
 import type { Kind } from './constants';
 import type {
+  AuthorizationPolicySpec,
   DestinationPolicySpec,
   GrpcTranscodingSpec,
   Metadata,
@@ -37,6 +38,8 @@ export type {
   RateLimit,
   RateLimitPolicySpec,
   GrpcTranscodingSpec,
+  AuthorizationPolicySpec,
+  AuthzRule,
 } from './schema';
 
 // -------------------------------------------------------------------------------- the resources
@@ -53,7 +56,8 @@ type DestinationPolicyResource = ResourceBase<'DestinationPolicy', DestinationPo
 type RateLimitPolicyResource = ResourceBase<'RateLimitPolicy', RateLimitPolicySpec>;
 type ServiceResource = ResourceBase<'Service', ServiceSpec>;
 export type GrpcTranscodingResource = ResourceBase<'GrpcTranscoding', GrpcTranscodingSpec>;
-export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource;
+export type AuthorizationPolicyResource = ResourceBase<'AuthorizationPolicy', AuthorizationPolicySpec>;
+export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource | AuthorizationPolicyResource;
 
 // ------------------------------------------------------------------------------------ snapshots
 

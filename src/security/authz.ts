@@ -15,64 +15,29 @@
  * A rule matches when one of its `from` sources matches (none: any caller) and every condition
  * of `to` matches (none: any request). Within a list, one entry matching is enough.
  */
-import { fail, ok, type FieldError, type Result } from '../core/result';
-import { parseSpiffeId } from './spiffe';
+import { Flags } from '../core/errors';
+import type { AuthorizationPolicySpec, AuthzRule } from '../policy/types';
+import { compileRegex } from '../policy/regex';
+import type { SpiffeId } from './spiffe';
 
-export type AuthzAction = 'ALLOW' | 'DENY' | 'AUDIT';
+type AuthzAction = AuthzRule['action'];
 
-export interface StringMatch {
-  exact?: string;
-  prefix?: string;
-  regex?: string;
-}
-
-export interface SourceSpec {
-  /** SPIFFE IDs; `*` matches any characters (`spiffe://td/ns/shop/*`). */
-  spiffeIds?: string[];
-  /** Services (from `.../svc/NAME` or the service account `.../sa/NAME`); `*` wildcards. */
-  services?: string[];
-  /** Kubernetes namespaces (from `.../ns/NS/...`); `*` wildcards. */
-  namespaces?: string[];
-  /** true: only callers without a verified certificate (plaintext); false: only verified ones. */
-  unauthenticated?: boolean;
-}
-
-export interface RequestSpec {
-  methods?: string[];
-  paths?: StringMatch[];
-  headers?: (StringMatch & { name: string; present?: boolean })[];
-  ports?: number[];
-}
-
-export interface AuthzRuleSpec {
-  name?: string;
-  action: AuthzAction;
-  from?: SourceSpec[];
-  to?: RequestSpec;
-}
-
-export interface AuthorizationPolicySpec {
-  /** The callee service; absent: every service (mesh-wide). */
-  service?: string;
-  defaultAction?: 'ALLOW' | 'DENY';
-  /** Report what DENY rules and a DENY default would deny, without denying. */
-  dryRun?: boolean;
-  rules: AuthzRuleSpec[];
-}
-
+/** A validated AuthorizationPolicy (parsed by src/policy: `parseResource`). */
 export interface AuthorizationPolicy {
   name: string;
   spec: AuthorizationPolicySpec;
 }
 
-/** What the request layer gives the engine. */
+/** What the request layer gives the engine: nothing is parsed per request. */
 export interface AuthzRequest {
-  /** The verified peer's SPIFFE ID; undefined for a plaintext or unverified caller. */
-  spiffeId?: string;
+  /** The verified peer's identity (`MeshCall.peer`); undefined for a plaintext or unverified caller. */
+  peer?: SpiffeId;
   method: string;
+  /** Path, with or without its query string (ignored). */
   path: string;
-  /** Lowercase names. */
-  headers: Record<string, string | string[] | undefined>;
+  /** A request header's value by lower-case name (repeated headers joined by ", "). */
+  header(name: string): string | undefined;
+  /** The application port the request is for. */
   port: number;
 }
 
@@ -80,6 +45,8 @@ export interface RuleRef {
   policy: string;
   /** The rule's name, else `rules[i]`; `defaultAction` for the default. */
   rule: string;
+  /** ALLOW / DENY / AUDIT for a rule; `default` for the default. */
+  action: AuthzAction | 'default';
 }
 
 export interface AuthzDecision {
@@ -87,40 +54,84 @@ export interface AuthzDecision {
   /** What decided: a rule, the default, or no policy at all. */
   by: RuleRef | 'no-policy';
   /** AUDIT rules that matched. */
-  audits: RuleRef[];
+  audits: readonly RuleRef[];
   /** A dryRun policy would have denied here (by this rule or default). */
   dryRun?: RuleRef;
 }
 
-type Pred = (r: AuthzRequest, src: Source) => boolean;
-
-interface Source {
-  id?: string;
-  service?: string;
-  namespace?: string;
-}
+type Pred = (r: AuthzRequest, src: SpiffeId | undefined) => boolean;
 
 interface CompiledRule {
   ref: RuleRef;
   action: AuthzAction;
   dryRun: boolean;
   match: Pred;
+  /** The decision when this rule decides with nothing else to report (no allocation per request). */
+  plain: AuthzDecision;
 }
 
-interface ServiceEngine {
-  audits: CompiledRule[];
-  denies: CompiledRule[];
-  allows: CompiledRule[];
-  defaultAllow: boolean;
-  defaultRef: RuleRef | 'no-policy';
-  defaultDryRun: boolean;
+const NO_AUDITS: readonly RuleRef[] = Object.freeze([]);
+const NO_POLICY: AuthzDecision = Object.freeze({ allowed: true, by: 'no-policy' as const, audits: NO_AUDITS });
+
+/**
+ * The compiled rules for one callee service: `decide` is a few predicate calls. Built once per
+ * snapshot (`Authorizer.forService`).
+ */
+export class ServiceAuthorizer {
+  constructor(
+    readonly service: string,
+    /** The policies that apply (mesh-wide first), by name. */
+    readonly policies: readonly string[],
+    private readonly audits: readonly CompiledRule[],
+    private readonly denies: readonly CompiledRule[],
+    private readonly allows: readonly CompiledRule[],
+    readonly defaultRef: RuleRef,
+    private readonly defaultAllow: boolean,
+    /** The default DENY is only reported (its policy is in dryRun). */
+    readonly defaultDryRun: boolean,
+    private readonly dryRunPolicies: ReadonlySet<string>,
+  ) {
+    this.defaultPlain = Object.freeze({ allowed: defaultAllow || defaultDryRun, by: defaultRef, audits: NO_AUDITS, ...(!defaultAllow && defaultDryRun ? { dryRun: defaultRef } : {}) });
+  }
+  private readonly defaultPlain: AuthzDecision;
+
+  /** Every rule (and the default) that can decide or report, for pre-bound metrics. */
+  refs(): RuleRef[] {
+    return [...this.audits, ...this.denies, ...this.allows].map((r) => r.ref).concat(this.defaultRef);
+  }
+
+  /** Whether a policy that applies here is in dryRun. */
+  isDryRun(policy: string): boolean {
+    return this.dryRunPolicies.has(policy);
+  }
+
+  /** Whether the default (no rule matched) denies or would deny. */
+  get defaultDenies(): boolean {
+    return !this.defaultAllow;
+  }
+
+  decide(req: AuthzRequest): AuthzDecision {
+    const src = req.peer;
+    let audits: RuleRef[] | undefined;
+    for (const r of this.audits) if (r.match(req, src)) (audits ??= []).push(r.ref);
+    let dryRun: RuleRef | undefined;
+    for (const r of this.denies) {
+      if (!r.match(req, src)) continue;
+      if (!r.dryRun) return audits || dryRun ? { allowed: false, by: r.ref, audits: audits ?? NO_AUDITS, ...(dryRun ? { dryRun } : {}) } : r.plain;
+      dryRun ??= r.ref;
+    }
+    for (const r of this.allows) if (r.match(req, src)) return audits || dryRun ? { allowed: true, by: r.ref, audits: audits ?? NO_AUDITS, ...(dryRun ? { dryRun } : {}) } : r.plain;
+    if (!audits && !dryRun) return this.defaultPlain;
+    if (!this.defaultAllow && this.defaultDryRun) return { allowed: true, by: this.defaultRef, audits: audits ?? NO_AUDITS, dryRun: dryRun ?? this.defaultRef };
+    return { allowed: this.defaultAllow, by: this.defaultRef, audits: audits ?? NO_AUDITS, ...(dryRun ? { dryRun } : {}) };
+  }
 }
 
-/** The compiled policies of one snapshot. `decide` memoises one engine per callee service. */
+/** The compiled policies of one snapshot: one `ServiceAuthorizer` per callee service, memoised. */
 export class Authorizer {
   private readonly meshWide: AuthorizationPolicy[];
   private readonly byService = new Map<string, AuthorizationPolicy[]>();
-  private readonly engines = new Map<string, ServiceEngine>();
+  private readonly engines = new Map<string, ServiceAuthorizer | undefined>();
   private readonly compiled = new Map<AuthorizationPolicy, CompiledRule[]>();
 
   constructor(policies: readonly AuthorizationPolicy[]) {
@@ -140,61 +151,50 @@ export class Authorizer {
   }
 
   decide(service: string, req: AuthzRequest): AuthzDecision {
-    const e = this.engine(service);
-    const src = sourceOf(req.spiffeId);
-    let audits: RuleRef[] | undefined;
-    for (const r of e.audits) if (r.match(req, src)) (audits ??= []).push(r.ref);
-    let dryRun: RuleRef | undefined;
-    for (const r of e.denies) {
-      if (!r.match(req, src)) continue;
-      if (!r.dryRun) return { allowed: false, by: r.ref, audits: audits ?? [], ...(dryRun ? { dryRun } : {}) };
-      dryRun ??= r.ref;
-    }
-    for (const r of e.allows) if (r.match(req, src)) return { allowed: true, by: r.ref, audits: audits ?? [], ...(dryRun ? { dryRun } : {}) };
-    if (!e.defaultAllow && e.defaultDryRun) return { allowed: true, by: e.defaultRef, audits: audits ?? [], dryRun: dryRun ?? (e.defaultRef as RuleRef) };
-    return { allowed: e.defaultAllow, by: e.defaultRef, audits: audits ?? [], ...(dryRun ? { dryRun } : {}) };
+    return this.forService(service)?.decide(req) ?? NO_POLICY;
   }
 
-  private engine(service: string): ServiceEngine {
-    let e = this.engines.get(service);
-    if (e) return e;
+  /** The compiled rules for `service`, or undefined when no policy applies to it. */
+  forService(service: string): ServiceAuthorizer | undefined {
+    if (this.engines.has(service)) return this.engines.get(service);
     const own = this.byService.get(service) ?? [];
     const all = [...this.meshWide, ...own];
-    const rules = all.flatMap((p) => this.compiled.get(p) as CompiledRule[]);
-    const withDefault = [...own].reverse().find((p) => p.spec.defaultAction) ?? [...this.meshWide].reverse().find((p) => p.spec.defaultAction);
-    const allows = rules.filter((r) => r.action === 'ALLOW');
-    const defaultAllow = withDefault ? withDefault.spec.defaultAction === 'ALLOW' : allows.length === 0;
-    e = {
-      audits: rules.filter((r) => r.action === 'AUDIT'),
-      denies: rules.filter((r) => r.action === 'DENY'),
-      allows,
-      defaultAllow,
-      defaultRef: all.length === 0 ? 'no-policy' : { policy: (withDefault ?? own[0] ?? all[0])?.name as string, rule: 'defaultAction' },
+    let e: ServiceAuthorizer | undefined;
+    if (all.length > 0) {
+      const rules = all.flatMap((p) => this.compiled.get(p) as CompiledRule[]);
+      const withDefault = [...own].reverse().find((p) => p.spec.defaultAction) ?? [...this.meshWide].reverse().find((p) => p.spec.defaultAction);
+      const allows = rules.filter((r) => r.action === 'ALLOW');
+      const defaultAllow = withDefault ? withDefault.spec.defaultAction === 'ALLOW' : allows.length === 0;
       // An implicit allow-list default belongs to the policies with ALLOW rules: dry-run only if all of them are.
-      defaultDryRun: withDefault ? withDefault.spec.dryRun === true : allows.length > 0 && allows.every((r) => r.dryRun),
-    };
+      const defaultDryRun = withDefault ? withDefault.spec.dryRun === true : allows.length > 0 && allows.every((r) => r.dryRun);
+      const owner = withDefault ?? (allows.length > 0 ? all.find((p) => p.name === allows[0]?.ref.policy) : undefined) ?? own[0] ?? all[0];
+      e = new ServiceAuthorizer(
+        service,
+        all.map((p) => p.name),
+        rules.filter((r) => r.action === 'AUDIT'),
+        rules.filter((r) => r.action === 'DENY'),
+        allows,
+        { policy: (owner as AuthorizationPolicy).name, rule: 'defaultAction', action: 'default' },
+        defaultAllow,
+        defaultDryRun,
+        new Set(all.filter((p) => p.spec.dryRun).map((p) => p.name)),
+      );
+    }
     this.engines.set(service, e);
     return e;
   }
 }
 
-function sourceOf(id: string | undefined): Source {
-  if (!id) return {};
-  const p = parseSpiffeId(id);
-  if (!p.ok) return { id };
-  return { id, service: p.value.service ?? p.value.serviceAccount, namespace: p.value.namespace };
-}
-
-function compileRule(p: AuthorizationPolicy, r: AuthzRuleSpec, i: number): CompiledRule {
+function compileRule(p: AuthorizationPolicy, r: AuthzRule, i: number): CompiledRule {
   const preds: Pred[] = [];
   if (r.from && r.from.length > 0) {
     const sources = r.from.map(compileSource);
-    preds.push((req, src) => sources.some((s) => s(req, src)));
+    preds.push(sources.length === 1 ? (sources[0] as Pred) : anyOf(sources));
   }
   const to = r.to ?? {};
   if (to.methods?.length) {
     const methods = new Set(to.methods.map((m) => m.toUpperCase()));
-    preds.push((req) => methods.has(req.method.toUpperCase()));
+    preds.push((req) => methods.has(req.method) || methods.has(req.method.toUpperCase()));
   }
   if (to.paths?.length) {
     const paths = to.paths.map(compileString);
@@ -202,7 +202,8 @@ function compileRule(p: AuthorizationPolicy, r: AuthzRuleSpec, i: number): Compi
     preds.push((req) => {
       const q = req.path.indexOf('?');
       const path = q < 0 ? req.path : req.path.slice(0, q);
-      return paths.some((m) => m(path));
+      for (let i = 0; i < paths.length; i++) if ((paths[i] as (s: string) => boolean)(path)) return true;
+      return false;
     });
   }
   if (to.ports?.length) {
@@ -214,48 +215,69 @@ function compileRule(p: AuthorizationPolicy, r: AuthzRuleSpec, i: number): Compi
     const m = h.exact !== undefined || h.prefix !== undefined || h.regex !== undefined ? compileString(h) : undefined;
     const present = h.present ?? true;
     preds.push((req) => {
-      const v = req.headers[name];
+      const v = req.header(name);
       if (v === undefined) return !present;
       if (!present) return false;
-      return m ? (Array.isArray(v) ? v.some(m) : m(v)) : true;
+      return m ? m(v) || (v.includes(', ') && v.split(', ').some(m)) : true;
     });
   }
+  const ref: RuleRef = Object.freeze({ policy: p.name, rule: r.name ?? `rules[${i}]`, action: r.action });
   return {
-    ref: { policy: p.name, rule: r.name ?? `rules[${i}]` },
+    ref,
     action: r.action,
     dryRun: p.spec.dryRun === true,
-    match: preds.length === 0 ? () => true : preds.length === 1 ? (preds[0] as Pred) : (req, src) => preds.every((f) => f(req, src)),
+    match: preds.length === 0 ? () => true : preds.length === 1 ? (preds[0] as Pred) : allOf(preds),
+    plain: Object.freeze({ allowed: r.action !== 'DENY', by: ref, audits: NO_AUDITS }),
   };
 }
 
-function compileSource(s: SourceSpec): Pred {
+function compileSource(s: NonNullable<AuthzRule['from']>[number]): Pred {
   const preds: Pred[] = [];
-  if (s.unauthenticated !== undefined) preds.push((_r, src) => (src.id === undefined) === s.unauthenticated);
+  if (s.unauthenticated !== undefined) preds.push((_r, src) => (src === undefined) === s.unauthenticated);
   if (s.spiffeIds?.length) {
     const m = globs(s.spiffeIds);
-    preds.push((_r, src) => src.id !== undefined && m(src.id));
+    preds.push((_r, src) => src !== undefined && m(src.uri));
   }
   if (s.services?.length) {
     const m = globs(s.services);
-    preds.push((_r, src) => src.service !== undefined && m(src.service));
+    preds.push((_r, src) => {
+      const svc = src?.service ?? src?.serviceAccount;
+      return svc !== undefined && m(svc);
+    });
   }
   if (s.namespaces?.length) {
     const m = globs(s.namespaces);
-    preds.push((_r, src) => src.namespace !== undefined && m(src.namespace));
+    preds.push((_r, src) => src?.namespace !== undefined && m(src.namespace));
   }
-  return (req, src) => preds.every((f) => f(req, src));
+  return preds.length === 1 ? (preds[0] as Pred) : allOf(preds);
 }
 
-/** Exact names in a Set, `*` patterns as one anchored regex. */
-function globs(patterns: string[]): (s: string) => boolean {
+/** Loops, not `every`/`some` with a closure: nothing is allocated per request. */
+function allOf(preds: readonly Pred[]): Pred {
+  return (req, src) => {
+    for (let i = 0; i < preds.length; i++) if (!(preds[i] as Pred)(req, src)) return false;
+    return true;
+  };
+}
+
+function anyOf(preds: readonly Pred[]): Pred {
+  return (req, src) => {
+    for (let i = 0; i < preds.length; i++) if ((preds[i] as Pred)(req, src)) return true;
+    return false;
+  };
+}
+
+/** Exact names in a Set, `*` patterns as one anchored linear-time regex. */
+function globs(patterns: readonly string[]): (s: string) => boolean {
   const exact = new Set(patterns.filter((p) => !p.includes('*')));
   const wild = patterns.filter((p) => p.includes('*'));
   if (wild.includes('*')) return () => true;
-  const re = wild.length ? new RegExp(`^(?:${wild.map((w) => w.split('*').map(escapeRe).join('.*')).join('|')})$`) : undefined;
-  return (s) => exact.has(s) || (re !== undefined && re.test(s));
+  if (wild.length === 0) return (s) => exact.has(s);
+  const re = compileRegex(wild.map((w) => w.split('*').map(escapeRe).join('.*')).join('|'));
+  return (s) => exact.has(s) || re.test(s);
 }
 
-function compileString(m: StringMatch): (s: string) => boolean {
+function compileString(m: { exact?: string; prefix?: string; regex?: string }): (s: string) => boolean {
   if (m.exact !== undefined) {
     const x = m.exact;
     return (s) => s === x;
@@ -264,7 +286,7 @@ function compileString(m: StringMatch): (s: string) => boolean {
     const x = m.prefix;
     return (s) => s.startsWith(x);
   }
-  const re = new RegExp(`^(?:${m.regex})$`);
+  const re = compileRegex(m.regex as string);
   return (s) => re.test(s);
 }
 
@@ -272,93 +294,14 @@ function escapeRe(s: string): string {
   return s.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
 }
 
-// ------------------------------------------------------------------------------------ validate
-
-/**
- * Checks an AuthorizationPolicy's spec (until the policy model carries the kind), with field
- * paths: `spec.rules[0].to.paths[1].regex: invalid regular expression: ...`.
- */
-export function validateAuthorizationPolicy(name: string, raw: unknown): Result<AuthorizationPolicy> {
-  const errors: FieldError[] = [];
-  const err = (path: string, message: string): void => void errors.push({ path: `spec${path}`, message });
-  const spec = raw as Record<string, unknown>;
-  if (!spec || typeof spec !== 'object' || Array.isArray(spec)) return fail([{ path: 'spec', message: 'must be an object' }]);
-  const known = new Set(['service', 'defaultAction', 'dryRun', 'rules']);
-  for (const k of Object.keys(spec)) if (!known.has(k)) err(`.${k}`, `unknown field (expected ${[...known].join(', ')})`);
-  if (spec.service !== undefined && (typeof spec.service !== 'string' || spec.service === '')) err('.service', 'must be a service name');
-  if (spec.defaultAction !== undefined && spec.defaultAction !== 'ALLOW' && spec.defaultAction !== 'DENY') err('.defaultAction', `must be ALLOW or DENY, got ${JSON.stringify(spec.defaultAction)}`);
-  if (spec.dryRun !== undefined && typeof spec.dryRun !== 'boolean') err('.dryRun', 'must be true or false');
-  const rules = spec.rules ?? [];
-  if (!Array.isArray(rules)) err('.rules', 'must be a list');
-  else
-    rules.forEach((r: Record<string, unknown>, i) => {
-      const at = `.rules[${i}]`;
-      if (!r || typeof r !== 'object') return err(at, 'must be an object');
-      for (const k of Object.keys(r)) if (!['name', 'action', 'from', 'to'].includes(k)) err(`${at}.${k}`, 'unknown field (expected name, action, from, to)');
-      if (r.action !== 'ALLOW' && r.action !== 'DENY' && r.action !== 'AUDIT') err(`${at}.action`, `must be ALLOW, DENY or AUDIT, got ${JSON.stringify(r.action)}`);
-      if (r.from !== undefined) {
-        if (!Array.isArray(r.from)) err(`${at}.from`, 'must be a list of sources');
-        else
-          r.from.forEach((s: Record<string, unknown>, j: number) => {
-            const sat = `${at}.from[${j}]`;
-            if (!s || typeof s !== 'object') return err(sat, 'must be an object');
-            for (const k of Object.keys(s)) if (!['spiffeIds', 'services', 'namespaces', 'unauthenticated'].includes(k)) err(`${sat}.${k}`, 'unknown field (expected spiffeIds, services, namespaces, unauthenticated)');
-            for (const k of ['spiffeIds', 'services', 'namespaces'])
-              if (s[k] !== undefined && (!Array.isArray(s[k]) || (s[k] as unknown[]).some((x) => typeof x !== 'string' || x === ''))) err(`${sat}.${k}`, 'must be a list of non-empty strings');
-            if (s.unauthenticated !== undefined && typeof s.unauthenticated !== 'boolean') err(`${sat}.unauthenticated`, 'must be true or false');
-          });
-      }
-      const to = r.to as Record<string, unknown> | undefined;
-      if (to !== undefined) {
-        if (!to || typeof to !== 'object') return err(`${at}.to`, 'must be an object');
-        for (const k of Object.keys(to)) if (!['methods', 'paths', 'headers', 'ports'].includes(k)) err(`${at}.to.${k}`, 'unknown field (expected methods, paths, headers, ports)');
-        if (to.methods !== undefined && (!Array.isArray(to.methods) || to.methods.some((m) => typeof m !== 'string' || !/^[A-Za-z]+$/.test(m)))) err(`${at}.to.methods`, 'must be a list of HTTP methods');
-        if (to.ports !== undefined && (!Array.isArray(to.ports) || to.ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535))) err(`${at}.to.ports`, 'must be a list of ports (1-65535)');
-        const checkMatch = (m: Record<string, unknown>, path: string, allowPresent: boolean) => {
-          const kinds = ['exact', 'prefix', 'regex'].filter((k) => m[k] !== undefined);
-          if (kinds.length > 1) err(path, `one of exact, prefix, regex; got ${kinds.join(' and ')}`);
-          if (kinds.length === 0 && !allowPresent) err(path, 'needs exact, prefix or regex');
-          for (const k of kinds) if (typeof m[k] !== 'string') err(`${path}.${k}`, 'must be a string');
-          if (typeof m.regex === 'string')
-            try {
-              new RegExp(m.regex);
-            } catch (e) {
-              err(`${path}.regex`, `invalid regular expression: ${(e as Error).message}`);
-            }
-        };
-        if (to.paths !== undefined) {
-          if (!Array.isArray(to.paths)) err(`${at}.to.paths`, 'must be a list');
-          else to.paths.forEach((p: Record<string, unknown>, j: number) => (p && typeof p === 'object' ? checkMatch(p, `${at}.to.paths[${j}]`, false) : err(`${at}.to.paths[${j}]`, 'must be an object')));
-        }
-        if (to.headers !== undefined) {
-          if (!Array.isArray(to.headers)) err(`${at}.to.headers`, 'must be a list');
-          else
-            to.headers.forEach((h: Record<string, unknown>, j: number) => {
-              const hat = `${at}.to.headers[${j}]`;
-              if (!h || typeof h !== 'object') return err(hat, 'must be an object');
-              if (typeof h.name !== 'string' || h.name === '') err(`${hat}.name`, 'must be a header name');
-              if (h.present !== undefined && typeof h.present !== 'boolean') err(`${hat}.present`, 'must be true or false');
-              checkMatch(h, hat, true);
-            });
-        }
-      }
-    });
-  if (errors.length) return fail(errors);
-  return ok({ name, spec: spec as unknown as AuthorizationPolicySpec });
-}
-
 // ------------------------------------------------------------------------ the denied response
 
 /** The response flag on a request denied by an AuthorizationPolicy (Envoy's RBAC flag is `RBAC_ACCESS_DENIED`, shown `RBAC`). */
-export const RBAC_FLAG = 'RBAC';
+export const RBAC_FLAG = Flags.AccessDenied;
+/** gRPC status PERMISSION_DENIED. */
+export const GRPC_PERMISSION_DENIED = 7;
 
-/**
- * What the request layer answers a denied request with: 403 and `x-meshlet-flags: RBAC`, or for
- * gRPC a Trailers-Only 200 with grpc-status 7 (PERMISSION_DENIED). The message names the rule.
- */
-export function deniedResponse(d: AuthzDecision, grpc: boolean): { status: number; headers: Record<string, string>; body: string } {
-  const by = d.by === 'no-policy' ? 'no policy' : `${d.by.policy} ${d.by.rule}`;
-  const message = `denied by AuthorizationPolicy ${by}`;
-  if (grpc) return { status: 200, headers: { 'content-type': 'application/grpc', 'grpc-status': '7', 'grpc-message': encodeURIComponent(message), 'x-meshlet-flags': RBAC_FLAG }, body: '' };
-  return { status: 403, headers: { 'content-type': 'text/plain', 'x-meshlet-flags': RBAC_FLAG }, body: `${message}\n` };
+/** The message of a denied answer: it names the policy and rule. */
+export function deniedMessage(d: AuthzDecision): string {
+  return `denied by AuthorizationPolicy ${d.by === 'no-policy' ? '(none)' : `${d.by.policy} rule ${d.by.rule}`}`;
 }

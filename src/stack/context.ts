@@ -9,6 +9,7 @@ import type { MeshMetrics, RouteHandle } from '../observability/mesh-metrics';
 import type { Observer } from '../observability/observer';
 import type { CompiledSnapshot } from '../policy/compiled';
 import type { RateLimitLayer } from '../resilience/rate-limit';
+import type { InboundAuthz } from './authz';
 import type { ResilienceState } from '../resilience/state';
 import type { Direction } from '../core/layer';
 
@@ -40,4 +41,6 @@ export interface StackContext {
   service?: string;
   /** Inbound rate limits (RateLimitPolicy for this service). */
   rateLimit?: RateLimitLayer;
+  /** Inbound authorization (AuthorizationPolicies for this service), compiled per snapshot. */
+  authz?: InboundAuthz;
 }
