@@ -42,18 +42,15 @@ export interface DecidedCall {
 /** Tries recorded per request (a retry policy allows at most 10 attempts; resends add two). */
 export const MAX_TRIES = 12;
 /** Rate-limit buckets recorded per request. */
-export const MAX_LIMITS = 8;
+const MAX_LIMITS = 8;
 /** Requests remembered by default. */
 export const DEFAULT_DECISIONS = 1024;
 
 export type LimitOutcome = 'allowed' | 'limited' | 'failed-open' | 'failed-closed';
 
-/** Where the rate-limit layer notes each bucket it counted a request against. */
-export interface LimitRecorder {
-  limit(seq: number, name: string, key: string, outcome: LimitOutcome): void;
-}
 
-export class Decision implements LimitRecorder {
+/** One request's slot; also the rate-limit layer's `LimitRecorder` (src/resilience/rate-limit/layer.ts). */
+export class Decision {
   /** Which request holds the slot (0: never used). */
   seq = 0;
   done = false;
