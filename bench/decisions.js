@@ -35,6 +35,8 @@ for (let i = 0; i < n; i++) {
   const c = new MeshCall('outbound', 'http', 'http1', 'GET', '/items', 'catalog', undefined, ['x-request-id', 'abc'], null, '1.1');
   c.rule = rule;
   c.backend = backend;
+  // The observe layer's handle (made per request anyway): the decision reuses its clock reads.
+  c.obs = { requestId: 'abc', route: { source: 'frontend' }, t0: 1, t1: 0 };
   if (ring) ring.claim(c);
   c.tries = 1;
   c.target = target;
@@ -44,6 +46,7 @@ for (let i = 0; i < n; i++) {
     d.tryResponse(c.decisionSeq, k, 200);
     d.limit(c.decisionSeq, 'per-caller', 'frontend', 'allowed');
     d.tryDone(c.decisionSeq, k, undefined);
+    c.obs.t1 = 2;
     d.finish(c.decisionSeq, 200, undefined, 'abc', -1);
   }
   keep[i & 1023] = c;

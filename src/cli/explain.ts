@@ -113,7 +113,7 @@ interface Hop {
   status?: number;
   flags?: string;
   grpcStatus?: number;
-  durationMs: number;
+  durationMs?: number;
   inFlight?: boolean;
 }
 
@@ -184,8 +184,8 @@ export function formatLast(b: LastBody): string {
       for (const d of details ?? []) out += `     ${d}\n`;
     });
     out += h.inFlight
-      ? `=> still in flight after ${ms(h.durationMs)}\n`
-      : `=> ${h.status}${h.grpcStatus !== undefined && h.grpcStatus >= 0 ? ` grpc-status ${h.grpcStatus}` : ''}${h.flags ? ` ${h.flags}` : ''} in ${ms(h.durationMs)}\n`;
+      ? `=> still in flight after ${ms(h.durationMs ?? 0)}\n`
+      : `=> ${h.status}${h.grpcStatus !== undefined && h.grpcStatus >= 0 ? ` grpc-status ${h.grpcStatus}` : ''}${h.flags ? ` ${h.flags}` : ''}${h.durationMs !== undefined ? ` in ${ms(h.durationMs)}` : ', answered by the sidecar before forwarding'}\n`;
   }
   return out;
 }

@@ -8,8 +8,9 @@
  * (pick.ts), the rate-limit buckets counted (rate-limit.ts), and at the end the status, flags,
  * tries, timeouts and durations (observe.ts, or the front adapter for an answer no observe layer
  * saw). Recording is field writes into a preallocated slot and references to strings the request
- * path made anyway: no string is built, nothing is allocated per request. Formatting happens only
- * when someone asks (`toJSON`).
+ * path made anyway: no string is built, nothing is allocated per request, and the clock is read
+ * only per try (the request's own start and end are the observe layer's reads). Formatting
+ * happens only when someone asks (`toJSON`).
  *
  * A slot is reused `size` requests later. A request still in flight when its slot is taken again
  * (more than `size` requests started meanwhile) stops being recorded: every write checks the
@@ -32,7 +33,7 @@ export interface DecidedCall {
   readonly tries: number;
   readonly target: { key: string } | undefined;
   readonly peer: { toString(): string } | undefined;
-  readonly obs: { readonly requestId: string; readonly route: { readonly source: string } } | undefined;
+  readonly obs: { readonly requestId: string; readonly route: { readonly source: string }; readonly t0: number; readonly t1: number } | undefined;
   decision: Decision | undefined;
   decisionSeq: number;
   header(name: string): string | undefined;
@@ -41,18 +42,15 @@ export interface DecidedCall {
 /** Tries recorded per request (a retry policy allows at most 10 attempts; resends add two). */
 export const MAX_TRIES = 12;
 /** Rate-limit buckets recorded per request. */
-export const MAX_LIMITS = 8;
+const MAX_LIMITS = 8;
 /** Requests remembered by default. */
 export const DEFAULT_DECISIONS = 1024;
 
 export type LimitOutcome = 'allowed' | 'limited' | 'failed-open' | 'failed-closed';
 
-/** Where the rate-limit layer notes each bucket it counted a request against. */
-export interface LimitRecorder {
-  limit(seq: number, name: string, key: string, outcome: LimitOutcome): void;
-}
 
-export class Decision implements LimitRecorder {
+/** One request's slot; also the rate-limit layer's `LimitRecorder` (src/resilience/rate-limit/layer.ts). */
+export class Decision {
   /** Which request holds the slot (0: never used). */
   seq = 0;
   done = false;
@@ -77,8 +75,11 @@ export class Decision implements LimitRecorder {
   retryOn: readonly string[] | undefined = undefined;
   /** The call's deadline, ms after it started (0: none): the route timeout or a shorter grpc-timeout. */
   deadlineMs = 0;
+  /** Monotonic ms: the observe layer's own reads (0 until the request ends; see `finish`). */
   startMono = 0;
   endMono = 0;
+  /** Whether the observe layer timed the request (false for answers given before it). */
+  timed = false;
   status = 0;
   flags: string | undefined = undefined;
   grpcStatus = -1;
@@ -141,7 +142,18 @@ export class Decision implements LimitRecorder {
     const c = this.call as DecidedCall;
     this.done = true;
     this.call = undefined;
-    this.endMono = this.clock.monotonic();
+    // The observe layer read the clock when the request began and ended: its reads are reused.
+    // A request it never saw (no route, rate limited, ...) is timed from its claim.
+    const obs = c.obs;
+    if (obs && obs.t1 > 0) {
+      this.startMono = obs.t0;
+      this.endMono = obs.t1;
+      this.timed = true;
+    } else {
+      // Answered before the observe layer (no route, rate limited, a fault...): not timed.
+      this.endMono = this.startMono = this.clock.monotonic();
+      this.timed = false;
+    }
     this.status = status;
     this.flags = flags || undefined;
     this.grpcStatus = c.grpcStatus >= 0 ? c.grpcStatus : grpcStatus;
@@ -170,7 +182,6 @@ export class Decision implements LimitRecorder {
     this.tries = c.tries;
     this.upstream = c.target?.key;
     this.peer = c.peer;
-    const obs = c.obs;
     if (obs && c.direction === 'inbound') this.source = obs.route.source;
   }
 
@@ -179,6 +190,8 @@ export class Decision implements LimitRecorder {
     const now = this.clock.monotonic();
     const wall = this.clock.now();
     const ms = (x: number): number => Math.round(x * 1000) / 1000;
+    // In flight: the observe layer's start, once it began.
+    const start = this.done ? this.startMono : (this.call?.obs?.t0 ?? now);
     const tries: DecisionRecord['tries'] = [];
     for (let i = 0; i < this.nTries; i++) {
       const end = this.tryEnd[i] as number;
@@ -186,7 +199,7 @@ export class Decision implements LimitRecorder {
         endpoint: this.tryEndpoint[i] as string,
         ...(this.tryStatus[i] ? { status: this.tryStatus[i] } : {}),
         ...(this.tryError[i] !== undefined ? { error: this.tryError[i] } : {}),
-        startMs: ms((this.tryStart[i] as number) - this.startMono),
+        startMs: ms((this.tryStart[i] as number) - start),
         ...(end ? { durationMs: ms(end - (this.tryStart[i] as number)) } : {}),
       });
     }
@@ -197,8 +210,8 @@ export class Decision implements LimitRecorder {
       service,
       requestId: this.requestId,
       direction: this.direction,
-      time: new Date(wall - (now - this.startMono)).toISOString(),
-      start: ms(wall - (now - this.startMono)),
+      time: new Date(wall - (now - start)).toISOString(),
+      start: ms(wall - (now - start)),
       kind: this.kind,
       method: this.method,
       authority: this.authority,
@@ -216,8 +229,8 @@ export class Decision implements LimitRecorder {
       ...(this.upstream ? { upstream: this.upstream } : {}),
       rateLimits: limits,
       ...(this.done
-        ? { status: this.status, ...(this.flags ? { flags: this.flags } : {}), ...(this.grpcStatus >= 0 ? { grpcStatus: this.grpcStatus } : {}), durationMs: ms(this.endMono - this.startMono) }
-        : { inFlight: true, durationMs: ms(now - this.startMono) }),
+        ? { status: this.status, ...(this.flags ? { flags: this.flags } : {}), ...(this.grpcStatus >= 0 ? { grpcStatus: this.grpcStatus } : {}), ...(this.timed ? { durationMs: ms(this.endMono - this.startMono) } : {}) }
+        : { inFlight: true, durationMs: ms(now - start) }),
     };
   }
 }
@@ -254,7 +267,8 @@ export interface DecisionRecord {
   status?: number;
   flags?: string;
   grpcStatus?: number;
-  durationMs: number;
+  /** Absent for a request answered before the observe layer timed it. */
+  durationMs?: number;
   inFlight?: boolean;
 }
 
@@ -265,7 +279,7 @@ export class DecisionRing {
 
   constructor(
     readonly size: number,
-    private readonly clock: Clock,
+    clock: Clock,
   ) {
     if (!(Number.isInteger(size) && size > 0)) throw new RangeError(`the decision ring needs a positive size, got ${size}`);
     this.slots = [];
@@ -298,7 +312,8 @@ export class DecisionRing {
     d.nTries = 0;
     d.nLimits = 0;
     d.upstream = undefined;
-    d.startMono = this.clock.monotonic();
+    d.startMono = 0;
+    d.timed = false;
     call.decision = d;
     call.decisionSeq = seq;
   }

@@ -236,7 +236,9 @@ export class ObservedRequest {
   /** What counts the request body as it arrives (chunked or not), when the request has one. */
   received: { readonly bodyBytes: number } | undefined;
   responseBytes = 0;
-  private readonly t0 = performance.now();
+  /** When the request began, and ended (0 until then): monotonic ms, read once each (the recent decisions reuse them). */
+  readonly t0 = performance.now();
+  t1 = 0;
   /** Wall-clock start (ms since the epoch), derived from t0: one clock read per request, not two. */
   readonly wallStart = wallClock(this.t0);
   private ended = false;
@@ -298,7 +300,8 @@ export class ObservedRequest {
   end(status: number, flag?: string): void {
     if (this.ended) return;
     this.ended = true;
-    const seconds = (performance.now() - this.t0) / 1000;
+    const t1 = (this.t1 = performance.now());
+    const seconds = (t1 - this.t0) / 1000;
     if (this.received) this.requestBytes = this.received.bodyBytes;
     const h = this.handle;
     if (this.o.recordMetrics) {

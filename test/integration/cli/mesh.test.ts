@@ -144,7 +144,7 @@ t.test('explain, proxy-config, describe, version and check on a live mesh', asyn
   );
   t.equal(nr, 404);
   r = await run(['explain', '--last', 'last-nr-1'], cp.api);
-  t.match(r.stdout, /outbound at frontend .*: GET nothing\/x \(http\)\n1\. route: no Route serves this host and path \(NR\)\n.*\n=> 404 NR in/);
+  t.match(r.stdout, /outbound at frontend .*: GET nothing\/x \(http\)\n1\. route: no Route serves this host and path \(NR\)\n.*\n=> 404 NR, answered by the sidecar before forwarding\n/);
   r = await run(['explain', '--last', 'never-sent'], cp.api);
   t.equal(r.code, 1);
   t.match(r.stderr, /request "never-sent" is not among the recent requests of any of the 3 connected sidecar\(s\) \(each keeps the last 1024\)/);

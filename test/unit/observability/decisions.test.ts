@@ -18,6 +18,13 @@ const rule = {
   retries: { attempts: 2, perTryTimeoutMs: 1000, retryOn: ['5xx'] },
 } as unknown as CompiledRule;
 
+/** The observe layer's handle, as far as a decision reads it: the request's start and end times. */
+function observed(c: MeshCall, clock: FakeClock): { t1: number } {
+  const obs = { requestId: c.header('x-request-id') ?? '', route: { source: 'frontend' }, t0: clock.monotonic(), t1: 0 };
+  c.obs = obs as unknown as MeshCall['obs'];
+  return obs;
+}
+
 function call(id: string, direction: 'inbound' | 'outbound' = 'outbound'): MeshCall {
   const c = new MeshCall(direction, 'http', 'http1', 'GET', '/items?x=1', 'catalog', undefined, ['x-request-id', id], null, '1.1');
   c.rule = rule;
@@ -30,6 +37,7 @@ t.test('a slot records the route, every try, the buckets and the end, read from 
   const ring = new DecisionRing(4, clock);
   const c = call('r1');
   ring.claim(c);
+  const obs = observed(c, clock);
   const d = c.decision!;
   clock.advance(1);
   const t1 = d.tryBegin(c.decisionSeq, '10.0.0.1:80');
@@ -46,6 +54,7 @@ t.test('a slot records the route, every try, the buckets and the end, read from 
   c.destination = 'catalog';
   c.deadline = clock.monotonic() + 2982;
   c.target = { key: '10.0.0.2:80', address: '10.0.0.2', port: 80, protocol: 'http1' };
+  obs.t1 = clock.monotonic();
   d.finish(c.decisionSeq, 200, undefined, undefined);
   t.equal(d.call, undefined, 'the call is not kept once it ended');
   const [found] = ring.find('r1');
@@ -82,6 +91,7 @@ t.test('a request still in flight is found by its id and shown as such; the trie
   const ring = new DecisionRing(4, clock);
   const c = call('r2');
   ring.claim(c);
+  observed(c, clock);
   for (let i = 0; i < MAX_TRIES + 3; i++) c.decision!.tryBegin(c.decisionSeq, `10.0.0.${i}:80`);
   clock.advance(7);
   const j = ring.find('r2')[0]!.toJSON('s', 'svc');
@@ -122,5 +132,6 @@ t.test('inbound: the caller, the rate-limit outcome, the app', async (t) => {
   c.decision!.finish(c.decisionSeq, 200, 'RL', undefined, 8);
   const j = ring.find('g1')[0]!.toJSON('p-0', 'pricing');
   t.match(j, { direction: 'inbound', kind: 'grpc', status: 200, flags: 'RL', grpcStatus: 8, rateLimits: [{ outcome: 'limited' }] });
-  t.match(formatLast({ requestId: 'g1', asked: 3, kept: 8, decisions: [j] }), /1\. caller: unknown \(not a known service\), no client certificate\n2\. rate limits: 1 bucket\(s\) counted\n     limit "global", bucket "frontend": limited\n=> 200 grpc-status 8 RL in 0ms/);
+  t.notOk('durationMs' in j, 'answered before the observe layer: not timed');
+  t.match(formatLast({ requestId: 'g1', asked: 3, kept: 8, decisions: [j] }), /1\. caller: unknown \(not a known service\), no client certificate\n2\. rate limits: 1 bucket\(s\) counted\n     limit "global", bucket "frontend": limited\n=> 200 grpc-status 8 RL, answered by the sidecar before forwarding\n/);
 });
