@@ -47,7 +47,8 @@ function startControlPlane(dir) {
   if (values.store && values.store !== 'file') args.push('--store', values.store, '--etcd-prefix', `/bench-${process.pid}/`);
   // 'warn' hides 'control plane started': read the addresses from an info line instead.
   args[args.indexOf('warn')] = 'info';
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const nodeArgs = process.env.FLEET_CP_NODE_ARGS ? process.env.FLEET_CP_NODE_ARGS.split(' ') : [];
+  const child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('the control plane did not start')), 30_000);
     readline.createInterface({ input: child.stdout }).on('line', (line) => {
@@ -190,6 +191,12 @@ process.on('exit', () => cpChild && cpChild.kill('SIGKILL'));
   process.stdout.write(JSON.stringify(out, null, 2) + '\n');
   for (const c of clients) c.close();
   cp.child.kill('SIGTERM');
+  // Let it exit on its own (a --cpu-prof profile is written at exit), within 10 s.
+  await new Promise((r) => {
+    cp.child.once('exit', r);
+    setTimeout(r, 10_000);
+  });
+  cpChild = undefined;
   if (etcd) await etcd.stop();
   fs.rmSync(dir, { recursive: true, force: true });
   process.exit(0);
