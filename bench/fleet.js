@@ -157,15 +157,15 @@ function connectSims(push, n, s, delta, opts = {}) {
       sim.version = msg.version;
       call.write({ ack: { version: msg.version, nonce: msg.nonce } });
       const w = state.waiting;
-      if (w && msg.version === w.version && !sim.counted) {
+      if (w && msg.version !== w.prev && !sim.counted) {
         sim.counted = true;
         w.times.push(performance.now() - w.since);
         if (--w.left === 0) w.done();
       }
     });
     call.on('error', () => undefined);
-    const svc = opts.service ?? i % s;
-    call.write({ node: { id: sim.id, service: `svc${svc}`, address: `127.${1 + Math.floor(i / 62500)}.${1 + Math.floor(i / 250) % 250}.${1 + (i % 250)}`, inboundPort: 15006, labels: {}, buildVersion: 'fleet-sim', adminPort: 0, acceptsDelta: delta } });
+    const svc = typeof opts.service === 'string' ? opts.service : `svc${opts.service ?? i % s}`;
+    call.write({ node: { id: sim.id, service: svc, address: `127.${1 + Math.floor(i / 62500)}.${1 + Math.floor(i / 250) % 250}.${1 + (i % 250)}`, inboundPort: 15006, labels: {}, buildVersion: 'fleet-sim', adminPort: 0, acceptsDelta: delta } });
   }
   return { clients, sims, state };
 }
@@ -218,30 +218,16 @@ async function phase(mode, dir) {
     const i = r % S;
     const cur = (await api(base, 'GET', `/v1/routes/svc${i}`)).body;
     for (const s of sims) s.counted = false;
+    // Every sidecar is at one version; the change is the next version each receives (measured on
+    // arrival, without polling the control plane while it pushes).
+    const prev = sims[0].version;
     const since = performance.now();
     const done = new Promise((resolve) => {
-      state.waiting = { version: undefined, left: N, since, times: [], done: resolve };
+      state.waiting = { prev, left: N, since, times: [], done: resolve };
     });
     const waiting = state.waiting;
     const put = await api(base, 'PUT', `/v1/routes/svc${i}`, { ...route(i, `round-${r}`), metadata: { name: `svc${i}`, labels: { tag: `round-${r}` }, resourceVersion: cur.metadata.resourceVersion } });
     if (put.status !== 200) throw new Error(`PUT failed: ${JSON.stringify(put.body)}`);
-    // The version is known once the control plane built it: read it, then count the sidecars that have it.
-    let version;
-    for (;;) {
-      const st = (await api(base, 'GET', '/v1/status')).body;
-      if (st.revision >= Number(put.body.metadata.resourceVersion)) {
-        version = st.version;
-        break;
-      }
-    }
-    waiting.version = version;
-    for (const s of sims)
-      if (s.version === version && !s.counted) {
-        s.counted = true;
-        waiting.times.push(performance.now() - since); // arrived before we knew the version: an upper bound
-        waiting.left--;
-      }
-    if (waiting.left === 0) waiting.done();
     await done;
     const sizes = sims.map((s) => s.lastBytes);
     results.push({ last: Math.max(...waiting.times), maxBytes: Math.max(...sizes), meanBytes: sizes.reduce((a, b) => a + b, 0) / sizes.length });
@@ -277,19 +263,22 @@ async function phase(mode, dir) {
 }
 
 /** The first (complete) snapshot of one sidecar of svc0 with fixed dependencies, in a mesh of `s` services (one sidecar each). */
-async function scopeSize(s, dir, delta) {
-  const cp = await startControlPlane(path.join(dir, `scope-${s}-${delta ? 'scoped' : 'sotw'}`));
+async function scopeSize(s, dir) {
+  const cp = await startControlPlane(path.join(dir, `scope-${s}`));
   cpChild = cp.child;
+  // s services, each with a Route, dependencies and one (scoped, delta) sidecar.
   const items = Array.from({ length: s }, (_, i) => route(i, 'seed'));
-  if (delta) for (let i = 0; i < s; i++) items.push(service(i, depsOf(i, s)));
+  for (let i = 0; i < s; i++) items.push(service(i, depsOf(i, s)));
   const seeded = await api(cp.api, 'POST', '/v1/apply', { items });
   if (seeded.status !== 200) throw new Error(`seeding failed: ${JSON.stringify(seeded.body)}`);
-  const fleet = connectSims(cp.push, s, s, delta);
+  const fleet = connectSims(cp.push, s, s, true);
   await converged(cp.api, fleet.sims, s);
-  const probe = connectSims(cp.push, 1, s, delta, { service: 0, prefix: 'probe' });
-  await converged(cp.api, [...fleet.sims, ...probe.sims], s + 1);
-  const bytes = probe.sims[0].firstBytes;
-  for (const c of [...fleet.clients, ...probe.clients]) c.close();
+  // Two probes: one of svc0 (fixed dependencies), one of a service that declares none (the whole mesh).
+  const scoped = connectSims(cp.push, 1, s, true, { service: 0, prefix: 'probe-scoped' });
+  const whole = connectSims(cp.push, 1, s, true, { service: 'without-dependencies', prefix: 'probe-whole' });
+  await converged(cp.api, [...fleet.sims, ...scoped.sims, ...whole.sims], s + 2);
+  const bytes = { wholeMesh: whole.sims[0].firstBytes, scoped: scoped.sims[0].firstBytes };
+  for (const c of [...fleet.clients, ...scoped.clients, ...whole.clients]) c.close();
   await stopControlPlane(cp);
   return bytes;
 }
@@ -312,7 +301,7 @@ async function scopeSize(s, dir, delta) {
   if (sizes.length > 0) {
     out.firstSnapshotBytesBySize = {};
     for (const s of sizes) {
-      out.firstSnapshotBytesBySize[s] = { sotw: await scopeSize(s, dir, false), scoped: await scopeSize(s, dir, true) };
+      out.firstSnapshotBytesBySize[s] = await scopeSize(s, dir);
       process.stderr.write(`scope ${s}: ${JSON.stringify(out.firstSnapshotBytesBySize[s])}\n`);
     }
   }

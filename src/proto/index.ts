@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { fail, ok, type FieldError, type Result } from '../core/result';
 import type { Endpoint, WireSnapshot } from '../policy/types';
+import { KINDS } from '../policy/constants';
 
 export const PROTO_PATH = path.join(__dirname, 'meshlet.proto');
 export const SERVICE_NAME = 'meshlet.v1.PolicyDiscovery';
@@ -265,8 +266,14 @@ export function applyDelta(base: WireSnapshot, msg: SnapshotMessage): Result<Wir
     }
   }
   if (errors.length > 0) return fail(errors);
-  // Kind/name order: within a kind, the store's (name) order, which route precedence follows.
-  const resources = [...byKey.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map((e) => e[1]);
+  // The store's order (kinds in KINDS order, then by name), which route precedence follows.
+  const rank = (k: string) => {
+    const i = (KINDS as readonly string[]).indexOf(k.slice(0, k.indexOf('/')));
+    return i < 0 ? KINDS.length : i;
+  };
+  const resources = [...byKey.entries()]
+    .sort((a, b) => rank(a[0]) - rank(b[0]) || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    .map((e) => e[1]);
   return ok({ version, resources, endpoints });
 }
 
