@@ -108,6 +108,7 @@ export class PushServer {
   private readonly streams = new Set<Stream>();
   private readonly nonceBase = randomBytes(4).toString('hex');
   private nonceSeq = 0;
+  private lastFlushMs = 0;
   private readonly views: PushViews;
   private readonly maxBytes: number;
   private server: grpc.Server | undefined;
@@ -161,10 +162,14 @@ export class PushServer {
     if (this.closing) return;
     if (this.changeSince === undefined) this.changeSince = performance.now();
     if (this.timer) return;
+    // Under a storm of changes (sidecars connecting by the thousand), wait at least as long as the
+    // last flush took: pushing never takes more than about half of the event loop.
     this.timer = setTimeout(() => {
       this.timer = undefined;
+      const t0 = performance.now();
       this.flush();
-    }, this.coalesceMs);
+      this.lastFlushMs = performance.now() - t0;
+    }, Math.max(this.coalesceMs, Math.min(this.lastFlushMs, 1000)));
   }
 
   /** The snapshot currently in force. */

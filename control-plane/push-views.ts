@@ -58,6 +58,15 @@ interface IndexedResource {
 
 interface MeshIndex {
   readonly resources: readonly IndexedResource[];
+  /** Routes by the service each plain host names; and those with `*` or `*.` hosts (matched one by one). */
+  readonly routesByService: ReadonlyMap<string, readonly IndexedResource[]>;
+  readonly wildRoutes: readonly IndexedResource[];
+  /** DestinationPolicy, RateLimitPolicy, GrpcTranscoding, Service by the service they are about. */
+  readonly byService: ReadonlyMap<string, readonly IndexedResource[]>;
+  /** Kinds the scoping does not know: sent to everyone. */
+  readonly others: readonly IndexedResource[];
+  /** Store order, to list a view's resources in it. */
+  readonly order: ReadonlyMap<IndexedResource, number>;
   readonly endpointsJson: ReadonlyMap<string, string>;
   /** Service name -> its declared dependencies (only services that set them). */
   readonly dependencies: ReadonlyMap<string, readonly string[]>;
@@ -193,15 +202,38 @@ export class PushViews {
       const deps = (r.spec as { dependencies?: unknown } | undefined)?.dependencies;
       if (Array.isArray(deps)) dependencies.set(r.metadata.name, deps.filter((d): d is string => typeof d === 'string').map((d) => d.toLowerCase()));
     }
-    const byService = new Map<string, Endpoint[]>();
+    const epsByService = new Map<string, Endpoint[]>();
     for (const e of b.endpoints) {
-      let l = byService.get(e.service);
-      if (!l) byService.set(e.service, (l = []));
+      let l = epsByService.get(e.service);
+      if (!l) epsByService.set(e.service, (l = []));
       l.push(e);
     }
     const endpointsJson = new Map<string, string>();
-    for (const [svc, l] of [...byService.entries()].sort((a, c) => (a[0] < c[0] ? -1 : a[0] > c[0] ? 1 : 0))) endpointsJson.set(svc, JSON.stringify(l));
-    x = { resources: b.resources.map(indexResource), endpointsJson, dependencies };
+    for (const [svc, l] of [...epsByService.entries()].sort((a, c) => (a[0] < c[0] ? -1 : a[0] > c[0] ? 1 : 0))) endpointsJson.set(svc, JSON.stringify(l));
+    const resources = b.resources.map(indexResource);
+    const routesByService = new Map<string, IndexedResource[]>();
+    const byService = new Map<string, IndexedResource[]>();
+    const wildRoutes: IndexedResource[] = [];
+    const others: IndexedResource[] = [];
+    const push = (m: Map<string, IndexedResource[]>, k: string, r: IndexedResource) => {
+      const l = m.get(k);
+      if (l) l.push(r);
+      else m.set(k, [r]);
+    };
+    for (const r of resources) {
+      if (r.kind === 'Route') {
+        let wild = false;
+        for (const h of r.hosts ?? []) {
+          if (h === '*' || h.startsWith('*.')) wild = true;
+          else push(routesByService, serviceOfHost(h), r);
+        }
+        if (wild) wildRoutes.push(r);
+      } else if (SERVICE_SCOPED.has(r.kind)) {
+        if (r.service !== undefined) push(byService, r.service, r);
+      } else if (r.kind === 'Service') push(byService, r.name, r);
+      else others.push(r);
+    }
+    x = { resources, routesByService, wildRoutes, byService, others, order: new Map(resources.map((r, i) => [r, i])), endpointsJson, dependencies };
     this.indexes.set(b, x);
     return x;
   }
@@ -213,21 +245,30 @@ export class PushViews {
       return { version: b.version, scope, resources: new Map(ix.resources.map((r) => [r.key, r.json])), endpoints: ix.endpointsJson };
     }
     const services = new Set<string>([scope]);
-    for (const d of deps) if (!d.startsWith('*.')) services.add(serviceOfHost(d));
-    const routes = new Set<IndexedResource>();
-    for (const r of ix.resources) {
-      if (r.kind !== 'Route' || !r.hosts?.some((h) => deps.some((d) => hostMatches(h, d)))) continue;
-      routes.add(r);
+    const picked = new Set<IndexedResource>(ix.others);
+    const route = (r: IndexedResource) => {
+      if (picked.has(r)) return;
+      picked.add(r);
       for (const t of r.targets ?? []) services.add(t);
+    };
+    for (const d of deps) {
+      if (d.startsWith('*.')) {
+        // A wildcard dependency: every Route with a host under it.
+        for (const rs of ix.routesByService.values()) for (const r of rs) if (!picked.has(r) && r.hosts?.some((h) => hostMatches(h, d))) route(r);
+      } else {
+        services.add(serviceOfHost(d));
+        for (const r of ix.routesByService.get(serviceOfHost(d)) ?? []) if (r.hosts?.some((h) => hostMatches(h, d))) route(r);
+      }
+      for (const r of ix.wildRoutes) if (r.hosts?.some((h) => hostMatches(h, d))) route(r);
     }
+    for (const svc of services) for (const r of ix.byService.get(svc) ?? []) picked.add(r);
     const resources = new Map<string, string>();
-    for (const r of ix.resources) {
-      const keep =
-        r.kind === 'Route' ? routes.has(r) : SERVICE_SCOPED.has(r.kind) ? r.service !== undefined && services.has(r.service) : r.kind === 'Service' ? services.has(r.name) : true;
-      if (keep) resources.set(r.key, r.json);
-    }
+    for (const r of [...picked].sort((p, q) => (ix.order.get(p) ?? 0) - (ix.order.get(q) ?? 0))) resources.set(r.key, r.json);
     const endpoints = new Map<string, string>();
-    for (const [svc, j] of ix.endpointsJson) if (services.has(svc)) endpoints.set(svc, j);
+    for (const svc of [...services].sort()) {
+      const j = ix.endpointsJson.get(svc);
+      if (j !== undefined) endpoints.set(svc, j);
+    }
     return { version: b.version, scope, resources, endpoints };
   }
 }

@@ -79,3 +79,18 @@ t.test('a scoped view, and deltas that rebuild the next one exactly', async (t) 
   t.same(d3.removed, ['DestinationPolicy/pricing']);
   t.same(JSON.parse(d3.endpointsByServiceJson!), { pricing: [] }, 'pricing endpoints leave the scope');
 });
+
+t.test('catch-all and wildcard Routes, wildcard dependencies, unknown kinds', async (t) => {
+  const views = new PushViews({ nonce: () => 'n' });
+  const other = { apiVersion: M, kind: 'AuthorizationPolicy', metadata: { name: 'x' }, spec: {} } as unknown as WireResource;
+  const b = snap(
+    [svc('edge', ['*.example.com']), svc('web', ['catalog']), route('all', ['*'], ['fallback']), route('api', ['api.example.com'], ['api']), route('wild', ['*.shop.local'], ['shop']), route('catalog', ['catalog'], ['catalog']), other],
+    [ep('api', 1), ep('fallback', 2), ep('catalog', 3), ep('shop', 4)],
+  );
+  const edge = views.view(b, views.scopeOf(b, 'edge'));
+  t.same([...edge.resources.keys()].sort(), ['AuthorizationPolicy/x', 'Route/all', 'Route/api', 'Service/edge'], 'a wildcard dependency picks the Routes under it; * always; unknown kinds always');
+  t.same([...edge.endpoints.keys()], ['api', 'fallback']);
+  const web = views.view(b, views.scopeOf(b, 'web'));
+  t.same([...web.resources.keys()].sort(), ['AuthorizationPolicy/x', 'Route/all', 'Route/catalog', 'Service/web']);
+  t.same([...web.endpoints.keys()], ['catalog', 'fallback']);
+});
