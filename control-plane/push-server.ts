@@ -452,7 +452,8 @@ export class PushServer {
     for (const s of this.streams) {
       if (!s.id || s.closed) continue;
       if (s.sentVersion !== b.version) this.send(s, b);
-      if (s.answeredVersion !== b.version) waiting.add(s);
+      // A stream the snapshot could not be sent to (size guard) is not waited for.
+      if (s.answeredVersion !== b.version && s.sentVersion === b.version) waiting.add(s);
     }
     if (waiting.size === 0) {
       // Nobody to wait for: either no sidecars, or all of them already have it.
