@@ -92,10 +92,18 @@ const route = (i, tag) => ({
   spec: { hosts: [`svc${i}`], rules: [{ name: 'default', backends: [{ service: `svc${i}` }] }] },
 });
 
-async function api(base, method, p, body) {
-  const res = await fetch(base + p, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) }).catch((err) => {
+async function api(base, method, p, body, attempt = 0) {
+  let res;
+  try {
+    res = await fetch(base + p, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+  } catch (err) {
+    // A busy control plane may close an idle keep-alive connection as a request goes out: reads are retried.
+    if (method === 'GET' && attempt < 5) {
+      await new Promise((r) => setTimeout(r, 500));
+      return api(base, method, p, body, attempt + 1);
+    }
     throw new Error(`${method} ${p}: ${err.message} (${err.cause && err.cause.message})`);
-  });
+  }
   return { status: res.status, body: await res.json() };
 }
 
