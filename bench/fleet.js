@@ -11,7 +11,15 @@
  * the version, simulator side), bytes each sidecar received, the control plane's RSS, and the
  * simulator's own CPU time (so its cost, which delays the ACKs, is visible).
  *
- *   node bench/fleet.js [--sidecars 1000] [--services 100] [--rounds 20] [--store etcd-local | etcd://h:p,...]
+ *   node bench/fleet.js [--sidecars 1000] [--services 100] [--rounds 20] [--mode both|sotw|delta] [--deps 2]
+ *                       [--scope-sizes 10,100,1000] [--store etcd-local | etcd://h:p,...]
+ *
+ * `--mode sotw` is today's state-of-the-world push: no service declares dependencies and the
+ * simulated sidecars do not announce deltas, so each gets the whole mesh, complete, on every
+ * change. `--mode delta`: service i declares the next `--deps` services as its dependencies
+ * (Service.spec.dependencies) and the sidecars announce deltas. `both` (default) runs one then
+ * the other, each on a fresh control plane, and prints them side by side. Counts from the
+ * control plane's /metrics (messages, bytes on the wire, distinct encodes) are load-independent.
  *
  * `--store etcd-local` starts a local 3-member etcd (free ports) for the run.
  *   (after `npm run build`; run under `flock /tmp/meshlet-bench.lock` on a shared machine)
@@ -35,8 +43,15 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '20' },
     store: { type: 'string' },
     'streams-per-connection': { type: 'string', default: '50' },
+    // sotw: today's state of the world (no dependencies declared, complete snapshots only);
+    // delta: each service declares --deps dependencies and the sidecars take deltas; both: one after the other.
+    mode: { type: 'string', default: 'both' },
+    deps: { type: 'string', default: '2' },
+    // Snapshot size of one sidecar with fixed dependencies, for these mesh sizes (services); '' to skip.
+    'scope-sizes': { type: 'string', default: '10,100,1000' },
   },
 });
+const DEPS = Number(values.deps);
 const N = Number(values.sidecars);
 const S = Number(values.services);
 const ROUNDS = Number(values.rounds);
@@ -47,7 +62,8 @@ function startControlPlane(dir) {
   if (values.store && values.store !== 'file') args.push('--store', values.store, '--etcd-prefix', `/bench-${process.pid}/`);
   // 'warn' hides 'control plane started': read the addresses from an info line instead.
   args[args.indexOf('warn')] = 'info';
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const nodeArgs = process.env.FLEET_CP_NODE_ARGS ? process.env.FLEET_CP_NODE_ARGS.split(' ') : [];
+  const child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('the control plane did not start')), 30_000);
     readline.createInterface({ input: child.stdout }).on('line', (line) => {
@@ -76,10 +92,18 @@ const route = (i, tag) => ({
   spec: { hosts: [`svc${i}`], rules: [{ name: 'default', backends: [{ service: `svc${i}` }] }] },
 });
 
-async function api(base, method, p, body) {
-  const res = await fetch(base + p, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) }).catch((err) => {
+async function api(base, method, p, body, attempt = 0) {
+  let res;
+  try {
+    res = await fetch(base + p, { method, headers: { 'content-type': 'application/json' }, body: body && JSON.stringify(body) });
+  } catch (err) {
+    // A busy control plane may close an idle keep-alive connection as a request goes out: reads are retried.
+    if (method === 'GET' && attempt < 5) {
+      await new Promise((r) => setTimeout(r, 500));
+      return api(base, method, p, body, attempt + 1);
+    }
     throw new Error(`${method} ${p}: ${err.message} (${err.cause && err.cause.message})`);
-  });
+  }
   return { status: res.status, body: await res.json() };
 }
 
@@ -88,8 +112,185 @@ function pct(xs, p) {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
 }
 
+
 let cpChild;
 process.on('exit', () => cpChild && cpChild.kill('SIGKILL'));
+
+const service = (i, deps) => ({ apiVersion: 'meshlet.dev/v1', kind: 'Service', metadata: { name: `svc${i}` }, spec: { dependencies: deps } });
+const depsOf = (i, s) => Array.from({ length: DEPS }, (_, k) => `svc${(i + 1 + k) % s}`);
+
+function metric(text, name, labels = '') {
+  const m = new RegExp(`^${name}${labels.replace(/[{}"=]/g, (c) => '\\' + c)} ([0-9.e+]+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+async function pushCounts(base) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return {
+    messages: metric(text, 'meshlet_push_messages_total', '{type="full"}') + metric(text, 'meshlet_push_messages_total', '{type="delta"}'),
+    deltas: metric(text, 'meshlet_push_messages_total', '{type="delta"}'),
+    bytes: metric(text, 'meshlet_push_bytes_total', '{type="full"}') + metric(text, 'meshlet_push_bytes_total', '{type="delta"}'),
+    encodes: metric(text, 'meshlet_push_encodes_total'),
+  };
+}
+
+/** N simulated sidecars on one control plane; `delta`: they announce deltas. */
+function connectSims(push, n, s, delta, opts = {}) {
+  const clients = [];
+  const sims = [];
+  const state = { waiting: undefined };
+  for (let i = 0; i < n; i++) {
+    if (i % PER_CONN === 0) clients.push(proto.createPolicyDiscoveryClient(push, undefined, { 'grpc.use_local_subchannel_pool': 1 }));
+    const call = clients[clients.length - 1].Stream();
+    const sim = { id: `${opts.prefix ?? 'sim'}-${i}`, version: undefined, bytes: 0, lastBytes: 0, firstBytes: 0, counted: false };
+    sims.push(sim);
+    call.on('data', (msg) => {
+      // What a sidecar does before it ACKs: decode (the compile is left out: it is the sidecar's cost).
+      let size = msg.version.length + msg.nonce.length + (msg.baseVersion || '').length;
+      if (msg.baseVersion) {
+        for (const r of msg.resources) {
+          JSON.parse(r);
+          size += r.length;
+        }
+        for (const r of msg.removed) size += r.length;
+        if (msg.endpointsByServiceJson) JSON.parse(msg.endpointsByServiceJson);
+        size += msg.endpointsByServiceJson.length;
+      } else {
+        JSON.parse(msg.resourcesJson);
+        JSON.parse(msg.endpointsJson);
+        size += msg.resourcesJson.length + msg.endpointsJson.length;
+        if (!sim.firstBytes) sim.firstBytes = size;
+      }
+      sim.bytes += size;
+      sim.lastBytes = size;
+      sim.version = msg.version;
+      call.write({ ack: { version: msg.version, nonce: msg.nonce } });
+      const w = state.waiting;
+      if (w && msg.version !== w.prev && !sim.counted) {
+        sim.counted = true;
+        w.times.push(performance.now() - w.since);
+        if (--w.left === 0) w.done();
+      }
+    });
+    call.on('error', () => undefined);
+    const svc = typeof opts.service === 'string' ? opts.service : `svc${opts.service ?? i % s}`;
+    call.write({ node: { id: sim.id, service: svc, address: `127.${1 + Math.floor(i / 62500)}.${1 + Math.floor(i / 250) % 250}.${1 + (i % 250)}`, inboundPort: 15006, labels: {}, buildVersion: 'fleet-sim', adminPort: 0, acceptsDelta: delta } });
+  }
+  return { clients, sims, state };
+}
+
+async function converged(base, sims, n) {
+  const t0 = performance.now();
+  for (;;) {
+    const st = await api(base, 'GET', '/v1/status');
+    if (st.body.sidecars.filter((s) => s.connected).length >= n && sims.every((s) => s.version === st.body.version)) return performance.now() - t0;
+    if (performance.now() - t0 > 900_000) throw new Error('the fleet did not converge within 900 s');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function stopControlPlane(cp) {
+  cp.child.kill('SIGTERM');
+  // Let it exit on its own (a --cpu-prof profile is written at exit), within 10 s.
+  await new Promise((r) => {
+    cp.child.once('exit', r);
+    setTimeout(r, 10_000);
+  });
+  cpChild = undefined;
+}
+
+async function phase(mode, dir) {
+  const delta = mode === 'delta';
+  const cp = await startControlPlane(path.join(dir, mode));
+  cpChild = cp.child;
+  const base = cp.api;
+  const items = Array.from({ length: S }, (_, i) => route(i, 'seed'));
+  if (delta) for (let i = 0; i < S; i++) items.push(service(i, depsOf(i, S)));
+  const seeded = await api(base, 'POST', '/v1/apply', { items });
+  if (seeded.status !== 200) throw new Error(`seeding failed: ${JSON.stringify(seeded.body)}`);
+  const c0 = await pushCounts(base);
+  const cpu00 = process.cpuUsage();
+  const t00 = performance.now();
+  const { clients, sims, state } = connectSims(cp.push, N, S, delta);
+  await converged(base, sims, N);
+  const connectMs = performance.now() - t00;
+  const connectCpu = process.cpuUsage(cpu00);
+  const c1 = await pushCounts(base);
+  await new Promise((r) => setTimeout(r, 500));
+  process.stderr.write(`fleet[${mode}]: ${N} simulated sidecars connected and converged in ${(connectMs / 1000).toFixed(1)} s\n`);
+
+  const results = [];
+  const c2 = await pushCounts(base);
+  const cpu0 = process.cpuUsage();
+  const wall0 = performance.now();
+  for (let r = 0; r < ROUNDS; r++) {
+    const i = r % S;
+    const cur = (await api(base, 'GET', `/v1/routes/svc${i}`)).body;
+    for (const s of sims) s.counted = false;
+    // Every sidecar is at one version; the change is the next version each receives (measured on
+    // arrival, without polling the control plane while it pushes).
+    const prev = sims[0].version;
+    const since = performance.now();
+    const done = new Promise((resolve) => {
+      state.waiting = { prev, left: N, since, times: [], done: resolve };
+    });
+    const waiting = state.waiting;
+    const put = await api(base, 'PUT', `/v1/routes/svc${i}`, { ...route(i, `round-${r}`), metadata: { name: `svc${i}`, labels: { tag: `round-${r}` }, resourceVersion: cur.metadata.resourceVersion } });
+    if (put.status !== 200) throw new Error(`PUT failed: ${JSON.stringify(put.body)}`);
+    await done;
+    const sizes = sims.map((s) => s.lastBytes);
+    results.push({ last: Math.max(...waiting.times), maxBytes: Math.max(...sizes), meanBytes: sizes.reduce((a, b) => a + b, 0) / sizes.length });
+  }
+  const wall = performance.now() - wall0;
+  const cpu = process.cpuUsage(cpu0);
+  const c3 = await pushCounts(base);
+  const lasts = results.map((x) => x.last);
+  const out = {
+    mode,
+    convergenceMs: { median: +pct(lasts, 50).toFixed(1), p99: +pct(lasts, 99).toFixed(1), max: +Math.max(...lasts).toFixed(1) },
+    perChange: {
+      wireBytesPerSidecar: Math.round((c3.bytes - c2.bytes) / ROUNDS / N),
+      wireBytesTotal: Math.round((c3.bytes - c2.bytes) / ROUNDS),
+      payloadBytesMaxSidecar: Math.round(Math.max(...results.map((x) => x.maxBytes))),
+      messages: Math.round((c3.messages - c2.messages) / ROUNDS),
+      distinctEncodes: Math.round((c3.encodes - c2.encodes) / ROUNDS),
+    },
+    connect: {
+      seconds: +(connectMs / 1000).toFixed(1),
+      messages: c1.messages - c0.messages,
+      wireBytes: c1.bytes - c0.bytes,
+      distinctEncodes: c1.encodes - c0.encodes,
+      simulatorCpuPercentOfWall: +(((connectCpu.user + connectCpu.system) / 1000 / connectMs) * 100).toFixed(1),
+    },
+    firstSnapshotBytes: Math.round(sims.reduce((a, s) => a + s.firstBytes, 0) / sims.length),
+    controlPlaneRssMb: rssMb(cp.child.pid),
+    simulatorCpuPercentOfWall: +(((cpu.user + cpu.system) / 1000 / wall) * 100).toFixed(1),
+  };
+  for (const c of clients) c.close();
+  await stopControlPlane(cp);
+  return out;
+}
+
+/** The first (complete) snapshot of one sidecar of svc0 with fixed dependencies, in a mesh of `s` services (one sidecar each). */
+async function scopeSize(s, dir) {
+  const cp = await startControlPlane(path.join(dir, `scope-${s}`));
+  cpChild = cp.child;
+  // s services, each with a Route, dependencies and one (scoped, delta) sidecar.
+  const items = Array.from({ length: s }, (_, i) => route(i, 'seed'));
+  for (let i = 0; i < s; i++) items.push(service(i, depsOf(i, s)));
+  const seeded = await api(cp.api, 'POST', '/v1/apply', { items });
+  if (seeded.status !== 200) throw new Error(`seeding failed: ${JSON.stringify(seeded.body)}`);
+  const fleet = connectSims(cp.push, s, s, true);
+  await converged(cp.api, fleet.sims, s);
+  // Two probes: one of svc0 (fixed dependencies), one of a service that declares none (the whole mesh).
+  const scoped = connectSims(cp.push, 1, s, true, { service: 0, prefix: 'probe-scoped' });
+  const whole = connectSims(cp.push, 1, s, true, { service: 'without-dependencies', prefix: 'probe-whole' });
+  await converged(cp.api, [...fleet.sims, ...scoped.sims, ...whole.sims], s + 2);
+  const bytes = { wholeMesh: whole.sims[0].firstBytes, scoped: scoped.sims[0].firstBytes };
+  for (const c of [...fleet.clients, ...scoped.clients, ...whole.clients]) c.close();
+  await stopControlPlane(cp);
+  return bytes;
+}
+
 (async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshlet-fleet-'));
   let etcd;
@@ -98,98 +299,21 @@ process.on('exit', () => cpChild && cpChild.kill('SIGKILL'));
     process.on('exit', () => etcd.stop());
     values.store = `etcd://${etcd.endpoints.join(',')}`;
   }
-  const cp = await startControlPlane(dir);
-  cpChild = cp.child;
-  const base = cp.api;
-  const seeded = await api(base, 'POST', '/v1/apply', { items: Array.from({ length: S }, (_, i) => route(i, 'seed')) });
-  if (seeded.status !== 200) throw new Error(`seeding failed: ${JSON.stringify(seeded.body)}`);
-
-  // The simulated sidecars.
-  const clients = [];
-  const sims = [];
-  let waiting; // { version, left, since, times: [] }
-  for (let i = 0; i < N; i++) {
-    if (i % PER_CONN === 0) clients.push(proto.createPolicyDiscoveryClient(cp.push, undefined, { 'grpc.use_local_subchannel_pool': 1 }));
-    const call = clients[clients.length - 1].Stream();
-    const sim = { id: `sim-${i}`, version: undefined, bytes: 0, lastBytes: 0 };
-    sims.push(sim);
-    call.on('data', (msg) => {
-      // What a sidecar does before it ACKs: decode (the compile is left out: it is the sidecar's cost).
-      const size = msg.resourcesJson.length + msg.endpointsJson.length;
-      JSON.parse(msg.resourcesJson);
-      JSON.parse(msg.endpointsJson);
-      sim.bytes += size;
-      sim.lastBytes = size;
-      sim.version = msg.version;
-      call.write({ ack: { version: msg.version, nonce: msg.nonce } });
-      if (waiting && msg.version === waiting.version && !sim.counted) {
-        sim.counted = true;
-        waiting.times.push(performance.now() - waiting.since);
-        if (--waiting.left === 0) waiting.done();
-      }
-    });
-    call.on('error', () => undefined);
-    const svc = i % S;
-    call.write({ node: { id: sim.id, service: `svc${svc}`, address: `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`, inboundPort: 15006, labels: {}, buildVersion: 'fleet-sim', adminPort: 0 } });
+  const modes = values.mode === 'both' ? ['sotw', 'delta'] : [values.mode];
+  const out = { store: values.store && values.store !== 'file' ? 'etcd' : 'file', sidecars: N, services: S, rounds: ROUNDS, deps: DEPS, loadavg: os.loadavg().map((x) => +x.toFixed(1)), cpus: os.cpus().length };
+  for (const m of modes) {
+    out[m] = await phase(m, dir);
+    process.stderr.write(`${JSON.stringify(out[m])}\n`);
   }
-  // Until every simulated sidecar has the snapshot that contains all of them.
-  for (;;) {
-    const st = await api(base, 'GET', '/v1/status');
-    if (st.body.sidecars.filter((s) => s.connected).length === N && sims.every((s) => s.version === st.body.version)) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  await new Promise((r) => setTimeout(r, 500));
-  process.stderr.write(`fleet: ${N} simulated sidecars connected and converged\n`);
-
-  const results = [];
-  const cpu0 = process.cpuUsage();
-  const wall0 = performance.now();
-  for (let r = 0; r < ROUNDS; r++) {
-    const i = r % S;
-    const cur = (await api(base, 'GET', `/v1/routes/svc${i}`)).body;
-    for (const s of sims) s.counted = false;
-    const since = performance.now();
-    const done = new Promise((resolve) => {
-      waiting = { version: undefined, left: N, since, times: [], done: resolve };
-    });
-    const put = await api(base, 'PUT', `/v1/routes/svc${i}`, { ...route(i, `round-${r}`), metadata: { name: `svc${i}`, labels: { tag: `round-${r}` }, resourceVersion: cur.metadata.resourceVersion } });
-    if (put.status !== 200) throw new Error(`PUT failed: ${JSON.stringify(put.body)}`);
-    // The version is known once the control plane built it: read it, then count the sidecars that have it.
-    let version;
-    for (;;) {
-      const st = (await api(base, 'GET', '/v1/status')).body;
-      if (st.revision >= Number(put.body.metadata.resourceVersion)) {
-        version = st.version;
-        break;
-      }
+  const sizes = values['scope-sizes'] ? values['scope-sizes'].split(',').map(Number) : [];
+  if (sizes.length > 0) {
+    out.firstSnapshotBytesBySize = {};
+    for (const s of sizes) {
+      out.firstSnapshotBytesBySize[s] = await scopeSize(s, dir);
+      process.stderr.write(`scope ${s}: ${JSON.stringify(out.firstSnapshotBytesBySize[s])}\n`);
     }
-    waiting.version = version;
-    for (const s of sims)
-      if (s.version === version && !s.counted) {
-        s.counted = true;
-        waiting.times.push(performance.now() - since); // arrived before we knew the version: an upper bound
-        waiting.left--;
-      }
-    if (waiting.left === 0) waiting.done();
-    await done;
-    results.push({ last: Math.max(...waiting.times), bytes: sims[0].lastBytes });
   }
-  const wall = performance.now() - wall0;
-  const cpu = process.cpuUsage(cpu0);
-  const lasts = results.map((x) => x.last);
-  const out = {
-    store: values.store && values.store !== 'file' ? 'etcd' : 'file',
-    sidecars: N,
-    services: S,
-    rounds: ROUNDS,
-    convergenceMs: { median: +pct(lasts, 50).toFixed(1), p99: +pct(lasts, 99).toFixed(1), max: +Math.max(...lasts).toFixed(1) },
-    bytesPerSidecarPerChange: results[results.length - 1].bytes,
-    controlPlaneRssMb: rssMb(cp.child.pid),
-    simulatorCpuPercentOfWall: +(((cpu.user + cpu.system) / 1000 / wall) * 100).toFixed(1),
-  };
   process.stdout.write(JSON.stringify(out, null, 2) + '\n');
-  for (const c of clients) c.close();
-  cp.child.kill('SIGTERM');
   if (etcd) await etcd.stop();
   fs.rmSync(dir, { recursive: true, force: true });
   process.exit(0);

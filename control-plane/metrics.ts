@@ -22,6 +22,10 @@ export class ControlPlaneMetrics {
     [],
     CONVERGENCE_BUCKETS,
   );
+  private readonly messageCounter = this.registry.counter('meshlet_push_messages_total', 'Push messages written to sidecar streams, by type (full snapshot or delta).', ['type']);
+  private readonly byteCounter = this.registry.counter('meshlet_push_bytes_total', 'Bytes of push messages written to sidecar streams (protobuf), by type.', ['type']);
+  private readonly encodeCounter = this.registry.counter('meshlet_push_encodes_total', 'Distinct push messages encoded (each is written to every stream that needs it).');
+  private readonly refusedCounter = this.registry.counter('meshlet_push_refused_total', 'Push messages not sent because they exceed the push message limit.');
   private readonly apiCodes = new Map<number, { inc(): void }>();
   /** Live values read at scrape time. */
   gauges: {
@@ -38,7 +42,11 @@ export class ControlPlaneMetrics {
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     const r = this.registry;
-    for (const c of [this.pushCounter, this.ackCounter, this.nackCounter]) c.labels();
+    for (const c of [this.pushCounter, this.ackCounter, this.nackCounter, this.encodeCounter, this.refusedCounter]) c.labels();
+    for (const t of ['full', 'delta']) {
+      this.messageCounter.labels(t);
+      this.byteCounter.labels(t);
+    }
     r.gauge('meshlet_connected_sidecars', 'Sidecars with an open push stream.').onCollect((g) => g.set(this.gauges.connectedSidecars()));
     r.gauge('meshlet_known_sidecars', 'Sidecars whose endpoint is in the mesh (connected or in their grace period).').onCollect((g) =>
       g.set(this.gauges.knownSidecars()),
@@ -69,6 +77,22 @@ export class ControlPlaneMetrics {
   }
   set nacks(v: number) {
     this.nackCounter.labels().value = v;
+  }
+
+  /** One message written to a stream. */
+  pushed(type: 'full' | 'delta', bytes: number): void {
+    this.messageCounter.labels(type).inc();
+    this.byteCounter.labels(type).inc(bytes);
+  }
+
+  /** One distinct message encoded. */
+  encoded(): void {
+    this.encodeCounter.labels().inc();
+  }
+
+  /** One message refused by the size guard. */
+  refused(): void {
+    this.refusedCounter.labels().inc();
   }
 
   apiRequest(code: number): void {

@@ -2,9 +2,16 @@
  * The push server: one gRPC bidirectional stream per sidecar (PolicyDiscovery.Stream).
  *
  * - A stream's first message names its sidecar (Node); the sidecar is registered in the endpoint
- *   registry and sent the current snapshot at once.
+ *   registry and sent the current snapshot with the next flush (within `coalesceMs`): a storm of
+ *   sidecars connecting costs one snapshot build per flush, not one per sidecar.
  * - On any change (`notifyChange`), changes are coalesced for `coalesceMs`, then every stream
- *   that does not have the new version gets it.
+ *   that does not have the new version gets it: its scope's view (push-views.ts), as a delta
+ *   from what it was last sent if it announced delta support, else complete. Each distinct
+ *   message is encoded once and the same bytes written to every stream that needs it.
+ * - A NACKed delta (a version gap, or one that does not compile) is answered with a complete
+ *   snapshot (a resync); a NACKed complete snapshot waits for the next change.
+ * - Size guard: a message over the limit (MAX_MESSAGE_BYTES, or MESHLET_MAX_PUSH_BYTES) is never
+ *   written (grpc-js would fail the whole stream); the sidecar's status says why instead.
  * - ACKs and NACKs that echo the latest nonce sent on their stream are recorded in the
  *   registry; stale ones are ignored (as in xDS).
  * - Convergence: from the first change a version includes to the moment every sidecar that was
@@ -20,14 +27,14 @@ import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
 import {
   checkNode,
-  MAX_MESSAGE_BYTES,
   SERVER_OPTIONS,
   policyDiscoveryService,
   type PolicyDiscoveryHandlers,
   type PolicyDiscoveryStreamCall,
   type ReceivedSidecarMessage,
-  type SnapshotMessage,
+  maxPushBytes,
 } from '../src/proto';
+import { PushViews, type Encoded, type View } from './push-views';
 import { formatErrors } from '../src/core/result';
 import type { Registry, SidecarSession } from './registry';
 import type { BuiltSnapshot, SnapshotBuilder } from './snapshot-builder';
@@ -44,6 +51,8 @@ export interface PushServerOptions {
   coalesceMs?: number;
   /** Verifies sidecars' credentials and signs their CSRs (control-plane/identity.ts); absent: no identities. */
   identity?: IdentityIssuer;
+  /** The largest message sent (default: maxPushBytes(), i.e. MAX_MESSAGE_BYTES or MESHLET_MAX_PUSH_BYTES). */
+  maxMessageBytes?: number;
 }
 
 export interface Convergence {
@@ -62,6 +71,15 @@ interface Stream {
   call: PolicyDiscoveryStreamCall;
   id?: string;
   session?: SidecarSession;
+  service?: string;
+  /** The sidecar applies deltas (Node.accepts_delta). */
+  acceptsDelta?: boolean;
+  /** The view last written to the stream (what a delta is made against). */
+  view?: View;
+  /** The next message must be a complete snapshot (after a NACKed delta). */
+  resync?: boolean;
+  /** The type of the message last written. */
+  sentType?: 'full' | 'delta';
   sentVersion?: string;
   sentNonce?: string;
   /** The version this stream last answered for, ACK or NACK. */
@@ -89,9 +107,10 @@ export class PushServer {
   private readonly coalesceMs: number;
   private readonly streams = new Set<Stream>();
   private readonly nonceBase = randomBytes(4).toString('hex');
-  /** Message size of each built snapshot, computed once. */
-  private readonly messageBytes = new WeakMap<BuiltSnapshot, number>();
   private nonceSeq = 0;
+  private lastFlushMs = 0;
+  private readonly views: PushViews;
+  private readonly maxBytes: number;
   private server: grpc.Server | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** Real monotonic time of the earliest change not yet pushed. */
@@ -107,6 +126,8 @@ export class PushServer {
     this.metrics = opts.metrics;
     this.coalesceMs = opts.coalesceMs ?? 5;
     this.identity = opts.identity;
+    this.maxBytes = opts.maxMessageBytes ?? maxPushBytes();
+    this.views = new PushViews({ nonce: () => `${this.nonceBase}-${++this.nonceSeq}`, onEncode: () => this.metrics?.encoded() });
     // A rotated root: every identified sidecar gets the new bundle (and requests a new certificate).
     this.identity?.onChange(() => {
       for (const st of this.streams) if (st.who) this.sendIdentity(st, { spiffeId: st.who.id.uri });
@@ -141,10 +162,14 @@ export class PushServer {
     if (this.closing) return;
     if (this.changeSince === undefined) this.changeSince = performance.now();
     if (this.timer) return;
+    // Under a storm of changes (sidecars connecting by the thousand), wait at least as long as the
+    // last flush took: pushing never takes more than about half of the event loop.
     this.timer = setTimeout(() => {
       this.timer = undefined;
+      const t0 = performance.now();
       this.flush();
-    }, this.coalesceMs);
+      this.lastFlushMs = performance.now() - t0;
+    }, Math.max(this.coalesceMs, Math.min(this.lastFlushMs, 1000)));
   }
 
   /** The snapshot currently in force. */
@@ -321,6 +346,8 @@ export class PushServer {
 
   private connect(s: Stream, n: NodeMessage): void {
     s.id = n.id;
+    s.service = n.service;
+    s.acceptsDelta = n.acceptsDelta === true;
     s.session = this.registry.connect({
       id: n.id,
       service: n.service,
@@ -331,7 +358,9 @@ export class PushServer {
       adminPort: n.adminPort,
       peerAddress: peerHost(s.call.getPeer()),
     });
-    // The registry change (if any) invalidated the snapshot: this sidecar gets one with itself in it.
+    // The registry change (if any) invalidated the snapshot: this sidecar gets one with itself in
+    // it at the next flush. A reconnect that changed nothing (same endpoint) is sent it now.
+    if (this.timer) return;
     this.send(s, this.builder.current());
   }
 
@@ -343,6 +372,7 @@ export class PushServer {
         return;
       }
       if (this.metrics) this.metrics.acks++;
+      if (s.sentType === 'full') s.resync = false;
       this.registry.recordAck(s.id, msg.ack.version);
       this.logger.debug({ sidecar: s.id, version: msg.ack.version }, 'snapshot ACKed');
       this.answered(s, msg.ack.version, false);
@@ -353,8 +383,16 @@ export class PushServer {
       }
       if (this.metrics) this.metrics.nacks++;
       this.registry.recordNack(s.id, msg.nack.version, msg.nack.reason);
-      this.logger.warn({ sidecar: s.id, version: msg.nack.version, reason: msg.nack.reason }, 'snapshot rejected (NACK)');
+      this.logger.warn({ sidecar: s.id, version: msg.nack.version, reason: msg.nack.reason, delta: s.sentType === 'delta' }, 'snapshot rejected (NACK)');
       this.answered(s, msg.nack.version, true);
+      // A NACKed delta (a gap, or it did not compile on top of the last good): resync now with the
+      // complete snapshot. A NACKed complete snapshot waits for the next change.
+      if (s.sentType === 'delta') {
+        s.resync = true;
+        const v = s.view;
+        s.sentVersion = undefined;
+        if (v) this.write(s, v, this.views.full(v));
+      } else s.resync = true;
     } else if (kind === 'leave') {
       this.logger.info({ sidecar: s.id }, 'sidecar leaving');
       s.session?.leave();
@@ -365,37 +403,44 @@ export class PushServer {
 
   private send(s: Stream, b: BuiltSnapshot): void {
     if (s.closed || !s.id || s.sentVersion === b.version) return;
+    const v = this.views.view(b, this.views.scopeOf(b, s.service ?? ''));
+    const delta = s.acceptsDelta && !s.resync && s.view !== undefined && s.view.scope === v.scope && s.sentType !== undefined;
+    this.write(s, v, delta ? this.views.delta(s.view as View, v) : this.views.full(v));
+  }
+
+  private write(s: Stream, v: View, e: Encoded): void {
+    if (s.closed || !s.id) return;
+    const bytes = e.bytes.length;
     // Never send what the sidecar cannot take (grpc-js would fail the whole stream): say why instead,
-    // in `meshlet status`, and keep the stream for the next snapshot that fits.
-    let bytes = this.messageBytes.get(b);
-    if (bytes === undefined) this.messageBytes.set(b, (bytes = Buffer.byteLength(b.resourcesJson) + Buffer.byteLength(b.endpointsJson) + b.version.length + 256));
-    if (bytes > MAX_MESSAGE_BYTES) {
-      const reason = `snapshot ${b.version} not sent: ${bytes} bytes, over the ${MAX_MESSAGE_BYTES}-byte push message limit`;
-      if (s.sentVersion !== `unsent:${b.version}`) {
-        this.logger.error({ sidecar: s.id, version: b.version, bytes, limit: MAX_MESSAGE_BYTES }, 'snapshot too large to push');
-        this.registry.recordNack(s.id, b.version, reason);
+    // in `meshlet status`, and keep the stream for the next message that fits.
+    if (bytes > this.maxBytes) {
+      const reason = `snapshot ${v.version} not sent: the ${e.type === 'delta' ? 'delta' : 'complete snapshot'} is ${bytes} bytes, over the ${this.maxBytes}-byte push message limit`;
+      if (s.sentVersion !== `unsent:${v.version}`) {
+        this.logger.error({ sidecar: s.id, version: v.version, bytes, limit: this.maxBytes, type: e.type }, 'snapshot too large to push');
+        this.registry.recordNack(s.id, v.version, reason);
+        this.metrics?.refused();
       }
-      s.sentVersion = `unsent:${b.version}`;
+      s.sentVersion = `unsent:${v.version}`;
+      // What the sidecar has is unknown from here on: the next message that fits is complete.
+      s.resync = true;
       return;
     }
-    const nonce = `${this.nonceBase}-${++this.nonceSeq}`;
-    const msg: SnapshotMessage = {
-      version: b.version,
-      nonce,
-      resourcesJson: b.resourcesJson,
-      endpointsJson: b.endpointsJson,
-    };
-    s.sentVersion = b.version;
-    s.sentNonce = nonce;
+    s.sentVersion = v.version;
+    s.sentNonce = e.nonce;
+    s.sentType = e.type;
+    s.view = v;
     s.answeredVersion = undefined;
     try {
-      s.call.write(msg);
+      s.call.write(e.bytes);
     } catch (err) {
       this.logger.warn({ err, sidecar: s.id }, 'push failed');
       return;
     }
-    if (this.metrics) this.metrics.pushes++;
-    this.registry.recordSent(s.id, b.version);
+    if (this.metrics) {
+      this.metrics.pushes++;
+      this.metrics.pushed(e.type, bytes);
+    }
+    this.registry.recordSent(s.id, v.version);
   }
 
   private flush(): void {
@@ -407,7 +452,8 @@ export class PushServer {
     for (const s of this.streams) {
       if (!s.id || s.closed) continue;
       if (s.sentVersion !== b.version) this.send(s, b);
-      if (s.answeredVersion !== b.version) waiting.add(s);
+      // A stream the snapshot could not be sent to (size guard) is not waited for.
+      if (s.answeredVersion !== b.version && s.sentVersion === b.version) waiting.add(s);
     }
     if (waiting.size === 0) {
       // Nobody to wait for: either no sidecars, or all of them already have it.

@@ -5,15 +5,22 @@
  *
  * Several control-plane replicas: `target` may list them (`a:15010,b:15010`); each reconnect
  * goes to the next one, with the same sidecar id, so a replica's death moves its sidecars to the
- * others after one backoff. A DNS name resolving to several addresses works too: grpc-js
+ * others after one backoff.
+ *
+ * Deltas: the node announces `acceptsDelta`; after a complete snapshot, the control plane sends
+ * only what changed. A delta is applied to the last good snapshot (applyDelta in src/proto) and
+ * the result validated and compiled as a complete one; a delta that does not start from the last
+ * good snapshot (a gap) or does not compile is NACKed, and the control plane resyncs. A DNS name resolving to several addresses works too: grpc-js
  * resolves every address and connects to one that answers.
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { formatErrors, type Result } from '../src/core/result';
 import {
+  applyDelta,
   createPolicyDiscoveryClient,
   decodeSnapshot,
+  isDelta,
   type NodeMessage,
   type PolicyDiscoveryClient,
   type PolicyDiscoveryClientStream,
@@ -37,6 +44,8 @@ export interface SubscriberOptions {
   credential?: () => string | undefined;
   /** Identity messages (sidecar/identity.ts): the SPIFFE ID and bundle, a signed certificate, or why not. */
   onIdentity?: (msg: IdentityMessage) => void;
+  /** Announce delta support (default true); false: complete snapshots only, as older sidecars. */
+  deltas?: boolean;
 }
 
 export class Subscriber {
@@ -48,6 +57,10 @@ export class Subscriber {
   private closed = false;
   private readonly targets: string[];
   private current = 0;
+  /** The last snapshot applied (what the next delta must start from). */
+  private lastGood: WireSnapshot | undefined;
+  /** Messages received, and how many were deltas. */
+  readonly received = { full: 0, delta: 0 };
   /** Whether a stream is open and has delivered at least one snapshot. */
   connected = false;
   lastError: string | undefined;
@@ -154,14 +167,22 @@ export class Subscriber {
     call.on('status', (s: grpc.StatusObject) => {
       if (s.code !== grpc.status.OK) lost(s.details || `status ${s.code}`);
     });
-    call.write({ node: { ...this.opts.node, credential: this.opts.credential?.() ?? '' } });
+    call.write({ node: { ...this.opts.node, credential: this.opts.credential?.() ?? '', acceptsDelta: this.opts.deltas !== false } });
   }
 
   private onSnapshot(call: PolicyDiscoveryClientStream, msg: SnapshotMessage): void {
     const log = this.opts.logger;
-    const decoded = decodeSnapshot(msg);
+    const delta = isDelta(msg);
+    if (delta) this.received.delta++;
+    else this.received.full++;
+    const decoded: Result<WireSnapshot> = !delta
+      ? decodeSnapshot(msg)
+      : this.lastGood
+        ? applyDelta(this.lastGood, msg)
+        : { ok: false, errors: [{ path: 'base_version', message: `version gap: a delta from ${msg.baseVersion ?? ''} but no snapshot applied yet; a complete snapshot is needed` }] };
     const result: Result<void> = decoded.ok ? this.opts.apply(decoded.value) : decoded;
     if (result.ok) {
+      if (decoded.ok) this.lastGood = decoded.value;
       call.write({ ack: { version: msg.version, nonce: msg.nonce } });
       return;
     }

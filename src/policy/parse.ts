@@ -153,6 +153,8 @@ const SEMANTICS: { [K in Kind]: (r: Extract<Resource, { kind: K }>, errs: Errs) 
   DestinationPolicy: (r, errs) => checkDestinationPolicy(r.spec, errs),
   RateLimitPolicy: (r, errs) => checkRateLimit(r.spec as Mutable<RateLimitPolicySpec>, errs),
   Service: (r, errs) => {
+    if (r.spec.endpoints.length === 0 && r.spec.dependencies === undefined)
+      err(errs, 'spec', 'set endpoints (a service outside the mesh) or dependencies (the services its sidecars call), or both');
     r.spec.endpoints.forEach((e, i) => {
       if (r.spec.endpoints.findIndex((x) => x.address === e.address && x.port === e.port) < i) err(errs, `spec.endpoints[${i}]`, `duplicate endpoint ${e.address}:${e.port}`);
     });

@@ -485,10 +485,26 @@ StaticEndpointSchema.properties.labels.default = {};
 
 const ServiceSpecSchema = Obj(
   {
-    endpoints: List(StaticEndpointSchema, { description: 'Endpoints outside the mesh, reached directly (no sidecar at the far end).', minItems: 1, maxItems: 1000 }),
+    endpoints: List(StaticEndpointSchema, { default: [], description: 'Endpoints outside the mesh, reached directly (no sidecar at the far end); none for a meshed service.', maxItems: 1000 }),
     protocol: PROTOCOL,
+    dependencies: Type.Optional(
+      List(
+        Str({
+          pattern: HOST,
+          patternMessage: 'must be a service name, a host (optionally host:port), a "*." wildcard, or "*" (the whole mesh)',
+          maxLength: LIMITS.hostLength,
+          meta: { limit: 'hostLength' },
+        }),
+        {
+          description:
+            'The services (or hosts) this service\u2019s sidecars call. Set: each of its sidecars is pushed only the Routes for these hosts, the backends they name, and the policies and endpoints of those services and its own (docs/scale.md). `*`: the whole mesh. Unset: the whole mesh.',
+          maxItems: LIMITS.hostsPerRoute,
+          meta: { limit: 'hostsPerRoute' },
+        },
+      ),
+    ),
   },
-  'A service outside the mesh.',
+  'A service: its endpoints outside the mesh, and which services its sidecars call.',
 );
 export type ServiceSpec = Static<typeof ServiceSpecSchema>;
 

@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { fail, ok, type FieldError, type Result } from '../core/result';
 import type { Endpoint, WireSnapshot } from '../policy/types';
+import { KINDS } from '../policy/constants';
 
 export const PROTO_PATH = path.join(__dirname, 'meshlet.proto');
 export const SERVICE_NAME = 'meshlet.v1.PolicyDiscovery';
@@ -28,6 +29,8 @@ export interface NodeMessage {
   adminPort?: number;
   /** The bootstrap credential (join token or ServiceAccount token); empty: none. */
   credential?: string;
+  /** The sidecar applies deltas after its first complete snapshot. */
+  acceptsDelta?: boolean;
 }
 
 export interface CertificateRequestMessage {
@@ -72,15 +75,24 @@ export interface SnapshotMessage {
   endpointsJson: string;
   /** Identity messages only (empty version, not answered). */
   identity?: IdentityMessage | null;
+  /** Deltas only: the version the delta applies to. Empty or absent: a complete snapshot. */
+  baseVersion?: string;
+  /** Deltas: added or changed resources, one JSON document each. */
+  resources?: string[];
+  /** Deltas: removed resources, `Kind/name`. */
+  removed?: string[];
+  /** Deltas: JSON object, service -> its whole Endpoint array now, for the services whose endpoints changed. */
+  endpointsByServiceJson?: string;
 }
 
 // ------------------------------------------------------------------------------ service, client
 
-export type PolicyDiscoveryStreamCall = grpc.ServerDuplexStream<ReceivedSidecarMessage, SnapshotMessage>;
+/** The server writes messages, or the bytes of one encoded once (encodeSnapshotMessage). */
+export type PolicyDiscoveryStreamCall = grpc.ServerDuplexStream<ReceivedSidecarMessage, SnapshotMessage | Buffer>;
 export type PolicyDiscoveryClientStream = grpc.ClientDuplexStream<SidecarMessage, SnapshotMessage>;
 
 export interface PolicyDiscoveryHandlers extends grpc.UntypedServiceImplementation {
-  Stream: grpc.handleBidiStreamingCall<ReceivedSidecarMessage, SnapshotMessage>;
+  Stream: grpc.handleBidiStreamingCall<ReceivedSidecarMessage, SnapshotMessage | Buffer>;
 }
 
 export interface PolicyDiscoveryClient extends grpc.Client {
@@ -90,6 +102,15 @@ export interface PolicyDiscoveryClient extends grpc.Client {
 
 /** Snapshots carry every resource; allow far more than grpc's 4 MiB default. */
 export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The largest message the push server sends (the sidecar's receive limit): MAX_MESSAGE_BYTES,
+ * or less with MESHLET_MAX_PUSH_BYTES (tests use it to reach the limit without a 64 MiB snapshot).
+ */
+export function maxPushBytes(env: NodeJS.ProcessEnv = process.env): number {
+  const v = Number(env.MESHLET_MAX_PUSH_BYTES);
+  return Number.isInteger(v) && v > 0 && v < MAX_MESSAGE_BYTES ? v : MAX_MESSAGE_BYTES;
+}
 
 /** Options for the server: keepalive pings find sidecars that vanished without a FIN. */
 export const SERVER_OPTIONS: grpc.ServerOptions = {
@@ -112,6 +133,7 @@ export const CLIENT_OPTIONS: grpc.ChannelOptions = {
 interface Loaded {
   service: grpc.ServiceDefinition;
   Client: grpc.ServiceClientConstructor;
+  encode: (m: SnapshotMessage) => Buffer;
 }
 
 let loaded: Loaded | undefined;
@@ -130,13 +152,26 @@ export function loadMeshletProto(): Loaded {
     meshlet: { v1: { PolicyDiscovery: grpc.ServiceClientConstructor } };
   };
   const Client = pkg.meshlet.v1.PolicyDiscovery;
-  loaded = { service: Client.service, Client };
+  // The server may write a message it encoded once (encodeSnapshotMessage) to many streams:
+  // a Buffer passes through unchanged, anything else is encoded as usual.
+  const stream = Client.service.Stream as grpc.MethodDefinition<unknown, SnapshotMessage>;
+  const encode = stream.responseSerialize as (m: SnapshotMessage) => Buffer;
+  const service: grpc.ServiceDefinition = {
+    ...Client.service,
+    Stream: { ...stream, responseSerialize: (m: SnapshotMessage | Buffer) => (Buffer.isBuffer(m) ? m : encode(m)) },
+  };
+  loaded = { service, Client, encode };
   return loaded;
 }
 
 /** The definition to pass to `server.addService(def, handlers)`. */
 export function policyDiscoveryService(): grpc.ServiceDefinition {
   return loadMeshletProto().service;
+}
+
+/** The protobuf encoding of a message, for writing the same bytes to many streams (the server only). */
+export function encodeSnapshotMessage(m: SnapshotMessage): Buffer {
+  return loadMeshletProto().encode(m);
 }
 
 /** A client for `target` ("host:port"). Insecure by default; mTLS later passes credentials. */
@@ -172,6 +207,74 @@ export function decodeSnapshot(msg: SnapshotMessage): Result<WireSnapshot> {
   const endpoints = parseArray(msg.endpointsJson, 'endpoints_json', errors);
   if (errors.length > 0 || !resources || !endpoints) return fail(errors);
   return ok({ version, resources, endpoints: endpoints as Endpoint[] });
+}
+
+/** Whether a message is a delta (applies to `baseVersion`) rather than a complete snapshot. */
+export function isDelta(msg: SnapshotMessage): boolean {
+  return typeof msg.baseVersion === 'string' && msg.baseVersion !== '';
+}
+
+/** `Kind/name`: how a delta names a resource. */
+export function resourceKey(r: unknown): string | undefined {
+  if (r === null || typeof r !== 'object') return undefined;
+  const o = r as { kind?: unknown; metadata?: { name?: unknown } };
+  return typeof o.kind === 'string' && typeof o.metadata?.name === 'string' ? `${o.kind}/${o.metadata.name}` : undefined;
+}
+
+/**
+ * A delta applied to the snapshot it was made against: the resources it carries replace (or join)
+ * those of the same `Kind/name`, removed ones leave, and each service it names gets the endpoint
+ * set it carries. The base must be the snapshot of version `baseVersion` (else: a gap, refused;
+ * the control plane answers the NACK with a complete snapshot). The base is not modified.
+ */
+export function applyDelta(base: WireSnapshot, msg: SnapshotMessage): Result<WireSnapshot> {
+  const errors: FieldError[] = [];
+  const version = typeof msg.version === 'string' ? msg.version : '';
+  if (version === '') errors.push({ path: 'version', message: 'must not be empty' });
+  if (msg.baseVersion !== base.version)
+    return fail([{ path: 'base_version', message: `version gap: this delta applies to ${msg.baseVersion}, the last good snapshot here is ${base.version}; a complete snapshot is needed` }]);
+  const byKey = new Map<string, unknown>();
+  for (const r of base.resources) byKey.set(resourceKey(r) ?? `?${byKey.size}`, r);
+  for (const k of msg.removed ?? []) byKey.delete(k);
+  (msg.resources ?? []).forEach((text, i) => {
+    let r: unknown;
+    try {
+      r = JSON.parse(text);
+    } catch (err) {
+      errors.push({ path: `resources[${i}]`, message: `invalid JSON: ${(err as Error).message}` });
+      return;
+    }
+    const k = resourceKey(r);
+    if (!k) errors.push({ path: `resources[${i}]`, message: 'must be a resource with kind and metadata.name' });
+    else byKey.set(k, r);
+  });
+  let endpoints = base.endpoints;
+  if (msg.endpointsByServiceJson) {
+    let changed: unknown;
+    try {
+      changed = JSON.parse(msg.endpointsByServiceJson);
+    } catch (err) {
+      errors.push({ path: 'endpoints_by_service_json', message: `invalid JSON: ${(err as Error).message}` });
+    }
+    if (changed !== undefined && (changed === null || typeof changed !== 'object' || Array.isArray(changed)))
+      errors.push({ path: 'endpoints_by_service_json', message: 'must be a JSON object of service -> endpoints' });
+    else if (changed !== undefined) {
+      const m = changed as Record<string, unknown>;
+      const bad = Object.keys(m).find((k) => !Array.isArray(m[k]));
+      if (bad !== undefined) errors.push({ path: `endpoints_by_service_json.${bad}`, message: 'must be a JSON array' });
+      else endpoints = [...base.endpoints.filter((e) => !Object.prototype.hasOwnProperty.call(m, e.service)), ...Object.values(m).flat() as Endpoint[]];
+    }
+  }
+  if (errors.length > 0) return fail(errors);
+  // The store's order (kinds in KINDS order, then by name), which route precedence follows.
+  const rank = (k: string) => {
+    const i = (KINDS as readonly string[]).indexOf(k.slice(0, k.indexOf('/')));
+    return i < 0 ? KINDS.length : i;
+  };
+  const resources = [...byKey.entries()]
+    .sort((a, b) => rank(a[0]) - rank(b[0]) || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    .map((e) => e[1]);
+  return ok({ version, resources, endpoints });
 }
 
 function parseArray(text: unknown, path: string, errors: FieldError[]): unknown[] | undefined {
@@ -211,6 +314,7 @@ export function checkNode(node: NodeMessage | null | undefined): Result<NodeMess
     labels: { ...(node.labels ?? {}) },
     buildVersion: node.buildVersion ?? '',
     credential: node.credential ?? '',
+    acceptsDelta: node.acceptsDelta === true,
     adminPort: Number.isInteger(Number(node.adminPort)) && Number(node.adminPort) > 0 && Number(node.adminPort) <= 65535 ? Number(node.adminPort) : 0,
   });
 }

@@ -11,7 +11,7 @@ export class FakeSidecar {
   private waiter: ((m: SnapshotMessage) => void) | undefined;
   private readonly client;
 
-  constructor(target: string, node: { id: string; service: string; address?: string; inboundPort?: number; adminPort?: number }) {
+  constructor(target: string, node: { id: string; service: string; address?: string; inboundPort?: number; adminPort?: number; acceptsDelta?: boolean }) {
     this.client = createPolicyDiscoveryClient(target);
     this.stream = this.client.Stream();
     this.stream.on('data', (m: SnapshotMessage) => {

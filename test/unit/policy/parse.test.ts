@@ -157,7 +157,9 @@ const cases: Case[] = [
   // ---- Service
   { name: 'service static', input: svc({ endpoints: [{ address: '127.0.0.1', port: 8080 }] }) },
   { name: 'service port range', input: svc({ endpoints: [{ address: '127.0.0.1', port: 70000 }] }), error: { path: 'spec.endpoints[0].port', message: /between 1 and 65535/ } },
-  { name: 'service endpoints required', input: svc({}), error: { path: 'spec.endpoints', message: /required/ } },
+  { name: 'service endpoints or dependencies required', input: svc({}), error: { path: 'spec', message: /set endpoints .* or dependencies/ } },
+  { name: 'service dependencies', input: svc({ dependencies: ['catalog', 'api.example.com:443', '*.example.org', '*'] }) },
+  { name: 'service dependency not a host', input: svc({ dependencies: ['not a host'] }), error: { path: 'spec.dependencies[0]', message: /must be a service name, a host/ } },
   { name: 'service duplicate endpoint', input: svc({ endpoints: [{ address: 'a', port: 1 }, { address: 'a', port: 1 }] }), error: { path: 'spec.endpoints[1]', message: /duplicate endpoint/ } },
 ];
 
