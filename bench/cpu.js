@@ -16,7 +16,8 @@
  *           through a control plane, the hop as the default makes it; CPU summed over A and B
  *   hop-h1  the same with `http2Upgrade: false` (HTTP/1.1 between the sidecars)
  *   hop-h2  the same with `http2Upgrade: true` (HTTP/1.1 multiplexed over HTTP/2)
- * --dist DIR: the checkout whose dist/ to run (default this one). --prof DIR: node --cpu-prof
+ * --dist DIR[|NODEFLAGS][,DIR2[|NODEFLAGS2]]: the checkout(s) whose dist/ to run (default this one),
+ * alternated round by round (an A/B), optionally with extra Node flags each. --prof DIR: node --cpu-prof
  * into DIR (one .cpuprofile per sidecar process). --node-flags '...': extra Node flags.
  * --callgrind: the sidecars run under valgrind's callgrind and the figure is instructions per
  * request (load-independent; use -n 2000 or so, it runs ~50x slower), read with callgrind_control.
@@ -45,7 +46,11 @@ const { values: o } = parseArgs({
 });
 const N = Number(o.n);
 const ROUNDS = Number(o.rounds);
-const MAIN = path.join(path.resolve(o.dist), 'dist/src/cli/main.js');
+// DIR or DIR|NODEFLAGS (extra Node flags for that contender, e.g. '.|--max-semi-space-size=16').
+const DISTS = o.dist.split(',');
+const mainOf = (spec) => path.join(path.resolve(spec.split('|')[0]), 'dist/src/cli/main.js');
+const flagsOf = (spec) => (spec.split('|')[1] ?? '').split(' ').filter(Boolean);
+const MAIN = mainOf(DISTS[0]);
 const UNIT = o.callgrind ? 'instr/req' : 'us/req';
 const NODE_FLAGS = ['--max-semi-space-size=8', '--heap-growing-percent=20', ...o['node-flags'].split(' ').filter(Boolean), ...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(o.prof)}`] : [])];
 const PROXY_CPU = 1;
@@ -67,11 +72,12 @@ function h2load(args) {
   return { done: Number(m[3]), ok: Number(s ? s[1] : 0), failed: Number(m[5]) + Number(m[6]), out };
 }
 
-async function sidecar(name, argv) {
+async function sidecar(name, argv, spec = DISTS[0]) {
+  const main = mainOf(spec);
   const admin = await procs.freePort();
   const logFile = path.join(tmp, `${name}.log`);
   const cg = o.callgrind ? ['valgrind', '--tool=callgrind', `--callgrind-out-file=${path.join(tmp, `${name}.cg.%p`)}`, process.execPath] : [process.execPath];
-  const p = procs.start(name, cg[0], [...cg.slice(1), ...NODE_FLAGS, MAIN, 'sidecar', ...argv, '--admin', `127.0.0.1:${admin}`], {
+  const p = procs.start(name, cg[0], [...cg.slice(1), ...NODE_FLAGS, ...flagsOf(spec), main, 'sidecar', ...argv, '--admin', `127.0.0.1:${admin}`], {
     cpu: PROXY_CPU,
     logFile,
     env: { ...process.env, MESHLET_LOG_LEVEL: 'warn' },
@@ -113,29 +119,19 @@ function measure(ps, args) {
   return { usPerReq: (cpu * 1e6) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall };
 }
 
-async function main() {
-  const upstreamPorts = [await procs.freePort(), await procs.freePort()];
-  const grpc = { ...grpcLib.writeFixtures(tmp), ports: [await procs.freePort(), await procs.freePort()] };
-  const conf = path.join(tmp, 'upstream.conf');
-  fs.writeFileSync(conf, configs.upstreamNginx(tmp, upstreamPorts, undefined, grpc));
-  const up = procs.start('upstream', 'nginx', ['-c', conf, '-e', path.join(tmp, 'upstream.error.log')], { cpu: LOAD_CPU, logFile: path.join(tmp, 'upstream.log') });
-  for (const p of [...upstreamPorts, ...grpc.ports]) await procs.waitForPort(p, { proc: up });
+let upstreamPorts;
+let grpc;
+let paths;
 
-  const paths = o.paths.split(',');
-  const results = {};
-  const add = (k, r) => {
-    (results[k] ??= []).push(r);
-    log(`${k.padEnd(8)} ${r.usPerReq.toFixed(1).padStart(7)} ${UNIT}  ${Math.round(r.reqPerSec).toString().padStart(6)} req/s  core ${r.coreBusyPct.toFixed(0)}%`);
-  };
-
+async function onePass(dist, add) {
   if (paths.some((p) => ['h1', 'h2', 'grpc'].includes(p))) {
     const file = path.join(tmp, 'full.json');
     fs.writeFileSync(file, configs.meshletPolicies('full', upstreamPorts, grpc.ports));
     const out = await procs.freePort();
-    const sc = await sidecar('full', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`]);
+    const sc = await sidecar('full', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist);
     await grpcLib.checkGrpc(out, 'the full-chain sidecar');
     const url = `http://127.0.0.1:${out}/`;
-    for (let i = 0; i < ROUNDS; i++) {
+    {
       if (paths.includes('h1')) add('h1', measure([sc], ['--h1', '-t1', '-c64', '-m1', '-H', ':authority: upstream', url]));
       if (paths.includes('h2')) add('h2', measure([sc], ['-t1', '-c16', '-m16', '-H', ':authority: upstream', url]));
       if (paths.includes('grpc')) {
@@ -148,15 +144,15 @@ async function main() {
 
   const hops = paths.filter((p) => p.startsWith('hop'));
   if (hops.length) {
-    const cpDir = path.join(tmp, 'cp');
+    const cpDir = fs.mkdtempSync(path.join(tmp, 'cp-'));
     const api = await procs.freePort();
     const push = await procs.freePort();
     const cp = procs.start('cp', process.execPath, [MAIN, 'control-plane', '--data-dir', cpDir, '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`], { cpu: LOAD_CPU, logFile: path.join(tmp, 'cp.log') });
     await procs.waitForPort(api, { proc: cp });
     const out = await procs.freePort();
     const reg = ['--control-plane', `127.0.0.1:${push}`, '--advertise', '127.0.0.1'];
-    const a = await sidecar('hop-a', ['--service', 'client', ...reg, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`]);
-    const b = await sidecar('hop-b', ['--service', 'echo', '--app-port', String(upstreamPorts[0]), '--app-protocol', 'http1', ...reg, '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0']);
+    const a = await sidecar('hop-a', ['--service', 'client', ...reg, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist);
+    const b = await sidecar('hop-b', ['--service', 'echo', '--app-port', String(upstreamPorts[0]), '--app-protocol', 'http1', ...reg, '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0'], dist);
     const apply = (upgrade) => {
       const doc = upgrade === undefined ? '' : `apiVersion: meshlet.dev/v1\nkind: DestinationPolicy\nmetadata: {name: echo}\nspec: {service: echo, http2Upgrade: ${upgrade}}\n`;
       if (!doc) {
@@ -174,7 +170,7 @@ async function main() {
       if (i > 100) throw new Error(`the hop never answered 200\n${r.out}`);
       await procs.sleep(100);
     }
-    for (let i = 0; i < ROUNDS; i++) {
+    {
       for (const h of hops) {
         apply(h === 'hop-h1' ? false : h === 'hop-h2' ? true : undefined);
         await procs.sleep(1000);
@@ -183,6 +179,30 @@ async function main() {
     }
     await a.stop(5000);
     await b.stop(5000);
+    await cp.stop(5000);
+  }
+}
+
+async function main() {
+  upstreamPorts = [await procs.freePort(), await procs.freePort()];
+  grpc = { ...grpcLib.writeFixtures(tmp), ports: [await procs.freePort(), await procs.freePort()] };
+  const conf = path.join(tmp, 'upstream.conf');
+  fs.writeFileSync(conf, configs.upstreamNginx(tmp, upstreamPorts, undefined, grpc));
+  const up = procs.start('upstream', 'nginx', ['-c', conf, '-e', path.join(tmp, 'upstream.error.log')], { cpu: LOAD_CPU, logFile: path.join(tmp, 'upstream.log') });
+  for (const p of [...upstreamPorts, ...grpc.ports]) await procs.waitForPort(p, { proc: up });
+
+  paths = o.paths.split(',');
+  const results = {};
+  const add = (k, r) => {
+    (results[k] ??= []).push(r);
+    log(`${k.padEnd(8)} ${r.usPerReq.toFixed(1).padStart(7)} ${UNIT}  ${Math.round(r.reqPerSec).toString().padStart(6)} req/s  core ${r.coreBusyPct.toFixed(0)}%`);
+  };
+
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const dist of DISTS) {
+      const tag = DISTS.length > 1 ? `${dist}:` : '';
+      await onePass(dist, (k, r) => add(`${tag}${k}`, r));
+    }
   }
   await procs.stopAll();
   const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
