@@ -107,7 +107,7 @@ function instructions(ps) {
 
 /** Warm-up (N/4, not measured), then N requests; CPU µs per request over `ps`. */
 function measure(ps, args) {
-  h2load(['-n', String(Math.max(1000, N >> 2)), ...args]);
+  h2load(['-n', String(o.callgrind ? N : Math.max(1000, N >> 2)), ...args]);
   if (o.callgrind) instructions(ps);
   const c0 = cpuOf(ps);
   const t0 = process.hrtime.bigint();
@@ -132,10 +132,12 @@ async function onePass(dist, add) {
     await grpcLib.checkGrpc(out, 'the full-chain sidecar');
     const url = `http://127.0.0.1:${out}/`;
     {
-      if (paths.includes('h1')) add('h1', measure([sc], ['--h1', '-t1', '-c64', '-m1', '-H', ':authority: upstream', url]));
-      if (paths.includes('h2')) add('h2', measure([sc], ['-t1', '-c16', '-m16', '-H', ':authority: upstream', url]));
+      // Under callgrind (~20 req/s) a few requests at a time, or they queue past the route's timeout.
+      const c = o.callgrind ? ['-c2', '-m2'] : ['-c16', '-m16'];
+      if (paths.includes('h1')) add('h1', measure([sc], ['--h1', '-t1', o.callgrind ? '-c4' : '-c64', '-m1', '-H', ':authority: upstream', url]));
+      if (paths.includes('h2')) add('h2', measure([sc], ['-t1', ...c, '-H', ':authority: upstream', url]));
       if (paths.includes('grpc')) {
-        const a = ['-t1', '-c16', '-m16', '-d', grpc.requestFile, '-H', 'content-type: application/grpc', '-H', 'te: trailers', '-H', `:authority: ${grpcLib.AUTHORITY}`, `http://127.0.0.1:${out}${grpcLib.METHOD_PATH}`];
+        const a = ['-t1', ...c, '-d', grpc.requestFile, '-H', 'content-type: application/grpc', '-H', 'te: trailers', '-H', `:authority: ${grpcLib.AUTHORITY}`, `http://127.0.0.1:${out}${grpcLib.METHOD_PATH}`];
         add('grpc', measure([sc], a));
       }
     }
@@ -174,7 +176,7 @@ async function onePass(dist, add) {
       for (const h of hops) {
         apply(h === 'hop-h1' ? false : h === 'hop-h2' ? true : undefined);
         await procs.sleep(1000);
-        add(h, measure([a, b], ['--h1', '-t1', '-c64', '-m1', '-H', ':authority: echo', url]));
+        add(h, measure([a, b], ['--h1', '-t1', o.callgrind ? '-c4' : '-c64', '-m1', '-H', ':authority: echo', url]));
       }
     }
     await a.stop(5000);
