@@ -129,7 +129,8 @@ async function onePass(dist, add) {
     fs.writeFileSync(file, configs.meshletPolicies('full', upstreamPorts, grpc.ports));
     const out = await procs.freePort();
     const sc = await sidecar('full', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist);
-    await grpcLib.checkGrpc(out, 'the full-chain sidecar');
+    await procs.waitForPort(out, { proc: sc, timeoutMs: o.callgrind ? 300_000 : 15_000 });
+    if (paths.includes('grpc')) await grpcLib.checkGrpc(out, 'the full-chain sidecar', o.callgrind ? 120_000 : 5000);
     const url = `http://127.0.0.1:${out}/`;
     {
       // Under callgrind (~20 req/s) a few requests at a time, or they queue past the route's timeout.
