@@ -7,7 +7,7 @@
  *   npm run bench -- --quick       # smoke run (< 1 min), noisy figures
  *   npm run bench -- --soak        # 10 min at 1,000 req/s through the full-chain sidecar, RSS every 30 s
  *
- * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-obs (skip the in-process
+ * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-hop (skip the mesh-hop section), --no-obs (skip the in-process
  * observability microbenchmark, bench/observability.js), --no-build, --soak-minutes N,
  * --soak-warmup S, --keep-tmp, --concurrency-contenders (adds meshlet-full-c2: the full chain with
  * --concurrency 2 on both cores; off by default, also selected by naming it in --only).
