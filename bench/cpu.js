@@ -20,7 +20,8 @@
  * alternated round by round (an A/B), optionally with extra Node flags each. --prof DIR: node --cpu-prof
  * into DIR (one .cpuprofile per sidecar process). --node-flags '...': extra Node flags.
  * --callgrind: the sidecars run under valgrind's callgrind and the figure is instructions per
- * request (load-independent; use -n 2000 or so, it runs ~50x slower), read with callgrind_control.
+ * request (load-independent: the instructions of an idle window as long as the run are subtracted;
+ * it serves ~5-20 req/s, so use -n 300), read with callgrind_control.
  * Prints one line per path and round, then the median per path, as text and (--json) JSON.
  */
 const fs = require('node:fs');
@@ -115,7 +116,15 @@ function measure(ps, args) {
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = cpuOf(ps) - c0;
   if (r.ok < N || r.failed) throw new Error(`only ${r.ok}/${N} 2xx, ${r.failed} failed\n${r.out}`);
-  if (o.callgrind) return { usPerReq: instructions(ps) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall };
+  if (o.callgrind) {
+    // What the process does per second whatever the load (timers, metrics, the control-plane
+    // stream) weighs a lot at ~5-20 req/s: measured over an idle window as long as the run, and
+    // subtracted.
+    const loaded = instructions(ps);
+    spawnSync('sleep', [String(wall)]);
+    const idle = instructions(ps);
+    return { usPerReq: (loaded - idle) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall, loaded: loaded / r.done, idle: idle / r.done };
+  }
   return { usPerReq: (cpu * 1e6) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall };
 }
 
@@ -130,7 +139,15 @@ async function onePass(dist, add) {
     const out = await procs.freePort();
     const sc = await sidecar('full', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist);
     await procs.waitForPort(out, { proc: sc, timeoutMs: o.callgrind ? 300_000 : 15_000 });
-    if (paths.includes('grpc')) await grpcLib.checkGrpc(out, 'the full-chain sidecar', o.callgrind ? 120_000 : 5000);
+    // Under callgrind the first calls can outlast the route's per-try timeout (JIT, first connection).
+    for (let i = 0; paths.includes('grpc'); i++) {
+      try {
+        await grpcLib.checkGrpc(out, 'the full-chain sidecar', o.callgrind ? 120_000 : 5000);
+        break;
+      } catch (err) {
+        if (!o.callgrind || i >= 5) throw err;
+      }
+    }
     const url = `http://127.0.0.1:${out}/`;
     {
       // Under callgrind (~20 req/s) a few requests at a time, or they queue past the route's timeout.

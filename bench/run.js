@@ -684,7 +684,7 @@ async function hopBench(ctx, p) {
     const cpu = pids.reduce((a, pid) => a + procs.cpuSeconds(pid), 0) - cpu0;
     const w = parseWrk(r.stdout);
     const p99 = /^\s+99%\s+([\d.]+)(us|ms|s)/m.exec(r.stdout);
-    const row = { rps: w.rps, requests: w.requests, cpuUsPerReq: (cpu * 1e6) / w.requests, coreBusyPct: (100 * cpu) / wall, p99Us: p99 ? Number(p99[1]) * { us: 1, ms: 1e3, s: 1e6 }[p99[2]] : undefined, non2xx: w.non2xx, socketErrors: w.socketErrors };
+    const row = { rps: w.rps, requests: w.requests, cpuUsPerReq: (cpu * 1e6) / w.requests, coreBusyPct: (100 * cpu) / wall, p99Us: p99 ? Math.round(Number(p99[1]) * { us: 1, ms: 1e3, s: 1e6 }[p99[2]]) : undefined, non2xx: w.non2xx, socketErrors: w.socketErrors };
     out.rows[label] = row;
     log(`bench: mesh hop, ${label}: ${Math.round(row.rps)} req/s, ${row.cpuUsPerReq.toFixed(1)} µs CPU/req (both proxies), p99 ${row.p99Us} µs`);
   };
