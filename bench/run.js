@@ -7,7 +7,7 @@
  *   npm run bench -- --quick       # smoke run (< 1 min), noisy figures
  *   npm run bench -- --soak        # 10 min at 1,000 req/s through the full-chain sidecar, RSS every 30 s
  *
- * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-obs (skip the in-process
+ * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-hop (skip the mesh-hop section), --no-obs (skip the in-process
  * observability microbenchmark, bench/observability.js), --no-build, --soak-minutes N,
  * --soak-warmup S, --keep-tmp, --concurrency-contenders (adds meshlet-full-c2: the full chain with
  * --concurrency 2 on both cores; off by default, also selected by naming it in --only).
@@ -69,6 +69,7 @@ function parseCli() {
       'no-h2': { type: 'boolean', default: false },
       'no-grpc': { type: 'boolean', default: false },
       'no-obs': { type: 'boolean', default: false },
+      'no-hop': { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -634,6 +635,14 @@ async function benchRun(cli, dir, cores) {
   }
   await interleavedThroughput(results.contenders, p);
   for (const name of variants) results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds, warmSeconds: p.variantWarmSeconds });
+  if (!cli['no-hop'] && (!only || only.includes('meshlet-full') || only.includes('nginx'))) {
+    try {
+      results.hop = await hopBench(ctx, p);
+    } catch (err) {
+      log(`bench: mesh hop: FAILED: ${err.message}`);
+      results.hop = { error: err.message };
+    }
+  }
   await ctx.proc.stop();
   if (!cli['no-obs']) results.observability = await observabilityBench(p);
   results.finishedAt = new Date().toISOString();
@@ -652,6 +661,93 @@ async function benchRun(cli, dir, cores) {
   fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
   fs.writeFileSync(path.join(RESULTS, 'latest.md'), md);
   log(`bench: wrote ${path.relative(ROOT, base)}.md, .json and bench/results/latest.md (${((Date.now() - startedAt) / 1000).toFixed(0)} s)`);
+}
+
+/**
+ * The mesh hop: HTTP/1.1 client -> proxy A -> proxy B -> the upstream. Two nginx chained (A
+ * proxies to B, B to the upstream, keep-alive both ways) against two sidecars registered through a
+ * control plane (A: service `client`; B: service `upstream`, its app the upstream's HTTP/1.1 port),
+ * the hop between them as users get it by default, and with `http2Upgrade: true` (HTTP/1.1
+ * multiplexed over HTTP/2 between the sidecars). Both proxies pinned to the proxy core, the control
+ * plane to the load core; wrk (64 connections, `--latency`) as for max req/s. CPU µs per request is
+ * summed over both proxies.
+ */
+async function hopBench(ctx, p) {
+  const out = { rows: {} };
+  const measureHop = async (label, port, pids) => {
+    await wrk(port, p.warmSeconds);
+    const cpu0 = pids.reduce((a, pid) => a + procs.cpuSeconds(pid), 0);
+    const t0 = process.hrtime.bigint();
+    const secs = Math.max(1, Math.round(p.wrkSeconds));
+    const r = await procs.run(TOOLS.wrk, ['-t1', `-c${WRK_CONNECTIONS}`, `-d${secs}s`, '--latency', '-H', `Host: ${HOST}`, `http://127.0.0.1:${port}/`], { cpu: LOAD_CPU, timeoutMs: (secs + 30) * 1000 });
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    const cpu = pids.reduce((a, pid) => a + procs.cpuSeconds(pid), 0) - cpu0;
+    const w = parseWrk(r.stdout);
+    const p99 = /^\s+99%\s+([\d.]+)(us|ms|s)/m.exec(r.stdout);
+    const row = { rps: w.rps, requests: w.requests, cpuUsPerReq: (cpu * 1e6) / w.requests, coreBusyPct: (100 * cpu) / wall, p99Us: p99 ? Math.round(Number(p99[1]) * { us: 1, ms: 1e3, s: 1e6 }[p99[2]]) : undefined, non2xx: w.non2xx, socketErrors: w.socketErrors };
+    out.rows[label] = row;
+    log(`bench: mesh hop, ${label}: ${Math.round(row.rps)} req/s, ${row.cpuUsPerReq.toFixed(1)} µs CPU/req (both proxies), p99 ${row.p99Us} µs`);
+  };
+  // Two nginx.
+  const nA = path.join(ctx.dir, 'hop-nginx-a');
+  const nB = path.join(ctx.dir, 'hop-nginx-b');
+  fs.mkdirSync(nA, { recursive: true });
+  fs.mkdirSync(nB, { recursive: true });
+  const pA = await procs.freePort();
+  const pB = await procs.freePort();
+  fs.writeFileSync(path.join(nB, 'nginx.conf'), configs.nginxProxy(nB, pB, ctx.upstreamPorts[0]));
+  fs.writeFileSync(path.join(nA, 'nginx.conf'), configs.nginxProxy(nA, pA, pB));
+  const b = procs.start('hop-nginx-b', TOOLS.nginx, ['-c', path.join(nB, 'nginx.conf'), '-e', path.join(nB, 'error.log')], { cpu: PROXY_CPU, logFile: path.join(nB, 'log') });
+  const a = procs.start('hop-nginx-a', TOOLS.nginx, ['-c', path.join(nA, 'nginx.conf'), '-e', path.join(nA, 'error.log')], { cpu: PROXY_CPU, logFile: path.join(nA, 'log') });
+  try {
+    await procs.waitForPort(pB, { proc: b });
+    await procs.waitForPort(pA, { proc: a });
+    await checkProxies(pA, 'two nginx');
+    await measureHop('nginx x2', pA, [a.pid, b.pid]);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+  // Two sidecars and a control plane.
+  const main = path.join(ROOT, 'dist/src/cli/main.js');
+  const api = await procs.freePort();
+  const push = await procs.freePort();
+  const cp = procs.start('hop-cp', process.execPath, [main, 'control-plane', '--data-dir', path.join(ctx.dir, 'hop-cp'), '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`], { cpu: LOAD_CPU, logFile: path.join(ctx.dir, 'hop-cp.log') });
+  const sidecars = [];
+  try {
+    await procs.waitForPort(api, { proc: cp });
+    const reg = ['--control-plane', `127.0.0.1:${push}`, '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0'];
+    const port = await procs.freePort();
+    for (const [name, extra] of [
+      ['client', ['--outbound', `127.0.0.1:${port}`]],
+      ['upstream', ['--outbound', '127.0.0.1:0', '--app-port', String(ctx.upstreamPorts[0]), '--app-protocol', 'http1']],
+    ]) {
+      const admin = await procs.freePort();
+      const sc = procs.start(`hop-${name}`, main, ['sidecar', '--service', name, ...reg, ...extra, '--admin', `127.0.0.1:${admin}`], { cpu: PROXY_CPU, logFile: path.join(ctx.dir, `hop-${name}.log`) });
+      sidecars.push(sc);
+      await procs.waitForHttp(`http://127.0.0.1:${admin}/ready`, { proc: sc });
+    }
+    // Until the control plane has pushed B's endpoint to A.
+    for (let i = 0; ; i++) {
+      try {
+        await checkProxies(port, 'two sidecars');
+        break;
+      } catch (err) {
+        if (i >= 3) throw err;
+      }
+    }
+    const pids = sidecars.map((sc) => sc.pid);
+    await measureHop('meshlet x2 (default)', port, pids);
+    const yaml = 'apiVersion: meshlet.dev/v1\nkind: DestinationPolicy\nmetadata: {name: upstream}\nspec: {service: upstream, http2Upgrade: true}\n';
+    const applied = require('node:child_process').spawnSync(process.execPath, [main, 'apply', '-f', '-'], { input: yaml, env: { ...process.env, MESHLET_SERVER: `http://127.0.0.1:${api}` }, encoding: 'utf8' });
+    if (applied.status !== 0) throw new Error(`apply http2Upgrade: true failed: ${applied.stderr}`);
+    await procs.sleep(1500); // push + compile
+    await measureHop('meshlet x2 (http2Upgrade: true)', port, pids);
+  } finally {
+    for (const sc of sidecars) await sc.stop();
+    await cp.stop();
+  }
+  return out;
 }
 
 /**

@@ -278,6 +278,16 @@ function backgroundLine(results) {
   return `Background CPU (other processes, before / after the run): core busy % ${b.before.join(', ')} / ${b.after.join(', ')}${busy ? ' — the machine was not quiet; treat these figures as noisy.' : '.'}`;
 }
 
+/** The mesh hop (bench/run.js hopBench): two proxies in a row, CPU summed over both. */
+function hopTable(results) {
+  const h = results.hop;
+  if (!h || h.error || !h.rows) return undefined;
+  const ref = h.rows['nginx x2'];
+  const head = ['client -> A -> B -> upstream', 'max req/s', 'CPU µs/req (A + B)', 'CPU ratio vs two nginx', 'p99 µs (wrk)'];
+  const rows = Object.entries(h.rows).map(([k, r]) => [k, fmt.int(r.rps), fmt.num(r.cpuUsPerReq), ref ? `${(r.cpuUsPerReq / ref.cpuUsPerReq).toFixed(2)}×` : '-', r.p99Us === undefined ? '-' : fmt.int(r.p99Us)]);
+  return { head, rows };
+}
+
 function renderText(results, g) {
   const parts = [];
   parts.push(`meshlet bench — ${results.profile} run, ${results.startedAt}`);
@@ -295,6 +305,12 @@ function renderText(results, g) {
   t = ratioTable(results, 'undici-proxy');
   parts.push(textTable(t.head, t.rows));
   parts.push('');
+  const ht = hopTable(results);
+  if (ht || results.hop?.error) {
+    parts.push('mesh hop (two proxies in a row):');
+    parts.push(ht ? textTable(ht.head, ht.rows) : `FAILED: ${results.hop.error}`);
+    parts.push('');
+  }
   t = featureTable(results);
   parts.push('per-feature cost (CPU at max load):');
   parts.push(textTable(t.head, t.rows));
@@ -345,6 +361,15 @@ function renderMarkdown(results, g) {
   t = ratioTable(results, 'undici-proxy');
   parts.push(mdTable(t.head, t.rows));
   parts.push('');
+  const ht = hopTable(results);
+  if (ht || results.hop?.error) {
+    parts.push('## Mesh hop (client -> proxy A -> proxy B -> upstream)');
+    parts.push('');
+    parts.push('Two nginx chained against two sidecars registered through a control plane (the hop between them as by default: HTTP/1.1; and with `http2Upgrade: true`: HTTP/1.1 multiplexed over HTTP/2), both proxies pinned to the proxy core; wrk as for max req/s, with `--latency`. CPU µs/req is summed over both proxies.');
+    parts.push('');
+    parts.push(ht ? mdTable(ht.head, ht.rows) : `FAILED: ${results.hop.error}`);
+    parts.push('');
+  }
   parts.push('## Per-feature cost');
   parts.push('');
   t = featureTable(results);

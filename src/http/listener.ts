@@ -72,6 +72,10 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
   const ov = opts.overload;
   const bodyIdleMs = opts.bodyIdleTimeoutMs ?? 0;
   const minRate = opts.minBodyBytesPerSec ?? 0;
+  /** An HTTP/2 request counted in flight is done (one shared listener, no closure per stream). */
+  const streamDone = (): void => {
+    if (ov) ov.active--;
+  };
   const onBodyTimeout = (kind: 'idle' | 'slow'): void => ov?.record(opts.name, kind === 'idle' ? 'body_timeout' : 'body_too_slow');
   const handler: RequestHandler = !ov
     ? opts.handler
@@ -87,7 +91,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
         }
         if (protocol === 'http2') {
           ov.active++;
-          (req as http2.Http2ServerRequest).stream.once('close', () => ov.active--);
+          (req as http2.Http2ServerRequest).stream.on('close', streamDone);
         }
         opts.handler(req, res, protocol);
       };
@@ -187,33 +191,44 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
   );
   const minStreams = opts.prematureResetMinStreams ?? 100;
   const sessions = new Set<http2.ServerHttp2Session>();
-  /** Open streams per session: one with none is idle (overload protection may close it). */
-  const openStreams = new WeakMap<http2.ServerHttp2Session, number>();
+  /** Per session: streams opened, reset prematurely, open now (none open: idle, overload may close it). */
+  interface SessionCounts {
+    session: http2.ServerHttp2Session;
+    streams: number;
+    premature: number;
+    open: number;
+  }
+  // One shared 'close' listener for every stream (no closure per stream): it finds its session's
+  // counts on the stream.
+  const COUNTS = Symbol('meshlet.sessionCounts');
+  type CountedStream = http2.ServerHttp2Stream & { [COUNTS]: SessionCounts };
+  function onStreamClose(this: CountedStream): void {
+    const c = this[COUNTS];
+    c.open--;
+    // Reset by the client before we answered: premature (Envoy's premature_reset heuristic).
+    if (this.rstCode === http2.constants.NGHTTP2_CANCEL && !this.headersSent) c.premature++;
+    const session = c.session;
+    if (c.streams >= minStreams && c.premature * 2 >= c.streams && !session.destroyed) {
+      refused('rapid reset: most streams reset by the client before a response', {
+        streams: c.streams,
+        premature: c.premature,
+        remote: session.socket?.remoteAddress,
+      });
+      session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      session.destroy();
+    }
+  }
   h2.on('session', (session) => {
     sessions.add(session);
-    openStreams.set(session, 0);
+    const counts: SessionCounts = { session, streams: 0, premature: 0, open: 0 };
     const socket = session.socket as net.Socket | undefined;
-    if (socket && sockets.has(socket)) sockets.set(socket, () => openStreams.get(session) === 0 && !session.closed);
+    if (socket && sockets.has(socket)) sockets.set(socket, () => counts.open === 0 && !session.closed);
     session.on('close', () => sessions.delete(session));
-    let streams = 0;
-    let premature = 0;
     session.on('stream', (stream) => {
-      streams++;
-      openStreams.set(session, (openStreams.get(session) ?? 0) + 1);
-      stream.on('close', () => {
-        openStreams.set(session, (openStreams.get(session) ?? 1) - 1);
-        // Reset by the client before we answered: premature (Envoy's premature_reset heuristic).
-        if (stream.rstCode === http2.constants.NGHTTP2_CANCEL && !stream.headersSent) premature++;
-        if (streams >= minStreams && premature * 2 >= streams && !session.destroyed) {
-          refused('rapid reset: most streams reset by the client before a response', {
-            streams,
-            premature,
-            remote: session.socket?.remoteAddress,
-          });
-          session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
-          session.destroy();
-        }
-      });
+      counts.streams++;
+      counts.open++;
+      (stream as CountedStream)[COUNTS] = counts;
+      stream.on('close', onStreamClose);
     });
     session.on('error', (err) => log.debug({ err, listener: opts.name }, 'http2 session error'));
   });

@@ -2,8 +2,10 @@
  * HTTP/1.1 multiplexed between sidecars (as Linkerd does): an HTTP/1.1 request to a meshed
  * endpoint (another sidecar's inbound port) travels as an HTTP/2 stream on the one connection the
  * two sidecars share, marked with `x-meshlet-orig-proto`; the far sidecar removes the mark and
- * gives its app HTTP/1.1 again. On by default for services of protocol `auto`; a DestinationPolicy
- * turns it off with `http2Upgrade: false`. Upgrades (WebSocket) stay HTTP/1.1 end to end.
+ * gives its app HTTP/1.1 again, for services of protocol `auto` whose DestinationPolicy says
+ * `http2Upgrade: true`. Off by default: through node:http2 it costs more CPU per request than plain
+ * HTTP/1.1 between the sidecars (2.2x, docs/performance.md), so it stays opt-in until it does not.
+ * Upgrades (WebSocket) stay HTTP/1.1 end to end.
  */
 import type { DownstreamRequest } from './listener';
 import type { UpstreamProtocol } from './upstream-types';
@@ -17,7 +19,7 @@ export interface MultiplexService {
 
 /** Whether this downstream HTTP/1.1 request goes to this endpoint as HTTP/2. */
 export function multiplexH1(protocol: 'http1' | 'http2', meshed: boolean, svc: MultiplexService): boolean {
-  return protocol === 'http1' && meshed && svc.protocol === 'auto' && svc.policy?.http2Upgrade !== false;
+  return protocol === 'http1' && meshed && svc.protocol === 'auto' && svc.policy?.http2Upgrade === true;
 }
 
 /** On the far side: the HTTP/1.x version the request was sent in, when it came multiplexed. */

@@ -9,6 +9,7 @@
  */
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
+import { installCheapAsyncBind } from './async-bind';
 import { H1Pool } from './h1-client';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from './upstream-types';
 
@@ -22,6 +23,9 @@ export interface UpstreamPoolOptions {
   /** How long a retired pool may finish its in-flight requests (default 30 s). */
   drainMs?: number;
 }
+
+// node:http2's session.request() binds an AsyncResource per request: make that cheap (async-bind.ts).
+installCheapAsyncBind();
 
 export class UpstreamPools {
   private readonly h1 = new Map<string, H1Pool>();
@@ -157,83 +161,38 @@ class H2Connection {
       else if (Array.isArray(prev)) prev.push(value);
       else h[name] = [String(prev), value];
     }
-    let started = false;
-    let done = false;
-    let streamRef: http2.ClientHttp2Stream | undefined;
-    let trailers: Headers | undefined;
-    const fail = (err: Error): void => {
-      if (done) return;
-      done = true;
-      // The HTTP/2 error code of a reset stream, for callers that pass it on (gRPC: CANCEL -> CANCELLED).
-      // `connectionLost`: the stream ended because the whole connection did (not a reset of its own).
-      const rst = streamRef?.rstCode;
-      if (rst !== undefined && (err as { rstCode?: number }).rstCode === undefined) Object.assign(err, { rstCode: rst });
-      if (this.unusable()) Object.assign(err, { connectionLost: true });
-      const connect = !this.connected && !started;
-      const e = connect ? new UpstreamConnectError(err as Error & { code?: string }) : err;
-      // The peer answered the connection preface with something else than HTTP/2 SETTINGS (a
-      // plain HTTP/1.1 server): it does not speak h2c (`protocol: auto` falls back to HTTP/1.1).
-      if (this.connected && !this.settled && !started) Object.assign(e, { h2PrefaceRefused: true });
-      sink.onError(e, started);
-    };
+    const x = new H2Exchange(this, sink);
     let stream: http2.ClientHttp2Stream;
     try {
-      stream = streamRef = this.session.request(h, { endStream: req.body === null });
+      stream = this.session.request(h, { endStream: req.body === null });
     } catch (err) {
-      fail(err as Error);
-      return { abort() {}, resume() {} };
+      x.fail(err as Error);
+      return x;
     }
-    stream.on('response', (headers) => {
-      const status = Number(headers[':status']);
-      if (status < 200) return;
-      started = true;
-      sink.onResponse(status, headers as Headers);
-    });
-    stream.on('data', (chunk: Buffer) => {
-      if (!sink.onData(chunk)) stream.pause();
-    });
-    stream.on('trailers', (t) => {
-      trailers = t as Headers;
-    });
-    stream.on('end', () => {
-      if (done) return;
-      // A stream closed under us (the session destroyed, RST_STREAM) also ends its readable side:
-      // node pushes EOF and only then destroys it, with rstCode set (CANCEL when the connection
-      // went away, and no 'error' at all). Such a response is cut short and must not be passed on
-      // as a clean end.
-      const rst = stream.rstCode;
-      if (rst !== undefined && rst !== http2.constants.NGHTTP2_NO_ERROR) {
-        fail(Object.assign(new Error(`upstream stream reset (code ${rst})`), { code: 'ECONNRESET' }));
-        return;
-      }
-      if (!started) {
-        fail(new Error('upstream stream ended without a response'));
-        return;
-      }
-      done = true;
-      sink.onEnd(trailers);
-    });
-    stream.on('error', (err) => fail(err));
-    stream.on('close', () => {
-      if (!done) {
-        const code = stream.rstCode;
-        fail(Object.assign(new Error(`upstream stream closed (${code ?? 'no code'})`), { code: 'ECONNRESET' }));
-      }
-    });
+    x.stream = stream;
+    (stream as StreamWithExchange)[EXCHANGE] = x;
+    // Shared listeners (no closures per request): each finds its exchange on the stream.
+    stream.on('response', onStreamResponse);
+    stream.on('data', onStreamData);
+    stream.on('trailers', onStreamTrailers);
+    stream.on('end', onStreamEnd);
+    stream.on('error', onStreamError);
+    stream.on('close', onStreamClose);
     if (req.body) {
+      (req.body as BodyWithStream)[UPSTREAM_STREAM] = stream;
       req.body.pipe(stream);
-      req.body.on('error', () => stream.close(http2.constants.NGHTTP2_CANCEL));
+      req.body.on('error', onBodyError);
     }
-    return {
-      abort() {
-        if (done) return;
-        done = true;
-        if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
-      },
-      resume() {
-        stream.resume();
-      },
-    };
+    return x;
+  }
+
+  /** Connected, and the peer's SETTINGS did not arrive: it is not an HTTP/2 server. */
+  connectedNotSettled(): boolean {
+    return this.connected && !this.settled;
+  }
+
+  isConnected(): boolean {
+    return this.connected;
   }
 
   retire(drainMs: number): void {
@@ -247,4 +206,98 @@ class H2Connection {
   destroy(): void {
     this.session.destroy();
   }
+}
+
+const EXCHANGE = Symbol('meshlet.h2exchange');
+const UPSTREAM_STREAM = Symbol('meshlet.h2upstream');
+type StreamWithExchange = http2.ClientHttp2Stream & { [EXCHANGE]: H2Exchange };
+type BodyWithStream = NodeJS.ReadableStream & { [UPSTREAM_STREAM]?: http2.ClientHttp2Stream };
+
+/** One request on an HTTP/2 connection: its state, and the call handle returned to the caller. */
+class H2Exchange implements UpstreamCall {
+  stream: http2.ClientHttp2Stream | undefined = undefined;
+  started = false;
+  done = false;
+  trailers: Headers | undefined = undefined;
+
+  constructor(
+    readonly conn: H2Connection,
+    readonly sink: ResponseSink,
+  ) {}
+
+  fail(err: Error): void {
+    if (this.done) return;
+    this.done = true;
+    // The HTTP/2 error code of a reset stream, for callers that pass it on (gRPC: CANCEL -> CANCELLED).
+    // `connectionLost`: the stream ended because the whole connection did (not a reset of its own).
+    const rst = this.stream?.rstCode;
+    if (rst !== undefined && (err as { rstCode?: number }).rstCode === undefined) Object.assign(err, { rstCode: rst });
+    if (this.conn.unusable()) Object.assign(err, { connectionLost: true });
+    const connect = !this.conn.isConnected() && !this.started;
+    const e = connect ? new UpstreamConnectError(err as Error & { code?: string }) : err;
+    // The peer answered the connection preface with something else than HTTP/2 SETTINGS (a
+    // plain HTTP/1.1 server): it does not speak h2c (`protocol: auto` falls back to HTTP/1.1).
+    if (this.conn.connectedNotSettled() && !this.started) Object.assign(e, { h2PrefaceRefused: true });
+    this.sink.onError(e, this.started);
+  }
+
+  abort(): void {
+    if (this.done) return;
+    this.done = true;
+    const stream = this.stream;
+    if (stream && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+  }
+
+  resume(): void {
+    this.stream?.resume();
+  }
+}
+
+function onStreamResponse(this: StreamWithExchange, headers: http2.IncomingHttpHeaders): void {
+  const status = Number(headers[':status']);
+  if (status < 200) return;
+  const x = this[EXCHANGE];
+  x.started = true;
+  x.sink.onResponse(status, headers as Headers);
+}
+
+function onStreamData(this: StreamWithExchange, chunk: Buffer): void {
+  if (!this[EXCHANGE].sink.onData(chunk)) this.pause();
+}
+
+function onStreamTrailers(this: StreamWithExchange, t: http2.IncomingHttpHeaders): void {
+  this[EXCHANGE].trailers = t as Headers;
+}
+
+function onStreamEnd(this: StreamWithExchange): void {
+  const x = this[EXCHANGE];
+  if (x.done) return;
+  // A stream closed under us (the session destroyed, RST_STREAM) also ends its readable side:
+  // node pushes EOF and only then destroys it, with rstCode set (CANCEL when the connection
+  // went away, and no 'error' at all). Such a response is cut short and must not be passed on
+  // as a clean end.
+  const rst = this.rstCode;
+  if (rst !== undefined && rst !== http2.constants.NGHTTP2_NO_ERROR) {
+    x.fail(Object.assign(new Error(`upstream stream reset (code ${rst})`), { code: 'ECONNRESET' }));
+    return;
+  }
+  if (!x.started) {
+    x.fail(new Error('upstream stream ended without a response'));
+    return;
+  }
+  x.done = true;
+  x.sink.onEnd(x.trailers);
+}
+
+function onStreamError(this: StreamWithExchange, err: Error): void {
+  this[EXCHANGE].fail(err);
+}
+
+function onStreamClose(this: StreamWithExchange): void {
+  const x = this[EXCHANGE];
+  if (!x.done) x.fail(Object.assign(new Error(`upstream stream closed (${this.rstCode ?? 'no code'})`), { code: 'ECONNRESET' }));
+}
+
+function onBodyError(this: BodyWithStream): void {
+  this[UPSTREAM_STREAM]?.close(http2.constants.NGHTTP2_CANCEL);
 }

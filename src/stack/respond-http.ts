@@ -46,7 +46,15 @@ export class HttpResponder implements ResponseSink {
     }
     if (res.headersSent || res.destroyed) return;
     try {
-      res.writeHead(status, out as never);
+      if (this.call.version === '2') {
+        // HTTP/2: straight to the stream (node:http2 core), without the compat response copying
+        // and validating every header once more before respond() does it again. Trailers: the
+        // compat layer's 'wantTrailers' handler sends what addTrailers() collected (onEnd).
+        const stream = (res as http2.Http2ServerResponse).stream;
+        if (stream.closed || stream.destroyed) return;
+        out[':status'] = String(status);
+        stream.respond(out, { waitForTrailers: true });
+      } else res.writeHead(status, out as never);
     } catch (err) {
       this.ctx.logger.debug({ err }, 'invalid upstream response header');
       this.finished = true;

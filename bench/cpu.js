@@ -1,0 +1,239 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * CPU per request of the sidecar, per path, with a fixed number of requests: the A/B tool for the
+ * HTTP/2, gRPC and mesh-hop paths (bench/ab.sh does HTTP/1.1 only). CPU time (utime + stime from
+ * /proc/PID/stat, summed over the proxy processes) ÷ requests is far less sensitive to the other
+ * load on the machine than req/s or latency; run it alternating two builds (`--dist`) for an A/B.
+ *
+ *   node bench/cpu.js [--paths h1,h2,grpc,hop,hop-h1] [-n 20000] [-r 3] [--dist DIR] [--prof DIR]
+ *
+ * Paths (the upstream is nginx on core 0, the load h2load on core 0, the sidecars on core 1):
+ *   h1      HTTP/1.1 through the full-chain sidecar (bench/lib/configs.js `full`), h2load --h1, 64 conns
+ *   h2      h2c through it (16 connections x 16 streams), upstream HTTP/1.1
+ *   grpc    gRPC unary through it (h2c both ways), 16 x 16
+ *   hop     HTTP/1.1 client -> sidecar A -> sidecar B -> app (nginx), two sidecars registered
+ *           through a control plane, the hop as the default makes it; CPU summed over A and B
+ *   hop-h1  the same with `http2Upgrade: false` (HTTP/1.1 between the sidecars)
+ *   hop-h2  the same with `http2Upgrade: true` (HTTP/1.1 multiplexed over HTTP/2)
+ * --dist DIR[|NODEFLAGS][,DIR2[|NODEFLAGS2]]: the checkout(s) whose dist/ to run (default this one),
+ * alternated round by round (an A/B), optionally with extra Node flags each. --prof DIR: node --cpu-prof
+ * into DIR (one .cpuprofile per sidecar process). --node-flags '...': extra Node flags.
+ * --callgrind: the sidecars run under valgrind's callgrind and the figure is instructions per
+ * request (load-independent: the instructions of an idle window as long as the run are subtracted;
+ * it serves ~5-20 req/s, so use -n 300), read with callgrind_control.
+ * Prints one line per path and round, then the median per path, as text and (--json) JSON.
+ */
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { parseArgs } = require('node:util');
+const procs = require('./lib/procs');
+const configs = require('./lib/configs');
+const grpcLib = require('./lib/grpc');
+
+const { values: o } = parseArgs({
+  options: {
+    paths: { type: 'string', default: 'h1,h2,grpc,hop' },
+    n: { type: 'string', short: 'n', default: '20000' },
+    rounds: { type: 'string', short: 'r', default: '3' },
+    dist: { type: 'string', default: path.resolve(__dirname, '..') },
+    prof: { type: 'string' },
+    'node-flags': { type: 'string', default: '' },
+    json: { type: 'boolean', default: false },
+    callgrind: { type: 'boolean', default: false },
+  },
+});
+const N = Number(o.n);
+const ROUNDS = Number(o.rounds);
+// DIR or DIR|NODEFLAGS (extra Node flags for that contender, e.g. '.|--max-semi-space-size=16').
+const DISTS = o.dist.split(',');
+const mainOf = (spec) => path.join(path.resolve(spec.split('|')[0]), 'dist/src/cli/main.js');
+const flagsOf = (spec) => (spec.split('|')[1] ?? '').split(' ').filter(Boolean);
+const MAIN = mainOf(DISTS[0]);
+const UNIT = o.callgrind ? 'instr/req' : 'us/req';
+const NODE_FLAGS = ['--max-semi-space-size=8', '--heap-growing-percent=20', ...o['node-flags'].split(' ').filter(Boolean), ...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(o.prof)}`] : [])];
+const PROXY_CPU = 1;
+const LOAD_CPU = 0;
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'meshlet-cpu-'));
+procs.installCleanup(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function log(s) {
+  process.stderr.write(`${s}\n`);
+}
+
+function h2load(args) {
+  const r = spawnSync('taskset', ['-c', String(LOAD_CPU), 'h2load', ...args], { encoding: 'utf8', timeout: 300_000 });
+  const out = `${r.stdout}${r.stderr}`;
+  const m = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out);
+  if (!m) throw new Error(`h2load: no summary\n${out}`);
+  const s = /status codes: (\d+) 2xx/.exec(out);
+  return { done: Number(m[3]), ok: Number(s ? s[1] : 0), failed: Number(m[5]) + Number(m[6]), out };
+}
+
+async function sidecar(name, argv, spec = DISTS[0]) {
+  const main = mainOf(spec);
+  const admin = await procs.freePort();
+  const logFile = path.join(tmp, `${name}.log`);
+  const cg = o.callgrind ? ['valgrind', '--tool=callgrind', `--callgrind-out-file=${path.join(tmp, `${name}.cg.%p`)}`, process.execPath] : [process.execPath];
+  const p = procs.start(name, cg[0], [...cg.slice(1), ...NODE_FLAGS, ...flagsOf(spec), main, 'sidecar', ...argv, '--admin', `127.0.0.1:${admin}`], {
+    cpu: PROXY_CPU,
+    logFile,
+    env: { ...process.env, MESHLET_LOG_LEVEL: 'warn' },
+  });
+  await procs.waitForHttp(`http://127.0.0.1:${admin}/ready`, { proc: p, timeoutMs: o.callgrind ? 300_000 : 30_000 });
+  return p;
+}
+
+const cpuOf = (ps) => ps.reduce((a, p) => a + procs.cpuSeconds(p.pid), 0);
+
+/** Callgrind: instructions executed by `ps` since the last zeroing (dumps, reads the totals, zeroes). */
+function instructions(ps) {
+  let total = 0;
+  for (const p of ps) {
+    const before = new Set(fs.readdirSync(tmp));
+    spawnSync('callgrind_control', ['-d', String(p.pid)], { encoding: 'utf8', timeout: 120_000 });
+    const files = fs.readdirSync(tmp).filter((f) => f.includes('.cg.') && !before.has(f));
+    for (const f of files) {
+      const m = /^(?:summary|totals): (\d+)/m.exec(fs.readFileSync(path.join(tmp, f), 'utf8'));
+      if (m) total += Number(m[1]);
+      fs.rmSync(path.join(tmp, f));
+    }
+    spawnSync('callgrind_control', ['-z', String(p.pid)], { encoding: 'utf8', timeout: 120_000 });
+  }
+  return total;
+}
+
+/** Warm-up (N/4, not measured), then N requests; CPU µs per request over `ps`. */
+function measure(ps, args) {
+  h2load(['-n', String(o.callgrind ? N : Math.max(1000, N >> 2)), ...args]);
+  if (o.callgrind) instructions(ps);
+  const c0 = cpuOf(ps);
+  const t0 = process.hrtime.bigint();
+  const r = h2load(['-n', String(N), ...args]);
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = cpuOf(ps) - c0;
+  if (r.ok < N || r.failed) throw new Error(`only ${r.ok}/${N} 2xx, ${r.failed} failed\n${r.out}`);
+  if (o.callgrind) {
+    // What the process does per second whatever the load (timers, metrics, the control-plane
+    // stream) weighs a lot at ~5-20 req/s: measured over an idle window as long as the run, and
+    // subtracted.
+    const loaded = instructions(ps);
+    spawnSync('sleep', [String(wall)]);
+    const idle = instructions(ps);
+    return { usPerReq: (loaded - idle) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall, loaded: loaded / r.done, idle: idle / r.done };
+  }
+  return { usPerReq: (cpu * 1e6) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall };
+}
+
+let upstreamPorts;
+let grpc;
+let paths;
+
+async function onePass(dist, add) {
+  if (paths.some((p) => ['h1', 'h2', 'grpc'].includes(p))) {
+    const file = path.join(tmp, 'full.json');
+    fs.writeFileSync(file, configs.meshletPolicies('full', upstreamPorts, grpc.ports));
+    const out = await procs.freePort();
+    const sc = await sidecar('full', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist);
+    await procs.waitForPort(out, { proc: sc, timeoutMs: o.callgrind ? 300_000 : 15_000 });
+    // Under callgrind the first calls can outlast the route's per-try timeout (JIT, first connection).
+    for (let i = 0; paths.includes('grpc'); i++) {
+      try {
+        await grpcLib.checkGrpc(out, 'the full-chain sidecar', o.callgrind ? 120_000 : 5000);
+        break;
+      } catch (err) {
+        if (!o.callgrind || i >= 5) throw err;
+      }
+    }
+    const url = `http://127.0.0.1:${out}/`;
+    {
+      // Under callgrind (~20 req/s) a few requests at a time, or they queue past the route's timeout.
+      const c = o.callgrind ? ['-c2', '-m2'] : ['-c16', '-m16'];
+      if (paths.includes('h1')) add('h1', measure([sc], ['--h1', '-t1', o.callgrind ? '-c4' : '-c64', '-m1', '-H', ':authority: upstream', url]));
+      if (paths.includes('h2')) add('h2', measure([sc], ['-t1', ...c, '-H', ':authority: upstream', url]));
+      if (paths.includes('grpc')) {
+        const a = ['-t1', ...c, '-d', grpc.requestFile, '-H', 'content-type: application/grpc', '-H', 'te: trailers', '-H', `:authority: ${grpcLib.AUTHORITY}`, `http://127.0.0.1:${out}${grpcLib.METHOD_PATH}`];
+        add('grpc', measure([sc], a));
+      }
+    }
+    await sc.stop(5000);
+  }
+
+  const hops = paths.filter((p) => p.startsWith('hop'));
+  if (hops.length) {
+    const cpDir = fs.mkdtempSync(path.join(tmp, 'cp-'));
+    const api = await procs.freePort();
+    const push = await procs.freePort();
+    const cp = procs.start('cp', process.execPath, [MAIN, 'control-plane', '--data-dir', cpDir, '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`], { cpu: LOAD_CPU, logFile: path.join(tmp, 'cp.log') });
+    await procs.waitForPort(api, { proc: cp });
+    const out = await procs.freePort();
+    const reg = ['--control-plane', `127.0.0.1:${push}`, '--advertise', '127.0.0.1'];
+    const a = await sidecar('hop-a', ['--service', 'client', ...reg, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist);
+    const b = await sidecar('hop-b', ['--service', 'echo', '--app-port', String(upstreamPorts[0]), '--app-protocol', 'http1', ...reg, '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0'], dist);
+    const apply = (upgrade) => {
+      const doc = upgrade === undefined ? '' : `apiVersion: meshlet.dev/v1\nkind: DestinationPolicy\nmetadata: {name: echo}\nspec: {service: echo, http2Upgrade: ${upgrade}}\n`;
+      if (!doc) {
+        spawnSync(process.execPath, [MAIN, 'delete', 'destinationpolicy', 'echo'], { env: { ...process.env, MESHLET_SERVER: `http://127.0.0.1:${api}` }, encoding: 'utf8' });
+        return;
+      }
+      const r = spawnSync(process.execPath, [MAIN, 'apply', '-f', '-'], { input: doc, env: { ...process.env, MESHLET_SERVER: `http://127.0.0.1:${api}` }, encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`apply: ${r.stderr}`);
+    };
+    const url = `http://127.0.0.1:${out}/`;
+    // Wait until A knows B (the control plane pushed B's endpoint).
+    for (let i = 0; ; i++) {
+      const r = h2load(['--h1', '-n', '10', '-c1', '-H', ':authority: echo', url]);
+      if (r.ok === 10) break;
+      if (i > 100) throw new Error(`the hop never answered 200\n${r.out}`);
+      await procs.sleep(100);
+    }
+    {
+      for (const h of hops) {
+        apply(h === 'hop-h1' ? false : h === 'hop-h2' ? true : undefined);
+        await procs.sleep(1000);
+        add(h, measure([a, b], ['--h1', '-t1', o.callgrind ? '-c4' : '-c64', '-m1', '-H', ':authority: echo', url]));
+      }
+    }
+    await a.stop(5000);
+    await b.stop(5000);
+    await cp.stop(5000);
+  }
+}
+
+async function main() {
+  upstreamPorts = [await procs.freePort(), await procs.freePort()];
+  grpc = { ...grpcLib.writeFixtures(tmp), ports: [await procs.freePort(), await procs.freePort()] };
+  const conf = path.join(tmp, 'upstream.conf');
+  fs.writeFileSync(conf, configs.upstreamNginx(tmp, upstreamPorts, undefined, grpc));
+  const up = procs.start('upstream', 'nginx', ['-c', conf, '-e', path.join(tmp, 'upstream.error.log')], { cpu: LOAD_CPU, logFile: path.join(tmp, 'upstream.log') });
+  for (const p of [...upstreamPorts, ...grpc.ports]) await procs.waitForPort(p, { proc: up });
+
+  paths = o.paths.split(',');
+  const results = {};
+  const add = (k, r) => {
+    (results[k] ??= []).push(r);
+    log(`${k.padEnd(8)} ${r.usPerReq.toFixed(1).padStart(7)} ${UNIT}  ${Math.round(r.reqPerSec).toString().padStart(6)} req/s  core ${r.coreBusyPct.toFixed(0)}%`);
+  };
+
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const dist of DISTS) {
+      const tag = DISTS.length > 1 ? `${dist}:` : '';
+      await onePass(dist, (k, r) => add(`${tag}${k}`, r));
+    }
+  }
+  await procs.stopAll();
+  const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
+  const summary = Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, { usPerReq: median(rs.map((r) => r.usPerReq)), reqPerSec: median(rs.map((r) => r.reqPerSec)), rounds: rs.map((r) => +r.usPerReq.toFixed(1)) }]));
+  if (o.json) console.log(JSON.stringify({ dist: o.dist, n: N, loadavg: os.loadavg(), summary }));
+  else for (const [k, s] of Object.entries(summary)) console.log(`${k.padEnd(8)} median ${s.usPerReq.toFixed(1)} ${UNIT}  (${s.rounds.join(' / ')})  ${Math.round(s.reqPerSec)} req/s  load ${os.loadavg()[0].toFixed(1)}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+}
+
+main().catch(async (err) => {
+  console.error(err);
+  await procs.stopAll();
+  process.exit(1);
+});
