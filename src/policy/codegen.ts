@@ -160,4 +160,12 @@ const LIMIT_TEXT: Record<keyof typeof LIMITS, string> = {
   conditionsPerMatch: 'header or query-parameter conditions of one match',
   backendsPerRule: 'backends of one rule',
   headerEdits: 'entries of each of `set`, `add`, `remove` in `requestHeaders` / `responseHeaders`',
+  aggregateBackends: 'backends of one rule\'s `aggregate`',
+  jwtIssuers: 'issuers of one `jwt` block',
+  jwksKeys: 'keys of one inline `jwks`',
+  jwtClaimHeaders: 'entries of `jwt.claimHeaders`',
+  apiKeyConsumers: 'consumers of one `apiKeys` block',
+  apiKeysPerConsumer: 'hashed keys of one API-key consumer',
+  ipFilterCidrs: 'CIDRs of `ipFilter.allow` or `ipFilter.deny`',
+  cacheKeyParts: 'query parameters, or headers, of one cache key',
 };

@@ -37,6 +37,12 @@ export type {
   RateLimit,
   RateLimitPolicySpec,
   GrpcTranscodingSpec,
+  JwtSpec,
+  ApiKeysSpec,
+  IpFilterSpec,
+  CorsSpec,
+  CacheSpec,
+  AggregateSpec,
 } from './schema';
 
 // -------------------------------------------------------------------------------- the resources
