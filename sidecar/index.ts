@@ -29,6 +29,9 @@ import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
 import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
 import { ACCESS_LOG_DESTINATION } from '../src/observability/observer';
 import { ProxyStats } from './stats';
+import { CacheRegistry } from '../src/edge/cache';
+import type { EdgeContext } from '../src/stack/context';
+import type { Registry as MetricsRegistry } from '../src/observability/metrics';
 import type { Format } from '../src/observability/metrics';
 import type { SidecarResilience } from '../src/observability/mesh-stats';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
@@ -77,6 +80,8 @@ export interface SidecarOptions {
    * control plane. With it the sidecar gets a workload certificate (sidecar/identity.ts).
    */
   credential?: () => string | undefined;
+  /** Bytes all the response caches of this process keep together (Route rules' `cache`; default 64 MiB). */
+  cacheMaxBytes?: number;
 }
 
 export interface LimitOptions {
@@ -183,6 +188,8 @@ export interface Proxy {
   metrics(format: Format): string;
   /** The sliding windows of the request-duration summaries, for a merge elsewhere (cluster primary). */
   windows(): WindowExports;
+  /** Removes cached responses by key (every Vary variant) or key prefix, in every rule's cache; how many went. */
+  purgeCache(sel: { key: string } | { prefix: string }): number;
   /** Whether outlier detection has ejected the endpoint now (`meshlet explain`). */
   isEjected(service: string, e: { address: string; port: number }): boolean;
   stats(): SidecarStatsReport;
@@ -284,9 +291,18 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     return ok(undefined);
   };
 
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, resilience, clock: systemClock, random: Math.random };
+  const caches = new CacheRegistry(opts.cacheMaxBytes ?? 64 << 20, systemClock);
+  let jwks: import('../src/edge/jwt').JwksStore | undefined;
+  const edge: EdgeContext = {
+    // jose is loaded only when a rule with a jwt block builds its stack.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    jwks: () => (jwks ??= new (require('../src/edge/jwt') as typeof import('../src/edge/jwt')).JwksStore({ clock: systemClock })),
+    caches,
+  };
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, resilience, clock: systemClock, random: Math.random, edge };
   const lim = opts.limits ?? {};
   const reg = stats.metrics.registry;
+  registerCacheMetrics(reg, caches);
   const overloadActions = reg.counter('meshlet_overload_actions_total', 'Overload protection at work, by listener and action: connection_refused, idle_closed, request_shed (503 OL), body_timeout and body_too_slow (408).', ['listener', 'action']);
   const overload = new OverloadManager({
     maxConnections: lim.maxConnections,
@@ -375,6 +391,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       );
     },
     windows: () => ({ [stats.metrics.window.name]: stats.metrics.window.exports() }),
+    purgeCache: (sel) => caches.purge(sel),
     isEjected: (service, e) => resilience.service(service)?.isEjected(endpointKey(e)) ?? false,
     stats: () => ({
       id,
@@ -436,6 +453,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         quit: opts.onQuit,
         metrics: (format) => proxy.metrics(format),
         stats: () => proxy.stats(),
+        purgeCache: (sel) => ({ purged: proxy.purgeCache(sel) }),
         explain: (q) => explain(proxy.current(), opts.service, q, { isEjected: (svc, e) => proxy.isEjected(svc, e) }),
         tap: proxy.tap,
         logLevel: () => log.level,
@@ -544,4 +562,33 @@ export function configDump(id: string, service: string, source: string, snap: Co
         }))
       : [],
   };
+}
+
+/** The response caches' series, read at scrape time: requests by result per rule, evictions, bytes, entries. */
+function registerCacheMetrics(reg: MetricsRegistry, caches: CacheRegistry): void {
+  const requests = reg.counter('meshlet_cache_requests_total', 'Requests that went through a rule\'s response cache, by result: hit, miss, stale, revalidated, pass.', ['route', 'result']);
+  const coalesced = reg.counter('meshlet_cache_coalesced_total', 'Cache misses that waited for another request\'s upstream fetch instead of making their own.', ['route']);
+  const evictions = reg.counter('meshlet_cache_evictions_total', 'Cached responses evicted to stay within --cache-max-mb.');
+  const purged = reg.counter('meshlet_cache_purged_total', 'Cached responses removed by purges.');
+  const bytes = reg.gauge('meshlet_cache_bytes', 'Bytes the response caches hold (estimated: bodies, headers, keys, bookkeeping).');
+  const entries = reg.gauge('meshlet_cache_entries', 'Responses the caches hold.');
+  const max = reg.gauge('meshlet_cache_max_bytes', 'The caches\' byte bound (--cache-max-mb).');
+  reg.beforeCollect(() => {
+    let p = 0;
+    for (const { rule, stats } of caches.rules()) {
+      const set = (result: string, v: number) => (requests.labels(rule, result).value = v);
+      set('hit', stats.hits);
+      set('miss', stats.misses);
+      set('stale', stats.stale);
+      set('revalidated', stats.revalidated);
+      set('pass', stats.passes);
+      coalesced.labels(rule).value = stats.coalesced;
+      p += stats.purged;
+    }
+    purged.labels().value = p;
+    evictions.labels().value = caches.store.evictions;
+    bytes.set(caches.store.bytes);
+    entries.set(caches.store.entries);
+    max.set(caches.maxBytes);
+  });
 }

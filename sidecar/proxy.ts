@@ -52,6 +52,8 @@ export interface ProxyContext {
   service?: string;
   /** Inbound rate limits (RateLimitPolicy for this service). */
   rateLimit?: RateLimitLayer;
+  /** JWKS keys and response caches, kept across snapshots. */
+  edge?: import('../src/stack/context').EdgeContext;
 }
 
 export interface AppTarget {

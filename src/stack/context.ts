@@ -11,6 +11,15 @@ import type { CompiledSnapshot } from '../policy/compiled';
 import type { RateLimitLayer } from '../resilience/rate-limit';
 import type { ResilienceState } from '../resilience/state';
 import type { Direction } from '../core/layer';
+import type { CacheRegistry } from '../edge/cache';
+import type { JwksStore } from '../edge/jwt';
+
+/** What the edge layers share across snapshots: fetched JWKS keys and the response caches. */
+export interface EdgeContext {
+  /** The process's JWKS store (created on first use: it loads jose). */
+  jwks(): JwksStore;
+  caches: CacheRegistry;
+}
 
 export interface StackStats {
   /** Counts a request the mesh answered before it was observed (no route, rate limited, ...). */
@@ -40,4 +49,6 @@ export interface StackContext {
   service?: string;
   /** Inbound rate limits (RateLimitPolicy for this service). */
   rateLimit?: RateLimitLayer;
+  /** JWKS keys and response caches (absent: the edge layers make their own, per rule stack). */
+  edge?: EdgeContext;
 }
