@@ -82,6 +82,8 @@ export interface SidecarOptions {
   credential?: () => string | undefined;
   /** Bytes all the response caches of this process keep together (Route rules' `cache`; default 64 MiB). */
   cacheMaxBytes?: number;
+  /** JWT keys: at most one JWKS fetch per URL in this interval (default 30 s). */
+  jwksMinRefreshMs?: number;
 }
 
 export interface LimitOptions {
@@ -296,7 +298,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const edge: EdgeContext = {
     // jose is loaded only when a rule with a jwt block builds its stack.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    jwks: () => (jwks ??= new (require('../src/edge/jwt') as typeof import('../src/edge/jwt')).JwksStore({ clock: systemClock })),
+    jwks: () => (jwks ??= new (require('../src/edge/jwt') as typeof import('../src/edge/jwt')).JwksStore({ clock: systemClock, minRefreshIntervalMs: opts.jwksMinRefreshMs })),
     caches,
   };
   const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, resilience, clock: systemClock, random: Math.random, edge };
