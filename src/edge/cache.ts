@@ -478,9 +478,9 @@ export class HttpCache {
     const headers: Record<string, string | string[] | undefined> = {};
     let hbytes = 0;
     for (const [k, v] of Object.entries(res.headers)) {
-      if (v === undefined || k === 'x-cache') continue;
+      if (v === undefined || k === 'x-cache' || k.startsWith(':')) continue;
       headers[k] = v;
-      hbytes += k.length + (Array.isArray(v) ? v.join('').length : v.length) + 4;
+      hbytes += k.length + (Array.isArray(v) ? v.join('').length : String(v).length) + 4;
     }
     const key = this.variantKey(primary, req.headers, varyNames);
     const entry: Entry = {
