@@ -181,7 +181,7 @@ function checkRoute(spec: Mutable<RouteSpec>, errs: Errs): void {
 function checkRule(r: RouteRule, p: string, errs: Errs): void {
   r.matches.forEach((m, i) => checkMatch(m, `${p}.matches[${i}]`, errs));
   const targets = [r.backends, r.redirect, r.aggregate].filter((x) => x !== undefined).length;
-  if (targets > 1) err(errs, p, 'set one of backends, redirect or aggregate');
+  if (targets > 1) err(errs, p, 'set only one of backends, redirect or aggregate (not both)');
   else if (targets === 0) err(errs, `${p}.backends`, 'is required (or a redirect, or an aggregate)');
   checkEdge(r, p, errs);
   if (r.backends?.every((b) => b.weight === 0)) err(errs, `${p}.backends`, 'at least one backend needs a weight above 0');

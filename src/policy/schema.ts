@@ -361,7 +361,6 @@ const CacheSchema = Obj(
         query: Type.Union([Enum(['all', 'none'] as const), Type.Array(Str({ maxLength: 256 }), { maxItems: LIMITS.cacheKeyParts })], {
           default: 'all',
           description: 'Query parameters in the key: `all`, `none`, or a list of names (order-insensitive).',
-          [META]: { limit: 'cacheKeyParts' },
         }),
         headers: List(HeaderName('A request header.'), { default: [], description: 'Request headers that split entries (beyond Vary).', maxItems: LIMITS.cacheKeyParts, meta: { limit: 'cacheKeyParts' } }),
       },
