@@ -12,7 +12,7 @@
  */
 import type { Layer, MeshCall } from '../core/layer';
 import { CacheRegistry, type CacheConfig, type CacheRequest, type CacheUpstream, type HttpCache } from '../edge/cache';
-import type { UpstreamCall } from '../http/upstream-types';
+import type { ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { CompiledRule } from '../policy/compiled';
 import type { CacheSpec } from '../policy/types';
 import type { StackContext } from './context';
@@ -46,10 +46,10 @@ class CachedCall implements UpstreamCall {
   constructor(
     private readonly cache: HttpCache,
     private readonly call: MeshCall,
-    private readonly next: (c: MeshCall, s: import('../http/upstream-types').ResponseSink) => UpstreamCall,
+    private readonly next: (c: MeshCall, s: ResponseSink) => UpstreamCall,
   ) {}
 
-  run(sink: import('../http/upstream-types').ResponseSink): UpstreamCall {
+  run(sink: ResponseSink): UpstreamCall {
     const call = this.call;
     const req: CacheRequest = { method: call.method, host: call.authority, path: call.path, headers: flatRecord(call.headers) };
     const upstream: CacheUpstream = (r) =>
@@ -86,7 +86,7 @@ class CachedCall implements UpstreamCall {
             return;
           }
           // Another request's answer was too large to share: ours goes upstream on its own.
-          this.inner = this.next(this.used ? copyCall(call) : call, sink);
+          this.inner = this.next(this.used ? copyCall(call) : call, passing(sink));
           return;
         }
         sink.onError(err, false);
@@ -105,6 +105,16 @@ class CachedCall implements UpstreamCall {
   resume(): void {
     this.inner?.resume();
   }
+}
+
+/** The sink with `x-cache: PASS` on the response head (an answer the cache did not take part in). */
+function passing(sink: ResponseSink): ResponseSink {
+  return {
+    onResponse: (status, headers) => sink.onResponse(status, { ...headers, 'x-cache': 'PASS' }),
+    onData: (c) => sink.onData(c),
+    onEnd: (t) => sink.onEnd(t),
+    onError: (e, started) => sink.onError(e, started),
+  };
 }
 
 /** A copy of the call for a request of its own (fresh per-try state, no client to report to). */

@@ -184,3 +184,25 @@ t.test('memory stays within --cache-max-mb under 10,000 distinct keys; purge by 
   t.equal(bad.status, 400);
   t.match(bad.json().message, /exactly one of key, prefix/);
 });
+
+t.test('an answer larger than maxEntryBytes streams through unstored, to every waiting client', async (t) => {
+  const big = Buffer.alloc(200_000, 'b');
+  const o = await origin(t, {});
+  o.up.server.removeAllListeners('request');
+  o.up.server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+    res.writeHead(200, { 'cache-control': 'max-age=600' });
+    // In pieces, so the cache sees the body grow past its limit mid-stream.
+    res.write(big.subarray(0, 50_000));
+    setTimeout(() => res.end(big.subarray(50_000)), 50);
+  });
+  const sc = await cached(t, o.up, [], { cache: { maxEntryBytes: 10_000 } });
+  const ag = agent(t, 8);
+  const out = await Promise.all(Array.from({ length: 5 }, () => request({ port: sc.outbound, path: '/big', headers: { host: 'origin' }, agent: ag })));
+  t.ok(out.every((r) => r.status === 200 && r.body.equals(big)), 'every client got the whole body');
+  const states = out.map((r) => String(r.headers['x-cache'])).sort();
+  t.equal(states[0], 'MISS', `one MISS (the one the others waited for), the waiters PASS on their own: ${states.join(' ')}`);
+  t.ok(states.every((s) => s === 'MISS' || s === 'PASS'), 'the rest PASS (or MISS when they came after it)');
+  const again = await request({ port: sc.outbound, path: '/big', headers: { host: 'origin' } });
+  t.equal(again.headers['x-cache'], 'MISS', 'not stored');
+  t.ok(again.body.equals(big));
+});
