@@ -138,7 +138,7 @@ function purge(req: http.IncomingMessage, res: http.ServerResponse, fn: NonNulla
 }
 
 /** `{ key }` or `{ prefix }` (exactly one, non-empty strings; `prefix: ""` is everything), or the reason it is not. */
-export function purgeSelector(text: string): { key: string } | { prefix: string } | string {
+function purgeSelector(text: string): { key: string } | { prefix: string } | string {
   let v: unknown;
   try {
     v = JSON.parse(text);
