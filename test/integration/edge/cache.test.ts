@@ -3,7 +3,7 @@
  * cases with the x-cache state each answer carries and what reached the origin; request
  * coalescing; the byte bound under 10,000 distinct keys; purge through the admin port.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type * as http from 'node:http';
 import { agent, h1Upstream, pool, request, route, service, startSidecar, type SidecarProc } from '../sidecar/helpers';
 
@@ -16,7 +16,7 @@ interface Seen {
 }
 
 /** An origin whose answer per path is in `behave`; it records what it saw. */
-async function origin(t: Tap.Test, behave: Record<string, (req: http.IncomingMessage, n: number) => { status?: number; headers: Record<string, string>; body?: string; delayMs?: number }>) {
+async function origin(t: Test, behave: Record<string, (req: http.IncomingMessage, n: number) => { status?: number; headers: Record<string, string | undefined>; body?: string; delayMs?: number }>) {
   const seen: Seen[] = [];
   const count = new Map<string, number>();
   const up = await h1Upstream(t, (req, res) => {
@@ -28,7 +28,7 @@ async function origin(t: Tap.Test, behave: Record<string, (req: http.IncomingMes
     req.resume();
     req.on('end', () => {
       const a = b ? b(req, n) : { status: 404, headers: {}, body: 'no such path' };
-      const send = () => res.writeHead(a.status ?? 200, { 'content-type': 'text/plain', ...a.headers }).end(a.status === 304 ? undefined : (a.body ?? `${path} #${n}`));
+      const send = () => res.writeHead(a.status ?? 200, { 'content-type': 'text/plain', ...a.headers } as http.OutgoingHttpHeaders).end(a.status === 304 ? undefined : (a.body ?? `${path} #${n}`));
       if (a.delayMs) setTimeout(send, a.delayMs);
       else send();
     });
@@ -36,11 +36,7 @@ async function origin(t: Tap.Test, behave: Record<string, (req: http.IncomingMes
   return { up, seen, hits: (path: string) => seen.filter((s) => s.url.split('?')[0] === path).length };
 }
 
-declare namespace Tap {
-  type Test = typeof t;
-}
-
-async function cached(t: Tap.Test, up: { port: number }, args: string[] = [], rule: Record<string, unknown> = {}): Promise<SidecarProc> {
+async function cached(t: Test, up: { port: number }, args: string[] = [], rule: Record<string, unknown> = {}): Promise<SidecarProc> {
   return startSidecar(t, [service('origin', [{ port: up.port }]), route('origin', ['origin'], [{ name: 'all', backends: [{ service: 'origin' }], cache: {}, ...rule }])], { args });
 }
 

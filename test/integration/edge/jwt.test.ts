@@ -8,6 +8,8 @@ import t from 'tap';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SignJWT, exportJWK, exportSPKI, generateKeyPair, type JWK } from 'jose';
+
+type Key = Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
 import { echo, h1Upstream, request, route, service, startSidecar } from '../sidecar/helpers';
 
 const ISS = 'https://idp.test';
@@ -18,7 +20,7 @@ t.test('JWT: claims forwarded, every refusal, key rotation, JWKS host down', asy
   const k1 = await generateKeyPair('RS256', { extractable: true });
   const k2 = await generateKeyPair('RS256', { extractable: true });
   const other = await generateKeyPair('RS256', { extractable: true });
-  const jwk = async (k: CryptoKey, kid: string): Promise<JWK> => ({ ...(await exportJWK(k)), kid, alg: 'RS256', use: 'sig' });
+  const jwk = async (k: Key, kid: string): Promise<JWK> => ({ ...(await exportJWK(k)), kid, alg: 'RS256', use: 'sig' });
   let keys: JWK[] = [await jwk(k1.publicKey, 'k1')];
   let fetches = 0;
   const jwksServer = http.createServer((_req, res) => {
@@ -65,7 +67,7 @@ t.test('JWT: claims forwarded, every refusal, key rotation, JWKS host down', asy
     { args: ['--jwks-refresh-ms', '300'] },
   );
   const now = Math.floor(Date.now() / 1000);
-  const sign = (key: CryptoKey, kid: string, claims: Record<string, unknown> = {}, opts: { iss?: string; aud?: string; exp?: number; nbf?: number } = {}) => {
+  const sign = (key: Key, kid: string, claims: Record<string, unknown> = {}, opts: { iss?: string; aud?: string; exp?: number; nbf?: number } = {}) => {
     const j = new SignJWT({ sub: 'alice', scope: 'orders:read', org: { id: 'o-7' }, ...claims }).setProtectedHeader({ alg: 'RS256', kid }).setIssuer(opts.iss ?? ISS).setAudience(opts.aud ?? AUD).setIssuedAt(now - 10).setExpirationTime(opts.exp ?? now + 600);
     if (opts.nbf !== undefined) j.setNotBefore(opts.nbf);
     return j.sign(key);

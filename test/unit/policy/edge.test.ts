@@ -23,7 +23,7 @@ const cases: Case[] = [
       { cors: { allowOrigins: ['https://app.example.com'] } },
     ),
     check: (r) => {
-      const rule = (r.spec as { rules: Record<string, any>[] }).rules[0]!;
+      const rule = (r.spec as unknown as { rules: Record<string, any>[] }).rules[0]!;
       if (rule.jwt.clockSkewSeconds !== 60 || rule.jwt.claimHeaders[0].header !== 'x-user' || rule.jwt.forwardAuthorization !== false) throw new Error('jwt defaults');
       if (rule.apiKeys.from[0].header !== 'x-api-key' || rule.apiKeys.consumerHeader !== 'x-meshlet-consumer') throw new Error('apiKeys defaults');
       if (rule.cache.maxEntryBytes !== 1 << 20 || rule.cache.key.host !== true) throw new Error('cache defaults');
