@@ -14,6 +14,7 @@
  *   GET    /v1/schema/{kind}          the JSON Schema of a kind (as in deploy/schema/)
  *   GET    /v1/sd/prometheus          Prometheus HTTP SD targets: this control plane and every sidecar
  *   GET    /v1/version, /v1/sidecars/{id}/config_dump, /v1/explain   for the CLI (cli-api.ts)
+ *   POST   /v1/cache/purge            `{service?, key | prefix}`: every sidecar's response caches (cli-api.ts)
  *   GET    /metrics  GET /healthz
  *   GET    /ui/, /v1/graph, /v1/history/{service}, /v1/rollout, /v1/tap   the dashboard (ui-api.ts)
  *

@@ -7,10 +7,14 @@
  *   GET /v1/ejections                      endpoints the sidecars' outlier detection ejected (sampled), for `meshlet check`
  *   GET /v1/decisions?id=REQUEST_ID[&from=SVC|&sidecar=ID]     what the sidecars did with a real request
  *                                          (their /decisions), for `meshlet explain --last`
+ *   POST /v1/cache/purge {service?, key | prefix}   every connected sidecar's (of `service`) response caches, for `meshlet cache purge`
  *
  * The control plane reaches each sidecar's admin port at the address its push connection came
  * from (as `meshlet stat` does; never the address a sidecar declares for itself, so a sidecar
  * cannot point the control plane at another host), so users need no port-forward.
+ * A cache purge goes to the admin ports, not down the push streams, so that it reaches every
+ * sidecar whichever control-plane replica took the request (with the etcd store each replica sees
+ * every registered sidecar).
  */
 import * as http from 'node:http';
 import type { IncomingMessage } from 'node:http';
@@ -38,6 +42,7 @@ export function cliRoutes(deps: CliApiDeps, segments: string[]): CliRoutes | und
   if (a === 'explain' && b === undefined) return { GET: (_r, u) => explain(deps, u) };
   if (a === 'decisions' && b === undefined) return { GET: (_r, u) => decisions(deps, u) };
   if (a === 'ejections' && b === undefined) return { GET: () => ejections(deps) };
+  if (a === 'cache' && b === 'purge' && c === undefined) return { POST: (r) => purgeCaches(deps, r) };
   return undefined;
 }
 
@@ -155,5 +160,80 @@ function ask(s: SidecarStatus, path: string, timeoutMs = 3000): Promise<Reply> {
     });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} at ${host}:${s.adminPort}: ${err.message}` } }));
+  });
+}
+
+/** Reads a small JSON request body; undefined when it is not JSON (or too large). */
+function readBody(req: IncomingMessage, max = 64 * 1024): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    req.on('data', (c: Buffer) => {
+      n += c.length;
+      if (n > max) {
+        resolve(undefined);
+        req.destroy();
+      } else chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', () => resolve(undefined));
+  });
+}
+
+/**
+ * `POST /v1/cache/purge` `{ "service"?: S, "key": K }` or `{ "service"?: S, "prefix": P }`: the
+ * purge goes to every connected sidecar (of service S) at its admin port; the answer sums what
+ * went and lists each sidecar's result (a sidecar that could not be reached is named, with why).
+ */
+async function purgeCaches(deps: CliApiDeps, req: IncomingMessage): Promise<Reply> {
+  const text = await readBody(req);
+  if (text === undefined) return { status: 400, body: { code: 'bad_request', message: 'the body must be a JSON object of at most 64 KiB' } };
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return { status: 400, body: { code: 'invalid_json', message: 'the body must be JSON: {"key": "GET host/path"} or {"prefix": "GET host/"}' } };
+  }
+  const o = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
+  const service = o.service;
+  if (service !== undefined && (typeof service !== 'string' || service === '')) return { status: 400, body: { code: 'invalid', message: 'service must be a service name' } };
+  const sel = 'key' in o ? { key: o.key } : { prefix: o.prefix };
+  if (('key' in o) === ('prefix' in o) || ('key' in o ? typeof o.key !== 'string' || o.key === '' : typeof o.prefix !== 'string'))
+    return { status: 400, body: { code: 'invalid', message: 'set exactly one of key (a non-empty string) or prefix (a string)' } };
+  const targets = deps.registry.sidecars().filter((s) => s.connected && (service === undefined || s.service === service));
+  const results = await Promise.all(
+    targets.map(async (s) => {
+      const r = await send(s, 'POST', '/cache/purge', JSON.stringify(sel));
+      const purged = (r.body as { purged?: unknown } | null)?.purged;
+      return r.status === 200 && typeof purged === 'number' ? { id: s.id, service: s.service, purged } : { id: s.id, service: s.service, purged: undefined, error: (r.body as { message?: string } | null)?.message ?? `answered ${r.status}` };
+    }),
+  );
+  const purged = results.reduce((n, r) => n + (r.purged ?? 0), 0);
+  const failed = results.filter((r) => 'error' in r).length;
+  return { status: failed > 0 && failed === results.length ? 502 : 200, body: { purged, sidecars: results } };
+}
+
+/** One request to a sidecar's admin port with a JSON body; failures become 502 with the reason. */
+function send(s: SidecarStatus, method: string, path: string, body: string, timeoutMs = 3000): Promise<Reply> {
+  if (!s.adminPort || !s.peerAddress) return Promise.resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} registered no admin port` } });
+  const host = s.peerAddress;
+  return new Promise((resolve) => {
+    // The address the push connection came from, never the self-declared one (registry.ts: SSRF).
+    const req = http.request({ host, port: s.adminPort, method, path, timeout: timeoutMs, agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id}: ${err.message}` } }));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        try {
+          resolve({ status: res.statusCode ?? 502, body: JSON.parse(text) });
+        } catch {
+          resolve({ status: 502, body: { code: 'sidecar_error', message: `sidecar ${s.id} answered ${res.statusCode}: ${text.trim().slice(0, 300)}` } });
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} at ${host}:${s.adminPort}: ${err.message}` } }));
+    req.end(body);
   });
 }

@@ -33,6 +33,8 @@ export interface AdminSource {
   explain?(query: URLSearchParams): { status: number; body: unknown };
   /** `meshlet explain --last`: what this sidecar did with recent requests (`/decisions?id=`). */
   decisions?(query: URLSearchParams): { status: number; body: unknown };
+  /** `POST /cache/purge` `{ "key": K }` or `{ "prefix": P }`: remove cached responses (`meshlet cache purge`, via the control plane). */
+  purgeCache?(sel: { key: string } | { prefix: string }): { purged: number };
   /** POST /quitquitquit from inside the pod: stop the sidecar (a classic-layout Job's app calls it when done). */
   quit?(): void;
 }
@@ -110,6 +112,51 @@ function serveTap(req: http.IncomingMessage, res: http.ServerResponse, query: st
   res.on('close', stop);
 }
 
+/**
+ * `POST /cache/purge`: accepted from any address the admin port listens on (the control plane
+ * reaches every sidecar here, whichever replica took the API request). A purge only makes the next
+ * requests go to the origin; it reveals nothing.
+ */
+function purge(req: http.IncomingMessage, res: http.ServerResponse, fn: NonNullable<AdminSource['purgeCache']>): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on('data', (c: Buffer) => {
+    size += c.length;
+    if (size > 64 * 1024) {
+      res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' }).end('body too large\n');
+      req.destroy();
+      return;
+    }
+    chunks.push(c);
+  });
+  req.on('end', () => {
+    if (res.headersSent) return;
+    const sel = purgeSelector(Buffer.concat(chunks).toString('utf8'));
+    if (typeof sel === 'string') {
+      res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'invalid', message: sel }) + '\n');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(fn(sel)) + '\n');
+  });
+}
+
+/** `{ key }` or `{ prefix }` (exactly one, non-empty strings; `prefix: ""` is everything), or the reason it is not. */
+function purgeSelector(text: string): { key: string } | { prefix: string } | string {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return 'the body must be JSON: {"key": "GET host/path"} or {"prefix": "GET host/"}';
+  }
+  const o = v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  if (!o) return 'the body must be a JSON object with key or prefix';
+  const extra = Object.keys(o).filter((k) => k !== 'key' && k !== 'prefix' && k !== 'service');
+  if (extra.length) return `unknown field ${extra[0]}`;
+  if ((o.key === undefined) === (o.prefix === undefined)) return 'set exactly one of key, prefix';
+  if (o.key !== undefined) return typeof o.key === 'string' && o.key !== '' ? { key: o.key } : 'key must be a non-empty string';
+  return typeof o.prefix === 'string' ? { prefix: o.prefix } : 'prefix must be a string';
+}
+
 export function startAdmin(host: string, port: number, src: AdminSource, logger: Logger): Promise<AdminServer> {
   const server = http.createServer((req, res) => {
     const [path, query] = (req.url ?? '/').split('?') as [string, string | undefined];
@@ -122,6 +169,14 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
       res.writeHead(200, { 'content-type': 'text/plain' }).end('quitting\n');
       logger.info('quit requested through the admin port');
       src.quit();
+      return;
+    }
+    if (path === '/cache/purge' && src.purgeCache) {
+      if (req.method !== 'POST') {
+        res.writeHead(405, { allow: 'POST', 'content-type': 'text/plain' }).end('use POST\n');
+        return;
+      }
+      purge(req, res, src.purgeCache);
       return;
     }
     if (path === '/logging' && src.setLogLevel && src.logLevel) {
@@ -186,7 +241,7 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
         return;
       }
     }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /stats /tap /logging /explain /decisions\n');
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /ready /live /config_dump /metrics /stats /tap /logging /explain /decisions /cache/purge\n');
   });
   const answer = (res: http.ServerResponse, type: string, body: string): void => {
     if (!res.destroyed) res.writeHead(200, { 'content-type': type }).end(body);

@@ -31,6 +31,9 @@ import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
 import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
 import { ACCESS_LOG_DESTINATION } from '../src/observability/observer';
 import { ProxyStats } from './stats';
+import { CacheRegistry } from '../src/edge/cache';
+import type { EdgeContext } from '../src/stack/context';
+import type { Registry as MetricsRegistry } from '../src/observability/metrics';
 import type { Format } from '../src/observability/metrics';
 import type { SidecarResilience } from '../src/observability/mesh-stats';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
@@ -79,6 +82,10 @@ export interface SidecarOptions {
    * control plane. With it the sidecar gets a workload certificate (sidecar/identity.ts).
    */
   credential?: () => string | undefined;
+  /** Bytes all the response caches of this process keep together (Route rules' `cache`; default 64 MiB). */
+  cacheMaxBytes?: number;
+  /** JWT keys: at most one JWKS fetch per URL in this interval (default 30 s). */
+  jwksMinRefreshMs?: number;
 }
 
 export interface LimitOptions {
@@ -187,6 +194,8 @@ export interface Proxy {
   metrics(format: Format): string;
   /** The sliding windows of the request-duration summaries, for a merge elsewhere (cluster primary). */
   windows(): WindowExports;
+  /** Removes cached responses by key (every Vary variant) or key prefix, in every rule's cache; how many went. */
+  purgeCache(sel: { key: string } | { prefix: string }): number;
   /** Whether outlier detection has ejected the endpoint now (`meshlet explain`). */
   isEjected(service: string, e: { address: string; port: number }): boolean;
   stats(): SidecarStatsReport;
@@ -304,9 +313,18 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
 
   const recent = obs.recentRequests ?? DEFAULT_DECISIONS;
   const decisions = recent > 0 ? new DecisionRing(recent, systemClock) : undefined;
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, authz, resilience, clock: systemClock, random: Math.random, decisions };
+  const caches = new CacheRegistry(opts.cacheMaxBytes ?? 64 << 20, systemClock);
+  let jwks: import('../src/edge/jwt').JwksStore | undefined;
+  const edge: EdgeContext = {
+    // jose is loaded only when a rule with a jwt block builds its stack.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    jwks: () => (jwks ??= new (require('../src/edge/jwt') as typeof import('../src/edge/jwt')).JwksStore({ clock: systemClock, minRefreshIntervalMs: opts.jwksMinRefreshMs })),
+    caches,
+  };
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, authz, resilience, clock: systemClock, random: Math.random, decisions, edge };
   const lim = opts.limits ?? {};
   const reg = stats.metrics.registry;
+  registerCacheMetrics(reg, caches);
   const overloadActions = reg.counter('meshlet_overload_actions_total', 'Overload protection at work, by listener and action: connection_refused, idle_closed, request_shed (503 OL), body_timeout and body_too_slow (408).', ['listener', 'action']);
   const overload = new OverloadManager({
     maxConnections: lim.maxConnections,
@@ -395,6 +413,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       );
     },
     windows: () => ({ [stats.metrics.window.name]: stats.metrics.window.exports() }),
+    purgeCache: (sel) => caches.purge(sel),
     isEjected: (service, e) => resilience.service(service)?.isEjected(endpointKey(e)) ?? false,
     stats: () => ({
       id,
@@ -458,6 +477,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         quit: opts.onQuit,
         metrics: (format) => proxy.metrics(format),
         stats: () => proxy.stats(),
+        purgeCache: (sel) => ({ purged: proxy.purgeCache(sel) }),
         explain: (q) => explain(proxy.current(), opts.service, q, { isEjected: (svc, e) => proxy.isEjected(svc, e), spiffeId: () => identity?.id() }),
         tap: proxy.tap,
         decisions: proxy.decisions ? (q) => recentDecisions(proxy.decisions as DecisionRing, proxy.id, opts.service, q) : undefined,
@@ -567,4 +587,33 @@ export function configDump(id: string, service: string, source: string, snap: Co
         }))
       : [],
   };
+}
+
+/** The response caches' series, read at scrape time: requests by result per rule, evictions, bytes, entries. */
+function registerCacheMetrics(reg: MetricsRegistry, caches: CacheRegistry): void {
+  const requests = reg.counter('meshlet_cache_requests_total', 'Requests that went through a rule\'s response cache, by result: hit, miss, stale, revalidated, pass.', ['route', 'result']);
+  const coalesced = reg.counter('meshlet_cache_coalesced_total', 'Cache misses that waited for another request\'s upstream fetch instead of making their own.', ['route']);
+  const evictions = reg.counter('meshlet_cache_evictions_total', 'Cached responses evicted to stay within --cache-max-mb.');
+  const purged = reg.counter('meshlet_cache_purged_total', 'Cached responses removed by purges.');
+  const bytes = reg.gauge('meshlet_cache_bytes', 'Bytes the response caches hold (estimated: bodies, headers, keys, bookkeeping).');
+  const entries = reg.gauge('meshlet_cache_entries', 'Responses the caches hold.');
+  const max = reg.gauge('meshlet_cache_max_bytes', 'The caches\' byte bound (--cache-max-mb).');
+  reg.beforeCollect(() => {
+    let p = 0;
+    for (const { rule, stats } of caches.rules()) {
+      const set = (result: string, v: number) => (requests.labels(rule, result).value = v);
+      set('hit', stats.hits);
+      set('miss', stats.misses);
+      set('stale', stats.stale);
+      set('revalidated', stats.revalidated);
+      set('pass', stats.passes);
+      coalesced.labels(rule).value = stats.coalesced;
+      p += stats.purged;
+    }
+    purged.labels().value = p;
+    evictions.labels().value = caches.store.evictions;
+    bytes.set(caches.store.bytes);
+    entries.set(caches.store.entries);
+    max.set(caches.maxBytes);
+  });
 }

@@ -58,6 +58,8 @@ export interface ProxyContext {
   decisions?: DecisionRing;
   /** Inbound authorization (AuthorizationPolicies for this service). */
   authz?: InboundAuthz;
+  /** JWKS keys and response caches, kept across snapshots. */
+  edge?: import('../src/stack/context').EdgeContext;
 }
 
 export interface AppTarget {

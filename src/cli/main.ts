@@ -36,6 +36,7 @@ export const COMMANDS: CommandEntry[] = [
   { name: 'status', summary: 'show every sidecar, its service, and the policy version it ACKed or why it NACKed', client: true, load: () => require('./status').status },
   { name: 'stat', summary: 'success rate, req/s, p50/p99 per service and route, from every sidecar (-o json)', client: true, load: () => require('./stat').stat },
   { name: 'top', summary: '`meshlet stat`, refreshing', client: true, load: () => require('./stat').top },
+  { name: 'cache', summary: "purge cached responses (Route rules' cache) from every sidecar, by key or prefix", client: true, load: () => require('./cache').cache },
   { name: 'tap', summary: 'watch live requests to a service (method, path, status, flags, latency, trace id)', client: true, load: () => require('./tap').tap },
   { name: 'token', summary: 'create, list or revoke join tokens: the credential a sidecar outside Kubernetes gets its identity with', load: () => require('./token').token },
   { name: 'ca', summary: "show the mesh CA and its trust bundle, or rotate its root (with an overlap in which both roots are trusted)", load: () => require('./ca').ca },

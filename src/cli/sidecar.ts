@@ -27,6 +27,8 @@ export const sidecar: Command = {
   --max-requests N        requests and HTTP/2 streams in flight, both listeners; more get 503 OL (default 10000)
   --max-memory MB         resident-memory watermark: above it new connections are refused, new requests get
                           503 OL and idle connections are closed (default: none)
+  --cache-max-mb MB       memory all response caches (Route rules' cache) keep together, LRU (default 64)
+  --jwks-refresh-ms MS    JWT keys: at most one JWKS fetch per URL in MS ms, for unknown kids and failures alike (default 30000)
   --request-body-timeout MS  a request body (not gRPC) sending nothing for MS ms gets 408 (default 30000; 0: off)
   --min-upload-rate B     after that, a request body must average B bytes/s, else 408 (default 1024; 0: off)
   --log-level LEVEL       trace, debug, info, warn, error (default info); change it live: POST ADMIN/logging?level=debug
@@ -72,6 +74,8 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       'max-connections': { type: 'string' },
       'max-requests': { type: 'string' },
       'max-memory': { type: 'string' },
+      'cache-max-mb': { type: 'string' },
+      'jwks-refresh-ms': { type: 'string' },
       'request-body-timeout': { type: 'string' },
       'min-upload-rate': { type: 'string' },
       'log-level': { type: 'string' },
@@ -175,6 +179,8 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       // The same path as SIGTERM: leave, drain, exit 0.
       onQuit: () => process.kill(process.pid, 'SIGTERM'),
       credential,
+      jwksMinRefreshMs: positive(values['jwks-refresh-ms'], '--jwks-refresh-ms'),
+      cacheMaxBytes: values['cache-max-mb'] === undefined ? undefined : (positive(values['cache-max-mb'], '--cache-max-mb') as number) * 1024 * 1024,
     };
     if (concurrency > 1 || process.env.MESHLET_WORKER_SLOT !== undefined) {
       const cluster = await import('../../sidecar/cluster');

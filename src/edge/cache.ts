@@ -141,6 +141,41 @@ export function compileCache(raw: unknown, path: string, deps: { clock: Clock })
   return r.ok ? ok(new HttpCache(r.value, deps)) : r;
 }
 
+/**
+ * Where entries live: an LRU bounded by bytes (and the two auxiliary maps bounded by count). One
+ * per process when several caches share the byte bound (`--cache-max-bytes`), each cache keeping
+ * its entries under its own namespace.
+ */
+export class CacheStore {
+  readonly lru: LRUCache<string, Entry>;
+  readonly varyIndex: LRUCache<string, string[]>;
+  readonly passUntil: LRUCache<string, number>;
+  evictions = 0;
+  constructor(
+    readonly maxBytes: number,
+    maxEntryBytes = maxBytes,
+  ) {
+    this.lru = new LRUCache<string, Entry>({
+      maxSize: maxBytes,
+      maxEntrySize: Math.min(maxBytes, maxEntryBytes + 64 * 1024),
+      sizeCalculation: (e) => e.size,
+      dispose: (_v, _k, reason) => {
+        if (reason === 'evict') this.evictions++;
+      },
+    });
+    // Bounded by count; sized so that a cache full of tiny entries still has room for their keys.
+    const maxKeys = Math.max(1000, Math.floor(maxBytes / 512));
+    this.varyIndex = new LRUCache({ max: maxKeys });
+    this.passUntil = new LRUCache({ max: maxKeys });
+  }
+  get bytes(): number {
+    return this.lru.calculatedSize;
+  }
+  get entries(): number {
+    return this.lru.size;
+  }
+}
+
 interface Entry {
   primary: string;
   /** The LRU key: primary + the request's values of the Vary headers. */
@@ -191,9 +226,6 @@ function str(v: string | string[] | undefined): string | undefined {
 }
 
 export class HttpCache {
-  private readonly lru: LRUCache<string, Entry>;
-  private readonly varyIndex: LRUCache<string, string[]>;
-  private readonly passUntil: LRUCache<string, number>;
   private readonly inflight = new Map<string, Promise<Fetched>>();
   private readonly Policy: typeof CachePolicy;
   private readonly m = {
@@ -204,15 +236,20 @@ export class HttpCache {
     passes: 0,
     coalesced: 0,
     stores: 0,
-    evictions: 0,
     tooLarge: 0,
     purged: 0,
     backgroundErrors: 0,
   };
 
+  private readonly shared: CacheStore;
+  private readonly ns: string;
+  private readonly lru: LRUCache<string, Entry>;
+  private readonly varyIndex: LRUCache<string, string[]>;
+  private readonly passUntil: LRUCache<string, number>;
+
   constructor(
     readonly config: CacheConfig,
-    private readonly deps: { clock: Clock },
+    private readonly deps: { clock: Clock; /** Shared with other caches (one byte bound per process). */ store?: CacheStore; /** This cache's key prefix in a shared store. */ namespace?: string },
   ) {
     const clock = deps.clock;
     // The library reads time through `now()`, a method: a subclass puts it on our clock. (The
@@ -222,23 +259,17 @@ export class HttpCache {
         return clock.now();
       }
     };
-    this.lru = new LRUCache<string, Entry>({
-      maxSize: config.maxBytes,
-      maxEntrySize: config.maxEntryBytes + 64 * 1024,
-      sizeCalculation: (e) => e.size,
-      dispose: (_v, _k, reason) => {
-        if (reason === 'evict') this.m.evictions++;
-      },
-    });
-    // Bounded by count; sized so that a cache full of tiny entries still has room for their keys.
-    const maxKeys = Math.max(1000, Math.floor(config.maxBytes / 512));
-    this.varyIndex = new LRUCache({ max: maxKeys });
-    this.passUntil = new LRUCache({ max: maxKeys });
+    this.shared = deps.store ?? new CacheStore(config.maxBytes, config.maxEntryBytes);
+    this.ns = deps.namespace ? `${deps.namespace}\u0002` : '';
+    this.lru = this.shared.lru;
+    this.varyIndex = this.shared.varyIndex;
+    this.passUntil = this.shared.passUntil;
   }
 
   stats(): CacheStats {
     return {
       ...this.m,
+      evictions: this.shared.evictions,
       entries: this.lru.size,
       bytes: this.lru.calculatedSize,
       varyKeys: this.varyIndex.size,
@@ -249,7 +280,12 @@ export class HttpCache {
 
   /** The key a request is stored under (without its Vary part): `GET host/path?query|h:name=value`. */
   primaryKey(req: CacheRequest, method = req.method): string {
-    return `${method} ${this.config.key.host ? req.host.toLowerCase() : ''}${this.keyUrl(req.path)}${this.keyHeaders(req.headers)}`;
+    return this.pk(req, method).slice(this.ns.length);
+  }
+
+  /** The key as stored (with this cache's namespace). */
+  private pk(req: CacheRequest, method: string): string {
+    return `${this.ns}${method} ${this.config.key.host ? req.host.toLowerCase() : ''}${this.keyUrl(req.path)}${this.keyHeaders(req.headers)}`;
   }
 
   /**
@@ -257,7 +293,7 @@ export class HttpCache {
    * starting with it (e.g. `GET api.example.com/catalog/`). Returns how many entries went.
    */
   purge(sel: { key: string } | { prefix: string }): number {
-    const prefix = 'key' in sel ? `${sel.key}\u0000` : sel.prefix;
+    const prefix = this.ns + ('key' in sel ? `${sel.key}\u0000` : sel.prefix);
     let n = 0;
     for (const k of [...this.lru.keys()]) {
       if (k.startsWith(prefix)) {
@@ -282,7 +318,7 @@ export class HttpCache {
       this.m.passes++;
       return withState(res, 'PASS');
     }
-    const primary = this.primaryKey(req, method);
+    const primary = this.pk(req, method);
     const auth = req.headers.authorization !== undefined;
     const vkey = this.variantKey(primary, req.headers);
     const entry = this.lru.get(vkey);
@@ -442,9 +478,9 @@ export class HttpCache {
     const headers: Record<string, string | string[] | undefined> = {};
     let hbytes = 0;
     for (const [k, v] of Object.entries(res.headers)) {
-      if (v === undefined || k === 'x-cache') continue;
+      if (v === undefined || k === 'x-cache' || k.startsWith(':')) continue;
       headers[k] = v;
-      hbytes += k.length + (Array.isArray(v) ? v.join('').length : v.length) + 4;
+      hbytes += k.length + (Array.isArray(v) ? v.join('').length : String(v).length) + 4;
     }
     const key = this.variantKey(primary, req.headers, varyNames);
     const entry: Entry = {
@@ -554,4 +590,67 @@ function withState(res: CacheResponse, state: CacheState): CacheResponse {
 /** A placeholder response whose only use is to carry the state; `serve` builds the real one. */
 function emptyRes(e: Entry): CacheResponse {
   return { status: e.status, headers: {}, body: Buffer.alloc(0) };
+}
+
+/**
+ * The caches of one process (sidecar or gateway): one store bounded by `--cache-max-bytes`, one
+ * `HttpCache` per (rule, cache config), kept across snapshots while the config is the same (a
+ * policy update elsewhere does not empty the cache). Purges reach every cache.
+ */
+export class CacheRegistry {
+  readonly store: CacheStore;
+  private readonly caches = new Map<string, HttpCache>();
+
+  constructor(
+    readonly maxBytes: number,
+    private readonly clock: Clock,
+  ) {
+    this.store = new CacheStore(maxBytes);
+  }
+
+  /** The cache of a rule (`route/rule`) with this config; its entries survive snapshots that keep the config. */
+  cache(rule: string, config: Omit<CacheConfig, 'maxBytes'>): HttpCache {
+    const cfg: CacheConfig = { ...config, maxBytes: this.maxBytes, maxEntryBytes: Math.min(config.maxEntryBytes, this.maxBytes) };
+    const id = `${rule}\u0001${JSON.stringify(cfg)}`;
+    let c = this.caches.get(id);
+    if (!c) {
+      // A changed config is a new namespace: entries keyed the old way are not served, and age out.
+      for (const [k, old] of this.caches)
+        if (k.startsWith(`${rule}\u0001`)) {
+          old.purge({ prefix: '' });
+          this.caches.delete(k);
+          this.retire(rule, old.stats());
+        }
+      this.caches.set(id, (c = new HttpCache(cfg, { clock: this.clock, store: this.store, namespace: `${rule}\u0001${this.caches.size}` })));
+    }
+    return c;
+  }
+
+  /** Every cache's entries under a key (all its Vary variants) or a key prefix; how many went. */
+  purge(sel: { key: string } | { prefix: string }): number {
+    let n = 0;
+    for (const c of this.caches.values()) n += c.purge(sel);
+    return n;
+  }
+
+  private readonly retired = new Map<string, CacheStats>();
+  private retire(rule: string, s: CacheStats): void {
+    const r = this.retired.get(rule);
+    if (!r) return void this.retired.set(rule, { ...s });
+    for (const k of Object.keys(s) as (keyof CacheStats)[]) r[k] += s[k];
+  }
+
+  /** Per rule: the counters of its caches so far (a rule whose config changed got a new cache; its counts carry on). */
+  rules(): { rule: string; stats: CacheStats }[] {
+    const out = new Map<string, CacheStats>();
+    for (const [rule, s] of this.retired) out.set(rule, { ...s });
+    for (const [k, c] of this.caches) {
+      const rule = k.slice(0, k.indexOf('\u0001'));
+      const s = c.stats();
+      const cur = out.get(rule);
+      if (!cur) out.set(rule, s);
+      else for (const f of ['hits', 'misses', 'stale', 'revalidated', 'passes', 'coalesced', 'stores', 'tooLarge', 'purged', 'backgroundErrors'] as const) cur[f] += s[f];
+    }
+    return [...out].map(([rule, stats]) => ({ rule, stats }));
+  }
 }

@@ -162,4 +162,12 @@ const LIMIT_TEXT: Record<keyof typeof LIMITS, string> = {
   headerEdits: 'entries of each of `set`, `add`, `remove` in `requestHeaders` / `responseHeaders`',
   authzRules: 'rules of one AuthorizationPolicy',
   authzValuesPerList: 'sources of one AuthorizationPolicy rule, and entries of each of `spiffeIds`, `services`, `namespaces` of one source',
+  aggregateBackends: 'backends of one rule\'s `aggregate`',
+  jwtIssuers: 'issuers of one `jwt` block',
+  jwksKeys: 'keys of one inline `jwks`',
+  jwtClaimHeaders: 'entries of `jwt.claimHeaders`',
+  apiKeyConsumers: 'consumers of one `apiKeys` block',
+  apiKeysPerConsumer: 'hashed keys of one API-key consumer',
+  ipFilterCidrs: 'CIDRs of `ipFilter.allow` or `ipFilter.deny`',
+  cacheKeyParts: 'query parameters, or headers, of one cache key',
 };

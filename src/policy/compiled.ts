@@ -15,6 +15,12 @@ import type {
   Resource,
   FaultInjection,
   Mirror,
+  JwtSpec,
+  ApiKeysSpec,
+  IpFilterSpec,
+  CorsSpec,
+  CacheSpec,
+  AggregateSpec,
   RetryPolicy,
   RouteBreaker,
   UpstreamProtocol,
@@ -72,6 +78,18 @@ export interface CompiledRule {
   grpc?: GrpcRouteOptions;
   /** WebSocket connections: closed after this long without a byte either way. */
   websocketIdleTimeoutMs?: number;
+  /** The edge blocks (validated); their layers (src/stack/{ip-filter,jwt,api-key,cache,aggregate}.ts) compile them once per rule stack. */
+  edge?: EdgeRule;
+}
+
+export interface EdgeRule {
+  /** The Route's CORS (applies to each of its rules). */
+  cors?: CorsSpec;
+  ipFilter?: IpFilterSpec;
+  jwt?: JwtSpec;
+  apiKeys?: ApiKeysSpec;
+  cache?: CacheSpec;
+  aggregate?: AggregateSpec;
 }
 
 export interface RouteTable {

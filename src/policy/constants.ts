@@ -39,6 +39,22 @@ export const LIMITS = Object.freeze({
   authzRules: 200,
   /** Sources of one AuthorizationPolicy rule, and names (SPIFFE IDs, services, namespaces) of one source. */
   authzValuesPerList: 100,
+  /** Backends of one rule's `aggregate` (each is a concurrent upstream call per request). */
+  aggregateBackends: 16,
+  /** JWT issuers of one rule. */
+  jwtIssuers: 32,
+  /** Keys of one inline JWKS. */
+  jwksKeys: 64,
+  /** Claims forwarded as headers by one rule (`jwt.claimHeaders`). */
+  jwtClaimHeaders: 64,
+  /** API-key consumers of one rule. */
+  apiKeyConsumers: 1000,
+  /** Keys of one API-key consumer (rotation: old and new side by side). */
+  apiKeysPerConsumer: 16,
+  /** CIDRs of one `ipFilter` list (allow or deny). */
+  ipFilterCidrs: 1000,
+  /** Query parameters or headers of one cache key. */
+  cacheKeyParts: 32,
 });
 
 // ------------------------------------------------------------------------------- annotations
@@ -95,4 +111,4 @@ export type RetryOn = (typeof RETRY_ON)[number];
 
 export const LB_TYPES = ['round-robin', 'least-request', 'random', 'ring-hash'] as const;
 
-export const DESCRIPTOR_KEYS = ['source-service', 'destination-service', 'route', 'remote-address', 'path'] as const;
+export const DESCRIPTOR_KEYS = ['source-service', 'destination-service', 'route', 'remote-address', 'path', 'consumer'] as const;

@@ -166,6 +166,11 @@ const SEMANTICS: { [K in Kind]: (r: Extract<Resource, { kind: K }>, errs: Errs) 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 function checkRoute(spec: Mutable<RouteSpec>, errs: Errs): void {
+  if (spec.cors) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const c = (require('../edge/cors') as typeof import('../edge/cors')).parseCorsConfig(spec.cors, 'spec.cors');
+    if (!c.ok) errs.push(...c.errors);
+  }
   spec.hosts.forEach((h, i) => {
     if (spec.hosts.indexOf(h) < i) err(errs, `spec.hosts[${i}]`, `duplicate host ${JSON.stringify(h)}`);
   });
@@ -182,8 +187,10 @@ function checkRoute(spec: Mutable<RouteSpec>, errs: Errs): void {
 
 function checkRule(r: RouteRule, p: string, errs: Errs): void {
   r.matches.forEach((m, i) => checkMatch(m, `${p}.matches[${i}]`, errs));
-  if (r.backends !== undefined && r.redirect !== undefined) err(errs, p, 'set either backends or redirect, not both');
-  else if (r.backends === undefined && r.redirect === undefined) err(errs, `${p}.backends`, 'is required (or a redirect)');
+  const targets = [r.backends, r.redirect, r.aggregate].filter((x) => x !== undefined).length;
+  if (targets > 1) err(errs, p, 'set only one of backends, redirect or aggregate (not both)');
+  else if (targets === 0) err(errs, `${p}.backends`, 'is required (or a redirect, or an aggregate)');
+  checkEdge(r, p, errs);
   if (r.backends?.every((b) => b.weight === 0)) err(errs, `${p}.backends`, 'at least one backend needs a weight above 0');
   const prefixOnly = r.matches.length > 0 && r.matches.every((m) => m.path?.prefix !== undefined);
   if (r.redirect) {
@@ -214,6 +221,25 @@ function checkRule(r: RouteRule, p: string, errs: Errs): void {
     if (f.abort && f.abort.httpStatus === undefined && f.abort.grpcStatus === undefined) err(errs, `${p}.fault.abort`, 'set httpStatus or grpcStatus');
     if (!f.delay && !f.abort) err(errs, `${p}.fault`, 'set delay or abort');
   }
+}
+
+/**
+ * The edge blocks' cross-field rules (exactly one of jwksUri / jwks, CIDRs that parse, aggregate
+ * references and cycles): the edge modules' own parsers, loaded only when a rule has such a block.
+ */
+function checkEdge(r: RouteRule, p: string, errs: Errs): void {
+  const add = (res: { ok: boolean; errors?: FieldError[] }): void => {
+    if (!res.ok) for (const e of res.errors ?? []) if (!errs.some((x) => x.path === e.path && x.message === e.message)) errs.push(e);
+  };
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  if (r.jwt) add((require('../edge/jwt-config') as typeof import('../edge/jwt-config')).parseJwtConfig(r.jwt, `${p}.jwt`));
+  if (r.apiKeys) add((require('../edge/api-keys') as typeof import('../edge/api-keys')).parseApiKeyConfig(r.apiKeys, `${p}.apiKeys`));
+  if (r.ipFilter) add((require('../edge/ip-filter') as typeof import('../edge/ip-filter')).parseIpFilterConfig(r.ipFilter, `${p}.ipFilter`));
+  if (r.aggregate) add((require('../edge/aggregate') as typeof import('../edge/aggregate')).parseAggregateConfig(r.aggregate, `${p}.aggregate`));
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  if (r.aggregate && r.redirect === undefined)
+    for (const [k, v] of [['retries', r.retries], ['mirror', r.mirror], ['cache', r.cache]] as const)
+      if (v !== undefined) err(errs, `${p}.${k}`, 'does not apply to an aggregate rule (each backend call has its own route)');
 }
 
 function checkMatch(m: RouteMatch, p: string, errs: Errs): void {

@@ -253,6 +253,153 @@ const MirrorSchema = Obj(
 );
 export type Mirror = Static<typeof MirrorSchema>;
 
+// ------------------------------------------------------------------ Route: edge features
+// The blocks below are compiled by the modules in src/edge (parse*Config there re-checks the
+// cross-field rules: exactly one of jwksUri / jwks, `*` with credentials, aggregate references
+// and cycles), once per snapshot; see docs/gateway.md.
+
+const JwkSchema = Type.Unsafe<Readonly<Record<string, unknown>>>(
+  Type.Record(Type.String(), Type.Unknown(), { description: 'A public JSON Web Key (RFC 7517): kty RSA, EC or OKP; no private parts.' }),
+);
+
+const JwtIssuerSchema = Obj(
+  {
+    issuer: Str({ description: 'The `iss` value tokens must carry.', maxLength: 2048 }),
+    jwksUri: Type.Optional(Str({ description: 'Where the issuer publishes its keys (http or https); cached, refreshed on an unknown kid.', pattern: '^[hH][tT][tT][pP][sS]?://', patternMessage: 'must be an http(s) URL', maxLength: 2048 })),
+    jwks: Type.Optional(Obj({ keys: List(JwkSchema, { description: 'The public keys.', minItems: 1, maxItems: LIMITS.jwksKeys, meta: { limit: 'jwksKeys' } }) }, 'Keys given inline.')),
+    audiences: List(Str({ maxLength: 2048 }), { default: [], description: 'Accepted `aud` values (any one); empty: not checked.', maxItems: 100 }),
+    algorithms: Type.Optional(List(Enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const), { description: 'Accepted algorithms (default: every asymmetric one; none and HMAC are never accepted).', minItems: 1 })),
+  },
+  'A token issuer: exactly one of jwksUri, jwks.',
+);
+
+const JwtSchema = Obj(
+  {
+    issuers: List(JwtIssuerSchema, { description: 'Accepted issuers.', minItems: 1, maxItems: LIMITS.jwtIssuers, meta: { limit: 'jwtIssuers' } }),
+    required: Bool({ default: true, description: 'false: requests without a token pass (a token that is present must still be good).' }),
+    header: HeaderName('Where the token is read (`Bearer <token>`).', { default: 'authorization' }),
+    clockSkewSeconds: Int(0, 3600, { default: 60, description: 'Leeway for exp, nbf and iat.' }),
+    requireExpiry: Bool({ default: true, description: 'Tokens without exp are refused.' }),
+    requiredClaims: List(Str({ maxLength: 256 }), { default: [], description: 'Claims that must be present.', maxItems: 64 }),
+    scopes: List(Str({ maxLength: 256 }), { default: [], description: 'Scopes the rule requires, all of them (from `scope` or `scp`); missing: 403.', maxItems: 64 }),
+    claimHeaders: List(Obj({ claim: Str({ description: 'Claim name or dotted path (`realm_access.roles`).', maxLength: 256 }), header: HeaderName('The request header it is forwarded in.') }, 'A claim forwarded as a header.'), {
+      default: [],
+      description: 'Claims forwarded to the service as headers (client-sent copies are always removed).',
+      maxItems: LIMITS.jwtClaimHeaders,
+      meta: { limit: 'jwtClaimHeaders' },
+    }),
+    forwardAuthorization: Bool({ default: false, description: 'Keep the token header when forwarding (default: stripped).' }),
+    tokenCacheSize: Int(0, 1_000_000, { default: 10_000, description: 'Verified tokens kept, by SHA-256, until they expire (0: off).' }),
+  },
+  'JWT bearer authentication (RFC 7519 / RFC 6750): 401 invalid_token, 403 insufficient_scope.',
+);
+export type JwtSpec = Static<typeof JwtSchema>;
+
+const API_KEY_HASH = '^sha256:[0-9a-f]{64}$';
+const ApiKeysSchema = Obj(
+  {
+    consumers: List(
+      Obj(
+        {
+          name: Str({ description: 'The consumer, forwarded to the service and usable as the rate-limit descriptor `consumer`.', pattern: '^[A-Za-z0-9._@-]+$', patternMessage: 'must be letters, digits, . _ @ or -', maxLength: 128 }),
+          keys: List(Str({ pattern: API_KEY_HASH, patternMessage: 'must be a hash, sha256:<64 hex digits> (never the key itself: `meshlet` hashes keys with `printf %s KEY | sha256sum`)' }), {
+            description: 'The consumer\u2019s keys, hashed: `sha256:<hex>`.',
+            minItems: 1,
+            maxItems: LIMITS.apiKeysPerConsumer,
+            meta: { limit: 'apiKeysPerConsumer' },
+          }),
+        },
+        'A client allowed on this rule, with its hashed keys.',
+      ),
+      { description: 'The consumers allowed.', minItems: 1, maxItems: LIMITS.apiKeyConsumers, meta: { limit: 'apiKeyConsumers' } },
+    ),
+    from: List(Obj({ header: Type.Optional(HeaderName('A request header.')), query: Type.Optional(Str({ description: 'A query parameter.', maxLength: 256 })) }, 'Exactly one of header, query.'), {
+      default: [{ header: 'x-api-key' }],
+      description: 'Where the key is read, tried in order.',
+      minItems: 1,
+      maxItems: 4,
+    }),
+    consumerHeader: HeaderName('The header the consumer\u2019s name is forwarded in.', { default: 'x-meshlet-consumer' }),
+    hideCredentials: Bool({ default: true, description: 'Remove the key before forwarding.' }),
+    required: Bool({ default: true, description: 'false: requests without a key pass anonymously (a key that is present must be valid).' }),
+  },
+  'API-key authentication: 401 with `WWW-Authenticate: ApiKey` for a missing or unknown key.',
+);
+export type ApiKeysSpec = Static<typeof ApiKeysSchema>;
+
+const CIDR = Str({ pattern: '^[0-9A-Fa-f:.]+(/\\d{1,3})?$', patternMessage: 'must be an IPv4/IPv6 address or CIDR such as 10.0.0.0/8', maxLength: 64 });
+const IpFilterSchema = Obj(
+  {
+    allow: List(CIDR, { default: [], description: 'Non-empty: every other client address is refused (403).', maxItems: LIMITS.ipFilterCidrs, meta: { limit: 'ipFilterCidrs' } }),
+    deny: List(CIDR, { default: [], description: 'Refused client addresses (wins over allow).', maxItems: LIMITS.ipFilterCidrs, meta: { limit: 'ipFilterCidrs' } }),
+  },
+  'Client address allow / deny lists by CIDR.',
+);
+export type IpFilterSpec = Static<typeof IpFilterSchema>;
+
+const CorsSchema = Obj(
+  {
+    allowOrigins: List(Str({ maxLength: LIMITS.hostLength + 16 }), { description: 'Allowed origins: exact, `*`, or `https://*.example.com`.', minItems: 1, maxItems: 100 }),
+    allowMethods: List(Str({ pattern: '^[A-Za-z]+$', patternMessage: 'must be a method name', maxLength: 32 }), { default: ['GET', 'HEAD', 'POST'], description: 'Methods a preflight may ask for.', minItems: 1, maxItems: 32 }),
+    allowHeaders: List(Str({ maxLength: LIMITS.headerNameLength }), { default: [], description: 'Request headers a preflight may ask for (`*`: any).', maxItems: 100 }),
+    exposeHeaders: List(Str({ maxLength: LIMITS.headerNameLength }), { default: [], description: 'Response headers scripts may read.', maxItems: 100 }),
+    allowCredentials: Bool({ default: false, description: 'Allow cookies and credentials (not with origin `*`).' }),
+    maxAgeSeconds: Int(0, 86400, { default: 600, description: 'How long browsers keep a preflight answer.' }),
+  },
+  'CORS: preflights answered by the mesh (204, or 403 naming what was refused); CORS headers on allowed answers.',
+);
+export type CorsSpec = Static<typeof CorsSchema>;
+
+const CacheSchema = Obj(
+  {
+    maxEntryBytes: Int(1, 1 << 30, { default: 1 << 20, description: 'Larger responses pass through unstored.' }),
+    defaultTtlSeconds: Int(0, 365 * 86400, { default: 0, description: 'Freshness for cacheable responses that give none (0: only explicit freshness).' }),
+    hitForPassSeconds: Int(0, 3600, { default: 10, description: 'A key whose response was not storable skips request coalescing this long.' }),
+    key: Obj(
+      {
+        host: Bool({ default: true, description: 'The Host takes part in the key.' }),
+        query: Type.Union([Enum(['all', 'none'] as const), Type.Array(Str({ maxLength: 256 }), { maxItems: LIMITS.cacheKeyParts })], {
+          default: 'all',
+          description: 'Query parameters in the key: `all`, `none`, or a list of names (order-insensitive).',
+        }),
+        headers: List(HeaderName('A request header.'), { default: [], description: 'Request headers that split entries (beyond Vary).', maxItems: LIMITS.cacheKeyParts, meta: { limit: 'cacheKeyParts' } }),
+      },
+      'What a cache entry is keyed by (always with the method and path).',
+      { default: {} },
+    ),
+  },
+  'An RFC 9111 shared cache for this rule\u2019s GET/HEAD answers; the total size is the process\u2019s --cache-max-bytes.',
+);
+export type CacheSpec = Static<typeof CacheSchema>;
+
+const AggregateBackendSchema = Obj(
+  {
+    name: Str({ description: 'The backend\u2019s name (in templates, errors and spans).', pattern: '^[A-Za-z][A-Za-z0-9_-]*$', patternMessage: 'must be a letter, then letters, digits, _ or -', maxLength: 63 }),
+    service: Name('The mesh service (or Route host) called.'),
+    method: Enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD'] as const, { default: 'GET', description: 'The method.' }),
+    path: Str({ description: 'Path template: `{path.NAME}`, `{query.NAME}` (the client request), `{BACKEND.field}` (waits for that backend).', pattern: SLASH, patternMessage: SLASH_TEXT, maxLength: LIMITS.matchValueLength }),
+    timeoutMs: Dur('timeout', 'This backend\u2019s timeout.', { maxMs: 300_000, default: 3000 }),
+    group: Type.Optional(Str({ description: 'Put the answer under this key (else merged at the top level).', maxLength: 128 })),
+    target: Type.Optional(Str({ description: 'Take this dotted part of the answer.', maxLength: 256 })),
+    allow: List(Str({ maxLength: 256 }), { default: [], description: 'Keep only these (dotted) fields.', maxItems: 100 }),
+    deny: List(Str({ maxLength: 256 }), { default: [], description: 'Drop these (dotted) fields.', maxItems: 100 }),
+    rename: Type.Optional(StrMap('Rename top-level fields: `{ old: new }`.', undefined, undefined, { maxProperties: 100 })),
+    required: Bool({ default: false, description: 'Its failure fails the whole answer (502, or 504 for a timeout).' }),
+  },
+  'One backend of an aggregation.',
+);
+const AggregateSchema = Obj(
+  {
+    backends: List(AggregateBackendSchema, { description: 'Called concurrently (or after the backends their path names).', minItems: 1, maxItems: LIMITS.aggregateBackends, meta: { limit: 'aggregateBackends' } }),
+    requireAll: Bool({ default: false, description: 'Every backend is required.' }),
+    maxBodyBytes: Int(1, 64 << 20, { default: 1 << 20, description: 'Largest answer per backend.' }),
+    forwardHeaders: List(HeaderName('A request header.'), { default: [], description: 'Client request headers passed to every backend.', maxItems: 32 }),
+    errorDetails: Bool({ default: true, description: 'Put the per-backend error summary (`_errors`) in the body.' }),
+  },
+  'Answer with one JSON document merged from several backends (instead of backends/redirect).',
+);
+export type AggregateSpec = Static<typeof AggregateSchema>;
+
 const RouteRuleSchema = Obj(
   {
     name: Name('Rule name, used in metrics and by RateLimitPolicy.', 63),
@@ -275,6 +422,11 @@ const RouteRuleSchema = Obj(
     breaker: Type.Optional(RouteBreakerSchema),
     fault: Type.Optional(FaultInjectionSchema),
     mirror: Type.Optional(MirrorSchema),
+    aggregate: Type.Optional(AggregateSchema),
+    ipFilter: Type.Optional(IpFilterSchema),
+    jwt: Type.Optional(JwtSchema),
+    apiKeys: Type.Optional(ApiKeysSchema),
+    cache: Type.Optional(CacheSchema),
     traceSamplingPercent: Type.Optional(
       Num(0, 100, {
         meta: {
@@ -322,6 +474,7 @@ const RouteSpecSchema = Obj(
     ),
     rules: List(RouteRuleSchema, { description: 'Rules, first match wins.', minItems: 1, maxItems: LIMITS.rulesPerRoute, meta: { limit: 'rulesPerRoute' } }),
     grpc: Type.Optional(GrpcRouteOptionsSchema),
+    cors: Type.Optional(CorsSchema),
     websocket: Type.Optional(Obj({ idleTimeoutMs: Type.Optional(Dur('idleTimeout', 'A tunnel idle this long is closed.')) }, 'WebSocket (HTTP/1.1 Upgrade) connections on this route.')),
   },
   'Routes requests for some hosts to backends.',

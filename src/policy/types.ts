@@ -40,6 +40,12 @@ export type {
   GrpcTranscodingSpec,
   AuthorizationPolicySpec,
   AuthzRule,
+  JwtSpec,
+  ApiKeysSpec,
+  IpFilterSpec,
+  CorsSpec,
+  CacheSpec,
+  AggregateSpec,
 } from './schema';
 
 // -------------------------------------------------------------------------------- the resources

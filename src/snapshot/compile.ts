@@ -14,6 +14,7 @@ import type {
   CompiledRule,
   CompiledService,
   CompiledSnapshot,
+  EdgeRule,
   HeaderEditor,
   RequestView,
   RouteTable,
@@ -27,6 +28,7 @@ import type {
   RouteMatch,
   RouteResource,
   GrpcRouteOptions,
+  CorsSpec,
   RouteRule,
   Snapshot,
   UpstreamProtocol,
@@ -87,7 +89,11 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
   for (const list of endpointsByService.values()) list.sort((a, b) => (a.address + ':' + a.port < b.address + ':' + b.port ? -1 : 1));
 
   const names = new Set<string>([...endpointsByService.keys(), ...policies.keys()]);
-  for (const r of routes) for (const rule of r.spec.rules) for (const b of rule.backends ?? []) names.add(b.service);
+  for (const r of routes)
+    for (const rule of r.spec.rules) {
+      for (const b of rule.backends ?? []) names.add(b.service);
+      for (const b of rule.aggregate?.backends ?? []) names.add(b.service);
+    }
   const services = new Map<string, CompiledService>();
   for (const name of names) {
     services.set(name, compileService(name, endpointsByService.get(name) ?? [], policies.get(name), protocolByService.get(name), stats, random));
@@ -145,7 +151,7 @@ function compileRouteTable(routes: readonly RouteResource[], services: ReadonlyM
   const wildcards: { suffix: string; vh: VirtualHost }[] = [];
   let catchAll: VirtualHost | undefined;
   for (const r of routes) {
-    const vh: VirtualHost = { rules: r.spec.rules.map((rule) => compileRule(r.metadata.name, rule, random, r.spec.grpc, r.spec.websocket?.idleTimeoutMs)) };
+    const vh: VirtualHost = { rules: r.spec.rules.map((rule) => compileRule(r.metadata.name, rule, random, r.spec.grpc, r.spec.websocket?.idleTimeoutMs, r.spec.cors)) };
     for (const h of r.spec.hosts) {
       if (h === '*') catchAll = vh;
       else if (h.startsWith('*.')) wildcards.push({ suffix: h.slice(1), vh });
@@ -226,7 +232,7 @@ function implicitRule(service: string): CompiledRule {
 
 // ------------------------------------------------------------------------------------------ rules
 
-function compileRule(routeName: string, rule: RouteRule, random: () => number, grpc?: GrpcRouteOptions, wsIdleMs?: number): CompiledRule {
+function compileRule(routeName: string, rule: RouteRule, random: () => number, grpc?: GrpcRouteOptions, wsIdleMs?: number, cors?: CorsSpec): CompiledRule {
   const matchers = rule.matches.map(compileMatch);
   const matches: (req: RequestView) => boolean =
     matchers.length === 0 ? () => true : matchers.length === 1 ? matchers[0] : (req) => matchers.some((m) => m(req));
@@ -277,6 +283,16 @@ function compileRule(routeName: string, rule: RouteRule, random: () => number, g
   if (rule.traceSamplingPercent !== undefined) out.traceSamplingPercent = rule.traceSamplingPercent;
   if (grpc) out.grpc = grpc;
   if (wsIdleMs !== undefined) out.websocketIdleTimeoutMs = wsIdleMs;
+  if (cors || rule.ipFilter || rule.jwt || rule.apiKeys || rule.cache || rule.aggregate) {
+    const edge: EdgeRule = {};
+    if (cors) edge.cors = cors;
+    if (rule.ipFilter) edge.ipFilter = rule.ipFilter;
+    if (rule.jwt) edge.jwt = rule.jwt;
+    if (rule.apiKeys) edge.apiKeys = rule.apiKeys;
+    if (rule.cache) edge.cache = rule.cache;
+    if (rule.aggregate) edge.aggregate = rule.aggregate;
+    out.edge = Object.freeze(edge);
+  }
   return Object.freeze(out);
 }
 

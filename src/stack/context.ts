@@ -12,6 +12,15 @@ import type { RateLimitLayer } from '../resilience/rate-limit';
 import type { InboundAuthz } from './authz';
 import type { ResilienceState } from '../resilience/state';
 import type { Direction } from '../core/layer';
+import type { CacheRegistry } from '../edge/cache';
+import type { JwksStore } from '../edge/jwt';
+
+/** What the edge layers share across snapshots: fetched JWKS keys and the response caches. */
+export interface EdgeContext {
+  /** The process's JWKS store (created on first use: it loads jose). */
+  jwks(): JwksStore;
+  caches: CacheRegistry;
+}
 
 export interface StackStats {
   /** Counts a request the mesh answered before it was observed (no route, rate limited, ...). */
@@ -43,4 +52,6 @@ export interface StackContext {
   rateLimit?: RateLimitLayer;
   /** Inbound authorization (AuthorizationPolicies for this service), compiled per snapshot. */
   authz?: InboundAuthz;
+  /** JWKS keys and response caches (absent: the edge layers make their own, per rule stack). */
+  edge?: EdgeContext;
 }

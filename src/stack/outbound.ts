@@ -3,10 +3,15 @@
  * travels. A layer the rule does not need is not in its stack. To add a layer: write its file in
  * src/stack/, add one line here (and in inbound.ts if it applies there), and its policy field.
  *
- *   route match (front, sidecar/proxy.ts) -> CORS preflight -> redirect -> fault -> route breaker
- *   -> header edits -> identity -> observe -> mirror -> transcode (JSON -> gRPC) -> gRPC message
- *   sizes -> deadline -> retry
+ *   route match (front, sidecar/proxy.ts) -> CORS (preflights answered) -> redirect -> fault
+ *   -> route breaker -> header edits -> identity -> observe -> mirror
+ *   -> edge: IP filter -> JWT -> API key -> cache -> aggregation (answers; no layer below)
+ *   -> transcode (JSON -> gRPC) -> gRPC message sizes -> deadline -> retry
  *   -> per try: pick endpoint (outlier-aware, limits, protocol) -> dispatcher (UpstreamPools)
+ *
+ * The edge layers sit below observe (their refusals are counted, traced and logged on the route)
+ * and authentication comes before the cache (an unauthenticated client never gets a cached
+ * answer). An aggregation's backend calls are routed again from the top (`routeCall`).
  *
  * Preflight, redirect, fault and breaker answers are counted by the front adapter on the
  * direction's unrouted handle (as before observe existed for them); everything below observe is
@@ -27,12 +32,20 @@ import { observeLayer } from './observe';
 import { pickLayer } from './pick';
 import { retryLayer } from './retry';
 import { transcodeLayer } from './transcode';
-import { preflightLayer, redirectLayer } from './route-replies';
+import { corsLayer, preflightLayer, redirectLayer } from './route-replies';
+import { ipFilterLayer } from './ip-filter';
+import { jwtLayer } from './jwt';
+import { apiKeyLayer } from './api-key';
+import { cacheLayer } from './cache';
+import { aggregateLayer, type RouteCall } from './aggregate';
+import type { MeshCall } from '../core/layer';
+import type { ResponseSink, UpstreamCall } from '../http/upstream-types';
 
 export function outboundRuleStack(ctx: StackContext, rule: CompiledRule): Handler {
+  const edge = rule.edge;
   return compose(
     [
-      rule.grpc?.allowOrigins ? preflightLayer(rule.grpc) : undefined,
+      edge?.cors ? corsLayer(edge.cors) : rule.grpc?.allowOrigins ? preflightLayer(rule.grpc) : undefined,
       rule.redirect ? redirectLayer(rule.redirect) : undefined,
       rule.fault ? faultLayer(ctx, rule.fault) : undefined,
       rule.breaker ? breakerLayer(ctx, rule) : undefined,
@@ -40,6 +53,11 @@ export function outboundRuleStack(ctx: StackContext, rule: CompiledRule): Handle
       ctx.service !== undefined ? identityLayer(ctx.service, rule.statName) : undefined,
       observeLayer(ctx, rule),
       rule.mirror ? mirrorLayer(ctx, rule.mirror) : undefined,
+      edge?.ipFilter ? ipFilterLayer(edge.ipFilter) : undefined,
+      edge?.jwt ? jwtLayer(ctx, edge.jwt) : undefined,
+      edge?.apiKeys ? apiKeyLayer(edge.apiKeys) : undefined,
+      edge?.cache ? cacheLayer(ctx, rule, edge.cache) : undefined,
+      edge?.aggregate ? aggregateLayer(ctx, edge.aggregate, routeCall(ctx)) : undefined,
       (ctx.snapshot()?.transcoders.size ?? 0) > 0 ? transcodeLayer(ctx) : undefined,
       grpcMessagesLayer(rule.grpc?.maxMessageBytes),
       deadlineLayer(ctx, rule.timeoutMs),
@@ -48,6 +66,23 @@ export function outboundRuleStack(ctx: StackContext, rule: CompiledRule): Handle
     ],
     dispatcher(ctx),
   );
+}
+
+/**
+ * A call routed as if the app had sent it (an aggregation's backend call): the rule for its
+ * authority and path in the snapshot in force, and that rule's stack. Aggregations do not nest.
+ */
+function routeCall(ctx: StackContext): RouteCall {
+  return (call: MeshCall, sink: ResponseSink): UpstreamCall | undefined => {
+    const view = call.view;
+    const rule = view ? ctx.snapshot()?.routes.match(view) : undefined;
+    if (!rule || !view || rule.edge?.aggregate || rule.redirect) return undefined;
+    if (rule.rewritePath) call.path = rule.rewritePath(view);
+    if (rule.rewriteHost) call.authority = rule.rewriteHost;
+    call.rule = rule;
+    call.backend = rule.pickBackend();
+    return ruleStack(ctx, rule)(call, sink);
+  };
 }
 
 const stacks = new WeakMap<CompiledRule, Handler>();

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Descriptor, RateLimit } from '../../policy/types';
-import { ROUTE_HEADER, SOURCE_HEADER } from './identity';
+import { CONSUMER_HEADER, ROUTE_HEADER, SOURCE_HEADER } from './identity';
 
 /** What the limiter looks at; built by the inbound handler. */
 export interface LimitRequest {
@@ -44,6 +44,8 @@ function extractor(d: Descriptor, destination: string): (req: LimitRequest) => s
       return (req) => req.remoteAddress;
     case 'path':
       return (req) => req.path;
+    case 'consumer':
+      return (req) => req.header(CONSUMER_HEADER);
   }
 }
 

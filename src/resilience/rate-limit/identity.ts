@@ -18,6 +18,11 @@
 
 export const SOURCE_HEADER = 'x-meshlet-source';
 export const ROUTE_HEADER = 'x-meshlet-route';
+/**
+ * The API-key consumer (src/stack/api-key.ts sets it after checking the key): the `consumer`
+ * rate-limit descriptor. Removed from what the app sends, like the two above.
+ */
+export const CONSUMER_HEADER = 'x-meshlet-consumer';
 
 /**
  * Edits a flat `[name, value, ...]` header list (lower-case names) in place: removes any identity headers,
@@ -29,7 +34,7 @@ export function stampIdentity(flat: string[], source: string | undefined, route:
   let w = 0;
   for (let i = 0; i < flat.length; i += 2) {
     const n = flat[i] as string;
-    if (n === SOURCE_HEADER || n === ROUTE_HEADER) continue;
+    if (n === SOURCE_HEADER || n === ROUTE_HEADER || n === CONSUMER_HEADER) continue;
     if (w !== i) {
       flat[w] = n;
       flat[w + 1] = flat[i + 1] as string;
