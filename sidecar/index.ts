@@ -540,7 +540,7 @@ export function configDump(id: string, service: string, source: string, snap: Co
           protocol: s.protocol,
           loadBalancer: s.policy?.loadBalancer?.type ?? 'round-robin',
           subsets: (s.policy?.subsets ?? []).map((x) => ({ name: x.name, labels: x.labels })),
-          endpoints: s.endpoints.map((e) => ({ address: e.address, port: e.port, labels: e.labels, meshed: e.meshed, id: e.id })),
+          endpoints: s.endpoints.map((e) => ({ address: e.address, port: e.port, labels: e.labels, meshed: e.meshed, id: e.id, ...(e.identity ? { identity: e.identity } : {}) })),
         }))
       : [],
   };

@@ -68,6 +68,12 @@ export interface Endpoint {
   meshed: boolean;
   /** The sidecar id that registered it, when meshed. */
   id?: string;
+  /**
+   * The SPIFFE ID the control plane issued this endpoint's sidecar a certificate for: callers
+   * with a certificate of their own dial it over mTLS and require exactly this identity. Absent
+   * (no sidecar, no credential, identity disabled): plaintext.
+   */
+  identity?: string;
 }
 
 /**
