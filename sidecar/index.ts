@@ -29,6 +29,7 @@ import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
 import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
 import { ACCESS_LOG_DESTINATION } from '../src/observability/observer';
 import { ProxyStats } from './stats';
+import * as TlsModule from '../src/security/tls';
 import type { Format } from '../src/observability/metrics';
 import type { SidecarResilience } from '../src/observability/mesh-stats';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
@@ -183,6 +184,13 @@ export interface Proxy {
   metrics(format: Format): string;
   /** The sliding windows of the request-duration summaries, for a merge elsewhere (cluster primary). */
   windows(): WindowExports;
+  /**
+   * This sidecar's workload certificate (new or rotated): the inbound listener serves mTLS with it
+   * and outbound connections to endpoints with an identity use it. Open connections keep theirs.
+   */
+  setIdentity(m: { keyPem: string; chainPem: string; bundlePem: string }): void;
+  /** The mTLS state: this service's PeerAuthentication mode (and the policy that set it), whether a certificate is in use. */
+  mtls(): { mode: { mode: string; policy?: string }; certificate: boolean };
   /** Whether outlier detection has ejected the endpoint now (`meshlet explain`). */
   isEjected(service: string, e: { address: string; port: number }): boolean;
   stats(): SidecarStatsReport;
@@ -242,7 +250,12 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     stats.observer.exporter = exporter;
   }
   const active = new ActiveRequests();
-  const pools = new UpstreamPools();
+  const reg0 = stats.metrics.registry;
+  const tlsHandshakes = reg0.counter('meshlet_tls_handshakes_total', 'mTLS handshakes between sidecars, by direction and result: ok; inbound failed (bad or expired certificate, garbage, timeout) or no_spiffe_id; outbound failed or wrong_identity (the peer proved another identity than the endpoint has).', ['direction', 'result']);
+  const inboundConns = reg0.counter('meshlet_inbound_connections_total', 'Connections admitted on the inbound listener, by security: tls (mTLS, the caller verified) or plaintext.', ['security']);
+  const mtlsRefused = reg0.counter('meshlet_mtls_refused_total', 'Inbound connections closed by PeerAuthentication, by reason: plaintext_refused (STRICT), tls_refused (DISABLE), no_certificate (this sidecar has none yet).', ['reason']);
+  const pools = new UpstreamPools({ onHandshake: (result) => tlsHandshakes.labels('outbound', result).inc() });
+  let meshTls: import('../src/security/tls').MeshTls | undefined;
   const resilience = new ResilienceState(systemClock, active, Math.random, {
     breaker: (route, from, to) => log.info({ route, from, to }, 'circuit breaker state changed'),
     ejected: (service, endpoint, reason) => {
@@ -340,6 +353,17 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     inL = await startListener(i.host, i.port, {
       ...listenerOpts,
       name: 'inbound',
+      mtls: {
+        mode: () => current?.peerAuth.mode(opts.service).mode ?? 'PERMISSIVE',
+        onEvent: (event) => {
+          if (event === 'tls') {
+            tlsHandshakes.labels('inbound', 'ok').inc();
+            inboundConns.labels('tls').inc();
+          } else if (event === 'plaintext') inboundConns.labels('plaintext').inc();
+          else if (event === 'handshake_failed' || event === 'no_spiffe_id') tlsHandshakes.labels('inbound', event === 'handshake_failed' ? 'failed' : event).inc();
+          else mtlsRefused.labels(event).inc();
+        },
+      },
       takeover: icpt ? icpt.inboundTakeover(app, () => inL.address().port, log) : undefined,
       handler: app
         ? inboundHandler(ctx, app)
@@ -375,6 +399,16 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       );
     },
     windows: () => ({ [stats.metrics.window.name]: stats.metrics.window.exports() }),
+    setIdentity: (m) => {
+      const material = { keyPem: m.keyPem, chainPem: m.chainPem, bundlePem: m.bundlePem };
+      if (meshTls) meshTls.update(material);
+      else {
+        meshTls = new TlsModule.MeshTls(material);
+        inL.setTls(meshTls);
+        pools.setTls(meshTls);
+      }
+    },
+    mtls: () => ({ mode: current?.peerAuth.mode(opts.service) ?? { mode: 'PERMISSIVE' }, certificate: meshTls !== undefined }),
     isEjected: (service, e) => resilience.service(service)?.isEjected(endpointKey(e)) ?? false,
     stats: () => ({
       id,
@@ -432,7 +466,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       a.port,
       {
         ready: () => proxy.current() !== undefined && !draining,
-        configDump: () => configDump(proxy.id, opts.service, source, proxy.current(), subscriber, identity),
+        configDump: () => ({ ...(configDump(proxy.id, opts.service, source, proxy.current(), subscriber, identity) as object), mtls: proxy.mtls() }),
         quit: opts.onQuit,
         metrics: (format) => proxy.metrics(format),
         stats: () => proxy.stats(),
@@ -448,6 +482,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     throw err;
   }
 
+  // mTLS: every certificate the control plane signs (the first, rotations, a new trust bundle) goes to the data plane.
+  identity?.onChange((m) => proxy.setIdentity(m));
   if (opts.controlPlane) {
     subscriber = await subscribe(opts, proxy.id, proxy.inbound.port, admin.address().port, proxy.apply, log, identity);
   }

@@ -146,6 +146,9 @@ function outgoing(r: Wire): Ref[] {
     case 'GrpcTranscoding':
       out.push({ to: `service ${s.service}`, via: 'spec.service' });
       break;
+    case 'PeerAuthentication':
+      if (s.service !== undefined) out.push({ to: `service ${s.service}`, via: 'spec.service' });
+      break;
   }
   return out;
 }

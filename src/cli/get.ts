@@ -113,6 +113,8 @@ function summary(kind: string, spec: Record<string, unknown>, wide: boolean): st
       return `endpoints=${((spec.endpoints as unknown[]) ?? []).length}`;
     case 'GrpcTranscoding':
       return `service=${spec.service} services=${((spec.services as unknown[]) ?? []).length}`;
+    case 'PeerAuthentication':
+      return `service=${spec.service ?? '(mesh-wide)'} mode=${spec.mode}`;
   }
   return '';
 }

@@ -529,6 +529,19 @@ const GrpcTranscodingSpecSchema = Obj(
 );
 export type GrpcTranscodingSpec = Static<typeof GrpcTranscodingSpecSchema>;
 
+// ----------------------------------------------------------------------- PeerAuthentication
+
+const PeerAuthenticationSpecSchema = Obj(
+  {
+    service: Type.Optional(Name('The service whose inbound port this applies to; omitted: the whole mesh (name that policy `default`).')),
+    mode: Enum(['STRICT', 'PERMISSIVE', 'DISABLE'] as const, {
+      description: 'STRICT: mTLS only, plaintext connections are closed. PERMISSIVE: mTLS and plaintext on the same port (for migration and callers outside the mesh). DISABLE: plaintext only; callers do not dial mTLS.',
+    }),
+  },
+  'Whether a service\u2019s sidecar takes mTLS, plaintext, or both (without any: PERMISSIVE, and sidecars with certificates talk mTLS).',
+);
+export type PeerAuthenticationSpec = Static<typeof PeerAuthenticationSpecSchema>;
+
 // ------------------------------------------------------------------------------- the kinds
 
 const SPEC_SCHEMAS = {
@@ -537,6 +550,7 @@ const SPEC_SCHEMAS = {
   RateLimitPolicy: RateLimitPolicySpecSchema,
   Service: ServiceSpecSchema,
   GrpcTranscoding: GrpcTranscodingSpecSchema,
+  PeerAuthentication: PeerAuthenticationSpecSchema,
 } as const satisfies Record<Kind, TSchema>;
 
 /** The resource of one kind: the shared envelope around its spec (internal form). */

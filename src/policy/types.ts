@@ -9,6 +9,7 @@ import type {
   DestinationPolicySpec,
   GrpcTranscodingSpec,
   Metadata,
+  PeerAuthenticationSpec,
   RateLimitPolicySpec,
   RouteSpec,
   ServiceSpec,
@@ -37,6 +38,7 @@ export type {
   RateLimit,
   RateLimitPolicySpec,
   GrpcTranscodingSpec,
+  PeerAuthenticationSpec,
 } from './schema';
 
 // -------------------------------------------------------------------------------- the resources
@@ -53,7 +55,8 @@ type DestinationPolicyResource = ResourceBase<'DestinationPolicy', DestinationPo
 type RateLimitPolicyResource = ResourceBase<'RateLimitPolicy', RateLimitPolicySpec>;
 type ServiceResource = ResourceBase<'Service', ServiceSpec>;
 export type GrpcTranscodingResource = ResourceBase<'GrpcTranscoding', GrpcTranscodingSpec>;
-export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource;
+export type PeerAuthenticationResource = ResourceBase<'PeerAuthentication', PeerAuthenticationSpec>;
+export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource | PeerAuthenticationResource;
 
 // ------------------------------------------------------------------------------------ snapshots
 
