@@ -200,6 +200,8 @@ class H2Connection {
   private retired = false;
 
   private readonly scheme: 'http' | 'https';
+  /** Why the TLS handshake failed, if it did. */
+  private tlsError: Error | undefined;
 
   constructor(t: UpstreamTarget, connectTimeoutMs: number, secure: tls.ConnectionOptions | undefined, ct: ClientTls, key: string, onGone: () => void) {
     const host = t.address.includes(':') ? `[${t.address}]` : t.address;
@@ -213,6 +215,10 @@ class H2Connection {
         const s = tlsConnect({ host: t.address, port: t.port, ...secure, ALPNProtocols: ['h2'] });
         s.setNoDelay(true);
         ct.watch(s);
+        // The handshake's own error (a wrong identity, a bad chain) is what its streams fail with.
+        s.once('error', (err: Error) => {
+          if (!this.connected) this.tlsError = err;
+        });
         s.on('session', (b: Buffer) => ct.keep(key, b));
         return s;
       },
@@ -279,7 +285,7 @@ class H2Connection {
       if (rst !== undefined && (err as { rstCode?: number }).rstCode === undefined) Object.assign(err, { rstCode: rst });
       if (this.unusable()) Object.assign(err, { connectionLost: true });
       const connect = !this.connected && !started;
-      const e = connect ? new UpstreamConnectError(err as Error & { code?: string }) : err;
+      const e = connect ? new UpstreamConnectError((this.tlsError ?? err) as Error & { code?: string }) : err;
       // The peer answered the connection preface with something else than HTTP/2 SETTINGS (a
       // plain HTTP/1.1 server): it does not speak h2c (`protocol: auto` falls back to HTTP/1.1).
       if (this.connected && !this.settled && !started) Object.assign(e, { h2PrefaceRefused: true });
