@@ -6,7 +6,6 @@
  */
 import type * as http2 from 'node:http2';
 import type { SpiffeId } from '../security/spiffe';
-import type { DownstreamRequest } from './listener';
 
 /** Set on a TLS socket (and its HTTP/2 session) whose client certificate verified: the peer's SPIFFE ID. */
 export const MESH_PEER = Symbol('meshlet.peer');
@@ -16,7 +15,7 @@ interface Carrier {
 }
 
 /** The verified caller of a downstream request, or undefined (plaintext). */
-export function peerOf(req: DownstreamRequest, protocol: 'http1' | 'http2'): SpiffeId | undefined {
+export function peerOf(req: object, protocol: 'http1' | 'http2'): SpiffeId | undefined {
   if (protocol === 'http1') return (req as { peer?: SpiffeId }).peer;
   return ((req as http2.Http2ServerRequest).stream?.session as Carrier | undefined)?.[MESH_PEER];
 }
