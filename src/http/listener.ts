@@ -28,7 +28,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Logger } from 'pino';
-import type { PeerAuthMode } from '../security/peer-auth';
+import { TLS_HANDSHAKE_BYTE, type PeerAuthMode } from '../security/peer-auth';
 import { parseSpiffeId } from '../security/spiffe';
 import { spiffeIdOf, type MeshTls } from '../security/tls';
 import { setPeer, getPeer } from './peer';
@@ -75,8 +75,6 @@ export interface ListenerOptions {
  */
 export type TlsEvent = 'tls' | 'plaintext' | 'plaintext_refused' | 'tls_refused' | 'no_certificate' | 'handshake_failed' | 'no_spiffe_id';
 
-/** The first byte of a TLS record carrying a handshake (a ClientHello). */
-const TLS_HANDSHAKE = 0x16;
 
 export interface Listener {
   readonly server: net.Server;
@@ -366,7 +364,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
         // Partial preface: let the HTTP/1.1 parser judge (and time out) what there is.
       }
       if (mt) {
-        const isTls = r.head[0] === TLS_HANDSHAKE;
+        const isTls = r.head[0] === TLS_HANDSHAKE_BYTE;
         const mode = mt.mode();
         if (isTls) {
           if (mode === 'DISABLE') return refuseTls(socket, 'tls_refused', 'a TLS connection, but mTLS is DISABLEd for this service (PeerAuthentication)');

@@ -8,7 +8,7 @@ import type * as http2 from 'node:http2';
 import type { SpiffeId } from '../security/spiffe';
 
 /** Set on a TLS socket (and its HTTP/2 session) whose client certificate verified: the peer's SPIFFE ID. */
-export const MESH_PEER = Symbol('meshlet.peer');
+const MESH_PEER = Symbol('meshlet.peer');
 
 interface Carrier {
   [MESH_PEER]?: SpiffeId;

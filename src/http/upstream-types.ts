@@ -102,6 +102,6 @@ export class UpstreamConnectError extends Error {
 }
 
 /** A TLS handshake failure (mTLS between sidecars): the peer's identity or chain, or the protocol. */
-export function isTlsFailure(code: string | undefined): boolean {
+function isTlsFailure(code: string | undefined): boolean {
   return code !== undefined && (code.startsWith('PEER_') || code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || code.includes('CERT') || code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || code === 'SELF_SIGNED_CERT_IN_CHAIN');
 }
