@@ -8,7 +8,8 @@
  *   npm run bench -- --soak        # 10 min at 1,000 req/s through the full-chain sidecar, RSS every 30 s
  *
  * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-hop (skip the mesh-hop section), --no-obs (skip the in-process
- * observability microbenchmark, bench/observability.js), --no-build, --soak-minutes N,
+ * observability microbenchmark, bench/observability.js), --no-mtls (skip the mesh hop with mTLS vs
+ * plaintext vs two nginx, bench/mtls.js), --no-build, --soak-minutes N,
  * --soak-warmup S, --keep-tmp, --concurrency-contenders (adds meshlet-full-c2: the full chain with
  * --concurrency 2 on both cores; off by default, also selected by naming it in --only).
  */
@@ -70,6 +71,7 @@ function parseCli() {
       'no-grpc': { type: 'boolean', default: false },
       'no-obs': { type: 'boolean', default: false },
       'no-hop': { type: 'boolean', default: false },
+      'no-mtls': { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -645,18 +647,20 @@ async function benchRun(cli, dir, cores) {
   }
   await ctx.proc.stop();
   if (!cli['no-obs']) results.observability = await observabilityBench(p);
+  if (!cli['no-mtls']) results.mtls = await mtlsBench(cli.quick);
   results.finishedAt = new Date().toISOString();
   results.env.backgroundBusyPct = { before: backgroundBefore, after: await procs.coreBusy(500) };
 
   const soak = latestSoak();
   const g = report.goals(results, soak);
   results.goals = g;
-  const text = report.renderText(results, g);
+  const mtlsText = results.mtls && !results.mtls.error ? `\n\n${require('./mtls').render(results.mtls)}` : results.mtls ? `\n\nmesh hop with mTLS: FAILED: ${results.mtls.error}` : '';
+  const text = report.renderText(results, g) + mtlsText;
   process.stdout.write(`\n${text}\n\n`);
 
   fs.mkdirSync(RESULTS, { recursive: true });
   const base = path.join(RESULTS, stamp(startedAt));
-  const md = report.renderMarkdown(results, g);
+  const md = report.renderMarkdown(results, g) + (mtlsText ? `\n## Mesh hop with mTLS (bench/mtls.js)\n\n\`\`\`\n${mtlsText.trim()}\n\`\`\`\n` : '');
   fs.writeFileSync(`${base}.md`, md);
   fs.writeFileSync(`${base}.json`, JSON.stringify(results, null, 2) + '\n');
   fs.writeFileSync(path.join(RESULTS, 'latest.md'), md);
@@ -832,6 +836,19 @@ async function observabilityBench(p) {
     return JSON.parse(stdout);
   } catch (err) {
     log(`bench: observability: FAILED: ${err.message}`);
+    return { error: err.message.split('\n')[0] };
+  }
+}
+
+/** The mesh hop with mTLS vs plaintext vs two nginx with TLS (bench/mtls.js), in its own processes. */
+async function mtlsBench(quick) {
+  const args = [path.join(__dirname, 'mtls.js'), '--json', '--seconds', quick ? '2' : '4', '--rounds', quick ? '1' : '3'];
+  log('bench: mesh hop with mTLS (bench/mtls.js)');
+  try {
+    const { stdout } = await procs.run(process.execPath, args, { timeoutMs: 300_000 });
+    return JSON.parse(stdout);
+  } catch (err) {
+    log(`bench: mtls: FAILED: ${err.message}`);
     return { error: err.message.split('\n')[0] };
   }
 }

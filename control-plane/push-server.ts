@@ -319,7 +319,11 @@ export class PushServer {
       return;
     }
     this.identity.sign(csrPem, who).then(
-      (c) => this.sendIdentity(s, { spiffeId: who.id.uri, certificateChainPem: c.chainPem }),
+      (c) => {
+        this.sendIdentity(s, { spiffeId: who.id.uri, certificateChainPem: c.chainPem });
+        // From now on callers dial this sidecar over mTLS, expecting this identity.
+        s.session?.certified(who.id.uri);
+      },
       (err: Error & { code?: string }) => {
         this.logger.warn({ sidecar: s.id, spiffeId: who.id.uri, code: err.code, reason: err.message }, 'CSR refused');
         this.sendIdentity(s, { spiffeId: who.id.uri, error: `${err.code ?? 'CSR_REFUSED'}: ${err.message}` });

@@ -58,7 +58,7 @@ const TXN_CHUNK = 100;
 
 function endpointShape(r: Remote): string {
   const s = r.status;
-  return JSON.stringify([s.service, s.address, s.port, s.labels, s.connected, s.connectedAt, s.disconnectedAt, s.replica, r.lease]);
+  return JSON.stringify([s.service, s.address, s.port, s.labels, s.spiffeId, s.connected, s.connectedAt, s.disconnectedAt, s.replica, r.lease]);
 }
 
 export function defaultReplicaName(): string {
@@ -135,6 +135,10 @@ export class EtcdRegistry implements Registry {
       },
       leave: () => {
         s.leave();
+        this.scheduleSync(0);
+      },
+      certified: (spiffeId: string) => {
+        s.certified(spiffeId);
         this.scheduleSync(0);
       },
     };

@@ -36,6 +36,11 @@ export interface SidecarIdentity {
    * a sidecar cannot point the control plane at another host (SSRF).
    */
   peerAddress?: string;
+  /**
+   * The SPIFFE ID the control plane signed this sidecar a certificate for (set once the first
+   * certificate is signed, kept across reconnects): callers dial it over mTLS expecting exactly it.
+   */
+  spiffeId?: string;
 }
 
 /** A sidecar as `meshlet status` shows it. Times are ISO 8601. */
@@ -62,6 +67,8 @@ export interface SidecarSession {
   disconnect(): void;
   /** The sidecar is shutting down: its endpoint goes now, with no grace period. */
   leave(): void;
+  /** The control plane signed this sidecar a certificate for `spiffeId`: its endpoint carries it from now on. */
+  certified(spiffeId: string): void;
 }
 
 /**
@@ -151,7 +158,10 @@ export class EndpointRegistry implements Registry {
         connectedAt: e.streams > 0 ? prev.connectedAt : now,
         disconnectedAt: undefined,
         expiresAt: undefined,
+        // The identity of a reconnecting sidecar stays (its certificate is still good), unless it is another service now.
+        spiffeId: identity.spiffeId ?? (prev.service === identity.service ? prev.spiffeId : undefined),
       };
+      if (e.status.spiffeId === undefined) delete e.status.spiffeId;
     }
     e.expiry?.cancel();
     e.expiry = undefined;
@@ -176,6 +186,12 @@ export class EndpointRegistry implements Registry {
         entry.expiry?.cancel();
         this.entries.delete(entry.status.id);
         this.logger?.info({ sidecar: entry.status.id, service: entry.status.service }, 'sidecar endpoint removed: it left');
+        this.changed();
+      },
+      certified: (spiffeId: string) => {
+        if (this.entries.get(entry.status.id) !== entry || entry.status.spiffeId === spiffeId) return;
+        entry.status.spiffeId = spiffeId;
+        this.logger?.info({ sidecar: entry.status.id, spiffeId }, 'sidecar endpoint has an identity: callers use mTLS');
         this.changed();
       },
     };
@@ -346,17 +362,19 @@ export function endpointsOf(statuses: Iterable<SidecarStatus>): Endpoint[] {
         weight: 1,
         meshed: true,
         id: s.id,
+        ...(s.spiffeId ? { identity: s.spiffeId } : {}),
       }),
     )
     .sort(compareEndpoints);
 }
 
 function copyIdentity(s: SidecarIdentity): SidecarIdentity {
-  return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion, ...(s.adminPort ? { adminPort: s.adminPort } : {}), ...(s.peerAddress ? { peerAddress: s.peerAddress } : {}) };
+  return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion, ...(s.adminPort ? { adminPort: s.adminPort } : {}), ...(s.peerAddress ? { peerAddress: s.peerAddress } : {}), ...(s.spiffeId ? { spiffeId: s.spiffeId } : {}) };
 }
 
 function sameEndpoint(a: SidecarIdentity, b: SidecarIdentity): boolean {
   if (a.service !== b.service || a.address !== b.address || a.port !== b.port) return false;
+  if (b.spiffeId !== undefined && a.spiffeId !== b.spiffeId) return false;
   const ak = Object.keys(a.labels).sort();
   const bk = Object.keys(b.labels).sort();
   return ak.length === bk.length && ak.every((k, i) => k === bk[i] && a.labels[k] === b.labels[k]);
@@ -388,5 +406,6 @@ export function validIdentity(raw: unknown): SidecarIdentity | undefined {
   const labels: Record<string, string> = {};
   if (r.labels && typeof r.labels === 'object')
     for (const [k, v] of Object.entries(r.labels as object)) if (typeof v === 'string') labels[k] = v;
-  return { id: r.id, service: r.service, address: r.address, port, labels, buildVersion: typeof r.buildVersion === 'string' ? r.buildVersion : '' };
+  const spiffeId = typeof r.spiffeId === 'string' && r.spiffeId.startsWith('spiffe://') ? r.spiffeId : undefined;
+  return { id: r.id, service: r.service, address: r.address, port, labels, buildVersion: typeof r.buildVersion === 'string' ? r.buildVersion : '', ...(spiffeId ? { spiffeId } : {}) };
 }

@@ -34,6 +34,7 @@ import { ProxyStats } from './stats';
 import { CacheRegistry } from '../src/edge/cache';
 import type { EdgeContext } from '../src/stack/context';
 import type { Registry as MetricsRegistry } from '../src/observability/metrics';
+import * as TlsModule from '../src/security/tls';
 import type { Format } from '../src/observability/metrics';
 import type { SidecarResilience } from '../src/observability/mesh-stats';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
@@ -196,6 +197,13 @@ export interface Proxy {
   windows(): WindowExports;
   /** Removes cached responses by key (every Vary variant) or key prefix, in every rule's cache; how many went. */
   purgeCache(sel: { key: string } | { prefix: string }): number;
+  /**
+   * This sidecar's workload certificate (new or rotated): the inbound listener serves mTLS with it
+   * and outbound connections to endpoints with an identity use it. Open connections keep theirs.
+   */
+  setIdentity(m: { keyPem: string; chainPem: string; bundlePem: string }): void;
+  /** The mTLS state: this service's PeerAuthentication mode (and the policy that set it), whether a certificate is in use. */
+  mtls(): { mode: { mode: string; policy?: string }; certificate: boolean };
   /** Whether outlier detection has ejected the endpoint now (`meshlet explain`). */
   isEjected(service: string, e: { address: string; port: number }): boolean;
   stats(): SidecarStatsReport;
@@ -257,7 +265,12 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     stats.observer.exporter = exporter;
   }
   const active = new ActiveRequests();
-  const pools = new UpstreamPools();
+  const reg0 = stats.metrics.registry;
+  const tlsHandshakes = reg0.counter('meshlet_tls_handshakes_total', 'mTLS handshakes between sidecars, by direction and result: ok; inbound failed (bad or expired certificate, garbage, timeout) or no_spiffe_id; outbound failed or wrong_identity (the peer proved another identity than the endpoint has).', ['direction', 'result']);
+  const inboundConns = reg0.counter('meshlet_inbound_connections_total', 'Connections admitted on the inbound listener, by security: tls (mTLS, the caller verified) or plaintext.', ['security']);
+  const mtlsRefused = reg0.counter('meshlet_mtls_refused_total', 'Inbound connections closed by PeerAuthentication, by reason: plaintext_refused (STRICT), tls_refused (DISABLE), no_certificate (this sidecar has none yet).', ['reason']);
+  const pools = new UpstreamPools({ onHandshake: (result) => tlsHandshakes.labels('outbound', result).inc() });
+  let meshTls: import('../src/security/tls').MeshTls | undefined;
   const resilience = new ResilienceState(systemClock, active, Math.random, {
     breaker: (route, from, to) => log.info({ route, from, to }, 'circuit breaker state changed'),
     ejected: (service, endpoint, reason) => {
@@ -378,6 +391,17 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     inL = await startListener(i.host, i.port, {
       ...listenerOpts,
       name: 'inbound',
+      mtls: {
+        mode: () => current?.peerAuth.mode(opts.service).mode ?? 'PERMISSIVE',
+        onEvent: (event) => {
+          if (event === 'tls') {
+            tlsHandshakes.labels('inbound', 'ok').inc();
+            inboundConns.labels('tls').inc();
+          } else if (event === 'plaintext') inboundConns.labels('plaintext').inc();
+          else if (event === 'handshake_failed' || event === 'no_spiffe_id') tlsHandshakes.labels('inbound', event === 'handshake_failed' ? 'failed' : event).inc();
+          else mtlsRefused.labels(event).inc();
+        },
+      },
       takeover: icpt ? icpt.inboundTakeover(app, () => inL.address().port, log, opts.intercept) : undefined,
       handler: app
         ? inboundHandler(ctx, app)
@@ -414,6 +438,16 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     },
     windows: () => ({ [stats.metrics.window.name]: stats.metrics.window.exports() }),
     purgeCache: (sel) => caches.purge(sel),
+    setIdentity: (m) => {
+      const material = { keyPem: m.keyPem, chainPem: m.chainPem, bundlePem: m.bundlePem };
+      if (meshTls) meshTls.update(material);
+      else {
+        meshTls = new TlsModule.MeshTls(material);
+        inL.setTls(meshTls);
+        pools.setTls(meshTls);
+      }
+    },
+    mtls: () => ({ mode: current?.peerAuth.mode(opts.service) ?? { mode: 'PERMISSIVE' }, certificate: meshTls !== undefined }),
     isEjected: (service, e) => resilience.service(service)?.isEjected(endpointKey(e)) ?? false,
     stats: () => ({
       id,
@@ -473,7 +507,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       a.port,
       {
         ready: () => proxy.current() !== undefined && !draining,
-        configDump: () => configDump(proxy.id, opts.service, source, proxy.current(), subscriber, identity),
+        configDump: () => ({ ...(configDump(proxy.id, opts.service, source, proxy.current(), subscriber, identity) as object), mtls: proxy.mtls() }),
         quit: opts.onQuit,
         metrics: (format) => proxy.metrics(format),
         stats: () => proxy.stats(),
@@ -491,6 +525,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     throw err;
   }
 
+  // mTLS: every certificate the control plane signs (the first, rotations, a new trust bundle) goes to the data plane.
+  identity?.onChange((m) => proxy.setIdentity(m));
   if (opts.controlPlane) {
     subscriber = await subscribe(opts, proxy.id, proxy.inbound.port, admin.address().port, proxy.apply, log, identity);
   }
@@ -583,7 +619,7 @@ export function configDump(id: string, service: string, source: string, snap: Co
           protocol: s.protocol,
           loadBalancer: s.policy?.loadBalancer?.type ?? 'round-robin',
           subsets: (s.policy?.subsets ?? []).map((x) => ({ name: x.name, labels: x.labels })),
-          endpoints: s.endpoints.map((e) => ({ address: e.address, port: e.port, labels: e.labels, meshed: e.meshed, id: e.id })),
+          endpoints: s.endpoints.map((e) => ({ address: e.address, port: e.port, labels: e.labels, meshed: e.meshed, id: e.id, ...(e.identity ? { identity: e.identity } : {}) })),
         }))
       : [],
   };

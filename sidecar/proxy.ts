@@ -19,6 +19,9 @@ import { H1Request, type H1Response } from '../src/http/h1-server';
 import { forwardRequestHeaders } from '../src/http/headers';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../src/http/listener';
 import { originalProtocol, withoutMark } from '../src/http/multiplex';
+import { peerOf } from '../src/http/peer';
+import { SOURCE_HEADER } from '../src/resilience/rate-limit/identity';
+import { serviceOf } from '../src/security/spiffe';
 import { parseRequestTarget } from '../src/http/target';
 import type { Headers, UpstreamPools, UpstreamProtocol, UpstreamTarget } from '../src/http/upstream';
 import { type ActiveRequests, endpointKey } from '../src/lb';
@@ -70,6 +73,11 @@ export interface AppTarget {
 }
 
 class View implements RequestView {
+  /**
+   * Inbound over mTLS: the caller's service from its certificate, what `x-meshlet-source` reads as
+   * (the header from the wire is never believed on a TLS connection). Undefined: plaintext.
+   */
+  tlsSource: string | null | undefined = undefined;
   constructor(
     private readonly req: DownstreamRequest,
     readonly method: string,
@@ -78,6 +86,7 @@ class View implements RequestView {
     readonly authority: string,
   ) {}
   header(name: string): string | undefined {
+    if (this.tlsSource !== undefined && name === SOURCE_HEADER) return this.tlsSource ?? undefined;
     if (this.req instanceof H1Request) return this.req.header(name);
     const v = this.req.headers[name];
     return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : v;
@@ -198,12 +207,37 @@ export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandle
     const path = target.query ? `${target.path}?${target.query}` : target.path;
     const view = new View(req, req.method ?? 'GET', target.path, target.query, authority);
     const call = newCall(ctx, 'inbound', kind, req, protocol, path, authority, view);
+    // mTLS: the caller is who its certificate says (computed once per connection); its source
+    // service replaces any `x-meshlet-source` that came over the wire.
+    const peer = peerOf(req, protocol);
+    if (peer) {
+      call.peer = peer;
+      const source = serviceOf(peer);
+      view.tlsSource = source ?? null;
+      call.headers = replaceSource(call.headers, source);
+    }
     // HTTP/1.1 that another sidecar multiplexed over HTTP/2 goes to the app as HTTP/1.1 again.
     const multiplexed = originalProtocol(req, protocol) !== undefined;
     if (multiplexed) call.headers = withoutMark(call.headers);
     call.target = kind === 'grpc' || kind === 'grpc-web' || (protocol === 'http2' && !multiplexed) ? h2 : h1;
     respond(ctx, call, req, res, view, stack);
   };
+}
+
+/** Removes `x-meshlet-source` from a flat header list (in place: the request's own copy) and sets `source` instead. */
+function replaceSource(flat: string[], source: string | undefined): string[] {
+  let w = 0;
+  for (let i = 0; i < flat.length; i += 2) {
+    if (flat[i] === SOURCE_HEADER) continue;
+    if (w !== i) {
+      flat[w] = flat[i] as string;
+      flat[w + 1] = flat[i + 1] as string;
+    }
+    w += 2;
+  }
+  flat.length = w;
+  if (source !== undefined) flat.push(SOURCE_HEADER, source);
+  return flat;
 }
 
 function headerOf(req: DownstreamRequest, name: string): string | undefined {

@@ -147,6 +147,7 @@ function outgoing(r: Wire): Ref[] {
       out.push({ to: `service ${s.service}`, via: 'spec.service' });
       break;
     case 'AuthorizationPolicy':
+    case 'PeerAuthentication':
       if (s.service !== undefined) out.push({ to: `service ${s.service}`, via: 'spec.service' });
       break;
   }

@@ -115,6 +115,8 @@ function summary(kind: string, spec: Record<string, unknown>, wide: boolean): st
       return `service=${spec.service} services=${((spec.services as unknown[]) ?? []).length}`;
     case 'AuthorizationPolicy':
       return `service=${spec.service ?? '*'} rules=${((spec.rules as unknown[]) ?? []).length} default=${spec.defaultAction ?? '-'}${spec.dryRun ? ' dryRun' : ''}`;
+    case 'PeerAuthentication':
+      return `service=${spec.service ?? '(mesh-wide)'} mode=${spec.mode}`;
   }
   return '';
 }

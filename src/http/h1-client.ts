@@ -16,6 +16,7 @@
  * - errors before the connection is up are `UpstreamConnectError` (the proxy's `UF`).
  */
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import type { Readable } from 'node:stream';
 import type { ConnectionLimits, Headers, ResponseSink, UpstreamCall, UpstreamRequest } from './upstream-types';
 import { UpstreamConnectError, UpstreamOverflowError } from './upstream-types';
@@ -32,6 +33,12 @@ export interface H1PoolOptions {
   connectTimeoutMs: number;
   /** Response header bytes allowed (default 256 KiB). */
   maxHeaderBytes?: number;
+  /** mTLS to another sidecar: the options of each new connection (certificate, expected identity, session to resume). */
+  tls?: () => tls.ConnectionOptions;
+  /** A TLS session ticket arrived (kept for the next connection's resumption). */
+  onTlsSession?: (session: Buffer) => void;
+  /** Each new TLS socket (handshake metrics). */
+  onTlsSocket?: (socket: tls.TLSSocket) => void;
 }
 
 /** Where every upstream connection's reads land (see Conn). */
@@ -96,19 +103,33 @@ class Conn {
   ) {
     // Reads land in one buffer shared by every upstream connection (parsing is synchronous), and
     // go straight to the parser: no per-read allocation, no Readable stream machinery.
-    const socket = net.connect({
-      host,
-      port,
-      noDelay: true,
-      onread: {
-        buffer: readBuffer,
-        callback: (n: number, buf: Uint8Array): boolean => {
-          const r = parser.execute(buf.subarray(0, n) as Buffer);
-          if (r instanceof Error) this.fail(r);
-          return !socket.isPaused();
-        },
-      },
-    });
+    // Over mTLS (another sidecar) the TLS socket's own reads go to the parser.
+    const secure = opts.tls?.();
+    const socket: net.Socket = secure
+      ? tls.connect({ host, port, ...secure, ALPNProtocols: ['http/1.1'] })
+      : net.connect({
+          host,
+          port,
+          noDelay: true,
+          onread: {
+            buffer: readBuffer,
+            callback: (n: number, buf: Uint8Array): boolean => {
+              const r = parser.execute(buf.subarray(0, n) as Buffer);
+              if (r instanceof Error) this.fail(r);
+              return !socket.isPaused();
+            },
+          },
+        });
+    if (secure) {
+      socket.setNoDelay(true);
+      socket.on('data', (chunk: Buffer) => {
+        const r = parser.execute(chunk);
+        if (r instanceof Error) this.fail(r);
+      });
+      const onSession = opts.onTlsSession;
+      if (onSession) socket.on('session', (s: Buffer) => onSession(s));
+      opts.onTlsSocket?.(socket as tls.TLSSocket);
+    }
     this.socket = socket;
     const parser = new HTTPParser();
     parser.initialize(HTTPParser.RESPONSE, {}, opts.maxHeaderBytes ?? 256 * 1024, HTTPParser.kLenientNone);
@@ -137,7 +158,7 @@ class Conn {
       if (!this.connected) socket.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' }));
     }, opts.connectTimeoutMs);
     timer.unref();
-    socket.once('connect', () => {
+    socket.once(secure ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer);
       this.connected = true;
     });

@@ -28,6 +28,8 @@ import { EventEmitter } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import type * as net from 'node:net';
 import { Readable } from 'node:stream';
+import type { SpiffeId } from '../security/spiffe';
+import { getPeer } from './peer';
 
 import { HTTPParser, METHODS, releaseParser, type NativeParser } from './native-parser';
 import { BODY_TIMEOUT_FLAG } from './overload';
@@ -81,6 +83,8 @@ export class H1Request {
   host: string | undefined;
   /** Set for an Upgrade request: the socket, and the bytes that followed the head (set once parsed). */
   upgrade: { socket: net.Socket; head: Buffer } | undefined;
+  /** The caller's identity from its verified TLS client certificate (mTLS), computed once per connection. */
+  peer: SpiffeId | undefined = undefined;
   /** Body timing (ms, the server's coarse clock): started, last byte or last wait on the proxy; 0 when untimed (gRPC). */
   bodyStart = 0;
   bodyLast = 0;
@@ -267,6 +271,7 @@ export class H1Connection {
   private readonly parser: NativeParser;
   private readonly opts: H1ServerOptions;
   private readonly remote: string | undefined;
+  private readonly peer: SpiffeId | undefined;
   private partial: string[] = [];
   private partialUrl = '';
   private current: Pending | undefined;
@@ -290,6 +295,7 @@ export class H1Connection {
     this.socket = socket;
     this.opts = opts;
     this.remote = socket.remoteAddress;
+    this.peer = getPeer(socket);
     this.idleSince = Date.now();
     const p = new HTTPParser();
     p.initialize(HTTPParser.REQUEST, {}, opts.maxHeaderBytes, HTTPParser.kLenientNone);
@@ -375,6 +381,7 @@ export class H1Connection {
     this.partialUrl = '';
     const version = major === 1 && minor === 0 ? '1.0' : '1.1';
     const req = new H1Request(METHODS[methodIndex] ?? 'GET', target, raw, version, this.remote);
+    if (this.peer) req.peer = this.peer;
     if (upgrade) {
       if (req.method === 'CONNECT' || this.current || this.upgraded) {
         this.refuse(501, req.method === 'CONNECT' ? 'CONNECT is not supported on this listener' : 'an upgrade behind a pipelined request');

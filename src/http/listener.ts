@@ -14,11 +14,24 @@
  *   answered 503 with the `OL` flag; request bodies idle too long or slower than the minimum
  *   upload rate are answered 408 (flag `SI`), for HTTP/1.1 and HTTP/2 alike (not gRPC streams).
  *
- * Every refusal is logged with its reason and counted.
+ * - mTLS (`mtls`, the sidecar's inbound listener): the first byte tells a TLS ClientHello (0x16)
+ *   from plaintext on the same port. The PeerAuthentication mode in force decides: PERMISSIVE
+ *   takes both, STRICT closes plaintext connections, DISABLE closes TLS ones. A TLS connection
+ *   must present a client certificate that chains to the trust bundle and names one SPIFFE ID;
+ *   the identity is computed once, at the handshake, and carried on the connection (peer.ts).
+ *   ALPN picks h2 or http/1.1, and the same HTTP/1.1 and HTTP/2 servers take the TLS socket.
+ *
+ * Every refusal is logged with its reason (mTLS refusals at most once per 10 s per reason, with
+ * the number left out) and counted.
  */
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import type { Logger } from 'pino';
+import { TLS_HANDSHAKE_BYTE, type PeerAuthMode } from '../security/peer-auth';
+import { parseSpiffeId } from '../security/spiffe';
+import { spiffeIdOf, type MeshTls } from '../security/tls';
+import { setPeer, getPeer } from './peer';
 import { sniffProtocol } from './detect';
 import { H1Server, type H1Request, type H1Response } from './h1-server';
 import { BODY_TIMEOUT_FLAG, OVERLOAD_FLAG, type OverloadManager } from './overload';
@@ -49,13 +62,31 @@ export interface ListenerOptions {
   bodyIdleTimeoutMs?: number;
   /** After `bodyIdleTimeoutMs`, a request body must average this many bytes/s, else 408 (0: no minimum). */
   minBodyBytesPerSec?: number;
+  /** mTLS on this port: the PeerAuthentication mode in force (read per new connection) and where TLS events go. */
+  mtls?: {
+    mode(): PeerAuthMode;
+    onEvent(event: TlsEvent, detail?: string): void;
+  };
 }
+
+/**
+ * What happened to a connection on an mTLS port: its security once admitted (`tls`: handshake
+ * done and identity verified; `plaintext`), or why it was closed.
+ */
+export type TlsEvent = 'tls' | 'plaintext' | 'plaintext_refused' | 'tls_refused' | 'no_certificate' | 'handshake_failed' | 'no_spiffe_id';
+
 
 export interface Listener {
   readonly server: net.Server;
   address(): { host: string; port: number };
   /** Connections open now. */
   connections(): number;
+  /**
+   * Serves mTLS with this identity from now on (the first call creates the TLS server; the
+   * identity's later rotations reach it by `MeshTls.update`: new handshakes use the new
+   * certificate, open connections keep theirs).
+   */
+  setTls(meshTls: MeshTls): void;
   /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then closes everything. */
   close(graceMs?: number): Promise<void>;
 }
@@ -222,7 +253,10 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     sessions.add(session);
     const counts: SessionCounts = { session, streams: 0, premature: 0, open: 0 };
     const socket = session.socket as net.Socket | undefined;
-    if (socket && sockets.has(socket)) sockets.set(socket, () => counts.open === 0 && !session.closed);
+    const peer = getPeer(socket);
+    if (peer) setPeer(session, peer);
+    const raw = (socket && rawOf.get(socket as tls.TLSSocket)) ?? socket;
+    if (raw && sockets.has(raw)) sockets.set(raw, () => counts.open === 0 && !session.closed);
     session.on('close', () => sessions.delete(session));
     session.on('stream', (stream) => {
       counts.streams++;
@@ -263,6 +297,55 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     }
     if (closed > 0) ov.record(opts.name, 'idle_closed', { closed, why: 'memory above the watermark' });
   });
+  // ------------------------------------------------------------------------------------ mTLS
+  const mt = opts.mtls;
+  let tlsServer: tls.Server | undefined;
+  /** A TLS socket's underlying TCP socket (the one the overload accounting knows). */
+  const rawOf = new WeakMap<tls.TLSSocket, net.Socket>();
+  const quiet = new Map<string, { until: number; suppressed: number }>();
+  const refuseTls = (socket: net.Socket, event: TlsEvent, reason: string, detail?: string): void => {
+    mt?.onEvent(event, detail);
+    const now = Date.now();
+    const q = quiet.get(event);
+    if (q && now < q.until) q.suppressed++;
+    else {
+      log.warn({ listener: opts.name, reason, ...(detail ? { detail } : {}), remote: socket.remoteAddress, ...(q?.suppressed ? { suppressed: q.suppressed } : {}) }, 'connection refused (mTLS)');
+      quiet.set(event, { until: now + 10_000, suppressed: 0 });
+    }
+    socket.destroy();
+  };
+  let boundTls: MeshTls | undefined;
+  const startTls = (meshTls: MeshTls): void => {
+    if (tlsServer) return;
+    boundTls = meshTls;
+    const srv = tls.createServer({ ...meshTls.serverOptions(), handshakeTimeout: headersTimeoutMs });
+    meshTls.bindServer(srv);
+    srv.on('secureConnection', (ts: tls.TLSSocket) => {
+      ts.on('error', () => undefined);
+      const raw = (ts as unknown as { _parent?: net.Socket })._parent;
+      if (raw) rawOf.set(ts, raw);
+      // Verified already (rejectUnauthorized): the chain leads to a root of the bundle. The identity, once.
+      const uri = spiffeIdOf(ts.getPeerCertificate());
+      const id = uri === undefined ? undefined : parseSpiffeId(uri);
+      if (!id?.ok) {
+        refuseTls(ts, 'no_spiffe_id', "the client certificate names no SPIFFE ID", ts.getPeerCertificate()?.subjectaltname ?? 'no subjectAltName');
+        return;
+      }
+      setPeer(ts, id.value);
+      mt?.onEvent('tls');
+      if (ts.alpnProtocol === 'h2') {
+        h2.emit('connection', ts);
+        return;
+      }
+      const c = h1.serve(ts, Buffer.alloc(0));
+      if (raw && sockets.has(raw)) sockets.set(raw, () => c.isIdle());
+    });
+    srv.on('tlsClientError', (err: Error & { code?: string }, ts: tls.TLSSocket) => {
+      refuseTls(ts, 'handshake_failed', 'TLS handshake failed', `${err.code ?? 'ERR'}: ${err.message}`);
+    });
+    tlsServer = srv;
+  };
+
   const server = net.createServer({ noDelay: true }, (socket) => {
     socket.on('error', () => undefined);
     if (ov) {
@@ -295,6 +378,20 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
         }
         // Partial preface: let the HTTP/1.1 parser judge (and time out) what there is.
       }
+      if (mt) {
+        const isTls = r.head[0] === TLS_HANDSHAKE_BYTE;
+        const mode = mt.mode();
+        if (isTls) {
+          if (mode === 'DISABLE') return refuseTls(socket, 'tls_refused', 'a TLS connection, but mTLS is DISABLEd for this service (PeerAuthentication)');
+          if (!tlsServer) return refuseTls(socket, 'no_certificate', 'a TLS connection, but this sidecar has no certificate yet');
+          socket.pause();
+          socket.unshift(r.head);
+          tlsServer.emit('connection', socket);
+          return;
+        }
+        if (mode === 'STRICT') return refuseTls(socket, 'plaintext_refused', 'plaintext refused: this service is STRICT (PeerAuthentication); callers need mTLS');
+        mt.onEvent('plaintext');
+      }
       // Paused, the bytes read so far stay buffered until the server that takes the socket reads
       // them: a flowing socket would emit them at once, to no 'data' listener, and lose them (the
       // HTTP/2 session only picks up buffered bytes on the next tick: "bad client magic").
@@ -320,10 +417,12 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
         server,
         address: () => ({ host: a.address, port: a.port }),
         connections: () => sockets.size,
+        setTls: startTls,
         close: (graceMs = 5000) =>
           new Promise<void>((done) => {
             server.close(() => undefined);
             h1.close();
+            if (tlsServer) boundTls?.unbindServer(tlsServer);
             unregisterPressure?.();
             if (h2Timer) clearInterval(h2Timer);
             // HTTP/2 sessions: a GOAWAY lets clients move on; in-flight streams finish.

@@ -20,6 +20,12 @@ export interface UpstreamTarget {
    * remembered as HTTP/1.1-only and gets HTTP/1.1 (src/stack/auto-protocol.ts).
    */
   auto?: boolean;
+  /**
+   * mTLS: the SPIFFE ID the endpoint must prove (another sidecar with a certificate, and this
+   * sidecar has one too). The connection is TLS 1.3 with our certificate; a peer whose chain does
+   * not verify or whose identity differs fails to connect (`UF`). Undefined: plaintext.
+   */
+  identity?: string;
 }
 
 /**
@@ -85,9 +91,17 @@ export function refusedUnseen(err: Error): boolean {
 /** Marks an error that happened before any connection to the upstream was up (the proxy's `UF`). */
 export class UpstreamConnectError extends Error {
   readonly code: string;
+  /** What the mesh's 503 says: the code, and for TLS failures (wrong identity, bad chain) the reason too. */
+  readonly detail: string;
   constructor(cause: Error & { code?: string }) {
     super(`connect failed: ${cause.message}`, { cause });
     this.name = 'UpstreamConnectError';
     this.code = cause.code ?? 'ECONNREFUSED';
+    this.detail = isTlsFailure(this.code) ? `${this.code}: ${cause.message}` : this.code;
   }
+}
+
+/** A TLS handshake failure (mTLS between sidecars): the peer's identity or chain, or the protocol. */
+function isTlsFailure(code: string | undefined): boolean {
+  return code !== undefined && (code.startsWith('PEER_') || code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || code.includes('CERT') || code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || code === 'SELF_SIGNED_CERT_IN_CHAIN');
 }

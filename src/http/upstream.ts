@@ -10,6 +10,9 @@
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { installCheapAsyncBind } from './async-bind';
+import type * as tls from 'node:tls';
+import { connect as tlsConnect } from 'node:tls';
+import type { MeshTls } from '../security/tls';
 import { H1Pool } from './h1-client';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from './upstream-types';
 
@@ -22,6 +25,55 @@ export interface UpstreamPoolOptions {
   connectTimeoutMs?: number;
   /** How long a retired pool may finish its in-flight requests (default 30 s). */
   drainMs?: number;
+  /** Every outbound TLS handshake's result (metrics): ok, or the failure's code. */
+  onHandshake?: (result: 'ok' | 'wrong_identity' | 'failed', code?: string) => void;
+}
+
+/** The mesh identity for outbound mTLS, and the session tickets kept for resumption (one per endpoint). */
+class ClientTls {
+  meshTls: MeshTls | undefined;
+  private readonly sessions = new Map<string, Buffer>();
+  constructor(readonly onHandshake: UpstreamPoolOptions['onHandshake']) {}
+
+  /** Options for a new connection to `key` that must prove `identity`; undefined when we have no certificate. */
+  options(key: string, identity: string): tls.ConnectionOptions | undefined {
+    const m = this.meshTls;
+    if (!m) return undefined;
+    const session = this.sessions.get(key);
+    return { ...m.clientOptions(identity), ...(session ? { session } : {}) };
+  }
+  keep(key: string, session: Buffer): void {
+    if (this.sessions.size > 10_000) this.sessions.clear();
+    this.sessions.set(key, session);
+  }
+  forget(key: string): void {
+    this.sessions.delete(key);
+  }
+  /** Counts a TLS socket's handshake. */
+  watch(socket: tls.TLSSocket): void {
+    const cb = this.onHandshake;
+    if (!cb) return;
+    let done = false;
+    socket.once('secureConnect', () => {
+      done = true;
+      cb('ok');
+    });
+    socket.once('error', (err: Error & { code?: string }) => {
+      if (done) return;
+      done = true;
+      cb(err.code === 'PEER_WRONG_IDENTITY' ? 'wrong_identity' : 'failed', err.code);
+    });
+  }
+}
+
+/** The pool key of a target: its endpoint, and over mTLS the identity it must prove too. */
+function poolKey(t: UpstreamTarget): string {
+  return t.identity === undefined ? t.key : `${t.key}|${t.identity}`;
+}
+
+function endpointOf(poolKey: string): string {
+  const i = poolKey.indexOf('|');
+  return i < 0 ? poolKey : poolKey.slice(0, i);
 }
 
 // node:http2's session.request() binds an AsyncResource per request: make that cheap (async-bind.ts).
@@ -32,9 +84,31 @@ export class UpstreamPools {
   private readonly h2 = new Map<string, H2Connection>();
   private readonly opts: Required<UpstreamPoolOptions>;
   private closed = false;
+  private readonly tls: ClientTls;
 
   constructor(opts: UpstreamPoolOptions = {}) {
-    this.opts = { keepAliveMs: 60_000, connectTimeoutMs: 10_000, drainMs: 30_000, ...opts };
+    const { onHandshake, ...rest } = opts;
+    this.opts = { keepAliveMs: 60_000, connectTimeoutMs: 10_000, drainMs: 30_000, ...rest } as Required<UpstreamPoolOptions>;
+    this.tls = new ClientTls(onHandshake);
+  }
+
+  /**
+   * This sidecar's identity for outbound mTLS. Rotations (`MeshTls.update`) reach new connections
+   * at once; open connections keep the certificate they were made with.
+   */
+  setTls(meshTls: MeshTls | undefined): void {
+    this.tls.meshTls = meshTls;
+  }
+
+  /** Whether this sidecar can dial mTLS (it has a certificate). */
+  get hasTls(): boolean {
+    return this.tls.meshTls !== undefined;
+  }
+
+  /** TLS options for a dedicated connection (an upgrade) to a target that must prove `target.identity`. */
+  tlsOptions(target: UpstreamTarget): tls.ConnectionOptions | undefined {
+    if (target.identity === undefined) return undefined;
+    return this.tls.options(poolKey(target), target.identity) ?? noCertificate(target.identity);
   }
 
   send(target: UpstreamTarget, req: UpstreamRequest, sink: ResponseSink): UpstreamCall {
@@ -53,13 +127,15 @@ export class UpstreamPools {
   /** Retires the pools of endpoints not in `keep` (keys): they finish in-flight work, then close. */
   retain(keep: ReadonlySet<string>): void {
     for (const [k, p] of this.h1) {
-      if (keep.has(k)) continue;
+      if (keep.has(endpointOf(k))) continue;
       this.h1.delete(k);
+      this.tls.forget(k);
       p.close(this.opts.drainMs);
     }
     for (const [k, c] of this.h2) {
-      if (keep.has(k)) continue;
+      if (keep.has(endpointOf(k))) continue;
       this.h2.delete(k);
+      this.tls.forget(k);
       c.retire(this.opts.drainMs);
     }
   }
@@ -74,24 +150,47 @@ export class UpstreamPools {
   }
 
   private h1For(t: UpstreamTarget): H1Pool {
-    let p = this.h1.get(t.key);
+    const key = poolKey(t);
+    let p = this.h1.get(key);
     if (!p) {
-      p = new H1Pool(t.address, t.port, { keepAliveMs: this.opts.keepAliveMs, connectTimeoutMs: this.opts.connectTimeoutMs });
-      if (!this.closed) this.h1.set(t.key, p);
+      const identity = t.identity;
+      const ct = this.tls;
+      p = new H1Pool(t.address, t.port, {
+        keepAliveMs: this.opts.keepAliveMs,
+        connectTimeoutMs: this.opts.connectTimeoutMs,
+        ...(identity !== undefined
+          ? {
+              tls: () => ct.options(key, identity) ?? noCertificate(identity),
+              onTlsSession: (s: Buffer) => ct.keep(key, s),
+              onTlsSocket: (s: tls.TLSSocket) => ct.watch(s),
+            }
+          : {}),
+      });
+      if (!this.closed) this.h1.set(key, p);
     }
     return p;
   }
 
   private h2For(t: UpstreamTarget): H2Connection {
-    let c = this.h2.get(t.key);
+    const key = poolKey(t);
+    let c = this.h2.get(key);
     if (!c || c.unusable()) {
-      c = new H2Connection(t, this.opts.connectTimeoutMs, () => {
-        if (this.h2.get(t.key) === c) this.h2.delete(t.key);
+      const secure = t.identity !== undefined ? (this.tls.options(key, t.identity) ?? noCertificate(t.identity)) : undefined;
+      c = new H2Connection(t, this.opts.connectTimeoutMs, secure, this.tls, key, () => {
+        if (this.h2.get(key) === c) this.h2.delete(key);
       });
-      if (!this.closed) this.h2.set(t.key, c);
+      if (!this.closed) this.h2.set(key, c);
     }
     return c;
   }
+}
+
+/** Options that fail the connection at once: the endpoint requires mTLS and we have no certificate (any more). */
+function noCertificate(identity: string): tls.ConnectionOptions {
+  return {
+    checkServerIdentity: () => Object.assign(new Error(`no certificate of our own to prove who we are to ${identity}`), { code: 'PEER_UNVERIFIED' }),
+    rejectUnauthorized: true,
+  };
 }
 
 // -------------------------------------------------------------------------------------- HTTP/2
@@ -104,13 +203,34 @@ class H2Connection {
   private dead = false;
   private retired = false;
 
-  constructor(t: UpstreamTarget, connectTimeoutMs: number, onGone: () => void) {
+  private readonly scheme: 'http' | 'https';
+  /** Why the TLS handshake failed, if it did. */
+  private tlsError: Error | undefined;
+
+  /** Why the TLS handshake failed (a wrong identity, a bad chain), if it did: what its streams fail with. */
+  handshakeError(): Error | undefined {
+    return this.tlsError;
+  }
+
+  constructor(t: UpstreamTarget, connectTimeoutMs: number, secure: tls.ConnectionOptions | undefined, ct: ClientTls, key: string, onGone: () => void) {
     const host = t.address.includes(':') ? `[${t.address}]` : t.address;
-    this.session = http2.connect(`http://${host}:${t.port}`, {
+    this.scheme = secure ? 'https' : 'http';
+    this.session = http2.connect(`${this.scheme}://${host}:${t.port}`, {
       settings: { enablePush: false, initialWindowSize: 1024 * 1024 },
       maxSessionMemory: 64,
       // No Nagle: small frames (a request's HEADERS, a WINDOW_UPDATE) must not wait for an ACK.
-      createConnection: () => net.connect({ host: t.address, port: t.port, noDelay: true }),
+      createConnection: () => {
+        if (!secure) return net.connect({ host: t.address, port: t.port, noDelay: true });
+        const s = tlsConnect({ host: t.address, port: t.port, ...secure, ALPNProtocols: ['h2'] });
+        s.setNoDelay(true);
+        ct.watch(s);
+        // The handshake's own error (a wrong identity, a bad chain) is what its streams fail with.
+        s.once('error', (err: Error) => {
+          if (!this.connected) this.tlsError = err;
+        });
+        s.on('session', (b: Buffer) => ct.keep(key, b));
+        return s;
+      },
     });
     const gone = (): void => {
       this.dead = true;
@@ -150,7 +270,7 @@ class H2Connection {
       ':method': req.method,
       ':path': req.path,
       ':authority': req.authority,
-      ':scheme': 'http',
+      ':scheme': this.scheme,
     };
     const raw = req.headers;
     for (let i = 0; i < raw.length; i += 2) {
@@ -234,7 +354,7 @@ class H2Exchange implements UpstreamCall {
     if (rst !== undefined && (err as { rstCode?: number }).rstCode === undefined) Object.assign(err, { rstCode: rst });
     if (this.conn.unusable()) Object.assign(err, { connectionLost: true });
     const connect = !this.conn.isConnected() && !this.started;
-    const e = connect ? new UpstreamConnectError(err as Error & { code?: string }) : err;
+    const e = connect ? new UpstreamConnectError((this.conn.handshakeError() ?? err) as Error & { code?: string }) : err;
     // The peer answered the connection preface with something else than HTTP/2 SETTINGS (a
     // plain HTTP/1.1 server): it does not speak h2c (`protocol: auto` falls back to HTTP/1.1).
     if (this.conn.connectedNotSettled() && !this.started) Object.assign(e, { h2PrefaceRefused: true });

@@ -17,6 +17,7 @@
  * Open and total tunnels are counted.
  */
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import type { Clock, Timer } from '../core/clock';
 import type { H1Request } from './h1-server';
 import type { ResponseSink, UpstreamCall, UpstreamTarget } from './upstream-types';
@@ -48,12 +49,15 @@ export function sendUpgrade(
   onHead: (upstream: net.Socket, head: Buffer, status: number) => void,
   clock: Clock,
   connectTimeoutMs = 10_000,
+  /** mTLS to another sidecar (`target.identity`): the connection's TLS options. */
+  secure?: tls.ConnectionOptions,
 ): UpstreamCall {
   let head = `${req.method} ${req.path} HTTP/1.1\r\n`;
   const h = req.headers;
   for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
   head += `connection: upgrade\r\nupgrade: ${req.protocol}\r\n\r\n`;
-  const upstream = net.connect({ host: target.address, port: target.port, noDelay: true });
+  const upstream = secure ? tls.connect({ host: target.address, port: target.port, ...secure, ALPNProtocols: ['http/1.1'] }) : net.connect({ host: target.address, port: target.port, noDelay: true });
+  if (secure) upstream.setNoDelay(true);
   let connected = false;
   let done = false;
   let aborted = false;
@@ -67,7 +71,7 @@ export function sendUpgrade(
   const connectTimer = clock.setTimeout(() => {
     if (!connected) fail(new UpstreamConnectError(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })));
   }, connectTimeoutMs);
-  upstream.on('connect', () => {
+  upstream.on(secure ? 'secureConnect' : 'connect', () => {
     connected = true;
     connectTimer.cancel();
     upstream.write(head, 'latin1');

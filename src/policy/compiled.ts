@@ -40,7 +40,11 @@ export interface CompiledService {
   policy?: DestinationPolicySpec;
   /** A picker over all endpoints, or over one subset's. Unknown subsets get undefined. */
   picker(subset?: string): Picker | undefined;
+  /** The PeerAuthentication mode of this service's sidecars: callers dial mTLS unless it is DISABLE. */
+  peerAuthMode: PeerAuthMode;
 }
+
+export type PeerAuthMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE';
 
 export interface CompiledBackend {
   service: string;
@@ -109,4 +113,6 @@ export interface CompiledSnapshot {
   endpoints: readonly Endpoint[];
   /** When this snapshot was compiled (ms since epoch). */
   compiledAt: number;
+  /** PeerAuthentication: the mode of a service's inbound port, and the policy that set it (none: the mesh default). */
+  peerAuth: { mode(service: string): { mode: PeerAuthMode; policy?: string } };
 }

@@ -6,7 +6,7 @@
 import type { TSchema } from '@sinclair/typebox';
 
 export const API_VERSION = 'meshlet.dev/v1';
-export const KINDS = ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding', 'AuthorizationPolicy'] as const;
+export const KINDS = ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding', 'AuthorizationPolicy', 'PeerAuthentication'] as const;
 export type Kind = (typeof KINDS)[number];
 
 /**
@@ -111,4 +111,4 @@ export type RetryOn = (typeof RETRY_ON)[number];
 
 export const LB_TYPES = ['round-robin', 'least-request', 'random', 'ring-hash'] as const;
 
-export const DESCRIPTOR_KEYS = ['source-service', 'destination-service', 'route', 'remote-address', 'path', 'consumer'] as const;
+export const DESCRIPTOR_KEYS = ['source-service', 'source-identity', 'destination-service', 'route', 'remote-address', 'path', 'consumer'] as const;

@@ -32,6 +32,9 @@ export const KIND_ALIASES: Readonly<Record<string, Kind>> = Object.freeze({
   authorizationpolicies: 'AuthorizationPolicy',
   authz: 'AuthorizationPolicy',
   ap: 'AuthorizationPolicy',
+  peerauthentication: 'PeerAuthentication',
+  peerauthentications: 'PeerAuthentication',
+  pa: 'PeerAuthentication',
 });
 
 export function kindFromName(s: string): Kind | undefined {
@@ -161,6 +164,7 @@ const SEMANTICS: { [K in Kind]: (r: Extract<Resource, { kind: K }>, errs: Errs) 
   },
   GrpcTranscoding: (r, errs) => checkGrpcTranscoding(r.spec, errs),
   AuthorizationPolicy: (r, errs) => checkAuthorizationPolicy(r.spec, errs),
+  PeerAuthentication: () => undefined,
 };
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -338,6 +342,7 @@ export function validateReferences(resources: readonly Resource[]): FieldError[]
   const dpByService = new Map<string, Resource & { kind: 'DestinationPolicy' }>();
   const rlByService = new Map<string, Resource>();
   const gtByService = new Map<string, Resource>();
+  const paByService = new Map<string, Resource>();
   const hostOwner = new Map<string, string>();
   const routes = new Map<string, Set<string>>();
   const authzDefault = new Map<string, Resource>();
@@ -353,6 +358,11 @@ export function validateReferences(resources: readonly Resource[]): FieldError[]
       const prev = rlByService.get(r.spec.service);
       if (prev) at(r, 'spec.service', `service ${JSON.stringify(r.spec.service)} already has RateLimitPolicy ${JSON.stringify(prev.metadata.name)}`);
       else rlByService.set(r.spec.service, r);
+    } else if (r.kind === 'PeerAuthentication') {
+      const k = r.spec.service ?? '';
+      const prev = paByService.get(k);
+      if (prev) at(r, 'spec.service', r.spec.service === undefined ? `the mesh already has a mesh-wide PeerAuthentication (${JSON.stringify(prev.metadata.name)}); one is allowed` : `service ${JSON.stringify(r.spec.service)} already has PeerAuthentication ${JSON.stringify(prev.metadata.name)}`);
+      else paByService.set(k, r);
     } else if (r.kind === 'GrpcTranscoding') {
       const prev = gtByService.get(r.spec.service);
       if (prev) at(r, 'spec.service', `service ${JSON.stringify(r.spec.service)} already has GrpcTranscoding ${JSON.stringify(prev.metadata.name)}`);

@@ -757,6 +757,18 @@ const AuthorizationPolicySpecSchema = Obj(
   'Who may call a service, and what: ALLOW / DENY / AUDIT rules on the caller\u2019s identity and the request.',
 );
 export type AuthorizationPolicySpec = Static<typeof AuthorizationPolicySpecSchema>;
+// ----------------------------------------------------------------------- PeerAuthentication
+
+const PeerAuthenticationSpecSchema = Obj(
+  {
+    service: Type.Optional(Name('The service whose inbound port this applies to; omitted: the whole mesh (name that policy `default`).')),
+    mode: Enum(['STRICT', 'PERMISSIVE', 'DISABLE'] as const, {
+      description: 'STRICT: mTLS only, plaintext connections are closed. PERMISSIVE: mTLS and plaintext on the same port (for migration and callers outside the mesh). DISABLE: plaintext only; callers do not dial mTLS.',
+    }),
+  },
+  'Whether a service\u2019s sidecar takes mTLS, plaintext, or both (without any: PERMISSIVE, and sidecars with certificates talk mTLS).',
+);
+export type PeerAuthenticationSpec = Static<typeof PeerAuthenticationSpecSchema>;
 
 // ------------------------------------------------------------------------------- the kinds
 
@@ -767,6 +779,7 @@ const SPEC_SCHEMAS = {
   Service: ServiceSpecSchema,
   GrpcTranscoding: GrpcTranscodingSpecSchema,
   AuthorizationPolicy: AuthorizationPolicySpecSchema,
+  PeerAuthentication: PeerAuthenticationSpecSchema,
 } as const satisfies Record<Kind, TSchema>;
 
 /** The resource of one kind: the shared envelope around its spec (internal form). */

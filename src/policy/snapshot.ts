@@ -26,7 +26,7 @@ export function parseSnapshot(w: unknown): Result<Snapshot> {
 }
 
 function parseEndpoint(c: Checker, v: unknown, path: string): Endpoint | undefined {
-  const o = c.object(v, path, ['service', 'address', 'port', 'labels', 'weight', 'meshed', 'id']);
+  const o = c.object(v, path, ['service', 'address', 'port', 'labels', 'weight', 'meshed', 'id', 'identity']);
   if (!o) return undefined;
   const service = c.string(o.service, `${path}.service`);
   const address = c.string(o.address, `${path}.address`);
@@ -35,9 +35,12 @@ function parseEndpoint(c: Checker, v: unknown, path: string): Endpoint | undefin
   const weight = o.weight === undefined ? 1 : c.integer(o.weight, `${path}.weight`, 1, 1000);
   const meshed = o.meshed === undefined ? true : c.boolean(o.meshed, `${path}.meshed`);
   const id = o.id === undefined ? undefined : c.string(o.id, `${path}.id`);
+  const identity = o.identity === undefined ? undefined : c.string(o.identity, `${path}.identity`);
+  if (identity !== undefined && (!identity.startsWith('spiffe://') || identity.length > 2048)) c.errors.push({ path: `${path}.identity`, message: 'must be a SPIFFE ID (spiffe://...)' });
   if (!service || !address || !port || !labels || !weight || meshed === undefined) return undefined;
   const e: Endpoint = { service, address, port, labels: Object.freeze(labels), weight, meshed };
   if (id) e.id = id;
+  if (identity) e.identity = identity;
   return Object.freeze(e);
 }
 

@@ -10,6 +10,7 @@ import type {
   DestinationPolicySpec,
   GrpcTranscodingSpec,
   Metadata,
+  PeerAuthenticationSpec,
   RateLimitPolicySpec,
   RouteSpec,
   ServiceSpec,
@@ -46,6 +47,7 @@ export type {
   CorsSpec,
   CacheSpec,
   AggregateSpec,
+  PeerAuthenticationSpec,
 } from './schema';
 
 // -------------------------------------------------------------------------------- the resources
@@ -63,7 +65,8 @@ type RateLimitPolicyResource = ResourceBase<'RateLimitPolicy', RateLimitPolicySp
 type ServiceResource = ResourceBase<'Service', ServiceSpec>;
 export type GrpcTranscodingResource = ResourceBase<'GrpcTranscoding', GrpcTranscodingSpec>;
 export type AuthorizationPolicyResource = ResourceBase<'AuthorizationPolicy', AuthorizationPolicySpec>;
-export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource | AuthorizationPolicyResource;
+export type PeerAuthenticationResource = ResourceBase<'PeerAuthentication', PeerAuthenticationSpec>;
+export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource | AuthorizationPolicyResource | PeerAuthenticationResource;
 
 // ------------------------------------------------------------------------------------ snapshots
 
@@ -78,6 +81,12 @@ export interface Endpoint {
   meshed: boolean;
   /** The sidecar id that registered it, when meshed. */
   id?: string;
+  /**
+   * The SPIFFE ID the control plane issued this endpoint's sidecar a certificate for: callers
+   * with a certificate of their own dial it over mTLS and require exactly this identity. Absent
+   * (no sidecar, no credential, identity disabled): plaintext.
+   */
+  identity?: string;
 }
 
 /**

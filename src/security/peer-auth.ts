@@ -6,13 +6,14 @@
  *               migration, and for services with callers outside the mesh.
  *   DISABLE     plaintext only (TLS bytes are refused).
  *
- * Resolved per callee service once per snapshot: the service's own policy, else the mesh-wide
- * one (no `service`), else the mesh default (`PERMISSIVE` while identity is optional; see
- * docs/security.md). `admit` is what the listener asks for each new connection.
+ * Resolved per callee service once per snapshot (src/snapshot/compile.ts, from the
+ * PeerAuthentication kind of src/policy/schema.ts): the service's own policy, else the mesh-wide
+ * one (no `service`), else the mesh default (`PERMISSIVE`; see docs/security.md). Outbound,
+ * callers dial mTLS to every endpoint with an identity unless its service is DISABLE.
  */
-import { fail, ok, type FieldError, type Result } from '../core/result';
+import type { PeerAuthMode } from '../policy/compiled';
 
-export type PeerAuthMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE';
+export type { PeerAuthMode } from '../policy/compiled';
 
 export interface PeerAuthenticationPolicy {
   name: string;
@@ -51,14 +52,4 @@ export class PeerAuthentication {
     if (mode === 'DISABLE' && tls) return { ok: false, reason: `TLS refused: ${service} has mTLS DISABLEd (${by})` };
     return { ok: true, tls };
   }
-}
-
-export function validatePeerAuthentication(name: string, raw: unknown): Result<PeerAuthenticationPolicy> {
-  const errors: FieldError[] = [];
-  const spec = raw as Record<string, unknown>;
-  if (!spec || typeof spec !== 'object' || Array.isArray(spec)) return fail([{ path: 'spec', message: 'must be an object' }]);
-  for (const k of Object.keys(spec)) if (k !== 'service' && k !== 'mode') errors.push({ path: `spec.${k}`, message: 'unknown field (expected service, mode)' });
-  if (spec.mode !== 'STRICT' && spec.mode !== 'PERMISSIVE' && spec.mode !== 'DISABLE') errors.push({ path: 'spec.mode', message: `must be STRICT, PERMISSIVE or DISABLE, got ${JSON.stringify(spec.mode)}` });
-  if (spec.service !== undefined && (typeof spec.service !== 'string' || spec.service === '')) errors.push({ path: 'spec.service', message: 'must be a service name' });
-  return errors.length ? fail(errors) : ok({ name, spec: { mode: spec.mode as PeerAuthMode, ...(spec.service !== undefined ? { service: spec.service as string } : {}) } });
 }

@@ -16,9 +16,11 @@ import type {
   CompiledSnapshot,
   EdgeRule,
   HeaderEditor,
+  PeerAuthMode,
   RequestView,
   RouteTable,
 } from '../policy/compiled';
+import { PeerAuthentication, type PeerAuthenticationPolicy } from '../security/peer-auth';
 import type {
   DestinationPolicySpec,
   Endpoint,
@@ -47,6 +49,7 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
   const policies = new Map<string, DestinationPolicySpec>();
   const rateLimits = new Map<string, RateLimitPolicySpec>();
   const transcoders = new Map<string, CompiledTranscoding>();
+  const peerPolicies: PeerAuthenticationPolicy[] = [];
   const endpointsByService = new Map<string, Endpoint[]>();
   const protocolByService = new Map<string, UpstreamProtocol>();
   const add = (e: Endpoint) => {
@@ -64,6 +67,9 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
         break;
       case 'RateLimitPolicy':
         rateLimits.set(r.spec.service, r.spec);
+        break;
+      case 'PeerAuthentication':
+        peerPolicies.push({ name: r.metadata.name, spec: r.spec });
         break;
       case 'GrpcTranscoding': {
         const sp = r.spec;
@@ -94,9 +100,10 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
       for (const b of rule.backends ?? []) names.add(b.service);
       for (const b of rule.aggregate?.backends ?? []) names.add(b.service);
     }
+  const peerAuth = new PeerAuthentication(peerPolicies);
   const services = new Map<string, CompiledService>();
   for (const name of names) {
-    services.set(name, compileService(name, endpointsByService.get(name) ?? [], policies.get(name), protocolByService.get(name), stats, random));
+    services.set(name, compileService(name, endpointsByService.get(name) ?? [], policies.get(name), protocolByService.get(name), stats, random, peerAuth.mode(name).mode));
   }
   return Object.freeze({
     version: s.version,
@@ -107,6 +114,7 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
     resources: s.resources,
     endpoints: s.endpoints,
     compiledAt: (opts.now ?? Date.now)(),
+    peerAuth,
   });
 }
 
@@ -117,6 +125,7 @@ function compileService(
   staticProtocol: UpstreamProtocol | undefined,
   stats: EndpointStats,
   random: () => number,
+  peerAuthMode: PeerAuthMode = 'PERMISSIVE',
 ): CompiledService {
   const lb = policy?.loadBalancer ?? { type: 'round-robin' as const };
   const all = buildPicker({ endpoints, config: lb, stats, random });
@@ -131,6 +140,7 @@ function compileService(
     endpoints,
     policy,
     picker: (subset?: string) => (subset === undefined ? all : subsets.get(subset)),
+    peerAuthMode,
   });
 }
 

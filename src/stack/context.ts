@@ -36,7 +36,13 @@ export interface StackContext {
   /** The compiled snapshot in force, or undefined before the first one. */
   snapshot(): CompiledSnapshot | undefined;
   /** The dispatcher: connection pools per endpoint (src/http/upstream.ts). */
-  pools: { send(target: UpstreamTarget, req: UpstreamRequest, sink: ResponseSink): UpstreamCall };
+  pools: {
+    send(target: UpstreamTarget, req: UpstreamRequest, sink: ResponseSink): UpstreamCall;
+    /** TLS options for a dedicated (upgrade) connection to a target with an identity (mTLS). */
+    tlsOptions?(target: UpstreamTarget): import('node:tls').ConnectionOptions | undefined;
+    /** Whether this sidecar has a certificate to dial mTLS with. */
+    readonly hasTls?: boolean;
+  };
   active: { begin(key: string): void; end(key: string): void };
   stats: StackStats;
   logger: Logger;

@@ -46,6 +46,8 @@ export function pickLayer(ctx: StackContext, rule: CompiledRule): Layer {
       auto: cs.protocol === 'auto' && !grpc && !mux,
       limits: svc.limits,
       idleMs: svc.idleMs,
+      // mTLS: the endpoint's sidecar has a certificate, so do we, and its service does not DISABLE it.
+      identity: ep.identity !== undefined && ctx.pools.hasTls === true && cs.peerAuthMode !== 'DISABLE' ? ep.identity : undefined,
     };
     if (call.tries <= 1) {
       svc.budget.request();

@@ -16,7 +16,7 @@ export function rateLimitLayer(ctx: StackContext, limits: () => RateLimitLayer |
     if (!rl?.active) return next(call, sink);
     const q = call.path.indexOf('?');
     const view = call.view;
-    const req = { path: q < 0 ? call.path : call.path.slice(0, q), remoteAddress: call.downstream?.socket?.remoteAddress, header: (n: string) => view?.header(n) };
+    const req = { path: q < 0 ? call.path : call.path.slice(0, q), remoteAddress: call.downstream?.socket?.remoteAddress, header: (n: string) => view?.header(n), peer: call.peer?.uri };
     let inner: UpstreamCall | undefined;
     let gone = false;
     let answered = false;

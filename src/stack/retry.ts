@@ -152,7 +152,7 @@ export class RetryState implements UpstreamCall {
       this.send();
       return;
     }
-    const e = err instanceof UpstreamConnectError ? new MeshError('MESH_UPSTREAM_CONNECT_FAILURE', err.code, { cause: err }) : classifyUpstreamError(err);
+    const e = err instanceof UpstreamConnectError ? new MeshError('MESH_UPSTREAM_CONNECT_FAILURE', err.detail, { cause: err }) : classifyUpstreamError(err);
     this.ctx.logger.debug({ err, upstream: this.call.target?.key, direction: this.call.direction }, 'upstream request failed');
     if (e.code !== 'MESH_UPSTREAM_OVERFLOW' && !(err instanceof MeshError)) {
       const kind: FailureKind = e.code === 'MESH_UPSTREAM_CONNECT_FAILURE' ? 'connect-failure' : e.code === 'MESH_UPSTREAM_TIMEOUT' ? 'timeout' : 'reset';
@@ -231,6 +231,6 @@ export class RetryState implements UpstreamCall {
 /** An upstream error as the MeshError the layers above see (the original is its cause). */
 function classify(err: Error): MeshError {
   if (err instanceof MeshError) return err;
-  if (err instanceof UpstreamConnectError) return new MeshError('MESH_UPSTREAM_CONNECT_FAILURE', err.code, { cause: err });
+  if (err instanceof UpstreamConnectError) return new MeshError('MESH_UPSTREAM_CONNECT_FAILURE', err.detail, { cause: err });
   return classifyUpstreamError(err);
 }

@@ -15,8 +15,10 @@ export interface LimitRequest {
   path: string;
   /** The TCP peer's address (the calling pod), or undefined. */
   remoteAddress: string | undefined;
-  /** A request header by lower-case name. */
+  /** A request header by lower-case name (on an mTLS connection `x-meshlet-source` reads as the certificate's service). */
   header(name: string): string | undefined;
+  /** The caller's SPIFFE ID from its verified client certificate (mTLS), else undefined. */
+  peer?: string;
 }
 
 export type KeyFn = (req: LimitRequest) => string | undefined;
@@ -36,6 +38,9 @@ function extractor(d: Descriptor, destination: string): (req: LimitRequest) => s
   switch (d.key) {
     case 'source-service':
       return (req) => req.header(SOURCE_HEADER);
+    case 'source-identity':
+      // Only a verified certificate: a plaintext caller has none, and the limit does not apply to it.
+      return (req) => req.peer;
     case 'destination-service':
       return () => destination;
     case 'route':
