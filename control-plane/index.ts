@@ -55,9 +55,26 @@ export interface ControlPlaneOptions {
   prometheusUrl?: string;
   /** Also take endpoints from Kubernetes EndpointSlices (list + watch). */
   kubernetes?: Omit<import('./k8s-discovery').EndpointSliceOptions, 'logger'>;
+  /** Where the token file is (default `dataDir`): replicas given the same one share their tokens. */
+  tokensDir?: string;
   /** Workload identity (docs/security.md): the CA, join tokens, TokenReview. On by default. */
   security?: SecurityOptions;
+  /**
+   * Bearer-token authentication and roles on the REST API (api-auth.ts). Off when absent here (the
+   * library's callers decide); `meshlet control-plane` and `meshlet up` turn it on.
+   */
+  apiAuth?: ApiAuthSettings;
 }
+
+export interface ApiAuthSettings {
+  /** Write an admin API token to DATA_DIR/admin.token (0600) unless a valid one is there. */
+  bootstrapToken?: boolean;
+  /** Kubernetes ServiceAccounts (`NS/SA` or `NS/*`) -> role, verified with TokenReview. */
+  serviceAccountRoles?: Record<string, import('./tokens').ApiRole>;
+}
+
+/** Where a control plane started with `apiAuth.bootstrapToken` keeps its admin token. */
+export const ADMIN_TOKEN_FILE = 'admin.token';
 
 export interface SecurityOptions {
   /** false: no CA, sidecars get no certificates (the behaviour before identities). */
@@ -84,6 +101,8 @@ export interface ControlPlane {
   readonly ca?: import('./ca').MeshCa;
   readonly tokens?: import('./tokens').TokenStore;
   readonly identity?: import('./identity').WorkloadIdentityService;
+  /** With `apiAuth.bootstrapToken`: the file holding the admin token. */
+  readonly adminTokenFile?: string;
   /** Stops the API (idle keep-alive connections included), the push server, then the registry and store. Idempotent. */
   close(): Promise<void>;
 }
@@ -143,6 +162,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const builder = new SnapshotBuilder(store, endpoints, () => clock.now());
     const sec = await startSecurity(opts, clock, logger);
     if (sec) cleanup.push(async () => sec.ca.close());
+    const tokens = sec?.tokens ?? (opts.apiAuth ? new (await import('./tokens')).TokenStore(opts.tokensDir ?? opts.dataDir, clock) : undefined);
+    let auth: import('./api-auth').ApiAuthenticator | undefined;
+    let adminTokenFile: string | undefined;
+    if (opts.apiAuth && tokens) {
+      const { ApiAuthenticator } = await import('./api-auth');
+      const saRoles = opts.apiAuth.serviceAccountRoles ?? {};
+      const reviewer = Object.keys(saRoles).length ? new (await import('./token-review')).TokenReviewer(opts.security?.tokenReview ?? {}) : undefined;
+      auth = new ApiAuthenticator({ tokens, tokenReviewer: reviewer, serviceAccountRoles: saRoles, logger });
+      if (opts.apiAuth.bootstrapToken) adminTokenFile = await bootstrapAdminToken(opts.dataDir, tokens, logger);
+    } else logger.warn('the REST API is not authenticated: anyone who reaches it can read and change every policy');
     const push = new PushServer({ builder, registry, metrics, logger: logger.child({ component: 'push' }), coalesceMs: opts.coalesceMs, identity: sec?.identity });
     store.onChange(() => push.notifyChange());
     registry.onChange(() => push.notifyChange());
@@ -171,7 +200,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     history.start();
     cleanup.push(() => history.stop());
     const ui = new UiApi({ store, registry, push, history, prometheusUrl: opts.prometheusUrl });
-    const server = http.createServer(createApiHandler({ store, registry, push, metrics, ui, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir, maxSnapshotBytes: opts.maxSnapshotBytes }));
+    const server = http.createServer(createApiHandler({ store, registry, push, metrics, ui, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir, maxSnapshotBytes: opts.maxSnapshotBytes, auth, tokens, ca: sec?.ca }));
     const apiAddress = await listen(server, opts.api?.host ?? DEFAULT_API.host, opts.api?.port ?? DEFAULT_API.port);
     cleanup.push(() => closeServer(server));
     let webhookAddress: Address | undefined;
@@ -196,6 +225,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       ca: sec?.ca,
       tokens: sec?.tokens,
       identity: sec?.identity,
+      adminTokenFile,
       close: () => (closing ??= closeAll().then(() => logger.info('control plane stopped'))),
     };
   } catch (err) {
@@ -211,11 +241,39 @@ async function startSecurity(opts: ControlPlaneOptions, clock: Clock, logger: Lo
   const [{ MeshCa }, { TokenStore }, { WorkloadIdentityService }] = await Promise.all([import('./ca'), import('./tokens'), import('./identity')]);
   const log = logger.child({ component: 'identity' });
   const ca = await MeshCa.open({ dataDir: opts.dataDir, trustDomain: o.trustDomain, userRoot: o.userRoot, workloadTtlMs: o.workloadTtlMs, clock, logger: log });
-  const tokens = new TokenStore(opts.dataDir, clock);
+  const tokens = new TokenStore(opts.tokensDir ?? opts.dataDir, clock);
   const tokenReviewer = o.tokenReview || opts.kubernetes ? new (await import('./token-review')).TokenReviewer(o.tokenReview ?? {}) : undefined;
   const identity = new WorkloadIdentityService({ ca, mode: o.mode, tokens, tokenReviewer, logger: log });
   log.info({ trustDomain: ca.trustDomain, mode: identity.mode, roots: ca.trustBundle().info().length }, 'workload identity: CA ready');
   return { ca, tokens, identity };
+}
+
+/**
+ * DATA_DIR/admin.token (0600): an admin API token for whoever can read the data dir, made on the
+ * first start and again whenever the one there no longer verifies (revoked, expired). Its path is
+ * logged, never its contents.
+ */
+async function bootstrapAdminToken(dataDir: string, tokens: import('./tokens').TokenStore, logger: Logger): Promise<string> {
+  const { promises: fsp } = await import('node:fs');
+  const path = await import('node:path');
+  const { atomicWriteFile, ensureDir } = await import('./fsutil');
+  const file = path.join(dataDir, ADMIN_TOKEN_FILE);
+  const existing = await fsp.readFile(file, 'utf8').catch(() => undefined);
+  if (existing !== undefined) {
+    const ok = await tokens.verifyApi(existing.trim()).then(
+      (t) => t.role === 'admin',
+      () => false,
+    );
+    if (ok) {
+      logger.info({ file }, 'API admin token: using the one in the data dir (send it as Authorization: Bearer, or MESHLET_TOKEN for the CLI)');
+      return file;
+    }
+  }
+  const t = await tokens.create({ role: 'admin', ttlMs: 365 * 86_400_000, description: 'bootstrap admin token (control-plane start)' });
+  await ensureDir(dataDir);
+  await atomicWriteFile(file, t.token + '\n', 0o600);
+  logger.info({ file, id: t.info.id, expiresAt: t.info.expiresAt }, 'API admin token written (MESHLET_TOKEN=$(cat FILE) meshlet status); make narrower ones with `meshlet token create --role view`');
+  return file;
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<Address> {

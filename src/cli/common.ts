@@ -151,15 +151,15 @@ export function resolveContext(): { server?: string; token?: string; context?: s
   if (name !== undefined) {
     const c = cfg.contexts.find((x) => x.name === name);
     if (!c) throw new UsageError(`--context: no context ${JSON.stringify(name)} in ${configPath()}${cfg.contexts.length ? ` (have: ${cfg.contexts.map((x) => x.name).join(', ')})` : ''}`);
-    return { server: c.server, token: process.env.MESHLET_TOKEN ?? c.token, context: c.name };
+    return { server: c.server, token: process.env.MESHLET_TOKEN || c.token, context: c.name };
   }
-  if (process.env.MESHLET_SERVER) return { server: process.env.MESHLET_SERVER, token: process.env.MESHLET_TOKEN };
+  if (process.env.MESHLET_SERVER) return { server: process.env.MESHLET_SERVER, token: process.env.MESHLET_TOKEN || undefined };
   const cur = cfg.contexts.find((x) => x.name === cfg.currentContext);
-  return { server: cur?.server, token: process.env.MESHLET_TOKEN ?? cur?.token, context: cur?.name };
+  return { server: cur?.server, token: process.env.MESHLET_TOKEN || cur?.token, context: cur?.name };
 }
 
-function authHeader(): Record<string, string> {
-  const token = resolveContext().token;
+/** The bearer token header for the control plane (`token` given: that one, e.g. `meshlet up`'s own). */
+export function authHeader(token = resolveContext().token): Record<string, string> {
   return token ? { authorization: `Bearer ${token}` } : {};
 }
 
@@ -168,14 +168,14 @@ export interface ApiResponse {
   body: unknown;
 }
 
-export async function api(server: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
+export async function api(server: string, method: string, path: string, body?: unknown, opts: { token?: string } = {}): Promise<ApiResponse> {
   // Loaded on use: the long-running commands (sidecar) never pay for an HTTP client they do not use.
   const { request } = await import('undici');
   let res;
   try {
     res = await request(server + path, {
       method: method as 'GET',
-      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...authHeader() },
+      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...authHeader(opts.token) },
       body: body === undefined ? undefined : JSON.stringify(body),
       headersTimeout: 15_000,
       bodyTimeout: 15_000,

@@ -50,6 +50,14 @@ Workload identity (docs/security.md): a CA under D/ca signs sidecars' certificat
                                identity) or strict (refused)
   --no-identity                no CA, no certificates
 
+Who may use the REST API (docs/security.md): every request but GET /healthz and the dashboard's
+page needs a bearer token with a role (view, edit, admin)
+  (default)                    on; an admin token is written to D/admin.token (mode 0600) on the first
+                               start (and whenever that one was revoked or expired); its path is logged
+  --api-sa-role NS/SA=ROLE     (Kubernetes) ServiceAccount tokens, verified with TokenReview, get ROLE;
+                               SA may be * for every account of NS; repeatable
+  --no-api-auth                no authentication: anyone who reaches the API may change every policy
+
 Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cleanly.`,
   async run(argv) {
     const { values } = flags(argv, {
@@ -84,7 +92,10 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       'cert-ttl': { type: 'string' },
       'sidecar-auth': { type: 'string' },
       'no-identity': { type: 'boolean' },
+      'no-api-auth': { type: 'boolean' },
+      'api-sa-role': { type: 'string', multiple: true },
     });
+    const apiAuth = await apiAuthFlags(values['no-api-auth'], values['api-sa-role']);
     const security = await securityFlags(values);
     const promUrl = values['prometheus-url'];
     if (promUrl !== undefined && !/^https?:\/\/[^\s]+$/.test(promUrl)) throw new UsageError(`--prometheus-url: expected an http(s) URL, got ${JSON.stringify(promUrl)}`);
@@ -119,7 +130,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
     } else if (values['tls-cert'] || values['tls-key'] || values['inject-image'] || values['inject-control-plane'] || values['inject-mode']) {
       throw new UsageError('--tls-cert, --tls-key and --inject-* go with --webhook');
     }
-    const etcd = etcdOptions(values);
+    const etcd = etcdOptions(values as Record<string, string | boolean | undefined>);
     const log = logger(values['log-level']);
     // A file-size limit (ulimit -f) must fail a store write (EFBIG, answered "outcome unknown" like
     // a full disk), not kill the control plane between two files of a commit.
@@ -140,6 +151,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       prometheusUrl: promUrl,
       historyIntervalMs: historyMs,
       security,
+      apiAuth,
     });
     return runUntilSignal(() => cp.close());
   },
@@ -199,6 +211,22 @@ async function securityFlags(v: { 'trust-domain'?: string; 'ca-cert'?: string; '
     workloadTtlMs: ttl,
     mode: mode as 'permissive' | 'strict',
   };
+}
+
+/** `--no-api-auth` / `--api-sa-role`, checked. */
+async function apiAuthFlags(off: boolean | undefined, saRoles: string[] | undefined) {
+  if (off) {
+    if (saRoles?.length) throw new UsageError('--api-sa-role goes without --no-api-auth');
+    return undefined;
+  }
+  const { parseServiceAccountRole } = await import('../../control-plane/api-auth');
+  const roles: Record<string, 'view' | 'edit' | 'admin'> = {};
+  for (const s of saRoles ?? []) {
+    const r = parseServiceAccountRole(s);
+    if (typeof r === 'string') throw new UsageError(`--api-sa-role: ${r}`);
+    roles[r.key] = r.role;
+  }
+  return { bootstrapToken: true, serviceAccountRoles: roles };
 }
 
 function snapshotBytes(v: string | undefined): number | undefined {

@@ -18,7 +18,8 @@ interface Up {
 }
 
 async function up(dataDir: string): Promise<Up> {
-  const child = spawn(process.execPath, [MAIN, 'up', '--ephemeral-ports', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // `up` writes its context (server, admin token) to the CLI's config file: a test one.
+  const child = spawn(process.execPath, [MAIN, 'up', '--ephemeral-ports', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHLET_CONFIG: path.join(dataDir, 'config.yaml') } });
   let out = '';
   let err = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));

@@ -12,13 +12,13 @@ import t, { type Test } from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { followJsonLog, MAIN, startControlPlane, tmpDir } from '../lib/meshlet';
+import { apiFetch, followJsonLog, MAIN, startControlPlane, tmpDir } from '../lib/meshlet';
 
 const route = (name: string, host = name) => ({ apiVersion: 'meshlet.dev/v1', kind: 'Route', metadata: { name }, spec: { hosts: [host], rules: [{ backends: [{ service: 'web' }] }] } });
 const rlp = (name: string) => ({ apiVersion: 'meshlet.dev/v1', kind: 'RateLimitPolicy', metadata: { name }, spec: { service: 'web', limits: [{ name: 'all', requests: 10, per: '1s' }] } });
 
 async function put(api: string, plural: string, body: { metadata: { name: string } }): Promise<{ status: number; body: any }> {
-  const r = await fetch(`${api}/v1/${plural}/${body.metadata.name}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const r = await apiFetch(`${api}/v1/${plural}/${body.metadata.name}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   return { status: r.status, body: await r.json() };
 }
 
@@ -72,8 +72,8 @@ t.test('a damaged resource file stops the control plane from starting; --repair 
   const started = await log.waitFor((l) => l.msg === 'control plane started', 15_000);
   const api = String(started.api);
   t.ok(fs.readdirSync(path.dirname(policy)).some((f) => f.startsWith('protect-web.json.corrupt-')), 'kept aside for a human');
-  t.equal((await fetch(`${api}/v1/ratelimitpolicies/protect-web`)).status, 404, 'the damaged policy is gone (to be re-applied)');
-  t.equal((await fetch(`${api}/v1/routes/w5`)).status, 200, 'the rest is served');
+  t.equal((await apiFetch(`${api}/v1/ratelimitpolicies/protect-web`)).status, 404, 'the damaged policy is gone (to be re-applied)');
+  t.equal((await apiFetch(`${api}/v1/routes/w5`)).status, 200, 'the rest is served');
   t.equal((await put(api, 'ratelimitpolicies', rlp('protect-web'))).status, 201, 're-applied');
 });
 
@@ -97,14 +97,14 @@ t.test('a write that fails part-way answers 503 "outcome unknown", and a re-read
   });
   t.equal(r.status, 503, 'the failed write answers 503');
   t.match(r.body.message, /outcome unknown; re-read before retrying/);
-  const now = (await (await fetch(`${api}/v1/routes/w4`)).json()) as { spec: { hosts: string[] } };
+  const now = (await (await apiFetch(`${api}/v1/routes/w4`)).json()) as { spec: { hosts: string[] } };
   t.same(now.spec.hosts, ['w4'], 're-read: the old version');
   t.equal((await put(api, 'routes', route('w6'))).status, 201, 'small writes still work');
   p.kill('SIGTERM');
   await exited;
   const cp = await startControlPlane(dataDir);
   t.teardown(() => cp.stop());
-  const after = (await (await fetch(`${cp.api}/v1/routes/w4`)).json()) as { spec: { hosts: string[] } };
+  const after = (await (await apiFetch(`${cp.api}/v1/routes/w4`)).json()) as { spec: { hosts: string[] } };
   t.same(after.spec.hosts, ['w4'], 'after a restart: what the re-read showed');
-  t.equal((await fetch(`${cp.api}/v1/routes/w6`)).status, 200);
+  t.equal((await apiFetch(`${cp.api}/v1/routes/w6`)).status, 200);
 });
