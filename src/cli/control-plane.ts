@@ -58,6 +58,13 @@ page needs a bearer token with a role (view, edit, admin)
                                SA may be * for every account of NS; repeatable
   --no-api-auth                no authentication: anyone who reaches the API may change every policy
 
+TLS on the REST API (default on: a certificate from the mesh CA, for localhost, 127.0.0.1, ::1 and the
+--api host; the CA's roots are written to D/api-ca.pem for clients' --certificate-authority)
+  --api-hostname NAME          also put this DNS name or IP in the certificate (e.g. the Service's
+                               meshlet-control-plane.meshlet-system.svc); repeatable
+  --api-tls-cert FILE, --api-tls-key FILE   serve this certificate (PEM chain) and key instead
+  --insecure-plaintext         serve the API over plain HTTP (tokens readable on the network)
+
 Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cleanly.`,
   async run(argv) {
     const { values } = flags(argv, {
@@ -94,9 +101,14 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       'no-identity': { type: 'boolean' },
       'no-api-auth': { type: 'boolean' },
       'api-sa-role': { type: 'string', multiple: true },
+      'api-hostname': { type: 'string', multiple: true },
+      'api-tls-cert': { type: 'string' },
+      'api-tls-key': { type: 'string' },
+      'insecure-plaintext': { type: 'boolean' },
     });
     const apiAuth = await apiAuthFlags(values['no-api-auth'], values['api-sa-role']);
     const security = await securityFlags(values);
+    const apiTls = apiTlsFlags(values, security.enabled !== false);
     const promUrl = values['prometheus-url'];
     if (promUrl !== undefined && !/^https?:\/\/[^\s]+$/.test(promUrl)) throw new UsageError(`--prometheus-url: expected an http(s) URL, got ${JSON.stringify(promUrl)}`);
     const historyMs = values['history-interval'] === undefined ? undefined : Number(values['history-interval']);
@@ -152,6 +164,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       historyIntervalMs: historyMs,
       security,
       apiAuth,
+      apiTls,
     });
     return runUntilSignal(() => cp.close());
   },
@@ -211,6 +224,31 @@ async function securityFlags(v: { 'trust-domain'?: string; 'ca-cert'?: string; '
     workloadTtlMs: ttl,
     mode: mode as 'permissive' | 'strict',
   };
+}
+
+/** `--api-hostname`, `--api-tls-cert/-key`, `--insecure-plaintext`, checked. */
+function apiTlsFlags(v: { 'api-hostname'?: string[]; 'api-tls-cert'?: string; 'api-tls-key'?: string; 'insecure-plaintext'?: boolean }, haveCa: boolean) {
+  if ((v['api-tls-cert'] === undefined) !== (v['api-tls-key'] === undefined)) throw new UsageError('--api-tls-cert and --api-tls-key go together');
+  if (v['insecure-plaintext']) {
+    if (v['api-tls-cert'] || v['api-hostname']?.length) throw new UsageError('--insecure-plaintext goes with none of --api-tls-cert, --api-tls-key, --api-hostname');
+    return undefined;
+  }
+  if (v['api-tls-cert'] && v['api-tls-key']) {
+    if (v['api-hostname']?.length) throw new UsageError('--api-hostname names hosts in the certificate the mesh CA issues; with --api-tls-cert, put them in your certificate');
+    const read = (f: string) => {
+      try {
+        return readFileSync(f, 'utf8');
+      } catch (e) {
+        throw new CliError(`cannot read ${f}: ${(e as Error).message}`);
+      }
+    };
+    return { certPem: read(v['api-tls-cert']), keyPem: read(v['api-tls-key']) };
+  }
+  if (!haveCa) throw new UsageError('with --no-identity there is no CA to issue the API certificate: give --api-tls-cert and --api-tls-key, or --insecure-plaintext');
+  const { isIP } = require('node:net') as typeof import('node:net');
+  for (const h of v['api-hostname'] ?? [])
+    if (!isIP(h) && !/^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/i.test(h)) throw new UsageError(`--api-hostname: not a DNS name or IP address: ${JSON.stringify(h)}`);
+  return { hosts: v['api-hostname'] ?? [] };
 }
 
 /** `--no-api-auth` / `--api-sa-role`, checked. */

@@ -46,7 +46,7 @@ export const COMMANDS: CommandEntry[] = [
 ];
 setCommandTable(COMMANDS);
 
-const GLOBAL_FLAGS = ['--server', '--context'];
+const GLOBAL_FLAGS = ['--server', '--context', '--certificate-authority'];
 
 /** Takes the global flags out of argv, wherever they are. */
 function takeGlobals(argv: string[]): string[] {
@@ -71,6 +71,7 @@ function takeGlobals(argv: string[]): string[] {
       i++;
     }
     if (flag === '--server') globals.server = value;
+    else if (flag === '--certificate-authority') globals.certificateAuthority = value;
     else globals.context = value;
   }
   return out;
@@ -80,6 +81,7 @@ const GLOBAL_HELP = `
 global flags (before or after the command):
   --server URL      the control plane's REST API (else $MESHLET_SERVER, else the config file's current context, else http://127.0.0.1:15080)
   --context NAME    a context of the config file (meshlet config get-contexts)
+  --certificate-authority FILE   PEM roots that verify an https control plane (else the context's, else the system's)
 `;
 
 /**

@@ -112,7 +112,8 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
             etcd: etcd ? { endpoints: etcd.endpoints, replica: `replica-${i}` } : undefined,
             // Every replica reads the same token file: the admin token below works on each.
             tokensDir: dataDir,
-            apiAuth: {},
+            // The first replica's admin token (DATA_DIR/admin.token) is the local user's.
+            apiAuth: { bootstrapToken: i === 0 },
           }),
         );
     } catch (err) {
@@ -121,14 +122,13 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
     }
     const cp = cps[0] as import('../../control-plane').ControlPlane;
     const server = `http://127.0.0.1:${cp.apiAddress.port}`;
-    // The local user's admin token (revoked when `up` stops), kept in the context `meshlet-up` of
-    // the CLI's config file so that `meshlet status` and the rest just work.
+    // The local user's admin token (DATA_DIR/admin.token, also what deploy/prometheus.yml reads),
+    // kept in the context `meshlet-up` of the CLI's config file so that `meshlet status` and the
+    // rest just work.
     let adminToken: string;
     let context: string;
     try {
-      const t = await (cp.tokens as NonNullable<typeof cp.tokens>).create({ role: 'admin', ttlMs: 30 * 86_400_000, description: 'meshlet up: the local user' });
-      adminToken = t.token;
-      tokenIds.push(t.info.id);
+      adminToken = (await fsp.readFile(cp.adminTokenFile as string, 'utf8')).trim();
       context = saveUpContext(server, adminToken);
     } catch (err) {
       await stopAll();
@@ -192,7 +192,7 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       '',
       `Dashboard: ${server}/ui/#token=${adminToken}`,
       '',
-      `API: an admin token (revoked when this stops) is in the context ${context} of ${configFile()}, so the CLI`,
+      `API: an admin token (${cp.adminTokenFile}) is in the context ${context} of ${configFile()}, so the CLI`,
       `  just works; with curl: curl -s -H 'Authorization: Bearer ${adminToken}' ${server}/v1/status`,
       '',
       'Send traffic (frontend -> catalog -> pricing):',

@@ -74,7 +74,7 @@ t.test('apply, dry runs, diff, get, delete against a real control plane', async 
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const cp = await startControlPlane(path.join(dir, 'data'));
   t.teardown(() => cp.stop());
-  const env = { MESHLET_SERVER: cp.api };
+  const env = { MESHLET_SERVER: cp.api, MESHLET_TOKEN: cp.token };
   const file = (name: string, text: string): string => {
     const p = path.join(dir, name);
     mkdirSync(path.dirname(p), { recursive: true });

@@ -284,7 +284,7 @@ t.test('the dashboard API against a running mesh', async (t) => {
   t.equal(direct.status, 400, 'the sidecar checks its filter too');
 
   // --- meshlet tap (CLI)
-  const cli = spawn(process.execPath, [MAIN, 'tap', 'web', '-o', 'json', '--count', '2', '--server', api], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const cli = spawn(process.execPath, [MAIN, 'tap', 'web', '-o', 'json', '--count', '2', '--server', api], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHLET_TOKEN: tokenFor(api) ?? '' } });
   const out: string[] = [];
   let err = '';
   cli.stderr.on('data', (c: Buffer) => (err += c.toString()));

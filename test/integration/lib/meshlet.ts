@@ -26,6 +26,9 @@ export function tmpDir(prefix = 'meshlet-test-'): string {
 
 export function start(args: string[], env: Record<string, string> = {}): Proc {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` (npm test does it first)`);
+  // The API is TLS by default; tests talk plain HTTP to it unless they ask for TLS (--api-hostname,
+  // --api-tls-cert): the TLS path has its own tests (api-tls.test.ts).
+  if (args[0] === 'control-plane' && !args.some((x) => x === '--insecure-plaintext' || x === '--api-hostname' || x === '--api-tls-cert')) args = [...args, '--insecure-plaintext'];
   const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const log = followJsonLog(child, exited, `meshlet ${args[0]}`);

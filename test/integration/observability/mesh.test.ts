@@ -36,7 +36,8 @@ t.test('meshlet stat/top, control-plane metrics, Prometheus through HTTP SD', as
   t.teardown(() => new Promise<void>((r) => { app.close(() => r()); app.closeAllConnections(); }));
   const appPort = (app.address() as net.AddressInfo).port;
 
-  const cp = await startControlPlane(path.join(dir, 'cp'));
+  const cpDir = path.join(dir, 'cp');
+  const cp = await startControlPlane(cpDir);
   t.teardown(() => cp.stop());
   const push = `127.0.0.1:${cp.pushPort}`;
   const web = await startSidecar(['--service', 'web', '--control-plane', push, '--app-port', String(appPort), '--advertise', '127.0.0.1', '--access-log', '0']);
@@ -110,7 +111,8 @@ t.test('meshlet stat/top, control-plane metrics, Prometheus through HTTP SD', as
   const conf = readFileSync(path.join(ROOT, 'deploy', 'prometheus.yml'), 'utf8')
     .replace('http://127.0.0.1:15080/v1/sd/prometheus', `${cp.api}/v1/sd/prometheus`)
     .replace(/scrape_interval: 5s/, 'scrape_interval: 1s')
-    .replace(/refresh_interval: 5s/, 'refresh_interval: 1s');
+    .replace(/refresh_interval: 5s/, 'refresh_interval: 1s')
+    .replaceAll('../.meshlet/admin.token', path.join(cpDir, 'admin.token'));
   t.not(conf, readFileSync(path.join(ROOT, 'deploy', 'prometheus.yml'), 'utf8'));
   const confFile = path.join(dir, 'prometheus.yml');
   writeFileSync(confFile, conf);
