@@ -82,6 +82,7 @@ t.test('the API: 401 without a credential on every route, 403 below the role, to
   t.equal((await call(cp, 'DELETE', '/v1/whatever/x')).status, 401);
   t.equal((await call(cp, 'GET', '/v1/status', 'mla_00000000.' + 'A'.repeat(43))).status, 401, 'an unknown token -> 401');
   t.equal((await call(cp, 'GET', '/v1/status', 'garbage')).status, 401, 'garbage -> 401');
+  t.equal((await call(cp, 'POST', '/inject', cp.token, { kind: 'AdmissionReview' })).status, 404, 'no AdmissionReview on the API port (the webhook has its own TLS listener)');
 
   const view = createToken(cp, 'view');
   const edit = createToken(cp, 'edit');
