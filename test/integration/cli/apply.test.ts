@@ -141,8 +141,8 @@ t.test('apply, dry runs, diff, get, delete against a real control plane', async 
     runAsync(['get', 'all', '-l', 'team=shop', '-o', 'name'], { env }),
     runAsync(['get', 'all', '-l', 'team=shop,tier!=front', '-o', 'name'], { env }),
     runAsync(['get', 'all', '-l', '!team', '-o', 'name'], { env }),
-    runAsync(['--server', cp.api, 'get', 'routes', '-o', 'name']),
-    runAsync(['get', 'routes', '-o', 'name', `--server=${cp.api}`]),
+    runAsync(['--server', cp.api, 'get', 'routes', '-o', 'name'], { env: { MESHLET_TOKEN: cp.token } }),
+    runAsync(['get', 'routes', '-o', 'name', `--server=${cp.api}`], { env: { MESHLET_TOKEN: cp.token } }),
   ]);
   t.match(getAll.stdout, /route\/catalog\s+hosts=catalog rules=2\s+\d+s/);
   t.match(getAll.stdout, /destinationpolicy\/catalog/);

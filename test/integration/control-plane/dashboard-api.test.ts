@@ -296,7 +296,7 @@ t.test('the dashboard API against a running mesh', async (t) => {
   t.equal(await exited, 0, err);
   const reqs = out.map((l) => JSON.parse(l)).filter((l) => l.type === 'request');
   t.same(reqs.map((r) => `${r.direction} ${r.path} ${r.status}`).sort(), ['inbound /cli 200', 'outbound /cli 200'], 'meshlet tap -o json: the two hops of the request');
-  const table = spawn(process.execPath, [MAIN, 'tap', 'web', '--count', '1', '--server', api], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const table = spawn(process.execPath, [MAIN, 'tap', 'web', '--count', '1', '--server', api], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHLET_TOKEN: tokenFor(api) ?? '' } });
   let tableOut = '';
   let tableErr = '';
   table.stdout.on('data', (c: Buffer) => (tableOut += c.toString()));
