@@ -32,8 +32,13 @@ import { jsonSchema } from '../src/policy/json-schema';
 import { API_VERSION, KINDS, type Kind, type Resource } from '../src/policy/types';
 import { collectMeshStats } from '../src/observability/mesh-stats';
 import { CONTENT_TYPES, negotiate } from '../src/observability/metrics';
+import { ApiAuthError, requiredRole, sendAuthError, type ApiAuthenticator } from './api-auth';
+import type { MeshCa } from './ca';
 import { cliRoutes } from './cli-api';
 import type { MeshHistory } from './history';
+import { API_ROLES, type ApiRole, type TokenStore } from './tokens';
+import { SecurityError } from '../src/security/errors';
+import { parseTtl } from '../src/security/duration';
 import type { ControlPlaneMetrics } from './metrics';
 import { MAX_MESSAGE_BYTES } from '../src/proto';
 import type { PushServer } from './push-server';
@@ -102,6 +107,11 @@ export interface ApiDeps {
   history?: MeshHistory;
   /** Resources in a snapshot, in bytes of JSON (default: 3/4 of the push message limit, the rest left for endpoints). */
   maxSnapshotBytes?: number;
+  /** Bearer-token authentication and roles (api-auth.ts); absent: every caller may do everything. */
+  auth?: ApiAuthenticator;
+  /** The token store (`/v1/tokens`, admin) and the CA (`/v1/ca`, admin), when security is on. */
+  tokens?: TokenStore;
+  ca?: MeshCa;
 }
 
 /** Default snapshot budget: what a sidecar can receive in one push message, less room for endpoints. */
@@ -116,9 +126,36 @@ export function createApiHandler(deps: ApiDeps): (req: IncomingMessage, res: Ser
   const api = new Api(deps);
   const ui = deps.ui;
   const counted = (status: number): void => deps.metrics.apiRequest(status);
-  return (req, res) => {
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
     if (ui?.handle(req, res, counted)) return;
     void api.handle(req, res);
+  };
+  const auth = deps.auth;
+  if (!auth) return serve;
+  const logger = deps.logger ?? pino({ level: 'silent' });
+  return (req, res) => {
+    let pathname: string;
+    try {
+      pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
+    } catch {
+      pathname = '/';
+    }
+    const role = requiredRole(req.method, pathname);
+    if (role === 'open') return serve(req, res);
+    auth.authorize(req, role).then(
+      () => serve(req, res),
+      (err: unknown) => {
+        if (err instanceof ApiAuthError) {
+          counted(err.status);
+          if (err.status === 403) logger.info({ method: req.method, path: pathname, reason: err.message }, 'API request refused');
+          sendAuthError(req, res, err);
+          return;
+        }
+        logger.error({ err }, 'API authentication failed');
+        counted(500);
+        res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'internal', message: 'internal error while checking the credential' }) + '\n');
+      },
+    );
   };
 }
 
@@ -182,6 +219,8 @@ class Api {
       else if (a === 'snapshot' && b === undefined) routes = { GET: () => this.snapshot() };
       else if (a === 'apply' && b === undefined) routes = { POST: (r, u) => this.apply(r, u.searchParams.get('dryRun') === 'true') };
       else if (a === 'schema') routes = { GET: () => schemaReply(b) };
+      else if (a === 'tokens') routes = this.tokenRoutes(b);
+      else if (a === 'ca' && b === undefined) routes = { GET: () => this.caInfo() };
       else {
         const kind = kindFromName(a);
         if (!kind) throw new ApiError('unknown_kind', `unknown kind ${JSON.stringify(a)}; use one of ${KINDS.map((k) => k.toLowerCase()).join(', ')}`);
@@ -204,6 +243,58 @@ class Api {
       throw new ApiError('method_not_allowed', `${req.method} is not allowed on ${url.pathname}; use ${allow.join(', ')}`, { allow });
     }
     return handler(req, url);
+  }
+
+  // ---------------------------------------------------------------------------- admin side
+
+  /** `/v1/tokens` (list, create) and `/v1/tokens/{id}` (revoke): API and join tokens. */
+  private tokenRoutes(id: string | undefined): Routes | undefined {
+    const tokens = this.deps.tokens;
+    const off = (): never => {
+      throw new ApiError('unavailable', 'tokens are off on this control plane (started with --no-identity and --no-api-auth)');
+    };
+    if (id === undefined)
+      return {
+        GET: async () => ({ status: 200, body: { items: await (tokens ?? off()).list() } }),
+        POST: async (r) => {
+          const body = (await readJson(r)) as { role?: unknown; service?: unknown; ttl?: unknown; description?: unknown } | null;
+          if (!body || typeof body !== 'object') throw new ApiError('invalid', 'the body must be {"role": "view|edit|admin"} or {"service": NAME}, with "ttl" and "description" optional');
+          const str = (v: unknown, k: string): string | undefined => {
+            if (v === undefined) return undefined;
+            if (typeof v !== 'string') throw new ApiError('invalid', `${k} must be a string`, { errors: [{ path: k, message: 'must be a string' }] });
+            return v;
+          };
+          const role = str(body.role, 'role');
+          if (role !== undefined && !API_ROLES.includes(role as ApiRole))
+            throw new ApiError('invalid', `role must be one of ${API_ROLES.join(', ')}`, { errors: [{ path: 'role', message: `must be one of ${API_ROLES.join(', ')}` }] });
+          const ttlText = str(body.ttl, 'ttl');
+          const ttlMs = ttlText === undefined ? undefined : parseTtl(ttlText);
+          if (ttlText !== undefined && ttlMs === undefined) throw new ApiError('invalid', `ttl: expected a duration such as 30m, 1h or 7d, got ${JSON.stringify(ttlText)}`, { errors: [{ path: 'ttl', message: 'not a duration' }] });
+          try {
+            const t = await (tokens ?? off()).create({ role: role as ApiRole | undefined, service: str(body.service, 'service'), ttlMs, description: str(body.description, 'description') });
+            this.logger.info({ id: t.info.id, kind: t.info.kind, role: t.info.role, service: t.info.service }, 'token created');
+            return { status: 201, body: { token: t.token, ...t.info } };
+          } catch (err) {
+            if (err instanceof SecurityError) throw new ApiError('invalid', err.message);
+            throw err;
+          }
+        },
+      };
+    if (id === '') return undefined;
+    return {
+      DELETE: async () => {
+        if (!(await (tokens ?? off()).revoke(id))) throw new ApiError('not_found', `no token ${JSON.stringify(id)}`);
+        this.logger.info({ id }, 'token revoked');
+        return { status: 200, body: { id, revoked: true } };
+      },
+    };
+  }
+
+  /** `/v1/ca`: the trust domain and the roots in the trust bundle. */
+  private caInfo(): Reply {
+    const ca = this.deps.ca;
+    if (!ca) throw new ApiError('unavailable', 'this control plane runs without a CA (--no-identity)');
+    return { status: 200, body: { trustDomain: ca.trustDomain, roots: ca.trustBundle().info(), bundlePem: ca.bundlePem() } };
   }
 
   // ------------------------------------------------------------------------------- read side

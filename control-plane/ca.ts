@@ -122,6 +122,11 @@ export class MeshCa {
     return this.ca.material.rootPem;
   }
 
+  /** A TLS certificate for the control plane's REST API (`hosts`: DNS names and IPs). */
+  issueServing(hosts: readonly string[], ttlMs: number): ReturnType<CertificateAuthority['issueServing']> {
+    return this.ca.issueServing(hosts, ttlMs);
+  }
+
   /** Checks and signs a CSR for `id` (src/security/csr.ts's checks); throws a SecurityError. */
   sign(csrPem: string, id: SpiffeId): Promise<IssuedCertificate> {
     return this.ca.sign(csrPem, id, this.workloadTtlMs);

@@ -55,9 +55,35 @@ export interface ControlPlaneOptions {
   prometheusUrl?: string;
   /** Also take endpoints from Kubernetes EndpointSlices (list + watch). */
   kubernetes?: Omit<import('./k8s-discovery').EndpointSliceOptions, 'logger'>;
+  /** Where the token file is (default `dataDir`): replicas given the same one share their tokens. */
+  tokensDir?: string;
   /** Workload identity (docs/security.md): the CA, join tokens, TokenReview. On by default. */
   security?: SecurityOptions;
+  /**
+   * TLS on the REST API: a certificate the built-in CA issues for `hosts` (plus localhost and
+   * loopback; re-issued at half life), or the user's own. Absent: plaintext.
+   */
+  apiTls?: { hosts?: string[] } | { certPem: string; keyPem: string };
+  /**
+   * Bearer-token authentication and roles on the REST API (api-auth.ts). Off when absent here (the
+   * library's callers decide); `meshlet control-plane` and `meshlet up` turn it on.
+   */
+  apiAuth?: ApiAuthSettings;
 }
+
+export interface ApiAuthSettings {
+  /** Write an admin API token to DATA_DIR/admin.token (0600) unless a valid one is there. */
+  bootstrapToken?: boolean;
+  /** Kubernetes ServiceAccounts (`NS/SA` or `NS/*`) -> role, verified with TokenReview. */
+  serviceAccountRoles?: Record<string, import('./tokens').ApiRole>;
+}
+
+/** Where a control plane started with `apiAuth.bootstrapToken` keeps its admin token. */
+export const ADMIN_TOKEN_FILE = 'admin.token';
+/** With TLS from the built-in CA: the roots that verify the API's certificate (for `--certificate-authority`). */
+export const API_CA_FILE = 'api-ca.pem';
+/** Lifetime of the API's certificate from the built-in CA (re-issued at half life). */
+const API_CERT_TTL_MS = 30 * 86_400_000;
 
 export interface SecurityOptions {
   /** false: no CA, sidecars get no certificates (the behaviour before identities). */
@@ -84,6 +110,10 @@ export interface ControlPlane {
   readonly ca?: import('./ca').MeshCa;
   readonly tokens?: import('./tokens').TokenStore;
   readonly identity?: import('./identity').WorkloadIdentityService;
+  /** With TLS from the built-in CA: the file holding the roots that verify the API (DATA_DIR/api-ca.pem). */
+  readonly apiCaFile?: string;
+  /** With `apiAuth.bootstrapToken`: the file holding the admin token. */
+  readonly adminTokenFile?: string;
   /** Stops the API (idle keep-alive connections included), the push server, then the registry and store. Idempotent. */
   close(): Promise<void>;
 }
@@ -143,6 +173,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const builder = new SnapshotBuilder(store, endpoints, () => clock.now());
     const sec = await startSecurity(opts, clock, logger);
     if (sec) cleanup.push(async () => sec.ca.close());
+    const tokens = sec?.tokens ?? (opts.apiAuth ? new (await import('./tokens')).TokenStore(opts.tokensDir ?? opts.dataDir, clock) : undefined);
+    let auth: import('./api-auth').ApiAuthenticator | undefined;
+    let adminTokenFile: string | undefined;
+    if (opts.apiAuth && tokens) {
+      const { ApiAuthenticator } = await import('./api-auth');
+      const saRoles = opts.apiAuth.serviceAccountRoles ?? {};
+      const reviewer = Object.keys(saRoles).length ? new (await import('./token-review')).TokenReviewer(opts.security?.tokenReview ?? {}) : undefined;
+      auth = new ApiAuthenticator({ tokens, tokenReviewer: reviewer, serviceAccountRoles: saRoles, logger });
+      if (opts.apiAuth.bootstrapToken) adminTokenFile = await bootstrapAdminToken(opts.dataDir, tokens, logger);
+    } else logger.warn('the REST API is not authenticated: anyone who reaches it can read and change every policy');
     const push = new PushServer({ builder, registry, metrics, logger: logger.child({ component: 'push' }), coalesceMs: opts.coalesceMs, identity: sec?.identity });
     store.onChange(() => push.notifyChange());
     registry.onChange(() => push.notifyChange());
@@ -171,8 +211,43 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     history.start();
     cleanup.push(() => history.stop());
     const ui = new UiApi({ store, registry, push, history, prometheusUrl: opts.prometheusUrl });
-    const server = http.createServer(createApiHandler({ store, registry, push, metrics, ui, history, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir, maxSnapshotBytes: opts.maxSnapshotBytes }));
-    const apiAddress = await listen(server, opts.api?.host ?? DEFAULT_API.host, opts.api?.port ?? DEFAULT_API.port);
+    const handler = createApiHandler({ store, registry, push, metrics, ui, history, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir, maxSnapshotBytes: opts.maxSnapshotBytes, auth, tokens, ca: sec?.ca });
+    const apiHost = opts.api?.host ?? DEFAULT_API.host;
+    let server: http.Server;
+    let apiCaFile: string | undefined;
+    if (opts.apiTls) {
+      const https = await import('node:https');
+      const t = opts.apiTls;
+      if ('certPem' in t) server = https.createServer({ cert: t.certPem, key: t.keyPem, minVersion: 'TLSv1.2' }, handler) as unknown as http.Server;
+      else {
+        if (!sec) throw new Error('TLS on the API from the built-in CA needs the CA (no --no-identity), or give --api-tls-cert and --api-tls-key');
+        const ca = sec.ca;
+        const hosts = [...new Set([...(t.hosts ?? []), 'localhost', '127.0.0.1', '::1', ...(apiHost === '0.0.0.0' || apiHost === '::' ? [] : [apiHost])])];
+        const issue = async () => ca.issueServing(hosts, API_CERT_TTL_MS);
+        const first = await issue();
+        const tlsServer = https.createServer({ cert: first.chainPem, key: first.keyPem, minVersion: 'TLSv1.2' }, handler);
+        server = tlsServer as unknown as http.Server;
+        const { atomicWriteFile } = await import('./fsutil');
+        apiCaFile = (await import('node:path')).join(opts.dataDir, API_CA_FILE);
+        await atomicWriteFile(apiCaFile, ca.bundlePem(), 0o644);
+        // Re-issued at half life, and when the CA rotates (the bundle file follows).
+        const renew = async (): Promise<void> => {
+          const c = await issue();
+          tlsServer.setSecureContext({ cert: c.chainPem, key: c.keyPem, minVersion: 'TLSv1.2' });
+          await atomicWriteFile(apiCaFile as string, ca.bundlePem(), 0o644);
+          logger.info({ hosts, notAfter: c.notAfter.toISOString() }, 'API certificate renewed');
+        };
+        const timer = setInterval(() => void renew().catch((err) => logger.warn({ err }, 'could not renew the API certificate')), API_CERT_TTL_MS / 2);
+        timer.unref();
+        cleanup.push(async () => clearInterval(timer));
+        ca.onChange(() => void renew().catch((err) => logger.warn({ err }, 'could not renew the API certificate')));
+        logger.info({ hosts, caFile: apiCaFile, notAfter: first.notAfter.toISOString() }, 'API certificate issued by the mesh CA (clients verify it with --certificate-authority CAFILE)');
+      }
+    } else {
+      server = http.createServer(handler);
+      logger.warn('the REST API is served in plaintext (--insecure-plaintext): tokens cross the network readable');
+    }
+    const apiAddress = await listen(server, apiHost, opts.api?.port ?? DEFAULT_API.port);
     cleanup.push(() => closeServer(server));
     let webhookAddress: Address | undefined;
     if (opts.webhook) {
@@ -181,7 +256,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       cleanup.push(() => wh.close());
       webhookAddress = wh.address;
     }
-    logger.info({ api: `http://${apiAddress.host}:${apiAddress.port}`, push: `${pushAddress.host}:${pushAddress.port}`, dataDir: opts.dataDir, revision: store.revision }, 'control plane started');
+    logger.info({ api: `${opts.apiTls ? 'https' : 'http'}://${hostForUrl(apiAddress.host)}:${apiAddress.port}`, push: `${pushAddress.host}:${pushAddress.port}`, dataDir: opts.dataDir, revision: store.revision }, 'control plane started');
     if (webhookAddress) logger.info({ webhook: `https://${webhookAddress.host}:${webhookAddress.port}/inject` }, 'webhook started');
 
     let closing: Promise<void> | undefined;
@@ -196,6 +271,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       ca: sec?.ca,
       tokens: sec?.tokens,
       identity: sec?.identity,
+      adminTokenFile,
+      apiCaFile,
       close: () => (closing ??= closeAll().then(() => logger.info('control plane stopped'))),
     };
   } catch (err) {
@@ -211,11 +288,43 @@ async function startSecurity(opts: ControlPlaneOptions, clock: Clock, logger: Lo
   const [{ MeshCa }, { TokenStore }, { WorkloadIdentityService }] = await Promise.all([import('./ca'), import('./tokens'), import('./identity')]);
   const log = logger.child({ component: 'identity' });
   const ca = await MeshCa.open({ dataDir: opts.dataDir, trustDomain: o.trustDomain, userRoot: o.userRoot, workloadTtlMs: o.workloadTtlMs, clock, logger: log });
-  const tokens = new TokenStore(opts.dataDir, clock);
+  const tokens = new TokenStore(opts.tokensDir ?? opts.dataDir, clock);
   const tokenReviewer = o.tokenReview || opts.kubernetes ? new (await import('./token-review')).TokenReviewer(o.tokenReview ?? {}) : undefined;
   const identity = new WorkloadIdentityService({ ca, mode: o.mode, tokens, tokenReviewer, logger: log });
   log.info({ trustDomain: ca.trustDomain, mode: identity.mode, roots: ca.trustBundle().info().length }, 'workload identity: CA ready');
   return { ca, tokens, identity };
+}
+
+/**
+ * DATA_DIR/admin.token (0600): an admin API token for whoever can read the data dir, made on the
+ * first start and again whenever the one there no longer verifies (revoked, expired). Its path is
+ * logged, never its contents.
+ */
+async function bootstrapAdminToken(dataDir: string, tokens: import('./tokens').TokenStore, logger: Logger): Promise<string> {
+  const { promises: fsp } = await import('node:fs');
+  const path = await import('node:path');
+  const { atomicWriteFile, ensureDir } = await import('./fsutil');
+  const file = path.join(dataDir, ADMIN_TOKEN_FILE);
+  const existing = await fsp.readFile(file, 'utf8').catch(() => undefined);
+  if (existing !== undefined) {
+    const ok = await tokens.verifyApi(existing.trim()).then(
+      (t) => t.role === 'admin',
+      () => false,
+    );
+    if (ok) {
+      logger.info({ file }, 'API admin token: using the one in the data dir (send it as Authorization: Bearer, or MESHLET_TOKEN for the CLI)');
+      return file;
+    }
+  }
+  const t = await tokens.create({ role: 'admin', ttlMs: 365 * 86_400_000, description: 'bootstrap admin token (control-plane start)' });
+  await ensureDir(dataDir);
+  await atomicWriteFile(file, t.token + '\n', 0o600);
+  logger.info({ file, id: t.info.id, expiresAt: t.info.expiresAt }, 'API admin token written (MESHLET_TOKEN=$(cat FILE) meshlet status); make narrower ones with `meshlet token create --role view`');
+  return file;
+}
+
+function hostForUrl(h: string): string {
+  return h.includes(':') ? `[${h}]` : h;
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<Address> {

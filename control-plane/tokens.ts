@@ -24,11 +24,20 @@ import { atomicWriteFile, ensureDir } from './fsutil';
 export const TOKENS_FILE = 'tokens.json';
 export const JOIN_PREFIX = 'mlj_';
 export const DEFAULT_JOIN_TTL_MS = 3600_000;
+/** API tokens (`meshlet token create --role`): bearer credentials for the REST API. */
+export const API_PREFIX = 'mla_';
+export const DEFAULT_API_TTL_MS = 90 * 86_400_000;
+export const API_ROLES = ['view', 'edit', 'admin'] as const;
+export type ApiRole = (typeof API_ROLES)[number];
 
 export interface TokenRecord {
   id: string;
-  kind: 'join';
-  service: string;
+  /** join: a sidecar's bootstrap credential (binds `service`); api: a REST API credential (binds `role`). */
+  kind: 'join' | 'api';
+  /** For join tokens. */
+  service?: string;
+  /** For API tokens. */
+  role?: ApiRole;
   /** SHA-256 of the secret, hex. */
   sha256: string;
   createdAt: string;
@@ -53,10 +62,17 @@ export class TokenStore {
     this.clock = clock;
   }
 
-  /** Creates a join token for `service`; returns the token (shown once) and its record. */
-  async create(opts: { service: string; ttlMs?: number; description?: string }): Promise<{ token: string; info: TokenInfo }> {
-    if (!SERVICE.test(opts.service)) throw new SecurityError('CREDENTIAL_INVALID', `--service: ${JSON.stringify(opts.service)} is not a service name (lowercase letters, digits and '-', at most 63)`);
-    const ttl = opts.ttlMs ?? DEFAULT_JOIN_TTL_MS;
+  /**
+   * Creates a join token for `service`, or with `role` an API token; returns the token (shown
+   * once) and its record.
+   */
+  async create(opts: { service?: string; role?: ApiRole; ttlMs?: number; description?: string }): Promise<{ token: string; info: TokenInfo }> {
+    if (opts.role !== undefined) {
+      if (opts.service !== undefined) throw new SecurityError('CREDENTIAL_INVALID', '--service (a join token) and --role (an API token) do not go together');
+      if (!API_ROLES.includes(opts.role)) throw new SecurityError('CREDENTIAL_INVALID', `--role must be one of ${API_ROLES.join(', ')}, got ${JSON.stringify(opts.role)}`);
+    } else if (opts.service === undefined || !SERVICE.test(opts.service))
+      throw new SecurityError('CREDENTIAL_INVALID', `--service: ${JSON.stringify(opts.service)} is not a service name (lowercase letters, digits and '-', at most 63)`);
+    const ttl = opts.ttlMs ?? (opts.role ? DEFAULT_API_TTL_MS : DEFAULT_JOIN_TTL_MS);
     if (!(ttl > 0)) throw new SecurityError('CREDENTIAL_INVALID', '--ttl must be positive');
     await this.reload();
     const id = randomBytes(4).toString('hex');
@@ -64,8 +80,7 @@ export class TokenStore {
     const now = this.clock.now();
     const rec: TokenRecord = {
       id,
-      kind: 'join',
-      service: opts.service,
+      ...(opts.role ? { kind: 'api' as const, role: opts.role } : { kind: 'join' as const, service: opts.service }),
       sha256: sha256(secret),
       createdAt: new Date(now).toISOString(),
       expiresAt: new Date(now + ttl).toISOString(),
@@ -73,7 +88,7 @@ export class TokenStore {
     };
     this.records = [...this.prune(), rec];
     await this.save();
-    return { token: `${JOIN_PREFIX}${id}.${secret}`, info: this.info(rec) };
+    return { token: `${opts.role ? API_PREFIX : JOIN_PREFIX}${id}.${secret}`, info: this.info(rec) };
   }
 
   /** Revokes by id; false when there is no such token. */
@@ -99,19 +114,32 @@ export class TokenStore {
    * id only, never its secret.
    */
   async verify(token: string): Promise<{ id: string; service: string; expiresAt: number }> {
-    const m = /^mlj_([0-9a-f]{8})\.([A-Za-z0-9_-]{43})$/.exec(token.trim());
-    if (!m) throw new SecurityError('CREDENTIAL_INVALID', 'not a meshlet join token (expected mlj_ID.SECRET, from `meshlet token create`)');
+    const rec = await this.check(token, 'join');
+    return { id: rec.id, service: rec.service ?? '', expiresAt: Date.parse(rec.expiresAt) };
+  }
+
+  /** The role an API token grants; throws as `verify` does. */
+  async verifyApi(token: string): Promise<{ id: string; role: ApiRole; expiresAt: number }> {
+    const rec = await this.check(token, 'api');
+    return { id: rec.id, role: rec.role ?? 'view', expiresAt: Date.parse(rec.expiresAt) };
+  }
+
+  private async check(token: string, kind: 'join' | 'api'): Promise<TokenRecord> {
+    const what = kind === 'join' ? 'join token' : 'API token';
+    const prefix = kind === 'join' ? JOIN_PREFIX : API_PREFIX;
+    const m = new RegExp(`^${prefix}([0-9a-f]{8})\\.([A-Za-z0-9_-]{43})$`).exec(token.trim());
+    if (!m) throw new SecurityError('CREDENTIAL_INVALID', `not a meshlet ${what} (expected ${prefix}ID.SECRET, from \`meshlet token create\`)`);
     await this.reload();
     const [, id, secret] = m as unknown as [string, string, string];
-    const rec = this.records.find((r) => r.id === id);
+    const rec = this.records.find((r) => r.id === id && (r.kind ?? 'join') === kind);
     const given = Buffer.from(sha256(secret), 'hex');
     // Compared in constant time even for an unknown id, so timing tells nothing about which ids exist.
     const want = Buffer.from(rec?.sha256 ?? '0'.repeat(64), 'hex');
-    if (!timingSafeEqual(given, want) || !rec) throw new SecurityError('CREDENTIAL_INVALID', `join token ${id} is not known to this control plane`);
-    if (rec.revokedAt) throw new SecurityError('CREDENTIAL_REVOKED', `join token ${id} was revoked at ${rec.revokedAt}`);
-    const expiresAt = Date.parse(rec.expiresAt);
-    if (this.clock.now() >= expiresAt) throw new SecurityError('CREDENTIAL_EXPIRED', `join token ${id} expired at ${rec.expiresAt}; create a new one with \`meshlet token create --service ${rec.service}\``);
-    return { id, service: rec.service, expiresAt };
+    if (!timingSafeEqual(given, want) || !rec) throw new SecurityError('CREDENTIAL_INVALID', `${what} ${id} is not known to this control plane`);
+    if (rec.revokedAt) throw new SecurityError('CREDENTIAL_REVOKED', `${what} ${id} was revoked at ${rec.revokedAt}`);
+    if (this.clock.now() >= Date.parse(rec.expiresAt))
+      throw new SecurityError('CREDENTIAL_EXPIRED', `${what} ${id} expired at ${rec.expiresAt}; create a new one with \`meshlet token create ${kind === 'join' ? `--service ${rec.service}` : `--role ${rec.role}`}\``);
+    return rec;
   }
 
   private info(r: TokenRecord): TokenInfo {

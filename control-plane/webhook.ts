@@ -2,9 +2,14 @@
  * The sidecar injector as a Kubernetes mutating admission webhook: HTTPS (the API server only
  * calls webhooks over TLS), POST /inject, AdmissionReview v1 in and out (src/inject/admission.ts).
  * GET /healthz answers for probes. Bodies over 5 MiB are refused; nothing a client sends crashes it.
+ *
+ * AdmissionReviews are taken only on this TLS listener (TLS 1.2+): the REST API port has no
+ * /inject, and a request that reached this handler without TLS (it cannot, but the check is
+ * cheap) is refused.
  */
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { review } from '../src/inject/admission';
 import type { InjectOptions } from '../src/inject/plan';
@@ -32,8 +37,9 @@ export function startWebhook(opts: WebhookOptions): Promise<Webhook> {
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
     res.end(text);
   };
-  const server = https.createServer({ cert: opts.cert, key: opts.key }, (req, res) => {
+  const server = https.createServer({ cert: opts.cert, key: opts.key, minVersion: 'TLSv1.2' }, (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
+    if (!(req.socket as TLSSocket).encrypted) return send(res, 403, { code: 'TLS_REQUIRED', message: 'AdmissionReviews are accepted over the webhook TLS listener only' });
     if (path === '/healthz' && req.method === 'GET') return send(res, 200, { ok: true });
     if (path !== '/inject') return send(res, 404, { code: 'NOT_FOUND', message: `no such path: ${path}; the webhook is POST /inject` });
     if (req.method !== 'POST') return send(res, 405, { code: 'METHOD_NOT_ALLOWED', message: 'use POST' });

@@ -157,9 +157,21 @@ function purgeSelector(text: string): { key: string } | { prefix: string } | str
   return typeof o.prefix === 'string' ? { prefix: o.prefix } : 'prefix must be a string';
 }
 
-export function startAdmin(host: string, port: number, src: AdminSource, logger: Logger): Promise<AdminServer> {
+/** What the status listener (`--status`, the pod address: 15020) serves; the rest is the loopback admin port's. */
+export const STATUS_PATHS: ReadonlySet<string> = new Set(['/ready', '/live', '/metrics', '/stats']);
+
+/**
+ * The admin port (every path; loopback by default) or, with `only`, the status listener that
+ * serves just those paths (404 naming the admin port for the others).
+ */
+export function startAdmin(host: string, port: number, src: AdminSource, logger: Logger, only?: ReadonlySet<string>): Promise<AdminServer> {
+  const listener = only ? 'status' : 'admin';
   const server = http.createServer((req, res) => {
     const [path, query] = (req.url ?? '/').split('?') as [string, string | undefined];
+    if (only && !only.has(path)) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: this is the status port (${[...only].join(' ')}); ${path} is served on the sidecar's loopback admin port only\n`);
+      return;
+    }
     if (path === '/quitquitquit' && src.quit) {
       if (req.method !== 'POST') {
         res.writeHead(405, { allow: 'POST', 'content-type': 'text/plain' }).end('use POST\n');
@@ -255,7 +267,7 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
     server.listen(port, host, () => {
       server.off('error', reject);
       const a = server.address() as AddressInfo;
-      logger.info({ listener: 'admin', address: `${a.address}:${a.port}` }, 'listening');
+      logger.info({ listener, address: `${a.address}:${a.port}` }, 'listening');
       resolve({
         address: () => ({ host: a.address, port: a.port }),
         close: () =>

@@ -26,7 +26,7 @@ import { mergeExpositions, type Exposition } from '../src/observability/merge';
 import { Registry } from '../src/observability/metrics';
 import { parseSnapshot, type CompiledSnapshot, type WireSnapshot } from '../src/policy';
 import { compileSnapshot } from '../src/snapshot/compile';
-import { startAdmin, type AdminServer } from './admin';
+import { STATUS_PATHS, startAdmin, type AdminServer } from './admin';
 import { configDump, leave, loadStaticWire, startProxy, subscribe, type HostPort, type Proxy, type Sidecar, type SidecarOptions, type SidecarResilience, type SidecarStatsReport } from './index';
 import { ProxyStats } from './stats';
 import type { Subscriber } from './subscriber';
@@ -242,13 +242,11 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
   };
 
   let admin: AdminServer;
+  let status: AdminServer | undefined;
   let subscriber: Subscriber | undefined;
   try {
     const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
-    admin = await startAdmin(
-      a.host,
-      a.port,
-      {
+    const src: import('./admin').AdminSource = {
         ready: () => current !== undefined && !draining && slots.every((s) => s.listening && s.version === current!.version),
         configDump: () => ({
           ...(configDump(id, opts.service, source, current, subscriber) as object),
@@ -282,16 +280,16 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
           log.level = level;
           broadcast({ t: 'log-level', level });
         },
-      },
-      log,
-    );
+    };
+    admin = await startAdmin(a.host, a.port, src, log);
+    if (opts.status) status = await startAdmin(opts.status.host, opts.status.port, src, log, STATUS_PATHS);
   } catch (err) {
     closing = true;
     await stopWorkers(0);
     stats.close();
     throw err;
   }
-  if (opts.controlPlane) subscriber = await subscribe(opts, id, inbound.port, admin.address().port, accept, log);
+  if (opts.controlPlane) subscriber = await subscribe(opts, id, inbound.port, (status ?? admin).address().port, accept, log);
 
   let closed: Promise<void> | undefined;
   return {
@@ -299,6 +297,7 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
     inbound,
     outbound,
     admin: admin.address(),
+    status: status?.address(),
     current: () => current,
     close(graceMs = 5000) {
       closed ??= (async () => {
@@ -308,6 +307,7 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
         log.info({ workers, graceMs }, 'draining the workers');
         await stopWorkers(graceMs);
         await admin.close();
+        await status?.close();
         stats.close();
       })();
       return closed;

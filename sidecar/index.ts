@@ -22,7 +22,7 @@ import { AUTHZ_METRIC, AUTHZ_METRIC_HELP, AUTHZ_METRIC_LABELS, InboundAuthz } fr
 import { compileSnapshot } from '../src/snapshot/compile';
 import { parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { VERSION } from '../src/core/version';
-import { startAdmin, type AdminServer } from './admin';
+import { STATUS_PATHS, startAdmin, type AdminServer } from './admin';
 import { explain, recentDecisions } from './explain';
 import { DecisionRing, DEFAULT_DECISIONS } from '../src/observability/decisions';
 import { systemClock } from '../src/core/clock';
@@ -43,6 +43,10 @@ import type { Subscriber } from './subscriber';
 // Types only: @peculiar/x509 costs ~0.3-0.8 s to load; a sidecar without a credential never loads it.
 import type { WorkloadIdentity, IdentityMaterial } from './identity';
 
+function isLoopbackHost(h: string): boolean {
+  return h === 'localhost' || h === '::1' || /^127\./.test(h);
+}
+
 export interface HostPort {
   host: string;
   port: number;
@@ -61,6 +65,8 @@ export interface SidecarOptions {
   inbound?: HostPort;
   outbound?: HostPort;
   admin?: HostPort;
+  /** The status listener (/ready /live /metrics /stats only), e.g. the pod address :15020; none by default. */
+  status?: HostPort;
   /** The address other sidecars reach our inbound listener at (default: as the control plane sees us). */
   advertiseAddress?: string;
   logger?: Logger;
@@ -126,6 +132,8 @@ export interface Sidecar {
   inbound: HostPort;
   outbound: HostPort;
   admin: HostPort;
+  /** The status listener, when `status` was given. */
+  status?: HostPort;
   /** The compiled snapshot in force. */
   current(): CompiledSnapshot | undefined;
   /** The workload identity (key, certificate, bundle), once the control plane signed one. */
@@ -494,6 +502,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   const proxy = await startProxy({ ...opts, initial });
   const log = proxy.log;
   let admin: AdminServer;
+  let status: AdminServer | undefined;
   let subscriber: Subscriber | undefined;
   let draining = false;
   const identity =
@@ -502,10 +511,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       : undefined;
   try {
     const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
-    admin = await startAdmin(
-      a.host,
-      a.port,
-      {
+    if (!isLoopbackHost(a.host))
+      log.warn({ admin: `${a.host}:${a.port}` }, 'the admin port listens beyond loopback: /config_dump, /explain, /tap and /logging are reachable from the network; keep it on 127.0.0.1 and use --status for /metrics /ready /live');
+    const src: import('./admin').AdminSource = {
         ready: () => proxy.current() !== undefined && !draining,
         configDump: () => ({ ...(configDump(proxy.id, opts.service, source, proxy.current(), subscriber, identity) as object), mtls: proxy.mtls() }),
         quit: opts.onQuit,
@@ -517,9 +525,16 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         decisions: proxy.decisions ? (q) => recentDecisions(proxy.decisions as DecisionRing, proxy.id, opts.service, q) : undefined,
         logLevel: () => log.level,
         setLogLevel: (level) => proxy.setLogLevel(level),
-      },
-      log,
-    );
+    };
+    admin = await startAdmin(a.host, a.port, src, log);
+    if (opts.status) {
+      try {
+        status = await startAdmin(opts.status.host, opts.status.port, src, log, STATUS_PATHS);
+      } catch (err) {
+        await admin.close();
+        throw err;
+      }
+    }
   } catch (err) {
     await proxy.close(0);
     throw err;
@@ -528,7 +543,9 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   // mTLS: every certificate the control plane signs (the first, rotations, a new trust bundle) goes to the data plane.
   identity?.onChange((m) => proxy.setIdentity(m));
   if (opts.controlPlane) {
-    subscriber = await subscribe(opts, proxy.id, proxy.inbound.port, admin.address().port, proxy.apply, log, identity);
+    // The control plane reads /stats and /metrics from the status port when there is one (the
+    // admin port may be loopback-only, out of its reach).
+    subscriber = await subscribe(opts, proxy.id, proxy.inbound.port, (status ?? admin).address().port, proxy.apply, log, identity);
   }
 
   let closing: Promise<void> | undefined;
@@ -537,6 +554,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     inbound: proxy.inbound,
     outbound: proxy.outbound,
     admin: admin.address(),
+    status: status?.address(),
     current: () => proxy.current(),
     identity: () => identity?.current(),
     close(graceMs = 5000) {
@@ -546,6 +564,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
         await leave(opts, subscriber, log);
         await proxy.close(graceMs);
         await admin.close();
+        await status?.close();
       })();
       return closing;
     },

@@ -4,6 +4,28 @@
  */
 import { useEffect, useRef, useState } from 'preact/hooks';
 
+/**
+ * The API token: `meshlet up` prints the dashboard's URL as /ui/#token=TOKEN. The fragment never
+ * reaches a server or its logs; the page moves it to sessionStorage (this tab only, gone when it
+ * closes), takes it out of the address bar, and sends it as a bearer token.
+ */
+const TOKEN_KEY = 'meshlet-token';
+{
+  const m = /^#token=([^&/]+)/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1] as string));
+    history.replaceState(null, '', `${location.pathname}${location.search}#/`);
+  }
+}
+
+export function authHeaders(): Record<string, string> {
+  const t = sessionStorage.getItem(TOKEN_KEY);
+  return t ? { authorization: `Bearer ${t}` } : {};
+}
+
+const NEEDS_TOKEN =
+  'this control plane needs an API token: open the dashboard address `meshlet up` printed (…/ui/#token=…), or this page with #token=TOKEN appended (a view token is enough: `meshlet token create --role view`)';
+
 export interface Stats {
   requests: number;
   rps: number;
@@ -110,7 +132,8 @@ export interface TapEvent {
 }
 
 export async function getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
-  const res = await fetch(path, { headers: { accept: 'application/json' }, signal });
+  const res = await fetch(path, { headers: { accept: 'application/json', ...authHeaders() }, signal });
+  if (res.status === 401) throw new Error(NEEDS_TOKEN);
   const body = (await res.json()) as T & { message?: string };
   if (!res.ok) throw new Error(body.message ?? `${path} answered ${res.status}`);
   return body;

@@ -3,7 +3,7 @@
  * policy rollout, and the live tap. All read-only.
  */
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { FLAG_MEANINGS, fmtMs, fmtPct, fmtRps, health, usePoll, type Graph, type Point, type Rollout, type Series, type ServiceHistory, type TapEvent } from './api';
+import { authHeaders, FLAG_MEANINGS, fmtMs, fmtPct, fmtRps, health, usePoll, type Graph, type Point, type Rollout, type Series, type ServiceHistory, type TapEvent } from './api';
 import { Chart } from './chart';
 import { label, ServiceGraph } from './graph';
 
@@ -476,7 +476,7 @@ export function TapPage({ service: initial }: { service?: string }) {
     if (route) q.set('route', route);
     if (headers.trim()) q.set('headers', headers.trim());
     try {
-      const res = await fetch(`/v1/tap?${q}`, { signal: c.signal });
+      const res = await fetch(`/v1/tap?${q}`, { signal: c.signal, headers: authHeaders() });
       if (!res.ok || !res.body) {
         const b = (await res.json().catch(() => ({}))) as { message?: string };
         setStatus(`tap refused: ${b.message ?? res.status}`);

@@ -93,7 +93,7 @@ export function age(iso: string | undefined, now = Date.now()): string {
 }
 
 /** Global flags: accepted before or after the command (`meshlet --server X get routes`). */
-export const globals: { server?: string; context?: string } = {};
+export const globals: { server?: string; context?: string; certificateAuthority?: string } = {};
 
 export function hostPort(s: string, what: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s.trim());
@@ -143,7 +143,7 @@ export function serverUrl(flag: string | undefined): string {
  * context of the config file; otherwise MESHLET_SERVER wins over the file's current context.
  * MESHLET_TOKEN (or the context's `token`) is sent as a bearer token.
  */
-export function resolveContext(): { server?: string; token?: string; context?: string } {
+export function resolveContext(): { server?: string; token?: string; context?: string; certificateAuthority?: string } {
   // Loaded on use: the long-running commands never read the config file.
   const { loadConfig, configPath } = require('./config-file') as typeof import('./config-file');
   const cfg = loadConfig();
@@ -151,16 +151,50 @@ export function resolveContext(): { server?: string; token?: string; context?: s
   if (name !== undefined) {
     const c = cfg.contexts.find((x) => x.name === name);
     if (!c) throw new UsageError(`--context: no context ${JSON.stringify(name)} in ${configPath()}${cfg.contexts.length ? ` (have: ${cfg.contexts.map((x) => x.name).join(', ')})` : ''}`);
-    return { server: c.server, token: process.env.MESHLET_TOKEN ?? c.token, context: c.name };
+    return { server: c.server, token: process.env.MESHLET_TOKEN || c.token, context: c.name, certificateAuthority: c.certificateAuthority };
   }
-  if (process.env.MESHLET_SERVER) return { server: process.env.MESHLET_SERVER, token: process.env.MESHLET_TOKEN };
+  if (process.env.MESHLET_SERVER) return { server: process.env.MESHLET_SERVER, token: process.env.MESHLET_TOKEN || undefined };
   const cur = cfg.contexts.find((x) => x.name === cfg.currentContext);
-  return { server: cur?.server, token: process.env.MESHLET_TOKEN ?? cur?.token, context: cur?.name };
+  return { server: cur?.server, token: process.env.MESHLET_TOKEN || cur?.token, context: cur?.name, certificateAuthority: cur?.certificateAuthority };
 }
 
-function authHeader(): Record<string, string> {
-  const token = resolveContext().token;
+/** The bearer token header for the control plane (`token` given: that one, e.g. `meshlet up`'s own). */
+export function authHeader(token = resolveContext().token): Record<string, string> {
   return token ? { authorization: `Bearer ${token}` } : {};
+}
+
+/**
+ * For an https control plane: an undici dispatcher that trusts the roots in --certificate-authority
+ * (else the context's `certificate-authority`), else the system's. The name is always checked.
+ */
+export function tlsDispatcher(server: string): import('undici').Dispatcher | undefined {
+  if (!server.startsWith('https:')) return undefined;
+  const file = globals.certificateAuthority ?? resolveContext().certificateAuthority;
+  if (!file) return undefined;
+  const { readFileSync } = require('node:fs') as typeof import('node:fs');
+  let ca: string;
+  try {
+    ca = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new CliError(`cannot read the certificate authority ${file}: ${(e as Error).message}`);
+  }
+  const { Agent } = require('undici') as typeof import('undici');
+  return new Agent({ connect: { ca } });
+}
+
+/** A failed connection, said plainly: TLS verification failures name the CA in use. */
+export function connectError(server: string, e: unknown): CliError {
+  const err = e as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+  const code = err.cause?.code ?? err.code ?? err.message ?? String(e);
+  const tlsCodes = ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_SIGNATURE_FAILURE', 'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_HAS_EXPIRED'];
+  if (tlsCodes.includes(code)) {
+    const file = globals.certificateAuthority ?? resolveContext().certificateAuthority;
+    const why = code === 'ERR_TLS_CERT_ALTNAME_INVALID' ? `its certificate does not name this host (${err.cause?.message ?? code})` : code === 'CERT_HAS_EXPIRED' ? 'its certificate has expired' : `its certificate is not signed by ${file ? `a CA in ${file}` : 'a CA this system trusts'} (${code})`;
+    return new CliError(
+      `refusing the control plane at ${server}: ${why}; give the CA that issued it with --certificate-authority FILE or the context's certificate-authority (a control plane using the mesh CA writes DATA_DIR/api-ca.pem)`,
+    );
+  }
+  return new CliError(`cannot reach the control plane at ${server} (${code}); start one with \`meshlet control-plane\` or \`npm start\`, or point --server / MESHLET_SERVER at it`);
 }
 
 export interface ApiResponse {
@@ -168,21 +202,21 @@ export interface ApiResponse {
   body: unknown;
 }
 
-export async function api(server: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
+export async function api(server: string, method: string, path: string, body?: unknown, opts: { token?: string } = {}): Promise<ApiResponse> {
   // Loaded on use: the long-running commands (sidecar) never pay for an HTTP client they do not use.
   const { request } = await import('undici');
   let res;
   try {
     res = await request(server + path, {
       method: method as 'GET',
-      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...authHeader() },
+      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...authHeader(opts.token) },
       body: body === undefined ? undefined : JSON.stringify(body),
+      dispatcher: tlsDispatcher(server),
       headersTimeout: 15_000,
       bodyTimeout: 15_000,
     });
   } catch (e) {
-    const code = (e as { code?: string }).code ?? (e as Error).message;
-    throw new CliError(`cannot reach the control plane at ${server} (${code}); start one with \`meshlet control-plane\` or \`npm start\`, or point --server / MESHLET_SERVER at it`);
+    throw connectError(server, e);
   }
   const text = await res.body.text();
   let parsed: unknown = text;

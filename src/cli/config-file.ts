@@ -9,6 +9,8 @@ export interface Context {
   name: string;
   server: string;
   token?: string;
+  /** A PEM file with the roots that verify the server's TLS certificate (https servers). */
+  certificateAuthority?: string;
 }
 
 export interface CliConfig {
@@ -50,8 +52,14 @@ export function loadConfig(file = configPath()): CliConfig {
     if (typeof x.name !== 'string' || !x.name) bad(`contexts[${i}].name`, 'must be a non-empty string');
     if (typeof x.server !== 'string' || !x.server) bad(`contexts[${i}].server`, 'must be a URL');
     if (x.token !== undefined && typeof x.token !== 'string') bad(`contexts[${i}].token`, 'must be a string');
-    for (const k of Object.keys(x)) if (!['name', 'server', 'token'].includes(k)) bad(`contexts[${i}].${k}`, 'unknown field; allowed: name, server, token');
-    contexts.push({ name: x.name as string, server: x.server as string, ...(x.token ? { token: x.token as string } : {}) });
+    if (x['certificate-authority'] !== undefined && typeof x['certificate-authority'] !== 'string') bad(`contexts[${i}].certificate-authority`, 'must be a file name');
+    for (const k of Object.keys(x)) if (!['name', 'server', 'token', 'certificate-authority'].includes(k)) bad(`contexts[${i}].${k}`, 'unknown field; allowed: name, server, token, certificate-authority');
+    contexts.push({
+      name: x.name as string,
+      server: x.server as string,
+      ...(x.token ? { token: x.token as string } : {}),
+      ...(x['certificate-authority'] ? { certificateAuthority: x['certificate-authority'] as string } : {}),
+    });
   });
   if (o['current-context'] !== undefined && typeof o['current-context'] !== 'string') bad('current-context', 'must be a string');
   return { currentContext: o['current-context'] as string | undefined, contexts };
@@ -59,7 +67,8 @@ export function loadConfig(file = configPath()): CliConfig {
 
 export function saveConfig(cfg: CliConfig, file = configPath()): void {
   mkdirSync(path.dirname(file), { recursive: true });
-  const doc = { ...(cfg.currentContext ? { 'current-context': cfg.currentContext } : {}), contexts: cfg.contexts };
+  const contexts = cfg.contexts.map(({ certificateAuthority, ...c }) => ({ ...c, ...(certificateAuthority ? { 'certificate-authority': certificateAuthority } : {}) }));
+  const doc = { ...(cfg.currentContext ? { 'current-context': cfg.currentContext } : {}), contexts };
   const tmp = `${file}.${process.pid}.tmp`;
   // 0600: a context may hold a token.
   writeFileSync(tmp, stringify(doc), { mode: 0o600 });

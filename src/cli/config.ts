@@ -18,16 +18,18 @@ const SUB = ['view', 'get-contexts', 'current-context', 'use-context', 'set-cont
 
 export const config: Command = {
   name: 'config',
-  usage: `meshlet config view|get-contexts|current-context|use-context NAME|set-context NAME --server URL [--token T]|delete-context NAME
+  usage: `meshlet config view|get-contexts|current-context|use-context NAME|set-context NAME --server URL [--token T] [--certificate-authority FILE]|delete-context NAME
 
 Named contexts in the config file ($MESHLET_CONFIG, else ~/.config/meshlet/config.yaml).
 Client commands take the control plane from --server, else --context NAME, else $MESHLET_SERVER,
 else the current context, else http://127.0.0.1:15080; $MESHLET_TOKEN (else the context's token)
 is sent as a bearer token.
   --server URL    (set-context) the control plane's REST API
-  --token T       (set-context) a bearer token for the API`,
+  --token T       (set-context) a bearer token for the API
+  --certificate-authority FILE  (set-context) PEM roots that verify an https server (a control
+                  plane using the mesh CA writes them to DATA_DIR/api-ca.pem)`,
   async run(argv) {
-    const { values, positionals } = flags(argv, { server: { type: 'string' }, token: { type: 'string' } }, true);
+    const { values, positionals } = flags(argv, { server: { type: 'string' }, token: { type: 'string' }, 'certificate-authority': { type: 'string' } }, true);
     const [sub, name, ...rest] = positionals;
     if (!sub) throw new UsageError(`a sub-command is required: ${SUB.join(', ')}`);
     if (!SUB.includes(sub)) {
@@ -35,7 +37,7 @@ is sent as a bearer token.
       throw new UsageError(`unknown sub-command ${JSON.stringify(sub)}${near ? `; did you mean \`${near}\`?` : ''}`);
     }
     if (rest.length) throw new UsageError(`unexpected arguments: ${rest.join(' ')}`);
-    if ((values.server !== undefined || values.token !== undefined) && sub !== 'set-context') throw new UsageError('--server and --token go with set-context');
+    if ((values.server !== undefined || values.token !== undefined || values['certificate-authority'] !== undefined) && sub !== 'set-context') throw new UsageError('--server, --token and --certificate-authority go with set-context');
     const file = configPath();
     const cfg = loadConfig(file);
     const needName = (): string => {
@@ -82,7 +84,8 @@ is sent as a bearer token.
         } catch {
           throw new UsageError(`--server: not a URL: ${JSON.stringify(server)}`);
         }
-        const ctx: Context = { name: n, server, ...((values.token ?? old?.token) ? { token: (values.token ?? old?.token) as string } : {}) };
+        const caFile = values['certificate-authority'] === undefined ? old?.certificateAuthority : require('node:path').resolve(values['certificate-authority']);
+        const ctx: Context = { name: n, server, ...((values.token ?? old?.token) ? { token: (values.token ?? old?.token) as string } : {}), ...(caFile ? { certificateAuthority: caFile as string } : {}) };
         const contexts = old ? cfg.contexts.map((c) => (c.name === n ? ctx : c)) : [...cfg.contexts, ctx];
         saveConfig({ currentContext: cfg.currentContext ?? n, contexts }, file);
         process.stdout.write(`context ${JSON.stringify(n)} ${old ? 'modified' : 'created'}${cfg.currentContext ? '' : ' and made current'}\n`);

@@ -50,6 +50,21 @@ Workload identity (docs/security.md): a CA under D/ca signs sidecars' certificat
                                identity) or strict (refused)
   --no-identity                no CA, no certificates
 
+Who may use the REST API (docs/security.md): every request but GET /healthz and the dashboard's
+page needs a bearer token with a role (view, edit, admin)
+  (default)                    on; an admin token is written to D/admin.token (mode 0600) on the first
+                               start (and whenever that one was revoked or expired); its path is logged
+  --api-sa-role NS/SA=ROLE     (Kubernetes) ServiceAccount tokens, verified with TokenReview, get ROLE;
+                               SA may be * for every account of NS; repeatable
+  --no-api-auth                no authentication: anyone who reaches the API may change every policy
+
+TLS on the REST API (default on: a certificate from the mesh CA, for localhost, 127.0.0.1, ::1 and the
+--api host; the CA's roots are written to D/api-ca.pem for clients' --certificate-authority)
+  --api-hostname NAME          also put this DNS name or IP in the certificate (e.g. the Service's
+                               meshlet-control-plane.meshlet-system.svc); repeatable
+  --api-tls-cert FILE, --api-tls-key FILE   serve this certificate (PEM chain) and key instead
+  --insecure-plaintext         serve the API over plain HTTP (tokens readable on the network)
+
 Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cleanly.`,
   async run(argv) {
     const { values } = flags(argv, {
@@ -84,8 +99,16 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       'cert-ttl': { type: 'string' },
       'sidecar-auth': { type: 'string' },
       'no-identity': { type: 'boolean' },
+      'no-api-auth': { type: 'boolean' },
+      'api-sa-role': { type: 'string', multiple: true },
+      'api-hostname': { type: 'string', multiple: true },
+      'api-tls-cert': { type: 'string' },
+      'api-tls-key': { type: 'string' },
+      'insecure-plaintext': { type: 'boolean' },
     });
+    const apiAuth = await apiAuthFlags(values['no-api-auth'], values['api-sa-role']);
     const security = await securityFlags(values);
+    const apiTls = apiTlsFlags(values, security.enabled !== false);
     const promUrl = values['prometheus-url'];
     if (promUrl !== undefined && !/^https?:\/\/[^\s]+$/.test(promUrl)) throw new UsageError(`--prometheus-url: expected an http(s) URL, got ${JSON.stringify(promUrl)}`);
     const historyMs = values['history-interval'] === undefined ? undefined : Number(values['history-interval']);
@@ -119,7 +142,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
     } else if (values['tls-cert'] || values['tls-key'] || values['inject-image'] || values['inject-control-plane'] || values['inject-mode']) {
       throw new UsageError('--tls-cert, --tls-key and --inject-* go with --webhook');
     }
-    const etcd = etcdOptions(values);
+    const etcd = etcdOptions(values as Record<string, string | boolean | undefined>);
     const log = logger(values['log-level']);
     // A file-size limit (ulimit -f) must fail a store write (EFBIG, answered "outcome unknown" like
     // a full disk), not kill the control plane between two files of a commit.
@@ -140,6 +163,8 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       prometheusUrl: promUrl,
       historyIntervalMs: historyMs,
       security,
+      apiAuth,
+      apiTls,
     });
     return runUntilSignal(() => cp.close());
   },
@@ -199,6 +224,47 @@ async function securityFlags(v: { 'trust-domain'?: string; 'ca-cert'?: string; '
     workloadTtlMs: ttl,
     mode: mode as 'permissive' | 'strict',
   };
+}
+
+/** `--api-hostname`, `--api-tls-cert/-key`, `--insecure-plaintext`, checked. */
+function apiTlsFlags(v: { 'api-hostname'?: string[]; 'api-tls-cert'?: string; 'api-tls-key'?: string; 'insecure-plaintext'?: boolean }, haveCa: boolean) {
+  if ((v['api-tls-cert'] === undefined) !== (v['api-tls-key'] === undefined)) throw new UsageError('--api-tls-cert and --api-tls-key go together');
+  if (v['insecure-plaintext']) {
+    if (v['api-tls-cert'] || v['api-hostname']?.length) throw new UsageError('--insecure-plaintext goes with none of --api-tls-cert, --api-tls-key, --api-hostname');
+    return undefined;
+  }
+  if (v['api-tls-cert'] && v['api-tls-key']) {
+    if (v['api-hostname']?.length) throw new UsageError('--api-hostname names hosts in the certificate the mesh CA issues; with --api-tls-cert, put them in your certificate');
+    const read = (f: string) => {
+      try {
+        return readFileSync(f, 'utf8');
+      } catch (e) {
+        throw new CliError(`cannot read ${f}: ${(e as Error).message}`);
+      }
+    };
+    return { certPem: read(v['api-tls-cert']), keyPem: read(v['api-tls-key']) };
+  }
+  if (!haveCa) throw new UsageError('with --no-identity there is no CA to issue the API certificate: give --api-tls-cert and --api-tls-key, or --insecure-plaintext');
+  const { isIP } = require('node:net') as typeof import('node:net');
+  for (const h of v['api-hostname'] ?? [])
+    if (!isIP(h) && !/^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/i.test(h)) throw new UsageError(`--api-hostname: not a DNS name or IP address: ${JSON.stringify(h)}`);
+  return { hosts: v['api-hostname'] ?? [] };
+}
+
+/** `--no-api-auth` / `--api-sa-role`, checked. */
+async function apiAuthFlags(off: boolean | undefined, saRoles: string[] | undefined) {
+  if (off) {
+    if (saRoles?.length) throw new UsageError('--api-sa-role goes without --no-api-auth');
+    return undefined;
+  }
+  const { parseServiceAccountRole } = await import('../../control-plane/api-auth');
+  const roles: Record<string, 'view' | 'edit' | 'admin'> = {};
+  for (const s of saRoles ?? []) {
+    const r = parseServiceAccountRole(s);
+    if (typeof r === 'string') throw new UsageError(`--api-sa-role: ${r}`);
+    roles[r.key] = r.role;
+  }
+  return { bootstrapToken: true, serviceAccountRoles: roles };
 }
 
 function snapshotBytes(v: string | undefined): number | undefined {

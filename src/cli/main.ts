@@ -38,7 +38,7 @@ export const COMMANDS: CommandEntry[] = [
   { name: 'top', summary: '`meshlet stat`, refreshing', client: true, load: () => require('./stat').top },
   { name: 'cache', summary: "purge cached responses (Route rules' cache) from every sidecar, by key or prefix", client: true, load: () => require('./cache').cache },
   { name: 'tap', summary: 'watch live requests to a service (method, path, status, flags, latency, trace id)', client: true, load: () => require('./tap').tap },
-  { name: 'token', summary: 'create, list or revoke join tokens: the credential a sidecar outside Kubernetes gets its identity with', load: () => require('./token').token },
+  { name: 'token', summary: 'create, list or revoke API tokens (--role: for the REST API and this CLI) and join tokens (--service: a sidecar\'s identity)', client: true, load: () => require('./token').token },
   { name: 'ca', summary: "show the mesh CA and its trust bundle, or rotate its root (with an overlap in which both roots are trusted)", load: () => require('./ca').ca },
   { name: 'logs', summary: "print (or follow, -f) a service's sidecar logs in the local mesh (`meshlet up`)", client: true, load: () => require('./logs').logs },
   { name: 'version', summary: 'the client version, and the control plane and sidecars when reachable', client: true, load: () => require('./version').version },
@@ -47,7 +47,7 @@ export const COMMANDS: CommandEntry[] = [
 ];
 setCommandTable(COMMANDS);
 
-const GLOBAL_FLAGS = ['--server', '--context'];
+const GLOBAL_FLAGS = ['--server', '--context', '--certificate-authority'];
 
 /** Takes the global flags out of argv, wherever they are. */
 function takeGlobals(argv: string[]): string[] {
@@ -72,6 +72,7 @@ function takeGlobals(argv: string[]): string[] {
       i++;
     }
     if (flag === '--server') globals.server = value;
+    else if (flag === '--certificate-authority') globals.certificateAuthority = value;
     else globals.context = value;
   }
   return out;
@@ -81,6 +82,7 @@ const GLOBAL_HELP = `
 global flags (before or after the command):
   --server URL      the control plane's REST API (else $MESHLET_SERVER, else the config file's current context, else http://127.0.0.1:15080)
   --context NAME    a context of the config file (meshlet config get-contexts)
+  --certificate-authority FILE   PEM roots that verify an https control plane (else the context's, else the system's)
 `;
 
 /**

@@ -17,7 +17,10 @@ export const sidecar: Command = {
   --app-protocol P        http1 or http2 (h2c) towards the app (default: as the request arrived)
   --inbound P             inbound listener, mesh -> app (default 15006, all interfaces)
   --outbound P            outbound listener, app -> mesh (default 15001, loopback); set HTTP_PROXY to it
-  --admin P               admin port: /ready /live /config_dump /metrics (default 15000, loopback)
+  --admin P               admin port, every admin path: /ready /live /metrics /stats /config_dump /explain
+                          /tap /logging /quitquitquit (default 127.0.0.1:15000; keep it on loopback)
+  --status HOST:PORT      status port: /ready /live /metrics /stats only, for probes, Prometheus and the
+                          control plane (e.g. 0.0.0.0:15020 on the pod address; default: none)
   --id ID                 unique sidecar id (default SERVICE-HOSTNAME-PID)
   --advertise ADDR        address other sidecars use for our inbound port (default: as the control plane sees us)
   --headers-timeout MS    a client must send its request headers within MS milliseconds, else 408 (default 10000)
@@ -67,6 +70,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       inbound: { type: 'string' },
       outbound: { type: 'string' },
       admin: { type: 'string' },
+      status: { type: 'string' },
       id: { type: 'string' },
       advertise: { type: 'string' },
       'headers-timeout': { type: 'string' },
@@ -170,6 +174,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       inbound: listen(values.inbound, '0.0.0.0', 15006, '--inbound'),
       outbound: listen(values.outbound, '127.0.0.1', 15001, '--outbound'),
       admin: listen(values.admin, '127.0.0.1', 15000, '--admin'),
+      status: values.status === undefined ? undefined : listen(values.status, '0.0.0.0', 15020, '--status'),
       advertiseAddress: values.advertise,
       headersTimeoutMs,
       maxHeaderBytes,
@@ -189,7 +194,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
     const { startSidecar } = await import('../../sidecar');
     const s = concurrency > 1 ? await (await import('../../sidecar/cluster')).startClusterSidecar(opts, concurrency) : await startSidecar(opts);
     opts.logger.info(
-      { ...(concurrency > 1 ? { concurrency } : {}), outbound: `${s.outbound.host}:${s.outbound.port}`, inbound: `${s.inbound.host}:${s.inbound.port}`, admin: `${s.admin.host}:${s.admin.port}` },
+      { ...(concurrency > 1 ? { concurrency } : {}), outbound: `${s.outbound.host}:${s.outbound.port}`, inbound: `${s.inbound.host}:${s.inbound.port}`, admin: `${s.admin.host}:${s.admin.port}`, ...(s.status ? { status: `${s.status.host}:${s.status.port}` } : {}) },
       'sidecar started',
     );
     return runUntilSignal(() => s.close());

@@ -3,7 +3,7 @@
  * its sidecars (inbound) and its callers' (outbound), streamed by the control plane
  * (`GET /v1/tap`), like `linkerd viz tap`. Stops with Ctrl-C, or after --count requests.
  */
-import { CliError, describeApiError, flags, serverUrl, UsageError, type Command } from './common';
+import { authHeader, CliError, connectError, describeApiError, tlsDispatcher, flags, serverUrl, UsageError, type Command } from './common';
 import { runUntilSignal } from './process';
 
 interface TapLine {
@@ -78,9 +78,9 @@ export const tap: Command = {
     const ctl = new AbortController();
     let res;
     try {
-      res = await request(`${server}/v1/tap?${q}`, { signal: ctl.signal, headersTimeout: 15_000, bodyTimeout: 0 });
+      res = await request(`${server}/v1/tap?${q}`, { signal: ctl.signal, headers: authHeader(), dispatcher: tlsDispatcher(server), headersTimeout: 15_000, bodyTimeout: 0 });
     } catch (e) {
-      throw new CliError(`cannot reach the control plane at ${server} (${(e as { code?: string }).code ?? (e as Error).message})`);
+      throw connectError(server, e);
     }
     if (res.statusCode !== 200) {
       const text = await res.body.text();

@@ -110,6 +110,10 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
             push: { host: '127.0.0.1', port: eph ? 0 : 15010 + i },
             logger: log,
             etcd: etcd ? { endpoints: etcd.endpoints, replica: `replica-${i}` } : undefined,
+            // Every replica reads the same token file: the admin token below works on each.
+            tokensDir: dataDir,
+            // The first replica's admin token (DATA_DIR/admin.token) is the local user's.
+            apiAuth: { bootstrapToken: i === 0 },
           }),
         );
     } catch (err) {
@@ -118,6 +122,18 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
     }
     const cp = cps[0] as import('../../control-plane').ControlPlane;
     const server = `http://127.0.0.1:${cp.apiAddress.port}`;
+    // The local user's admin token (DATA_DIR/admin.token, also what deploy/prometheus.yml reads),
+    // kept in the context `meshlet-up` of the CLI's config file so that `meshlet status` and the
+    // rest just work.
+    let adminToken: string;
+    let context: string;
+    try {
+      adminToken = (await fsp.readFile(cp.adminTokenFile as string, 'utf8')).trim();
+      context = saveUpContext(server, adminToken);
+    } catch (err) {
+      await stopAll();
+      throw err;
+    }
     const pushes = cps.map((c) => `127.0.0.1:${c.pushAddress.port}`);
     try {
       const text = await fsp.readFile(policies, 'utf8').catch((e: Error) => {
@@ -130,15 +146,13 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       const embedded = docs.ok ? embedProtoFiles(docs.value, path.dirname(policies)) : docs;
       const parsed = embedded.ok ? parseAll(embedded.value) : embedded;
       if (!parsed.ok) throw new CliError(`invalid policies in ${policies}:\n${formatErrors(parsed.errors)}`);
-      const applied = await api(server, 'POST', '/v1/apply', { items: parsed.value.map(toWire) });
+      const applied = await api(server, 'POST', '/v1/apply', { items: parsed.value.map(toWire) }, { token: adminToken });
       if (applied.status !== 200) throw new CliError(`could not apply ${policies}: ${describeApiError(applied)}`);
 
       // Every sidecar proves its service with a join token made for it (docs/security.md), revoked
-      // when `up` stops. Tokens live in a replica's data dir: with several replicas (not sharing
-      // them yet), sidecars connect without a credential, in the permissive default.
+      // when `up` stops.
       const joinTokens = new Map<string, string>();
-      if (cps.length === 1)
-        for (const role of new Set(LAYOUT.map((i) => i.role))) {
+      for (const role of new Set(LAYOUT.map((i) => i.role))) {
           const t = await cp.tokens?.create({ service: role, ttlMs: 7 * 86_400_000, description: 'meshlet up' });
           if (t) {
             joinTokens.set(role, t.token);
@@ -152,7 +166,7 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
         running.push(await startInstance(inst, mainJs, targets, log, path.join(dataDir, 'logs'), joinTokens.get(inst.role)));
       }
       await Promise.all(running.map((r) => waitReady(r)));
-      await waitConverged(server, running.length);
+      await waitConverged(server, running.length, adminToken);
     } catch (err) {
       await stopAll();
       throw err;
@@ -176,7 +190,10 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
           `  ${r.inst.id.padEnd(13)} app :${String(r.app.port).padEnd(6)} sidecar inbound :${p(r).inbound}  outbound :${p(r).outbound}  admin http://127.0.0.1:${p(r).admin}/config_dump`,
       ),
       '',
-      `Dashboard: ${server}/ui/`,
+      `Dashboard: ${server}/ui/#token=${adminToken}`,
+      '',
+      `API: an admin token (${cp.adminTokenFile}) is in the context ${context} of ${configFile()}, so the CLI`,
+      `  just works; with curl: curl -s -H 'Authorization: Bearer ${adminToken}' ${server}/v1/status`,
       '',
       'Send traffic (frontend -> catalog -> pricing):',
       `  curl -s http://127.0.0.1:${p(front).inbound}/`,
@@ -184,7 +201,7 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       `  curl -s -x http://127.0.0.1:${p(front).outbound} http://catalog/items     # as the frontend app, through its sidecar`,
       '',
       'Inspect:',
-      `  ${eph ? `MESHLET_SERVER=${server} ` : ''}npx meshlet status        npx meshlet get routes        curl -s http://127.0.0.1:${p(front).admin}/metrics`,
+      `  npx meshlet status        npx meshlet get routes        curl -s http://127.0.0.1:${p(front).admin}/metrics`,
       '',
       `first request: ${check}`,
       'Ctrl-C stops everything.',
@@ -304,10 +321,10 @@ async function waitReady(r: Running): Promise<void> {
 }
 
 /** Until every sidecar ACKed the version in force (the snapshot that has all of them in it). */
-async function waitConverged(server: string, n: number): Promise<void> {
+async function waitConverged(server: string, n: number, token: string): Promise<void> {
   const deadline = Date.now() + 20_000;
   for (;;) {
-    const st = await api(server, 'GET', '/v1/status');
+    const st = await api(server, 'GET', '/v1/status', undefined, { token });
     const b = st.body as { version: string; sidecars: { connected: boolean; ackedVersion?: string }[] };
     if (st.status === 200 && b.sidecars.filter((s) => s.connected && s.ackedVersion === b.version).length >= n) return;
     if (Date.now() > deadline) throw new CliError(`the sidecars did not all ACK the current policy within 20 s:\n${JSON.stringify(b, null, 2)}`);
@@ -315,3 +332,18 @@ async function waitConverged(server: string, n: number): Promise<void> {
   }
 }
 
+
+/** The context `meshlet-up` (server and admin token), made the current one; returns its name. */
+function saveUpContext(server: string, token: string): string {
+  const { loadConfig, saveConfig } = require('./config-file') as typeof import('./config-file');
+  const name = 'meshlet-up';
+  const cfg = loadConfig();
+  cfg.contexts = [...cfg.contexts.filter((c) => c.name !== name), { name, server, token }];
+  cfg.currentContext = name;
+  saveConfig(cfg);
+  return name;
+}
+
+function configFile(): string {
+  return (require('./config-file') as typeof import('./config-file')).configPath();
+}

@@ -20,7 +20,8 @@ import { fail, ok, type FieldError, type Result } from '../core/result';
 import { A, parseOverrides, type PodOverrides, type SidecarMode } from './annotations';
 
 export const PROXY_UID = 1337;
-export const PORTS = { outbound: 15001, inbound: 15006, admin: 15000 } as const;
+/** admin: loopback only (config_dump, logging, quitquitquit, tap, explain); status: the pod address (/metrics /ready /live /stats). */
+export const PORTS = { outbound: 15001, inbound: 15006, admin: 15000, status: 15020 } as const;
 export const NAMES = { init: 'meshlet-init', proxy: 'meshlet-proxy', tmp: 'meshlet-tmp' } as const;
 const OURS = new Set<string>(Object.values(NAMES));
 
@@ -154,7 +155,8 @@ function proxyContainer(service: string, appPort: number | undefined, o: PodOver
     '--control-plane', options.controlPlane,
     '--inbound', `0.0.0.0:${PORTS.inbound}`,
     '--outbound', `127.0.0.1:${PORTS.outbound}`,
-    '--admin', `0.0.0.0:${PORTS.admin}`,
+    '--admin', `127.0.0.1:${PORTS.admin}`,
+    '--status', `0.0.0.0:${PORTS.status}`,
     '--log-level', o.logLevel ?? options.logLevel,
     '--intercept',
     // On SIGTERM: leave the mesh at once, keep serving while the other sidecars learn of it, then drain.
@@ -167,18 +169,18 @@ function proxyContainer(service: string, appPort: number | undefined, o: PodOver
   if (o.concurrency !== undefined) args.push('--concurrency', String(o.concurrency));
   // Opt-in: inbound connections for non-app ports to 127.0.0.1 instead of the pod's address.
   if (o.inboundLocalhost === true) args.push('--inbound-localhost');
-  const probe = { httpGet: { path: '/ready', port: PORTS.admin }, periodSeconds: 1, failureThreshold: 60 };
+  const probe = { httpGet: { path: '/ready', port: PORTS.status }, periodSeconds: 1, failureThreshold: 60 };
   const c: Record<string, unknown> = {
     name: NAMES.proxy,
     image: options.image,
     args,
     env,
     ports: [
-      { name: 'meshlet-admin', containerPort: PORTS.admin, protocol: 'TCP' },
+      { name: 'meshlet-status', containerPort: PORTS.status, protocol: 'TCP' },
       { name: 'meshlet-inbound', containerPort: PORTS.inbound, protocol: 'TCP' },
     ],
     resources: { requests: { cpu: o.proxyCpu ?? options.proxyCpu, memory: o.proxyMemory ?? options.proxyMemory } },
-    readinessProbe: { httpGet: { path: '/ready', port: PORTS.admin }, periodSeconds: 2 },
+    readinessProbe: { httpGet: { path: '/ready', port: PORTS.status }, periodSeconds: 2 },
     securityContext: {
       runAsUser: PROXY_UID,
       runAsGroup: PROXY_UID,
@@ -205,8 +207,8 @@ function initContainer(o: PodOverrides, options: InjectOptions): Record<string, 
     '--proxy-uid', String(PROXY_UID),
     '--inbound-port', String(PORTS.inbound),
     '--outbound-port', String(PORTS.outbound),
-    // The admin port answers the kubelet's probes itself.
-    '--exclude-inbound-ports', [PORTS.admin, ...o.excludeInboundPorts].join(','),
+    // The status port answers the kubelet's probes and Prometheus itself.
+    '--exclude-inbound-ports', [PORTS.status, ...o.excludeInboundPorts].join(','),
   ];
   if (o.excludeOutboundPorts.length) args.push('--exclude-outbound-ports', o.excludeOutboundPorts.join(','));
   if (o.excludeOutboundCidrs.length) args.push('--exclude-outbound-cidrs', o.excludeOutboundCidrs.join(','));

@@ -15,6 +15,7 @@
  * one); the roots are the trust bundle (bundle.ts).
  */
 import { randomBytes, X509Certificate as NodeX509 } from 'node:crypto';
+import { isIP } from 'node:net';
 import { systemClock, type Clock } from '../core/clock';
 import { checkCsr } from './csr';
 import { SecurityError } from './errors';
@@ -223,6 +224,37 @@ export class CertificateAuthority {
       notAfter,
       spiffeId: identity.uri,
     };
+  }
+  /**
+   * A TLS server certificate for the control plane's own ports (its REST API): a fresh P-256 key,
+   * DNS and IP SANs for `hosts`, serverAuth only. Returns the chain (leaf first) and the key, PEM.
+   */
+  async issueServing(hosts: readonly string[], ttlMs: number): Promise<{ certPem: string; chainPem: string; keyPem: string; notAfter: Date }> {
+    if (hosts.length === 0) throw new SecurityError('CA_INVALID', 'a serving certificate needs at least one host name or IP address');
+    const keys = await generateKeyPair();
+    const now = this.clock.now();
+    const notAfter = new Date(Math.min(now + ttlMs, this.cert.notAfter.getTime()));
+    const ip = (h: string): boolean => isIP(h) !== 0;
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: serial(),
+      subject: `O=meshlet, CN=${hosts[0]}`,
+      issuer: this.cert.subjectName,
+      notBefore: new Date(now - CLOCK_SKEW_MS),
+      notAfter,
+      signingAlgorithm: this.signer.algorithm,
+      publicKey: keys.publicKey,
+      signingKey: this.signer.privateKey,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        await x509.AuthorityKeyIdentifierExtension.create(this.cert.publicKey),
+        new x509.SubjectAlternativeNameExtension(hosts.map((h) => (ip(h) ? { type: 'ip' as const, value: h } : { type: 'dns' as const, value: h }))),
+      ],
+    });
+    const certPem = pemOf(cert);
+    const chainPem = [certPem, ...(this.material.rootPem === this.material.certPem ? [] : [this.material.certPem]), ...this.material.chainPem].join('');
+    return { certPem, chainPem, keyPem: await privateKeyToPem(keys.privateKey), notAfter };
   }
 }
 

@@ -23,6 +23,7 @@ const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-ne
 
 interface Mesh {
   api: string;
+  token: string;
   push: string;
   frontend: number;
   out: () => string;
@@ -31,7 +32,8 @@ interface Mesh {
 }
 
 async function up(dataDir: string): Promise<Mesh> {
-  const child = spawn(process.execPath, [MAIN, 'up', '--ephemeral-ports', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // `up` writes its context (server, admin token) to the CLI's config file: a test one.
+  const child = spawn(process.execPath, [MAIN, 'up', '--ephemeral-ports', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHLET_CONFIG: path.join(dataDir, 'config.yaml') } });
   let out = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr.on('data', (c: Buffer) => (out += c.toString()));
@@ -40,12 +42,16 @@ async function up(dataDir: string): Promise<Mesh> {
     if (child.exitCode !== null) throw new Error(`meshlet up exited:\n${out}`);
     return out.includes('Ctrl-C stops everything') ? true : undefined;
   }, 60_000);
-  const api = /Dashboard: (http:\/\/127\.0\.0\.1:\d+)\/ui\//.exec(out)?.[1];
+  // The dashboard's address carries the admin token in its fragment (the page keeps it in sessionStorage).
+  const dash = /Dashboard: (http:\/\/127\.0\.0\.1:\d+)\/ui\/#token=(\S+)/.exec(out);
+  const api = dash?.[1];
+  const token = dash?.[2] as string;
   const push = /push (127\.0\.0\.1:\d+)/.exec(out)?.[1];
   const frontend = Number(/curl -s http:\/\/127\.0\.0\.1:(\d+)\//.exec(out)?.[1]);
   if (!api || !push || !frontend) throw new Error(`cannot read the addresses from:\n${out}`);
   return {
     api,
+    token,
     push,
     frontend,
     out: () => out,
@@ -122,7 +128,7 @@ t.test('the dashboard in Chromium, against `meshlet up` with traffic', async (t)
   page.on('request', (r) => !r.url().startsWith(mesh.api) && offsite.push(r.url()));
 
   // ---- the graph
-  await page.goto(`${mesh.api}/ui/`);
+  await page.goto(`${mesh.api}/ui/#token=${mesh.token}`);
   await page.getByRole('heading', { name: 'Service graph' }).waitFor();
   const feToCatalog = page.locator('table.edges tr[data-edge="frontend->catalog"]');
   await feToCatalog.waitFor({ timeout: 20_000 });
@@ -227,7 +233,7 @@ spec:
   loadBalancer:
     type: round-robin
 `;
-  const applied = cli(['apply', '-f', '-'], { server: mesh.api, input: policy });
+  const applied = cli(['apply', '-f', '-'], { server: mesh.api, token: mesh.token, input: policy });
   t.equal(applied.code, 0, applied.stderr);
   // The page shows the new resource version and, in the same answer, a snapshot every sidecar ACKed.
   const version = await eventually('every sidecar on the version carrying the change', async () => {
@@ -253,7 +259,7 @@ spec:
   // ---- dark mode
   const dark = await browser.newPage({ viewport: { width: 1400, height: 950 }, colorScheme: 'dark' });
   t.teardown(() => dark.close());
-  await dark.goto(`${mesh.api}/ui/#/`);
+  await dark.goto(`${mesh.api}/ui/#token=${mesh.token}`);
   await dark.locator('table.edges tr[data-edge="frontend->catalog"]').waitFor({ timeout: 20_000 });
   const bg = await dark.evaluate('getComputedStyle(document.body).backgroundColor');
   t.equal(bg, 'rgb(16, 20, 26)', 'dark background under prefers-color-scheme: dark');

@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
-import { eventually, sleep, startSidecar, type ControlPlaneProc, type SidecarProc } from '../integration/lib/meshlet';
+import { apiRequest, eventually, sleep, startSidecar, type ControlPlaneProc, type SidecarProc } from '../integration/lib/meshlet';
 import { startEtcdCluster, startReplica } from '../integration/lib/etcd';
 
 const route = (name: string) =>
@@ -20,12 +20,12 @@ const route = (name: string) =>
   });
 
 async function create(cp: ControlPlaneProc, name: string): Promise<{ status: number; body: string }> {
-  const r = await request(`${cp.api}/v1/routes`, { method: 'POST', body: route(name), headers: { 'content-type': 'application/json' } });
+  const r = await apiRequest(`${cp.api}/v1/routes`, { method: 'POST', body: route(name), headers: { 'content-type': 'application/json' } });
   return { status: r.statusCode, body: await r.body.text() };
 }
 
 async function names(cp: ControlPlaneProc): Promise<string[]> {
-  const r = await request(`${cp.api}/v1/routes`);
+  const r = await apiRequest(`${cp.api}/v1/routes`);
   return ((await r.body.json()) as { items: { metadata: { name: string } }[] }).items.map((i) => i.metadata.name);
 }
 
@@ -123,7 +123,7 @@ t.test('etcd loses its quorum: writes get 503, reads and traffic go on; it recov
   t.equal(body.code, 'unavailable');
   t.match(body.message, /etcd store is unavailable/, `a clear message: ${body.message}`);
   t.equal((await create(b, 'during-b')).status, 503, 'on either replica');
-  const read = await request(`${b.api}/v1/routes/before`);
+  const read = await apiRequest(`${b.api}/v1/routes/before`);
   t.equal(read.statusCode, 200, 'reads are served from the watch cache');
   await read.body.text();
   // Longer than the lease TTL: nothing expires while etcd has no leader.
@@ -135,7 +135,7 @@ t.test('etcd loses its quorum: writes get 503, reads and traffic go on; it recov
     'writes work again',
     async () => {
       // PUT: an attempt refused with 503 may still have been applied (its answer was lost).
-      const r = await request(`${a.api}/v1/routes/after`, { method: 'PUT', body: route('after'), headers: { 'content-type': 'application/json' } });
+      const r = await apiRequest(`${a.api}/v1/routes/after`, { method: 'PUT', body: route('after'), headers: { 'content-type': 'application/json' } });
       const res = { status: r.statusCode, body: await r.body.text() };
       return r.statusCode === 201 || r.statusCode === 200 ? res : undefined;
     },
@@ -150,7 +150,7 @@ t.test('etcd loses its quorum: writes get 503, reads and traffic go on; it recov
   t.same((await names(b)).filter((n) => n.startsWith('during')), [], 'refused writes are nowhere');
   // The endpoint registry is intact on both replicas after the outage.
   for (const cp of [a, b]) {
-    const st = (await (await request(`${cp.api}/v1/status`)).body.json()) as { sidecars: { id: string; connected: boolean }[] };
+    const st = (await (await apiRequest(`${cp.api}/v1/status`)).body.json()) as { sidecars: { id: string; connected: boolean }[] };
     t.same(st.sidecars.map((s) => `${s.id}:${s.connected}`).sort(), ['client-0:true', 'echo-0:true']);
   }
 });

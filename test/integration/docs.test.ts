@@ -65,7 +65,9 @@ t.test("every command of README.md's quick start runs", async (t) => {
 
   // `npm start` is `npm run build` (done before the tests) and `meshlet up`: here on free ports.
   const data = tmpDir('meshlet-readme-');
-  const up = spawn(process.execPath, [MAIN, 'up', '--ephemeral-ports', '--data-dir', path.join(data, '.meshlet')], { stdio: ['ignore', 'pipe', 'pipe'], cwd: data });
+  // `up` writes its context (server, admin token) to the CLI's config file: the README's `npx meshlet` commands use it.
+  const config = path.join(data, 'config.yaml');
+  const up = spawn(process.execPath, [MAIN, 'up', '--ephemeral-ports', '--data-dir', path.join(data, '.meshlet')], { stdio: ['ignore', 'pipe', 'pipe'], cwd: data, env: { ...process.env, MESHLET_CONFIG: config, MESHLET_SERVER: '', MESHLET_TOKEN: '' } });
   let out = '';
   up.stdout.on('data', (c: Buffer) => (out += c.toString()));
   up.stderr.on('data', (c: Buffer) => (out += c.toString()));
@@ -93,7 +95,7 @@ t.test("every command of README.md's quick start runs", async (t) => {
       .replace(/127\.0\.0\.1:(15006|15000|15080)/g, (_m, p: string) => `127.0.0.1:${ports[p]}`)
       .replace(/^curl -s /, 'curl -sf --max-time 20 ')
       .replace(/^npx meshlet /, `"${process.execPath}" "${MAIN}" `);
-    const r = spawnSync('bash', ['-c', cmd], { cwd: data, encoding: 'utf8', timeout: 60_000, env: { ...process.env, MESHLET_SERVER: api, MESHLET_CONFIG: '/nonexistent' } });
+    const r = spawnSync('bash', ['-c', cmd], { cwd: data, encoding: 'utf8', timeout: 60_000, env: { ...process.env, MESHLET_SERVER: '', MESHLET_TOKEN: '', MESHLET_CONFIG: config } });
     t.equal(r.status, 0, `README: ${c}\n${(r.stdout + r.stderr).slice(0, 400)}`);
   }
 });

@@ -18,7 +18,8 @@ interface Up {
 }
 
 async function up(dataDir: string): Promise<Up> {
-  const child = spawn(process.execPath, [MAIN, 'up', '--ephemeral-ports', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // `up` writes its context (server, admin token) to the CLI's config file: a test one.
+  const child = spawn(process.execPath, [MAIN, 'up', '--ephemeral-ports', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHLET_CONFIG: path.join(dataDir, 'config.yaml') } });
   let out = '';
   let err = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -153,7 +154,8 @@ t.test('meshlet up: a local mesh in one command', async (t) => {
   const code = await mesh.stop();
   stopped = true;
   t.match(cli(['token', 'list', '--data-dir', dataDir]).stdout, /revoked/, "up's join tokens are revoked when it stops");
-  t.notMatch(cli(['token', 'list', '--data-dir', dataDir]).stdout, /active/);
+  t.notMatch(cli(['token', 'list', '--data-dir', dataDir]).stdout, /join .*active/, 'no join token is left active');
+  t.match(cli(['token', 'list', '--data-dir', dataDir]).stdout, /api\s+admin\s+active/, "the local user's admin token (DATA_DIR/admin.token) stays, for the next `up`");
   t.equal(code, 0, 'Ctrl-C exits 0');
   t.match(mesh.stdout(), /meshlet: stopped/);
   t.same(sidecars.filter((p) => existsSync(`/proc/${p}`) && !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8'))), [], 'no sidecar outlives it');

@@ -74,7 +74,7 @@ t.test('apply, dry runs, diff, get, delete against a real control plane', async 
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const cp = await startControlPlane(path.join(dir, 'data'));
   t.teardown(() => cp.stop());
-  const env = { MESHLET_SERVER: cp.api };
+  const env = { MESHLET_SERVER: cp.api, MESHLET_TOKEN: cp.token };
   const file = (name: string, text: string): string => {
     const p = path.join(dir, name);
     mkdirSync(path.dirname(p), { recursive: true });
@@ -141,8 +141,8 @@ t.test('apply, dry runs, diff, get, delete against a real control plane', async 
     runAsync(['get', 'all', '-l', 'team=shop', '-o', 'name'], { env }),
     runAsync(['get', 'all', '-l', 'team=shop,tier!=front', '-o', 'name'], { env }),
     runAsync(['get', 'all', '-l', '!team', '-o', 'name'], { env }),
-    runAsync(['--server', cp.api, 'get', 'routes', '-o', 'name']),
-    runAsync(['get', 'routes', '-o', 'name', `--server=${cp.api}`]),
+    runAsync(['--server', cp.api, 'get', 'routes', '-o', 'name'], { env: { MESHLET_TOKEN: cp.token } }),
+    runAsync(['get', 'routes', '-o', 'name', `--server=${cp.api}`], { env: { MESHLET_TOKEN: cp.token } }),
   ]);
   t.match(getAll.stdout, /route\/catalog\s+hosts=catalog rules=2\s+\d+s/);
   t.match(getAll.stdout, /destinationpolicy\/catalog/);

@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import t from 'tap';
 import { FakeSidecar } from '../lib/fake-sidecar';
-import { eventually, MAIN, portOf, start, startSidecar, tmpDir } from '../lib/meshlet';
+import { apiFetch, eventually, MAIN, portOf, tokenFor, start, startSidecar, tmpDir } from '../lib/meshlet';
 
 const V = 'meshlet.dev/v1';
 const policies = [
@@ -40,9 +40,15 @@ interface Res {
   body: any;
 }
 
+/** The admin token of the control plane at `url` (lib/meshlet.ts remembers it). */
+function auth(url: string): Record<string, string> {
+  const t = tokenFor(url);
+  return t ? { authorization: `Bearer ${t}` } : {};
+}
+
 function get(base: string, p: string, opts: { method?: string; headers?: Record<string, string> } = {}): Promise<Res> {
   return new Promise((resolve, reject) => {
-    const req = http.request(`${base}${p}`, { method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
+    const req = http.request(`${base}${p}`, { method: opts.method ?? 'GET', headers: { ...auth(base), ...opts.headers }, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -67,7 +73,7 @@ function stream(url: string): { lines: any[]; status: Promise<number>; waitFor(p
   const waiters: { pred: (l: any) => boolean; resolve: (l: any) => void }[] = [];
   let req: http.ClientRequest;
   const status = new Promise<number>((resolve, reject) => {
-    req = http.get(url, { agent: false }, (res) => {
+    req = http.get(url, { agent: false, headers: auth(url) }, (res) => {
       resolve(res.statusCode ?? 0);
       const rl = createInterface({ input: res });
       rl.on('error', () => undefined);
@@ -122,7 +128,7 @@ t.test('the dashboard API against a running mesh', async (t) => {
   const started = await cpProc.waitFor((x) => x.msg === 'control plane started');
   const api = String(started.api);
   const push = `127.0.0.1:${portOf(started.push)}`;
-  const applied = await fetch(`${api}/v1/apply`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ items: policies }) });
+  const applied = await apiFetch(`${api}/v1/apply`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ items: policies }) });
   t.equal(applied.status, 200, await applied.text());
 
   const web = await startSidecar(['--service', 'web', '--id', 'web-0', '--control-plane', push, '--app-port', String(appPort), '--advertise', '127.0.0.1', '--access-log', '0']);
@@ -278,7 +284,7 @@ t.test('the dashboard API against a running mesh', async (t) => {
   t.equal(direct.status, 400, 'the sidecar checks its filter too');
 
   // --- meshlet tap (CLI)
-  const cli = spawn(process.execPath, [MAIN, 'tap', 'web', '-o', 'json', '--count', '2', '--server', api], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const cli = spawn(process.execPath, [MAIN, 'tap', 'web', '-o', 'json', '--count', '2', '--server', api], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHLET_TOKEN: tokenFor(api) ?? '' } });
   const out: string[] = [];
   let err = '';
   cli.stderr.on('data', (c: Buffer) => (err += c.toString()));
@@ -290,7 +296,7 @@ t.test('the dashboard API against a running mesh', async (t) => {
   t.equal(await exited, 0, err);
   const reqs = out.map((l) => JSON.parse(l)).filter((l) => l.type === 'request');
   t.same(reqs.map((r) => `${r.direction} ${r.path} ${r.status}`).sort(), ['inbound /cli 200', 'outbound /cli 200'], 'meshlet tap -o json: the two hops of the request');
-  const table = spawn(process.execPath, [MAIN, 'tap', 'web', '--count', '1', '--server', api], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const table = spawn(process.execPath, [MAIN, 'tap', 'web', '--count', '1', '--server', api], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESHLET_TOKEN: tokenFor(api) ?? '' } });
   let tableOut = '';
   let tableErr = '';
   table.stdout.on('data', (c: Buffer) => (tableOut += c.toString()));

@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { request } from 'undici';
-import { eventually, portOf, start, startSidecar, tmpDir } from '../lib/meshlet';
+import { eventually, portOf, tokenFor, start, startSidecar, tmpDir } from '../lib/meshlet';
 
 const LIST_PATH = '/apis/discovery.k8s.io/v1/endpointslices';
 
@@ -95,7 +95,7 @@ current-context: c
   const l = await cp.waitFor((x) => x.msg === 'control plane started');
   const server = String(l.api);
   const endpoints = async () => {
-    const r = await request(`${server}/v1/snapshot`);
+    const r = await request(`${server}/v1/snapshot`, { headers: { authorization: `Bearer ${tokenFor(server)}` } });
     const body = (await r.body.json()) as { endpoints: { service: string; address: string; port: number; meshed: boolean }[] };
     return body.endpoints.map((e) => `${e.service} ${e.address}:${e.port}${e.meshed ? ' meshed' : ''}`).sort();
   };

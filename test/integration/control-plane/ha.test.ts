@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
-import { cli, eventually, sleep, startSidecar, tmpDir, type ControlPlaneProc, type SidecarProc } from '../lib/meshlet';
+import { apiRequest, cli, eventually, sleep, startSidecar, tmpDir, type ControlPlaneProc, type SidecarProc } from '../lib/meshlet';
 import { startEtcdCluster, startReplica, HA_GRACE_MS as GRACE_MS } from '../lib/etcd';
 
 function echoServer(t: Test, name: string): Promise<number> {
@@ -39,7 +39,7 @@ interface StatusBody {
 }
 
 async function status(cp: ControlPlaneProc): Promise<StatusBody> {
-  const r = await request(`${cp.api}/v1/status`);
+  const r = await apiRequest(`${cp.api}/v1/status`);
   return (await r.body.json()) as StatusBody;
 }
 
@@ -112,16 +112,16 @@ t.test('two replicas on one etcd', async (t) => {
 
   await t.test('a conditional update racing through both replicas: exactly one wins', async (t) => {
     for (let round = 0; round < 5; round++) {
-      const cur = (await (await request(`${a.api}/v1/routes/echo`)).body.json()) as { metadata: { resourceVersion: string }; spec: unknown };
+      const cur = (await (await apiRequest(`${a.api}/v1/routes/echo`)).body.json()) as { metadata: { resourceVersion: string }; spec: unknown };
       await eventually('B has the same version', async () => {
-        const r = (await (await request(`${b.api}/v1/routes/echo`)).body.json()) as { metadata: { resourceVersion: string } };
+        const r = (await (await apiRequest(`${b.api}/v1/routes/echo`)).body.json()) as { metadata: { resourceVersion: string } };
         return r.metadata.resourceVersion === cur.metadata.resourceVersion ? true : undefined;
       });
       const body = (replica: string) =>
         JSON.stringify({ ...cur, metadata: { name: 'echo', resourceVersion: cur.metadata.resourceVersion, labels: { by: `${replica}-${round}` } } });
       const codes = await Promise.all(
         [a, b].map(async (cp, i) => {
-          const r = await request(`${cp.api}/v1/routes/echo`, { method: 'PUT', body: body(i === 0 ? 'a' : 'b'), headers: { 'content-type': 'application/json' } });
+          const r = await apiRequest(`${cp.api}/v1/routes/echo`, { method: 'PUT', body: body(i === 0 ? 'a' : 'b'), headers: { 'content-type': 'application/json' } });
           await r.body.text();
           return r.statusCode;
         }),
@@ -166,9 +166,9 @@ t.test('two replicas on one etcd', async (t) => {
     const s = await status(a);
     t.same(s.sidecars.map((x) => `${x.id}@${x.replica}:${x.connected}`).sort(), ['client-0@replica-a:true', 'echo-v1@replica-a:true', 'echo-v2@replica-a:true']);
     // And A still pushes changes to them.
-    const r = await request(`${a.api}/v1/routes/echo`);
+    const r = await apiRequest(`${a.api}/v1/routes/echo`);
     const cur = (await r.body.json()) as Record<string, unknown>;
-    const put = await request(`${a.api}/v1/routes/echo`, {
+    const put = await apiRequest(`${a.api}/v1/routes/echo`, {
       method: 'PUT',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ ...cur, metadata: { name: 'echo', labels: { after: 'failover' } } }),

@@ -7,7 +7,7 @@
 import t from 'tap';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import { eventually, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
+import { apiFetch, eventually, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
 
 t.test('stats and Prometheus targets use the connection address, not the advertised one', async (t) => {
   const dataDir = tmpDir('meshlet-ssrf-');
@@ -28,10 +28,10 @@ t.test('stats and Prometheus targets use the connection address, not the adverti
   t.teardown(() => new Promise<void>((r) => victim.close(() => r())));
 
   const sd = await eventually('the sidecar registered', async () => {
-    const groups = (await (await fetch(`${cp.api}/v1/sd/prometheus`)).json()) as { targets: string[]; labels: Record<string, string> }[];
+    const groups = (await (await apiFetch(`${cp.api}/v1/sd/prometheus`)).json()) as { targets: string[]; labels: Record<string, string> }[];
     return groups.find((g) => g.labels.sidecar === 'web-1') ? groups : undefined;
   });
-  const stats = (await (await fetch(`${cp.api}/v1/stats`)).json()) as { unreachable: unknown[] };
+  const stats = (await (await apiFetch(`${cp.api}/v1/stats`)).json()) as { unreachable: unknown[] };
   t.equal(victimHits, 0, 'the advertised address was never fetched');
   t.same(stats.unreachable, [], `the sidecar itself answered: ${JSON.stringify(stats).slice(0, 300)}`);
   const mine = sd.find((g) => g.labels.sidecar === 'web-1');

@@ -12,13 +12,13 @@ import t, { type Test } from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { followJsonLog, MAIN, startControlPlane, tmpDir } from '../lib/meshlet';
+import { apiFetch, followJsonLog, MAIN, rememberToken, startControlPlane, tmpDir } from '../lib/meshlet';
 
 const route = (name: string, host = name) => ({ apiVersion: 'meshlet.dev/v1', kind: 'Route', metadata: { name }, spec: { hosts: [host], rules: [{ backends: [{ service: 'web' }] }] } });
 const rlp = (name: string) => ({ apiVersion: 'meshlet.dev/v1', kind: 'RateLimitPolicy', metadata: { name }, spec: { service: 'web', limits: [{ name: 'all', requests: 10, per: '1s' }] } });
 
 async function put(api: string, plural: string, body: { metadata: { name: string } }): Promise<{ status: number; body: any }> {
-  const r = await fetch(`${api}/v1/${plural}/${body.metadata.name}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const r = await apiFetch(`${api}/v1/${plural}/${body.metadata.name}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   return { status: r.status, body: await r.json() };
 }
 
@@ -61,7 +61,7 @@ t.test('a damaged resource file stops the control plane from starting; --repair 
   t.match(r.stderr, /checksum mismatch/);
 
   // --repair: set aside, start with the rest.
-  const p = spawn(process.execPath, [MAIN, 'control-plane', '--data-dir', dataDir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--repair'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn(process.execPath, [MAIN, 'control-plane', '--data-dir', dataDir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--repair', '--insecure-plaintext'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((res) => p.once('exit', (c) => res(c)));
   t.teardown(() => {
     p.kill('SIGKILL');
@@ -71,9 +71,10 @@ t.test('a damaged resource file stops the control plane from starting; --repair 
   t.equal(aside.file, policy, 'the damaged file is named in the log');
   const started = await log.waitFor((l) => l.msg === 'control plane started', 15_000);
   const api = String(started.api);
+  rememberToken(started, dataDir);
   t.ok(fs.readdirSync(path.dirname(policy)).some((f) => f.startsWith('protect-web.json.corrupt-')), 'kept aside for a human');
-  t.equal((await fetch(`${api}/v1/ratelimitpolicies/protect-web`)).status, 404, 'the damaged policy is gone (to be re-applied)');
-  t.equal((await fetch(`${api}/v1/routes/w5`)).status, 200, 'the rest is served');
+  t.equal((await apiFetch(`${api}/v1/ratelimitpolicies/protect-web`)).status, 404, 'the damaged policy is gone (to be re-applied)');
+  t.equal((await apiFetch(`${api}/v1/routes/w5`)).status, 200, 'the rest is served');
   t.equal((await put(api, 'ratelimitpolicies', rlp('protect-web'))).status, 201, 're-applied');
 });
 
@@ -82,13 +83,15 @@ t.test('a write that fails part-way answers 503 "outcome unknown", and a re-read
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }));
   await seed(t, dataDir);
   // Files over 4 KiB cannot be written: EFBIG, as a full disk fails a write part-way.
-  const p = spawn('prlimit', ['--fsize=4096', process.execPath, MAIN, 'control-plane', '--data-dir', dataDir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn('prlimit', ['--fsize=4096', process.execPath, MAIN, 'control-plane', '--data-dir', dataDir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--insecure-plaintext'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((res) => p.once('exit', (c) => res(c)));
   t.teardown(() => {
     p.kill('SIGKILL');
   });
   const log = followJsonLog(p, exited, 'control-plane under prlimit');
-  const api = String((await log.waitFor((l) => l.msg === 'control plane started', 15_000)).api);
+  const started = await log.waitFor((l) => l.msg === 'control plane started', 15_000);
+  const api = String(started.api);
+  rememberToken(started, dataDir);
   const big = route('w4', 'w4');
   (big.spec.rules[0] as Record<string, unknown>).name = 'x'.repeat(60);
   (big.spec as Record<string, unknown>).hosts = Array.from({ length: 90 }, (_, i) => `host-${i}-${'y'.repeat(40)}.example.com`);
@@ -97,14 +100,14 @@ t.test('a write that fails part-way answers 503 "outcome unknown", and a re-read
   });
   t.equal(r.status, 503, 'the failed write answers 503');
   t.match(r.body.message, /outcome unknown; re-read before retrying/);
-  const now = (await (await fetch(`${api}/v1/routes/w4`)).json()) as { spec: { hosts: string[] } };
+  const now = (await (await apiFetch(`${api}/v1/routes/w4`)).json()) as { spec: { hosts: string[] } };
   t.same(now.spec.hosts, ['w4'], 're-read: the old version');
   t.equal((await put(api, 'routes', route('w6'))).status, 201, 'small writes still work');
   p.kill('SIGTERM');
   await exited;
   const cp = await startControlPlane(dataDir);
   t.teardown(() => cp.stop());
-  const after = (await (await fetch(`${cp.api}/v1/routes/w4`)).json()) as { spec: { hosts: string[] } };
+  const after = (await (await apiFetch(`${cp.api}/v1/routes/w4`)).json()) as { spec: { hosts: string[] } };
   t.same(after.spec.hosts, ['w4'], 'after a restart: what the re-read showed');
-  t.equal((await fetch(`${cp.api}/v1/routes/w6`)).status, 200);
+  t.equal((await apiFetch(`${cp.api}/v1/routes/w6`)).status, 200);
 });

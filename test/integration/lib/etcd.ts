@@ -10,7 +10,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Test } from 'tap';
-import { portOf, start, tmpDir, type ControlPlaneProc } from './meshlet';
+import { portOf, rememberToken, start, tmpDir, tokenFor, type ControlPlaneProc } from './meshlet';
 
 /** The grace period (and so the etcd lease TTL) of `startReplica`'s control planes. */
 export const HA_GRACE_MS = 3000;
@@ -171,9 +171,10 @@ export async function startEtcdCluster(t: Test, size = 3): Promise<EtcdCluster> 
 
 /** `meshlet control-plane --store etcd://...` on free ports, named `replica`, killed in teardown. */
 export async function startReplica(t: Test, etcd: EtcdCluster, replica: string, extra: string[] = []): Promise<ControlPlaneProc> {
+  const dataDir = tmpDir();
   const p = start([
     'control-plane',
-    '--data-dir', tmpDir(),
+    '--data-dir', dataDir,
     '--store', etcd.url,
     '--replica-id', replica,
     '--api', '127.0.0.1:0',
@@ -184,6 +185,6 @@ export async function startReplica(t: Test, etcd: EtcdCluster, replica: string, 
   t.teardown(() => p.stop('SIGKILL'));
   const l = await p.waitFor((x) => x.msg === 'control plane started');
   const api = String(l.api);
-  return Object.assign(p, { api, apiPort: portOf(api), pushPort: portOf(l.push) });
+  return Object.assign(p, { api, apiPort: portOf(api), pushPort: portOf(l.push), token: tokenFor(api) ?? rememberToken(l, dataDir) });
 }
 

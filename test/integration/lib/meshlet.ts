@@ -3,7 +3,7 @@
  * on port 0, and reading the addresses they report from their JSON log lines.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -26,9 +26,19 @@ export function tmpDir(prefix = 'meshlet-test-'): string {
 
 export function start(args: string[], env: Record<string, string> = {}): Proc {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` (npm test does it first)`);
+  // The API is TLS by default; tests talk plain HTTP to it unless they ask for TLS (--api-hostname,
+  // --api-tls-cert): the TLS path has its own tests (api-tls.test.ts).
+  if (args[0] === 'control-plane' && !args.some((x) => x === '--insecure-plaintext' || x === '--api-hostname' || x === '--api-tls-cert')) args = [...args, '--insecure-plaintext'];
   const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const log = followJsonLog(child, exited, `meshlet ${args[0]}`);
+  // A control plane writes its admin token to DATA_DIR/admin.token: remember it for its API URL.
+  const dataDir = args[args.indexOf('--data-dir') + 1];
+  if (args[0] === 'control-plane' && args.includes('--data-dir') && dataDir && !args.includes('--no-api-auth'))
+    log.waitFor((x) => x.msg === 'control plane started', 120_000).then(
+      (l) => rememberToken(l, dataDir),
+      () => undefined,
+    );
   return {
     child,
     lines: log.lines,
@@ -108,6 +118,45 @@ export interface ControlPlaneProc extends Proc {
   api: string;
   apiPort: number;
   pushPort: number;
+  /** The admin API token it wrote to DATA_DIR/admin.token. */
+  token: string;
+}
+
+/**
+ * The admin token of each control plane these helpers started, by API URL: `cli({server})` and
+ * `apiFetch` send it, so tests talk to an authenticated API as an admin user would.
+ */
+const TOKENS = new Map<string, string>();
+
+/**
+ * After `meshlet control-plane` logged 'control plane started' (`started`): reads the admin token
+ * it wrote (DATA_DIR/admin.token), and remembers it for its API URL.
+ */
+export function rememberToken(started: Record<string, unknown>, dataDir: string): string {
+  const token = readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
+  TOKENS.set(String(started.api), token);
+  return token;
+}
+
+/** The admin token of the control plane serving `url` (started by these helpers), if any. */
+export function tokenFor(url: string): string | undefined {
+  for (const [api, token] of TOKENS) if (url === api || url.startsWith(api + '/')) return token;
+  return undefined;
+}
+
+/** `fetch`, with the admin token of the control plane `url` points at (see `tokenFor`). */
+export function apiFetch(url: string, init: RequestInit = {}): Promise<Response> {
+  const token = tokenFor(url);
+  const headers = new Headers(init.headers);
+  if (token && !headers.has('authorization')) headers.set('authorization', `Bearer ${token}`);
+  return fetch(url, { ...init, headers });
+}
+
+/** undici's `request`, with the admin token of the control plane `url` points at (see `tokenFor`). */
+export async function apiRequest(url: string, opts: { method?: string; body?: string; headers?: Record<string, string> } = {}) {
+  const { request } = await import('undici');
+  const token = tokenFor(url);
+  return request(url, { ...opts, method: (opts.method ?? 'GET') as 'GET', headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...opts.headers } });
 }
 
 /** `meshlet control-plane` on free ports (or the given ones, for a restart on the same ports). */
@@ -115,7 +164,7 @@ export async function startControlPlane(dataDir: string, ports: { api?: number; 
   const p = start(['control-plane', '--data-dir', dataDir, '--api', `127.0.0.1:${ports.api ?? 0}`, '--push', `127.0.0.1:${ports.push ?? 0}`, '--grace', '60000']);
   const l = await p.waitFor((x) => x.msg === 'control plane started');
   const api = String(l.api);
-  return Object.assign(p, { api, apiPort: portOf(api), pushPort: portOf(l.push) });
+  return Object.assign(p, { api, apiPort: portOf(api), pushPort: portOf(l.push), token: tokenFor(api) ?? rememberToken(l, dataDir) });
 }
 
 export interface SidecarProc extends Proc {
@@ -131,10 +180,11 @@ export async function startSidecar(args: string[]): Promise<SidecarProc> {
 }
 
 /** Runs a client sub-command to completion (apply, get, status...). */
-export function cli(args: string[], opts: { server?: string; input?: string } = {}): { code: number | null; stdout: string; stderr: string } {
+export function cli(args: string[], opts: { server?: string; input?: string; token?: string } = {}): { code: number | null; stdout: string; stderr: string } {
+  const token = opts.token ?? (opts.server ? tokenFor(opts.server) : undefined);
   const r = spawnSync(process.execPath, [MAIN, ...args], {
     input: opts.input,
-    env: { ...process.env, ...(opts.server ? { MESHLET_SERVER: opts.server } : {}) },
+    env: { ...process.env, ...(opts.server ? { MESHLET_SERVER: opts.server } : {}), ...(token ? { MESHLET_TOKEN: token } : {}) },
     encoding: 'utf8',
     timeout: 30_000,
   });

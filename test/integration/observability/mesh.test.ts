@@ -12,7 +12,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import t from 'tap';
-import { cli, eventually, ROOT, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
+import { apiFetch, cli, eventually, ROOT, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
 
 async function freePort(): Promise<number> {
   const s = net.createServer();
@@ -23,7 +23,7 @@ async function freePort(): Promise<number> {
 }
 
 async function getJson(url: string): Promise<any> {
-  const r = await fetch(url);
+  const r = await apiFetch(url);
   if (r.status !== 200) throw new Error(`${url}: ${r.status} ${await r.text()}`);
   return r.json();
 }
@@ -36,7 +36,8 @@ t.test('meshlet stat/top, control-plane metrics, Prometheus through HTTP SD', as
   t.teardown(() => new Promise<void>((r) => { app.close(() => r()); app.closeAllConnections(); }));
   const appPort = (app.address() as net.AddressInfo).port;
 
-  const cp = await startControlPlane(path.join(dir, 'cp'));
+  const cpDir = path.join(dir, 'cp');
+  const cp = await startControlPlane(cpDir);
   t.teardown(() => cp.stop());
   const push = `127.0.0.1:${cp.pushPort}`;
   const web = await startSidecar(['--service', 'web', '--control-plane', push, '--app-port', String(appPort), '--advertise', '127.0.0.1', '--access-log', '0']);
@@ -86,7 +87,7 @@ t.test('meshlet stat/top, control-plane metrics, Prometheus through HTTP SD', as
   t.equal(cli(['top', '--interval', 'fast'], { server: cp.api }).code, 2, 'a bad interval is a usage error');
 
   // The control plane's own metrics.
-  const cpm = await fetch(`${cp.api}/metrics`).then((r) => r.text());
+  const cpm = await apiFetch(`${cp.api}/metrics`).then((r) => r.text());
   const check = spawnSync('promtool', ['check', 'metrics'], { input: cpm, encoding: 'utf8' });
   t.equal(check.status, 0, `promtool check metrics (control plane): ${check.stdout}${check.stderr}`);
   t.match(cpm, /^meshlet_push_convergence_duration_seconds_count [1-9]\d*$/m, 'convergence histogram');
@@ -110,7 +111,8 @@ t.test('meshlet stat/top, control-plane metrics, Prometheus through HTTP SD', as
   const conf = readFileSync(path.join(ROOT, 'deploy', 'prometheus.yml'), 'utf8')
     .replace('http://127.0.0.1:15080/v1/sd/prometheus', `${cp.api}/v1/sd/prometheus`)
     .replace(/scrape_interval: 5s/, 'scrape_interval: 1s')
-    .replace(/refresh_interval: 5s/, 'refresh_interval: 1s');
+    .replace(/refresh_interval: 5s/, 'refresh_interval: 1s')
+    .replaceAll('../.meshlet/admin.token', path.join(cpDir, 'admin.token'));
   t.not(conf, readFileSync(path.join(ROOT, 'deploy', 'prometheus.yml'), 'utf8'));
   const confFile = path.join(dir, 'prometheus.yml');
   writeFileSync(confFile, conf);

@@ -91,7 +91,7 @@ t.test('credentials refused: another service, expired, revoked, garbage; no cred
   const revoked = token(dir, 'pricing');
   t.equal(cli(['token', 'revoke', revoked.id, '--data-dir', dir]).code, 0);
   const list = cli(['token', 'list', '--data-dir', dir]);
-  t.match(list.stdout, new RegExp(`${revoked.id}\\s+pricing\\s+revoked`));
+  t.match(list.stdout, new RegExp(`${revoked.id}\\s+join\\s+pricing\\s+revoked`));
   await sleep(1100);
   const cases: [string, string, string, RegExp][] = [
     ['another service', 'pricing', catalog.token, /join token [0-9a-f]{8} is for service catalog, not pricing/],

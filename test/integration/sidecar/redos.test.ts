@@ -14,7 +14,7 @@ import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { startControlPlane } from '../lib/meshlet';
+import { apiFetch, startControlPlane } from '../lib/meshlet';
 import { agent, echo, h1Upstream, pool, request, route, service, startSidecar } from './helpers';
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
@@ -28,7 +28,7 @@ t.test('the API refuses patterns that cannot run in linear time, naming the fiel
   });
   const put = async (name: string, match: object) => {
     const body = { apiVersion: 'meshlet.dev/v1', kind: 'Route', metadata: { name }, spec: { hosts: [name], rules: [{ matches: [match], backends: [{ service: 'web' }] }] } };
-    const r = await fetch(`${cp.api}/v1/routes/${name}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const r = await apiFetch(`${cp.api}/v1/routes/${name}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
     return { status: r.status, body: (await r.json()) as { errors?: { path: string; message: string }[] } };
   };
   const cases: [string, object, string, RegExp][] = [

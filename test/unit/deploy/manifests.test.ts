@@ -7,6 +7,7 @@ import { parseAllDocuments } from 'yaml';
 import * as admission from 'kubernetes-models/admissionregistration.k8s.io/v1';
 import * as apps from 'kubernetes-models/apps/v1';
 import * as autoscaling from 'kubernetes-models/autoscaling/v2';
+import * as networking from 'kubernetes-models/networking.k8s.io/v1';
 import * as policy from 'kubernetes-models/policy/v1';
 import * as rbac from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import * as core from 'kubernetes-models/v1';
@@ -24,6 +25,7 @@ const MODELS: Record<string, Ctor> = {
   'admissionregistration.k8s.io/v1/MutatingWebhookConfiguration': admission.MutatingWebhookConfiguration,
   'policy/v1/PodDisruptionBudget': policy.PodDisruptionBudget,
   'autoscaling/v2/HorizontalPodAutoscaler': autoscaling.HorizontalPodAutoscaler,
+  'networking.k8s.io/v1/NetworkPolicy': networking.NetworkPolicy,
 };
 
 const files = readdirSync(DIR).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
@@ -47,12 +49,19 @@ t.test('every manifest passes kubernetes-models validate()', async (t) => {
 t.test('the kustomization lists every manifest but the example', async (t) => {
   const k = parseAllDocuments(readFileSync(path.join(DIR, 'kustomization.yaml'), 'utf8'))[0].toJS();
   t.equal(k.kind, 'Kustomization');
-  t.same([...k.resources].sort(), files.filter((f) => f !== 'hpa-example.yaml').sort());
+  t.same([...k.resources].sort(), files.filter((f) => !f.endsWith('-example.yaml')).sort());
 });
 
 t.test('what the manifests promise', async (t) => {
   const [role] = find('ClusterRole');
-  t.same(role.rules, [{ apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] }], 'least privilege: read EndpointSlices, nothing else');
+  t.same(
+    role.rules,
+    [
+      { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
+      { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+    ],
+    'least privilege: read EndpointSlices, create TokenReviews, nothing else',
+  );
   const [dep] = find('Deployment');
   t.equal(dep.spec.replicas, 2);
   t.equal(dep.spec.template.spec.securityContext.runAsNonRoot, true);
@@ -105,4 +114,16 @@ t.test('the Dockerfile: multi-stage on node:20-slim, running as non-root', async
   for (const f of froms) t.match(f, /^FROM node:20-slim\b/);
   t.match(df, /^USER 1337:1337$/m);
   t.match(df, /COPY deploy\/meshlet-init\.sh \/usr\/local\/bin\/meshlet-init\.sh/, 'the path the injected init container runs');
+});
+
+t.test('the control plane\'s doors: ClusterIP only, API over TLS, API callers by ServiceAccount', async (t) => {
+  for (const svc of find('Service')) t.equal(svc.spec.type ?? 'ClusterIP', 'ClusterIP', `${svc.metadata.name}: not exposed outside the cluster`);
+  const dep = find('Deployment').find((d) => d.metadata.name === 'meshlet-control-plane');
+  const c = dep.spec.template.spec.containers[0];
+  t.ok(c.args.some((a: string) => a.startsWith('--api-tls-cert=')), 'the API is served over TLS');
+  t.notOk(c.args.includes('--insecure-plaintext'));
+  t.ok(c.args.some((a: string) => a.startsWith('--api-sa-role=')), 'API callers are ServiceAccounts with a role');
+  t.equal(c.readinessProbe.httpGet.scheme, 'HTTPS');
+  const role = find('ClusterRole').find((r) => r.metadata.name === 'meshlet-control-plane');
+  t.ok(role.rules.some((r: { resources: string[]; verbs: string[] }) => r.resources.includes('tokenreviews') && r.verbs.includes('create')), 'TokenReview allowed');
 });

@@ -98,7 +98,7 @@ t.test('the proxy container: uid 1337, service from the app label, app port from
   t.same(proxy.resources.requests, { cpu: '100m', memory: '64Mi' });
   const init = pod.spec.initContainers[0];
   t.same(init.securityContext.capabilities.add, ['NET_ADMIN', 'NET_RAW']);
-  t.same(init.args, ['--proxy-uid', '1337', '--inbound-port', '15006', '--outbound-port', '15001', '--exclude-inbound-ports', '15000']);
+  t.same(init.args, ['--proxy-uid', '1337', '--inbound-port', '15006', '--outbound-port', '15001', '--exclude-inbound-ports', '15020']);
 });
 
 t.test('per-pod overrides by annotation', async (t) => {
@@ -119,7 +119,7 @@ t.test('per-pod overrides by annotation', async (t) => {
   t.doesNotThrow(() => validate(obj));
   const pod = obj.spec.template;
   const init = pod.spec.initContainers[0];
-  t.same(init.args.slice(6), ['--exclude-inbound-ports', '15000,9090,9091', '--exclude-outbound-ports', '5432', '--exclude-outbound-cidrs', '10.96.0.0/12,169.254.169.254/32']);
+  t.same(init.args.slice(6), ['--exclude-inbound-ports', '15020,9090,9091', '--exclude-outbound-ports', '5432', '--exclude-outbound-cidrs', '10.96.0.0/12,169.254.169.254/32']);
   const proxy = pod.spec.containers[0];
   t.equal(proxy.name, 'meshlet-proxy', 'per-pod classic layout');
   t.same(proxy.resources.requests, { cpu: '250m', memory: '128Mi' });
