@@ -7,11 +7,11 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { rmSync } from 'node:fs';
 import t from 'tap';
-import { eventually, MAIN, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
+import { eventually, MAIN, startControlPlane, startSidecar, tmpDir, tokenFor } from '../lib/meshlet';
 import { request } from '../sidecar/helpers';
 
 function run(args: string[], server: string, input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const c = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, MESHLET_SERVER: server, MESHLET_CONFIG: '/nonexistent' }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const c = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, MESHLET_SERVER: server, MESHLET_CONFIG: '/nonexistent', MESHLET_TOKEN: tokenFor(server) ?? '' }, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -63,7 +63,7 @@ t.test('purge by key and by prefix reaches every sidecar, through the API and th
   const api = (body: unknown) =>
     new Promise<{ status: number; json: any }>((resolve, reject) => {
       const u = new URL('/v1/cache/purge', cp.api.startsWith('http') ? cp.api : `http://${cp.api}`);
-      const req = http.request(u, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+      const req = http.request(u, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${tokenFor(cp.api) ?? ''}` } }, (res) => {
         let s = '';
         res.on('data', (c: Buffer) => (s += c.toString()));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(s) }));

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import t from 'tap';
 import { encodeSnapshotMessage, type SnapshotMessage } from '../../../src/proto';
 import { FakeSidecar } from '../lib/fake-sidecar';
-import { cli, eventually, portOf, start, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
+import { apiFetch, cli, eventually, portOf, start, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
 
 const M = 'meshlet.dev/v1';
 const route = (name: string, hosts: string[], backends: { service: string; weight?: number }[], tag = 'a') => ({
@@ -22,23 +22,23 @@ const dp = (service: string) => ({ apiVersion: M, kind: 'DestinationPolicy', met
 const svc = (name: string, dependencies: string[]) => ({ apiVersion: M, kind: 'Service', metadata: { name }, spec: { dependencies } });
 
 async function apply(api: string, items: unknown[]): Promise<void> {
-  const r = await fetch(`${api}/v1/apply`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ items }) });
+  const r = await apiFetch(`${api}/v1/apply`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ items }) });
   if (r.status !== 200) throw new Error(`apply: ${r.status} ${await r.text()}`);
 }
 
 async function del(api: string, p: string): Promise<void> {
-  const r = await fetch(`${api}${p}`, { method: 'DELETE' });
+  const r = await apiFetch(`${api}${p}`, { method: 'DELETE' });
   if (r.status !== 200) throw new Error(`DELETE ${p}: ${r.status}`);
 }
 
 /** The mesh version once `n` sidecars are known, else undefined. */
 async function versionWith(api: string, n: number): Promise<string | undefined> {
-  const st = (await (await fetch(`${api}/v1/status`)).json()) as { version: string; sidecars: unknown[] };
+  const st = (await (await apiFetch(`${api}/v1/status`)).json()) as { version: string; sidecars: unknown[] };
   return st.sidecars.length === n ? st.version : undefined;
 }
 
 async function meshVersion(api: string): Promise<string> {
-  return ((await (await fetch(`${api}/v1/status`)).json()) as { version: string }).version;
+  return ((await (await apiFetch(`${api}/v1/status`)).json()) as { version: string }).version;
 }
 
 /** Every message until one of `version`, each ACKed; returns them all. */
@@ -120,7 +120,7 @@ t.test('a delta carries only the changed resource (bytes on the wire); an old si
   await del(cp.api, '/v1/routes/r3');
   const rm = (await until(neu, await meshVersion(cp.api))).pop()!;
   t.same([resourcesIn(rm), rm.removed], [[], ['Route/r3']], 'a deletion is a name');
-  const metrics = await (await fetch(`${cp.api}/metrics`)).text();
+  const metrics = await (await apiFetch(`${cp.api}/metrics`)).text();
   t.match(metrics, /meshlet_push_messages_total\{type="delta"\} [1-9]/, 'deltas counted');
   t.match(metrics, /meshlet_push_encodes_total [1-9]/, 'encodes counted');
 });
@@ -146,7 +146,7 @@ t.test('a NACKed delta or a version gap is answered with a complete snapshot; a 
   // A complete snapshot NACKed (it does not compile there): nothing more until the next change.
   sc.nack(resync, 'Route/b: spec: does not compile here');
   const status = await eventually('the NACK in status', async () => {
-    const out = cli(['status', '--server', cp.api]).stdout;
+    const out = cli(['status'], { server: cp.api }).stdout;
     return /does not compile here/.test(out) ? out : undefined;
   });
   t.match(status, /sc-0.*NACK .*does not compile here/, 'meshlet status shows the NACK');
@@ -185,7 +185,7 @@ t.test('the size guard: nothing over the limit is sent, deltas still fit, and me
   const late = new FakeSidecar(push, { id: 'late', service: 'web', address: '10.255.0.9', acceptsDelta: true });
   t.teardown(() => late.close());
   const status = await eventually('status names the reason', async () => {
-    const out = cli(['status', '--server', api]).stdout;
+    const out = cli(['status'], { server: api }).stdout;
     return /late.*not sent.*over the 3000-byte push message limit/.test(out) ? out : undefined;
   });
   t.match(status, /late .*NACK/);
@@ -196,8 +196,8 @@ t.test('the size guard: nothing over the limit is sent, deltas still fit, and me
   const got = await until(late, v);
   t.equal(got[0]!.baseVersion, '', 'the first message it gets is a complete snapshot, once one fits');
   t.ok(got.every((m) => wireBytes(m) <= 3000), 'every message under the limit');
-  await eventually('status shows the ACK', async () => (/late .*ACK/.test(cli(['status', '--server', api]).stdout) ? true : undefined));
-  const metrics = await (await fetch(`${api}/metrics`)).text();
+  await eventually('status shows the ACK', async () => (/late .*ACK/.test(cli(['status'], { server: api }).stdout) ? true : undefined));
+  const metrics = await (await apiFetch(`${api}/metrics`)).text();
   t.match(metrics, /meshlet_push_refused_total [1-9]/, 'refusals counted');
 });
 
@@ -213,11 +213,11 @@ t.test('a real sidecar with dependencies routes on deltas', async (t) => {
   for (let i = 0; i < 3; i++) await apply(cp.api, [route('catalog', ['catalog'], [{ service: 'catalog' }], `t${i}`)]);
   const v = await meshVersion(cp.api);
   await eventually('the real sidecar ACKs the latest version', async () => {
-    const st = (await (await fetch(`${cp.api}/v1/status`)).json()) as { sidecars: { id: string; ackedVersion?: string }[] };
+    const st = (await (await apiFetch(`${cp.api}/v1/status`)).json()) as { sidecars: { id: string; ackedVersion?: string }[] };
     return st.sidecars.find((s) => s.id === 'fe-0')?.ackedVersion === v ? true : undefined;
   });
   const text = await (await fetch(`http://127.0.0.1:${sc.admin}/config_dump`)).text();
   t.match(text, /"t2"/, 'the sidecar runs the Route from the last delta');
-  const metrics = await (await fetch(`${cp.api}/metrics`)).text();
+  const metrics = await (await apiFetch(`${cp.api}/metrics`)).text();
   t.match(metrics, /meshlet_push_messages_total\{type="delta"\} [1-9]/, 'it was sent deltas');
 });

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { rmSync } from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { eventually, startControlPlane, startSidecar, tmpDir, type ControlPlaneProc, type SidecarProc } from '../lib/meshlet';
+import { eventually, startControlPlane, startSidecar, tmpDir, tokenFor, type ControlPlaneProc, type SidecarProc } from '../lib/meshlet';
 import { request } from './helpers';
 
 const API = 'meshlet.dev/v1';
@@ -31,7 +31,7 @@ async function app(t: Test): Promise<App> {
 }
 
 async function api(cp: ControlPlaneProc, method: string, p: string, body?: unknown): Promise<{ status: number; json: any }> {
-  const r = await request({ port: cp.apiPort, method, path: p, headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const r = await request({ port: cp.apiPort, method, path: p, headers: { 'content-type': 'application/json', authorization: `Bearer ${tokenFor(cp.api) ?? ''}` }, body: body === undefined ? undefined : JSON.stringify(body) });
   return { status: r.status, json: r.text ? JSON.parse(r.text) : undefined };
 }
 
