@@ -26,10 +26,10 @@ import { mergeExpositions, type Exposition } from '../src/observability/merge';
 import { Registry } from '../src/observability/metrics';
 import { parseSnapshot, type CompiledSnapshot, type WireSnapshot } from '../src/policy';
 import { compileSnapshot } from '../src/snapshot/compile';
-import { startAdmin, type AdminServer } from './admin';
+import { startAdmin, type AdminServer } from '../src/observability/admin';
 import { configDump, leave, loadStaticWire, startProxy, subscribe, type HostPort, type Proxy, type Sidecar, type SidecarOptions, type SidecarResilience, type SidecarStatsReport } from './index';
-import { ProxyStats } from './stats';
-import type { Subscriber } from './subscriber';
+import { ProxyStats } from '../src/observability/proxy-stats';
+import type { Subscriber } from '../src/snapshot/subscriber';
 
 /** Primary -> worker. */
 type ToWorker =

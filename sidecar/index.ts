@@ -21,19 +21,19 @@ import { RateLimitLayer } from '../src/resilience/rate-limit';
 import { compileSnapshot } from '../src/snapshot/compile';
 import { parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { VERSION } from '../src/core/version';
-import { startAdmin, type AdminServer } from './admin';
+import { startAdmin, type AdminServer } from '../src/observability/admin';
 import { explain } from './explain';
 import { systemClock } from '../src/core/clock';
 import { ResilienceState } from '../src/resilience/state';
-import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
+import { inboundHandler, outboundHandler, type ProxyContext } from '../src/stack/front';
 import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
 import { ACCESS_LOG_DESTINATION } from '../src/observability/observer';
-import { ProxyStats } from './stats';
+import { ProxyStats } from '../src/observability/proxy-stats';
 import type { Format } from '../src/observability/metrics';
 import type { SidecarResilience } from '../src/observability/mesh-stats';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
 import type { WindowExports } from '../src/observability/merge';
-import type { Subscriber } from './subscriber';
+import type { Subscriber } from '../src/snapshot/subscriber';
 // Types only: @peculiar/x509 costs ~0.3-0.8 s to load; a sidecar without a credential never loads it.
 import type { WorkloadIdentity, IdentityMaterial } from './identity';
 
@@ -483,7 +483,7 @@ export async function subscribe(
   log: Logger,
   identity?: WorkloadIdentity,
 ): Promise<Subscriber> {
-  const { Subscriber } = await import('./subscriber');
+  const { Subscriber } = await import('../src/snapshot/subscriber');
   const subscriber = new Subscriber({
     target: opts.controlPlane as string,
     node: {

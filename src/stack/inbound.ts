@@ -2,7 +2,7 @@
  * The inbound stack (mesh -> the local app), built once per listener:
  *
  *   rate limit -> observe -> deadline (grpc-timeout) -> retry (only what the app never saw)
- *   -> dispatcher (UpstreamPools) to the app's endpoint (set by the front, sidecar/proxy.ts)
+ *   -> dispatcher (UpstreamPools) to the app's endpoint (set by the front, src/stack/front.ts)
  *
  * (Space for authorization: between rate limit and observe.)
  */

@@ -3,7 +3,7 @@
  * travels. A layer the rule does not need is not in its stack. To add a layer: write its file in
  * src/stack/, add one line here (and in inbound.ts if it applies there), and its policy field.
  *
- *   route match (front, sidecar/proxy.ts) -> CORS preflight -> redirect -> fault -> route breaker
+ *   route match (front, src/stack/front.ts) -> CORS preflight -> redirect -> fault -> route breaker
  *   -> header edits -> identity -> observe -> mirror -> transcode (JSON -> gRPC) -> gRPC message
  *   sizes -> deadline -> retry
  *   -> per try: pick endpoint (outlier-aware, limits, protocol) -> dispatcher (UpstreamPools)
