@@ -36,6 +36,8 @@ export interface SidecarIdentity {
    * a sidecar cannot point the control plane at another host (SSRF).
    */
   peerAddress?: string;
+  /** A gateway (`meshlet gateway`): shown by `meshlet status`, never published as an endpoint. */
+  kind?: 'gateway';
 }
 
 /** A sidecar as `meshlet status` shows it. Times are ISO 8601. */
@@ -331,6 +333,7 @@ export class EndpointRegistry implements Registry {
 export function endpointsOf(statuses: Iterable<SidecarStatus>): Endpoint[] {
   const byAddr = new Map<string, SidecarStatus>();
   for (const s of statuses) {
+    if (s.kind === 'gateway') continue;
     const k = `${s.service}\0${s.address}\0${s.port}`;
     const other = byAddr.get(k);
     // Two ids at one address (a pod replaced in place): keep the live one, else the newer.
@@ -352,7 +355,7 @@ export function endpointsOf(statuses: Iterable<SidecarStatus>): Endpoint[] {
 }
 
 function copyIdentity(s: SidecarIdentity): SidecarIdentity {
-  return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion, ...(s.adminPort ? { adminPort: s.adminPort } : {}), ...(s.peerAddress ? { peerAddress: s.peerAddress } : {}) };
+  return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion, ...(s.adminPort ? { adminPort: s.adminPort } : {}), ...(s.peerAddress ? { peerAddress: s.peerAddress } : {}), ...(s.kind ? { kind: s.kind } : {}) };
 }
 
 function sameEndpoint(a: SidecarIdentity, b: SidecarIdentity): boolean {
@@ -388,5 +391,5 @@ export function validIdentity(raw: unknown): SidecarIdentity | undefined {
   const labels: Record<string, string> = {};
   if (r.labels && typeof r.labels === 'object')
     for (const [k, v] of Object.entries(r.labels as object)) if (typeof v === 'string') labels[k] = v;
-  return { id: r.id, service: r.service, address: r.address, port, labels, buildVersion: typeof r.buildVersion === 'string' ? r.buildVersion : '' };
+  return { id: r.id, service: r.service, address: r.address, port, labels, buildVersion: typeof r.buildVersion === 'string' ? r.buildVersion : '', ...(r.kind === 'gateway' ? { kind: 'gateway' as const } : {}) };
 }

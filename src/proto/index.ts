@@ -28,6 +28,8 @@ export interface NodeMessage {
   adminPort?: number;
   /** The bootstrap credential (join token or ServiceAccount token); empty: none. */
   credential?: string;
+  /** '' or absent: a sidecar; 'gateway': an edge gateway (listed by `meshlet status`, never an endpoint). */
+  kind?: string;
 }
 
 export interface CertificateRequestMessage {
