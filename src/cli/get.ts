@@ -113,6 +113,8 @@ function summary(kind: string, spec: Record<string, unknown>, wide: boolean): st
       return `endpoints=${((spec.endpoints as unknown[]) ?? []).length}`;
     case 'GrpcTranscoding':
       return `service=${spec.service} services=${((spec.services as unknown[]) ?? []).length}`;
+    case 'Gateway':
+      return `listeners=${((spec.listeners as { name: string; port: number; protocol: string }[]) ?? []).map((l) => `${l.name}:${l.port}/${l.protocol}`).join(',')}`;
   }
   return '';
 }

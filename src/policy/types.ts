@@ -7,6 +7,7 @@
 import type { Kind } from './constants';
 import type {
   DestinationPolicySpec,
+  GatewaySpec,
   GrpcTranscodingSpec,
   Metadata,
   RateLimitPolicySpec,
@@ -37,6 +38,8 @@ export type {
   RateLimit,
   RateLimitPolicySpec,
   GrpcTranscodingSpec,
+  GatewaySpec,
+  GatewayListener,
 } from './schema';
 
 // -------------------------------------------------------------------------------- the resources
@@ -53,7 +56,8 @@ type DestinationPolicyResource = ResourceBase<'DestinationPolicy', DestinationPo
 type RateLimitPolicyResource = ResourceBase<'RateLimitPolicy', RateLimitPolicySpec>;
 type ServiceResource = ResourceBase<'Service', ServiceSpec>;
 export type GrpcTranscodingResource = ResourceBase<'GrpcTranscoding', GrpcTranscodingSpec>;
-export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource;
+export type GatewayResource = ResourceBase<'Gateway', GatewaySpec>;
+export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource | GatewayResource;
 
 // ------------------------------------------------------------------------------------ snapshots
 
