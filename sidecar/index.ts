@@ -62,6 +62,8 @@ export interface SidecarOptions {
   headersTimeoutMs?: number;
   /** Overload protection (src/http/overload.ts) and slow-body limits; see docs/hardening.md. */
   limits?: LimitOptions;
+  /** Outbound: proxies in front of the app whose x-forwarded-for entries are kept (default 0: replaced by the peer's address; src/stack/forwarded.ts). */
+  xffTrustedHops?: number;
   observability?: ObservabilityOptions;
   /** iptables interception is on (deploy/meshlet-init.sh): classify connections by original destination. */
   intercept?: import('./intercept').InterceptOptions;
@@ -284,7 +286,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     return ok(undefined);
   };
 
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, resilience, clock: systemClock, random: Math.random };
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, resilience, clock: systemClock, random: Math.random, xffTrustedHops: opts.xffTrustedHops ?? 0 };
   const lim = opts.limits ?? {};
   const reg = stats.metrics.registry;
   const overloadActions = reg.counter('meshlet_overload_actions_total', 'Overload protection at work, by listener and action: connection_refused, idle_closed, request_shed (503 OL), body_timeout and body_too_slow (408).', ['listener', 'action']);

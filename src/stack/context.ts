@@ -40,4 +40,9 @@ export interface StackContext {
   service?: string;
   /** Inbound rate limits (RateLimitPolicy for this service). */
   rateLimit?: RateLimitLayer;
+  /**
+   * Outbound: proxies in front whose `x-forwarded-for` entries are trusted (src/stack/forwarded.ts);
+   * undefined: the headers are left as the front built them.
+   */
+  xffTrustedHops?: number;
 }

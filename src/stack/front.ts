@@ -22,7 +22,7 @@ import { originalProtocol, withoutMark } from '../http/multiplex';
 import { parseRequestTarget } from '../http/target';
 import type { Headers, UpstreamPools, UpstreamProtocol, UpstreamTarget } from '../http/upstream';
 import { type ActiveRequests, endpointKey } from '../lb';
-import type { CompiledSnapshot, RequestView } from '../policy';
+import type { CompiledSnapshot, RequestView, RouteTable } from '../policy';
 import { type RateLimitLayer } from '../resilience/rate-limit';
 import type { ResilienceState } from '../resilience/state';
 import { inboundStack } from './inbound';
@@ -52,6 +52,8 @@ export interface ProxyContext {
   service?: string;
   /** Inbound rate limits (RateLimitPolicy for this service). */
   rateLimit?: RateLimitLayer;
+  /** Outbound: trusted x-forwarded-for hops (src/stack/forwarded.ts); undefined: headers as built. */
+  xffTrustedHops?: number;
 }
 
 export interface AppTarget {
@@ -76,8 +78,22 @@ class View implements RequestView {
   }
 }
 
-/** App -> mesh: the front adapter, route match, then the rule's stack (src/stack/outbound.ts). */
-export function outboundHandler(ctx: ProxyContext): RequestHandler {
+/** What differs at a gateway's listener (gateway/index.ts) from a sidecar's outbound listener. */
+export interface FrontOptions {
+  /** The route table (default: the mesh's, `snapshot.routes`); a gateway's has only the routes attached to it. */
+  routes?: (snap: CompiledSnapshot) => RouteTable;
+  /** The scheme the client used (`x-forwarded-proto`; default http). */
+  proto?: 'http' | 'https';
+  /** Request bodies larger than this are answered 413 (default: no limit). */
+  maxBodyBytes?: number;
+  /** Checked before routing: an answer ends the request there (host not served, https redirect). */
+  before?: (req: DownstreamRequest, res: DownstreamResponse, authority: string, path: string) => boolean;
+}
+
+/** App -> mesh (or client -> gateway): the front adapter, route match, then the rule's stack (src/stack/outbound.ts). */
+export function outboundHandler(ctx: ProxyContext, front: FrontOptions = {}): RequestHandler {
+  const routes = front.routes;
+  const maxBody = front.maxBodyBytes ?? 0;
   return (req, res, protocol) => {
     const upgrade = protocol === 'http1' && (req as H1Request).upgrade !== undefined;
     const kind = upgrade ? 'websocket' : callKind(req, protocol);
@@ -86,20 +102,52 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
     const rawAuthority = target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host'));
     if (!rawAuthority) return reject(ctx, 'outbound', req, res, kind, 'MESH_BAD_REQUEST', 'no host');
     const authority = rawAuthority.toLowerCase();
+    if (front.before?.(req, res, authority, target.query ? `${target.path}?${target.query}` : target.path)) return;
+    if (maxBody > 0) {
+      const len = headerOf(req, 'content-length');
+      if (len !== undefined && Number(len) > maxBody) return tooLarge(ctx, req, res, kind, maxBody);
+    }
     const snap = ctx.snapshot();
     if (!snap) return reject(ctx, 'outbound', req, res, kind, 'MESH_NO_HEALTHY_UPSTREAM', 'no policy snapshot yet');
     const view = new View(req, req.method ?? 'GET', target.path, target.query, authority);
-    const rule = snap.routes.match(view);
+    const rule = (routes ? routes(snap) : snap.routes).match(view);
     if (!rule) return reject(ctx, 'outbound', req, res, kind, 'MESH_NO_ROUTE', authority);
     const path = rule.rewritePath ? rule.rewritePath(view) : target.query ? `${target.path}?${target.query}` : target.path;
     const upstreamAuthority = rule.rewriteHost ?? rawAuthority;
     // The first try's backend, picked now so that the request's metrics are bound to it at once.
     const first = rule.pickBackend();
-    const call = newCall(ctx, 'outbound', kind, req, protocol, path, upstreamAuthority, view);
+    const call = newCall(ctx, 'outbound', kind, req, protocol, path, upstreamAuthority, view, front.proto);
+    if (maxBody > 0 && call.body) call.body = capped(call.body, maxBody);
     call.rule = rule;
     call.backend = first;
     respond(ctx, call, req, res, view, ruleStack(ctx, rule), rule.websocketIdleTimeoutMs);
   };
+}
+
+/** 413 for a body whose declared length is over the limit (counted, written for the protocol). */
+function tooLarge(ctx: ProxyContext, req: DownstreamRequest, res: DownstreamResponse, kind: CallKind, max: number): void {
+  const text = `request body larger than ${max} bytes`;
+  ctx.stats.record('outbound', 413, Flags.DownstreamProtocolError);
+  if (kind === 'grpc' || kind === 'grpc-web') return replyGrpc(res, req, kind, new LocalReply(413, Flags.DownstreamProtocolError, text, { grpcStatus: 8 }));
+  sendLocalRaw(res, 413, Flags.DownstreamProtocolError, text, protocol(req) === 'http1' ? { connection: 'close' } : undefined);
+}
+
+function protocol(req: DownstreamRequest): 'http1' | 'http2' {
+  return req instanceof H1Request ? 'http1' : 'http2';
+}
+
+/** A body without a declared length (chunked, HTTP/2): cut with 413 once it passes the limit. */
+function capped(src: Readable, max: number): Readable {
+  let n = 0;
+  const t = new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      n += chunk.length;
+      if (n > max) cb(new LocalReply(413, Flags.DownstreamProtocolError, `request body larger than ${max} bytes`, { grpcStatus: 8 }));
+      else cb(null, chunk);
+    },
+  });
+  src.pipe(t);
+  return t;
 }
 
 /** The call's kind from its content type. */
@@ -109,10 +157,10 @@ function callKind(req: DownstreamRequest, protocol: 'http1' | 'http2'): CallKind
 }
 
 /** The per-request context: forwarded headers, body (gRPC-Web converted to gRPC). */
-function newCall(ctx: ProxyContext, direction: Direction, kind: CallKind, req: DownstreamRequest, protocol: 'http1' | 'http2', path: string, authority: string, view: RequestView | undefined): MeshCall {
+function newCall(ctx: ProxyContext, direction: Direction, kind: CallKind, req: DownstreamRequest, protocol: 'http1' | 'http2', path: string, authority: string, view: RequestView | undefined, proto: 'http' | 'https' = 'http'): MeshCall {
   let headers = forwardRequestHeaders(req.rawHeaders, {
     remoteAddress: req.socket?.remoteAddress,
-    proto: 'http',
+    proto,
     version: protocol === 'http2' ? '2' : '1.1',
     via: ctx.viaName,
     ...(kind === 'websocket' ? { host: authority } : { dropHost: true }),

@@ -3,7 +3,7 @@
  * travels. A layer the rule does not need is not in its stack. To add a layer: write its file in
  * src/stack/, add one line here (and in inbound.ts if it applies there), and its policy field.
  *
- *   route match (front, src/stack/front.ts) -> CORS preflight -> redirect -> fault -> route breaker
+ *   route match (front, src/stack/front.ts) -> forwarded (x-forwarded-for trust) -> CORS preflight -> redirect -> fault -> route breaker
  *   -> header edits -> identity -> observe -> mirror -> transcode (JSON -> gRPC) -> gRPC message
  *   sizes -> deadline -> retry
  *   -> per try: pick endpoint (outlier-aware, limits, protocol) -> dispatcher (UpstreamPools)
@@ -20,6 +20,7 @@ import { deadlineLayer } from './deadline';
 import { dispatcher } from './dispatch';
 import { editsLayer } from './edits';
 import { faultLayer } from './fault';
+import { forwardedLayer } from './forwarded';
 import { grpcMessagesLayer } from './grpc-messages';
 import { identityLayer } from './identity';
 import { mirrorLayer } from './mirror';
@@ -32,6 +33,7 @@ import { preflightLayer, redirectLayer } from './route-replies';
 export function outboundRuleStack(ctx: StackContext, rule: CompiledRule): Handler {
   return compose(
     [
+      ctx.xffTrustedHops !== undefined ? forwardedLayer(ctx.xffTrustedHops) : undefined,
       rule.grpc?.allowOrigins ? preflightLayer(rule.grpc) : undefined,
       rule.redirect ? redirectLayer(rule.redirect) : undefined,
       rule.fault ? faultLayer(ctx, rule.fault) : undefined,
