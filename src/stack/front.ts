@@ -26,6 +26,7 @@ import type { CompiledSnapshot, RequestView, RouteTable } from '../policy';
 import { type RateLimitLayer } from '../resilience/rate-limit';
 import type { ResilienceState } from '../resilience/state';
 import { inboundStack } from './inbound';
+import { bodyLimitLayer as bodyLimit } from './body-limit';
 import { ruleStack } from './outbound';
 import { GrpcResponder, replyGrpc } from './respond-grpc';
 import { HttpResponder, sendLocalRaw } from './respond-http';
@@ -117,10 +118,11 @@ export function outboundHandler(ctx: ProxyContext, front: FrontOptions = {}): Re
     // The first try's backend, picked now so that the request's metrics are bound to it at once.
     const first = rule.pickBackend();
     const call = newCall(ctx, 'outbound', kind, req, protocol, path, upstreamAuthority, view, front.proto);
-    if (maxBody > 0 && call.body) call.body = capped(call.body, maxBody);
     call.rule = rule;
     call.backend = first;
-    respond(ctx, call, req, res, view, ruleStack(ctx, rule), rule.websocketIdleTimeoutMs);
+    // A body without a declared length is counted as it streams (rare at the edge: one closure).
+    const stack = maxBody > 0 && call.body && headerOf(req, 'content-length') === undefined ? bodyLimit(maxBody)(ruleStack(ctx, rule)) : ruleStack(ctx, rule);
+    respond(ctx, call, req, res, view, stack, rule.websocketIdleTimeoutMs);
   };
 }
 
@@ -136,19 +138,6 @@ function protocol(req: DownstreamRequest): 'http1' | 'http2' {
   return req instanceof H1Request ? 'http1' : 'http2';
 }
 
-/** A body without a declared length (chunked, HTTP/2): cut with 413 once it passes the limit. */
-function capped(src: Readable, max: number): Readable {
-  let n = 0;
-  const t = new Transform({
-    transform(chunk: Buffer, _e, cb) {
-      n += chunk.length;
-      if (n > max) cb(new LocalReply(413, Flags.DownstreamProtocolError, `request body larger than ${max} bytes`, { grpcStatus: 8 }));
-      else cb(null, chunk);
-    },
-  });
-  src.pipe(t);
-  return t;
-}
 
 /** The call's kind from its content type. */
 function callKind(req: DownstreamRequest, protocol: 'http1' | 'http2'): CallKind {

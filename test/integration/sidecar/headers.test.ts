@@ -130,7 +130,7 @@ t.test('x-forwarded-for with trusted hops (--xff-trusted-hops)', async (t) => {
     res.end('ok');
   });
   const res = [service('xff', [{ port: up.port }], 'http1'), route('xff', ['xff'], [{ backends: [{ service: 'xff' }] }])];
-  const send = async (port: { host: string; port: number }, xff: string, forwarded?: string) => {
+  const send = async (port: number, xff: string, forwarded?: string) => {
     const r = await rawExchange(port, `GET / HTTP/1.1\r\nHost: xff\r\nX-Forwarded-For: ${xff}\r\n${forwarded ? `Forwarded: ${forwarded}\r\n` : ''}Connection: close\r\n\r\n`);
     t.equal(parseRaw(r.text).status, 200);
     return seen[seen.length - 1];
