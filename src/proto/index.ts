@@ -214,5 +214,6 @@ export function checkNode(node: NodeMessage | null | undefined): Result<NodeMess
     buildVersion: node.buildVersion ?? '',
     credential: node.credential ?? '',
     adminPort: Number.isInteger(Number(node.adminPort)) && Number(node.adminPort) > 0 && Number(node.adminPort) <= 65535 ? Number(node.adminPort) : 0,
+    ...(node.kind === 'gateway' ? { kind: 'gateway' } : {}),
   });
 }
