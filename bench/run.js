@@ -8,7 +8,8 @@
  *   npm run bench -- --soak        # 10 min at 1,000 req/s through the full-chain sidecar, RSS every 30 s
  *
  * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-obs (skip the in-process
- * observability microbenchmark, bench/observability.js), --no-build, --soak-minutes N,
+ * observability microbenchmark, bench/observability.js), --no-gateway (skip the gateway TLS vs nginx
+ * row, bench/gateway-tls.js), --no-build, --soak-minutes N,
  * --soak-warmup S, --keep-tmp, --concurrency-contenders (adds meshlet-full-c2: the full chain with
  * --concurrency 2 on both cores; off by default, also selected by naming it in --only).
  */
@@ -69,6 +70,7 @@ function parseCli() {
       'no-h2': { type: 'boolean', default: false },
       'no-grpc': { type: 'boolean', default: false },
       'no-obs': { type: 'boolean', default: false },
+      'no-gateway': { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -636,6 +638,7 @@ async function benchRun(cli, dir, cores) {
   for (const name of variants) results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds, warmSeconds: p.variantWarmSeconds });
   await ctx.proc.stop();
   if (!cli['no-obs']) results.observability = await observabilityBench(p);
+  if (!cli['no-gateway']) results.gatewayTls = await gatewayTlsBench(p);
   results.finishedAt = new Date().toISOString();
   results.env.backgroundBusyPct = { before: backgroundBefore, after: await procs.coreBusy(500) };
 
@@ -736,6 +739,19 @@ async function observabilityBench(p) {
     return JSON.parse(stdout);
   } catch (err) {
     log(`bench: observability: FAILED: ${err.message}`);
+    return { error: err.message.split('\n')[0] };
+  }
+}
+
+/** bench/gateway-tls.js: the edge gateway (TLS + routing) vs nginx (TLS + proxy_pass), CPU µs/req ratio. */
+async function gatewayTlsBench(p) {
+  const seconds = p.variants ? 4 : 1;
+  log(`bench: gateway TLS + routing vs nginx TLS, ${seconds} s x 3 rounds`);
+  try {
+    const { stdout } = await procs.run(process.execPath, [path.join(__dirname, 'gateway-tls.js'), '--json', '--seconds', String(seconds)], { timeoutMs: 300_000 });
+    return JSON.parse(stdout.trim().split('\n').pop());
+  } catch (err) {
+    log(`bench: gateway TLS: FAILED: ${err.message}`);
     return { error: err.message.split('\n')[0] };
   }
 }

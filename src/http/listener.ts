@@ -306,7 +306,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     });
   };
   const server: net.Server = opts.tls
-    ? tls.createServer({ ...opts.tls, handshakeTimeout: headersTimeoutMs }, onSocket)
+    ? tls.createServer({ ...opts.tls, handshakeTimeout: headersTimeoutMs, noDelay: true }, onSocket)
     : net.createServer({ noDelay: true }, onSocket);
   if (opts.tls) {
     server.on('secureConnection', () => opts.onTls?.('ok'));
