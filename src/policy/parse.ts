@@ -28,6 +28,9 @@ export const KIND_ALIASES: Readonly<Record<string, Kind>> = Object.freeze({
   grpctranscoding: 'GrpcTranscoding',
   grpctranscodings: 'GrpcTranscoding',
   gt: 'GrpcTranscoding',
+  gateway: 'Gateway',
+  gateways: 'Gateway',
+  gw: 'Gateway',
 });
 
 export function kindFromName(s: string): Kind | undefined {
