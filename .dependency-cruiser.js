@@ -1,7 +1,8 @@
 /**
  * Dependency rules (`npm run deps`, part of `npm test`). The house's boundaries (DESIGN.md):
- * src/ is the library and never reaches into the processes that assemble it; the sidecar and the
- * control plane never import each other; src/policy is a leaf of the model; no import cycles.
+ * src/ is the library and never reaches into the processes that assemble it; the sidecar, the
+ * gateway and the control plane never import each other; src/policy is a leaf of the model; no
+ * import cycles.
  */
 
 module.exports = {
@@ -9,11 +10,25 @@ module.exports = {
     {
       name: 'src-not-to-processes',
       comment:
-        'src/ is the library every process shares; it never imports sidecar/ or control-plane/. Except src/cli: ' +
-        'the `meshlet` program is the entry point that starts those processes (`meshlet sidecar`, `meshlet up`).',
+        'src/ is the library every process shares; it never imports sidecar/, gateway/ or control-plane/. Except src/cli: ' +
+        'the `meshlet` program is the entry point that starts those processes (`meshlet sidecar`, `meshlet gateway`, `meshlet up`).',
       severity: 'error',
       from: { path: '^src/', pathNot: '^src/cli/' },
+      to: { path: '^(sidecar|gateway|control-plane)/' },
+    },
+    {
+      name: 'gateway-not-to-other-processes',
+      comment: 'The gateway is a thin assembly of src/, like the sidecar; what it shares with the sidecar or the control plane lives in src/.',
+      severity: 'error',
+      from: { path: '^gateway/' },
       to: { path: '^(sidecar|control-plane)/' },
+    },
+    {
+      name: 'processes-not-to-gateway',
+      comment: 'The sidecar and the control plane never import the gateway.',
+      severity: 'error',
+      from: { path: '^(sidecar|control-plane)/' },
+      to: { path: '^gateway/' },
     },
     {
       name: 'sidecar-not-to-control-plane',

@@ -5,7 +5,7 @@ import tseslint from 'typescript-eslint';
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'native/**', 'src/policy/checks.generated.ts', 'control-plane/ui/**', '**/*.js', '**/*.mjs'] },
   {
-    files: ['src/**/*.ts', 'sidecar/**/*.ts', 'control-plane/**/*.ts'],
+    files: ['src/**/*.ts', 'sidecar/**/*.ts', 'gateway/**/*.ts', 'control-plane/**/*.ts'],
     languageOptions: { parser: tseslint.parser, parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
     plugins: { '@typescript-eslint': tseslint.plugin },
     linterOptions: { reportUnusedDisableDirectives: 'off' },

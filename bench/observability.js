@@ -122,7 +122,7 @@ const tick = () => new Promise((r) => setImmediate(r));
 /** One configuration: a fresh ProxyStats built like sidecar/index.ts builds it. */
 async function setupConfig(c, o) {
   const pino = require('pino');
-  const { ProxyStats } = require(dist('sidecar/stats.js'));
+  const { ProxyStats } = require(dist('src/observability/proxy-stats.js'));
   const { SpanExporter } = require(dist('src/observability/tracing.js'));
   const { ACCESS_LOG_DESTINATION } = require(dist('src/observability/observer.js'));
   let dest;
@@ -224,7 +224,7 @@ async function run(opts = {}) {
     only: opts.only,
     deadPort: await deadPort(),
   };
-  if (!fs.existsSync(dist('sidecar/stats.js'))) throw new Error('dist/ is not built: npm run build');
+  if (!fs.existsSync(dist('src/observability/proxy-stats.js'))) throw new Error('dist/ is not built: npm run build');
   let configs = CONFIGS.filter((c) => !o.only || o.only.includes(c.name));
   if (configs.length === 0) throw new Error(`no configuration matches; known: ${CONFIGS.map((c) => c.name).join(', ')}`);
   // The differences need the baseline in every round.

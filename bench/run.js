@@ -9,7 +9,8 @@
  *
  * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-hop (skip the mesh-hop section), --no-obs (skip the in-process
  * observability microbenchmark, bench/observability.js), --no-mtls (skip the mesh hop with mTLS vs
- * plaintext vs two nginx, bench/mtls.js), --no-build, --soak-minutes N,
+ * plaintext vs two nginx, bench/mtls.js), --no-gateway (skip the gateway TLS vs nginx row,
+ * bench/gateway-tls.js), --no-build, --soak-minutes N,
  * --soak-warmup S, --keep-tmp, --concurrency-contenders (adds meshlet-full-c2: the full chain with
  * --concurrency 2 on both cores; off by default, also selected by naming it in --only).
  */
@@ -72,6 +73,7 @@ function parseCli() {
       'no-obs': { type: 'boolean', default: false },
       'no-hop': { type: 'boolean', default: false },
       'no-mtls': { type: 'boolean', default: false },
+      'no-gateway': { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -648,6 +650,7 @@ async function benchRun(cli, dir, cores) {
   await ctx.proc.stop();
   if (!cli['no-obs']) results.observability = await observabilityBench(p);
   if (!cli['no-mtls']) results.mtls = await mtlsBench(cli.quick);
+  if (!cli['no-gateway']) results.gatewayTls = await gatewayTlsBench(p);
   results.finishedAt = new Date().toISOString();
   results.env.backgroundBusyPct = { before: backgroundBefore, after: await procs.coreBusy(500) };
 
@@ -849,6 +852,19 @@ async function mtlsBench(quick) {
     return JSON.parse(stdout);
   } catch (err) {
     log(`bench: mtls: FAILED: ${err.message}`);
+    return { error: err.message.split('\n')[0] };
+  }
+}
+
+/** bench/gateway-tls.js: the edge gateway (TLS + routing) vs nginx (TLS + proxy_pass), CPU µs/req ratio. */
+async function gatewayTlsBench(p) {
+  const seconds = p.variants ? 4 : 1;
+  log(`bench: gateway TLS + routing vs nginx TLS, ${seconds} s x 3 rounds`);
+  try {
+    const { stdout } = await procs.run(process.execPath, [path.join(__dirname, 'gateway-tls.js'), '--json', '--seconds', String(seconds)], { timeoutMs: 300_000 });
+    return JSON.parse(stdout.trim().split('\n').pop());
+  } catch (err) {
+    log(`bench: gateway TLS: FAILED: ${err.message}`);
     return { error: err.message.split('\n')[0] };
   }
 }

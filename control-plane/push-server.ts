@@ -360,6 +360,7 @@ export class PushServer {
       labels: n.labels,
       buildVersion: n.buildVersion,
       adminPort: n.adminPort,
+      ...(n.kind === 'gateway' ? { kind: 'gateway' as const } : {}),
       peerAddress: peerHost(s.call.getPeer()),
     });
     // The registry change (if any) invalidated the snapshot: this sidecar gets one with itself in

@@ -41,6 +41,8 @@ export interface SidecarIdentity {
    * certificate is signed, kept across reconnects): callers dial it over mTLS expecting exactly it.
    */
   spiffeId?: string;
+  /** A gateway (`meshlet gateway`): shown by `meshlet status`, never published as an endpoint. */
+  kind?: 'gateway';
 }
 
 /** A sidecar as `meshlet status` shows it. Times are ISO 8601. */
@@ -347,6 +349,7 @@ export class EndpointRegistry implements Registry {
 export function endpointsOf(statuses: Iterable<SidecarStatus>): Endpoint[] {
   const byAddr = new Map<string, SidecarStatus>();
   for (const s of statuses) {
+    if (s.kind === 'gateway') continue;
     const k = `${s.service}\0${s.address}\0${s.port}`;
     const other = byAddr.get(k);
     // Two ids at one address (a pod replaced in place): keep the live one, else the newer.
@@ -369,7 +372,7 @@ export function endpointsOf(statuses: Iterable<SidecarStatus>): Endpoint[] {
 }
 
 function copyIdentity(s: SidecarIdentity): SidecarIdentity {
-  return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion, ...(s.adminPort ? { adminPort: s.adminPort } : {}), ...(s.peerAddress ? { peerAddress: s.peerAddress } : {}), ...(s.spiffeId ? { spiffeId: s.spiffeId } : {}) };
+  return { id: s.id, service: s.service, address: s.address, port: s.port, labels: { ...s.labels }, buildVersion: s.buildVersion, ...(s.adminPort ? { adminPort: s.adminPort } : {}), ...(s.peerAddress ? { peerAddress: s.peerAddress } : {}), ...(s.spiffeId ? { spiffeId: s.spiffeId } : {}), ...(s.kind ? { kind: s.kind } : {}) };
 }
 
 function sameEndpoint(a: SidecarIdentity, b: SidecarIdentity): boolean {
@@ -407,5 +410,5 @@ export function validIdentity(raw: unknown): SidecarIdentity | undefined {
   if (r.labels && typeof r.labels === 'object')
     for (const [k, v] of Object.entries(r.labels as object)) if (typeof v === 'string') labels[k] = v;
   const spiffeId = typeof r.spiffeId === 'string' && r.spiffeId.startsWith('spiffe://') ? r.spiffeId : undefined;
-  return { id: r.id, service: r.service, address: r.address, port, labels, buildVersion: typeof r.buildVersion === 'string' ? r.buildVersion : '', ...(spiffeId ? { spiffeId } : {}) };
+  return { id: r.id, service: r.service, address: r.address, port, labels, buildVersion: typeof r.buildVersion === 'string' ? r.buildVersion : '', ...(spiffeId ? { spiffeId } : {}), ...(r.kind === 'gateway' ? { kind: 'gateway' as const } : {}) };
 }

@@ -26,10 +26,10 @@ import { mergeExpositions, type Exposition } from '../src/observability/merge';
 import { Registry } from '../src/observability/metrics';
 import { parseSnapshot, type CompiledSnapshot, type WireSnapshot } from '../src/policy';
 import { compileSnapshot } from '../src/snapshot/compile';
-import { STATUS_PATHS, startAdmin, type AdminServer } from './admin';
+import { STATUS_PATHS, startAdmin, type AdminServer } from '../src/observability/admin';
 import { configDump, leave, loadStaticWire, startProxy, subscribe, type HostPort, type Proxy, type Sidecar, type SidecarOptions, type SidecarResilience, type SidecarStatsReport } from './index';
-import { ProxyStats } from './stats';
-import type { Subscriber } from './subscriber';
+import { ProxyStats } from '../src/observability/proxy-stats';
+import type { Subscriber } from '../src/snapshot/subscriber';
 
 /** Primary -> worker. */
 type ToWorker =
@@ -246,7 +246,7 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
   let subscriber: Subscriber | undefined;
   try {
     const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
-    const src: import('./admin').AdminSource = {
+    const src: import('../src/observability/admin').AdminSource = {
         ready: () => current !== undefined && !draining && slots.every((s) => s.listening && s.version === current!.version),
         configDump: () => ({
           ...(configDump(id, opts.service, source, current, subscriber) as object),

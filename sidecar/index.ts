@@ -22,15 +22,15 @@ import { AUTHZ_METRIC, AUTHZ_METRIC_HELP, AUTHZ_METRIC_LABELS, InboundAuthz } fr
 import { compileSnapshot } from '../src/snapshot/compile';
 import { parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { VERSION } from '../src/core/version';
-import { STATUS_PATHS, startAdmin, type AdminServer } from './admin';
+import { STATUS_PATHS, startAdmin, type AdminServer } from '../src/observability/admin';
 import { explain, recentDecisions } from './explain';
 import { DecisionRing, DEFAULT_DECISIONS } from '../src/observability/decisions';
 import { systemClock } from '../src/core/clock';
 import { ResilienceState } from '../src/resilience/state';
-import { inboundHandler, outboundHandler, type ProxyContext } from './proxy';
+import { inboundHandler, outboundHandler, type ProxyContext } from '../src/stack/front';
 import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
 import { ACCESS_LOG_DESTINATION } from '../src/observability/observer';
-import { ProxyStats } from './stats';
+import { ProxyStats } from '../src/observability/proxy-stats';
 import { CacheRegistry } from '../src/edge/cache';
 import type { EdgeContext } from '../src/stack/context';
 import type { Registry as MetricsRegistry } from '../src/observability/metrics';
@@ -39,7 +39,7 @@ import type { Format } from '../src/observability/metrics';
 import type { SidecarResilience } from '../src/observability/mesh-stats';
 import type { MeshMetrics } from '../src/observability/mesh-metrics';
 import type { WindowExports } from '../src/observability/merge';
-import type { Subscriber } from './subscriber';
+import type { Subscriber } from '../src/snapshot/subscriber';
 // Types only: @peculiar/x509 costs ~0.3-0.8 s to load; a sidecar without a credential never loads it.
 import type { WorkloadIdentity, IdentityMaterial } from './identity';
 
@@ -74,6 +74,8 @@ export interface SidecarOptions {
   headersTimeoutMs?: number;
   /** Overload protection (src/http/overload.ts) and slow-body limits; see docs/hardening.md. */
   limits?: LimitOptions;
+  /** Outbound: proxies in front of the app whose x-forwarded-for entries are kept (default 0: replaced by the peer's address; src/stack/forwarded.ts). */
+  xffTrustedHops?: number;
   observability?: ObservabilityOptions;
   /** iptables interception is on (deploy/meshlet-init.sh): classify connections by original destination. */
   intercept?: import('./intercept').InterceptOptions;
@@ -342,7 +344,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     jwks: () => (jwks ??= new (require('../src/edge/jwt') as typeof import('../src/edge/jwt')).JwksStore({ clock: systemClock, minRefreshIntervalMs: opts.jwksMinRefreshMs })),
     caches,
   };
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, authz, resilience, clock: systemClock, random: Math.random, decisions, edge };
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, authz, resilience, clock: systemClock, random: Math.random, decisions, edge, xffTrustedHops: opts.xffTrustedHops ?? 0 };
   const lim = opts.limits ?? {};
   const reg = stats.metrics.registry;
   registerCacheMetrics(reg, caches);
@@ -513,7 +515,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
     if (!isLoopbackHost(a.host))
       log.warn({ admin: `${a.host}:${a.port}` }, 'the admin port listens beyond loopback: /config_dump, /explain, /tap and /logging are reachable from the network; keep it on 127.0.0.1 and use --status for /metrics /ready /live');
-    const src: import('./admin').AdminSource = {
+    const src: import('../src/observability/admin').AdminSource = {
         ready: () => proxy.current() !== undefined && !draining,
         configDump: () => ({ ...(configDump(proxy.id, opts.service, source, proxy.current(), subscriber, identity) as object), mtls: proxy.mtls() }),
         quit: opts.onQuit,
@@ -581,7 +583,7 @@ export async function subscribe(
   log: Logger,
   identity?: WorkloadIdentity,
 ): Promise<Subscriber> {
-  const { Subscriber } = await import('./subscriber');
+  const { Subscriber } = await import('../src/snapshot/subscriber');
   const subscriber = new Subscriber({
     target: opts.controlPlane as string,
     node: {

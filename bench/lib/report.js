@@ -212,6 +212,13 @@ function featureTable(results) {
   return { head, rows };
 }
 
+/** bench/gateway-tls.js: the gateway (TLS + routing) vs nginx (TLS + proxy_pass). */
+function gatewayTlsTable(results) {
+  const o = results.gatewayTls;
+  if (!o) return '';
+  return '\n### Gateway: TLS + routing vs nginx\n\n' + require('../gateway-tls').table(o) + '\n';
+}
+
 /** bench/observability.js: the per-request CPU of the observability hooks, in-process. */
 function observabilityTable(results) {
   const o = results.observability;
@@ -315,6 +322,7 @@ function renderText(results, g) {
   parts.push('per-feature cost (CPU at max load):');
   parts.push(textTable(t.head, t.rows));
   parts.push('');
+  if (results.gatewayTls) parts.push(gatewayTlsTable(results));
   const ot = observabilityTable(results);
   if (results.observability) {
     parts.push('observability overhead (in-process):');
@@ -375,6 +383,7 @@ function renderMarkdown(results, g) {
   t = featureTable(results);
   parts.push(mdTable(t.head, t.rows));
   parts.push('');
+  if (results.gatewayTls) parts.push(gatewayTlsTable(results));
   if (results.observability) {
     parts.push('## Observability overhead (in-process)');
     parts.push('');

@@ -134,6 +134,9 @@ function outgoing(r: Wire): Ref[] {
         });
         if (rule.mirror) add(`service ${rule.mirror.service}`, `spec.rules[${i}].mirror`);
       });
+      ((s.gateways as string[] | undefined) ?? []).forEach((g, i) => {
+        if (g !== 'mesh') add(`Gateway/${g}`, `spec.gateways[${i}]`);
+      });
       break;
     }
     case 'RateLimitPolicy':

@@ -117,6 +117,8 @@ function summary(kind: string, spec: Record<string, unknown>, wide: boolean): st
       return `service=${spec.service ?? '*'} rules=${((spec.rules as unknown[]) ?? []).length} default=${spec.defaultAction ?? '-'}${spec.dryRun ? ' dryRun' : ''}`;
     case 'PeerAuthentication':
       return `service=${spec.service ?? '(mesh-wide)'} mode=${spec.mode}`;
+    case 'Gateway':
+      return `listeners=${((spec.listeners as { name: string; port: number; protocol: string }[]) ?? []).map((l) => `${l.name}:${l.port}/${l.protocol}`).join(',')}`;
   }
   return '';
 }

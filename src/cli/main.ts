@@ -24,6 +24,7 @@ export const COMMANDS: CommandEntry[] = [
   { name: 'up', summary: 'run a local mesh on loopback: control plane, demo services, a sidecar each (what `npm start` runs)', load: () => require('./up').up },
   { name: 'control-plane', summary: 'run the control plane: REST API, policy store, push to sidecars', load: () => require('./control-plane').controlPlane },
   { name: 'sidecar', summary: 'run the sidecar proxy beside one service instance', load: () => require('./sidecar').sidecar },
+  { name: 'gateway', summary: 'run the edge gateway: client-facing HTTP/HTTPS listeners of a Gateway resource, the same routing stack', load: () => require('./gateway').gateway },
   { name: 'apply', summary: 'create or update policies from YAML/JSON files (all or nothing); the control plane validates them against what is stored', client: true, load: () => require('./apply').apply },
   { name: 'diff', summary: 'what `apply` would change, as a unified diff (exit 1 when different)', client: true, load: () => require('./diff').diff },
   { name: 'get', summary: 'list policies of a kind (or all), or show one', client: true, load: () => require('./get').get },

@@ -40,6 +40,8 @@ export const sidecar: Command = {
   --trace-sampling PCT    percent of new traces sampled, 0-100 (default 1); a caller's sampled flag always wins
   --trace-collector URL   export spans in batches to URL (e.g. http://zipkin:9411/api/v2/spans)
   --trace-format F        zipkin (v2 JSON) or otlp (OTLP/HTTP JSON, URL .../v1/traces); default zipkin
+  --xff-trusted-hops N    proxies in front of the app whose x-forwarded-for entries are kept (default 0: an
+                          app-supplied x-forwarded-for is replaced by the address the sidecar sees)
   --access-log RATE       fraction of requests written as JSON access-log lines on stdout, 0-1 (default 0: off; 1: every request)
   --recent-requests N     what happened to the last N requests, kept in memory for \`meshlet explain --last\`
                           (default 1024; 0: off)
@@ -90,6 +92,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       'trace-format': { type: 'string' },
       'access-log': { type: 'string' },
       'recent-requests': { type: 'string' },
+      'xff-trusted-hops': { type: 'string' },
       intercept: { type: 'boolean' },
       'inbound-localhost': { type: 'boolean' },
       'drain-ms': { type: 'string' },
@@ -179,6 +182,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       headersTimeoutMs,
       maxHeaderBytes,
       limits,
+      xffTrustedHops: trustedHops(values['xff-trusted-hops']),
       logger: logger(values['log-level']),
       observability,
       // The same path as SIGTERM: leave, drain, exit 0.
@@ -200,6 +204,13 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
     return runUntilSignal(() => s.close());
   },
 };
+
+/** `--xff-trusted-hops`: 0..10 (default 0). */
+export function trustedHops(v: string | undefined): number {
+  if (v === undefined) return 0;
+  if (!/^\d{1,2}$/.test(v) || Number(v) > 10) throw new UsageError(`--xff-trusted-hops: expected an integer from 0 to 10, got ${JSON.stringify(v)}`);
+  return Number(v);
+}
 
 /** `--concurrency`: a positive integer up to 128, or `auto` (os.availableParallelism()); default 1. */
 export function workerCount(v: string | undefined): number {

@@ -18,6 +18,8 @@ interface SidecarRow {
   expiresAt?: string;
   /** With the etcd store: the control-plane replica the sidecar is connected to. */
   replica?: string;
+  /** 'gateway' for `meshlet gateway`; absent for a sidecar. */
+  kind?: string;
 }
 
 interface StatusBody {
@@ -78,11 +80,12 @@ export function formatStatus(b: StatusBody, wide: boolean): string {
       : s.ackedVersion
         ? `ACK ${s.ackedVersion}${s.ackedVersion === b.version ? '' : ' (stale)'}`
         : 'pending';
+    const service = s.kind === 'gateway' ? `${s.service} (gateway)` : s.service;
     const stream = s.connected ? 'connected' : `gone (until ${s.expiresAt ?? '?'})`;
     rows.push(
       wide
-        ? [s.id, s.service, `${s.address}:${s.port}`, labels, stream, ...(replicas ? [s.replica ?? '-'] : []), s.buildVersion || '-', age(s.connectedAt), policy]
-        : [s.id, s.service, `${s.address}:${s.port}`, labels, stream, ...(replicas ? [s.replica ?? '-'] : []), policy],
+        ? [s.id, service, `${s.address}:${s.port}`, labels, stream, ...(replicas ? [s.replica ?? '-'] : []), s.buildVersion || '-', age(s.connectedAt), policy]
+        : [s.id, service, `${s.address}:${s.port}`, labels, stream, ...(replicas ? [s.replica ?? '-'] : []), policy],
     );
   }
   return out + table(rows) + '\n';

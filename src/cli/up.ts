@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, promises as fsp } from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
@@ -42,6 +43,7 @@ export const up: Command = {
 Starts, on 127.0.0.1:
   the control plane         API :15080, push :15010, store under D (default .meshlet/)
   frontend -> catalog (v1 and v2) -> pricing, each with its own \`meshlet sidecar\` process
+  the edge gateway          \`meshlet gateway\` on :8080 (the policies' Gateway), in front of frontend
 and applies the example policies (default deploy/local/policies.yaml). Ctrl-C stops everything.
   --ephemeral-ports   use free ports everywhere instead of the fixed ones (for tests)
   --store etcd        keep policies and endpoints in a local 3-member etcd cluster (started here,
@@ -90,7 +92,11 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
     const cps: import('../../control-plane').ControlPlane[] = [];
     const running: Running[] = [];
     const tokenIds: string[] = [];
+    let gw: GatewayRunning | undefined;
+    let gatewayUrl: string | undefined;
     const stopAll = async (): Promise<void> => {
+      if (gw && gw.child.exitCode === null) gw.child.kill('SIGTERM');
+      await gw?.exited;
       for (const r of running) if (r.child.exitCode === null) r.child.kill('SIGTERM');
       const kill = setTimeout(() => running.forEach((r) => r.child.exitCode === null && r.child.kill('SIGKILL')), 8000);
       await Promise.all(running.map((r) => r.exited));
@@ -146,19 +152,22 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       const embedded = docs.ok ? embedProtoFiles(docs.value, path.dirname(policies)) : docs;
       const parsed = embedded.ok ? parseAll(embedded.value) : embedded;
       if (!parsed.ok) throw new CliError(`invalid policies in ${policies}:\n${formatErrors(parsed.errors)}`);
-      const applied = await api(server, 'POST', '/v1/apply', { items: parsed.value.map(toWire) }, { token: adminToken });
+      // With free ports everywhere, the Gateway's listeners get free ports too.
+      const resources = eph ? await Promise.all(parsed.value.map(freeGatewayPorts)) : parsed.value;
+      gatewayUrl = gatewayUrlOf(resources);
+      const applied = await api(server, 'POST', '/v1/apply', { items: resources.map(toWire) }, { token: adminToken });
       if (applied.status !== 200) throw new CliError(`could not apply ${policies}: ${describeApiError(applied)}`);
 
       // Every sidecar proves its service with a join token made for it (docs/security.md), revoked
       // when `up` stops.
       const joinTokens = new Map<string, string>();
-      for (const role of new Set(LAYOUT.map((i) => i.role))) {
-          const t = await cp.tokens?.create({ service: role, ttlMs: 7 * 86_400_000, description: 'meshlet up' });
-          if (t) {
-            joinTokens.set(role, t.token);
-            tokenIds.push(t.info.id);
-          }
+      for (const role of [...new Set(LAYOUT.map((i) => i.role)), GATEWAY]) {
+        const t = await cp.tokens?.create({ service: role, ttlMs: 7 * 86_400_000, description: 'meshlet up' });
+        if (t) {
+          joinTokens.set(role, t.token);
+          tokenIds.push(t.info.id);
         }
+      }
       const layout = eph ? LAYOUT.map((i) => ({ ...i, outbound: 0, inbound: 0, admin: 0 })) : LAYOUT;
       for (const [n, inst] of layout.entries()) {
         // Spread the sidecars over the replicas: each starts on a different one and knows them all.
@@ -166,7 +175,9 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
         running.push(await startInstance(inst, mainJs, targets, log, path.join(dataDir, 'logs'), joinTokens.get(inst.role)));
       }
       await Promise.all(running.map((r) => waitReady(r)));
-      await waitConverged(server, running.length, adminToken);
+      if (gatewayUrl) gw = await startGatewayProcess(mainJs, pushes.join(','), eph ? 0 : 15400, path.join(dataDir, 'logs'), joinTokens.get(GATEWAY));
+      await waitConverged(server, running.length + (gw ? 1 : 0), adminToken);
+      if (gw && gatewayUrl) await waitServing(gatewayUrl);
     } catch (err) {
       await stopAll();
       throw err;
@@ -174,7 +185,7 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
 
     const front = running[0] as Running;
     const p = (r: Running) => r.ports as NonNullable<Running['ports']>;
-    const check = await request(`http://127.0.0.1:${p(front).inbound}/`).then(
+    const check = await request(gatewayUrl && gw ? gatewayUrl : `http://127.0.0.1:${p(front).inbound}/`).then(
       async (r) => `${r.statusCode} ${(await r.body.text()).trim().slice(0, 200)}`,
       (e: Error) => `failed: ${e.message}`,
     );
@@ -189,6 +200,7 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
         (r) =>
           `  ${r.inst.id.padEnd(13)} app :${String(r.app.port).padEnd(6)} sidecar inbound :${p(r).inbound}  outbound :${p(r).outbound}  admin http://127.0.0.1:${p(r).admin}/config_dump`,
       ),
+      ...(gw && gatewayUrl ? [`  gateway       ${gatewayUrl}   admin http://127.0.0.1:${gw.admin}/config_dump`] : []),
       '',
       `Dashboard: ${server}/ui/#token=${adminToken}`,
       '',
@@ -196,6 +208,7 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       `  just works; with curl: curl -s -H 'Authorization: Bearer ${adminToken}' ${server}/v1/status`,
       '',
       'Send traffic (frontend -> catalog -> pricing):',
+      ...(gw && gatewayUrl ? [`  curl -s ${gatewayUrl}     # through the edge gateway`] : []),
       `  curl -s http://127.0.0.1:${p(front).inbound}/`,
       `  curl -s -H 'x-canary: true' http://127.0.0.1:${p(front).inbound}/     # always catalog v2`,
       `  curl -s -x http://127.0.0.1:${p(front).outbound} http://catalog/items     # as the frontend app, through its sidecar`,
@@ -222,6 +235,89 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
     return code;
   },
 };
+
+/** The demo's edge gateway: the Gateway resource of this name in the policies. */
+const GATEWAY = 'gateway';
+
+interface GatewayRunning {
+  child: ChildProcess;
+  admin: number;
+  exited: Promise<void>;
+}
+
+/** A Gateway's listener ports replaced by free ones (`--ephemeral-ports`). */
+async function freeGatewayPorts<R extends { kind: string; spec: unknown }>(r: R): Promise<R> {
+  if (r.kind !== 'Gateway') return r;
+  const spec = r.spec as { listeners: { port: number }[] };
+  const listeners = [];
+  for (const l of spec.listeners) listeners.push({ ...l, port: await freePort() });
+  return { ...r, spec: { ...spec, listeners } };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** The URL of the demo gateway's first HTTP listener, when the policies define one. */
+function gatewayUrlOf(resources: readonly { kind: string; metadata: { name: string }; spec: unknown }[]): string | undefined {
+  const g = resources.find((r) => r.kind === 'Gateway' && r.metadata.name === GATEWAY);
+  const l = (g?.spec as { listeners: { port: number; protocol: string }[] } | undefined)?.listeners.find((x) => x.protocol === 'HTTP');
+  return l ? `http://127.0.0.1:${l.port}/` : undefined;
+}
+
+async function startGatewayProcess(mainJs: string, controlPlane: string, adminPort: number, logDir: string, joinToken?: string): Promise<GatewayRunning> {
+  mkdirSync(path.join(logDir, GATEWAY), { recursive: true });
+  const logFile = createWriteStream(path.join(logDir, GATEWAY, `${GATEWAY}-0.log`), { flags: 'w' });
+  const args = [mainJs, 'gateway', '--name', GATEWAY, '--id', `${GATEWAY}-0`, '--control-plane', controlPlane, '--address', '127.0.0.1', '--admin', `127.0.0.1:${adminPort}`, '--log-level', 'info'];
+  const child = spawn(process.execPath, [...SIDECAR_NODE_FLAGS, ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+    env: { ...process.env, MESHLET_EXIT_WITH_STDIN: '1', ...(joinToken ? { MESHLET_JOIN_TOKEN: joinToken } : {}) },
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  void exited.then(() => logFile.end());
+  const admin = await new Promise<number>((resolve, reject) => {
+    child.once('exit', (code) => reject(new CliError(`the gateway exited (code ${code}) before it started: see the lines above`)));
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      logFile.write(line + '\n');
+      let rec: { level?: number; msg?: string; admin?: string } & Record<string, unknown>;
+      try {
+        rec = JSON.parse(line);
+      } catch {
+        process.stdout.write(`[gateway] ${line}\n`);
+        return;
+      }
+      if (rec.msg === 'gateway started' && rec.admin) resolve(Number(rec.admin.slice(rec.admin.lastIndexOf(':') + 1)));
+      if ((rec.level ?? 0) >= 40) {
+        const { level: _l, time: _t, pid: _p, hostname: _h, msg, ...rest } = rec;
+        process.stderr.write(`[gateway] ${msg} ${JSON.stringify(rest)}\n`);
+      }
+    });
+    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => process.stderr.write(`[gateway] ${line}\n`));
+  });
+  return { child, admin, exited };
+}
+
+/** Until the gateway's listener answers (it binds once the snapshot with its Gateway arrives). */
+async function waitServing(url: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const ok = await request(url).then(
+      async (res) => (await res.body.dump(), true),
+      () => false,
+    );
+    if (ok) return;
+    if (Date.now() > deadline) throw new CliError(`the gateway did not start serving ${url} within 20 s (is the port in use? see the lines above)`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
 
 async function startInstance(inst: Instance, mainJs: string, controlPlane: string, log: ReturnType<typeof logger>, logDir: string, joinToken?: string): Promise<Running> {
   // Every line the sidecar writes (its log and access log) goes to LOGDIR/SERVICE/ID.log, for `meshlet logs`.

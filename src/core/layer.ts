@@ -104,6 +104,12 @@ export class MeshCall {
    */
   decision: Decision | undefined = undefined;
   decisionSeq = 0;
+  /**
+   * The client's IP address as far as this proxy can vouch for it (src/stack/forwarded.ts: the
+   * downstream peer, or the entry `trustedHops` from the right of `x-forwarded-for`); undefined
+   * before that layer ran. IP filters and client-keyed limits read this, never the raw header.
+   */
+  clientAddress: string | undefined = undefined;
 
   /**
    * An upgrade (WebSocket): its `Upgrade` protocol, and the front adapter's hook that takes the

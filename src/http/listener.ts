@@ -67,6 +67,16 @@ export interface ListenerOptions {
     mode(): PeerAuthMode;
     onEvent(event: TlsEvent, detail?: string): void;
   };
+  /**
+   * Terminate TLS (the gateway's HTTPS listeners): the options of `tls.createServer` (certificate
+   * by SNICallback, ALPN h2/http1.1, versions, ciphers). The handshake must finish within
+   * `headersTimeoutMs`; the protocol is still detected from the decrypted preface.
+   */
+  tls?: tls.TlsOptions;
+  /** TLS handshakes, as they finish or fail (metrics). */
+  onTls?: (outcome: 'ok' | 'error', detail?: string) => void;
+  /** Connections open at once from one client address; more are closed at once (0 or absent: no limit). */
+  maxConnectionsPerClient?: number;
 }
 
 /**
@@ -346,7 +356,8 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     tlsServer = srv;
   };
 
-  const server = net.createServer({ noDelay: true }, (socket) => {
+  const onSocket = (socket: net.Socket): void => {
+    if (socket.destroyed) return;
     socket.on('error', () => undefined);
     if (ov) {
       if (ov.overloaded) {
@@ -404,7 +415,37 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       socket.unshift(r.head);
       h2.emit('connection', socket);
     });
-  });
+  };
+  const server: net.Server = opts.tls
+    ? tls.createServer({ ...opts.tls, handshakeTimeout: headersTimeoutMs, noDelay: true }, onSocket)
+    : net.createServer({ noDelay: true }, onSocket);
+  if (opts.tls) {
+    server.on('secureConnection', () => opts.onTls?.('ok'));
+    server.on('tlsClientError', (err: Error & { code?: string }) => {
+      opts.onTls?.('error', err.code);
+      log.debug({ err, listener: opts.name }, 'TLS handshake failed');
+    });
+  }
+  const perClient = opts.maxConnectionsPerClient ?? 0;
+  if (perClient > 0) {
+    // Counted on the TCP connection (before any TLS handshake), so a client cannot hold more.
+    const byAddress = new Map<string, number>();
+    server.prependListener('connection', (raw: net.Socket) => {
+      const addr = raw.remoteAddress ?? '';
+      const n = (byAddress.get(addr) ?? 0) + 1;
+      if (n > perClient) {
+        refused('client connection limit', { remote: addr, limit: perClient });
+        raw.destroy();
+        return;
+      }
+      byAddress.set(addr, n);
+      raw.once('close', () => {
+        const m = (byAddress.get(addr) ?? 1) - 1;
+        if (m <= 0) byAddress.delete(addr);
+        else byAddress.set(addr, m);
+      });
+    });
+  }
 
   return new Promise((resolve, reject) => {
     server.once('error', reject);

@@ -10,6 +10,7 @@ import type { Picker } from '../lb/picker';
 import type {
   DestinationPolicySpec,
   Endpoint,
+  GatewaySpec,
   GrpcRouteOptions,
   RateLimitPolicySpec,
   Resource,
@@ -103,7 +104,12 @@ export interface RouteTable {
 
 export interface CompiledSnapshot {
   version: string;
+  /** The mesh's routes (Routes without `gateways`, or naming `mesh`), with implicit ones per service. */
   routes: RouteTable;
+  /** Gateway resources by name. */
+  gateways: ReadonlyMap<string, GatewaySpec>;
+  /** The routes attached to a gateway (`spec.gateways` names it); no implicit routes. */
+  gatewayRoutes(name: string): RouteTable;
   services: ReadonlyMap<string, CompiledService>;
   rateLimits: ReadonlyMap<string, RateLimitPolicySpec>;
   /** HTTP/JSON -> gRPC transcoders by destination service (GrpcTranscoding policies). */

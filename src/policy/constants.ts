@@ -6,7 +6,7 @@
 import type { TSchema } from '@sinclair/typebox';
 
 export const API_VERSION = 'meshlet.dev/v1';
-export const KINDS = ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding', 'AuthorizationPolicy', 'PeerAuthentication'] as const;
+export const KINDS = ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding', 'AuthorizationPolicy', 'PeerAuthentication', 'Gateway'] as const;
 export type Kind = (typeof KINDS)[number];
 
 /**

@@ -10,7 +10,7 @@ import type { Obj } from './validate';
 import { CHECKS, PLANS } from './checks.generated';
 import { KINDS, LIMITS } from './constants';
 import { fromInternal, toInternal } from './wire';
-import type { AuthorizationPolicySpec, DestinationPolicySpec, GrpcTranscodingSpec, Kind, RateLimit, RateLimitPolicySpec, Resource, RetryPolicy, RouteMatch, RouteRule, RouteSpec } from './types';
+import type { AuthorizationPolicySpec, DestinationPolicySpec, GatewaySpec, GrpcTranscodingSpec, Kind, RateLimit, RateLimitPolicySpec, Resource, RetryPolicy, RouteMatch, RouteRule, RouteSpec } from './types';
 
 /** Lower-case plural and singular names accepted for a kind (URLs, `meshlet get`). */
 export const KIND_ALIASES: Readonly<Record<string, Kind>> = Object.freeze({
@@ -35,6 +35,9 @@ export const KIND_ALIASES: Readonly<Record<string, Kind>> = Object.freeze({
   peerauthentication: 'PeerAuthentication',
   peerauthentications: 'PeerAuthentication',
   pa: 'PeerAuthentication',
+  gateway: 'Gateway',
+  gateways: 'Gateway',
+  gw: 'Gateway',
 });
 
 export function kindFromName(s: string): Kind | undefined {
@@ -165,7 +168,24 @@ const SEMANTICS: { [K in Kind]: (r: Extract<Resource, { kind: K }>, errs: Errs) 
   GrpcTranscoding: (r, errs) => checkGrpcTranscoding(r.spec, errs),
   AuthorizationPolicy: (r, errs) => checkAuthorizationPolicy(r.spec, errs),
   PeerAuthentication: () => undefined,
+  Gateway: (r, errs) => checkGateway(r.metadata.name, r.spec, errs),
 };
+
+/** The name a Route's `gateways` uses for the sidecars; no Gateway may take it. */
+export const MESH_GATEWAY = 'mesh';
+
+function checkGateway(name: string, spec: GatewaySpec, errs: Errs): void {
+  if (name === MESH_GATEWAY) err(errs, 'metadata.name', `"${MESH_GATEWAY}" is reserved: in a Route's spec.gateways it names the sidecars`);
+  spec.listeners.forEach((l, i) => {
+    const p = `spec.listeners[${i}]`;
+    if (spec.listeners.findIndex((x) => x.name === l.name) < i) err(errs, `${p}.name`, `duplicate listener name ${JSON.stringify(l.name)}`);
+    if (spec.listeners.findIndex((x) => x.port === l.port) < i) err(errs, `${p}.port`, `port ${l.port} is already used by listener ${JSON.stringify(spec.listeners.find((x) => x.port === l.port)?.name)}`);
+    if (l.protocol === 'HTTPS' && !l.tls) err(errs, `${p}.tls`, 'is required for protocol HTTPS (certificates to terminate TLS with)');
+    if (l.protocol === 'HTTP' && l.tls) err(errs, `${p}.tls`, 'is for HTTPS listeners; this one is HTTP');
+    if (l.protocol === 'HTTPS' && l.httpsRedirect) err(errs, `${p}.httpsRedirect`, 'is for HTTP listeners; this one is HTTPS already');
+    if (l.httpsRedirect && !spec.listeners.some((x) => x.protocol === 'HTTPS')) err(errs, `${p}.httpsRedirect`, 'needs an HTTPS listener on the same Gateway to redirect to');
+  });
+}
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
@@ -175,6 +195,9 @@ function checkRoute(spec: Mutable<RouteSpec>, errs: Errs): void {
     const c = (require('../edge/cors') as typeof import('../edge/cors')).parseCorsConfig(spec.cors, 'spec.cors');
     if (!c.ok) errs.push(...c.errors);
   }
+  spec.gateways?.forEach((g, i) => {
+    if (spec.gateways?.indexOf(g) !== i) err(errs, `spec.gateways[${i}]`, `duplicate gateway ${JSON.stringify(g)}`);
+  });
   spec.hosts.forEach((h, i) => {
     if (spec.hosts.indexOf(h) < i) err(errs, `spec.hosts[${i}]`, `duplicate host ${JSON.stringify(h)}`);
   });
@@ -377,11 +400,14 @@ export function validateReferences(resources: readonly Resource[]): FieldError[]
       }
     } else if (r.kind === 'Route') {
       routes.set(r.metadata.name, new Set(r.spec.rules.map((x) => x.name)));
-      r.spec.hosts.forEach((h, i) => {
-        const owner = hostOwner.get(h);
-        if (owner !== undefined && owner !== r.metadata.name) at(r, `spec.hosts[${i}]`, `host ${JSON.stringify(h)} is already served by Route ${JSON.stringify(owner)}`);
-        else hostOwner.set(h, r.metadata.name);
-      });
+      // A host has one owner per place a route applies (the mesh, each gateway).
+      for (const scope of r.spec.gateways ?? [MESH_GATEWAY])
+        r.spec.hosts.forEach((h, i) => {
+          const owner = hostOwner.get(`${scope}\0${h}`);
+          if (owner !== undefined && owner !== r.metadata.name)
+            at(r, `spec.hosts[${i}]`, `host ${JSON.stringify(h)} is already served by Route ${JSON.stringify(owner)}${scope === MESH_GATEWAY ? '' : ` at gateway ${JSON.stringify(scope)}`}`);
+          else hostOwner.set(`${scope}\0${h}`, r.metadata.name);
+        });
     }
   }
   for (const r of resources) {

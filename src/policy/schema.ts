@@ -476,6 +476,14 @@ const RouteSpecSchema = Obj(
     grpc: Type.Optional(GrpcRouteOptionsSchema),
     cors: Type.Optional(CorsSchema),
     websocket: Type.Optional(Obj({ idleTimeoutMs: Type.Optional(Dur('idleTimeout', 'A tunnel idle this long is closed.')) }, 'WebSocket (HTTP/1.1 Upgrade) connections on this route.')),
+    gateways: Type.Optional(
+      List(Name('A Gateway name, or `mesh` (the sidecars).', 63), {
+        description:
+          'Where the route applies (Istio\u2019s `gateways`): absent, in the mesh only (every sidecar\u2019s outbound side); a list of Gateway names, at those gateways only; add the reserved name `mesh` to apply in the mesh as well.',
+        minItems: 1,
+        maxItems: 16,
+      }),
+    ),
   },
   'Routes requests for some hosts to backends.',
 );
@@ -769,6 +777,71 @@ const PeerAuthenticationSpecSchema = Obj(
   'Whether a service\u2019s sidecar takes mTLS, plaintext, or both (without any: PERMISSIVE, and sidecars with certificates talk mTLS).',
 );
 export type PeerAuthenticationSpec = Static<typeof PeerAuthenticationSpecSchema>;
+// ---------------------------------------------------------------------------------- Gateway
+
+const CertificateSchema = Obj(
+  {
+    certFile: Str({ description: 'PEM certificate chain file on the gateway\u2019s host (leaf first); watched and reloaded when it changes.', maxLength: 4096 }),
+    keyFile: Str({ description: 'PEM private key file on the gateway\u2019s host; watched and reloaded with the certificate.', maxLength: 4096 }),
+  },
+  'A certificate and its key, from files (a Kubernetes Secret mounted as a volume is such a pair).',
+);
+
+const GatewayListenerSchema = Obj(
+  {
+    name: Name('Listener name, used in metrics and logs.', 63),
+    port: Int(1, 65535, { description: 'The port clients connect to.' }),
+    protocol: Enum(['HTTP', 'HTTPS'] as const, { description: 'HTTP (plaintext HTTP/1.1 and h2c) or HTTPS (TLS 1.2+, HTTP/2 by ALPN).' }),
+    hostnames: Type.Optional(
+      List(
+        Str({ pattern: HOST_ANY_CASE, patternMessage: 'invalid hostname {value}: use a DNS name or a "*." wildcard', maxLength: LIMITS.hostLength, meta: { lower: true, limit: 'hostLength' } }),
+        { description: 'Host names served; other Host headers get 404 (flag NR). Absent: any.', minItems: 1, maxItems: LIMITS.hostsPerRoute, meta: { limit: 'hostsPerRoute' } },
+      ),
+    ),
+    tls: Type.Optional(
+      Obj(
+        {
+          certificates: List(CertificateSchema, { description: 'Certificates, chosen by the client\u2019s SNI against their DNS names; the first one when none matches (or no SNI).', minItems: 1, maxItems: 100 }),
+          minVersion: Enum(['TLSv1.2', 'TLSv1.3'] as const, { default: 'TLSv1.2', description: 'Oldest TLS version accepted (never below 1.2).' }),
+        },
+        'TLS termination (HTTPS listeners).',
+      ),
+    ),
+    httpsRedirect: Bool({ default: false, description: 'HTTP listeners: answer every request with 301 to the same URL on https (the port of the gateway\u2019s first HTTPS listener; omitted when 443).' }),
+    limits: Obj(
+      {
+        maxRequestBodyBytes: Int(0, 1024 * 1024 * 1024, { default: 10 * 1024 * 1024, description: 'Largest request body; more answers 413 (0: no limit).' }),
+        maxHeaderBytes: Int(1024, 1024 * 1024, { default: 64 * 1024, description: 'Request header bytes allowed; more answers 431.' }),
+        requestHeadersTimeoutMs: Dur('requestHeadersTimeout', 'A client must send its request headers (and finish the TLS handshake) within this time; else 408.', { minMs: 100, maxMs: 600_000, default: 10_000 }),
+        requestBodyIdleTimeoutMs: Dur('requestBodyIdleTimeout', 'A request body receiving nothing for this long is answered 408 (flag SI).', { minMs: 100, maxMs: 3_600_000, default: 30_000 }),
+        idleTimeoutMs: Dur('idleTimeout', 'Idle keep-alive connections are closed after this long.', { minMs: 100, maxMs: 3_600_000, default: 60_000 }),
+        maxConnectionsPerClient: Int(0, 1_000_000, { default: 256, description: 'Connections open at once from one client IP address; more are refused (0: no limit).' }),
+      },
+      'Client-facing limits.',
+      { default: {} },
+    ),
+    keepMeshHeaders: List(Str({ pattern: '^x-meshlet-[a-z0-9-]+$', patternMessage: 'must be an x-meshlet-* header name in lower case', maxLength: 64 }), {
+      default: [],
+      description: 'Response headers named x-meshlet-* are removed on the way to clients, except these (e.g. `x-meshlet-flags`, to tell the gateway\u2019s 503 from the app\u2019s while debugging).',
+      maxItems: 16,
+    }),
+  },
+  'A client-facing listener.',
+);
+export type GatewayListener = Static<typeof GatewayListenerSchema>;
+
+const GatewaySpecSchema = Obj(
+  {
+    listeners: List(GatewayListenerSchema, { description: 'The listeners (unique names and ports).', minItems: 1, maxItems: 64 }),
+    trustedHops: Int(0, 10, {
+      default: 0,
+      description:
+        'Proxies in front of the gateway (load balancers) whose `x-forwarded-for` entries are trusted: the client address is the one this many entries from the right; 0 replaces what the client sent with the address the gateway sees.',
+    }),
+  },
+  'An edge gateway (`meshlet gateway --name NAME` serves the Gateway of that name); Routes attach to it by `spec.gateways`.',
+);
+export type GatewaySpec = Static<typeof GatewaySpecSchema>;
 
 // ------------------------------------------------------------------------------- the kinds
 
@@ -780,6 +853,7 @@ const SPEC_SCHEMAS = {
   GrpcTranscoding: GrpcTranscodingSpecSchema,
   AuthorizationPolicy: AuthorizationPolicySpecSchema,
   PeerAuthentication: PeerAuthenticationSpecSchema,
+  Gateway: GatewaySpecSchema,
 } as const satisfies Record<Kind, TSchema>;
 
 /** The resource of one kind: the shared envelope around its spec (internal form). */

@@ -8,6 +8,7 @@ import type { Kind } from './constants';
 import type {
   AuthorizationPolicySpec,
   DestinationPolicySpec,
+  GatewaySpec,
   GrpcTranscodingSpec,
   Metadata,
   PeerAuthenticationSpec,
@@ -48,6 +49,8 @@ export type {
   CacheSpec,
   AggregateSpec,
   PeerAuthenticationSpec,
+  GatewaySpec,
+  GatewayListener,
 } from './schema';
 
 // -------------------------------------------------------------------------------- the resources
@@ -66,7 +69,8 @@ type ServiceResource = ResourceBase<'Service', ServiceSpec>;
 export type GrpcTranscodingResource = ResourceBase<'GrpcTranscoding', GrpcTranscodingSpec>;
 export type AuthorizationPolicyResource = ResourceBase<'AuthorizationPolicy', AuthorizationPolicySpec>;
 export type PeerAuthenticationResource = ResourceBase<'PeerAuthentication', PeerAuthenticationSpec>;
-export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource | AuthorizationPolicyResource | PeerAuthenticationResource;
+export type GatewayResource = ResourceBase<'Gateway', GatewaySpec>;
+export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource | AuthorizationPolicyResource | PeerAuthenticationResource | GatewayResource;
 
 // ------------------------------------------------------------------------------------ snapshots
 

@@ -31,6 +31,8 @@ export interface NodeMessage {
   credential?: string;
   /** The sidecar applies deltas after its first complete snapshot. */
   acceptsDelta?: boolean;
+  /** '' or absent: a sidecar; 'gateway': an edge gateway (listed by `meshlet status`, never an endpoint). */
+  kind?: string;
 }
 
 export interface CertificateRequestMessage {
@@ -316,5 +318,6 @@ export function checkNode(node: NodeMessage | null | undefined): Result<NodeMess
     credential: node.credential ?? '',
     acceptsDelta: node.acceptsDelta === true,
     adminPort: Number.isInteger(Number(node.adminPort)) && Number(node.adminPort) > 0 && Number(node.adminPort) <= 65535 ? Number(node.adminPort) : 0,
+    ...(node.kind === 'gateway' ? { kind: 'gateway' } : {}),
   });
 }

@@ -29,6 +29,7 @@ import type {
   RateLimitPolicySpec,
   RouteMatch,
   RouteResource,
+  GatewaySpec,
   GrpcRouteOptions,
   CorsSpec,
   RouteRule,
@@ -46,6 +47,7 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
   const stats = opts.stats ?? noStats;
   const random = opts.random ?? Math.random;
   const routes: RouteResource[] = [];
+  const gateways = new Map<string, GatewaySpec>();
   const policies = new Map<string, DestinationPolicySpec>();
   const rateLimits = new Map<string, RateLimitPolicySpec>();
   const transcoders = new Map<string, CompiledTranscoding>();
@@ -82,6 +84,9 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
         transcoders.set(sp.service, Object.freeze({ name: r.metadata.name, transcoder: tc.value, unknownMethods: sp.unknownMethods, maxRequestBytes: sp.maxRequestBytes, maxResponseBytes: sp.maxResponseBytes }));
         break;
       }
+      case 'Gateway':
+        gateways.set(r.metadata.name, r.spec);
+        break;
       case 'Service':
         protocolByService.set(r.metadata.name, r.spec.protocol);
         if (!endpointsByService.has(r.metadata.name)) endpointsByService.set(r.metadata.name, []);
@@ -105,9 +110,22 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
   for (const name of names) {
     services.set(name, compileService(name, endpointsByService.get(name) ?? [], policies.get(name), protocolByService.get(name), stats, random, peerAuth.mode(name).mode));
   }
+  // Istio's `gateways`: no list, the mesh only; a list, those gateways (and the mesh if it names `mesh`).
+  const meshRoutes = routes.filter((r) => !r.spec.gateways || r.spec.gateways.includes('mesh'));
+  const gatewayTables = new Map<string, RouteTable>();
   return Object.freeze({
     version: s.version,
-    routes: compileRouteTable(routes, services, random),
+    routes: compileRouteTable(meshRoutes, services, random),
+    gateways,
+    gatewayRoutes(name: string): RouteTable {
+      // Compiled on first use: only a gateway process asks, and only for its own name.
+      let t = gatewayTables.get(name);
+      if (!t) {
+        t = compileRouteTable(routes.filter((r) => r.spec.gateways?.includes(name)), services, random, false);
+        gatewayTables.set(name, t);
+      }
+      return t;
+    },
     services,
     rateLimits,
     transcoders,
@@ -156,7 +174,7 @@ interface VirtualHost {
   rules: readonly CompiledRule[];
 }
 
-function compileRouteTable(routes: readonly RouteResource[], services: ReadonlyMap<string, CompiledService>, random: () => number): RouteTable {
+function compileRouteTable(routes: readonly RouteResource[], services: ReadonlyMap<string, CompiledService>, random: () => number, implicitRoutes = true): RouteTable {
   const exact = new Map<string, VirtualHost>();
   const wildcards: { suffix: string; vh: VirtualHost }[] = [];
   let catchAll: VirtualHost | undefined;
@@ -171,8 +189,9 @@ function compileRouteTable(routes: readonly RouteResource[], services: ReadonlyM
   // Longest wildcard suffix first: *.api.example.com wins over *.example.com.
   wildcards.sort((a, b) => b.suffix.length - a.suffix.length);
   // A meshed service with no Route of its own is still reachable by its name (implicit route).
+  // Not at a gateway: clients reach only what a Route attached to it names.
   const implicit = new Map<string, VirtualHost>();
-  for (const name of services.keys()) {
+  if (implicitRoutes) for (const name of services.keys()) {
     const rule = implicitRule(name);
     implicit.set(name, { rules: [rule] });
   }

@@ -60,4 +60,9 @@ export interface StackContext {
   authz?: InboundAuthz;
   /** JWKS keys and response caches (absent: the edge layers make their own, per rule stack). */
   edge?: EdgeContext;
+  /**
+   * Outbound: proxies in front whose `x-forwarded-for` entries are trusted (src/stack/forwarded.ts);
+   * undefined: the headers are left as the front built them.
+   */
+  xffTrustedHops?: number;
 }

@@ -3,7 +3,7 @@
  *
  *   rate limit -> observe -> authz (AuthorizationPolicy) -> deadline (grpc-timeout)
  *   -> retry (only what the app never saw) -> dispatcher (UpstreamPools) to the app's endpoint
- *   (set by the front, sidecar/proxy.ts)
+ *   (set by the front, src/stack/front.ts)
  *
  * Authorization comes after observe so that a denied request is counted with its RBAC flag and
  * has its access-log line; a service without a policy pays one property read.

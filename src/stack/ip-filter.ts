@@ -1,7 +1,7 @@
 /**
  * IP allow/deny lists (src/edge/ip-filter.ts): a client address the rule's `ipFilter` refuses is
- * answered 403 UAEX (`EDGE_IP_DENIED`) before any credential is looked at. The address is the
- * connection's peer.
+ * answered 403 UAEX (`EDGE_IP_DENIED`) before any credential is looked at. The address is the client's as the
+ * forwarded layer vouches for it (`call.clientAddress`: trusted x-forwarded-for hops), else the connection's peer.
  */
 import { NOOP_CALL, type Layer } from '../core/layer';
 import { compileIpFilter } from '../edge/ip-filter';
@@ -13,7 +13,7 @@ export function ipFilterLayer(spec: IpFilterSpec): Layer {
   if (!r.ok) throw new Error(`ipFilter: ${r.errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`); // validated by the parser already
   const filter = r.value;
   return (next) => (call, sink) => {
-    const denied = filter.check(call.downstream?.socket?.remoteAddress);
+    const denied = filter.check(call.clientAddress ?? call.downstream?.socket?.remoteAddress);
     if (!denied) return next(call, sink);
     sink.onError(edgeReply(denied), false);
     return NOOP_CALL;

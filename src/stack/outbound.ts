@@ -3,10 +3,10 @@
  * travels. A layer the rule does not need is not in its stack. To add a layer: write its file in
  * src/stack/, add one line here (and in inbound.ts if it applies there), and its policy field.
  *
- *   route match (front, sidecar/proxy.ts) -> CORS (preflights answered) -> redirect -> fault
- *   -> route breaker -> header edits -> identity -> observe -> mirror
- *   -> edge: IP filter -> JWT -> API key -> cache -> aggregation (answers; no layer below)
- *   -> transcode (JSON -> gRPC) -> gRPC message sizes -> deadline -> retry
+ *   route match (front, src/stack/front.ts) -> forwarded (x-forwarded-for trust) -> CORS
+ *   (preflights answered) -> redirect -> fault -> route breaker -> header edits -> identity
+ *   -> observe -> mirror -> edge: IP filter -> JWT -> API key -> cache -> aggregation (answers;
+ *   no layer below) -> transcode (JSON -> gRPC) -> gRPC message sizes -> deadline -> retry
  *   -> per try: pick endpoint (outlier-aware, limits, protocol) -> dispatcher (UpstreamPools)
  *
  * The edge layers sit below observe (their refusals are counted, traced and logged on the route)
@@ -25,6 +25,7 @@ import { deadlineLayer } from './deadline';
 import { dispatcher } from './dispatch';
 import { editsLayer } from './edits';
 import { faultLayer } from './fault';
+import { forwardedLayer } from './forwarded';
 import { grpcMessagesLayer } from './grpc-messages';
 import { identityLayer } from './identity';
 import { mirrorLayer } from './mirror';
@@ -45,6 +46,7 @@ export function outboundRuleStack(ctx: StackContext, rule: CompiledRule): Handle
   const edge = rule.edge;
   return compose(
     [
+      ctx.xffTrustedHops !== undefined ? forwardedLayer(ctx.xffTrustedHops) : undefined,
       edge?.cors ? corsLayer(edge.cors) : rule.grpc?.allowOrigins ? preflightLayer(rule.grpc) : undefined,
       rule.redirect ? redirectLayer(rule.redirect) : undefined,
       rule.fault ? faultLayer(ctx, rule.fault) : undefined,

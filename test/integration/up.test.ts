@@ -15,6 +15,9 @@ interface Up {
   stop(): Promise<number | null>;
   frontend: number;
   outbound: number;
+  /** The edge gateway's HTTP listener. */
+  gateway: number;
+  api: string;
 }
 
 async function up(dataDir: string): Promise<Up> {
@@ -39,7 +42,9 @@ async function up(dataDir: string): Promise<Up> {
       reject(new Error(`meshlet up exited (${code}):\n${out}\n${err}`));
     });
   });
-  const frontend = Number(/curl -s http:\/\/127\.0\.0\.1:(\d+)\//.exec(out)?.[1]);
+  const frontend = Number(/curl -s http:\/\/127\.0\.0\.1:(\d+)\/\n/.exec(out)?.[1]);
+  const gateway = Number(/gateway\s+http:\/\/127\.0\.0\.1:(\d+)\//.exec(out)?.[1]);
+  const api = /API (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1] as string;
   const outbound = Number(/curl -s -x http:\/\/127\.0\.0\.1:(\d+) /.exec(out)?.[1]);
   return {
     stdout: () => out,
@@ -47,6 +52,8 @@ async function up(dataDir: string): Promise<Up> {
     pids: () => sidecarPids(child.pid as number),
     frontend,
     outbound,
+    gateway,
+    api,
     stop: async () => {
       child.kill('SIGINT');
       const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
@@ -84,7 +91,20 @@ t.test('meshlet up: a local mesh in one command', async (t) => {
   t.ok(mesh.frontend > 0, 'prints a ready curl line');
   t.match(mesh.stdout(), /first request: 200 /);
   const sidecars = mesh.pids();
-  t.equal(sidecars.length, 4, 'one sidecar process per service instance');
+  t.equal(sidecars.length, 5, 'one sidecar process per service instance, and the gateway');
+
+  // The edge: the gateway's URL reaches frontend -> catalog -> pricing, with the mesh's headers kept inside.
+  t.ok(mesh.gateway > 0, 'prints the gateway URL');
+  const edge = await request(`http://127.0.0.1:${mesh.gateway}/`);
+  t.equal(edge.statusCode, 200, 'the gateway answers');
+  t.equal(edge.headers['x-meshlet-flags'], undefined, 'no x-meshlet-* header reaches the client');
+  const eb = (await edge.body.json()) as { service: string; catalog: { service: string; items: { service: string }[] } };
+  t.equal(eb.service, 'frontend', 'through the gateway to the frontend');
+  t.match(eb.catalog.service, /^catalog-v[12]$/, 'which called catalog');
+  t.ok(eb.catalog.items.length > 0 && eb.catalog.items.every((x) => x.service === 'pricing'), 'which called pricing');
+  const st = await request(`${mesh.api}/v1/status`);
+  const gw = ((await st.body.json()) as { sidecars: { id: string; kind?: string }[] }).sidecars.find((x) => x.id === 'gateway-0');
+  t.equal(gw?.kind, 'gateway', 'meshlet status lists the gateway as such');
 
   const versions = new Set<string>();
   for (let i = 0; i < 30; i++) {

@@ -194,7 +194,7 @@ t.test('bad input is a JSON error, never a crash', async (t) => {
   t.equal(r.status, 400);
   t.equal(r.body.code, 'invalid');
 
-  r = await call('GET', '/v1/gateways');
+  r = await call('GET', '/v1/ingresses');
   t.equal(r.status, 404);
   t.equal(r.body.code, 'unknown_kind');
   r = await call('GET', '/v2/routes');
@@ -369,7 +369,7 @@ t.test('the JSON Schema of every kind is served at /v1/schema/{kind}', async (t)
   t.equal(list.status, 200);
   t.same(
     list.body.kinds.map((k: { kind: string }) => k.kind),
-    ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding', 'AuthorizationPolicy', 'PeerAuthentication'],
+    ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding', 'AuthorizationPolicy', 'PeerAuthentication', 'Gateway'],
   );
   for (const { kind, schema } of list.body.kinds as { kind: string; schema: string }[]) {
     const r = await call('GET', schema);
@@ -379,7 +379,7 @@ t.test('the JSON Schema of every kind is served at /v1/schema/{kind}', async (t)
   }
   const alias = await call('GET', '/v1/schema/routes');
   t.equal(alias.body.title, 'meshlet.dev/v1 Route', 'kind aliases work');
-  const bad = await call('GET', '/v1/schema/gateway');
+  const bad = await call('GET', '/v1/schema/ingress');
   t.equal(bad.status, 404);
   t.equal(bad.body.code, 'unknown_kind');
 });

@@ -86,7 +86,7 @@ t.test('hop-by-hop headers are stripped in both directions', async (t) => {
   });
 
   t.test('the upstream sees the forwarding headers', async (t) => {
-    t.equal(s.headers['x-forwarded-for'], '10.1.2.3, 127.0.0.1', 'x-forwarded-for is extended with the client address');
+    t.equal(s.headers['x-forwarded-for'], '127.0.0.1', 'an app-supplied x-forwarded-for is replaced by the address the sidecar sees (--xff-trusted-hops 0)');
     t.equal(s.headers['x-forwarded-proto'], 'http', 'x-forwarded-proto is what the client used towards the sidecar');
     t.equal(s.headers.via, '1.1 edge, 1.1 meshlet', 'via is extended');
     t.equal(names.filter((n) => n === 'host').length, 1, 'exactly one Host');
@@ -121,4 +121,28 @@ t.test('hop-by-hop headers are stripped in both directions', async (t) => {
     t.equal(last.headers['x-forwarded-proto'], 'http');
     t.equal(last.headers.host, 'hdr', 'the upstream HTTP/1.1 request carries the :authority as Host');
   });
+});
+
+t.test('x-forwarded-for with trusted hops (--xff-trusted-hops)', async (t) => {
+  const seen: http.IncomingHttpHeaders[] = [];
+  const up = await h1Upstream(t, (req, res) => {
+    seen.push(req.headers);
+    res.end('ok');
+  });
+  const res = [service('xff', [{ port: up.port }], 'http1'), route('xff', ['xff'], [{ backends: [{ service: 'xff' }] }])];
+  const send = async (port: number, xff: string, forwarded?: string) => {
+    const r = await rawExchange(port, `GET / HTTP/1.1\r\nHost: xff\r\nX-Forwarded-For: ${xff}\r\n${forwarded ? `Forwarded: ${forwarded}\r\n` : ''}Connection: close\r\n\r\n`);
+    t.equal(parseRaw(r.text).status, 200);
+    return seen[seen.length - 1];
+  };
+  const zero = await startSidecar(t, res);
+  let h = await send(zero.outbound, '6.6.6.6, 7.7.7.7', 'for=6.6.6.6');
+  t.equal(h['x-forwarded-for'], '127.0.0.1', '0 trusted hops: the forged chain is replaced by the peer address');
+  t.equal(h.forwarded, undefined, '0 trusted hops: a client-supplied Forwarded header is dropped');
+  const two = await startSidecar(t, res, { args: ['--xff-trusted-hops', '2'] });
+  h = await send(two.outbound, '6.6.6.6, 203.0.113.9, 10.0.0.2', 'for=6.6.6.6, for=203.0.113.9, for=10.0.0.2');
+  t.equal(h['x-forwarded-for'], '203.0.113.9, 10.0.0.2, 127.0.0.1', '2 trusted hops: the last two entries are kept, the forged one dropped, the peer appended');
+  t.equal(h.forwarded, 'for=203.0.113.9, for=10.0.0.2', 'Forwarded: the trusted elements only');
+  h = await send(two.outbound, '10.0.0.2');
+  t.equal(h['x-forwarded-for'], '10.0.0.2, 127.0.0.1', 'fewer entries than trusted hops: kept as they are');
 });

@@ -35,7 +35,8 @@ const objects: { file: string; obj: any }[] = files.flatMap((file) =>
     return { file, obj: d.toJS() };
   }),
 );
-const find = (kind: string) => objects.filter((o) => o.obj.kind === kind).map((o) => o.obj);
+const find = (kind: string) => objects.filter((o) => o.obj.kind === kind && o.file !== 'gateway.yaml').map((o) => o.obj);
+const gateway = (kind: string) => objects.filter((o) => o.obj.kind === kind && o.file === 'gateway.yaml').map((o) => o.obj);
 
 t.test('every manifest passes kubernetes-models validate()', async (t) => {
   t.ok(objects.length >= 9);
@@ -126,4 +127,32 @@ t.test('the control plane\'s doors: ClusterIP only, API over TLS, API callers by
   t.equal(c.readinessProbe.httpGet.scheme, 'HTTPS');
   const role = find('ClusterRole').find((r) => r.metadata.name === 'meshlet-control-plane');
   t.ok(role.rules.some((r: { resources: string[]; verbs: string[] }) => r.resources.includes('tokenreviews') && r.verbs.includes('create')), 'TokenReview allowed');
+});
+
+t.test('the edge gateway: Deployment, LoadBalancer Service, PDB, HPA', async (t) => {
+  const [dep] = gateway('Deployment');
+  const [svc] = gateway('Service');
+  const [pdb] = gateway('PodDisruptionBudget');
+  const [hpa] = gateway('HorizontalPodAutoscaler');
+  const [sa] = gateway('ServiceAccount');
+  t.ok(dep && svc && pdb && hpa && sa, 'all there');
+  const pod = dep.spec.template.spec;
+  const c = pod.containers[0];
+  t.equal(c.args[0], 'gateway', 'runs `meshlet gateway`');
+  t.ok(c.args.includes('--name=gateway'));
+  t.ok(c.args.some((a: string) => a.startsWith('--control-plane=meshlet-control-plane.meshlet-system.svc:')), 'connects to the control plane Service');
+  t.equal(pod.serviceAccountName, sa.metadata.name, 'its own identity');
+  const tokenVol = pod.volumes.find((v: any) => v.projected)?.projected.sources[0].serviceAccountToken;
+  t.equal(tokenVol?.audience, 'meshlet', 'a projected meshlet-audience token as its credential');
+  t.ok(c.args.includes('--credential-file=/var/run/secrets/meshlet/token'));
+  t.equal(dep.spec.template.metadata.annotations['meshlet.dev/inject'], 'disabled', 'no sidecar in front of the gateway');
+  t.equal(pod.securityContext.runAsNonRoot, true);
+  t.equal(c.securityContext.readOnlyRootFilesystem, true);
+  t.equal(svc.spec.type, 'LoadBalancer');
+  t.same(svc.spec.selector, dep.spec.selector.matchLabels, 'the Service selects the gateway pods');
+  for (const p of svc.spec.ports) t.ok(c.ports.some((cp: { name: string }) => cp.name === p.targetPort), `Service port ${p.port} reaches a container port`);
+  t.same(pdb.spec.selector.matchLabels, dep.spec.selector.matchLabels);
+  t.match(hpa.spec.scaleTargetRef, { kind: 'Deployment', name: dep.metadata.name });
+  t.ok(hpa.spec.minReplicas >= 2 && hpa.spec.minReplicas <= dep.spec.replicas, 'never below the PDB\u2019s floor plus one');
+  t.ok(c.readinessProbe.httpGet.path === '/ready' && c.ports.some((p: { name: string; containerPort: number }) => p.name === c.readinessProbe.httpGet.port), 'ready once a snapshot is applied');
 });

@@ -14,7 +14,7 @@ const cases: Case[] = [
   { name: 'not an object', input: 'hello', error: { path: '', message: /must be an object/ } },
   { name: 'wrong apiVersion', input: { ...route({ hosts: ['a'], rules: [rule()] }), apiVersion: 'v1' }, error: { path: 'apiVersion', message: /meshlet\.dev\/v1/ } },
   { name: 'missing apiVersion', input: { kind: 'Route', metadata: { name: 'a' }, spec: { hosts: ['a'], rules: [rule()] } }, error: { path: 'apiVersion', message: /required/ } },
-  { name: 'unknown kind', input: { ...route({}), kind: 'Gateway' }, error: { path: 'kind', message: /one of Route/ } },
+  { name: 'unknown kind', input: { ...route({}), kind: 'Ingress' }, error: { path: 'kind', message: /one of Route/ } },
   { name: 'unknown top-level field', input: { ...route({ hosts: ['a'], rules: [rule()] }), status: {} }, error: { path: 'status', message: /unknown field/ } },
   { name: 'missing spec', input: { apiVersion: 'meshlet.dev/v1', kind: 'Route', metadata: { name: 'a' } }, error: { path: 'spec', message: /required/ } },
   { name: 'missing name', input: { ...route({ hosts: ['a'], rules: [rule()] }), metadata: {} }, error: { path: 'metadata.name', message: /required/ } },

@@ -5,11 +5,11 @@
  * process metrics). `record(direction, status, flag, route?)` counts a request the mesh answered
  * itself; forwarded requests are recorded through `observer.begin(...).end(...)`.
  */
-import type { Clock } from '../src/core/clock';
-import { MeshMetrics, type Direction, type RouteHandle } from '../src/observability/mesh-metrics';
-import type { Format } from '../src/observability/metrics';
-import { Observer, type ObserverOptions } from '../src/observability/observer';
-import { registerProcessMetrics, type ProcessMetrics } from '../src/observability/process';
+import type { Clock } from '../core/clock';
+import { MeshMetrics, type Direction, type RouteHandle } from './mesh-metrics';
+import type { Format } from './metrics';
+import { Observer, type ObserverOptions } from './observer';
+import { registerProcessMetrics, type ProcessMetrics } from './process';
 
 export interface ProxyStatsOptions extends Omit<ObserverOptions, 'metrics'> {
   service?: string;

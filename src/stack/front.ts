@@ -9,33 +9,34 @@
 import type * as http2 from 'node:http2';
 import { Transform, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { Clock } from '../src/core/clock';
-import { MeshError, meshErrorInfo, type MeshErrorCode } from '../src/core/errors';
-import { Flags } from '../src/core/errors';
-import { LocalReply, MeshCall, type CallKind, type Handler } from '../src/core/layer';
-import { grpcKind } from '../src/grpc/downstream';
-import { webRequestHeaders, type Base64Decoder } from '../src/grpc/web';
-import { H1Request, type H1Response } from '../src/http/h1-server';
-import { forwardRequestHeaders } from '../src/http/headers';
-import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../src/http/listener';
-import { originalProtocol, withoutMark } from '../src/http/multiplex';
-import { peerOf } from '../src/http/peer';
-import { SOURCE_HEADER } from '../src/resilience/rate-limit/identity';
-import { serviceOf } from '../src/security/spiffe';
-import { parseRequestTarget } from '../src/http/target';
-import type { Headers, UpstreamPools, UpstreamProtocol, UpstreamTarget } from '../src/http/upstream';
-import { type ActiveRequests, endpointKey } from '../src/lb';
-import type { CompiledSnapshot, RequestView } from '../src/policy';
-import { type RateLimitLayer } from '../src/resilience/rate-limit';
-import type { ResilienceState } from '../src/resilience/state';
-import type { InboundAuthz } from '../src/stack/authz';
-import { inboundStack } from '../src/stack/inbound';
-import { ruleStack } from '../src/stack/outbound';
-import { GrpcResponder, replyGrpc } from '../src/stack/respond-grpc';
-import { HttpResponder, sendLocalRaw } from '../src/stack/respond-http';
-import { UpgradeResponder } from '../src/stack/respond-upgrade';
-import type { DecisionRing } from '../src/observability/decisions';
-import type { ProxyStats } from './stats';
+import type { Clock } from '../core/clock';
+import { MeshError, meshErrorInfo, type MeshErrorCode } from '../core/errors';
+import { Flags } from '../core/errors';
+import { LocalReply, MeshCall, type CallKind, type Handler } from '../core/layer';
+import { grpcKind } from '../grpc/downstream';
+import { webRequestHeaders, type Base64Decoder } from '../grpc/web';
+import { H1Request, type H1Response } from '../http/h1-server';
+import { forwardRequestHeaders } from '../http/headers';
+import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../http/listener';
+import { originalProtocol, withoutMark } from '../http/multiplex';
+import { peerOf } from '../http/peer';
+import { SOURCE_HEADER } from '../resilience/rate-limit/identity';
+import { serviceOf } from '../security/spiffe';
+import { parseRequestTarget } from '../http/target';
+import type { Headers, UpstreamPools, UpstreamProtocol, UpstreamTarget } from '../http/upstream';
+import { type ActiveRequests, endpointKey } from '../lb';
+import type { CompiledSnapshot, RequestView, RouteTable } from '../policy';
+import { type RateLimitLayer } from '../resilience/rate-limit';
+import type { ResilienceState } from '../resilience/state';
+import type { InboundAuthz } from './authz';
+import { inboundStack } from './inbound';
+import { bodyLimitLayer as bodyLimit } from './body-limit';
+import { ruleStack } from './outbound';
+import { GrpcResponder, replyGrpc } from './respond-grpc';
+import { HttpResponder, sendLocalRaw } from './respond-http';
+import { UpgradeResponder } from './respond-upgrade';
+import type { DecisionRing } from '../observability/decisions';
+import type { ProxyStats } from '../observability/proxy-stats';
 
 export type Direction = 'inbound' | 'outbound';
 
@@ -62,7 +63,9 @@ export interface ProxyContext {
   /** Inbound authorization (AuthorizationPolicies for this service). */
   authz?: InboundAuthz;
   /** JWKS keys and response caches, kept across snapshots. */
-  edge?: import('../src/stack/context').EdgeContext;
+  edge?: import('./context').EdgeContext;
+  /** Outbound: trusted x-forwarded-for hops (src/stack/forwarded.ts); undefined: headers as built. */
+  xffTrustedHops?: number;
 }
 
 export interface AppTarget {
@@ -93,8 +96,22 @@ class View implements RequestView {
   }
 }
 
-/** App -> mesh: the front adapter, route match, then the rule's stack (src/stack/outbound.ts). */
-export function outboundHandler(ctx: ProxyContext): RequestHandler {
+/** What differs at a gateway's listener (gateway/index.ts) from a sidecar's outbound listener. */
+export interface FrontOptions {
+  /** The route table (default: the mesh's, `snapshot.routes`); a gateway's has only the routes attached to it. */
+  routes?: (snap: CompiledSnapshot) => RouteTable;
+  /** The scheme the client used (`x-forwarded-proto`; default http). */
+  proto?: 'http' | 'https';
+  /** Request bodies larger than this are answered 413 (default: no limit). */
+  maxBodyBytes?: number;
+  /** Checked before routing: an answer ends the request there (host not served, https redirect). */
+  before?: (req: DownstreamRequest, res: DownstreamResponse, authority: string, path: string) => boolean;
+}
+
+/** App -> mesh (or client -> gateway): the front adapter, route match, then the rule's stack (src/stack/outbound.ts). */
+export function outboundHandler(ctx: ProxyContext, front: FrontOptions = {}): RequestHandler {
+  const routes = front.routes;
+  const maxBody = front.maxBodyBytes ?? 0;
   return (req, res, protocol) => {
     const upgrade = protocol === 'http1' && (req as H1Request).upgrade !== undefined;
     const kind = upgrade ? 'websocket' : callKind(req, protocol);
@@ -103,10 +120,15 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
     const rawAuthority = target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host'));
     if (!rawAuthority) return reject(ctx, 'outbound', req, res, kind, 'MESH_BAD_REQUEST', 'no host');
     const authority = rawAuthority.toLowerCase();
+    if (front.before?.(req, res, authority, target.query ? `${target.path}?${target.query}` : target.path)) return;
+    if (maxBody > 0) {
+      const len = headerOf(req, 'content-length');
+      if (len !== undefined && Number(len) > maxBody) return tooLarge(ctx, req, res, kind, maxBody);
+    }
     const snap = ctx.snapshot();
     if (!snap) return reject(ctx, 'outbound', req, res, kind, 'MESH_NO_HEALTHY_UPSTREAM', 'no policy snapshot yet');
     const view = new View(req, req.method ?? 'GET', target.path, target.query, authority);
-    const rule = snap.routes.match(view);
+    const rule = (routes ? routes(snap) : snap.routes).match(view);
     if (!rule) {
       // Kept among the recent decisions when the request carries an id to find it by.
       if (ctx.decisions && view.header('x-request-id')) noRoute(ctx, req, kind, protocol, target.path, authority, view);
@@ -116,10 +138,12 @@ export function outboundHandler(ctx: ProxyContext): RequestHandler {
     const upstreamAuthority = rule.rewriteHost ?? rawAuthority;
     // The first try's backend, picked now so that the request's metrics are bound to it at once.
     const first = rule.pickBackend();
-    const call = newCall(ctx, 'outbound', kind, req, protocol, path, upstreamAuthority, view);
+    const call = newCall(ctx, 'outbound', kind, req, protocol, path, upstreamAuthority, view, front.proto);
     call.rule = rule;
     call.backend = first;
-    respond(ctx, call, req, res, view, ruleStack(ctx, rule), rule.websocketIdleTimeoutMs);
+    // A body without a declared length is counted as it streams (rare at the edge: one closure).
+    const stack = maxBody > 0 && call.body && headerOf(req, 'content-length') === undefined ? bodyLimit(maxBody)(ruleStack(ctx, rule)) : ruleStack(ctx, rule);
+    respond(ctx, call, req, res, view, stack, rule.websocketIdleTimeoutMs);
   };
 }
 
@@ -131,6 +155,19 @@ function noRoute(ctx: ProxyContext, req: DownstreamRequest, kind: CallKind, prot
   call.decision?.finish(call.decisionSeq, info.status, info.flag, undefined);
 }
 
+/** 413 for a body whose declared length is over the limit (counted, written for the protocol). */
+function tooLarge(ctx: ProxyContext, req: DownstreamRequest, res: DownstreamResponse, kind: CallKind, max: number): void {
+  const text = `request body larger than ${max} bytes`;
+  ctx.stats.record('outbound', 413, Flags.DownstreamProtocolError);
+  if (kind === 'grpc' || kind === 'grpc-web') return replyGrpc(res, req, kind, new LocalReply(413, Flags.DownstreamProtocolError, text, { grpcStatus: 8 }));
+  sendLocalRaw(res, 413, Flags.DownstreamProtocolError, text, protocol(req) === 'http1' ? { connection: 'close' } : undefined);
+}
+
+function protocol(req: DownstreamRequest): 'http1' | 'http2' {
+  return req instanceof H1Request ? 'http1' : 'http2';
+}
+
+
 /** The call's kind from its content type. */
 function callKind(req: DownstreamRequest, protocol: 'http1' | 'http2'): CallKind {
   const g = grpcKind(req, protocol);
@@ -138,10 +175,10 @@ function callKind(req: DownstreamRequest, protocol: 'http1' | 'http2'): CallKind
 }
 
 /** The per-request context: forwarded headers, body (gRPC-Web converted to gRPC). */
-function newCall(ctx: ProxyContext, direction: Direction, kind: CallKind, req: DownstreamRequest, protocol: 'http1' | 'http2', path: string, authority: string, view: RequestView | undefined): MeshCall {
+function newCall(ctx: ProxyContext, direction: Direction, kind: CallKind, req: DownstreamRequest, protocol: 'http1' | 'http2', path: string, authority: string, view: RequestView | undefined, proto: 'http' | 'https' = 'http'): MeshCall {
   let headers = forwardRequestHeaders(req.rawHeaders, {
     remoteAddress: req.socket?.remoteAddress,
-    proto: 'http',
+    proto,
     version: protocol === 'http2' ? '2' : '1.1',
     via: ctx.viaName,
     ...(kind === 'websocket' ? { host: authority } : { dropHost: true }),

@@ -9,8 +9,8 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { CONTENT_TYPES, negotiate, type Format } from '../src/observability/metrics';
-import { TapError, tapOptions, type TapFilter, type TapHub } from '../src/observability/tap';
+import { CONTENT_TYPES, negotiate, type Format } from './metrics';
+import { TapError, tapOptions, type TapFilter, type TapHub } from './tap';
 
 /** How often an open `/tap` stream gets a `{"type":"status"}` line (dropped events; keeps proxies from timing it out). */
 const TAP_STATUS_MS = 2000;

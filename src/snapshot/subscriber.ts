@@ -15,7 +15,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { formatErrors, type Result } from '../src/core/result';
+import { formatErrors, type Result } from '../core/result';
 import {
   applyDelta,
   createPolicyDiscoveryClient,
@@ -26,8 +26,8 @@ import {
   type PolicyDiscoveryClientStream,
   type IdentityMessage,
   type SnapshotMessage,
-} from '../src/proto';
-import type { WireSnapshot } from '../src/policy';
+} from '../proto';
+import type { WireSnapshot } from '../policy';
 
 export interface SubscriberOptions {
   /** The control plane's push address, `host:port`, or several, comma-separated (tried in turn). */

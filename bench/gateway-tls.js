@@ -1,0 +1,148 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * The edge gateway terminating TLS and routing vs nginx terminating TLS and proxying, side by side:
+ * CPU µs per request of the proxy process (utime+stime over a wrk run ÷ requests), and the ratio
+ * (goal: the gateway ≤ 3× nginx). Both: one process on the proxy core, HTTPS with an ECDSA P-256
+ * certificate, TLS session cache on, keep-alive connections from wrk (64) and to the upstream (an
+ * nginx `return 200`, HTTP/1.1 keep-alive). The gateway runs a Gateway with one HTTPS listener and
+ * a Route attached to it (host match + one backend), access log off (nginx's is off too).
+ *
+ *   node bench/gateway-tls.js [--seconds 4] [--json]
+ *
+ * Needs `npm run build`, nginx, wrk and openssl. Interleaved rounds (gateway, nginx, gateway, ...)
+ * so that the machine's drift hits both alike; the median of the rounds is reported.
+ */
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { execFileSync } = require('node:child_process');
+const { parseArgs } = require('node:util');
+const procs = require('./lib/procs');
+
+const { values: cli } = parseArgs({ options: { seconds: { type: 'string', default: '4' }, rounds: { type: 'string', default: '3' }, json: { type: 'boolean', default: false } } });
+const SECONDS = Number(cli.seconds);
+const ROUNDS = Number(cli.rounds);
+const PROXY_CPU = 1;
+const LOAD_CPU = 0;
+const MAIN = path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js');
+const log = (m) => process.stderr.write(`${m}\n`);
+
+function nginxConf(dir, name, body) {
+  return `worker_processes 1;
+master_process off;
+daemon off;
+pid ${path.join(dir, `${name}.pid`)};
+error_log ${path.join(dir, `${name}.error.log`)} warn;
+events { worker_connections 8192; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/${name}-body; proxy_temp_path ${dir}/${name}-proxy; fastcgi_temp_path ${dir}/${name}-fcgi; uwsgi_temp_path ${dir}/${name}-uwsgi; scgi_temp_path ${dir}/${name}-scgi;
+  keepalive_requests 1000000;
+${body}
+}
+`;
+}
+
+async function wrk(url) {
+  const { stdout } = await procs.run('wrk', ['-t1', '-c64', `-d${SECONDS}s`, '-H', 'Host: shop.bench', url], { cpu: LOAD_CPU, timeoutMs: (SECONDS + 30) * 1000 });
+  const requests = Number(/(\d+) requests in/.exec(stdout)?.[1] ?? 0);
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(stdout)?.[1] ?? 0);
+  return { requests, non2xx };
+}
+
+async function measure(pid, url) {
+  await wrk(url); // warm (TLS sessions, JIT)
+  const c0 = procs.cpuSeconds(pid);
+  const r = await wrk(url);
+  const cpu = procs.cpuSeconds(pid) - c0;
+  if (r.non2xx > 0 || r.requests === 0) throw new Error(`${url}: ${r.non2xx} non-2xx of ${r.requests}`);
+  return { requests: r.requests, rps: r.requests / SECONDS, cpuUsPerReq: (cpu * 1e6) / r.requests };
+}
+
+async function main() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshlet-bench-gw-'));
+  procs.installCleanup();
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=shop.bench', '-addext', 'subjectAltName=DNS:shop.bench', '-keyout', path.join(dir, 'k.pem'), '-out', path.join(dir, 'c.pem')], { stdio: 'ignore' });
+    const [upPort, nginxPort, gwPort, adminPort] = [await procs.freePort(), await procs.freePort(), await procs.freePort(), await procs.freePort()];
+    fs.writeFileSync(path.join(dir, 'upstream.conf'), nginxConf(dir, 'upstream', `  server { listen 127.0.0.1:${upPort}; location / { return 200 "hello from upstream\\n"; } }`));
+    procs.start('upstream', 'nginx', ['-c', path.join(dir, 'upstream.conf'), '-p', dir], { cpu: LOAD_CPU });
+    fs.writeFileSync(
+      path.join(dir, 'nginx.conf'),
+      nginxConf(
+        dir,
+        'nginx',
+        `  upstream up { server 127.0.0.1:${upPort}; keepalive 64; }
+  ssl_session_cache shared:SSL:10m;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  server {
+    listen 127.0.0.1:${nginxPort} ssl http2;
+    server_name shop.bench;
+    ssl_certificate ${dir}/c.pem;
+    ssl_certificate_key ${dir}/k.pem;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }
+  }`,
+      ),
+    );
+    const nginx = procs.start('nginx', 'nginx', ['-c', path.join(dir, 'nginx.conf'), '-p', dir], { cpu: PROXY_CPU });
+    const policies = [
+      { apiVersion: 'meshlet.dev/v1', kind: 'Service', metadata: { name: 'shop' }, spec: { protocol: 'http1', endpoints: [{ address: '127.0.0.1', port: upPort }] } },
+      { apiVersion: 'meshlet.dev/v1', kind: 'Route', metadata: { name: 'shop' }, spec: { hosts: ['shop.bench'], gateways: ['edge'], rules: [{ backends: [{ service: 'shop' }] }] } },
+      { apiVersion: 'meshlet.dev/v1', kind: 'Gateway', metadata: { name: 'edge' }, spec: { listeners: [{ name: 'https', port: gwPort, protocol: 'HTTPS', tls: { certificates: [{ certFile: `${dir}/c.pem`, keyFile: `${dir}/k.pem` }] } }] } },
+    ];
+    fs.writeFileSync(path.join(dir, 'gw.yaml'), policies.map((p) => JSON.stringify(p)).join('\n---\n'));
+    const gw = procs.start('gateway', process.execPath, ['--max-semi-space-size=8', MAIN, 'gateway', '--name', 'edge', '--config', path.join(dir, 'gw.yaml'), '--address', '127.0.0.1', '--admin', `127.0.0.1:${adminPort}`, '--access-log', '0', '--log-level', 'warn'], { cpu: PROXY_CPU, logFile: path.join(dir, 'gateway.log') });
+    await procs.waitForPort(nginxPort, { proc: nginx });
+    await procs.waitForPort(gwPort, { proc: gw });
+    const runs = { gateway: [], nginx: [] };
+    for (let i = 0; i < ROUNDS; i++) {
+      runs.gateway.push(await measure(gw.pid, `https://127.0.0.1:${gwPort}/`));
+      runs.nginx.push(await measure(nginx.pid, `https://127.0.0.1:${nginxPort}/`));
+    }
+    const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+    const conns = Number(/^meshlet_gateway_connections_total\{listener="https"\} (\d+)/m.exec(metrics)?.[1] ?? NaN);
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const g = median(runs.gateway.map((r) => r.cpuUsPerReq));
+    const n = median(runs.nginx.map((r) => r.cpuUsPerReq));
+    const out = {
+      seconds: SECONDS,
+      rounds: ROUNDS,
+      loadavg: os.loadavg(),
+      gateway: { cpuUsPerReq: g, rps: median(runs.gateway.map((r) => r.rps)) },
+      nginx: { cpuUsPerReq: n, rps: median(runs.nginx.map((r) => r.rps)) },
+      ratio: g / n,
+      /** Connections the gateway accepted over the whole run (warm-ups included): keep-alive held if ≈ 64 per wrk run. */
+      gatewayConnections: conns,
+      gatewayRequests: runs.gateway.reduce((a, r) => a + r.requests, 0),
+      goal: 3,
+    };
+    if (cli.json) process.stdout.write(JSON.stringify(out) + '\n');
+    else process.stdout.write(table(out) + '\n');
+  } finally {
+    await procs.stopAll();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The report's rows (bench/run.js prints them under "Gateway: TLS + routing vs nginx"). */
+function table(o) {
+  if (o.error) return `gateway TLS bench FAILED: ${o.error}`;
+  const f = (x) => x.toFixed(1);
+  return [
+    '| proxy (HTTPS, keep-alive, 64 connections) | CPU µs/req | req/s |',
+    '| --- | --- | --- |',
+    `| meshlet gateway (TLS + routing) | ${f(o.gateway.cpuUsPerReq)} | ${Math.round(o.gateway.rps)} |`,
+    `| nginx (TLS + proxy_pass, ssl_session_cache, keepalive upstream) | ${f(o.nginx.cpuUsPerReq)} | ${Math.round(o.nginx.rps)} |`,
+    `| **ratio gateway / nginx** (goal ≤ ${o.goal}) | **${o.ratio.toFixed(2)}×** | |`,
+    '',
+    `load average during the run: ${o.loadavg.map((x) => x.toFixed(2)).join(' ')}`,
+  ].join('\n');
+}
+
+module.exports = { table };
+if (require.main === module)
+  main().catch((err) => {
+    log(err.stack);
+    process.exit(1);
+  });

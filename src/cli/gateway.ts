@@ -1,0 +1,81 @@
+import { hostPort, labels, port, flags, UsageError, type Command } from './common';
+import { runUntilSignal, logger } from './process';
+import { credentialSource } from './sidecar';
+
+export const gateway: Command = {
+  name: 'gateway',
+  usage: `meshlet gateway --name NAME [--control-plane HOST:PORT | --config FILE] [--address ADDR] [--admin P]
+
+Runs the edge gateway: the listeners of the Gateway resource NAME (ports, HTTP/HTTPS, certificates,
+client limits), serving the Routes attached to it (Route spec.gateways: [NAME]) through the same
+stack as a sidecar. It connects to the control plane like a sidecar and \`meshlet status\` lists it.
+
+  --name NAME             the Gateway resource to serve; also the gateway's service name (required)
+  --control-plane H:P     take policies from the control plane's push port (default 127.0.0.1:15010)
+  --config FILE           or serve static policies from FILE (YAML/JSON), with no control plane
+  --address ADDR          address the Gateway's listeners bind (default 0.0.0.0)
+  --admin P               admin port: /ready /live /config_dump /metrics (default 15000, loopback; HOST:PORT too)
+  --id ID                 unique id of this replica (default NAME-HOSTNAME-PID)
+  --labels k=v,...        labels shown by meshlet status
+  --access-log RATE       fraction of requests written as JSON access-log lines on stdout, 0-1 (default 1)
+  --trace-sampling PCT    percent of new traces sampled, 0-100 (default 1)
+  --log-level LEVEL       trace, debug, info, warn, error (default info)
+  --join-token TOKEN      the bootstrap credential from \`meshlet token create\` (or MESHLET_JOIN_TOKEN)
+  --credential-file FILE  or read it from FILE at every connect (a projected ServiceAccount token)
+
+SIGTERM or SIGINT drains in-flight requests, then exits.`,
+  async run(argv) {
+    const { values } = flags(argv, {
+      name: { type: 'string' },
+      'control-plane': { type: 'string' },
+      config: { type: 'string' },
+      address: { type: 'string' },
+      admin: { type: 'string' },
+      id: { type: 'string' },
+      labels: { type: 'string' },
+      'access-log': { type: 'string' },
+      'trace-sampling': { type: 'string' },
+      'log-level': { type: 'string' },
+      'join-token': { type: 'string' },
+      'credential-file': { type: 'string' },
+    });
+    if (!values.name) throw new UsageError('--name NAME is required (the Gateway resource to serve)');
+    if (values['control-plane'] && values.config) throw new UsageError('use either --control-plane or --config, not both');
+    const fraction = (v: string | undefined, what: string, max: number): number | undefined => {
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (v.trim() === '' || !Number.isFinite(n) || n < 0 || n > max) throw new UsageError(`${what}: expected a number from 0 to ${max}, got ${JSON.stringify(v)}`);
+      return n;
+    };
+    const admin = values.admin === undefined ? { host: '127.0.0.1', port: 15000 } : values.admin.includes(':') ? hostPort(values.admin, '--admin') : { host: '127.0.0.1', port: port(values.admin, '--admin', 0) };
+    const credential = credentialSource(values['join-token'], values['credential-file']);
+    if (credential && values.config) throw new UsageError('--join-token and --credential-file go with --control-plane, not --config');
+    const log = logger(values['log-level']);
+    let initial;
+    if (values.config) {
+      const { loadStaticConfig } = await import('../../sidecar');
+      const { formatErrors } = await import('../core/result');
+      const cfg = await loadStaticConfig(values.config);
+      if (!cfg.ok) throw new UsageError(`invalid static config:\n${formatErrors(cfg.errors)}`);
+      initial = cfg.value;
+    }
+    const { startGateway } = await import('../../gateway');
+    const g = await startGateway({
+      name: values.name,
+      id: values.id,
+      controlPlane: values.config ? undefined : (values['control-plane'] ?? '127.0.0.1:15010'),
+      initial,
+      listenHost: values.address ?? '0.0.0.0',
+      admin,
+      labels: labels(values.labels),
+      logger: log,
+      accessLogSample: fraction(values['access-log'], '--access-log', 1),
+      samplingPercent: fraction(values['trace-sampling'], '--trace-sampling', 100),
+      credential,
+      onQuit: () => process.kill(process.pid, 'SIGTERM'),
+    });
+    await g.settled();
+    log.info({ admin: `${g.admin.host}:${g.admin.port}`, listeners: Object.fromEntries([...g.listeners()].map(([n, a]) => [n, `${a.host}:${a.port}`])) }, 'gateway started');
+    return runUntilSignal(() => g.close());
+  },
+};

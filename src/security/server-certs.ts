@@ -1,0 +1,163 @@
+/**
+ * Server certificates for TLS termination (the gateway's HTTPS listeners): several certificate /
+ * key file pairs, the one for a connection chosen by the client's SNI against each certificate's
+ * DNS names (exact first, then `*.` wildcards, then the first certificate), and reloaded without
+ * a restart when a file changes: new handshakes get the new certificate, connections open keep
+ * theirs (nothing is dropped). Files are polled (`fs.watchFile`): a Kubernetes Secret volume
+ * swaps a symlink, which inotify on the file itself misses.
+ *
+ * TLS 1.2 and 1.3 only, with the AEAD ciphers of Mozilla's "intermediate" profile, and ALPN
+ * h2 / http/1.1.
+ */
+import { X509Certificate } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as tls from 'node:tls';
+
+/** Mozilla "intermediate" (TLS 1.2 ECDHE + AEAD; TLS 1.3 suites are always on). */
+export const MODERN_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+export interface CertFiles {
+  certFile: string;
+  keyFile: string;
+}
+
+interface Loaded {
+  context: tls.SecureContext;
+  /** Lower-cased DNS names (SAN, else the subject CN). */
+  names: string[];
+  options: tls.SecureContextOptions;
+}
+
+export class ServerCertificates {
+  private loaded: Loaded[] = [];
+  private readonly byName = new Map<string, tls.SecureContext>();
+  private server: tls.Server | undefined;
+  private readonly watched: string[] = [];
+  private reloadTimer: NodeJS.Timeout | undefined;
+  /** Reloads so far (metrics, tests). */
+  reloads = 0;
+
+  constructor(
+    private readonly files: readonly CertFiles[],
+    private readonly minVersion: tls.SecureVersion,
+    private readonly events: { reloaded?: (names: string[]) => void; failed?: (err: Error) => void } = {},
+  ) {
+    this.load();
+  }
+
+  /** Reads every pair; throws (with the file named) when one cannot be read or does not match its key. */
+  private load(): void {
+    const loaded: Loaded[] = [];
+    for (const f of this.files) {
+      let cert: Buffer;
+      let key: Buffer;
+      try {
+        cert = fs.readFileSync(f.certFile);
+        key = fs.readFileSync(f.keyFile);
+      } catch (err) {
+        throw new Error(`cannot read certificate ${f.certFile} / key ${f.keyFile}: ${(err as Error).message}`);
+      }
+      const options: tls.SecureContextOptions = { cert, key, minVersion: this.minVersion, ciphers: MODERN_CIPHERS, honorCipherOrder: true };
+      let context: tls.SecureContext;
+      let x: X509Certificate;
+      try {
+        context = tls.createSecureContext(options);
+        x = new X509Certificate(cert);
+      } catch (err) {
+        throw new Error(`certificate ${f.certFile} with key ${f.keyFile}: ${(err as Error).message}`);
+      }
+      loaded.push({ context, names: dnsNames(x), options });
+    }
+    this.loaded = loaded;
+    this.byName.clear();
+    // The first certificate naming a host wins, as the list is ordered.
+    for (const l of [...loaded].reverse()) for (const n of l.names) this.byName.set(n, l.context);
+  }
+
+  /** The `tls.createServer` options: SNI selection, versions, ciphers, ALPN. */
+  serverOptions(): tls.TlsOptions {
+    const first = this.loaded[0] as Loaded;
+    return {
+      ...first.options,
+      ALPNProtocols: ['h2', 'http/1.1'],
+      SNICallback: (servername, cb) => cb(null, this.select(servername)),
+    };
+  }
+
+  /** The context for an SNI name: exact, then the longest matching wildcard, then the first certificate. */
+  select(servername: string | undefined): tls.SecureContext {
+    if (servername) {
+      const name = servername.toLowerCase();
+      const exact = this.byName.get(name);
+      if (exact) return exact;
+      const dot = name.indexOf('.');
+      if (dot > 0) {
+        const wild = this.byName.get(`*${name.slice(dot)}`);
+        if (wild) return wild;
+      }
+    }
+    return (this.loaded[0] as Loaded).context;
+  }
+
+  /** Starts watching the files; on a change, reloads them and swaps the server's default context. */
+  watch(server: tls.Server, intervalMs = 1000): void {
+    this.server = server;
+    const onChange = (cur: fs.Stats, prev: fs.Stats) => {
+      if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size && cur.ino === prev.ino) return;
+      // Debounced: a certificate and its key are usually written one after the other.
+      if (this.reloadTimer) clearTimeout(this.reloadTimer);
+      this.reloadTimer = setTimeout(() => this.reload(), 100);
+      this.reloadTimer.unref();
+    };
+    for (const f of this.files)
+      for (const file of [f.certFile, f.keyFile]) {
+        if (this.watched.includes(file)) continue;
+        this.watched.push(file);
+        fs.watchFile(file, { interval: intervalMs, persistent: false }, onChange);
+      }
+  }
+
+  /** Reloads now; on failure the certificates in force stay (the error is reported). */
+  reload(): boolean {
+    try {
+      this.load();
+    } catch (err) {
+      this.events.failed?.(err as Error);
+      return false;
+    }
+    this.server?.setSecureContext((this.loaded[0] as Loaded).options);
+    this.reloads++;
+    this.events.reloaded?.(this.loaded.flatMap((l) => l.names));
+    return true;
+  }
+
+  close(): void {
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
+    for (const f of this.watched) fs.unwatchFile(f);
+    this.watched.length = 0;
+  }
+}
+
+function dnsNames(x: X509Certificate): string[] {
+  const san = x.subjectAltName;
+  const names: string[] = [];
+  if (san)
+    for (const part of san.split(/,\s*/)) {
+      if (part.startsWith('DNS:')) names.push(part.slice(4).toLowerCase());
+    }
+  if (names.length === 0) {
+    const cn = /(?:^|\n)CN=([^\n]+)/.exec(x.subject);
+    if (cn) names.push((cn[1] as string).toLowerCase());
+  }
+  return names;
+}

@@ -1,0 +1,86 @@
+/**
+ * The real `meshlet gateway --config FILE` as a child process, with certificates made by openssl
+ * and free ports for the Gateway's listeners (a Gateway names its ports: bound, closed, reused).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Test } from 'tap';
+import { closedPort, HOST, MAIN, within } from '../sidecar/helpers';
+
+export { closedPort, HOST, MAIN, within };
+
+type Obj = Record<string, unknown>;
+const API = 'meshlet.dev/v1';
+
+export const gatewayResource = (name: string, spec: Obj): Obj => ({ apiVersion: API, kind: 'Gateway', metadata: { name }, spec });
+
+/** A self-signed certificate for `names` (the first is the CN), written to dir; its files. */
+export function makeCert(dir: string, file: string, names: string[], serial = 1): { certFile: string; keyFile: string } {
+  const certFile = path.join(dir, `${file}.crt`);
+  const keyFile = path.join(dir, `${file}.key`);
+  execFileSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-set_serial', String(serial), '-subj', `/CN=${names[0]}`, '-addext', `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`, '-keyout', keyFile, '-out', certFile],
+    { stdio: 'ignore' },
+  );
+  return { certFile, keyFile };
+}
+
+export function tempDir(t: Test): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'meshlet-gateway-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface GatewayProc {
+  admin: number;
+  logs: Record<string, unknown>[];
+  configFile: string;
+}
+
+export async function startGateway(t: Test, name: string, resources: Obj[], dir: string, args: string[] = []): Promise<GatewayProc> {
+  const configFile = path.join(dir, `${name}-policies.yaml`);
+  writeFileSync(configFile, resources.map((r) => JSON.stringify(r)).join('\n---\n') + '\n');
+  const child = spawn(process.execPath, [MAIN, 'gateway', '--name', name, '--config', configFile, '--address', HOST, '--admin', `${HOST}:0`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const k = setTimeout(() => child.kill('SIGKILL'), 3000);
+      await exited;
+      clearTimeout(k);
+    }
+  });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const logs: Record<string, unknown>[] = [];
+  const started = new Promise<Record<string, unknown>>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const rec = JSON.parse(line) as Record<string, unknown>;
+        logs.push(rec);
+        if (rec.msg === 'gateway started') resolve(rec);
+      } catch {
+        // not JSON
+      }
+    });
+    void exited.then(() => reject(new Error(`gateway exited (${child.exitCode}) before it started; stderr:\n${stderr}`)));
+  });
+  const line = await within(started, 15_000, `the 'gateway started' line; stderr:\n${stderr}`);
+  const a = String(line.admin);
+  return { admin: Number(a.slice(a.lastIndexOf(':') + 1)), logs, configFile };
+}
+
+/** A metric's value from the gateway's admin /metrics (0 when absent). */
+export async function metric(admin: number, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`http://${HOST}:${admin}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
