@@ -102,7 +102,9 @@ t.test('meshlet up: a local mesh in one command', async (t) => {
   t.equal(eb.service, 'frontend', 'through the gateway to the frontend');
   t.match(eb.catalog.service, /^catalog-v[12]$/, 'which called catalog');
   t.ok(eb.catalog.items.length > 0 && eb.catalog.items.every((x) => x.service === 'pricing'), 'which called pricing');
-  const st = await request(`${mesh.api}/v1/status`);
+  // The admin token `up` made (and wrote to the CLI context): the API needs one.
+  const adminToken = readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
+  const st = await request(`${mesh.api}/v1/status`, { headers: { authorization: `Bearer ${adminToken}` } });
   const gw = ((await st.body.json()) as { sidecars: { id: string; kind?: string }[] }).sidecars.find((x) => x.id === 'gateway-0');
   t.equal(gw?.kind, 'gateway', 'meshlet status lists the gateway as such');
 
@@ -131,14 +133,14 @@ t.test('meshlet up: a local mesh in one command', async (t) => {
 
   // stat / top show pricing (gRPC behind transcoding), and catalog's calls to it are counted as
   // calls to pricing, not to an unknown destination.
-  const server = /MESHLET_SERVER=(http:\/\/127\.0\.0\.1:\d+) /.exec(mesh.stdout())?.[1] as string;
-  t.ok(server, 'up prints the control plane to use');
+  const server = mesh.api;
+  t.match(mesh.stdout(), server, 'up prints the control plane to use');
   const stats = await eventually('pricing in meshlet stat', async () => {
-    const s = JSON.parse(cli(['stat', '-o', 'json'], { server }).stdout) as { services: { service: string; requests: number }[]; routes: { service: string; route?: string; requests: number }[] };
+    const s = JSON.parse(cli(['stat', '-o', 'json'], { server, token: adminToken }).stdout) as { services: { service: string; requests: number }[]; routes: { service: string; route?: string; requests: number }[] };
     return s.services.some((r) => r.service === 'pricing' && r.requests > 0) && s.routes.some((r) => r.service === 'pricing' && r.requests > 0) ? s : undefined;
   });
   t.ok(stats.routes.every((r) => r.service !== 'unknown'), `no route counted to an unknown destination: ${JSON.stringify(stats.routes.map((r) => `${r.service} ${r.route}`))}`);
-  const topOut = cli(['top', '--count', '1'], { server }).stdout;
+  const topOut = cli(['top', '--count', '1'], { server, token: adminToken }).stdout;
   t.match(topOut, /^pricing\s+\d/m, 'top shows pricing as a service');
   t.match(topOut, /^pricing\s+pricing\/\S+\s+\d/m, "top shows the route catalog's sidecars call pricing by");
   for (const id of ['catalog-v1-0', 'catalog-v2-0']) {
@@ -153,7 +155,7 @@ t.test('meshlet up: a local mesh in one command', async (t) => {
   t.equal(traced.statusCode, 200);
   await traced.body.dump();
   const last = await eventually('explain --last finds the request', async () => {
-    const r = cli(['explain', '--last', 'up-test-last-1', '-o', 'json'], { server });
+    const r = cli(['explain', '--last', 'up-test-last-1', '-o', 'json'], { server, token: adminToken });
     return r.code === 0 ? (JSON.parse(r.stdout) as { decisions: { service: string; direction: string; status: number }[] }) : undefined;
   });
   const hops = last.decisions.map((d) => `${d.service} ${d.direction}`);
