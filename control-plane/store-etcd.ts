@@ -19,6 +19,7 @@
  * - A transaction retried after a lost answer (leader change) is recognised by its commit id, so
  *   an acknowledged write is never lost and never applied twice.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Etcd3, isRecoverableError, type IOptions, type Watcher } from 'etcd3';
@@ -110,7 +111,7 @@ export interface EtcdStoreOptions {
 }
 
 const COMMIT_KEY = '.commit';
-const MAX_ATTEMPTS = 8;
+const MAX_ATTEMPTS = 20;
 /** etcd's default --max-txn-ops is 128; one is the commit marker. */
 const MAX_TXN_OPS = 127;
 
@@ -214,6 +215,9 @@ export class EtcdStore extends CachedStore {
       if (attempt >= MAX_ATTEMPTS)
         throw new StoreError('conflict', `other control-plane replicas kept writing; gave up after ${attempt} attempts, try again`);
       this.logger?.debug({ attempt }, 'etcd commit raced another replica; planning again');
+      // Back off a random while (growing, capped) so that two replicas with queued writes stop
+      // taking turns at losing the same race (after a leader change, say).
+      await sleep(Math.random() * Math.min(250, 5 * 2 ** attempt));
     }
   }
 
