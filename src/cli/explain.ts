@@ -11,6 +11,7 @@
  * plane): each hop that saw the id, with its route and rule, backend, every try and its outcome,
  * timeouts, rate-limit buckets, flags, status and durations.
  */
+import type { DecisionRecord } from '../observability/decisions';
 import { api, CliError, describeApiError, flags, outputFormat, serverUrl, UsageError, type Command } from './common';
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'TRACE'];
@@ -85,37 +86,8 @@ export function formatExplain(b: Body): string {
   return out;
 }
 
-/** One request as one sidecar recorded it (src/observability/decisions.ts `DecisionRecord`). */
-interface Hop {
-  sidecar: string;
-  service: string;
-  requestId: string;
-  direction: 'inbound' | 'outbound';
-  time: string;
-  kind: string;
-  method: string;
-  authority: string;
-  path: string;
-  source?: string;
-  peer?: string;
-  route?: string;
-  routeName?: string;
-  rule?: string;
-  backend?: { service: string; subset?: string };
-  destination?: string;
-  timeoutMs?: number;
-  deadlineMs?: number;
-  retryPolicy?: { attempts: number; perTryTimeoutMs?: number; retryOn: string[] };
-  tries: { endpoint: string; status?: number; error?: string; startMs: number; durationMs?: number }[];
-  triesSent: number;
-  upstream?: string;
-  rateLimits: { limit: string; bucket: string; outcome: string }[];
-  status?: number;
-  flags?: string;
-  grpcStatus?: number;
-  durationMs?: number;
-  inFlight?: boolean;
-}
+/** One request as one sidecar recorded it (served by its admin port's `/decisions`). */
+type Hop = DecisionRecord;
 
 interface LastBody {
   requestId: string;
