@@ -144,7 +144,7 @@ export class UiApi {
     const ejected = ejectedEndpoints(sample?.reports ?? []);
     type Node = {
       name: string;
-      kind: 'mesh' | 'outside-mesh' | 'clients' | 'policy-only';
+      kind: 'mesh' | 'gateway' | 'outside-mesh' | 'clients' | 'policy-only';
       endpoints: GraphEndpoint[];
       policy: { current: number; total: number };
       inbound: Stats | null;
@@ -156,8 +156,10 @@ export class UiApi {
       return n;
     };
     for (const s of sidecars) {
-      const n = node(s.service, 'mesh');
-      n.kind = 'mesh';
+      // An edge gateway registers like a sidecar but is never an endpoint of the mesh.
+      const kind = s.kind === 'gateway' ? 'gateway' : 'mesh';
+      const n = node(s.service, kind);
+      n.kind = kind;
       const state = sidecarState(s, snap.version, ejected);
       n.endpoints.push({ id: s.id, address: `${hostPort(s.address, s.port)}`, state, version: s.ackedVersion ?? null, sidecar: true, labels: s.labels });
       if (s.connected) {
@@ -177,7 +179,8 @@ export class UiApi {
       const eps = ((r as unknown as { spec?: { endpoints?: { address: string; port: number; labels?: Record<string, string> }[] } }).spec?.endpoints ?? []).filter(
         (e) => typeof e?.address === 'string' && typeof e.port === 'number',
       );
-      if (nodes.get(r.metadata.name)?.kind === 'mesh') continue;
+      const known = nodes.get(r.metadata.name)?.kind;
+      if (known === 'mesh' || known === 'gateway') continue;
       const n = node(r.metadata.name, 'outside-mesh');
       for (const e of eps) {
         const address = hostPort(e.address, e.port);

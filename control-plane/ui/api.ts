@@ -38,7 +38,7 @@ export type EndpointState = 'ready' | 'pending' | 'not-ready' | 'disconnected' |
 
 export interface GraphNode {
   name: string;
-  kind: 'mesh' | 'outside-mesh' | 'clients' | 'policy-only';
+  kind: 'mesh' | 'gateway' | 'outside-mesh' | 'clients' | 'policy-only';
   endpoints: { id: string | null; address: string; state: EndpointState; version: string | null; sidecar: boolean; labels: Record<string, string> }[];
   policy: { current: number; total: number };
   inbound: Stats | null;

@@ -142,9 +142,9 @@ export function ServiceGraph({ graph }: { graph: Graph }) {
               {label(n.name)}
             </text>
             <text x={p.x - NODE_W / 2 + 12} y={p.y - NODE_H / 2 + 40} class="node-sub">
-              {n.kind === 'mesh' ? endpointSummary(n) : n.kind === 'outside-mesh' ? `outside the mesh · ${endpointSummary(n)}` : n.kind === 'clients' ? 'callers without a sidecar' : 'named by policies only'}
+              {n.kind === 'mesh' ? endpointSummary(n) : n.kind === 'gateway' ? `edge gateway · ${endpointSummary(n)}` : n.kind === 'outside-mesh' ? `outside the mesh · ${endpointSummary(n)}` : n.kind === 'clients' ? 'callers without a sidecar' : 'named by policies only'}
             </text>
-            {n.kind === 'mesh' && (
+            {(n.kind === 'mesh' || n.kind === 'gateway') && (
               <text x={p.x - NODE_W / 2 + 12} y={p.y - NODE_H / 2 + 58} class={`node-sub policy ${n.policy.current === n.policy.total ? 'current' : 'stale'}`}>
                 {n.policy.total ? `policy ${n.policy.current}/${n.policy.total} current` : 'no sidecar connected'}
               </text>

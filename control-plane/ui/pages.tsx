@@ -94,7 +94,7 @@ export function GraphPage() {
                       ))}
                     </ul>
                   </td>
-                  <td>{n.kind === 'mesh' ? `${n.policy.current}/${n.policy.total}` : '–'}</td>
+                  <td>{n.kind === 'mesh' || n.kind === 'gateway' ? `${n.policy.current}/${n.policy.total}` : '–'}</td>
                 </tr>
               ))}
             </tbody>

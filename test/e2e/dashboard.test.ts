@@ -4,7 +4,9 @@
  * - the graph shows frontend -> catalog with non-zero rates, and pricing with its endpoint;
  * - a service page's charts have data points;
  * - the tap shows the requests the test sends, with status and flags;
- * - killing catalog-v2's sidecar shows its endpoint disconnected (then gone) on the graph;
+ * - an endpoint that stops answering (its sidecar SIGSTOPped) shows ejected by its callers'
+ *   outlier detection; killing catalog-v2's sidecar shows its endpoint disconnected (then gone);
+ * - the edge gateway is a node of kind gateway;
  * - a policy applied from the CLI moves every sidecar to the new version on the rollout page,
  *   and a sidecar that cannot compile it shows NACKed with its field-path errors;
  * - keyboard: the graph's nodes are reachable with Tab and open their service page.
@@ -144,6 +146,9 @@ t.test('the dashboard in Chromium, against `meshlet up` with traffic', async (t)
   for (const s of ['frontend', 'catalog', 'pricing']) t.equal(await page.locator(`svg.graph a.node[data-node="${s}"]`).count(), 1, `${s} is a node`);
   t.match(await page.locator('table.nodes tr[data-node="catalog"]').textContent(), /catalog-v1-0 ready.*catalog-v2-0 ready|catalog-v2-0 ready.*catalog-v1-0 ready/);
   t.match(await page.locator('table.nodes tr[data-node="pricing"]').textContent(), /pricing-0 ready.*1\/1/, 'pricing: its endpoint and its sidecar on the current policy');
+  const gw = page.locator('table.nodes tr[data-node="gateway"]');
+  t.equal(await gw.locator('td').nth(1).textContent(), 'gateway', 'the edge gateway is a node of its own kind');
+  t.match(await page.locator('svg.graph a.node[data-node="gateway"]').textContent(), /edge gateway · 1 ready/);
   await shot(page, '1-graph-light');
   // catalog calls pricing through HTTP/JSON transcoded to gRPC: counted like every other call.
   await eventually('an edge catalog -> pricing', async () => ((await page.locator('table.edges tr[data-edge="catalog->pricing"]').count()) === 1 ? true : undefined));
@@ -168,7 +173,49 @@ t.test('the dashboard in Chromium, against `meshlet up` with traffic', async (t)
   t.match(await page.locator('table.routes').textContent(), /catalog\/split/, 'per route');
   await shot(page, '2-service-catalog');
 
-  // ---- tap: pick catalog, start, send canary requests (always catalog v2)
+  // ---- an endpoint that stops answering: its callers' outlier detection ejects it
+  const outlier = `apiVersion: meshlet.dev/v1
+kind: DestinationPolicy
+metadata:
+  name: catalog
+spec:
+  service: catalog
+  loadBalancer: {type: round-robin}
+  subsets:
+    - {name: v1, labels: {version: v1}}
+    - {name: v2, labels: {version: v2}}
+  outlierDetection: {consecutiveGatewayErrors: 2, interval: 1s, baseEjectionTime: 60s}
+`;
+  const od = cli(['apply', '-f', '-'], { server: mesh.api, token: mesh.token, input: outlier });
+  t.equal(od.code, 0, od.stderr);
+  await eventually('frontend-0 runs the outlier policy', async () => {
+    const r = (await (await fetch(`${mesh.api}/v1/rollout`, { headers: { authorization: `Bearer ${mesh.token}` } })).json()) as {
+      resources: { kind: string; name: string; resourceVersion: string | null }[];
+      sidecars: { id: string; state: string }[];
+    };
+    const v2 = r.resources.find((x) => x.kind === 'DestinationPolicy' && x.name === 'catalog')?.resourceVersion !== '1';
+    return v2 && r.sidecars.find((x) => x.id === 'frontend-0')?.state === 'acked' ? true : undefined;
+  });
+  // SIGSTOP: catalog-v2's sidecar keeps its connections and its push stream but answers nothing,
+  // so frontend's tries to it time out (1.5 s per try; retried on v1) until v2 is ejected.
+  const v2pid = sidecarPid(mesh.upPid, 'catalog-v2-0');
+  process.kill(v2pid, 'SIGSTOP');
+  let stopped = true;
+  t.teardown(() => void (stopped && process.kill(v2pid, 'SIGCONT')));
+  await page.goto(`${mesh.api}/ui/#/`);
+  const v2ep = page.locator('table.nodes tr[data-node="catalog"] li[data-endpoint="catalog-v2-0"]');
+  await eventually('catalog-v2-0 ejected on the graph', async () => {
+    await Promise.all(Array.from({ length: 10 }, () => request(mesh.frontend)));
+    return (await v2ep.getAttribute('data-state')) === 'ejected' ? true : undefined;
+  }, 40_000);
+  t.equal(await v2ep.getAttribute('data-state'), 'ejected', 'catalog-v2-0 shows ejected');
+  t.equal(await page.locator('svg.graph a.node[data-node="catalog"] circle.dot.ejected').count(), 1, 'and its dot on the node');
+  await shot(page, '4a-graph-endpoint-ejected');
+  process.kill(v2pid, 'SIGCONT');
+  stopped = false;
+
+  // ---- tap: pick catalog, start, send canary requests (always catalog v2: its only endpoint is
+  // ejected, so the subset balances over it anyway, below the panic threshold)
   await page.goto(`${mesh.api}/ui/#/tap/catalog`);
   await page.getByLabel('Service').selectOption('catalog');
   await page.getByLabel('Show headers').fill('x-canary');
@@ -233,13 +280,17 @@ spec:
   loadBalancer:
     type: round-robin
 `;
+  // The resource version is the store's revision at the write: it moves, to whatever number.
+  const pricingSummary = page.locator('details[data-resource="DestinationPolicy/pricing"] summary');
+  const pricingBefore = await pricingSummary.textContent();
+  t.match(pricingBefore, /DestinationPolicy\/pricing version \d+/);
   const applied = cli(['apply', '-f', '-'], { server: mesh.api, token: mesh.token, input: policy });
   t.equal(applied.code, 0, applied.stderr);
   // The page shows the new resource version and, in the same answer, a snapshot every sidecar ACKed.
   const version = await eventually('every sidecar on the version carrying the change', async () => {
     const v = await page.locator('.lede code').textContent();
     if (!v || v === before) return undefined;
-    if (!/version 2/.test((await page.locator('details[data-resource="DestinationPolicy/pricing"] summary').textContent()) ?? '')) return undefined;
+    if ((await pricingSummary.textContent()) === pricingBefore) return undefined;
     for (const id of ['frontend-0', 'catalog-v1-0', 'pricing-0']) {
       const row = page.locator(`table.sidecars tr[data-sidecar="${id}"]`);
       if ((await row.getAttribute('data-state')) !== 'acked' || (await row.locator('code').textContent()) !== v) return undefined;
