@@ -103,7 +103,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   const accessLogger = sample > 0 ? (opts.accessLogger ?? pino({ level: logger.level, base: undefined, timestamp: false }, accessDest)).child({ log: 'access', gateway: opts.name }) : undefined;
   const stats = new ProxyStats({
     service: opts.name,
-    knownService: (n) => current?.services.has(n) === true,
+    knownService: (n) => current?.services.has(n) === true || current?.gateways.has(n) === true,
     samplingPercent: opts.samplingPercent,
     accessLog: accessLogger ? { logger: accessLogger, sample, buffers: accessDest !== undefined } : undefined,
   });

@@ -255,7 +255,9 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const stats = new ProxyStats({
     service: opts.service,
     recordMetrics: obs.metrics,
-    knownService: (name) => current?.services.has(name) === true,
+    // Callers counted by name: the mesh's services and its edge gateways (a gateway is never an
+    // endpoint, so it is not among the services).
+    knownService: (name) => current?.services.has(name) === true || current?.gateways.has(name) === true,
     tracing: obs.tracing,
     samplingPercent: obs.samplingPercent,
     // Our own destination takes Buffers: the observer encodes the lines (ACCESS_LOG_DESTINATION).

@@ -34,6 +34,10 @@ export function useDark(): boolean {
   return dark;
 }
 
+const MIN_SPAN_S = 300;
+const X_TICKS_S = [60, 120, 300, 600, 900];
+const hhmm = (t: number): string => new Date(t * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+
 const css = (name: string): string => getComputedStyle(document.documentElement).getPropertyValue(name).trim() || '#888';
 
 export function Chart({ title, times, lines, unit, format, range }: Props) {
@@ -51,8 +55,10 @@ export function Chart({ title, times, lines, unit, format, range }: Props) {
       height: 170,
       legend: { show: true },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true }, y: range ? { range } : { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
-      axes: [axis, { ...axis, size: 72, values: (_u, ticks) => ticks.map((v) => format(v)) }],
+      // At least five minutes wide, ticks a minute or more apart, shown as HH:MM: a chart with
+      // two points (a fresh mesh) reads as time, not as sub-second ticks.
+      scales: { x: { time: true, range: (_u, min, max) => [Math.min(min, max - MIN_SPAN_S), max] }, y: range ? { range } : { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+      axes: [{ ...axis, incrs: X_TICKS_S, values: (_u, ticks) => ticks.map(hhmm) }, { ...axis, size: 72, values: (_u, ticks) => ticks.map((v) => format(v)) }],
       series: [{}, ...lines.map((l) => ({ label: l.label, stroke: css(l.color), width: 2, spanGaps: false, value: (_u: uPlot, v: number | null) => format(v) }))],
     };
     const p = new uPlot(opts, [times, ...lines.map((l) => l.values)] as uPlot.AlignedData, el);
