@@ -8,8 +8,6 @@
  */
 import type * as http2 from 'node:http2';
 import { Transform, type Readable } from 'node:stream';
-import type { Logger } from 'pino';
-import type { Clock } from '../core/clock';
 import { MeshError, meshErrorInfo, type MeshErrorCode } from '../core/errors';
 import { Flags } from '../core/errors';
 import { LocalReply, MeshCall, type CallKind, type Handler } from '../core/layer';
@@ -26,9 +24,6 @@ import { parseRequestTarget } from '../http/target';
 import type { Headers, UpstreamPools, UpstreamProtocol, UpstreamTarget } from '../http/upstream';
 import { type ActiveRequests, endpointKey } from '../lb';
 import type { CompiledSnapshot, RequestView, RouteTable } from '../policy';
-import { type RateLimitLayer } from '../resilience/rate-limit';
-import type { ResilienceState } from '../resilience/state';
-import type { InboundAuthz } from './authz';
 import { inboundStack } from './inbound';
 import { bodyLimitLayer as bodyLimit } from './body-limit';
 import { ruleStack } from './outbound';
@@ -36,36 +31,22 @@ import { GrpcResponder, replyGrpc } from './respond-grpc';
 import { HttpResponder, sendLocalRaw } from './respond-http';
 import { UpgradeResponder } from './respond-upgrade';
 import type { DecisionRing } from '../observability/decisions';
+import type { StackContext } from './context';
 import type { ProxyStats } from '../observability/proxy-stats';
 
 export type Direction = 'inbound' | 'outbound';
 
 
-export interface ProxyContext {
-  /** The compiled snapshot in force, or undefined before the first one. */
-  snapshot(): CompiledSnapshot | undefined;
+/**
+ * What the front needs: the stack's context (src/stack/context.ts), with the concrete pools,
+ * active-request counts and stats the front itself uses, and the ring of recent decisions.
+ */
+export interface ProxyContext extends StackContext {
   pools: UpstreamPools;
   active: ActiveRequests;
   stats: ProxyStats;
-  logger: Logger;
-  /** This sidecar's name in `via` headers. */
-  viaName: string;
-  /** Per-service and per-route state that outlives snapshots (budgets, breakers, ejections). */
-  resilience: ResilienceState;
-  clock: Clock;
-  random: () => number;
-  /** This sidecar's service, stamped on outbound requests as `x-meshlet-source`. */
-  service?: string;
-  /** Inbound rate limits (RateLimitPolicy for this service). */
-  rateLimit?: RateLimitLayer;
   /** The ring of recent decisions (`meshlet explain --last`); absent: none kept. */
   decisions?: DecisionRing;
-  /** Inbound authorization (AuthorizationPolicies for this service). */
-  authz?: InboundAuthz;
-  /** JWKS keys and response caches, kept across snapshots. */
-  edge?: import('./context').EdgeContext;
-  /** Outbound: trusted x-forwarded-for hops (src/stack/forwarded.ts); undefined: headers as built. */
-  xffTrustedHops?: number;
 }
 
 export interface AppTarget {
