@@ -126,9 +126,11 @@ t.test('the API: 401 without a credential on every route, 403 below the role, to
   t.match(revoked.body.message, /revoked/);
 
   // Expired -> 401.
-  const short = createToken(cp, 'view', '1s');
+  // Five seconds: long enough to be used once on a loaded machine (the CLI that makes it is a
+  // process start), then waited out.
+  const short = createToken(cp, 'view', '5s');
   t.equal((await call(cp, 'GET', '/v1/status', short.token)).status, 200);
-  await sleep(1100);
+  await sleep(5100);
   const expired = await call(cp, 'GET', '/v1/status', short.token);
   t.equal(expired.status, 401, 'an expired token -> 401');
   t.match(expired.body.message, /expired/);
