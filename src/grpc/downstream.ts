@@ -5,6 +5,7 @@
  */
 import type * as http2 from 'node:http2';
 import { FLAG_HEADER } from '../core/errors';
+import type { H2Response } from '../http/h2-server';
 import type { DownstreamRequest } from '../http/listener';
 import { isGrpcContentType, isGrpcWebContentType, trailersOnlyHeaders, type StatusCode } from './status';
 
@@ -46,7 +47,7 @@ export interface GrpcDownstream {
 
 export class NativeDownstream implements GrpcDownstream {
   private readonly stream: http2.ServerHttp2Stream;
-  constructor(private readonly res: http2.Http2ServerResponse) {
+  constructor(private readonly res: H2Response) {
     this.stream = res.stream;
   }
   get headersSent(): boolean {
@@ -57,8 +58,8 @@ export class NativeDownstream implements GrpcDownstream {
   }
   headers(status: number, headers: Record<string, string | string[]>): void {
     if (this.closed) return;
-    // The compat layer's 'wantTrailers' handler sends what addTrailers() collected.
-    this.stream.respond({ ...headers, ':status': status }, { waitForTrailers: true });
+    // The stream's 'wantTrailers' handler (h2-server.ts) sends what addTrailers() collected.
+    this.res.respond({ ...headers, ':status': status });
   }
   write(chunk: Buffer): boolean {
     if (this.closed) return true;

@@ -10,7 +10,7 @@
  *   Route's `grpc.allowOrigins` lists is answered by the sidecar; answers to allowed origins carry
  *   Access-Control-Allow-Origin and expose the grpc-* headers.
  */
-import type * as http2 from 'node:http2';
+import type { H2Response } from '../http/h2-server';
 import { FLAG_HEADER } from '../core/errors';
 import type { DownstreamResponse } from '../http/listener';
 import type { GrpcRouteOptions } from '../policy';
@@ -186,7 +186,7 @@ export class WebDownstream implements GrpcDownstream {
     this.end(trailers);
   }
   reset(_rstCode: number): void {
-    const stream = (this.res as http2.Http2ServerResponse).stream;
+    const stream = (this.res as H2Response).stream;
     if (stream) {
       if (!stream.closed) stream.close(_rstCode);
       return;

@@ -11,6 +11,7 @@ import { LocalReply, NOOP_CALL, type Handler, type MeshCall } from '../core/laye
 import { NativeDownstream, type GrpcDownstream } from '../grpc/downstream';
 import { FLAG_STATUS, Status, statusFromRstCode, type StatusCode } from '../grpc/status';
 import { WebDownstream } from '../grpc/web';
+import { dropBody, type H2Response } from '../http/h2-server';
 import { HOP_BY_HOP } from '../http/headers';
 import type { DownstreamRequest, DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
@@ -29,7 +30,7 @@ export class GrpcResponder implements ResponseSink {
     res: DownstreamResponse,
     req: { header(name: string): string | undefined },
   ) {
-    this.down = call.kind === 'grpc-web' ? new WebDownstream(req, res, () => call.rule?.grpc) : new NativeDownstream(res as http2.Http2ServerResponse);
+    this.down = call.kind === 'grpc-web' ? new WebDownstream(req, res, () => call.rule?.grpc) : new NativeDownstream(res as H2Response);
   }
 
   run(stack: Handler): void {
@@ -39,7 +40,7 @@ export class GrpcResponder implements ResponseSink {
       // The client cancelled (or went away): cancel upstream too.
       this.finished = true;
       this.upstream.abort();
-      this.call.body?.destroy();
+      if (this.call.body) dropBody(this.call.body);
     });
     this.upstream = stack(this.call, this);
   }
@@ -124,7 +125,7 @@ function decodeMessage(v: string | string[] | undefined): string {
 
 /** A mesh-made error for a gRPC or gRPC-Web request that never reached a stack (bad target...). */
 export function replyGrpc(res: DownstreamResponse, req: DownstreamRequest, kind: 'grpc' | 'grpc-web', reply: LocalReply | { status: number; flag?: string; message: string }): void {
-  const down: GrpcDownstream = kind === 'grpc-web' ? new WebDownstream({ header: (n) => headerOf(req, n) }, res, () => undefined) : new NativeDownstream(res as http2.Http2ServerResponse);
+  const down: GrpcDownstream = kind === 'grpc-web' ? new WebDownstream({ header: (n) => headerOf(req, n) }, res, () => undefined) : new NativeDownstream(res as H2Response);
   down.fail(grpcStatusOf(reply), reply.message, reply.flag);
 }
 
