@@ -10,7 +10,7 @@
  *   Route's `grpc.allowOrigins` lists is answered by the sidecar; answers to allowed origins carry
  *   Access-Control-Allow-Origin and expose the grpc-* headers.
  */
-import type { H2Response } from '../http/h2-server';
+import { followResponse, type H2Response, type ResponseFollower } from '../http/h2-server';
 import { FLAG_HEADER } from '../core/errors';
 import type { DownstreamResponse } from '../http/listener';
 import type { GrpcRouteOptions } from '../policy';
@@ -193,10 +193,7 @@ export class WebDownstream implements GrpcDownstream {
     }
     (this.res as { destroy(): void }).destroy();
   }
-  onDrain(cb: () => void): void {
-    this.res.on('drain', cb);
-  }
-  onClose(cb: () => void): void {
-    this.res.on('close', cb);
+  follow(f: ResponseFollower): void {
+    followResponse(this.res, f);
   }
 }

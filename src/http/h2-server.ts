@@ -190,6 +190,9 @@ export function serveStream(
   if (!stream.endAfterHeaders) {
     s[REQUEST] = req;
     s.push = countingPush;
+    // DATA that came in the same read as the HEADERS is buffered already ('stream' is emitted on
+    // the next tick): counted here.
+    req.bodyBytes = stream.readableLength;
   }
   const method = headers[':method'];
   if (method === 'CONNECT') {
@@ -223,4 +226,32 @@ export function dropBody(body: Readable): void {
     return;
   }
   body.destroy();
+}
+
+/** What follows a downstream response: told when it can take more, and when the client went away. */
+export interface ResponseFollower {
+  downstreamDrain(): void;
+  downstreamClose(): void;
+}
+
+const FOLLOWER = Symbol('meshlet.responseFollower');
+type Followed = NodeJS.EventEmitter & { [FOLLOWER]?: ResponseFollower };
+
+function onFollowedDrain(this: Followed): void {
+  this[FOLLOWER]?.downstreamDrain();
+}
+
+function onFollowedClose(this: Followed): void {
+  this[FOLLOWER]?.downstreamClose();
+}
+
+/**
+ * `follower` hears the response's 'drain' and 'close' (an HTTP/2 response's are its stream's)
+ * through two shared listeners: no closure per request.
+ */
+export function followResponse(res: H2Response | NodeJS.EventEmitter, follower: ResponseFollower): void {
+  const e = (res instanceof H2Response ? res.stream : res) as Followed;
+  e[FOLLOWER] = follower;
+  e.on('drain', onFollowedDrain);
+  e.on('close', onFollowedClose);
 }

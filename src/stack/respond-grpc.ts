@@ -11,14 +11,14 @@ import { LocalReply, NOOP_CALL, type Handler, type MeshCall } from '../core/laye
 import { NativeDownstream, type GrpcDownstream } from '../grpc/downstream';
 import { FLAG_STATUS, Status, statusFromRstCode, type StatusCode } from '../grpc/status';
 import { WebDownstream } from '../grpc/web';
-import { dropBody, type H2Response } from '../http/h2-server';
+import { dropBody, type H2Response, type ResponseFollower } from '../http/h2-server';
 import { HOP_BY_HOP } from '../http/headers';
 import type { DownstreamRequest, DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
 import { asReply, countUnobserved } from './respond-http';
 
-export class GrpcResponder implements ResponseSink {
+export class GrpcResponder implements ResponseSink, ResponseFollower {
   upstream: UpstreamCall = NOOP_CALL;
   private finished = false;
   private trailersOnly: Headers | undefined;
@@ -34,15 +34,20 @@ export class GrpcResponder implements ResponseSink {
   }
 
   run(stack: Handler): void {
-    this.down.onDrain(() => this.upstream.resume());
-    this.down.onClose(() => {
-      if (this.finished) return;
-      // The client cancelled (or went away): cancel upstream too.
-      this.finished = true;
-      this.upstream.abort();
-      if (this.call.body) dropBody(this.call.body);
-    });
+    this.down.follow(this);
     this.upstream = stack(this.call, this);
+  }
+
+  downstreamDrain(): void {
+    this.upstream.resume();
+  }
+
+  downstreamClose(): void {
+    if (this.finished) return;
+    // The client cancelled (or went away): cancel upstream too.
+    this.finished = true;
+    this.upstream.abort();
+    if (this.call.body) dropBody(this.call.body);
   }
 
   onResponse(status: number, h: Headers): void {

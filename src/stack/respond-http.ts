@@ -8,12 +8,12 @@ import * as http2 from 'node:http2';
 import { FLAG_HEADER, Flags, MeshError } from '../core/errors';
 import { LocalReply, NOOP_CALL, type Handler, type MeshCall } from '../core/layer';
 import { forwardResponseHeaders } from '../http/headers';
-import type { H2Response } from '../http/h2-server';
+import { followResponse, type H2Response, type ResponseFollower } from '../http/h2-server';
 import type { DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
 
-export class HttpResponder implements ResponseSink {
+export class HttpResponder implements ResponseSink, ResponseFollower {
   upstream: UpstreamCall = NOOP_CALL;
   private finished = false;
 
@@ -25,15 +25,19 @@ export class HttpResponder implements ResponseSink {
 
   /** Runs the call through a stack, following the client (backpressure, going away). */
   run(stack: Handler): void {
-    const res = this.res;
-    res.on('drain', () => this.upstream.resume());
-    res.on('close', () => {
-      if (this.finished) return;
-      // The client went away (or its stream was reset): cancel upstream too.
-      this.finished = true;
-      this.upstream.abort();
-    });
+    followResponse(this.res, this);
     this.upstream = stack(this.call, this);
+  }
+
+  downstreamDrain(): void {
+    this.upstream.resume();
+  }
+
+  downstreamClose(): void {
+    if (this.finished) return;
+    // The client went away (or its stream was reset): cancel upstream too.
+    this.finished = true;
+    this.upstream.abort();
   }
 
   onResponse(status: number, h: Headers): void {
