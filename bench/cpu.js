@@ -6,7 +6,7 @@
  * /proc/PID/stat, summed over the proxy processes) ÷ requests is far less sensitive to the other
  * load on the machine than req/s or latency; run it alternating two builds (`--dist`) for an A/B.
  *
- *   node bench/cpu.js [--paths h1,h2,grpc,hop,hop-h1] [-n 20000] [-r 3] [--dist DIR] [--prof DIR]
+ *   node bench/cpu.js [--paths h1,h2,grpc,hop,hop-h1,hop-h2] [-n 20000] [-r 3] [--dist DIR] [--prof DIR] [--gc] [--callgrind]
  *
  * Paths (the upstream is nginx on core 0, the load h2load on core 0, the sidecars on core 1):
  *   h1      HTTP/1.1 through the full-chain sidecar (bench/lib/configs.js `full`), h2load --h1, 64 conns
@@ -19,6 +19,9 @@
  * --dist DIR[|NODEFLAGS][,DIR2[|NODEFLAGS2]]: the checkout(s) whose dist/ to run (default this one),
  * alternated round by round (an A/B), optionally with extra Node flags each. --prof DIR: node --cpu-prof
  * into DIR (one .cpuprofile per sidecar process). --node-flags '...': extra Node flags.
+ * --gc: the sidecars run with --trace-gc-nvp; each round also prints the bytes V8 allocated per
+ * request (its `allocated=`, summed over the GCs of the measured run) and scavenges per 10k requests
+ * (load-independent, like the instruction counts).
  * --callgrind: the sidecars run under valgrind's callgrind and the figure is instructions per
  * request (load-independent: the instructions of an idle window as long as the run are subtracted;
  * it serves ~5-20 req/s, so use -n 300), read with callgrind_control.
@@ -43,6 +46,7 @@ const { values: o } = parseArgs({
     'node-flags': { type: 'string', default: '' },
     json: { type: 'boolean', default: false },
     callgrind: { type: 'boolean', default: false },
+    gc: { type: 'boolean', default: false },
   },
 });
 const N = Number(o.n);
@@ -53,7 +57,7 @@ const mainOf = (spec) => path.join(path.resolve(spec.split('|')[0]), 'dist/src/c
 const flagsOf = (spec) => (spec.split('|')[1] ?? '').split(' ').filter(Boolean);
 const MAIN = mainOf(DISTS[0]);
 const UNIT = o.callgrind ? 'instr/req' : 'us/req';
-const NODE_FLAGS = ['--max-semi-space-size=8', '--heap-growing-percent=20', ...o['node-flags'].split(' ').filter(Boolean), ...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(o.prof)}`] : [])];
+const NODE_FLAGS = ['--max-semi-space-size=8', '--heap-growing-percent=20', ...o['node-flags'].split(' ').filter(Boolean), ...(o.gc ? ['--trace-gc-nvp'] : []), ...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(o.prof)}`] : [])];
 const PROXY_CPU = 1;
 const LOAD_CPU = 0;
 
@@ -84,6 +88,7 @@ async function sidecar(name, argv, spec = DISTS[0]) {
     env: { ...process.env, MESHLET_LOG_LEVEL: 'warn' },
   });
   await procs.waitForHttp(`http://127.0.0.1:${admin}/ready`, { proc: p, timeoutMs: o.callgrind ? 300_000 : 30_000 });
+  p.logFile = logFile;
   return p;
 }
 
@@ -106,11 +111,36 @@ function instructions(ps) {
   return total;
 }
 
+/** --gc: the size of each process's log (its --trace-gc-nvp lines), to read what a run added. */
+const logSizes = (ps) => ps.map((p) => fs.statSync(p.logFile).size);
+
+/** --gc: bytes allocated (V8's `allocated=`, summed over the GCs) and GCs by kind in the log since `sizes`. */
+function gcSince(ps, sizes) {
+  const g = { allocated: 0, scavenges: 0, marks: 0 };
+  ps.forEach((p, i) => {
+    const fd = fs.openSync(p.logFile, 'r');
+    const len = fs.fstatSync(fd).size - sizes[i];
+    const buf = Buffer.alloc(Math.max(0, len));
+    fs.readSync(fd, buf, 0, buf.length, sizes[i]);
+    fs.closeSync(fd);
+    for (const line of buf.toString('latin1').split('\n')) {
+      const kind = / gc=(\w+)/.exec(line);
+      if (!kind) continue;
+      if (kind[1] === 's') g.scavenges++;
+      else g.marks++;
+      const a = / allocated=(\d+)/.exec(line);
+      if (a) g.allocated += Number(a[1]);
+    }
+  });
+  return g;
+}
+
 /** Warm-up (N/4, not measured), then N requests; CPU µs per request over `ps`. */
 function measure(ps, args) {
   h2load(['-n', String(o.callgrind ? N : Math.max(1000, N >> 2)), ...args]);
   if (o.callgrind) instructions(ps);
   const c0 = cpuOf(ps);
+  const sizes = o.gc ? logSizes(ps) : undefined;
   const t0 = process.hrtime.bigint();
   const r = h2load(['-n', String(N), ...args]);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -125,7 +155,12 @@ function measure(ps, args) {
     const idle = instructions(ps);
     return { usPerReq: (loaded - idle) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall, loaded: loaded / r.done, idle: idle / r.done };
   }
-  return { usPerReq: (cpu * 1e6) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall };
+  const res = { usPerReq: (cpu * 1e6) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall };
+  if (sizes) {
+    const g = gcSince(ps, sizes);
+    Object.assign(res, { bytesPerReq: g.allocated / r.done, scavengesPer10k: (g.scavenges * 10_000) / r.done, marks: g.marks });
+  }
+  return res;
 }
 
 let upstreamPorts;
@@ -215,7 +250,8 @@ async function main() {
   const results = {};
   const add = (k, r) => {
     (results[k] ??= []).push(r);
-    log(`${k.padEnd(8)} ${r.usPerReq.toFixed(1).padStart(7)} ${UNIT}  ${Math.round(r.reqPerSec).toString().padStart(6)} req/s  core ${r.coreBusyPct.toFixed(0)}%`);
+    const gc = r.bytesPerReq === undefined ? '' : `  ${Math.round(r.bytesPerReq)} B/req allocated, ${r.scavengesPer10k.toFixed(1)} scavenges/10k req, ${r.marks} mark-compact`;
+    log(`${k.padEnd(8)} ${r.usPerReq.toFixed(1).padStart(7)} ${UNIT}  ${Math.round(r.reqPerSec).toString().padStart(6)} req/s  core ${r.coreBusyPct.toFixed(0)}%${gc}`);
   };
 
   for (let round = 0; round < ROUNDS; round++) {
@@ -226,9 +262,9 @@ async function main() {
   }
   await procs.stopAll();
   const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
-  const summary = Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, { usPerReq: median(rs.map((r) => r.usPerReq)), reqPerSec: median(rs.map((r) => r.reqPerSec)), rounds: rs.map((r) => +r.usPerReq.toFixed(1)) }]));
+  const summary = Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, { usPerReq: median(rs.map((r) => r.usPerReq)), reqPerSec: median(rs.map((r) => r.reqPerSec)), rounds: rs.map((r) => +r.usPerReq.toFixed(1)), ...(o.gc ? { bytesPerReq: Math.round(median(rs.map((r) => r.bytesPerReq))), scavengesPer10k: +median(rs.map((r) => r.scavengesPer10k)).toFixed(1) } : {}) }]));
   if (o.json) console.log(JSON.stringify({ dist: o.dist, n: N, loadavg: os.loadavg(), summary }));
-  else for (const [k, s] of Object.entries(summary)) console.log(`${k.padEnd(8)} median ${s.usPerReq.toFixed(1)} ${UNIT}  (${s.rounds.join(' / ')})  ${Math.round(s.reqPerSec)} req/s  load ${os.loadavg()[0].toFixed(1)}`);
+  else for (const [k, s] of Object.entries(summary)) console.log(`${k.padEnd(8)} median ${s.usPerReq.toFixed(1)} ${UNIT}  (${s.rounds.join(' / ')})  ${Math.round(s.reqPerSec)} req/s${s.bytesPerReq === undefined ? '' : `  ${s.bytesPerReq} B/req allocated, ${s.scavengesPer10k} scavenges/10k req`}  load ${os.loadavg()[0].toFixed(1)}`);
   fs.rmSync(tmp, { recursive: true, force: true });
 }
 

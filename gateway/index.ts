@@ -19,6 +19,7 @@
 import * as os from 'node:os';
 import type * as tls from 'node:tls';
 import type * as http2 from 'node:http2';
+import type { H2Response } from '../src/http/h2-server';
 import pino, { type Logger } from 'pino';
 import { systemClock } from '../src/core/clock';
 import { fail, ok, formatErrors, type Result } from '../src/core/result';
@@ -380,7 +381,7 @@ function stripMeshHeaders(res: DownstreamResponse, protocol: 'http1' | 'http2', 
     return out ?? h;
   };
   if (protocol === 'http2') {
-    const stream = (res as http2.Http2ServerResponse).stream;
+    const stream = (res as H2Response).stream;
     const respond = stream.respond;
     stream.respond = function (headers, options) {
       return respond.call(this, clean(headers) as http2.OutgoingHttpHeaders, options);

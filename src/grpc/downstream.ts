@@ -5,6 +5,7 @@
  */
 import type * as http2 from 'node:http2';
 import { FLAG_HEADER } from '../core/errors';
+import { followResponse, type H2Response, type ResponseFollower } from '../http/h2-server';
 import type { DownstreamRequest } from '../http/listener';
 import { isGrpcContentType, isGrpcWebContentType, trailersOnlyHeaders, type StatusCode } from './status';
 
@@ -40,13 +41,13 @@ export interface GrpcDownstream {
   fail(code: StatusCode, message: string, flag?: string, extra?: Record<string, string | string[]>): void;
   /** Resets the call with an HTTP/2 error code. */
   reset(rstCode: number): void;
-  onDrain(cb: () => void): void;
-  onClose(cb: () => void): void;
+  /** `f` hears 'drain' and the client going away. */
+  follow(f: ResponseFollower): void;
 }
 
 export class NativeDownstream implements GrpcDownstream {
   private readonly stream: http2.ServerHttp2Stream;
-  constructor(private readonly res: http2.Http2ServerResponse) {
+  constructor(private readonly res: H2Response) {
     this.stream = res.stream;
   }
   get headersSent(): boolean {
@@ -57,8 +58,9 @@ export class NativeDownstream implements GrpcDownstream {
   }
   headers(status: number, headers: Record<string, string | string[]>): void {
     if (this.closed) return;
-    // The compat layer's 'wantTrailers' handler sends what addTrailers() collected.
-    this.stream.respond({ ...headers, ':status': status }, { waitForTrailers: true });
+    // The stream's 'wantTrailers' handler (h2-server.ts) sends what addTrailers() collected.
+    headers[':status'] = String(status);
+    this.res.respond(headers);
   }
   write(chunk: Buffer): boolean {
     if (this.closed) return true;
@@ -88,11 +90,8 @@ export class NativeDownstream implements GrpcDownstream {
   reset(rstCode: number): void {
     if (!this.stream.closed) this.stream.close(rstCode);
   }
-  onDrain(cb: () => void): void {
-    this.stream.on('drain', cb);
-  }
-  onClose(cb: () => void): void {
-    this.stream.on('close', cb);
+  follow(f: ResponseFollower): void {
+    followResponse(this.res, f);
   }
 }
 

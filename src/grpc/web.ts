@@ -10,7 +10,7 @@
  *   Route's `grpc.allowOrigins` lists is answered by the sidecar; answers to allowed origins carry
  *   Access-Control-Allow-Origin and expose the grpc-* headers.
  */
-import type * as http2 from 'node:http2';
+import { followResponse, type H2Response, type ResponseFollower } from '../http/h2-server';
 import { FLAG_HEADER } from '../core/errors';
 import type { DownstreamResponse } from '../http/listener';
 import type { GrpcRouteOptions } from '../policy';
@@ -186,17 +186,14 @@ export class WebDownstream implements GrpcDownstream {
     this.end(trailers);
   }
   reset(_rstCode: number): void {
-    const stream = (this.res as http2.Http2ServerResponse).stream;
+    const stream = (this.res as H2Response).stream;
     if (stream) {
       if (!stream.closed) stream.close(_rstCode);
       return;
     }
     (this.res as { destroy(): void }).destroy();
   }
-  onDrain(cb: () => void): void {
-    this.res.on('drain', cb);
-  }
-  onClose(cb: () => void): void {
-    this.res.on('close', cb);
+  follow(f: ResponseFollower): void {
+    followResponse(this.res, f);
   }
 }

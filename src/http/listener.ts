@@ -34,10 +34,11 @@ import { spiffeIdOf, type MeshTls } from '../security/tls';
 import { setPeer, getPeer } from './peer';
 import { sniffProtocol } from './detect';
 import { H1Server, type H1Request, type H1Response } from './h1-server';
+import { serveStream, type H2Request, type H2Response } from './h2-server';
 import { BODY_TIMEOUT_FLAG, OVERLOAD_FLAG, type OverloadManager } from './overload';
 
-export type DownstreamRequest = H1Request | http2.Http2ServerRequest;
-export type DownstreamResponse = H1Response | http2.Http2ServerResponse;
+export type DownstreamRequest = H1Request | H2Request;
+export type DownstreamResponse = H1Response | H2Response;
 export type RequestHandler = (req: DownstreamRequest, res: DownstreamResponse, protocol: 'http1' | 'http2') => void;
 
 export interface ListenerOptions {
@@ -132,11 +133,11 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
         }
         if (protocol === 'http2') {
           ov.active++;
-          (req as http2.Http2ServerRequest).stream.on('close', streamDone);
+          (req as H2Request).stream.on('close', streamDone);
         }
         opts.handler(req, res, protocol);
       };
-  const h2Handler: RequestHandler = bodyIdleMs > 0 ? (req, res, p) => (trackH2Body(req as http2.Http2ServerRequest, res as http2.Http2ServerResponse), handler(req, res, p)) : handler;
+  const h2Handler = bodyIdleMs > 0 ? (req: H2Request, res: H2Response): void => (trackH2Body(req, res), handler(req, res, 'http2')) : (req: H2Request, res: H2Response): void => handler(req, res, 'http2');
 
   const h1 = new H1Server({
     maxHeaderBytes,
@@ -151,33 +152,24 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
   });
 
   // HTTP/2 request bodies in progress (not gRPC), checked on one timer like the HTTP/1.1 ones.
+  // The request counts its body bytes as they arrive (h2-server.ts); a 'data' listener here would
+  // start the flow before the proxy reads it.
   interface H2Body {
-    req: http2.Http2ServerRequest;
-    stream: http2.ServerHttp2Stream;
-    res: http2.Http2ServerResponse;
+    req: H2Request;
+    res: H2Response;
     start: number;
     last: number;
-    bytes: number;
+    /** The request's byte count at the last check. */
+    seen: number;
   }
   const h2Bodies = new Set<H2Body>();
   let h2Now = Date.now();
   let h2Timer: NodeJS.Timeout | undefined;
-  function trackH2Body(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
+  function trackH2Body(req: H2Request, res: H2Response): void {
     const stream = req.stream;
     if (stream.endAfterHeaders || String(req.headers['content-type'] ?? '').startsWith('application/grpc')) return;
-    const b: H2Body = { req, stream, res, start: h2Now, last: h2Now, bytes: 0 };
+    const b: H2Body = { req, res, start: h2Now, last: h2Now, seen: 0 };
     h2Bodies.add(b);
-    // Counts the body bytes as they reach the compat request, without reading them (a 'data'
-    // listener would start the flow before the proxy reads it, as sidecar/exchange.ts says).
-    const push = req.push;
-    req.push = function (chunk: unknown, enc?: BufferEncoding): boolean {
-      if (chunk === null) h2Bodies.delete(b);
-      else {
-        b.bytes += (chunk as Buffer).length;
-        b.last = h2Now;
-      }
-      return push.call(this, chunk, enc);
-    };
     stream.once('close', () => h2Bodies.delete(b));
     if (!h2Timer) {
       h2Timer = setInterval(checkH2Bodies, Math.min(1000, Math.max(50, bodyIdleMs / 4)));
@@ -189,25 +181,30 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     const elapsed = now - h2Now;
     h2Now = now;
     for (const b of h2Bodies) {
-      if (b.stream.destroyed || b.res.writableEnded) {
+      const stream = b.req.stream;
+      if (stream.destroyed || stream.readableEnded || b.res.writableEnded) {
         h2Bodies.delete(b);
         continue;
       }
+      if (b.req.bodyBytes !== b.seen) {
+        b.seen = b.req.bodyBytes;
+        b.last = now;
+      }
       let reason: string | undefined;
-      if (b.req.readableLength > 0 || b.req.readableFlowing !== true) {
+      if (stream.readableLength > 0 || stream.readableFlowing !== true) {
         // The proxy holds the body back (not reading yet, or its reader is slow), not the client.
         b.last = now;
         b.start += elapsed;
       } else if (now - b.last > bodyIdleMs) {
         onBodyTimeout('idle');
         reason = `request body idle for more than ${bodyIdleMs} ms`;
-      } else if (minRate > 0 && now > b.start + bodyIdleMs + (b.bytes * 1000) / minRate) {
+      } else if (minRate > 0 && now > b.start + bodyIdleMs + (b.req.bodyBytes * 1000) / minRate) {
         onBodyTimeout('slow');
         reason = `request body slower than ${minRate} bytes/s`;
       }
       if (reason === undefined) continue;
       h2Bodies.delete(b);
-      refused(reason, { status: 408, remote: b.stream.session?.socket?.remoteAddress });
+      refused(reason, { status: 408, remote: stream.session?.socket?.remoteAddress });
       if (!b.res.headersSent) {
         const text = `${reason}\n`;
         b.res.writeHead(408, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(text)), 'x-meshlet-flags': BODY_TIMEOUT_FLAG });
@@ -216,20 +213,18 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       // The body is cut, not complete: abort it (the proxy cancels the upstream request, as for an
       // HTTP/1.1 body cut short), then end the stream with NO_ERROR after the complete response
       // (RFC 9113 8.1); later writes by the proxy are dropped.
-      b.req.emit('aborted');
-      b.req.destroy();
-      b.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      stream.emit('aborted');
+      stream.close(http2.constants.NGHTTP2_NO_ERROR);
     }
   }
 
-  const h2 = http2.createServer(
-    {
-      maxHeaderListPairs: 512,
-      maxSessionMemory: 64,
-      settings: { maxHeaderListSize: maxHeaderBytes, maxConcurrentStreams: 1000, initialWindowSize: 1024 * 1024 },
-    },
-    (req, res) => h2Handler(req, res, 'http2'),
-  );
+  // The core API: no 'request' listener, so node builds no compat request/response per stream.
+  const h2 = http2.createServer({
+    maxHeaderListPairs: 512,
+    maxSessionMemory: 64,
+    settings: { maxHeaderListSize: maxHeaderBytes, maxConcurrentStreams: 1000, initialWindowSize: 1024 * 1024 },
+  });
+  h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => serveStream(stream, headers, rawHeaders, h2Handler));
   const minStreams = opts.prematureResetMinStreams ?? 100;
   const sessions = new Set<http2.ServerHttp2Session>();
   /** Per session: streams opened, reset prematurely, open now (none open: idle, overload may close it). */

@@ -17,7 +17,7 @@ interface Carrier {
 /** The verified caller of a downstream request, or undefined (plaintext). */
 export function peerOf(req: object, protocol: 'http1' | 'http2'): SpiffeId | undefined {
   if (protocol === 'http1') return (req as { peer?: SpiffeId }).peer;
-  return ((req as http2.Http2ServerRequest).stream?.session as Carrier | undefined)?.[MESH_PEER];
+  return ((req as { stream?: http2.ServerHttp2Stream }).stream?.session as Carrier | undefined)?.[MESH_PEER];
 }
 
 export function setPeer(o: object, peer: SpiffeId): void {

@@ -6,7 +6,6 @@
  * front adapter of its protocol (src/stack/respond-http.ts, respond-grpc.ts), the one place a
  * mesh-made answer is written. See docs/request-path.md.
  */
-import type * as http2 from 'node:http2';
 import { Transform, type Readable } from 'node:stream';
 import { MeshError, meshErrorInfo, type MeshErrorCode } from '../core/errors';
 import { Flags } from '../core/errors';
@@ -14,6 +13,7 @@ import { LocalReply, MeshCall, type CallKind, type Handler } from '../core/layer
 import { grpcKind } from '../grpc/downstream';
 import { webRequestHeaders, type Base64Decoder } from '../grpc/web';
 import { H1Request, type H1Response } from '../http/h1-server';
+import type { H2Request } from '../http/h2-server';
 import { forwardRequestHeaders } from '../http/headers';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../http/listener';
 import { originalProtocol, withoutMark } from '../http/multiplex';
@@ -274,7 +274,5 @@ export function sendLocal(ctx: ProxyContext, direction: Direction, res: Downstre
 export type { Headers };
 
 function bodyOf(req: DownstreamRequest, protocol: 'http1' | 'http2'): Readable | null {
-  if (protocol === 'http1') return (req as H1Request).body;
-  const h2 = req as http2.Http2ServerRequest;
-  return h2.stream.endAfterHeaders ? null : h2;
+  return protocol === 'http1' ? (req as H1Request).body : (req as H2Request).body;
 }

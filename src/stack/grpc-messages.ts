@@ -8,6 +8,7 @@ import { Transform, type Readable } from 'node:stream';
 import { Flags } from '../core/errors';
 import { LocalReply, type Layer } from '../core/layer';
 import { DEFAULT_MAX_MESSAGE_BYTES, MessageSizeGuard } from '../grpc/framing';
+import { dropBody } from '../http/h2-server';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import { isGrpcKind } from './profile';
 
@@ -43,7 +44,7 @@ class Guarded implements ResponseSink, UpstreamCall {
       if (this.done) return;
       this.done = true;
       this.inner?.abort(reply);
-      src.destroy();
+      dropBody(src);
       this.sink.onError(reply, this.started);
     };
     src.on('error', (err) => {

@@ -12,13 +12,13 @@
 import { Flags, MeshError } from '../core/errors';
 import { LocalReply, type Layer, type MeshCall } from '../core/layer';
 import type { H1Request } from '../http/h1-server';
+import type { H2Request } from '../http/h2-server';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { RouteHandle } from '../observability/mesh-metrics';
 import type { ObservedRequest } from '../observability/observer';
 import type { CompiledRule } from '../policy/compiled';
 import type { StackContext } from './context';
 import { grpcStatusOf, isGrpcKind } from './profile';
-import type * as http2 from 'node:http2';
 
 export function observeLayer(ctx: StackContext, rule: CompiledRule | undefined): Layer {
   return (next) => (call, sink) => {
@@ -110,17 +110,7 @@ function flatHeader(flat: readonly string[], name: string): string | undefined {
   return undefined;
 }
 
-/** Counts a request body's bytes as they arrive: the HTTP/1.1 parser keeps the count itself. */
-function receivedCounter(req: unknown, protocol: 'http1' | 'http2'): { bodyBytes: number } {
-  if (protocol === 'http1') return req as H1Request;
-  // The compat request is fed by push() from its stream. A 'data' listener here (or on the stream)
-  // would start the flow before the upstream reads it, and the body would be lost.
-  const n = { bodyBytes: 0 };
-  const h2 = req as http2.Http2ServerRequest;
-  const push = h2.push;
-  h2.push = function (chunk: Buffer | null, encoding?: BufferEncoding): boolean {
-    if (chunk) n.bodyBytes += chunk.length;
-    return push.call(this, chunk, encoding);
-  };
-  return n;
+/** A request body's byte count as it arrives: the HTTP/1.1 parser and the HTTP/2 request (h2-server.ts) keep it. */
+function receivedCounter(req: unknown, _protocol: 'http1' | 'http2'): { bodyBytes: number } {
+  return req as H1Request | H2Request;
 }

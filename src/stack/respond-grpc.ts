@@ -11,13 +11,14 @@ import { LocalReply, NOOP_CALL, type Handler, type MeshCall } from '../core/laye
 import { NativeDownstream, type GrpcDownstream } from '../grpc/downstream';
 import { FLAG_STATUS, Status, statusFromRstCode, type StatusCode } from '../grpc/status';
 import { WebDownstream } from '../grpc/web';
+import { dropBody, type H2Response, type ResponseFollower } from '../http/h2-server';
 import { HOP_BY_HOP } from '../http/headers';
 import type { DownstreamRequest, DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
 import { asReply, countUnobserved } from './respond-http';
 
-export class GrpcResponder implements ResponseSink {
+export class GrpcResponder implements ResponseSink, ResponseFollower {
   upstream: UpstreamCall = NOOP_CALL;
   private finished = false;
   private trailersOnly: Headers | undefined;
@@ -29,19 +30,24 @@ export class GrpcResponder implements ResponseSink {
     res: DownstreamResponse,
     req: { header(name: string): string | undefined },
   ) {
-    this.down = call.kind === 'grpc-web' ? new WebDownstream(req, res, () => call.rule?.grpc) : new NativeDownstream(res as http2.Http2ServerResponse);
+    this.down = call.kind === 'grpc-web' ? new WebDownstream(req, res, () => call.rule?.grpc) : new NativeDownstream(res as H2Response);
   }
 
   run(stack: Handler): void {
-    this.down.onDrain(() => this.upstream.resume());
-    this.down.onClose(() => {
-      if (this.finished) return;
-      // The client cancelled (or went away): cancel upstream too.
-      this.finished = true;
-      this.upstream.abort();
-      this.call.body?.destroy();
-    });
+    this.down.follow(this);
     this.upstream = stack(this.call, this);
+  }
+
+  downstreamDrain(): void {
+    this.upstream.resume();
+  }
+
+  downstreamClose(): void {
+    if (this.finished) return;
+    // The client cancelled (or went away): cancel upstream too.
+    this.finished = true;
+    this.upstream.abort();
+    if (this.call.body) dropBody(this.call.body);
   }
 
   onResponse(status: number, h: Headers): void {
@@ -124,7 +130,7 @@ function decodeMessage(v: string | string[] | undefined): string {
 
 /** A mesh-made error for a gRPC or gRPC-Web request that never reached a stack (bad target...). */
 export function replyGrpc(res: DownstreamResponse, req: DownstreamRequest, kind: 'grpc' | 'grpc-web', reply: LocalReply | { status: number; flag?: string; message: string }): void {
-  const down: GrpcDownstream = kind === 'grpc-web' ? new WebDownstream({ header: (n) => headerOf(req, n) }, res, () => undefined) : new NativeDownstream(res as http2.Http2ServerResponse);
+  const down: GrpcDownstream = kind === 'grpc-web' ? new WebDownstream({ header: (n) => headerOf(req, n) }, res, () => undefined) : new NativeDownstream(res as H2Response);
   down.fail(grpcStatusOf(reply), reply.message, reply.flag);
 }
 

@@ -8,11 +8,12 @@ import * as http2 from 'node:http2';
 import { FLAG_HEADER, Flags, MeshError } from '../core/errors';
 import { LocalReply, NOOP_CALL, type Handler, type MeshCall } from '../core/layer';
 import { forwardResponseHeaders } from '../http/headers';
+import { followResponse, type H2Response, type ResponseFollower } from '../http/h2-server';
 import type { DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
 
-export class HttpResponder implements ResponseSink {
+export class HttpResponder implements ResponseSink, ResponseFollower {
   upstream: UpstreamCall = NOOP_CALL;
   private finished = false;
 
@@ -24,15 +25,19 @@ export class HttpResponder implements ResponseSink {
 
   /** Runs the call through a stack, following the client (backpressure, going away). */
   run(stack: Handler): void {
-    const res = this.res;
-    res.on('drain', () => this.upstream.resume());
-    res.on('close', () => {
-      if (this.finished) return;
-      // The client went away (or its stream was reset): cancel upstream too.
-      this.finished = true;
-      this.upstream.abort();
-    });
+    followResponse(this.res, this);
     this.upstream = stack(this.call, this);
+  }
+
+  downstreamDrain(): void {
+    this.upstream.resume();
+  }
+
+  downstreamClose(): void {
+    if (this.finished) return;
+    // The client went away (or its stream was reset): cancel upstream too.
+    this.finished = true;
+    this.upstream.abort();
   }
 
   onResponse(status: number, h: Headers): void {
@@ -47,13 +52,12 @@ export class HttpResponder implements ResponseSink {
     if (res.headersSent || res.destroyed) return;
     try {
       if (this.call.version === '2') {
-        // HTTP/2: straight to the stream (node:http2 core), without the compat response copying
-        // and validating every header once more before respond() does it again. Trailers: the
-        // compat layer's 'wantTrailers' handler sends what addTrailers() collected (onEnd).
-        const stream = (res as http2.Http2ServerResponse).stream;
-        if (stream.closed || stream.destroyed) return;
+        // HTTP/2: the head as built, straight to the stream's respond() (h2-server.ts); the
+        // trailers addTrailers() collects go out when the stream asks for them (onEnd).
+        const h2 = res as H2Response;
+        if (h2.stream.closed || h2.stream.destroyed) return;
         out[':status'] = String(status);
-        stream.respond(out, { waitForTrailers: true });
+        h2.respond(out);
       } else res.writeHead(status, out as never);
     } catch (err) {
       this.ctx.logger.debug({ err }, 'invalid upstream response header');
@@ -75,7 +79,7 @@ export class HttpResponder implements ResponseSink {
     const res = this.res;
     if (trailers && this.call.version === '2') {
       try {
-        (res as http2.Http2ServerResponse).addTrailers(trailers as never);
+        (res as H2Response).addTrailers(trailers as never);
       } catch {
         // invalid trailer names: drop them
       }
@@ -128,7 +132,7 @@ export function writeReply(res: DownstreamResponse, reply: LocalReply | MeshErro
 }
 
 export function resetDownstream(res: DownstreamResponse): void {
-  const stream = (res as http2.Http2ServerResponse).stream;
+  const stream = (res as H2Response).stream;
   if (stream && typeof stream.close === 'function') {
     if (!stream.closed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
     return;

@@ -112,6 +112,35 @@ t.test('h2c on both sides', async (t) => {
     t.equal(big.body.length, 24 * 1024 * 1024, '24 MiB response body arrived');
   });
 
+  t.test('CONNECT and expectations, answered as an HTTP/2 server does', async (t) => {
+    const head = (headers: http2.OutgoingHttpHeaders, body?: string): Promise<{ status: number; continued: boolean; body: string }> =>
+      new Promise((resolve, reject) => {
+        const s = session.request(headers, { endStream: false });
+        let continued = false;
+        let status = 0;
+        const chunks: Buffer[] = [];
+        s.on('continue', () => {
+          continued = true;
+          s.end(body);
+        });
+        s.on('response', (h) => {
+          status = Number(h[':status']);
+          if (!continued) s.end();
+        });
+        s.on('data', (c: Buffer) => chunks.push(c));
+        s.on('error', reject);
+        s.on('close', () => resolve({ status, continued, body: Buffer.concat(chunks).toString() }));
+      });
+    const connect = await head({ ':method': 'CONNECT', ':authority': 'greeter:443' });
+    t.equal(connect.status, 405, 'CONNECT: the sidecar opens no tunnels');
+    const r = await head({ ':method': 'POST', ':path': '/expect', ':authority': 'greeter', expect: '100-continue' }, 'sent after 100');
+    t.ok(r.continued, 'expect: 100-continue gets a 100 first');
+    t.equal(r.status, 200);
+    t.equal((JSON.parse(r.body) as { bytes: number }).bytes, 14, 'then the body goes through');
+    const other = await head({ ':method': 'POST', ':path': '/expect', ':authority': 'greeter', expect: 'something-else' });
+    t.equal(other.status, 417, 'any other expectation fails');
+  });
+
   t.test('a protocol: http2 service, from an HTTP/1.1 client', async (t) => {
     const r = await request({ port: sc.outbound, method: 'POST', path: '/from-h1?x=1', headers: { host: 'h2only', 'content-type': 'text/plain' }, body: 'hi there' });
     t.equal(r.status, 200);

@@ -1,0 +1,257 @@
+/**
+ * HTTP/2 requests served from node:http2's core API (the session's `'stream'` event), without the
+ * compat `Http2ServerRequest` / `Http2ServerResponse` pair. Per stream the compat layer builds a
+ * Readable (the request, fed chunk by chunk from the stream), a Stream (the response, with its
+ * own header and trailer objects), a Proxy for `req.socket`, and hangs eleven listeners on the
+ * stream; all of it became young-generation garbage on every call (docs/performance.md).
+ *
+ * Here a request is two small plain objects over the stream itself:
+ * - `H2Request`: the header object node built, the raw header list, and the request body, which
+ *   is the stream's own readable side (no second Readable). Body bytes are counted as node pushes
+ *   them (one shared function, no closure per request), for the byte counts of the observe layer
+ *   and the body-timeout checks.
+ * - `H2Response`: `writeHead` / `write` / `end` / `addTrailers` straight onto the stream
+ *   (`respond`, `write`, `end`, `sendTrailers` on `'wantTrailers'`), with the parts of the compat
+ *   response's behaviour the proxy relies on: trailers collected until the end, writes after the
+ *   end dropped, connection-specific headers left out of mesh-made answers.
+ *
+ * `serveStream` reproduces what the compat server did before calling the handler: CONNECT is
+ * answered 405, `expect: 100-continue` gets a 100 first, any other expectation 417.
+ */
+import * as http2 from 'node:http2';
+import { Readable } from 'node:stream';
+
+const { HTTP2_HEADER_STATUS } = http2.constants;
+
+const REQUEST = Symbol('meshlet.h2request');
+const TRAILERS = Symbol('meshlet.h2trailers');
+
+type Stream = http2.ServerHttp2Stream & {
+  [REQUEST]?: H2Request;
+  [TRAILERS]?: http2.OutgoingHttpHeaders;
+};
+
+const readablePush = Readable.prototype.push;
+
+/** The stream's `push`, counting the body bytes on its request as node delivers them. */
+function countingPush(this: Stream, chunk: unknown, encoding?: BufferEncoding): boolean {
+  if (chunk !== null) {
+    const r = this[REQUEST];
+    if (r) r.bodyBytes += (chunk as Buffer).length;
+  }
+  return readablePush.call(this, chunk, encoding);
+}
+
+/** Errors of a stream are its owner's business (the 'close' handlers); never an uncaught exception. */
+function ignore(): void {}
+
+/** Sends the trailers `addTrailers` collected (an empty set ends the stream with an empty DATA frame). */
+function onWantTrailers(this: Stream): void {
+  const t = this[TRAILERS];
+  try {
+    this.sendTrailers(t ?? {});
+  } catch {
+    // An invalid trailer from upstream (mapToHeaders refused it): end the stream without them.
+    if (t && !this.destroyed) this.sendTrailers({});
+  }
+}
+
+/** An HTTP/2 request as the front reads it: method, target, headers, body. */
+export class H2Request {
+  /** Request body bytes received so far. */
+  bodyBytes = 0;
+  readonly httpVersion = '2.0';
+
+  constructor(
+    readonly stream: http2.ServerHttp2Stream,
+    readonly headers: http2.IncomingHttpHeaders,
+    readonly rawHeaders: string[],
+  ) {}
+
+  get method(): string {
+    return (this.headers[':method'] as string | undefined) ?? 'GET';
+  }
+
+  get url(): string | undefined {
+    return this.headers[':path'] as string | undefined;
+  }
+
+  /** The connection (for its addresses): the session's socket. */
+  get socket(): { remoteAddress?: string } | undefined {
+    return this.stream.session?.socket;
+  }
+
+  /** The request body (the stream's readable side), or null when the HEADERS frame ended the stream. */
+  get body(): Readable | null {
+    return this.stream.endAfterHeaders ? null : this.stream;
+  }
+
+  header(name: string): string | undefined {
+    const v = this.headers[name];
+    return v === undefined ? undefined : Array.isArray(v) ? v.join(', ') : v;
+  }
+}
+
+/** Connection-specific headers HTTP/2 forbids (RFC 9113 8.2.2): left out of mesh-made answers. */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+/** The response side of an HTTP/2 request, written straight to its stream. */
+export class H2Response {
+  private ended = false;
+
+  constructor(readonly stream: http2.ServerHttp2Stream) {}
+
+  get headersSent(): boolean {
+    return this.stream.headersSent;
+  }
+
+  get destroyed(): boolean {
+    return this.stream.destroyed;
+  }
+
+  get writableEnded(): boolean {
+    return this.ended;
+  }
+
+  /**
+   * Sends the response head. The stream waits for trailers at its end (`addTrailers`), as the
+   * compat response did: an HTTP response's trailers are only known when upstream ends it.
+   */
+  writeHead(status: number, headers?: Record<string, string | string[] | number | undefined>): this {
+    const stream = this.stream;
+    if (stream.destroyed || stream.closed) return this;
+    const h: http2.OutgoingHttpHeaders = {};
+    if (headers) {
+      for (const k in headers) {
+        const name = k.toLowerCase();
+        if (CONNECTION_SPECIFIC.has(name)) continue;
+        h[name] = headers[k];
+      }
+    }
+    h[HTTP2_HEADER_STATUS] = status;
+    this.respond(h);
+    return this;
+  }
+
+  /** Sends a head the caller built (lower-case names, `:status` set); throws what `respond` throws. */
+  respond(headers: http2.OutgoingHttpHeaders): void {
+    this.stream.respond(headers, { waitForTrailers: true, endStream: this.ended });
+  }
+
+  write(chunk: Buffer | string): boolean {
+    const stream = this.stream;
+    if (this.ended || stream.destroyed || stream.writableEnded) return true;
+    if (!stream.headersSent) this.writeHead(200);
+    return stream.write(chunk);
+  }
+
+  end(chunk?: Buffer | string): this {
+    if (this.ended) return this;
+    const stream = this.stream;
+    if (chunk !== undefined && chunk !== null) this.write(chunk);
+    this.ended = true;
+    if (stream.destroyed || stream.closed) return this;
+    if (!stream.headersSent) this.writeHead(200);
+    if (!stream.writableEnded) stream.end();
+    return this;
+  }
+
+  /** Trailers sent when the response ends. */
+  addTrailers(trailers: http2.OutgoingHttpHeaders): void {
+    const s = this.stream as Stream;
+    const t = s[TRAILERS];
+    if (!t) s[TRAILERS] = { ...trailers };
+    else Object.assign(t, trailers);
+  }
+
+  /** `'drain'` and `'close'` are the stream's. */
+  on(event: 'drain' | 'close', listener: () => void): this {
+    this.stream.on(event, listener);
+    return this;
+  }
+
+  destroy(err?: Error): void {
+    this.stream.destroy(err);
+  }
+}
+
+/** Takes a new stream of a session: the request and response pair, or the compat server's early answers. */
+export function serveStream(
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  rawHeaders: string[],
+  handler: (req: H2Request, res: H2Response) => void,
+): void {
+  const s = stream as Stream;
+  s.on('error', ignore);
+  s.on('wantTrailers', onWantTrailers);
+  const req = new H2Request(stream, headers, rawHeaders);
+  const res = new H2Response(stream);
+  if (!stream.endAfterHeaders) {
+    s[REQUEST] = req;
+    s.push = countingPush;
+    // DATA that came in the same read as the HEADERS is buffered already ('stream' is emitted on
+    // the next tick): counted here.
+    req.bodyBytes = stream.readableLength;
+  }
+  const method = headers[':method'];
+  if (method === 'CONNECT') {
+    // No tunnels: as the compat server without a 'connect' listener.
+    res.writeHead(405);
+    res.end();
+    return;
+  }
+  const expect = headers.expect;
+  if (expect !== undefined) {
+    if (expect !== '100-continue') {
+      res.writeHead(417);
+      res.end();
+      return;
+    }
+    if (!stream.headersSent && !stream.closed) stream.additionalHeaders({ [HTTP2_HEADER_STATUS]: 100 });
+  }
+  handler(req, res);
+}
+
+/**
+ * Stops reading a request body the proxy no longer wants. An HTTP/2 request's body is its stream:
+ * destroying it would reset the stream before the answer went out, so it is unpiped and paused
+ * instead (flow control holds the client back), as the compat request's destroy() left it. Any
+ * other body is destroyed.
+ */
+export function dropBody(body: Readable): void {
+  if ((body as Stream)[REQUEST] !== undefined) {
+    body.unpipe();
+    body.pause();
+    return;
+  }
+  body.destroy();
+}
+
+/** What follows a downstream response: told when it can take more, and when the client went away. */
+export interface ResponseFollower {
+  downstreamDrain(): void;
+  downstreamClose(): void;
+}
+
+const FOLLOWER = Symbol('meshlet.responseFollower');
+type Followed = NodeJS.EventEmitter & { [FOLLOWER]?: ResponseFollower };
+
+function onFollowedDrain(this: Followed): void {
+  this[FOLLOWER]?.downstreamDrain();
+}
+
+function onFollowedClose(this: Followed): void {
+  this[FOLLOWER]?.downstreamClose();
+}
+
+/**
+ * `follower` hears the response's 'drain' and 'close' (an HTTP/2 response's are its stream's)
+ * through two shared listeners: no closure per request.
+ */
+export function followResponse(res: H2Response | NodeJS.EventEmitter, follower: ResponseFollower): void {
+  const e = (res instanceof H2Response ? res.stream : res) as Followed;
+  e[FOLLOWER] = follower;
+  e.on('drain', onFollowedDrain);
+  e.on('close', onFollowedClose);
+}
