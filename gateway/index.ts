@@ -13,6 +13,13 @@
  * 408, per-client connection cap), `x-forwarded-for` trust (`spec.trustedHops`), host names,
  * HTTP -> HTTPS redirect, and `x-meshlet-*` response headers removed (unless kept per listener).
  *
+ * With a credential (`--join-token`, `--credential-file`) the gateway is a mesh workload like a
+ * sidecar: the control plane signs it a certificate for `spiffe://TRUST_DOMAIN/svc/NAME` over the
+ * push stream (src/security/workload-identity.ts: renewed at half life, and at once when the trust
+ * bundle changes), and it dials mTLS to every endpoint that has an identity, as sidecars do
+ * (src/http/upstream.ts): services with PeerAuthentication STRICT are reachable, and their
+ * AuthorizationPolicies see the gateway's verified identity. Without one it calls in plaintext.
+ *
  * snapshot arrives -> parse + validate -> compile -> listeners reconciled -> ACK (or NACK, keeping
  * the last good snapshot and its listeners).
  */
@@ -33,9 +40,14 @@ import { ACCESS_LOG_DESTINATION } from '../src/observability/observer';
 import { ProxyStats } from '../src/observability/proxy-stats';
 import { parseSnapshot, toWire, type CompiledSnapshot, type GatewayListener, type GatewaySpec, type Snapshot, type WireSnapshot } from '../src/policy';
 import { ResilienceState } from '../src/resilience/state';
+import { identityDump } from '../src/security/identity-dump';
 import { ServerCertificates } from '../src/security/server-certs';
+import { MeshTls } from '../src/security/tls';
+// Types only: the CSR code (@peculiar/x509) loads only when the gateway has a credential.
+import type { IdentityMaterial, WorkloadIdentity } from '../src/security/workload-identity';
 import { compileSnapshot } from '../src/snapshot/compile';
 import type { Subscriber } from '../src/snapshot/subscriber';
+import { createEdgeContext, registerCacheMetrics } from '../src/stack/edge-context';
 import { outboundHandler, type ProxyContext } from '../src/stack/front';
 import { sendLocalRaw } from '../src/stack/respond-http';
 
@@ -63,7 +75,15 @@ export interface GatewayOptions {
   /** Percent of new traces sampled (default 1). */
   samplingPercent?: number;
   labels?: Record<string, string>;
+  /**
+   * The bootstrap credential (join token or ServiceAccount token), read at every connect to the
+   * control plane. With it the gateway gets a workload certificate and calls services over mTLS.
+   */
   credential?: () => string | undefined;
+  /** Bytes all the response caches of this gateway keep together (Route rules' `cache`; default 64 MiB). */
+  cacheMaxBytes?: number;
+  /** JWT keys: at most one JWKS fetch per URL in this interval (default 30 s). */
+  jwksMinRefreshMs?: number;
   /** How often certificate files are polled for changes (default 1000 ms). */
   certPollMs?: number;
   onQuit?: () => void;
@@ -75,6 +95,8 @@ export interface RunningGateway {
   /** The listeners serving now, by name. */
   listeners(): Map<string, HostPort>;
   current(): CompiledSnapshot | undefined;
+  /** The workload identity (key, certificate, bundle), once the control plane signed one. */
+  identity(): IdentityMaterial | undefined;
   /** Resolves once the listeners of the snapshot in force are bound (tests, `meshlet up`). */
   settled(): Promise<void>;
   close(graceMs?: number): Promise<void>;
@@ -116,7 +138,11 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     reloads: reg.counter('meshlet_gateway_certificate_reloads_total', 'Certificate files reloaded, by listener and result.', ['listener', 'result']),
   };
   const active = new ActiveRequests();
-  const pools = new UpstreamPools();
+  const tlsHandshakes = reg.counter('meshlet_tls_handshakes_total', 'mTLS handshakes from the gateway to services, by direction (outbound) and result: ok, failed, or wrong_identity (the peer proved another identity than the endpoint has).', ['direction', 'result']);
+  const pools = new UpstreamPools({ onHandshake: (result) => tlsHandshakes.labels('outbound', result).inc() });
+  let meshTls: MeshTls | undefined;
+  const edge = createEdgeContext({ cacheMaxBytes: opts.cacheMaxBytes, jwksMinRefreshMs: opts.jwksMinRefreshMs, clock: systemClock });
+  registerCacheMetrics(reg, edge.caches);
   const resilience = new ResilienceState(systemClock, active, Math.random, {
     breaker: (route, from, to) => log.info({ route, from, to }, 'circuit breaker state changed'),
     ejected: (service, endpoint, reason) => {
@@ -125,7 +151,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     },
   });
   let current: CompiledSnapshot | undefined;
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet-gateway', service: opts.name, resilience, clock: systemClock, random: Math.random, xffTrustedHops: 0 };
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet-gateway', service: opts.name, resilience, clock: systemClock, random: Math.random, edge, xffTrustedHops: 0 };
   const overload = new OverloadManager({ clock: systemClock, logger: log, onAction: (listener, action) => log.debug({ listener, action }, 'overload action') });
   const running = new Map<string, Running>();
   reg.gauge('meshlet_gateway_connections', 'Connections open on each gateway listener.', ['listener']).onCollect((g) => {
@@ -284,6 +310,20 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   }
 
   let subscriber: Subscriber | undefined;
+  const identity: WorkloadIdentity | undefined =
+    opts.controlPlane && opts.credential
+      ? new (await import('../src/security/workload-identity')).WorkloadIdentity({ request: (csr) => subscriber?.requestCertificate(csr) ?? false, logger: log })
+      : undefined;
+  // Every certificate the control plane signs (the first, renewals, a new trust bundle) goes to the
+  // outbound pools: new connections use it, open ones keep theirs.
+  identity?.onChange((mat) => {
+    const material = { keyPem: mat.keyPem, chainPem: mat.chainPem, bundlePem: mat.bundlePem };
+    if (meshTls) meshTls.update(material);
+    else {
+      meshTls = new MeshTls(material);
+      pools.setTls(meshTls);
+    }
+  });
   const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
   const admin: AdminServer = await startAdmin(
     a.host,
@@ -294,6 +334,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
         id,
         gateway: opts.name,
         controlPlane: subscriber ? { connected: subscriber.connected, target: subscriber.target, lastError: subscriber.lastError ?? null } : undefined,
+        identity: identity ? identityDump(identity) : undefined,
+        mtls: { certificate: meshTls !== undefined },
         version: current?.version ?? null,
         listeners: [...running.values()].map((r) => ({ ...r.spec, address: r.listener.address() })),
         resources: current ? current.resources.map(toWire) : [],
@@ -304,6 +346,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       },
       stats: () => ({ id, ...stats.metrics.stats(), version: current?.version ?? null, resilience: { breakers: resilience.breakerStates(), ejected: resilience.ejections(), rateLimits: [] }, taps: stats.observer.tap.watching }),
       tap: stats.observer.tap,
+      purgeCache: (sel) => ({ purged: edge.caches.purge(sel) }),
       logLevel: () => log.level,
       setLogLevel: (level) => {
         log.level = level;
@@ -322,6 +365,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       apply,
       logger: log,
       credential: opts.credential,
+      onIdentity: identity ? (msg) => identity.handle(msg) : undefined,
     });
     subscriber.start();
   }
@@ -332,10 +376,12 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     admin: admin.address(),
     listeners: () => new Map([...running].map(([n, r]) => [n, r.listener.address()])),
     current: () => current,
+    identity: () => identity?.current(),
     settled: () => pending,
     close(graceMs = 5000) {
       closing ??= (async () => {
         closed = true;
+        identity?.close();
         subscriber?.close();
         await pending;
         await Promise.all([...running.values()].map((r) => (r.certs?.close(), r.listener.close(graceMs))));

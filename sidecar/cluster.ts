@@ -36,6 +36,8 @@ type ToWorker =
   | { t: 'start'; snapshot?: WireSnapshot }
   | { t: 'snapshot'; snapshot: WireSnapshot }
   | { t: 'collect'; id: number; what: 'metrics' | 'stats' }
+  /** Remove cached responses from the worker's caches (`POST /cache/purge` on the primary's admin port). */
+  | { t: 'purge'; id: number; sel: { key: string } | { prefix: string } }
   | { t: 'log-level'; level: string }
   | { t: 'close'; graceMs: number };
 
@@ -45,7 +47,7 @@ type FromWorker =
   | { t: 'listening'; outbound: HostPort; inbound: HostPort; version: string | null }
   | { t: 'applied'; version: string }
   | { t: 'rejected'; version: string; reason: string }
-  | { t: 'collected'; id: number; metrics?: Exposition; stats?: { routes: unknown[] } };
+  | { t: 'collected'; id: number; metrics?: Exposition; stats?: { routes: unknown[] }; purged?: number };
 
 const ENV_SLOT = 'MESHLET_WORKER_SLOT';
 const ENV_ID = 'MESHLET_SIDECAR_ID';
@@ -218,7 +220,7 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
   const { outbound, inbound } = ports as { outbound: HostPort; inbound: HostPort };
 
   /** Asks every running worker; a worker that does not answer in time is left out of this answer. */
-  const collect = async (what: 'metrics' | 'stats'): Promise<Extract<FromWorker, { t: 'collected' }>[]> => {
+  const collect = async (what: 'metrics' | 'stats' | { key: string } | { prefix: string }): Promise<Extract<FromWorker, { t: 'collected' }>[]> => {
     const asks = slots
       .filter((s) => s.worker?.isConnected() && s.listening)
       .map(
@@ -235,7 +237,7 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
               pending.delete(reqId);
               resolve(m);
             });
-            s.worker!.send({ t: 'collect', id: reqId, what } satisfies ToWorker);
+            s.worker!.send((typeof what === 'string' ? { t: 'collect', id: reqId, what } : { t: 'purge', id: reqId, sel: what }) satisfies ToWorker);
           }),
       );
     return (await Promise.all(asks)).filter((m): m is Extract<FromWorker, { t: 'collected' }> => m !== undefined);
@@ -275,6 +277,9 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
             taps: 0,
           };
         },
+        // Each worker has its own caches: a purge goes to all of them and answers their sum. A
+        // worker that does not answer in time is left out (logged), like a scrape.
+        purgeCache: async (sel) => ({ purged: (await collect(sel)).reduce((n, m) => n + (m.purged ?? 0), 0) }),
         logLevel: () => log.level,
         setLogLevel: (level) => {
           log.level = level;
@@ -360,6 +365,9 @@ export async function runClusterWorker(opts: SidecarOptions & { logger: Logger }
           else send({ t: 'collected', id: m.id, stats: proxy.stats() });
           return;
         }
+        case 'purge':
+          if (proxy) send({ t: 'collected', id: m.id, purged: proxy.purgeCache(m.sel) });
+          return;
         case 'close':
           void close(m.graceMs);
           return;

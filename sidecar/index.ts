@@ -31,9 +31,7 @@ import { inboundHandler, outboundHandler, type ProxyContext } from '../src/stack
 import { SpanExporter, type TraceFormat } from '../src/observability/tracing';
 import { ACCESS_LOG_DESTINATION } from '../src/observability/observer';
 import { ProxyStats } from '../src/observability/proxy-stats';
-import { CacheRegistry } from '../src/edge/cache';
-import type { EdgeContext } from '../src/stack/context';
-import type { Registry as MetricsRegistry } from '../src/observability/metrics';
+import { createEdgeContext, registerCacheMetrics } from '../src/stack/edge-context';
 import * as TlsModule from '../src/security/tls';
 import type { Format } from '../src/observability/metrics';
 import type { SidecarResilience } from '../src/observability/mesh-stats';
@@ -41,7 +39,8 @@ import type { MeshMetrics } from '../src/observability/mesh-metrics';
 import type { WindowExports } from '../src/observability/merge';
 import type { Subscriber } from '../src/snapshot/subscriber';
 // Types only: @peculiar/x509 costs ~0.3-0.8 s to load; a sidecar without a credential never loads it.
-import type { WorkloadIdentity, IdentityMaterial } from './identity';
+import type { WorkloadIdentity, IdentityMaterial } from '../src/security/workload-identity';
+import { identityDump } from '../src/security/identity-dump';
 
 function isLoopbackHost(h: string): boolean {
   return h === 'localhost' || h === '::1' || /^127\./.test(h);
@@ -338,14 +337,8 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
 
   const recent = obs.recentRequests ?? DEFAULT_DECISIONS;
   const decisions = recent > 0 ? new DecisionRing(recent, systemClock) : undefined;
-  const caches = new CacheRegistry(opts.cacheMaxBytes ?? 64 << 20, systemClock);
-  let jwks: import('../src/edge/jwt').JwksStore | undefined;
-  const edge: EdgeContext = {
-    // jose is loaded only when a rule with a jwt block builds its stack.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    jwks: () => (jwks ??= new (require('../src/edge/jwt') as typeof import('../src/edge/jwt')).JwksStore({ clock: systemClock, minRefreshIntervalMs: opts.jwksMinRefreshMs })),
-    caches,
-  };
+  const edge = createEdgeContext({ cacheMaxBytes: opts.cacheMaxBytes, jwksMinRefreshMs: opts.jwksMinRefreshMs, clock: systemClock });
+  const caches = edge.caches;
   const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, authz, resilience, clock: systemClock, random: Math.random, decisions, edge, xffTrustedHops: opts.xffTrustedHops ?? 0 };
   const lim = opts.limits ?? {};
   const reg = stats.metrics.registry;
@@ -511,7 +504,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
   let draining = false;
   const identity =
     opts.controlPlane && opts.credential
-      ? new (await import('./identity')).WorkloadIdentity({ request: (csr) => subscriber?.requestCertificate(csr) ?? false, logger: log })
+      ? new (await import('../src/security/workload-identity')).WorkloadIdentity({ request: (csr) => subscriber?.requestCertificate(csr) ?? false, logger: log })
       : undefined;
   try {
     const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
@@ -618,21 +611,12 @@ export async function leave(opts: SidecarOptions, subscriber: Subscriber | undef
 }
 
 export function configDump(id: string, service: string, source: string, snap: CompiledSnapshot | undefined, sub: Subscriber | undefined, identity?: WorkloadIdentity): unknown {
-  const cert = identity?.current();
   return {
     id,
     service,
     source,
     controlPlane: sub ? { connected: sub.connected, target: sub.target, lastError: sub.lastError ?? null } : undefined,
-    identity: identity
-      ? {
-          spiffeId: identity.id() ?? null,
-          // Public material only (the key never leaves the process): what `openssl verify` checks.
-          certificate: cert ? { serial: cert.serial, notBefore: new Date(cert.notBefore).toISOString(), notAfter: new Date(cert.notAfter).toISOString(), chainPem: cert.chainPem } : null,
-          trustBundlePem: cert?.bundlePem ?? null,
-          lastError: identity.lastError ?? null,
-        }
-      : undefined,
+    identity: identity ? identityDump(identity) : undefined,
     version: snap?.version ?? null,
     appliedAt: snap ? new Date(snap.compiledAt).toISOString() : null,
     resources: snap ? snap.resources.map(toWire) : [],
@@ -646,33 +630,4 @@ export function configDump(id: string, service: string, source: string, snap: Co
         }))
       : [],
   };
-}
-
-/** The response caches' series, read at scrape time: requests by result per rule, evictions, bytes, entries. */
-function registerCacheMetrics(reg: MetricsRegistry, caches: CacheRegistry): void {
-  const requests = reg.counter('meshlet_cache_requests_total', 'Requests that went through a rule\'s response cache, by result: hit, miss, stale, revalidated, pass.', ['route', 'result']);
-  const coalesced = reg.counter('meshlet_cache_coalesced_total', 'Cache misses that waited for another request\'s upstream fetch instead of making their own.', ['route']);
-  const evictions = reg.counter('meshlet_cache_evictions_total', 'Cached responses evicted to stay within --cache-max-mb.');
-  const purged = reg.counter('meshlet_cache_purged_total', 'Cached responses removed by purges.');
-  const bytes = reg.gauge('meshlet_cache_bytes', 'Bytes the response caches hold (estimated: bodies, headers, keys, bookkeeping).');
-  const entries = reg.gauge('meshlet_cache_entries', 'Responses the caches hold.');
-  const max = reg.gauge('meshlet_cache_max_bytes', 'The caches\' byte bound (--cache-max-mb).');
-  reg.beforeCollect(() => {
-    let p = 0;
-    for (const { rule, stats } of caches.rules()) {
-      const set = (result: string, v: number) => (requests.labels(rule, result).value = v);
-      set('hit', stats.hits);
-      set('miss', stats.misses);
-      set('stale', stats.stale);
-      set('revalidated', stats.revalidated);
-      set('pass', stats.passes);
-      coalesced.labels(rule).value = stats.coalesced;
-      p += stats.purged;
-    }
-    purged.labels().value = p;
-    evictions.labels().value = caches.store.evictions;
-    bytes.set(caches.store.bytes);
-    entries.set(caches.store.entries);
-    max.set(caches.maxBytes);
-  });
 }

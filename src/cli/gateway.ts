@@ -9,6 +9,8 @@ export const gateway: Command = {
 Runs the edge gateway: the listeners of the Gateway resource NAME (ports, HTTP/HTTPS, certificates,
 client limits), serving the Routes attached to it (Route spec.gateways: [NAME]) through the same
 stack as a sidecar. It connects to the control plane like a sidecar and \`meshlet status\` lists it.
+With a join token (or a credential file) it gets its own workload certificate and calls services
+over mTLS, as sidecars do.
 
   --name NAME             the Gateway resource to serve; also the gateway's service name (required)
   --control-plane H:P     take policies from the control plane's push port (default 127.0.0.1:15010)
@@ -20,6 +22,8 @@ stack as a sidecar. It connects to the control plane like a sidecar and \`meshle
   --access-log RATE       fraction of requests written as JSON access-log lines on stdout, 0-1 (default 1)
   --trace-sampling PCT    percent of new traces sampled, 0-100 (default 1)
   --log-level LEVEL       trace, debug, info, warn, error (default info)
+  --cache-max-mb MB       memory all response caches (Route rules' cache) keep together, LRU (default 64)
+  --jwks-refresh-ms MS    JWT keys: at most one JWKS fetch per URL in MS ms (default 30000)
   --join-token TOKEN      the bootstrap credential from \`meshlet token create\` (or MESHLET_JOIN_TOKEN)
   --credential-file FILE  or read it from FILE at every connect (a projected ServiceAccount token)
 
@@ -38,6 +42,8 @@ SIGTERM or SIGINT drains in-flight requests, then exits.`,
       'log-level': { type: 'string' },
       'join-token': { type: 'string' },
       'credential-file': { type: 'string' },
+      'cache-max-mb': { type: 'string' },
+      'jwks-refresh-ms': { type: 'string' },
     });
     if (!values.name) throw new UsageError('--name NAME is required (the Gateway resource to serve)');
     if (values['control-plane'] && values.config) throw new UsageError('use either --control-plane or --config, not both');
@@ -47,6 +53,13 @@ SIGTERM or SIGINT drains in-flight requests, then exits.`,
       if (v.trim() === '' || !Number.isFinite(n) || n < 0 || n > max) throw new UsageError(`${what}: expected a number from 0 to ${max}, got ${JSON.stringify(v)}`);
       return n;
     };
+    const positive = (v: string | undefined, what: string): number | undefined => {
+      if (v === undefined) return undefined;
+      if (!/^\d{1,9}$/.test(v) || Number(v) === 0) throw new UsageError(`${what}: expected a positive integer, got ${JSON.stringify(v)}`);
+      return Number(v);
+    };
+    const cacheMb = positive(values['cache-max-mb'], '--cache-max-mb');
+    const jwksMinRefreshMs = positive(values['jwks-refresh-ms'], '--jwks-refresh-ms');
     const admin = values.admin === undefined ? { host: '127.0.0.1', port: 15000 } : values.admin.includes(':') ? hostPort(values.admin, '--admin') : { host: '127.0.0.1', port: port(values.admin, '--admin', 0) };
     const credential = credentialSource(values['join-token'], values['credential-file']);
     if (credential && values.config) throw new UsageError('--join-token and --credential-file go with --control-plane, not --config');
@@ -72,6 +85,8 @@ SIGTERM or SIGINT drains in-flight requests, then exits.`,
       accessLogSample: fraction(values['access-log'], '--access-log', 1),
       samplingPercent: fraction(values['trace-sampling'], '--trace-sampling', 100),
       credential,
+      cacheMaxBytes: cacheMb === undefined ? undefined : cacheMb * 1024 * 1024,
+      jwksMinRefreshMs,
       onQuit: () => process.kill(process.pid, 'SIGTERM'),
     });
     await g.settled();

@@ -20,6 +20,8 @@ interface SidecarRow {
   replica?: string;
   /** 'gateway' for `meshlet gateway`; absent for a sidecar. */
   kind?: string;
+  /** The SPIFFE ID the control plane signed it a certificate for (none: no credential, plaintext). */
+  spiffeId?: string;
 }
 
 interface StatusBody {
@@ -35,7 +37,7 @@ export const status: Command = {
 
 Every sidecar the control plane knows: its service, address, labels, whether its stream is
 connected, and the policy version it ACKed (or the version it NACKed, and why).
-  -o, --output FORMAT   wide (adds the sidecar's version and how long it has been connected), json or yaml
+  -o, --output FORMAT   wide (adds the sidecar's version, how long it has been connected and its SPIFFE ID), json or yaml
   -w, --watch           print the table again whenever it changes (until Ctrl-C)`,
   async run(argv) {
     const { values } = flags(argv, { output: { type: 'string', short: 'o' }, server: { type: 'string' }, watch: { type: 'boolean', short: 'w' } });
@@ -70,7 +72,7 @@ export function formatStatus(b: StatusBody, wide: boolean): string {
   // Several replicas on one etcd store: say which one each sidecar is on.
   const replicas = b.sidecars.some((s) => s.replica);
   const rep = replicas ? ['REPLICA'] : [];
-  const head = wide ? ['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', ...rep, 'VERSION', 'AGE', 'POLICY'] : ['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', ...rep, 'POLICY'];
+  const head = wide ? ['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', ...rep, 'VERSION', 'AGE', 'IDENTITY', 'POLICY'] : ['SIDECAR', 'SERVICE', 'ADDRESS', 'LABELS', 'STREAM', ...rep, 'POLICY'];
   const rows = [head];
   for (const s of b.sidecars) {
     const labels = Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-';
@@ -84,7 +86,7 @@ export function formatStatus(b: StatusBody, wide: boolean): string {
     const stream = s.connected ? 'connected' : `gone (until ${s.expiresAt ?? '?'})`;
     rows.push(
       wide
-        ? [s.id, service, `${s.address}:${s.port}`, labels, stream, ...(replicas ? [s.replica ?? '-'] : []), s.buildVersion || '-', age(s.connectedAt), policy]
+        ? [s.id, service, `${s.address}:${s.port}`, labels, stream, ...(replicas ? [s.replica ?? '-'] : []), s.buildVersion || '-', age(s.connectedAt), s.spiffeId ?? '-', policy]
         : [s.id, service, `${s.address}:${s.port}`, labels, stream, ...(replicas ? [s.replica ?? '-'] : []), policy],
     );
   }

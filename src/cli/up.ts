@@ -176,7 +176,8 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
       }
       await Promise.all(running.map((r) => waitReady(r)));
       if (gatewayUrl) gw = await startGatewayProcess(mainJs, pushes.join(','), eph ? 0 : 15400, path.join(dataDir, 'logs'), joinTokens.get(GATEWAY));
-      await waitConverged(server, running.length + (gw ? 1 : 0), adminToken);
+      // With join tokens, also until each has its certificate: the first request is mTLS on every hop, the gateway's too.
+      await waitConverged(server, running.length + (gw ? 1 : 0), adminToken, joinTokens.size > 0);
       if (gw && gatewayUrl) await waitServing(gatewayUrl);
     } catch (err) {
       await stopAll();
@@ -416,14 +417,17 @@ async function waitReady(r: Running): Promise<void> {
   }
 }
 
-/** Until every sidecar ACKed the version in force (the snapshot that has all of them in it). */
-async function waitConverged(server: string, n: number, token: string): Promise<void> {
+/**
+ * Until every sidecar (and the gateway) ACKed the version in force (the snapshot that has all of
+ * them in it) and, with `certified`, the control plane signed each a certificate.
+ */
+async function waitConverged(server: string, n: number, token: string, certified: boolean): Promise<void> {
   const deadline = Date.now() + 20_000;
   for (;;) {
     const st = await api(server, 'GET', '/v1/status', undefined, { token });
-    const b = st.body as { version: string; sidecars: { connected: boolean; ackedVersion?: string }[] };
-    if (st.status === 200 && b.sidecars.filter((s) => s.connected && s.ackedVersion === b.version).length >= n) return;
-    if (Date.now() > deadline) throw new CliError(`the sidecars did not all ACK the current policy within 20 s:\n${JSON.stringify(b, null, 2)}`);
+    const b = st.body as { version: string; sidecars: { connected: boolean; ackedVersion?: string; spiffeId?: string }[] };
+    if (st.status === 200 && b.sidecars.filter((s) => s.connected && s.ackedVersion === b.version && (!certified || s.spiffeId)).length >= n) return;
+    if (Date.now() > deadline) throw new CliError(`the sidecars did not all ACK the current policy${certified ? ' and get their certificates' : ''} within 20 s:\n${JSON.stringify(b, null, 2)}`);
     await new Promise((res) => setTimeout(res, 50));
   }
 }

@@ -62,6 +62,53 @@ export interface AggregateConfig {
   forwardHeaders: string[];
   /** Put the per-backend error summary in the body (default true). */
   errorDetails: boolean;
+  /** The client path as a template (`pathTemplate`), compiled: where `{path.NAME}` values come from. */
+  pathTemplate?: PathSegment[];
+}
+
+/** One segment of a `pathTemplate`: literal, one-segment variable `{NAME}`, or the rest `{NAME=**}` (last only). */
+export type PathSegment = { lit: string } | { name: string; rest: boolean };
+
+/**
+ * The path parameters of `path` (no query) under `template`: undefined when it does not match.
+ * Values are percent-decoded (a malformed escape is kept as written).
+ */
+export function matchPathTemplate(template: readonly PathSegment[], path: string): Record<string, string> | undefined {
+  const segs = path.split('/').slice(1);
+  const out: Record<string, string> = {};
+  for (let i = 0; i < template.length; i++) {
+    const t = template[i] as PathSegment;
+    if ('lit' in t) {
+      if (segs[i] !== t.lit) return undefined;
+      continue;
+    }
+    const v = t.rest ? segs.slice(i).join('/') : segs[i];
+    if (v === undefined || v === '') return undefined;
+    try {
+      out[t.name] = decodeURIComponent(v);
+    } catch {
+      out[t.name] = v;
+    }
+    if (t.rest) return out;
+  }
+  return segs.length === template.length ? out : undefined;
+}
+
+function parsePathTemplate(tpl: string, path: string, c: Checker): PathSegment[] {
+  if (!tpl.startsWith('/')) {
+    c.err(path, 'must start with /');
+    return [];
+  }
+  const segs = tpl.split('/').slice(1);
+  return segs.map((seg, i): PathSegment => {
+    const m = /^\{([A-Za-z_][A-Za-z0-9_-]*)(=\*\*)?\}$/.exec(seg);
+    if (m) {
+      if (m[2] && i !== segs.length - 1) c.err(path, `{${m[1]}=**} must be the last segment`);
+      return { name: m[1] as string, rest: m[2] !== undefined };
+    }
+    if (/[{}]/.test(seg)) c.err(path, `segment "${seg}": a variable is a whole segment, {NAME} or {NAME=**}`);
+    return { lit: seg };
+  });
 }
 
 export interface AggregateRequest {
@@ -130,7 +177,7 @@ export function parseAggregateConfig(raw: unknown, path = 'aggregate'): Result<A
   const c = new Checker();
   const o = c.obj(raw, path);
   if (!o) return fail(c.errors);
-  c.known(o, path, ['backends', 'requireAll', 'maxBodyBytes', 'forwardHeaders', 'errorDetails']);
+  c.known(o, path, ['backends', 'requireAll', 'maxBodyBytes', 'forwardHeaders', 'errorDetails', 'pathTemplate']);
   const bp = join(path, 'backends');
   const rawBackends = c.list(o.backends, bp, { min: 1, max: MAX_BACKENDS });
   const backends: AggregateBackend[] = [];
@@ -210,7 +257,16 @@ export function parseAggregateConfig(raw: unknown, path = 'aggregate'): Result<A
   forwardHeaders.forEach((h, i) => {
     if (!HEADER_NAME.test(h)) c.err(`${join(path, 'forwardHeaders')}[${i}]`, 'must be a header name');
   });
+  const tplRaw = o.pathTemplate === undefined ? undefined : c.str(o.pathTemplate, join(path, 'pathTemplate'), { optional: true });
+  const pathTemplate = tplRaw === undefined ? undefined : parsePathTemplate(tplRaw, join(path, 'pathTemplate'), c);
+  if (pathTemplate) {
+    const names = new Set(pathTemplate.flatMap((s) => ('name' in s ? [s.name] : [])));
+    backends.forEach((b, i) => {
+      for (const p of b.pieces) if ('ref' in p && p.ref === 'path' && !names.has(p.name)) c.err(join(join(path, `backends[${i}]`), 'path'), `{path.${p.name}}: pathTemplate has no {${p.name}}`);
+    });
+  }
   const cfg: AggregateConfig = {
+    ...(pathTemplate ? { pathTemplate } : {}),
     backends,
     requireAll: c.bool(o.requireAll, join(path, 'requireAll'), false),
     maxBodyBytes: c.int(o.maxBodyBytes, join(path, 'maxBodyBytes'), 1 << 20, 1, 64 << 20),

@@ -34,7 +34,7 @@ export interface AdminSource {
   /** `meshlet explain --last`: what this sidecar did with recent requests (`/decisions?id=`). */
   decisions?(query: URLSearchParams): { status: number; body: unknown };
   /** `POST /cache/purge` `{ "key": K }` or `{ "prefix": P }`: remove cached responses (`meshlet cache purge`, via the control plane). */
-  purgeCache?(sel: { key: string } | { prefix: string }): { purged: number };
+  purgeCache?(sel: { key: string } | { prefix: string }): { purged: number } | Promise<{ purged: number }>;
   /** POST /quitquitquit from inside the pod: stop the sidecar (a classic-layout Job's app calls it when done). */
   quit?(): void;
 }
@@ -136,7 +136,12 @@ function purge(req: http.IncomingMessage, res: http.ServerResponse, fn: NonNulla
       res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'invalid', message: sel }) + '\n');
       return;
     }
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(fn(sel)) + '\n');
+    void Promise.resolve()
+      .then(() => fn(sel))
+      .then(
+        (r) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(r) + '\n'),
+        (err: Error) => res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'internal', message: err.message }) + '\n'),
+      );
   });
 }
 

@@ -395,6 +395,14 @@ const AggregateSchema = Obj(
     maxBodyBytes: Int(1, 64 << 20, { default: 1 << 20, description: 'Largest answer per backend.' }),
     forwardHeaders: List(HeaderName('A request header.'), { default: [], description: 'Client request headers passed to every backend.', maxItems: 32 }),
     errorDetails: Bool({ default: true, description: 'Put the per-backend error summary (`_errors`) in the body.' }),
+    pathTemplate: Type.Optional(
+      Str({
+        description: 'The client path as a template, e.g. `/users/{id}` or `/files/{rest=**}`: each `{NAME}` is one whole segment (`{NAME=**}`, last, the rest of the path), and is `{path.NAME}` in backend paths. A path that does not fit leaves them empty.',
+        pattern: SLASH,
+        patternMessage: SLASH_TEXT,
+        maxLength: LIMITS.matchValueLength,
+      }),
+    ),
   },
   'Answer with one JSON document merged from several backends (instead of backends/redirect).',
 );

@@ -10,7 +10,7 @@
  * The rule's `aggregate` replaces its backends: the layer answers itself and calls no `next`.
  */
 import { MeshCall, type Layer } from '../core/layer';
-import { compileAggregate, type AggregateCall } from '../edge/aggregate';
+import { compileAggregate, matchPathTemplate, type AggregateCall } from '../edge/aggregate';
 import type { ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { RequestView } from '../policy/compiled';
 import type { AggregateSpec } from '../policy/types';
@@ -65,7 +65,8 @@ export function aggregateLayer(ctx: StackContext, spec: AggregateSpec, route: Ro
         if (a.signal.aborted) stop();
         else a.signal.addEventListener('abort', stop, { once: true });
       });
-    void agg.run({ params: {}, query: q < 0 ? '' : call.path.slice(q + 1), headers: flatRecord(call.headers) }, backend).then((res) => {
+    const params = agg.config.pathTemplate ? (matchPathTemplate(agg.config.pathTemplate, q < 0 ? call.path : call.path.slice(0, q)) ?? {}) : {};
+    void agg.run({ params, query: q < 0 ? '' : call.path.slice(q + 1), headers: flatRecord(call.headers) }, backend).then((res) => {
       calls.clear();
       if (gone) return;
       const flag = res.headers['x-meshlet-flags'];

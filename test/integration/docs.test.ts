@@ -87,14 +87,14 @@ t.test("every command of README.md's quick start runs", async (t) => {
   const api = /API (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1] as string;
   const fe = /frontend\S*\s+app :\d+\s+sidecar inbound :(\d+)\s+outbound :\d+\s+admin http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
   t.ok(api && fe, `up printed its addresses:\n${out}`);
-  const gw = /gateway\s+http:\/\/127\.0\.0\.1:(\d+)\//.exec(out)?.[1];
-  t.ok(gw, 'up printed the gateway URL');
-  const ports: Record<string, string> = { '15006': fe![1] as string, '15000': fe![2] as string, '15080': api.split(':')[2] as string, '8080': gw as string };
+  const gwm = /gateway\s+http:\/\/127\.0\.0\.1:(\d+)\/\s+admin http:\/\/127\.0\.0\.1:(\d+)\//.exec(out);
+  t.ok(gwm, 'up printed the gateway URL and admin port');
+  const ports: Record<string, string> = { '15006': fe![1] as string, '15000': fe![2] as string, '15080': api.split(':')[2] as string, '8080': gwm![1] as string, '15400': gwm![2] as string };
 
   for (const c of commands) {
     if (c === 'npm ci' || c === 'npm start' || c === 'npm test') continue; // what this very run did
     const cmd = c
-      .replace(/127\.0\.0\.1:(15006|15000|15080|8080)\b/g, (_m, p: string) => `127.0.0.1:${ports[p]}`)
+      .replace(/127\.0\.0\.1:(15006|15000|15080|15400|8080)\b/g, (_m, p: string) => `127.0.0.1:${ports[p]}`)
       .replace(/^curl -s /, 'curl -sf --max-time 20 ')
       .replace(/^npx meshlet /, `"${process.execPath}" "${MAIN}" `);
     const r = spawnSync('bash', ['-c', cmd], { cwd: data, encoding: 'utf8', timeout: 60_000, env: { ...process.env, MESHLET_SERVER: '', MESHLET_TOKEN: '', MESHLET_CONFIG: config } });

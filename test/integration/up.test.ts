@@ -107,6 +107,14 @@ t.test('meshlet up: a local mesh in one command', async (t) => {
   const st = await request(`${mesh.api}/v1/status`, { headers: { authorization: `Bearer ${adminToken}` } });
   const gw = ((await st.body.json()) as { sidecars: { id: string; kind?: string }[] }).sidecars.find((x) => x.id === 'gateway-0');
   t.equal(gw?.kind, 'gateway', 'meshlet status lists the gateway as such');
+  // The gateway has its own identity (up gives it a join token) and calls frontend over mTLS.
+  const gwAdmin = Number(/gateway\s+http:\/\/127\.0\.0\.1:\d+\/\s+admin http:\/\/127\.0\.0\.1:(\d+)\//.exec(mesh.stdout())?.[1]);
+  const gwDump = (await (await request(`http://127.0.0.1:${gwAdmin}/config_dump`)).body.json()) as { identity?: { spiffeId: string }; mtls: { certificate: boolean } };
+  t.equal(gwDump.identity?.spiffeId, 'spiffe://cluster.local/svc/gateway', "the gateway's SPIFFE ID in its config_dump");
+  t.same(gwDump.mtls, { certificate: true }, 'with its certificate in use');
+  const gwMetrics = await (await request(`http://127.0.0.1:${gwAdmin}/metrics`)).body.text();
+  t.match(gwMetrics, /meshlet_tls_handshakes_total\{[^}]*direction="outbound"[^}]*result="ok"[^}]*\} [1-9]/, 'the gateway dialled frontend over mTLS');
+  t.notMatch(gwMetrics, /meshlet_tls_handshakes_total\{[^}]*result="(failed|wrong_identity)"[^}]*\} [1-9]/, 'and no handshake failed');
 
   const versions = new Set<string>();
   for (let i = 0; i < 30; i++) {

@@ -86,3 +86,43 @@ t.test('three backends, one slow and one failing: merged body, completion header
   t.equal(trace.length, 4, 'four spans in the trace');
   t.same(children.map((s) => s.name).sort(), ['GET inv/default', 'GET recs/default', 'GET users/default'], 'a child span per backend call, each on its service\u2019s route');
 });
+
+t.test('{path.NAME} from the rule\'s pathTemplate: one-segment and rest-of-path variables, decoded; a path that does not fit', async (t) => {
+  const seen: string[] = [];
+  const users = await h1Upstream(t, (req, res) => {
+    seen.push(req.url ?? '');
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ url: req.url }));
+  });
+  const sc = await startSidecar(t, [
+    service('users', [{ port: users.port }]),
+    route('api', ['api'], [
+      {
+        name: 'profile',
+        matches: [{ path: { prefix: '/profile/' } }],
+        aggregate: {
+          pathTemplate: '/profile/{id}/files/{rest=**}',
+          backends: [
+            { name: 'user', service: 'users', path: '/users/{path.id}?lang={query.lang}' },
+            { name: 'file', service: 'users', path: '/blobs/{path.rest}', group: 'file' },
+          ],
+        },
+      },
+    ]),
+  ]);
+  const r = await request({ port: sc.outbound, path: '/profile/al%20ice/files/a/b.txt?lang=fr', headers: { host: 'api' } });
+  t.equal(r.status, 200, r.text);
+  t.same(r.json(), { url: '/users/al%20ice?lang=fr', file: { url: '/blobs/a%2Fb.txt' } }, 'the values, decoded from the client path and encoded again into each backend path');
+  t.equal(r.headers['x-meshlet-completed'], 'true');
+  const off = await request({ port: sc.outbound, path: '/profile/x', headers: { host: 'api' } });
+  t.equal(off.status, 200);
+  t.same(seen.slice(-2).sort(), ['/blobs/', '/users/?lang='], 'a path that does not fit the template leaves the values empty');
+});
+
+t.test('a {path.NAME} the pathTemplate does not have is refused with its field path', async (t) => {
+  const { parseAggregateConfig } = await import('../../../src/edge/aggregate');
+  const r = parseAggregateConfig({ pathTemplate: '/u/{id}', backends: [{ name: 'a', service: 's', path: '/x/{path.uid}' }] });
+  t.notOk(r.ok);
+  t.match(!r.ok && r.errors, [{ path: 'aggregate.backends[0].path', message: /pathTemplate has no \{uid\}/ }]);
+  const bad = parseAggregateConfig({ pathTemplate: '/u/{rest=**}/x', backends: [{ name: 'a', service: 's', path: '/x' }] });
+  t.match(!bad.ok && bad.errors, [{ message: /must be the last segment/ }]);
+});

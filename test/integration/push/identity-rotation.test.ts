@@ -7,7 +7,7 @@ import t from 'tap';
 import pino from 'pino';
 import { startControlPlane } from '../../../control-plane';
 import { Subscriber } from '../../../src/snapshot/subscriber';
-import { WorkloadIdentity, type IdentityMaterial } from '../../../sidecar/identity';
+import { WorkloadIdentity, type IdentityMaterial } from '../../../src/security/workload-identity';
 import { ok } from '../../../src/core/result';
 import { eventually, tmpDir } from '../lib/meshlet';
 

@@ -1,6 +1,9 @@
 /**
- * The sidecar's workload identity: its private key (made here, never sent anywhere), its
- * certificate (signed by the control plane's CA over the push stream), and the trust bundle.
+ * A workload's identity (a sidecar's or the edge gateway's): its private key (made here, never
+ * sent anywhere), its certificate (signed by the control plane's CA over the push stream), and the
+ * trust bundle. Both processes bootstrap it the same way: a credential (join token or
+ * ServiceAccount token) on the push stream proves the service, the control plane answers with the
+ * SPIFFE ID it may have, and the process asks for a certificate for it.
  *
  *   control plane: Identity{spiffe_id, bundle}   -> make a P-256 key, send a CSR for spiffe_id
  *   control plane: Identity{chain, bundle}       -> check the chain (our key, our ID, the bundle), swap it in
@@ -14,12 +17,12 @@
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import type { Logger } from 'pino';
-import { systemClock, type Clock, type Timer } from '../src/core/clock';
-import type { IdentityMessage } from '../src/proto';
-import { createCsr } from '../src/security/csr';
-import { generateKeyPair, privateKeyToPem, type KeyPair } from '../src/security/keys';
-import { parseSpiffeId } from '../src/security/spiffe';
-import { splitPem } from '../src/security/ca';
+import { systemClock, type Clock, type Timer } from '../core/clock';
+import type { IdentityMessage } from '../proto';
+import { createCsr } from './csr';
+import { generateKeyPair, privateKeyToPem, type KeyPair } from './keys';
+import { parseSpiffeId } from './spiffe';
+import { splitPem } from './ca';
 
 export interface IdentityMaterial {
   spiffeId: string;
@@ -66,7 +69,7 @@ export class WorkloadIdentity {
     return this.material;
   }
 
-  /** The SPIFFE ID the control plane says this sidecar has (before any certificate arrives too). */
+  /** The SPIFFE ID the control plane says this workload has (before any certificate arrives too). */
   id(): string | undefined {
     return this.spiffeId;
   }
@@ -198,3 +201,4 @@ export class WorkloadIdentity {
     }
   }
 }
+
