@@ -7,15 +7,20 @@
  *   (backends, mirrors) plus X itself, and of those services only: their DestinationPolicy,
  *   RateLimitPolicy, GrpcTranscoding, Service and endpoints. Kinds this file does not know are
  *   always included (a new kind is never silently withheld). Without dependencies: the whole mesh.
- * - **One view per scope per snapshot.** Views are built once per (snapshot, scope), so every
- *   sidecar of a service shares one; all views carry the mesh-wide version (a content hash), so
- *   `meshlet status` compares every sidecar with one version, as before.
+ * - **One view per scope per snapshot, versioned by its own content.** Views are built once per
+ *   (snapshot, scope), so every sidecar of a service shares one. The whole-mesh view carries the
+ *   mesh version (the snapshot's content hash); a scoped view carries the hash of what it holds, so
+ *   a change outside a scope leaves that scope's version as it was, and its sidecars are sent
+ *   nothing. `meshlet status` compares each sidecar with the version of its own view
+ *   (`expectedVersion`). Both hashes are of canonical JSON: every replica computes the same.
  * - **Encoded once.** A complete snapshot of a view, and the delta from one view to another, are
  *   encoded (protobuf) once and the same bytes written to every stream that needs them; the nonce
  *   is per message, not per stream (an answer is still matched against its own stream's nonce).
  * - **Resources are serialised once** per stored object (the store replaces, never mutates, them).
  */
+import { createHash } from 'node:crypto';
 import type { Endpoint } from '../src/policy/types';
+import { canonicalJson } from './fsutil';
 import { encodeSnapshotMessage, type SnapshotMessage } from '../src/proto';
 import type { BuiltSnapshot } from './snapshot-builder';
 import type { WireResource } from './store';
@@ -25,6 +30,7 @@ export const WHOLE_MESH = '*';
 
 /** What one scope of sidecars is pushed at one mesh version. */
 export interface View {
+  /** The whole mesh: the snapshot's version; a scoped view: the content hash of what it holds. */
   readonly version: string;
   /** WHOLE_MESH or a service name. */
   readonly scope: string;
@@ -82,7 +88,8 @@ function indexResource(r: WireResource): IndexedResource {
   if (x) return x;
   const spec = (r.spec ?? {}) as { service?: unknown; hosts?: unknown; rules?: unknown; dependencies?: unknown };
   const name = r.metadata.name;
-  const base = { key: `${r.kind}/${name}`, json: JSON.stringify(r), kind: r.kind as string, name };
+  // Canonical (keys sorted): a scoped view's version hashes it, and must be the same on every replica.
+  const base = { key: `${r.kind}/${name}`, json: canonicalJson(r), kind: r.kind as string, name };
   if (r.kind === 'Route') {
     const targets = new Set<string>();
     for (const rule of Array.isArray(spec.rules) ? (spec.rules as { backends?: { service?: unknown }[]; mirror?: { service?: unknown } }[]) : []) {
@@ -209,7 +216,7 @@ export class PushViews {
       l.push(e);
     }
     const endpointsJson = new Map<string, string>();
-    for (const [svc, l] of [...epsByService.entries()].sort((a, c) => (a[0] < c[0] ? -1 : a[0] > c[0] ? 1 : 0))) endpointsJson.set(svc, JSON.stringify(l));
+    for (const [svc, l] of [...epsByService.entries()].sort((a, c) => (a[0] < c[0] ? -1 : a[0] > c[0] ? 1 : 0))) endpointsJson.set(svc, canonicalJson(l));
     const resources = b.resources.map(indexResource);
     const routesByService = new Map<string, IndexedResource[]>();
     const byService = new Map<string, IndexedResource[]>();
@@ -269,6 +276,15 @@ export class PushViews {
       const j = ix.endpointsJson.get(svc);
       if (j !== undefined) endpoints.set(svc, j);
     }
-    return { version: b.version, scope, resources, endpoints };
+    return { version: viewVersion(resources, endpoints), scope, resources, endpoints };
   }
+}
+
+/** A scoped view's version: the first 12 hex digits of the SHA-256 of what it holds (canonical JSON, in a fixed order). */
+function viewVersion(resources: ReadonlyMap<string, string>, endpoints: ReadonlyMap<string, string>): string {
+  const h = createHash('sha256');
+  for (const [k, j] of resources) h.update(k).update('\0').update(j).update('\n');
+  h.update('\u0001');
+  for (const [svc, j] of endpoints) h.update(svc).update('\0').update(j).update('\n');
+  return h.digest('hex').slice(0, 12);
 }

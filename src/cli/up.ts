@@ -421,8 +421,8 @@ async function waitConverged(server: string, n: number, token: string): Promise<
   const deadline = Date.now() + 20_000;
   for (;;) {
     const st = await api(server, 'GET', '/v1/status', undefined, { token });
-    const b = st.body as { version: string; sidecars: { connected: boolean; ackedVersion?: string }[] };
-    if (st.status === 200 && b.sidecars.filter((s) => s.connected && s.ackedVersion === b.version).length >= n) return;
+    const b = st.body as { version: string; sidecars: { connected: boolean; ackedVersion?: string; expectedVersion?: string }[] };
+    if (st.status === 200 && b.sidecars.filter((s) => s.connected && s.ackedVersion === (s.expectedVersion ?? b.version)).length >= n) return;
     if (Date.now() > deadline) throw new CliError(`the sidecars did not all ACK the current policy within 20 s:\n${JSON.stringify(b, null, 2)}`);
     await new Promise((res) => setTimeout(res, 50));
   }
