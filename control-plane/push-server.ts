@@ -436,16 +436,30 @@ export class PushServer {
   private send(s: Stream, b: BuiltSnapshot, v: View = this.viewOf(s, b)): void {
     if (s.closed || !s.id || s.sentVersion === v.version) return;
     const delta = s.acceptsDelta && !s.resync && s.view !== undefined && s.view.scope === v.scope && s.sentType !== undefined;
-    this.write(s, v, delta ? this.views.delta(s.view as View, v) : this.views.full(v));
+    if (!delta) {
+      this.write(s, v, this.views.full(v));
+      return;
+    }
+    const d = this.views.delta(s.view as View, v);
+    if (d.bytes.length <= this.maxBytes) {
+      this.write(s, v, d);
+      return;
+    }
+    // A delta over the limit (one change larger than a message may be, or one that replaces most
+    // of the view): the complete snapshot instead, if that fits; else neither is sent (write says why).
+    const f = this.views.full(v);
+    this.write(s, v, f.bytes.length <= this.maxBytes ? f : d, f.bytes.length);
   }
 
-  private write(s: Stream, v: View, e: Encoded): void {
+  /** `fullBytes`: the size of the complete snapshot, when a delta is refused because neither fits. */
+  private write(s: Stream, v: View, e: Encoded, fullBytes?: number): void {
     if (s.closed || !s.id) return;
     const bytes = e.bytes.length;
     // Never send what the sidecar cannot take (grpc-js would fail the whole stream): say why instead,
     // in `meshlet status`, and keep the stream for the next message that fits.
     if (bytes > this.maxBytes) {
-      const reason = `snapshot ${v.version} not sent: the ${e.type === 'delta' ? 'delta' : 'complete snapshot'} is ${bytes} bytes, over the ${this.maxBytes}-byte push message limit`;
+      const what = e.type === 'delta' ? `delta is ${bytes} bytes${fullBytes !== undefined ? ` (the complete snapshot ${fullBytes})` : ''}` : `complete snapshot is ${bytes} bytes`;
+      const reason = `snapshot ${v.version} not sent: the ${what}, over the ${this.maxBytes}-byte push message limit`;
       if (s.sentVersion !== `unsent:${v.version}`) {
         this.logger.error({ sidecar: s.id, version: v.version, bytes, limit: this.maxBytes, type: e.type }, 'snapshot too large to push');
         this.registry.recordNack(s.id, v.version, reason);

@@ -256,3 +256,57 @@ t.test('a real sidecar with dependencies routes on deltas', async (t) => {
   const metrics = await (await apiFetch(`${cp.api}/metrics`)).text();
   t.match(metrics, /meshlet_push_messages_total\{type="delta"\} [1-9]/, 'it was sent deltas');
 });
+
+t.test('a delta over the limit: the complete snapshot instead when that fits; else nothing, and status says why', async (t) => {
+  const dir = tmpDir();
+  const cp = start(['control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0'], { MESHLET_MAX_PUSH_BYTES: '4000' });
+  t.teardown(async () => {
+    await cp.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const l = await cp.waitFor((x) => x.msg === 'control plane started');
+  const api = String(l.api);
+  const push = `127.0.0.1:${portOf(l.push)}`;
+  // frontend calls the hosts under *.a.test: six Routes, with long names (about 1,150 bytes of names).
+  const long = (i: number) => `a-${'x'.repeat(180)}-${i}`;
+  await apply(api, [svc('frontend', ['*.a.test']), ...Array.from({ length: 6 }, (_, i) => route(long(i), [`h${i}.a.test`], [{ service: 'a' }]))]);
+  const fe = new FakeSidecar(push, { id: 'fe-0', service: 'frontend', acceptsDelta: true });
+  t.teardown(() => fe.close());
+  await eventually('fe-0 in', () => versionWith(api, 1));
+  const first = (await until(fe, await expectedOf(api, 'fe-0')))[0]!;
+  t.ok(first.baseVersion === '' && wireBytes(first) <= 4000, `the first complete snapshot fits (${wireBytes(first)} bytes)`);
+
+  // frontend now calls `b` instead, whose one Route is large: the delta names the seven removed
+  // Routes besides carrying the new one, and is over the limit; the complete snapshot is not.
+  const hosts = ['b', ...Array.from({ length: 99 }, (_, i) => `b-alias-${i}.example.com`)];
+  await apply(api, [svc('frontend', ['b']), route('b', hosts, [{ service: 'b' }])]);
+  const v2 = await expectedOf(api, 'fe-0');
+  const got = await until(fe, v2);
+  t.equal(got.length, 1, 'one message');
+  t.equal(got[0]!.baseVersion, '', 'a complete snapshot instead of the oversized delta');
+  t.ok(wireBytes(got[0]!) <= 4000, `under the limit (${wireBytes(got[0]!)} bytes)`);
+  const refused = Number(/meshlet_push_refused_total (\d+)/.exec(await (await apiFetch(`${api}/metrics`)).text())?.[1] ?? 'NaN');
+  t.equal(refused, 0, 'nothing refused');
+  t.same(resourcesIn(got[0]!), ['Route/b', 'Service/frontend'], 'of the new view');
+  await eventually('status shows the ACK', async () => ((await statusOf(api, 'fe-0')).ackedVersion === v2 ? true : undefined));
+
+  // One change neither a delta nor a complete snapshot can carry: nothing is sent; status says why.
+  const huge = Array.from({ length: 99 }, (_, i) => `b-huge-alias-number-${i}.subdomain.example.com`);
+  await apply(api, [route('b', huge.concat('b'), [{ service: 'b' }], 'huge')]);
+  const v3 = await expectedOf(api, 'fe-0');
+  const status = await eventually('status names the reason', async () => {
+    const out = cli(['status'], { server: api }).stdout;
+    return /fe-0.*not sent: the delta is \d+ bytes \(the complete snapshot \d+\), over the 4000-byte push message limit/.test(out) ? out : undefined;
+  });
+  t.match(status, new RegExp(`fe-0 .*NACK ${v3}`), `NACK ${v3} in meshlet status`);
+  const rollout = (await (await apiFetch(`${api}/v1/rollout`)).json()) as { sidecars: { id: string; state: string }[] };
+  t.equal(rollout.sidecars.find((s) => s.id === 'fe-0')?.state, 'nacked', '/v1/rollout: nacked');
+  await t.rejects(fe.next(500), /no snapshot/, 'nothing was written to it');
+  // The stream survived: the next change that fits arrives, complete (what the sidecar has is v2).
+  await apply(api, [route('b', ['b'], [{ service: 'b' }], 'small')]);
+  const v4 = await expectedOf(api, 'fe-0');
+  const back = await until(fe, v4);
+  t.same([back.length, back[0]!.baseVersion], [1, ''], 'a complete snapshot');
+  t.same(resourcesIn(back[0]!), ['Route/b', 'Service/frontend']);
+  await eventually('status shows the ACK', async () => ((await statusOf(api, 'fe-0')).ackedVersion === v4 ? true : undefined));
+});
