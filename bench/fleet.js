@@ -85,6 +85,13 @@ function startControlPlane(dir) {
   });
 }
 
+/** CPU time (user + system) a process has used, in ms (from /proc; USER_HZ is 100 on Linux). */
+function cpuMs(pid) {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) * 10;
+}
+
 function rssMb(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Math.round(Number(m[1]) / 1024) : NaN;
@@ -238,6 +245,7 @@ async function phase(mode, dir) {
   const results = [];
   const c2 = await pushCounts(base);
   const cpu0 = process.cpuUsage();
+  const cpCpu0 = cpuMs(cp.child.pid);
   const wall0 = performance.now();
   let unexpected = 0;
   let reached = 0;
@@ -272,6 +280,9 @@ async function phase(mode, dir) {
   }
   const wall = performance.now() - wall0;
   const cpu = process.cpuUsage(cpu0);
+  // The control plane's CPU per change (the PUT, the build, the pushes, the ACKs): unlike wall
+  // times, hardly affected by the machine's load.
+  const cpCpuPerChange = (cpuMs(cp.child.pid) - cpCpu0) / ROUNDS;
   const c3 = await pushCounts(base);
   const st = (await api(base, 'GET', '/v1/status')).body;
   if (!allCurrent(st, sims)) throw new Error('after the rounds, some simulated sidecar does not hold or has not ACKed the version /v1/status expects of it');
@@ -301,6 +312,7 @@ async function phase(mode, dir) {
     },
     firstSnapshotBytes: Math.round(sims.reduce((a, s) => a + s.firstBytes, 0) / sims.length),
     controlPlaneRssMb: rssMb(cp.child.pid),
+    controlPlaneCpuMsPerChange: Math.round(cpCpuPerChange),
     simulatorCpuPercentOfWall: +(((cpu.user + cpu.system) / 1000 / wall) * 100).toFixed(1),
   };
   for (const c of clients) c.close();

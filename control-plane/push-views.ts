@@ -21,8 +21,8 @@
 import { createHash } from 'node:crypto';
 import type { Endpoint } from '../src/policy/types';
 import { canonicalJson } from './fsutil';
+import { canonicalResource, type BuiltSnapshot } from './snapshot-builder';
 import { encodeSnapshotMessage, type SnapshotMessage } from '../src/proto';
-import type { BuiltSnapshot } from './snapshot-builder';
 import type { WireResource } from './store';
 
 /** The scope of sidecars whose service declares no dependencies: the whole mesh. */
@@ -89,7 +89,7 @@ function indexResource(r: WireResource): IndexedResource {
   const spec = (r.spec ?? {}) as { service?: unknown; hosts?: unknown; rules?: unknown; dependencies?: unknown };
   const name = r.metadata.name;
   // Canonical (keys sorted): a scoped view's version hashes it, and must be the same on every replica.
-  const base = { key: `${r.kind}/${name}`, json: canonicalJson(r), kind: r.kind as string, name };
+  const base = { key: `${r.kind}/${name}`, json: canonicalResource(r), kind: r.kind as string, name };
   if (r.kind === 'Route') {
     const targets = new Set<string>();
     for (const rule of Array.isArray(spec.rules) ? (spec.rules as { backends?: { service?: unknown }[]; mirror?: { service?: unknown } }[]) : []) {
@@ -125,6 +125,8 @@ export class PushViews {
   private readonly views = new WeakMap<BuiltSnapshot, Map<string, View>>();
   private readonly fulls = new WeakMap<View, Encoded>();
   private readonly deltas = new WeakMap<View, WeakMap<View, Encoded>>();
+  /** The latest view of each scope: a scope whose content did not change keeps it (no rehash, same version). */
+  private readonly latest = new Map<string, View>();
   private readonly nonceOf: () => string;
   private readonly onEncode: () => void;
   /** Distinct messages encoded so far. */
@@ -209,14 +211,18 @@ export class PushViews {
       const deps = (r.spec as { dependencies?: unknown } | undefined)?.dependencies;
       if (Array.isArray(deps)) dependencies.set(r.metadata.name, deps.filter((d): d is string => typeof d === 'string').map((d) => d.toLowerCase()));
     }
-    const epsByService = new Map<string, Endpoint[]>();
-    for (const e of b.endpoints) {
-      let l = epsByService.get(e.service);
-      if (!l) epsByService.set(e.service, (l = []));
-      l.push(e);
+    let endpointsJson = b.endpointsByService;
+    if (!endpointsJson) {
+      const epsByService = new Map<string, Endpoint[]>();
+      for (const e of b.endpoints) {
+        let l = epsByService.get(e.service);
+        if (!l) epsByService.set(e.service, (l = []));
+        l.push(e);
+      }
+      const m = new Map<string, string>();
+      for (const [svc, l] of [...epsByService.entries()].sort((a, c) => (a[0] < c[0] ? -1 : a[0] > c[0] ? 1 : 0))) m.set(svc, canonicalJson(l));
+      endpointsJson = m;
     }
-    const endpointsJson = new Map<string, string>();
-    for (const [svc, l] of [...epsByService.entries()].sort((a, c) => (a[0] < c[0] ? -1 : a[0] > c[0] ? 1 : 0))) endpointsJson.set(svc, canonicalJson(l));
     const resources = b.resources.map(indexResource);
     const routesByService = new Map<string, IndexedResource[]>();
     const byService = new Map<string, IndexedResource[]>();
@@ -241,6 +247,7 @@ export class PushViews {
       else others.push(r);
     }
     x = { resources, routesByService, wildRoutes, byService, others, order: new Map(resources.map((r, i) => [r, i])), endpointsJson, dependencies };
+    for (const scope of this.latest.keys()) if (!dependencies.has(scope)) this.latest.delete(scope);
     this.indexes.set(b, x);
     return x;
   }
@@ -276,7 +283,11 @@ export class PushViews {
       const j = ix.endpointsJson.get(svc);
       if (j !== undefined) endpoints.set(svc, j);
     }
-    return { version: viewVersion(resources, endpoints), scope, resources, endpoints };
+    const prev = this.latest.get(scope);
+    if (prev && sameEntries(prev.resources, resources) && sameEntries(prev.endpoints, endpoints)) return prev;
+    const v = { version: viewVersion(resources, endpoints), scope, resources, endpoints };
+    this.latest.set(scope, v);
+    return v;
   }
 }
 
@@ -287,4 +298,15 @@ function viewVersion(resources: ReadonlyMap<string, string>, endpoints: Readonly
   h.update('\u0001');
   for (const [svc, j] of endpoints) h.update(svc).update('\0').update(j).update('\n');
   return h.digest('hex').slice(0, 12);
+}
+
+/** The same keys with the same values, in the same order. */
+function sameEntries(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
+  if (a.size !== b.size) return false;
+  const ia = a.entries();
+  for (const [k, v] of b) {
+    const [ka, va] = ia.next().value as [string, string];
+    if (ka !== k || va !== v) return false;
+  }
+  return true;
 }
