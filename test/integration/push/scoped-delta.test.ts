@@ -110,7 +110,7 @@ t.test('a scoped sidecar gets only what it calls; a Route to another service bri
   // Status, the rollout API and describe still say it runs the policy in force for it.
   const row = await statusOf(cp.api, 'frontend-0');
   t.same([row.ackedVersion, row.expectedVersion], [fev1, fev1], '/v1/status: it ACKed the version of its view');
-  t.notMatch(cli(['status'], { server: cp.api }).stdout, /frontend-0.*stale/, 'meshlet status does not call it stale');
+  t.notMatch((await cliAsync(['status'], { server: cp.api })).stdout, /frontend-0.*stale/, 'meshlet status does not call it stale');
   const rollout = (await (await apiFetch(`${cp.api}/v1/rollout`)).json()) as { version: string; summary: { acked: number; pending: number }; sidecars: { id: string; state: string; expectedVersion: string }[] };
   t.equal(rollout.version, v4);
   t.match(rollout.sidecars.find((s) => s.id === 'frontend-0'), { state: 'acked', expectedVersion: fev1 }, '/v1/rollout: acked');
@@ -295,7 +295,7 @@ t.test('a delta over the limit: the complete snapshot instead when that fits; el
   await apply(api, [route('b', huge.concat('b'), [{ service: 'b' }], 'huge')]);
   const v3 = await expectedOf(api, 'fe-0');
   const status = await eventually('status names the reason', async () => {
-    const out = cli(['status'], { server: api }).stdout;
+    const out = (await cliAsync(['status'], { server: api })).stdout;
     return /fe-0.*not sent: the delta is \d+ bytes \(the complete snapshot \d+\), over the 4000-byte push message limit/.test(out) ? out : undefined;
   });
   t.match(status, new RegExp(`fe-0 .*NACK ${v3}`), `NACK ${v3} in meshlet status`);
