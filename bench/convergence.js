@@ -60,7 +60,7 @@ async function until(what, fn, ms = 30_000) {
     await start(['sidecar', '--service', `svc${i % 5}`, '--id', `sc-${i}`, '--control-plane', cp.push, '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], 'sidecar started');
   await until('every sidecar connected and ACKed', async () => {
     const s = (await api(base, 'GET', '/v1/status')).body;
-    return s.sidecars.filter((x) => x.connected && x.ackedVersion === s.version).length === N;
+    return s.sidecars.filter((x) => x.connected && x.ackedVersion === (x.expectedVersion ?? s.version)).length === N;
   });
   const ms = [];
   for (let r = 0; r < ROUNDS; r++) {

@@ -4,8 +4,12 @@
  * or a given etcd store), then N sidecars simulated from this one process: N gRPC streams (one
  * connection per 50 streams), each registering a Node of one of S services and answering every
  * snapshot like a sidecar (decode the JSON, then ACK with the nonce). Then R one-route changes
- * (PUT /v1/routes/...), each measured from the PUT to the moment the last simulated sidecar has
- * received the new version.
+ * (PUT /v1/routes/...), each measured from the PUT to the moment the last simulated sidecar whose
+ * view the change touches has received its new version. A sidecar's version is its view's: in
+ * `delta` mode a change to Route svcI reaches only the sidecars of the services that depend on
+ * svcI; the others are sent nothing. The bench counts messages that reach any other sidecar
+ * (`unexpectedMessages`, 0 when the push is right) and checks at the end, in /v1/status, that every
+ * simulated sidecar holds and ACKed the version the control plane expects of it.
  *
  * Reports per change: convergence (median / p99 / max, from the PUT to the last sidecar having
  * the version, simulator side), bytes each sidecar received, the control plane's RSS, and the
@@ -58,7 +62,8 @@ const ROUNDS = Number(values.rounds);
 const PER_CONN = Number(values['streams-per-connection']);
 
 function startControlPlane(dir) {
-  const args = [MAIN, 'control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--log-level', 'warn'];
+  // Loopback only: the API in plain HTTP without tokens (the bench measures the push path).
+  const args = [MAIN, 'control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--log-level', 'warn', '--insecure-plaintext', '--no-api-auth'];
   if (values.store && values.store !== 'file') args.push('--store', values.store, '--etcd-prefix', `/bench-${process.pid}/`);
   // 'warn' hides 'control plane started': read the addresses from an info line instead.
   args[args.indexOf('warn')] = 'info';
@@ -78,6 +83,13 @@ function startControlPlane(dir) {
       }
     });
   });
+}
+
+/** CPU time (user + system) a process has used, in ms (from /proc; USER_HZ is 100 on Linux). */
+function cpuMs(pid) {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) * 10;
 }
 
 function rssMb(pid) {
@@ -141,7 +153,7 @@ function connectSims(push, n, s, delta, opts = {}) {
   for (let i = 0; i < n; i++) {
     if (i % PER_CONN === 0) clients.push(proto.createPolicyDiscoveryClient(push, undefined, { 'grpc.use_local_subchannel_pool': 1 }));
     const call = clients[clients.length - 1].Stream();
-    const sim = { id: `${opts.prefix ?? 'sim'}-${i}`, version: undefined, bytes: 0, lastBytes: 0, firstBytes: 0, counted: false };
+    const sim = { id: `${opts.prefix ?? 'sim'}-${i}`, service: i % s, version: undefined, bytes: 0, lastBytes: 0, firstBytes: 0, counted: false, affected: false, got: 0 };
     sims.push(sim);
     call.on('data', (msg) => {
       // What a sidecar does before it ACKs: decode (the compile is left out: it is the sidecar's cost).
@@ -165,7 +177,10 @@ function connectSims(push, n, s, delta, opts = {}) {
       sim.version = msg.version;
       call.write({ ack: { version: msg.version, nonce: msg.nonce } });
       const w = state.waiting;
-      if (w && msg.version !== w.prev && !sim.counted) {
+      if (!w) return;
+      sim.got++;
+      if (!sim.affected) w.unexpected++;
+      else if (!sim.counted) {
         sim.counted = true;
         w.times.push(performance.now() - w.since);
         if (--w.left === 0) w.done();
@@ -178,11 +193,20 @@ function connectSims(push, n, s, delta, opts = {}) {
   return { clients, sims, state };
 }
 
+/** Every simulated sidecar holds, and ACKed, the version of its own view (expectedVersion in /v1/status). */
+function allCurrent(status, sims) {
+  const byId = new Map(status.sidecars.map((s) => [s.id, s]));
+  return sims.every((s) => {
+    const row = byId.get(s.id);
+    return row && row.connected && s.version === row.expectedVersion && row.ackedVersion === row.expectedVersion;
+  });
+}
+
 async function converged(base, sims, n) {
   const t0 = performance.now();
   for (;;) {
     const st = await api(base, 'GET', '/v1/status');
-    if (st.body.sidecars.filter((s) => s.connected).length >= n && sims.every((s) => s.version === st.body.version)) return performance.now() - t0;
+    if (st.body.sidecars.filter((s) => s.connected).length >= n && allCurrent(st.body, sims)) return performance.now() - t0;
     if (performance.now() - t0 > 900_000) throw new Error('the fleet did not converge within 900 s');
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -221,34 +245,59 @@ async function phase(mode, dir) {
   const results = [];
   const c2 = await pushCounts(base);
   const cpu0 = process.cpuUsage();
+  const cpCpu0 = cpuMs(cp.child.pid);
   const wall0 = performance.now();
+  let unexpected = 0;
+  let reached = 0;
   for (let r = 0; r < ROUNDS; r++) {
     const i = r % S;
     const cur = (await api(base, 'GET', `/v1/routes/svc${i}`)).body;
-    for (const s of sims) s.counted = false;
-    // Every sidecar is at one version; the change is the next version each receives (measured on
-    // arrival, without polling the control plane while it pushes).
-    const prev = sims[0].version;
+    // The sidecars whose view Route svcI is in: every one (sotw), or those of the services that
+    // depend on svcI (delta). Measured on arrival, without polling the control plane while it pushes.
+    let left = 0;
+    for (const s of sims) {
+      s.counted = false;
+      s.got = 0;
+      s.affected = !delta || depsOf(s.service, S).includes(`svc${i}`);
+      if (s.affected) left++;
+    }
+    reached += left;
     const since = performance.now();
     const done = new Promise((resolve) => {
-      state.waiting = { prev, left: N, since, times: [], done: resolve };
+      state.waiting = { left, since, times: [], unexpected: 0, done: resolve };
     });
     const waiting = state.waiting;
+    if (left === 0) waiting.done();
     const put = await api(base, 'PUT', `/v1/routes/svc${i}`, { ...route(i, `round-${r}`), metadata: { name: `svc${i}`, labels: { tag: `round-${r}` }, resourceVersion: cur.metadata.resourceVersion } });
     if (put.status !== 200) throw new Error(`PUT failed: ${JSON.stringify(put.body)}`);
     await done;
-    const sizes = sims.map((s) => s.lastBytes);
-    results.push({ last: Math.max(...waiting.times), maxBytes: Math.max(...sizes), meanBytes: sizes.reduce((a, b) => a + b, 0) / sizes.length });
+    // Messages to sidecars the change does not concern would come with the same flush: let it finish.
+    await new Promise((r) => setTimeout(r, 50));
+    unexpected += waiting.unexpected;
+    state.waiting = undefined;
+    const sizes = sims.filter((s) => s.affected).map((s) => s.lastBytes);
+    results.push({ last: Math.max(0, ...waiting.times), maxBytes: Math.max(0, ...sizes), meanBytes: sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length) });
   }
   const wall = performance.now() - wall0;
   const cpu = process.cpuUsage(cpu0);
+  // The control plane's CPU per change (the PUT, the build, the pushes, the ACKs): unlike wall
+  // times, hardly affected by the machine's load.
+  const cpCpuPerChange = (cpuMs(cp.child.pid) - cpCpu0) / ROUNDS;
   const c3 = await pushCounts(base);
+  const st = (await api(base, 'GET', '/v1/status')).body;
+  if (!allCurrent(st, sims)) throw new Error('after the rounds, some simulated sidecar does not hold or has not ACKed the version /v1/status expects of it');
   const lasts = results.map((x) => x.last);
   const out = {
     mode,
     convergenceMs: { median: +pct(lasts, 50).toFixed(1), p99: +pct(lasts, 99).toFixed(1), max: +Math.max(...lasts).toFixed(1) },
+    // Convergence over the sidecars each change concerns (all of them in sotw), measured by the simulator;
+    // the control plane's own measure of the last change (`/v1/status` convergence) beside it.
+    sidecarsReachedPerChange: Math.round(reached / ROUNDS),
+    unexpectedMessages: unexpected,
+    controlPlaneLastConvergence: st.convergence ? { ms: st.convergence.ms, sidecars: st.convergence.sidecars } : null,
     perChange: {
       wireBytesPerSidecar: Math.round((c3.bytes - c2.bytes) / ROUNDS / N),
+      wireBytesPerReachedSidecar: Math.round((c3.bytes - c2.bytes) / Math.max(1, reached)),
       wireBytesTotal: Math.round((c3.bytes - c2.bytes) / ROUNDS),
       payloadBytesMaxSidecar: Math.round(Math.max(...results.map((x) => x.maxBytes))),
       messages: Math.round((c3.messages - c2.messages) / ROUNDS),
@@ -263,6 +312,7 @@ async function phase(mode, dir) {
     },
     firstSnapshotBytes: Math.round(sims.reduce((a, s) => a + s.firstBytes, 0) / sims.length),
     controlPlaneRssMb: rssMb(cp.child.pid),
+    controlPlaneCpuMsPerChange: Math.round(cpCpuPerChange),
     simulatorCpuPercentOfWall: +(((cpu.user + cpu.system) / 1000 / wall) * 100).toFixed(1),
   };
   for (const c of clients) c.close();

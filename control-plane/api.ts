@@ -338,7 +338,8 @@ class Api {
         version: snap.version,
         revision: snap.revision,
         convergence: this.deps.push.lastConvergence() ?? null,
-        sidecars: this.deps.registry.sidecars(),
+        // Each with the version of its own view (`expectedVersion`): a scoped sidecar runs its scope's.
+        sidecars: this.deps.push.sidecars(),
       },
     };
   }

@@ -5,17 +5,21 @@
  *   registry and sent the current snapshot with the next flush (within `coalesceMs`): a storm of
  *   sidecars connecting costs one snapshot build per flush, not one per sidecar.
  * - On any change (`notifyChange`), changes are coalesced for `coalesceMs`, then every stream
- *   that does not have the new version gets it: its scope's view (push-views.ts), as a delta
- *   from what it was last sent if it announced delta support, else complete. Each distinct
- *   message is encoded once and the same bytes written to every stream that needs it.
+ *   whose view changed gets it: its scope's view (push-views.ts) is versioned by its own content,
+ *   so a stream whose view is the same as before is sent nothing (and answers nothing). It is sent
+ *   as a delta from what it was last sent if the sidecar announced delta support, else complete.
+ *   Each distinct message is encoded once and the same bytes written to every stream that needs it.
+ * - Expected versions: `expectedVersion(service)` is the version of the view a sidecar of that
+ *   service should run now; `sidecars()` adds it to the registry's list, so `meshlet status`, the
+ *   rollout API and `meshlet describe` tell current from stale per sidecar.
  * - A NACKed delta (a version gap, or one that does not compile) is answered with a complete
  *   snapshot (a resync); a NACKed complete snapshot waits for the next change.
  * - Size guard: a message over the limit (MAX_MESSAGE_BYTES, or MESHLET_MAX_PUSH_BYTES) is never
  *   written (grpc-js would fail the whole stream); the sidecar's status says why instead.
  * - ACKs and NACKs that echo the latest nonce sent on their stream are recorded in the
  *   registry; stale ones are ignored (as in xDS).
- * - Convergence: from the first change a version includes to the moment every sidecar that was
- *   connected when it was pushed has answered (ACK or NACK), measured on the real monotonic clock
+ * - Convergence: from the first change a version includes to the moment every sidecar it was
+ *   pushed to (those whose view changed) has answered (ACK or NACK), measured on the real monotonic clock
  *   and logged at info. `lastConvergence()` returns the latest.
  *
  * The coalescing timer and the convergence measurement use real time even when a fake Clock is
@@ -36,7 +40,7 @@ import {
 } from '../src/proto';
 import { PushViews, type Encoded, type View } from './push-views';
 import { formatErrors } from '../src/core/result';
-import type { Registry, SidecarSession } from './registry';
+import type { Registry, SidecarSession, SidecarStatus } from './registry';
 import type { BuiltSnapshot, SnapshotBuilder } from './snapshot-builder';
 import type { ControlPlaneMetrics } from './metrics';
 import type { NodeMessage } from '../src/proto';
@@ -92,6 +96,7 @@ interface Stream {
 }
 
 interface Tracking {
+  /** The mesh version pushed. */
   version: string;
   since: number;
   waiting: Set<Stream>;
@@ -175,6 +180,23 @@ export class PushServer {
   /** The snapshot currently in force. */
   snapshot(): BuiltSnapshot {
     return this.builder.current();
+  }
+
+  /** The version of the view a sidecar of `service` should run now (its scope's, at the snapshot in force). */
+  expectedVersion(service: string): string {
+    const b = this.builder.current();
+    return this.views.view(b, this.views.scopeOf(b, service)).version;
+  }
+
+  /** The registry's sidecars, each with the version it should run (`expectedVersion`). */
+  sidecars(): (SidecarStatus & { expectedVersion: string })[] {
+    const b = this.builder.current();
+    const byService = new Map<string, string>();
+    return this.registry.sidecars().map((s) => {
+      let v = byService.get(s.service);
+      if (v === undefined) byService.set(s.service, (v = this.views.view(b, this.views.scopeOf(b, s.service)).version));
+      return { ...s, expectedVersion: v };
+    });
   }
 
   /** The latest completed convergence, if any change has been pushed to connected sidecars. */
@@ -406,20 +428,38 @@ export class PushServer {
     }
   }
 
-  private send(s: Stream, b: BuiltSnapshot): void {
-    if (s.closed || !s.id || s.sentVersion === b.version) return;
-    const v = this.views.view(b, this.views.scopeOf(b, s.service ?? ''));
-    const delta = s.acceptsDelta && !s.resync && s.view !== undefined && s.view.scope === v.scope && s.sentType !== undefined;
-    this.write(s, v, delta ? this.views.delta(s.view as View, v) : this.views.full(v));
+  /** The view this stream's sidecar should run at snapshot `b`. */
+  private viewOf(s: Stream, b: BuiltSnapshot): View {
+    return this.views.view(b, this.views.scopeOf(b, s.service ?? ''));
   }
 
-  private write(s: Stream, v: View, e: Encoded): void {
+  private send(s: Stream, b: BuiltSnapshot, v: View = this.viewOf(s, b)): void {
+    if (s.closed || !s.id || s.sentVersion === v.version) return;
+    const delta = s.acceptsDelta && !s.resync && s.view !== undefined && s.view.scope === v.scope && s.sentType !== undefined;
+    if (!delta) {
+      this.write(s, v, this.views.full(v));
+      return;
+    }
+    const d = this.views.delta(s.view as View, v);
+    if (d.bytes.length <= this.maxBytes) {
+      this.write(s, v, d);
+      return;
+    }
+    // A delta over the limit (one change larger than a message may be, or one that replaces most
+    // of the view): the complete snapshot instead, if that fits; else neither is sent (write says why).
+    const f = this.views.full(v);
+    this.write(s, v, f.bytes.length <= this.maxBytes ? f : d, f.bytes.length);
+  }
+
+  /** `fullBytes`: the size of the complete snapshot, when a delta is refused because neither fits. */
+  private write(s: Stream, v: View, e: Encoded, fullBytes?: number): void {
     if (s.closed || !s.id) return;
     const bytes = e.bytes.length;
     // Never send what the sidecar cannot take (grpc-js would fail the whole stream): say why instead,
     // in `meshlet status`, and keep the stream for the next message that fits.
     if (bytes > this.maxBytes) {
-      const reason = `snapshot ${v.version} not sent: the ${e.type === 'delta' ? 'delta' : 'complete snapshot'} is ${bytes} bytes, over the ${this.maxBytes}-byte push message limit`;
+      const what = e.type === 'delta' ? `delta is ${bytes} bytes${fullBytes !== undefined ? ` (the complete snapshot ${fullBytes})` : ''}` : `complete snapshot is ${bytes} bytes`;
+      const reason = `snapshot ${v.version} not sent: the ${what}, over the ${this.maxBytes}-byte push message limit`;
       if (s.sentVersion !== `unsent:${v.version}`) {
         this.logger.error({ sidecar: s.id, version: v.version, bytes, limit: this.maxBytes, type: e.type }, 'snapshot too large to push');
         this.registry.recordNack(s.id, v.version, reason);
@@ -456,9 +496,11 @@ export class PushServer {
     const waiting = new Set<Stream>();
     for (const s of this.streams) {
       if (!s.id || s.closed) continue;
-      if (s.sentVersion !== b.version) this.send(s, b);
+      // Only streams whose view changed are sent anything (and waited for).
+      const v = this.viewOf(s, b);
+      if (s.sentVersion !== v.version) this.send(s, b, v);
       // A stream the snapshot could not be sent to (size guard) is not waited for.
-      if (s.answeredVersion !== b.version && s.sentVersion === b.version) waiting.add(s);
+      if (s.answeredVersion !== v.version && s.sentVersion === v.version) waiting.add(s);
     }
     if (waiting.size === 0) {
       // Nobody to wait for: either no sidecars, or all of them already have it.
@@ -471,7 +513,8 @@ export class PushServer {
   private answered(s: Stream, version: string, nack: boolean): void {
     s.answeredVersion = version;
     const t = this.tracking;
-    if (!t || t.version !== version || !t.waiting.delete(s)) return;
+    // The nonce matched: this answers the latest message written to the stream.
+    if (!t || s.sentVersion !== version || !t.waiting.delete(s)) return;
     if (nack) t.nacked++;
     this.maybeConverged();
   }

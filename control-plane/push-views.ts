@@ -7,17 +7,22 @@
  *   (backends, mirrors) plus X itself, and of those services only: their DestinationPolicy,
  *   RateLimitPolicy, GrpcTranscoding, Service and endpoints. Kinds this file does not know are
  *   always included (a new kind is never silently withheld). Without dependencies: the whole mesh.
- * - **One view per scope per snapshot.** Views are built once per (snapshot, scope), so every
- *   sidecar of a service shares one; all views carry the mesh-wide version (a content hash), so
- *   `meshlet status` compares every sidecar with one version, as before.
+ * - **One view per scope per snapshot, versioned by its own content.** Views are built once per
+ *   (snapshot, scope), so every sidecar of a service shares one. The whole-mesh view carries the
+ *   mesh version (the snapshot's content hash); a scoped view carries the hash of what it holds, so
+ *   a change outside a scope leaves that scope's version as it was, and its sidecars are sent
+ *   nothing. `meshlet status` compares each sidecar with the version of its own view
+ *   (`expectedVersion`). Both hashes are of canonical JSON: every replica computes the same.
  * - **Encoded once.** A complete snapshot of a view, and the delta from one view to another, are
  *   encoded (protobuf) once and the same bytes written to every stream that needs them; the nonce
  *   is per message, not per stream (an answer is still matched against its own stream's nonce).
  * - **Resources are serialised once** per stored object (the store replaces, never mutates, them).
  */
+import { createHash } from 'node:crypto';
 import type { Endpoint } from '../src/policy/types';
+import { canonicalJson } from './fsutil';
+import { canonicalResource, type BuiltSnapshot } from './snapshot-builder';
 import { encodeSnapshotMessage, type SnapshotMessage } from '../src/proto';
-import type { BuiltSnapshot } from './snapshot-builder';
 import type { WireResource } from './store';
 
 /** The scope of sidecars whose service declares no dependencies: the whole mesh. */
@@ -25,6 +30,7 @@ export const WHOLE_MESH = '*';
 
 /** What one scope of sidecars is pushed at one mesh version. */
 export interface View {
+  /** The whole mesh: the snapshot's version; a scoped view: the content hash of what it holds. */
   readonly version: string;
   /** WHOLE_MESH or a service name. */
   readonly scope: string;
@@ -82,7 +88,8 @@ function indexResource(r: WireResource): IndexedResource {
   if (x) return x;
   const spec = (r.spec ?? {}) as { service?: unknown; hosts?: unknown; rules?: unknown; dependencies?: unknown };
   const name = r.metadata.name;
-  const base = { key: `${r.kind}/${name}`, json: JSON.stringify(r), kind: r.kind as string, name };
+  // Canonical (keys sorted): a scoped view's version hashes it, and must be the same on every replica.
+  const base = { key: `${r.kind}/${name}`, json: canonicalResource(r), kind: r.kind as string, name };
   if (r.kind === 'Route') {
     const targets = new Set<string>();
     for (const rule of Array.isArray(spec.rules) ? (spec.rules as { backends?: { service?: unknown }[]; mirror?: { service?: unknown } }[]) : []) {
@@ -118,6 +125,8 @@ export class PushViews {
   private readonly views = new WeakMap<BuiltSnapshot, Map<string, View>>();
   private readonly fulls = new WeakMap<View, Encoded>();
   private readonly deltas = new WeakMap<View, WeakMap<View, Encoded>>();
+  /** The latest view of each scope: a scope whose content did not change keeps it (no rehash, same version). */
+  private readonly latest = new Map<string, View>();
   private readonly nonceOf: () => string;
   private readonly onEncode: () => void;
   /** Distinct messages encoded so far. */
@@ -202,14 +211,18 @@ export class PushViews {
       const deps = (r.spec as { dependencies?: unknown } | undefined)?.dependencies;
       if (Array.isArray(deps)) dependencies.set(r.metadata.name, deps.filter((d): d is string => typeof d === 'string').map((d) => d.toLowerCase()));
     }
-    const epsByService = new Map<string, Endpoint[]>();
-    for (const e of b.endpoints) {
-      let l = epsByService.get(e.service);
-      if (!l) epsByService.set(e.service, (l = []));
-      l.push(e);
+    let endpointsJson = b.endpointsByService;
+    if (!endpointsJson) {
+      const epsByService = new Map<string, Endpoint[]>();
+      for (const e of b.endpoints) {
+        let l = epsByService.get(e.service);
+        if (!l) epsByService.set(e.service, (l = []));
+        l.push(e);
+      }
+      const m = new Map<string, string>();
+      for (const [svc, l] of [...epsByService.entries()].sort((a, c) => (a[0] < c[0] ? -1 : a[0] > c[0] ? 1 : 0))) m.set(svc, canonicalJson(l));
+      endpointsJson = m;
     }
-    const endpointsJson = new Map<string, string>();
-    for (const [svc, l] of [...epsByService.entries()].sort((a, c) => (a[0] < c[0] ? -1 : a[0] > c[0] ? 1 : 0))) endpointsJson.set(svc, JSON.stringify(l));
     const resources = b.resources.map(indexResource);
     const routesByService = new Map<string, IndexedResource[]>();
     const byService = new Map<string, IndexedResource[]>();
@@ -234,6 +247,7 @@ export class PushViews {
       else others.push(r);
     }
     x = { resources, routesByService, wildRoutes, byService, others, order: new Map(resources.map((r, i) => [r, i])), endpointsJson, dependencies };
+    for (const scope of this.latest.keys()) if (!dependencies.has(scope)) this.latest.delete(scope);
     this.indexes.set(b, x);
     return x;
   }
@@ -269,6 +283,30 @@ export class PushViews {
       const j = ix.endpointsJson.get(svc);
       if (j !== undefined) endpoints.set(svc, j);
     }
-    return { version: b.version, scope, resources, endpoints };
+    const prev = this.latest.get(scope);
+    if (prev && sameEntries(prev.resources, resources) && sameEntries(prev.endpoints, endpoints)) return prev;
+    const v = { version: viewVersion(resources, endpoints), scope, resources, endpoints };
+    this.latest.set(scope, v);
+    return v;
   }
+}
+
+/** A scoped view's version: the first 12 hex digits of the SHA-256 of what it holds (canonical JSON, in a fixed order). */
+function viewVersion(resources: ReadonlyMap<string, string>, endpoints: ReadonlyMap<string, string>): string {
+  const h = createHash('sha256');
+  for (const [k, j] of resources) h.update(k).update('\0').update(j).update('\n');
+  h.update('\u0001');
+  for (const [svc, j] of endpoints) h.update(svc).update('\0').update(j).update('\n');
+  return h.digest('hex').slice(0, 12);
+}
+
+/** The same keys with the same values, in the same order. */
+function sameEntries(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
+  if (a.size !== b.size) return false;
+  const ia = a.entries();
+  for (const [k, v] of b) {
+    const [ka, va] = ia.next().value as [string, string];
+    if (ka !== k || va !== v) return false;
+  }
+  return true;
 }

@@ -118,6 +118,7 @@ export class EndpointRegistry implements Registry {
   private dirty = false;
   private closed = false;
   private readonly persist: boolean;
+  private cachedEndpoints: Endpoint[] | undefined;
 
   private constructor(dataDir: string, opts: RegistryOptions) {
     this.file = path.join(dataDir, FILE);
@@ -168,6 +169,8 @@ export class EndpointRegistry implements Registry {
     e.expiry?.cancel();
     e.expiry = undefined;
     e.streams++;
+    // Which of two ids at one address is published depends on who is connected.
+    this.cachedEndpoints = undefined;
     this.logger?.info(
       { sidecar: identity.id, service: identity.service, address: `${identity.address}:${identity.port}`, streams: e.streams },
       'sidecar connected',
@@ -219,9 +222,14 @@ export class EndpointRegistry implements Registry {
     e.status.nackedAt = this.iso();
   }
 
-  /** The endpoints every snapshot carries: one per address, sorted, deterministic. */
+  /**
+   * The endpoints every snapshot carries: one per address, sorted, deterministic. The same array
+   * (not to be modified) until the endpoint set changes: a change to policies alone does not
+   * rebuild the endpoints of a large mesh.
+   */
   endpoints(): Endpoint[] {
-    return endpointsOf([...this.entries.values()].map((e) => e.status));
+    if (!this.cachedEndpoints) this.cachedEndpoints = endpointsOf([...this.entries.values()].map((e) => e.status));
+    return this.cachedEndpoints;
   }
 
   /** Every known sidecar, by id. Copies. */
@@ -266,6 +274,7 @@ export class EndpointRegistry implements Registry {
     if (e.streams > 0 || this.closed) return;
     e.status.connected = false;
     e.status.disconnectedAt = this.iso();
+    this.cachedEndpoints = undefined;
     this.logger?.info({ sidecar: e.status.id, graceMs: this.graceMs }, 'sidecar disconnected');
     this.startGrace(e);
   }
@@ -282,6 +291,7 @@ export class EndpointRegistry implements Registry {
   }
 
   private changed(): void {
+    this.cachedEndpoints = undefined;
     this.persistSoon();
     try {
       this.events.emit('change');

@@ -140,7 +140,7 @@ export class UiApi {
   private async graph(): Promise<Json> {
     const snap = this.deps.push.snapshot();
     const sample = await this.latest();
-    const sidecars = this.deps.registry.sidecars();
+    const sidecars = this.deps.push.sidecars();
     const ejected = ejectedEndpoints(sample?.reports ?? []);
     type Node = {
       name: string;
@@ -160,11 +160,11 @@ export class UiApi {
       const kind = s.kind === 'gateway' ? 'gateway' : 'mesh';
       const n = node(s.service, kind);
       n.kind = kind;
-      const state = sidecarState(s, snap.version, ejected);
+      const state = sidecarState(s, s.expectedVersion, ejected);
       n.endpoints.push({ id: s.id, address: `${hostPort(s.address, s.port)}`, state, version: s.ackedVersion ?? null, sidecar: true, labels: s.labels });
       if (s.connected) {
         n.policy.total++;
-        if (s.ackedVersion === snap.version) n.policy.current++;
+        if (s.ackedVersion === s.expectedVersion) n.policy.current++;
       }
     }
     // Endpoints not registered by a sidecar (Kubernetes EndpointSlices without one) and `Service`
@@ -267,10 +267,10 @@ export class UiApi {
         routes,
         callers: series(`caller/${service}/`, 'caller'),
         resilience: { breakers, ejected, rateLimits },
-        sidecars: this.deps.registry
+        sidecars: this.deps.push
           .sidecars()
           .filter((s) => s.service === service)
-          .map((s) => ({ id: s.id, connected: s.connected, ackedVersion: s.ackedVersion ?? null, address: hostPort(s.address, s.port) })),
+          .map((s) => ({ id: s.id, connected: s.connected, ackedVersion: s.ackedVersion ?? null, expectedVersion: s.expectedVersion, address: hostPort(s.address, s.port) })),
         prometheus: this.deps.prometheusUrl ? prometheusLinks(this.deps.prometheusUrl, service) : null,
       },
     };
@@ -284,14 +284,16 @@ export class UiApi {
       .all()
       .map((r) => ({ kind: r.kind, name: r.metadata.name, resourceVersion: r.metadata.resourceVersion ?? null, yaml: stringify(r) }))
       .sort((a, b) => (a.kind + '/' + a.name).localeCompare(b.kind + '/' + b.name));
-    const sidecars = this.deps.registry.sidecars().map((s) => {
-      const nacked = s.nackVersion !== undefined && s.nackVersion === snap.version;
-      const state = !s.connected ? 'disconnected' : s.ackedVersion === snap.version ? 'acked' : nacked ? 'nacked' : 'pending';
+    // Each sidecar against the version of its own view: a scoped sidecar runs its scope's version.
+    const sidecars = this.deps.push.sidecars().map((s) => {
+      const nacked = s.nackVersion !== undefined && s.nackVersion === s.expectedVersion;
+      const state = !s.connected ? 'disconnected' : s.ackedVersion === s.expectedVersion ? 'acked' : nacked ? 'nacked' : 'pending';
       return {
         id: s.id,
         service: s.service,
         connected: s.connected,
         state,
+        expectedVersion: s.expectedVersion,
         ackedVersion: s.ackedVersion ?? null,
         ackedAt: s.ackedAt ?? null,
         nackVersion: s.nackVersion ?? null,
@@ -431,7 +433,7 @@ interface Stats {
 interface GraphEndpoint {
   id: string | null;
   address: string;
-  /** ready: ACKed the version in force; pending: not yet; not-ready: NACKed it; disconnected: its push stream is gone (grace period); ejected: a caller's outlier detection took it out; static: outside the mesh. */
+  /** ready: ACKed the version in force for it (its view's); pending: not yet; not-ready: NACKed it; disconnected: its push stream is gone (grace period); ejected: a caller's outlier detection took it out; static: outside the mesh. */
   state: 'ready' | 'pending' | 'not-ready' | 'disconnected' | 'ejected' | 'static';
   version: string | null;
   sidecar: boolean;

@@ -87,7 +87,7 @@ export interface ServiceHistory {
     ejected: { endpoint: string; seenBy: string }[];
     rateLimits: { limit: string; scope: string; allowed: number; limited: number; failedOpen: number; failedClosed: number; sidecar: string }[];
   };
-  sidecars: { id: string; connected: boolean; ackedVersion: string | null; address: string }[];
+  sidecars: { id: string; connected: boolean; ackedVersion: string | null; expectedVersion: string; address: string }[];
   prometheus: { label: string; query: string; url: string }[] | null;
 }
 
@@ -102,6 +102,8 @@ export interface Rollout {
     service: string;
     connected: boolean;
     state: 'acked' | 'nacked' | 'pending' | 'disconnected';
+    /** The version of this sidecar's view (scoped sidecars run their scope's, not the mesh's). */
+    expectedVersion: string;
     ackedVersion: string | null;
     ackedAt: string | null;
     nackVersion: string | null;

@@ -337,7 +337,7 @@ export function ServicePage({ service, route }: { service: string; route?: strin
           <ul>
             {data.sidecars.map((s) => (
               <li>
-                {s.id} at {s.address}: {s.connected ? `connected, policy ${s.ackedVersion ?? 'none yet'}` : 'disconnected'}
+                {s.id} at {s.address}: {s.connected ? `connected, policy ${s.ackedVersion ?? 'none yet'}${s.ackedVersion && s.ackedVersion !== s.expectedVersion ? ` (current: ${s.expectedVersion})` : ''}` : 'disconnected'}
               </li>
             ))}
           </ul>

@@ -71,13 +71,15 @@ the last 60 s (requests, success rate, p99, by route rule).`,
     out += `Referred to by:\n${incoming.length ? incoming.map((i) => `  ${i.from}  (${i.via})\n`).join('') : '  <nothing>\n'}`;
 
     if (statusRes.status === 200) {
-      const st = statusRes.body as { version: string; sidecars: { id: string; connected: boolean; ackedVersion?: string; ackedAt?: string; nackVersion?: string; nackedAt?: string; nackReason?: string }[] };
+      const st = statusRes.body as { version: string; sidecars: { id: string; connected: boolean; ackedVersion?: string; expectedVersion?: string; ackedAt?: string; nackVersion?: string; nackedAt?: string; nackReason?: string }[] };
       const connected = st.sidecars.filter((s) => s.connected);
-      const acked = connected.filter((s) => s.ackedVersion === st.version);
+      // Each sidecar against its own view's version (scoped sidecars run their scope's).
+      const current = (s: { ackedVersion?: string; expectedVersion?: string }) => s.ackedVersion === (s.expectedVersion ?? st.version);
+      const acked = connected.filter(current);
       const nacked = connected.filter((s) => s.nackVersion && (!s.ackedAt || (s.nackedAt ?? '') > s.ackedAt));
-      out += `Sidecars:     ${acked.length}/${connected.length} connected sidecars ACKed the policy version holding it (${st.version})\n`;
+      out += `Sidecars:     ${acked.length}/${connected.length} connected sidecars ACKed the policy version in force for them (mesh version ${st.version}; scoped sidecars: their view's)\n`;
       for (const s of nacked) out += `  NACK ${s.id}: ${(s.nackReason ?? '').split('\n').join('; ')}\n`;
-      const stale = connected.filter((s) => s.ackedVersion !== st.version && !nacked.includes(s));
+      const stale = connected.filter((s) => !current(s) && !nacked.includes(s));
       if (stale.length) out += `  not yet: ${stale.map((s) => s.id).join(', ')}\n`;
     }
     if (statsRes.status === 200) {

@@ -10,6 +10,8 @@ interface SidecarRow {
   connected: boolean;
   buildVersion?: string;
   ackedVersion?: string;
+  /** The version of this sidecar's view: a sidecar whose service declares dependencies runs its scope's, not the mesh's. */
+  expectedVersion?: string;
   nackVersion?: string;
   nackReason?: string;
   nackedAt?: string;
@@ -80,7 +82,7 @@ export function formatStatus(b: StatusBody, wide: boolean): string {
     const policy = nackNewer
       ? `NACK ${s.nackVersion}: ${(s.nackReason ?? '').split('\n').join('; ')}${s.ackedVersion ? ` (serving ${s.ackedVersion})` : ''}`
       : s.ackedVersion
-        ? `ACK ${s.ackedVersion}${s.ackedVersion === b.version ? '' : ' (stale)'}`
+        ? `ACK ${s.ackedVersion}${s.ackedVersion === (s.expectedVersion ?? b.version) ? '' : ` (stale: current ${s.expectedVersion ?? b.version})`}`
         : 'pending';
     const service = s.kind === 'gateway' ? `${s.service} (gateway)` : s.service;
     const stream = s.connected ? 'connected' : `gone (until ${s.expiresAt ?? '?'})`;

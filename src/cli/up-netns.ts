@@ -163,8 +163,8 @@ export async function runNetnsMesh(o: NetnsMeshOptions): Promise<number> {
     const deadline = Date.now() + 30_000;
     for (;;) {
       const st = await api(server, 'GET', '/v1/status');
-      const b = st.body as { version: string; sidecars: { connected: boolean; ackedVersion?: string }[] };
-      if (st.status === 200 && b.sidecars.filter((s) => s.connected && s.ackedVersion === b.version).length >= pods.length) break;
+      const b = st.body as { version: string; sidecars: { connected: boolean; ackedVersion?: string; expectedVersion?: string }[] };
+      if (st.status === 200 && b.sidecars.filter((s) => s.connected && s.ackedVersion === (s.expectedVersion ?? b.version)).length >= pods.length) break;
       if (Date.now() > deadline) throw new CliError(`the sidecars did not all ACK the current policy within 30 s:\n${JSON.stringify(b, null, 2)}`);
       await new Promise((r) => setTimeout(r, 50));
     }

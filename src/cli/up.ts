@@ -425,8 +425,8 @@ async function waitConverged(server: string, n: number, token: string, certified
   const deadline = Date.now() + 20_000;
   for (;;) {
     const st = await api(server, 'GET', '/v1/status', undefined, { token });
-    const b = st.body as { version: string; sidecars: { connected: boolean; ackedVersion?: string; spiffeId?: string }[] };
-    if (st.status === 200 && b.sidecars.filter((s) => s.connected && s.ackedVersion === b.version && (!certified || s.spiffeId)).length >= n) return;
+    const b = st.body as { version: string; sidecars: { connected: boolean; ackedVersion?: string; expectedVersion?: string; spiffeId?: string }[] };
+    if (st.status === 200 && b.sidecars.filter((s) => s.connected && s.ackedVersion === (s.expectedVersion ?? b.version) && (!certified || s.spiffeId)).length >= n) return;
     if (Date.now() > deadline) throw new CliError(`the sidecars did not all ACK the current policy${certified ? ' and get their certificates' : ''} within 20 s:\n${JSON.stringify(b, null, 2)}`);
     await new Promise((res) => setTimeout(res, 50));
   }

@@ -28,11 +28,16 @@ export class FakeSidecar {
     const m = this.queue.shift();
     if (m) return Promise.resolve(m);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no snapshot within ${timeoutMs} ms`)), timeoutMs);
-      this.waiter = (x) => {
+      const waiter = (x: SnapshotMessage) => {
         clearTimeout(timer);
         resolve(x);
       };
+      // A wait that timed out must not swallow the next message.
+      const timer = setTimeout(() => {
+        if (this.waiter === waiter) this.waiter = undefined;
+        reject(new Error(`no snapshot within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiter = waiter;
     });
   }
 

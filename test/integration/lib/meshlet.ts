@@ -191,6 +191,25 @@ export function cli(args: string[], opts: { server?: string; input?: string; tok
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/**
+ * `cli` without blocking the test's event loop: a slow command (describe asks every sidecar for
+ * stats) under spawnSync lets the control plane close the test's idle keep-alive connections.
+ */
+export function cliAsync(args: string[], opts: { server?: string; input?: string; token?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const token = opts.token ?? (opts.server ? tokenFor(opts.server) : undefined);
+  const c = spawn(process.execPath, [MAIN, ...args], {
+    env: { ...process.env, ...(opts.server ? { MESHLET_SERVER: opts.server } : {}), ...(token ? { MESHLET_TOKEN: token } : {}) },
+    stdio: ['pipe', 'pipe', 'pipe'],
+    timeout: 30_000,
+  });
+  let stdout = '';
+  let stderr = '';
+  c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  c.stdin.end(opts.input ?? '');
+  return new Promise((resolve) => c.on('close', (code) => resolve({ code, stdout, stderr })));
+}
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `check` every 25 ms until it returns a value, or fails after `timeoutMs`. */

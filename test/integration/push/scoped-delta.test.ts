@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import t from 'tap';
 import { encodeSnapshotMessage, type SnapshotMessage } from '../../../src/proto';
 import { FakeSidecar } from '../lib/fake-sidecar';
-import { apiFetch, cli, eventually, portOf, start, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
+import { apiFetch, cli, cliAsync, eventually, portOf, start, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
 
 const M = 'meshlet.dev/v1';
 const route = (name: string, hosts: string[], backends: { service: string; weight?: number }[], tag = 'a') => ({
@@ -39,6 +39,25 @@ async function versionWith(api: string, n: number): Promise<string | undefined> 
 
 async function meshVersion(api: string): Promise<string> {
   return ((await (await apiFetch(`${api}/v1/status`)).json()) as { version: string }).version;
+}
+
+interface StatusRow {
+  id: string;
+  ackedVersion?: string;
+  expectedVersion: string;
+}
+
+/** One sidecar as /v1/status shows it. */
+async function statusOf(api: string, id: string): Promise<StatusRow> {
+  const st = (await (await apiFetch(`${api}/v1/status`)).json()) as { sidecars: StatusRow[] };
+  const s = st.sidecars.find((x) => x.id === id);
+  if (!s) throw new Error(`${id} not in /v1/status`);
+  return s;
+}
+
+/** The version a sidecar should run (its view's), as /v1/status says. */
+async function expectedOf(api: string, id: string): Promise<string> {
+  return (await statusOf(api, id)).expectedVersion;
 }
 
 /** Every message until one of `version`, each ACKed; returns them all. */
@@ -74,22 +93,38 @@ t.test('a scoped sidecar gets only what it calls; a Route to another service bri
   await eventually('both registered', () => versionWith(cp.api, 2));
   const fe = new FakeSidecar(push, { id: 'frontend-0', service: 'frontend', address: '10.0.0.3', acceptsDelta: true });
   t.teardown(() => fe.close());
-  const seen = await until(fe, await eventually('frontend in the mesh', () => versionWith(cp.api, 3)));
+  const v3 = await eventually('frontend in the mesh', () => versionWith(cp.api, 3));
+  const fev1 = await expectedOf(cp.api, 'frontend-0');
+  t.not(fev1, v3, "a scoped sidecar's version is its view's, not the mesh's");
+  const seen = await until(fe, fev1);
   t.equal(seen[0]!.baseVersion, '', 'the first message is a complete snapshot');
   t.same(resourcesIn(seen[0]!), ['DestinationPolicy/catalog', 'Route/catalog', 'Service/frontend'], 'only the route and policy of what it calls, and its own Service');
-  // A second pricing sidecar joins: the frontend is told the new version, never pricing's endpoints.
+  await eventually('frontend-0 ACKed', async () => ((await statusOf(cp.api, 'frontend-0')).ackedVersion === fev1 ? true : undefined));
+  // A second pricing sidecar joins: the mesh changes, frontend's view does not: it is sent nothing.
   const p2 = new FakeSidecar(push, { id: 'pricing-1', service: 'pricing', address: '10.0.0.4' });
   t.teardown(() => p2.close());
-  const v2 = await eventually('pricing-1 in the mesh', () => versionWith(cp.api, 4));
-  seen.push(...(await until(fe, v2)));
+  const v4 = await eventually('pricing-1 in the mesh', () => versionWith(cp.api, 4));
+  t.not(v4, v3, 'the mesh version moved');
+  await t.rejects(fe.next(800), /no snapshot/, 'a change outside its scope sends it nothing');
   for (const m of seen) t.notOk(servicesIn(m).includes('pricing'), `version ${m.version}: no pricing endpoints`);
-  const bump = seen[seen.length - 1]!;
-  t.ok(bump.baseVersion, 'an endpoint change outside its scope is a delta');
-  t.same([resourcesIn(bump), bump.removed, servicesIn(bump)], [[], [], []], 'carrying nothing but the new version');
+  // Status, the rollout API and describe still say it runs the policy in force for it.
+  const row = await statusOf(cp.api, 'frontend-0');
+  t.same([row.ackedVersion, row.expectedVersion], [fev1, fev1], '/v1/status: it ACKed the version of its view');
+  t.notMatch((await cliAsync(['status'], { server: cp.api })).stdout, /frontend-0.*stale/, 'meshlet status does not call it stale');
+  const rollout = (await (await apiFetch(`${cp.api}/v1/rollout`)).json()) as { version: string; summary: { acked: number; pending: number }; sidecars: { id: string; state: string; expectedVersion: string }[] };
+  t.equal(rollout.version, v4);
+  t.match(rollout.sidecars.find((s) => s.id === 'frontend-0'), { state: 'acked', expectedVersion: fev1 }, '/v1/rollout: acked');
+  // (The three other fake sidecars never ACK: they are the ones not yet current.)
+  t.match((await cliAsync(['describe', 'route', 'catalog'], { server: cp.api })).stdout, /1\/4 connected sidecars ACKed[^]*not yet: catalog-0, pricing-0, pricing-1\n/, 'meshlet describe counts it as current');
 
   // A Route that sends some of frontend's calls to catalog on to pricing: now it needs pricing.
   await apply(cp.api, [route('catalog', ['catalog'], [{ service: 'catalog', weight: 9 }, { service: 'pricing', weight: 1 }], 'b')]);
-  const got = await until(fe, await meshVersion(cp.api));
+  const fev2 = await expectedOf(cp.api, 'frontend-0');
+  t.not(fev2, fev1, 'a change in its scope moves its version');
+  const pending = (await (await apiFetch(`${cp.api}/v1/rollout`)).json()) as { sidecars: { id: string; state: string }[] };
+  t.equal(pending.sidecars.find((s) => s.id === 'frontend-0')?.state, 'pending', 'rollout: pending until it ACKs');
+  const got = await until(fe, fev2);
+  t.equal(got.length, 1, 'one message for one change');
   const d = got[got.length - 1]!;
   t.ok(d.baseVersion, 'a delta');
   t.same(resourcesIn(d), ['DestinationPolicy/pricing', 'Route/catalog'], 'the changed Route and the policy it now needs');
@@ -211,7 +246,7 @@ t.test('a real sidecar with dependencies routes on deltas', async (t) => {
   const other = new FakeSidecar(push, { id: 'catalog-0', service: 'catalog', address: '127.0.0.9' });
   t.teardown(() => other.close());
   for (let i = 0; i < 3; i++) await apply(cp.api, [route('catalog', ['catalog'], [{ service: 'catalog' }], `t${i}`)]);
-  const v = await meshVersion(cp.api);
+  const v = await expectedOf(cp.api, 'fe-0');
   await eventually('the real sidecar ACKs the latest version', async () => {
     const st = (await (await apiFetch(`${cp.api}/v1/status`)).json()) as { sidecars: { id: string; ackedVersion?: string }[] };
     return st.sidecars.find((s) => s.id === 'fe-0')?.ackedVersion === v ? true : undefined;
@@ -220,4 +255,58 @@ t.test('a real sidecar with dependencies routes on deltas', async (t) => {
   t.match(text, /"t2"/, 'the sidecar runs the Route from the last delta');
   const metrics = await (await apiFetch(`${cp.api}/metrics`)).text();
   t.match(metrics, /meshlet_push_messages_total\{type="delta"\} [1-9]/, 'it was sent deltas');
+});
+
+t.test('a delta over the limit: the complete snapshot instead when that fits; else nothing, and status says why', async (t) => {
+  const dir = tmpDir();
+  const cp = start(['control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0'], { MESHLET_MAX_PUSH_BYTES: '4000' });
+  t.teardown(async () => {
+    await cp.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const l = await cp.waitFor((x) => x.msg === 'control plane started');
+  const api = String(l.api);
+  const push = `127.0.0.1:${portOf(l.push)}`;
+  // frontend calls the hosts under *.a.test: six Routes, with long names (about 1,150 bytes of names).
+  const long = (i: number) => `a-${'x'.repeat(180)}-${i}`;
+  await apply(api, [svc('frontend', ['*.a.test']), ...Array.from({ length: 6 }, (_, i) => route(long(i), [`h${i}.a.test`], [{ service: 'a' }]))]);
+  const fe = new FakeSidecar(push, { id: 'fe-0', service: 'frontend', acceptsDelta: true });
+  t.teardown(() => fe.close());
+  await eventually('fe-0 in', () => versionWith(api, 1));
+  const first = (await until(fe, await expectedOf(api, 'fe-0')))[0]!;
+  t.ok(first.baseVersion === '' && wireBytes(first) <= 4000, `the first complete snapshot fits (${wireBytes(first)} bytes)`);
+
+  // frontend now calls `b` instead, whose one Route is large: the delta names the seven removed
+  // Routes besides carrying the new one, and is over the limit; the complete snapshot is not.
+  const hosts = ['b', ...Array.from({ length: 99 }, (_, i) => `b-alias-${i}.example.com`)];
+  await apply(api, [svc('frontend', ['b']), route('b', hosts, [{ service: 'b' }])]);
+  const v2 = await expectedOf(api, 'fe-0');
+  const got = await until(fe, v2);
+  t.equal(got.length, 1, 'one message');
+  t.equal(got[0]!.baseVersion, '', 'a complete snapshot instead of the oversized delta');
+  t.ok(wireBytes(got[0]!) <= 4000, `under the limit (${wireBytes(got[0]!)} bytes)`);
+  const refused = Number(/meshlet_push_refused_total (\d+)/.exec(await (await apiFetch(`${api}/metrics`)).text())?.[1] ?? 'NaN');
+  t.equal(refused, 0, 'nothing refused');
+  t.same(resourcesIn(got[0]!), ['Route/b', 'Service/frontend'], 'of the new view');
+  await eventually('status shows the ACK', async () => ((await statusOf(api, 'fe-0')).ackedVersion === v2 ? true : undefined));
+
+  // One change neither a delta nor a complete snapshot can carry: nothing is sent; status says why.
+  const huge = Array.from({ length: 99 }, (_, i) => `b-huge-alias-number-${i}.subdomain.example.com`);
+  await apply(api, [route('b', huge.concat('b'), [{ service: 'b' }], 'huge')]);
+  const v3 = await expectedOf(api, 'fe-0');
+  const status = await eventually('status names the reason', async () => {
+    const out = (await cliAsync(['status'], { server: api })).stdout;
+    return /fe-0.*not sent: the delta is \d+ bytes \(the complete snapshot \d+\), over the 4000-byte push message limit/.test(out) ? out : undefined;
+  });
+  t.match(status, new RegExp(`fe-0 .*NACK ${v3}`), `NACK ${v3} in meshlet status`);
+  const rollout = (await (await apiFetch(`${api}/v1/rollout`)).json()) as { sidecars: { id: string; state: string }[] };
+  t.equal(rollout.sidecars.find((s) => s.id === 'fe-0')?.state, 'nacked', '/v1/rollout: nacked');
+  await t.rejects(fe.next(500), /no snapshot/, 'nothing was written to it');
+  // The stream survived: the next change that fits arrives, complete (what the sidecar has is v2).
+  await apply(api, [route('b', ['b'], [{ service: 'b' }], 'small')]);
+  const v4 = await expectedOf(api, 'fe-0');
+  const back = await until(fe, v4);
+  t.same([back.length, back[0]!.baseVersion], [1, ''], 'a complete snapshot');
+  t.same(resourcesIn(back[0]!), ['Route/b', 'Service/frontend']);
+  await eventually('status shows the ACK', async () => ((await statusOf(api, 'fe-0')).ackedVersion === v4 ? true : undefined));
 });

@@ -21,7 +21,7 @@ const ep = (service: string, n: number): Endpoint => ({ service, address: `10.0.
 let seq = 0;
 /** As the store lists them: by kind (KINDS order), then name. */
 const storeOrder = (l: WireResource[]) => [...l].sort((a, b) => KINDS.indexOf(a.kind) - KINDS.indexOf(b.kind) || (a.metadata.name < b.metadata.name ? -1 : 1));
-const snap = (resources: WireResource[], endpoints: Endpoint[]): BuiltSnapshot => ({ version: `v${++seq}`, revision: seq, resources: storeOrder(resources), endpoints, resourcesJson: '', endpointsJson: '', builtAt: 0 });
+const snap = (resources: WireResource[], endpoints: Endpoint[]): BuiltSnapshot => ({ version: `v${++seq}`, revision: seq, resources: storeOrder(resources), endpoints, builtAt: 0 });
 
 const decode = (b: Buffer): SnapshotMessage => (loadMeshletProto().service.Stream as grpc.MethodDefinition<unknown, SnapshotMessage>).responseDeserialize(b);
 const keys = (w: { resources: unknown[] }) => w.resources.map((r) => `${(r as WireResource).kind}/${(r as WireResource).metadata.name}`).sort();
@@ -56,7 +56,14 @@ t.test('a scoped view, and deltas that rebuild the next one exactly', async (t) 
   const b2 = snap([svc('frontend', ['catalog']), dp('catalog'), dp('pricing'), route('catalog', ['catalog'], ['catalog', 'pricing'], 'b')], [...eps, ep('pricing', 5)]);
   const v2 = views.view(b2, 'frontend');
   const d = decode(views.delta(v1, v2).bytes);
-  t.equal(d.baseVersion, b1.version);
+  t.equal(d.baseVersion, v1.version, 'a delta applies to the version of the view it was made from');
+  t.not(v1.version, b1.version, "a scoped view's version is its own content's, not the mesh's");
+  t.equal(views.view(b2, 'pricing').version, b2.version, 'the whole-mesh view carries the mesh version');
+  // A change outside frontend's scope leaves its version as it was (its sidecars are sent nothing).
+  const b1b = snap([...base, route('elsewhere', ['elsewhere'], ['elsewhere'])], [...eps, ep('elsewhere', 9)]);
+  t.not(b1b.version, b1.version);
+  t.equal(views.view(b1b, 'frontend').version, v1.version, 'same view, same version, whatever else changed');
+  t.not(v2.version, v1.version, 'a change in its scope moves it');
   t.same(d.resources!.map((j) => `${(JSON.parse(j) as WireResource).kind}/${(JSON.parse(j) as WireResource).metadata.name}`).sort(), ['DestinationPolicy/pricing', 'Route/catalog']);
   t.same(Object.keys(JSON.parse(d.endpointsByServiceJson!) as object), ['pricing']);
   const applied = applyDelta(full1.value, d);
