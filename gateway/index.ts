@@ -12,6 +12,8 @@
  * Route exposes. At the edge, on top of that: the listener's client limits (body 413, headers 431,
  * 408, per-client connection cap), `x-forwarded-for` trust (`spec.trustedHops`), host names,
  * HTTP -> HTTPS redirect, and `x-meshlet-*` response headers removed (unless kept per listener).
+ * The certificates each HTTPS listener serves (names, validity, file) are reported in `/stats`
+ * (sampled by the control plane for `meshlet check` MC0017/MC0018) and as a not-after gauge.
  *
  * snapshot arrives -> parse + validate -> compile -> listeners reconciled -> ACK (or NACK, keeping
  * the last good snapshot and its listeners).
@@ -37,6 +39,18 @@ import { compileSnapshot } from '../src/snapshot/compile';
 import type { Subscriber } from '../src/snapshot/subscriber';
 import { outboundHandler, type ProxyContext } from '../src/stack/front';
 import { sendLocalRaw } from '../src/stack/respond-http';
+
+/** A certificate an HTTPS listener serves, as `/stats` reports it (times ISO 8601). */
+export interface GatewayCertificate {
+  listener: string;
+  file: string;
+  subject: string;
+  names: string[];
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  loadedAt: string;
+}
 
 export interface HostPort {
   host: string;
@@ -129,6 +143,15 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   const running = new Map<string, Running>();
   reg.gauge('meshlet_gateway_connections', 'Connections open on each gateway listener.', ['listener']).onCollect((g) => {
     for (const [name, r] of running) g.labels(name).set(r.listener.connections());
+  });
+  /** The certificates every HTTPS listener serves now (`/stats`, so `meshlet check` sees expiry). */
+  const certificates = (): GatewayCertificate[] =>
+    [...running].flatMap(([listener, r]) =>
+      (r.certs?.certificates() ?? []).map((c) => ({ listener, file: c.certFile, subject: c.subject, names: c.names, serial: c.serial, notBefore: new Date(c.notBefore).toISOString(), notAfter: new Date(c.notAfter).toISOString(), loadedAt: new Date(c.loadedAt).toISOString() })),
+    );
+  reg.gauge('meshlet_gateway_certificate_expiry_timestamp_seconds', "When each certificate served by an HTTPS listener expires (its notAfter, Unix seconds); alert on it minus time().", ['listener', 'file', 'name']).onCollect((g) => {
+    g.clear(); // a listener or certificate gone since the last scrape is gone from the series too
+    for (const [listener, r] of running) for (const c of r.certs?.certificates() ?? []) g.labels(listener, c.certFile, c.names[0] ?? c.subject).set(c.notAfter / 1000);
   });
   let pending: Promise<void> = Promise.resolve();
   let closed = false;
@@ -301,7 +324,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
         const c = pools.counts();
         return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions, breakers: resilience.breakerStates() }, format);
       },
-      stats: () => ({ id, ...stats.metrics.stats(), version: current?.version ?? null, resilience: { breakers: resilience.breakerStates(), ejected: resilience.ejections(), rateLimits: [] }, taps: stats.observer.tap.watching }),
+      stats: () => ({ id, ...stats.metrics.stats(), version: current?.version ?? null, resilience: { breakers: resilience.breakerStates(), ejected: resilience.ejections(), rateLimits: [] }, taps: stats.observer.tap.watching, certificates: certificates() }),
       tap: stats.observer.tap,
       logLevel: () => log.level,
       setLogLevel: (level) => {
