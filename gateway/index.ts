@@ -25,6 +25,7 @@ import pino, { type Logger } from 'pino';
 import { systemClock } from '../src/core/clock';
 import { fail, ok, formatErrors, type Result } from '../src/core/result';
 import { VERSION } from '../src/core/version';
+import { H1Response } from '../src/http/h1-server';
 import { startListener, type DownstreamResponse, type Listener, type RequestHandler } from '../src/http/listener';
 import { OverloadManager } from '../src/http/overload';
 import { UpstreamPools } from '../src/http/upstream';
@@ -191,7 +192,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   };
 
   const startOne = (l: GatewayListener, certs: ServerCertificates | undefined, httpsPort: number | undefined): Promise<Listener> => {
-    const keep = new Set(l.keepMeshHeaders);
+    const strip = meshHeaderStripper(new Set(l.keepMeshHeaders));
+    const requests = m.requests.labels(l.name);
     const hostnames = l.hostnames;
     const front = outboundHandler(ctx, {
       routes: (snap) => snap.gatewayRoutes(opts.name),
@@ -216,8 +218,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       },
     });
     const handler: RequestHandler = (req, res, protocol) => {
-      m.requests.labels(l.name).inc();
-      stripMeshHeaders(res, protocol, keep);
+      requests.inc();
+      strip(res, protocol);
       front(req, res, protocol);
     };
     return startListener(opts.listenHost ?? '0.0.0.0', l.port, {
@@ -389,34 +391,49 @@ function stripPort(authority: string): string {
 /**
  * `x-meshlet-*` headers stay inside the mesh: removed from every response head written to this
  * client (HTTP/1.1 heads, HTTP/2 HEADERS including gRPC trailers-only answers), except `keep`.
+ *
+ * Per request this is one property write: the wrappers are made once per listener, and an
+ * HTTP/1.1 response (the common case) gets the shared `writeHead` wrapper over the class's own
+ * method (no closure per request). A head without such a header is passed on as it is.
  */
-function stripMeshHeaders(res: DownstreamResponse, protocol: 'http1' | 'http2', keep: ReadonlySet<string>): void {
+function meshHeaderStripper(keep: ReadonlySet<string>): (res: DownstreamResponse, protocol: 'http1' | 'http2') => void {
   const clean = (h: unknown): unknown => {
     if (!h || typeof h !== 'object' || Array.isArray(h)) return h;
     let out: Record<string, unknown> | undefined;
-    for (const k of Object.keys(h)) {
-      if (k.length > 10 && k.toLowerCase().startsWith('x-meshlet-') && !keep.has(k.toLowerCase())) {
+    for (const k in h as Record<string, unknown>) {
+      if (k.length > 10 && (k.charCodeAt(0) | 0x20) === 0x78 && k.toLowerCase().startsWith('x-meshlet-') && !keep.has(k.toLowerCase())) {
         out ??= { ...(h as Record<string, unknown>) };
         delete out[k];
       }
     }
     return out ?? h;
   };
-  if (protocol === 'http2') {
-    const stream = (res as http2.Http2ServerResponse).stream;
-    const respond = stream.respond;
-    stream.respond = function (headers, options) {
-      return respond.call(this, clean(headers) as http2.OutgoingHttpHeaders, options);
+  const baseWriteHead = H1Response.prototype.writeHead;
+  const writeHead = function (this: H1Response, status: number, headers?: unknown) {
+    return baseWriteHead.call(this, status, clean(headers) as Parameters<typeof baseWriteHead>[1]);
+  };
+  return (res, protocol) => {
+    if (protocol === 'http2') {
+      const stream = (res as http2.Http2ServerResponse).stream;
+      const respond = stream.respond;
+      stream.respond = function (headers, options) {
+        return respond.call(this, clean(headers) as http2.OutgoingHttpHeaders, options);
+      };
+      const sendTrailers = stream.sendTrailers;
+      stream.sendTrailers = function (headers) {
+        return sendTrailers.call(this, clean(headers) as http2.OutgoingHttpHeaders);
+      };
+      return;
+    }
+    const r = res as H1Response;
+    if (r.writeHead === baseWriteHead) {
+      r.writeHead = writeHead;
+      return;
+    }
+    // Already wrapped by someone else: wrap what is there.
+    const prev = r.writeHead;
+    r.writeHead = function (this: H1Response, status: number, headers?: unknown) {
+      return prev.call(this, status, clean(headers) as Parameters<typeof baseWriteHead>[1]);
     };
-    const sendTrailers = stream.sendTrailers;
-    stream.sendTrailers = function (headers) {
-      return sendTrailers.call(this, clean(headers) as http2.OutgoingHttpHeaders);
-    };
-    return;
-  }
-  const r = res as unknown as { writeHead(status: number, headers?: unknown): unknown };
-  const writeHead = r.writeHead;
-  r.writeHead = function (status: number, headers?: unknown) {
-    return writeHead.call(this, status, clean(headers));
   };
 }
