@@ -47,12 +47,12 @@ t.test('check: Gateway certificates expired (MC0018) and about to expire (MC0017
   const soon = makeCert(dir, 'soon', ['soon.example.com'], 2, 2);
   const fine = makeCert(dir, 'fine', ['fine.example.com'], 3, 90);
   const cp = start(['control-plane', '--data-dir', path.join(dir, 'data'), '--api', `${HOST}:0`, '--push', `${HOST}:0`, '--history-interval', '500']);
-  const l = await cp.waitFor((x) => x.msg === 'control plane started');
+  const l = await cp.waitFor((x) => x.msg === 'control plane started', 60_000);
   t.teardown(() => cp.stop());
   const api = String(l.api);
   const gw = start(['gateway', '--name', 'edge', '--id', 'edge-0', '--control-plane', `${HOST}:${portOf(l.push)}`, '--address', HOST, '--admin', `${HOST}:0`, '--access-log', '0']);
   t.teardown(() => gw.stop());
-  const admin = portOf((await gw.waitFor((x) => x.msg === 'gateway started')).admin);
+  const admin = portOf((await gw.waitFor((x) => x.msg === 'gateway started', 60_000)).admin);
 
   const httpsPort = await closedPort();
   const gateway = gatewayResource('edge', { listeners: [{ name: 'https', port: httpsPort, protocol: 'HTTPS', tls: { certificates: [old, soon, fine] } }] });
@@ -62,7 +62,7 @@ t.test('check: Gateway certificates expired (MC0018) and about to expire (MC0017
   const first = await eventually('check sees the gateway\'s certificates', async () => {
     const f = await findings(api);
     return f.length === 2 ? f : undefined;
-  });
+  }, 60_000);
   t.same(
     first.map((f) => `${f.severity} ${f.code} ${f.resource} ${f.field}`),
     ['error MC0018 Gateway/edge spec.listeners[0].tls.certificates[0].certFile', 'warning MC0017 Gateway/edge spec.listeners[0].tls.certificates[1].certFile'],
@@ -103,11 +103,11 @@ t.test('check: Gateway certificates expired (MC0018) and about to expire (MC0017
   const renewed = makeCert(dir, 'old-renewed', ['old.example.com'], 4, 90);
   renameSync(renewed.keyFile, old.keyFile);
   renameSync(renewed.certFile, old.certFile);
-  await gw.waitFor((x) => x.msg === 'certificates reloaded');
+  await gw.waitFor((x) => x.msg === 'certificates reloaded', 60_000);
   const after = await eventually('check no longer reports the renewed certificate', async () => {
     const f = await findings(api);
     return f.some((x) => x.code === 'MC0018') ? undefined : f;
-  });
+  }, 60_000);
   t.same(after.map((f) => `${f.code} ${f.field}`), ['MC0017 spec.listeners[0].tls.certificates[1].certFile'], 'only the 2-day certificate is left');
   t.equal((await run(['check'], api)).code, 0, 'warnings only: exit 0');
   t.equal(await metric(admin, 'meshlet_gateway_certificate_expiry_timestamp_seconds', { listener: 'https', file: old.certFile }), enddate(old.certFile), 'the gauge follows the reload');
