@@ -47,8 +47,8 @@ t.test('check: Gateway certificates expired (MC0018) and about to expire (MC0017
   const soon = makeCert(dir, 'soon', ['soon.example.com'], 2, 2);
   const fine = makeCert(dir, 'fine', ['fine.example.com'], 3, 90);
   const cp = start(['control-plane', '--data-dir', path.join(dir, 'data'), '--api', `${HOST}:0`, '--push', `${HOST}:0`, '--history-interval', '500']);
+  t.teardown(() => cp.stop()); // before the wait: a start that times out must not leave it running
   const l = await cp.waitFor((x) => x.msg === 'control plane started', 60_000);
-  t.teardown(() => cp.stop());
   const api = String(l.api);
   const gw = start(['gateway', '--name', 'edge', '--id', 'edge-0', '--control-plane', `${HOST}:${portOf(l.push)}`, '--address', HOST, '--admin', `${HOST}:0`, '--access-log', '0']);
   t.teardown(() => gw.stop());
