@@ -7,7 +7,10 @@
  * h2load load (HTTP/1.1, 16 connections, a fixed request count). The origin (a node server) is
  * asked once by each; every measured request is a HIT.
  *
- *   node bench/cache-hit.js [--requests N]      (default 40000)
+ *   node bench/cache-hit.js [--requests N] [--rounds R] [--json]     (default 40000, 2 rounds)
+ *
+ * Rounds alternate nginx and meshlet; the ratio is of each one's best round. `npm run bench` runs
+ * it as the "Response cache HIT vs nginx proxy_cache" row (`--json`, whose last line it reads).
  *
  * Needs `npm run build`, nginx and h2load. Run it under `flock /tmp/meshlet-bench.lock`; on a
  * shared machine the ratio is an indication.
@@ -20,12 +23,13 @@ const { parseArgs } = require('node:util');
 const { start, run, stopAll, installCleanup, freePort, cpuSeconds, waitForHttp } = require('./lib/procs');
 const { summary } = require('./lib/h2load');
 
-const { values: cli } = parseArgs({ options: { requests: { type: 'string', default: '40000' } } });
+const { values: cli } = parseArgs({ options: { requests: { type: 'string', default: '40000' }, rounds: { type: 'string', default: '2' }, json: { type: 'boolean', default: false } } });
 const N = Number(cli.requests);
+const ROUNDS = Number(cli.rounds);
 const MAIN = path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js');
 const BODY = Buffer.alloc(2048, 'x');
 
-(async () => {
+async function main() {
   installCleanup();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshlet-bench-cache-'));
   let originHits = 0;
@@ -81,21 +85,43 @@ http {
     return { name, usPerReq: (cpu * 1e6) / N, rps: s.r.rps };
   };
   const rows = [];
-  for (let round = 0; round < 2; round++) {
+  for (let round = 0; round < ROUNDS; round++) {
     rows.push(await load('nginx proxy_cache HIT', nginx, nginxPort));
     rows.push(await load('meshlet cache HIT', sidecar, sidecarPort));
   }
   const best = (name) => Math.min(...rows.filter((r) => r.name === name).map((r) => r.usPerReq));
   const ng = best('nginx proxy_cache HIT');
   const ml = best('meshlet cache HIT');
-  console.log(`load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} (a loaded machine makes these indications)`);
-  for (const r of rows) console.log(`${r.name.padEnd(24)} ${r.usPerReq.toFixed(1).padStart(7)} us CPU/request  ${String(Math.round(r.rps ?? 0)).padStart(7)} req/s`);
-  console.log(`meshlet / nginx CPU per HIT (best of 2): ${(ml / ng).toFixed(2)}x  (goal <= 2x)`);
+  const out = { requests: N, rounds: ROUNDS, loadavg: os.loadavg(), rows, nginx: { cpuUsPerReq: ng }, meshlet: { cpuUsPerReq: ml }, ratio: ml / ng, goal: 2 };
   origin.close();
   await stopAll();
   fs.rmSync(dir, { recursive: true, force: true });
-})().catch(async (err) => {
-  console.error(err);
-  await stopAll();
-  process.exit(1);
-});
+  if (cli.json) process.stdout.write(JSON.stringify(out) + '\n');
+  else {
+    console.log(`load average ${out.loadavg.map((x) => x.toFixed(1)).join(' ')} (a loaded machine makes these indications)`);
+    for (const r of rows) console.log(`${r.name.padEnd(24)} ${r.usPerReq.toFixed(1).padStart(7)} us CPU/request  ${String(Math.round(r.rps ?? 0)).padStart(7)} req/s`);
+    console.log(`meshlet / nginx CPU per HIT (best of ${ROUNDS}): ${out.ratio.toFixed(2)}x  (goal <= 2x)`);
+  }
+}
+
+/** The report's rows (bench/run.js prints them under "Response cache HIT vs nginx proxy_cache"). */
+function table(o) {
+  if (o.error) return `cache HIT bench FAILED: ${o.error}`;
+  return [
+    '| proxy (HTTP/1.1, 16 connections, every request a HIT) | CPU µs/req (best round) |',
+    '| --- | --- |',
+    `| meshlet sidecar, Route rule \`cache: {}\` | ${o.meshlet.cpuUsPerReq.toFixed(1)} |`,
+    `| nginx proxy_cache (1 worker) | ${o.nginx.cpuUsPerReq.toFixed(1)} |`,
+    `| **ratio meshlet / nginx** (goal ≤ ${o.goal}) | **${o.ratio.toFixed(2)}×** |`,
+    '',
+    `${o.requests} requests × ${o.rounds} alternating rounds each; load average during the run: ${o.loadavg.map((x) => x.toFixed(2)).join(' ')}`,
+  ].join('\n');
+}
+
+module.exports = { table };
+if (require.main === module)
+  main().catch(async (err) => {
+    console.error(err);
+    await stopAll();
+    process.exit(1);
+  });

@@ -16,6 +16,8 @@
  *           through a control plane, the hop as the default makes it; CPU summed over A and B
  *   hop-h1  the same with `http2Upgrade: false` (HTTP/1.1 between the sidecars)
  *   hop-h2  the same with `http2Upgrade: true` (HTTP/1.1 multiplexed over HTTP/2)
+ *   cache   a response-cache HIT: a sidecar whose one Route rule has `cache: {defaultTtlSeconds: 3600}`,
+ *           HTTP/1.1, 16 connections (bench/cache-hit.js's load), every measured request a HIT
  * --dist DIR[|NODEFLAGS][,DIR2[|NODEFLAGS2]]: the checkout(s) whose dist/ to run (default this one),
  * alternated round by round (an A/B), optionally with extra Node flags each. --prof DIR: node --cpu-prof
  * into DIR (one .cpuprofile per sidecar process). --node-flags '...': extra Node flags.
@@ -194,6 +196,23 @@ async function onePass(dist, add) {
         add('grpc', measure([sc], a));
       }
     }
+    await sc.stop(5000);
+  }
+
+  if (paths.includes('cache')) {
+    const file = path.join(tmp, 'cache.json');
+    const policies = [
+      { apiVersion: 'meshlet.dev/v1', kind: 'Service', metadata: { name: 'upstream' }, spec: { endpoints: [{ address: '127.0.0.1', port: upstreamPorts[0] }], protocol: 'http1' } },
+      { apiVersion: 'meshlet.dev/v1', kind: 'Route', metadata: { name: 'upstream' }, spec: { hosts: ['upstream'], rules: [{ name: 'all', backends: [{ service: 'upstream' }], cache: { defaultTtlSeconds: 3600 } }] } },
+    ];
+    fs.writeFileSync(file, policies.map((x) => JSON.stringify(x)).join('\n---\n'));
+    const out = await procs.freePort();
+    const sc = await sidecar('cache', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist);
+    await procs.waitForPort(out, { proc: sc, timeoutMs: o.callgrind ? 300_000 : 15_000 });
+    const url = `http://127.0.0.1:${out}/item`;
+    const first = spawnSync('curl', ['-s', '-o', '/dev/null', '-D', '-', '-H', 'host: upstream', url, url], { encoding: 'utf8', timeout: 120_000 }).stdout;
+    if (!/x-cache: HIT/i.test(first)) throw new Error(`cache path: the second request is not a HIT:\n${first}`);
+    add('cache', measure([sc], ['--h1', '-t1', o.callgrind ? '-c4' : '-c16', '-m1', '-H', ':authority: upstream', url]));
     await sc.stop(5000);
   }
 

@@ -10,7 +10,8 @@
  * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-hop (skip the mesh-hop section), --no-obs (skip the in-process
  * observability microbenchmark, bench/observability.js), --no-mtls (skip the mesh hop with mTLS vs
  * plaintext vs two nginx, bench/mtls.js), --no-gateway (skip the gateway TLS vs nginx row,
- * bench/gateway-tls.js), --no-build, --soak-minutes N,
+ * bench/gateway-tls.js), --no-cache-hit (skip the response-cache HIT vs nginx proxy_cache row,
+ * bench/cache-hit.js), --no-build, --soak-minutes N,
  * --soak-warmup S, --keep-tmp, --concurrency-contenders (adds meshlet-full-c2: the full chain with
  * --concurrency 2 on both cores; off by default, also selected by naming it in --only).
  */
@@ -74,6 +75,7 @@ function parseCli() {
       'no-hop': { type: 'boolean', default: false },
       'no-mtls': { type: 'boolean', default: false },
       'no-gateway': { type: 'boolean', default: false },
+      'no-cache-hit': { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
       'keep-tmp': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -651,6 +653,7 @@ async function benchRun(cli, dir, cores) {
   if (!cli['no-obs']) results.observability = await observabilityBench(p);
   if (!cli['no-mtls']) results.mtls = await mtlsBench(cli.quick);
   if (!cli['no-gateway']) results.gatewayTls = await gatewayTlsBench(p);
+  if (!cli['no-cache-hit']) results.cacheHit = await cacheHitBench(p);
   results.finishedAt = new Date().toISOString();
   results.env.backgroundBusyPct = { before: backgroundBefore, after: await procs.coreBusy(500) };
 
@@ -865,6 +868,19 @@ async function gatewayTlsBench(p) {
     return JSON.parse(stdout.trim().split('\n').pop());
   } catch (err) {
     log(`bench: gateway TLS: FAILED: ${err.message}`);
+    return { error: err.message.split('\n')[0] };
+  }
+}
+
+/** bench/cache-hit.js: a response-cache HIT in the sidecar vs nginx proxy_cache, CPU µs/req ratio. */
+async function cacheHitBench(p) {
+  const requests = p.variants ? 30000 : 5000;
+  log(`bench: cache HIT vs nginx proxy_cache, ${requests} requests x 3 alternating rounds`);
+  try {
+    const { stdout } = await procs.run(process.execPath, [path.join(__dirname, 'cache-hit.js'), '--json', '--requests', String(requests), '--rounds', '3'], { timeoutMs: 300_000 });
+    return JSON.parse(stdout.trim().split('\n').pop());
+  } catch (err) {
+    log(`bench: cache HIT: FAILED: ${err.message}`);
     return { error: err.message.split('\n')[0] };
   }
 }

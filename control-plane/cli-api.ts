@@ -5,6 +5,7 @@
  *   GET /v1/sidecars/{id}/config_dump      what one sidecar runs (its admin port's /config_dump), for `meshlet proxy-config`
  *   GET /v1/explain?from=SVC|sidecar=ID&method=&url=&header=k:v   a sidecar's /explain, for `meshlet explain`
  *   GET /v1/ejections                      endpoints the sidecars' outlier detection ejected (sampled), for `meshlet check`
+ *   GET /v1/certificates                   the certificates the gateways' HTTPS listeners serve (sampled), for `meshlet check`
  *   GET /v1/decisions?id=REQUEST_ID[&from=SVC|&sidecar=ID]     what the sidecars did with a real request
  *                                          (their /decisions), for `meshlet explain --last`
  *   POST /v1/cache/purge {service?, key | prefix}   every connected sidecar's (of `service`) response caches, for `meshlet cache purge`
@@ -42,6 +43,7 @@ export function cliRoutes(deps: CliApiDeps, segments: string[]): CliRoutes | und
   if (a === 'explain' && b === undefined) return { GET: (_r, u) => explain(deps, u) };
   if (a === 'decisions' && b === undefined) return { GET: (_r, u) => decisions(deps, u) };
   if (a === 'ejections' && b === undefined) return { GET: () => ejections(deps) };
+  if (a === 'certificates' && b === undefined) return { GET: () => certificates(deps) };
   if (a === 'cache' && b === 'purge' && c === undefined) return { POST: (r) => purgeCaches(deps, r) };
   return undefined;
 }
@@ -95,6 +97,17 @@ function ejections(deps: CliApiDeps): Reply {
   const h = deps.history;
   if (!h || h.intervalMs <= 0) return { status: 200, body: { sampling: false, ejections: [] } };
   return { status: 200, body: { sampling: true, intervalMs: h.intervalMs, retentionMs: h.retentionMs, at: h.latest() ? new Date((h.latest() as { at: number }).at).toISOString() : null, ejections: h.ejections() } };
+}
+
+/**
+ * The certificates every connected gateway serves (subject, names, notBefore/notAfter, file), from
+ * the history's samples of their `/stats`: a gateway reads its certificates from files on its own
+ * host, so this is the only place that sees them all. For `meshlet check` (MC0017/MC0018).
+ */
+function certificates(deps: CliApiDeps): Reply {
+  const h = deps.history;
+  if (!h || h.intervalMs <= 0) return { status: 200, body: { sampling: false, certificates: [] } };
+  return { status: 200, body: { sampling: true, intervalMs: h.intervalMs, at: h.latest() ? new Date((h.latest() as { at: number }).at).toISOString() : null, certificates: h.certificates() } };
 }
 
 /** Sidecars asked at once for `explain --last`. */

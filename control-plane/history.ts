@@ -47,6 +47,29 @@ export interface StatsReport {
   version?: string | null;
   routes: (SidecarWindow & { responses?: Record<string, number> })[];
   resilience?: SidecarResilience;
+  /** A gateway's HTTPS certificates (gateway/index.ts `GatewayCertificate`). */
+  certificates?: ReportedCertificate[];
+}
+
+/** A certificate a gateway listener serves, as its `/stats` reports it. */
+export interface ReportedCertificate {
+  listener: string;
+  file: string;
+  subject: string;
+  names: string[];
+  serial?: string;
+  notBefore: string;
+  notAfter: string;
+  loadedAt?: string;
+}
+
+/** A gateway's certificate as last sampled (`GET /v1/certificates`, `meshlet check` MC0017/MC0018). */
+export interface CertificateRecord extends ReportedCertificate {
+  /** The gateway replica (its id) and the Gateway it serves (its service name). */
+  gateway: string;
+  service: string;
+  /** When the gateway last reported it (ISO 8601). */
+  sampledAt: string;
 }
 
 export interface Sample {
@@ -107,6 +130,11 @@ export class MeshHistory {
   private readonly series = new Map<string, SeriesPoint[]>();
   /** Ejected endpoints by `service endpoint`, from the sidecars' resilience reports. */
   private readonly ejected = new Map<string, EjectionTrack>();
+  /**
+   * Each gateway's certificates at the last sample that reached it. Kept while it stays connected
+   * (a sample that misses it once does not make its certificates vanish from `meshlet check`).
+   */
+  private readonly certs = new Map<string, { service: string; at: number; certificates: ReportedCertificate[] }>();
   /** Per sidecar and label set, the cumulative responses at the previous sample. */
   private prev = new Map<string, Record<string, number>>();
   private last: Sample | undefined;
@@ -156,8 +184,9 @@ export class MeshHistory {
     const timeoutMs = this.opts.timeoutMs ?? 2000;
     const unreachable: Sample['unreachable'] = [];
     const reports: StatsReport[] = [];
+    const asked = this.opts.sidecars();
     await Promise.all(
-      this.opts.sidecars().map(async (s) => {
+      asked.map(async (s) => {
         if (!s.adminPort) return void unreachable.push({ id: s.id, service: s.service, error: 'no admin port registered' });
         try {
           const r = await this.fetch(s, timeoutMs);
@@ -169,6 +198,8 @@ export class MeshHistory {
     );
     reports.sort((a, b) => a.id.localeCompare(b.id));
     unreachable.sort((a, b) => a.id.localeCompare(b.id));
+    const connected = new Set(asked.map((s) => s.id));
+    for (const id of this.certs.keys()) if (!connected.has(id)) this.certs.delete(id);
     this.record({ at: this.clock.now(), reports, unreachable });
   }
 
@@ -240,6 +271,7 @@ export class MeshHistory {
     }
     const cutoff = s.at - this.retentionMs;
     this.trackEjections(s, cutoff);
+    for (const r of s.reports) if (Array.isArray(r.certificates)) this.certs.set(r.id, { service: r.service, at: s.at, certificates: r.certificates });
     for (const [key, list] of this.series) {
       let drop = 0;
       while (drop < list.length && (list[drop] as SeriesPoint).t < cutoff) drop++;
@@ -295,6 +327,13 @@ export class MeshHistory {
         seenBy: [...tr.seenBy].sort(),
       }))
       .sort((a, b) => b.ejectedForMs - a.ejectedForMs || b.ejections - a.ejections || a.endpoint.localeCompare(b.endpoint));
+  }
+
+  /** The certificates the connected gateways serve, as last sampled, soonest to expire first. */
+  certificates(): CertificateRecord[] {
+    const out: CertificateRecord[] = [];
+    for (const [gateway, e] of this.certs) for (const c of e.certificates) out.push({ ...c, gateway, service: e.service, sampledAt: new Date(e.at).toISOString() });
+    return out.sort((a, b) => Date.parse(a.notAfter) - Date.parse(b.notAfter) || a.gateway.localeCompare(b.gateway) || a.listener.localeCompare(b.listener) || a.file.localeCompare(b.file));
   }
 
   /** The points of one series (oldest first), or [] when it has none in the retention. */

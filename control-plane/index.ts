@@ -203,7 +203,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     cleanup.push(() => push.close());
 
     const history = new MeshHistory({
-      sidecars: () => registry.sidecars().filter((s) => s.connected),
+      // Asked at the address their push connection came from (as `meshlet stat` does), so a
+      // gateway (which declares no address) is sampled too.
+      sidecars: () => registry.sidecars().filter((s) => s.connected).map((s) => ({ ...s, address: s.peerAddress ?? s.address })),
       intervalMs: opts.historyIntervalMs,
       clock,
       logger: logger.child({ component: 'history' }),

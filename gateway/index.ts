@@ -12,6 +12,8 @@
  * Route exposes. At the edge, on top of that: the listener's client limits (body 413, headers 431,
  * 408, per-client connection cap), `x-forwarded-for` trust (`spec.trustedHops`), host names,
  * HTTP -> HTTPS redirect, and `x-meshlet-*` response headers removed (unless kept per listener).
+ * The certificates each HTTPS listener serves (names, validity, file) are reported in `/stats`
+ * (sampled by the control plane for `meshlet check` MC0017/MC0018) and as a not-after gauge.
  *
  * With a credential (`--join-token`, `--credential-file`) the gateway is a mesh workload like a
  * sidecar: the control plane signs it a certificate for `spiffe://TRUST_DOMAIN/svc/NAME` over the
@@ -31,6 +33,7 @@ import pino, { type Logger } from 'pino';
 import { systemClock } from '../src/core/clock';
 import { fail, ok, formatErrors, type Result } from '../src/core/result';
 import { VERSION } from '../src/core/version';
+import { H1Response } from '../src/http/h1-server';
 import { startListener, type DownstreamResponse, type Listener, type RequestHandler } from '../src/http/listener';
 import { OverloadManager } from '../src/http/overload';
 import { UpstreamPools } from '../src/http/upstream';
@@ -50,6 +53,18 @@ import type { Subscriber } from '../src/snapshot/subscriber';
 import { createEdgeContext, registerCacheMetrics } from '../src/stack/edge-context';
 import { outboundHandler, type ProxyContext } from '../src/stack/front';
 import { sendLocalRaw } from '../src/stack/respond-http';
+
+/** A certificate an HTTPS listener serves, as `/stats` reports it (times ISO 8601). */
+export interface GatewayCertificate {
+  listener: string;
+  file: string;
+  subject: string;
+  names: string[];
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  loadedAt: string;
+}
 
 export interface HostPort {
   host: string;
@@ -157,6 +172,15 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   reg.gauge('meshlet_gateway_connections', 'Connections open on each gateway listener.', ['listener']).onCollect((g) => {
     for (const [name, r] of running) g.labels(name).set(r.listener.connections());
   });
+  /** The certificates every HTTPS listener serves now (`/stats`, so `meshlet check` sees expiry). */
+  const certificates = (): GatewayCertificate[] =>
+    [...running].flatMap(([listener, r]) =>
+      (r.certs?.certificates() ?? []).map((c) => ({ listener, file: c.certFile, subject: c.subject, names: c.names, serial: c.serial, notBefore: new Date(c.notBefore).toISOString(), notAfter: new Date(c.notAfter).toISOString(), loadedAt: new Date(c.loadedAt).toISOString() })),
+    );
+  reg.gauge('meshlet_gateway_certificate_expiry_timestamp_seconds', "When each certificate served by an HTTPS listener expires (its notAfter, Unix seconds); alert on it minus time().", ['listener', 'file', 'name']).onCollect((g) => {
+    g.clear(); // a listener or certificate gone since the last scrape is gone from the series too
+    for (const [listener, r] of running) for (const c of r.certs?.certificates() ?? []) g.labels(listener, c.certFile, c.names[0] ?? c.subject).set(c.notAfter / 1000);
+  });
   let pending: Promise<void> = Promise.resolve();
   let closed = false;
 
@@ -195,7 +219,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   };
 
   const startOne = (l: GatewayListener, certs: ServerCertificates | undefined, httpsPort: number | undefined): Promise<Listener> => {
-    const keep = new Set(l.keepMeshHeaders);
+    const strip = meshHeaderStripper(new Set(l.keepMeshHeaders));
+    const requests = m.requests.labels(l.name);
     const hostnames = l.hostnames;
     const front = outboundHandler(ctx, {
       routes: (snap) => snap.gatewayRoutes(opts.name),
@@ -220,8 +245,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       },
     });
     const handler: RequestHandler = (req, res, protocol) => {
-      m.requests.labels(l.name).inc();
-      stripMeshHeaders(res, protocol, keep);
+      requests.inc();
+      strip(res, protocol);
       front(req, res, protocol);
     };
     return startListener(opts.listenHost ?? '0.0.0.0', l.port, {
@@ -344,7 +369,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
         const c = pools.counts();
         return stats.render({ upstreamHttp1Pools: c.http1Pools, upstreamHttp2Sessions: c.http2Sessions, breakers: resilience.breakerStates() }, format);
       },
-      stats: () => ({ id, ...stats.metrics.stats(), version: current?.version ?? null, resilience: { breakers: resilience.breakerStates(), ejected: resilience.ejections(), rateLimits: [] }, taps: stats.observer.tap.watching }),
+      stats: () => ({ id, ...stats.metrics.stats(), version: current?.version ?? null, resilience: { breakers: resilience.breakerStates(), ejected: resilience.ejections(), rateLimits: [] }, taps: stats.observer.tap.watching, certificates: certificates() }),
       tap: stats.observer.tap,
       purgeCache: (sel) => ({ purged: edge.caches.purge(sel) }),
       logLevel: () => log.level,
@@ -413,34 +438,49 @@ function stripPort(authority: string): string {
 /**
  * `x-meshlet-*` headers stay inside the mesh: removed from every response head written to this
  * client (HTTP/1.1 heads, HTTP/2 HEADERS including gRPC trailers-only answers), except `keep`.
+ *
+ * Per request this is one property write: the wrappers are made once per listener, and an
+ * HTTP/1.1 response (the common case) gets the shared `writeHead` wrapper over the class's own
+ * method (no closure per request). A head without such a header is passed on as it is.
  */
-function stripMeshHeaders(res: DownstreamResponse, protocol: 'http1' | 'http2', keep: ReadonlySet<string>): void {
+function meshHeaderStripper(keep: ReadonlySet<string>): (res: DownstreamResponse, protocol: 'http1' | 'http2') => void {
   const clean = (h: unknown): unknown => {
     if (!h || typeof h !== 'object' || Array.isArray(h)) return h;
     let out: Record<string, unknown> | undefined;
-    for (const k of Object.keys(h)) {
-      if (k.length > 10 && k.toLowerCase().startsWith('x-meshlet-') && !keep.has(k.toLowerCase())) {
+    for (const k in h as Record<string, unknown>) {
+      if (k.length > 10 && (k.charCodeAt(0) | 0x20) === 0x78 && k.toLowerCase().startsWith('x-meshlet-') && !keep.has(k.toLowerCase())) {
         out ??= { ...(h as Record<string, unknown>) };
         delete out[k];
       }
     }
     return out ?? h;
   };
-  if (protocol === 'http2') {
-    const stream = (res as H2Response).stream;
-    const respond = stream.respond;
-    stream.respond = function (headers, options) {
-      return respond.call(this, clean(headers) as http2.OutgoingHttpHeaders, options);
+  const baseWriteHead = H1Response.prototype.writeHead;
+  const writeHead = function (this: H1Response, status: number, headers?: unknown) {
+    return baseWriteHead.call(this, status, clean(headers) as Parameters<typeof baseWriteHead>[1]);
+  };
+  return (res, protocol) => {
+    if (protocol === 'http2') {
+      const stream = (res as H2Response).stream;
+      const respond = stream.respond;
+      stream.respond = function (headers, options) {
+        return respond.call(this, clean(headers) as http2.OutgoingHttpHeaders, options);
+      };
+      const sendTrailers = stream.sendTrailers;
+      stream.sendTrailers = function (headers) {
+        return sendTrailers.call(this, clean(headers) as http2.OutgoingHttpHeaders);
+      };
+      return;
+    }
+    const r = res as H1Response;
+    if (r.writeHead === baseWriteHead) {
+      r.writeHead = writeHead;
+      return;
+    }
+    // Already wrapped by someone else: wrap what is there.
+    const prev = r.writeHead;
+    r.writeHead = function (this: H1Response, status: number, headers?: unknown) {
+      return prev.call(this, status, clean(headers) as Parameters<typeof baseWriteHead>[1]);
     };
-    const sendTrailers = stream.sendTrailers;
-    stream.sendTrailers = function (headers) {
-      return sendTrailers.call(this, clean(headers) as http2.OutgoingHttpHeaders);
-    };
-    return;
-  }
-  const r = res as unknown as { writeHead(status: number, headers?: unknown): unknown };
-  const writeHead = r.writeHead;
-  r.writeHead = function (status: number, headers?: unknown) {
-    return writeHead.call(this, status, clean(headers));
   };
 }

@@ -219,6 +219,12 @@ function gatewayTlsTable(results) {
   return '\n### Gateway: TLS + routing vs nginx\n\n' + require('../gateway-tls').table(o) + '\n';
 }
 
+function cacheHitTable(results) {
+  const o = results.cacheHit;
+  if (!o) return '';
+  return '\n### Response cache HIT vs nginx proxy_cache\n\n' + require('../cache-hit').table(o) + '\n';
+}
+
 /** bench/observability.js: the per-request CPU of the observability hooks, in-process. */
 function observabilityTable(results) {
   const o = results.observability;
@@ -269,6 +275,10 @@ function goals(results, soak) {
   const obsAll = results.observability?.rows?.find((r) => r.name === 'all');
   if (obsAll && def(obsAll.overNoneUs))
     out.push(check('observability: metrics + tracing (1%) + access log, in-process', `${fmt.num(obsAll.overNoneUs, 2)} µs`, '≤ 3 µs', obsAll.overNoneUs <= 3));
+  const gw = results.gatewayTls;
+  if (gw && !gw.error && def(gw.ratio)) out.push(check('gateway TLS + routing vs nginx TLS proxy, CPU per request', fmt.ratio(gw.ratio), '≤ 3x', gw.ratio <= 3));
+  const ch = results.cacheHit;
+  if (ch && !ch.error && def(ch.ratio)) out.push(check('response cache HIT vs nginx proxy_cache HIT, CPU per request', fmt.ratio(ch.ratio), '≤ 2x', ch.ratio <= 2));
   if (soak) out.push(check(`soak RSS flat (${soak.source})`, soak.summary ?? '?', '±5% (trend and floor)', soak.pass));
   else out.push({ goal: 'soak RSS flat', actual: 'not run (npm run bench -- --soak)', target: '±5%', pass: 'n/a' });
   return out;
@@ -323,6 +333,7 @@ function renderText(results, g) {
   parts.push(textTable(t.head, t.rows));
   parts.push('');
   if (results.gatewayTls) parts.push(gatewayTlsTable(results));
+  if (results.cacheHit) parts.push(cacheHitTable(results));
   const ot = observabilityTable(results);
   if (results.observability) {
     parts.push('observability overhead (in-process):');
@@ -384,6 +395,7 @@ function renderMarkdown(results, g) {
   parts.push(mdTable(t.head, t.rows));
   parts.push('');
   if (results.gatewayTls) parts.push(gatewayTlsTable(results));
+  if (results.cacheHit) parts.push(cacheHitTable(results));
   if (results.observability) {
     parts.push('## Observability overhead (in-process)');
     parts.push('');

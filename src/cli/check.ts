@@ -5,7 +5,7 @@
  * error.
  */
 import { formatErrors } from '../core/result';
-import { analyze, CODES, DEFAULT_EJECTED_FOR_MS, DEFAULT_REPEATED_EJECTIONS, type AuthzCount, type EjectionReport, type Finding, type SidecarReport } from '../policy/analyze';
+import { analyze, CODES, DEFAULT_CERT_EXPIRY_MS, DEFAULT_EJECTED_FOR_MS, DEFAULT_REPEATED_EJECTIONS, type AuthzCount, type CertificateReport, type EjectionReport, type Finding, type SidecarReport } from '../policy/analyze';
 import { parseDuration } from '../policy/validate';
 import { parseEach, resourceKey } from '../policy/parse';
 import type { Endpoint, Resource } from '../policy/types';
@@ -19,6 +19,7 @@ interface Stored {
   ejections: EjectionReport[];
   ejectionWindowMs?: number;
   authz?: AuthzCount[];
+  certificates: CertificateReport[];
 }
 
 async function stored(server: string): Promise<Stored> {
@@ -31,7 +32,7 @@ async function stored(server: string): Promise<Stored> {
       return undefined;
     }
   };
-  const [snap, status, ej] = await Promise.all([api(server, 'GET', '/v1/snapshot'), api(server, 'GET', '/v1/status'), api(server, 'GET', '/v1/ejections')]);
+  const [snap, status, ej, certs] = await Promise.all([api(server, 'GET', '/v1/snapshot'), api(server, 'GET', '/v1/status'), api(server, 'GET', '/v1/ejections'), api(server, 'GET', '/v1/certificates')]);
   if (snap.status !== 200) throw new CliError(describeApiError(snap));
   const b = snap.body as { resources: unknown[]; endpoints: Endpoint[] };
   const parsed = parseEach(b.resources ?? []);
@@ -46,6 +47,8 @@ async function stored(server: string): Promise<Stored> {
     sidecars: status.status === 200 ? ((status.body as { sidecars: SidecarReport[] }).sidecars ?? []) : [],
     ejections: e.ejections ?? [],
     ejectionWindowMs: e.retentionMs,
+    // An older control plane has no /v1/certificates: no certificate findings then.
+    certificates: certs.status === 200 ? ((certs.body as { certificates?: CertificateReport[] }).certificates ?? []) : [],
     ...(authz ? { authz } : {}),
   };
 }
@@ -61,7 +64,8 @@ export const check: Command = {
 
 Finds what is valid but probably wrong: routes to services with no endpoints, subsets that
 select no endpoint, rules shadowed by an earlier catch-all, all-zero weights, retries that cannot
-fit in the rule timeout, rate limits on routes that do not exist, sidecars that NACK... Each
+fit in the rule timeout, rate limits on routes that do not exist, sidecars that NACK, gateway
+certificates about to expire... Each
 finding has a code, a severity, the resource and field, and a fix. With -f, the files'
 resources are checked as if applied over what is stored. Exit 1 when there is an error.
   -f, --filename FILE   check these resources over the stored ones; repeatable
@@ -71,6 +75,8 @@ resources are checked as if applied over what is stored. Exit 1 when there is an
                         (MC0015; default 5m; the control plane samples the sidecars every few seconds)
   --ejections N         an endpoint ejected N times or more in the sampled window (15m) is a
                         finding (MC0016; default 3)
+  --cert-expiry DUR     a certificate a Gateway listener serves that expires within DUR is a
+                        warning (MC0017; default 14d); an expired one is an error (MC0018)
   --codes               list every finding code and what it means`,
   async run(argv) {
     const { values } = flags(argv, {
@@ -80,6 +86,7 @@ resources are checked as if applied over what is stored. Exit 1 when there is an
       codes: { type: 'boolean' },
       'ejected-for': { type: 'string' },
       ejections: { type: 'string' },
+      'cert-expiry': { type: 'string' },
       server: { type: 'string' },
     });
     let ejectedForMs = DEFAULT_EJECTED_FOR_MS;
@@ -93,7 +100,15 @@ resources are checked as if applied over what is stored. Exit 1 when there is an
       if (!/^\d{1,6}$/.test(values.ejections) || Number(values.ejections) < 1) throw new UsageError(`--ejections: expected a positive integer, got ${JSON.stringify(values.ejections)}`);
       repeatedEjections = Number(values.ejections);
     }
-    const thresholds = { ejectedForMs, repeatedEjections };
+    let certExpiryMs = DEFAULT_CERT_EXPIRY_MS;
+    if (values['cert-expiry'] !== undefined) {
+      const v = values['cert-expiry'];
+      const days = /^(\d{1,5})d$/.exec(v.trim());
+      const d = days ? Number(days[1]) * 86_400_000 : parseDuration(v);
+      if (d === undefined || d < 0) throw new UsageError(`--cert-expiry: expected a duration such as 30d, 72h or 0s, got ${JSON.stringify(v)}`);
+      certExpiryMs = d;
+    }
+    const thresholds = { ejectedForMs, repeatedEjections, certExpiryMs };
     const output = outputFormat(values.output, ['json', 'yaml'] as const);
     if (values.codes) {
       process.stdout.write(table([['CODE', 'SEVERITY', 'MEANING'], ...Object.entries(CODES).map(([c, v]) => [c, v.severity, v.title])]) + '\n');

@@ -43,6 +43,20 @@ export interface EjectionReport {
   seenBy: string[];
 }
 
+/** A certificate a gateway's HTTPS listener serves, as the control plane sampled it (`GET /v1/certificates`). */
+export interface CertificateReport {
+  /** The gateway replica (id) and the Gateway resource it serves. */
+  gateway: string;
+  service: string;
+  listener: string;
+  file: string;
+  subject: string;
+  names: string[];
+  /** ISO 8601. */
+  notBefore: string;
+  notAfter: string;
+}
+
 /** AuthorizationPolicy decisions counted by the sidecars (`GET /v1/stats`, `authz`). */
 export interface AuthzCount {
   service: string;
@@ -64,10 +78,16 @@ export interface AnalyzeInput {
   /** The window ejections were counted over (for the message; default 15 minutes). */
   ejectionWindowMs?: number;
   authz?: readonly AuthzCount[];
+  certificates?: readonly CertificateReport[];
+  /** A certificate expiring within this is MC0017 (default 14 days); expired is MC0018. */
+  certExpiryMs?: number;
+  /** Now, ms since the epoch (default Date.now()): what expiry is measured against. */
+  now?: number;
 }
 
 export const DEFAULT_EJECTED_FOR_MS = 5 * 60_000;
 export const DEFAULT_REPEATED_EJECTIONS = 3;
+export const DEFAULT_CERT_EXPIRY_MS = 14 * 86_400_000;
 
 /** Every code with its meaning, for the docs and `meshlet check --codes`. */
 export const CODES: Readonly<Record<string, { severity: Severity; title: string }>> = {
@@ -86,6 +106,8 @@ export const CODES: Readonly<Record<string, { severity: Severity; title: string 
   MC0014: { severity: 'info', title: 'a dryRun AuthorizationPolicy would have denied requests: read them before enforcing it' },
   MC0015: { severity: 'warning', title: 'an endpoint has been ejected by outlier detection for a long time (default: over 5 minutes)' },
   MC0016: { severity: 'warning', title: 'an endpoint keeps being ejected by outlier detection (default: 3 times or more in the sampled window)' },
+  MC0017: { severity: 'warning', title: 'a certificate a Gateway listener serves expires soon (default: within 14 days)' },
+  MC0018: { severity: 'error', title: 'a certificate a Gateway listener serves has expired (or is not valid yet): clients refuse it' },
 };
 
 function f(code: keyof typeof CODES & string, resource: string, field: string | undefined, message: string, fix?: string): Finding {
@@ -209,8 +231,66 @@ export function analyze(input: AnalyzeInput): Finding[] {
     if (e.ejectedForMs > longMs) out.push(f('MC0015', resource, field, `endpoint ${e.endpoint} of ${e.service} has been ejected for ${ms(Math.round(e.ejectedForMs / 1000) * 1000)}${by}`, fix));
     else if (e.ejections >= repeated) out.push(f('MC0016', resource, field, `endpoint ${e.endpoint} of ${e.service} was ejected ${e.ejections} times in the last ${window}${by}`, fix));
   }
+  analyzeCertificates(input, out);
   const rank: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
   return out.sort((a, b) => rank[a.severity] - rank[b.severity] || a.resource.localeCompare(b.resource) || (a.field ?? '').localeCompare(b.field ?? ''));
+}
+
+/** `3d 4h`, `5h 12m`, `40s`: a time to expiry, to the two largest units. */
+export function formatSpan(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const parts: [number, string][] = [
+    [Math.floor(s / 86_400), 'd'],
+    [Math.floor((s % 86_400) / 3600), 'h'],
+    [Math.floor((s % 3600) / 60), 'm'],
+    [s % 60, 's'],
+  ];
+  const first = parts.findIndex(([v]) => v > 0);
+  if (first < 0) return '0s';
+  return parts
+    .slice(first, first + 2)
+    .filter(([v]) => v > 0)
+    .map(([v, u]) => `${v}${u}`)
+    .join(' ');
+}
+
+/**
+ * Gateway certificates (read by each gateway from its own files, reported in its `/stats`):
+ * expired or not yet valid is an error (handshakes with clients that check fail), expiring within
+ * the threshold a warning. One finding per Gateway listener and file, whichever replicas report it
+ * (replicas usually mount the same Secret); replicas that serve different copies are named.
+ */
+function analyzeCertificates(input: AnalyzeInput, out: Finding[]): void {
+  const certs = input.certificates ?? [];
+  if (certs.length === 0) return;
+  const now = input.now ?? Date.now();
+  const within = input.certExpiryMs ?? DEFAULT_CERT_EXPIRY_MS;
+  const gateways = new Map<string, Extract<Resource, { kind: 'Gateway' }>>();
+  for (const r of input.resources) if (r.kind === 'Gateway') gateways.set(r.metadata.name, r);
+  const groups = new Map<string, { c: CertificateReport; by: Set<string>; notAfter: number; notBefore: number }>();
+  for (const c of certs) {
+    const notAfter = Date.parse(c.notAfter);
+    const notBefore = Date.parse(c.notBefore);
+    const key = `${c.service}\u0001${c.listener}\u0001${c.file}\u0001${c.notAfter}`;
+    const g = groups.get(key);
+    if (g) g.by.add(c.gateway);
+    else groups.set(key, { c, by: new Set([c.gateway]), notAfter, notBefore });
+  }
+  for (const { c, by, notAfter, notBefore } of groups.values()) {
+    const gw = gateways.get(c.service);
+    const li = gw ? gw.spec.listeners.findIndex((l) => l.name === c.listener) : -1;
+    const listener = li >= 0 ? gw!.spec.listeners[li] : undefined;
+    const ci = listener?.tls ? listener.tls.certificates.findIndex((x) => x.certFile === c.file) : -1;
+    const resource = gw ? `Gateway/${c.service}` : `gateway/${[...by].sort()[0]}`;
+    const field = li < 0 ? undefined : ci < 0 ? `spec.listeners[${li}].tls` : `spec.listeners[${li}].tls.certificates[${ci}].certFile`;
+    const what = `certificate ${c.file} (${c.names.length ? c.names.join(', ') : c.subject}) of listener ${c.listener}`;
+    const replicas = ` (served by ${[...by].sort().join(', ')})`;
+    const fix = `renew ${c.file} (and its key) in place: the gateway reloads changed files without a restart; \`openssl x509 -noout -enddate -in ${c.file}\` on the gateway's host shows what it reads`;
+    if (!Number.isFinite(notAfter)) continue;
+    if (notAfter <= now) out.push(f('MC0018', resource, field, `${what} expired ${formatSpan(now - notAfter)} ago, at ${c.notAfter}: clients refuse the handshake${replicas}`, fix));
+    else if (Number.isFinite(notBefore) && notBefore > now) out.push(f('MC0018', resource, field, `${what} is not valid until ${c.notBefore} (in ${formatSpan(notBefore - now)}): clients refuse the handshake${replicas}`, `check the clock of the host that issued it, or serve the previous certificate until then`));
+    else if (notAfter - now <= within) out.push(f('MC0017', resource, field, `${what} expires in ${formatSpan(notAfter - now)}, at ${c.notAfter}${replicas}`, fix));
+  }
 }
 
 type AuthzResource = Extract<Resource, { kind: 'AuthorizationPolicy' }>;

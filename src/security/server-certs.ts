@@ -8,6 +8,12 @@
  *
  * TLS 1.2 and 1.3 only, with the AEAD ciphers of Mozilla's "intermediate" profile, and ALPN
  * h2 / http/1.1.
+ *
+ * What is in force is described by `certificates()` (subject, DNS names, validity, serial, the
+ * file), read once per load: the gateway reports it in its `/stats` (the control plane samples it
+ * for `meshlet check`'s expiry findings) and as a not-after gauge for alerts. Expiry is reported,
+ * never enforced: an expired certificate keeps being served (clients refuse it) until its file is
+ * renewed, exactly as before.
  */
 import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -31,11 +37,27 @@ export interface CertFiles {
   keyFile: string;
 }
 
+/** A certificate in force, as loaded from its file. */
+export interface CertificateInfo {
+  certFile: string;
+  /** The subject, as one line (`CN=a.example.com`, RFC 2253-like order of node's X509Certificate). */
+  subject: string;
+  /** Lower-cased DNS names (SAN, else the subject CN): what SNI selects it by. */
+  names: string[];
+  /** Validity, ms since the epoch. */
+  notBefore: number;
+  notAfter: number;
+  serial: string;
+  /** When this file was (re)loaded, ms since the epoch. */
+  loadedAt: number;
+}
+
 interface Loaded {
   context: tls.SecureContext;
   /** Lower-cased DNS names (SAN, else the subject CN). */
   names: string[];
   options: tls.SecureContextOptions;
+  info: CertificateInfo;
 }
 
 export class ServerCertificates {
@@ -51,6 +73,7 @@ export class ServerCertificates {
     private readonly files: readonly CertFiles[],
     private readonly minVersion: tls.SecureVersion,
     private readonly events: { reloaded?: (names: string[]) => void; failed?: (err: Error) => void } = {},
+    private readonly now: () => number = Date.now,
   ) {
     this.load();
   }
@@ -76,12 +99,27 @@ export class ServerCertificates {
       } catch (err) {
         throw new Error(`certificate ${f.certFile} with key ${f.keyFile}: ${(err as Error).message}`);
       }
-      loaded.push({ context, names: dnsNames(x), options });
+      const names = dnsNames(x);
+      const info: CertificateInfo = {
+        certFile: f.certFile,
+        subject: x.subject.split('\n').join(', '),
+        names,
+        notBefore: Date.parse(x.validFrom),
+        notAfter: Date.parse(x.validTo),
+        serial: x.serialNumber,
+        loadedAt: this.now(),
+      };
+      loaded.push({ context, names, options, info });
     }
     this.loaded = loaded;
     this.byName.clear();
     // The first certificate naming a host wins, as the list is ordered.
     for (const l of [...loaded].reverse()) for (const n of l.names) this.byName.set(n, l.context);
+  }
+
+  /** The certificates in force, in the listener's order (the first is the default). */
+  certificates(): CertificateInfo[] {
+    return this.loaded.map((l) => ({ ...l.info, names: [...l.info.names] }));
   }
 
   /** The `tls.createServer` options: SNI selection, versions, ciphers, ALPN. */

@@ -17,15 +17,37 @@ const API = 'meshlet.dev/v1';
 
 export const gatewayResource = (name: string, spec: Obj): Obj => ({ apiVersion: API, kind: 'Gateway', metadata: { name }, spec });
 
-/** A self-signed certificate for `names` (the first is the CN), written to dir; its files. */
-export function makeCert(dir: string, file: string, names: string[], serial = 1): { certFile: string; keyFile: string } {
+/** A self-signed certificate for `names` (the first is the CN), valid `days` from now, written to dir; its files. */
+export function makeCert(dir: string, file: string, names: string[], serial = 1, days = 2): { certFile: string; keyFile: string } {
   const certFile = path.join(dir, `${file}.crt`);
   const keyFile = path.join(dir, `${file}.key`);
   execFileSync(
     'openssl',
-    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-set_serial', String(serial), '-subj', `/CN=${names[0]}`, '-addext', `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`, '-keyout', keyFile, '-out', certFile],
+    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', String(days), '-set_serial', String(serial), '-subj', `/CN=${names[0]}`, '-addext', `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`, '-keyout', keyFile, '-out', certFile],
     { stdio: 'ignore' },
   );
+  return { certFile, keyFile };
+}
+
+/**
+ * A self-signed certificate valid between two given times (`openssl ca -selfsign -startdate
+ * -enddate`: `openssl req -x509` only counts days from now), e.g. one that has already expired.
+ */
+export function makeCertBetween(dir: string, file: string, names: string[], notBefore: Date, notAfter: Date): { certFile: string; keyFile: string } {
+  const certFile = path.join(dir, `${file}.crt`);
+  const keyFile = path.join(dir, `${file}.key`);
+  const work = mkdtempSync(path.join(dir, `${file}-ca-`));
+  const csr = path.join(work, 'req.csr');
+  execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', `/CN=${names[0]}`, '-addext', `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`, '-keyout', keyFile, '-out', csr], { stdio: 'ignore' });
+  writeFileSync(path.join(work, 'index.txt'), '');
+  writeFileSync(path.join(work, 'serial'), '01\n');
+  writeFileSync(
+    path.join(work, 'ca.cnf'),
+    `[ca]\ndefault_ca = d\n[d]\ndatabase = ${work}/index.txt\nnew_certs_dir = ${work}\nserial = ${work}/serial\ndefault_md = sha256\npolicy = p\ncopy_extensions = copy\nunique_subject = no\n[p]\ncommonName = supplied\n`,
+  );
+  const asn1 = (d: Date) => d.toISOString().replace(/[-:T]/g, '').slice(0, 14) + 'Z';
+  execFileSync('openssl', ['ca', '-batch', '-notext', '-config', path.join(work, 'ca.cnf'), '-selfsign', '-keyfile', keyFile, '-in', csr, '-startdate', asn1(notBefore), '-enddate', asn1(notAfter), '-out', certFile], { stdio: 'ignore' });
+  rmSync(work, { recursive: true, force: true });
   return { certFile, keyFile };
 }
 

@@ -154,3 +154,36 @@ t.test('ejections across samples: how long an endpoint stays out, how often it g
   for (let i = 0; i < 10; i++) sample();
   t.same(h.ejections(), [], 'forgotten after the retention');
 });
+
+t.test("gateway certificates: each connected gateway's last reported list, kept through a missed sample, gone when it disconnects", async (t) => {
+  const clock = new FakeClock();
+  let connected = ['edge-0', 'edge-1', 'fe-0'];
+  let failing = new Set<string>();
+  let renewed = false;
+  const cert = (file: string, notAfter: string) => ({ listener: 'https', file, subject: 'CN=a.example.com', names: ['a.example.com'], serial: '01', notBefore: '2026-01-01T00:00:00.000Z', notAfter });
+  const h = new MeshHistory({
+    sidecars: () => connected.map((id) => ({ id, service: id.startsWith('edge') ? 'edge' : 'frontend', address: '127.0.0.1', adminPort: 1 })),
+    clock,
+    intervalMs: 1000,
+    fetch: async (s) => {
+      if (failing.has(s.id)) throw new Error('no answer');
+      if (s.id === 'fe-0') return { id: s.id, service: s.service, routes: [] };
+      return { id: s.id, service: s.service, routes: [], certificates: [cert('/c/a.crt', renewed && s.id === 'edge-0' ? '2027-01-01T00:00:00.000Z' : '2026-03-01T00:00:00.000Z'), cert('/c/b.crt', '2026-02-01T00:00:00.000Z')] };
+    },
+  });
+  await h.sample();
+  const list = () => h.certificates().map((c) => `${c.gateway} ${c.file} ${c.notAfter.slice(0, 10)}`);
+  t.same(list(), ['edge-0 /c/b.crt 2026-02-01', 'edge-1 /c/b.crt 2026-02-01', 'edge-0 /c/a.crt 2026-03-01', 'edge-1 /c/a.crt 2026-03-01'], 'soonest to expire first; sidecars report none');
+  t.equal(h.certificates()[0]?.service, 'edge');
+  t.equal(h.certificates()[0]?.sampledAt, new Date(clock.now()).toISOString());
+  failing = new Set(['edge-1']);
+  renewed = true;
+  clock.advance(1000);
+  await h.sample();
+  t.same(list(), ['edge-0 /c/b.crt 2026-02-01', 'edge-1 /c/b.crt 2026-02-01', 'edge-1 /c/a.crt 2026-03-01', 'edge-0 /c/a.crt 2027-01-01'], 'a renewed file replaces the old; a sample that missed edge-1 keeps what it last said');
+  failing = new Set();
+  connected = ['edge-0', 'fe-0'];
+  clock.advance(1000);
+  await h.sample();
+  t.same(list(), ['edge-0 /c/b.crt 2026-02-01', 'edge-0 /c/a.crt 2027-01-01'], 'a gateway that disconnected is forgotten');
+});

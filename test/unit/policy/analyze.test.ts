@@ -85,3 +85,58 @@ t.test('ejection thresholds are the caller\'s; the messages say how long and by 
   const got = analyze({ resources: [], endpoints: [], ejections: [ejected('10.0.0.1:8080', 95_000, 1), ejected('10.0.0.2:8080', 0, 2)], ejectedForMs: 90_000, repeatedEjections: 2, ejectionWindowMs: 600_000 });
   t.same(got.map((f) => f.message), ['endpoint 10.0.0.1:8080 of web has been ejected for 95s (by fe-0)', 'endpoint 10.0.0.2:8080 of web was ejected 2 times in the last 10m (by fe-0)']);
 });
+
+t.test('gateway certificates: expired is an error, expiring within the threshold a warning, per listener and file', async (t) => {
+  const docs = parseDocuments(`apiVersion: meshlet.dev/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  listeners:
+    - {name: https, port: 8443, protocol: HTTPS, tls: {certificates: [{certFile: /c/a.crt, keyFile: /c/a.key}, {certFile: /c/b.crt, keyFile: /c/b.key}, {certFile: /c/c.crt, keyFile: /c/c.key}]}}
+`);
+  if (!docs.ok) throw new Error(JSON.stringify(docs.errors));
+  const res = parseEach(docs.value);
+  if (!res.ok) throw new Error(JSON.stringify(res.errors));
+  const now = Date.parse('2026-06-01T00:00:00Z');
+  const day = 86_400_000;
+  const cert = (gateway: string, file: string, notAfter: number, notBefore = now - 30 * day, service = 'edge', listener = 'https') => ({
+    gateway,
+    service,
+    listener,
+    file,
+    subject: `CN=${path(file)}.example.com`,
+    names: [`${path(file)}.example.com`],
+    notBefore: new Date(notBefore).toISOString(),
+    notAfter: new Date(notAfter).toISOString(),
+  });
+  const path = (f: string) => f.slice(f.lastIndexOf('/') + 1, f.lastIndexOf('.'));
+  const certificates = [
+    cert('edge-0', '/c/a.crt', now - 2 * day - 3_600_000), // expired
+    cert('edge-1', '/c/a.crt', now - 2 * day - 3_600_000), // the same file on a second replica: one finding
+    cert('edge-0', '/c/b.crt', now + 3 * day + 4 * 3_600_000), // within 14d
+    cert('edge-0', '/c/c.crt', now + 60 * day), // fine
+    cert('edge-0', '/c/d.crt', now + 90 * day, now + day), // not valid yet
+    cert('other-0', '/x/o.crt', now + day, now - day, 'other', 'tls'), // a gateway whose resource is gone
+  ];
+  const got = analyze({ resources: res.value, endpoints: [], certificates, now });
+  t.same(
+    got.map((f) => `${f.severity} ${f.code} ${f.resource}${f.field ? ' ' + f.field : ''}`),
+    [
+      'error MC0018 Gateway/edge spec.listeners[0].tls',
+      'error MC0018 Gateway/edge spec.listeners[0].tls.certificates[0].certFile',
+      'warning MC0017 Gateway/edge spec.listeners[0].tls.certificates[1].certFile',
+      'warning MC0017 gateway/other-0',
+    ],
+  );
+  const byFile = (file: string) => got.find((f) => f.message.startsWith(`certificate ${file} `))!;
+  t.equal(byFile('/c/a.crt').message, `certificate /c/a.crt (a.example.com) of listener https expired 2d 1h ago, at ${new Date(now - 2 * day - 3_600_000).toISOString()}: clients refuse the handshake (served by edge-0, edge-1)`);
+  t.equal(byFile('/c/b.crt').message, `certificate /c/b.crt (b.example.com) of listener https expires in 3d 4h, at ${new Date(now + 3 * day + 4 * 3_600_000).toISOString()} (served by edge-0)`);
+  t.match(byFile('/c/d.crt').message, /is not valid until .* \(in 1d\)/);
+  t.match(byFile('/c/a.crt').fix, /renew \/c\/a\.crt .* reloads changed files without a restart/);
+  t.same(
+    analyze({ resources: res.value, endpoints: [], certificates, now, certExpiryMs: 2 * day }).map((f) => f.code),
+    ['MC0018', 'MC0018', 'MC0017'],
+    'a shorter threshold: b (3d) is no longer a finding, the other gateway (1d) still is',
+  );
+  t.same(analyze({ resources: res.value, endpoints: [], certificates: [cert('edge-0', '/c/c.crt', now + 60 * day)], now }), [], 'a certificate far from expiry: nothing');
+});
