@@ -122,9 +122,9 @@ export class MeshCa {
     return this.ca.material.rootPem;
   }
 
-  /** A TLS certificate for the control plane's REST API (`hosts`: DNS names and IPs). */
-  issueServing(hosts: readonly string[], ttlMs: number): ReturnType<CertificateAuthority['issueServing']> {
-    return this.ca.issueServing(hosts, ttlMs);
+  /** A TLS certificate for the control plane's REST API or push port (`hosts`: DNS names and IPs; `uris`: URI SANs). */
+  issueServing(hosts: readonly string[], ttlMs: number, uris: readonly string[] = []): ReturnType<CertificateAuthority['issueServing']> {
+    return this.ca.issueServing(hosts, ttlMs, uris);
   }
 
   /** Checks and signs a CSR for `id` (src/security/csr.ts's checks); throws a SecurityError. */
@@ -187,6 +187,11 @@ export class MeshCa {
     await atomicWriteFile(this.file, JSON.stringify(stored, null, 2) + '\n', 0o600);
     this.seen = await statOf(this.file);
   }
+}
+
+/** The signing root of the CA kept in `dataDir`, without opening (or creating) it; undefined when there is none. */
+export async function storedCaRootPem(dataDir: string): Promise<string | undefined> {
+  return (await readStored(path.join(dataDir, CA_DIR, CA_FILE)))?.material.rootPem;
 }
 
 async function readStored(file: string): Promise<Stored | undefined> {

@@ -65,6 +65,12 @@ export interface ControlPlaneOptions {
    */
   apiTls?: { hosts?: string[] } | { certPem: string; keyPem: string };
   /**
+   * TLS on the push port (push-tls.ts): a certificate the built-in CA issues (the control plane's
+   * SPIFFE ID, `hosts`, localhost and loopback; re-issued at half life and on rotation), or the
+   * user's own. Absent: plaintext (join and ServiceAccount tokens cross the network readable).
+   */
+  pushTls?: import('./push-tls').PushTlsSettings;
+  /**
    * Bearer-token authentication and roles on the REST API (api-auth.ts). Off when absent here (the
    * library's callers decide); `meshlet control-plane` and `meshlet up` turn it on.
    */
@@ -82,6 +88,8 @@ export interface ApiAuthSettings {
 export const ADMIN_TOKEN_FILE = 'admin.token';
 /** With TLS from the built-in CA: the roots that verify the API's certificate (for `--certificate-authority`). */
 export const API_CA_FILE = 'api-ca.pem';
+/** The mesh CA's trust bundle (public), kept current: what `meshlet sidecar --ca-file` takes. */
+export const CA_BUNDLE_FILE = 'ca.pem';
 /** Lifetime of the API's certificate from the built-in CA (re-issued at half life). */
 const API_CERT_TTL_MS = 30 * 86_400_000;
 
@@ -112,6 +120,10 @@ export interface ControlPlane {
   readonly identity?: import('./identity').WorkloadIdentityService;
   /** With TLS from the built-in CA: the file holding the roots that verify the API (DATA_DIR/api-ca.pem). */
   readonly apiCaFile?: string;
+  /** With the CA: its trust bundle (DATA_DIR/ca.pem), for sidecars' `--ca-file`. */
+  readonly caFile?: string;
+  /** Whether the push port is served over TLS. */
+  readonly pushTls: boolean;
   /** With `apiAuth.bootstrapToken`: the file holding the admin token. */
   readonly adminTokenFile?: string;
   /** Stops the API (idle keep-alive connections included), the push server, then the registry and store. Idempotent. */
@@ -199,8 +211,25 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       lastConvergenceMs: () => push.lastConvergence()?.ms,
     };
 
-    const pushAddress = await push.listen(opts.push?.host ?? DEFAULT_PUSH.host, opts.push?.port ?? DEFAULT_PUSH.port);
+    const pushHost = opts.push?.host ?? DEFAULT_PUSH.host;
+    let pushCreds: import('@grpc/grpc-js').ServerCredentials | undefined;
+    if (opts.pushTls) {
+      const { pushTlsCredentials } = await import('./push-tls');
+      const t = await pushTlsCredentials(opts.pushTls, pushHost, sec?.ca, logger.child({ component: 'push' }));
+      cleanup.push(async () => t.stop());
+      pushCreds = t.credentials;
+    } else logger.warn('the push port is served in plaintext (--insecure-push-plaintext): join and ServiceAccount tokens cross the network readable');
+    const pushAddress = await push.listen(pushHost, opts.push?.port ?? DEFAULT_PUSH.port, pushCreds);
     cleanup.push(() => push.close());
+    let caFile: string | undefined;
+    if (sec) {
+      const { atomicWriteFile } = await import('./fsutil');
+      const file = (await import('node:path')).join(opts.dataDir, CA_BUNDLE_FILE);
+      const ca = sec.ca;
+      await atomicWriteFile(file, ca.bundlePem(), 0o644);
+      ca.onChange(() => void atomicWriteFile(file, ca.bundlePem(), 0o644).catch((err) => logger.warn({ err, file }, 'could not write the trust bundle')));
+      caFile = file;
+    }
 
     const history = new MeshHistory({
       sidecars: () => registry.sidecars().filter((s) => s.connected),
@@ -256,7 +285,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       cleanup.push(() => wh.close());
       webhookAddress = wh.address;
     }
-    logger.info({ api: `${opts.apiTls ? 'https' : 'http'}://${hostForUrl(apiAddress.host)}:${apiAddress.port}`, push: `${pushAddress.host}:${pushAddress.port}`, dataDir: opts.dataDir, revision: store.revision }, 'control plane started');
+    logger.info({ api: `${opts.apiTls ? 'https' : 'http'}://${hostForUrl(apiAddress.host)}:${apiAddress.port}`, push: `${pushAddress.host}:${pushAddress.port}`, pushTls: !!opts.pushTls, caFile, dataDir: opts.dataDir, revision: store.revision }, 'control plane started');
     if (webhookAddress) logger.info({ webhook: `https://${webhookAddress.host}:${webhookAddress.port}/inject` }, 'webhook started');
 
     let closing: Promise<void> | undefined;
@@ -273,6 +302,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       identity: sec?.identity,
       adminTokenFile,
       apiCaFile,
+      caFile,
+      pushTls: !!opts.pushTls,
       close: () => (closing ??= closeAll().then(() => logger.info('control plane stopped'))),
     };
   } catch (err) {
@@ -288,7 +319,9 @@ async function startSecurity(opts: ControlPlaneOptions, clock: Clock, logger: Lo
   const [{ MeshCa }, { TokenStore }, { WorkloadIdentityService }] = await Promise.all([import('./ca'), import('./tokens'), import('./identity')]);
   const log = logger.child({ component: 'identity' });
   const ca = await MeshCa.open({ dataDir: opts.dataDir, trustDomain: o.trustDomain, userRoot: o.userRoot, workloadTtlMs: o.workloadTtlMs, clock, logger: log });
-  const tokens = new TokenStore(opts.tokensDir ?? opts.dataDir, clock);
+  const { caPinOf } = await import('../src/security/ca-pin');
+  // Join tokens carry the hash of the root that signs the push port's certificate (when it is ours).
+  const tokens = new TokenStore(opts.tokensDir ?? opts.dataDir, clock, () => (opts.pushTls && !('certPem' in opts.pushTls) ? caPinOf(ca.rootPem()) : undefined));
   const tokenReviewer = o.tokenReview || opts.kubernetes ? new (await import('./token-review')).TokenReviewer(o.tokenReview ?? {}) : undefined;
   const identity = new WorkloadIdentityService({ ca, mode: o.mode, tokens, tokenReviewer, logger: log });
   log.info({ trustDomain: ca.trustDomain, mode: identity.mode, roots: ca.trustBundle().info().length }, 'workload identity: CA ready');

@@ -18,6 +18,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { systemClock, type Clock } from '../src/core/clock';
+import { splitJoinToken, withCaPin } from '../src/security/ca-pin';
 import { SecurityError } from '../src/security/errors';
 import { atomicWriteFile, ensureDir } from './fsutil';
 
@@ -56,10 +57,16 @@ export class TokenStore {
   private readonly clock: Clock;
   private records: TokenRecord[] = [];
   private seen: { mtimeMs: number; size: number } | undefined;
+  private readonly caPin: () => string | undefined;
 
-  constructor(dataDir: string, clock: Clock = systemClock) {
+  /**
+   * `caPin`: the hash of the CA that signs the push port's certificate (src/security/ca-pin.ts),
+   * appended to every join token made, so that the token is all a new sidecar needs.
+   */
+  constructor(dataDir: string, clock: Clock = systemClock, caPin: () => string | undefined = () => undefined) {
     this.file = path.join(dataDir, TOKENS_FILE);
     this.clock = clock;
+    this.caPin = caPin;
   }
 
   /**
@@ -88,7 +95,8 @@ export class TokenStore {
     };
     this.records = [...this.prune(), rec];
     await this.save();
-    return { token: `${opts.role ? API_PREFIX : JOIN_PREFIX}${id}.${secret}`, info: this.info(rec) };
+    const token = opts.role ? `${API_PREFIX}${id}.${secret}` : withCaPin(`${JOIN_PREFIX}${id}.${secret}`, this.caPin());
+    return { token, info: this.info(rec) };
   }
 
   /** Revokes by id; false when there is no such token. */
@@ -114,7 +122,7 @@ export class TokenStore {
    * id only, never its secret.
    */
   async verify(token: string): Promise<{ id: string; service: string; expiresAt: number }> {
-    const rec = await this.check(token, 'join');
+    const rec = await this.check(splitJoinToken(token).credential, 'join');
     return { id: rec.id, service: rec.service ?? '', expiresAt: Date.parse(rec.expiresAt) };
   }
 

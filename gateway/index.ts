@@ -63,6 +63,8 @@ export interface GatewayOptions {
   samplingPercent?: number;
   labels?: Record<string, string>;
   credential?: () => string | undefined;
+  /** TLS on the push stream (src/snapshot/push-tls.ts); absent: plaintext. */
+  pushTls?: import('../src/snapshot/push-tls').PushTlsOptions;
   /** How often certificate files are polled for changes (default 1000 ms). */
   certPollMs?: number;
   onQuit?: () => void;
@@ -321,6 +323,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       apply,
       logger: log,
       credential: opts.credential,
+      tls: opts.pushTls,
     });
     subscriber.start();
   }

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import * as path from 'node:path';
 import { CliError, hostPort, flags, UsageError, type Command } from './common';
 import { logger, runUntilSignal } from './process';
@@ -65,6 +66,15 @@ TLS on the REST API (default on: a certificate from the mesh CA, for localhost, 
   --api-tls-cert FILE, --api-tls-key FILE   serve this certificate (PEM chain) and key instead
   --insecure-plaintext         serve the API over plain HTTP (tokens readable on the network)
 
+TLS on the push port (default on: a certificate from the mesh CA naming spiffe://TD/control-plane,
+localhost, 127.0.0.1, ::1 and the --push host; sidecars verify it with --ca-file D/ca.pem, or with the CA
+hash every join token carries, so \`meshlet token create\` output is all a new sidecar needs)
+  --push-hostname NAME         also put this DNS name or IP in the push certificate; repeatable
+  --push-tls-cert FILE, --push-tls-key FILE   serve this certificate (PEM chain) and key instead
+                               (sidecars then need --ca-file with its CA)
+  --insecure-push-plaintext    serve the push port in plaintext (join and ServiceAccount tokens readable
+                               on the network; sidecars need --insecure-push-plaintext too)
+
 Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cleanly.`,
   async run(argv) {
     const { values } = flags(argv, {
@@ -105,10 +115,15 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       'api-tls-cert': { type: 'string' },
       'api-tls-key': { type: 'string' },
       'insecure-plaintext': { type: 'boolean' },
+      'push-hostname': { type: 'string', multiple: true },
+      'push-tls-cert': { type: 'string' },
+      'push-tls-key': { type: 'string' },
+      'insecure-push-plaintext': { type: 'boolean' },
     });
     const apiAuth = await apiAuthFlags(values['no-api-auth'], values['api-sa-role']);
     const security = await securityFlags(values);
     const apiTls = apiTlsFlags(values, security.enabled !== false);
+    const pushTls = pushTlsServerFlags(values, security.enabled !== false);
     const promUrl = values['prometheus-url'];
     if (promUrl !== undefined && !/^https?:\/\/[^\s]+$/.test(promUrl)) throw new UsageError(`--prometheus-url: expected an http(s) URL, got ${JSON.stringify(promUrl)}`);
     const historyMs = values['history-interval'] === undefined ? undefined : Number(values['history-interval']);
@@ -165,6 +180,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       security,
       apiAuth,
       apiTls,
+      pushTls,
     });
     return runUntilSignal(() => cp.close());
   },
@@ -249,6 +265,30 @@ function apiTlsFlags(v: { 'api-hostname'?: string[]; 'api-tls-cert'?: string; 'a
   for (const h of v['api-hostname'] ?? [])
     if (!isIP(h) && !/^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/i.test(h)) throw new UsageError(`--api-hostname: not a DNS name or IP address: ${JSON.stringify(h)}`);
   return { hosts: v['api-hostname'] ?? [] };
+}
+
+/** `--push-hostname`, `--push-tls-cert/-key`, `--insecure-push-plaintext`, checked. */
+function pushTlsServerFlags(v: { 'push-hostname'?: string[]; 'push-tls-cert'?: string; 'push-tls-key'?: string; 'insecure-push-plaintext'?: boolean }, haveCa: boolean) {
+  if ((v['push-tls-cert'] === undefined) !== (v['push-tls-key'] === undefined)) throw new UsageError('--push-tls-cert and --push-tls-key go together');
+  if (v['insecure-push-plaintext']) {
+    if (v['push-tls-cert'] || v['push-hostname']?.length) throw new UsageError('--insecure-push-plaintext goes with none of --push-tls-cert, --push-tls-key, --push-hostname');
+    return undefined;
+  }
+  const read = (f: string) => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch (e) {
+      throw new CliError(`cannot read ${f}: ${(e as Error).message}`);
+    }
+  };
+  if (v['push-tls-cert'] && v['push-tls-key']) {
+    if (v['push-hostname']?.length) throw new UsageError('--push-hostname names hosts in the certificate the mesh CA issues; with --push-tls-cert, put them in your certificate');
+    return { certPem: read(v['push-tls-cert']), keyPem: read(v['push-tls-key']) };
+  }
+  if (!haveCa) throw new UsageError('with --no-identity there is no CA to issue the push port certificate: give --push-tls-cert and --push-tls-key, or --insecure-push-plaintext');
+  for (const h of v['push-hostname'] ?? [])
+    if (!isIP(h) && !/^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/i.test(h)) throw new UsageError(`--push-hostname: not a DNS name or IP address: ${JSON.stringify(h)}`);
+  return { hosts: v['push-hostname'] ?? [] };
 }
 
 /** `--no-api-auth` / `--api-sa-role`, checked. */
