@@ -167,7 +167,7 @@ async function onePass(dist, add) {
     const cpDir = fs.mkdtempSync(path.join(tmp, 'cp-'));
     const api = await procs.freePort();
     const push = await procs.freePort();
-    const cp = procs.start('cp', process.execPath, [MAIN, 'control-plane', '--data-dir', cpDir, '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`, '--insecure-push-plaintext'], { cpu: LOAD_CPU, logFile: path.join(tmp, 'cp.log') });
+    const cp = procs.start('cp', process.execPath, [MAIN, 'control-plane', '--data-dir', cpDir, '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`, '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], { cpu: LOAD_CPU, logFile: path.join(tmp, 'cp.log') });
     await procs.waitForPort(api, { proc: cp });
     const out = await procs.freePort();
     const reg = ['--control-plane', `127.0.0.1:${push}`, '--insecure-push-plaintext', '--advertise', '127.0.0.1'];

@@ -58,7 +58,7 @@ const ROUNDS = Number(values.rounds);
 const PER_CONN = Number(values['streams-per-connection']);
 
 function startControlPlane(dir) {
-  const args = [MAIN, 'control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--insecure-push-plaintext', '--log-level', 'warn'];
+  const args = [MAIN, 'control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--insecure-push-plaintext', '--sidecar-auth', 'permissive', '--log-level', 'warn'];
   if (values.store && values.store !== 'file') args.push('--store', values.store, '--etcd-prefix', `/bench-${process.pid}/`);
   // 'warn' hides 'control plane started': read the addresses from an info line instead.
   args[args.indexOf('warn')] = 'info';

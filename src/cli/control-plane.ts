@@ -47,8 +47,9 @@ Workload identity (docs/security.md): a CA under D/ca signs sidecars' certificat
   --trust-domain TD            the SPIFFE trust domain (default cluster.local; fixed once the CA exists)
   --ca-cert FILE --ca-key FILE sign with an intermediate under this root (PEM), instead of a root of our own
   --cert-ttl DURATION          workload certificate lifetime (default 24h)
-  --sidecar-auth MODE          permissive (default: a sidecar without a credential connects, with no
-                               identity) or strict (refused)
+  --sidecar-auth MODE          strict (default: a sidecar without a join token or ServiceAccount token is
+                               refused) or permissive (for development: it connects, with no identity, as
+                               whatever service it names)
   --no-identity                no CA, no certificates
 
 Who may use the REST API (docs/security.md): every request but GET /healthz and the dashboard's
@@ -219,7 +220,7 @@ async function securityFlags(v: { 'trust-domain'?: string; 'ca-cert'?: string; '
     return { enabled: false };
   }
   if (!v['ca-cert'] !== !v['ca-key']) throw new UsageError('--ca-cert and --ca-key go together');
-  const mode = v['sidecar-auth'] ?? 'permissive';
+  const mode = v['sidecar-auth'] ?? 'strict';
   if (mode !== 'permissive' && mode !== 'strict') throw new UsageError(`--sidecar-auth must be permissive or strict, got ${JSON.stringify(mode)}`);
   const { parseTtl } = await import('../security/duration');
   const ttl = v['cert-ttl'] === undefined ? undefined : parseTtl(v['cert-ttl']);
