@@ -55,7 +55,7 @@ export interface ControlPlaneOptions {
   prometheusUrl?: string;
   /** Also take endpoints from Kubernetes EndpointSlices (list + watch). */
   kubernetes?: Omit<import('./k8s-discovery').EndpointSliceOptions, 'logger'>;
-  /** Where the token file is (default `dataDir`): replicas given the same one share their tokens. */
+  /** Where the token file is (default `dataDir`; with etcd, tokens live in etcd): replicas given the same one share their tokens. */
   tokensDir?: string;
   /** Workload identity (docs/security.md): the CA, join tokens, TokenReview. On by default. */
   security?: SecurityOptions;
@@ -100,7 +100,7 @@ export interface SecurityOptions {
   /** Sign with an intermediate under this root (PEM cert or chain, and key). */
   userRoot?: { certPem: string; keyPem: string };
   workloadTtlMs?: number;
-  /** permissive (default): sidecars without a credential still connect, without an identity; strict: refused. */
+  /** strict (default): a sidecar without a credential is refused; permissive: it connects, without an identity (development). */
   mode?: import('./identity').SidecarAuthMode;
   /** Verify Kubernetes ServiceAccount tokens with TokenReview (on with `kubernetes`). */
   tokenReview?: import('./token-review').TokenReviewOptions;
@@ -146,10 +146,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   try {
     let store: Store;
     let registry: Registry;
+    let secrets: { ca: import('./secrets').SecretDoc; tokens: import('./secrets').SecretDoc } | undefined;
     if (opts.etcd) {
-      const { connectEtcd, EtcdStore } = await import('./store-etcd');
+      const { connectEtcd, EtcdStore, DEFAULT_ETCD_PREFIX } = await import('./store-etcd');
       const { EtcdRegistry } = await import('./registry-etcd');
       const client = connectEtcd(opts.etcd);
+      // The CA and the tokens live in etcd too: every replica signs with one CA and knows every token.
+      const { EtcdSecret, secretKeys } = await import('./secrets');
+      const keys = secretKeys(opts.etcd.prefix ?? DEFAULT_ETCD_PREFIX);
+      secrets = { ca: new EtcdSecret(client, keys.ca), tokens: new EtcdSecret(client, keys.tokens) };
       cleanup.push(async () => client.close());
       const etcdStore = await EtcdStore.open(client, { prefix: opts.etcd.prefix, clock, logger: logger.child({ component: 'store' }) });
       store = etcdStore;
@@ -183,9 +188,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       endpoints = { endpoints: () => d.mergeEndpoints(registry.endpoints(), source.endpoints()) };
     }
     const builder = new SnapshotBuilder(store, endpoints, () => clock.now());
-    const sec = await startSecurity(opts, clock, logger);
+    const sec = await startSecurity(opts, clock, logger, secrets);
     if (sec) cleanup.push(async () => sec.ca.close());
-    const tokens = sec?.tokens ?? (opts.apiAuth ? new (await import('./tokens')).TokenStore(opts.tokensDir ?? opts.dataDir, clock) : undefined);
+    const tokens = sec?.tokens ?? (opts.apiAuth ? new (await import('./tokens')).TokenStore(secrets?.tokens ?? opts.tokensDir ?? opts.dataDir, clock) : undefined);
     let auth: import('./api-auth').ApiAuthenticator | undefined;
     let adminTokenFile: string | undefined;
     if (opts.apiAuth && tokens) {
@@ -312,19 +317,29 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   }
 }
 
-/** The CA (DATA_DIR/ca), the join tokens (DATA_DIR/tokens.json) and, with Kubernetes, TokenReview. */
-async function startSecurity(opts: ControlPlaneOptions, clock: Clock, logger: Logger) {
+/**
+ * The CA (DATA_DIR/ca, or etcd), the join tokens (DATA_DIR/tokens.json, or etcd) and, with
+ * Kubernetes, TokenReview.
+ */
+async function startSecurity(opts: ControlPlaneOptions, clock: Clock, logger: Logger, secrets?: { ca: import('./secrets').SecretDoc; tokens: import('./secrets').SecretDoc }) {
   const o = opts.security ?? {};
   if (o.enabled === false) return undefined;
-  const [{ MeshCa }, { TokenStore }, { WorkloadIdentityService }] = await Promise.all([import('./ca'), import('./tokens'), import('./identity')]);
+  const [{ MeshCa, CA_DIR, CA_FILE }, { TokenStore, TOKENS_FILE }, { WorkloadIdentityService }] = await Promise.all([import('./ca'), import('./tokens'), import('./identity')]);
   const log = logger.child({ component: 'identity' });
-  const ca = await MeshCa.open({ dataDir: opts.dataDir, trustDomain: o.trustDomain, userRoot: o.userRoot, workloadTtlMs: o.workloadTtlMs, clock, logger: log });
+  if (secrets) {
+    // Moving from the file store: the CA and tokens of this data dir go to etcd (when it has none yet).
+    const { seedFromFile } = await import('./secrets');
+    const path = await import('node:path');
+    if (await seedFromFile(secrets.ca, path.join(opts.dataDir, CA_DIR, CA_FILE))) log.info({ where: secrets.ca.where }, 'the CA of the data dir moved to etcd');
+    if (await seedFromFile(secrets.tokens, path.join(opts.tokensDir ?? opts.dataDir, TOKENS_FILE))) log.info({ where: secrets.tokens.where }, 'the tokens of the data dir moved to etcd');
+  }
+  const ca = await MeshCa.open({ dataDir: opts.dataDir, trustDomain: o.trustDomain, userRoot: o.userRoot, workloadTtlMs: o.workloadTtlMs, clock, logger: log, doc: secrets?.ca });
   const { caPinOf } = await import('../src/security/ca-pin');
   // Join tokens carry the hash of the root that signs the push port's certificate (when it is ours).
-  const tokens = new TokenStore(opts.tokensDir ?? opts.dataDir, clock, () => (opts.pushTls && !('certPem' in opts.pushTls) ? caPinOf(ca.rootPem()) : undefined));
+  const tokens = new TokenStore(secrets?.tokens ?? opts.tokensDir ?? opts.dataDir, clock, () => (opts.pushTls && !('certPem' in opts.pushTls) ? caPinOf(ca.rootPem()) : undefined));
   const tokenReviewer = o.tokenReview || opts.kubernetes ? new (await import('./token-review')).TokenReviewer(o.tokenReview ?? {}) : undefined;
   const identity = new WorkloadIdentityService({ ca, mode: o.mode, tokens, tokenReviewer, logger: log });
-  log.info({ trustDomain: ca.trustDomain, mode: identity.mode, roots: ca.trustBundle().info().length }, 'workload identity: CA ready');
+  log.info({ trustDomain: ca.trustDomain, mode: identity.mode, roots: ca.trustBundle().info().length, where: secrets?.ca.where ?? 'data dir' }, 'workload identity: CA ready');
   return { ca, tokens, identity };
 }
 
