@@ -48,7 +48,7 @@ export interface ControlPlaneOptions {
   /** How long the push server gathers changes before pushing (default 5 ms). */
   coalesceMs?: number;
   /** The sidecar injector webhook (HTTPS), if wanted. */
-  webhook?: Omit<import('./webhook').WebhookOptions, 'logger'>;
+  webhook?: Omit<import('./webhook').WebhookOptions, 'logger' | 'caHash'>;
   /** The dashboard's history: how often the sidecars' `/stats` are sampled (default 3000 ms; 0: off). */
   historyIntervalMs?: number;
   /** Prometheus's base URL: the dashboard links to the same queries there. */
@@ -286,7 +286,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     let webhookAddress: Address | undefined;
     if (opts.webhook) {
       const { startWebhook } = await import('./webhook');
-      const wh = await startWebhook({ ...opts.webhook, logger: logger.child({ component: 'webhook' }) });
+      const { caPinOf } = await import('../src/security/ca-pin');
+      const ownPushCert = opts.pushTls && !('certPem' in opts.pushTls) ? sec?.ca : undefined;
+      const wh = await startWebhook({ ...opts.webhook, caHash: ownPushCert ? () => caPinOf(ownPushCert.rootPem()) : undefined, logger: logger.child({ component: 'webhook' }) });
       cleanup.push(() => wh.close());
       webhookAddress = wh.address;
     }

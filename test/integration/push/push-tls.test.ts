@@ -129,3 +129,32 @@ t.test('--insecure-push-plaintext on both ends still works (and the control plan
   const sc = sidecar(t, portOf(l.push), 'catalog', { MESHLET_JOIN_TOKEN: token }, ['--insecure-push-plaintext']);
   await sc.waitFor((x) => x.msg === 'workload certificate installed');
 });
+
+t.test('--credential-file is read again at every connect (a rotated token), and the pushed bundle verifies the reconnect', async (t) => {
+  const { freePort } = await import('../lib/etcd');
+  const dir = tmpDir();
+  const port = await freePort();
+  const args = ['control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', `127.0.0.1:${port}`, '--push-hostname', 'localhost'];
+  const cp1 = start(args);
+  t.teardown(() => cp1.stop());
+  await cp1.waitFor((x) => x.msg === 'control plane started');
+  const first = joinToken(dir, 'catalog');
+  const credFile = path.join(dir, 'projected-token');
+  writeFileSync(credFile, first + '\n');
+  const sc = sidecar(t, port, 'catalog', {}, ['--credential-file', credFile]);
+  await sc.waitFor((l) => l.msg === 'workload certificate installed');
+  const idOf = (tok: string) => tok.slice(4, 12);
+  await cp1.waitFor((l) => l.msg === 'sidecar authenticated' && l.credential === idOf(first));
+
+  // The file is rotated (as the kubelet does), the old token revoked; the new one carries no CA
+  // hash: the bundle the control plane pushed on the first stream verifies the push port now.
+  const second = joinToken(dir, 'catalog').replace(/\.sha256:[0-9a-f]{64}$/, '');
+  writeFileSync(credFile, second + '\n');
+  t.equal(cli(['token', 'revoke', idOf(first), '--data-dir', dir]).code, 0);
+  await cp1.stop();
+  const cp2 = start(args);
+  t.teardown(() => cp2.stop());
+  const auth = await cp2.waitFor((l) => l.msg === 'sidecar authenticated', 60_000);
+  t.equal(auth.credential, idOf(second), 'the reconnect presented the token now in the file');
+  t.notOk(sc.lines.some((l) => l.msg === 'cannot verify the control plane; not sending the credential'), 'the push port verified with the learned bundle');
+});
