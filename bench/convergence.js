@@ -54,10 +54,10 @@ async function until(what, fn, ms = 30_000) {
 
 (async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshlet-conv-'));
-  const cp = await start(['control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0'], 'control plane started');
+  const cp = await start(['control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], 'control plane started');
   const base = cp.api;
   for (let i = 0; i < N; i++)
-    await start(['sidecar', '--service', `svc${i % 5}`, '--id', `sc-${i}`, '--control-plane', cp.push, '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], 'sidecar started');
+    await start(['sidecar', '--service', `svc${i % 5}`, '--id', `sc-${i}`, '--control-plane', cp.push, '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--insecure-push-plaintext'], 'sidecar started');
   await until('every sidecar connected and ACKed', async () => {
     const s = (await api(base, 'GET', '/v1/status')).body;
     return s.sidecars.filter((x) => x.connected && x.ackedVersion === (x.expectedVersion ?? s.version)).length === N;

@@ -221,10 +221,10 @@ async function onePass(dist, add) {
     const cpDir = fs.mkdtempSync(path.join(tmp, 'cp-'));
     const api = await procs.freePort();
     const push = await procs.freePort();
-    const cp = procs.start('cp', process.execPath, [MAIN, 'control-plane', '--data-dir', cpDir, '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`], { cpu: LOAD_CPU, logFile: path.join(tmp, 'cp.log') });
+    const cp = procs.start('cp', process.execPath, [MAIN, 'control-plane', '--data-dir', cpDir, '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`, '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], { cpu: LOAD_CPU, logFile: path.join(tmp, 'cp.log') });
     await procs.waitForPort(api, { proc: cp });
     const out = await procs.freePort();
-    const reg = ['--control-plane', `127.0.0.1:${push}`, '--advertise', '127.0.0.1'];
+    const reg = ['--control-plane', `127.0.0.1:${push}`, '--insecure-push-plaintext', '--advertise', '127.0.0.1'];
     const a = await sidecar('hop-a', ['--service', 'client', ...reg, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist);
     const b = await sidecar('hop-b', ['--service', 'echo', '--app-port', String(upstreamPorts[0]), '--app-protocol', 'http1', ...reg, '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0'], dist);
     const apply = (upgrade) => {

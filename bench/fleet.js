@@ -62,8 +62,9 @@ const ROUNDS = Number(values.rounds);
 const PER_CONN = Number(values['streams-per-connection']);
 
 function startControlPlane(dir) {
-  // Loopback only: the API in plain HTTP without tokens (the bench measures the push path).
-  const args = [MAIN, 'control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--log-level', 'warn', '--insecure-plaintext', '--no-api-auth'];
+  // Loopback only: the API in plain HTTP without tokens, the push port in plaintext and sidecars
+  // without credentials (the bench measures the push path).
+  const args = [MAIN, 'control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--log-level', 'warn', '--insecure-plaintext', '--no-api-auth', '--insecure-push-plaintext', '--sidecar-auth', 'permissive'];
   if (values.store && values.store !== 'file') args.push('--store', values.store, '--etcd-prefix', `/bench-${process.pid}/`);
   // 'warn' hides 'control plane started': read the addresses from an info line instead.
   args[args.indexOf('warn')] = 'info';

@@ -156,10 +156,10 @@ function established(port) {
 async function muxBench() {
   const app = http.createServer((q, s) => s.end('hello from the app'));
   await new Promise((r) => app.listen(0, '127.0.0.1', r));
-  const cp = await startMeshlet(['control-plane', '--data-dir', path.join(tmp, 'cp'), '--api', '127.0.0.1:0', '--push', '127.0.0.1:0'], 'control plane started');
+  const cp = await startMeshlet(['control-plane', '--data-dir', path.join(tmp, 'cp'), '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], 'control plane started');
   const push = `127.0.0.1:${portOf(cp.push)}`;
-  const client = await startMeshlet(['sidecar', '--service', 'client', '--control-plane', push, '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], 'sidecar started');
-  const server = await startMeshlet(['sidecar', '--service', 'echo', '--app-port', String(app.address().port), '--control-plane', push, '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], 'sidecar started');
+  const client = await startMeshlet(['sidecar', '--service', 'client', '--control-plane', push, '--insecure-push-plaintext', '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], 'sidecar started');
+  const server = await startMeshlet(['sidecar', '--service', 'echo', '--app-port', String(app.address().port), '--control-plane', push, '--insecure-push-plaintext', '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], 'sidecar started');
   const outbound = portOf(client.outbound);
   const inbound = portOf(server.inbound);
   const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });

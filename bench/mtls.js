@@ -152,11 +152,11 @@ async function startMesh(dir, appPort) {
   const ports = {};
   for (const k of ['api', 'push', 'aIn', 'aOut', 'aAdmin', 'bIn', 'bOut', 'bAdmin']) ports[k] = await procs.freePort();
   const data = path.join(dir, 'cp');
-  const cp = procs.start('control-plane', process.execPath, [MAIN, 'control-plane', '--data-dir', data, '--api', `127.0.0.1:${ports.api}`, '--push', `127.0.0.1:${ports.push}`], { cpu: LOAD_CPU, logFile: path.join(dir, 'cp.log') });
+  const cp = procs.start('control-plane', process.execPath, [MAIN, 'control-plane', '--data-dir', data, '--api', `127.0.0.1:${ports.api}`, '--push', `127.0.0.1:${ports.push}`, '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], { cpu: LOAD_CPU, logFile: path.join(dir, 'cp.log') });
   await procs.waitForPort(ports.api, { proc: cp });
   const token = (svc) => JSON.parse(cli(['token', 'create', '--service', svc, '--ttl', '1h', '--data-dir', data, '-o', 'json'])).token;
   const sidecar = (name, svc, inP, outP, adminP, extra) =>
-    procs.start(name, process.execPath, [MAIN, 'sidecar', '--service', svc, '--control-plane', `127.0.0.1:${ports.push}`, '--advertise', '127.0.0.1', '--inbound', `127.0.0.1:${inP}`, '--outbound', `127.0.0.1:${outP}`, '--admin', `127.0.0.1:${adminP}`, '--log-level', 'warn', ...extra], {
+    procs.start(name, process.execPath, [MAIN, 'sidecar', '--service', svc, '--control-plane', `127.0.0.1:${ports.push}`, '--insecure-push-plaintext', '--advertise', '127.0.0.1', '--inbound', `127.0.0.1:${inP}`, '--outbound', `127.0.0.1:${outP}`, '--admin', `127.0.0.1:${adminP}`, '--log-level', 'warn', ...extra], {
       cpu: PROXY_CPU,
       logFile: path.join(dir, `${name}.log`),
       env: { ...process.env, MESHLET_JOIN_TOKEN: token(svc) },

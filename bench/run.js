@@ -722,11 +722,11 @@ async function hopBench(ctx, p) {
   const main = path.join(ROOT, 'dist/src/cli/main.js');
   const api = await procs.freePort();
   const push = await procs.freePort();
-  const cp = procs.start('hop-cp', process.execPath, [main, 'control-plane', '--data-dir', path.join(ctx.dir, 'hop-cp'), '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`], { cpu: LOAD_CPU, logFile: path.join(ctx.dir, 'hop-cp.log') });
+  const cp = procs.start('hop-cp', process.execPath, [main, 'control-plane', '--data-dir', path.join(ctx.dir, 'hop-cp'), '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`, '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], { cpu: LOAD_CPU, logFile: path.join(ctx.dir, 'hop-cp.log') });
   const sidecars = [];
   try {
     await procs.waitForPort(api, { proc: cp });
-    const reg = ['--control-plane', `127.0.0.1:${push}`, '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0'];
+    const reg = ['--control-plane', `127.0.0.1:${push}`, '--insecure-push-plaintext', '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0'];
     const port = await procs.freePort();
     for (const [name, extra] of [
       ['client', ['--outbound', `127.0.0.1:${port}`]],

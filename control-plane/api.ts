@@ -34,6 +34,7 @@ import { collectMeshStats } from '../src/observability/mesh-stats';
 import { CONTENT_TYPES, negotiate } from '../src/observability/metrics';
 import { ApiAuthError, requiredRole, sendAuthError, type ApiAuthenticator } from './api-auth';
 import type { MeshCa } from './ca';
+import { caPinOf } from '../src/security/ca-pin';
 import { cliRoutes } from './cli-api';
 import type { MeshHistory } from './history';
 import { API_ROLES, type ApiRole, type TokenStore } from './tokens';
@@ -294,7 +295,8 @@ class Api {
   private caInfo(): Reply {
     const ca = this.deps.ca;
     if (!ca) throw new ApiError('unavailable', 'this control plane runs without a CA (--no-identity)');
-    return { status: 200, body: { trustDomain: ca.trustDomain, roots: ca.trustBundle().info(), bundlePem: ca.bundlePem() } };
+    // caHash: what sidecars pin the push port with (`--ca-hash`; join tokens carry it).
+    return { status: 200, body: { trustDomain: ca.trustDomain, caHash: caPinOf(ca.rootPem()), roots: ca.trustBundle().info(), bundlePem: ca.bundlePem() } };
   }
 
   // ------------------------------------------------------------------------------- read side

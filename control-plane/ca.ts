@@ -13,7 +13,9 @@
  *   file's change (polled every 2 s), pushes the new bundle to every sidecar, and they request
  *   new certificates at once.
  *
- * Kept in the data dir like the policy store; replicas sharing a CA need the etcd store (later).
+ * Kept in the data dir like the policy store, or, with the etcd store, in etcd (secrets.ts): then
+ * every replica signs with the same CA and trusts the same bundle, and the first replica to start
+ * makes it (a replica that loses that race loads the winner's).
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -24,7 +26,7 @@ import { CertificateAuthority, DEFAULT_WORKLOAD_TTL_MS, type CaMaterial, type Is
 import { TrustBundle, type TrustedRoot } from '../src/security/bundle';
 import { SecurityError } from '../src/security/errors';
 import type { SpiffeId } from '../src/security/spiffe';
-import { atomicWriteFile } from './fsutil';
+import { FileSecret, type SecretDoc } from './secrets';
 
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 export const CA_DIR = 'ca';
@@ -39,8 +41,10 @@ export interface MeshCaOptions {
   workloadTtlMs?: number;
   clock?: Clock;
   logger?: Logger;
-  /** How often a running control plane looks for a rotation made by the CLI (default 2000 ms; 0: never). */
+  /** How often a running control plane looks for a rotation made by the CLI or another replica (default 2000 ms; 0: never). */
   pollMs?: number;
+  /** Where the CA is kept (default: DATA_DIR/ca/ca.json): etcd for replicas that share it. */
+  doc?: SecretDoc;
 }
 
 interface Stored {
@@ -53,17 +57,17 @@ export class MeshCa {
   readonly workloadTtlMs: number;
   private ca: CertificateAuthority;
   private bundle: TrustBundle;
-  private readonly file: string;
+  private readonly doc: SecretDoc;
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly listeners: (() => void)[] = [];
-  private seen: { mtimeMs: number; size: number } | undefined;
+  private seen: string | undefined;
   private poll: NodeJS.Timeout | undefined;
 
-  private constructor(ca: CertificateAuthority, bundle: TrustBundle, file: string, opts: MeshCaOptions) {
+  private constructor(ca: CertificateAuthority, bundle: TrustBundle, doc: SecretDoc, opts: MeshCaOptions) {
     this.ca = ca;
     this.bundle = bundle;
-    this.file = file;
+    this.doc = doc;
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger ?? pino({ level: 'silent' });
     this.workloadTtlMs = opts.workloadTtlMs ?? DEFAULT_WORKLOAD_TTL_MS;
@@ -71,37 +75,44 @@ export class MeshCa {
 
   static async open(opts: MeshCaOptions): Promise<MeshCa> {
     const clock = opts.clock ?? systemClock;
-    const dir = path.join(opts.dataDir, CA_DIR);
-    const file = path.join(dir, CA_FILE);
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    const stored = await readStored(file);
-    const td = opts.trustDomain ?? stored?.material.trustDomain ?? DEFAULT_TRUST_DOMAIN;
-    if (stored && stored.material.trustDomain !== td)
-      throw new SecurityError('CA_INVALID', `the CA in ${file} is for trust domain ${stored.material.trustDomain}, not ${td}: keep --trust-domain ${stored.material.trustDomain}, or move ${dir} away to start a new CA (every workload certificate changes)`);
-    let ca: CertificateAuthority;
-    let bundle: TrustBundle;
-    let changed = false;
-    const now = clock.now();
-    if (stored && (!opts.userRoot || sameRoot(stored.material.rootPem, opts.userRoot.certPem))) {
-      ca = await CertificateAuthority.load(stored.material, clock);
-      bundle = new TrustBundle(stored.bundle);
-    } else if (opts.userRoot) {
-      ca = await CertificateAuthority.createIntermediate(opts.userRoot.certPem, opts.userRoot.keyPem, { trustDomain: td, clock });
-      bundle = stored ? new TrustBundle(stored.bundle).withNewRoot(ca.material.rootPem, now + 2 * (opts.workloadTtlMs ?? DEFAULT_WORKLOAD_TTL_MS)) : new TrustBundle([{ pem: ca.material.rootPem }]);
-      changed = true;
-    } else {
-      ca = await CertificateAuthority.createRoot({ trustDomain: td, clock });
-      bundle = new TrustBundle([{ pem: ca.material.rootPem }]);
-      changed = true;
+    const doc = opts.doc ?? new FileSecret(path.join(opts.dataDir, CA_DIR, CA_FILE));
+    if (!opts.doc) await fsp.mkdir(path.join(opts.dataDir, CA_DIR), { recursive: true, mode: 0o700 });
+    // Twice at most: a replica that loses the race to create (or to change) the CA loads the winner's.
+    for (let attempt = 1; ; attempt++) {
+      const cur = await doc.read();
+      const stored = cur ? parseStored(cur.text, doc.where) : undefined;
+      const td = opts.trustDomain ?? stored?.material.trustDomain ?? DEFAULT_TRUST_DOMAIN;
+      if (stored && stored.material.trustDomain !== td)
+        throw new SecurityError('CA_INVALID', `the CA in ${doc.where} is for trust domain ${stored.material.trustDomain}, not ${td}: keep --trust-domain ${stored.material.trustDomain}, or remove it to start a new CA (every workload certificate changes)`);
+      let ca: CertificateAuthority;
+      let bundle: TrustBundle;
+      let changed = false;
+      const now = clock.now();
+      if (stored && (!opts.userRoot || sameRoot(stored.material.rootPem, opts.userRoot.certPem))) {
+        ca = await CertificateAuthority.load(stored.material, clock);
+        bundle = new TrustBundle(stored.bundle);
+      } else if (opts.userRoot) {
+        ca = await CertificateAuthority.createIntermediate(opts.userRoot.certPem, opts.userRoot.keyPem, { trustDomain: td, clock });
+        bundle = stored ? new TrustBundle(stored.bundle).withNewRoot(ca.material.rootPem, now + 2 * (opts.workloadTtlMs ?? DEFAULT_WORKLOAD_TTL_MS)) : new TrustBundle([{ pem: ca.material.rootPem }]);
+        changed = true;
+      } else {
+        ca = await CertificateAuthority.createRoot({ trustDomain: td, clock });
+        bundle = new TrustBundle([{ pem: ca.material.rootPem }]);
+        changed = true;
+      }
+      const m = new MeshCa(ca, bundle.pruned(now), doc, opts);
+      if (changed) {
+        if (!(await m.save(cur?.version))) {
+          if (attempt >= 3) throw new SecurityError('CA_INVALID', `the CA in ${doc.where} kept changing while this control plane started; try again`);
+          continue;
+        }
+      } else m.seen = cur?.version;
+      if ((opts.pollMs ?? 2000) > 0) {
+        m.poll = setInterval(() => void m.reloadIfChanged().catch((err) => m.logger.warn({ err }, 'could not reload the CA')), opts.pollMs ?? 2000);
+        m.poll.unref();
+      }
+      return m;
     }
-    const m = new MeshCa(ca, bundle.pruned(now), file, opts);
-    if (changed) await m.save();
-    else m.seen = await statOf(file);
-    if ((opts.pollMs ?? 2000) > 0) {
-      m.poll = setInterval(() => void m.reloadIfChanged().catch((err) => m.logger.warn({ err }, 'could not reload the CA file')), opts.pollMs ?? 2000);
-      m.poll.unref();
-    }
-    return m;
   }
 
   get trustDomain(): string {
@@ -122,9 +133,9 @@ export class MeshCa {
     return this.ca.material.rootPem;
   }
 
-  /** A TLS certificate for the control plane's REST API (`hosts`: DNS names and IPs). */
-  issueServing(hosts: readonly string[], ttlMs: number): ReturnType<CertificateAuthority['issueServing']> {
-    return this.ca.issueServing(hosts, ttlMs);
+  /** A TLS certificate for the control plane's REST API or push port (`hosts`: DNS names and IPs; `uris`: URI SANs). */
+  issueServing(hosts: readonly string[], ttlMs: number, uris: readonly string[] = []): ReturnType<CertificateAuthority['issueServing']> {
+    return this.ca.issueServing(hosts, ttlMs, uris);
   }
 
   /** Checks and signs a CSR for `id` (src/security/csr.ts's checks); throws a SecurityError. */
@@ -146,23 +157,28 @@ export class MeshCa {
     const ca = opts.userRoot
       ? await CertificateAuthority.createIntermediate(opts.userRoot.certPem, opts.userRoot.keyPem, { trustDomain: this.trustDomain, clock: this.clock })
       : await CertificateAuthority.createRoot({ trustDomain: this.trustDomain, clock: this.clock });
+    const before = { ca: this.ca, bundle: this.bundle };
     this.ca = ca;
     this.bundle = this.bundle.withNewRoot(ca.material.rootPem, now + (opts.overlapMs ?? 2 * this.workloadTtlMs)).pruned(now);
-    await this.save();
+    if (!(await this.save(this.seen))) {
+      Object.assign(this, before);
+      throw new SecurityError('CA_INVALID', `the CA in ${this.doc.where} was changed by another control plane (or the CLI) meanwhile: nothing rotated; try again`);
+    }
     this.logger.info({ roots: this.bundle.info() }, 'CA root rotated; the old root stays trusted until the overlap ends');
     this.emit();
   }
 
-  /** Re-reads ca.json if another process (the CLI) changed it. */
+  /** Re-reads the CA if another process (the CLI, another replica) changed it. */
   async reloadIfChanged(): Promise<boolean> {
-    const st = await statOf(this.file);
-    if (!st || (this.seen && st.mtimeMs === this.seen.mtimeMs && st.size === this.seen.size)) return false;
-    const stored = await readStored(this.file);
-    if (!stored) return false;
+    const v = await this.doc.version();
+    if (v === undefined || v === this.seen) return false;
+    const cur = await this.doc.read();
+    if (!cur) return false;
+    const stored = parseStored(cur.text, this.doc.where);
     this.ca = await CertificateAuthority.load(stored.material, this.clock);
     this.bundle = new TrustBundle(stored.bundle).pruned(this.clock.now());
-    this.seen = st;
-    this.logger.info({ roots: this.bundle.info() }, 'CA reloaded from its file (rotated by the CLI?)');
+    this.seen = cur.version;
+    this.logger.info({ roots: this.bundle.info(), where: this.doc.where }, 'CA reloaded (rotated by the CLI or another replica)');
     this.emit();
     return true;
   }
@@ -182,38 +198,31 @@ export class MeshCa {
     }
   }
 
-  private async save(): Promise<void> {
+  /** Writes the CA if it is still at version `expected`; false when someone else changed it first. */
+  private async save(expected: string | undefined): Promise<boolean> {
     const stored: Stored = { version: 1, material: this.ca.material, bundle: [...this.bundle.roots] };
-    await atomicWriteFile(this.file, JSON.stringify(stored, null, 2) + '\n', 0o600);
-    this.seen = await statOf(this.file);
+    const written = await this.doc.write(JSON.stringify(stored, null, 2) + '\n', expected);
+    if (written === undefined) return false;
+    this.seen = written;
+    return true;
   }
 }
 
-async function readStored(file: string): Promise<Stored | undefined> {
-  let text: string;
-  try {
-    text = await fsp.readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+/** The signing root of the CA kept in `dataDir`, without opening (or creating) it; undefined when there is none. */
+export async function storedCaRootPem(dataDir: string): Promise<string | undefined> {
+  const cur = await new FileSecret(path.join(dataDir, CA_DIR, CA_FILE)).read();
+  return cur ? parseStored(cur.text, path.join(dataDir, CA_DIR, CA_FILE)).material.rootPem : undefined;
+}
+
+function parseStored(text: string, where: string): Stored {
   let s: Stored;
   try {
     s = JSON.parse(text) as Stored;
   } catch (err) {
-    throw new SecurityError('CA_INVALID', `${file}: not JSON (${(err as Error).message})`);
+    throw new SecurityError('CA_INVALID', `${where}: not JSON (${(err as Error).message})`);
   }
-  if (s?.version !== 1 || !s.material?.certPem || !Array.isArray(s.bundle)) throw new SecurityError('CA_INVALID', `${file}: not a meshlet CA file (version 1)`);
+  if (s?.version !== 1 || !s.material?.certPem || !Array.isArray(s.bundle)) throw new SecurityError('CA_INVALID', `${where}: not a meshlet CA (version 1)`);
   return s;
-}
-
-async function statOf(file: string): Promise<{ mtimeMs: number; size: number } | undefined> {
-  try {
-    const st = await fsp.stat(file);
-    return { mtimeMs: st.mtimeMs, size: st.size };
-  } catch {
-    return undefined;
-  }
 }
 
 function sameRoot(storedRootPem: string, userCertPem: string): boolean {

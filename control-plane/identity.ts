@@ -8,9 +8,9 @@
  * The service the sidecar registers must be the one its credential proves (a process cannot
  * register as another service), and it gets certificates for that identity only.
  *
- * Mode: `permissive` (the default, for migration) admits a sidecar without a credential, with no
- * identity and no certificate; `strict` refuses it. A credential that is presented and wrong is
- * refused in both modes.
+ * Mode: `strict` (the default) refuses a sidecar without a credential; `permissive` (an explicit
+ * opt-out, for development and migration) admits it, with no identity and no certificate, under
+ * whatever service name it gives. A credential that is presented and wrong is refused in both.
  */
 import type { Logger } from 'pino';
 import pino from 'pino';
@@ -61,7 +61,7 @@ export class WorkloadIdentityService implements IdentityIssuer {
 
   constructor(opts: WorkloadIdentityOptions) {
     this.ca = opts.ca;
-    this.mode = opts.mode ?? 'permissive';
+    this.mode = opts.mode ?? 'strict';
     this.tokens = opts.tokens;
     this.reviewer = opts.tokenReviewer;
     this.logger = opts.logger ?? pino({ level: 'silent' });
@@ -99,7 +99,11 @@ export class WorkloadIdentityService implements IdentityIssuer {
   }
 
   private async resolve(credential: string, service: string): Promise<Authenticated> {
-    if (credential === '') throw new SecurityError('CREDENTIAL_MISSING', 'no credential: start the sidecar with --join-token (from `meshlet token create`) or, on Kubernetes, its ServiceAccount token');
+    if (credential === '')
+      throw new SecurityError(
+        'CREDENTIAL_MISSING',
+        `no credential: this control plane registers only sidecars that prove their service; start the sidecar with MESHLET_JOIN_TOKEN from \`meshlet token create --service ${service}\` (on Kubernetes: --credential-file with its projected ServiceAccount token), or, for development only, the control plane with --sidecar-auth permissive`,
+      );
     if (credential.startsWith(JOIN_PREFIX)) {
       if (!this.tokens) throw new SecurityError('CREDENTIAL_INVALID', 'this control plane does not accept join tokens');
       const t = await this.tokens.verify(credential);

@@ -48,14 +48,14 @@ export interface ControlPlaneOptions {
   /** How long the push server gathers changes before pushing (default 5 ms). */
   coalesceMs?: number;
   /** The sidecar injector webhook (HTTPS), if wanted. */
-  webhook?: Omit<import('./webhook').WebhookOptions, 'logger'>;
+  webhook?: Omit<import('./webhook').WebhookOptions, 'logger' | 'caHash'>;
   /** The dashboard's history: how often the sidecars' `/stats` are sampled (default 3000 ms; 0: off). */
   historyIntervalMs?: number;
   /** Prometheus's base URL: the dashboard links to the same queries there. */
   prometheusUrl?: string;
   /** Also take endpoints from Kubernetes EndpointSlices (list + watch). */
   kubernetes?: Omit<import('./k8s-discovery').EndpointSliceOptions, 'logger'>;
-  /** Where the token file is (default `dataDir`): replicas given the same one share their tokens. */
+  /** Where the token file is (default `dataDir`; with etcd, tokens live in etcd): replicas given the same one share their tokens. */
   tokensDir?: string;
   /** Workload identity (docs/security.md): the CA, join tokens, TokenReview. On by default. */
   security?: SecurityOptions;
@@ -64,6 +64,12 @@ export interface ControlPlaneOptions {
    * loopback; re-issued at half life), or the user's own. Absent: plaintext.
    */
   apiTls?: { hosts?: string[] } | { certPem: string; keyPem: string };
+  /**
+   * TLS on the push port (push-tls.ts): a certificate the built-in CA issues (the control plane's
+   * SPIFFE ID, `hosts`, localhost and loopback; re-issued at half life and on rotation), or the
+   * user's own. Absent: plaintext (join and ServiceAccount tokens cross the network readable).
+   */
+  pushTls?: import('./push-tls').PushTlsSettings;
   /**
    * Bearer-token authentication and roles on the REST API (api-auth.ts). Off when absent here (the
    * library's callers decide); `meshlet control-plane` and `meshlet up` turn it on.
@@ -82,6 +88,8 @@ export interface ApiAuthSettings {
 export const ADMIN_TOKEN_FILE = 'admin.token';
 /** With TLS from the built-in CA: the roots that verify the API's certificate (for `--certificate-authority`). */
 export const API_CA_FILE = 'api-ca.pem';
+/** The mesh CA's trust bundle (public), kept current: what `meshlet sidecar --ca-file` takes. */
+export const CA_BUNDLE_FILE = 'ca.pem';
 /** Lifetime of the API's certificate from the built-in CA (re-issued at half life). */
 const API_CERT_TTL_MS = 30 * 86_400_000;
 
@@ -92,7 +100,7 @@ export interface SecurityOptions {
   /** Sign with an intermediate under this root (PEM cert or chain, and key). */
   userRoot?: { certPem: string; keyPem: string };
   workloadTtlMs?: number;
-  /** permissive (default): sidecars without a credential still connect, without an identity; strict: refused. */
+  /** strict (default): a sidecar without a credential is refused; permissive: it connects, without an identity (development). */
   mode?: import('./identity').SidecarAuthMode;
   /** Verify Kubernetes ServiceAccount tokens with TokenReview (on with `kubernetes`). */
   tokenReview?: import('./token-review').TokenReviewOptions;
@@ -112,6 +120,10 @@ export interface ControlPlane {
   readonly identity?: import('./identity').WorkloadIdentityService;
   /** With TLS from the built-in CA: the file holding the roots that verify the API (DATA_DIR/api-ca.pem). */
   readonly apiCaFile?: string;
+  /** With the CA: its trust bundle (DATA_DIR/ca.pem), for sidecars' `--ca-file`. */
+  readonly caFile?: string;
+  /** Whether the push port is served over TLS. */
+  readonly pushTls: boolean;
   /** With `apiAuth.bootstrapToken`: the file holding the admin token. */
   readonly adminTokenFile?: string;
   /** Stops the API (idle keep-alive connections included), the push server, then the registry and store. Idempotent. */
@@ -134,10 +146,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   try {
     let store: Store;
     let registry: Registry;
+    let secrets: { ca: import('./secrets').SecretDoc; tokens: import('./secrets').SecretDoc } | undefined;
     if (opts.etcd) {
-      const { connectEtcd, EtcdStore } = await import('./store-etcd');
+      const { connectEtcd, EtcdStore, DEFAULT_ETCD_PREFIX } = await import('./store-etcd');
       const { EtcdRegistry } = await import('./registry-etcd');
       const client = connectEtcd(opts.etcd);
+      // The CA and the tokens live in etcd too: every replica signs with one CA and knows every token.
+      const { EtcdSecret, secretKeys } = await import('./secrets');
+      const keys = secretKeys(opts.etcd.prefix ?? DEFAULT_ETCD_PREFIX);
+      secrets = { ca: new EtcdSecret(client, keys.ca), tokens: new EtcdSecret(client, keys.tokens) };
       cleanup.push(async () => client.close());
       const etcdStore = await EtcdStore.open(client, { prefix: opts.etcd.prefix, clock, logger: logger.child({ component: 'store' }) });
       store = etcdStore;
@@ -171,9 +188,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       endpoints = { endpoints: () => d.mergeEndpoints(registry.endpoints(), source.endpoints()) };
     }
     const builder = new SnapshotBuilder(store, endpoints, () => clock.now());
-    const sec = await startSecurity(opts, clock, logger);
+    const sec = await startSecurity(opts, clock, logger, secrets);
     if (sec) cleanup.push(async () => sec.ca.close());
-    const tokens = sec?.tokens ?? (opts.apiAuth ? new (await import('./tokens')).TokenStore(opts.tokensDir ?? opts.dataDir, clock) : undefined);
+    const tokens = sec?.tokens ?? (opts.apiAuth ? new (await import('./tokens')).TokenStore(secrets?.tokens ?? opts.tokensDir ?? opts.dataDir, clock) : undefined);
     let auth: import('./api-auth').ApiAuthenticator | undefined;
     let adminTokenFile: string | undefined;
     if (opts.apiAuth && tokens) {
@@ -199,8 +216,25 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       lastConvergenceMs: () => push.lastConvergence()?.ms,
     };
 
-    const pushAddress = await push.listen(opts.push?.host ?? DEFAULT_PUSH.host, opts.push?.port ?? DEFAULT_PUSH.port);
+    const pushHost = opts.push?.host ?? DEFAULT_PUSH.host;
+    let pushCreds: import('@grpc/grpc-js').ServerCredentials | undefined;
+    if (opts.pushTls) {
+      const { pushTlsCredentials } = await import('./push-tls');
+      const t = await pushTlsCredentials(opts.pushTls, pushHost, sec?.ca, logger.child({ component: 'push' }));
+      cleanup.push(async () => t.stop());
+      pushCreds = t.credentials;
+    } else logger.warn('the push port is served in plaintext (--insecure-push-plaintext): join and ServiceAccount tokens cross the network readable');
+    const pushAddress = await push.listen(pushHost, opts.push?.port ?? DEFAULT_PUSH.port, pushCreds);
     cleanup.push(() => push.close());
+    let caFile: string | undefined;
+    if (sec) {
+      const { atomicWriteFile } = await import('./fsutil');
+      const file = (await import('node:path')).join(opts.dataDir, CA_BUNDLE_FILE);
+      const ca = sec.ca;
+      await atomicWriteFile(file, ca.bundlePem(), 0o644);
+      ca.onChange(() => void atomicWriteFile(file, ca.bundlePem(), 0o644).catch((err) => logger.warn({ err, file }, 'could not write the trust bundle')));
+      caFile = file;
+    }
 
     const history = new MeshHistory({
       // Asked at the address their push connection came from (as `meshlet stat` does), so a
@@ -254,11 +288,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     let webhookAddress: Address | undefined;
     if (opts.webhook) {
       const { startWebhook } = await import('./webhook');
-      const wh = await startWebhook({ ...opts.webhook, logger: logger.child({ component: 'webhook' }) });
+      const { caPinOf } = await import('../src/security/ca-pin');
+      const ownPushCert = opts.pushTls && !('certPem' in opts.pushTls) ? sec?.ca : undefined;
+      const wh = await startWebhook({ ...opts.webhook, caHash: ownPushCert ? () => caPinOf(ownPushCert.rootPem()) : undefined, logger: logger.child({ component: 'webhook' }) });
       cleanup.push(() => wh.close());
       webhookAddress = wh.address;
     }
-    logger.info({ api: `${opts.apiTls ? 'https' : 'http'}://${hostForUrl(apiAddress.host)}:${apiAddress.port}`, push: `${pushAddress.host}:${pushAddress.port}`, dataDir: opts.dataDir, revision: store.revision }, 'control plane started');
+    logger.info({ api: `${opts.apiTls ? 'https' : 'http'}://${hostForUrl(apiAddress.host)}:${apiAddress.port}`, push: `${pushAddress.host}:${pushAddress.port}`, pushTls: !!opts.pushTls, caFile, dataDir: opts.dataDir, revision: store.revision }, 'control plane started');
     if (webhookAddress) logger.info({ webhook: `https://${webhookAddress.host}:${webhookAddress.port}/inject` }, 'webhook started');
 
     let closing: Promise<void> | undefined;
@@ -275,6 +311,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       identity: sec?.identity,
       adminTokenFile,
       apiCaFile,
+      caFile,
+      pushTls: !!opts.pushTls,
       close: () => (closing ??= closeAll().then(() => logger.info('control plane stopped'))),
     };
   } catch (err) {
@@ -283,17 +321,29 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   }
 }
 
-/** The CA (DATA_DIR/ca), the join tokens (DATA_DIR/tokens.json) and, with Kubernetes, TokenReview. */
-async function startSecurity(opts: ControlPlaneOptions, clock: Clock, logger: Logger) {
+/**
+ * The CA (DATA_DIR/ca, or etcd), the join tokens (DATA_DIR/tokens.json, or etcd) and, with
+ * Kubernetes, TokenReview.
+ */
+async function startSecurity(opts: ControlPlaneOptions, clock: Clock, logger: Logger, secrets?: { ca: import('./secrets').SecretDoc; tokens: import('./secrets').SecretDoc }) {
   const o = opts.security ?? {};
   if (o.enabled === false) return undefined;
-  const [{ MeshCa }, { TokenStore }, { WorkloadIdentityService }] = await Promise.all([import('./ca'), import('./tokens'), import('./identity')]);
+  const [{ MeshCa, CA_DIR, CA_FILE }, { TokenStore, TOKENS_FILE }, { WorkloadIdentityService }] = await Promise.all([import('./ca'), import('./tokens'), import('./identity')]);
   const log = logger.child({ component: 'identity' });
-  const ca = await MeshCa.open({ dataDir: opts.dataDir, trustDomain: o.trustDomain, userRoot: o.userRoot, workloadTtlMs: o.workloadTtlMs, clock, logger: log });
-  const tokens = new TokenStore(opts.tokensDir ?? opts.dataDir, clock);
+  if (secrets) {
+    // Moving from the file store: the CA and tokens of this data dir go to etcd (when it has none yet).
+    const { seedFromFile } = await import('./secrets');
+    const path = await import('node:path');
+    if (await seedFromFile(secrets.ca, path.join(opts.dataDir, CA_DIR, CA_FILE))) log.info({ where: secrets.ca.where }, 'the CA of the data dir moved to etcd');
+    if (await seedFromFile(secrets.tokens, path.join(opts.tokensDir ?? opts.dataDir, TOKENS_FILE))) log.info({ where: secrets.tokens.where }, 'the tokens of the data dir moved to etcd');
+  }
+  const ca = await MeshCa.open({ dataDir: opts.dataDir, trustDomain: o.trustDomain, userRoot: o.userRoot, workloadTtlMs: o.workloadTtlMs, clock, logger: log, doc: secrets?.ca });
+  const { caPinOf } = await import('../src/security/ca-pin');
+  // Join tokens carry the hash of the root that signs the push port's certificate (when it is ours).
+  const tokens = new TokenStore(secrets?.tokens ?? opts.tokensDir ?? opts.dataDir, clock, () => (opts.pushTls && !('certPem' in opts.pushTls) ? caPinOf(ca.rootPem()) : undefined));
   const tokenReviewer = o.tokenReview || opts.kubernetes ? new (await import('./token-review')).TokenReviewer(o.tokenReview ?? {}) : undefined;
   const identity = new WorkloadIdentityService({ ca, mode: o.mode, tokens, tokenReviewer, logger: log });
-  log.info({ trustDomain: ca.trustDomain, mode: identity.mode, roots: ca.trustBundle().info().length }, 'workload identity: CA ready');
+  log.info({ trustDomain: ca.trustDomain, mode: identity.mode, roots: ca.trustBundle().info().length, where: secrets?.ca.where ?? 'data dir' }, 'workload identity: CA ready');
   return { ca, tokens, identity };
 }
 

@@ -141,21 +141,24 @@ export class PushServer {
 
   private readonly identity?: IdentityIssuer;
 
-  /** Binds the gRPC server; port 0 picks a free one. Resolves to the bound address. */
-  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+  /**
+   * Binds the gRPC server; port 0 picks a free one. Resolves to the bound address. `credentials`:
+   * TLS (push-tls.ts in control-plane/); absent: plaintext.
+   */
+  listen(host: string, port: number, credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure()): Promise<{ host: string; port: number }> {
     const server = new grpc.Server(SERVER_OPTIONS);
     const handlers: PolicyDiscoveryHandlers = { Stream: (call) => this.handle(call) };
     server.addService(policyDiscoveryService(), handlers);
     const hostPart = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
     return new Promise((resolve, reject) => {
-      server.bindAsync(`${hostPart}:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+      server.bindAsync(`${hostPart}:${port}`, credentials, (err, bound) => {
         if (err) {
           server.forceShutdown();
           reject(err);
           return;
         }
         this.server = server;
-        this.logger.info({ address: `${hostPart}:${bound}` }, 'push server listening');
+        this.logger.info({ address: `${hostPart}:${bound}`, tls: credentials._isSecure() }, 'push server listening');
         resolve({ host, port: bound });
       });
     });

@@ -12,14 +12,15 @@
  *
  * The CLI and a running control plane share the file: writes are atomic (rename), and the
  * control plane re-reads it whenever its mtime or size changed, so a token created or revoked
- * by the CLI counts at the next connection.
+ * by the CLI counts at the next connection. With the etcd store the records are one etcd key
+ * (secrets.ts) shared by every replica: a token made through one replica verifies on all.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { systemClock, type Clock } from '../src/core/clock';
+import { splitJoinToken, withCaPin } from '../src/security/ca-pin';
 import { SecurityError } from '../src/security/errors';
-import { atomicWriteFile, ensureDir } from './fsutil';
+import { FileSecret, type SecretDoc } from './secrets';
 
 export const TOKENS_FILE = 'tokens.json';
 export const JOIN_PREFIX = 'mlj_';
@@ -52,14 +53,21 @@ export type TokenInfo = Omit<TokenRecord, 'sha256'> & { state: 'active' | 'expir
 const SERVICE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
 export class TokenStore {
-  private readonly file: string;
+  private readonly doc: SecretDoc;
   private readonly clock: Clock;
   private records: TokenRecord[] = [];
-  private seen: { mtimeMs: number; size: number } | undefined;
+  private seen: string | undefined;
+  private readonly caPin: () => string | undefined;
 
-  constructor(dataDir: string, clock: Clock = systemClock) {
-    this.file = path.join(dataDir, TOKENS_FILE);
+  /**
+   * `where`: the data dir (DATA_DIR/tokens.json), or a SecretDoc (etcd). `caPin`: the hash of the
+   * CA that signs the push port's certificate (src/security/ca-pin.ts), appended to every join
+   * token made, so that the token is all a new sidecar needs.
+   */
+  constructor(where: string | SecretDoc, clock: Clock = systemClock, caPin: () => string | undefined = () => undefined) {
+    this.doc = typeof where === 'string' ? new FileSecret(path.join(where, TOKENS_FILE)) : where;
     this.clock = clock;
+    this.caPin = caPin;
   }
 
   /**
@@ -74,7 +82,6 @@ export class TokenStore {
       throw new SecurityError('CREDENTIAL_INVALID', `--service: ${JSON.stringify(opts.service)} is not a service name (lowercase letters, digits and '-', at most 63)`);
     const ttl = opts.ttlMs ?? (opts.role ? DEFAULT_API_TTL_MS : DEFAULT_JOIN_TTL_MS);
     if (!(ttl > 0)) throw new SecurityError('CREDENTIAL_INVALID', '--ttl must be positive');
-    await this.reload();
     const id = randomBytes(4).toString('hex');
     const secret = randomBytes(32).toString('base64url');
     const now = this.clock.now();
@@ -86,21 +93,39 @@ export class TokenStore {
       expiresAt: new Date(now + ttl).toISOString(),
       ...(opts.description ? { description: opts.description } : {}),
     };
-    this.records = [...this.prune(), rec];
-    await this.save();
-    return { token: `${opts.role ? API_PREFIX : JOIN_PREFIX}${id}.${secret}`, info: this.info(rec) };
+    await this.change(() => {
+      this.records = [...this.prune(), rec];
+      return true;
+    });
+    const token = opts.role ? `${API_PREFIX}${id}.${secret}` : withCaPin(`${JOIN_PREFIX}${id}.${secret}`, this.caPin());
+    return { token, info: this.info(rec) };
   }
 
   /** Revokes by id; false when there is no such token. */
   async revoke(id: string): Promise<boolean> {
-    await this.reload();
-    const rec = this.records.find((r) => r.id === id);
-    if (!rec) return false;
-    if (!rec.revokedAt) {
+    let found = false;
+    await this.change(() => {
+      const rec = this.records.find((r) => r.id === id);
+      found = !!rec;
+      if (!rec || rec.revokedAt) return false;
       rec.revokedAt = new Date(this.clock.now()).toISOString();
-      await this.save();
+      return true;
+    });
+    return found;
+  }
+
+  /** Reads the records, applies `fn` (true: it changed them) and writes them back; again from a fresh read when another writer got there first. */
+  private async change(fn: () => boolean): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      await this.reload(true);
+      if (!fn()) return;
+      const written = await this.doc.write(JSON.stringify({ tokens: this.records }, null, 2) + '\n', this.seen);
+      if (written !== undefined) {
+        this.seen = written;
+        return;
+      }
+      if (attempt >= 10) throw new SecurityError('CREDENTIAL_INVALID', `the tokens in ${this.doc.where} kept changing under this write; try again`);
     }
-    return true;
   }
 
   async list(): Promise<TokenInfo[]> {
@@ -114,7 +139,7 @@ export class TokenStore {
    * id only, never its secret.
    */
   async verify(token: string): Promise<{ id: string; service: string; expiresAt: number }> {
-    const rec = await this.check(token, 'join');
+    const rec = await this.check(splitJoinToken(token).credential, 'join');
     return { id: rec.id, service: rec.service ?? '', expiresAt: Date.parse(rec.expiresAt) };
   }
 
@@ -154,33 +179,24 @@ export class TokenStore {
     return this.records.filter((r) => Date.parse(r.expiresAt) > cutoff && (!r.revokedAt || Date.parse(r.revokedAt) > cutoff));
   }
 
-  private async reload(): Promise<void> {
-    let st;
-    try {
-      st = await fsp.stat(this.file);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  /** Re-reads the records if they changed (`force`: read whatever the cache says). */
+  private async reload(force = false): Promise<void> {
+    const v = force ? undefined : await this.doc.version();
+    if (!force && v === this.seen && (v !== undefined || this.records.length === 0)) return;
+    const cur = await this.doc.read();
+    if (!cur) {
       this.records = [];
       this.seen = undefined;
       return;
     }
-    if (this.seen && this.seen.mtimeMs === st.mtimeMs && this.seen.size === st.size) return;
-    const text = await fsp.readFile(this.file, 'utf8');
     let parsed: { tokens?: TokenRecord[] };
     try {
-      parsed = JSON.parse(text);
+      parsed = JSON.parse(cur.text);
     } catch (err) {
-      throw new Error(`${this.file}: not JSON (${(err as Error).message}); fix or remove it`);
+      throw new Error(`${this.doc.where}: not JSON (${(err as Error).message}); fix or remove it`);
     }
     this.records = Array.isArray(parsed.tokens) ? parsed.tokens.filter((r) => r && typeof r.id === 'string' && typeof r.sha256 === 'string') : [];
-    this.seen = { mtimeMs: st.mtimeMs, size: st.size };
-  }
-
-  private async save(): Promise<void> {
-    await ensureDir(path.dirname(this.file));
-    await atomicWriteFile(this.file, JSON.stringify({ tokens: this.records }, null, 2) + '\n', 0o600);
-    const st = await fsp.stat(this.file);
-    this.seen = { mtimeMs: st.mtimeMs, size: st.size };
+    this.seen = cur.version;
   }
 }
 

@@ -20,6 +20,8 @@ export interface WebhookOptions {
   cert: string | Buffer;
   key: string | Buffer;
   inject: InjectOptions;
+  /** The push port's CA hash, asked at each review (it changes when the root rotates): injected proxies get `--ca-hash`. */
+  caHash?: () => string | undefined;
   logger: Logger;
 }
 
@@ -66,7 +68,7 @@ export function startWebhook(opts: WebhookOptions): Promise<Webhook> {
       }
       let a;
       try {
-        a = review(parsed, opts.inject);
+        a = review(parsed, opts.caHash && !opts.inject.caHash ? { ...opts.inject, caHash: opts.caHash() } : opts.inject);
       } catch (err) {
         // review() is written not to throw; should it, the API server gets an answer, not a reset.
         log.error({ err }, 'admission review failed');

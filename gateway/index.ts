@@ -99,6 +99,8 @@ export interface GatewayOptions {
   cacheMaxBytes?: number;
   /** JWT keys: at most one JWKS fetch per URL in this interval (default 30 s). */
   jwksMinRefreshMs?: number;
+  /** TLS on the push stream (src/snapshot/push-tls.ts); absent: plaintext. */
+  pushTls?: import('../src/snapshot/push-tls').PushTlsOptions;
   /** How often certificate files are polled for changes (default 1000 ms). */
   certPollMs?: number;
   onQuit?: () => void;
@@ -391,6 +393,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       logger: log,
       credential: opts.credential,
       onIdentity: identity ? (msg) => identity.handle(msg) : undefined,
+      tls: opts.pushTls,
     });
     subscriber.start();
   }

@@ -90,6 +90,8 @@ export interface SidecarOptions {
    * control plane. With it the sidecar gets a workload certificate (sidecar/identity.ts).
    */
   credential?: () => string | undefined;
+  /** TLS on the push stream (src/snapshot/push-tls.ts); absent: plaintext. */
+  pushTls?: import('../src/snapshot/push-tls').PushTlsOptions;
   /** Bytes all the response caches of this process keep together (Route rules' `cache`; default 64 MiB). */
   cacheMaxBytes?: number;
   /** JWT keys: at most one JWKS fetch per URL in this interval (default 30 s). */
@@ -593,6 +595,7 @@ export async function subscribe(
     apply,
     logger: log,
     credential: opts.credential,
+    tls: opts.pushTls,
     onIdentity: identity ? (m) => identity.handle(m) : undefined,
   });
   subscriber.start();

@@ -28,8 +28,14 @@ change up within 2 s, sends every sidecar the new bundle, and they renew their c
     const open = () => MeshCa.open({ dataDir, pollMs: 0 });
     if (sub === 'show') {
       const m = await open();
-      const info = { trustDomain: m.trustDomain, roots: m.trustBundle().info() };
-      process.stdout.write(values.output === 'json' ? JSON.stringify(info, null, 2) + '\n' : `trust domain ${info.trustDomain}\n${info.roots.map((r, i) => `root ${i}: ${r.subject}\n  sha256 ${r.fingerprint256}\n  expires ${r.notAfter}${r.until ? `, trusted until ${r.until} (rotation overlap)` : ''}`).join('\n')}\n`);
+      const { caPinOf } = await import('../security/ca-pin');
+      // The hash sidecars pin the push port with (--ca-hash; what join tokens carry).
+      const info = { trustDomain: m.trustDomain, caHash: caPinOf(m.rootPem()), roots: m.trustBundle().info() };
+      process.stdout.write(
+        values.output === 'json'
+          ? JSON.stringify(info, null, 2) + '\n'
+          : `trust domain ${info.trustDomain}\nCA hash (--ca-hash) ${info.caHash}\n${info.roots.map((r, i) => `root ${i}: ${r.subject}\n  sha256 ${r.fingerprint256}\n  expires ${r.notAfter}${r.until ? `, trusted until ${r.until} (rotation overlap)` : ''}`).join('\n')}\n`,
+      );
       return 0;
     }
     if (sub === 'bundle') {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import * as path from 'node:path';
 import { CliError, hostPort, flags, UsageError, type Command } from './common';
 import { logger, runUntilSignal } from './process';
@@ -46,8 +47,9 @@ Workload identity (docs/security.md): a CA under D/ca signs sidecars' certificat
   --trust-domain TD            the SPIFFE trust domain (default cluster.local; fixed once the CA exists)
   --ca-cert FILE --ca-key FILE sign with an intermediate under this root (PEM), instead of a root of our own
   --cert-ttl DURATION          workload certificate lifetime (default 24h)
-  --sidecar-auth MODE          permissive (default: a sidecar without a credential connects, with no
-                               identity) or strict (refused)
+  --sidecar-auth MODE          strict (default: a sidecar without a join token or ServiceAccount token is
+                               refused) or permissive (for development: it connects, with no identity, as
+                               whatever service it names)
   --no-identity                no CA, no certificates
 
 Who may use the REST API (docs/security.md): every request but GET /healthz and the dashboard's
@@ -64,6 +66,15 @@ TLS on the REST API (default on: a certificate from the mesh CA, for localhost, 
                                meshlet-control-plane.meshlet-system.svc); repeatable
   --api-tls-cert FILE, --api-tls-key FILE   serve this certificate (PEM chain) and key instead
   --insecure-plaintext         serve the API over plain HTTP (tokens readable on the network)
+
+TLS on the push port (default on: a certificate from the mesh CA naming spiffe://TD/control-plane,
+localhost, 127.0.0.1, ::1 and the --push host; sidecars verify it with --ca-file D/ca.pem, or with the CA
+hash every join token carries, so \`meshlet token create\` output is all a new sidecar needs)
+  --push-hostname NAME         also put this DNS name or IP in the push certificate; repeatable
+  --push-tls-cert FILE, --push-tls-key FILE   serve this certificate (PEM chain) and key instead
+                               (sidecars then need --ca-file with its CA)
+  --insecure-push-plaintext    serve the push port in plaintext (join and ServiceAccount tokens readable
+                               on the network; sidecars need --insecure-push-plaintext too)
 
 Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cleanly.`,
   async run(argv) {
@@ -105,10 +116,15 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       'api-tls-cert': { type: 'string' },
       'api-tls-key': { type: 'string' },
       'insecure-plaintext': { type: 'boolean' },
+      'push-hostname': { type: 'string', multiple: true },
+      'push-tls-cert': { type: 'string' },
+      'push-tls-key': { type: 'string' },
+      'insecure-push-plaintext': { type: 'boolean' },
     });
     const apiAuth = await apiAuthFlags(values['no-api-auth'], values['api-sa-role']);
     const security = await securityFlags(values);
     const apiTls = apiTlsFlags(values, security.enabled !== false);
+    const pushTls = pushTlsServerFlags(values, security.enabled !== false);
     const promUrl = values['prometheus-url'];
     if (promUrl !== undefined && !/^https?:\/\/[^\s]+$/.test(promUrl)) throw new UsageError(`--prometheus-url: expected an http(s) URL, got ${JSON.stringify(promUrl)}`);
     const historyMs = values['history-interval'] === undefined ? undefined : Number(values['history-interval']);
@@ -165,6 +181,7 @@ Both ports stay on loopback unless told otherwise. SIGTERM or SIGINT stops it cl
       security,
       apiAuth,
       apiTls,
+      pushTls,
     });
     return runUntilSignal(() => cp.close());
   },
@@ -203,7 +220,7 @@ async function securityFlags(v: { 'trust-domain'?: string; 'ca-cert'?: string; '
     return { enabled: false };
   }
   if (!v['ca-cert'] !== !v['ca-key']) throw new UsageError('--ca-cert and --ca-key go together');
-  const mode = v['sidecar-auth'] ?? 'permissive';
+  const mode = v['sidecar-auth'] ?? 'strict';
   if (mode !== 'permissive' && mode !== 'strict') throw new UsageError(`--sidecar-auth must be permissive or strict, got ${JSON.stringify(mode)}`);
   const { parseTtl } = await import('../security/duration');
   const ttl = v['cert-ttl'] === undefined ? undefined : parseTtl(v['cert-ttl']);
@@ -249,6 +266,30 @@ function apiTlsFlags(v: { 'api-hostname'?: string[]; 'api-tls-cert'?: string; 'a
   for (const h of v['api-hostname'] ?? [])
     if (!isIP(h) && !/^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/i.test(h)) throw new UsageError(`--api-hostname: not a DNS name or IP address: ${JSON.stringify(h)}`);
   return { hosts: v['api-hostname'] ?? [] };
+}
+
+/** `--push-hostname`, `--push-tls-cert/-key`, `--insecure-push-plaintext`, checked. */
+function pushTlsServerFlags(v: { 'push-hostname'?: string[]; 'push-tls-cert'?: string; 'push-tls-key'?: string; 'insecure-push-plaintext'?: boolean }, haveCa: boolean) {
+  if ((v['push-tls-cert'] === undefined) !== (v['push-tls-key'] === undefined)) throw new UsageError('--push-tls-cert and --push-tls-key go together');
+  if (v['insecure-push-plaintext']) {
+    if (v['push-tls-cert'] || v['push-hostname']?.length) throw new UsageError('--insecure-push-plaintext goes with none of --push-tls-cert, --push-tls-key, --push-hostname');
+    return undefined;
+  }
+  const read = (f: string) => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch (e) {
+      throw new CliError(`cannot read ${f}: ${(e as Error).message}`);
+    }
+  };
+  if (v['push-tls-cert'] && v['push-tls-key']) {
+    if (v['push-hostname']?.length) throw new UsageError('--push-hostname names hosts in the certificate the mesh CA issues; with --push-tls-cert, put them in your certificate');
+    return { certPem: read(v['push-tls-cert']), keyPem: read(v['push-tls-key']) };
+  }
+  if (!haveCa) throw new UsageError('with --no-identity there is no CA to issue the push port certificate: give --push-tls-cert and --push-tls-key, or --insecure-push-plaintext');
+  for (const h of v['push-hostname'] ?? [])
+    if (!isIP(h) && !/^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/i.test(h)) throw new UsageError(`--push-hostname: not a DNS name or IP address: ${JSON.stringify(h)}`);
+  return { hosts: v['push-hostname'] ?? [] };
 }
 
 /** `--no-api-auth` / `--api-sa-role`, checked. */

@@ -1,6 +1,7 @@
 import { hostPort, labels, port, flags, UsageError, type Command } from './common';
 import { runUntilSignal, logger } from './process';
 import { credentialSource } from './sidecar';
+import { PUSH_TLS_FLAGS, PUSH_TLS_USAGE, pushTlsFlags } from './push-tls-flags';
 
 export const gateway: Command = {
   name: 'gateway',
@@ -26,6 +27,7 @@ over mTLS, as sidecars do.
   --jwks-refresh-ms MS    JWT keys: at most one JWKS fetch per URL in MS ms (default 30000)
   --join-token TOKEN      the bootstrap credential from \`meshlet token create\` (or MESHLET_JOIN_TOKEN)
   --credential-file FILE  or read it from FILE at every connect (a projected ServiceAccount token)
+${PUSH_TLS_USAGE}
 
 SIGTERM or SIGINT drains in-flight requests, then exits.`,
   async run(argv) {
@@ -44,6 +46,7 @@ SIGTERM or SIGINT drains in-flight requests, then exits.`,
       'credential-file': { type: 'string' },
       'cache-max-mb': { type: 'string' },
       'jwks-refresh-ms': { type: 'string' },
+      ...PUSH_TLS_FLAGS,
     });
     if (!values.name) throw new UsageError('--name NAME is required (the Gateway resource to serve)');
     if (values['control-plane'] && values.config) throw new UsageError('use either --control-plane or --config, not both');
@@ -63,6 +66,7 @@ SIGTERM or SIGINT drains in-flight requests, then exits.`,
     const admin = values.admin === undefined ? { host: '127.0.0.1', port: 15000 } : values.admin.includes(':') ? hostPort(values.admin, '--admin') : { host: '127.0.0.1', port: port(values.admin, '--admin', 0) };
     const credential = credentialSource(values['join-token'], values['credential-file']);
     if (credential && values.config) throw new UsageError('--join-token and --credential-file go with --control-plane, not --config');
+    const pushTls = pushTlsFlags(values, values.config !== undefined);
     const log = logger(values['log-level']);
     let initial;
     if (values.config) {
@@ -87,6 +91,7 @@ SIGTERM or SIGINT drains in-flight requests, then exits.`,
       credential,
       cacheMaxBytes: cacheMb === undefined ? undefined : cacheMb * 1024 * 1024,
       jwksMinRefreshMs,
+      pushTls,
       onQuit: () => process.kill(process.pid, 'SIGTERM'),
     });
     await g.settled();

@@ -19,6 +19,10 @@ written.
   --mode native|classic    native (default): the proxy is an init container with restartPolicy: Always
                            (Kubernetes >= 1.29); classic: the first regular container, for older clusters
   --proxy-cpu Q, --proxy-memory Q, --log-level L   defaults for the proxy (pods override by annotation)
+  --ca-hash sha256:HEX     the proxies verify the control plane's push port with this CA hash (\`meshlet ca
+                           show\`; the webhook puts in the control plane's own)
+  --token-audience A       the audience of the projected ServiceAccount token the proxies present (default
+                           meshlet; the control plane's TokenReview requires it)
   -q, --quiet              do not report what was injected or skipped on standard error`,
   async run(argv) {
     const { values } = flags(argv, {
@@ -30,6 +34,8 @@ written.
       'proxy-cpu': { type: 'string' },
       'proxy-memory': { type: 'string' },
       'log-level': { type: 'string' },
+      'ca-hash': { type: 'string' },
+      'token-audience': { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
     });
     if (!values.filename) throw new UsageError('-f FILE is required (use - for standard input)');
@@ -54,7 +60,11 @@ written.
       proxyCpu: defaults.value.proxyCpu ?? DEFAULT_OPTIONS.proxyCpu,
       proxyMemory: defaults.value.proxyMemory ?? DEFAULT_OPTIONS.proxyMemory,
       logLevel: defaults.value.logLevel ?? DEFAULT_OPTIONS.logLevel,
+      tokenAudience: values['token-audience'] ?? DEFAULT_OPTIONS.tokenAudience,
+      caHash: values['ca-hash']?.trim().toLowerCase(),
     };
+    if (options.caHash !== undefined && !/^sha256:[0-9a-f]{64}$/.test(options.caHash)) throw new UsageError(`--ca-hash: expected sha256: and 64 hex digits (\`meshlet ca show\`), got ${JSON.stringify(values['ca-hash'])}`);
+    if (!/^[A-Za-z0-9._:/-]{1,253}$/.test(options.tokenAudience)) throw new UsageError(`--token-audience: expected an audience such as meshlet, got ${JSON.stringify(options.tokenAudience)}`);
     if (!/^[^\s:]+:\d{1,5}$/.test(options.controlPlane)) throw new UsageError(`--control-plane: expected HOST:PORT, got ${JSON.stringify(options.controlPlane)}`);
     if (!options.image.trim() || /\s/.test(options.image)) throw new UsageError(`--image: expected an image reference, got ${JSON.stringify(options.image)}`);
     let text: string;

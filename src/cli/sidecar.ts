@@ -2,6 +2,7 @@ import { hostPort, labels, port, flags, UsageError, type Command } from './commo
 import { availableParallelism } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { runUntilSignal, logger } from './process';
+import { PUSH_TLS_FLAGS, PUSH_TLS_USAGE, pushTlsFlags } from './push-tls-flags';
 
 export const sidecar: Command = {
   name: 'sidecar',
@@ -56,6 +57,7 @@ export const sidecar: Command = {
   --join-token TOKEN      the bootstrap credential from \`meshlet token create\` (better: MESHLET_JOIN_TOKEN,
                           not seen in ps); with it the sidecar gets a workload certificate (docs/security.md)
   --credential-file FILE  or read it from FILE at every connect (a projected ServiceAccount token on Kubernetes)
+${PUSH_TLS_USAGE}
   --concurrency N|auto    worker processes serving the listeners (default 1: one process; auto: one per CPU).
                           With N > 1 a primary keeps the policy stream and the admin port, and the workers
                           share the listening sockets; each local rate limit is split 1/N per worker
@@ -100,6 +102,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       concurrency: { type: 'string' },
       'join-token': { type: 'string' },
       'credential-file': { type: 'string' },
+      ...PUSH_TLS_FLAGS,
     });
     if (!values.service) throw new UsageError('--service NAME is required');
     if (values['control-plane'] && values.config) throw new UsageError('use either --control-plane or --config, not both');
@@ -165,6 +168,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
     const concurrency = workerCount(values.concurrency);
     const credential = credentialSource(values['join-token'], values['credential-file']);
     if (credential && values.config) throw new UsageError('--join-token and --credential-file go with --control-plane, not --config');
+    const pushTls = pushTlsFlags(values, values.config !== undefined);
     const opts = {
       intercept: values.intercept ? { httpPorts, inboundLocalhost: values['inbound-localhost'] === true } : undefined,
       drainDelayMs: values['drain-ms'] === undefined ? undefined : (positive(values['drain-ms'], '--drain-ms') as number),
@@ -188,6 +192,7 @@ Ports accept HOST:PORT too. SIGTERM or SIGINT drains in-flight requests, then ex
       // The same path as SIGTERM: leave, drain, exit 0.
       onQuit: () => process.kill(process.pid, 'SIGTERM'),
       credential,
+      pushTls,
       jwksMinRefreshMs: positive(values['jwks-refresh-ms'], '--jwks-refresh-ms'),
       cacheMaxBytes: values['cache-max-mb'] === undefined ? undefined : (positive(values['cache-max-mb'], '--cache-max-mb') as number) * 1024 * 1024,
     };

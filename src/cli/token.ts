@@ -95,7 +95,11 @@ The token is printed once; lists show ids, never secrets. A revoked token is ref
 
 async function fileBackend(dir: string): Promise<Backend> {
   const { TokenStore } = await import('../../control-plane/tokens');
-  const store = new TokenStore(dir);
+  const { storedCaRootPem } = await import('../../control-plane/ca');
+  const { caPinOf } = await import('../security/ca-pin');
+  // The CA in the data dir signs the push port's certificate: join tokens carry its hash.
+  const root = await storedCaRootPem(dir).catch(() => undefined);
+  const store = new TokenStore(dir, undefined, () => (root ? caPinOf(root) : undefined));
   return {
     where: dir,
     async create(o) {

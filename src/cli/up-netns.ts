@@ -124,14 +124,25 @@ export async function runNetnsMesh(o: NetnsMeshOptions): Promise<number> {
 
     const dataDir = path.join(o.root, '.meshlet', `${o.prefix}-netns`);
     rmSync(path.join(dataDir, 'registry.json'), { force: true }); // every pod starts fresh
-    cp = await startControlPlane({ dataDir, api: { host: '127.0.0.1', port: 0 }, push: { host: gateway, port: 0 }, logger: o.logger });
+    cp = await startControlPlane({ dataDir, api: { host: '127.0.0.1', port: 0 }, push: { host: gateway, port: 0 }, pushTls: {}, logger: o.logger });
     const applied = await api(`http://127.0.0.1:${cp.apiAddress.port}`, 'POST', '/v1/apply', { items: resources.value.map(toWire) });
     if (applied.status !== 200) throw new CliError(`could not apply ${o.policies}: ${describeApiError(applied)}`);
     const push = `${gateway}:${cp.pushAddress.port}`;
 
+    // Every sidecar proves its service with a join token (which also carries the CA hash that
+    // verifies the push port).
+    const joinTokens = new Map<string, string>();
+    for (const role of new Set(pods.map((p) => p.role))) {
+      const t = await cp.tokens?.create({ service: role, ttlMs: 7 * 86_400_000, description: 'meshlet up --netns' });
+      if (t) joinTokens.set(role, t.token);
+    }
     const run = (p: (typeof pods)[number], argv: string[], asProxy: boolean, label: string): Promise<void> =>
       new Promise((resolve, reject) => {
-        const child = spawn('ip', ['netns', 'exec', p.ns, ...(asProxy ? ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups'] : []), ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+        const token = asProxy ? joinTokens.get(p.role) : undefined;
+        const child = spawn('ip', ['netns', 'exec', p.ns, ...(asProxy ? ['setpriv', '--reuid=1337', '--regid=1337', '--clear-groups'] : []), ...argv], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { ...process.env, ...(token ? { MESHLET_JOIN_TOKEN: token } : {}) },
+        });
         procs.push(child);
         child.once('exit', (code) => reject(new CliError(`${label} in ${p.ns} exited (${code}) before it was up`)));
         createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (l) => process.stderr.write(`[${p.name}] ${l}\n`));

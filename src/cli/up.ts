@@ -120,6 +120,8 @@ and applies the example policies (default deploy/local/policies.yaml). Ctrl-C st
             tokensDir: dataDir,
             // The first replica's admin token (DATA_DIR/admin.token) is the local user's.
             apiAuth: { bootstrapToken: i === 0 },
+            // The push port is TLS: each sidecar's join token carries the CA's hash and verifies it.
+            pushTls: {},
           }),
         );
     } catch (err) {

@@ -22,7 +22,9 @@ import { A, parseOverrides, type PodOverrides, type SidecarMode } from './annota
 export const PROXY_UID = 1337;
 /** admin: loopback only (config_dump, logging, quitquitquit, tap, explain); status: the pod address (/metrics /ready /live /stats). */
 export const PORTS = { outbound: 15001, inbound: 15006, admin: 15000, status: 15020 } as const;
-export const NAMES = { init: 'meshlet-init', proxy: 'meshlet-proxy', tmp: 'meshlet-tmp' } as const;
+export const NAMES = { init: 'meshlet-init', proxy: 'meshlet-proxy', tmp: 'meshlet-tmp', token: 'meshlet-token' } as const;
+/** Where the proxy reads its projected ServiceAccount token (the kubelet rotates it in place; read at every connect). */
+export const TOKEN_DIR = '/var/run/secrets/meshlet';
 const OURS = new Set<string>(Object.values(NAMES));
 
 export interface InjectOptions {
@@ -36,6 +38,15 @@ export interface InjectOptions {
   logLevel: string;
   /** How long the proxy keeps serving after SIGTERM, out of the mesh already (`--drain-ms`). */
   drainMs: number;
+  /** The audience of the projected ServiceAccount token the proxy presents (the control plane's TokenReview checks it). */
+  tokenAudience: string;
+  /** Its lifetime; the kubelet renews it at 80 % (at least 600 s). */
+  tokenExpirationSeconds: number;
+  /**
+   * The CA hash (`sha256:...`) the proxy verifies the push port with (`--ca-hash`); the webhook
+   * sets the control plane's own. Absent: the proxy needs another way (it refuses to connect).
+   */
+  caHash?: string;
 }
 
 export const DEFAULT_OPTIONS: InjectOptions = {
@@ -46,6 +57,8 @@ export const DEFAULT_OPTIONS: InjectOptions = {
   proxyMemory: '64Mi',
   logLevel: 'info',
   drainMs: 5000,
+  tokenAudience: 'meshlet',
+  tokenExpirationSeconds: 3600,
 };
 
 export type ListName = 'initContainers' | 'containers' | 'volumes';
@@ -113,17 +126,23 @@ export function planPod(
   const proxy = proxyContainer(service, appPort, o, options, mode);
   const init = initContainer(o, options);
   const tmp = { name: NAMES.tmp, emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } };
+  // The proxy's bootstrap credential: a token of the pod's ServiceAccount for the control plane's
+  // audience only (not the API server's default one), rotated by the kubelet.
+  const token = {
+    name: NAMES.token,
+    projected: { sources: [{ serviceAccountToken: { audience: options.tokenAudience, expirationSeconds: options.tokenExpirationSeconds, path: 'token' } }] },
+  };
   const lists: Record<ListName, ListEdit> = {
     initContainers: { prepend: mode === 'native' ? [init, proxy] : [init], append: [] },
     containers: { prepend: mode === 'native' ? [] : [proxy], append: [] },
-    volumes: { prepend: [], append: [tmp] },
+    volumes: { prepend: [], append: [tmp, token] },
   };
   const status = {
     version: 1,
     mode,
     initContainers: lists.initContainers.prepend.map((c) => c.name),
     containers: lists.containers.prepend.map((c) => c.name),
-    volumes: [NAMES.tmp],
+    volumes: [NAMES.tmp, NAMES.token],
   };
   const out: Record<string, string> = { [A.status]: JSON.stringify(status) };
   // `kubectl logs` and `kubectl exec` pick the app, not the proxy, when no -c is given.
@@ -161,7 +180,10 @@ function proxyContainer(service: string, appPort: number | undefined, o: PodOver
     '--intercept',
     // On SIGTERM: leave the mesh at once, keep serving while the other sidecars learn of it, then drain.
     '--drain-ms', String(options.drainMs),
+    // Who it is: the projected token, read again at every connect (the kubelet rotates it).
+    '--credential-file', `${TOKEN_DIR}/token`,
   ];
+  if (options.caHash) args.push('--ca-hash', options.caHash);
   if (appPort !== undefined) args.push('--app-port', String(appPort));
   const field = (name: string, path: string) => ({ name, valueFrom: { fieldRef: { fieldPath: path } } });
   const env: Record<string, unknown>[] = [field('POD_NAME', 'metadata.name'), field('POD_NAMESPACE', 'metadata.namespace'), field('POD_IP', 'status.podIP')];
@@ -189,7 +211,10 @@ function proxyContainer(service: string, appPort: number | undefined, o: PodOver
       readOnlyRootFilesystem: true,
       capabilities: { drop: ['ALL'] },
     },
-    volumeMounts: [{ name: NAMES.tmp, mountPath: '/tmp' }],
+    volumeMounts: [
+      { name: NAMES.tmp, mountPath: '/tmp' },
+      { name: NAMES.token, mountPath: TOKEN_DIR, readOnly: true },
+    ],
   };
   if (mode === 'native') {
     c.restartPolicy = 'Always';

@@ -229,7 +229,7 @@ export class CertificateAuthority {
    * A TLS server certificate for the control plane's own ports (its REST API): a fresh P-256 key,
    * DNS and IP SANs for `hosts`, serverAuth only. Returns the chain (leaf first) and the key, PEM.
    */
-  async issueServing(hosts: readonly string[], ttlMs: number): Promise<{ certPem: string; chainPem: string; keyPem: string; notAfter: Date }> {
+  async issueServing(hosts: readonly string[], ttlMs: number, uris: readonly string[] = []): Promise<{ certPem: string; chainPem: string; keyPem: string; notAfter: Date }> {
     if (hosts.length === 0) throw new SecurityError('CA_INVALID', 'a serving certificate needs at least one host name or IP address');
     const keys = await generateKeyPair();
     const now = this.clock.now();
@@ -249,7 +249,10 @@ export class CertificateAuthority {
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
         new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
         await x509.AuthorityKeyIdentifierExtension.create(this.cert.publicKey),
-        new x509.SubjectAlternativeNameExtension(hosts.map((h) => (ip(h) ? { type: 'ip' as const, value: h } : { type: 'dns' as const, value: h }))),
+        new x509.SubjectAlternativeNameExtension([
+          ...uris.map((u) => ({ type: 'url' as const, value: u })),
+          ...hosts.map((h) => (ip(h) ? { type: 'ip' as const, value: h } : { type: 'dns' as const, value: h })),
+        ]),
       ],
     });
     const certPem = pemOf(cert);

@@ -28,6 +28,8 @@ import {
   type SnapshotMessage,
 } from '../proto';
 import type { WireSnapshot } from '../policy';
+import { splitJoinToken } from '../security/ca-pin';
+import { PushTrust, type PushTlsOptions } from './push-tls';
 
 export interface SubscriberOptions {
   /** The control plane's push address, `host:port`, or several, comma-separated (tried in turn). */
@@ -46,6 +48,11 @@ export interface SubscriberOptions {
   onIdentity?: (msg: IdentityMessage) => void;
   /** Announce delta support (default true); false: complete snapshots only, as older sidecars. */
   deltas?: boolean;
+  /**
+   * TLS on the push port (push-tls.ts): how the control plane is verified. Absent: plaintext (the
+   * library's default; `meshlet sidecar` and `meshlet gateway` default to TLS).
+   */
+  tls?: PushTlsOptions;
 }
 
 export class Subscriber {
@@ -57,6 +64,9 @@ export class Subscriber {
   private closed = false;
   private readonly targets: string[];
   private current = 0;
+  private readonly trust: PushTrust;
+  /** The trust anchors changed since the channel was made: the next (re)connect makes a new one. */
+  private stale = false;
   /** The last snapshot applied (what the next delta must start from). */
   private lastGood: WireSnapshot | undefined;
   /** Messages received, and how many were deltas. */
@@ -69,6 +79,7 @@ export class Subscriber {
     this.opts = opts;
     this.targets = opts.target.split(',').map((s) => s.trim()).filter((s) => s !== '');
     if (this.targets.length === 0) this.targets = [opts.target];
+    this.trust = new PushTrust(opts.tls ?? { plaintext: true });
   }
 
   /** The control-plane address the current (or next) stream uses. */
@@ -77,7 +88,6 @@ export class Subscriber {
   }
 
   start(): void {
-    this.client = createPolicyDiscoveryClient(this.target);
     this.open();
   }
 
@@ -86,7 +96,7 @@ export class Subscriber {
     if (this.targets.length < 2 || this.closed) return;
     this.current = (this.current + 1) % this.targets.length;
     this.client?.close();
-    this.client = createPolicyDiscoveryClient(this.target);
+    this.client = undefined;
   }
 
   /** Asks the control plane to take this sidecar's endpoint out now (graceful shutdown), then closes. */
@@ -120,10 +130,44 @@ export class Subscriber {
     this.client?.close();
   }
 
+  /** Opens a stream, on a new channel when there is none or the trust anchors changed. */
   private open(): void {
-    if (this.closed || !this.client) return;
+    if (this.closed) return;
+    if (this.stale && this.client) {
+      this.client.close();
+      this.client = undefined;
+    }
+    if (this.client) return this.openOn(this.client);
+    const credential = this.opts.credential?.();
+    if (this.trust.plaintext) {
+      this.client = createPolicyDiscoveryClient(this.target);
+      return this.openOn(this.client);
+    }
+    const target = this.target;
+    this.stale = false;
+    this.trust.credentials(target, credential).then(
+      (creds) => {
+        if (this.closed) return;
+        this.client = createPolicyDiscoveryClient(target, creds);
+        this.openOn(this.client);
+      },
+      (err: Error) => {
+        if (this.closed) return;
+        this.lastError = err.message;
+        const delay = this.backoff();
+        // The operator's to fix (no trust anchor, a wrong CA hash, a plaintext port): loudly, every time.
+        this.opts.logger.error({ controlPlane: target, code: (err as { code?: string }).code, reason: err.message, retryInMs: delay }, 'cannot verify the control plane; not sending the credential');
+        this.timer = setTimeout(() => {
+          this.rotate();
+          this.open();
+        }, delay);
+      },
+    );
+  }
+
+  private openOn(client: PolicyDiscoveryClient): void {
     const log = this.opts.logger;
-    const call = this.client.Stream();
+    const call = client.Stream();
     this.call = call;
     let ended = false;
     const lost = (why: string, code?: number): void => {
@@ -135,6 +179,16 @@ export class Subscriber {
       if (this.closed) return;
       this.lastError = why;
       const delay = this.backoff();
+      if (!was && code === grpc.status.UNAVAILABLE && !this.trust.plaintext && /certificate|ssl|tls|handshake|self.signed|verify/i.test(why)) {
+        // A push port whose certificate does not verify (wrong --ca-file, another mesh): said loudly.
+        log.error({ controlPlane: this.target, reason: why, retryInMs: delay }, 'cannot verify the control plane; not sending the credential');
+        this.stale = true;
+        this.timer = setTimeout(() => {
+          this.rotate();
+          this.open();
+        }, delay);
+        return;
+      }
       if (code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED) {
         // A refused credential is the operator's to fix: say so loudly, every time.
         log.error({ controlPlane: this.target, reason: why, retryInMs: delay }, 'the control plane refused this sidecar (credential)');
@@ -154,7 +208,11 @@ export class Subscriber {
       }, delay);
     };
     call.on('data', (msg: SnapshotMessage) => {
-      if (msg.identity) this.opts.onIdentity?.(msg.identity);
+      if (msg.identity) {
+        // The bundle verifies the push port at the next connect too (root rotation needs no new file).
+        if (msg.identity.trustBundlePem && this.trust.learn(msg.identity.trustBundlePem)) this.stale = true;
+        this.opts.onIdentity?.(msg.identity);
+      }
       // An identity-only message has no version and is not answered.
       if (!msg.version && msg.identity) return;
       if (!this.connected) log.info({ controlPlane: this.target }, 'connected to the control plane');
@@ -167,7 +225,9 @@ export class Subscriber {
     call.on('status', (s: grpc.StatusObject) => {
       if (s.code !== grpc.status.OK) lost(s.details || `status ${s.code}`);
     });
-    call.write({ node: { ...this.opts.node, credential: this.opts.credential?.() ?? '', acceptsDelta: this.opts.deltas !== false } });
+    const credential = this.opts.credential?.();
+    // A join token's CA pin is ours (it chose the channel's root); the control plane verifies the rest.
+    call.write({ node: { ...this.opts.node, credential: credential ? splitJoinToken(credential).credential : '', acceptsDelta: this.opts.deltas !== false } });
   }
 
   private onSnapshot(call: PolicyDiscoveryClientStream, msg: SnapshotMessage): void {

@@ -24,7 +24,8 @@ interface Res {
 
 async function start(t: Test): Promise<{ cp: ControlPlane; call: (method: string, p: string, body?: unknown) => Promise<Res> }> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'meshlet-api-'));
-  const cp = await startControlPlane({ dataDir, api: { port: 0 }, push: { port: 0 }, coalesceMs: 1 });
+  // Fake sidecars without credentials: the development opt-out.
+  const cp = await startControlPlane({ dataDir, api: { port: 0 }, push: { port: 0 }, coalesceMs: 1, security: { mode: 'permissive' } });
   t.teardown(async () => {
     await cp.close();
     fs.rmSync(dataDir, { recursive: true, force: true });

@@ -24,11 +24,17 @@ export function tmpDir(prefix = 'meshlet-test-'): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-export function start(args: string[], env: Record<string, string> = {}): Proc {
+export function start(args: string[], env: Record<string, string> = {}, opts: { pushTls?: boolean; strictSidecars?: boolean } = {}): Proc {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` (npm test does it first)`);
   // The API is TLS by default; tests talk plain HTTP to it unless they ask for TLS (--api-hostname,
   // --api-tls-cert): the TLS path has its own tests (api-tls.test.ts).
   if (args[0] === 'control-plane' && !args.some((x) => x === '--insecure-plaintext' || x === '--api-hostname' || x === '--api-tls-cert')) args = [...args, '--insecure-plaintext'];
+  // So is the push port: plaintext on both ends unless the test asks for TLS (push-tls.test.ts).
+  const pushFlags = ['--insecure-push-plaintext', '--push-hostname', '--push-tls-cert', '--ca-file', '--ca-hash', '--config'];
+  if (!opts.pushTls && ['control-plane', 'sidecar', 'gateway'].includes(args[0] as string) && !args.some((x) => pushFlags.includes(x))) args = [...args, '--insecure-push-plaintext'];
+  // Sidecars without a credential are refused by default; most tests run credential-less sidecars
+  // (identity has its own tests, which pass --sidecar-auth strict or ask for it).
+  if (args[0] === 'control-plane' && !args.some((x) => x === '--sidecar-auth' || x === '--no-identity') && !opts.strictSidecars) args = [...args, '--sidecar-auth', 'permissive'];
   const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const log = followJsonLog(child, exited, `meshlet ${args[0]}`);

@@ -12,7 +12,8 @@ import { serviceSpiffeId } from '../../../src/security/spiffe';
 import { tmpDir } from '../lib/meshlet';
 
 t.test('CSRs over the stream: refused with a reason, signed only for the proven identity', async (t) => {
-  const cp = await startControlPlane({ dataDir: tmpDir(), api: { port: 0 }, push: { port: 0 }, security: { trustDomain: 'td.test' } });
+  // permissive: the anonymous stream at the end is admitted (without a certificate).
+  const cp = await startControlPlane({ dataDir: tmpDir(), api: { port: 0 }, push: { port: 0 }, security: { trustDomain: 'td.test', mode: 'permissive' } });
   t.teardown(() => cp.close());
   const { token } = await cp.tokens!.create({ service: 'catalog' });
   const client = createPolicyDiscoveryClient(`127.0.0.1:${cp.pushAddress.port}`);
@@ -59,7 +60,7 @@ t.test('CSRs over the stream: refused with a reason, signed only for the proven 
   t.equal(cp.identity?.counts.refused, 3);
   s.call.end();
 
-  // No credential (PERMISSIVE): connected, but a CSR gets an error, not a certificate.
+  // No credential (--sidecar-auth permissive): connected, but a CSR gets an error, not a certificate.
   const anon = open('');
   anon.node('pricing');
   anon.call.write({ csr: { csrPem: await createCsr(keys, serviceSpiffeId('td.test', 'pricing')) } });

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { request } from 'undici';
-import { cli, eventually, portOf, sleep, start, startControlPlane, tmpDir, type Proc } from '../lib/meshlet';
+import { apiFetch, cli, eventually, portOf, sleep, start, startControlPlane, tmpDir, type Proc } from '../lib/meshlet';
 
 interface Dump {
   identity?: { spiffeId: string | null; certificate: { serial: string; notAfter: string; chainPem: string } | null; trustBundlePem: string | null; lastError: string | null };
@@ -82,7 +82,7 @@ t.test('a sidecar with a join token gets a certificate for its service, renews i
   t.equal(sc.child.exitCode, null, 'no restart');
 });
 
-t.test('credentials refused: another service, expired, revoked, garbage; no credential is PERMISSIVE', async (t) => {
+t.test('credentials refused: another service, expired, revoked, garbage; no credential is admitted only with --sidecar-auth permissive', async (t) => {
   const dir = tmpDir();
   const cp = await startControlPlane(dir);
   t.teardown(() => cp.stop());
@@ -118,14 +118,20 @@ t.test('credentials refused: another service, expired, revoked, garbage; no cred
   await cp.waitFor((l) => l.msg === 'sidecar without a credential admitted (PERMISSIVE): no identity, no certificate');
 });
 
-t.test('--sidecar-auth strict refuses a sidecar without a credential', async (t) => {
+t.test('by default (strict) a sidecar without a credential is refused, with how to get one', async (t) => {
   const dir = tmpDir();
-  const cp = start(['control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--sidecar-auth', 'strict', '--trust-domain', 'shop.example']);
+  // No --sidecar-auth: the default.
+  const cp = start(['control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--trust-domain', 'shop.example'], {}, { strictSidecars: true });
   t.teardown(() => cp.stop());
   const l = await cp.waitFor((x) => x.msg === 'control plane started');
   const sc = await sidecar(t, portOf(l.push), 'catalog', { MESHLET_JOIN_TOKEN: '' });
   const lost = await sc.waitFor((x) => x.msg === 'the control plane refused this sidecar (credential)' && /no credential/.test(String(x.reason)));
-  t.match(String(lost.reason), /--join-token/);
+  t.match(String(lost.reason), 'start the sidecar with MESHLET_JOIN_TOKEN from `meshlet token create --service catalog`');
+  t.match(String(lost.reason), '--sidecar-auth permissive', 'names the development opt-out');
+  const refused = await cp.waitFor((x) => x.msg === 'push stream refused: credential not accepted');
+  t.equal(refused.code, 'CREDENTIAL_MISSING');
+  const st = await apiFetch(`${String(l.api)}/v1/status`);
+  t.notOk(((await st.json()) as { sidecars?: { service: string }[] }).sidecars?.some((x) => x.service === 'catalog'), 'never registered');
   const tok = token(dir, 'catalog');
   const ok = await sidecar(t, portOf(l.push), 'catalog', { MESHLET_JOIN_TOKEN: tok.token });
   const installed = await ok.waitFor((x) => x.msg === 'workload certificate installed');

@@ -75,7 +75,7 @@ t.test('every workload kind: injected in the native layout, valid for Kubernetes
         t.same(containers, ['meshlet-proxy', 'app'], `${kind}: classic: proxy first`);
         t.ok(pod.spec.containers[0].lifecycle.postStart, 'postStart holds the app until the proxy is ready');
       }
-      t.same(pod.spec.volumes.map((v: { name: string }) => v.name), ['meshlet-tmp']);
+      t.same(pod.spec.volumes.map((v: { name: string }) => v.name), ['meshlet-tmp', 'meshlet-token']);
       t.equal(JSON.parse(pod.metadata.annotations['meshlet.dev/status']).mode, mode);
       t.equal(pod.metadata.annotations['kubectl.kubernetes.io/default-container'], 'app');
       t.match(once.reports, [{ where: `document 1, ${kind}/web`, action: "injected", detail: mode === "classic" && /Job/.test(kind) ? /quitquitquit/ : `${mode} sidecar` }]);
@@ -99,6 +99,30 @@ t.test('the proxy container: uid 1337, service from the app label, app port from
   const init = pod.spec.initContainers[0];
   t.same(init.securityContext.capabilities.add, ['NET_ADMIN', 'NET_RAW']);
   t.same(init.args, ['--proxy-uid', '1337', '--inbound-port', '15006', '--outbound-port', '15001', '--exclude-inbound-ports', '15020']);
+});
+
+t.test("the proxy's credential: a projected ServiceAccount token for the control plane's audience, read from a file", async (t) => {
+  const pod = parse(inject(workload('Pod', 'v1')).text);
+  const proxy = pod.spec.initContainers[1];
+  const args: string[] = proxy.args;
+  t.equal(args[args.indexOf('--credential-file') + 1], '/var/run/secrets/meshlet/token');
+  t.notOk(args.includes('--join-token'), 'never a token in argv');
+  t.notOk(args.includes('--ca-hash'), 'no CA hash unless one is given');
+  t.same(pod.spec.volumes.find((v: { name: string }) => v.name === 'meshlet-token'), {
+    name: 'meshlet-token',
+    projected: { sources: [{ serviceAccountToken: { audience: 'meshlet', expirationSeconds: 3600, path: 'token' } }] },
+  });
+  t.same(
+    proxy.volumeMounts.find((m: { name: string }) => m.name === 'meshlet-token'),
+    { name: 'meshlet-token', mountPath: '/var/run/secrets/meshlet', readOnly: true },
+    'mounted read-only where --credential-file reads',
+  );
+  t.notOk(pod.spec.containers[0].volumeMounts?.some((m: { name: string }) => m.name === 'meshlet-token'), 'the app does not get it');
+  const hash = 'sha256:' + 'ab'.repeat(32);
+  const pinned = parse(inject(workload('Pod', 'v1'), { caHash: hash, tokenAudience: 'mesh.example' }).text);
+  const pargs: string[] = pinned.spec.initContainers[1].args;
+  t.equal(pargs[pargs.indexOf('--ca-hash') + 1], hash, 'the push port is verified with the CA hash given (the webhook gives its own)');
+  t.equal(pinned.spec.volumes.find((v: { name: string }) => v.name === 'meshlet-token').projected.sources[0].serviceAccountToken.audience, 'mesh.example');
 });
 
 t.test('per-pod overrides by annotation', async (t) => {
