@@ -316,7 +316,7 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
         },
     };
     admin = await startAdmin(a.host, a.port, src, log);
-    if (opts.status) status = await startAdmin(opts.status.host, opts.status.port, src, log, STATUS_PATHS);
+    if (opts.status) status = await startAdmin(opts.status.host, opts.status.port, src, log, STATUS_PATHS, identity);
   } catch (err) {
     closing = true;
     await stopWorkers(0);
