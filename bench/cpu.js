@@ -18,6 +18,8 @@
  *   hop-h2  the same with `http2Upgrade: true` (HTTP/1.1 multiplexed over HTTP/2)
  *   cache   a response-cache HIT: a sidecar whose one Route rule has `cache: {defaultTtlSeconds: 3600}`,
  *           HTTP/1.1, 16 connections (bench/cache-hit.js's load), every measured request a HIT
+ *   hop-mtls  the default hop between two sidecars that have certificates (join tokens): mTLS
+ *   hop-plain the same two sidecars with a mesh-wide PeerAuthentication DISABLE (plaintext)
  * --dist DIR[|NODEFLAGS][,DIR2[|NODEFLAGS2]]: the checkout(s) whose dist/ to run (default this one),
  * alternated round by round (an A/B), optionally with extra Node flags each. --prof DIR: node --cpu-prof
  * into DIR (one .cpuprofile per sidecar process). --node-flags '...': extra Node flags.
@@ -26,7 +28,8 @@
  * (load-independent, like the instruction counts).
  * --callgrind: the sidecars run under valgrind's callgrind and the figure is instructions per
  * request (load-independent: the instructions of an idle window as long as the run are subtracted;
- * it serves ~5-20 req/s, so use -n 300), read with callgrind_control.
+ * it serves ~5-20 req/s, so use -n 300), read with callgrind_control. --callgrind-keep DIR keeps the
+ * dumps (numbered in order: warm-up, measured, idle window, per process) for callgrind_annotate.
  * Prints one line per path and round, then the median per path, as text and (--json) JSON.
  */
 const fs = require('node:fs');
@@ -49,6 +52,7 @@ const { values: o } = parseArgs({
     json: { type: 'boolean', default: false },
     callgrind: { type: 'boolean', default: false },
     gc: { type: 'boolean', default: false },
+    'callgrind-keep': { type: 'string' },
   },
 });
 const N = Number(o.n);
@@ -79,7 +83,7 @@ function h2load(args) {
   return { done: Number(m[3]), ok: Number(s ? s[1] : 0), failed: Number(m[5]) + Number(m[6]), out };
 }
 
-async function sidecar(name, argv, spec = DISTS[0]) {
+async function sidecar(name, argv, spec = DISTS[0], env = {}) {
   const main = mainOf(spec);
   const admin = await procs.freePort();
   const logFile = path.join(tmp, `${name}.log`);
@@ -87,7 +91,7 @@ async function sidecar(name, argv, spec = DISTS[0]) {
   const p = procs.start(name, cg[0], [...cg.slice(1), ...NODE_FLAGS, ...flagsOf(spec), main, 'sidecar', ...argv, '--admin', `127.0.0.1:${admin}`], {
     cpu: PROXY_CPU,
     logFile,
-    env: { ...process.env, MESHLET_LOG_LEVEL: 'warn' },
+    env: { ...process.env, MESHLET_LOG_LEVEL: 'warn', ...env },
   });
   await procs.waitForHttp(`http://127.0.0.1:${admin}/ready`, { proc: p, timeoutMs: o.callgrind ? 300_000 : 30_000 });
   p.logFile = logFile;
@@ -96,6 +100,7 @@ async function sidecar(name, argv, spec = DISTS[0]) {
 
 const cpuOf = (ps) => ps.reduce((a, p) => a + procs.cpuSeconds(p.pid), 0);
 
+let kept = 0;
 /** Callgrind: instructions executed by `ps` since the last zeroing (dumps, reads the totals, zeroes). */
 function instructions(ps) {
   let total = 0;
@@ -106,6 +111,7 @@ function instructions(ps) {
     for (const f of files) {
       const m = /^(?:summary|totals): (\d+)/m.exec(fs.readFileSync(path.join(tmp, f), 'utf8'));
       if (m) total += Number(m[1]);
+      if (o['callgrind-keep']) fs.copyFileSync(path.join(tmp, f), path.join(path.resolve(o['callgrind-keep']), `${++kept}-${f}`));
       fs.rmSync(path.join(tmp, f));
     }
     spawnSync('callgrind_control', ['-z', String(p.pid)], { encoding: 'utf8', timeout: 120_000 });
@@ -216,45 +222,59 @@ async function onePass(dist, add) {
     await sc.stop(5000);
   }
 
-  const hops = paths.filter((p) => p.startsWith('hop'));
-  if (hops.length) {
-    const cpDir = fs.mkdtempSync(path.join(tmp, 'cp-'));
-    const api = await procs.freePort();
-    const push = await procs.freePort();
-    const cp = procs.start('cp', process.execPath, [MAIN, 'control-plane', '--data-dir', cpDir, '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`, '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], { cpu: LOAD_CPU, logFile: path.join(tmp, 'cp.log') });
-    await procs.waitForPort(api, { proc: cp });
-    const out = await procs.freePort();
-    const reg = ['--control-plane', `127.0.0.1:${push}`, '--insecure-push-plaintext', '--advertise', '127.0.0.1'];
-    const a = await sidecar('hop-a', ['--service', 'client', ...reg, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist);
-    const b = await sidecar('hop-b', ['--service', 'echo', '--app-port', String(upstreamPorts[0]), '--app-protocol', 'http1', ...reg, '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0'], dist);
-    const apply = (upgrade) => {
-      const doc = upgrade === undefined ? '' : `apiVersion: meshlet.dev/v1\nkind: DestinationPolicy\nmetadata: {name: echo}\nspec: {service: echo, http2Upgrade: ${upgrade}}\n`;
-      if (!doc) {
-        spawnSync(process.execPath, [MAIN, 'delete', 'destinationpolicy', 'echo'], { env: { ...process.env, MESHLET_SERVER: `http://127.0.0.1:${api}` }, encoding: 'utf8' });
-        return;
-      }
-      const r = spawnSync(process.execPath, [MAIN, 'apply', '-f', '-'], { input: doc, env: { ...process.env, MESHLET_SERVER: `http://127.0.0.1:${api}` }, encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`apply: ${r.stderr}`);
-    };
-    const url = `http://127.0.0.1:${out}/`;
-    // Wait until A knows B (the control plane pushed B's endpoint).
-    for (let i = 0; ; i++) {
-      const r = h2load(['--h1', '-n', '10', '-c1', '-H', ':authority: echo', url]);
-      if (r.ok === 10) break;
-      if (i > 100) throw new Error(`the hop never answered 200\n${r.out}`);
-      await procs.sleep(100);
-    }
-    {
-      for (const h of hops) {
-        apply(h === 'hop-h1' ? false : h === 'hop-h2' ? true : undefined);
-        await procs.sleep(1000);
-        add(h, measure([a, b], ['--h1', '-t1', o.callgrind ? '-c4' : '-c64', '-m1', '-H', ':authority: echo', url]));
-      }
-    }
-    await a.stop(5000);
-    await b.stop(5000);
-    await cp.stop(5000);
+  const plainHops = paths.filter((p) => ['hop', 'hop-h1', 'hop-h2'].includes(p));
+  const tlsHops = paths.filter((p) => ['hop-mtls', 'hop-plain'].includes(p));
+  if (plainHops.length) await hopPass(dist, add, plainHops, false);
+  if (tlsHops.length) await hopPass(dist, add, tlsHops, true);
+}
+
+/**
+ * Control plane + sidecar A (client) + sidecar B (echo, the app nginx). With `identities`, both
+ * sidecars get join tokens (certificates: the hop is mTLS unless a PeerAuthentication DISABLEs it).
+ */
+async function hopPass(dist, add, hops, identities) {
+  const cpDir = fs.mkdtempSync(path.join(tmp, 'cp-'));
+  const api = await procs.freePort();
+  const push = await procs.freePort();
+  const cp = procs.start('cp', process.execPath, [MAIN, 'control-plane', '--data-dir', cpDir, '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`, '--insecure-plaintext', '--insecure-push-plaintext', ...(identities ? [] : ['--sidecar-auth', 'permissive'])], { cpu: LOAD_CPU, logFile: path.join(tmp, 'cp.log') });
+  await procs.waitForPort(api, { proc: cp });
+  const cliEnv = { ...process.env, MESHLET_SERVER: `http://127.0.0.1:${api}`, MESHLET_TOKEN: fs.readFileSync(path.join(cpDir, 'admin.token'), 'utf8').trim() };
+  const joinToken = (svc) => {
+    if (!identities) return {};
+    const r = spawnSync(process.execPath, [MAIN, 'token', 'create', '--service', svc, '--ttl', '1h', '--data-dir', cpDir, '-o', 'json'], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`token create: ${r.stderr}`);
+    return { MESHLET_JOIN_TOKEN: JSON.parse(r.stdout).token };
+  };
+  const out = await procs.freePort();
+  const reg = ['--control-plane', `127.0.0.1:${push}`, '--insecure-push-plaintext', '--advertise', '127.0.0.1'];
+  const a = await sidecar('hop-a', ['--service', 'client', ...reg, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist, joinToken('client'));
+  const b = await sidecar('hop-b', ['--service', 'echo', '--app-port', String(upstreamPorts[0]), '--app-protocol', 'http1', ...reg, '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0'], dist, joinToken('echo'));
+  const cli = (args, input) => {
+    const r = spawnSync(process.execPath, [MAIN, ...args], { input, env: cliEnv, encoding: 'utf8' });
+    if (r.status !== 0 && args[0] !== 'delete') throw new Error(`${args.join(' ')}: ${r.stderr}`);
+  };
+  const apply = (h) => {
+    if (h === 'hop-plain') return cli(['apply', '-f', '-'], 'apiVersion: meshlet.dev/v1\nkind: PeerAuthentication\nmetadata: {name: default}\nspec: {mode: DISABLE}\n');
+    if (h === 'hop-mtls') return cli(['delete', 'peerauthentication', 'default']);
+    if (h === 'hop') return cli(['delete', 'destinationpolicy', 'echo']);
+    cli(['apply', '-f', '-'], `apiVersion: meshlet.dev/v1\nkind: DestinationPolicy\nmetadata: {name: echo}\nspec: {service: echo, http2Upgrade: ${h === 'hop-h2'}}\n`);
+  };
+  const url = `http://127.0.0.1:${out}/`;
+  // Wait until A knows B (the control plane pushed B's endpoint, and its identity).
+  for (let i = 0; ; i++) {
+    const r = h2load(['--h1', '-n', '10', '-c1', '-H', ':authority: echo', url]);
+    if (r.ok === 10) break;
+    if (i > 100) throw new Error(`the hop never answered 200\n${r.out}`);
+    await procs.sleep(100);
   }
+  for (const h of hops) {
+    apply(h);
+    await procs.sleep(1500);
+    add(h, measure([a, b], ['--h1', '-t1', o.callgrind ? '-c4' : '-c64', '-m1', '-H', ':authority: echo', url]));
+  }
+  await a.stop(5000);
+  await b.stop(5000);
+  await cp.stop(5000);
 }
 
 async function main() {

@@ -152,8 +152,9 @@ async function startMesh(dir, appPort) {
   const ports = {};
   for (const k of ['api', 'push', 'aIn', 'aOut', 'aAdmin', 'bIn', 'bOut', 'bAdmin']) ports[k] = await procs.freePort();
   const data = path.join(dir, 'cp');
-  const cp = procs.start('control-plane', process.execPath, [MAIN, 'control-plane', '--data-dir', data, '--api', `127.0.0.1:${ports.api}`, '--push', `127.0.0.1:${ports.push}`, '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], { cpu: LOAD_CPU, logFile: path.join(dir, 'cp.log') });
+  const cp = procs.start('control-plane', process.execPath, [MAIN, 'control-plane', '--data-dir', data, '--api', `127.0.0.1:${ports.api}`, '--push', `127.0.0.1:${ports.push}`, '--insecure-plaintext', '--insecure-push-plaintext'], { cpu: LOAD_CPU, logFile: path.join(dir, 'cp.log') });
   await procs.waitForPort(ports.api, { proc: cp });
+  const apiToken = fs.readFileSync(path.join(data, 'admin.token'), 'utf8').trim();
   const token = (svc) => JSON.parse(cli(['token', 'create', '--service', svc, '--ttl', '1h', '--data-dir', data, '-o', 'json'])).token;
   const sidecar = (name, svc, inP, outP, adminP, extra) =>
     procs.start(name, process.execPath, [MAIN, 'sidecar', '--service', svc, '--control-plane', `127.0.0.1:${ports.push}`, '--insecure-push-plaintext', '--advertise', '127.0.0.1', '--inbound', `127.0.0.1:${inP}`, '--outbound', `127.0.0.1:${outP}`, '--admin', `127.0.0.1:${adminP}`, '--log-level', 'warn', ...extra], {
@@ -169,7 +170,7 @@ async function startMesh(dir, appPort) {
     return d.mtls?.certificate && db.mtls?.certificate && d.services.find((s) => s.name === 'server')?.endpoints[0]?.identity;
   });
   await waitFor('a request through the hop', async () => (await get(`http://127.0.0.1:${ports.aOut}/`, { host: 'server' })).status === 200);
-  return { cp, a, b, ports, data };
+  return { cp, a, b, ports, data, apiToken };
 }
 
 async function main() {
@@ -214,7 +215,7 @@ async function main() {
     const meshPids = [mesh.a.pid, mesh.b.pid];
     const seen = new Set();
     const setMode = async (mtls) => {
-      const env = { ...process.env, MESHLET_SERVER: `http://127.0.0.1:${mesh.ports.api}` };
+      const env = { ...process.env, MESHLET_SERVER: `http://127.0.0.1:${mesh.ports.api}`, MESHLET_TOKEN: mesh.apiToken };
       if (mtls) spawnSync(process.execPath, [MAIN, 'delete', 'peerauthentication', 'default'], { env, encoding: 'utf8' }); // absent the first time: fine
       else sh(process.execPath, [MAIN, 'apply', '-f', plaintext], { env });
       await procs.sleep(1500);

@@ -36,6 +36,7 @@ import { ApiAuthError, requiredRole, sendAuthError, type ApiAuthenticator } from
 import type { MeshCa } from './ca';
 import { caPinOf } from '../src/security/ca-pin';
 import { cliRoutes } from './cli-api';
+import type { SidecarAdminClient } from './sidecar-admin';
 import type { MeshHistory } from './history';
 import { API_ROLES, type ApiRole, type TokenStore } from './tokens';
 import { SecurityError } from '../src/security/errors';
@@ -113,6 +114,8 @@ export interface ApiDeps {
   /** The token store (`/v1/tokens`, admin) and the CA (`/v1/ca`, admin), when security is on. */
   tokens?: TokenStore;
   ca?: MeshCa;
+  /** Reaches the sidecars' admin paths (plaintext to an admin port, mTLS to a status port). */
+  admin?: SidecarAdminClient;
 }
 
 /** Default snapshot budget: what a sidecar can receive in one push message, less room for endpoints. */

@@ -17,11 +17,11 @@
  * sidecar whichever control-plane replica took the request (with the etcd store each replica sees
  * every registered sidecar).
  */
-import * as http from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { VERSION } from '../src/core/version';
 import type { MeshHistory } from './history';
 import type { Registry, SidecarStatus } from './registry';
+import { SidecarAdminClient } from './sidecar-admin';
 
 type Reply = { status: number; body: unknown };
 type Handler = (req: IncomingMessage, url: URL) => Promise<Reply> | Reply;
@@ -32,7 +32,12 @@ export interface CliApiDeps {
   dataDir?: string;
   /** The sidecars' sampled stats (history.ts): ejections over time, for `meshlet check`. */
   history?: MeshHistory;
+  /** Reaches the sidecars' admin paths (plaintext to an admin port, mTLS to a status port). */
+  admin?: SidecarAdminClient;
 }
+
+/** Without a CA (--no-identity): plaintext only. */
+const PLAIN_ADMIN = new SidecarAdminClient(undefined);
 
 /** The routes for `/v1/<segments>`, or undefined when the path is not one of these. */
 export function cliRoutes(deps: CliApiDeps, segments: string[]): CliRoutes | undefined {
@@ -71,7 +76,7 @@ async function fromSidecar(deps: CliApiDeps, id: string, path: string): Promise<
     const ids = deps.registry.sidecars().map((x) => x.id);
     return notFound(`no sidecar ${JSON.stringify(id)}${ids.length ? `; connected: ${ids.join(', ')}` : ''}`);
   }
-  return ask(s, path);
+  return ask(deps, s, path);
 }
 
 async function explain(deps: CliApiDeps, url: URL): Promise<Reply> {
@@ -87,7 +92,7 @@ async function explain(deps: CliApiDeps, url: URL): Promise<Reply> {
   const pass = new URLSearchParams(q);
   pass.delete('from');
   pass.delete('sidecar');
-  const r = await ask(s, `/explain?${pass}`);
+  const r = await ask(deps, s, `/explain?${pass}`);
   if (r.status === 200 && r.body && typeof r.body === 'object') return { status: 200, body: { sidecar: s.id, ...(r.body as object) } };
   return r;
 }
@@ -136,7 +141,7 @@ async function decisions(deps: CliApiDeps, url: URL): Promise<Reply> {
   const path = `/decisions?${new URLSearchParams({ id: reqId })}`;
   for (let i = 0; i < asked.length; i += DECISIONS_PARALLEL) {
     const batch = asked.slice(i, i + DECISIONS_PARALLEL);
-    const replies = await Promise.all(batch.map((s) => ask(s, path, 2000)));
+    const replies = await Promise.all(batch.map((s) => ask(deps, s, path, 2000)));
     replies.forEach((r, k) => {
       const b = r.body as { decisions?: { start: number; direction: string }[]; kept?: number; message?: string } | undefined;
       if (r.status === 200 && Array.isArray(b?.decisions)) {
@@ -151,28 +156,29 @@ async function decisions(deps: CliApiDeps, url: URL): Promise<Reply> {
 }
 
 /** GETs a path on a sidecar's admin port; failures become 502 with the reason. Redirects are not followed. */
-function ask(s: SidecarStatus, path: string, timeoutMs = 3000): Promise<Reply> {
-  if (!s.adminPort) return Promise.resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} registered no admin port` } });
-  const host = s.peerAddress;
-  if (!host) return Promise.resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} has no push connection to be reached through` } });
+async function ask(deps: CliApiDeps, s: SidecarStatus, path: string, timeoutMs = 3000): Promise<Reply> {
+  if (!s.adminPort) return { status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} registered no admin port` } };
+  if (!s.peerAddress) return { status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} has no push connection to be reached through` } };
+  let res: IncomingMessage;
+  try {
+    res = await (deps.admin ?? PLAIN_ADMIN).request(s, { path, timeoutMs });
+  } catch (err) {
+    return { status: 502, body: { code: 'unreachable', message: (err as Error).message } };
+  }
   return new Promise((resolve) => {
-    const req = http.get({ host, port: s.adminPort, path, timeout: timeoutMs, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id}: ${err.message}` } }));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          body = { code: 'sidecar_error', message: `sidecar ${s.id} answered ${res.statusCode}: ${text.trim().slice(0, 500)}` };
-        }
-        resolve({ status: res.statusCode === 200 ? 200 : res.statusCode === 400 ? 400 : 502, body });
-      });
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id}: ${err.message}` } }));
+    res.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = { code: 'sidecar_error', message: `sidecar ${s.id} answered ${res.statusCode}: ${text.trim().slice(0, 500)}` };
+      }
+      resolve({ status: res.statusCode === 200 ? 200 : res.statusCode === 400 ? 400 : 502, body });
     });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} at ${host}:${s.adminPort}: ${err.message}` } }));
   });
 }
 
@@ -216,7 +222,7 @@ async function purgeCaches(deps: CliApiDeps, req: IncomingMessage): Promise<Repl
   const targets = deps.registry.sidecars().filter((s) => s.connected && (service === undefined || s.service === service));
   const results = await Promise.all(
     targets.map(async (s) => {
-      const r = await send(s, 'POST', '/cache/purge', JSON.stringify(sel));
+      const r = await send(deps, s, 'POST', '/cache/purge', JSON.stringify(sel));
       const purged = (r.body as { purged?: unknown } | null)?.purged;
       return r.status === 200 && typeof purged === 'number' ? { id: s.id, service: s.service, purged } : { id: s.id, service: s.service, purged: undefined, error: (r.body as { message?: string } | null)?.message ?? `answered ${r.status}` };
     }),
@@ -227,26 +233,25 @@ async function purgeCaches(deps: CliApiDeps, req: IncomingMessage): Promise<Repl
 }
 
 /** One request to a sidecar's admin port with a JSON body; failures become 502 with the reason. */
-function send(s: SidecarStatus, method: string, path: string, body: string, timeoutMs = 3000): Promise<Reply> {
-  if (!s.adminPort || !s.peerAddress) return Promise.resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} registered no admin port` } });
-  const host = s.peerAddress;
+async function send(deps: CliApiDeps, s: SidecarStatus, method: string, path: string, body: string, timeoutMs = 3000): Promise<Reply> {
+  if (!s.adminPort || !s.peerAddress) return { status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} registered no admin port` } };
+  let res: IncomingMessage;
+  try {
+    res = await (deps.admin ?? PLAIN_ADMIN).request(s, { method, path, body, timeoutMs, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } });
+  } catch (err) {
+    return { status: 502, body: { code: 'unreachable', message: (err as Error).message } };
+  }
   return new Promise((resolve) => {
-    // The address the push connection came from, never the self-declared one (registry.ts: SSRF).
-    const req = http.request({ host, port: s.adminPort, method, path, timeout: timeoutMs, agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id}: ${err.message}` } }));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        try {
-          resolve({ status: res.statusCode ?? 502, body: JSON.parse(text) });
-        } catch {
-          resolve({ status: 502, body: { code: 'sidecar_error', message: `sidecar ${s.id} answered ${res.statusCode}: ${text.trim().slice(0, 300)}` } });
-        }
-      });
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id}: ${err.message}` } }));
+    res.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      try {
+        resolve({ status: res.statusCode ?? 502, body: JSON.parse(text) });
+      } catch {
+        resolve({ status: 502, body: { code: 'sidecar_error', message: `sidecar ${s.id} answered ${res.statusCode}: ${text.trim().slice(0, 300)}` } });
+      }
     });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err) => resolve({ status: 502, body: { code: 'unreachable', message: `sidecar ${s.id} at ${host}:${s.adminPort}: ${err.message}` } }));
-    req.end(body);
   });
 }

@@ -14,6 +14,7 @@ import { ControlPlaneMetrics } from './metrics';
 import { PushServer } from './push-server';
 import { EndpointRegistry, type Registry } from './registry';
 import { SnapshotBuilder } from './snapshot-builder';
+import { SidecarAdminClient } from './sidecar-admin';
 import { UiApi } from './ui-api';
 import { FileStore, type Store } from './store';
 import type { EtcdConnection } from './store-etcd';
@@ -246,8 +247,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     });
     history.start();
     cleanup.push(() => history.stop());
-    const ui = new UiApi({ store, registry, push, history, prometheusUrl: opts.prometheusUrl });
-    const handler = createApiHandler({ store, registry, push, metrics, ui, history, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir, maxSnapshotBytes: opts.maxSnapshotBytes, auth, tokens, ca: sec?.ca });
+    // The sidecars' admin paths: plaintext to a loopback admin port, mTLS (our own certificate) to a status port.
+    const admin = new SidecarAdminClient(sec?.ca, logger.child({ component: 'sidecar-admin' }));
+    const ui = new UiApi({ store, registry, push, history, prometheusUrl: opts.prometheusUrl, admin });
+    const handler = createApiHandler({ store, registry, push, metrics, ui, history, logger: logger.child({ component: 'api' }), dataDir: opts.dataDir, maxSnapshotBytes: opts.maxSnapshotBytes, auth, tokens, ca: sec?.ca, admin });
     const apiHost = opts.api?.host ?? DEFAULT_API.host;
     let server: http.Server;
     let apiCaFile: string | undefined;

@@ -16,7 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import * as http from 'node:http';
+import type * as http from 'node:http';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { WindowMerge } from '../src/observability/metrics';
@@ -25,6 +25,7 @@ import { MAX_RATE, TapError, tapOptions } from '../src/observability/tap';
 import { sumResponses, type MeshHistory, type SeriesPoint, type StatsReport } from './history';
 import type { PushServer } from './push-server';
 import type { Registry, SidecarStatus } from './registry';
+import { SidecarAdminClient } from './sidecar-admin';
 import type { Store, WireResource } from './store';
 
 export interface UiDeps {
@@ -36,6 +37,8 @@ export interface UiDeps {
   prometheusUrl?: string;
   /** Where the built page is (default: dist/ui next to this file's build). */
   uiDir?: string;
+  /** Reaches the sidecars' admin paths (plaintext, or mTLS to a status port). */
+  admin?: SidecarAdminClient;
 }
 
 /** The node name of callers that have no sidecar (requests arriving without `x-meshlet-source`). */
@@ -50,7 +53,10 @@ export class UiApi {
   private readonly files: Map<string, { body: Buffer; type: string; cache: string; etag: string }>;
   private taps = 0;
 
+  private readonly admin: SidecarAdminClient;
+
   constructor(private readonly deps: UiDeps) {
+    this.admin = deps.admin ?? new SidecarAdminClient(undefined);
     this.files = loadFiles(deps.uiDir ?? findUiDir());
   }
 
@@ -341,7 +347,12 @@ export class UiApi {
     let tokens = rate;
     let last = performance.now();
     let dropped = 0;
-    const upstreams = new Map<string, http.ClientRequest>();
+    interface Upstream {
+      gone: boolean;
+      res?: http.IncomingMessage;
+      destroy(): void;
+    }
+    const upstreams = new Map<string, Upstream>();
     let closed = false;
     const write = (o: unknown): void => {
       if (!closed && !res.destroyed && !res.writableNeedDrain) res.write(JSON.stringify(o) + '\n');
@@ -356,45 +367,51 @@ export class UiApi {
       if (route) params.set('route', route);
       params.set('rate', String(Math.min(MAX_RATE, rate)));
       if (opts.headers?.length) params.set('headers', opts.headers.join(','));
-      const up = http.get({ host: s.address, port: s.adminPort, path: `/tap?${params}`, agent: false }, (r) => {
-        if (r.statusCode !== 200) {
-          r.resume();
-          upstreams.delete(s.id);
-          return;
-        }
-        let buf = '';
-        r.setEncoding('utf8');
-        r.on('data', (chunk: string) => {
-          buf += chunk;
-          let i: number;
-          while ((i = buf.indexOf('\n')) >= 0) {
-            const line = buf.slice(0, i);
-            buf = buf.slice(i + 1);
-            let e: { type?: string; dropped?: number };
-            try {
-              e = JSON.parse(line);
-            } catch {
-              continue;
-            }
-            if (e.type === 'status') {
-              dropped += e.dropped ?? 0;
-              continue;
-            }
-            const now = performance.now();
-            tokens = Math.min(rate, tokens + ((now - last) * rate) / 1000);
-            last = now;
-            if (tokens < 1 || res.writableNeedDrain) {
-              dropped++;
-              continue;
-            }
-            tokens -= 1;
-            write({ ...e, sidecar: s.id });
-          }
-        });
-        r.on('close', () => upstreams.delete(s.id));
-      });
-      up.on('error', () => upstreams.delete(s.id));
+      // Plaintext to a loopback admin port, mTLS to a status port (sidecar-admin.ts).
+      const up: Upstream = { gone: false, destroy: () => ((up.gone = true), up.res?.destroy()) };
       upstreams.set(s.id, up);
+      this.admin.request(s, { path: `/tap?${params}`, timeoutMs: 0 }).then(
+        (r) => {
+          if (up.gone) return void r.destroy();
+          up.res = r;
+          if (r.statusCode !== 200) {
+            r.resume();
+            upstreams.delete(s.id);
+            return;
+          }
+          let buf = '';
+          r.setEncoding('utf8');
+          r.on('data', (chunk: string) => {
+            buf += chunk;
+            let i: number;
+            while ((i = buf.indexOf('\n')) >= 0) {
+              const line = buf.slice(0, i);
+              buf = buf.slice(i + 1);
+              let e: { type?: string; dropped?: number };
+              try {
+                e = JSON.parse(line);
+              } catch {
+                continue;
+              }
+              if (e.type === 'status') {
+                dropped += e.dropped ?? 0;
+                continue;
+              }
+              const now = performance.now();
+              tokens = Math.min(rate, tokens + ((now - last) * rate) / 1000);
+              last = now;
+              if (tokens < 1 || res.writableNeedDrain) {
+                dropped++;
+                continue;
+              }
+              tokens -= 1;
+              write({ ...e, sidecar: s.id });
+            }
+          });
+          r.on('close', () => upstreams.delete(s.id));
+        },
+        () => upstreams.delete(s.id),
+      );
     };
     const refresh = (): void => {
       for (const s of this.deps.registry.sidecars()) if (s.connected && s.adminPort && !upstreams.has(s.id)) connect(s);

@@ -16,6 +16,13 @@
  *
  * Per-worker state, as in Envoy: connection pools, outlier detection and route breakers, and the
  * local rate-limit buckets, each holding 1/N of the policy's rate (see RateLimitLayerOptions.localShare).
+ *
+ * mTLS: the sidecar has one identity. The primary makes the key, sends the CSR on its push stream
+ * and renews at half life (sidecar/identity.ts), as a single-process sidecar does; every
+ * certificate it installs (the first, renewals, a new trust bundle) goes to every worker over the
+ * IPC channel, and a worker started later gets the one in force with its `start` message. The key
+ * stays in memory: the primary's, and the workers' (the IPC channel is a socketpair between the
+ * processes, never a file).
  */
 import cluster, { type Worker } from 'node:cluster';
 import * as os from 'node:os';
@@ -31,9 +38,17 @@ import { configDump, leave, loadStaticWire, startProxy, subscribe, type HostPort
 import { ProxyStats } from '../src/observability/proxy-stats';
 import type { Subscriber } from '../src/snapshot/subscriber';
 
+/** The workload certificate and key the workers serve and dial mTLS with. */
+interface TlsMaterial {
+  keyPem: string;
+  chainPem: string;
+  bundlePem: string;
+}
+
 /** Primary -> worker. */
 type ToWorker =
-  | { t: 'start'; snapshot?: WireSnapshot }
+  | { t: 'start'; snapshot?: WireSnapshot; identity?: TlsMaterial }
+  | { t: 'identity'; identity: TlsMaterial }
   | { t: 'snapshot'; snapshot: WireSnapshot }
   | { t: 'collect'; id: number; what: 'metrics' | 'stats' }
   /** Remove cached responses from the worker's caches (`POST /cache/purge` on the primary's admin port). */
@@ -90,6 +105,23 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
   const broadcast = (m: ToWorker): void => {
     for (const s of slots) if (s.worker?.isConnected() && s.listening) s.worker.send(m);
   };
+  // One workload identity for the whole sidecar, held by the primary (it has the push stream).
+  let subscriber: Subscriber | undefined;
+  const identity =
+    opts.controlPlane && opts.credential
+      ? new (await import('../src/security/workload-identity')).WorkloadIdentity({ request: (csr) => subscriber?.requestCertificate(csr) ?? false, logger: log })
+      : undefined;
+  const tlsMaterial = (): TlsMaterial | undefined => {
+    const m = identity?.current();
+    return m && { keyPem: m.keyPem, chainPem: m.chainPem, bundlePem: m.bundlePem };
+  };
+  identity?.onChange(() => {
+    const material = tlsMaterial();
+    if (!material) return;
+    // Every worker connected, listening or not: one still starting installs it before it listens.
+    for (const s of slots) if (s.worker?.isConnected()) s.worker.send({ t: 'identity', identity: material } satisfies ToWorker);
+    log.info({ workers }, 'workload certificate sent to the workers');
+  });
 
   /** Validates a snapshot as a single sidecar would (parse + compile), so a NACK is decided here, once. */
   const accept = (w: WireSnapshot): Result<void> => {
@@ -142,9 +174,11 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
     slot.worker = w;
     w.on('message', (m: FromWorker) => {
       switch (m.t) {
-        case 'hello':
-          w.send({ t: 'start', snapshot: currentWire } satisfies ToWorker);
+        case 'hello': {
+          const material = tlsMaterial();
+          w.send({ t: 'start', snapshot: currentWire, ...(material ? { identity: material } : {}) } satisfies ToWorker);
           return;
+        }
         case 'listening':
           slot.listening = true;
           slot.version = m.version;
@@ -245,13 +279,13 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
 
   let admin: AdminServer;
   let status: AdminServer | undefined;
-  let subscriber: Subscriber | undefined;
   try {
     const a = opts.admin ?? { host: '127.0.0.1', port: 15000 };
     const src: import('../src/observability/admin').AdminSource = {
         ready: () => current !== undefined && !draining && slots.every((s) => s.listening && s.version === current!.version),
         configDump: () => ({
-          ...(configDump(id, opts.service, source, current, subscriber) as object),
+          ...(configDump(id, opts.service, source, current, subscriber, identity) as object),
+          mtls: { mode: current?.peerAuth.mode(opts.service) ?? { mode: 'PERMISSIVE' }, certificate: identity?.current() !== undefined },
           workers: slots.map((s) => ({ worker: s.index, pid: s.worker?.process.pid ?? null, listening: s.listening, version: s.version })),
         }),
         quit: opts.onQuit,
@@ -287,14 +321,14 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
         },
     };
     admin = await startAdmin(a.host, a.port, src, log);
-    if (opts.status) status = await startAdmin(opts.status.host, opts.status.port, src, log, STATUS_PATHS);
+    if (opts.status) status = await startAdmin(opts.status.host, opts.status.port, src, log, STATUS_PATHS, identity);
   } catch (err) {
     closing = true;
     await stopWorkers(0);
     stats.close();
     throw err;
   }
-  if (opts.controlPlane) subscriber = await subscribe(opts, id, inbound.port, (status ?? admin).address().port, accept, log);
+  if (opts.controlPlane) subscriber = await subscribe(opts, id, inbound.port, (status ?? admin).address().port, accept, log, identity);
 
   let closed: Promise<void> | undefined;
   return {
@@ -307,6 +341,7 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
     close(graceMs = 5000) {
       closed ??= (async () => {
         draining = true;
+        identity?.close();
         await leave(opts, subscriber, log);
         closing = true;
         log.info({ workers, graceMs }, 'draining the workers');
@@ -333,6 +368,8 @@ export async function runClusterWorker(opts: SidecarOptions & { logger: Logger }
   const accepted = own.counter('meshlet_worker_connections_total', 'Downstream connections accepted, by listener and worker (--concurrency).', ['listener', 'worker']);
   let proxy: Proxy | undefined;
   let queued: WireSnapshot | undefined;
+  /** A certificate that arrived before the proxy started (installed as it starts). */
+  let queuedIdentity: TlsMaterial | undefined;
   let closing: Promise<void> | undefined;
   const log = opts.logger.child({ worker: slot });
   const apply = (p: Proxy, w: WireSnapshot): void => {
@@ -349,7 +386,12 @@ export async function runClusterWorker(opts: SidecarOptions & { logger: Logger }
     process.on('message', (m: ToWorker) => {
       switch (m.t) {
         case 'start':
+          if (m.identity) queuedIdentity = m.identity;
           resolve(m.snapshot);
+          return;
+        case 'identity':
+          if (proxy) proxy.setIdentity(m.identity);
+          else queuedIdentity = m.identity;
           return;
         case 'snapshot':
           if (proxy) apply(proxy, m.snapshot);
@@ -398,6 +440,9 @@ export async function runClusterWorker(opts: SidecarOptions & { logger: Logger }
       server.on('connection', () => c.inc());
     },
   });
+  // mTLS before the first connection is taken: listening without a certificate would refuse TLS callers.
+  if (queuedIdentity) proxy.setIdentity(queuedIdentity);
+  queuedIdentity = undefined;
   send({ t: 'listening', outbound: proxy.outbound, inbound: proxy.inbound, version: proxy.current()?.version ?? null });
   if (queued) apply(proxy, queued);
   return new Promise<number>(() => undefined);

@@ -528,7 +528,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     admin = await startAdmin(a.host, a.port, src, log);
     if (opts.status) {
       try {
-        status = await startAdmin(opts.status.host, opts.status.port, src, log, STATUS_PATHS);
+        status = await startAdmin(opts.status.host, opts.status.port, src, log, STATUS_PATHS, identity);
       } catch (err) {
         await admin.close();
         throw err;

@@ -20,8 +20,9 @@ export const sidecar: Command = {
   --outbound P            outbound listener, app -> mesh (default 15001, loopback); set HTTP_PROXY to it
   --admin P               admin port, every admin path: /ready /live /metrics /stats /config_dump /explain
                           /tap /logging /quitquitquit (default 127.0.0.1:15000; keep it on loopback)
-  --status HOST:PORT      status port: /ready /live /metrics /stats only, for probes, Prometheus and the
-                          control plane (e.g. 0.0.0.0:15020 on the pod address; default: none)
+  --status HOST:PORT      status port: /ready /live /metrics /stats, for probes, Prometheus and the
+                          control plane, and the admin paths over mTLS to the control plane alone
+                          (e.g. 0.0.0.0:15020 on the pod address; default: none)
   --id ID                 unique sidecar id (default SERVICE-HOSTNAME-PID)
   --advertise ADDR        address other sidecars use for our inbound port (default: as the control plane sees us)
   --headers-timeout MS    a client must send its request headers within MS milliseconds, else 408 (default 10000)

@@ -7,8 +7,12 @@
  * decisions) and `/tap` (live requests as NDJSON while the caller stays connected; tap.ts).
  */
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import type * as tls from 'node:tls';
 import type { Logger } from 'pino';
+import { controlPlaneSpiffeId, parseSpiffeId } from '../security/spiffe';
+import type { MeshTls, MeshTlsMaterial } from '../security/tls';
 import { CONTENT_TYPES, negotiate, type Format } from './metrics';
 import { TapError, tapOptions, type TapFilter, type TapHub } from './tap';
 
@@ -166,15 +170,45 @@ function purgeSelector(text: string): { key: string } | { prefix: string } | str
 export const STATUS_PATHS: ReadonlySet<string> = new Set(['/ready', '/live', '/metrics', '/stats']);
 
 /**
- * The admin port (every path; loopback by default) or, with `only`, the status listener that
- * serves just those paths (404 naming the admin port for the others).
+ * On a status port's 404 for an admin path: the path is served there over mTLS to the control
+ * plane (`mtls`), so the control plane asks again that way (control-plane/sidecar-admin.ts).
  */
-export function startAdmin(host: string, port: number, src: AdminSource, logger: Logger, only?: ReadonlySet<string>): Promise<AdminServer> {
+export const ADMIN_MTLS_HEADER = 'x-meshlet-admin';
+
+/** The sidecar's workload identity, for the status port's mTLS side. */
+export interface StatusIdentity {
+  /** The certificate in force (undefined until the control plane signed one). */
+  current(): (MeshTlsMaterial & { spiffeId: string }) | undefined;
+  /** Called on every new certificate or bundle. */
+  onChange(fn: () => void): void;
+}
+
+/** What the status port serves the control plane over mTLS, besides STATUS_PATHS (never /quitquitquit or /logging). */
+export const CONTROL_PLANE_PATHS: ReadonlySet<string> = new Set(['/config_dump', '/explain', '/decisions', '/tap', '/cache/purge']);
+
+/** Set on a status-port TLS socket whose client proved the control plane's identity. */
+const CONTROL_PLANE_PEER = Symbol('meshlet.controlPlanePeer');
+
+/**
+ * The admin port (every path; loopback by default) or, with `only`, the status listener that
+ * serves just those paths to everyone (404 naming the admin port for the others).
+ *
+ * With `identity` the status listener also takes TLS on the same port (told by the first byte):
+ * TLS 1.3 with the sidecar's workload certificate, a client certificate required, chaining to the
+ * trust bundle and naming exactly the control plane's SPIFFE ID (`spiffe://TD/meshlet/control-plane`,
+ * which no workload can hold); any other client is closed at the handshake. Such a connection is
+ * served every read-only admin path and the cache purge (`meshlet proxy-config`, `explain`,
+ * `explain --last`, `cache purge`, the dashboard's tap: CONTROL_PLANE_PATHS); `/quitquitquit` and
+ * `/logging` are never served there.
+ */
+export function startAdmin(host: string, port: number, src: AdminSource, logger: Logger, only?: ReadonlySet<string>, identity?: StatusIdentity): Promise<AdminServer> {
   const listener = only ? 'status' : 'admin';
   const server = http.createServer((req, res) => {
     const [path, query] = (req.url ?? '/').split('?') as [string, string | undefined];
-    if (only && !only.has(path)) {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: this is the status port (${[...only].join(' ')}); ${path} is served on the sidecar's loopback admin port only\n`);
+    if (only && !only.has(path) && !(CONTROL_PLANE_PATHS.has(path) && (req.socket as { [CONTROL_PLANE_PEER]?: boolean })[CONTROL_PLANE_PEER] === true)) {
+      res
+        .writeHead(404, { 'content-type': 'text/plain', ...(identity ? { [ADMIN_MTLS_HEADER]: 'mtls' } : {}) })
+        .end(`not found: this is the status port (${[...only].join(' ')}); ${path} is served on the sidecar's loopback admin port${identity ? ', and here over mTLS to the control plane' : ' only'}\n`);
       return;
     }
     if (path === '/quitquitquit' && src.quit) {
@@ -267,20 +301,90 @@ export function startAdmin(host: string, port: number, src: AdminSource, logger:
     logger.warn({ err }, 'admin request failed');
     if (!res.destroyed) res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`);
   };
+  const front = only && identity ? statusFront(server, identity, logger) : server;
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      const a = server.address() as AddressInfo;
-      logger.info({ listener, address: `${a.address}:${a.port}` }, 'listening');
+    front.once('error', reject);
+    front.listen(port, host, () => {
+      front.off('error', reject);
+      const a = front.address() as AddressInfo;
+      logger.info({ listener, address: `${a.address}:${a.port}`, ...(front !== server ? { mtls: 'control plane' } : {}) }, 'listening');
       resolve({
         address: () => ({ host: a.address, port: a.port }),
         close: () =>
           new Promise<void>((done) => {
-            server.close(() => done());
+            front.close(() => done());
+            if (front !== server) server.close();
             server.closeAllConnections();
           }),
       });
+    });
+  });
+}
+
+/**
+ * The status port with its mTLS side: a TCP server that hands plaintext connections to the HTTP
+ * server as they are, and TLS ones (first byte 0x16) to a TLS server with the sidecar's
+ * certificate, which passes on only a verified control plane.
+ */
+function statusFront(server: http.Server, identity: StatusIdentity, logger: Logger): net.Server {
+  let meshTls: MeshTls | undefined;
+  let tlsServer: tls.Server | undefined;
+  let allowed: string | undefined;
+  let TlsModule: typeof import('../security/tls') | undefined;
+  let tlsLib: typeof import('node:tls') | undefined;
+  const install = (): void => {
+    const m = identity.current();
+    if (!m || !TlsModule || !tlsLib) return;
+    const id = parseSpiffeId(m.spiffeId);
+    if (!id.ok) return;
+    allowed = controlPlaneSpiffeId(id.value.trustDomain).uri;
+    const material = { keyPem: m.keyPem, chainPem: m.chainPem, bundlePem: m.bundlePem };
+    if (meshTls) {
+      meshTls.update(material);
+      return;
+    }
+    meshTls = new TlsModule.MeshTls(material, { alpn: ['http/1.1'] });
+    const srv = tlsLib.createServer({ ...meshTls.serverOptions(), handshakeTimeout: 10_000 });
+    meshTls.bindServer(srv);
+    const spiffeIdOf = TlsModule.spiffeIdOf;
+    srv.on('secureConnection', (ts: tls.TLSSocket) => {
+      ts.on('error', () => undefined);
+      const peer = spiffeIdOf(ts.getPeerCertificate());
+      if (peer === undefined || peer !== allowed) {
+        logger.warn({ listener: 'status', peer: peer ?? null, remote: ts.remoteAddress }, 'status port: a TLS client that is not the control plane; closed');
+        ts.destroy();
+        return;
+      }
+      (ts as { [CONTROL_PLANE_PEER]?: boolean })[CONTROL_PLANE_PEER] = true;
+      server.emit('connection', ts);
+    });
+    srv.on('tlsClientError', (err: Error & { code?: string }, ts: tls.TLSSocket) => {
+      logger.debug({ listener: 'status', err: err.message, remote: ts?.remoteAddress }, 'status port: TLS handshake failed');
+      ts?.destroy();
+    });
+    tlsServer = srv;
+  };
+  void Promise.all([import('../security/tls'), import('node:tls')]).then(([m, t]) => {
+    TlsModule = m;
+    tlsLib = t;
+    install();
+  });
+  identity.onChange(install);
+  return net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    socket.once('readable', () => {
+      const head = socket.read(1) as Buffer | null;
+      if (head === null) return;
+      socket.unshift(head);
+      if (head[0] === 0x16) {
+        if (!tlsServer) {
+          socket.destroy();
+          return;
+        }
+        tlsServer.emit('connection', socket);
+        return;
+      }
+      server.emit('connection', socket);
     });
   });
 }

@@ -69,6 +69,15 @@ export function serviceSpiffeId(trustDomain: string, service: string): SpiffeId 
   return must(parseSpiffeId(`spiffe://${trustDomain}/svc/${service}`));
 }
 
+/**
+ * `spiffe://TD/meshlet/control-plane`: the control plane's own identity, which it signs for itself
+ * to reach the sidecars' status ports (the admin paths over mTLS). No workload can hold it: the
+ * control plane signs workloads only `svc/NAME` or `ns/NS/sa/SA` IDs, the ones their credential proves.
+ */
+export function controlPlaneSpiffeId(trustDomain: string): SpiffeId {
+  return must(parseSpiffeId(`spiffe://${trustDomain}/meshlet/control-plane`));
+}
+
 /** `spiffe://TD/ns/NS/sa/SA`: the identity of a Kubernetes service account. Throws on a bad name. */
 export function k8sSpiffeId(trustDomain: string, namespace: string, serviceAccount: string): SpiffeId {
   return must(parseSpiffeId(`spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`));

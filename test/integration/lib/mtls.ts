@@ -8,7 +8,7 @@ import { FakeClock } from '../../../src/core/clock';
 import { CertificateAuthority, type CaMaterial } from '../../../src/security/ca';
 import { createCsr } from '../../../src/security/csr';
 import { generateKeyPair, privateKeyToPem } from '../../../src/security/keys';
-import { serviceSpiffeId } from '../../../src/security/spiffe';
+import { serviceSpiffeId, type SpiffeId } from '../../../src/security/spiffe';
 import { start, portOf, type Proc } from './meshlet';
 
 export interface Workload {
@@ -18,11 +18,11 @@ export interface Workload {
 }
 
 /** A workload certificate for `service` from the CA in `dataDir`; `offsetMs` moves the CA's clock (expired / not yet valid). */
-export async function issue(dataDir: string, service: string, opts: { offsetMs?: number; ttlMs?: number } = {}): Promise<Workload> {
+export async function issue(dataDir: string, service: string, opts: { offsetMs?: number; ttlMs?: number; spiffeId?: (trustDomain: string) => SpiffeId } = {}): Promise<Workload> {
   const stored = JSON.parse(readFileSync(path.join(dataDir, 'ca', 'ca.json'), 'utf8')) as { material: CaMaterial; bundle: { pem: string }[] };
   const ca = await CertificateAuthority.load(stored.material, new FakeClock(Date.now() + (opts.offsetMs ?? 0)));
   const keys = await generateKeyPair();
-  const id = serviceSpiffeId(stored.material.trustDomain, service);
+  const id = opts.spiffeId ? opts.spiffeId(stored.material.trustDomain) : serviceSpiffeId(stored.material.trustDomain, service);
   const c = await ca.sign(await createCsr(keys, id), id, opts.ttlMs ?? 3600_000);
   return { keyPem: await privateKeyToPem(keys.privateKey), chainPem: c.chainPem, bundlePem: stored.bundle.map((b) => b.pem).join('') };
 }
