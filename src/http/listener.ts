@@ -186,7 +186,10 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
         h2Bodies.delete(b);
         continue;
       }
-      if (b.req.bodyBytes !== b.seen) {
+      // Slow is judged only while bytes arrive (a trickle); a body that has stopped is idle, and
+      // only the idle timeout cuts it (else a short body that stops would read as 'slow').
+      const progressed = b.req.bodyBytes !== b.seen;
+      if (progressed) {
         b.seen = b.req.bodyBytes;
         b.last = now;
       }
@@ -198,7 +201,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       } else if (now - b.last > bodyIdleMs) {
         onBodyTimeout('idle');
         reason = `request body idle for more than ${bodyIdleMs} ms`;
-      } else if (minRate > 0 && now > b.start + bodyIdleMs + (b.req.bodyBytes * 1000) / minRate) {
+      } else if (progressed && minRate > 0 && now > b.start + bodyIdleMs + (b.req.bodyBytes * 1000) / minRate) {
         onBodyTimeout('slow');
         reason = `request body slower than ${minRate} bytes/s`;
       }

@@ -9,8 +9,8 @@ import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import t from 'tap';
 import { request } from 'undici';
-import { policyDiscoveryService, type ReceivedSidecarMessage, type SnapshotMessage } from '../../../src/proto';
-import { cli, eventually, sleep, startControlPlane, startSidecar, tmpDir, type SidecarProc } from '../lib/meshlet';
+import { policyDiscoveryService, type ReceivedSidecarMessage, type SnapshotMessage } from '../../src/proto';
+import { cli, eventually, sleep, startControlPlane, startSidecar, tmpDir, type SidecarProc } from '../integration/lib/meshlet';
 
 interface Echo {
   port: number;

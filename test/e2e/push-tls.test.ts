@@ -8,7 +8,7 @@ import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { cli, eventually, portOf, start, tmpDir, apiFetch, type Proc } from '../lib/meshlet';
+import { cli, eventually, portOf, start, tmpDir, apiFetch, type Proc } from '../integration/lib/meshlet';
 
 interface Cp extends Proc {
   push: number;
@@ -131,7 +131,7 @@ t.test('--insecure-push-plaintext on both ends still works (and the control plan
 });
 
 t.test('--credential-file is read again at every connect (a rotated token), and the pushed bundle verifies the reconnect', async (t) => {
-  const { freePort } = await import('../lib/etcd');
+  const { freePort } = await import('../integration/lib/etcd');
   const dir = tmpDir();
   const port = await freePort();
   const args = ['control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', `127.0.0.1:${port}`, '--push-hostname', 'localhost'];

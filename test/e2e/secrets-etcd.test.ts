@@ -11,9 +11,9 @@
 import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
 import { request } from 'undici';
-import { cli, eventually, portOf, start, type Proc } from '../lib/meshlet';
-import { startEtcdCluster, startReplica } from '../lib/etcd';
-import { metric, sourceApp } from '../lib/mtls';
+import { cli, eventually, portOf, start, type Proc } from '../integration/lib/meshlet';
+import { startEtcdCluster, startReplica } from '../integration/lib/etcd';
+import { metric, sourceApp } from '../integration/lib/mtls';
 
 interface Sc extends Proc {
   outbound: number;
@@ -95,10 +95,10 @@ t.test('replicas on one etcd share the CA and the tokens', async (t) => {
 
 t.test('two replicas starting at once make one CA; concurrent token writes lose nothing', async (t) => {
   const etcd = await startEtcdCluster(t, 1);
-  const { connectEtcd } = await import('../../../control-plane/store-etcd');
-  const { EtcdSecret, secretKeys } = await import('../../../control-plane/secrets');
-  const { MeshCa } = await import('../../../control-plane/ca');
-  const { TokenStore } = await import('../../../control-plane/tokens');
+  const { connectEtcd } = await import('../../control-plane/store-etcd');
+  const { EtcdSecret, secretKeys } = await import('../../control-plane/secrets');
+  const { MeshCa } = await import('../../control-plane/ca');
+  const { TokenStore } = await import('../../control-plane/tokens');
   const clients = [0, 1].map(() => connectEtcd({ endpoints: [`http://${etcd.endpoints}`] }));
   t.teardown(() => clients.forEach((c) => c.close()));
   const keys = secretKeys('/race/');

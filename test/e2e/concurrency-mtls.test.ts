@@ -10,8 +10,8 @@ import * as http from 'node:http';
 import * as tls from 'node:tls';
 import t from 'tap';
 import { request } from 'undici';
-import { cli, eventually, startControlPlane, tmpDir } from '../lib/meshlet';
-import { issue, meshSidecar, metric, sourceApp, type MeshSidecar, type Workload } from '../lib/mtls';
+import { cli, eventually, startControlPlane, tmpDir } from '../integration/lib/meshlet';
+import { issue, meshSidecar, metric, sourceApp, type MeshSidecar, type Workload } from '../integration/lib/mtls';
 
 function token(dataDir: string, service: string): string {
   const r = cli(['token', 'create', '--service', service, '--ttl', '1h', '--data-dir', dataDir, '-o', 'json']);
