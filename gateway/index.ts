@@ -356,7 +356,9 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     a.host,
     a.port,
     {
-      ready: () => current !== undefined && !closed,
+      // With a credential, ready only once it holds its certificate: before that it would call
+      // services in plaintext, which STRICT services refuse (a load balancer waits for ready).
+      ready: () => current !== undefined && !closed && (identity === undefined || meshTls !== undefined),
       configDump: () => ({
         id,
         gateway: opts.name,
