@@ -92,9 +92,17 @@ export class EtcdSecret implements SecretDoc {
 
   async version(): Promise<string | undefined> {
     if (this.cached && Date.now() - this.cached.at < this.cacheMs) return this.cached.version;
-    const r = await this.client.kv.range({ key: Buffer.from(this.key), keys_only: true });
-    const kv = r.kvs[0];
-    this.cached = { version: kv ? String(kv.mod_revision) : undefined, at: Date.now() };
+    try {
+      const r = await this.client.kv.range({ key: Buffer.from(this.key), keys_only: true });
+      const kv = r.kvs[0];
+      this.cached = { version: kv ? String(kv.mod_revision) : undefined, at: Date.now() };
+    } catch (err) {
+      // etcd without quorum (or unreachable): keep verifying against what was read last, as the
+      // store keeps serving reads from its watch cache; nobody can revoke meanwhile (that is a
+      // write). Asked again after `cacheMs`. Never read at all: the caller gets the error.
+      if (!this.cached) throw err;
+      this.cached = { version: this.cached.version, at: Date.now() };
+    }
     return this.cached.version;
   }
 

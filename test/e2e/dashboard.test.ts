@@ -261,7 +261,11 @@ spec:
   await shot(page, '4-graph-endpoint-killed');
 
   // ---- rollout: apply from the CLI; every sidecar moves; a sidecar that cannot compile NACKs
-  const nacker = new FakeSidecar(mesh.push, { id: 'legacy-0', service: 'legacy' });
+  // `meshlet up`'s push port is TLS and registration strict: the fake sidecar trusts the mesh CA
+  // and presents a join token for its service, as a real one does.
+  const legacyToken = cli(['token', 'create', '--service', 'legacy', '--ttl', '1h', '-o', 'json'], { server: mesh.api, token: mesh.token });
+  t.equal(legacyToken.code, 0, legacyToken.stderr);
+  const nacker = new FakeSidecar(mesh.push, { id: 'legacy-0', service: 'legacy' }, { ca: readFileSync(path.join(dir, '.meshlet', 'ca.pem')), joinToken: (JSON.parse(legacyToken.stdout) as { token: string }).token });
   t.teardown(() => nacker.close());
   let nacking = true;
   void (async () => {

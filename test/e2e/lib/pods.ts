@@ -136,7 +136,7 @@ export class Cluster {
 /** The sidecar as the injector runs it: uid 1337, interception on, admin on the pod's address. */
 export function startSidecarIn(pod: Pod, service: string, controlPlane: string, extra: string[] = []): Proc {
   return pod.run(
-    [process.execPath, MAIN, 'sidecar', '--service', service, '--control-plane', controlPlane, '--advertise', pod.ip, '--id', `${service}-${pod.name}`, '--intercept', '--admin', '0.0.0.0:15000', '--inbound', '0.0.0.0:15006', ...extra],
+    [process.execPath, MAIN, 'sidecar', '--service', service, '--control-plane', controlPlane, '--advertise', pod.ip, '--id', `${service}-${pod.name}`, '--intercept', '--admin', '0.0.0.0:15000', '--inbound', '0.0.0.0:15006', '--insecure-push-plaintext', ...extra],
     { asProxy: true },
   );
 }

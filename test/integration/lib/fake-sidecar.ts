@@ -3,7 +3,9 @@
  * with whatever the test says (ACK, or a NACK with field-path errors, as a sidecar that cannot
  * compile something would).
  */
+import * as grpc from '@grpc/grpc-js';
 import { createPolicyDiscoveryClient, type PolicyDiscoveryClientStream, type SnapshotMessage } from '../../../src/proto';
+import { splitJoinToken } from '../../../src/security/ca-pin';
 
 export class FakeSidecar {
   readonly stream: PolicyDiscoveryClientStream;
@@ -11,8 +13,16 @@ export class FakeSidecar {
   private waiter: ((m: SnapshotMessage) => void) | undefined;
   private readonly client;
 
-  constructor(target: string, node: { id: string; service: string; address?: string; inboundPort?: number; adminPort?: number; acceptsDelta?: boolean }) {
-    this.client = createPolicyDiscoveryClient(target);
+  /**
+   * `tls`: the push port is TLS (the default of a control plane): `ca` is the mesh's trust bundle
+   * (DATA_DIR/ca.pem) and `joinToken` the credential strict registration asks for.
+   */
+  constructor(
+    target: string,
+    node: { id: string; service: string; address?: string; inboundPort?: number; adminPort?: number; acceptsDelta?: boolean },
+    tls?: { ca: Buffer; joinToken: string },
+  ) {
+    this.client = createPolicyDiscoveryClient(target, tls ? grpc.credentials.createSsl(tls.ca) : undefined);
     this.stream = this.client.Stream();
     this.stream.on('data', (m: SnapshotMessage) => {
       const w = this.waiter;
@@ -21,7 +31,7 @@ export class FakeSidecar {
       else this.queue.push(m);
     });
     this.stream.on('error', () => undefined);
-    this.stream.write({ node: { address: '10.255.0.7', inboundPort: 15006, labels: {}, buildVersion: 'test', ...node } });
+    this.stream.write({ node: { address: '10.255.0.7', inboundPort: 15006, labels: {}, buildVersion: 'test', ...node, ...(tls ? { credential: splitJoinToken(tls.joinToken).credential } : {}) } });
   }
 
   next(timeoutMs = 10_000): Promise<SnapshotMessage> {

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { request } from 'undici';
-import { apiFetch, cli, eventually, portOf, sleep, start, startControlPlane, tmpDir, type Proc } from '../lib/meshlet';
+import { apiFetch, cli, eventually, portOf, sleep, start, startControlPlane, tmpDir, type Proc } from '../integration/lib/meshlet';
 
 interface Dump {
   identity?: { spiffeId: string | null; certificate: { serial: string; notAfter: string; chainPem: string } | null; trustBundlePem: string | null; lastError: string | null };

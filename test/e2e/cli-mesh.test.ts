@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { rmSync } from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { eventually, MAIN, portOf, start, startControlPlane, startSidecar, tmpDir, tokenFor } from '../lib/meshlet';
+import { eventually, MAIN, portOf, start, startControlPlane, startSidecar, tmpDir, tokenFor } from '../integration/lib/meshlet';
 
 function run(args: string[], server: string, input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const c = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, MESHLET_SERVER: server, MESHLET_TOKEN: tokenFor(server) ?? '', MESHLET_CONFIG: '/nonexistent' }, stdio: ['pipe', 'pipe', 'pipe'] });

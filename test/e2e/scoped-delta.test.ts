@@ -7,9 +7,9 @@
  */
 import * as fs from 'node:fs';
 import t from 'tap';
-import { encodeSnapshotMessage, type SnapshotMessage } from '../../../src/proto';
-import { FakeSidecar } from '../lib/fake-sidecar';
-import { apiFetch, cli, cliAsync, eventually, portOf, start, startControlPlane, startSidecar, tmpDir } from '../lib/meshlet';
+import { encodeSnapshotMessage, type SnapshotMessage } from '../../src/proto';
+import { FakeSidecar } from '../integration/lib/fake-sidecar';
+import { apiFetch, cli, cliAsync, eventually, portOf, start, startControlPlane, startSidecar, tmpDir } from '../integration/lib/meshlet';
 
 const M = 'meshlet.dev/v1';
 const route = (name: string, hosts: string[], backends: { service: string; weight?: number }[], tag = 'a') => ({
