@@ -57,6 +57,8 @@ export class TokenStore {
   private readonly clock: Clock;
   private records: TokenRecord[] = [];
   private seen: string | undefined;
+  /** When an unknown id last made the records be read again (clock ms). */
+  private lastForced = -Infinity;
   private readonly caPin: () => string | undefined;
 
   /**
@@ -156,7 +158,18 @@ export class TokenStore {
     if (!m) throw new SecurityError('CREDENTIAL_INVALID', `not a meshlet ${what} (expected ${prefix}ID.SECRET, from \`meshlet token create\`)`);
     await this.reload();
     const [, id, secret] = m as unknown as [string, string, string];
-    const rec = this.records.find((r) => r.id === id && (r.kind ?? 'join') === kind);
+    let rec = this.records.find((r) => r.id === id && (r.kind ?? 'join') === kind);
+    if (!rec) {
+      // Made through another replica a moment ago (the version check is cached ~1 s): read the
+      // document itself, at most every 200 ms, so a flood of unknown ids costs etcd little. If
+      // etcd cannot answer, the records read last stand.
+      const now = this.clock.now();
+      if (now - this.lastForced >= 200) {
+        this.lastForced = now;
+        await this.reload(true).catch(() => undefined);
+        rec = this.records.find((r) => r.id === id && (r.kind ?? 'join') === kind);
+      }
+    }
     const given = Buffer.from(sha256(secret), 'hex');
     // Compared in constant time even for an unknown id, so timing tells nothing about which ids exist.
     const want = Buffer.from(rec?.sha256 ?? '0'.repeat(64), 'hex');
