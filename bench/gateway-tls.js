@@ -20,7 +20,8 @@ const { execFileSync } = require('node:child_process');
 const { parseArgs } = require('node:util');
 const procs = require('./lib/procs');
 
-const { values: cli } = parseArgs({ options: { seconds: { type: 'string', default: '4' }, rounds: { type: 'string', default: '3' }, json: { type: 'boolean', default: false } } });
+// Also required by bench/lib/report.js for table(): only the command line of a direct run is parsed.
+const { values: cli } = parseArgs({ args: require.main === module ? process.argv.slice(2) : [], options: { seconds: { type: 'string', default: '4' }, rounds: { type: 'string', default: '3' }, json: { type: 'boolean', default: false } } });
 const SECONDS = Number(cli.seconds);
 const ROUNDS = Number(cli.rounds);
 const PROXY_CPU = 1;
