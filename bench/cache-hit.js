@@ -23,7 +23,8 @@ const { parseArgs } = require('node:util');
 const { start, run, stopAll, installCleanup, freePort, cpuSeconds, waitForHttp } = require('./lib/procs');
 const { summary } = require('./lib/h2load');
 
-const { values: cli } = parseArgs({ options: { requests: { type: 'string', default: '40000' }, rounds: { type: 'string', default: '2' }, json: { type: 'boolean', default: false } } });
+// Also required by bench/lib/report.js for table(): only the command line of a direct run is parsed.
+const { values: cli } = parseArgs({ args: require.main === module ? process.argv.slice(2) : [], options: { requests: { type: 'string', default: '40000' }, rounds: { type: 'string', default: '2' }, json: { type: 'boolean', default: false } } });
 const N = Number(cli.requests);
 const ROUNDS = Number(cli.rounds);
 const MAIN = path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js');
