@@ -122,7 +122,7 @@ function outgoing(r: Wire): Ref[] {
   const s = r.spec;
   switch (r.kind) {
     case 'Route': {
-      const rules = (s.rules as { name: string; backends?: { service: string; subset?: string }[]; mirror?: { service: string; subset?: string } }[]) ?? [];
+      const rules = (s.rules as { name: string; backends?: { service: string; subset?: string }[]; mirror?: { service: string; subset?: string }; apiKeys?: { consumerRefs?: string[] } }[]) ?? [];
       const seen = new Set<string>();
       const add = (to: string, via: string): void => {
         if (seen.has(to)) return;
@@ -135,6 +135,7 @@ function outgoing(r: Wire): Ref[] {
           if (b.subset) add(`DestinationPolicy for service ${b.service} (subset ${b.subset})`, `spec.rules[${i}].backends[${j}].subset`);
         });
         if (rule.mirror) add(`service ${rule.mirror.service}`, `spec.rules[${i}].mirror`);
+        (rule.apiKeys?.consumerRefs ?? []).forEach((c, j) => add(`ApiConsumer/${c}`, `spec.rules[${i}].apiKeys.consumerRefs[${j}]`));
       });
       ((s.gateways as string[] | undefined) ?? []).forEach((g, i) => {
         if (g !== 'mesh') add(`Gateway/${g}`, `spec.gateways[${i}]`);
@@ -154,6 +155,13 @@ function outgoing(r: Wire): Ref[] {
     case 'AuthorizationPolicy':
     case 'PeerAuthentication':
       if (s.service !== undefined) out.push({ to: `service ${s.service}`, via: 'spec.service' });
+      break;
+    case 'Gateway':
+      ((s.listeners as { tls?: { certificates?: { secret?: string }[] } }[]) ?? []).forEach((l, i) =>
+        (l.tls?.certificates ?? []).forEach((c, j) => {
+          if (c.secret !== undefined) out.push({ to: `TLSCertificate/${c.secret}`, via: `spec.listeners[${i}].tls.certificates[${j}].secret` });
+        }),
+      );
       break;
   }
   return out;
