@@ -95,12 +95,10 @@ key, or its hash). Needs the edit role.
     if ((values.key === undefined) === (values.hash === undefined)) throw new UsageError('revoke needs --key KEY or --hash sha256:HEX');
     const hash = values.key !== undefined ? hashApiKey(values.key) : (values.hash as string).trim().toLowerCase();
     if (!/^sha256:[0-9a-f]{64}$/.test(hash)) throw new UsageError(`--hash: expected sha256: and 64 hex digits, got ${JSON.stringify(values.hash)}`);
-    let found = false;
-    await update((keys) => {
-      found = keys.includes(hash);
-      return keys.filter((k) => k !== hash);
-    }, false);
-    if (!found) throw new CliError(`ApiConsumer ${name} has no key ${hash} (\`meshlet apikey list --consumer ${name}\`)`);
+    const cur = await read();
+    if (!cur) throw new CliError(`ApiConsumer ${JSON.stringify(name)} not found`);
+    if (!(cur.spec.keys ?? []).includes(hash)) throw new CliError(`ApiConsumer ${name} has no key ${hash} (\`meshlet apikey list --consumer ${name}\`)`);
+    await update((keys) => keys.filter((k) => k !== hash), false);
     process.stdout.write(`key ${hash} of ApiConsumer ${name} revoked\n`);
     return 0;
   },

@@ -132,6 +132,10 @@ t.test('TLSCertificate: certificates kept in the store, served by the gateways t
     t.equal((await call(api, 'GET', '/v1/routes', undefined, edit)).status, 200, 'the rest is as before');
     const all = cli(['get', 'all'], { server: api, token: edit });
     t.equal(all.code, 0, `get all works below admin, without them: ${all.stderr}`);
+    t.notMatch(all.stdout, /tlscertificate/);
+    t.match(cli(['describe', 'gateway', 'edge'], { server: api, token: edit }).stdout, /TLSCertificate\/a {2}\(spec\.listeners\[0\]\.tls\.certificates\[0\]\.secret\) {2}\(not listed: needs the admin role\)/, 'describe does not call it missing');
+    t.match(cli(['describe', 'gateway', 'edge'], { server: api }).stdout, /TLSCertificate\/a {2}\(spec\.listeners\[0\]\.tls\.certificates\[0\]\.secret\)\n/, 'as admin: present');
+    t.match(cli(['describe', 'tlscertificate', 'a'], { server: api }).stdout, /Referred to by:[\s\S]*Gateway\/edge/, 'and what uses it');
   });
 
   t.test('bad material is refused at apply, with a code', async (t) => {
