@@ -12,7 +12,8 @@
  *   view   GET/HEAD of everything but the admin paths: resources, status, stats, schema, the
  *          dashboard's data, tap, explain, config_dump, /metrics, Prometheus SD
  *   edit   POST/PUT/DELETE of resources and /v1/apply
- *   admin  /v1/tokens (API and join tokens) and /v1/ca
+ *   admin  /v1/tokens (API and join tokens), /v1/ca, and TLSCertificates (read and write: they hold
+ *          private keys, never returned but still secrets; /v1/apply with one needs admin too)
  *
  * The decision is made before routing and is deny-by-default: a path nobody listed still needs a
  * credential (a new endpoint is never open by accident), its role from its method.
@@ -28,6 +29,9 @@ import { API_PREFIX, API_ROLES, type ApiRole, type TokenStore } from './tokens';
 export type { ApiRole };
 
 const RANK: Record<ApiRole, number> = { view: 0, edit: 1, admin: 2 };
+
+/** The URL names of the kinds that hold private keys (kindFromName's names of TLSCertificate). */
+const SECRET_KINDS = new Set(['tlscertificate', 'tlscertificates', 'tlscert']);
 
 /** One REST route: an example path (the tests call each), its method, and the role it needs (`open`: none). */
 export interface ApiRoute {
@@ -67,6 +71,11 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { method: 'POST', path: '/v1/tokens', role: 'admin' },
   { method: 'DELETE', path: '/v1/tokens/x', role: 'admin' },
   { method: 'GET', path: '/v1/ca', role: 'admin' },
+  { method: 'GET', path: '/v1/tlscertificates', role: 'admin' },
+  { method: 'GET', path: '/v1/tlscertificates/x', role: 'admin' },
+  { method: 'POST', path: '/v1/tlscertificates', role: 'admin' },
+  { method: 'PUT', path: '/v1/tlscertificates/x', role: 'admin' },
+  { method: 'DELETE', path: '/v1/tlscertificates/x', role: 'admin' },
 ];
 
 /** The role a request needs; `open` for the health check and the dashboard's static files. */
@@ -74,6 +83,15 @@ export function requiredRole(method: string | undefined, pathname: string): ApiR
   const read = method === 'GET' || method === 'HEAD';
   if (read && (pathname === '/healthz' || pathname === '/ui' || pathname.startsWith('/ui/'))) return 'open';
   if (/^\/v1\/(tokens|ca)(\/|$)/.test(pathname)) return 'admin';
+  // Decoded as the router decodes it (`/v1/tlscert%69ficates` is the same kind).
+  const seg = /^\/v1\/([^/]+)(\/|$)/.exec(pathname)?.[1];
+  let kind = seg;
+  try {
+    kind = seg === undefined ? undefined : decodeURIComponent(seg);
+  } catch {
+    // the router answers 400 for it
+  }
+  if (kind !== undefined && SECRET_KINDS.has(kind.toLowerCase())) return 'admin';
   return read ? 'view' : 'edit';
 }
 

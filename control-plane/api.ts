@@ -28,6 +28,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import pino, { type Logger } from 'pino';
 import type { FieldError } from '../src/core/result';
 import { describeRaw, kindFromName, parseEach, parseResource, resourceKey, toWire, validateReferences } from '../src/policy/parse';
+import { redactResource, redactResources } from '../src/policy/redact';
+import { checkValidity, describeLeaf } from '../src/security/tls-material';
 import { jsonSchema } from '../src/policy/json-schema';
 import { API_VERSION, KINDS, type Kind, type Resource } from '../src/policy/types';
 import { collectMeshStats } from '../src/observability/mesh-stats';
@@ -59,6 +61,7 @@ type ApiErrorCode =
   | 'not_found'
   | 'conflict'
   | 'method_not_allowed'
+  | 'forbidden'
   | 'bad_request'
   | 'unavailable'
   | 'outcome_unknown'
@@ -72,6 +75,7 @@ const STATUS: Record<ApiErrorCode, number> = {
   unknown_kind: 404,
   not_found: 404,
   conflict: 409,
+  forbidden: 403,
   method_not_allowed: 405,
   /** A store write failed part-way: it may or may not have applied (the client re-reads, then decides). */
   outcome_unknown: 503,
@@ -116,7 +120,12 @@ export interface ApiDeps {
   ca?: MeshCa;
   /** Reaches the sidecars' admin paths (plaintext to an admin port, mTLS to a status port). */
   admin?: SidecarAdminClient;
+  /** Now, ms since the epoch (default Date.now): a TLSCertificate written must be valid at this time. */
+  now?: () => number;
 }
+
+/** The role of the caller of each request (set once its credential verified; absent: no API auth). */
+const CALLER_ROLE = new WeakMap<IncomingMessage, ApiRole>();
 
 /** Default snapshot budget: what a sidecar can receive in one push message, less room for endpoints. */
 export const DEFAULT_MAX_SNAPSHOT_BYTES = Math.floor((MAX_MESSAGE_BYTES * 3) / 4);
@@ -147,7 +156,10 @@ export function createApiHandler(deps: ApiDeps): (req: IncomingMessage, res: Ser
     const role = requiredRole(req.method, pathname);
     if (role === 'open') return serve(req, res);
     auth.authorize(req, role).then(
-      () => serve(req, res),
+      (principal) => {
+        CALLER_ROLE.set(req, principal.role);
+        serve(req, res);
+      },
       (err: unknown) => {
         if (err instanceof ApiAuthError) {
           counted(err.status);
@@ -351,17 +363,18 @@ class Api {
 
   private snapshot(): Reply {
     const s = this.deps.push.snapshot();
-    return { status: 200, body: { version: s.version, revision: s.revision, resources: s.resources, endpoints: s.endpoints } };
+    return { status: 200, body: { version: s.version, revision: s.revision, resources: redactResources(s.resources), endpoints: s.endpoints } };
   }
 
+  // Private keys (TLSCertificate) are never returned: redacted in every answer (src/policy/redact.ts).
   private list(kind: Kind): Reply {
-    return { status: 200, body: { apiVersion: API_VERSION, kind: 'List', items: this.store.list(kind) } };
+    return { status: 200, body: { apiVersion: API_VERSION, kind: 'List', items: redactResources(this.store.list(kind)) } };
   }
 
   private read(kind: Kind, name: string): Reply {
     const r = this.store.get(kind, name);
     if (!r) throw new ApiError('not_found', `${kind} ${JSON.stringify(name)} not found`);
-    return { status: 200, body: r };
+    return { status: 200, body: redactResource(r) };
   }
 
   // ------------------------------------------------------------------------------ write side
@@ -370,22 +383,24 @@ class Api {
     const res = this.parseOne(await readJson(req), kind);
     const result = await this.commitBounded((view) => {
       this.checkReferences(view, [res], [], `${resourceKey(res)} is invalid`);
+      this.checkCertificates(view, [res], `${resourceKey(res)} is invalid`);
       return [{ op: 'create', resource: wire(res) }];
     });
     const r = result.results[0];
     this.logger.info({ kind, name: res.metadata.name, revision: result.revision }, 'resource created');
-    return { status: 201, body: r?.resource };
+    return { status: 201, body: r && redactResource(r.resource) };
   }
 
   private async put(req: IncomingMessage, kind: Kind, name: string): Promise<Reply> {
     const res = this.parseOne(await readJson(req), kind, name);
     const result = await this.commitBounded((view) => {
       this.checkReferences(view, [res], [], `${resourceKey(res)} is invalid`);
+      this.checkCertificates(view, [res], `${resourceKey(res)} is invalid`);
       return [{ op: 'put', resource: wire(res), expectedVersion: res.metadata.resourceVersion }];
     });
     const r = result.results[0];
     if (r && r.action !== 'unchanged') this.logger.info({ kind, name, action: r.action, revision: result.revision }, 'resource written');
-    return { status: r?.action === 'created' ? 201 : 200, body: r?.resource };
+    return { status: r?.action === 'created' ? 201 : 200, body: r && redactResource(r.resource) };
   }
 
   private async remove(kind: Kind, name: string, expectedVersion: string | undefined): Promise<Reply> {
@@ -395,7 +410,8 @@ class Api {
       return [{ op: 'delete', kind, name, expectedVersion }];
     });
     this.logger.info({ kind, name, revision: result.revision }, 'resource deleted');
-    return { status: 200, body: result.results[0]?.resource };
+    const gone = result.results[0]?.resource;
+    return { status: 200, body: gone && redactResource(gone) };
   }
 
   /** `?dryRun=true`: every check against the stored state, under the store's lock; nothing is written. */
@@ -408,9 +424,15 @@ class Api {
     const each = parseEach(items);
     if (!each.ok) throw new ApiError('invalid', `${each.errors.length} error(s) in the items; nothing applied`, { errors: each.errors });
     const parsed = each.value;
+    // TLSCertificates hold private keys: the admin role alone writes them (as /v1/tlscertificates).
+    const role = CALLER_ROLE.get(req);
+    const secret = parsed.find((r) => r.kind === 'TLSCertificate');
+    if (this.deps.auth && secret && role !== 'admin')
+      throw new ApiError('forbidden', `${resourceKey(secret)} holds a private key: applying a TLSCertificate needs the admin role; this credential has ${role ?? 'none'}`);
     let dryResults: { kind: Kind; name: string; action: string; resourceVersion?: string }[] = [];
     const result = await this.commitBounded((view) => {
       this.checkReferences(view, parsed, [], 'the items are inconsistent with each other or with stored resources; nothing applied');
+      this.checkCertificates(view, parsed, 'a certificate is not valid now; nothing applied');
       if (dryRun) {
         dryResults = dryRunActions(view, parsed.map(wire));
         return [];
@@ -490,6 +512,25 @@ class Api {
     const known = new Set(validateReferences(current).map(key));
     const fresh = errors.filter((e) => !known.has(key(e)));
     if (fresh.length > 0) throw new ApiError('invalid', message, { errors: fresh });
+  }
+
+  /**
+   * Runs inside a commit plan: a TLSCertificate written with a new certificate must be valid now
+   * (not expired, not valid only later). One stored unchanged is not checked again: re-applying a
+   * directory is not refused for a certificate `meshlet check` already reports (MC0017/MC0018).
+   */
+  private checkCertificates(view: StoreView, upserts: readonly Resource[], message: string): void {
+    const now = (this.deps.now ?? Date.now)();
+    const errors: FieldError[] = [];
+    for (const r of upserts) {
+      if (r.kind !== 'TLSCertificate') continue;
+      const stored = view.get('TLSCertificate', r.metadata.name);
+      if ((stored?.spec as { certificate?: unknown } | undefined)?.certificate === r.spec.certificate) continue;
+      const leaf = describeLeaf(r.spec.certificate);
+      const bad = leaf && checkValidity(leaf, now);
+      if (bad) errors.push({ path: `${resourceKey(r)}: spec.${bad.field}`, message: bad.message, code: bad.code });
+    }
+    if (errors.length > 0) throw new ApiError('invalid', message, { errors });
   }
 
   private parseStored(w: WireResource): Resource | null {

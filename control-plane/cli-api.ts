@@ -19,6 +19,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { VERSION } from '../src/core/version';
+import { redactResources } from '../src/policy/redact';
 import type { MeshHistory } from './history';
 import type { Registry, SidecarStatus } from './registry';
 import { SidecarAdminClient } from './sidecar-admin';
@@ -44,7 +45,7 @@ export function cliRoutes(deps: CliApiDeps, segments: string[]): CliRoutes | und
   const [a, b, c, ...rest] = segments;
   if (rest.length > 0) return undefined;
   if (a === 'version' && b === undefined) return { GET: () => version(deps) };
-  if (a === 'sidecars' && b && c === 'config_dump') return { GET: () => fromSidecar(deps, b, '/config_dump') };
+  if (a === 'sidecars' && b && c === 'config_dump') return { GET: async () => redactDump(await fromSidecar(deps, b, '/config_dump')) };
   if (a === 'explain' && b === undefined) return { GET: (_r, u) => explain(deps, u) };
   if (a === 'decisions' && b === undefined) return { GET: (_r, u) => decisions(deps, u) };
   if (a === 'ejections' && b === undefined) return { GET: () => ejections(deps) };
@@ -64,6 +65,13 @@ function version(deps: CliApiDeps): Reply {
         .map((s) => ({ id: s.id, service: s.service, version: s.buildVersion || null })),
     },
   };
+}
+
+/** A config dump's resources with private keys redacted (gateways redact their own; this holds for any). */
+function redactDump(r: Reply): Reply {
+  const body = r.body as { resources?: unknown } | null;
+  if (r.status !== 200 || !body || typeof body !== 'object' || !Array.isArray(body.resources)) return r;
+  return { ...r, body: { ...body, resources: redactResources(body.resources) } };
 }
 
 function notFound(message: string): Reply {

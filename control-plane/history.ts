@@ -54,7 +54,10 @@ export interface StatsReport {
 /** A certificate a gateway listener serves, as its `/stats` reports it. */
 export interface ReportedCertificate {
   listener: string;
+  /** The file; for a certificate from the store, `TLSCertificate/NAME`. */
   file: string;
+  /** The TLSCertificate it came from, when from the store. */
+  secret?: string;
   subject: string;
   names: string[];
   serial?: string;

@@ -14,6 +14,10 @@
  *   rollout API and `meshlet describe` tell current from stale per sidecar.
  * - A NACKed delta (a version gap, or one that does not compile) is answered with a complete
  *   snapshot (a resync); a NACKed complete snapshot waits for the next change.
+ * - Key material: a gateway stream is sent the TLSCertificates its Gateway uses only when the push
+ *   port is TLS and, when this control plane verifies credentials, the gateway proved its name with
+ *   one (`Stream.secrets`); else it gets the view a sidecar of its name gets (no keys), and a warning is
+ *   logged: its listeners that need them stay as they were, and it NACKs the snapshot saying why.
  * - Size guard: a message over the limit (MAX_MESSAGE_BYTES, or MESHLET_MAX_PUSH_BYTES) is never
  *   written (grpc-js would fail the whole stream); the sidecar's status says why instead.
  * - ACKs and NACKs that echo the latest nonce sent on their stream are recorded in the
@@ -76,6 +80,12 @@ interface Stream {
   id?: string;
   session?: SidecarSession;
   service?: string;
+  /** The node is a gateway (Node.kind). */
+  gateway?: boolean;
+  /** A gateway entitled to its TLSCertificates: TLS push port, and its credential verified when credentials are. */
+  secrets?: boolean;
+  /** A gateway whose missing TLSCertificates were already warned about on this stream. */
+  warnedSecrets?: boolean;
   /** The sidecar applies deltas (Node.accepts_delta). */
   acceptsDelta?: boolean;
   /** The view last written to the stream (what a delta is made against). */
@@ -123,6 +133,10 @@ export class PushServer {
   private tracking: Tracking | undefined;
   private last: Convergence | undefined;
   private closing = false;
+  /** The push port is TLS (set by `listen`): key material may be sent over it. */
+  private tls = false;
+  /** Gateway ids entitled to their TLSCertificates (`sidecars()` reports their view's version). */
+  private readonly withSecrets = new Set<string>();
 
   constructor(opts: PushServerOptions) {
     this.builder = opts.builder;
@@ -158,6 +172,7 @@ export class PushServer {
           return;
         }
         this.server = server;
+        this.tls = credentials._isSecure();
         this.logger.info({ address: `${hostPart}:${bound}`, tls: credentials._isSecure() }, 'push server listening');
         resolve({ host, port: bound });
       });
@@ -186,9 +201,9 @@ export class PushServer {
   }
 
   /** The version of the view a sidecar of `service` should run now (its scope's, at the snapshot in force). */
-  expectedVersion(service: string): string {
+  expectedVersion(service: string, withSecrets = false): string {
     const b = this.builder.current();
-    return this.views.view(b, this.views.scopeOf(b, service)).version;
+    return this.views.view(b, this.views.scopeOf(b, service, withSecrets)).version;
   }
 
   /** The registry's sidecars, each with the version it should run (`expectedVersion`). */
@@ -196,8 +211,10 @@ export class PushServer {
     const b = this.builder.current();
     const byService = new Map<string, string>();
     return this.registry.sidecars().map((s) => {
-      let v = byService.get(s.service);
-      if (v === undefined) byService.set(s.service, (v = this.views.view(b, this.views.scopeOf(b, s.service)).version));
+      const secrets = this.withSecrets.has(s.id);
+      const key = `${secrets ? 'gateway:' : ''}${s.service}`;
+      let v = byService.get(key);
+      if (v === undefined) byService.set(key, (v = this.views.view(b, this.views.scopeOf(b, s.service, secrets)).version));
       return { ...s, expectedVersion: v };
     });
   }
@@ -377,6 +394,11 @@ export class PushServer {
     s.id = n.id;
     s.service = n.service;
     s.acceptsDelta = n.acceptsDelta === true;
+    // Private keys travel only over TLS, to a gateway that proved its name (when names are proved here).
+    s.gateway = n.kind === 'gateway';
+    s.secrets = s.gateway && this.tls && (this.identity === undefined || s.who !== undefined);
+    if (s.secrets) this.withSecrets.add(n.id);
+    else this.withSecrets.delete(n.id);
     s.session = this.registry.connect({
       id: n.id,
       service: n.service,
@@ -433,7 +455,18 @@ export class PushServer {
 
   /** The view this stream's sidecar should run at snapshot `b`. */
   private viewOf(s: Stream, b: BuiltSnapshot): View {
-    return this.views.view(b, this.views.scopeOf(b, s.service ?? ''));
+    const service = s.service ?? '';
+    if (s.gateway && !s.secrets && !s.warnedSecrets && this.views.secretsOf(b, service).length > 0) this.warnSecrets(s, b);
+    return this.views.view(b, this.views.scopeOf(b, service, s.secrets === true));
+  }
+
+  /** Once per stream: a gateway that needs TLSCertificates is not sent them, and why. */
+  private warnSecrets(s: Stream, b: BuiltSnapshot): void {
+    s.warnedSecrets = true;
+    const why = !this.tls
+      ? 'the push port is plaintext (--insecure-push-plaintext): private keys are never sent over it'
+      : `it connected without a credential: start it with a join token for ${JSON.stringify(s.service)} (\`meshlet token create --service ${s.service}\`)`;
+    this.logger.warn({ gateway: s.id, service: s.service, secrets: this.views.secretsOf(b, s.service ?? '') }, `TLSCertificates withheld from this gateway: ${why}`);
   }
 
   private send(s: Stream, b: BuiltSnapshot, v: View = this.viewOf(s, b)): void {

@@ -13,6 +13,12 @@
  *   a change outside a scope leaves that scope's version as it was, and its sidecars are sent
  *   nothing. `meshlet status` compares each sidecar with the version of its own view
  *   (`expectedVersion`). Both hashes are of canonical JSON: every replica computes the same.
+ * - **Key material only where it is used.** TLSCertificates (a certificate and its private key)
+ *   are in no view but the view of a gateway whose Gateway references them, and only for a stream
+ *   the push server entitles to them (`scopeOf(..., withSecrets)`: a TLS push port, a credential
+ *   proving the gateway's name). That gateway's view is its ordinary view plus those resources,
+ *   versioned by its content; sidecars and other gateways are sent nothing when one changes (the
+ *   snapshot version leaves them out, snapshot-builder.ts).
  * - **Encoded once.** A complete snapshot of a view, and the delta from one view to another, are
  *   encoded (protobuf) once and the same bytes written to every stream that needs them; the nonce
  *   is per message, not per stream (an answer is still matched against its own stream's nonce).
@@ -27,6 +33,10 @@ import type { WireResource } from './store';
 
 /** The scope of sidecars whose service declares no dependencies: the whole mesh. */
 export const WHOLE_MESH = '*';
+/** The kind that holds private keys: pushed only to the gateways that use it. */
+const SECRET_KIND = 'TLSCertificate';
+/** A gateway's scope with its TLSCertificates: this prefix, then the Gateway's name. */
+const GATEWAY_SCOPE = 'gateway:';
 
 /** What one scope of sidecars is pushed at one mesh version. */
 export interface View {
@@ -71,6 +81,12 @@ interface MeshIndex {
   readonly byService: ReadonlyMap<string, readonly IndexedResource[]>;
   /** Kinds the scoping does not know: sent to everyone. */
   readonly others: readonly IndexedResource[];
+  /** Every resource but the TLSCertificates: the whole mesh's view. */
+  readonly shared: readonly IndexedResource[];
+  /** TLSCertificates by name. */
+  readonly secrets: ReadonlyMap<string, IndexedResource>;
+  /** Gateway name -> the TLSCertificates its listeners name (in listener order, once each). */
+  readonly gatewaySecrets: ReadonlyMap<string, readonly string[]>;
   /** Store order, to list a view's resources in it. */
   readonly order: ReadonlyMap<IndexedResource, number>;
   readonly endpointsJson: ReadonlyMap<string, string>;
@@ -137,10 +153,20 @@ export class PushViews {
     this.onEncode = opts.onEncode ?? (() => undefined);
   }
 
-  /** The scope of a sidecar of `service` in this snapshot. */
-  scopeOf(b: BuiltSnapshot, service: string): string {
-    const deps = this.index(b).dependencies.get(service);
+  /**
+   * The scope of a sidecar of `service` in this snapshot. `withSecrets`: the stream is a gateway
+   * entitled to key material; it gets the TLSCertificates its Gateway (named `service`) uses.
+   */
+  scopeOf(b: BuiltSnapshot, service: string, withSecrets = false): string {
+    const ix = this.index(b);
+    if (withSecrets && (ix.gatewaySecrets.get(service)?.length ?? 0) > 0) return GATEWAY_SCOPE + service;
+    const deps = ix.dependencies.get(service);
     return deps && !deps.includes('*') ? service : WHOLE_MESH;
+  }
+
+  /** The TLSCertificates the Gateway `name` uses (none: no Gateway, or file certificates only). */
+  secretsOf(b: BuiltSnapshot, name: string): readonly string[] {
+    return this.index(b).gatewaySecrets.get(name) ?? [];
   }
 
   /** The view of `scope` at snapshot `b` (built once per snapshot and scope). */
@@ -224,6 +250,17 @@ export class PushViews {
       endpointsJson = m;
     }
     const resources = b.resources.map(indexResource);
+    const gatewaySecrets = new Map<string, string[]>();
+    for (const r of b.resources) {
+      if (r.kind !== 'Gateway') continue;
+      const names: string[] = [];
+      const listeners = (r.spec as { listeners?: { tls?: { certificates?: { secret?: unknown }[] } }[] } | undefined)?.listeners;
+      for (const l of Array.isArray(listeners) ? listeners : [])
+        for (const c of l.tls?.certificates ?? []) if (typeof c.secret === 'string' && !names.includes(c.secret)) names.push(c.secret);
+      if (names.length > 0) gatewaySecrets.set(r.metadata.name, names);
+    }
+    const secrets = new Map<string, IndexedResource>();
+    const shared: IndexedResource[] = [];
     const routesByService = new Map<string, IndexedResource[]>();
     const byService = new Map<string, IndexedResource[]>();
     const wildRoutes: IndexedResource[] = [];
@@ -234,6 +271,11 @@ export class PushViews {
       else m.set(k, [r]);
     };
     for (const r of resources) {
+      if (r.kind === SECRET_KIND) {
+        secrets.set(r.name, r);
+        continue;
+      }
+      shared.push(r);
       if (r.kind === 'Route') {
         let wild = false;
         for (const h of r.hosts ?? []) {
@@ -246,7 +288,7 @@ export class PushViews {
       } else if (r.kind === 'Service') push(byService, r.name, r);
       else others.push(r);
     }
-    x = { resources, routesByService, wildRoutes, byService, others, order: new Map(resources.map((r, i) => [r, i])), endpointsJson, dependencies };
+    x = { resources, routesByService, wildRoutes, byService, others, shared, secrets, gatewaySecrets, order: new Map(resources.map((r, i) => [r, i])), endpointsJson, dependencies };
     for (const scope of this.latest.keys()) if (!dependencies.has(scope)) this.latest.delete(scope);
     this.indexes.set(b, x);
     return x;
@@ -254,9 +296,20 @@ export class PushViews {
 
   private build(b: BuiltSnapshot, scope: string): View {
     const ix = this.index(b);
+    if (scope.startsWith(GATEWAY_SCOPE)) {
+      // The gateway's ordinary view, plus the TLSCertificates its Gateway uses.
+      const name = scope.slice(GATEWAY_SCOPE.length);
+      const base = this.view(b, this.scopeOf(b, name));
+      const resources = new Map(base.resources);
+      for (const n of ix.gatewaySecrets.get(name) ?? []) {
+        const r = ix.secrets.get(n);
+        if (r) resources.set(r.key, r.json);
+      }
+      return { version: viewVersion(resources, base.endpoints), scope, resources, endpoints: base.endpoints };
+    }
     const deps = scope === WHOLE_MESH ? undefined : ix.dependencies.get(scope);
     if (!deps || deps.includes('*')) {
-      return { version: b.version, scope, resources: new Map(ix.resources.map((r) => [r.key, r.json])), endpoints: ix.endpointsJson };
+      return { version: b.version, scope, resources: new Map(ix.shared.map((r) => [r.key, r.json])), endpoints: ix.endpointsJson };
     }
     const services = new Set<string>([scope]);
     const picked = new Set<IndexedResource>(ix.others);

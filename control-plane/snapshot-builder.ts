@@ -11,6 +11,10 @@
  * content change (an aborted write), which would break that. It is reported next to the version
  * instead (`revision`, in /v1/status and here).
  *
+ * TLSCertificates (private keys) are left out of the version: only the gateways that use one are
+ * pushed it, in a view of their own versioned by its content (push-views.ts), so changing one
+ * moves no sidecar's version.
+ *
  * Cost per change: each stored resource's canonical JSON is made once per stored object (the
  * store replaces, never mutates, them), and each endpoint's by a serialiser that knows its fields;
  * the same strings give the version and the per-service endpoint lists push-views.ts sends, so a
@@ -93,7 +97,7 @@ export class SnapshotBuilder {
     if (!parts || parts.endpoints !== endpoints) this.parts = parts = serialiseEndpoints(endpoints);
     // canonicalJson({ resources, endpoints }), from the parts.
     const version = createHash('sha256')
-      .update(`{"endpoints":${parts.json},"resources":[${resources.map(canonicalResource).join(',')}]}`)
+      .update(`{"endpoints":${parts.json},"resources":[${resources.filter((r) => r.kind !== 'TLSCertificate').map(canonicalResource).join(',')}]}`)
       .digest('hex')
       .slice(0, 12);
     return {

@@ -351,7 +351,8 @@ export class FileStore extends CachedStore {
     }
     // All or nothing: journal, apply, then drop the journal.
     const journal = path.join(this.root, JOURNAL_FILE);
-    await atomicWriteFile(journal, JSON.stringify({ revision, entries, sha256: sha256(JSON.stringify({ revision, entries })) }));
+    // 0600 when it carries a private key (a TLSCertificate), as that resource's own file is.
+    await atomicWriteFile(journal, JSON.stringify({ revision, entries, sha256: sha256(JSON.stringify({ revision, entries })) }), entries.some((e) => e.kind === 'TLSCertificate') ? 0o600 : 0o644);
     await this.applyEntries(revision, entries);
     await durableUnlink(journal);
   }
@@ -369,7 +370,8 @@ export class FileStore extends CachedStore {
 
   private async writeEntry(kind: Kind, name: string, resource: WireResource | null): Promise<void> {
     const file = this.fileFor(kind, name);
-    if (resource) await atomicWriteFile(file, JSON.stringify({ sha256: sha256(JSON.stringify(resource)), resource }, null, 2) + '\n');
+    // A TLSCertificate holds a private key: readable by the control plane's user alone.
+    if (resource) await atomicWriteFile(file, JSON.stringify({ sha256: sha256(JSON.stringify(resource)), resource }, null, 2) + '\n', kind === 'TLSCertificate' ? 0o600 : 0o644);
     else await durableUnlink(file);
   }
 

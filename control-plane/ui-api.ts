@@ -14,6 +14,7 @@
  * tap is opened on the sidecars only while a caller is connected. docs/dashboard.md documents
  * each answer.
  */
+import { redactResource } from '../src/policy/redact';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import type * as http from 'node:http';
@@ -288,7 +289,7 @@ export class UiApi {
     const snap = this.deps.push.snapshot();
     const resources = this.deps.store
       .all()
-      .map((r) => ({ kind: r.kind, name: r.metadata.name, resourceVersion: r.metadata.resourceVersion ?? null, yaml: stringify(r) }))
+      .map((r) => ({ kind: r.kind, name: r.metadata.name, resourceVersion: r.metadata.resourceVersion ?? null, yaml: stringify(redactResource(r)) }))
       .sort((a, b) => (a.kind + '/' + a.name).localeCompare(b.kind + '/' + b.name));
     // Each sidecar against the version of its own view: a scoped sidecar runs its scope's version.
     const sidecars = this.deps.push.sidecars().map((s) => {

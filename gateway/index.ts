@@ -3,7 +3,8 @@
  * plane like a sidecar (the same push stream; its own id and identity; registered as kind
  * `gateway`, so `meshlet status` lists it and no sidecar routes to it), and serves the listeners of
  * the Gateway resource named `--name`: plaintext HTTP (HTTP/1.1, h2c) or HTTPS (TLS 1.2+, HTTP/2
- * by ALPN, certificates by SNI, reloaded from their files without a restart).
+ * by ALPN, certificates by SNI, from files or from the store (TLSCertificate, pushed only to the
+ * gateways that use it), reloaded without a restart when a file or the stored resource changes).
  *
  * A request goes through the same front and the same compiled outbound stack as a sidecar's
  * outbound side (src/stack/front.ts, src/stack/outbound.ts): matching, splits, retries, timeouts,
@@ -41,10 +42,11 @@ import { ActiveRequests, endpointKey } from '../src/lb';
 import { startAdmin, type AdminServer } from '../src/observability/admin';
 import { ACCESS_LOG_DESTINATION } from '../src/observability/observer';
 import { ProxyStats } from '../src/observability/proxy-stats';
-import { parseSnapshot, toWire, type CompiledSnapshot, type GatewayListener, type GatewaySpec, type Snapshot, type WireSnapshot } from '../src/policy';
+import { parseSnapshot, toWire, type CompiledSnapshot, type GatewayListener, type GatewaySpec, type Snapshot, type TLSCertificateSpec, type WireSnapshot } from '../src/policy';
+import { redactResource } from '../src/policy/redact';
 import { ResilienceState } from '../src/resilience/state';
 import { identityDump } from '../src/security/identity-dump';
-import { ServerCertificates } from '../src/security/server-certs';
+import { ServerCertificates, type CertSource } from '../src/security/server-certs';
 import { MeshTls } from '../src/security/tls';
 // Types only: the CSR code (@peculiar/x509) loads only when the gateway has a credential.
 import type { IdentityMaterial, WorkloadIdentity } from '../src/security/workload-identity';
@@ -57,7 +59,10 @@ import { sendLocalRaw } from '../src/stack/respond-http';
 /** A certificate an HTTPS listener serves, as `/stats` reports it (times ISO 8601). */
 export interface GatewayCertificate {
   listener: string;
+  /** The file; for a certificate from the store, `TLSCertificate/NAME`. */
   file: string;
+  /** The TLSCertificate it came from, when from the store. */
+  secret?: string;
   subject: string;
   names: string[];
   serial: string;
@@ -177,7 +182,7 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
   /** The certificates every HTTPS listener serves now (`/stats`, so `meshlet check` sees expiry). */
   const certificates = (): GatewayCertificate[] =>
     [...running].flatMap(([listener, r]) =>
-      (r.certs?.certificates() ?? []).map((c) => ({ listener, file: c.certFile, subject: c.subject, names: c.names, serial: c.serial, notBefore: new Date(c.notBefore).toISOString(), notAfter: new Date(c.notAfter).toISOString(), loadedAt: new Date(c.loadedAt).toISOString() })),
+      (r.certs?.certificates() ?? []).map((c) => ({ listener, file: c.certFile, ...(c.secret ? { secret: c.secret } : {}), subject: c.subject, names: c.names, serial: c.serial, notBefore: new Date(c.notBefore).toISOString(), notAfter: new Date(c.notAfter).toISOString(), loadedAt: new Date(c.loadedAt).toISOString() })),
     );
   reg.gauge('meshlet_gateway_certificate_expiry_timestamp_seconds', "When each certificate served by an HTTPS listener expires (its notAfter, Unix seconds); alert on it minus time().", ['listener', 'file', 'name']).onCollect((g) => {
     g.clear(); // a listener or certificate gone since the last scrape is gone from the series too
@@ -200,7 +205,19 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
     const https = spec?.listeners.find((l) => l.protocol === 'HTTPS');
     const starts: Promise<void>[] = [];
     for (const [name, l] of want) {
-      if (running.has(name)) continue;
+      const r = running.get(name);
+      if (r) {
+        // Started while this snapshot was applied: a stored certificate changed since is swapped in.
+        const c = certs.get(name);
+        if (c && r.certs && !r.certs.same(c.sourceList()))
+          try {
+            r.certs.replace(c.sourceList());
+          } catch (err) {
+            log.error({ err, listener: name }, 'stored certificate swap failed; the certificates in force stay');
+          }
+        c?.close();
+        continue;
+      }
       const c = certs.get(name);
       const key = JSON.stringify(l);
       starts.push(
@@ -289,32 +306,66 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
     }
     const spec = compiled.gateways.get(opts.name);
-    // Certificates are read now: one that cannot be read or does not match its key NACKs the
-    // snapshot, and the listeners in force keep serving.
+    // Certificates are read now: one that cannot be read or does not match its key (or a stored
+    // one this gateway was not sent) NACKs the snapshot, and the listeners in force keep serving.
+    const stored = new Map<string, TLSCertificateSpec>();
+    for (const r of compiled.resources) if (r.kind === 'TLSCertificate') stored.set(r.metadata.name, r.spec);
     const certs = new Map<string, ServerCertificates>();
-    for (const l of spec?.listeners ?? []) {
+    /** Running listeners whose stored certificates changed: swapped once the whole snapshot is good. */
+    const swaps: { certs: ServerCertificates; sources: CertSource[] }[] = [];
+    const events = (name: string) => ({
+      reloaded: (names: string[]) => {
+        m.reloads.labels(name, 'ok').inc();
+        log.info({ listener: name, names }, 'certificates reloaded');
+      },
+      failed: (err: Error) => {
+        m.reloads.labels(name, 'error').inc();
+        log.error({ err, listener: name }, 'certificate reload failed; the certificates in force stay');
+      },
+    });
+    const refuse = (path: string, message: string): Result<void> => {
+      for (const c of certs.values()) c.close();
+      stats.nacks++;
+      return fail([{ path: `Gateway/${opts.name}: ${path}`, message }]);
+    };
+    for (const [i, l] of (spec?.listeners ?? []).entries()) {
+      if (!l.tls) continue;
+      const sources: CertSource[] = [];
+      for (const [j, c] of l.tls.certificates.entries()) {
+        if (c.secret === undefined) {
+          sources.push({ certFile: c.certFile as string, keyFile: c.keyFile as string });
+          continue;
+        }
+        const sec = stored.get(c.secret);
+        if (!sec)
+          return refuse(
+            `spec.listeners[${i}].tls.certificates[${j}].secret`,
+            `TLSCertificate ${JSON.stringify(c.secret)} was not pushed to this gateway: the control plane sends private keys only over its TLS push port (not --insecure-push-plaintext), to a gateway that joined with a credential for its own name (a join token for ${JSON.stringify(opts.name)})`,
+          );
+        sources.push({ secret: c.secret, certPem: sec.certificate, keyPem: sec.privateKey });
+      }
       const r = running.get(l.name);
-      if (!l.tls || (r && r.key === JSON.stringify(l))) continue;
       try {
-        certs.set(
-          l.name,
-          new ServerCertificates(l.tls.certificates, l.tls.minVersion, {
-            reloaded: (names) => {
-              m.reloads.labels(l.name, 'ok').inc();
-              log.info({ listener: l.name, names }, 'certificates reloaded');
-            },
-            failed: (err) => {
-              m.reloads.labels(l.name, 'error').inc();
-              log.error({ err, listener: l.name }, 'certificate reload failed; the certificates in force stay');
-            },
-          }),
-        );
+        if (r && r.key === JSON.stringify(l)) {
+          if (r.certs && !r.certs.same(sources)) {
+            // Checked now (a throwaway load), swapped below: nothing changes unless all is good.
+            new ServerCertificates(sources, l.tls.minVersion).close();
+            swaps.push({ certs: r.certs, sources });
+          }
+          continue;
+        }
+        certs.set(l.name, new ServerCertificates(sources, l.tls.minVersion, events(l.name)));
       } catch (err) {
-        for (const c of certs.values()) c.close();
-        stats.nacks++;
-        return fail([{ path: `Gateway/${opts.name}: spec.listeners[${spec?.listeners.indexOf(l)}].tls`, message: (err as Error).message }]);
+        return refuse(`spec.listeners[${i}].tls`, (err as Error).message);
       }
     }
+    for (const sw of swaps)
+      try {
+        sw.certs.replace(sw.sources);
+      } catch (err) {
+        // Checked above; a failure here keeps the certificates in force.
+        log.error({ err }, 'stored certificate swap failed; the certificates in force stay');
+      }
     if (!spec) log.warn({ gateway: opts.name }, 'no Gateway resource of this name: no listeners');
     current = compiled;
     ctx.xffTrustedHops = spec?.trustedHops ?? 0;
@@ -367,7 +418,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
         mtls: { certificate: meshTls !== undefined },
         version: current?.version ?? null,
         listeners: [...running.values()].map((r) => ({ ...r.spec, address: r.listener.address() })),
-        resources: current ? current.resources.map(toWire) : [],
+        // Private keys are never shown (src/policy/redact.ts).
+        resources: current ? current.resources.map((r) => redactResource(toWire(r))) : [],
       }),
       metrics: (format) => {
         const c = pools.counts();

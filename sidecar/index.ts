@@ -21,6 +21,7 @@ import { RateLimitLayer } from '../src/resilience/rate-limit';
 import { AUTHZ_METRIC, AUTHZ_METRIC_HELP, AUTHZ_METRIC_LABELS, InboundAuthz } from '../src/stack/authz';
 import { compileSnapshot } from '../src/snapshot/compile';
 import { parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
+import { redactResource } from '../src/policy/redact';
 import { VERSION } from '../src/core/version';
 import { STATUS_PATHS, startAdmin, type AdminServer } from '../src/observability/admin';
 import { explain, recentDecisions } from './explain';
@@ -622,7 +623,7 @@ export function configDump(id: string, service: string, source: string, snap: Co
     identity: identity ? identityDump(identity) : undefined,
     version: snap?.version ?? null,
     appliedAt: snap ? new Date(snap.compiledAt).toISOString() : null,
-    resources: snap ? snap.resources.map(toWire) : [],
+    resources: snap ? snap.resources.map((r) => redactResource(toWire(r))) : [],
     services: snap
       ? [...snap.services.values()].map((s) => ({
           name: s.name,

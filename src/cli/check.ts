@@ -5,7 +5,8 @@
  * error.
  */
 import { formatErrors } from '../core/result';
-import { analyze, CODES, DEFAULT_CERT_EXPIRY_MS, DEFAULT_EJECTED_FOR_MS, DEFAULT_REPEATED_EJECTIONS, type AuthzCount, type CertificateReport, type EjectionReport, type Finding, type SidecarReport } from '../policy/analyze';
+import { analyze, CODES, DEFAULT_CERT_EXPIRY_MS, DEFAULT_EJECTED_FOR_MS, DEFAULT_REPEATED_EJECTIONS, type AuthzCount, type CertificateReport, type EjectionReport, type Finding, type SidecarReport, type StoredCertificate } from '../policy/analyze';
+import { describeLeaf } from '../security/tls-material';
 import { parseDuration } from '../policy/validate';
 import { parseEach, resourceKey } from '../policy/parse';
 import type { Endpoint, Resource } from '../policy/types';
@@ -20,6 +21,7 @@ interface Stored {
   ejectionWindowMs?: number;
   authz?: AuthzCount[];
   certificates: CertificateReport[];
+  storedCertificates: StoredCertificate[];
 }
 
 async function stored(server: string): Promise<Stored> {
@@ -35,7 +37,14 @@ async function stored(server: string): Promise<Stored> {
   const [snap, status, ej, certs] = await Promise.all([api(server, 'GET', '/v1/snapshot'), api(server, 'GET', '/v1/status'), api(server, 'GET', '/v1/ejections'), api(server, 'GET', '/v1/certificates')]);
   if (snap.status !== 200) throw new CliError(describeApiError(snap));
   const b = snap.body as { resources: unknown[]; endpoints: Endpoint[] };
-  const parsed = parseEach(b.resources ?? []);
+  // TLSCertificates come back with their keys redacted: judged from their certificate alone.
+  const isSecret = (x: unknown): boolean => (x as { kind?: unknown } | null)?.kind === 'TLSCertificate';
+  const storedCertificates = (b.resources ?? []).filter(isSecret).flatMap((x): StoredCertificate[] => {
+    const w = x as { metadata?: { name?: string }; spec?: { certificate?: unknown } };
+    const leaf = typeof w.spec?.certificate === 'string' ? describeLeaf(w.spec.certificate) : undefined;
+    return leaf && w.metadata?.name ? [{ name: w.metadata.name, subject: leaf.subject, names: leaf.names, notBefore: new Date(leaf.notBefore).toISOString(), notAfter: new Date(leaf.notAfter).toISOString() }] : [];
+  });
+  const parsed = parseEach((b.resources ?? []).filter((x) => !isSecret(x)));
   if (!parsed.ok) throw new CliError(`the control plane's snapshot does not parse here (a client older than the control plane?):\n${formatErrors(parsed.errors)}`);
   // An older control plane has no /v1/ejections: no ejection findings then.
   const e = ej.status === 200 ? (ej.body as { ejections?: EjectionReport[]; retentionMs?: number }) : {};
@@ -43,6 +52,7 @@ async function stored(server: string): Promise<Stored> {
   const authz = parsed.value.some((r) => r.kind === 'AuthorizationPolicy') ? await authzCounts() : undefined;
   return {
     resources: parsed.value,
+    storedCertificates,
     endpoints: b.endpoints ?? [],
     sidecars: status.status === 200 ? ((status.body as { sidecars: SidecarReport[] }).sidecars ?? []) : [],
     ejections: e.ejections ?? [],
@@ -75,8 +85,9 @@ resources are checked as if applied over what is stored. Exit 1 when there is an
                         (MC0015; default 5m; the control plane samples the sidecars every few seconds)
   --ejections N         an endpoint ejected N times or more in the sampled window (15m) is a
                         finding (MC0016; default 3)
-  --cert-expiry DUR     a certificate a Gateway listener serves that expires within DUR is a
-                        warning (MC0017; default 14d); an expired one is an error (MC0018)
+  --cert-expiry DUR     a certificate a Gateway listener serves (a file, or a TLSCertificate in the
+                        store) that expires within DUR is a warning (MC0017; default 14d); an
+                        expired one is an error (MC0018)
   --codes               list every finding code and what it means`,
   async run(argv) {
     const { values } = flags(argv, {

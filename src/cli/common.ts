@@ -232,10 +232,10 @@ export async function api(server: string, method: string, path: string, body?: u
 
 /** Renders an API error body: its message and every field error on a line of its own. */
 export function describeApiError(r: ApiResponse): string {
-  const b = r.body as { message?: string; errors?: { path: string; message: string }[] } | string | undefined;
+  const b = r.body as { message?: string; errors?: { path: string; message: string; code?: string }[] } | string | undefined;
   if (b && typeof b === 'object') {
     const lines = [b.message ?? `HTTP ${r.status}`];
-    for (const e of b.errors ?? []) lines.push(`  ${e.path ? e.path + ': ' : ''}${e.message}`);
+    for (const e of b.errors ?? []) lines.push(`  ${e.path ? e.path + ': ' : ''}${e.message}${e.code ? ` [${e.code}]` : ''}`);
     return lines.join('\n');
   }
   return `HTTP ${r.status}${b ? ': ' + String(b).slice(0, 500) : ''}`;

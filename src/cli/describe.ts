@@ -32,9 +32,12 @@ the last 60 s (requests, success rate, p99, by route rule).`,
     if (one.status !== 200) throw new CliError(describeApiError(one));
     const r = one.body as Wire;
     const all: Wire[] = [];
+    /** Kinds this credential may not list (TLSCertificates below admin): their references are not judged. */
+    const hidden = new Set<string>();
     for (const k of KINDS) {
       const res = await api(server, 'GET', `/v1/${k.toLowerCase()}`);
       if (res.status === 200) all.push(...((res.body as { items: Wire[] }).items ?? []).map((i) => ({ ...i, kind: i.kind ?? k })));
+      else if (res.status === 403) hidden.add(k);
     }
     const [statusRes, statsRes, snapRes] = await Promise.all([api(server, 'GET', '/v1/status'), api(server, 'GET', '/v1/stats'), api(server, 'GET', '/v1/snapshot')]);
     const endpoints = ((snapRes.body as { endpoints?: { service: string; labels: Record<string, string> }[] })?.endpoints ?? []) as { service: string; labels: Record<string, string> }[];
@@ -56,7 +59,8 @@ the last 60 s (requests, success rate, p99, by route rule).`,
         const st = all.find((a) => a.kind === 'Service' && a.metadata.name === svc);
         const staticN = st ? ((st.spec.endpoints as unknown[]) ?? []).length : 0;
         note = n + staticN === 0 ? '  <- no endpoints' : ` (${n + staticN} endpoint${n + staticN === 1 ? '' : 's'})`;
-      } else if (!exists(all, x.to)) note = '  <- missing';
+      } else if (hidden.has(x.to.split('/')[0] as string)) note = '  (not listed: needs the admin role)';
+      else if (!exists(all, x.to)) note = '  <- missing';
       let to = x.to;
       const dp = /^DestinationPolicy for service (\S+) \(subset (.+)\)$/.exec(x.to);
       if (dp) {
@@ -122,7 +126,7 @@ function outgoing(r: Wire): Ref[] {
   const s = r.spec;
   switch (r.kind) {
     case 'Route': {
-      const rules = (s.rules as { name: string; backends?: { service: string; subset?: string }[]; mirror?: { service: string; subset?: string } }[]) ?? [];
+      const rules = (s.rules as { name: string; backends?: { service: string; subset?: string }[]; mirror?: { service: string; subset?: string }; apiKeys?: { consumerRefs?: string[] } }[]) ?? [];
       const seen = new Set<string>();
       const add = (to: string, via: string): void => {
         if (seen.has(to)) return;
@@ -135,6 +139,7 @@ function outgoing(r: Wire): Ref[] {
           if (b.subset) add(`DestinationPolicy for service ${b.service} (subset ${b.subset})`, `spec.rules[${i}].backends[${j}].subset`);
         });
         if (rule.mirror) add(`service ${rule.mirror.service}`, `spec.rules[${i}].mirror`);
+        (rule.apiKeys?.consumerRefs ?? []).forEach((c, j) => add(`ApiConsumer/${c}`, `spec.rules[${i}].apiKeys.consumerRefs[${j}]`));
       });
       ((s.gateways as string[] | undefined) ?? []).forEach((g, i) => {
         if (g !== 'mesh') add(`Gateway/${g}`, `spec.gateways[${i}]`);
@@ -154,6 +159,13 @@ function outgoing(r: Wire): Ref[] {
     case 'AuthorizationPolicy':
     case 'PeerAuthentication':
       if (s.service !== undefined) out.push({ to: `service ${s.service}`, via: 'spec.service' });
+      break;
+    case 'Gateway':
+      ((s.listeners as { tls?: { certificates?: { secret?: string }[] } }[]) ?? []).forEach((l, i) =>
+        (l.tls?.certificates ?? []).forEach((c, j) => {
+          if (c.secret !== undefined) out.push({ to: `TLSCertificate/${c.secret}`, via: `spec.listeners[${i}].tls.certificates[${j}].secret` });
+        }),
+      );
       break;
   }
   return out;

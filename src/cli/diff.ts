@@ -1,10 +1,12 @@
 /**
  * `meshlet diff -f FILE`: what `apply` would change, as a unified diff of the stored YAML against
  * the file's (the store's own fields left out), like `kubectl diff`: exit 0 when nothing would
- * change, 1 when something would, above 1 on an error.
+ * change, 1 when something would, above 1 on an error. A TLSCertificate's private key is not
+ * compared: the API never returns it.
  */
 import { stringify } from 'yaml';
 import { resourceKey, toWire } from '../policy/parse';
+import { redactResource } from '../policy/redact';
 import { api, CliError, describeApiError, flags, serverUrl, type Command } from './common';
 import { readResources } from './input';
 
@@ -30,7 +32,8 @@ difference; 2 or more: an error (as kubectl diff).
       if (res.status === 200) stored = res.body as Record<string, unknown>;
       else if (res.status !== 404) throw new CliError(describeApiError(res));
       const before = stored ? stringify(normalise(stored)) : '';
-      const after = stringify(normalise(toWire(r)));
+      // Private keys are never returned by the API: the file's is redacted too, and not compared.
+      const after = stringify(normalise(redactResource(toWire(r))));
       if (before === after) continue;
       different++;
       process.stdout.write(unifiedDiff(before, after, stored ? `stored/${key}` : '/dev/null', `file/${key}`));

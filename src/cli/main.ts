@@ -39,6 +39,7 @@ export const COMMANDS: CommandEntry[] = [
   { name: 'top', summary: '`meshlet stat`, refreshing', client: true, load: () => require('./stat').top },
   { name: 'cache', summary: "purge cached responses (Route rules' cache) from every sidecar, by key or prefix", client: true, load: () => require('./cache').cache },
   { name: 'tap', summary: 'watch live requests to a service (method, path, status, flags, latency, trace id)', client: true, load: () => require('./tap').tap },
+  { name: 'apikey', summary: "create, list or revoke an ApiConsumer's API keys (the key printed once, only its hash stored)", client: true, load: () => require('./apikey').apikey },
   { name: 'token', summary: 'create, list or revoke API tokens (--role: for the REST API and this CLI) and join tokens (--service: a sidecar\'s identity)', client: true, load: () => require('./token').token },
   { name: 'ca', summary: "show the mesh CA and its trust bundle, or rotate its root (with an overlap in which both roots are trusted)", load: () => require('./ca').ca },
   { name: 'logs', summary: "print (or follow, -f) a service's sidecar logs in the local mesh (`meshlet up`)", client: true, load: () => require('./logs').logs },

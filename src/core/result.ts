@@ -2,6 +2,8 @@
 export interface FieldError {
   path: string;
   message: string;
+  /** A stable code, for the failures that have one (e.g. `TLS_KEY_MISMATCH`). */
+  code?: string;
 }
 
 export type Result<T> = { ok: true; value: T } | { ok: false; errors: FieldError[] };
@@ -16,5 +18,5 @@ export function fail<T = never>(errors: FieldError[]): Result<T> {
 
 /** One line per error, `path: message`: the form the API, the CLI and NACKs all print. */
 export function formatErrors(errors: readonly FieldError[]): string {
-  return errors.map((e) => (e.path ? `${e.path}: ${e.message}` : e.message)).join('\n');
+  return errors.map((e) => (e.path ? `${e.path}: ${e.message}` : e.message) + (e.code ? ` [${e.code}]` : '')).join('\n');
 }

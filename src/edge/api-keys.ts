@@ -34,7 +34,10 @@ export interface ApiKeyConsumer {
 export type ApiKeySource = { header: string } | { query: string };
 
 export interface ApiKeyConfig {
+  /** The rule's consumers, with those of its `consumerRefs` (ApiConsumer resources) added by `withConsumers`. */
   consumers: ApiKeyConsumer[];
+  /** ApiConsumers named by the rule (their keys are merged into `consumers` when the snapshot compiles). */
+  consumerRefs: string[];
   /** Where to look, in order (default: the `x-api-key` header). */
   from: ApiKeySource[];
   /** Header the consumer name is forwarded in. */
@@ -51,11 +54,17 @@ export function parseApiKeyConfig(raw: unknown, path = 'apiKeys'): Result<ApiKey
   const c = new Checker();
   const o = c.obj(raw, path);
   if (!o) return fail(c.errors);
-  c.known(o, path, ['consumers', 'from', 'consumerHeader', 'hideCredentials', 'required']);
+  c.known(o, path, ['consumers', 'consumerRefs', 'from', 'consumerHeader', 'hideCredentials', 'required']);
+  const consumerRefs = o.consumerRefs === undefined ? [] : c.strList(o.consumerRefs, join(path, 'consumerRefs'));
+  consumerRefs.forEach((n, i) => {
+    if (consumerRefs.indexOf(n) < i) c.err(`${join(path, 'consumerRefs')}[${i}]`, `duplicate ApiConsumer ${JSON.stringify(n)}`);
+  });
   const seenHash = new Map<string, string>();
   const seenName = new Set<string>();
   const consumers: ApiKeyConsumer[] = [];
-  c.list(o.consumers, join(path, 'consumers'), { min: 1 }).forEach((rc, i) => {
+  if ((o.consumers === undefined || (Array.isArray(o.consumers) && o.consumers.length === 0)) && consumerRefs.length === 0)
+    c.err(path, 'set consumers (written here) or consumerRefs (ApiConsumer resources), or both');
+  c.list(o.consumers ?? [], join(path, 'consumers')).forEach((rc, i) => {
     const p = `${join(path, 'consumers')}[${i}]`;
     const co = c.obj(rc, p);
     if (!co) return;
@@ -95,12 +104,27 @@ export function parseApiKeyConfig(raw: unknown, path = 'apiKeys'): Result<ApiKey
   if (!HEADER_NAME.test(consumerHeader)) c.err(join(path, 'consumerHeader'), 'must be a header name');
   const cfg: ApiKeyConfig = {
     consumers,
+    consumerRefs,
     from,
     consumerHeader,
     hideCredentials: c.bool(o.hideCredentials, join(path, 'hideCredentials'), true),
     required: c.bool(o.required, join(path, 'required'), true),
   };
   return c.errors.length ? fail(c.errors) : ok(cfg);
+}
+
+/**
+ * The rule's `apiKeys` with the consumers its `consumerRefs` name added (their keys as stored now);
+ * a name with no ApiConsumer adds nobody. Done once per snapshot (compile.ts).
+ */
+export function withConsumers<T extends { consumers: readonly { name: string; keys: readonly string[] }[]; consumerRefs: readonly string[] }>(spec: T, apiConsumers: ReadonlyMap<string, readonly string[]>): T {
+  if (spec.consumerRefs.length === 0) return spec;
+  const added: { name: string; keys: readonly string[] }[] = [];
+  for (const name of spec.consumerRefs) {
+    const keys = apiConsumers.get(name);
+    if (keys && keys.length > 0) added.push({ name, keys });
+  }
+  return { ...spec, consumers: [...spec.consumers, ...added] };
 }
 
 export function compileApiKeys(raw: unknown, path = 'apiKeys'): Result<ApiKeyPolicy> {

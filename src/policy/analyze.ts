@@ -49,7 +49,20 @@ export interface CertificateReport {
   gateway: string;
   service: string;
   listener: string;
+  /** The file; for a certificate from the store, `TLSCertificate/NAME`. */
   file: string;
+  /** The TLSCertificate it came from, when from the store. */
+  secret?: string;
+  subject: string;
+  names: string[];
+  /** ISO 8601. */
+  notBefore: string;
+  notAfter: string;
+}
+
+/** A TLSCertificate in the store, its leaf described (the CLI reads it from the stored resource). */
+export interface StoredCertificate {
+  name: string;
   subject: string;
   names: string[];
   /** ISO 8601. */
@@ -79,6 +92,8 @@ export interface AnalyzeInput {
   ejectionWindowMs?: number;
   authz?: readonly AuthzCount[];
   certificates?: readonly CertificateReport[];
+  /** The TLSCertificates in the store: checked even when no gateway serves them (yet). */
+  storedCertificates?: readonly StoredCertificate[];
   /** A certificate expiring within this is MC0017 (default 14 days); expired is MC0018. */
   certExpiryMs?: number;
   /** Now, ms since the epoch (default Date.now()): what expiry is measured against. */
@@ -106,8 +121,9 @@ export const CODES: Readonly<Record<string, { severity: Severity; title: string 
   MC0014: { severity: 'info', title: 'a dryRun AuthorizationPolicy would have denied requests: read them before enforcing it' },
   MC0015: { severity: 'warning', title: 'an endpoint has been ejected by outlier detection for a long time (default: over 5 minutes)' },
   MC0016: { severity: 'warning', title: 'an endpoint keeps being ejected by outlier detection (default: 3 times or more in the sampled window)' },
-  MC0017: { severity: 'warning', title: 'a certificate a Gateway listener serves expires soon (default: within 14 days)' },
-  MC0018: { severity: 'error', title: 'a certificate a Gateway listener serves has expired (or is not valid yet): clients refuse it' },
+  MC0017: { severity: 'warning', title: 'a certificate a Gateway listener serves (a file, or a TLSCertificate in the store) expires soon (default: within 14 days)' },
+  MC0018: { severity: 'error', title: 'a certificate a Gateway listener serves (a file, or a TLSCertificate in the store) has expired (or is not valid yet): clients refuse it' },
+  MC0019: { severity: 'warning', title: 'a Route\'s apiKeys.consumerRefs names an ApiConsumer that does not exist: nobody authenticates as it' },
 };
 
 function f(code: keyof typeof CODES & string, resource: string, field: string | undefined, message: string, fix?: string): Finding {
@@ -232,6 +248,14 @@ export function analyze(input: AnalyzeInput): Finding[] {
     else if (e.ejections >= repeated) out.push(f('MC0016', resource, field, `endpoint ${e.endpoint} of ${e.service} was ejected ${e.ejections} times in the last ${window}${by}`, fix));
   }
   analyzeCertificates(input, out);
+  const apiConsumers = new Set(input.resources.filter((r) => r.kind === 'ApiConsumer').map((r) => r.metadata.name));
+  for (const r of routes)
+    r.spec.rules.forEach((rule, i) =>
+      rule.apiKeys?.consumerRefs.forEach((name, j) => {
+        if (!apiConsumers.has(name))
+          out.push(f('MC0019', `Route/${r.metadata.name}`, `spec.rules[${i}].apiKeys.consumerRefs[${j}]`, `ApiConsumer ${JSON.stringify(name)} does not exist: no key authenticates as it (it may have been deleted on purpose)`, `create it (\`meshlet apply -f\`, then \`meshlet apikey create --consumer ${name}\`), or remove the name`));
+      }),
+    );
   const rank: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
   return out.sort((a, b) => rank[a.severity] - rank[b.severity] || a.resource.localeCompare(b.resource) || (a.field ?? '').localeCompare(b.field ?? ''));
 }
@@ -262,7 +286,8 @@ export function formatSpan(ms: number): string {
  */
 function analyzeCertificates(input: AnalyzeInput, out: Finding[]): void {
   const certs = input.certificates ?? [];
-  if (certs.length === 0) return;
+  const stored = input.storedCertificates ?? [];
+  if (certs.length === 0 && stored.length === 0) return;
   const now = input.now ?? Date.now();
   const within = input.certExpiryMs ?? DEFAULT_CERT_EXPIRY_MS;
   const gateways = new Map<string, Extract<Resource, { kind: 'Gateway' }>>();
@@ -280,17 +305,36 @@ function analyzeCertificates(input: AnalyzeInput, out: Finding[]): void {
     const gw = gateways.get(c.service);
     const li = gw ? gw.spec.listeners.findIndex((l) => l.name === c.listener) : -1;
     const listener = li >= 0 ? gw!.spec.listeners[li] : undefined;
-    const ci = listener?.tls ? listener.tls.certificates.findIndex((x) => x.certFile === c.file) : -1;
-    const resource = gw ? `Gateway/${c.service}` : `gateway/${[...by].sort()[0]}`;
-    const field = li < 0 ? undefined : ci < 0 ? `spec.listeners[${li}].tls` : `spec.listeners[${li}].tls.certificates[${ci}].certFile`;
-    const what = `certificate ${c.file} (${c.names.length ? c.names.join(', ') : c.subject}) of listener ${c.listener}`;
+    const ci = listener?.tls ? listener.tls.certificates.findIndex((x) => (c.secret !== undefined ? x.secret === c.secret : x.certFile === c.file)) : -1;
+    // A stored certificate is the TLSCertificate's finding (renewing it is one apply); a file's, the Gateway's.
+    const resource = c.secret !== undefined ? `TLSCertificate/${c.secret}` : gw ? `Gateway/${c.service}` : `gateway/${[...by].sort()[0]}`;
+    const field = c.secret !== undefined ? 'spec.certificate' : li < 0 ? undefined : ci < 0 ? `spec.listeners[${li}].tls` : `spec.listeners[${li}].tls.certificates[${ci}].certFile`;
+    const what = `certificate ${c.file} (${c.names.length ? c.names.join(', ') : c.subject}) of listener ${c.listener}${c.secret !== undefined ? ` of Gateway ${c.service}` : ''}`;
     const replicas = ` (served by ${[...by].sort().join(', ')})`;
-    const fix = `renew ${c.file} (and its key) in place: the gateway reloads changed files without a restart; \`openssl x509 -noout -enddate -in ${c.file}\` on the gateway's host shows what it reads`;
+    const fix = c.secret !== undefined ? storedFix(c.secret) : `renew ${c.file} (and its key) in place: the gateway reloads changed files without a restart; \`openssl x509 -noout -enddate -in ${c.file}\` on the gateway's host shows what it reads`;
     if (!Number.isFinite(notAfter)) continue;
     if (notAfter <= now) out.push(f('MC0018', resource, field, `${what} expired ${formatSpan(now - notAfter)} ago, at ${c.notAfter}: clients refuse the handshake${replicas}`, fix));
     else if (Number.isFinite(notBefore) && notBefore > now) out.push(f('MC0018', resource, field, `${what} is not valid until ${c.notBefore} (in ${formatSpan(notBefore - now)}): clients refuse the handshake${replicas}`, `check the clock of the host that issued it, or serve the previous certificate until then`));
     else if (notAfter - now <= within) out.push(f('MC0017', resource, field, `${what} expires in ${formatSpan(notAfter - now)}, at ${c.notAfter}${replicas}`, fix));
   }
+  // Stored certificates no gateway reported (none serves it yet, sampling is off, or it was
+  // replaced since the last sample): judged from the store itself.
+  const reported = new Set(certs.filter((c) => c.secret !== undefined).map((c) => `${c.secret}\u0001${c.notAfter}`));
+  for (const c of stored) {
+    if (reported.has(`${c.name}\u0001${c.notAfter}`)) continue;
+    const notAfter = Date.parse(c.notAfter);
+    const notBefore = Date.parse(c.notBefore);
+    if (!Number.isFinite(notAfter)) continue;
+    const resource = `TLSCertificate/${c.name}`;
+    const what = `certificate of TLSCertificate ${c.name} (${c.names.length ? c.names.join(', ') : c.subject})`;
+    if (notAfter <= now) out.push(f('MC0018', resource, 'spec.certificate', `${what} expired ${formatSpan(now - notAfter)} ago, at ${c.notAfter}: clients refuse the handshake`, storedFix(c.name)));
+    else if (Number.isFinite(notBefore) && notBefore > now) out.push(f('MC0018', resource, 'spec.certificate', `${what} is not valid until ${c.notBefore} (in ${formatSpan(notBefore - now)}): clients refuse the handshake`, `check the clock of the host that issued it`));
+    else if (notAfter - now <= within) out.push(f('MC0017', resource, 'spec.certificate', `${what} expires in ${formatSpan(notAfter - now)}, at ${c.notAfter}`, storedFix(c.name)));
+  }
+}
+
+function storedFix(name: string): string {
+  return `apply a renewed certificate and its key to TLSCertificate ${name} (\`meshlet apply -f\`, admin role): the gateways that use it swap it without a restart, open connections keep theirs`;
 }
 
 type AuthzResource = Extract<Resource, { kind: 'AuthorizationPolicy' }>;

@@ -170,4 +170,6 @@ const LIMIT_TEXT: Record<keyof typeof LIMITS, string> = {
   apiKeysPerConsumer: 'hashed keys of one API-key consumer',
   ipFilterCidrs: 'CIDRs of `ipFilter.allow` or `ipFilter.deny`',
   cacheKeyParts: 'query parameters, or headers, of one cache key',
+  certificatePemBytes: 'bytes of a TLSCertificate\'s PEM certificate chain',
+  privateKeyPemBytes: 'bytes of a TLSCertificate\'s PEM private key',
 };

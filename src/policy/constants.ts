@@ -6,7 +6,7 @@
 import type { TSchema } from '@sinclair/typebox';
 
 export const API_VERSION = 'meshlet.dev/v1';
-export const KINDS = ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding', 'AuthorizationPolicy', 'PeerAuthentication', 'Gateway'] as const;
+export const KINDS = ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding', 'AuthorizationPolicy', 'PeerAuthentication', 'Gateway', 'TLSCertificate', 'ApiConsumer'] as const;
 export type Kind = (typeof KINDS)[number];
 
 /**
@@ -53,6 +53,10 @@ export const LIMITS = Object.freeze({
   apiKeysPerConsumer: 16,
   /** CIDRs of one `ipFilter` list (allow or deny). */
   ipFilterCidrs: 1000,
+  /** A TLSCertificate's PEM certificate chain. */
+  certificatePemBytes: 64 * 1024,
+  /** A TLSCertificate's PEM private key. */
+  privateKeyPemBytes: 16 * 1024,
   /** Query parameters or headers of one cache key. */
   cacheKeyParts: 32,
 });

@@ -38,6 +38,13 @@ export const KIND_ALIASES: Readonly<Record<string, Kind>> = Object.freeze({
   gateway: 'Gateway',
   gateways: 'Gateway',
   gw: 'Gateway',
+  tlscertificate: 'TLSCertificate',
+  tlscertificates: 'TLSCertificate',
+  tlscert: 'TLSCertificate',
+  apiconsumer: 'ApiConsumer',
+  apiconsumers: 'ApiConsumer',
+  consumer: 'ApiConsumer',
+  consumers: 'ApiConsumer',
 });
 
 export function kindFromName(s: string): Kind | undefined {
@@ -169,6 +176,16 @@ const SEMANTICS: { [K in Kind]: (r: Extract<Resource, { kind: K }>, errs: Errs) 
   AuthorizationPolicy: (r, errs) => checkAuthorizationPolicy(r.spec, errs),
   PeerAuthentication: () => undefined,
   Gateway: (r, errs) => checkGateway(r.metadata.name, r.spec, errs),
+  TLSCertificate: (r, errs) => {
+    // Loaded only when such a resource exists (node:crypto's X.509 parser).
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const c = (require('../security/tls-material') as typeof import('../security/tls-material')).checkTlsMaterial(r.spec.certificate, r.spec.privateKey);
+    if (!c.ok) for (const e of c.errors) errs.push({ path: `spec.${e.field}`, message: e.message, code: e.code });
+  },
+  ApiConsumer: (r, errs) =>
+    r.spec.keys.forEach((k, i) => {
+      if (r.spec.keys.indexOf(k) < i) err(errs, `spec.keys[${i}]`, 'duplicate key');
+    }),
 };
 
 /** The name a Route's `gateways` uses for the sidecars; no Gateway may take it. */
@@ -184,6 +201,13 @@ function checkGateway(name: string, spec: GatewaySpec, errs: Errs): void {
     if (l.protocol === 'HTTP' && l.tls) err(errs, `${p}.tls`, 'is for HTTPS listeners; this one is HTTP');
     if (l.protocol === 'HTTPS' && l.httpsRedirect) err(errs, `${p}.httpsRedirect`, 'is for HTTP listeners; this one is HTTPS already');
     if (l.httpsRedirect && !spec.listeners.some((x) => x.protocol === 'HTTPS')) err(errs, `${p}.httpsRedirect`, 'needs an HTTPS listener on the same Gateway to redirect to');
+    l.tls?.certificates.forEach((c, j) => {
+      const q = `${p}.tls.certificates[${j}]`;
+      if (c.secret !== undefined && (c.certFile !== undefined || c.keyFile !== undefined)) err(errs, q, 'set either secret (a TLSCertificate in the store) or certFile and keyFile (files on the gateway\'s host), not both');
+      else if (c.secret === undefined && (c.certFile === undefined || c.keyFile === undefined))
+        err(errs, q, c.certFile === undefined && c.keyFile === undefined ? 'set secret (a TLSCertificate in the store), or certFile and keyFile (files on the gateway\'s host)' : `set ${c.certFile === undefined ? 'certFile' : 'keyFile'} too: certFile and keyFile go together`);
+      if (c.secret !== undefined && l.tls?.certificates.findIndex((x) => x.secret === c.secret) !== j) err(errs, `${q}.secret`, `TLSCertificate ${JSON.stringify(c.secret)} is listed twice`);
+    });
   });
 }
 
@@ -356,9 +380,10 @@ function checkAuthorizationPolicy(spec: AuthorizationPolicySpec, errs: Errs): vo
 /**
  * Checks references between resources: a subset nobody defines, two DestinationPolicies (or
  * RateLimitPolicies) for one service, two Routes serving one host, a rate limit naming a route
- * that does not exist. Paths are prefixed with the resource: `Route/web: spec.rules[0]...`.
+ * that does not exist, a Gateway naming a TLSCertificate that does not exist. Paths are prefixed
+ * with the resource: `Route/web: spec.rules[0]...`.
  */
-export function validateReferences(resources: readonly Resource[]): FieldError[] {
+export function validateReferences(resources: readonly Resource[], opts: ReferenceOptions = {}): FieldError[] {
   const errors: FieldError[] = [];
   const at = (r: Resource, path: string, message: string) => errors.push({ path: `${resourceKey(r)}: ${path}`, message });
   const seen = new Set<string>();
@@ -410,8 +435,40 @@ export function validateReferences(resources: readonly Resource[]): FieldError[]
         });
     }
   }
+  const tlsCertificates = new Set(resources.filter((r) => r.kind === 'TLSCertificate').map((r) => r.metadata.name));
+  // An API key belongs to one consumer: ApiConsumers, and the inline consumers of each rule that names them.
+  const keyOwner = new Map<string, string>();
   for (const r of resources) {
-    if (r.kind === 'Route') {
+    if (r.kind !== 'ApiConsumer') continue;
+    r.spec.keys.forEach((k, i) => {
+      const owner = keyOwner.get(k);
+      if (owner !== undefined && owner !== r.metadata.name) at(r, `spec.keys[${i}]`, `the same key is already ApiConsumer ${JSON.stringify(owner)}'s`);
+      else keyOwner.set(k, r.metadata.name);
+    });
+  }
+  for (const r of resources) {
+    if (r.kind !== 'Route') continue;
+    r.spec.rules.forEach((rule, i) => {
+      const ak = rule.apiKeys;
+      if (!ak || ak.consumerRefs.length === 0) return;
+      ak.consumers.forEach((c, j) => {
+        if (ak.consumerRefs.includes(c.name)) at(r, `spec.rules[${i}].apiKeys.consumers[${j}].name`, `consumer ${JSON.stringify(c.name)} is also in consumerRefs: name it once`);
+        c.keys.forEach((k, ki) => {
+          const owner = keyOwner.get(k);
+          if (owner !== undefined && ak.consumerRefs.includes(owner)) at(r, `spec.rules[${i}].apiKeys.consumers[${j}].keys[${ki}]`, `the same key is ApiConsumer ${JSON.stringify(owner)}'s, which this rule names too`);
+        });
+      });
+    });
+  }
+  for (const r of resources) {
+    if (r.kind === 'Gateway') {
+      r.spec.listeners.forEach((l, i) =>
+        l.tls?.certificates.forEach((c, j) => {
+          if (c.secret !== undefined && !opts.secretsWithheld && !tlsCertificates.has(c.secret))
+            at(r, `spec.listeners[${i}].tls.certificates[${j}].secret`, `names TLSCertificate ${JSON.stringify(c.secret)}, which does not exist (apply it before, or with, the Gateway)`);
+        }),
+      );
+    } else if (r.kind === 'Route') {
       const checkSubset = (b: { service: string; subset?: string }, path: string) => {
         if (b.subset === undefined) return;
         const dp = dpByService.get(b.service);
@@ -445,16 +502,24 @@ export function parseEach(raws: readonly unknown[]): Result<Resource[]> {
   raws.forEach((raw, i) => {
     const r = parseResource(raw);
     if (r.ok) out.push(r.value);
-    else errors.push(...r.errors.map((e) => ({ path: `${describeRaw(raw, i)}: ${e.path}`, message: e.message })));
+    else errors.push(...r.errors.map((e) => ({ ...e, path: `${describeRaw(raw, i)}: ${e.path}` })));
   });
   return errors.length > 0 ? fail(errors) : ok(out);
 }
 
+export interface ReferenceOptions {
+  /**
+   * TLSCertificates may be absent (a pushed snapshot: the control plane sends them only to the
+   * gateways that use them, and checked the references when they were applied).
+   */
+  secretsWithheld?: boolean;
+}
+
 /** Parses raw documents (`parseEach`) and checks their references among themselves. */
-export function parseAll(raws: readonly unknown[]): Result<Resource[]> {
+export function parseAll(raws: readonly unknown[], opts: ReferenceOptions = {}): Result<Resource[]> {
   const each = parseEach(raws);
   if (!each.ok) return each;
-  const refs = validateReferences(each.value);
+  const refs = validateReferences(each.value, opts);
   return refs.length > 0 ? fail(refs) : each;
 }
 

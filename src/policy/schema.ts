@@ -296,13 +296,15 @@ const JwtSchema = Obj(
 export type JwtSpec = Static<typeof JwtSchema>;
 
 const API_KEY_HASH = '^sha256:[0-9a-f]{64}$';
+const ApiKeyHash = () =>
+  Str({ pattern: API_KEY_HASH, patternMessage: 'must be a hash, sha256:<64 hex digits> (never the key itself: `meshlet apikey create` makes a key and stores its hash; by hand, `printf %s KEY | sha256sum`)' });
 const ApiKeysSchema = Obj(
   {
     consumers: List(
       Obj(
         {
           name: Str({ description: 'The consumer, forwarded to the service and usable as the rate-limit descriptor `consumer`.', pattern: '^[A-Za-z0-9._@-]+$', patternMessage: 'must be letters, digits, . _ @ or -', maxLength: 128 }),
-          keys: List(Str({ pattern: API_KEY_HASH, patternMessage: 'must be a hash, sha256:<64 hex digits> (never the key itself: `meshlet` hashes keys with `printf %s KEY | sha256sum`)' }), {
+          keys: List(ApiKeyHash(), {
             description: 'The consumer\u2019s keys, hashed: `sha256:<hex>`.',
             minItems: 1,
             maxItems: LIMITS.apiKeysPerConsumer,
@@ -311,8 +313,15 @@ const ApiKeysSchema = Obj(
         },
         'A client allowed on this rule, with its hashed keys.',
       ),
-      { description: 'The consumers allowed.', minItems: 1, maxItems: LIMITS.apiKeyConsumers, meta: { limit: 'apiKeyConsumers' } },
+      { default: [], description: 'Consumers allowed, written here (at least one of consumers, consumerRefs).', maxItems: LIMITS.apiKeyConsumers, meta: { limit: 'apiKeyConsumers' } },
     ),
+    consumerRefs: List(Name('An ApiConsumer\u2019s name.'), {
+      default: [],
+      description:
+        'ApiConsumers (resources) allowed, by name: their keys as they are stored now (`meshlet apikey create` adds one; removing it or deleting the consumer refuses its keys at once). A name with no ApiConsumer allows nobody (`meshlet check` MC0019).',
+      maxItems: LIMITS.apiKeyConsumers,
+      meta: { limit: 'apiKeyConsumers' },
+    }),
     from: List(Obj({ header: Type.Optional(HeaderName('A request header.')), query: Type.Optional(Str({ description: 'A query parameter.', maxLength: 256 })) }, 'Exactly one of header, query.'), {
       default: [{ header: 'x-api-key' }],
       description: 'Where the key is read, tried in order.',
@@ -789,10 +798,13 @@ export type PeerAuthenticationSpec = Static<typeof PeerAuthenticationSpecSchema>
 
 const CertificateSchema = Obj(
   {
-    certFile: Str({ description: 'PEM certificate chain file on the gateway\u2019s host (leaf first); watched and reloaded when it changes.', maxLength: 4096 }),
-    keyFile: Str({ description: 'PEM private key file on the gateway\u2019s host; watched and reloaded with the certificate.', maxLength: 4096 }),
+    certFile: Type.Optional(Str({ description: 'PEM certificate chain file on the gateway\u2019s host (leaf first); watched and reloaded when it changes. With keyFile; or use secret.', maxLength: 4096 })),
+    keyFile: Type.Optional(Str({ description: 'PEM private key file on the gateway\u2019s host; watched and reloaded with the certificate.', maxLength: 4096 })),
+    secret: Type.Optional(
+      Name('A TLSCertificate in the control plane\u2019s store (instead of certFile / keyFile): pushed only to the gateways whose Gateway names it, swapped without a restart when it is updated.', 253),
+    ),
   },
-  'A certificate and its key, from files (a Kubernetes Secret mounted as a volume is such a pair).',
+  'A certificate and its key: from files on the gateway\u2019s host (certFile and keyFile; a Kubernetes Secret mounted as a volume is such a pair), or from the store (secret).',
 );
 
 const GatewayListenerSchema = Obj(
@@ -851,6 +863,41 @@ const GatewaySpecSchema = Obj(
 );
 export type GatewaySpec = Static<typeof GatewaySpecSchema>;
 
+// --------------------------------------------------------------------------- TLSCertificate
+
+const TLSCertificateSpecSchema = Obj(
+  {
+    certificate: Str({
+      description: 'The PEM certificate chain, leaf first (intermediates after it). Checked when applied: it parses, and the leaf is valid now.',
+      maxLength: LIMITS.certificatePemBytes,
+      meta: { limit: 'certificatePemBytes' },
+    }),
+    privateKey: Str({
+      description:
+        'The leaf\u2019s PEM private key (unencrypted PKCS#8, PKCS#1 or SEC1). Checked when applied: it matches the leaf. Never returned by the API (read back as `(redacted)`); pushed only to the gateways that reference it, over the TLS push port.',
+      maxLength: LIMITS.privateKeyPemBytes,
+      meta: { limit: 'privateKeyPemBytes' },
+    }),
+  },
+  'A certificate and its private key kept in the control plane\u2019s store, for Gateway listeners (`tls.certificates[].secret`). Only the admin API role may write or read it.',
+);
+export type TLSCertificateSpec = Static<typeof TLSCertificateSpecSchema>;
+
+// ------------------------------------------------------------------------------ ApiConsumer
+
+const ApiConsumerSpecSchema = Obj(
+  {
+    keys: List(ApiKeyHash(), {
+      default: [],
+      description: 'Its API keys, hashed (`sha256:<hex>`): `meshlet apikey create --consumer NAME` adds one and prints the key once; `meshlet apikey revoke` removes one.',
+      maxItems: LIMITS.apiKeysPerConsumer,
+      meta: { limit: 'apiKeysPerConsumer' },
+    }),
+  },
+  'A client of API-key routes (Kong\u2019s consumer), defined once and named by Routes\u2019 `apiKeys.consumerRefs`; its name is forwarded to services and is the rate-limit descriptor `consumer`.',
+);
+export type ApiConsumerSpec = Static<typeof ApiConsumerSpecSchema>;
+
 // ------------------------------------------------------------------------------- the kinds
 
 const SPEC_SCHEMAS = {
@@ -862,6 +909,8 @@ const SPEC_SCHEMAS = {
   AuthorizationPolicy: AuthorizationPolicySpecSchema,
   PeerAuthentication: PeerAuthenticationSpecSchema,
   Gateway: GatewaySpecSchema,
+  TLSCertificate: TLSCertificateSpecSchema,
+  ApiConsumer: ApiConsumerSpecSchema,
 } as const satisfies Record<Kind, TSchema>;
 
 /** The resource of one kind: the shared envelope around its spec (internal form). */

@@ -15,6 +15,8 @@ import type {
   RateLimitPolicySpec,
   RouteSpec,
   ServiceSpec,
+  TLSCertificateSpec,
+  ApiConsumerSpec,
 } from './schema';
 
 export { API_VERSION, KINDS, LIMITS } from './constants';
@@ -51,6 +53,8 @@ export type {
   PeerAuthenticationSpec,
   GatewaySpec,
   GatewayListener,
+  TLSCertificateSpec,
+  ApiConsumerSpec,
 } from './schema';
 
 // -------------------------------------------------------------------------------- the resources
@@ -70,7 +74,9 @@ export type GrpcTranscodingResource = ResourceBase<'GrpcTranscoding', GrpcTransc
 export type AuthorizationPolicyResource = ResourceBase<'AuthorizationPolicy', AuthorizationPolicySpec>;
 export type PeerAuthenticationResource = ResourceBase<'PeerAuthentication', PeerAuthenticationSpec>;
 export type GatewayResource = ResourceBase<'Gateway', GatewaySpec>;
-export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource | AuthorizationPolicyResource | PeerAuthenticationResource | GatewayResource;
+export type TLSCertificateResource = ResourceBase<'TLSCertificate', TLSCertificateSpec>;
+export type ApiConsumerResource = ResourceBase<'ApiConsumer', ApiConsumerSpec>;
+export type Resource = RouteResource | DestinationPolicyResource | RateLimitPolicyResource | ServiceResource | GrpcTranscodingResource | AuthorizationPolicyResource | PeerAuthenticationResource | GatewayResource | TLSCertificateResource | ApiConsumerResource;
 
 // ------------------------------------------------------------------------------------ snapshots
 

@@ -1,10 +1,12 @@
 /**
  * Server certificates for TLS termination (the gateway's HTTPS listeners): several certificate /
- * key file pairs, the one for a connection chosen by the client's SNI against each certificate's
- * DNS names (exact first, then `*.` wildcards, then the first certificate), and reloaded without
- * a restart when a file changes: new handshakes get the new certificate, connections open keep
- * theirs (nothing is dropped). Files are polled (`fs.watchFile`): a Kubernetes Secret volume
- * swaps a symlink, which inotify on the file itself misses.
+ * key pairs, each from files on the host or given as PEM text (a TLSCertificate from the
+ * control plane's store), the one for a connection chosen by the client's SNI against each
+ * certificate's DNS names (exact first, then `*.` wildcards, then the first certificate) whatever
+ * its source, and reloaded without a restart when a file changes or the stored one is replaced
+ * (`replace`): new handshakes get the new certificate, connections open keep theirs (nothing is
+ * dropped). Files are polled (`fs.watchFile`): a Kubernetes Secret volume swaps a symlink, which
+ * inotify on the file itself misses.
  *
  * TLS 1.2 and 1.3 only, with the AEAD ciphers of Mozilla's "intermediate" profile, and ALPN
  * h2 / http/1.1.
@@ -18,6 +20,7 @@
 import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as tls from 'node:tls';
+import { dnsNames } from './tls-material';
 
 /** Mozilla "intermediate" (TLS 1.2 ECDHE + AEAD; TLS 1.3 suites are always on). */
 export const MODERN_CIPHERS = [
@@ -37,9 +40,21 @@ export interface CertFiles {
   keyFile: string;
 }
 
-/** A certificate in force, as loaded from its file. */
+/** A certificate and key given as PEM text: a TLSCertificate of the store, by its name. */
+interface CertPem {
+  secret: string;
+  certPem: string;
+  keyPem: string;
+}
+
+export type CertSource = CertFiles | CertPem;
+
+/** A certificate in force, as loaded from its file or the store. */
 export interface CertificateInfo {
+  /** The certificate file; for a stored one, `TLSCertificate/NAME`. */
   certFile: string;
+  /** The TLSCertificate it came from, when from the store. */
+  secret?: string;
   /** The subject, as one line (`CN=a.example.com`, RFC 2253-like order of node's X509Certificate). */
   subject: string;
   /** Lower-cased DNS names (SAN, else the subject CN): what SNI selects it by. */
@@ -70,7 +85,7 @@ export class ServerCertificates {
   reloads = 0;
 
   constructor(
-    private readonly files: readonly CertFiles[],
+    private sources: readonly CertSource[],
     private readonly minVersion: tls.SecureVersion,
     private readonly events: { reloaded?: (names: string[]) => void; failed?: (err: Error) => void } = {},
     private readonly now: () => number = Date.now,
@@ -78,18 +93,23 @@ export class ServerCertificates {
     this.load();
   }
 
-  /** Reads every pair; throws (with the file named) when one cannot be read or does not match its key. */
-  private load(): void {
+  /** Reads every pair; throws (with the file or TLSCertificate named) when one cannot be read or does not match its key. */
+  private load(sources: readonly CertSource[] = this.sources): void {
     const loaded: Loaded[] = [];
-    for (const f of this.files) {
+    for (const f of sources) {
       let cert: Buffer;
       let key: Buffer;
-      try {
-        cert = fs.readFileSync(f.certFile);
-        key = fs.readFileSync(f.keyFile);
-      } catch (err) {
-        throw new Error(`cannot read certificate ${f.certFile} / key ${f.keyFile}: ${(err as Error).message}`);
-      }
+      const what = 'secret' in f ? `TLSCertificate ${f.secret}` : `certificate ${f.certFile} with key ${f.keyFile}`;
+      if ('secret' in f) {
+        cert = Buffer.from(f.certPem);
+        key = Buffer.from(f.keyPem);
+      } else
+        try {
+          cert = fs.readFileSync(f.certFile);
+          key = fs.readFileSync(f.keyFile);
+        } catch (err) {
+          throw new Error(`cannot read certificate ${f.certFile} / key ${f.keyFile}: ${(err as Error).message}`);
+        }
       const options: tls.SecureContextOptions = { cert, key, minVersion: this.minVersion, ciphers: MODERN_CIPHERS, honorCipherOrder: true };
       let context: tls.SecureContext;
       let x: X509Certificate;
@@ -97,11 +117,12 @@ export class ServerCertificates {
         context = tls.createSecureContext(options);
         x = new X509Certificate(cert);
       } catch (err) {
-        throw new Error(`certificate ${f.certFile} with key ${f.keyFile}: ${(err as Error).message}`);
+        throw new Error(`${what}: ${(err as Error).message}`);
       }
       const names = dnsNames(x);
       const info: CertificateInfo = {
-        certFile: f.certFile,
+        certFile: 'secret' in f ? `TLSCertificate/${f.secret}` : f.certFile,
+        ...('secret' in f ? { secret: f.secret } : {}),
         subject: x.subject.split('\n').join(', '),
         names,
         notBefore: Date.parse(x.validFrom),
@@ -157,12 +178,37 @@ export class ServerCertificates {
       this.reloadTimer = setTimeout(() => this.reload(), 100);
       this.reloadTimer.unref();
     };
-    for (const f of this.files)
+    for (const f of this.sources) {
+      if ('secret' in f) continue;
       for (const file of [f.certFile, f.keyFile]) {
         if (this.watched.includes(file)) continue;
         this.watched.push(file);
         fs.watchFile(file, { interval: intervalMs, persistent: false }, onChange);
       }
+    }
+  }
+
+  /** The sources in force. */
+  sourceList(): readonly CertSource[] {
+    return this.sources;
+  }
+
+  /** Whether these are the sources in force (same files, same stored PEM text, same order). */
+  same(sources: readonly CertSource[]): boolean {
+    return sources.length === this.sources.length && sources.every((s, i) => sameSource(s, this.sources[i] as CertSource));
+  }
+
+  /**
+   * Replaces the sources (a stored certificate was updated): loads them, then swaps the contexts
+   * new handshakes use. Throws, keeping what is in force, when one does not load. Files watched
+   * stay watched (the file sources of one listener are the same as long as its spec is).
+   */
+  replace(sources: readonly CertSource[]): void {
+    this.load(sources);
+    this.sources = sources;
+    this.server?.setSecureContext((this.loaded[0] as Loaded).options);
+    this.reloads++;
+    this.events.reloaded?.(this.loaded.flatMap((l) => l.names));
   }
 
   /** Reloads now; on failure the certificates in force stay (the error is reported). */
@@ -186,16 +232,7 @@ export class ServerCertificates {
   }
 }
 
-function dnsNames(x: X509Certificate): string[] {
-  const san = x.subjectAltName;
-  const names: string[] = [];
-  if (san)
-    for (const part of san.split(/,\s*/)) {
-      if (part.startsWith('DNS:')) names.push(part.slice(4).toLowerCase());
-    }
-  if (names.length === 0) {
-    const cn = /(?:^|\n)CN=([^\n]+)/.exec(x.subject);
-    if (cn) names.push((cn[1] as string).toLowerCase());
-  }
-  return names;
+function sameSource(a: CertSource, b: CertSource): boolean {
+  if ('secret' in a) return 'secret' in b && a.secret === b.secret && a.certPem === b.certPem && a.keyPem === b.keyPem;
+  return !('secret' in b) && a.certFile === b.certFile && a.keyFile === b.keyFile;
 }

@@ -21,6 +21,7 @@ import type {
   RouteTable,
 } from '../policy/compiled';
 import { PeerAuthentication, type PeerAuthenticationPolicy } from '../security/peer-auth';
+import { withConsumers } from '../edge/api-keys';
 import type {
   DestinationPolicySpec,
   Endpoint,
@@ -52,6 +53,8 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
   const rateLimits = new Map<string, RateLimitPolicySpec>();
   const transcoders = new Map<string, CompiledTranscoding>();
   const peerPolicies: PeerAuthenticationPolicy[] = [];
+  /** ApiConsumer name -> its hashed keys (Routes' `apiKeys.consumerRefs`). */
+  const apiConsumers = new Map<string, readonly string[]>();
   const endpointsByService = new Map<string, Endpoint[]>();
   const protocolByService = new Map<string, UpstreamProtocol>();
   const add = (e: Endpoint) => {
@@ -87,6 +90,9 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
       case 'Gateway':
         gateways.set(r.metadata.name, r.spec);
         break;
+      case 'ApiConsumer':
+        apiConsumers.set(r.metadata.name, r.spec.keys);
+        break;
       case 'Service':
         protocolByService.set(r.metadata.name, r.spec.protocol);
         if (!endpointsByService.has(r.metadata.name)) endpointsByService.set(r.metadata.name, []);
@@ -95,6 +101,8 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
         break;
     }
   }
+  // Rules naming ApiConsumers get their keys, as stored now, once per snapshot.
+  for (const [i, r] of routes.entries()) if (r.spec.rules.some((x) => (x.apiKeys?.consumerRefs.length ?? 0) > 0)) routes[i] = withApiConsumers(r, apiConsumers);
   for (const e of s.endpoints) add(e);
   // Deterministic endpoint order, so that every sidecar builds the same ring and rotation.
   for (const list of endpointsByService.values()) list.sort((a, b) => (a.address + ':' + a.port < b.address + ':' + b.port ? -1 : 1));
@@ -323,6 +331,10 @@ function compileRule(routeName: string, rule: RouteRule, random: () => number, g
     out.edge = Object.freeze(edge);
   }
   return Object.freeze(out);
+}
+
+function withApiConsumers(r: RouteResource, apiConsumers: ReadonlyMap<string, readonly string[]>): RouteResource {
+  return { ...r, spec: { ...r.spec, rules: r.spec.rules.map((x) => (x.apiKeys && x.apiKeys.consumerRefs.length > 0 ? { ...x, apiKeys: withConsumers(x.apiKeys, apiConsumers) } : x)) } };
 }
 
 function replacePrefix(path: string, prefixes: readonly string[], to: string): string {

@@ -370,7 +370,7 @@ t.test('the JSON Schema of every kind is served at /v1/schema/{kind}', async (t)
   t.equal(list.status, 200);
   t.same(
     list.body.kinds.map((k: { kind: string }) => k.kind),
-    ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding', 'AuthorizationPolicy', 'PeerAuthentication', 'Gateway'],
+    ['Route', 'DestinationPolicy', 'RateLimitPolicy', 'Service', 'GrpcTranscoding', 'AuthorizationPolicy', 'PeerAuthentication', 'Gateway', 'TLSCertificate', 'ApiConsumer'],
   );
   for (const { kind, schema } of list.body.kinds as { kind: string; schema: string }[]) {
     const r = await call('GET', schema);

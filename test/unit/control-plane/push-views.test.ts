@@ -101,3 +101,36 @@ t.test('catch-all and wildcard Routes, wildcard dependencies, unknown kinds', as
   t.same([...web.resources.keys()].sort(), ['AuthorizationPolicy/x', 'Route/all', 'Route/catalog', 'Service/web']);
   t.same([...web.endpoints.keys()], ['catalog', 'fallback']);
 });
+
+t.test('TLSCertificates: only in the view of a gateway entitled to them', async (t) => {
+  const views = new PushViews({ nonce: () => 'n' });
+  const cert = (name: string, body: string): WireResource => ({ apiVersion: M, kind: 'TLSCertificate', metadata: { name }, spec: { certificate: `CERT ${body}`, privateKey: `KEY ${body}` } });
+  const gateway = (name: string, secrets: string[]): WireResource => ({
+    apiVersion: M,
+    kind: 'Gateway',
+    metadata: { name },
+    spec: { listeners: [{ name: 'https', port: 8443, protocol: 'HTTPS', tls: { certificates: [...secrets.map((secret) => ({ secret })), { certFile: '/c', keyFile: '/k' }] } }] },
+  });
+  const base = [gateway('edge', ['a']), gateway('files', []), route('web', ['web'], ['web']), svc('scoped', ['web'])];
+  const b1 = snap([...base, cert('a', '1'), cert('unused', '1')], [ep('web', 1)]);
+  const whole = views.view(b1, WHOLE_MESH);
+  t.notOk([...whole.resources.keys()].some((k) => k.startsWith('TLSCertificate/')), 'not in the whole mesh');
+  t.notOk([...views.view(b1, 'scoped').resources.keys()].some((k) => k.startsWith('TLSCertificate/')), 'nor in a scoped view');
+  t.equal(views.scopeOf(b1, 'edge'), WHOLE_MESH, 'a gateway not entitled: the view a sidecar of its name gets');
+  t.equal(views.scopeOf(b1, 'files', true), WHOLE_MESH, 'a gateway with file certificates only: the same');
+  const scope = views.scopeOf(b1, 'edge', true);
+  const gv = views.view(b1, scope);
+  t.same([...gv.resources.keys()].filter((k) => k.startsWith('TLSCertificate/')), ['TLSCertificate/a'], 'only the one its Gateway names');
+  t.same([...gv.resources.keys()].filter((k) => !k.startsWith('TLSCertificate/')), [...whole.resources.keys()], 'on top of its ordinary view');
+  t.not(gv.version, whole.version, 'versioned by its own content');
+  t.same(views.secretsOf(b1, 'edge'), ['a']);
+
+  // The key changes (the mesh version does not, snapshot-builder.ts): only the gateway's view moves.
+  const b2 = { ...snap([...base, cert('a', '2'), cert('unused', '1')], [ep('web', 1)]), version: b1.version };
+  t.equal(views.view(b2, WHOLE_MESH).version, whole.version, "the sidecars' view keeps its version: they are sent nothing");
+  const gv2 = views.view(b2, views.scopeOf(b2, 'edge', true));
+  t.not(gv2.version, gv.version);
+  const d = decode(views.delta(gv, gv2).bytes);
+  t.equal(d.resources?.length, 1, 'the delta carries the one certificate');
+  t.match(d.resources?.[0], /KEY 2/);
+});

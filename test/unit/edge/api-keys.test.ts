@@ -47,7 +47,8 @@ t.test('key from a query parameter, removed from the forwarded path; sources tri
 
 t.test('config errors name the field', async (t) => {
   const cases: [unknown, RegExp][] = [
-    [{}, /spec\.apiKeys\.consumers: is required/],
+    [{}, /spec\.apiKeys: set consumers \(written here\) or consumerRefs/],
+    [{ consumerRefs: ['a', 'a'] }, /consumerRefs\[1\]: duplicate ApiConsumer "a"/],
     [{ consumers: [{ name: 'a', keys: [ALICE] }] }, /consumers\[0\]\.keys\[0\]: must be a hash/],
     [{ consumers: [{ name: 'a', keys: [hashApiKey('k')] }, { name: 'b', keys: [hashApiKey('k')] }] }, /consumers\[1\]\.keys\[0\]: the same key is already given to a/],
     [{ consumers: [{ name: 'a', keys: [hashApiKey('k')] }, { name: 'a', keys: [hashApiKey('j')] }] }, /consumers\[1\]\.name: duplicate consumer/],

@@ -140,3 +140,51 @@ spec:
   );
   t.same(analyze({ resources: res.value, endpoints: [], certificates: [cert('edge-0', '/c/c.crt', now + 60 * day)], now }), [], 'a certificate far from expiry: nothing');
 });
+
+t.test('stored certificates (TLSCertificate): reported by a gateway, or judged from the store', async (t) => {
+  const docs = parseDocuments(`apiVersion: meshlet.dev/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  listeners:
+    - {name: https, port: 8443, protocol: HTTPS, tls: {certificates: [{secret: shop}, {certFile: /c/a.crt, keyFile: /c/a.key}]}}
+`);
+  if (!docs.ok) throw new Error(JSON.stringify(docs.errors));
+  const res = parseEach(docs.value);
+  if (!res.ok) throw new Error(JSON.stringify(res.errors));
+  const now = Date.parse('2026-06-01T00:00:00Z');
+  const day = 86_400_000;
+  const iso = (ms: number) => new Date(ms).toISOString();
+  const served = { gateway: 'edge-0', service: 'edge', listener: 'https', file: 'TLSCertificate/shop', secret: 'shop', subject: 'CN=shop.example.com', names: ['shop.example.com'], notBefore: iso(now - day), notAfter: iso(now + 3 * day) };
+  const stored = (name: string, notAfter: number, notBefore = now - day) => ({ name, subject: `CN=${name}.example.com`, names: [`${name}.example.com`], notBefore: iso(notBefore), notAfter: iso(notAfter) });
+  const got = analyze({ resources: res.value, endpoints: [], certificates: [served], storedCertificates: [stored('shop', now + 3 * day), stored('old', now - day), stored('fine', now + 60 * day)], now });
+  t.same(
+    got.map((f) => `${f.severity} ${f.code} ${f.resource} ${f.field}`),
+    ['error MC0018 TLSCertificate/old spec.certificate', 'warning MC0017 TLSCertificate/shop spec.certificate'],
+    'one finding for a certificate both served and stored; one no gateway serves, from the store',
+  );
+  const shop = got.find((f) => f.resource === 'TLSCertificate/shop')!;
+  t.match(shop.message, /^certificate TLSCertificate\/shop \(shop\.example\.com\) of listener https of Gateway edge expires in 3d/);
+  t.match(shop.fix, /apply a renewed certificate and its key to TLSCertificate shop/);
+  t.match(got[0]!.message, /^certificate of TLSCertificate old \(old\.example\.com\) expired 1d ago/);
+});
+
+t.test('MC0019: consumerRefs naming an ApiConsumer that does not exist', async (t) => {
+  const docs = parseDocuments(`apiVersion: meshlet.dev/v1
+kind: Route
+metadata: {name: api}
+spec:
+  hosts: [api]
+  rules: [{backends: [{service: api}], apiKeys: {consumerRefs: [alice, gone]}}]
+---
+apiVersion: meshlet.dev/v1
+kind: ApiConsumer
+metadata: {name: alice}
+spec: {keys: []}
+`);
+  if (!docs.ok) throw new Error(JSON.stringify(docs.errors));
+  const res = parseEach(docs.value);
+  if (!res.ok) throw new Error(JSON.stringify(res.errors));
+  const got = analyze({ resources: res.value, endpoints: [] }).filter((f) => f.code === 'MC0019');
+  t.same(got.map((f) => `${f.resource} ${f.field}`), ['Route/api spec.rules[0].apiKeys.consumerRefs[1]']);
+});

@@ -67,3 +67,24 @@ t.test('compiled: which routes apply in the mesh and at each gateway', async (t)
   t.equal(snap.gatewayRoutes('edge'), edge, 'compiled once');
   t.equal(snap.gateways.get('edge')?.listeners[0].port, 8080);
 });
+
+t.test('certificates from the store: secret, or certFile and keyFile', async (t) => {
+  const { parseResource } = await import('../../../src/policy/parse');
+  const listener = (certificates: unknown[]) => gw({ listeners: [{ name: 's', port: 8443, protocol: 'HTTPS', tls: { certificates } }] });
+  const errs = (x: unknown) => {
+    const r = parseResource(x);
+    return r.ok ? [] : r.errors.map((e) => `${e.path}: ${e.message}`);
+  };
+  t.same(errs(listener([{ secret: 'a' }, { certFile: '/c', keyFile: '/k' }])), [], 'both kinds side by side');
+  t.match(errs(listener([{ secret: 'a', certFile: '/c', keyFile: '/k' }])), [/^spec.listeners\[0\].tls.certificates\[0\]: set either secret .* not both/]);
+  t.match(errs(listener([{}])), [/^spec.listeners\[0\].tls.certificates\[0\]: set secret .*, or certFile and keyFile/]);
+  t.match(errs(listener([{ certFile: '/c' }])), [/set keyFile too/]);
+  t.match(errs(listener([{ secret: 'a' }, { secret: 'a' }])), [/certificates\[1\].secret: TLSCertificate "a" is listed twice/]);
+  t.match(errs(listener([{ secret: 'Not_A_Name' }])), [/certificates\[0\].secret/]);
+  // References: the API refuses a Gateway naming a TLSCertificate that does not exist; a pushed
+  // snapshot (secretsWithheld) does not, as the control plane sends them only to gateways.
+  const parsed = parseAll([listener([{ secret: 'missing' }])]);
+  t.notOk(parsed.ok);
+  if (!parsed.ok) t.match(parsed.errors[0], { path: 'Gateway/edge: spec.listeners[0].tls.certificates[0].secret', message: /names TLSCertificate "missing", which does not exist/ });
+  t.ok(parseAll([listener([{ secret: 'missing' }])], { secretsWithheld: true }).ok);
+});
