@@ -67,6 +67,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { method: 'POST', path: '/v1/tokens', role: 'admin' },
   { method: 'DELETE', path: '/v1/tokens/x', role: 'admin' },
   { method: 'GET', path: '/v1/ca', role: 'admin' },
+  { method: 'POST', path: '/v1/ca/rotate', role: 'admin' },
 ];
 
 /** The role a request needs; `open` for the health check and the dashboard's static files. */
