@@ -45,6 +45,7 @@ import type { BuiltSnapshot, SnapshotBuilder } from './snapshot-builder';
 import type { ControlPlaneMetrics } from './metrics';
 import type { NodeMessage } from '../src/proto';
 import type { Authenticated, IdentityIssuer } from './identity';
+import { JOIN_PREFIX } from './tokens';
 
 export interface PushServerOptions {
   builder: SnapshotBuilder;
@@ -327,11 +328,14 @@ export class PushServer {
       this.connect(s, n);
       for (const m of queued) this.onMessage(s, m);
     };
-    // The bootstrap credential first (it is what `token revoke` and TokenReview act on); when it no
-    // longer proves anything (expired, forgotten) the certificate it earned does, for as long as
-    // the process keeps it renewed. A revoked token or a credential for another service is final.
+    // The bootstrap credential first (it is what `token revoke` and TokenReview act on); when a join
+    // token no longer proves anything (expired, forgotten) the certificate it earned does, for as
+    // long as the process keeps it renewed. A revoked token or a credential for another service is final.
+    // A ServiceAccount token is re-read at every connect and bound to its pod: one that TokenReview
+    // refuses (the pod is gone) is final too, so only join tokens (or none) fall back to the certificate.
+    const serviceAccountToken = credential.trim() !== '' && !credential.trim().startsWith(JOIN_PREFIX);
     const viaCertificate = (tokenErr: Error & { code?: string }): void => {
-      if (!peer || tokenErr.code === 'CREDENTIAL_REVOKED' || tokenErr.code === 'CREDENTIAL_WRONG_SERVICE') return done(undefined, tokenErr);
+      if (!peer || serviceAccountToken || tokenErr.code === 'CREDENTIAL_REVOKED' || tokenErr.code === 'CREDENTIAL_WRONG_SERVICE') return done(undefined, tokenErr);
       let who: Authenticated;
       try {
         who = identity.authenticateCertificate(peer, n.service);
