@@ -76,6 +76,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { method: 'POST', path: '/v1/tlscertificates', role: 'admin' },
   { method: 'PUT', path: '/v1/tlscertificates/x', role: 'admin' },
   { method: 'DELETE', path: '/v1/tlscertificates/x', role: 'admin' },
+  { method: 'POST', path: '/v1/ca/rotate', role: 'admin' },
 ];
 
 /** The role a request needs; `open` for the health check and the dashboard's static files. */

@@ -14,6 +14,7 @@
  *   GET    /v1/schema/{kind}          the JSON Schema of a kind (as in deploy/schema/)
  *   GET    /v1/sd/prometheus          Prometheus HTTP SD targets: this control plane and every sidecar
  *   GET    /v1/version, /v1/sidecars/{id}/config_dump, /v1/explain   for the CLI (cli-api.ts)
+ *   GET    /v1/ca, POST /v1/ca/rotate  the CA and its trust bundle; a root rotation (admin)
  *   POST   /v1/cache/purge            `{service?, key | prefix}`: every sidecar's response caches (cli-api.ts)
  *   GET    /metrics  GET /healthz
  *   GET    /ui/, /v1/graph, /v1/history/{service}, /v1/rollout, /v1/tap   the dashboard (ui-api.ts)
@@ -237,6 +238,7 @@ class Api {
       else if (a === 'schema') routes = { GET: () => schemaReply(b) };
       else if (a === 'tokens') routes = this.tokenRoutes(b);
       else if (a === 'ca' && b === undefined) routes = { GET: () => this.caInfo() };
+      else if (a === 'ca' && b === 'rotate') routes = { POST: (r) => this.caRotate(r) };
       else {
         const kind = kindFromName(a);
         if (!kind) throw new ApiError('unknown_kind', `unknown kind ${JSON.stringify(a)}; use one of ${KINDS.map((k) => k.toLowerCase()).join(', ')}`);
@@ -307,11 +309,46 @@ class Api {
   }
 
   /** `/v1/ca`: the trust domain and the roots in the trust bundle. */
-  private caInfo(): Reply {
+  private caInfo(): { status: number; body: Record<string, unknown> } {
     const ca = this.deps.ca;
     if (!ca) throw new ApiError('unavailable', 'this control plane runs without a CA (--no-identity)');
     // caHash: what sidecars pin the push port with (`--ca-hash`; join tokens carry it).
     return { status: 200, body: { trustDomain: ca.trustDomain, caHash: caPinOf(ca.rootPem()), roots: ca.trustBundle().info(), bundlePem: ca.bundlePem() } };
+  }
+
+  /**
+   * `POST /v1/ca/rotate` `{overlap?: "48h", caCertPem?, caKeyPem?}`: a new root signs from now on
+   * (or an intermediate under the user root given), the old root stays trusted for `overlap`
+   * (default twice the workload TTL). Kept where the CA is kept (the data dir or etcd): other
+   * replicas load it within their poll, every sidecar gets the new bundle and renews.
+   */
+  private async caRotate(req: IncomingMessage): Promise<Reply> {
+    const ca = this.deps.ca;
+    if (!ca) throw new ApiError('unavailable', 'this control plane runs without a CA (--no-identity)');
+    const raw = await readJson(req, { emptyOk: true });
+    const body = (raw ?? {}) as { overlap?: unknown; caCertPem?: unknown; caKeyPem?: unknown };
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ApiError('invalid', 'the body must be {"overlap": DURATION, "caCertPem": PEM, "caKeyPem": PEM}, every field optional');
+    for (const k of Object.keys(body))
+      if (!['overlap', 'caCertPem', 'caKeyPem'].includes(k)) throw new ApiError('invalid', `unknown field ${JSON.stringify(k)}`, { errors: [{ path: k, message: 'unknown field (overlap, caCertPem, caKeyPem)' }] });
+    for (const k of ['overlap', 'caCertPem', 'caKeyPem'] as const)
+      if (body[k] !== undefined && typeof body[k] !== 'string') throw new ApiError('invalid', `${k} must be a string`, { errors: [{ path: k, message: 'must be a string' }] });
+    const overlap = body.overlap as string | undefined;
+    const overlapMs = overlap === undefined ? undefined : parseTtl(overlap);
+    if (overlap !== undefined && overlapMs === undefined) throw new ApiError('invalid', `overlap: expected a duration such as 48h, got ${JSON.stringify(overlap)}`, { errors: [{ path: 'overlap', message: 'not a duration' }] });
+    if ((body.caCertPem === undefined) !== (body.caKeyPem === undefined)) throw new ApiError('invalid', 'caCertPem and caKeyPem go together (the new user root and its key)');
+    const userRoot = body.caCertPem !== undefined ? { certPem: body.caCertPem as string, keyPem: body.caKeyPem as string } : undefined;
+    const before = caPinOf(ca.rootPem());
+    // Another replica (or the CLI offline) may have changed the CA since this one last looked: load it, then rotate.
+    await ca.reloadIfChanged();
+    try {
+      await ca.rotateRoot({ overlapMs, userRoot });
+    } catch (err) {
+      if (err instanceof SecurityError) throw new ApiError(/changed by another/.test(err.message) ? 'conflict' : 'invalid', err.message);
+      throw err;
+    }
+    const info = this.caInfo().body;
+    this.logger.info({ previousCaHash: before, caHash: info.caHash }, 'CA root rotated through the API');
+    return { status: 200, body: { rotated: true, previousCaHash: before, ...info } };
   }
 
   // ------------------------------------------------------------------------------- read side
@@ -580,7 +617,7 @@ function wire(r: Resource): WireResource {
 }
 
 /** Reads the body (at most MAX_BODY_BYTES) and parses it as JSON. */
-async function readJson(req: IncomingMessage): Promise<unknown> {
+async function readJson(req: IncomingMessage, opts: { emptyOk?: boolean } = {}): Promise<unknown> {
   const declared = Number(req.headers['content-length']);
   if (declared > MAX_BODY_BYTES) throw tooLarge();
   const chunks: Buffer[] = [];
@@ -603,6 +640,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
     req.on('close', cut);
   });
   const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '' && opts.emptyOk) return undefined;
   if (text.trim() === '') throw new ApiError('invalid_json', 'the request body is empty; send a JSON document');
   try {
     return JSON.parse(text);

@@ -51,12 +51,24 @@ interface Stored {
   version: 1;
   material: CaMaterial;
   bundle: TrustedRoot[];
+  /** The last rotation's cross-certificate (the signing root's key, signed by the root before it), while its overlap lasts. */
+  cross?: CrossCertificate;
+}
+
+/** See `MeshCa.crossChain`. */
+export interface CrossCertificate {
+  pem: string;
+  /** The previous root, which signed it. */
+  issuerPem: string;
+  /** Its overlap's end (ms since the epoch). */
+  until: number;
 }
 
 export class MeshCa {
   readonly workloadTtlMs: number;
   private ca: CertificateAuthority;
   private bundle: TrustBundle;
+  private cross: CrossCertificate | undefined;
   private readonly doc: SecretDoc;
   private readonly clock: Clock;
   private readonly logger: Logger;
@@ -101,6 +113,7 @@ export class MeshCa {
         changed = true;
       }
       const m = new MeshCa(ca, bundle.pruned(now), doc, opts);
+      if (!changed) m.cross = stored?.cross;
       if (changed) {
         if (!(await m.save(cur?.version))) {
           if (attempt >= 3) throw new SecurityError('CA_INVALID', `the CA in ${doc.where} kept changing while this control plane started; try again`);
@@ -133,6 +146,26 @@ export class MeshCa {
     return this.ca.material.rootPem;
   }
 
+  /**
+   * During a rotation's overlap: the cross-certificate of the signing root (its key, signed by
+   * the previous root) and the previous root, to send after the push port's certificate instead
+   * of the new root. A client pinning the previous root (a join token made before the rotation)
+   * then verifies the push port under it, one pinning the new root finds the new root's key in
+   * the chain (src/snapshot/push-tls.ts), and a client holding the bundle verifies under the new
+   * root as before. Undefined when there is none: no rotation, its overlap ended, or a rotation
+   * to or from a user's root (the previous signing certificate is then not a root of ours).
+   */
+  crossChain(): string[] | undefined {
+    const c = this.cross;
+    if (!c || c.until <= this.clock.now()) return undefined;
+    return [c.pem, c.issuerPem];
+  }
+
+  /** When the cross-certificate's overlap ends (undefined: none). */
+  crossUntil(): number | undefined {
+    return this.crossChain() ? this.cross?.until : undefined;
+  }
+
   /** A TLS certificate for the control plane's REST API or push port (`hosts`: DNS names and IPs; `uris`: URI SANs). */
   issueServing(hosts: readonly string[], ttlMs: number, uris: readonly string[] = []): ReturnType<CertificateAuthority['issueServing']> {
     return this.ca.issueServing(hosts, ttlMs, uris);
@@ -157,9 +190,12 @@ export class MeshCa {
     const ca = opts.userRoot
       ? await CertificateAuthority.createIntermediate(opts.userRoot.certPem, opts.userRoot.keyPem, { trustDomain: this.trustDomain, clock: this.clock })
       : await CertificateAuthority.createRoot({ trustDomain: this.trustDomain, clock: this.clock });
-    const before = { ca: this.ca, bundle: this.bundle };
+    const before = { ca: this.ca, bundle: this.bundle, cross: this.cross };
+    const until = now + (opts.overlapMs ?? 2 * this.workloadTtlMs);
+    // The old root vouches for the new one until the overlap ends: join tokens pinning it still join (crossChain).
+    this.cross = before.ca.selfSigned && ca.selfSigned && until > now ? { pem: await before.ca.crossSign(ca, new Date(until)), issuerPem: before.ca.material.rootPem, until } : undefined;
     this.ca = ca;
-    this.bundle = this.bundle.withNewRoot(ca.material.rootPem, now + (opts.overlapMs ?? 2 * this.workloadTtlMs)).pruned(now);
+    this.bundle = this.bundle.withNewRoot(ca.material.rootPem, until).pruned(now);
     if (!(await this.save(this.seen))) {
       Object.assign(this, before);
       throw new SecurityError('CA_INVALID', `the CA in ${this.doc.where} was changed by another control plane (or the CLI) meanwhile: nothing rotated; try again`);
@@ -177,6 +213,7 @@ export class MeshCa {
     const stored = parseStored(cur.text, this.doc.where);
     this.ca = await CertificateAuthority.load(stored.material, this.clock);
     this.bundle = new TrustBundle(stored.bundle).pruned(this.clock.now());
+    this.cross = stored.cross;
     this.seen = cur.version;
     this.logger.info({ roots: this.bundle.info(), where: this.doc.where }, 'CA reloaded (rotated by the CLI or another replica)');
     this.emit();
@@ -200,7 +237,7 @@ export class MeshCa {
 
   /** Writes the CA if it is still at version `expected`; false when someone else changed it first. */
   private async save(expected: string | undefined): Promise<boolean> {
-    const stored: Stored = { version: 1, material: this.ca.material, bundle: [...this.bundle.roots] };
+    const stored: Stored = { version: 1, material: this.ca.material, bundle: [...this.bundle.roots], ...(this.cross ? { cross: this.cross } : {}) };
     const written = await this.doc.write(JSON.stringify(stored, null, 2) + '\n', expected);
     if (written === undefined) return false;
     this.seen = written;

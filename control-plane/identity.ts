@@ -8,14 +8,23 @@
  * The service the sidecar registers must be the one its credential proves (a process cannot
  * register as another service), and it gets certificates for that identity only.
  *
+ * A reconnect may instead authenticate with the workload certificate the process already holds:
+ * the push port asks for a TLS client certificate (control-plane/push-tls.ts) and verifies it
+ * against the trust bundle in the handshake; a certificate that verified, has not expired and
+ * names a workload of this trust domain proves its service (`serviceOf`), as a token would. So a
+ * process whose join token expired keeps coming back for as long as it renews its certificate
+ * (as Istio's and Linkerd's proxies renew with their current certificate). A certificate for
+ * service A never registers B.
+ *
  * Mode: `strict` (the default) refuses a sidecar without a credential; `permissive` (an explicit
  * opt-out, for development and migration) admits it, with no identity and no certificate, under
  * whatever service name it gives. A credential that is presented and wrong is refused in both.
  */
 import type { Logger } from 'pino';
 import pino from 'pino';
+import { systemClock, type Clock } from '../src/core/clock';
 import { SecurityError } from '../src/security/errors';
-import { k8sSpiffeId, serviceSpiffeId, type SpiffeId } from '../src/security/spiffe';
+import { k8sSpiffeId, parseSpiffeId, serviceOf, serviceSpiffeId, type SpiffeId } from '../src/security/spiffe';
 import type { MeshCa } from './ca';
 import type { TokenReviewer } from './token-review';
 import { JOIN_PREFIX, type TokenStore } from './tokens';
@@ -25,8 +34,8 @@ export type SidecarAuthMode = 'permissive' | 'strict';
 export interface Authenticated {
   id: SpiffeId;
   service: string;
-  via: 'join-token' | 'kubernetes';
-  /** The join token's id, or the service account `ns/sa` (pod name when bound). */
+  via: 'join-token' | 'kubernetes' | 'certificate';
+  /** The join token's id, the service account `ns/sa` (pod name when bound), or the certificate's serial. */
   credential: string;
 }
 
@@ -35,11 +44,24 @@ export interface IdentityIssuer {
   readonly mode: SidecarAuthMode;
   /** Throws a SecurityError (CREDENTIAL_*) when the credential does not prove `service`. */
   authenticate(credential: string, service: string): Promise<Authenticated>;
+  /**
+   * The identity a TLS client certificate proves (one the handshake verified against the trust
+   * bundle); throws a SecurityError (CREDENTIAL_EXPIRED, CREDENTIAL_INVALID, CREDENTIAL_WRONG_SERVICE).
+   */
+  authenticateCertificate(peer: PeerCertificateInfo, service: string): Authenticated;
   /** Signs a CSR for the authenticated identity; throws a SecurityError (CSR_*). */
   sign(csrPem: string, who: Authenticated): Promise<{ chainPem: string; notAfter: Date; serial: string }>;
   bundlePem(): string;
   /** The bundle or the signing root changed: every sidecar should get the bundle, and renew. */
   onChange(fn: () => void): void;
+}
+
+/** The fields of node:tls's PeerCertificate read here. */
+export interface PeerCertificateInfo {
+  subjectaltname?: string;
+  valid_from: string;
+  valid_to: string;
+  serialNumber: string;
 }
 
 export interface WorkloadIdentityOptions {
@@ -48,6 +70,7 @@ export interface WorkloadIdentityOptions {
   tokens?: TokenStore;
   tokenReviewer?: TokenReviewer;
   logger?: Logger;
+  clock?: Clock;
 }
 
 export class WorkloadIdentityService implements IdentityIssuer {
@@ -56,6 +79,7 @@ export class WorkloadIdentityService implements IdentityIssuer {
   private readonly tokens?: TokenStore;
   private readonly reviewer?: TokenReviewer;
   private readonly logger: Logger;
+  private readonly clock: Clock;
   /** Certificates signed, by outcome (for metrics and tests). */
   readonly counts = { signed: 0, refused: 0, authenticated: 0, unauthenticated: 0 };
 
@@ -65,6 +89,7 @@ export class WorkloadIdentityService implements IdentityIssuer {
     this.tokens = opts.tokens;
     this.reviewer = opts.tokenReviewer;
     this.logger = opts.logger ?? pino({ level: 'silent' });
+    this.clock = opts.clock ?? systemClock;
   }
 
   async authenticate(credential: string, service: string): Promise<Authenticated> {
@@ -76,6 +101,38 @@ export class WorkloadIdentityService implements IdentityIssuer {
       this.counts.unauthenticated++;
       throw err;
     }
+  }
+
+  authenticateCertificate(peer: PeerCertificateInfo, service: string): Authenticated {
+    try {
+      const who = this.fromCertificate(peer, service);
+      this.counts.authenticated++;
+      return who;
+    } catch (err) {
+      this.counts.unauthenticated++;
+      throw err;
+    }
+  }
+
+  private fromCertificate(peer: PeerCertificateInfo, service: string): Authenticated {
+    const now = this.clock.now();
+    const notAfter = Date.parse(peer.valid_to);
+    // The handshake checked the dates, but a connection outlives it: a stream opened later on it must not ride an expired certificate.
+    if (!(notAfter > now)) throw new SecurityError('CREDENTIAL_EXPIRED', `the workload certificate (serial ${peer.serialNumber}) expired at ${new Date(notAfter).toISOString()}`);
+    if (!(Date.parse(peer.valid_from) <= now)) throw new SecurityError('CREDENTIAL_INVALID', `the workload certificate (serial ${peer.serialNumber}) is not valid before ${peer.valid_from}`);
+    const uris = (peer.subjectaltname ?? '')
+      .split(/,\s*/)
+      .filter((s) => s.startsWith('URI:'))
+      .map((s) => s.slice(4));
+    if (uris.length !== 1) throw new SecurityError('CREDENTIAL_INVALID', `the client certificate (serial ${peer.serialNumber}) names ${uris.length} URIs; a workload certificate names exactly one SPIFFE ID`);
+    const parsed = parseSpiffeId(uris[0] as string);
+    if (!parsed.ok) throw new SecurityError('CREDENTIAL_INVALID', `the client certificate's URI is not a SPIFFE ID: ${parsed.errors[0]?.message}`);
+    const id = parsed.value;
+    const svc = serviceOf(id);
+    if (id.trustDomain !== this.ca.trustDomain || svc === undefined)
+      throw new SecurityError('CREDENTIAL_INVALID', `the client certificate names ${id.uri}, not a workload of trust domain ${this.ca.trustDomain}`);
+    if (svc !== service) throw new SecurityError('CREDENTIAL_WRONG_SERVICE', `the workload certificate of ${id.uri} may register only service ${svc}, not ${service}`);
+    return { id, service, via: 'certificate', credential: `certificate ${peer.serialNumber}` };
   }
 
   async sign(csrPem: string, who: Authenticated): Promise<{ chainPem: string; notAfter: Date; serial: string }> {

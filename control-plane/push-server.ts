@@ -49,6 +49,7 @@ import type { BuiltSnapshot, SnapshotBuilder } from './snapshot-builder';
 import type { ControlPlaneMetrics } from './metrics';
 import type { NodeMessage } from '../src/proto';
 import type { Authenticated, IdentityIssuer } from './identity';
+import { JOIN_PREFIX } from './tokens';
 
 export interface PushServerOptions {
   builder: SnapshotBuilder;
@@ -326,32 +327,63 @@ export class PushServer {
   private admit(s: Stream, n: NodeMessage): void {
     const identity = this.identity as IdentityIssuer;
     const credential = n.credential ?? '';
-    if (credential === '' && identity.mode === 'permissive') {
+    // A workload certificate on the connection, verified by the TLS handshake against the trust bundle (push-tls.ts).
+    const peer = s.call.getAuthContext()?.sslPeerCertificate;
+    if (credential === '' && identity.mode === 'permissive' && !peer) {
       this.logger.info({ sidecar: n.id, service: n.service }, 'sidecar without a credential admitted (PERMISSIVE): no identity, no certificate');
       this.connect(s, n);
       return;
     }
     s.queue = [];
-    identity.authenticate(credential, n.service).then(
-      (who) => {
-        const queued = s.queue ?? [];
-        s.queue = undefined;
-        if (s.closed) return;
-        s.who = who;
-        this.logger.info({ sidecar: n.id, spiffeId: who.id.uri, via: who.via, credential: who.credential }, 'sidecar authenticated');
-        this.sendIdentity(s, { spiffeId: who.id.uri });
-        this.connect(s, n);
-        for (const m of queued) this.onMessage(s, m);
-      },
-      (err: Error & { code?: string }) => {
-        s.queue = undefined;
-        this.logger.warn({ sidecar: n.id, service: n.service, peer: s.call.getPeer(), code: err.code, reason: err.message }, 'push stream refused: credential not accepted');
-        if (s.closed) return;
-        this.drop(s);
-        const code = err.code === 'CREDENTIAL_WRONG_SERVICE' ? grpc.status.PERMISSION_DENIED : grpc.status.UNAUTHENTICATED;
-        s.call.emit('error', { code, details: err.message });
-      },
-    );
+    const done = (who: Authenticated | undefined, err?: Error & { code?: string }): void => {
+      const queued = s.queue ?? [];
+      s.queue = undefined;
+      if (err) return this.refuse(s, n, err);
+      if (s.closed) return;
+      if (who) return this.admitted(s, n, who, queued);
+      this.logger.info({ sidecar: n.id, service: n.service }, 'sidecar without a credential admitted (PERMISSIVE): no identity, no certificate');
+      this.connect(s, n);
+      for (const m of queued) this.onMessage(s, m);
+    };
+    // The bootstrap credential first (it is what `token revoke` and TokenReview act on); when a join
+    // token no longer proves anything (expired, forgotten) the certificate it earned does, for as
+    // long as the process keeps it renewed. A revoked token or a credential for another service is final.
+    // A ServiceAccount token is re-read at every connect and bound to its pod: one that TokenReview
+    // refuses (the pod is gone) is final too, so only join tokens (or none) fall back to the certificate.
+    const serviceAccountToken = credential.trim() !== '' && !credential.trim().startsWith(JOIN_PREFIX);
+    const viaCertificate = (tokenErr: Error & { code?: string }): void => {
+      if (!peer || serviceAccountToken || tokenErr.code === 'CREDENTIAL_REVOKED' || tokenErr.code === 'CREDENTIAL_WRONG_SERVICE') return done(undefined, tokenErr);
+      let who: Authenticated;
+      try {
+        who = identity.authenticateCertificate(peer, n.service);
+      } catch (e) {
+        const certErr = e as Error & { code?: string };
+        if (certErr.code === 'CREDENTIAL_WRONG_SERVICE') return done(undefined, certErr);
+        // PERMISSIVE admits a sidecar without a credential; an unusable certificate does not change that.
+        if (credential === '' && identity.mode === 'permissive') return done(undefined);
+        // Both failed: say why the certificate did not do either (it expired while the process was cut off, say).
+        tokenErr.message = `${tokenErr.message}; its workload certificate was not accepted either: ${certErr.message}`;
+        return done(undefined, tokenErr);
+      }
+      done(who);
+    };
+    identity.authenticate(credential, n.service).then((who) => done(who), viaCertificate);
+  }
+
+  private admitted(s: Stream, n: NodeMessage, who: Authenticated, queued: ReceivedSidecarMessage[]): void {
+    s.who = who;
+    this.logger.info({ sidecar: n.id, spiffeId: who.id.uri, via: who.via, credential: who.credential }, 'sidecar authenticated');
+    this.sendIdentity(s, { spiffeId: who.id.uri });
+    this.connect(s, n);
+    for (const m of queued) this.onMessage(s, m);
+  }
+
+  private refuse(s: Stream, n: NodeMessage, err: Error & { code?: string }): void {
+    this.logger.warn({ sidecar: n.id, service: n.service, peer: s.call.getPeer(), code: err.code, reason: err.message }, 'push stream refused: credential not accepted');
+    if (s.closed) return;
+    this.drop(s);
+    const code = err.code === 'CREDENTIAL_WRONG_SERVICE' ? grpc.status.PERMISSION_DENIED : grpc.status.UNAUTHENTICATED;
+    s.call.emit('error', { code, details: err.message });
   }
 
   private onCsr(s: Stream, csrPem: string): void {

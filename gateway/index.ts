@@ -448,6 +448,8 @@ export async function startGateway(opts: GatewayOptions): Promise<RunningGateway
       credential: opts.credential,
       onIdentity: identity ? (msg) => identity.handle(msg) : undefined,
       tls: opts.pushTls,
+      // A reconnect presents the workload certificate: it outlives a join token that expired.
+      clientCertificate: identity ? () => identity.current() : undefined,
     });
     subscriber.start();
   }

@@ -598,6 +598,8 @@ export async function subscribe(
     credential: opts.credential,
     tls: opts.pushTls,
     onIdentity: identity ? (m) => identity.handle(m) : undefined,
+    // A reconnect presents the workload certificate: it outlives a join token that expired.
+    clientCertificate: identity ? () => identity.current() : undefined,
   });
   subscriber.start();
   return subscriber;

@@ -38,7 +38,9 @@ export const status: Command = {
   usage: `meshlet status [-o wide|json|yaml] [-w] [--server URL]
 
 Every sidecar the control plane knows: its service, address, labels, whether its stream is
-connected, and the policy version it ACKed (or the version it NACKed, and why).
+connected, and the policy version it ACKed (or the version it NACKed, and why). Above the table:
+how many sidecars hold a certificate (they call each other over mTLS), and the inbound mTLS mode
+(PeerAuthentication) of the mesh and of each service that has its own.
   -o, --output FORMAT   wide (adds the sidecar's version, how long it has been connected and its SPIFFE ID), json or yaml
   -w, --watch           print the table again whenever it changes (until Ctrl-C)`,
   async run(argv) {
@@ -53,7 +55,9 @@ connected, and the policy version it ACKed (or the version it NACKed, and why).
     const render = async (b: StatusBody): Promise<string> => {
       if (output === 'json') return JSON.stringify(b, null, 2) + '\n';
       if (output === 'yaml') return (await import('yaml')).stringify(b);
-      return formatStatus(b, output === 'wide');
+      // The PeerAuthentication policies in force (a role that cannot list them gets the table alone).
+      const pa = await api(server, 'GET', '/v1/peerauthentication');
+      return formatStatus(b, output === 'wide', pa.status === 200 ? ((pa.body as { items?: PeerAuthItem[] }).items ?? []) : undefined);
     };
     const first = await fetch();
     process.stdout.write(await render(first));
@@ -67,9 +71,30 @@ connected, and the policy version it ACKed (or the version it NACKed, and why).
   },
 };
 
-export function formatStatus(b: StatusBody, wide: boolean): string {
+interface PeerAuthItem {
+  metadata: { name: string };
+  spec: { service?: string; mode?: string };
+}
+
+/**
+ * What a user who configured nothing gets, said once: which sidecars hold a certificate (they talk
+ * mTLS to each other), and the inbound mode of the mesh and of each service with its own policy.
+ */
+export function formatMtls(b: StatusBody, policies: readonly PeerAuthItem[]): string {
+  const connected = b.sidecars.filter((s) => s.connected);
+  const certified = connected.filter((s) => s.spiffeId).length;
+  const mesh = policies.find((p) => p.spec.service === undefined);
+  const meshMode = mesh ? `${mesh.spec.mode ?? 'PERMISSIVE'} (PeerAuthentication/${mesh.metadata.name})` : 'PERMISSIVE (the default: no PeerAuthentication; plaintext callers are accepted too)';
+  const own = policies
+    .filter((p) => p.spec.service !== undefined)
+    .map((p) => `${p.spec.service} ${p.spec.mode ?? 'PERMISSIVE'}`)
+    .sort();
+  return `mTLS: ${certified} of ${connected.length} connected sidecars hold a certificate and call each other over mTLS; inbound mode: ${meshMode} for the mesh${own.length ? `; ${own.join(', ')}` : ''}\n`;
+}
+
+export function formatStatus(b: StatusBody, wide: boolean, peerAuth?: readonly PeerAuthItem[]): string {
   const conv = b.convergence ? `, last change reached every sidecar in ${b.convergence.ms} ms` : '';
-  const out = `policy version ${b.version} (store revision ${b.revision})${conv}\n\n`;
+  const out = `policy version ${b.version} (store revision ${b.revision})${conv}\n${peerAuth ? formatMtls(b, peerAuth) : ''}\n`;
   if (b.sidecars.length === 0) return out + 'no sidecars connected\n';
   // Several replicas on one etcd store: say which one each sidecar is on.
   const replicas = b.sidecars.some((s) => s.replica);

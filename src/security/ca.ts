@@ -225,6 +225,39 @@ export class CertificateAuthority {
       spiffeId: identity.uri,
     };
   }
+  /** Whether this CA signs with a self-signed root of its own (not an intermediate under a user root). */
+  get selfSigned(): boolean {
+    return this.material.certPem === this.material.rootPem;
+  }
+
+  /**
+   * A cross-certificate for `next` (a root rotation): `next`'s subject and public key, signed by
+   * this CA, valid until `notAfter`. A chain `leaf <- cross <- this root` verifies under this
+   * root, so a client that pins this root (a join token made before the rotation) can verify a
+   * certificate `next` signed, during the overlap only. pathLen 0: it signs leaves, never CAs.
+   */
+  async crossSign(next: CertificateAuthority, notAfter: Date): Promise<string> {
+    const now = this.clock.now();
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: serial(),
+      subject: next.cert.subjectName,
+      issuer: this.cert.subjectName,
+      notBefore: new Date(now - CLOCK_SKEW_MS),
+      notAfter: new Date(Math.min(notAfter.getTime(), this.cert.notAfter.getTime(), next.cert.notAfter.getTime())),
+      signingAlgorithm: this.signer.algorithm,
+      publicKey: next.cert.publicKey,
+      signingKey: this.signer.privateKey,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(next.cert.publicKey),
+        await x509.AuthorityKeyIdentifierExtension.create(this.cert.publicKey),
+        new x509.SubjectAlternativeNameExtension([{ type: 'url', value: `spiffe://${this.trustDomain}` }]),
+      ],
+    });
+    return pemOf(cert);
+  }
+
   /**
    * A TLS server certificate for the control plane's own ports (its REST API): a fresh P-256 key,
    * DNS and IP SANs for `hosts`, serverAuth only. Returns the chain (leaf first) and the key, PEM.

@@ -12,6 +12,10 @@
  *    that first connection.
  * Neither, and not `plaintext`: the channel is not opened (PUSH_TLS_NO_TRUST), the sidecar says
  * how to give one.
+ *
+ * Client certificate: a process holding a workload certificate that has not expired presents it
+ * (with its key) on the channel; the control plane then takes it as the stream's credential, so a
+ * reconnect works after the join token expired.
  */
 import * as grpc from '@grpc/grpc-js';
 import { X509Certificate } from 'node:crypto';
@@ -28,6 +32,15 @@ export interface PushTlsOptions {
   pins?: string[];
   /** How long the pin discovery handshake may take (default 10 s). */
   discoveryTimeoutMs?: number;
+}
+
+/** A workload certificate to present on the push channel (src/security/workload-identity.ts's material). */
+export interface ClientCertificate {
+  keyPem: string;
+  /** Leaf first. */
+  chainPem: string;
+  /** ms since the epoch. */
+  notAfter: number;
 }
 
 export type PushTlsErrorCode = 'PUSH_TLS_NO_TRUST' | 'PUSH_TLS_PIN_MISMATCH' | 'PUSH_TLS_NOT_TLS' | 'PUSH_TLS_UNREACHABLE';
@@ -68,8 +81,11 @@ export class PushTrust {
     return certs.length ? certs.join('') : undefined;
   }
 
-  /** Credentials for a channel to `target` (`host:port`); `credential` is the one about to be sent (its pin counts). */
-  async credentials(target: string, credential: string | undefined): Promise<grpc.ChannelCredentials> {
+  /**
+   * Credentials for a channel to `target` (`host:port`); `credential` is the one about to be sent
+   * (its pin counts); `client`: the workload certificate to present, if any.
+   */
+  async credentials(target: string, credential: string | undefined, client?: ClientCertificate): Promise<grpc.ChannelCredentials> {
     if (this.plaintext) return grpc.credentials.createInsecure();
     let roots = this.roots();
     if (!roots) {
@@ -81,8 +97,13 @@ export class PushTrust {
           'nothing to verify the control plane with: give --ca-file FILE (the mesh CA: `meshlet ca bundle`), a join token that carries the CA hash (`meshlet token create` prints one), or --ca-hash sha256:...; --insecure-push-plaintext only for a control plane started with it',
         );
       roots = await discoverPinnedRoot(target, pins, this.timeoutMs);
+      // The real channel checks the pin again: its chain must pass through a pinned key, not merely end at the root found.
+      const pinned = pins;
+      return grpc.credentials.createSsl(Buffer.from(roots), client ? Buffer.from(client.keyPem) : null, client ? Buffer.from(client.chainPem) : null, {
+        checkServerIdentity: (host, cert) => controlPlaneIdentity(host, cert) ?? pinnedChainError(cert, pinned),
+      });
     }
-    return grpc.credentials.createSsl(Buffer.from(roots), null, null, { checkServerIdentity: controlPlaneIdentity });
+    return grpc.credentials.createSsl(Buffer.from(roots), client ? Buffer.from(client.keyPem) : null, client ? Buffer.from(client.chainPem) : null, { checkServerIdentity: controlPlaneIdentity });
   }
 }
 
@@ -106,8 +127,46 @@ function splitTarget(target: string): { host: string; port: number } {
 }
 
 /**
+ * The certificates of a peer's chain as node:tls links them (leaf first), each checked to be
+ * signed by the next one. Stops at a self-signed certificate, a missing issuer or a bad signature
+ * (`broken`: where the signatures stop holding).
+ */
+function linkedChain(peer: tls.PeerCertificate | tls.DetailedPeerCertificate): { certs: X509Certificate[]; broken: boolean } {
+  const certs: X509Certificate[] = [];
+  let c: tls.DetailedPeerCertificate | undefined = peer as tls.DetailedPeerCertificate;
+  for (let i = 0; c && c.raw && i < 10; i++) {
+    const x = new X509Certificate(c.raw);
+    const prev = certs[certs.length - 1];
+    if (prev && !(prev.checkIssued(x) && prev.verify(x.publicKey))) return { certs, broken: true };
+    certs.push(x);
+    if (c.issuerCertificate === c || !c.issuerCertificate) break;
+    c = c.issuerCertificate;
+  }
+  return { certs, broken: false };
+}
+
+/** The first CA in `certs` (after the leaf) whose public key is pinned, or undefined. */
+function pinnedCa(certs: readonly X509Certificate[], pins: readonly string[]): X509Certificate | undefined {
+  return certs.slice(1).find((x) => x.ca && pins.includes(caPinOf(x)));
+}
+
+/**
+ * For the real channel (whose chain OpenSSL verified against the root `discoverPinnedRoot`
+ * found): undefined when a pinned CA key signed the way down to the leaf, else why not.
+ */
+export function pinnedChainError(cert: tls.PeerCertificate, pins: readonly string[]): Error | undefined {
+  const { certs } = linkedChain(cert);
+  if (pinnedCa(certs, pins)) return undefined;
+  return new Error(`the push port's certificate chain passes through no CA with the pinned hash ${pins.join(' or ')}`);
+}
+
+/**
  * One handshake that does not verify (and sends nothing), to read the chain the push port
- * presents; returns the PEM of the CA certificate in it whose public key matches a pin.
+ * presents. A CA in it must have a pinned public key, and signatures must hold from the leaf up
+ * to it and on to the chain's self-signed root, which is returned (PEM) as the root to verify the
+ * real channel with. Usually the pinned CA is that root; during a root rotation's overlap the
+ * chain is `leaf <- new root's cross-certificate <- previous root`, and a token pinning the new
+ * root finds its key in the cross-certificate, one pinning the previous root finds that root.
  */
 export function discoverPinnedRoot(target: string, pins: readonly string[], timeoutMs: number): Promise<string> {
   const { host, port } = splitTarget(target);
@@ -131,20 +190,19 @@ export function discoverPinnedRoot(target: string, pins: readonly string[], time
       );
     });
     sock.once('secureConnect', () => {
-      const seen: string[] = [];
-      let c: tls.DetailedPeerCertificate | undefined = sock.getPeerCertificate(true);
-      for (let i = 0; c && c.raw && i < 10; i++) {
-        const x = new X509Certificate(c.raw);
-        const pin = caPinOf(x);
-        seen.push(pin);
-        if (x.ca && pins.includes(pin)) return done(undefined, x.toString());
-        if (c.issuerCertificate === c) break;
-        c = c.issuerCertificate;
-      }
+      const { certs, broken } = linkedChain(sock.getPeerCertificate(true));
+      const top = certs[certs.length - 1];
+      const selfSigned = !!top && certs.length > 1 && top.checkIssued(top) && top.verify(top.publicKey);
+      const pinned = pinnedCa(certs, pins);
+      const now = Date.now();
+      // Dates too, from the leaf up to the pinned CA: a rotation's cross-certificate ends with its overlap.
+      const current = pinned !== undefined && certs.slice(0, certs.indexOf(pinned) + 1).every((x) => Date.parse(x.validFrom) <= now && now < Date.parse(x.validTo));
+      if (pinned && current && !broken && selfSigned) return done(undefined, (top as X509Certificate).toString());
+      const seen = certs.slice(1).map((x) => caPinOf(x));
       done(
         new PushTlsError(
           'PUSH_TLS_PIN_MISMATCH',
-          `refusing the control plane at ${target}: no CA in the certificate chain it presents has the pinned hash ${pins.join(' or ')} (its chain: ${seen.join(', ') || 'none'}); the token is for another mesh, the CA was rotated since it was made (create a new one), or something else answers on that address`,
+          `refusing the control plane at ${target}: no CA in the certificate chain it presents has the pinned hash ${pins.join(' or ')} (its chain: ${seen.join(', ') || 'none'}${broken ? ', whose signatures do not hold' : pinned && !current ? ', expired on the way to the pinned one' : ''}); if this is a join token made before the mesh's CA was rotated, the rotation's overlap has ended: create a new one (\`meshlet token create --service NAME\`); otherwise the token is for another mesh, or something else answers on that address`,
         ),
       );
     });

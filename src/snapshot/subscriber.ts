@@ -29,7 +29,7 @@ import {
 } from '../proto';
 import type { WireSnapshot } from '../policy';
 import { splitJoinToken } from '../security/ca-pin';
-import { PushTrust, type PushTlsOptions } from './push-tls';
+import { PushTrust, type ClientCertificate, type PushTlsOptions } from './push-tls';
 
 export interface SubscriberOptions {
   /** The control plane's push address, `host:port`, or several, comma-separated (tried in turn). */
@@ -53,6 +53,14 @@ export interface SubscriberOptions {
    * library's default; `meshlet sidecar` and `meshlet gateway` default to TLS).
    */
   tls?: PushTlsOptions;
+  /**
+   * The workload certificate this process holds now (read at every (re)connect): presented on the
+   * push channel while it is valid, so the control plane accepts a reconnect after the bootstrap
+   * credential (a join token) expired. A new certificate makes the next reconnect open a new channel.
+   */
+  clientCertificate?: () => ClientCertificate | undefined;
+  /** Now, in ms (default Date.now): when a client certificate counts as expired. */
+  now?: () => number;
 }
 
 export class Subscriber {
@@ -67,6 +75,8 @@ export class Subscriber {
   private readonly trust: PushTrust;
   /** The trust anchors changed since the channel was made: the next (re)connect makes a new one. */
   private stale = false;
+  /** The client certificate the current channel presents ('' none). */
+  private channelCert = '';
   /** The last snapshot applied (what the next delta must start from). */
   private lastGood: WireSnapshot | undefined;
   /** Messages received, and how many were deltas. */
@@ -133,7 +143,9 @@ export class Subscriber {
   /** Opens a stream, on a new channel when there is none or the trust anchors changed. */
   private open(): void {
     if (this.closed) return;
-    if (this.stale && this.client) {
+    const cert = this.trust.plaintext ? undefined : this.validCertificate();
+    // A renewed certificate (or one that expired) is presented only by a new channel: the handshake is where it goes.
+    if ((this.stale || (cert?.chainPem ?? '') !== this.channelCert) && this.client) {
       this.client.close();
       this.client = undefined;
     }
@@ -145,7 +157,8 @@ export class Subscriber {
     }
     const target = this.target;
     this.stale = false;
-    this.trust.credentials(target, credential).then(
+    this.channelCert = cert?.chainPem ?? '';
+    this.trust.credentials(target, credential, cert).then(
       (creds) => {
         if (this.closed) return;
         this.client = createPolicyDiscoveryClient(target, creds);
@@ -163,6 +176,12 @@ export class Subscriber {
         }, delay);
       },
     );
+  }
+
+  /** The workload certificate to present, when there is one that has not expired (with 10 s to spare for the handshake and clock skew). */
+  private validCertificate(): ClientCertificate | undefined {
+    const c = this.opts.clientCertificate?.();
+    return c && c.notAfter - 10_000 > (this.opts.now ?? Date.now)() ? c : undefined;
   }
 
   private openOn(client: PolicyDiscoveryClient): void {

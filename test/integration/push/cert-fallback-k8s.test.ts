@@ -1,0 +1,82 @@
+/**
+ * On Kubernetes the ServiceAccount token decides, even beside a valid workload certificate: a
+ * token TokenReview refuses (its pod was deleted) is not rescued by the certificate the pod held.
+ * A control plane in this process with TLS on the push port and TokenReview against a local
+ * HTTPS server answering as the API server does; a raw gRPC client presents the certificate.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { execFileSync } from 'node:child_process';
+import * as https from 'node:https';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+import t from 'tap';
+import { startControlPlane } from '../../../control-plane';
+import { createPolicyDiscoveryClient, type SnapshotMessage } from '../../../src/proto';
+import { k8sSpiffeId } from '../../../src/security/spiffe';
+import { tmpDir } from '../lib/meshlet';
+import { issue, type Workload } from '../lib/mtls';
+
+t.test('a ServiceAccount token TokenReview refuses is final; no token at all lets the certificate decide', async (t) => {
+  const dir = tmpDir();
+  const crt = path.join(dir, 'apiserver.crt');
+  const key = path.join(dir, 'apiserver.key');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=kube-apiserver', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', crt], { stdio: 'ignore' });
+  const api = https.createServer({ cert: readFileSync(crt), key: readFileSync(key) }, (req, res) => {
+    let text = '';
+    req.on('data', (c: Buffer) => (text += c));
+    req.on('end', () => {
+      const spec = (JSON.parse(text || '{}') as { spec?: { token?: string } }).spec ?? {};
+      const status =
+        spec.token === 'live-pod-token'
+          ? { authenticated: true, user: { username: 'system:serviceaccount:shop:catalog', extra: { 'authentication.kubernetes.io/pod-name': ['catalog-1'] } }, audiences: ['meshlet'] }
+          : { authenticated: false, error: '[invalid bearer token, pod "catalog-1" not found]' };
+      res.writeHead(201, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: {}, spec, status }));
+    });
+  });
+  await new Promise<void>((r) => api.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    api.closeAllConnections();
+    api.close();
+  });
+  const kc = new k8s.KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'test', server: `https://127.0.0.1:${(api.address() as AddressInfo).port}`, caFile: crt }],
+    users: [{ name: 'meshlet', token: 'control-plane-sa-token' }],
+    contexts: [{ name: 'test', cluster: 'test', user: 'meshlet' }],
+    currentContext: 'test',
+  });
+  const dataDir = tmpDir();
+  const cp = await startControlPlane({ dataDir, api: { port: 0 }, push: { port: 0 }, pushTls: { hosts: ['localhost'] }, security: { tokenReview: { kubeConfig: kc } } });
+  t.teardown(() => cp.close());
+  const cert = await issue(dataDir, 'catalog', { spiffeId: (td) => k8sSpiffeId(td, 'shop', 'catalog') });
+
+  const register = (w: Workload, credential: string): Promise<{ msg?: SnapshotMessage; error?: grpc.ServiceError }> => {
+    const client = createPolicyDiscoveryClient(`localhost:${cp.pushAddress.port}`, grpc.credentials.createSsl(Buffer.from(w.bundlePem), Buffer.from(w.keyPem), Buffer.from(w.chainPem)));
+    const call = client.Stream();
+    return new Promise((resolve) => {
+      const done = (r: { msg?: SnapshotMessage; error?: grpc.ServiceError }) => {
+        call.removeAllListeners();
+        call.on('error', () => undefined);
+        call.cancel();
+        client.close();
+        resolve(r);
+      };
+      call.on('data', (msg: SnapshotMessage) => done({ msg }));
+      call.on('error', (error: grpc.ServiceError) => done({ error }));
+      call.write({ node: { id: `catalog-${credential.length}`, service: 'catalog', address: '127.0.0.1', inboundPort: 15006, labels: {}, buildVersion: 'test', credential } });
+    });
+  };
+
+  const gone = await register(cert, 'gone-pod-token');
+  t.equal(gone.error?.code, grpc.status.UNAUTHENTICATED, 'the deleted pod does not come back on its certificate');
+  t.match(gone.error?.details, /pod "catalog-1" not found/);
+
+  const live = await register(cert, 'live-pod-token');
+  t.equal(live.msg?.identity?.spiffeId, 'spiffe://cluster.local/ns/shop/sa/catalog', 'a live pod: its token decides');
+
+  const certOnly = await register(cert, '');
+  t.equal(certOnly.msg?.identity?.spiffeId, 'spiffe://cluster.local/ns/shop/sa/catalog', 'no token: the certificate proves ns/shop/sa/catalog, for service catalog');
+});
