@@ -113,8 +113,8 @@ t.test('completion scripts', async (t) => {
   t.match(bash.stdout, /apply\) flags="[^"]*--dry-run[^"]*--filename/);
   const syntax = spawnSync('bash', ['-n'], { input: bash.stdout, encoding: 'utf8' });
   t.equal(syntax.status, 0, `bash accepts it: ${syntax.stderr}`);
-  // Completing `meshlet ap` in bash.
-  const r = spawnSync('bash', ['-c', `${bash.stdout}\nCOMP_WORDS=(meshlet ap); COMP_CWORD=1; _meshlet; echo "\${COMPREPLY[@]}"`], { encoding: 'utf8' });
+  // Completing `meshlet app` in bash.
+  const r = spawnSync('bash', ['-c', `${bash.stdout}\nCOMP_WORDS=(meshlet app); COMP_CWORD=1; _meshlet; echo "\${COMPREPLY[@]}"`], { encoding: 'utf8' });
   t.equal(r.stdout.trim(), 'apply');
   t.match(run(['completion', 'zsh']).stdout, /^#compdef meshlet/);
   t.match(run(['completion', 'fish']).stdout, /complete -c meshlet -n '__fish_seen_subcommand_from get' -l selector/);

@@ -158,11 +158,16 @@ export function apiFetch(url: string, init: RequestInit = {}): Promise<Response>
   return fetch(url, { ...init, headers });
 }
 
-/** undici's `request`, with the admin token of the control plane `url` points at (see `tokenFor`). */
+/**
+ * undici's `request`, with the admin token of the control plane `url` points at (see `tokenFor`).
+ * A connection per call (`reset`): tests run CLI commands with spawnSync between calls, which
+ * blocks this process's event loop past the server's keep-alive timeout, so a pooled connection
+ * the server has closed meanwhile would be written to before its FIN is read ("other side closed").
+ */
 export async function apiRequest(url: string, opts: { method?: string; body?: string; headers?: Record<string, string> } = {}) {
   const { request } = await import('undici');
   const token = tokenFor(url);
-  return request(url, { ...opts, method: (opts.method ?? 'GET') as 'GET', headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...opts.headers } });
+  return request(url, { ...opts, reset: true, method: (opts.method ?? 'GET') as 'GET', headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...opts.headers } });
 }
 
 /** `meshlet control-plane` on free ports (or the given ones, for a restart on the same ports). */
