@@ -122,7 +122,7 @@ interface Running {
  * skips the others): one that cannot be read or does not match its key is an error naming the
  * listener, and the snapshot is NACKed. On success the caller owns the returned certificates.
  */
-export function loadListenerCertificates(
+function loadListenerCertificates(
   gateway: string,
   spec: GatewaySpec | undefined,
   unchanged: (l: GatewayListener) => boolean,
