@@ -47,7 +47,7 @@ export interface StatsReport {
   version?: string | null;
   routes: (SidecarWindow & { responses?: Record<string, number> })[];
   resilience?: SidecarResilience;
-  /** A gateway's HTTPS certificates (gateway/index.ts `GatewayCertificate`). */
+  /** A gateway's HTTPS certificates (gateway/plane.ts `GatewayCertificate`). */
   certificates?: ReportedCertificate[];
 }
 

@@ -1,11 +1,11 @@
 import { hostPort, labels, port, flags, UsageError, type Command } from './common';
 import { runUntilSignal, logger } from './process';
-import { credentialSource } from './sidecar';
+import { credentialSource, workerCount } from './sidecar';
 import { PUSH_TLS_FLAGS, PUSH_TLS_USAGE, pushTlsFlags } from './push-tls-flags';
 
 export const gateway: Command = {
   name: 'gateway',
-  usage: `meshlet gateway --name NAME [--control-plane HOST:PORT | --config FILE] [--address ADDR] [--admin P]
+  usage: `meshlet gateway --name NAME [--control-plane HOST:PORT | --config FILE] [--address ADDR] [--admin P] [--concurrency N]
 
 Runs the edge gateway: the listeners of the Gateway resource NAME (ports, HTTP/HTTPS, certificates,
 client limits), serving the Routes attached to it (Route spec.gateways: [NAME]) through the same
@@ -28,6 +28,9 @@ over mTLS, as sidecars do.
   --join-token TOKEN      the bootstrap credential from \`meshlet token create\` (or MESHLET_JOIN_TOKEN)
   --credential-file FILE  or read it from FILE at every connect (a projected ServiceAccount token)
 ${PUSH_TLS_USAGE}
+  --concurrency N|auto    worker processes serving the listeners (default 1: one process; auto: one per CPU).
+                          With N > 1 a primary keeps the policy stream, the identity and the admin port, and
+                          the workers share the listening sockets (HTTPS too); caches and pools are per worker
 
 SIGTERM or SIGINT drains in-flight requests, then exits.`,
   async run(argv) {
@@ -46,6 +49,7 @@ SIGTERM or SIGINT drains in-flight requests, then exits.`,
       'credential-file': { type: 'string' },
       'cache-max-mb': { type: 'string' },
       'jwks-refresh-ms': { type: 'string' },
+      concurrency: { type: 'string' },
       ...PUSH_TLS_FLAGS,
     });
     if (!values.name) throw new UsageError('--name NAME is required (the Gateway resource to serve)');
@@ -68,20 +72,11 @@ SIGTERM or SIGINT drains in-flight requests, then exits.`,
     if (credential && values.config) throw new UsageError('--join-token and --credential-file go with --control-plane, not --config');
     const pushTls = pushTlsFlags(values, values.config !== undefined);
     const log = logger(values['log-level']);
-    let initial;
-    if (values.config) {
-      const { loadStaticConfig } = await import('../../sidecar');
-      const { formatErrors } = await import('../core/result');
-      const cfg = await loadStaticConfig(values.config);
-      if (!cfg.ok) throw new UsageError(`invalid static config:\n${formatErrors(cfg.errors)}`);
-      initial = cfg.value;
-    }
-    const { startGateway } = await import('../../gateway');
-    const g = await startGateway({
+    const concurrency = workerCount(values.concurrency);
+    const opts = {
       name: values.name,
       id: values.id,
       controlPlane: values.config ? undefined : (values['control-plane'] ?? '127.0.0.1:15010'),
-      initial,
       listenHost: values.address ?? '0.0.0.0',
       admin,
       labels: labels(values.labels),
@@ -93,9 +88,23 @@ SIGTERM or SIGINT drains in-flight requests, then exits.`,
       jwksMinRefreshMs,
       pushTls,
       onQuit: () => process.kill(process.pid, 'SIGTERM'),
-    });
+    };
+    // A worker of a --concurrency N gateway: its snapshot comes from the primary, not from --config.
+    const cluster = concurrency > 1 || process.env.MESHLET_WORKER_SLOT !== undefined ? await import('../../gateway/cluster') : undefined;
+    if (cluster?.isWorker()) return cluster.runGatewayWorker(opts);
+    let loaded;
+    if (values.config) {
+      const { loadStaticWire } = await import('../../sidecar');
+      const { formatErrors } = await import('../core/result');
+      const cfg = await loadStaticWire(values.config);
+      if (!cfg.ok) throw new UsageError(`invalid static config:\n${formatErrors(cfg.errors)}`);
+      loaded = cfg.value;
+    }
+    const g = cluster && concurrency > 1
+      ? await cluster.startClusterGateway({ ...opts, initialWire: loaded?.wire }, concurrency)
+      : await (await import('../../gateway')).startGateway({ ...opts, initial: loaded?.snapshot });
     await g.settled();
-    log.info({ admin: `${g.admin.host}:${g.admin.port}`, listeners: Object.fromEntries([...g.listeners()].map(([n, a]) => [n, `${a.host}:${a.port}`])) }, 'gateway started');
+    log.info({ ...(concurrency > 1 ? { concurrency } : {}), admin: `${g.admin.host}:${g.admin.port}`, listeners: Object.fromEntries([...g.listeners()].map(([n, a]) => [n, `${a.host}:${a.port}`])) }, 'gateway started');
     return runUntilSignal(() => g.close());
   },
 };

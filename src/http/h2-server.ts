@@ -15,8 +15,11 @@
  *   response's behaviour the proxy relies on: trailers collected until the end, writes after the
  *   end dropped, connection-specific headers left out of mesh-made answers.
  *
- * `serveStream` reproduces what the compat server did before calling the handler: CONNECT is
- * answered 405, `expect: 100-continue` gets a 100 first, any other expectation 417.
+ * `serveStream` reproduces what the compat server did before calling the handler: a plain CONNECT
+ * (a TCP tunnel) is answered 405, `expect: 100-continue` gets a 100 first, any other expectation
+ * 417. An extended CONNECT (RFC 8441: `:protocol`, e.g. `websocket`; the listener advertises
+ * SETTINGS_ENABLE_CONNECT_PROTOCOL) goes to the handler: the front bridges it to an HTTP/1.1
+ * Upgrade (src/stack/respond-upgrade.ts).
  */
 import * as http2 from 'node:http2';
 import { Readable } from 'node:stream';
@@ -70,6 +73,11 @@ export class H2Request {
 
   get method(): string {
     return (this.headers[':method'] as string | undefined) ?? 'GET';
+  }
+
+  /** The protocol of an extended CONNECT (RFC 8441 `:protocol`, e.g. `websocket`), else undefined. */
+  get connectProtocol(): string | undefined {
+    return this.headers[':method'] === 'CONNECT' ? (this.headers[':protocol'] as string | undefined) : undefined;
   }
 
   get url(): string | undefined {
@@ -195,8 +203,8 @@ export function serveStream(
     req.bodyBytes = stream.readableLength;
   }
   const method = headers[':method'];
-  if (method === 'CONNECT') {
-    // No tunnels: as the compat server without a 'connect' listener.
+  if (method === 'CONNECT' && headers[':protocol'] === undefined) {
+    // No TCP tunnels: as the compat server without a 'connect' listener.
     res.writeHead(405);
     res.end();
     return;

@@ -167,7 +167,8 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
   let h2Timer: NodeJS.Timeout | undefined;
   function trackH2Body(req: H2Request, res: H2Response): void {
     const stream = req.stream;
-    if (stream.endAfterHeaders || String(req.headers['content-type'] ?? '').startsWith('application/grpc')) return;
+    // A WebSocket (extended CONNECT) stream is a tunnel, not a body: its own idle timeout applies.
+    if (stream.endAfterHeaders || req.headers[':method'] === 'CONNECT' || String(req.headers['content-type'] ?? '').startsWith('application/grpc')) return;
     const b: H2Body = { req, res, start: h2Now, last: h2Now, seen: 0 };
     h2Bodies.add(b);
     stream.once('close', () => h2Bodies.delete(b));
@@ -225,7 +226,9 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
   const h2 = http2.createServer({
     maxHeaderListPairs: 512,
     maxSessionMemory: 64,
-    settings: { maxHeaderListSize: maxHeaderBytes, maxConcurrentStreams: 1000, initialWindowSize: 1024 * 1024 },
+    // enableConnectProtocol: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441), so clients may open
+    // WebSockets as extended CONNECT streams on their HTTP/2 connection.
+    settings: { maxHeaderListSize: maxHeaderBytes, maxConcurrentStreams: 1000, initialWindowSize: 1024 * 1024, enableConnectProtocol: true },
   });
   h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => serveStream(stream, headers, rawHeaders, h2Handler));
   const minStreams = opts.prematureResetMinStreams ?? 100;

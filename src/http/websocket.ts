@@ -15,7 +15,17 @@
  * - no connection (UF, retryable), or no answer head (UR): an error to the sink.
  *
  * Open and total tunnels are counted.
+ *
+ * WebSocket over HTTP/2 (RFC 8441 extended CONNECT) reaches the upstream the same way, as an
+ * HTTP/1.1 Upgrade (most apps speak WebSocket over HTTP/1.1 only; Envoy bridges it so too):
+ * `tunnelH2` answers the stream `200` for the upstream's `101` (its headers less the
+ * connection-specific ones and `sec-websocket-accept`, which RFC 8441 does not use) and carries
+ * the bytes both ways as DATA; any other answer becomes the stream's response. Closing propagates:
+ * the client's END_STREAM is a FIN upstream and the upstream's FIN an END_STREAM; a reset stream
+ * resets the TCP connection, and a TCP connection that fails resets the stream with CONNECT_ERROR
+ * (RFC 9113 8.5).
  */
+import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Clock, Timer } from '../core/clock';
@@ -167,4 +177,150 @@ export function tunnel(stats: TunnelStats, clock: Clock, req: H1Request, client:
   client.pipe(upstream);
   upstream.resume();
   client.resume();
+}
+
+/** Connection-specific (RFC 9113 8.2.2) and handshake-only headers of an HTTP/1.1 answer, left out of the HTTP/2 response. */
+const H2_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'sec-websocket-accept', 'te', 'http2-settings']);
+
+/** The headers of an HTTP/1.1 response head (lower-case names; repeated ones as lists), and where its body starts. */
+export function parseResponseHead(buf: Buffer): { headers: Record<string, string | string[]>; bodyAt: number } | undefined {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) return undefined;
+  const headers: Record<string, string | string[]> = {};
+  const lines = buf.toString('latin1', 0, end).split('\r\n');
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i] as string;
+    const c = line.indexOf(':');
+    if (c <= 0) continue;
+    const name = line.slice(0, c).trim().toLowerCase();
+    const value = line.slice(c + 1).trim();
+    const was = headers[name];
+    headers[name] = was === undefined ? value : Array.isArray(was) ? [...was, value] : [was, value];
+  }
+  return { headers, bodyAt: end + 4 };
+}
+
+/**
+ * The HTTP/2 client side of an upgrade (extended CONNECT): the upstream's HTTP/1.1 answer `head`
+ * (with any bytes read past it) becomes the stream's response, and a `101` a tunnel, both ways,
+ * idle-timed, until either side closes. `ended` is called once, when it is over.
+ */
+export function tunnelH2(stats: TunnelStats, clock: Clock, stream: http2.ServerHttp2Stream, upstream: net.Socket, answer: Buffer, status: number, idleMs: number, ended: () => void): void {
+  const parsed = parseResponseHead(answer) ?? { headers: {}, bodyAt: answer.length };
+  const rest = answer.subarray(parsed.bodyAt);
+  const h: http2.OutgoingHttpHeaders = {};
+  for (const [k, v] of Object.entries(parsed.headers)) if (!H2_DROP.has(k)) h[k] = v;
+  let done = false;
+  const finish = (): void => {
+    if (done) return;
+    done = true;
+    ended();
+  };
+  upstream.on('error', () => undefined);
+  if (stream.destroyed || stream.closed) {
+    upstream.destroy();
+    return finish();
+  }
+  if (status !== 101) {
+    // Not switched: the answer (a 401 from the app, say) is the stream's response. A body of a
+    // declared length is passed on; one without (chunked, or up to the close) is left out.
+    h[':status'] = status >= 200 ? status : 502;
+    const length = Number(parsed.headers['content-length']);
+    const withBody = Number.isSafeInteger(length) && length > 0;
+    if (!withBody) delete h['content-length'];
+    try {
+      stream.respond(h, { endStream: !withBody });
+    } catch {
+      stream.respond({ ':status': 502 }, { endStream: true });
+      upstream.destroy();
+      return finish();
+    }
+    if (!withBody) {
+      upstream.destroy();
+      return finish();
+    }
+    let left = length;
+    const pass = (chunk: Buffer): void => {
+      const part = chunk.length > left ? chunk.subarray(0, left) : chunk;
+      left -= part.length;
+      if (part.length) stream.write(part);
+      if (left === 0) {
+        upstream.destroy();
+        stream.end();
+      }
+    };
+    upstream.setTimeout(idleMs, () => upstream.destroy());
+    upstream.on('data', pass);
+    upstream.on('close', () => {
+      if (left > 0 && !stream.closed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      finish();
+    });
+    if (rest.length) pass(rest);
+    if (left > 0) upstream.resume();
+    return;
+  }
+  // RFC 8441 5: the 2xx that accepts the CONNECT; the WebSocket bytes follow as DATA.
+  h[':status'] = 200;
+  try {
+    stream.respond(h);
+  } catch {
+    stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    upstream.destroy();
+    return finish();
+  }
+  stats.websocketsOpen++;
+  stats.websocketsTotal++;
+  let last = clock.monotonic();
+  const touch = (): void => {
+    last = clock.monotonic();
+  };
+  stream.on('data', touch);
+  upstream.on('data', touch);
+  let timer: Timer | undefined;
+  const arm = (ms: number): void => {
+    timer = clock.setTimeout(() => {
+      const idle = clock.monotonic() - last;
+      if (idle >= idleMs) {
+        upstream.destroy();
+        if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+      } else arm(idleMs - idle);
+    }, ms);
+  };
+  arm(idleMs);
+  let upstreamEnded = false;
+  upstream.once('end', () => (upstreamEnded = true));
+  let open = true;
+  const close = (): void => {
+    if (!open) return;
+    open = false;
+    timer?.cancel();
+    stats.websocketsOpen--;
+    finish();
+  };
+  stream.once('close', () => {
+    // The client reset the stream (or the session went): reset the TCP connection too, so the
+    // app sees an abort, not a clean close. After a clean end both ways the socket is done anyway.
+    if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR && !upstream.destroyed) {
+      try {
+        upstream.resetAndDestroy();
+      } catch {
+        upstream.destroy(); // a TLS socket (mTLS to a sidecar) has no TCP reset of its own
+      }
+    } else upstream.destroy();
+    close();
+  });
+  upstream.once('close', (hadError: boolean) => {
+    if (!stream.closed && !stream.destroyed) {
+      if (hadError || !upstreamEnded) stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);
+      // A clean FIN: the pipe ends our side (END_STREAM) after the last bytes; then the client
+      // is told to stop sending (RST_STREAM NO_ERROR, RFC 9113 8.1) if it has not ended too.
+      else if (stream.writableFinished) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      else stream.once('finish', () => !stream.closed && stream.close(http2.constants.NGHTTP2_NO_ERROR));
+    }
+    close();
+  });
+  if (rest.length) stream.write(rest);
+  upstream.pipe(stream);
+  stream.pipe(upstream);
+  upstream.resume();
 }

@@ -6,8 +6,8 @@
  * Per family, by type and meaning:
  * - counters and histograms (buckets, _sum, _count): summed;
  * - gauges: summed (requests in flight, pools, open WebSockets, RSS), except the few whose sum
- *   means nothing: `min` for a start time and for "is Redis up", `max` for event-loop lag and a
- *   route breaker's state (the worst worker shows);
+ *   means nothing: `min` for a start time, for "is Redis up" and for a gateway certificate's
+ *   expiry, `max` for event-loop lag and a route breaker's state (the worst worker shows);
  * - families the primary owns (policy ACK/NACK counts and the version in force) come from the
  *   first exposition alone: the primary's;
  * - summaries (sliding-window quantiles) cannot be merged from their text: each process also sends
@@ -37,6 +37,8 @@ const RULES: Record<string, Rule> = {
   nodejs_eventloop_lag_p99_seconds: 'max',
   nodejs_eventloop_lag_max_seconds: 'max',
   meshlet_circuit_breaker_state: 'max',
+  // Every gateway worker serves the same certificate files: the earliest expiry any of them holds.
+  meshlet_gateway_certificate_expiry_timestamp_seconds: 'min',
 };
 
 interface Fam {

@@ -6,6 +6,7 @@
  * front adapter of its protocol (src/stack/respond-http.ts, respond-grpc.ts), the one place a
  * mesh-made answer is written. See docs/request-path.md.
  */
+import { randomBytes } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { MeshError, meshErrorInfo, type MeshErrorCode } from '../core/errors';
 import { Flags } from '../core/errors';
@@ -13,7 +14,7 @@ import { LocalReply, MeshCall, type CallKind, type Handler } from '../core/layer
 import { grpcKind } from '../grpc/downstream';
 import { webRequestHeaders, type Base64Decoder } from '../grpc/web';
 import { H1Request, type H1Response } from '../http/h1-server';
-import type { H2Request } from '../http/h2-server';
+import type { H2Request, H2Response } from '../http/h2-server';
 import { forwardRequestHeaders } from '../http/headers';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../http/listener';
 import { originalProtocol, withoutMark } from '../http/multiplex';
@@ -29,7 +30,7 @@ import { bodyLimitLayer as bodyLimit } from './body-limit';
 import { ruleStack } from './outbound';
 import { GrpcResponder, replyGrpc } from './respond-grpc';
 import { HttpResponder, sendLocalRaw } from './respond-http';
-import { UpgradeResponder } from './respond-upgrade';
+import { H2UpgradeResponder, UpgradeResponder } from './respond-upgrade';
 import type { DecisionRing } from '../observability/decisions';
 import type { StackContext } from './context';
 import type { ProxyStats } from '../observability/proxy-stats';
@@ -77,7 +78,7 @@ class View implements RequestView {
   }
 }
 
-/** What differs at a gateway's listener (gateway/index.ts) from a sidecar's outbound listener. */
+/** What differs at a gateway's listener (gateway/plane.ts) from a sidecar's outbound listener. */
 export interface FrontOptions {
   /** The route table (default: the mesh's, `snapshot.routes`); a gateway's has only the routes attached to it. */
   routes?: (snap: CompiledSnapshot) => RouteTable;
@@ -94,8 +95,7 @@ export function outboundHandler(ctx: ProxyContext, front: FrontOptions = {}): Re
   const routes = front.routes;
   const maxBody = front.maxBodyBytes ?? 0;
   return (req, res, protocol) => {
-    const upgrade = protocol === 'http1' && (req as H1Request).upgrade !== undefined;
-    const kind = upgrade ? 'websocket' : callKind(req, protocol);
+    const kind = isUpgrade(req, protocol) ? 'websocket' : callKind(req, protocol);
     const target = parseRequestTarget(req.url ?? '');
     if (!target || target.path === '*') return reject(ctx, 'outbound', req, res, kind, 'MESH_BAD_REQUEST', 'unsupported request target');
     const rawAuthority = target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host'));
@@ -108,7 +108,7 @@ export function outboundHandler(ctx: ProxyContext, front: FrontOptions = {}): Re
     }
     const snap = ctx.snapshot();
     if (!snap) return reject(ctx, 'outbound', req, res, kind, 'MESH_NO_HEALTHY_UPSTREAM', 'no policy snapshot yet');
-    const view = new View(req, req.method ?? 'GET', target.path, target.query, authority);
+    const view = new View(req, methodOf(req, kind), target.path, target.query, authority);
     const rule = (routes ? routes(snap) : snap.routes).match(view);
     if (!rule) {
       // Kept among the recent decisions when the request carries an id to find it by.
@@ -149,6 +149,20 @@ function protocol(req: DownstreamRequest): 'http1' | 'http2' {
 }
 
 
+/** An HTTP/1.1 `Upgrade` (its socket taken over), or an HTTP/2 extended CONNECT (RFC 8441; serveStream lets only those through). */
+function isUpgrade(req: DownstreamRequest, protocol: 'http1' | 'http2'): boolean {
+  return protocol === 'http1' ? (req as H1Request).upgrade !== undefined : (req as H2Request).connectProtocol !== undefined;
+}
+
+/**
+ * The request's method as routes and layers see it: an extended CONNECT is the HTTP/2 form of a
+ * `GET` with `Upgrade` (RFC 8441 4), so a WebSocket matches the same routes over either protocol,
+ * and goes upstream as that GET.
+ */
+function methodOf(req: DownstreamRequest, kind: CallKind): string {
+  return kind === 'websocket' && !(req instanceof H1Request) ? 'GET' : (req.method ?? 'GET');
+}
+
 /** The call's kind from its content type. */
 function callKind(req: DownstreamRequest, protocol: 'http1' | 'http2'): CallKind {
   const g = grpcKind(req, protocol);
@@ -165,12 +179,15 @@ function newCall(ctx: ProxyContext, direction: Direction, kind: CallKind, req: D
     ...(kind === 'websocket' ? { host: authority } : { dropHost: true }),
   });
   let body = kind === 'websocket' ? null : bodyOf(req, protocol);
+  // RFC 8441 5: an extended CONNECT has no Sec-WebSocket-Key (`:protocol` replaced it); the
+  // HTTP/1.1 handshake upstream needs one (RFC 6455 4.1): a fresh nonce.
+  if (kind === 'websocket' && protocol === 'http2' && !headers.includes('sec-websocket-key')) headers.push('sec-websocket-key', randomBytes(16).toString('base64'));
   if (kind === 'grpc-web') {
     const w = webRequestHeaders(headers);
     headers = w.headers;
     if (w.decoder && body) body = decoded(body, w.decoder);
   }
-  const call = new MeshCall(direction, kind, protocol, kind === 'http' || kind === 'websocket' ? (req.method ?? 'GET') : 'POST', path, authority, view, headers, body, protocol === 'http2' ? '2' : (req as H1Request).httpVersion);
+  const call = new MeshCall(direction, kind, protocol, kind === 'http' || kind === 'websocket' ? methodOf(req, kind) : 'POST', path, authority, view, headers, body, protocol === 'http2' ? '2' : (req as H1Request).httpVersion);
   call.downstream = req;
   ctx.decisions?.claim(call);
   return call;
@@ -195,7 +212,10 @@ function decoded(src: Readable, decoder: Base64Decoder): Readable {
 /** Runs a call through a stack with the front adapter of its protocol. */
 function respond(ctx: ProxyContext, call: MeshCall, req: DownstreamRequest, res: DownstreamResponse, view: RequestView, stack: Handler, idleMs?: number): void {
   if (call.kind === 'http') new HttpResponder(ctx, call, res).run(stack);
-  else if (call.kind === 'websocket') new UpgradeResponder(ctx, call, req as H1Request, res as H1Response, idleMs).run(stack);
+  else if (call.kind === 'websocket') {
+    if (req instanceof H1Request) new UpgradeResponder(ctx, call, req, res as H1Response, idleMs).run(stack);
+    else new H2UpgradeResponder(ctx, call, req, res as H2Response, idleMs).run(stack);
+  }
   else new GrpcResponder(ctx, call, res, view).run(stack);
 }
 
@@ -216,14 +236,13 @@ export function inboundHandler(ctx: ProxyContext, app: AppTarget): RequestHandle
   const h2: UpstreamTarget = { key, address: app.host, port: app.port, protocol: app.protocol ?? 'http2', auto: app.protocol === undefined };
   const stack = inboundStack(ctx);
   return (req, res, protocol) => {
-    const upgrade = protocol === 'http1' && (req as H1Request).upgrade !== undefined;
-    const kind = upgrade ? 'websocket' : callKind(req, protocol);
+    const kind = isUpgrade(req, protocol) ? 'websocket' : callKind(req, protocol);
     const target = parseRequestTarget(req.url ?? '');
     if (!target || target.path === '*') return reject(ctx, 'inbound', req, res, kind, 'MESH_BAD_REQUEST', 'unsupported request target');
     const authority =
       target.authority ?? (protocol === 'http1' ? (req as H1Request).host : headerOf(req, ':authority') ?? headerOf(req, 'host')) ?? `${app.host}:${app.port}`;
     const path = target.query ? `${target.path}?${target.query}` : target.path;
-    const view = new View(req, req.method ?? 'GET', target.path, target.query, authority);
+    const view = new View(req, methodOf(req, kind), target.path, target.query, authority);
     const call = newCall(ctx, 'inbound', kind, req, protocol, path, authority, view);
     // mTLS: the caller is who its certificate says (computed once per connection); its source
     // service replaces any `x-meshlet-source` that came over the wire.

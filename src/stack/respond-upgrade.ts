@@ -1,13 +1,21 @@
 /**
- * The front adapter of HTTP/1.1 upgrades (WebSocket): the call goes through the stack like any
- * other; when the upstream answered, the dispatcher hands the sockets to `tunnel`
- * (src/http/websocket.ts), which writes the answer head to the client byte for byte and pipes both
- * ways. Mesh errors before that are written as HTTP responses (status, `x-meshlet-flags`).
+ * The front adapters of upgrades (WebSocket): the call goes through the stack like any other; when
+ * the upstream answered, the dispatcher hands the upstream socket to the tunnel of the client's
+ * protocol (src/http/websocket.ts):
+ * - HTTP/1.1 `Upgrade` (`UpgradeResponder`): `tunnel` writes the answer head to the client byte
+ *   for byte and pipes both ways;
+ * - HTTP/2 extended CONNECT, RFC 8441 (`H2UpgradeResponder`): `tunnelH2` answers the stream 200 for
+ *   the upstream's 101 and carries the bytes as DATA both ways.
+ * Mesh errors before that are written as HTTP responses (status, `x-meshlet-flags`): a route that
+ * denies (401/403), no route (404 NR), no upstream (503 UF) reach an HTTP/2 client as its stream's
+ * response; after the tunnel opened, a failure resets the stream (CONNECT_ERROR).
  */
+import * as http2 from 'node:http2';
 import { NOOP_CALL, type Handler, type MeshCall } from '../core/layer';
 import type { H1Request, H1Response } from '../http/h1-server';
+import type { H2Request, H2Response } from '../http/h2-server';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
-import { DEFAULT_WEBSOCKET_IDLE_MS, tunnel } from '../http/websocket';
+import { DEFAULT_WEBSOCKET_IDLE_MS, tunnel, tunnelH2 } from '../http/websocket';
 import type { StackContext } from './context';
 import { asReply, countUnobserved, writeReply } from './respond-http';
 
@@ -62,6 +70,62 @@ export class UpgradeResponder implements ResponseSink {
     if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
     if (started || this.res.headersSent) {
       this.req.upgrade?.socket.destroy();
+      return;
+    }
+    writeReply(this.res, reply, flags);
+  }
+}
+
+/** An extended CONNECT stream (RFC 8441) through the stack, to the upstream as an HTTP/1.1 Upgrade. */
+export class H2UpgradeResponder implements ResponseSink {
+  upstream: UpstreamCall = NOOP_CALL;
+  private finished = false;
+  private tunneled = false;
+
+  constructor(
+    private readonly ctx: StackContext,
+    private readonly call: MeshCall,
+    private readonly req: H2Request,
+    private readonly res: H2Response,
+    private readonly idleMs = DEFAULT_WEBSOCKET_IDLE_MS,
+  ) {}
+
+  run(stack: Handler): void {
+    const stream = this.req.stream;
+    this.call.upgrade = {
+      protocol: this.req.connectProtocol ?? 'websocket',
+      onHead: (upstream, head, status, end) => {
+        this.tunneled = true;
+        tunnelH2(this.ctx.stats, this.ctx.clock, stream, upstream, head, status, this.idleMs, end);
+      },
+    };
+    // A client that reset the stream before the upstream answered.
+    stream.once('close', () => {
+      if (this.finished || this.tunneled) return;
+      this.finished = true;
+      this.upstream.abort();
+    });
+    this.upstream = stack(this.call, this);
+  }
+
+  onResponse(_status: number, _headers: Headers): void {
+    // The response is made by the tunnel from the upstream's answer head.
+  }
+  onData(): boolean {
+    return true;
+  }
+  onEnd(): void {
+    this.finished = true;
+  }
+  onError(err: Error, started: boolean): void {
+    if (this.finished) return;
+    this.finished = true;
+    const reply = asReply(err);
+    const flags = reply.flag ? (this.call.flags ? `${reply.flag},${this.call.flags}` : reply.flag) : this.call.flags;
+    if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
+    const stream = this.req.stream;
+    if (started || this.tunneled || stream.headersSent) {
+      if (!stream.closed) stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);
       return;
     }
     writeReply(this.res, reply, flags);

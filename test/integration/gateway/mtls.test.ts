@@ -5,7 +5,8 @@
  * is reachable through the gateway (the hop is mTLS) and not through a gateway without a
  * credential; an AuthorizationPolicy allowing only the gateway's identity admits the gateway and
  * denies another meshed caller; the gateway's SPIFFE ID shows in `/config_dump` and in
- * `meshlet status -o json`, where sidecars' do.
+ * `meshlet status -o json`, where sidecars' do. A `--concurrency 2` gateway's workers dial mTLS
+ * with the certificate its primary got.
  */
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -28,8 +29,8 @@ interface GatewayProc extends Proc {
   admin: number;
 }
 
-async function gateway(cp: ControlPlaneProc, name: string, env: Record<string, string>): Promise<GatewayProc> {
-  const p = start(['gateway', '--name', name, '--control-plane', `127.0.0.1:${cp.pushPort}`, '--address', '127.0.0.1', '--admin', '127.0.0.1:0', '--access-log', '0'], env);
+async function gateway(cp: ControlPlaneProc, name: string, env: Record<string, string>, args: string[] = []): Promise<GatewayProc> {
+  const p = start(['gateway', '--name', name, '--control-plane', `127.0.0.1:${cp.pushPort}`, '--address', '127.0.0.1', '--admin', '127.0.0.1:0', '--access-log', '0', ...args], env);
   const l = await p.waitFor((x) => x.msg === 'gateway started');
   return Object.assign(p, { admin: portOf(l.admin) });
 }
@@ -68,11 +69,12 @@ t.test('the gateway has its own workload identity and calls services over mTLS',
   t.teardown(() => catalog.stop());
   const frontend = await meshSidecar(cp.pushPort, 'frontend', token(data, 'frontend'));
   t.teardown(() => frontend.stop());
-  const [securePort, plainPort] = [await closedPort(), await closedPort()];
+  const [securePort, plainPort, workersPort] = [await closedPort(), await closedPort(), await closedPort()];
   await apply(cp, [
     { apiVersion: API, kind: 'Gateway', metadata: { name: 'edge' }, spec: { listeners: [{ name: 'web', port: securePort, protocol: 'HTTP' }] } },
     { apiVersion: API, kind: 'Gateway', metadata: { name: 'edge-plain' }, spec: { listeners: [{ name: 'web', port: plainPort, protocol: 'HTTP' }] } },
-    { apiVersion: API, kind: 'Route', metadata: { name: 'shop' }, spec: { hosts: ['shop.example.com'], gateways: ['edge', 'edge-plain'], rules: [{ backends: [{ service: 'catalog' }] }] } },
+    { apiVersion: API, kind: 'Gateway', metadata: { name: 'edge-workers' }, spec: { listeners: [{ name: 'web', port: workersPort, protocol: 'HTTP' }] } },
+    { apiVersion: API, kind: 'Route', metadata: { name: 'shop' }, spec: { hosts: ['shop.example.com'], gateways: ['edge', 'edge-plain', 'edge-workers'], rules: [{ backends: [{ service: 'catalog' }] }] } },
     { apiVersion: API, kind: 'Route', metadata: { name: 'catalog' }, spec: { hosts: ['catalog'], rules: [{ backends: [{ service: 'catalog' }] }] } },
     { apiVersion: API, kind: 'PeerAuthentication', metadata: { name: 'catalog-strict' }, spec: { service: 'catalog', mode: 'STRICT' } },
   ]);
@@ -131,6 +133,25 @@ t.test('the gateway has its own workload identity and calls services over mTLS',
     t.equal(r.status, 502, 'the callee closes the connection: upstream reset');
     t.match(r.body, /reset/);
     t.ok((await metric(catalog.admin, 'meshlet_mtls_refused_total', { reason: 'plaintext_refused' })) > before, 'the callee refused a plaintext connection');
+  });
+
+  await t.test('--concurrency 2: the primary gets the certificate, both workers dial mTLS with it', async (t) => {
+    const workers = await gateway(cp, 'edge-workers', { MESHLET_JOIN_TOKEN: token(data, 'edge-workers') }, ['--concurrency', '2']);
+    t.teardown(() => workers.stop());
+    await eventually('ready (every worker with the snapshot and the certificate there)', async () => ((await request(`http://127.0.0.1:${workers.admin}/ready`, { reset: true })).statusCode === 200 ? true : undefined));
+    const d = await configDump(workers.admin);
+    t.equal(d.identity.spiffeId, 'spiffe://cluster.local/svc/edge-workers', "the primary's identity in /config_dump");
+    t.equal(d.workers.length, 2);
+    const perWorker = async () => Promise.all(['0', '1'].map((w) => metric(workers.admin, 'meshlet_worker_connections_total', { listener: 'web', worker: w })));
+    let counts = await perWorker();
+    for (let round = 0; round < 10 && !counts.every((n) => n > 0); round++) {
+      const rs = await Promise.all(Array.from({ length: 20 }, () => get(workersPort, 'shop.example.com', '/items')));
+      const bad = rs.find((r) => r.status !== 200 || r.body !== JSON.stringify({ source: 'edge-workers' }));
+      t.notOk(bad, `every request reaches STRICT catalog as edge-workers${bad ? `: ${bad.status} ${bad.body}` : ''}`);
+      counts = await perWorker();
+    }
+    t.ok(counts.every((n) => n > 0), `both workers served (${counts.join(' / ')})`);
+    t.ok((await metric(workers.admin, 'meshlet_tls_handshakes_total', { direction: 'outbound', result: 'ok' })) >= 2, 'each worker made its own mTLS handshakes');
   });
 
   await t.test("an AuthorizationPolicy allowing only the gateway's identity admits it and denies another caller", async (t) => {
