@@ -122,7 +122,7 @@ t.test('through meshlet control-plane: a 253-character name of every kind is app
     DestinationPolicy: { service: 'web' },
     RateLimitPolicy: { service: 'web', limits: [{ name: 'all', requests: 10, per: '1s' }] },
     Service: { dependencies: ['web'] },
-    GrpcTranscoding: { service: 'library', protos: [{ file: path.join(PROTOS, 'library.proto') }, { file: path.join(PROTOS, 'shelf.proto') }], services: ['meshlet.test.library.v1.Library'] },
+    GrpcTranscoding: { service: 'library', protos: ['library.proto', 'shelf.proto'].map((name) => ({ name, source: fs.readFileSync(path.join(PROTOS, name), 'utf8') })), services: ['meshlet.test.library.v1.Library'] },
     AuthorizationPolicy: { service: 'web', defaultAction: 'DENY', rules: [{ name: 'all', action: 'ALLOW', from: [{ spiffeIds: ['spiffe://cluster.local/svc/a'] }] }] },
     PeerAuthentication: { service: 'web', mode: 'STRICT' },
     Gateway: { listeners: [{ name: 'web', port: 18080, protocol: 'HTTP' }] },
@@ -139,8 +139,8 @@ t.test('through meshlet control-plane: a 253-character name of every kind is app
     t.ok((await list(kind)).includes(name(kind)), `${kind}: listed`);
   }
   // And in one /v1/apply (one journalled commit).
-  const applied = await apiFetch(`${cp.api}/v1/apply`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ items: [route('y'.repeat(253)), route('z'.repeat(253))] }) });
-  t.equal(applied.status, 200, 'a /v1/apply of two 253-character names');
+  const applied = await apiFetch(`${cp.api}/v1/apply`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ items: [route('y'.repeat(253), 'y'), route('z'.repeat(253), 'z')] }) });
+  t.equal(applied.status, 200, `a /v1/apply of two 253-character names: ${applied.status === 200 ? 'applied' : await applied.text()}`);
   await cp.stop();
 
   cp = await startControlPlane(dataDir);
