@@ -85,6 +85,9 @@ export class EtcdRegistry implements Registry {
   private readonly sets = new EndpointSets({ services: () => this.services(), statusesOf: (service) => this.statusesOf(service) });
   /** What this replica last wrote for each of its sidecars (JSON), on `leaseId`. */
   private readonly written = new Map<string, string>();
+  /** Local sidecars whose record may differ from what was written (`allDirty`: every one): a sync looks at these only. */
+  private readonly dirty = new Set<string>();
+  private allDirty = true;
   private readonly events = new EventEmitter();
   private lease: Lease | undefined;
   private leaseId: string | undefined;
@@ -136,6 +139,7 @@ export class EtcdRegistry implements Registry {
     const s = this.local.connect(identity);
     // Connected or not decides between this replica's record and another's (a takeover).
     const touched = () => {
+      this.dirty.add(identity.id);
       this.sets.touch(identity.service);
       const now = this.local.peek(identity.id)?.service;
       if (now !== undefined && now !== identity.service) this.sets.touch(now);
@@ -162,16 +166,19 @@ export class EtcdRegistry implements Registry {
 
   recordSent(id: string, version: string): void {
     this.local.recordSent(id, version);
+    this.dirty.add(id);
     this.scheduleSync();
   }
 
   recordAck(id: string, version: string): void {
     this.local.recordAck(id, version);
+    this.dirty.add(id);
     this.scheduleSync();
   }
 
   recordNack(id: string, version: string, reason: string): void {
     this.local.recordNack(id, version, reason);
+    this.dirty.add(id);
     this.scheduleSync();
   }
 
@@ -313,6 +320,7 @@ export class EtcdRegistry implements Registry {
       this.lease = undefined;
       this.leaseId = undefined;
       this.written.clear();
+      this.allDirty = true;
       // Which records are this replica's own changed.
       this.sets.touchAll();
       this.maybeChanged();
@@ -375,7 +383,10 @@ export class EtcdRegistry implements Registry {
       if (gone) this.indexRemote(id, gone.status.service, false);
       this.remote.delete(id);
       // Our own key went (lease expiry while etcd was away, or GC): write it again if we still hold the sidecar.
-      if (this.written.delete(id)) this.scheduleSync(0);
+      if (this.written.delete(id)) {
+        this.dirty.add(id);
+        this.scheduleSync(0);
+      }
       this.maybeChanged();
     });
     this.watcher.on('error', (err) => {
@@ -475,17 +486,33 @@ export class EtcdRegistry implements Registry {
   private async syncOnce(): Promise<void> {
     const lease = this.leaseId;
     if (!lease) throw new Error('no etcd lease yet');
-    const mine = new Map(this.local.sidecars().map((s) => [s.id, s] as const));
+    // Only the sidecars something happened to (an ACK, a connect) are serialised and compared.
+    const ids = this.allDirty ? [...this.local.ids()] : [...this.dirty];
+    this.allDirty = false;
+    this.dirty.clear();
+    try {
+      await this.write(lease, ids);
+    } catch (err) {
+      // What was not written is looked at again on the next attempt.
+      for (const id of ids) this.dirty.add(id);
+      throw err;
+    }
+  }
+
+  private async write(lease: string, ids: readonly string[]): Promise<void> {
     const puts: { id: string; json: string }[] = [];
     const guarded: { id: string; json: string | null }[] = [];
-    for (const [id, s] of mine) {
+    for (const id of ids) {
+      const s = this.local.peek(id);
+      if (!s) continue;
       const json = JSON.stringify({ ...s, replica: this.replica });
       if (this.written.get(id) === json) continue;
       // A connected sidecar is ours: take the key over. A disconnected one only while the key is still ours.
       if (s.connected) puts.push({ id, json });
       else guarded.push({ id, json });
     }
-    for (const id of this.written.keys()) if (!mine.has(id)) guarded.push({ id, json: null });
+    // Gone from the local registry (left, or its grace period ended): delete its key if still ours.
+    for (const id of this.written.keys()) if (!this.local.peek(id)) guarded.push({ id, json: null });
 
     for (let i = 0; i < puts.length; i += TXN_CHUNK) {
       const chunk = puts.slice(i, i + TXN_CHUNK);

@@ -266,6 +266,11 @@ export class EndpointRegistry implements Registry {
     return this.byService.keys();
   }
 
+  /** Every sidecar's id. */
+  ids(): IterableIterator<string> {
+    return this.entries.keys();
+  }
+
   /** A sidecar's status, not copied (not to be modified). */
   peek(id: string): SidecarStatus | undefined {
     return this.entries.get(id)?.status;
