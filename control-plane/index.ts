@@ -241,9 +241,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     cleanup.push(() => push.close());
     let caFile: string | undefined;
     if (sec) {
-      const { atomicWriteFile } = await import('./fsutil');
+      const { atomicWriteFile, ensureDir } = await import('./fsutil');
       const file = (await import('node:path')).join(opts.dataDir, CA_BUNDLE_FILE);
       const ca = sec.ca;
+      // With the etcd store nothing else may have made the data dir.
+      await ensureDir(opts.dataDir);
       await atomicWriteFile(file, ca.bundlePem(), 0o644);
       ca.onChange(() => void atomicWriteFile(file, ca.bundlePem(), 0o644).catch((err) => logger.warn({ err, file }, 'could not write the trust bundle')));
       caFile = file;
