@@ -18,6 +18,9 @@
  *   node bench/fleet.js [--sidecars 1000] [--services 100] [--rounds 20] [--mode both|sotw|delta] [--deps 2]
  *                       [--scope-sizes 10,100,1000] [--store etcd-local | etcd://h:p,...]
  *
+ * Environment: FLEET_CP_NODE_ARGS (node flags of the control plane, e.g. `--cpu-prof --cpu-prof-dir=D`),
+ * FLEET_CP_LOG=FILE (append the control plane's log lines there).
+ *
  * `--mode sotw` is today's state-of-the-world push: no service declares dependencies and the
  * simulated sidecars do not announce deltas, so each gets the whole mesh, complete, on every
  * change. `--mode delta`: service i declares the next `--deps` services as its dependencies
@@ -72,7 +75,10 @@ function startControlPlane(dir) {
   const child = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('the control plane did not start')), 30_000);
+    // FLEET_CP_LOG=FILE: the control plane's log lines are appended there (its own convergence per change, at info).
+    const logFile = process.env.FLEET_CP_LOG;
     readline.createInterface({ input: child.stdout }).on('line', (line) => {
+      if (logFile) fs.appendFileSync(logFile, line + '\n');
       try {
         const rec = JSON.parse(line);
         if (rec.msg === 'control plane started') {
@@ -291,6 +297,8 @@ async function phase(mode, dir) {
   const out = {
     mode,
     convergenceMs: { median: +pct(lasts, 50).toFixed(1), p99: +pct(lasts, 99).toFixed(1), max: +Math.max(...lasts).toFixed(1) },
+    // Each change's, in order (p99 of 20 is the slowest one: this says which).
+    convergenceMsByRound: lasts.map((x) => +x.toFixed(1)),
     // Convergence over the sidecars each change concerns (all of them in sotw), measured by the simulator;
     // the control plane's own measure of the last change (`/v1/status` convergence) beside it.
     sidecarsReachedPerChange: Math.round(reached / ROUNDS),

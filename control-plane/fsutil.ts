@@ -8,12 +8,20 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 
-/** Temp files carry this marker; loaders delete any file whose name contains it. */
+/** Temp files carry this marker: `.<target>.tmp-<pid>-<8 hex digits>`. */
 const TEMP_MARKER = '.tmp-';
+const TEMP_FILE = /^\..*\.tmp-\d+-[0-9a-f]{8}$/;
 
+/**
+ * Whether a file is a temp file `atomicWriteFile` left (loaders delete them). Exactly that shape:
+ * a resource named `a.tmp-b` is stored as `a.tmp-b.json`, which is not one.
+ */
 export function isTempFile(name: string): boolean {
-  return name.includes(TEMP_MARKER);
+  return TEMP_FILE.test(name);
 }
+
+/** How many bytes longer than its target's name a temp file's name can be (pids have at most 7 digits). */
+export const TEMP_NAME_EXTRA = 1 + TEMP_MARKER.length + 7 + 1 + 8;
 
 export async function fsyncDir(dir: string): Promise<void> {
   const fh = await fsp.open(dir, 'r');

@@ -13,7 +13,8 @@ import { MeshHistory } from './history';
 import { ControlPlaneMetrics } from './metrics';
 import { PushServer } from './push-server';
 import { EndpointRegistry, type Registry } from './registry';
-import { SnapshotBuilder } from './snapshot-builder';
+import { SnapshotBuilder, type EndpointSource } from './snapshot-builder';
+import type { Endpoint } from '../src/policy/types';
 import { SidecarAdminClient } from './sidecar-admin';
 import { UiApi } from './ui-api';
 import { FileStore, type Store } from './store';
@@ -180,13 +181,24 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     }
 
     const metrics = new ControlPlaneMetrics();
-    let endpoints: { endpoints(): import('../src/policy/types').Endpoint[] } = registry;
+    let endpoints: EndpointSource = registry;
     let k8s: import('./k8s-discovery').EndpointSliceSource | undefined;
     if (opts.kubernetes) {
       const d = await import('./k8s-discovery');
       const source = new d.EndpointSliceSource({ ...opts.kubernetes, logger: logger.child({ component: 'kubernetes' }) });
       k8s = source;
-      endpoints = { endpoints: () => d.mergeEndpoints(registry.endpoints(), source.endpoints()) };
+      // The same merged array until either side changes: the snapshot builder serialises an array once.
+      let generation = 0;
+      source.onChange(() => generation++);
+      let last: { registered: Endpoint[]; generation: number; merged: Endpoint[] } | undefined;
+      endpoints = {
+        endpoints: () => {
+          const registered = registry.endpoints();
+          if (!last || last.registered !== registered || last.generation !== generation)
+            last = { registered, generation, merged: d.mergeEndpoints(registered, source.endpoints()) };
+          return last.merged;
+        },
+      };
     }
     const builder = new SnapshotBuilder(store, endpoints, () => clock.now());
     const sec = await startSecurity(opts, clock, logger, secrets);
@@ -229,9 +241,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     cleanup.push(() => push.close());
     let caFile: string | undefined;
     if (sec) {
-      const { atomicWriteFile } = await import('./fsutil');
+      const { atomicWriteFile, ensureDir } = await import('./fsutil');
       const file = (await import('node:path')).join(opts.dataDir, CA_BUNDLE_FILE);
       const ca = sec.ca;
+      // With the etcd store nothing else may have made the data dir.
+      await ensureDir(opts.dataDir);
       await atomicWriteFile(file, ca.bundlePem(), 0o644);
       ca.onChange(() => void atomicWriteFile(file, ca.bundlePem(), 0o644).catch((err) => logger.warn({ err, file }, 'could not write the trust bundle')));
       caFile = file;

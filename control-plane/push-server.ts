@@ -125,6 +125,7 @@ export class PushServer {
   private readonly nonceBase = randomBytes(4).toString('hex');
   private nonceSeq = 0;
   private lastFlushMs = 0;
+  private lastFlushEnd = 0;
   private readonly views: PushViews;
   private readonly maxBytes: number;
   private server: grpc.Server | undefined;
@@ -186,14 +187,17 @@ export class PushServer {
     if (this.closing) return;
     if (this.changeSince === undefined) this.changeSince = performance.now();
     if (this.timer) return;
-    // Under a storm of changes (sidecars connecting by the thousand), wait at least as long as the
-    // last flush took: pushing never takes more than about half of the event loop.
+    // Under a storm of changes (sidecars connecting by the thousand), leave at least as long as the
+    // last flush took between its end and the next one: pushing never takes more than about half of
+    // the event loop. A change after a quiet spell is pushed after `coalesceMs`.
+    const gap = Math.min(this.lastFlushMs, 1000) - (performance.now() - this.lastFlushEnd);
     this.timer = setTimeout(() => {
       this.timer = undefined;
       const t0 = performance.now();
       this.flush();
-      this.lastFlushMs = performance.now() - t0;
-    }, Math.max(this.coalesceMs, Math.min(this.lastFlushMs, 1000)));
+      this.lastFlushEnd = performance.now();
+      this.lastFlushMs = this.lastFlushEnd - t0;
+    }, Math.max(this.coalesceMs, gap));
   }
 
   /** The snapshot currently in force. */

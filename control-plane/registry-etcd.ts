@@ -29,7 +29,7 @@ import { etcdFailure, DEFAULT_ETCD_PREFIX } from './store-etcd';
 import {
   DEFAULT_GRACE_MS,
   EndpointRegistry,
-  endpointsOf,
+  EndpointSets,
   validIdentity,
   type Registry,
   type SidecarIdentity,
@@ -76,8 +76,18 @@ export class EtcdRegistry implements Registry {
   private readonly logger?: Logger;
   private readonly syncDelayMs: number;
   private readonly remote = new Map<string, Remote>();
+  /** Service -> the ids of `remote` records of that service. */
+  private readonly remoteByService = new Map<string, Set<string>>();
+  /**
+   * The endpoints snapshots carry, per service: recomputed only for the services an event touched
+   * (a watch event, a local connect), and the same arrays while they come out the same.
+   */
+  private readonly sets = new EndpointSets({ services: () => this.services(), statusesOf: (service) => this.statusesOf(service) });
   /** What this replica last wrote for each of its sidecars (JSON), on `leaseId`. */
   private readonly written = new Map<string, string>();
+  /** Local sidecars whose record may differ from what was written (`allDirty`: every one): a sync looks at these only. */
+  private readonly dirty = new Set<string>();
+  private allDirty = true;
   private readonly events = new EventEmitter();
   private lease: Lease | undefined;
   private leaseId: string | undefined;
@@ -86,7 +96,6 @@ export class EtcdRegistry implements Registry {
   private syncing: Promise<void> | undefined;
   private resync = false;
   private failures = 0;
-  private endpointsKey = '';
   private gcTimer: NodeJS.Timeout | undefined;
   private campaign: ReturnType<ReturnType<Etcd3['election']>['campaign']> | undefined;
   private leader = false;
@@ -109,7 +118,9 @@ export class EtcdRegistry implements Registry {
   static async open(client: Etcd3, opts: EtcdRegistryOptions = {}): Promise<EtcdRegistry> {
     const local = await EndpointRegistry.open('.', { persist: false, graceMs: opts.graceMs ?? DEFAULT_GRACE_MS, clock: opts.clock, logger: opts.logger });
     const r = new EtcdRegistry(client, local, opts);
-    local.onChange(() => {
+    local.onChange((services) => {
+      if (services) for (const svc of services) r.sets.touch(svc);
+      else r.sets.touchAll();
       r.scheduleSync(0);
       r.maybeChanged();
     });
@@ -119,48 +130,65 @@ export class EtcdRegistry implements Registry {
     return r;
   }
 
-  onChange(listener: () => void): () => void {
+  onChange(listener: (services?: readonly string[]) => void): () => void {
     this.events.on('change', listener);
     return () => this.events.off('change', listener);
   }
 
   connect(identity: SidecarIdentity): SidecarSession {
     const s = this.local.connect(identity);
-    this.scheduleSync(0);
+    // Connected or not decides between this replica's record and another's (a takeover).
+    const touched = () => {
+      this.dirty.add(identity.id);
+      this.sets.touch(identity.service);
+      const now = this.local.peek(identity.id)?.service;
+      if (now !== undefined && now !== identity.service) this.sets.touch(now);
+      this.scheduleSync(0);
+      this.maybeChanged();
+    };
+    touched();
     return {
       id: s.id,
       disconnect: () => {
         s.disconnect();
-        this.scheduleSync(0);
+        touched();
       },
       leave: () => {
         s.leave();
-        this.scheduleSync(0);
+        touched();
       },
       certified: (spiffeId: string) => {
         s.certified(spiffeId);
-        this.scheduleSync(0);
+        touched();
       },
     };
   }
 
   recordSent(id: string, version: string): void {
     this.local.recordSent(id, version);
+    this.dirty.add(id);
     this.scheduleSync();
   }
 
   recordAck(id: string, version: string): void {
     this.local.recordAck(id, version);
+    this.dirty.add(id);
     this.scheduleSync();
   }
 
   recordNack(id: string, version: string, reason: string): void {
     this.local.recordNack(id, version, reason);
+    this.dirty.add(id);
     this.scheduleSync();
   }
 
+  /** The same array until some service's endpoints change (driven by the watch and by local connects). */
   endpoints(): Endpoint[] {
-    return endpointsOf(this.merged().values());
+    return this.sets.endpoints();
+  }
+
+  endpointsByService(): ReadonlyMap<string, readonly Endpoint[]> {
+    return this.sets.byService();
   }
 
   sidecars(): SidecarStatus[] {
@@ -168,12 +196,15 @@ export class EtcdRegistry implements Registry {
   }
 
   get(id: string): SidecarStatus | undefined {
-    return this.merged().get(id);
+    const s = this.mergedOne(id);
+    return s ? { ...s, labels: { ...s.labels } } : undefined;
   }
 
   connectedCount(): number {
     let n = 0;
-    for (const s of this.merged().values()) if (s.connected) n++;
+    for (const id of this.remote.keys()) if (this.mergedOne(id)?.connected) n++;
+    for (const svc of [...this.local.services()])
+      for (const s of this.local.statusesOf(svc)) if (!this.remote.has(s.id) && s.connected) n++;
     return n;
   }
 
@@ -212,7 +243,7 @@ export class EtcdRegistry implements Registry {
     const out = new Map<string, SidecarStatus>();
     for (const [id, r] of this.remote) {
       // Our own keys: the local registry is the fresher copy (and knows when one has gone).
-      if (r.status.replica === this.replica && r.lease === this.leaseId) continue;
+      if (this.isOwn(r)) continue;
       out.set(id, { ...r.status, labels: { ...r.status.labels } });
     }
     for (const s of this.local.sidecars()) {
@@ -223,11 +254,52 @@ export class EtcdRegistry implements Registry {
     return out;
   }
 
+  /** Whether a remote record is this replica's own (on its current lease): the local registry has the fresher copy. */
+  private isOwn(r: Remote): boolean {
+    return r.status.replica === this.replica && r.lease === this.leaseId;
+  }
+
+  /** One sidecar as `merged()` has it (not copied; `replica` set only on another replica's records). */
+  private mergedOne(id: string): SidecarStatus | undefined {
+    const r = this.remote.get(id);
+    const other = r && !this.isOwn(r) ? r.status : undefined;
+    const mine = this.local.peek(id);
+    if (mine && !(other && other.connected && !mine.connected)) return mine.replica === this.replica ? mine : { ...mine, replica: this.replica };
+    return other;
+  }
+
+  private services(): Set<string> {
+    return new Set([...this.remoteByService.keys(), ...this.local.services()]);
+  }
+
+  /** The sidecars of `service`, merged as `merged()` does. */
+  private statusesOf(service: string): SidecarStatus[] {
+    const ids = new Set(this.remoteByService.get(service));
+    for (const s of this.local.statusesOf(service)) ids.add(s.id);
+    const out: SidecarStatus[] = [];
+    for (const id of ids) {
+      const s = this.mergedOne(id);
+      if (s && s.service === service) out.push(s);
+    }
+    return out;
+  }
+
+  private indexRemote(id: string, service: string | undefined, add: boolean): void {
+    if (service === undefined) return;
+    this.sets.touch(service);
+    let set = this.remoteByService.get(service);
+    if (add) {
+      if (!set) this.remoteByService.set(service, (set = new Set()));
+      set.add(id);
+    } else if (set) {
+      set.delete(id);
+      if (set.size === 0) this.remoteByService.delete(service);
+    }
+  }
+
   /** Emits `change` when the endpoint set (what snapshots carry) changed. */
   private maybeChanged(): void {
-    const key = JSON.stringify(this.endpoints());
-    if (key === this.endpointsKey) return;
-    this.endpointsKey = key;
+    if (!this.sets.takeChange()) return;
     try {
       this.events.emit('change');
     } catch (err) {
@@ -248,6 +320,10 @@ export class EtcdRegistry implements Registry {
       this.lease = undefined;
       this.leaseId = undefined;
       this.written.clear();
+      this.allDirty = true;
+      // Which records are this replica's own changed.
+      this.sets.touchAll();
+      this.maybeChanged();
       void this.regrant();
     });
     try {
@@ -257,6 +333,8 @@ export class EtcdRegistry implements Registry {
       throw err;
     }
     this.lease = lease;
+    this.sets.touchAll();
+    this.maybeChanged();
     this.logger?.info({ replica: this.replica, lease: this.leaseId, ttlSeconds: ttl }, 'endpoint registry lease granted');
   }
 
@@ -289,6 +367,8 @@ export class EtcdRegistry implements Registry {
   private async load(): Promise<void> {
     const res = await this.client.getAll().prefix(this.root).exec();
     this.remote.clear();
+    this.remoteByService.clear();
+    this.sets.touchAll();
     for (const kv of res.kvs) void this.putRemote(kv.key.toString(), kv.value, kv.mod_revision, kv.lease);
     this.maybeChanged();
     this.watcher = await this.client.watch().prefix(this.root).startRevision(String(Number(res.header.revision) + 1)).create();
@@ -299,9 +379,14 @@ export class EtcdRegistry implements Registry {
     this.watcher.on('delete', (kv) => {
       const id = this.idOf(kv.key.toString());
       if (id === undefined) return;
+      const gone = this.remote.get(id);
+      if (gone) this.indexRemote(id, gone.status.service, false);
       this.remote.delete(id);
       // Our own key went (lease expiry while etcd was away, or GC): write it again if we still hold the sidecar.
-      if (this.written.delete(id)) this.scheduleSync(0);
+      if (this.written.delete(id)) {
+        this.dirty.add(id);
+        this.scheduleSync(0);
+      }
       this.maybeChanged();
     });
     this.watcher.on('error', (err) => {
@@ -348,8 +433,12 @@ export class EtcdRegistry implements Registry {
     const r = raw as SidecarStatus;
     const status: SidecarStatus = { ...r, ...ident, adminPort: Number(r.adminPort) || undefined, connected: r.connected === true };
     const before = this.remote.get(id);
-    this.remote.set(id, { status, modRevision, lease });
-    return !before || endpointShape(before) !== endpointShape(this.remote.get(id) as Remote);
+    const now: Remote = { status, modRevision, lease };
+    this.remote.set(id, now);
+    if (before && endpointShape(before) === endpointShape(now)) return false;
+    if (before) this.indexRemote(id, before.status.service, false);
+    this.indexRemote(id, status.service, true);
+    return true;
   }
 
   private scheduleSync(delay = this.syncDelayMs): void {
@@ -397,17 +486,33 @@ export class EtcdRegistry implements Registry {
   private async syncOnce(): Promise<void> {
     const lease = this.leaseId;
     if (!lease) throw new Error('no etcd lease yet');
-    const mine = new Map(this.local.sidecars().map((s) => [s.id, s] as const));
+    // Only the sidecars something happened to (an ACK, a connect) are serialised and compared.
+    const ids = this.allDirty ? [...this.local.ids()] : [...this.dirty];
+    this.allDirty = false;
+    this.dirty.clear();
+    try {
+      await this.write(lease, ids);
+    } catch (err) {
+      // What was not written is looked at again on the next attempt.
+      for (const id of ids) this.dirty.add(id);
+      throw err;
+    }
+  }
+
+  private async write(lease: string, ids: readonly string[]): Promise<void> {
     const puts: { id: string; json: string }[] = [];
     const guarded: { id: string; json: string | null }[] = [];
-    for (const [id, s] of mine) {
+    for (const id of ids) {
+      const s = this.local.peek(id);
+      if (!s) continue;
       const json = JSON.stringify({ ...s, replica: this.replica });
       if (this.written.get(id) === json) continue;
       // A connected sidecar is ours: take the key over. A disconnected one only while the key is still ours.
       if (s.connected) puts.push({ id, json });
       else guarded.push({ id, json });
     }
-    for (const id of this.written.keys()) if (!mine.has(id)) guarded.push({ id, json: null });
+    // Gone from the local registry (left, or its grace period ended): delete its key if still ours.
+    for (const id of this.written.keys()) if (!this.local.peek(id)) guarded.push({ id, json: null });
 
     for (let i = 0; i < puts.length; i += TXN_CHUNK) {
       const chunk = puts.slice(i, i + TXN_CHUNK);

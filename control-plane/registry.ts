@@ -80,12 +80,19 @@ export interface SidecarSession {
  */
 export interface Registry {
   readonly graceMs: number;
-  onChange(listener: () => void): () => void;
+  /** `services`: those whose endpoints may have changed (absent: any). */
+  onChange(listener: (services?: readonly string[]) => void): () => void;
   connect(identity: SidecarIdentity): SidecarSession;
   recordSent(id: string, version: string): void;
   recordAck(id: string, version: string): void;
   recordNack(id: string, version: string, reason: string): void;
+  /** Every endpoint, sorted by service: the same array until the endpoint set changes (not to be modified). */
   endpoints(): Endpoint[];
+  /**
+   * The same endpoints by service (services in name order): each service's array stays the same
+   * until that service's endpoints change, and the map the same until any does (not to be modified).
+   */
+  endpointsByService(): ReadonlyMap<string, readonly Endpoint[]>;
   sidecars(): SidecarStatus[];
   get(id: string): SidecarStatus | undefined;
   connectedCount(): number;
@@ -118,7 +125,12 @@ export class EndpointRegistry implements Registry {
   private dirty = false;
   private closed = false;
   private readonly persist: boolean;
-  private cachedEndpoints: Endpoint[] | undefined;
+  /** Service -> its entries (what `statusesOf` reads). */
+  private readonly byService = new Map<string, Set<Entry>>();
+  private readonly sets = new EndpointSets({
+    services: () => this.byService.keys(),
+    statusesOf: (service) => this.statusesOf(service),
+  });
 
   private constructor(dataDir: string, opts: RegistryOptions) {
     this.file = path.join(dataDir, FILE);
@@ -136,8 +148,8 @@ export class EndpointRegistry implements Registry {
     return r;
   }
 
-  /** Called whenever the endpoint set (what snapshots carry) changes. */
-  onChange(listener: () => void): () => void {
+  /** Called whenever the endpoint set (what snapshots carry) changes, with the services it changed. */
+  onChange(listener: (services?: readonly string[]) => void): () => void {
     this.events.on('change', listener);
     return () => this.events.off('change', listener);
   }
@@ -147,13 +159,19 @@ export class EndpointRegistry implements Registry {
     const now = this.iso();
     let e = this.entries.get(identity.id);
     let changed = false;
+    const services = [identity.service];
     if (!e) {
       e = { status: { ...copyIdentity(identity), connected: true, connectedAt: now }, streams: 0 };
       this.entries.set(identity.id, e);
+      this.indexEntry(e);
       changed = true;
     } else {
       changed = !sameEndpoint(e.status, identity);
       const prev = e.status;
+      if (prev.service !== identity.service) {
+        this.unindexEntry(e);
+        services.push(prev.service);
+      }
       e.status = {
         ...prev,
         ...copyIdentity(identity),
@@ -165,17 +183,18 @@ export class EndpointRegistry implements Registry {
         spiffeId: identity.spiffeId ?? (prev.service === identity.service ? prev.spiffeId : undefined),
       };
       if (e.status.spiffeId === undefined) delete e.status.spiffeId;
+      this.indexEntry(e);
     }
     e.expiry?.cancel();
     e.expiry = undefined;
     e.streams++;
     // Which of two ids at one address is published depends on who is connected.
-    this.cachedEndpoints = undefined;
+    this.sets.touch(identity.service);
     this.logger?.info(
       { sidecar: identity.id, service: identity.service, address: `${identity.address}:${identity.port}`, streams: e.streams },
       'sidecar connected',
     );
-    if (changed) this.changed();
+    if (changed) this.changed(services);
     const entry = e;
     let done = false;
     return {
@@ -190,14 +209,15 @@ export class EndpointRegistry implements Registry {
         if (this.entries.get(entry.status.id) !== entry) return;
         entry.expiry?.cancel();
         this.entries.delete(entry.status.id);
+        this.unindexEntry(entry);
         this.logger?.info({ sidecar: entry.status.id, service: entry.status.service }, 'sidecar endpoint removed: it left');
-        this.changed();
+        this.changed([entry.status.service]);
       },
       certified: (spiffeId: string) => {
         if (this.entries.get(entry.status.id) !== entry || entry.status.spiffeId === spiffeId) return;
         entry.status.spiffeId = spiffeId;
         this.logger?.info({ sidecar: entry.status.id, spiffeId }, 'sidecar endpoint has an identity: callers use mTLS');
-        this.changed();
+        this.changed([entry.status.service]);
       },
     };
   }
@@ -228,8 +248,32 @@ export class EndpointRegistry implements Registry {
    * rebuild the endpoints of a large mesh.
    */
   endpoints(): Endpoint[] {
-    if (!this.cachedEndpoints) this.cachedEndpoints = endpointsOf([...this.entries.values()].map((e) => e.status));
-    return this.cachedEndpoints;
+    return this.sets.endpoints();
+  }
+
+  endpointsByService(): ReadonlyMap<string, readonly Endpoint[]> {
+    return this.sets.byService();
+  }
+
+  /** The statuses of `service`'s sidecars, not copied (not to be modified): for the etcd registry's merge. */
+  statusesOf(service: string): SidecarStatus[] {
+    const set = this.byService.get(service);
+    return set ? [...set].map((e) => e.status) : [];
+  }
+
+  /** Services with at least one sidecar here. */
+  services(): IterableIterator<string> {
+    return this.byService.keys();
+  }
+
+  /** Every sidecar's id. */
+  ids(): IterableIterator<string> {
+    return this.entries.keys();
+  }
+
+  /** A sidecar's status, not copied (not to be modified). */
+  peek(id: string): SidecarStatus | undefined {
+    return this.entries.get(id)?.status;
   }
 
   /** Every known sidecar, by id. Copies. */
@@ -274,7 +318,7 @@ export class EndpointRegistry implements Registry {
     if (e.streams > 0 || this.closed) return;
     e.status.connected = false;
     e.status.disconnectedAt = this.iso();
-    this.cachedEndpoints = undefined;
+    this.sets.touch(e.status.service);
     this.logger?.info({ sidecar: e.status.id, graceMs: this.graceMs }, 'sidecar disconnected');
     this.startGrace(e);
   }
@@ -285,16 +329,30 @@ export class EndpointRegistry implements Registry {
     e.expiry = this.clock.setTimeout(() => {
       if (this.entries.get(e.status.id) !== e || e.streams > 0) return;
       this.entries.delete(e.status.id);
+      this.unindexEntry(e);
       this.logger?.info({ sidecar: e.status.id, service: e.status.service }, 'sidecar endpoint removed after grace period');
-      this.changed();
+      this.changed([e.status.service]);
     }, this.graceMs);
   }
 
-  private changed(): void {
-    this.cachedEndpoints = undefined;
+  private indexEntry(e: Entry): void {
+    const set = this.byService.get(e.status.service);
+    if (set) set.add(e);
+    else this.byService.set(e.status.service, new Set([e]));
+  }
+
+  private unindexEntry(e: Entry): void {
+    const set = this.byService.get(e.status.service);
+    if (!set) return;
+    set.delete(e);
+    if (set.size === 0) this.byService.delete(e.status.service);
+  }
+
+  private changed(services: readonly string[]): void {
+    for (const svc of services) this.sets.touch(svc);
     this.persistSoon();
     try {
-      this.events.emit('change');
+      this.events.emit('change', services);
     } catch (err) {
       this.logger?.error({ err }, 'registry change listener failed');
     }
@@ -343,7 +401,10 @@ export class EndpointRegistry implements Registry {
       const id = validIdentity(raw);
       if (!id) continue;
       const e: Entry = { status: { ...id, connected: false, disconnectedAt: now }, streams: 0 };
+      const before = this.entries.get(id.id);
+      if (before) this.unindexEntry(before);
       this.entries.set(id.id, e);
+      this.indexEntry(e);
       this.startGrace(e);
     }
     if (this.entries.size > 0)
@@ -353,6 +414,94 @@ export class EndpointRegistry implements Registry {
   private iso(): string {
     return new Date(this.clock.now()).toISOString();
   }
+}
+
+/**
+ * The endpoints snapshots carry, kept per service. A service's array is recomputed only after it
+ * was touched, and kept (the same array) if it came out the same; the flat list and the map stay
+ * the same objects until some service's endpoints change. The push path serialises an array once
+ * and reuses the result while it gets the same array (snapshot-builder.ts), so a registry event
+ * that does not change what snapshots carry (an ACK, a reconnect at the same address) costs the
+ * push path nothing, and one that does costs the serialisation of that service only.
+ */
+export class EndpointSets {
+  private readonly sets = new Map<string, Endpoint[]>();
+  private readonly dirty = new Set<string>();
+  private everything = true;
+  private flat: Endpoint[] = [];
+  private map: ReadonlyMap<string, readonly Endpoint[]> = new Map();
+  private pending = false;
+
+  constructor(private readonly source: { services(): Iterable<string>; statusesOf(service: string): Iterable<SidecarStatus> }) {}
+
+  /** `service`'s endpoints may have changed. */
+  touch(service: string): void {
+    this.dirty.add(service);
+  }
+
+  /** Any service's may have. */
+  touchAll(): void {
+    this.everything = true;
+  }
+
+  endpoints(): Endpoint[] {
+    this.refresh();
+    return this.flat;
+  }
+
+  byService(): ReadonlyMap<string, readonly Endpoint[]> {
+    this.refresh();
+    return this.map;
+  }
+
+  /** Whether some service's endpoints changed since the last call (whoever recomputed them). */
+  takeChange(): boolean {
+    this.refresh();
+    const p = this.pending;
+    this.pending = false;
+    return p;
+  }
+
+  private refresh(): void {
+    if (!this.everything && this.dirty.size === 0) return;
+    const services = this.everything ? new Set([...this.sets.keys(), ...this.source.services()]) : this.dirty;
+    let changed = false;
+    for (const svc of services) {
+      const next = endpointsOf(this.source.statusesOf(svc));
+      const prev = this.sets.get(svc);
+      if (next.length === 0) {
+        if (prev) changed = this.sets.delete(svc);
+      } else if (!prev || !sameEndpoints(prev, next)) {
+        this.sets.set(svc, next);
+        changed = true;
+      }
+    }
+    this.everything = false;
+    this.dirty.clear();
+    if (!changed) return;
+    this.pending = true;
+    const map = new Map<string, readonly Endpoint[]>();
+    const flat: Endpoint[] = [];
+    for (const svc of [...this.sets.keys()].sort(cmp)) {
+      const l = this.sets.get(svc) as Endpoint[];
+      map.set(svc, l);
+      for (const e of l) flat.push(e);
+    }
+    this.map = map;
+    this.flat = flat;
+  }
+}
+
+function sameEndpoints(a: readonly Endpoint[], b: readonly Endpoint[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as Endpoint;
+    const y = b[i] as Endpoint;
+    if (x.service !== y.service || x.address !== y.address || x.port !== y.port || x.id !== y.id || x.identity !== y.identity || x.weight !== y.weight || x.meshed !== y.meshed) return false;
+    const xk = Object.keys(x.labels);
+    if (xk.length !== Object.keys(y.labels).length || xk.some((k) => x.labels[k] !== y.labels[k])) return false;
+  }
+  return true;
 }
 
 /** The endpoints of these sidecars, as every snapshot carries them: one per address, sorted, deterministic. */

@@ -20,7 +20,7 @@
  * the same strings give the version and the per-service endpoint lists push-views.ts sends, so a
  * change costs one pass over the endpoints, not several over the whole mesh.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type { Endpoint } from '../src/policy/types';
 import { canonicalJson } from './fsutil';
 import type { StoreView, WireResource } from './store';
@@ -62,20 +62,31 @@ export function endpointJson(e: Endpoint): string {
 }
 
 interface EndpointParts {
-  readonly endpoints: readonly Endpoint[];
-  /** The canonical JSON of the endpoint array. */
-  readonly json: string;
+  /** What they were made from: the registry's array, or its map by service. */
+  readonly source: object;
   readonly byService: ReadonlyMap<string, string>;
+  /** The hash of the version's JSON up to the resources (`{"endpoints":[...],"resources":[`), to be copied. */
+  readonly head: Hash;
 }
+
+/** What the builder reads endpoints from (`Registry`, or the merge with Kubernetes' EndpointSlices). */
+export interface EndpointSource {
+  endpoints(): Endpoint[];
+  /** Present: each service's array stays the same until its endpoints change, so its JSON is made once. */
+  endpointsByService?(): ReadonlyMap<string, readonly Endpoint[]>;
+}
+
+/** The JSON array of one service's endpoints, per array (registries replace, never mutate, them). */
+const serviceJson = new WeakMap<readonly Endpoint[], string>();
 
 export class SnapshotBuilder {
   private cached: BuiltSnapshot | undefined;
-  /** The serialised endpoints of the last build: kept while the registry returns the same array. */
+  /** The serialised endpoints of the last build: kept while the registry returns the same array (or map). */
   private parts: EndpointParts | undefined;
 
   constructor(
     private readonly store: StoreView,
-    private readonly registry: { endpoints(): Endpoint[] },
+    private readonly registry: EndpointSource,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -93,13 +104,21 @@ export class SnapshotBuilder {
   build(): BuiltSnapshot {
     const resources = this.store.all();
     const endpoints = this.registry.endpoints();
+    const byService = this.registry.endpointsByService?.();
     let parts = this.parts;
-    if (!parts || parts.endpoints !== endpoints) this.parts = parts = serialiseEndpoints(endpoints);
-    // canonicalJson({ resources, endpoints }), from the parts.
-    const version = createHash('sha256')
-      .update(`{"endpoints":${parts.json},"resources":[${resources.filter((r) => r.kind !== 'TLSCertificate').map(canonicalResource).join(',')}]}`)
-      .digest('hex')
-      .slice(0, 12);
+    if (byService) {
+      if (!parts || parts.source !== byService) this.parts = parts = serialiseServices(byService);
+    } else if (!parts || parts.source !== endpoints) this.parts = parts = serialiseEndpoints(endpoints);
+    // canonicalJson({ resources, endpoints }), from the parts: the endpoints' part is hashed once per endpoint set.
+    // TLSCertificates are left out: a sidecar never receives one, so changing one must not move its version.
+    const h = parts.head.copy();
+    let first = true;
+    for (const r of resources) {
+      if (r.kind === 'TLSCertificate') continue;
+      h.update(first ? canonicalResource(r as WireResource) : `,${canonicalResource(r as WireResource)}`);
+      first = false;
+    }
+    const version = h.update(']}').digest('hex').slice(0, 12);
     return {
       version,
       endpointsByService: parts.byService,
@@ -109,6 +128,10 @@ export class SnapshotBuilder {
       builtAt: this.now(),
     };
   }
+}
+
+function headOf(endpointsJson: string): Hash {
+  return createHash('sha256').update(`{"endpoints":${endpointsJson},"resources":[`);
 }
 
 function serialiseEndpoints(endpoints: readonly Endpoint[]): EndpointParts {
@@ -123,5 +146,23 @@ function serialiseEndpoints(endpoints: readonly Endpoint[]): EndpointParts {
   }
   const sorted = new Map<string, string>();
   for (const svc of [...byService.keys()].sort()) sorted.set(svc, `[${(byService.get(svc) as string[]).join(',')}]`);
-  return { endpoints, json: `[${all.join(',')}]`, byService: sorted };
+  return { source: endpoints, head: headOf(`[${all.join(',')}]`), byService: sorted };
+}
+
+/** From the registry's arrays by service: only a service whose array is new is serialised. */
+function serialiseServices(byService: ReadonlyMap<string, readonly Endpoint[]>): EndpointParts {
+  const out = new Map<string, string>();
+  const head = createHash('sha256').update('{"endpoints":[');
+  let first = true;
+  for (const [svc, l] of byService) {
+    if (l.length === 0) continue;
+    let j = serviceJson.get(l);
+    if (j === undefined) serviceJson.set(l, (j = `[${l.map(endpointJson).join(',')}]`));
+    out.set(svc, j);
+    // The flat array's JSON, service after service (the registry sorts by service first).
+    head.update(first ? j.slice(1, -1) : `,${j.slice(1, -1)}`);
+    first = false;
+  }
+  head.update('],"resources":[');
+  return { source: byService, head, byService: out };
 }

@@ -1,7 +1,8 @@
 /**
  * The embedded, durable resource store: one JSON file per resource under
- * `<dataDir>/store/<Kind>/<name>.json`, holding the resource's wire form plus the metadata the
- * store owns (`resourceVersion`, `creationTimestamp`).
+ * `<dataDir>/store/<Kind>/<name>.json` (the name percent-encoded; a name too long for a file name,
+ * `@<SHA-256 of the name>.json`: see `resourceFileName`), holding the resource's wire form plus the
+ * metadata the store owns (`resourceVersion`, `creationTimestamp`).
  *
  * - Every commit gets the next store-global revision (etcd-style: a multi-resource commit is one
  *   revision); a resource's `metadata.resourceVersion` is the revision that last changed it.
@@ -39,6 +40,7 @@ import {
   fsyncDir,
   isTempFile,
   removeTempFiles,
+  TEMP_NAME_EXTRA,
 } from './fsutil';
 
 /** A resource in its wire form, as the store keeps it. */
@@ -152,6 +154,30 @@ export interface FileStoreOptions {
 const REVISION_FILE = 'revision';
 const JOURNAL_FILE = 'batch.json';
 const NAME_MAX = 253;
+/**
+ * The longest resource file name written as the name itself: most file systems cap a name at 255
+ * bytes, and the temp file written beside it (fsutil.ts), or a damaged file set aside by --repair
+ * (`.corrupt-<ms>`), is up to 22 bytes longer.
+ */
+const FILE_NAME_MAX = 255 - Math.max(TEMP_NAME_EXTRA, '.corrupt-'.length + 13);
+/** Starts a hashed file name; never the start of an encodeURIComponent result (`@` encodes as %40). */
+const HASHED = '@';
+
+/**
+ * A resource's file in its kind's directory: `encodeURIComponent(name).json` (as always), or, when
+ * that would be too long for the file system (a name near the 253 characters names may have, or
+ * one that percent-encoding makes up to three times longer), `@<SHA-256 of the name>.json`. Every
+ * file holds the resource and so its real name, checked at load; the two forms never collide.
+ */
+export function resourceFileName(name: string): string {
+  const plain = legacyFileName(name);
+  return Buffer.byteLength(plain) <= FILE_NAME_MAX ? plain : `${HASHED}${sha256(name)}.json`;
+}
+
+/** The only form before hashed names (and still the form of names short enough). */
+function legacyFileName(name: string): string {
+  return `${encodeURIComponent(name)}.json`;
+}
 
 /**
  * What both stores share: the in-memory copy of every resource (the file store's loaded files,
@@ -391,7 +417,9 @@ export class FileStore extends CachedStore {
       if (sha256(JSON.stringify(res)) !== env.sha256) throw new Error('checksum mismatch: the content is not what was written');
     }
     checkKindName(res?.kind, res?.metadata?.name);
-    if (res.kind !== kind || `${encodeURIComponent(res.metadata.name)}.json` !== expectedFile) throw new Error(`holds ${res.kind}/${res.metadata.name}`);
+    // A long name's file from before hashed names (`legacyFileName`) is read too, and renamed at load.
+    if (res.kind !== kind || (resourceFileName(res.metadata.name) !== expectedFile && legacyFileName(res.metadata.name) !== expectedFile))
+      throw new Error(`holds ${res.kind}/${res.metadata.name}`);
     return res;
   }
 
@@ -415,7 +443,27 @@ export class FileStore extends CachedStore {
   }
 
   private fileFor(kind: Kind, name: string): string {
-    return path.join(this.root, kind, `${encodeURIComponent(name)}.json`);
+    return path.join(this.root, kind, resourceFileName(name));
+  }
+
+  /**
+   * A long name's file written before hashed names: renamed to its hashed name (atomic, so a crash
+   * leaves one or the other, both readable). Should both exist, the newer resourceVersion is kept.
+   */
+  private async migrate(kind: Kind, file: string, res: WireResource): Promise<void> {
+    const m = this.data.get(kind) as Map<string, WireResource>;
+    const name = res.metadata.name;
+    const target = this.fileFor(kind, name);
+    const cur = m.get(name);
+    if (cur && Number(cur.metadata.resourceVersion) >= Number(res.metadata.resourceVersion)) {
+      await durableUnlink(file);
+      this.logger?.warn({ kind, name, removed: file, kept: target }, 'store: an older copy of a resource under its pre-hash file name removed');
+      return;
+    }
+    await fsp.rename(file, target);
+    await fsyncDir(path.dirname(target));
+    m.set(name, deepFreeze(res));
+    this.logger?.info({ kind, name, from: path.basename(file), to: path.basename(target) }, 'store: a long resource name moved to its hashed file name');
   }
 
   private async load(): Promise<void> {
@@ -431,6 +479,8 @@ export class FileStore extends CachedStore {
         this.logger?.warn({ err }, 'store revision file unreadable; recovering the revision from the resources');
     }
     const damaged: { file: string; problem: string }[] = [];
+    /** Long names' files from before hashed names: renamed once the store is known to open. */
+    const legacy: { kind: Kind; file: string; resource: WireResource }[] = [];
     for (const kind of KINDS) {
       const dir = path.join(this.root, kind);
       await ensureDir(dir);
@@ -450,6 +500,10 @@ export class FileStore extends CachedStore {
         }
         const rv = Number(res.metadata.resourceVersion);
         if (Number.isSafeInteger(rv) && rv > rev) rev = rv;
+        if (file !== resourceFileName(res.metadata.name)) {
+          legacy.push({ kind, file: full, resource: res });
+          continue;
+        }
         m.set(res.metadata.name, deepFreeze(res));
       }
     }
@@ -472,6 +526,7 @@ export class FileStore extends CachedStore {
         this.logger?.warn({ file: d.file, problem: d.problem, movedTo: aside }, 'repair: damaged store file set aside; re-apply what it held');
       }
     }
+    for (const l of legacy) await this.migrate(l.kind, l.file, l.resource);
     if (journal && Array.isArray(journal.entries)) {
       const entries = journal.entries.filter((e) => {
         try {

@@ -110,3 +110,50 @@ t.test('stale registrations are collected by the elected replica', async (t) => 
   const leaders = await client.election(`${prefix}election/gc`).leader().catch(() => undefined);
   t.ok(leaders === 'a' || leaders === 'b', `one elected replica (${leaders})`);
 });
+
+t.test("endpoints keep their arrays until a service's set changes (the push path serialises an array once)", async (t) => {
+  const { open } = await setup(t);
+  const a = await open('a');
+  const b = await open('b');
+  const api = (id: string, port: number): SidecarIdentity => ({ ...sidecar(id, port), service: 'api' });
+  a.connect(sidecar('web-10', 8090));
+  a.connect(sidecar('web-11', 8091));
+  b.connect(api('api-10', 9090));
+  for (const r of [a, b]) await until(`${r.replica} sees all three`, () => r.endpoints().length === 3);
+
+  for (const r of [a, b]) {
+    const flat = r.endpoints();
+    const byService = r.endpointsByService();
+    t.equal(r.endpoints(), flat, `${r.replica}: the same array on the next call`);
+    t.equal(r.endpointsByService(), byService, `${r.replica}: the same map on the next call`);
+    t.same([...byService.keys()], ['api', 'web'], 'services in name order');
+    t.same(flat, [...byService.values()].flat(), 'the flat list is the services, one after the other');
+  }
+  const flatA = a.endpoints();
+  const flatB = b.endpoints();
+  const webAtB = b.endpointsByService().get('web');
+  const apiAtB = b.endpointsByService().get('api');
+  const webAtA = a.endpointsByService().get('web');
+  let changesAtB = 0;
+  b.onChange(() => changesAtB++);
+
+  // Push status (sent, ACK, NACK) is written to etcd and watched by B: not an endpoint change.
+  a.recordSent('web-10', 'v1');
+  a.recordAck('web-10', 'v1');
+  a.recordNack('web-11', 'v1', 'bad');
+  await until('B sees the ACK and the NACK', () => b.get('web-10')?.ackedVersion === 'v1' && b.get('web-11')?.nackVersion === 'v1');
+  t.equal(b.endpoints(), flatB, 'B: the same array after watched status writes');
+  t.equal(a.endpoints(), flatA, 'A: the same array after its own status writes');
+  t.equal(changesAtB, 0, 'B emitted no change for them');
+
+  // One more api sidecar, on A: B's api array is new, its web array the same.
+  a.connect(api('api-11', 9091));
+  await until('B sees api-11', () => b.endpoints().some((e) => e.id === 'api-11'));
+  t.not(b.endpoints(), flatB, 'a new flat array');
+  t.equal(b.endpointsByService().get('web'), webAtB, 'web: the same array (its set did not change)');
+  t.not(b.endpointsByService().get('api'), apiAtB, 'api: a new array');
+  t.same(b.endpointsByService().get('api')?.map((e) => e.id), ['api-10', 'api-11']);
+  t.ok(changesAtB >= 1, 'B emitted a change');
+  t.not(a.endpoints(), flatA, 'A: a new flat array too');
+  t.equal(a.endpointsByService().get('web'), webAtA, 'A: web kept');
+});

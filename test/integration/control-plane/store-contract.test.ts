@@ -107,6 +107,18 @@ function contract(name: string, open: Open): void {
       t.equal(await code(s.put({ ...route('bad'), kind: 'Nope' as never })), 'invalid', 'unknown kind');
     });
 
+    t.test('any name the store accepts: 253 characters, percent-encoded to three times that, a temp-file look-alike', async (t) => {
+      const s = await open(t);
+      const names = ['a'.repeat(253), '%'.repeat(253), 'é'.repeat(253), 'a b?c#d&e'.repeat(28), 'r.tmp-1-deadbeef'];
+      for (const n of names) {
+        t.equal((await s.put(route(n))).action, 'created', `${n.slice(0, 12)}... (${n.length}): created`);
+        t.equal(s.get('Route', n)?.metadata.name, n, 'read back');
+      }
+      t.same(s.list('Route').map((r) => r.metadata.name), [...names].sort(), 'listed');
+      for (const n of names) t.equal((await s.delete('Route', n)).action, 'deleted');
+      t.same(s.list('Route'), []);
+    });
+
     t.test('the plan sees earlier ops of the same commit', async (t) => {
       const s = await open(t);
       const r = await s.commit(() => [
