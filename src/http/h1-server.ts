@@ -266,16 +266,6 @@ interface Pending {
   res: H1Response;
 }
 
-/** The native stream under a socket (TCPWrap, TLSWrap), as net.Socket keeps it. */
-interface StreamHandle {
-  isStreamBase?: boolean;
-  reading?: boolean;
-  readStart(): number;
-  readStop(): number;
-}
-
-const handleOf = (socket: net.Socket): StreamHandle | undefined => (socket as unknown as { _handle?: StreamHandle | null })._handle ?? undefined;
-
 export class H1Connection {
   readonly socket: net.Socket;
   private readonly parser: NativeParser;
@@ -300,8 +290,6 @@ export class H1Connection {
   /** The socket belongs to an upgraded connection (a tunnel) now. */
   upgraded = false;
   private readonly dataListener = (d: Buffer): void => this.onData(d);
-  /** The parser reads the socket's handle itself (see `consume`). */
-  private consumed = false;
 
   constructor(socket: net.Socket, opts: H1ServerOptions, private readonly server: H1Server) {
     this.socket = socket;
@@ -333,7 +321,7 @@ export class H1Connection {
       req.bodyBytes += chunk.length;
       if (req.bodyStart !== 0) req.bodyLast = server.now;
       const body = req.body;
-      if (body && !body.push(chunk)) this.pauseReads();
+      if (body && !body.push(chunk)) socket.pause();
     };
     p[HTTPParser.kOnMessageComplete] = () => {
       const req = this.parsing;
@@ -358,80 +346,6 @@ export class H1Connection {
     socket.on('close', () => this.onClose());
   }
 
-  /**
-   * From now on the parser reads the socket's native handle directly, as node:http's server does
-   * (`parser.consume`): each read is parsed where it lands (for TLS: decrypted by TLSWrap into the
-   * parser's buffer), with no Buffer, Readable push or 'data' event per read. The 'data' listener
-   * stays for what the socket had buffered already. EOF, errors, 'end' and 'close' still come
-   * through the socket. Reads are paused and resumed on the handle (`pauseReads`).
-   */
-  consume(): void {
-    const handle = handleOf(this.socket);
-    if (this.consumed || this.dead || this.upgraded || !handle?.isStreamBase) return;
-    const p = this.parser;
-    p[HTTPParser.kOnExecute] = (ret: number | Error): void => this.onExecute(ret);
-    p.consume(handle);
-    this.consumed = true;
-  }
-
-  /** Stops reading (a body's reader is behind, or a pipelined request waits). */
-  pauseReads(): void {
-    if (this.consumed) {
-      // A paused Readable no longer stops the handle the parser reads: stop it at the source.
-      const h = handleOf(this.socket);
-      if (h?.reading && !this.socket.destroyed) {
-        h.reading = false;
-        h.readStop();
-      }
-    }
-    this.socket.pause();
-  }
-
-  resumeReads(): void {
-    if (this.consumed) {
-      const h = handleOf(this.socket);
-      if (h && !h.reading && !this.socket.destroyed) {
-        h.reading = true;
-        if (h.readStart() !== 0) this.socket.destroy();
-      }
-    }
-    this.socket.resume();
-  }
-
-  /** A read parsed by the consumed handle: `ret` is the bytes parsed or llhttp's error. */
-  private onExecute(ret: number | Error): void {
-    if (this.dead) return;
-    if (ret instanceof Error) {
-      this.parseError(ret as Error & { code?: string });
-      return;
-    }
-    if (this.upgrading) {
-      // The rest of the read belongs to the upgraded protocol: hand the socket back to its stream.
-      const req = this.upgrading;
-      this.upgrading = undefined;
-      this.upgraded = true;
-      const rest = this.parser.getCurrentBuffer().subarray(ret);
-      this.parser.unconsume();
-      this.consumed = false;
-      this.socket.off('data', this.dataListener);
-      this.socket.pause();
-      if (req.upgrade) req.upgrade.head = rest;
-      return;
-    }
-    this.afterRead();
-  }
-
-  /**
-   * After a read is parsed: bytes of a head not complete yet (a new request begun, possibly behind
-   * a complete one in the same read) start the header clock, and the connection is no longer idle.
-   */
-  private afterRead(): void {
-    if (this.parsing === undefined && this.headersSince === 0 && !this.parser.headersCompleted()) {
-      this.headersSince = Date.now();
-      this.idleSince = 0;
-    }
-  }
-
   /** Bytes read from the socket (or by protocol detection before the connection was handed over). */
   onData(d: Buffer): void {
     if (this.dead) return;
@@ -445,7 +359,13 @@ export class H1Connection {
       this.socket.off('data', this.dataListener);
       this.socket.pause();
       if (req.upgrade) req.upgrade.head = d.subarray(r as number);
-    } else this.afterRead();
+    } else if (this.parsing === undefined && this.headersSince === 0 && !this.parser.headersCompleted()) {
+      // Bytes of a head not complete yet (a new request begun, possibly behind a complete one in
+      // the same read) start the header clock, and the connection is no longer idle. Judged after
+      // parsing: set before it, a complete request's head stopped the clock for the half one behind.
+      this.headersSince = Date.now();
+      this.idleSince = 0;
+    }
   }
 
   private onHeadersComplete(
@@ -510,7 +430,7 @@ export class H1Connection {
       req.body = new Readable({
         highWaterMark: 64 * 1024,
         read() {
-          conn.resumeReads();
+          conn.socket.resume();
         },
       });
       if (!grpc && this.opts.bodyIdleTimeoutMs) req.bodyStart = req.bodyLast = this.server.now || Date.now();
@@ -521,7 +441,7 @@ export class H1Connection {
     if (this.current) {
       // Pipelined: answered after the one in flight. Stop reading until then.
       this.queue.push(pending);
-      this.pauseReads();
+      this.socket.pause();
       return 0;
     }
     this.start(pending, expect !== undefined && version === '1.1');
@@ -564,11 +484,11 @@ export class H1Connection {
     const next = this.queue.shift();
     if (next) {
       this.start(next, false);
-      if (this.queue.length === 0) this.resumeReads();
+      if (this.queue.length === 0) this.socket.resume();
       return;
     }
     this.idleSince = Date.now();
-    this.resumeReads();
+    this.socket.resume();
   }
 
   /** Idle: close now. Busy: close once the response in flight is done. */
@@ -669,11 +589,8 @@ export class H1Server {
 
   constructor(private readonly opts: H1ServerOptions) {}
 
-  /**
-   * Serves a socket whose first bytes (`head`) were already read by protocol detection. With
-   * `consume`, the parser then reads the socket's handle itself (H1Connection.consume).
-   */
-  serve(socket: net.Socket, head: Buffer, consume = false): H1Connection {
+  /** Serves a socket whose first bytes (`head`) were already read by protocol detection. */
+  serve(socket: net.Socket, head: Buffer): H1Connection {
     const c = new H1Connection(socket, this.opts, this);
     this.conns.add(c);
     if (!this.timer) {
@@ -688,8 +605,7 @@ export class H1Server {
       this.timer.unref();
     }
     if (head.length > 0) c.onData(head);
-    if (consume) c.consume();
-    if (!c.upgraded) c.resumeReads();
+    if (!c.upgraded) socket.resume();
     return c;
   }
 

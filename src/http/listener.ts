@@ -345,8 +345,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
         h2.emit('connection', ts);
         return;
       }
-      // The parser reads the TLSWrap directly (no 'data' event per read; docs/performance.md).
-      const c = h1.serve(ts, Buffer.alloc(0), true);
+      const c = h1.serve(ts, Buffer.alloc(0));
       if (raw && sockets.has(raw)) sockets.set(raw, () => c.isIdle());
     });
     srv.on('tlsClientError', (err: Error & { code?: string }, ts: tls.TLSSocket) => {
@@ -406,8 +405,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       // them: a flowing socket would emit them at once, to no 'data' listener, and lose them (the
       // HTTP/2 session only picks up buffered bytes on the next tick: "bad client magic").
       if (r.kind === 'http1') {
-        // Over TLS (the gateway's HTTPS listeners) the parser reads the TLSWrap directly.
-        const c = h1.serve(socket, r.head, opts.tls !== undefined);
+        const c = h1.serve(socket, r.head);
         if (sockets.has(socket)) sockets.set(socket, () => c.isIdle());
         return;
       }

@@ -10,17 +10,7 @@ export interface NativeParser {
   free(): void;
   remove(): void;
   close(): void;
-  /**
-   * Reads a stream's handle (a TCP or TLS socket's `_handle`) straight into the parser, as
-   * node:http's server does: the bytes never become a Buffer, a Readable push or a 'data' event;
-   * the result of each read's `execute` goes to the `kOnExecute` slot. EOF and read errors still
-   * reach the socket's own stream.
-   */
-  consume(handle: object): void;
-  unconsume(): void;
-  /** During `kOnExecute`: a copy of the bytes just read. */
-  getCurrentBuffer(): Buffer;
-  /** The message being parsed has its complete head (false between messages and mid-head). */
+  /** The message being parsed has its complete head (false between a message's start and its head's end). */
   headersCompleted(): boolean;
   [k: number]: unknown;
 }
@@ -34,7 +24,6 @@ interface ParserModule {
     kOnHeadersComplete: number;
     kOnBody: number;
     kOnMessageComplete: number;
-    kOnExecute: number;
     kLenientNone: number;
   };
   /** Method names by llhttp's method index. */
@@ -54,9 +43,7 @@ export const METHODS: readonly string[] = mod.methods;
  * once and `close()` runs once the stack has unwound (the parser may be mid-`execute`).
  */
 export function releaseParser(parser: NativeParser): void {
-  for (const k of [HTTPParser.kOnHeaders, HTTPParser.kOnHeadersComplete, HTTPParser.kOnBody, HTTPParser.kOnMessageComplete, HTTPParser.kOnExecute]) parser[k] = null;
-  // A parser reading a socket's handle itself (consume) stops listening to it; a no-op otherwise.
-  parser.unconsume();
+  for (const k of [HTTPParser.kOnHeaders, HTTPParser.kOnHeadersComplete, HTTPParser.kOnBody, HTTPParser.kOnMessageComplete]) parser[k] = null;
   try {
     parser.remove();
   } catch {

@@ -1,12 +1,11 @@
 /**
- * HTTP/1.1 over a TLS listener (the gateway's HTTPS listeners; the sidecar's mTLS port takes the
- * same path after its handshake): what a client sees on one TLS connection. The HTTP/1.1 parser
- * reads decrypted bytes from the TLS socket's handle itself, so everything the socket's stream used
- * to do is exercised here over real TLS: keep-alive, pipelining, a request body read slowly
- * (backpressure), malformed input, the header deadline, the idle keep-alive close, and an upgrade
- * whose first bytes arrive with its head. On the gateway's listeners the first read goes through
- * protocol detection and the rest straight to the parser, so most cases start with a warm-up
- * request to test the later reads.
+ * HTTP/1.1 over a TLS listener (the gateway's HTTPS listeners; the sidecar's mTLS port serves the
+ * same HTTP/1.1 server after its handshake): what a client sees on one TLS connection, over real
+ * TLS: keep-alive, pipelining, a request body read slowly (backpressure), malformed input, the
+ * header deadline (also for half a head behind a complete request in the same read), the idle
+ * keep-alive close, and an upgrade whose first bytes arrive with its head. On the gateway's
+ * listeners the first read goes through protocol detection, so most cases start with a warm-up
+ * request to test the reads after it.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
