@@ -349,8 +349,6 @@ export class H1Connection {
   /** Bytes read from the socket (or by protocol detection before the connection was handed over). */
   onData(d: Buffer): void {
     if (this.dead) return;
-    if (this.headersSince === 0 && !this.parsing) this.headersSince = Date.now();
-    this.idleSince = 0;
     const r = this.parser.execute(d);
     if (r instanceof Error) this.parseError(r as Error & { code?: string });
     else if (this.upgrading) {
@@ -361,6 +359,12 @@ export class H1Connection {
       this.socket.off('data', this.dataListener);
       this.socket.pause();
       if (req.upgrade) req.upgrade.head = d.subarray(r as number);
+    } else if (this.parsing === undefined && this.headersSince === 0 && !this.parser.headersCompleted()) {
+      // Bytes of a head not complete yet (a new request begun, possibly behind a complete one in
+      // the same read) start the header clock, and the connection is no longer idle. Judged after
+      // parsing: set before it, a complete request's head stopped the clock for the half one behind.
+      this.headersSince = Date.now();
+      this.idleSince = 0;
     }
   }
 
@@ -374,6 +378,7 @@ export class H1Connection {
     keepAlive: boolean,
   ): number {
     this.headersSince = 0;
+    this.idleSince = 0;
     if (this.dead) return 0;
     const raw = headers ?? this.partial;
     const target = headers ? (url ?? '') : this.partialUrl + (url ?? '');

@@ -10,6 +10,8 @@ export interface NativeParser {
   free(): void;
   remove(): void;
   close(): void;
+  /** The message being parsed has its complete head (false between a message's start and its head's end). */
+  headersCompleted(): boolean;
   [k: number]: unknown;
 }
 
