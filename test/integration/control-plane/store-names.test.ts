@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { FileStore, resourceFileName, type WireResource } from '../../../control-plane/store';
 import { KINDS, type Kind } from '../../../src/policy/types';
 import { apiFetch, ROOT, startControlPlane, tmpDir } from '../lib/meshlet';
+import { makeCert } from '../gateway/helpers';
 
 const route = (name: string, host = 'web'): WireResource => ({
   apiVersion: 'meshlet.dev/v1',
@@ -117,6 +118,7 @@ t.test('through meshlet control-plane: a 253-character name of every kind is app
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }));
   const name = (kind: string) => `${kind.toLowerCase()}-`.padEnd(253, 'x');
   const PROTOS = path.join(ROOT, 'test', 'fixtures', 'transcode');
+  const cert = makeCert(dataDir, 'names', ['names.example.com']);
   const specs: Record<Kind, unknown> = {
     Route: { hosts: ['web'], rules: [{ backends: [{ service: 'web' }] }] },
     DestinationPolicy: { service: 'web' },
@@ -126,6 +128,8 @@ t.test('through meshlet control-plane: a 253-character name of every kind is app
     AuthorizationPolicy: { service: 'web', defaultAction: 'DENY', rules: [{ name: 'all', action: 'ALLOW', from: [{ spiffeIds: ['spiffe://cluster.local/svc/a'] }] }] },
     PeerAuthentication: { service: 'web', mode: 'STRICT' },
     Gateway: { listeners: [{ name: 'web', port: 18080, protocol: 'HTTP' }] },
+    ApiConsumer: { keys: [`sha256:${'a'.repeat(64)}`] },
+    TLSCertificate: { certificate: fs.readFileSync(cert.certFile, 'utf8'), privateKey: fs.readFileSync(cert.keyFile, 'utf8') },
   };
   let cp = await startControlPlane(dataDir);
   t.teardown(() => cp.stop());
