@@ -191,7 +191,7 @@ export class EtcdStore extends CachedStore {
         }
         throw new StoreError(
           'unavailable',
-          `the etcd store is unavailable (${etcdFailure(err)}); the write was not acknowledged and may not have been applied: retry it once etcd is back`,
+          `the etcd store is unavailable (${etcdFailure(err)}); the write was not acknowledged, and etcd may still apply it once it has a quorum again: read it back, or retry it (a PUT is idempotent)`,
         );
       }
       let revision = Number(res.header.revision);

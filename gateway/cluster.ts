@@ -29,9 +29,8 @@ import { ProxyStats } from '../src/observability/proxy-stats';
 import { toWire, type CompiledSnapshot, type WireSnapshot } from '../src/policy';
 import { redactResource } from '../src/policy/redact';
 import { identityDump } from '../src/security/identity-dump';
-import type { WorkloadIdentity } from '../src/security/workload-identity';
 import type { Subscriber } from '../src/snapshot/subscriber';
-import { WorkerPool } from '../src/workers/primary';
+import { poolWithIdentity } from '../src/workers/primary';
 import { runWorker } from '../src/workers/worker';
 import { subscribeGateway, type GatewayOptions, type RunningGateway } from './index';
 import { checkGatewaySnapshot, startGatewayPlane, type GatewayCertificate, type GatewayStatsReport, type HostPort, type ListenerDump } from './plane';
@@ -58,19 +57,7 @@ export async function startClusterGateway(opts: ClusterGatewayOptions, workers: 
   let current: CompiledSnapshot | undefined;
 
   let subscriber: Subscriber | undefined;
-  const identity: WorkloadIdentity | undefined =
-    opts.controlPlane && opts.credential
-      ? new (await import('../src/security/workload-identity')).WorkloadIdentity({ request: (csr) => subscriber?.requestCertificate(csr) ?? false, logger: log })
-      : undefined;
-  const tlsMaterial = () => {
-    const m = identity?.current();
-    return m && { keyPem: m.keyPem, chainPem: m.chainPem, bundlePem: m.bundlePem };
-  };
-  const pool = new WorkerPool({ workers, id, kind: 'gateway', log, registry: stats.metrics.registry, identity: tlsMaterial });
-  identity?.onChange(() => {
-    const material = tlsMaterial();
-    if (material) pool.sendIdentity(material);
-  });
+  const { pool, identity } = await poolWithIdentity({ workers, id, kind: 'gateway', log, registry: stats.metrics.registry }, Boolean(opts.controlPlane && opts.credential), () => subscriber);
 
   /** Decides ACK or NACK once, as a single gateway would, then sends the snapshot to every worker. */
   const accept = (w: WireSnapshot): Result<void> => {

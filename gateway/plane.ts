@@ -30,7 +30,7 @@ import { parseSnapshot, type CompiledSnapshot, type GatewayListener, type Gatewa
 import { ResilienceState } from '../src/resilience/state';
 import { ServerCertificates, type CertSource } from '../src/security/server-certs';
 import { MeshTls, type MeshTlsMaterial } from '../src/security/tls';
-import { compileSnapshot } from '../src/snapshot/compile';
+import { compileChecked } from '../src/snapshot/compile';
 import { createEdgeContext, registerCacheMetrics } from '../src/stack/edge-context';
 import { outboundHandler, type ProxyContext } from '../src/stack/front';
 import { sendLocalRaw } from '../src/stack/respond-http';
@@ -191,12 +191,9 @@ function loadListenerCertificates(
 export function checkGatewaySnapshot(gateway: string, w: WireSnapshot, active: ActiveRequests, previous: CompiledSnapshot | undefined): Result<CompiledSnapshot> {
   const parsed = parseSnapshot(w);
   if (!parsed.ok) return parsed;
-  let compiled: CompiledSnapshot;
-  try {
-    compiled = compileSnapshot(parsed.value, { stats: active });
-  } catch (err) {
-    return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
-  }
+  const c = compileChecked(parsed.value, { stats: active });
+  if (!c.ok) return c;
+  const compiled = c.value;
   const before = new Map((previous?.gateways.get(gateway)?.listeners ?? []).map((l) => [l.name, JSON.stringify(l)]));
   const certs = loadListenerCertificates(gateway, compiled, (l) => (before.get(l.name) === JSON.stringify(l) ? {} : undefined), () => undefined);
   if (!certs.ok) return certs;
@@ -371,13 +368,12 @@ export async function startGatewayPlane(opts: GatewayPlaneOptions): Promise<Gate
     return applyValid(parsed.value);
   };
   const applyValid = (snapshot: Snapshot): Result<void> => {
-    let compiled: CompiledSnapshot;
-    try {
-      compiled = compileSnapshot(snapshot, { stats: active });
-    } catch (err) {
+    const c = compileChecked(snapshot, { stats: active });
+    if (!c.ok) {
       stats.nacks++;
-      return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
+      return c;
     }
+    const compiled = c.value;
     const spec = compiled.gateways.get(opts.name);
     // Certificates are read now: one that cannot be read or does not match its key NACKs the
     // snapshot, and the listeners in force keep serving.

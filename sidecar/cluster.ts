@@ -29,15 +29,15 @@
  */
 import * as os from 'node:os';
 import type { Logger } from 'pino';
-import { fail, formatErrors, ok, type Result } from '../src/core/result';
+import { formatErrors, ok, type Result } from '../src/core/result';
 import { ActiveRequests } from '../src/lb';
 import { mergeExpositions, type Exposition } from '../src/observability/merge';
 import { parseSnapshot, type CompiledSnapshot, type WireSnapshot } from '../src/policy';
-import { compileSnapshot } from '../src/snapshot/compile';
+import { compileChecked } from '../src/snapshot/compile';
 import { STATUS_PATHS, startAdmin, type AdminServer } from '../src/observability/admin';
 import { ProxyStats } from '../src/observability/proxy-stats';
 import type { Subscriber } from '../src/snapshot/subscriber';
-import { WorkerPool } from '../src/workers/primary';
+import { poolWithIdentity } from '../src/workers/primary';
 import { runWorker } from '../src/workers/worker';
 import { configDump, leave, loadStaticWire, startProxy, subscribe, type HostPort, type Sidecar, type SidecarOptions, type SidecarResilience, type SidecarStatsReport } from './index';
 
@@ -56,19 +56,7 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
 
   // One workload identity for the whole sidecar, held by the primary (it has the push stream).
   let subscriber: Subscriber | undefined;
-  const identity =
-    opts.controlPlane && opts.credential
-      ? new (await import('../src/security/workload-identity')).WorkloadIdentity({ request: (csr) => subscriber?.requestCertificate(csr) ?? false, logger: log })
-      : undefined;
-  const tlsMaterial = () => {
-    const m = identity?.current();
-    return m && { keyPem: m.keyPem, chainPem: m.chainPem, bundlePem: m.bundlePem };
-  };
-  const pool = new WorkerPool({ workers, id, kind: 'sidecar', log, registry: stats.metrics.registry, identity: tlsMaterial });
-  identity?.onChange(() => {
-    const material = tlsMaterial();
-    if (material) pool.sendIdentity(material);
-  });
+  const { pool, identity } = await poolWithIdentity({ workers, id, kind: 'sidecar', log, registry: stats.metrics.registry }, Boolean(opts.controlPlane && opts.credential), () => subscriber);
 
   /** Validates a snapshot as a single sidecar would (parse + compile), so a NACK is decided here, once. */
   const accept = (w: WireSnapshot): Result<void> => {
@@ -78,13 +66,12 @@ export async function startClusterSidecar(opts: SidecarOptions & { logger: Logge
       stats.nacks++;
       return parsed;
     }
-    let compiled: CompiledSnapshot;
-    try {
-      compiled = compileSnapshot(parsed.value, { stats: active });
-    } catch (err) {
+    const c = compileChecked(parsed.value, { stats: active });
+    if (!c.ok) {
       stats.nacks++;
-      return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
+      return c;
     }
+    const compiled = c.value;
     current = compiled;
     stats.acks++;
     stats.snapshotVersion = compiled.version;

@@ -19,7 +19,7 @@ import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
 import { RateLimitLayer } from '../src/resilience/rate-limit';
 import { AUTHZ_METRIC, AUTHZ_METRIC_HELP, AUTHZ_METRIC_LABELS, InboundAuthz } from '../src/stack/authz';
-import { compileSnapshot } from '../src/snapshot/compile';
+import { compileChecked } from '../src/snapshot/compile';
 import { parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { redactResource } from '../src/policy/redact';
 import { VERSION } from '../src/core/version';
@@ -311,13 +311,12 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     return applyValid(parsed.value);
   };
   const applyValid = (snapshot: Snapshot): Result<void> => {
-    let compiled: CompiledSnapshot;
-    try {
-      compiled = compileSnapshot(snapshot, { stats: active });
-    } catch (err) {
+    const c = compileChecked(snapshot, { stats: active });
+    if (!c.ok) {
       stats.nacks++;
-      return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
+      return c;
     }
+    const compiled = c.value;
     try {
       authz.apply(compiled.resources);
     } catch (err) {

@@ -123,6 +123,27 @@ export function sendUpgrade(
   };
 }
 
+/**
+ * Calls `onIdle` once no data has moved on any of `streams` for `idleMs`: one timer, re-armed for
+ * what is left of the window when it fires early, instead of a timer reset per chunk.
+ */
+function idleWatch(clock: Clock, idleMs: number, streams: NodeJS.EventEmitter[], onIdle: () => void): Timer {
+  let last = clock.monotonic();
+  const touch = (): void => {
+    last = clock.monotonic();
+  };
+  for (const s of streams) s.on('data', touch);
+  let timer: Timer;
+  const arm = (ms: number): Timer =>
+    (timer = clock.setTimeout(() => {
+      const idle = clock.monotonic() - last;
+      if (idle >= idleMs) onIdle();
+      else arm(idleMs - idle);
+    }, ms));
+  timer = arm(idleMs);
+  return { cancel: () => timer.cancel() };
+}
+
 /** The client side: the answer head and the tunnel, both ways, closed together, idle-timed. */
 export function tunnel(stats: TunnelStats, clock: Clock, req: H1Request, client: net.Socket, upstream: net.Socket, answer: Buffer, status: number, idleMs: number, ended: () => void): void {
   client.write(answer);
@@ -140,28 +161,15 @@ export function tunnel(stats: TunnelStats, clock: Clock, req: H1Request, client:
   }
   stats.websocketsOpen++;
   stats.websocketsTotal++;
-  let last = clock.monotonic();
-  const touch = (): void => {
-    last = clock.monotonic();
-  };
-  client.on('data', touch);
-  upstream.on('data', touch);
-  let timer: Timer | undefined;
-  const arm = (ms: number): void => {
-    timer = clock.setTimeout(() => {
-      const idle = clock.monotonic() - last;
-      if (idle >= idleMs) {
-        client.destroy();
-        upstream.destroy();
-      } else arm(idleMs - idle);
-    }, ms);
-  };
-  arm(idleMs);
+  const idle = idleWatch(clock, idleMs, [client, upstream], () => {
+    client.destroy();
+    upstream.destroy();
+  });
   let closed = false;
   const close = (): void => {
     if (closed) return;
     closed = true;
-    timer?.cancel();
+    idle.cancel();
     stats.websocketsOpen--;
     client.destroy();
     upstream.destroy();
@@ -270,30 +278,17 @@ export function tunnelH2(stats: TunnelStats, clock: Clock, stream: http2.ServerH
   }
   stats.websocketsOpen++;
   stats.websocketsTotal++;
-  let last = clock.monotonic();
-  const touch = (): void => {
-    last = clock.monotonic();
-  };
-  stream.on('data', touch);
-  upstream.on('data', touch);
-  let timer: Timer | undefined;
-  const arm = (ms: number): void => {
-    timer = clock.setTimeout(() => {
-      const idle = clock.monotonic() - last;
-      if (idle >= idleMs) {
-        upstream.destroy();
-        if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
-      } else arm(idleMs - idle);
-    }, ms);
-  };
-  arm(idleMs);
+  const idle = idleWatch(clock, idleMs, [stream, upstream], () => {
+    upstream.destroy();
+    if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+  });
   let upstreamEnded = false;
   upstream.once('end', () => (upstreamEnded = true));
   let open = true;
   const close = (): void => {
     if (!open) return;
     open = false;
-    timer?.cancel();
+    idle.cancel();
     stats.websocketsOpen--;
     finish();
   };

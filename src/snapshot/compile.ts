@@ -9,6 +9,7 @@
 import type { CompiledTranscoding } from '../grpc/transcode/compile';
 import { buildPicker, cumulativeWeights, noStats, weightedIndex, type EndpointStats, type Picker } from '../lb';
 import { compileRegex, type LinearRegex } from '../policy/regex';
+import { fail, ok, type Result } from '../core/result';
 import type {
   CompiledBackend,
   CompiledRule,
@@ -42,6 +43,15 @@ export interface CompileOptions {
   stats?: EndpointStats;
   random?: () => number;
   now?: () => number;
+}
+
+/** `compileSnapshot` as a Result: a snapshot that does not compile is a NACK reason, not a throw. */
+export function compileChecked(s: Snapshot, opts: CompileOptions = {}): Result<CompiledSnapshot> {
+  try {
+    return ok(compileSnapshot(s, opts));
+  } catch (err) {
+    return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
+  }
 }
 
 export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): CompiledSnapshot {

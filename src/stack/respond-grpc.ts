@@ -16,7 +16,7 @@ import { HOP_BY_HOP } from '../http/headers';
 import type { DownstreamRequest, DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
-import { asReply, countUnobserved } from './respond-http';
+import { asReply, countUnobserved, replyFlags } from './respond-http';
 
 export class GrpcResponder implements ResponseSink, ResponseFollower {
   upstream: UpstreamCall = NOOP_CALL;
@@ -85,7 +85,7 @@ export class GrpcResponder implements ResponseSink, ResponseFollower {
     if (this.finished) return;
     this.finished = true;
     const reply = asReply(err);
-    const flags = reply.flag ? (this.call.flags ? `${reply.flag},${this.call.flags}` : reply.flag) : this.call.flags;
+    const flags = replyFlags(reply, this.call);
     if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
     const cause = ((err as { cause?: unknown }).cause ?? err) as { rstCode?: number; connectionLost?: boolean };
     const rst = cause.rstCode;

@@ -91,7 +91,7 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
     if (this.finished) return;
     this.finished = true;
     const reply = asReply(err);
-    const flags = reply.flag ? (this.call.flags ? `${reply.flag},${this.call.flags}` : reply.flag) : this.call.flags;
+    const flags = replyFlags(reply, this.call);
     if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
     if (started) return resetDownstream(this.res);
     writeReply(this.res, reply, flags);
@@ -99,6 +99,11 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
 }
 
 /** Any error as the status, flag and text of the answer. */
+/** The response flags of a call that ended in `reply`: the reply's own first, then what the call collected. */
+export function replyFlags(reply: LocalReply | MeshError, call: MeshCall): string {
+  return reply.flag ? (call.flags ? `${reply.flag},${call.flags}` : reply.flag) : call.flags;
+}
+
 export function asReply(err: Error): LocalReply | MeshError {
   if (err instanceof LocalReply || err instanceof MeshError) return err;
   return new MeshError('MESH_UPSTREAM_RESET', (err as { code?: string }).code ?? err.message);

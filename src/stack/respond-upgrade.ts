@@ -17,7 +17,7 @@ import type { H2Request, H2Response } from '../http/h2-server';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import { DEFAULT_WEBSOCKET_IDLE_MS, tunnel, tunnelH2 } from '../http/websocket';
 import type { StackContext } from './context';
-import { asReply, countUnobserved, writeReply } from './respond-http';
+import { asReply, countUnobserved, replyFlags, writeReply } from './respond-http';
 
 export class UpgradeResponder implements ResponseSink {
   upstream: UpstreamCall = NOOP_CALL;
@@ -66,7 +66,7 @@ export class UpgradeResponder implements ResponseSink {
     if (this.finished) return;
     this.finished = true;
     const reply = asReply(err);
-    const flags = reply.flag ? (this.call.flags ? `${reply.flag},${this.call.flags}` : reply.flag) : this.call.flags;
+    const flags = replyFlags(reply, this.call);
     if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
     if (started || this.res.headersSent) {
       this.req.upgrade?.socket.destroy();
@@ -121,7 +121,7 @@ export class H2UpgradeResponder implements ResponseSink {
     if (this.finished) return;
     this.finished = true;
     const reply = asReply(err);
-    const flags = reply.flag ? (this.call.flags ? `${reply.flag},${this.call.flags}` : reply.flag) : this.call.flags;
+    const flags = replyFlags(reply, this.call);
     if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
     const stream = this.req.stream;
     if (started || this.tunneled || stream.headersSent) {

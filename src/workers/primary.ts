@@ -19,6 +19,8 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import type { Counter, Registry } from '../observability/metrics';
 import type { WireSnapshot } from '../policy';
+import type { WorkloadIdentity } from '../security/workload-identity';
+import type { Subscriber } from '../snapshot/subscriber';
 import { ENV_ID, ENV_SLOT, ENV_WORKERS, type Collected, type FromWorker, type PurgeSelector, type TlsMaterial, type ToWorker } from './protocol';
 
 const COLLECT_TIMEOUT_MS = 2000;
@@ -48,6 +50,25 @@ export interface WorkerPoolOptions {
   registry: Registry;
   /** The workload certificate in force, sent to each worker as it starts. */
   identity?: () => TlsMaterial | undefined;
+}
+
+/**
+ * The primary's workload identity (when it has a credential: it holds the push stream, so it makes
+ * the key and the CSRs) and the pool it hands that certificate to: each worker gets the material in
+ * force when it starts and again at every renewal. The key never goes to a file.
+ */
+export async function poolWithIdentity(opts: Omit<WorkerPoolOptions, 'identity'>, credential: boolean, subscriber: () => Subscriber | undefined): Promise<{ pool: WorkerPool; identity: WorkloadIdentity | undefined }> {
+  const identity = credential ? new (await import('../security/workload-identity')).WorkloadIdentity({ request: (csr) => subscriber()?.requestCertificate(csr) ?? false, logger: opts.log }) : undefined;
+  const material = (): TlsMaterial | undefined => {
+    const m = identity?.current();
+    return m && { keyPem: m.keyPem, chainPem: m.chainPem, bundlePem: m.bundlePem };
+  };
+  const pool = new WorkerPool({ ...opts, identity: material });
+  identity?.onChange(() => {
+    const m = material();
+    if (m) pool.sendIdentity(m);
+  });
+  return { pool, identity };
 }
 
 /** A worker as `/config_dump` lists it. */
