@@ -183,6 +183,8 @@ export async function subscribeGateway(
     credential: opts.credential,
     onIdentity: identity ? (msg) => identity.handle(msg) : undefined,
     tls: opts.pushTls,
+    // A reconnect presents the workload certificate: it outlives a join token that expired.
+    clientCertificate: identity ? () => identity.current() : undefined,
   });
   subscriber.start();
   return subscriber;
