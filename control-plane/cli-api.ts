@@ -19,6 +19,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { VERSION } from '../src/core/version';
+import { orderHops, type HopRecord } from '../src/observability/decisions';
 import { redactResources } from '../src/policy/redact';
 import type { MeshHistory } from './history';
 import type { Registry, SidecarStatus } from './registry';
@@ -128,7 +129,7 @@ const DECISIONS_PARALLEL = 16;
 
 /**
  * `explain --last`: asks every connected sidecar (or those of `from`, or one `sidecar`) for the
- * request id in its ring of recent decisions, and merges what they recorded, oldest first: the
+ * request id in its ring of recent decisions, and merges what they recorded in the order the request travelled (orderHops): the
  * caller's outbound side, the callee's inbound side, and any further hop that propagated the id.
  */
 async function decisions(deps: CliApiDeps, url: URL): Promise<Reply> {
@@ -143,7 +144,7 @@ async function decisions(deps: CliApiDeps, url: URL): Promise<Reply> {
     const services = [...new Set(all.map((x) => x.service))].sort();
     return notFound(id ? `no connected sidecar ${JSON.stringify(id)}` : from ? `no connected sidecar of service ${JSON.stringify(from)}${services.length ? `; services with sidecars: ${services.join(', ')}` : ''}` : 'no connected sidecars');
   }
-  const found: { start: number; direction: string }[] = [];
+  const found: HopRecord[] = [];
   const unreachable: { sidecar: string; message: string }[] = [];
   let kept = 0;
   const path = `/decisions?${new URLSearchParams({ id: reqId })}`;
@@ -151,16 +152,14 @@ async function decisions(deps: CliApiDeps, url: URL): Promise<Reply> {
     const batch = asked.slice(i, i + DECISIONS_PARALLEL);
     const replies = await Promise.all(batch.map((s) => ask(deps, s, path, 2000)));
     replies.forEach((r, k) => {
-      const b = r.body as { decisions?: { start: number; direction: string }[]; kept?: number; message?: string } | undefined;
+      const b = r.body as { decisions?: HopRecord[]; kept?: number; message?: string } | undefined;
       if (r.status === 200 && Array.isArray(b?.decisions)) {
         found.push(...b.decisions);
         kept = Math.max(kept, b.kept ?? 0);
       } else unreachable.push({ sidecar: (batch[k] as SidecarStatus).id, message: b?.message ?? `status ${r.status}` });
     });
   }
-  // Oldest first; at the same instant the caller's outbound side before the callee's inbound side.
-  found.sort((x, y) => x.start - y.start || (x.direction === y.direction ? 0 : x.direction === 'outbound' ? -1 : 1));
-  return { status: 200, body: { requestId: reqId, asked: asked.length, kept, decisions: found, ...(unreachable.length ? { unreachable } : {}) } };
+  return { status: 200, body: { requestId: reqId, asked: asked.length, kept, decisions: orderHops(found), ...(unreachable.length ? { unreachable } : {}) } };
 }
 
 /** GETs a path on a sidecar's admin port; failures become 502 with the reason. Redirects are not followed. */

@@ -340,3 +340,66 @@ export class DecisionRing {
     return out;
   }
 }
+
+/** What `orderHops` reads of a record (the control plane gets them as JSON from the sidecars). */
+export interface HopRecord {
+  sidecar: string;
+  service: string;
+  direction: string;
+  start: number;
+  source?: string;
+  destination?: string;
+  backend?: { service: string };
+}
+
+/**
+ * The hops of one request in the order it travelled. Each sidecar's own records are exactly
+ * ordered (one monotonic clock), but `start` compared across sidecars is only as good as each
+ * process's wall clock, which Date.now() gives to the millisecond: hops a fraction of a
+ * millisecond apart can come out reversed. So records are merged sidecar by sidecar, oldest
+ * first, and a callee's inbound record waits for the caller's outbound record it answers (the
+ * n-th inbound at D from S follows the n-th outbound from S to D). When nothing is ready (a
+ * caller that kept no record, say), the oldest record goes next.
+ */
+export function orderHops<T extends HopRecord>(records: readonly T[]): T[] {
+  const queues = new Map<string, T[]>();
+  for (const r of [...records].sort((a, b) => a.start - b.start)) {
+    const q = queues.get(r.sidecar);
+    if (q) q.push(r);
+    else queues.set(r.sidecar, [r]);
+  }
+  const to = (r: T): string => r.backend?.service ?? r.destination ?? '';
+  const pair = (from: string, dest: string): string => `${from}\u0000${dest}`;
+  const outTotal = new Map<string, number>();
+  for (const r of records) if (r.direction === 'outbound') outTotal.set(pair(r.service, to(r)), (outTotal.get(pair(r.service, to(r))) ?? 0) + 1);
+  const outSeen = new Map<string, number>();
+  const inSeen = new Map<string, number>();
+  const ready = (r: T): boolean => {
+    if (r.direction !== 'inbound' || r.source === undefined) return true;
+    const k = pair(r.source, r.service);
+    if (!outTotal.get(k)) return true;
+    return (outSeen.get(k) ?? 0) > (inSeen.get(k) ?? 0);
+  };
+  const out: T[] = [];
+  while (out.length < records.length) {
+    let best: T | undefined;
+    let bestReady: T | undefined;
+    for (const q of queues.values()) {
+      const h = q[0];
+      if (!h) continue;
+      if (!best || h.start < best.start) best = h;
+      if (ready(h) && (!bestReady || h.start < bestReady.start)) bestReady = h;
+    }
+    const next = (bestReady ?? best) as T;
+    (queues.get(next.sidecar) as T[]).shift();
+    if (next.direction === 'outbound') {
+      const k = pair(next.service, to(next));
+      outSeen.set(k, (outSeen.get(k) ?? 0) + 1);
+    } else if (next.source !== undefined) {
+      const k = pair(next.source, next.service);
+      inSeen.set(k, (inSeen.get(k) ?? 0) + 1);
+    }
+    out.push(next);
+  }
+  return out;
+}

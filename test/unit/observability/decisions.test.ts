@@ -6,7 +6,7 @@
 import t from 'tap';
 import { FakeClock } from '../../../src/core/clock';
 import { MeshCall } from '../../../src/core/layer';
-import { DecisionRing, MAX_TRIES } from '../../../src/observability/decisions';
+import { DecisionRing, MAX_TRIES, orderHops } from '../../../src/observability/decisions';
 import type { CompiledRule } from '../../../src/policy/compiled';
 import { formatLast } from '../../../src/cli/explain';
 
@@ -134,4 +134,35 @@ t.test('inbound: the caller, the rate-limit outcome, the app', async (t) => {
   t.match(j, { direction: 'inbound', kind: 'grpc', status: 200, flags: 'RL', grpcStatus: 8, rateLimits: [{ outcome: 'limited' }] });
   t.notOk('durationMs' in j, 'answered before the observe layer: not timed');
   t.match(formatLast({ requestId: 'g1', asked: 3, kept: 8, decisions: [j] }), /1\. caller: unknown \(not a known service\), no client certificate\n2\. rate limits: 1 bucket\(s\) counted\n     limit "global", bucket "frontend": limited\n=> 200 grpc-status 8 RL, answered by the sidecar before forwarding\n/);
+});
+
+t.test('hops in the order the request travelled, though the sidecars clocks disagree by a millisecond', async (t) => {
+  // frontend → catalog → pricing (twice); catalog's wall clock runs 1 ms late, so by `start`
+  // alone its inbound record would sort after its own calls' callee.
+  const rec = (sidecar: string, service: string, direction: 'inbound' | 'outbound', start: number, peer?: string) =>
+    direction === 'inbound' ? { sidecar, service, direction, start, ...(peer ? { source: peer } : {}) } : { sidecar, service, direction, start, backend: { service: peer as string } };
+  const found = [
+    rec('pricing-0', 'pricing', 'inbound', 1000.6, 'catalog'),
+    rec('catalog-0', 'catalog', 'inbound', 1001.1, 'frontend'),
+    rec('frontend-0', 'frontend', 'outbound', 1000.2, 'catalog'),
+    rec('catalog-0', 'catalog', 'outbound', 1001.3, 'pricing'),
+    rec('pricing-0', 'pricing', 'inbound', 1000.9, 'catalog'),
+    rec('frontend-0', 'frontend', 'inbound', 1000.1),
+    rec('catalog-0', 'catalog', 'outbound', 1001.5, 'pricing'),
+  ];
+  const hops = (rs: { sidecar: string; direction: string; start: number }[]) => rs.map((r) => `${r.sidecar} ${r.direction} ${r.start}`);
+  t.same(hops(orderHops(found)), [
+    'frontend-0 inbound 1000.1',
+    'frontend-0 outbound 1000.2',
+    'catalog-0 inbound 1001.1',
+    'catalog-0 outbound 1001.3',
+    'pricing-0 inbound 1000.6',
+    'catalog-0 outbound 1001.5',
+    'pricing-0 inbound 1000.9',
+  ]);
+  t.same(hops([...found].sort((a, b) => a.start - b.start)).slice(2, 3), ['pricing-0 inbound 1000.6'], 'by start alone the order is wrong');
+  // A caller outside the mesh (no source), or one that kept no record: oldest first.
+  const lone = [rec('catalog-0', 'catalog', 'outbound', 5, 'pricing'), rec('catalog-0', 'catalog', 'inbound', 4, 'web'), rec('pricing-0', 'pricing', 'inbound', 3, 'catalog')];
+  t.same(hops(orderHops(lone)), ['catalog-0 inbound 4', 'catalog-0 outbound 5', 'pricing-0 inbound 3']);
+  t.same(orderHops([]), []);
 });
