@@ -277,6 +277,8 @@ t.test('WebSocket over HTTP/2 at the gateway (RFC 8441), bridged to an HTTP/1.1 
     t.equal(line.method, 'GET', 'the access log has the WebSocket as the GET it is upstream');
     t.equal(line.protocol, 'HTTP/2', 'arrived over HTTP/2');
     t.match(String(line.route), /ws/, 'the route that matched');
+    t.equal(line.response_code, 200, "with the status the client saw (200 accepts an extended CONNECT), not the app's 101");
+    t.notMatch(text, /meshlet_requests_total\{[^}]*response_code="101"/, 'no request counted as a 101');
   });
 });
 
