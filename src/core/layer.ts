@@ -113,9 +113,10 @@ export class MeshCall {
 
   /**
    * An upgrade (WebSocket): its `Upgrade` protocol, and the front adapter's hook that takes the
-   * upstream socket once the answer head came (`end` ends the call when the tunnel closes).
+   * upstream socket once the answer head came (`end` ends the call when the tunnel closes);
+   * `acceptStatus`: what the client is answered for a 101 (200 over HTTP/2, RFC 8441).
    */
-  upgrade: { protocol: string; onHead(upstream: Socket, head: Buffer, status: number, end: () => void): void } | undefined = undefined;
+  upgrade: { protocol: string; acceptStatus?: number; onHead(upstream: Socket, head: Buffer, status: number, end: () => void): void } | undefined = undefined;
   /** The downstream request (body byte counts, the HTTP/1.1 upgrade socket). */
   downstream: DownstreamRequest | undefined = undefined;
 

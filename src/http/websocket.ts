@@ -49,6 +49,12 @@ export interface UpgradeRequest {
   headers: readonly string[];
   /** The `Upgrade` protocol. */
   protocol: string;
+  /**
+   * The status the client is answered with for the upstream's 101, when it is another: an HTTP/2
+   * extended CONNECT is accepted with 200 (RFC 8441 5). Metrics, the access log and the recent
+   * decisions record what the client saw.
+   */
+  acceptStatus?: number;
 }
 
 /** Opens the upstream connection and reads the answer head; `onHead` gets the socket when the try is still wanted. */
@@ -104,7 +110,7 @@ export function sendUpgrade(
     if (status === 0) return fail(Object.assign(new Error('upstream sent an invalid response'), { code: 'ECONNRESET' }));
     done = true;
     upstream.pause();
-    sink.onResponse(status, {});
+    sink.onResponse(status === 101 && req.acceptStatus ? req.acceptStatus : status, {});
     // A layer above may have abandoned this try on its status (a retry): then it is closed.
     if (aborted) return;
     onHead(upstream, buf, status);

@@ -19,7 +19,7 @@ export function dispatcher(ctx: Pick<StackContext, 'pools' | 'clock'>): Handler 
     if (call.obs) call.obs.upstream = t.key;
     const up = call.upgrade;
     if (up) {
-      return sendUpgrade(t, { method: call.method, path: call.path, headers: call.headers, protocol: up.protocol }, sink, (u, head, status) => up.onHead(u, head, status, () => sink.onEnd(undefined)), ctx.clock, undefined, ctx.pools.tlsOptions?.(t));
+      return sendUpgrade(t, { method: call.method, path: call.path, headers: call.headers, protocol: up.protocol, acceptStatus: up.acceptStatus }, sink, (u, head, status) => up.onHead(u, head, status, () => sink.onEnd(undefined)), ctx.clock, undefined, ctx.pools.tlsOptions?.(t));
     }
     let headers = call.headers;
     if (call.mux) headers = [...headers, ORIG_PROTO_HEADER, `HTTP/${call.version}`];

@@ -94,6 +94,7 @@ export class H2UpgradeResponder implements ResponseSink {
     const stream = this.req.stream;
     this.call.upgrade = {
       protocol: this.req.connectProtocol ?? 'websocket',
+      acceptStatus: 200,
       onHead: (upstream, head, status, end) => {
         this.tunneled = true;
         tunnelH2(this.ctx.stats, this.ctx.clock, stream, upstream, head, status, this.idleMs, end);
