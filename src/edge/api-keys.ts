@@ -3,7 +3,8 @@
  * read from a header or a query parameter; the consumer's name is forwarded to the service in a
  * header and returned as a rate-limit descriptor (`consumer`), so limits can be per client.
  *
- * Keys are stored hashed (`sha256:<hex>`, made by `hashApiKey` or `meshlet` later): the policy,
+ * Keys are stored hashed (`sha256:<hex>`, made by `hashApiKey` or `meshlet apikey create`), each
+ * with an optional expiry (`{hash, expiresAt}`: refused from then on, 401 EDGE_API_KEY_EXPIRED): the policy,
  * the store and config dumps never hold a usable key. A fast hash (not a password KDF) is right
  * here because keys are long random strings, not guessable passwords, and it runs on every
  * request. The lookup is a Map get by the hash of the presented key, so the comparison does not
@@ -25,10 +26,16 @@ export function hashApiKey(key: string): string {
   return `sha256:${createHash('sha256').update(key, 'utf8').digest('hex')}`;
 }
 
+/** A key as stored: its hash, and when it stops being accepted (RFC 3339; absent: never). */
+export interface StoredApiKey {
+  /** `sha256:<64 hex>` */
+  hash: string;
+  expiresAt?: string;
+}
+
 export interface ApiKeyConsumer {
   name: string;
-  /** `sha256:<64 hex>` */
-  keys: string[];
+  keys: { hash: string; /** ms since the epoch; absent: never expires. */ expiresAtMs?: number }[];
 }
 
 export type ApiKeySource = { header: string } | { query: string };
@@ -73,12 +80,28 @@ export function parseApiKeyConfig(raw: unknown, path = 'apiKeys'): Result<ApiKey
     if (name !== undefined && !/^[A-Za-z0-9._@-]+$/.test(name)) c.err(join(p, 'name'), 'must be letters, digits, . _ @ or -');
     if (name !== undefined && seenName.has(name)) c.err(join(p, 'name'), `duplicate consumer ${JSON.stringify(name)}`);
     if (name !== undefined) seenName.add(name);
-    const keys = c.strList(co.keys, join(p, 'keys'), { min: 1 });
-    keys.forEach((k, ki) => {
+    // A key is its hash (as users write it) or {hash, expiresAt} (as users may write it, and as the
+    // policy holds every key once parsed).
+    const keys: ApiKeyConsumer['keys'] = [];
+    c.list(co.keys, join(p, 'keys'), { min: 1 }).forEach((rk, ki) => {
       const kp = `${join(p, 'keys')}[${ki}]`;
-      if (!HASH.test(k)) c.err(kp, 'must be a hash, sha256:<64 hex digits> (never the key itself; see hashApiKey)');
+      let k: unknown = rk;
+      let expiresAtMs: number | undefined;
+      if (rk !== null && typeof rk === 'object' && !Array.isArray(rk)) {
+        const ko = rk as Record<string, unknown>;
+        c.known(ko, kp, ['hash', 'expiresAt']);
+        k = ko.hash;
+        if (ko.expiresAt !== undefined) {
+          expiresAtMs = typeof ko.expiresAt === 'string' ? Date.parse(ko.expiresAt) : NaN;
+          if (Number.isNaN(expiresAtMs)) c.err(join(kp, 'expiresAt'), 'must be an RFC 3339 time such as 2027-01-31T00:00:00Z');
+        }
+      }
+      if (typeof k !== 'string' || !HASH.test(k)) c.err(typeof rk === 'string' ? kp : join(kp, 'hash'), 'must be a hash, sha256:<64 hex digits> (never the key itself; see hashApiKey)');
       else if (seenHash.has(k)) c.err(kp, `the same key is already given to ${seenHash.get(k)}`);
-      else seenHash.set(k, name ?? '?');
+      else {
+        seenHash.set(k, name ?? '?');
+        keys.push(expiresAtMs === undefined || Number.isNaN(expiresAtMs) ? { hash: k } : { hash: k, expiresAtMs });
+      }
     });
     if (name !== undefined) consumers.push({ name, keys });
   });
@@ -117,9 +140,9 @@ export function parseApiKeyConfig(raw: unknown, path = 'apiKeys'): Result<ApiKey
  * The rule's `apiKeys` with the consumers its `consumerRefs` name added (their keys as stored now);
  * a name with no ApiConsumer adds nobody. Done once per snapshot (compile.ts).
  */
-export function withConsumers<T extends { consumers: readonly { name: string; keys: readonly string[] }[]; consumerRefs: readonly string[] }>(spec: T, apiConsumers: ReadonlyMap<string, readonly string[]>): T {
+export function withConsumers<T extends { consumers: readonly { name: string; keys: readonly StoredApiKey[] }[]; consumerRefs: readonly string[] }>(spec: T, apiConsumers: ReadonlyMap<string, readonly StoredApiKey[]>): T {
   if (spec.consumerRefs.length === 0) return spec;
-  const added: { name: string; keys: readonly string[] }[] = [];
+  const added: { name: string; keys: readonly StoredApiKey[] }[] = [];
   for (const name of spec.consumerRefs) {
     const keys = apiConsumers.get(name);
     if (keys && keys.length > 0) added.push({ name, keys });
@@ -147,16 +170,18 @@ export type ApiKeyOutcome =
   | { ok: false; error: EdgeError };
 
 export class ApiKeyPolicy {
-  private readonly byHash = new Map<string, string>();
+  /** hex digest -> the consumer, and when the key expires (ms since the epoch; Infinity: never). */
+  private readonly byHash = new Map<string, { consumer: string; expiresAtMs: number }>();
   private readonly challenge: string;
 
   constructor(readonly config: ApiKeyConfig) {
-    for (const c of config.consumers) for (const k of c.keys) this.byHash.set(k.slice('sha256:'.length), c.name);
+    for (const c of config.consumers) for (const k of c.keys) this.byHash.set(k.hash.slice('sha256:'.length), { consumer: c.name, expiresAtMs: k.expiresAtMs ?? Infinity });
     const where = config.from.map((f) => ('header' in f ? `header="${f.header}"` : `query="${f.query}"`)).join(', ');
     this.challenge = `ApiKey realm="meshlet", ${where}`;
   }
 
-  authenticate(req: { path: string; headers: Headers }): ApiKeyOutcome {
+  /** `now`: ms since the epoch (the layer's clock), for keys that expire. */
+  authenticate(req: { path: string; headers: Headers }, now: number): ApiKeyOutcome {
     let key: string | undefined;
     let src: ApiKeySource | undefined;
     let params: URLSearchParams | undefined;
@@ -174,8 +199,10 @@ export class ApiKeyPolicy {
       if (!this.config.required) return { ok: true, consumer: undefined, descriptor: {}, removeHeaders: remove, setHeaders: [], path: undefined };
       return { ok: false, error: new EdgeError('EDGE_API_KEY_MISSING', 'an API key is required', { 'www-authenticate': this.challenge }) };
     }
-    const consumer = this.byHash.get(createHash('sha256').update(key, 'utf8').digest('hex'));
-    if (consumer === undefined) return { ok: false, error: new EdgeError('EDGE_API_KEY_INVALID', 'the API key is not valid', { 'www-authenticate': this.challenge }) };
+    const found = this.byHash.get(createHash('sha256').update(key, 'utf8').digest('hex'));
+    if (found === undefined) return { ok: false, error: new EdgeError('EDGE_API_KEY_INVALID', 'the API key is not valid', { 'www-authenticate': this.challenge }) };
+    if (now >= found.expiresAtMs) return { ok: false, error: new EdgeError('EDGE_API_KEY_EXPIRED', 'the API key has expired', { 'www-authenticate': this.challenge }) };
+    const consumer = found.consumer;
     let path: string | undefined;
     if (this.config.hideCredentials && src) {
       if ('header' in src) remove.push(src.header);

@@ -22,6 +22,7 @@ export type EdgeErrorCode =
   // API keys
   | 'EDGE_API_KEY_MISSING'
   | 'EDGE_API_KEY_INVALID'
+  | 'EDGE_API_KEY_EXPIRED'
   // IP filter
   | 'EDGE_IP_DENIED'
   // CORS
@@ -52,6 +53,7 @@ const TABLE: Record<EdgeErrorCode, { status: number; flag: string }> = {
   EDGE_JWT_INSUFFICIENT_SCOPE: { status: 403, flag: 'UAEX' },
   EDGE_API_KEY_MISSING: { status: 401, flag: 'UAEX' },
   EDGE_API_KEY_INVALID: { status: 401, flag: 'UAEX' },
+  EDGE_API_KEY_EXPIRED: { status: 401, flag: 'UAEX' },
   EDGE_IP_DENIED: { status: 403, flag: 'UAEX' },
   EDGE_CORS_REJECTED: { status: 403, flag: 'UAEX' },
   EDGE_AGG_TIMEOUT: { status: 504, flag: 'UT' },

@@ -70,7 +70,7 @@ export interface Meta {
   /** The schema of the field on the wire, when it is not derived (used with `hook`). */
   wireSchema?: TSchema;
   /** A named wire -> internal conversion in wire.ts. */
-  hook?: 'method' | 'tracing' | 'retryOn' | 'descriptor' | 'resourceVersion';
+  hook?: 'method' | 'tracing' | 'retryOn' | 'descriptor' | 'resourceVersion' | 'apiKeys';
   /** A duration in ms, a duration string on the wire, within these bounds. */
   duration?: { minMs: number; maxMs: number };
   /** Optional on the wire although required inside (its default is computed in parse.ts). */

@@ -184,7 +184,7 @@ const SEMANTICS: { [K in Kind]: (r: Extract<Resource, { kind: K }>, errs: Errs) 
   },
   ApiConsumer: (r, errs) =>
     r.spec.keys.forEach((k, i) => {
-      if (r.spec.keys.indexOf(k) < i) err(errs, `spec.keys[${i}]`, 'duplicate key');
+      if (r.spec.keys.findIndex((x) => x.hash === k.hash) < i) err(errs, `spec.keys[${i}]`, 'duplicate key');
     }),
 };
 
@@ -440,10 +440,10 @@ export function validateReferences(resources: readonly Resource[], opts: Referen
   const keyOwner = new Map<string, string>();
   for (const r of resources) {
     if (r.kind !== 'ApiConsumer') continue;
-    r.spec.keys.forEach((k, i) => {
-      const owner = keyOwner.get(k);
+    r.spec.keys.forEach(({ hash }, i) => {
+      const owner = keyOwner.get(hash);
       if (owner !== undefined && owner !== r.metadata.name) at(r, `spec.keys[${i}]`, `the same key is already ApiConsumer ${JSON.stringify(owner)}'s`);
-      else keyOwner.set(k, r.metadata.name);
+      else keyOwner.set(hash, r.metadata.name);
     });
   }
   for (const r of resources) {
@@ -453,8 +453,8 @@ export function validateReferences(resources: readonly Resource[], opts: Referen
       if (!ak || ak.consumerRefs.length === 0) return;
       ak.consumers.forEach((c, j) => {
         if (ak.consumerRefs.includes(c.name)) at(r, `spec.rules[${i}].apiKeys.consumers[${j}].name`, `consumer ${JSON.stringify(c.name)} is also in consumerRefs: name it once`);
-        c.keys.forEach((k, ki) => {
-          const owner = keyOwner.get(k);
+        c.keys.forEach(({ hash }, ki) => {
+          const owner = keyOwner.get(hash);
           if (owner !== undefined && ak.consumerRefs.includes(owner)) at(r, `spec.rules[${i}].apiKeys.consumers[${j}].keys[${ki}]`, `the same key is ApiConsumer ${JSON.stringify(owner)}'s, which this rule names too`);
         });
       });

@@ -298,18 +298,37 @@ export type JwtSpec = Static<typeof JwtSchema>;
 const API_KEY_HASH = '^sha256:[0-9a-f]{64}$';
 const ApiKeyHash = () =>
   Str({ pattern: API_KEY_HASH, patternMessage: 'must be a hash, sha256:<64 hex digits> (never the key itself: `meshlet apikey create` makes a key and stores its hash; by hand, `printf %s KEY | sha256sum`)' });
+const RFC3339 = '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?(Z|[+-]\\d{2}:\\d{2})$';
+const ApiKeyEntry = () =>
+  Obj(
+    {
+      hash: ApiKeyHash(),
+      expiresAt: Type.Optional(Str({ pattern: RFC3339, patternMessage: 'must be an RFC 3339 time such as 2027-01-31T00:00:00Z', maxLength: 40, description: 'When the key stops being accepted (RFC 3339); absent: never.' })),
+    },
+    'A hashed key, and when it expires.',
+  );
+/**
+ * A list of hashed keys: on the wire each one is the hash alone or `{hash, expiresAt}`; inside,
+ * always `{hash, expiresAt?}` (wire.ts `apiKeys`).
+ */
+const ApiKeyList = (description: string, x: { minItems?: number; default?: readonly never[] } = {}) =>
+  List(ApiKeyEntry(), {
+    ...x,
+    description,
+    maxItems: LIMITS.apiKeysPerConsumer,
+    meta: {
+      limit: 'apiKeysPerConsumer',
+      hook: 'apiKeys',
+      wireSchema: Type.Array(Type.Union([ApiKeyHash(), ApiKeyEntry()]), { description, maxItems: LIMITS.apiKeysPerConsumer, ...x }),
+    },
+  });
 const ApiKeysSchema = Obj(
   {
     consumers: List(
       Obj(
         {
           name: Str({ description: 'The consumer, forwarded to the service and usable as the rate-limit descriptor `consumer`.', pattern: '^[A-Za-z0-9._@-]+$', patternMessage: 'must be letters, digits, . _ @ or -', maxLength: 128 }),
-          keys: List(ApiKeyHash(), {
-            description: 'The consumer\u2019s keys, hashed: `sha256:<hex>`.',
-            minItems: 1,
-            maxItems: LIMITS.apiKeysPerConsumer,
-            meta: { limit: 'apiKeysPerConsumer' },
-          }),
+          keys: ApiKeyList('The consumer\u2019s keys, hashed: `sha256:<hex>`, or `{hash, expiresAt}` for a key that expires.', { minItems: 1 }),
         },
         'A client allowed on this rule, with its hashed keys.',
       ),
@@ -887,12 +906,10 @@ export type TLSCertificateSpec = Static<typeof TLSCertificateSpecSchema>;
 
 const ApiConsumerSpecSchema = Obj(
   {
-    keys: List(ApiKeyHash(), {
-      default: [],
-      description: 'Its API keys, hashed (`sha256:<hex>`): `meshlet apikey create --consumer NAME` adds one and prints the key once; `meshlet apikey revoke` removes one.',
-      maxItems: LIMITS.apiKeysPerConsumer,
-      meta: { limit: 'apiKeysPerConsumer' },
-    }),
+    keys: ApiKeyList(
+      'Its API keys, hashed (`sha256:<hex>`), or `{hash, expiresAt}` for a key refused from that time on: `meshlet apikey create --consumer NAME [--ttl 90d]` adds one and prints the key once; `meshlet apikey revoke` removes one.',
+      { default: [] },
+    ),
   },
   'A client of API-key routes (Kong\u2019s consumer), defined once and named by Routes\u2019 `apiKeys.consumerRefs`; its name is forwarded to services and is the rate-limit descriptor `consumer`.',
 );

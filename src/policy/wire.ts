@@ -4,7 +4,7 @@
  * walks the internal schema, or its generated plan (no TypeBox at run time), and turns a valid wire
  * document into the internal form (durations -> ms, renames, defaults, lower-cased names) and
  * `fromInternal()` is its inverse (what the control plane pushes, `meshlet get -o yaml`).
- * Renames are data (the `wire` and `hook` annotations); the five odd conversions are HOOKS below.
+ * Renames are data (the `wire` and `hook` annotations); the six odd conversions are HOOKS below.
  */
 import type { TSchema } from '@sinclair/typebox';
 import type { FieldError } from '../core/result';
@@ -132,4 +132,17 @@ const HOOKS: Record<NonNullable<Meta['hook']>, { in: (v: unknown, path: string, 
     out: (v) => (v as Obj[]).map((d) => (d.key !== undefined ? d.key : { header: d.header })),
   },
   resourceVersion: { in: (v) => String(v), out: (v) => v },
+  // API keys: a hash, or {hash, expiresAt}; inside always the object. Out: the hash alone when it
+  // never expires, so documents written before expiry existed read back unchanged.
+  apiKeys: {
+    in: (v, path, errs) =>
+      (Array.isArray(v) ? v : []).flatMap((k: unknown, i) => {
+        if (typeof k === 'string') return [{ hash: k }];
+        if (!isPlainObject(k)) return [];
+        if (k.expiresAt === undefined) return [{ hash: k.hash }];
+        if (typeof k.expiresAt === 'string' && Number.isNaN(Date.parse(k.expiresAt))) errs.push({ path: join(join(path, i), 'expiresAt'), message: `is not a real time: ${JSON.stringify(k.expiresAt)}` });
+        return [{ hash: k.hash, expiresAt: k.expiresAt }];
+      }),
+    out: (v) => (v as Obj[]).map((k) => (k.expiresAt === undefined ? k.hash : { hash: k.hash, expiresAt: k.expiresAt })),
+  },
 };

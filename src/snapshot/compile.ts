@@ -22,7 +22,7 @@ import type {
   RouteTable,
 } from '../policy/compiled';
 import { PeerAuthentication, type PeerAuthenticationPolicy } from '../security/peer-auth';
-import { withConsumers } from '../edge/api-keys';
+import { withConsumers, type StoredApiKey } from '../edge/api-keys';
 import type {
   DestinationPolicySpec,
   Endpoint,
@@ -63,8 +63,8 @@ export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): Compile
   const rateLimits = new Map<string, RateLimitPolicySpec>();
   const transcoders = new Map<string, CompiledTranscoding>();
   const peerPolicies: PeerAuthenticationPolicy[] = [];
-  /** ApiConsumer name -> its hashed keys (Routes' `apiKeys.consumerRefs`). */
-  const apiConsumers = new Map<string, readonly string[]>();
+  /** ApiConsumer name -> its hashed keys and their expiry (Routes' `apiKeys.consumerRefs`). */
+  const apiConsumers = new Map<string, readonly StoredApiKey[]>();
   const endpointsByService = new Map<string, Endpoint[]>();
   const protocolByService = new Map<string, UpstreamProtocol>();
   const add = (e: Endpoint) => {
@@ -343,7 +343,7 @@ function compileRule(routeName: string, rule: RouteRule, random: () => number, g
   return Object.freeze(out);
 }
 
-function withApiConsumers(r: RouteResource, apiConsumers: ReadonlyMap<string, readonly string[]>): RouteResource {
+function withApiConsumers(r: RouteResource, apiConsumers: ReadonlyMap<string, readonly StoredApiKey[]>): RouteResource {
   return { ...r, spec: { ...r.spec, rules: r.spec.rules.map((x) => (x.apiKeys && x.apiKeys.consumerRefs.length > 0 ? { ...x, apiKeys: withConsumers(x.apiKeys, apiConsumers) } : x)) } };
 }
 

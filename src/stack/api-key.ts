@@ -1,6 +1,7 @@
 /**
  * API keys (src/edge/api-keys.ts): the key is read from the rule's header or query parameter and
- * looked up by its SHA-256 among the consumers' hashed keys. Missing or unknown: 401 with
+ * looked up by its SHA-256 among the consumers' hashed keys. Missing, unknown or expired (by the
+ * stack's clock): 401 with
  * `WWW-Authenticate: ApiKey ...`. Known: the key is removed from the forwarded request (unless
  * `hideCredentials: false`), and the consumer's name is forwarded in `consumerHeader` and in
  * `x-meshlet-consumer`, which the destination's rate limits read as the descriptor `consumer`
@@ -11,9 +12,10 @@ import { NOOP_CALL, type Layer } from '../core/layer';
 import { compileApiKeys } from '../edge/api-keys';
 import type { ApiKeysSpec } from '../policy/types';
 import { CONSUMER_HEADER } from '../resilience/rate-limit/identity';
+import type { StackContext } from './context';
 import { editHeaders, edgeReply } from './edge-common';
 
-export function apiKeyLayer(spec: ApiKeysSpec): Layer {
+export function apiKeyLayer(ctx: Pick<StackContext, 'clock'>, spec: ApiKeysSpec): Layer {
   const r = compileApiKeys(spec, 'apiKeys');
   if (!r.ok) throw new Error(`apiKeys: ${r.errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`); // validated by the parser already
   const policy = r.value;
@@ -22,7 +24,7 @@ export function apiKeyLayer(spec: ApiKeysSpec): Layer {
   return (next) => (call, sink) => {
     const headers: Record<string, string | undefined> = {};
     for (const n of names) headers[n] = call.header(n);
-    const out = policy.authenticate({ path: call.path, headers });
+    const out = policy.authenticate({ path: call.path, headers }, ctx.clock.now());
     if (!out.ok) {
       sink.onError(edgeReply(out.error), false);
       return NOOP_CALL;

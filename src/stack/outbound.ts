@@ -57,7 +57,7 @@ export function outboundRuleStack(ctx: StackContext, rule: CompiledRule): Handle
       rule.mirror ? mirrorLayer(ctx, rule.mirror) : undefined,
       edge?.ipFilter ? ipFilterLayer(edge.ipFilter) : undefined,
       edge?.jwt ? jwtLayer(ctx, edge.jwt) : undefined,
-      edge?.apiKeys ? apiKeyLayer(edge.apiKeys) : undefined,
+      edge?.apiKeys ? apiKeyLayer(ctx, edge.apiKeys) : undefined,
       edge?.cache ? cacheLayer(ctx, rule, edge.cache) : undefined,
       edge?.aggregate ? aggregateLayer(ctx, edge.aggregate, routeCall(ctx)) : undefined,
       (ctx.snapshot()?.transcoders.size ?? 0) > 0 ? transcodeLayer(ctx) : undefined,

@@ -75,13 +75,48 @@ t.test('ApiConsumer: keys made by meshlet apikey, stored hashed, revoked', async
   t.same(JSON.parse(ok.body), { consumer: 'alice', key: null }, "the consumer's name reaches the app, the key does not");
   t.equal((await get(port, `${key}x`)).status, 401, 'another key: 401');
 
-  const second = JSON.parse(cli(['apikey', 'create', '--consumer', 'alice', '-o', 'json'], { server: cp.api }).stdout) as { key: string };
+  const second = JSON.parse(cli(['apikey', 'create', '--consumer', 'alice', '-o', 'json'], { server: cp.api }).stdout) as { key: string; hash: string };
   const revoked = cli(['apikey', 'revoke', '--consumer', 'alice', '--key', key], { server: cp.api });
   t.equal(revoked.code, 0, revoked.stderr);
   t.match(revoked.stdout, `key ${hash} of ApiConsumer alice revoked`);
   await eventually('the revoked key refused', async () => ((await get(port, key)).status === 401 ? true : undefined));
   t.equal((await get(port, second.key)).status, 200, 'the other key still works');
   t.not(cli(['apikey', 'revoke', '--consumer', 'alice', '--key', key], { server: cp.api }).code, 0, 'revoking it again: an error');
+
+  // A key that expires: accepted until then, refused after (nobody revokes it), listed with its time.
+  const short = cli(['apikey', 'create', '--consumer', 'alice', '--ttl', '5s', '-o', 'json'], { server: cp.api });
+  t.equal(short.code, 0, short.stderr);
+  const expiring = JSON.parse(short.stdout) as { key: string; hash: string; expiresAt: string };
+  await eventually('the expiring key accepted', async () => ((await get(port, expiring.key)).status === 200 ? true : undefined));
+  t.ok(Math.abs(Date.parse(expiring.expiresAt) - Date.now() - 5000) < 3000, `expires in about 5 s: ${expiring.expiresAt}`);
+  t.same(
+    (JSON.parse(cli(['get', 'apiconsumer', 'alice', '-o', 'json'], { server: cp.api }).stdout) as { spec: { keys: unknown[] } }).spec.keys,
+    [second.hash, { hash: expiring.hash, expiresAt: expiring.expiresAt }],
+    'stored as {hash, expiresAt}; the keys that never expire stay plain hashes',
+  );
+  const gone = await eventually('the expired key refused', async () => {
+    const r = await get(port, expiring.key);
+    return r.status === 401 ? r : undefined;
+  }, 10_000);
+  t.ok(Date.now() >= Date.parse(expiring.expiresAt), 'refused only once its time had come');
+  t.match(JSON.parse(gone.body), { error: 'EDGE_API_KEY_EXPIRED' });
+  const listed = JSON.parse(cli(['apikey', 'list', '--consumer', 'alice', '-o', 'json'], { server: cp.api }).stdout) as { keys: { hash: string; expiresAt?: string; expired: boolean }[] };
+  t.same(listed.keys, [{ hash: second.hash, expired: false }, { hash: expiring.hash, expiresAt: expiring.expiresAt, expired: true }]);
+  t.match(cli(['apikey', 'list', '--consumer', 'alice'], { server: cp.api }).stdout, /EXPIRES[\s\S]*never[\s\S]*\(expired\)/);
+  t.equal(cli(['apikey', 'revoke', '--consumer', 'alice', '--hash', expiring.hash], { server: cp.api }).code, 0, 'an expiring key is revoked like any other');
+  for (const [args, re] of [
+    [['--ttl', 'soon'], /--ttl: expected a duration/],
+    [['--expires', '2020-01-01T00:00:00Z'], /--expires: 2020-01-01T00:00:00Z has already passed/],
+    [['--expires', 'tomorrow'], /--expires: expected an RFC 3339 time/],
+    [['--ttl', '1h', '--expires', '2099-01-01T00:00:00Z'], /not both/],
+  ] as const) {
+    const bad = cli(['apikey', 'create', '--consumer', 'alice', ...args], { server: cp.api });
+    t.not(bad.code, 0);
+    t.match(bad.stderr, re);
+  }
+  const badTime = await apply([{ apiVersion: API, kind: 'ApiConsumer', metadata: { name: 'frank' }, spec: { keys: [{ hash: hashApiKey('f'), expiresAt: '2027-13-45T00:00:00Z' }] } }]);
+  t.equal(badTime.status, 400, 'an expiry that is no real time: refused');
+  t.match(badTime.text, /spec\.keys\[0\]\.expiresAt/);
 
   const del = cli(['delete', 'apiconsumer', 'alice'], { server: cp.api });
   t.equal(del.code, 0, del.stderr);

@@ -7,6 +7,7 @@ import { edgeErrorResponse } from '../../../src/edge/errors';
 
 const ALICE = 'ak_live_3b1f0c9e2d7a4c58b6e1f0a9d2c3b4e5';
 const BOB = 'ak_live_9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d';
+const NOW = Date.parse('2026-06-01T00:00:00Z');
 
 function keys(raw: Record<string, unknown> = {}): ApiKeyPolicy {
   const r = compileApiKeys({ consumers: [{ name: 'alice', keys: [hashApiKey(ALICE)] }, { name: 'bob', keys: [hashApiKey(BOB), hashApiKey('old-bob-key')] }], ...raw }, 'spec.apiKeys');
@@ -18,13 +19,13 @@ t.test('keys stored hashed; key from the header names the consumer, forwarded an
   t.match(hashApiKey(ALICE), /^sha256:[0-9a-f]{64}$/);
   t.notMatch(JSON.stringify(keys().config), ALICE, 'the policy holds no key');
   const p = keys();
-  const out = p.authenticate({ path: '/orders', headers: { 'x-api-key': ALICE, 'x-meshlet-consumer': 'bob' } });
+  const out = p.authenticate({ path: '/orders', headers: { 'x-api-key': ALICE, 'x-meshlet-consumer': 'bob' } }, NOW);
   t.same(out, { ok: true, consumer: 'alice', descriptor: { consumer: 'alice' }, removeHeaders: ['x-meshlet-consumer', 'x-api-key'], setHeaders: [['x-meshlet-consumer', 'alice']], path: undefined });
-  const old = p.authenticate({ path: '/', headers: { 'x-api-key': 'old-bob-key' } });
+  const old = p.authenticate({ path: '/', headers: { 'x-api-key': 'old-bob-key' } }, NOW);
   t.equal(old.ok && old.consumer, 'bob', 'a consumer can have several keys (rotation)');
-  const missing = p.authenticate({ path: '/', headers: {} });
+  const missing = p.authenticate({ path: '/', headers: {} }, NOW);
   t.equal(!missing.ok && missing.error.code, 'EDGE_API_KEY_MISSING');
-  const bad = p.authenticate({ path: '/', headers: { 'x-api-key': `${ALICE}x` } });
+  const bad = p.authenticate({ path: '/', headers: { 'x-api-key': `${ALICE}x` } }, NOW);
   t.equal(!bad.ok && bad.error.code, 'EDGE_API_KEY_INVALID');
   t.equal(!bad.ok && bad.error.status, 401);
   t.match(!bad.ok && bad.error.headers['www-authenticate'], /^ApiKey realm="meshlet", header="x-api-key"/);
@@ -32,16 +33,16 @@ t.test('keys stored hashed; key from the header names the consumer, forwarded an
 
 t.test('key from a query parameter, removed from the forwarded path; sources tried in order; optional keys', async (t) => {
   const p = keys({ from: [{ header: 'X-Key' }, { query: 'apikey' }] });
-  const q = p.authenticate({ path: `/orders?page=2&apikey=${BOB}&sort=asc`, headers: {} });
+  const q = p.authenticate({ path: `/orders?page=2&apikey=${BOB}&sort=asc`, headers: {} }, NOW);
   t.equal(q.ok && q.consumer, 'bob');
   t.equal(q.ok && q.path, '/orders?page=2&sort=asc');
-  const only = p.authenticate({ path: `/orders?apikey=${BOB}`, headers: {} });
+  const only = p.authenticate({ path: `/orders?apikey=${BOB}`, headers: {} }, NOW);
   t.equal(only.ok && only.path, '/orders');
-  const h = p.authenticate({ path: `/orders?apikey=${BOB}`, headers: { 'x-key': ALICE } });
+  const h = p.authenticate({ path: `/orders?apikey=${BOB}`, headers: { 'x-key': ALICE } }, NOW);
   t.equal(h.ok && h.consumer, 'alice', 'the header comes first');
-  const kept = keys({ hideCredentials: false }).authenticate({ path: '/', headers: { 'x-api-key': ALICE } });
+  const kept = keys({ hideCredentials: false }).authenticate({ path: '/', headers: { 'x-api-key': ALICE } }, NOW);
   t.same(kept.ok && kept.removeHeaders, ['x-meshlet-consumer']);
-  const anon = keys({ required: false }).authenticate({ path: '/', headers: { 'x-meshlet-consumer': 'alice' } });
+  const anon = keys({ required: false }).authenticate({ path: '/', headers: { 'x-meshlet-consumer': 'alice' } }, NOW);
   t.same(anon, { ok: true, consumer: undefined, descriptor: {}, removeHeaders: ['x-meshlet-consumer'], setHeaders: [], path: undefined });
 });
 
@@ -53,6 +54,9 @@ t.test('config errors name the field', async (t) => {
     [{ consumers: [{ name: 'a', keys: [hashApiKey('k')] }, { name: 'b', keys: [hashApiKey('k')] }] }, /consumers\[1\]\.keys\[0\]: the same key is already given to a/],
     [{ consumers: [{ name: 'a', keys: [hashApiKey('k')] }, { name: 'a', keys: [hashApiKey('j')] }] }, /consumers\[1\]\.name: duplicate consumer/],
     [{ consumers: [{ name: 'a', keys: [hashApiKey('k')] }], from: [{ header: 'x', query: 'y' }] }, /from\[0\]: needs exactly one of header or query/],
+    [{ consumers: [{ name: 'a', keys: [{ hash: hashApiKey('k'), expiresAt: 'next tuesday' }] }] }, /consumers\[0\]\.keys\[0\]\.expiresAt: must be an RFC 3339 time/],
+    [{ consumers: [{ name: 'a', keys: [{ hash: ALICE }] }] }, /consumers\[0\]\.keys\[0\]\.hash: must be a hash/],
+    [{ consumers: [{ name: 'a', keys: [{ hash: hashApiKey('k'), expires: '2027-01-01T00:00:00Z' }] }] }, /consumers\[0\]\.keys\[0\]/],
   ];
   for (const [input, re] of cases) {
     const r = parseApiKeyConfig(input, 'spec.apiKeys');
@@ -64,7 +68,7 @@ t.test('config errors name the field', async (t) => {
 t.test('over real HTTP: 401 with a challenge, or the consumer forwarded and the key hidden', async (t) => {
   const p = keys();
   const server = http.createServer((req, res) => {
-    const out = p.authenticate({ path: req.url!, headers: req.headers });
+    const out = p.authenticate({ path: req.url!, headers: req.headers }, NOW);
     if (!out.ok) {
       const r = edgeErrorResponse(out.error);
       return void res.writeHead(r.status, r.headers).end(r.body);
@@ -85,4 +89,18 @@ t.test('over real HTTP: 401 with a challenge, or the consumer forwarded and the 
   const seen = (await yes.body.json()) as Record<string, string>;
   t.equal(seen['x-meshlet-consumer'], 'bob');
   t.notOk('x-api-key' in seen);
+});
+
+t.test('a key with an expiry is accepted until then and refused from then on (401 EDGE_API_KEY_EXPIRED); others never expire', async (t) => {
+  const at = '2026-06-01T12:00:00Z';
+  const r = compileApiKeys({ consumers: [{ name: 'ci', keys: [{ hash: hashApiKey(ALICE), expiresAt: at }, hashApiKey(BOB)] }] }, 'spec.apiKeys');
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  const before = r.value.authenticate({ path: '/', headers: { 'x-api-key': ALICE } }, Date.parse(at) - 1);
+  t.equal(before.ok && before.consumer, 'ci', 'a millisecond before: accepted');
+  const after = r.value.authenticate({ path: '/', headers: { 'x-api-key': ALICE } }, Date.parse(at));
+  t.equal(!after.ok && after.error.code, 'EDGE_API_KEY_EXPIRED', 'at the time: refused');
+  t.equal(!after.ok && after.error.status, 401);
+  t.match(!after.ok && after.error.headers['www-authenticate'], /^ApiKey realm="meshlet"/);
+  const other = r.value.authenticate({ path: '/', headers: { 'x-api-key': BOB } }, Date.parse('2100-01-01T00:00:00Z'));
+  t.equal(other.ok && other.consumer, 'ci', 'a key without expiresAt never expires');
 });

@@ -71,7 +71,7 @@ t.test('consumerRefs: the ApiConsumers\' keys as stored when the snapshot compil
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
   const snap = compileSnapshot({ version: '1', resources: parsed.value, endpoints: [] });
   const spec = snap.routes.match({ method: 'GET', path: '/', query: '', authority: 'web', header: () => undefined })?.edge?.apiKeys;
-  t.same(spec?.consumers, [{ name: 'bob', keys: [KEY2] }, { name: 'alice', keys: [KEY] }], 'inline first, then the named ones that exist');
+  t.same(spec?.consumers, [{ name: 'bob', keys: [{ hash: KEY2 }] }, { name: 'alice', keys: [{ hash: KEY }] }], 'inline first, then the named ones that exist');
   const p = compileApiKeys(spec);
   t.ok(p.ok);
   const dup = parseAll([consumer('alice', [KEY]), consumer('carol', [KEY])]);
