@@ -302,6 +302,9 @@ class H2Connection {
       (req.body as BodyWithStream)[UPSTREAM_STREAM] = stream;
       req.body.pipe(stream);
       req.body.on('error', onBodyError);
+      // A client that resets its HTTP/2 request mid-body (the body piped here as it is, no cursor
+      // between: stack/retry.ts) ends it with 'aborted' and no 'error'.
+      req.body.on('aborted', onBodyError);
     }
     return x;
   }
