@@ -22,11 +22,14 @@ s.post('HeapProfiler.startSampling', {
   includeObjectsCollectedByMinorGC: true,
 });
 let written = false;
-process.on('exit', () => {
+function write() {
   if (written) return;
   written = true;
   // The in-process session answers synchronously: the profile is written before the process ends.
   s.post('HeapProfiler.stopSampling', (err, r) => {
     if (!err) fs.writeFileSync(path.join(dir, `alloc-${process.pid}.heapprofile`), JSON.stringify(r.profile));
   });
-});
+}
+// On SIGTERM first, before the sidecar's graceful stop (bench/lib/procs.js kills it 2 s later).
+process.prependListener('SIGTERM', write);
+process.on('exit', write);
