@@ -360,6 +360,8 @@ function unpipeBody(x: H2Exchange): void {
   body[UPSTREAM_STREAM] = undefined;
   body.off('data', onBodyData);
   body.off('end', onBodyEnd);
+  // As unpipe() does: a body nobody reads any more is paused (flow control holds the client back).
+  if (!body.readableEnded) body.pause();
 }
 
 function onBodyData(this: BodyWithStream, chunk: Buffer): void {
