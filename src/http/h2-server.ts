@@ -15,6 +15,9 @@
  *   response's behaviour the proxy relies on: trailers collected until the end, writes after the
  *   end dropped, connection-specific headers left out of mesh-made answers.
  *
+ * A layer that must see the body's bytes (the gRPC message-size guard) runs over them in the
+ * stream's own `push` (`filterBody`), rather than through a Transform piped behind the stream.
+ *
  * `serveStream` reproduces what the compat server did before calling the handler: a plain CONNECT
  * (a TCP tunnel) is answered 405, `expect: 100-continue` gets a 100 first, any other expectation
  * 417. An extended CONNECT (RFC 8441: `:protocol`, e.g. `websocket`; the listener advertises
