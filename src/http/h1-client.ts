@@ -323,6 +323,9 @@ function streamBody(conn: Conn, ex: Exchange, body: Readable, chunked: boolean):
   body.once('aborted', onError);
   socket.on('drain', onDrain);
   socket.once('close', cleanup);
+  // A body paused until its consumer came (an HTTP/2 request stream the retry layer hands over as
+  // it is, src/resilience/replay-body.ts) flows now; 'data' alone resumes only a body never paused.
+  body.resume();
 }
 
 function toObject(list: readonly string[]): Headers {

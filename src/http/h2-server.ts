@@ -15,6 +15,9 @@
  *   response's behaviour the proxy relies on: trailers collected until the end, writes after the
  *   end dropped, connection-specific headers left out of mesh-made answers.
  *
+ * A layer that must see the body's bytes (the gRPC message-size guard) runs over them in the
+ * stream's own `push` (`filterBody`), rather than through a Transform piped behind the stream.
+ *
  * `serveStream` reproduces what the compat server did before calling the handler: a plain CONNECT
  * (a TCP tunnel) is answered 405, `expect: 100-continue` gets a 100 first, any other expectation
  * 417. An extended CONNECT (RFC 8441: `:protocol`, e.g. `websocket`; the listener advertises
@@ -28,21 +31,72 @@ const { HTTP2_HEADER_STATUS } = http2.constants;
 
 const REQUEST = Symbol('meshlet.h2request');
 const TRAILERS = Symbol('meshlet.h2trailers');
+const FILTER = Symbol('meshlet.h2bodyfilter');
 
 type Stream = http2.ServerHttp2Stream & {
   [REQUEST]?: H2Request;
   [TRAILERS]?: http2.OutgoingHttpHeaders;
+  [FILTER]?: BodyFilter;
 };
+
+/**
+ * What a layer runs over an HTTP/2 request body's chunks as node pushes them (`filterBody`),
+ * instead of a Transform piped behind the stream.
+ */
+export interface BodyFilter {
+  /** The bytes to pass on for `chunk`: the chunk itself, or some other buffer (held bytes, a prefix). */
+  filter(chunk: Buffer): Buffer;
+  /** Called after what `filter` returned was pushed (and, when flowing, handed to the pipe). */
+  afterPush(): void;
+}
 
 const readablePush = Readable.prototype.push;
 
-/** The stream's `push`, counting the body bytes on its request as node delivers them. */
+/** The stream's `push`: counts the body bytes on its request as node delivers them, and runs its filter. */
 function countingPush(this: Stream, chunk: unknown, encoding?: BufferEncoding): boolean {
   if (chunk !== null) {
     const r = this[REQUEST];
     if (r) r.bodyBytes += (chunk as Buffer).length;
+    const f = this[FILTER];
+    if (f !== undefined) {
+      const ok = readablePush.call(this, f.filter(chunk as Buffer));
+      f.afterPush();
+      return ok;
+    }
   }
   return readablePush.call(this, chunk, encoding);
+}
+
+/** Whether `body` is an HTTP/2 request's stream (served here): `filterBody` and direct piping apply. */
+export function isH2Body(body: Readable): boolean {
+  return (body as Stream)[REQUEST] !== undefined;
+}
+
+/**
+ * Runs `f` over an HTTP/2 request body from now on, in place (no second Readable). The chunks node
+ * buffered already (DATA in the same read as the HEADERS, or before the call got here) are run
+ * through `f` first: they must pass whole (`filter` returns the chunk itself), since they are in
+ * the stream's buffer already. False, and `f` not installed, when they do not (a chunk split a
+ * gRPC prefix, an oversized message), when the buffer cannot be read, or when `body` is not an
+ * HTTP/2 request stream: the caller then filters through a stream of its own.
+ */
+export function filterBody(body: Readable, f: BodyFilter): boolean {
+  const s = body as Stream;
+  if (s[REQUEST] === undefined || s[FILTER] !== undefined) return false;
+  if (s.readableLength > 0) {
+    const st = (s as unknown as { _readableState?: { buffer?: unknown; bufferIndex?: number } })._readableState;
+    const buf = st?.buffer;
+    if (!Array.isArray(buf)) return false;
+    let n = 0;
+    for (let i = st?.bufferIndex ?? 0; i < buf.length; i++) {
+      const c = buf[i] as Buffer;
+      if (!Buffer.isBuffer(c) || f.filter(c) !== c) return false;
+      n += c.length;
+    }
+    if (n !== s.readableLength) return false;
+  }
+  s[FILTER] = f;
+  return true;
 }
 
 /** Errors of a stream are its owner's business (the 'close' handlers); never an uncaught exception. */

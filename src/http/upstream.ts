@@ -9,6 +9,7 @@
  */
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
+import type { Readable } from 'node:stream';
 import { installCheapAsyncBind } from './async-bind';
 import type * as tls from 'node:tls';
 import { connect as tlsConnect } from 'node:tls';
@@ -298,11 +299,7 @@ class H2Connection {
     stream.on('end', onStreamEnd);
     stream.on('error', onStreamError);
     stream.on('close', onStreamClose);
-    if (req.body) {
-      (req.body as BodyWithStream)[UPSTREAM_STREAM] = stream;
-      req.body.pipe(stream);
-      req.body.on('error', onBodyError);
-    }
+    if (req.body) pipeBody(x, req.body as BodyWithStream, stream);
     return x;
   }
 
@@ -331,11 +328,64 @@ class H2Connection {
 const EXCHANGE = Symbol('meshlet.h2exchange');
 const UPSTREAM_STREAM = Symbol('meshlet.h2upstream');
 type StreamWithExchange = http2.ClientHttp2Stream & { [EXCHANGE]: H2Exchange };
-type BodyWithStream = NodeJS.ReadableStream & { [UPSTREAM_STREAM]?: http2.ClientHttp2Stream };
+type BodyWithStream = Readable & { [UPSTREAM_STREAM]?: http2.ClientHttp2Stream };
+
+/**
+ * The request body into its upstream stream: what `body.pipe(stream)` does (write, pause on
+ * backpressure, resume on 'drain', end at the end), through shared listeners that find the stream
+ * on the body, instead of the ten closures and once-wrappers `pipe()` makes per call. The body is
+ * let go (`unpipeBody`) when the exchange ends, fails or is aborted, or the stream closes (pipe()
+ * let go on the stream's 'close', 'finish' and 'error'). A client that resets its HTTP/2 request
+ * mid-body (the body is then the request stream itself, stack/retry.ts) ends it with 'aborted'
+ * and no 'error': both cancel the upstream stream.
+ */
+function pipeBody(x: H2Exchange, body: BodyWithStream, stream: http2.ClientHttp2Stream): void {
+  x.body = body;
+  body[UPSTREAM_STREAM] = stream;
+  body.on('data', onBodyData);
+  body.on('end', onBodyEnd);
+  body.on('error', onBodyError);
+  body.on('aborted', onBodyError);
+  stream.on('drain', onStreamDrain);
+  // A body that ended before it came here ends the stream at once (as pipe() does).
+  if (body.readableEnded) onBodyEnd.call(body);
+  else body.resume();
+}
+
+function unpipeBody(x: H2Exchange): void {
+  const body = x.body;
+  if (body === undefined) return;
+  x.body = undefined;
+  if (body[UPSTREAM_STREAM] !== x.stream) return;
+  body[UPSTREAM_STREAM] = undefined;
+  body.off('data', onBodyData);
+  body.off('end', onBodyEnd);
+  // As unpipe() does: a body nobody reads any more is paused (flow control holds the client back).
+  if (!body.readableEnded) body.pause();
+}
+
+function onBodyData(this: BodyWithStream, chunk: Buffer): void {
+  const s = this[UPSTREAM_STREAM];
+  if (s !== undefined && !s.write(chunk)) this.pause();
+}
+
+function onBodyEnd(this: BodyWithStream): void {
+  const s = this[UPSTREAM_STREAM];
+  if (s === undefined) return;
+  unpipeBody((s as StreamWithExchange)[EXCHANGE]);
+  s.end();
+}
+
+function onStreamDrain(this: StreamWithExchange): void {
+  const body = this[EXCHANGE].body;
+  if (body !== undefined && body[UPSTREAM_STREAM] === this) body.resume();
+}
 
 /** One request on an HTTP/2 connection: its state, and the call handle returned to the caller. */
 class H2Exchange implements UpstreamCall {
   stream: http2.ClientHttp2Stream | undefined = undefined;
+  /** The request body while it is being sent into `stream` (pipeBody). */
+  body: BodyWithStream | undefined = undefined;
   started = false;
   done = false;
   trailers: Headers | undefined = undefined;
@@ -346,6 +396,7 @@ class H2Exchange implements UpstreamCall {
   ) {}
 
   fail(err: Error): void {
+    unpipeBody(this);
     if (this.done) return;
     this.done = true;
     // The HTTP/2 error code of a reset stream, for callers that pass it on (gRPC: CANCEL -> CANCELLED).
@@ -362,6 +413,7 @@ class H2Exchange implements UpstreamCall {
   }
 
   abort(): void {
+    unpipeBody(this);
     if (this.done) return;
     this.done = true;
     const stream = this.stream;
@@ -415,6 +467,7 @@ function onStreamError(this: StreamWithExchange, err: Error): void {
 
 function onStreamClose(this: StreamWithExchange): void {
   const x = this[EXCHANGE];
+  unpipeBody(x);
   if (!x.done) x.fail(Object.assign(new Error(`upstream stream closed (${this.rstCode ?? 'no code'})`), { code: 'ECONNRESET' }));
 }
 

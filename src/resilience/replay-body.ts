@@ -5,8 +5,29 @@
  * (`replayable` turns false, and the kept chunks are released as the current attempt consumes
  * them) but the current attempt keeps streaming. Backpressure is the current attempt's: the
  * client is read only while the attempt wants data.
+ *
+ * `direct`: the first attempt gets the source itself (an HTTP/2 request stream, piped straight
+ * into the upstream stream), not a cursor; the chunks are kept as the pipe reads them. A call
+ * that is never retried (nearly all) then costs no second Readable and no second pipe. A later
+ * attempt takes the source off the first one's pipe (`detach`, also when the retry layer
+ * abandons that try) and gets a cursor as above. The source stays paused until its consumer
+ * resumes it (`pipe()` does; so does the HTTP/1.1 client), so no chunk flows before it listens.
+ * The source's listeners are shared functions that find this body on it (no closures per call).
  */
 import { Readable } from 'node:stream';
+
+const REPLAY = Symbol('meshlet.replayableBody');
+type Source = Readable & { [REPLAY]?: ReplayableBody };
+
+function onSourceData(this: Source, c: Buffer): void {
+  this[REPLAY]?.onData(c);
+}
+function onSourceEnd(this: Source): void {
+  this[REPLAY]?.onEnd();
+}
+function onSourceFail(this: Source, err?: Error): void {
+  this[REPLAY]?.onFail(err);
+}
 
 export class ReplayableBody {
   /** Chunks not yet released; `chunks[i]` is the body's `base + i`-th chunk. */
@@ -17,39 +38,78 @@ export class ReplayableBody {
   ended = false;
   failed: Error | undefined;
   private current: BodyCursor | undefined;
+  /** Direct mode: the source went to the first attempt as it is, and is still piped there. */
+  private piped = false;
 
   constructor(
     readonly source: Readable,
     private readonly limit: number,
+    private direct = false,
   ) {
-    source.on('data', (c: Buffer) => this.onData(c));
-    source.once('end', () => {
-      this.ended = true;
-      this.current?.pump();
-    });
-    const onFail = (err?: Error): void => {
-      if (this.ended || this.failed) return;
-      this.failed = err instanceof Error ? err : new Error('request body aborted');
-      this.current?.destroy(this.failed);
-    };
-    source.once('error', onFail);
-    source.once('aborted', onFail);
+    const src = source as Source;
+    if (src[REPLAY] === undefined) {
+      // Shared listeners that find this body on its source: no closures per request.
+      src[REPLAY] = this;
+      source.on('data', onSourceData);
+      source.on('end', onSourceEnd);
+      source.on('error', onSourceFail);
+      source.on('aborted', onSourceFail);
+    } else {
+      source.on('data', (c: Buffer) => this.onData(c));
+      source.once('end', () => this.onEnd());
+      const onFail = (err?: Error): void => this.onFail(err);
+      source.once('error', onFail);
+      source.once('aborted', onFail);
+    }
     source.pause();
   }
 
   /** A Readable for a new attempt, replaying from the first byte; undefined when that is no longer possible. */
   cursor(): Readable | undefined {
     if (!this.replayable || this.failed || this.base > 0) return undefined;
+    if (this.direct) {
+      this.direct = false;
+      this.piped = true;
+      return this.source;
+    }
+    this.detach();
     const prev = this.current;
     this.current = new BodyCursor(this);
     if (prev && !prev.destroyed) prev.destroy();
     return this.current;
   }
 
-  private onData(c: Buffer): void {
+  /** Direct mode: the first attempt was abandoned; its pipe stops reading the source. */
+  detach(): void {
+    if (!this.piped) return;
+    this.piped = false;
+    this.source.unpipe();
+    this.source.pause();
+  }
+
+  onEnd(): void {
+    this.ended = true;
+    this.current?.pump();
+  }
+
+  onFail(err?: Error): void {
+    if (this.ended || this.failed) return;
+    this.failed = err instanceof Error ? err : new Error('request body aborted');
+    this.current?.destroy(this.failed);
+  }
+
+  onData(c: Buffer): void {
     this.chunks.push(c);
     this.size += c.length;
     if (this.size > this.limit) this.replayable = false;
+    if (this.piped) {
+      // The first attempt's pipe reads the source; past the limit nothing is kept.
+      if (!this.replayable) {
+        this.base += this.chunks.length;
+        this.chunks.length = 0;
+      }
+      return;
+    }
     const cur = this.current;
     if (cur && cur.waiting) cur.pump();
     else this.source.pause();

@@ -3,12 +3,16 @@
  * never buffers a message) and stops a message over the route's `maxMessageBytes` (default 4 MiB)
  * with RESOURCE_EXHAUSTED before any of it is forwarded. Request bodies that cannot be decoded (a
  * gRPC-Web text body with broken base64) end the call with INTERNAL. Other kinds pass untouched.
+ *
+ * Hot path: an HTTP/2 request body is guarded in place, as node pushes its chunks (no Transform
+ * and pipe per call: docs/performance.md); listeners are shared functions that find the guard on
+ * the body.
  */
 import { Transform, type Readable } from 'node:stream';
 import { Flags } from '../core/errors';
 import { LocalReply, type Layer } from '../core/layer';
 import { DEFAULT_MAX_MESSAGE_BYTES, MessageSizeGuard } from '../grpc/framing';
-import { dropBody } from '../http/h2-server';
+import { dropBody, filterBody, type BodyFilter } from '../http/h2-server';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import { isGrpcKind } from './profile';
 
@@ -25,11 +29,23 @@ export function grpcMessagesLayer(maxBytes: number | undefined): Layer {
   };
 }
 
-class Guarded implements ResponseSink, UpstreamCall {
+const GUARDED = Symbol('meshlet.grpcGuard');
+type Guardable = Readable & { [GUARDED]?: Guarded };
+
+/** A LocalReply the request body failed with (a broken gRPC-Web text body) ends the call with it. */
+function onSourceError(this: Guardable, err: Error): void {
+  if (err instanceof LocalReply) this[GUARDED]?.stop(err);
+}
+
+class Guarded implements ResponseSink, UpstreamCall, BodyFilter {
   inner: UpstreamCall | undefined;
   private started = false;
   private done = false;
   private readonly resp: MessageSizeGuard;
+  private src: Readable | undefined;
+  private req: MessageSizeGuard | undefined;
+  /** Set by `filter` when a request message is over the limit; acted on in `afterPush`. */
+  private tooLarge: number | undefined;
   constructor(
     private readonly sink: ResponseSink,
     private readonly max: number,
@@ -37,29 +53,65 @@ class Guarded implements ResponseSink, UpstreamCall {
     this.resp = new MessageSizeGuard(max);
   }
 
+  /**
+   * The request body, guarded. An HTTP/2 request stream is filtered in place as node pushes its
+   * chunks (h2-server.ts `filterBody`: no Transform, no second pipe per call); any other body, or
+   * one whose buffered chunks cannot pass whole, goes through a Transform.
+   */
   guardRequest(src: Readable): Readable {
-    const max = this.max;
-    const guard = new MessageSizeGuard(max);
-    const stop = (reply: LocalReply): void => {
-      if (this.done) return;
-      this.done = true;
-      this.inner?.abort(reply);
-      dropBody(src);
-      this.sink.onError(reply, this.started);
-    };
-    src.on('error', (err) => {
-      if (err instanceof LocalReply) stop(err);
-    });
+    this.src = src;
+    const g = src as Guardable;
+    if (g[GUARDED] === undefined) {
+      g[GUARDED] = this;
+      src.on('error', onSourceError);
+    } else {
+      src.on('error', (err) => {
+        if (err instanceof LocalReply) this.stop(err);
+      });
+    }
+    this.req = new MessageSizeGuard(this.max);
+    if (filterBody(src, this)) return src;
+    // What the check of the buffered chunks saw is seen again by the Transform's guard.
+    this.tooLarge = undefined;
+    const guard = (this.req = new MessageSizeGuard(this.max));
+    const self = this;
     const out = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         const r = guard.push(chunk);
         if (r.out.length > 0) this.push(r.out);
-        if (r.tooLarge !== undefined) stop(new LocalReply(200, Flags.DownstreamProtocolError, `request message of ${r.tooLarge} bytes is over the limit of ${max} bytes`, { grpcStatus: RESOURCE_EXHAUSTED }));
+        if (r.tooLarge !== undefined) self.requestTooLarge(r.tooLarge);
         cb();
       },
     });
     src.pipe(out);
     return out;
+  }
+
+  /** BodyFilter: what may be forwarded of a request chunk (h2-server.ts). */
+  filter(chunk: Buffer): Buffer {
+    const r = (this.req as MessageSizeGuard).push(chunk);
+    if (r.tooLarge !== undefined) this.tooLarge = r.tooLarge;
+    return r.out;
+  }
+
+  afterPush(): void {
+    const n = this.tooLarge;
+    if (n !== undefined) {
+      this.tooLarge = undefined;
+      this.requestTooLarge(n);
+    }
+  }
+
+  private requestTooLarge(n: number): void {
+    this.stop(new LocalReply(200, Flags.DownstreamProtocolError, `request message of ${n} bytes is over the limit of ${this.max} bytes`, { grpcStatus: RESOURCE_EXHAUSTED }));
+  }
+
+  stop(reply: LocalReply): void {
+    if (this.done) return;
+    this.done = true;
+    this.inner?.abort(reply);
+    if (this.src) dropBody(this.src);
+    this.sink.onError(reply, this.started);
   }
 
   abort(reason?: Error): void {

@@ -15,6 +15,7 @@
 import { classifyUpstreamError, Flags, MeshError } from '../core/errors';
 import type { Timer } from '../core/clock';
 import type { Handler, Layer, MeshCall } from '../core/layer';
+import { isH2Body } from '../http/h2-server';
 import { refusedUnseen, UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall } from '../http/upstream-types';
 import type { RetryPolicy } from '../policy/types';
 import { ReplayableBody } from '../resilience/replay-body';
@@ -74,8 +75,9 @@ export class RetryState implements UpstreamCall {
   start(): UpstreamCall {
     const p = this.policy;
     if (this.body) {
-      if (p && p.attempts > 0) this.replay = new ReplayableBody(this.body, p.bufferLimitBytes);
-      else if (isGrpcKind(this.call.kind) || this.call.protocol === 'http2') this.replay = new ReplayableBody(this.body, GRPC_REPLAY_BYTES);
+      // An HTTP/2 request stream goes to the first try as it is (replay-body.ts, `direct`).
+      if (p && p.attempts > 0) this.replay = new ReplayableBody(this.body, p.bufferLimitBytes, isH2Body(this.body));
+      else if (isGrpcKind(this.call.kind) || this.call.protocol === 'http2') this.replay = new ReplayableBody(this.body, GRPC_REPLAY_BYTES, isH2Body(this.body));
     }
     this.send();
     return this;
@@ -115,6 +117,7 @@ export class RetryState implements UpstreamCall {
         this.clearTryTimer();
         this.current = undefined;
         t.call?.abort();
+        this.replay?.detach();
         this.scheduleRetry(ra);
         return;
       }
@@ -166,6 +169,7 @@ export class RetryState implements UpstreamCall {
     this.tryTimer = undefined;
     this.current = undefined;
     t.call?.abort(PER_TRY_TIMEOUT);
+    this.replay?.detach();
     if (this.retryFailure('timeout')) return;
     this.fail(new MeshError('MESH_UPSTREAM_TIMEOUT', `per-try timeout ${this.policy?.perTryTimeoutMs}ms`));
   }
@@ -180,6 +184,7 @@ export class RetryState implements UpstreamCall {
       return false;
     }
     this.current = undefined;
+    this.replay?.detach();
     this.scheduleRetry(undefined);
     return true;
   }

@@ -119,6 +119,17 @@ t.test('messages over the route limit: RESOURCE_EXHAUSTED, both ways', async (t)
   t.match(bigResp.err?.details, /response message/);
   const ok = await unaryCall(c, 'unaryCall', { responseSize: 99_000, payload: { body: Buffer.alloc(99_000) } });
   t.equal(ok.res?.payload.body.length, 99_000, 'messages under the limit pass');
+  // A client stream whose oversized message comes after the call went upstream: stopped too.
+  const streamed = await new Promise<{ err?: grpc.ServiceError }>((resolve) => {
+    const call = c.streamingInputCall((err: grpc.ServiceError | null) => resolve(err ? { err } : {})) as grpc.ClientWritableStream<unknown>;
+    call.write({ payload: { body: Buffer.alloc(1000) } });
+    setTimeout(() => {
+      call.write({ payload: { body: Buffer.alloc(200_000) } });
+      call.end();
+    }, 200);
+  });
+  t.equal(streamed.err?.code, grpc.status.RESOURCE_EXHAUSTED, 'a 200 kB message in a client stream, after a small one');
+  t.match(streamed.err?.details, /request message of \d+ bytes is over the limit of 100000 bytes/);
 });
 
 t.test('a route that allows larger messages: they cross both sidecars', async (t) => {

@@ -150,6 +150,34 @@ t.test('retries: 5xx retried until success, POST body replayed; exhausted -> URX
   t.equal(always.hits, 3, '1 try + 2 retries');
 });
 
+t.test('retries of an HTTP/2 request: its body, part of it sent after the first try started, is replayed', async (t) => {
+  const h = failFirst(2);
+  const up = await h1Upstream(t, h);
+  const sc = await startSidecar(t, [
+    service('flaky', [{ port: up.port }]),
+    route('flaky', ['flaky'], [{ backends: [{ service: 'flaky' }], retries: { attempts: 3, retryOn: ['5xx'], backoff: { baseInterval: '1ms', maxInterval: '5ms' } } }]),
+  ]);
+  const session = h2Client(t, sc.outbound);
+  const r = await within(
+    new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const s = session.request({ ':method': 'POST', ':path': '/', ':authority': 'flaky', 'content-type': 'text/plain' }, { endStream: false });
+      const chunks: Buffer[] = [];
+      let status = 0;
+      s.on('response', (hd) => (status = Number(hd[':status'])));
+      s.on('data', (c: Buffer) => chunks.push(c));
+      s.on('error', reject);
+      s.on('end', () => resolve({ status, text: Buffer.concat(chunks).toString() }));
+      s.write('a'.repeat(3000));
+      setTimeout(() => s.end('b'.repeat(2000)), 150);
+    }),
+    10_000,
+    'the retried h2 POST',
+  );
+  t.equal(r.status, 200);
+  t.equal(r.text, `ok:${'a'.repeat(3000)}${'b'.repeat(2000)}`, 'the third try got the whole body');
+  t.same(h.bodies.map((b) => b.length), [5000, 5000, 5000], 'every try carried the body');
+});
+
 t.test('bodies above the buffer limit are not retried (RBL); Retry-After beyond reach is passed on', async (t) => {
   const h = failFirst(100);
   const up = await h1Upstream(t, h);

@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import t from 'tap';
 import { FakeClock } from '../../../src/core/clock';
 import type { RetryPolicy } from '../../../src/policy';
@@ -93,6 +93,45 @@ t.test('replayable body: each try reads it all; past the limit it is no longer r
   t.equal(await pb, 'abcdef', 'a second try replays what the first read, then follows the source');
   t.ok(a.destroyed, 'the abandoned try is destroyed');
   void pa.catch(() => undefined);
+});
+
+t.test('replayable body, direct: the first try reads the source itself; a later one replays it all', async (t) => {
+  const read = (r: Readable) =>
+    new Promise<string>((resolve, reject) => {
+      let s = '';
+      r.on('data', (c: Buffer) => (s += c.toString()));
+      r.on('end', () => resolve(s));
+      r.on('error', reject);
+    });
+  const src = new Readable({ read() {} });
+  const body = new ReplayableBody(src, 100, true);
+  const first = body.cursor() as Readable;
+  t.equal(first, src, 'no cursor for the first try');
+  const sink = new PassThrough();
+  first.pipe(sink);
+  src.push('abc');
+  await new Promise((r) => setImmediate(r));
+  t.equal(String(sink.read()), 'abc', 'the first try got the bytes');
+  const second = body.cursor() as Readable;
+  t.not(second, src, 'a second try gets a cursor');
+  t.notOk(src.destroyed, 'the source is not destroyed');
+  const p = read(second);
+  src.push('def');
+  src.push(null);
+  t.equal(await p, 'abcdef', 'it replays what the first try read, then follows the source');
+  t.equal(sink.read(), null, 'the abandoned first try gets nothing more');
+
+  const src2 = new Readable({ read() {} });
+  const body2 = new ReplayableBody(src2, 4, true);
+  const direct = body2.cursor() as Readable;
+  const d = read(direct);
+  direct.resume(); // the consumer resumes a direct body (pipe() does)
+  src2.push('hello');
+  src2.push(null);
+  t.equal(await d, 'hello');
+  t.notOk(body2.replayable, 'past the limit');
+  t.equal(body2.chunks.length, 0, 'nothing kept past the limit');
+  t.equal(body2.cursor(), undefined);
 });
 
 t.test('fault decisions', async (t) => {
