@@ -30,7 +30,9 @@
  * request (load-independent: the instructions of an idle window as long as the run are subtracted;
  * it serves ~5-20 req/s, so use -n 300), read with callgrind_control. --callgrind-keep DIR keeps the
  * dumps (numbered in order: warm-up, measured, idle window, per process) for callgrind_annotate.
- * Prints one line per path and round, then the median per path, as text and (--json) JSON.
+ * Prints one line per path and round (CPU µs per request, and in brackets the part of it spent in the
+ * kernel: stime; system calls and the loopback TCP work they run), then the median per path, as text
+ * and (--json) JSON.
  */
 const fs = require('node:fs');
 const os = require('node:os');
@@ -99,6 +101,19 @@ async function sidecar(name, argv, spec = DISTS[0], env = {}) {
 }
 
 const cpuOf = (ps) => ps.reduce((a, p) => a + procs.cpuSeconds(p.pid), 0);
+/** Kernel CPU seconds (stime) of the processes: the part of the figure spent in system calls (and the softirqs they run). */
+function sysOf(ps) {
+  let ticks = 0;
+  for (const p of ps) {
+    try {
+      const s = fs.readFileSync(`/proc/${p.pid}/stat`, 'utf8');
+      ticks += Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[12]);
+    } catch {
+      /* gone */
+    }
+  }
+  return ticks / procs.CLK_TCK;
+}
 
 let kept = 0;
 /** Callgrind: instructions executed by `ps` since the last zeroing (dumps, reads the totals, zeroes). */
@@ -148,11 +163,13 @@ function measure(ps, args) {
   h2load(['-n', String(o.callgrind ? N : Math.max(1000, N >> 2)), ...args]);
   if (o.callgrind) instructions(ps);
   const c0 = cpuOf(ps);
+  const s0 = sysOf(ps);
   const sizes = o.gc ? logSizes(ps) : undefined;
   const t0 = process.hrtime.bigint();
   const r = h2load(['-n', String(N), ...args]);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = cpuOf(ps) - c0;
+  const sys = sysOf(ps) - s0;
   if (r.ok < N || r.failed) throw new Error(`only ${r.ok}/${N} 2xx, ${r.failed} failed\n${r.out}`);
   if (o.callgrind) {
     // What the process does per second whatever the load (timers, metrics, the control-plane
@@ -163,7 +180,7 @@ function measure(ps, args) {
     const idle = instructions(ps);
     return { usPerReq: (loaded - idle) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall, loaded: loaded / r.done, idle: idle / r.done };
   }
-  const res = { usPerReq: (cpu * 1e6) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall };
+  const res = { usPerReq: (cpu * 1e6) / r.done, sysUsPerReq: (sys * 1e6) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall };
   if (sizes) {
     const g = gcSince(ps, sizes);
     Object.assign(res, { bytesPerReq: g.allocated / r.done, scavengesPer10k: (g.scavenges * 10_000) / r.done, marks: g.marks });
@@ -290,7 +307,8 @@ async function main() {
   const add = (k, r) => {
     (results[k] ??= []).push(r);
     const gc = r.bytesPerReq === undefined ? '' : `  ${Math.round(r.bytesPerReq)} B/req allocated, ${r.scavengesPer10k.toFixed(1)} scavenges/10k req, ${r.marks} mark-compact`;
-    log(`${k.padEnd(8)} ${r.usPerReq.toFixed(1).padStart(7)} ${UNIT}  ${Math.round(r.reqPerSec).toString().padStart(6)} req/s  core ${r.coreBusyPct.toFixed(0)}%${gc}`);
+    const sys = r.sysUsPerReq === undefined ? '' : ` (kernel ${r.sysUsPerReq.toFixed(1)})`;
+    log(`${k.padEnd(8)} ${r.usPerReq.toFixed(1).padStart(7)} ${UNIT}${sys}  ${Math.round(r.reqPerSec).toString().padStart(6)} req/s  core ${r.coreBusyPct.toFixed(0)}%${gc}`);
   };
 
   for (let round = 0; round < ROUNDS; round++) {

@@ -14,13 +14,21 @@ export interface Clock {
   setTimeout(fn: () => void, ms: number): Timer;
 }
 
+/** A node timer as a Timer: one object per timer (a `{ cancel: () => ... }` was an object and a closure; two timers a request). */
+class SystemTimer implements Timer {
+  constructor(private readonly t: NodeJS.Timeout) {}
+  cancel(): void {
+    clearTimeout(this.t);
+  }
+}
+
 export const systemClock: Clock = {
   now: () => Date.now(),
   monotonic: () => performance.now(),
   setTimeout(fn, ms) {
     const t = setTimeout(fn, ms);
     t.unref?.();
-    return { cancel: () => clearTimeout(t) };
+    return new SystemTimer(t);
   },
 };
 

@@ -21,6 +21,7 @@ import type { Readable } from 'node:stream';
 import type { ConnectionLimits, Headers, ResponseSink, UpstreamCall, UpstreamRequest } from './upstream-types';
 import { UpstreamConnectError, UpstreamOverflowError } from './upstream-types';
 
+import { lowerName } from './headers';
 import { HTTPParser, releaseParser } from './native-parser';
 
 const kOnHeaders = HTTPParser.kOnHeaders;
@@ -331,7 +332,7 @@ function streamBody(conn: Conn, ex: Exchange, body: Readable, chunked: boolean):
 function toObject(list: readonly string[]): Headers {
   const out: Headers = {};
   for (let i = 0; i < list.length; i += 2) {
-    const name = (list[i] as string).toLowerCase();
+    const name = lowerName(list[i] as string);
     const value = list[i + 1] as string;
     const prev = out[name];
     if (prev === undefined) out[name] = value;

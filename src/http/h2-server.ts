@@ -26,6 +26,7 @@
  */
 import * as http2 from 'node:http2';
 import { Readable } from 'node:stream';
+import { H1Response } from './h1-server';
 
 const { HTTP2_HEADER_STATUS } = http2.constants;
 
@@ -309,9 +310,14 @@ function onFollowedClose(this: Followed): void {
 
 /**
  * `follower` hears the response's 'drain' and 'close' (an HTTP/2 response's are its stream's)
- * through two shared listeners: no closure per request.
+ * through two shared listeners: no closure per request (an HTTP/1.1 response calls it directly).
  */
 export function followResponse(res: H2Response | NodeJS.EventEmitter, follower: ResponseFollower): void {
+  if (res instanceof H1Response) {
+    // Called by the connection directly (h1-server.ts), before the events.
+    res.follower = follower;
+    return;
+  }
   const e = (res instanceof H2Response ? res.stream : res) as Followed;
   e[FOLLOWER] = follower;
   e.on('drain', onFollowedDrain);
