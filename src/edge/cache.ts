@@ -618,14 +618,27 @@ function emptyRes(e: Entry): CacheResponse {
  * policy update elsewhere does not empty the cache). Purges reach every cache.
  */
 export class CacheRegistry {
-  readonly store: CacheStore;
+  private made: CacheStore | undefined;
   private readonly caches = new Map<string, HttpCache>();
 
   constructor(
     readonly maxBytes: number,
     private readonly clock: Clock,
-  ) {
-    this.store = new CacheStore(maxBytes);
+  ) {}
+
+  /**
+   * The shared store, made by the first rule with a cache: its key LRUs preallocate a slot per
+   * possible key (131,072 each for 64 MiB, ~4 MB of arrays), which a process without a cache rule
+   * (most sidecars) should not carry.
+   */
+  get store(): CacheStore {
+    return (this.made ??= new CacheStore(this.maxBytes));
+  }
+
+  /** Evictions, bytes and entries of the store (zeros while no rule has a cache). */
+  totals(): { evictions: number; bytes: number; entries: number } {
+    const s = this.made;
+    return s ? { evictions: s.evictions, bytes: s.bytes, entries: s.entries } : { evictions: 0, bytes: 0, entries: 0 };
   }
 
   /** The cache of a rule (`route/rule`) with this config; its entries survive snapshots that keep the config. */

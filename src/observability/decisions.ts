@@ -7,9 +7,10 @@
  * by the layers that decide: the route and backend (the front), each try's endpoint and outcome
  * (pick.ts), the rate-limit buckets counted (rate-limit.ts), and at the end the status, flags,
  * tries, timeouts and durations (observe.ts, or the front adapter for an answer no observe layer
- * saw). Recording is field writes into a preallocated slot and references to strings the request
- * path made anyway: no string is built, nothing is allocated per request, and the clock is read
- * only per try (the request's own start and end are the observe layer's reads). Formatting
+ * saw). Recording is field writes into a slot made once (by the first request to claim it) and
+ * references to strings the request path made anyway: no string is built, nothing is allocated
+ * per request once every slot exists, and the clock is read only per try (the request's own start
+ * and end are the observe layer's reads). Formatting
  * happens only when someone asks (`toJSON`).
  *
  * A slot is reused `size` requests later. A request still in flight when its slot is taken again
@@ -273,21 +274,24 @@ export interface DecisionRecord {
 }
 
 export class DecisionRing {
-  private readonly slots: Decision[];
+  /**
+   * Made as the first `size` requests claim them (in order), then reused: ~1.7 KB a slot, which a
+   * sidecar that has served a few requests should not carry for all 1,024.
+   */
+  private readonly slots: Decision[] = [];
   private next = 0;
   private seq = 0;
 
   constructor(
     readonly size: number,
-    clock: Clock,
+    private readonly clock: Clock,
   ) {
     if (!(Number.isInteger(size) && size > 0)) throw new RangeError(`the decision ring needs a positive size, got ${size}`);
-    this.slots = [];
-    for (let i = 0; i < size; i++) this.slots.push(new Decision(clock));
   }
 
   /** Claims the next slot for a request arriving now; sets `call.decision` and `call.decisionSeq`. */
   claim(call: DecidedCall): void {
+    if (this.next === this.slots.length) this.slots.push(new Decision(this.clock));
     const d = this.slots[this.next] as Decision;
     this.next = this.next + 1 === this.size ? 0 : this.next + 1;
     const seq = ++this.seq;
@@ -322,8 +326,8 @@ export class DecisionRing {
   find(requestId: string): Decision[] {
     const out: Decision[] = [];
     for (let k = 0; k < this.size; k++) {
-      const d = this.slots[(this.next + k) % this.size] as Decision;
-      if (d.seq === 0) continue;
+      const d = this.slots[(this.next + k) % this.size];
+      if (d === undefined || d.seq === 0) continue;
       const id = d.done ? d.requestId : (d.call?.obs?.requestId ?? d.call?.header('x-request-id'));
       if (id === requestId) out.push(d);
     }
@@ -334,8 +338,8 @@ export class DecisionRing {
   recent(n: number): Decision[] {
     const out: Decision[] = [];
     for (let k = 1; k <= this.size && out.length < n; k++) {
-      const d = this.slots[(this.next - k + this.size) % this.size] as Decision;
-      if (d.seq !== 0) out.push(d);
+      const d = this.slots[(this.next - k + this.size) % this.size];
+      if (d !== undefined && d.seq !== 0) out.push(d);
     }
     return out;
   }

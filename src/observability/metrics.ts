@@ -230,10 +230,12 @@ export interface WindowOptions {
 /**
  * Precise quantiles over a sliding window, on hdr-histogram-js: values are recorded in
  * microseconds (1 µs .. 1 h, 3 significant digits) into the current slice; a slice older than
- * the window is reset and reused. Quantiles merge the live slices at scrape time.
+ * the window is reset and reused. Quantiles merge the live slices at scrape time. A slice (and the
+ * merge target) is made when first needed (~92 KB of counts each): a window that saw a few
+ * requests carries one, not seven.
  */
 export class WindowChild {
-  private readonly slices: hdr.Histogram[];
+  private readonly slices: (hdr.Histogram | undefined)[];
   /** Failed requests (5xx or none) per slice, beside the durations. */
   private readonly errors: Float64Array;
   /** When each slice got its first value (monotonic ms; NaN while empty): the rate's time base. */
@@ -243,15 +245,13 @@ export class WindowChild {
   private readonly createdAt: number;
   private current = 0;
   private sliceEnd: number;
-  private readonly merged: hdr.Histogram;
+  private merged: hdr.Histogram | undefined;
   constructor(
     private readonly clock: Clock,
     windowMs: number,
     n: number,
   ) {
-    const mk = newHistogram;
-    this.slices = Array.from({ length: n }, mk);
-    this.merged = mk();
+    this.slices = new Array<hdr.Histogram | undefined>(n).fill(undefined);
     this.errors = new Float64Array(n);
     this.firstAt = new Float64Array(n).fill(NaN);
     this.windowMs = windowMs;
@@ -264,7 +264,7 @@ export class WindowChild {
     const steps = Math.min(this.slices.length, Math.floor((now - this.sliceEnd) / this.sliceMs) + 1);
     for (let i = 0; i < steps; i++) {
       this.current = (this.current + 1) % this.slices.length;
-      (this.slices[this.current] as hdr.Histogram).reset();
+      this.slices[this.current]?.reset();
       this.errors[this.current] = 0;
       this.firstAt[this.current] = NaN;
     }
@@ -276,15 +276,15 @@ export class WindowChild {
     this.rotate(now);
     if (Number.isNaN(this.firstAt[this.current])) this.firstAt[this.current] = now;
     const us = Math.min(3_600_000_000, Math.max(1, Math.round(seconds * 1e6)));
-    (this.slices[this.current] as hdr.Histogram).recordValue(us);
+    (this.slices[this.current] ??= newHistogram()).recordValue(us);
     if (failed) (this.errors as unknown as number[])[this.current]++;
   }
 
   private merge(): hdr.Histogram {
     this.rotate(this.clock.monotonic());
-    const m = this.merged;
+    const m = (this.merged ??= newHistogram());
     m.reset();
-    for (const s of this.slices) if (s.totalCount > 0) m.add(s);
+    for (const s of this.slices) if (s !== undefined && s.totalCount > 0) m.add(s);
     return m;
   }
 

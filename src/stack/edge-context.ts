@@ -50,9 +50,10 @@ export function registerCacheMetrics(reg: MetricsRegistry, caches: CacheRegistry
       p += stats.purged;
     }
     purged.labels().value = p;
-    evictions.labels().value = caches.store.evictions;
-    bytes.set(caches.store.bytes);
-    entries.set(caches.store.entries);
+    const t = caches.totals();
+    evictions.labels().value = t.evictions;
+    bytes.set(t.bytes);
+    entries.set(t.entries);
     max.set(caches.maxBytes);
   });
 }
