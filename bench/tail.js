@@ -154,7 +154,10 @@ async function main() {
     process.stderr.write(
       `run ${i + 1}: added p50/p99/p99.9 us: nginx ${f(r.nginx)}, meshlet ${f(r.meshlet)} | gen: [nginx ${g(r.nginx)}] [meshlet ${g(r.meshlet)}]` +
         `${r.nginx.bad + r.meshlet.bad ? ` | ERRORS/unfinished ${r.nginx.bad}/${r.meshlet.bad}` : ''}\n` +
-        `       sidecar event-loop delay p50/p99/p99.9/max ${e.eventLoopDelayUs.p50}/${e.eventLoopDelayUs.p99}/${e.eventLoopDelayUs.p999}/${e.eventLoopDelayUs.max} us; gc ${JSON.stringify(e.gc, (k, v) => (typeof v === 'number' ? Math.round(v * 100) / 100 : v))}; load avg ${r.loadavg.toFixed(1)}\n`,
+        `       sidecar event-loop delay p50/p99/p99.9/max ${e.eventLoopDelayUs.p50}/${e.eventLoopDelayUs.p99}/${e.eventLoopDelayUs.p999}/${e.eventLoopDelayUs.max} us; gc ${JSON.stringify(e.gc, (k, v) => (typeof v === 'number' ? Math.round(v * 100) / 100 : v))}; load avg ${r.loadavg.toFixed(1)}\n` +
+        (e.stalls
+          ? `       sidecar loop stalls > ${e.stalls.thresholdMs} ms: ${e.stalls.count}, ${e.stalls.totalMs} ms = GC ${e.stalls.gcMs} ${JSON.stringify(e.stalls.gcByKindMs)} + waiting for the core ${e.stalls.waitMs} + running ${e.stalls.otherMs}; the sidecar's other threads ran ${e.otherThreadsCpuMs} ms; longest ${e.stalls.top.map((x) => `${x.ms} (gc ${x.gcMs}, wait ${x.waitMs})`).join(', ')}\n`
+          : ''),
     );
   }
   await procs.stopAll();
