@@ -24,6 +24,7 @@ const configs = require('./lib/configs');
 const report = require('./lib/report');
 const grpcLib = require('./lib/grpc');
 const h2loadLib = require('./lib/h2load');
+const openloop = require('./lib/openloop');
 
 const ROOT = path.resolve(__dirname, '..');
 const RESULTS = path.join(__dirname, 'results');
@@ -104,6 +105,7 @@ function preflight() {
     else missing.push(tool);
   }
   if (missing.length) throw new Error(`missing tools: ${missing.join(', ')} (see bench/README.md)`);
+  openloop.binary(); // the fixed-rate phase's generator, compiled with cc now rather than mid-run
   const cores = os.cpus().length;
   if (cores < 2) throw new Error(`needs 2 cores (proxy on core ${PROXY_CPU}, load on core ${LOAD_CPU}); this machine has ${cores}`);
   return cores;
@@ -380,13 +382,13 @@ async function measureGrpc(name, grpcPort, pid, p, ctx) {
   return out;
 }
 
-/** Runs bench/load.js against `ports` (paired, interleaved) at each rate in turn. */
+/**
+ * Runs the open-loop generator (bench/native/openloop.c, lib/openloop.js) against `ports`
+ * (paired, interleaved) at each rate in turn. It replaced bench/load.js here, which could not
+ * keep 2 x 5,000 sends/s on the load core (bench/README.md, "The load generator").
+ */
 function load(ports, rates, seconds, warm) {
-  const args = [path.join(__dirname, 'load.js')];
-  for (const port of ports) args.push('--url', `http://127.0.0.1:${port}/`);
-  args.push('--host', HOST, '--rate', rates.join(','), '--duration', String(seconds), '--warmup', String(warm), '--connections', String(LOAD_CONNECTIONS), '--drain', '5');
-  const bound = rates.length * (seconds + warm + 5) + 30;
-  return procs.run(process.execPath, args, { cpu: LOAD_CPU, timeoutMs: bound * 1000 }).then((r) => JSON.parse(r.stdout.trim().split('\n').pop()));
+  return openloop.run(ports, { rates, seconds, warmup: warm, connections: LOAD_CONNECTIONS, drain: 5, host: HOST, cpu: LOAD_CPU });
 }
 
 /** Measures one contender: idle RSS, wrk max req/s + CPU/request, fixed-rate latency, peak RSS. */
