@@ -61,14 +61,16 @@ t.test('retry budget: percent of recent requests plus a per-second floor, over 1
   t.equal(floor, 10, '1 per second over a 10 s window');
 });
 
+/** All a stream gives, as text. */
+const read = (r: Readable) =>
+  new Promise<string>((resolve, reject) => {
+    let s = '';
+    r.on('data', (c: Buffer) => (s += c.toString()));
+    r.on('end', () => resolve(s));
+    r.on('error', reject);
+  });
+
 t.test('replayable body: each try reads it all; past the limit it is no longer replayable', async (t) => {
-  const read = (r: Readable) =>
-    new Promise<string>((resolve, reject) => {
-      let s = '';
-      r.on('data', (c: Buffer) => (s += c.toString()));
-      r.on('end', () => resolve(s));
-      r.on('error', reject);
-    });
   const src = new Readable({ read() {} });
   const body = new ReplayableBody(src, 10);
   const first = body.cursor() as Readable;
@@ -96,13 +98,6 @@ t.test('replayable body: each try reads it all; past the limit it is no longer r
 });
 
 t.test('replayable body, direct: the first try reads the source itself; a later one replays it all', async (t) => {
-  const read = (r: Readable) =>
-    new Promise<string>((resolve, reject) => {
-      let s = '';
-      r.on('data', (c: Buffer) => (s += c.toString()));
-      r.on('end', () => resolve(s));
-      r.on('error', reject);
-    });
   const src = new Readable({ read() {} });
   const body = new ReplayableBody(src, 100, true);
   const first = body.cursor() as Readable;
