@@ -30,7 +30,7 @@ import { parseSnapshot, type CompiledSnapshot, type GatewayListener, type Gatewa
 import { ResilienceState } from '../src/resilience/state';
 import { ServerCertificates, type CertSource } from '../src/security/server-certs';
 import { MeshTls, type MeshTlsMaterial } from '../src/security/tls';
-import { compileChecked } from '../src/snapshot/compile';
+import { compileChecked, snapshotApplier } from '../src/snapshot/compile';
 import { createEdgeContext, registerCacheMetrics } from '../src/stack/edge-context';
 import { outboundHandler, type ProxyContext } from '../src/stack/front';
 import { sendLocalRaw } from '../src/stack/respond-http';
@@ -358,22 +358,7 @@ export async function startGatewayPlane(opts: GatewayPlaneOptions): Promise<Gate
     });
   };
 
-  const apply = (w: WireSnapshot): Result<void> => {
-    if (current && current.version === w.version) return ok(undefined);
-    const parsed = parseSnapshot(w);
-    if (!parsed.ok) {
-      stats.nacks++;
-      return parsed;
-    }
-    return applyValid(parsed.value);
-  };
-  const applyValid = (snapshot: Snapshot): Result<void> => {
-    const c = compileChecked(snapshot, { stats: active });
-    if (!c.ok) {
-      stats.nacks++;
-      return c;
-    }
-    const compiled = c.value;
+  const install = (compiled: CompiledSnapshot): Result<void> => {
     const spec = compiled.gateways.get(opts.name);
     // Certificates are read now: one that cannot be read or does not match its key NACKs the
     // snapshot, and the listeners in force keep serving.
@@ -420,6 +405,7 @@ export async function startGatewayPlane(opts: GatewayPlaneOptions): Promise<Gate
     log.info({ version: compiled.version, listeners: spec?.listeners.map((l) => `${l.name}:${l.port}/${l.protocol}`) ?? [] }, 'snapshot applied');
     return ok(undefined);
   };
+  const { apply, applyValid } = snapshotApplier({ version: () => current?.version, stats, compile: { stats: active }, install });
 
   if (opts.initial) {
     const r = applyValid(opts.initial);

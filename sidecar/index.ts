@@ -19,8 +19,8 @@ import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
 import { RateLimitLayer } from '../src/resilience/rate-limit';
 import { AUTHZ_METRIC, AUTHZ_METRIC_HELP, AUTHZ_METRIC_LABELS, InboundAuthz } from '../src/stack/authz';
-import { compileChecked } from '../src/snapshot/compile';
-import { parseAll, parseDocuments, parseSnapshot, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
+import { snapshotApplier } from '../src/snapshot/compile';
+import { parseAll, parseDocuments, toWire, type CompiledSnapshot, type Snapshot, type WireSnapshot } from '../src/policy';
 import { redactResource } from '../src/policy/redact';
 import { VERSION } from '../src/core/version';
 import { STATUS_PATHS, startAdmin, type AdminServer } from '../src/observability/admin';
@@ -301,22 +301,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   });
   let current: CompiledSnapshot | undefined;
 
-  const apply = (w: WireSnapshot): Result<void> => {
-    if (current && current.version === w.version) return ok(undefined);
-    const parsed = parseSnapshot(w);
-    if (!parsed.ok) {
-      stats.nacks++;
-      return parsed;
-    }
-    return applyValid(parsed.value);
-  };
-  const applyValid = (snapshot: Snapshot): Result<void> => {
-    const c = compileChecked(snapshot, { stats: active });
-    if (!c.ok) {
-      stats.nacks++;
-      return c;
-    }
-    const compiled = c.value;
+  const install = (compiled: CompiledSnapshot): Result<void> => {
     try {
       authz.apply(compiled.resources);
     } catch (err) {
@@ -336,6 +321,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     log.info({ version: compiled.version, resources: compiled.resources.length, endpoints: compiled.endpoints.length }, 'snapshot applied');
     return ok(undefined);
   };
+  const { apply, applyValid } = snapshotApplier({ version: () => current?.version, stats, compile: { stats: active }, install });
 
   const recent = obs.recentRequests ?? DEFAULT_DECISIONS;
   const decisions = recent > 0 ? new DecisionRing(recent, systemClock) : undefined;

@@ -22,6 +22,7 @@ import type {
   RouteTable,
 } from '../policy/compiled';
 import { PeerAuthentication, type PeerAuthenticationPolicy } from '../security/peer-auth';
+import { parseSnapshot } from '../policy/snapshot';
 import { withConsumers, type StoredApiKey } from '../edge/api-keys';
 import type {
   DestinationPolicySpec,
@@ -37,6 +38,7 @@ import type {
   RouteRule,
   Snapshot,
   UpstreamProtocol,
+  WireSnapshot,
 } from '../policy/types';
 
 export interface CompileOptions {
@@ -52,6 +54,36 @@ export function compileChecked(s: Snapshot, opts: CompileOptions = {}): Result<C
   } catch (err) {
     return fail([{ path: '', message: `could not compile: ${(err as Error).message}` }]);
   }
+}
+
+/**
+ * A data plane's two ways in for a snapshot: `apply` (the wire form from the control plane; the
+ * version in force already is a no-op) and `applyValid` (parsed already, e.g. a local file). One
+ * that does not parse or compile is refused, counted in `stats.nacks`, and never reaches
+ * `install`, which may refuse it too (and counts that NACK itself).
+ */
+export function snapshotApplier(o: { version: () => string | undefined; stats: { nacks: number }; compile: CompileOptions; install: (c: CompiledSnapshot) => Result<void> }): {
+  apply(w: WireSnapshot): Result<void>;
+  applyValid(s: Snapshot): Result<void>;
+} {
+  const applyValid = (snapshot: Snapshot): Result<void> => {
+    const c = compileChecked(snapshot, o.compile);
+    if (!c.ok) {
+      o.stats.nacks++;
+      return c;
+    }
+    return o.install(c.value);
+  };
+  const apply = (w: WireSnapshot): Result<void> => {
+    if (o.version() === w.version) return ok(undefined);
+    const parsed = parseSnapshot(w);
+    if (!parsed.ok) {
+      o.stats.nacks++;
+      return parsed;
+    }
+    return applyValid(parsed.value);
+  };
+  return { apply, applyValid };
 }
 
 export function compileSnapshot(s: Snapshot, opts: CompileOptions = {}): CompiledSnapshot {

@@ -19,17 +19,54 @@ import { DEFAULT_WEBSOCKET_IDLE_MS, tunnel, tunnelH2 } from '../http/websocket';
 import type { StackContext } from './context';
 import { asReply, countUnobserved, replyFlags, writeReply } from './respond-http';
 
-export class UpgradeResponder implements ResponseSink {
+/**
+ * What both upgrade responders do as the stack's sink: the answer itself is made by the tunnel
+ * (`onResponse` and `onData` have nothing to write); a failure before the tunnel opened is an HTTP
+ * answer with its status and flags, after it a reset of the tunnel.
+ */
+abstract class UpgradeSink implements ResponseSink {
   upstream: UpstreamCall = NOOP_CALL;
-  private finished = false;
+  protected finished = false;
 
   constructor(
-    private readonly ctx: StackContext,
-    private readonly call: MeshCall,
-    private readonly req: H1Request,
-    private readonly res: H1Response,
-    private readonly idleMs = DEFAULT_WEBSOCKET_IDLE_MS,
+    protected readonly ctx: StackContext,
+    protected readonly call: MeshCall,
+    protected readonly res: H1Response | H2Response,
+    protected readonly idleMs: number,
   ) {}
+
+  /** Whether the client has been answered (the tunnel took over). */
+  protected abstract tunnelOpened(): boolean;
+  protected abstract resetTunnel(): void;
+
+  onResponse(_status: number, _headers: Headers): void {}
+  onData(): boolean {
+    return true;
+  }
+  onEnd(): void {
+    this.finished = true;
+  }
+  onError(err: Error, started: boolean): void {
+    if (this.finished) return;
+    this.finished = true;
+    const reply = asReply(err);
+    const flags = replyFlags(reply, this.call);
+    if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
+    if (started || this.tunnelOpened()) return this.resetTunnel();
+    writeReply(this.res, reply, flags);
+  }
+}
+
+export class UpgradeResponder extends UpgradeSink {
+  constructor(
+    ctx: StackContext,
+    call: MeshCall,
+    private readonly req: H1Request,
+    protected override readonly res: H1Response,
+    idleMs = DEFAULT_WEBSOCKET_IDLE_MS,
+  ) {
+    super(ctx, call, res, idleMs);
+  }
 
   run(stack: Handler): void {
     const up = this.req.upgrade;
@@ -53,42 +90,27 @@ export class UpgradeResponder implements ResponseSink {
     this.upstream = stack(this.call, this);
   }
 
-  onResponse(_status: number, _headers: Headers): void {
-    // The answer head is written raw by the tunnel.
+  protected tunnelOpened(): boolean {
+    return this.res.headersSent;
   }
-  onData(): boolean {
-    return true;
-  }
-  onEnd(): void {
-    this.finished = true;
-  }
-  onError(err: Error, started: boolean): void {
-    if (this.finished) return;
-    this.finished = true;
-    const reply = asReply(err);
-    const flags = replyFlags(reply, this.call);
-    if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
-    if (started || this.res.headersSent) {
-      this.req.upgrade?.socket.destroy();
-      return;
-    }
-    writeReply(this.res, reply, flags);
+  protected resetTunnel(): void {
+    this.req.upgrade?.socket.destroy();
   }
 }
 
 /** An extended CONNECT stream (RFC 8441) through the stack, to the upstream as an HTTP/1.1 Upgrade. */
-export class H2UpgradeResponder implements ResponseSink {
-  upstream: UpstreamCall = NOOP_CALL;
-  private finished = false;
+export class H2UpgradeResponder extends UpgradeSink {
   private tunneled = false;
 
   constructor(
-    private readonly ctx: StackContext,
-    private readonly call: MeshCall,
+    ctx: StackContext,
+    call: MeshCall,
     private readonly req: H2Request,
-    private readonly res: H2Response,
-    private readonly idleMs = DEFAULT_WEBSOCKET_IDLE_MS,
-  ) {}
+    res: H2Response,
+    idleMs = DEFAULT_WEBSOCKET_IDLE_MS,
+  ) {
+    super(ctx, call, res, idleMs);
+  }
 
   run(stack: Handler): void {
     const stream = this.req.stream;
@@ -109,26 +131,11 @@ export class H2UpgradeResponder implements ResponseSink {
     this.upstream = stack(this.call, this);
   }
 
-  onResponse(_status: number, _headers: Headers): void {
-    // The response is made by the tunnel from the upstream's answer head.
+  protected tunnelOpened(): boolean {
+    return this.tunneled || this.req.stream.headersSent;
   }
-  onData(): boolean {
-    return true;
-  }
-  onEnd(): void {
-    this.finished = true;
-  }
-  onError(err: Error, started: boolean): void {
-    if (this.finished) return;
-    this.finished = true;
-    const reply = asReply(err);
-    const flags = replyFlags(reply, this.call);
-    if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
+  protected resetTunnel(): void {
     const stream = this.req.stream;
-    if (started || this.tunneled || stream.headersSent) {
-      if (!stream.closed) stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);
-      return;
-    }
-    writeReply(this.res, reply, flags);
+    if (!stream.closed) stream.close(http2.constants.NGHTTP2_CONNECT_ERROR);
   }
 }
