@@ -9,10 +9,10 @@ import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
-import { createPolicyDiscoveryClient, type SnapshotMessage } from '../../src/proto';
+import type { SnapshotMessage } from '../../src/proto';
 import { splitJoinToken } from '../../src/security/ca-pin';
 import { cli, portOf, start, tmpDir, type Proc } from '../integration/lib/meshlet';
-import { issue, type Workload } from '../integration/lib/mtls';
+import { firstPushMessage, issue, type Workload } from '../integration/lib/mtls';
 
 interface Cp extends Proc {
   push: number;
@@ -31,20 +31,7 @@ async function controlPlane(t: Test): Promise<Cp> {
 function register(cp: Cp, service: string, cert: Workload | undefined, token?: string): Promise<{ msg?: SnapshotMessage; error?: grpc.ServiceError }> {
   const ca = readFileSync(path.join(cp.dir, 'ca.pem'));
   const creds = grpc.credentials.createSsl(ca, cert ? Buffer.from(cert.keyPem) : null, cert ? Buffer.from(cert.chainPem) : null);
-  const client = createPolicyDiscoveryClient(`localhost:${cp.push}`, creds);
-  const call = client.Stream();
-  return new Promise((resolve) => {
-    const done = (r: { msg?: SnapshotMessage; error?: grpc.ServiceError }) => {
-      call.removeAllListeners();
-      call.on('error', () => undefined);
-      call.cancel();
-      client.close();
-      resolve(r);
-    };
-    call.on('data', (msg: SnapshotMessage) => done({ msg }));
-    call.on('error', (error: grpc.ServiceError) => done({ error }));
-    call.write({ node: { id: `${service}-${Math.random().toString(36).slice(2, 8)}`, service, address: '127.0.0.1', inboundPort: 15006, labels: {}, buildVersion: 'test', credential: token ? splitJoinToken(token).credential : '' } });
-  });
+  return firstPushMessage(cp.push, creds, { id: `${service}-${Math.random().toString(36).slice(2, 8)}`, service, credential: token ? splitJoinToken(token).credential : '' });
 }
 
 t.test('a workload certificate registers its own service, and only it', async (t) => {

@@ -1,10 +1,12 @@
 /** Helpers for the mTLS tests: certificates signed by a control plane's CA (as another workload would hold), metrics, an app that shows what it was sent. */
+import type * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { request } from 'undici';
 import { FakeClock } from '../../../src/core/clock';
+import { createPolicyDiscoveryClient, type SnapshotMessage } from '../../../src/proto';
 import { CertificateAuthority, type CaMaterial } from '../../../src/security/ca';
 import { createCsr } from '../../../src/security/csr';
 import { generateKeyPair, privateKeyToPem } from '../../../src/security/keys';
@@ -85,4 +87,29 @@ export async function meshSidecar(push: number, service: string, token: string, 
   );
   const l = await p.waitFor((x) => x.msg === 'sidecar started');
   return Object.assign(p, { inbound: portOf(l.inbound), outbound: portOf(l.outbound), admin: portOf(l.admin) });
+}
+
+/**
+ * Opens a push stream on `port` with `creds` and registers as `node`; resolves with the first
+ * message the control plane sends, or the error that ended the stream, and closes the stream.
+ */
+export function firstPushMessage(
+  port: number,
+  creds: grpc.ChannelCredentials,
+  node: { id: string; service: string; credential: string },
+): Promise<{ msg?: SnapshotMessage; error?: grpc.ServiceError }> {
+  const client = createPolicyDiscoveryClient(`localhost:${port}`, creds);
+  const call = client.Stream();
+  return new Promise((resolve) => {
+    const done = (r: { msg?: SnapshotMessage; error?: grpc.ServiceError }) => {
+      call.removeAllListeners();
+      call.on('error', () => undefined);
+      call.cancel();
+      client.close();
+      resolve(r);
+    };
+    call.on('data', (msg: SnapshotMessage) => done({ msg }));
+    call.on('error', (error: grpc.ServiceError) => done({ error }));
+    call.write({ node: { ...node, address: '127.0.0.1', inboundPort: 15006, labels: {}, buildVersion: 'test' } });
+  });
 }

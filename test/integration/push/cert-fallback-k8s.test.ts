@@ -13,10 +13,9 @@ import * as path from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import t from 'tap';
 import { startControlPlane } from '../../../control-plane';
-import { createPolicyDiscoveryClient, type SnapshotMessage } from '../../../src/proto';
 import { k8sSpiffeId } from '../../../src/security/spiffe';
 import { tmpDir } from '../lib/meshlet';
-import { issue, type Workload } from '../lib/mtls';
+import { firstPushMessage, issue, type Workload } from '../lib/mtls';
 
 t.test('a ServiceAccount token TokenReview refuses is final; no token at all lets the certificate decide', async (t) => {
   const dir = tmpDir();
@@ -53,22 +52,8 @@ t.test('a ServiceAccount token TokenReview refuses is final; no token at all let
   t.teardown(() => cp.close());
   const cert = await issue(dataDir, 'catalog', { spiffeId: (td) => k8sSpiffeId(td, 'shop', 'catalog') });
 
-  const register = (w: Workload, credential: string): Promise<{ msg?: SnapshotMessage; error?: grpc.ServiceError }> => {
-    const client = createPolicyDiscoveryClient(`localhost:${cp.pushAddress.port}`, grpc.credentials.createSsl(Buffer.from(w.bundlePem), Buffer.from(w.keyPem), Buffer.from(w.chainPem)));
-    const call = client.Stream();
-    return new Promise((resolve) => {
-      const done = (r: { msg?: SnapshotMessage; error?: grpc.ServiceError }) => {
-        call.removeAllListeners();
-        call.on('error', () => undefined);
-        call.cancel();
-        client.close();
-        resolve(r);
-      };
-      call.on('data', (msg: SnapshotMessage) => done({ msg }));
-      call.on('error', (error: grpc.ServiceError) => done({ error }));
-      call.write({ node: { id: `catalog-${credential.length}`, service: 'catalog', address: '127.0.0.1', inboundPort: 15006, labels: {}, buildVersion: 'test', credential } });
-    });
-  };
+  const register = (w: Workload, credential: string) =>
+    firstPushMessage(cp.pushAddress.port, grpc.credentials.createSsl(Buffer.from(w.bundlePem), Buffer.from(w.keyPem), Buffer.from(w.chainPem)), { id: `catalog-${credential.length}`, service: 'catalog', credential });
 
   const gone = await register(cert, 'gone-pod-token');
   t.equal(gone.error?.code, grpc.status.UNAUTHENTICATED, 'the deleted pod does not come back on its certificate');

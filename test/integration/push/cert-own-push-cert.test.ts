@@ -9,9 +9,8 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import t from 'tap';
 import { startControlPlane } from '../../../control-plane';
-import { createPolicyDiscoveryClient, type SnapshotMessage } from '../../../src/proto';
 import { tmpDir } from '../lib/meshlet';
-import { issue, type Workload } from '../lib/mtls';
+import { firstPushMessage, issue, type Workload } from '../lib/mtls';
 
 t.test("the user's own push-port certificate: workload certificates are still asked for and verified", async (t) => {
   const dir = tmpDir();
@@ -25,22 +24,8 @@ t.test("the user's own push-port certificate: workload certificates are still as
   const other = await startControlPlane({ dataDir: otherDir, api: { port: 0 }, push: { port: 0 } });
   t.teardown(() => other.close());
 
-  const register = (w: Workload): Promise<{ msg?: SnapshotMessage; error?: grpc.ServiceError }> => {
-    const client = createPolicyDiscoveryClient(`localhost:${cp.pushAddress.port}`, grpc.credentials.createSsl(readFileSync(crt), Buffer.from(w.keyPem), Buffer.from(w.chainPem)));
-    const call = client.Stream();
-    return new Promise((resolve) => {
-      const done = (r: { msg?: SnapshotMessage; error?: grpc.ServiceError }) => {
-        call.removeAllListeners();
-        call.on('error', () => undefined);
-        call.cancel();
-        client.close();
-        resolve(r);
-      };
-      call.on('data', (msg: SnapshotMessage) => done({ msg }));
-      call.on('error', (error: grpc.ServiceError) => done({ error }));
-      call.write({ node: { id: 'catalog-1', service: 'catalog', address: '127.0.0.1', inboundPort: 15006, labels: {}, buildVersion: 'test', credential: '' } });
-    });
-  };
+  const register = (w: Workload) =>
+    firstPushMessage(cp.pushAddress.port, grpc.credentials.createSsl(readFileSync(crt), Buffer.from(w.keyPem), Buffer.from(w.chainPem)), { id: 'catalog-1', service: 'catalog', credential: '' });
 
   const ours = await register(await issue(dataDir, 'catalog'));
   t.equal(ours.msg?.identity?.spiffeId, 'spiffe://cluster.local/svc/catalog', 'admitted on its workload certificate');
