@@ -13,27 +13,12 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { request } from 'undici';
-import { apiFetch, cli, eventually, portOf, sleep, start, tmpDir, type Proc } from '../integration/lib/meshlet';
-import { metric, sourceApp } from '../integration/lib/mtls';
+import { apiFetch, cli, eventually, portOf, sleep, start, tmpDir } from '../integration/lib/meshlet';
+import { joinedSidecar, metric, sourceApp } from '../integration/lib/mtls';
 import { startEtcdCluster, startReplica } from '../integration/lib/etcd';
 
-interface Sc extends Proc {
-  outbound: number;
-  admin: number;
-}
-
-async function sidecar(t: Test, push: number, service: string, token: string, extra: string[] = []): Promise<Sc> {
-  const p = start(
-    ['sidecar', '--service', service, '--control-plane', `127.0.0.1:${push}`, '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', ...extra],
-    { MESHLET_JOIN_TOKEN: token },
-    { pushTls: true },
-  );
-  t.teardown(() => p.stop());
-  const l = await p.waitFor((x) => x.msg === 'sidecar started');
-  return Object.assign(p, { outbound: portOf(l.outbound), admin: portOf(l.admin) });
-}
 
 function joinToken(api: string, service: string): string {
   const r = cli(['token', 'create', '--service', service], { server: api });
@@ -62,8 +47,8 @@ t.test('meshlet ca rotate through the API: zero failed requests; tokens made bef
 
   const app = await sourceApp();
   t.teardown(() => app.close());
-  const catalog = await sidecar(t, push, 'catalog', joinToken(api, 'catalog'), ['--app-port', String(app.port)]);
-  const frontend = await sidecar(t, push, 'frontend', joinToken(api, 'frontend'));
+  const catalog = await joinedSidecar(t, push, 'catalog', joinToken(api, 'catalog'), ['--app-port', String(app.port)]);
+  const frontend = await joinedSidecar(t, push, 'frontend', joinToken(api, 'frontend'));
   for (const s of [catalog, frontend]) await s.waitFor((x) => x.msg === 'workload certificate installed');
   await eventually('catalog reached over mTLS', async () => {
     const r = await request(`http://127.0.0.1:${frontend.outbound}/`, { headers: { host: 'catalog' } });
@@ -108,12 +93,12 @@ t.test('meshlet ca rotate through the API: zero failed requests; tokens made bef
   t.ok((await metric(catalog.admin, 'meshlet_inbound_connections_total', { security: 'tls' })) >= 1, 'the hop was mTLS');
 
   // During the overlap: the old token (old root's hash) joins a new sidecar, and a new one too.
-  const search = await sidecar(t, push, 'search', oldToken);
+  const search = await joinedSidecar(t, push, 'search', oldToken);
   const installed = await search.waitFor((x) => x.msg === 'workload certificate installed', 30_000);
   t.equal(installed.spiffeId, 'spiffe://cluster.local/svc/search', 'a token made before the rotation joins during the overlap');
   const newToken = joinToken(api, 'pricing');
   t.ok(newToken.endsWith(after), 'tokens made now pin the new root');
-  const pricing = await sidecar(t, push, 'pricing', newToken);
+  const pricing = await joinedSidecar(t, push, 'pricing', newToken);
   await pricing.waitFor((x) => x.msg === 'workload certificate installed', 30_000);
 
   // openssl as the outside check: the push port's chain verifies under the old root alone, and under the new bundle.
@@ -136,13 +121,13 @@ t.test('after the overlap, a token made before the rotation is refused: create a
   const rot = cli(['ca', 'rotate', '--overlap', '3s'], { server: api });
   t.equal(rot.code, 0, rot.stderr);
   await sleep(3500);
-  const search = await sidecar(t, push, 'search', oldToken);
+  const search = await joinedSidecar(t, push, 'search', oldToken);
   const e = await search.waitFor((x) => x.msg === 'cannot verify the control plane; not sending the credential', 30_000);
   t.equal(e.code, 'PUSH_TLS_PIN_MISMATCH');
   t.match(String(e.reason), 'made before the mesh\'s CA was rotated, the rotation\'s overlap has ended: create a new one (`meshlet token create --service NAME`)');
   t.notOk(cp.lines.some((x) => x.msg === 'sidecar authenticated'), 'the token never reached the control plane');
   // A new token joins.
-  const fresh = await sidecar(t, push, 'search', joinToken(api, 'search'));
+  const fresh = await joinedSidecar(t, push, 'search', joinToken(api, 'search'));
   await fresh.waitFor((x) => x.msg === 'workload certificate installed', 30_000);
 
   // Bad requests get clear errors.
@@ -171,7 +156,7 @@ t.test('with the CA in etcd, a rotation through one replica reaches the other', 
   await eventually('replica B loads the rotated CA', async () => ((await caHash(b.api)) === after ? true : undefined), 10_000);
   // B's push port proves the new root under the old one too: the old token joins there.
   await sleep(500);
-  const search = await sidecar(t, b.pushPort, 'search', oldToken);
+  const search = await joinedSidecar(t, b.pushPort, 'search', oldToken);
   await search.waitFor((x) => x.msg === 'workload certificate installed', 30_000);
   t.ok(b.lines.some((x) => x.msg === 'workload certificate signed' && x.spiffeId === 'spiffe://cluster.local/svc/search'), 'signed by replica B');
 });

@@ -8,28 +8,13 @@
  * - one token set: an API token made on A is good on B, and revoked through B it is refused on A;
  * - a certificate signed by replica A is trusted by a sidecar of replica B: a real mTLS request.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { request } from 'undici';
-import { cli, eventually, portOf, start, type Proc } from '../integration/lib/meshlet';
+import { cli, eventually } from '../integration/lib/meshlet';
 import { startEtcdCluster, startReplica } from '../integration/lib/etcd';
-import { metric, sourceApp } from '../integration/lib/mtls';
+import { joinedSidecar, metric, sourceApp } from '../integration/lib/mtls';
 
-interface Sc extends Proc {
-  outbound: number;
-  admin: number;
-}
-
-async function sidecar(t: Test, push: number, service: string, token: string, extra: string[] = []): Promise<Sc> {
-  const p = start(
-    ['sidecar', '--service', service, '--control-plane', `127.0.0.1:${push}`, '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', ...extra],
-    { MESHLET_JOIN_TOKEN: token },
-    { pushTls: true },
-  );
-  t.teardown(() => p.stop());
-  const l = await p.waitFor((x) => x.msg === 'sidecar started');
-  return Object.assign(p, { outbound: portOf(l.outbound), admin: portOf(l.admin) });
-}
 
 async function dump(admin: number): Promise<{ identity?: { certificate: { chainPem: string } | null; trustBundlePem: string | null } }> {
   return (await (await request(`http://127.0.0.1:${admin}/config_dump`)).body.json()) as never;
@@ -68,8 +53,8 @@ t.test('replicas on one etcd share the CA and the tokens', async (t) => {
   };
   const app = await sourceApp();
   t.teardown(() => app.close());
-  const catalog = await sidecar(t, b.pushPort, 'catalog', join('catalog'));
-  const pricing = await sidecar(t, a.pushPort, 'pricing', join('pricing'), ['--app-port', String(app.port)]);
+  const catalog = await joinedSidecar(t, b.pushPort, 'catalog', join('catalog'));
+  const pricing = await joinedSidecar(t, a.pushPort, 'pricing', join('pricing'), ['--app-port', String(app.port)]);
   await catalog.waitFor((l) => l.msg === 'workload certificate installed');
   await pricing.waitFor((l) => l.msg === 'workload certificate installed');
   t.ok(b.lines.some((l) => l.msg === 'workload certificate signed' && l.spiffeId === 'spiffe://cluster.local/svc/catalog'), 'catalog signed by replica B');

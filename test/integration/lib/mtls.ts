@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
+import type { Test } from 'tap';
 import { request } from 'undici';
 import { FakeClock } from '../../../src/core/clock';
 import { createPolicyDiscoveryClient, type SnapshotMessage } from '../../../src/proto';
@@ -112,4 +113,16 @@ export function firstPushMessage(
     call.on('error', (error: grpc.ServiceError) => done({ error }));
     call.write({ node: { ...node, address: '127.0.0.1', inboundPort: 15006, labels: {}, buildVersion: 'test' } });
   });
+}
+
+/** A sidecar process started with a join token (push over TLS), with its outbound and admin ports. */
+export async function joinedSidecar(t: Test, push: number, service: string, token: string, extra: string[] = []): Promise<Proc & { outbound: number; admin: number }> {
+  const p = start(
+    ['sidecar', '--service', service, '--control-plane', `127.0.0.1:${push}`, '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', ...extra],
+    { MESHLET_JOIN_TOKEN: token },
+    { pushTls: true },
+  );
+  t.teardown(() => p.stop());
+  const l = await p.waitFor((x) => x.msg === 'sidecar started');
+  return Object.assign(p, { outbound: portOf(l.outbound), admin: portOf(l.admin) });
 }
