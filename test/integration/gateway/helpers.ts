@@ -4,10 +4,12 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Test } from 'tap';
+import type * as tls from 'node:tls';
 import { closedPort, HOST, MAIN, within } from '../sidecar/helpers';
 
 export { closedPort, HOST, MAIN, within };
@@ -105,4 +107,23 @@ export async function metric(admin: number, name: string, labels: Record<string,
     if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return sum;
+}
+
+/**
+ * GET / on `port` for `host` over one keep-alive TLS connection (a new request reuses it while it
+ * lasts): the body, whether the connection was reused, and the serial of the certificate served.
+ */
+export function keepAliveGetter(t: Test, port: number, host: string): () => Promise<{ body: string; reused: boolean; serial: string }> {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
+  t.teardown(() => agent.destroy());
+  return () =>
+    new Promise((resolve, reject) => {
+      const req = https.get({ host: HOST, port, servername: host, headers: { host }, agent, path: '/' }, (res) => {
+        let body = '';
+        const serial = (res.socket as tls.TLSSocket).getPeerCertificate().serialNumber;
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ body, reused: req.reusedSocket, serial }));
+      });
+      req.on('error', reject);
+    });
 }

@@ -11,15 +11,13 @@
  */
 import { execFile } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
-import * as https from 'node:https';
 import * as path from 'node:path';
-import type * as tls from 'node:tls';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { apiRequest, cli, eventually, portOf, sleep, start, startControlPlane, tmpDir, type Proc } from '../lib/meshlet';
 import { FakeSidecar } from '../lib/fake-sidecar';
 import { h1Upstream, service } from '../sidecar/helpers';
-import { closedPort, HOST, makeCert, makeCertBetween, metric, within } from './helpers';
+import { closedPort, HOST, keepAliveGetter, makeCert, makeCertBetween, metric, within } from './helpers';
 
 const run = promisify(execFile);
 const API = 'meshlet.dev/v1';
@@ -181,18 +179,7 @@ t.test('TLSCertificate: certificates kept in the store, served by the gateways t
     const before = (await call(api, 'GET', '/v1/status')).json.version;
     // An update: the gateway swaps it (below); the sidecar is sent nothing.
     const next = makeCert(dir, 'a2', ['a.example.com'], 4242);
-    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
-    t.teardown(() => agent.destroy());
-    const get = () =>
-      new Promise<{ body: string; reused: boolean; serial: string }>((resolve, reject) => {
-        const req = https.get({ host: HOST, port: httpsPort, servername: 'a.example.com', headers: { host: 'a.example.com' }, agent, path: '/' }, (res) => {
-          let body = '';
-          const serial = (res.socket as tls.TLSSocket).getPeerCertificate().serialNumber;
-          res.on('data', (c) => (body += c));
-          res.on('end', () => resolve({ body, reused: req.reusedSocket, serial }));
-        });
-        req.on('error', reject);
-      });
+    const get = keepAliveGetter(t, httpsPort, 'a.example.com');
     const first = await get();
     t.match(first.body, /^hello a\.example\.com/);
     const reloads = await metric(admin, 'meshlet_gateway_certificate_reloads_total', { listener: 'https', result: 'ok' });

@@ -5,14 +5,13 @@
  */
 import { execFile } from 'node:child_process';
 import { copyFileSync, renameSync } from 'node:fs';
-import * as https from 'node:https';
 import * as http from 'node:http';
 import * as tls from 'node:tls';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { h1Upstream, route, service } from '../sidecar/helpers';
-import { closedPort, gatewayResource, HOST, makeCert, metric, startGateway, tempDir, within } from './helpers';
+import { closedPort, gatewayResource, HOST, keepAliveGetter, makeCert, metric, startGateway, tempDir, within } from './helpers';
 
 const run = promisify(execFile);
 
@@ -81,18 +80,7 @@ t.test('TLS termination at the gateway', async (t) => {
   });
 
   t.test('a replaced certificate is picked up without dropping an open keep-alive connection', async (t) => {
-    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
-    t.teardown(() => agent.destroy());
-    const get = () =>
-      new Promise<{ body: string; reused: boolean; serial: string }>((resolve, reject) => {
-        const req = https.get({ host: HOST, port: httpsPort, servername: 'a.example.com', headers: { host: 'a.example.com' }, agent, path: '/' }, (res) => {
-          let body = '';
-          const serial = (res.socket as tls.TLSSocket).getPeerCertificate().serialNumber;
-          res.on('data', (c) => (body += c));
-          res.on('end', () => resolve({ body, reused: req.reusedSocket, serial }));
-        });
-        req.on('error', reject);
-      });
+    const get = keepAliveGetter(t, httpsPort, 'a.example.com');
     const first = await get();
     t.equal(first.body, 'hello https');
     const before = (await peerCert(httpsPort, 'a.example.com')).serial;
