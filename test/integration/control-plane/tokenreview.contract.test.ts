@@ -6,25 +6,17 @@
  * with real answers (authenticated, refused, another audience, not a service account, 403).
  */
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
-import * as https from 'node:https';
-import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import * as path from 'node:path';
-import * as k8s from '@kubernetes/client-node';
 import { TokenReviewer } from '../../../control-plane/token-review';
 import { WorkloadIdentityService } from '../../../control-plane/identity';
 import { MeshCa } from '../../../control-plane/ca';
 import { TokenStore } from '../../../control-plane/tokens';
+import { fakeKubeApi } from '../lib/kube-api';
 import { tmpDir } from '../lib/meshlet';
 
 const REVIEW_PATH = '/apis/authentication.k8s.io/v1/tokenreviews';
 
 t.test('TokenReview: the request made, and every answer handled', async (t) => {
   const dir = tmpDir();
-  const crt = path.join(dir, 'apiserver.crt');
-  const key = path.join(dir, 'apiserver.key');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=kube-apiserver', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', crt], { stdio: 'ignore' });
   const seen: { method?: string; path?: string; auth?: string; body: { apiVersion: string; kind: string; spec: { token: string; audiences?: string[] } } }[] = [];
   // What the API server answers for each token (the shapes of real responses).
   const answers: Record<string, { code: number; body: unknown }> = {
@@ -51,28 +43,11 @@ t.test('TokenReview: the request made, and every answer handled', async (t) => {
       body: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'tokenreviews.authentication.k8s.io is forbidden: User "system:serviceaccount:meshlet-system:meshlet" cannot create resource "tokenreviews"', reason: 'Forbidden', code: 403 },
     },
   };
-  const api = https.createServer({ cert: readFileSync(crt), key: readFileSync(key) }, (req, res) => {
-    let text = '';
-    req.on('data', (c: Buffer) => (text += c));
-    req.on('end', () => {
-      const body = JSON.parse(text || '{}');
-      seen.push({ method: req.method, path: req.url, auth: req.headers.authorization, body });
-      const a = answers[body.spec?.token] ?? answers['bad-token'];
-      res.writeHead(a!.code, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(a!.code === 201 ? { kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: { creationTimestamp: null }, spec: body.spec, ...(a!.body as object) } : a!.body));
-    });
-  });
-  await new Promise<void>((r) => api.listen(0, '127.0.0.1', r));
-  t.teardown(() => {
-    api.closeAllConnections();
-    api.close();
-  });
-  const kc = new k8s.KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'test', server: `https://127.0.0.1:${(api.address() as AddressInfo).port}`, caFile: crt }],
-    users: [{ name: 'meshlet', token: 'control-plane-sa-token' }],
-    contexts: [{ name: 'test', cluster: 'test', user: 'meshlet' }],
-    currentContext: 'test',
+  const kc = await fakeKubeApi(t, (req, text) => {
+    const body = JSON.parse(text || '{}');
+    seen.push({ method: req.method, path: req.url, auth: req.headers.authorization, body });
+    const a = answers[body.spec?.token] ?? answers['bad-token'];
+    return { code: a!.code, body: a!.code === 201 ? { kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: { creationTimestamp: null }, spec: body.spec, ...(a!.body as object) } : a!.body };
   });
   const reviewer = new TokenReviewer({ kubeConfig: kc });
 

@@ -5,47 +5,21 @@
  * HTTPS server answering as the API server does; a raw gRPC client presents the certificate.
  */
 import * as grpc from '@grpc/grpc-js';
-import { execFileSync } from 'node:child_process';
-import * as https from 'node:https';
-import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
-import * as path from 'node:path';
-import * as k8s from '@kubernetes/client-node';
 import t from 'tap';
 import { startControlPlane } from '../../../control-plane';
 import { k8sSpiffeId } from '../../../src/security/spiffe';
+import { fakeKubeApi } from '../lib/kube-api';
 import { tmpDir } from '../lib/meshlet';
 import { firstPushMessage, issue, type Workload } from '../lib/mtls';
 
 t.test('a ServiceAccount token TokenReview refuses is final; no token at all lets the certificate decide', async (t) => {
-  const dir = tmpDir();
-  const crt = path.join(dir, 'apiserver.crt');
-  const key = path.join(dir, 'apiserver.key');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=kube-apiserver', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', crt], { stdio: 'ignore' });
-  const api = https.createServer({ cert: readFileSync(crt), key: readFileSync(key) }, (req, res) => {
-    let text = '';
-    req.on('data', (c: Buffer) => (text += c));
-    req.on('end', () => {
-      const spec = (JSON.parse(text || '{}') as { spec?: { token?: string } }).spec ?? {};
-      const status =
-        spec.token === 'live-pod-token'
-          ? { authenticated: true, user: { username: 'system:serviceaccount:shop:catalog', extra: { 'authentication.kubernetes.io/pod-name': ['catalog-1'] } }, audiences: ['meshlet'] }
-          : { authenticated: false, error: '[invalid bearer token, pod "catalog-1" not found]' };
-      res.writeHead(201, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: {}, spec, status }));
-    });
-  });
-  await new Promise<void>((r) => api.listen(0, '127.0.0.1', r));
-  t.teardown(() => {
-    api.closeAllConnections();
-    api.close();
-  });
-  const kc = new k8s.KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'test', server: `https://127.0.0.1:${(api.address() as AddressInfo).port}`, caFile: crt }],
-    users: [{ name: 'meshlet', token: 'control-plane-sa-token' }],
-    contexts: [{ name: 'test', cluster: 'test', user: 'meshlet' }],
-    currentContext: 'test',
+  const kc = await fakeKubeApi(t, (_req, text) => {
+    const spec = (JSON.parse(text || '{}') as { spec?: { token?: string } }).spec ?? {};
+    const status =
+      spec.token === 'live-pod-token'
+        ? { authenticated: true, user: { username: 'system:serviceaccount:shop:catalog', extra: { 'authentication.kubernetes.io/pod-name': ['catalog-1'] } }, audiences: ['meshlet'] }
+        : { authenticated: false, error: '[invalid bearer token, pod "catalog-1" not found]' };
+    return { code: 201, body: { kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: {}, spec, status } };
   });
   const dataDir = tmpDir();
   const cp = await startControlPlane({ dataDir, api: { port: 0 }, push: { port: 0 }, pushTls: { hosts: ['localhost'] }, security: { tokenReview: { kubeConfig: kc } } });
