@@ -16,7 +16,7 @@ import { HOP_BY_HOP } from '../http/headers';
 import type { DownstreamRequest, DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
-import { asReply, countUnobserved, replyFlags } from './respond-http';
+import { failedCall } from './respond-http';
 
 export class GrpcResponder implements ResponseSink, ResponseFollower {
   upstream: UpstreamCall = NOOP_CALL;
@@ -84,9 +84,7 @@ export class GrpcResponder implements ResponseSink, ResponseFollower {
   onError(err: Error, started: boolean): void {
     if (this.finished) return;
     this.finished = true;
-    const reply = asReply(err);
-    const flags = replyFlags(reply, this.call);
-    if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
+    const { reply, flags } = failedCall(this.ctx, this.call, err);
     const cause = ((err as { cause?: unknown }).cause ?? err) as { rstCode?: number; connectionLost?: boolean };
     const rst = cause.rstCode;
     if (rst !== undefined && rst !== http2.constants.NGHTTP2_REFUSED_STREAM && !cause.connectionLost) {

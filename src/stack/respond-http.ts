@@ -90,9 +90,7 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
   onError(err: Error, started: boolean): void {
     if (this.finished) return;
     this.finished = true;
-    const reply = asReply(err);
-    const flags = replyFlags(reply, this.call);
-    if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
+    const { reply, flags } = failedCall(this.ctx, this.call, err);
     if (started) return resetDownstream(this.res);
     writeReply(this.res, reply, flags);
   }
@@ -107,6 +105,14 @@ export function replyFlags(reply: LocalReply | MeshError, call: MeshCall): strin
 export function asReply(err: Error): LocalReply | MeshError {
   if (err instanceof LocalReply || err instanceof MeshError) return err;
   return new MeshError('MESH_UPSTREAM_RESET', (err as { code?: string }).code ?? err.message);
+}
+
+/** A call that failed: its answer and flags, counted here when no observe layer saw the call. */
+export function failedCall(ctx: StackContext, call: MeshCall, err: Error): { reply: LocalReply | MeshError; flags: string } {
+  const reply = asReply(err);
+  const flags = replyFlags(reply, call);
+  if (!call.obs) countUnobserved(ctx, call, reply, flags);
+  return { reply, flags };
 }
 
 /** A mesh answer to a call no observe layer saw (no route, rate limited, breaker open...). */

@@ -17,7 +17,7 @@ import type { H2Request, H2Response } from '../http/h2-server';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import { DEFAULT_WEBSOCKET_IDLE_MS, tunnel, tunnelH2 } from '../http/websocket';
 import type { StackContext } from './context';
-import { asReply, countUnobserved, replyFlags, writeReply } from './respond-http';
+import { failedCall, writeReply } from './respond-http';
 
 /**
  * What both upgrade responders do as the stack's sink: the answer itself is made by the tunnel
@@ -49,9 +49,7 @@ abstract class UpgradeSink implements ResponseSink {
   onError(err: Error, started: boolean): void {
     if (this.finished) return;
     this.finished = true;
-    const reply = asReply(err);
-    const flags = replyFlags(reply, this.call);
-    if (!this.call.obs) countUnobserved(this.ctx, this.call, reply, flags);
+    const { reply, flags } = failedCall(this.ctx, this.call, err);
     if (started || this.tunnelOpened()) return this.resetTunnel();
     writeReply(this.res, reply, flags);
   }
