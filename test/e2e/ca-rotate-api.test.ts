@@ -13,9 +13,9 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { request } from 'undici';
-import { apiFetch, cli, eventually, portOf, sleep, start, tmpDir } from '../integration/lib/meshlet';
+import { apiFetch, cli, eventually, portOf, sleep, start, tmpDir, type Proc } from '../integration/lib/meshlet';
 import { joinedSidecar, metric, sourceApp } from '../integration/lib/mtls';
 import { startEtcdCluster, startReplica } from '../integration/lib/etcd';
 
@@ -35,13 +35,17 @@ function sh(cmd: string): { code: number | null; out: string } {
   return { code: r.status, out: r.stdout + r.stderr };
 }
 
-t.test('meshlet ca rotate through the API: zero failed requests; tokens made before it join during the overlap', async (t) => {
+/** A control plane with push over TLS that refuses plaintext sidecars, in a fresh data directory. */
+async function controlPlane(t: Test): Promise<{ dir: string; cp: Proc; api: string; push: number }> {
   const dir = tmpDir();
   const cp = start(['control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--push-hostname', 'localhost'], {}, { pushTls: true, strictSidecars: true });
   t.teardown(() => cp.stop());
   const l = await cp.waitFor((x) => x.msg === 'control plane started');
-  const api = String(l.api);
-  const push = portOf(l.push);
+  return { dir, cp, api: String(l.api), push: portOf(l.push) };
+}
+
+t.test('meshlet ca rotate through the API: zero failed requests; tokens made before it join during the overlap', async (t) => {
+  const { dir, api, push } = await controlPlane(t);
   const oldRoot = path.join(dir, 'old-root.pem');
   writeFileSync(oldRoot, ((await (await apiFetch(`${api}/v1/ca`)).json()) as { bundlePem: string }).bundlePem);
 
@@ -111,12 +115,7 @@ t.test('meshlet ca rotate through the API: zero failed requests; tokens made bef
 });
 
 t.test('after the overlap, a token made before the rotation is refused: create a new one', async (t) => {
-  const dir = tmpDir();
-  const cp = start(['control-plane', '--data-dir', dir, '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--push-hostname', 'localhost'], {}, { pushTls: true, strictSidecars: true });
-  t.teardown(() => cp.stop());
-  const l = await cp.waitFor((x) => x.msg === 'control plane started');
-  const api = String(l.api);
-  const push = portOf(l.push);
+  const { cp, api, push } = await controlPlane(t);
   const oldToken = joinToken(api, 'search');
   const rot = cli(['ca', 'rotate', '--overlap', '3s'], { server: api });
   t.equal(rot.code, 0, rot.stderr);
