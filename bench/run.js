@@ -33,8 +33,8 @@ const LOAD_CPU = 0;
 const HOST = 'upstream';
 
 const PROFILES = {
-  // The default run stays under 5 minutes: each measure() logs its wall seconds, the JSON has them per step (stepSeconds).
-  default: { settledIdle: true, hopWarmSeconds: 5, throughputRounds: 3, roundWarmSeconds: 1, roundSeconds: 2, warmSeconds: 1, wrkSeconds: 2, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 6, rateWarmSeconds: 1, h2WarmSeconds: 0.5, h2Seconds: 4, grpcWarmSeconds: 0.5, grpcSeconds: 4, variants: true, obsIterations: 100_000, obsReps: 5 },
+  // The default run takes about 10 minutes: each measure() logs its wall seconds, the JSON has them per step (stepSeconds).
+  default: { settledIdle: true, hopWarmSeconds: 5, throughputRounds: 3, roundWarmSeconds: 1, roundSeconds: 2, roundH2WarmSeconds: 0.5, roundH2Seconds: 2, variantRoundWarmSeconds: 0.5, variantRoundSeconds: 1.5, warmSeconds: 1, wrkSeconds: 2, variantWarmSeconds: 0.5, variantWrkSeconds: 2, rateSeconds: 6, rateWarmSeconds: 1, h2WarmSeconds: 0.5, h2Seconds: 4, grpcWarmSeconds: 0.5, grpcSeconds: 4, variants: true, obsIterations: 100_000, obsReps: 5 },
   // quick stays under 1 minute: the h2 and gRPC runs are a smoke test of the path here (0.1 s warm-up, 0.5 s).
   quick: { warmSeconds: 1, wrkSeconds: 2, rateSeconds: 1.25, rateWarmSeconds: 0.25, h2WarmSeconds: 0.1, h2Seconds: 0.5, grpcWarmSeconds: 0.1, grpcSeconds: 0.5, variants: false, obsIterations: 30_000, obsReps: 3 },
 };
@@ -501,7 +501,7 @@ async function measure(name, ctx, p, { latency = true, h2 = false, grpc = false,
     if (proc && proc.exitCode !== undefined) out.notes.push(`exited during the run (${proc.exitCode})`);
   } finally {
     // Kept running for the interleaved max-throughput rounds (benchRun stops it after them).
-    if (proc && keep && proc.exitCode === undefined) Object.defineProperty(out, 'live', { value: { proc, port, pid }, enumerable: false });
+    if (proc && keep && proc.exitCode === undefined) Object.defineProperty(out, 'live', { value: { proc, port, pid, h2Port, grpcPort }, enumerable: false });
     else if (proc) await proc.stop();
     out.stepSeconds.total = (Date.now() - tStart) / 1000;
   }
@@ -641,8 +641,15 @@ async function benchRun(cli, dir, cores) {
       results.contenders[name].rssIdleAfterSeconds = probe.afterSeconds;
     }
   }
-  await interleavedThroughput(results.contenders, p);
-  for (const name of variants) results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds, warmSeconds: p.variantWarmSeconds });
+  await interleavedThroughput(results.contenders, p, ctx);
+  // The per-feature rows are differences of a few µs between processes measured one after the
+  // other: one sample each read +22 µs for a layer that does one header lookup. So the variants,
+  // and a baseline copy of meshlet-off among them, are kept running and measured again in
+  // alternating rounds (as the contenders above); each figure is the median of its rounds.
+  const variantRounds = variants.length > 0 && p.throughputRounds > 0;
+  for (const name of variantRounds ? ['meshlet-off', ...variants] : variants)
+    results.variants[name] = await attempt(name, { latency: false, wrkSeconds: p.variantWrkSeconds, warmSeconds: p.variantWarmSeconds, keep: variantRounds });
+  if (variantRounds) await interleavedThroughput(results.variants, { ...p, roundWarmSeconds: p.variantRoundWarmSeconds, roundSeconds: p.variantRoundSeconds }, ctx);
   if (!cli['no-hop'] && (!only || only.includes('meshlet-full') || only.includes('nginx'))) {
     try {
       results.hop = await hopBench(ctx, p);
@@ -686,10 +693,8 @@ async function benchRun(cli, dir, cores) {
  */
 async function hopBench(ctx, p) {
   const out = { rows: {} };
-  const measureHop = async (label, port, pids) => {
-    // Two fresh Node processes on one core need longer than one to reach steady state (JIT, heap
-    // growth): with 1 s of warm-up the first seconds measured at half the steady req/s.
-    await wrk(port, Math.max(p.warmSeconds, p.hopWarmSeconds ?? 0));
+  const measureHop = async (label, port, pids, warmSeconds) => {
+    await wrk(port, warmSeconds);
     const cpu0 = pids.reduce((a, pid) => a + procs.cpuSeconds(pid), 0);
     const t0 = process.hrtime.bigint();
     const secs = Math.max(1, Math.round(p.wrkSeconds));
@@ -699,10 +704,25 @@ async function hopBench(ctx, p) {
     const w = parseWrk(r.stdout);
     const p99 = /^\s+99%\s+([\d.]+)(us|ms|s)/m.exec(r.stdout);
     const row = { rps: w.rps, requests: w.requests, cpuUsPerReq: (cpu * 1e6) / w.requests, coreBusyPct: (100 * cpu) / wall, p99Us: p99 ? Math.round(Number(p99[1]) * { us: 1, ms: 1e3, s: 1e6 }[p99[2]]) : undefined, non2xx: w.non2xx, socketErrors: w.socketErrors };
-    out.rows[label] = row;
     log(`bench: mesh hop, ${label}: ${Math.round(row.rps)} req/s, ${row.cpuUsPerReq.toFixed(1)} µs CPU/req (both proxies), p99 ${row.p99Us} µs`);
+    return row;
   };
-  // Two nginx.
+  // Each row's figures: the median of its rounds, field by field; the rounds stay in the JSON.
+  const summarise = (label, rounds) => {
+    const row = { rounds };
+    for (const k of ['rps', 'requests', 'cpuUsPerReq', 'coreBusyPct', 'p99Us']) {
+      const xs = rounds.map((x) => x[k]).filter((x) => x !== undefined);
+      if (xs.length) row[k] = median(xs);
+    }
+    row.non2xx = rounds.reduce((a, x) => a + (x.non2xx ?? 0), 0);
+    row.socketErrors = rounds.reduce((a, x) => a + (x.socketErrors ?? 0), 0);
+    out.rows[label] = row;
+    if (rounds.length > 1) log(`bench: mesh hop, ${label}: median of ${rounds.length} rounds ${row.cpuUsPerReq.toFixed(1)} µs CPU/req (${rounds.map((x) => x.cpuUsPerReq.toFixed(1)).join(' / ')})`);
+  };
+  // Two nginx and two sidecars (and their control plane) all run from the start, so that the two
+  // rows are measured in alternating rounds: measured one after the other, their ratio carried
+  // the machine's drift (1.92x and 2.65x in two quiet runs of the same build). Idle, each pair
+  // costs the other nothing worth counting (nginx sleeps; a sidecar wakes for its timers).
   const nA = path.join(ctx.dir, 'hop-nginx-a');
   const nB = path.join(ctx.dir, 'hop-nginx-b');
   fs.mkdirSync(nA, { recursive: true });
@@ -711,24 +731,22 @@ async function hopBench(ctx, p) {
   const pB = await procs.freePort();
   fs.writeFileSync(path.join(nB, 'nginx.conf'), configs.nginxProxy(nB, pB, ctx.upstreamPorts[0]));
   fs.writeFileSync(path.join(nA, 'nginx.conf'), configs.nginxProxy(nA, pA, pB));
-  const b = procs.start('hop-nginx-b', TOOLS.nginx, ['-c', path.join(nB, 'nginx.conf'), '-e', path.join(nB, 'error.log')], { cpu: PROXY_CPU, logFile: path.join(nB, 'log') });
-  const a = procs.start('hop-nginx-a', TOOLS.nginx, ['-c', path.join(nA, 'nginx.conf'), '-e', path.join(nA, 'error.log')], { cpu: PROXY_CPU, logFile: path.join(nA, 'log') });
-  try {
-    await procs.waitForPort(pB, { proc: b });
-    await procs.waitForPort(pA, { proc: a });
-    await checkProxies(pA, 'two nginx');
-    await measureHop('nginx x2', pA, [a.pid, b.pid]);
-  } finally {
-    await a.stop();
-    await b.stop();
-  }
-  // Two sidecars and a control plane.
   const main = path.join(ROOT, 'dist/src/cli/main.js');
   const api = await procs.freePort();
   const push = await procs.freePort();
-  const cp = procs.start('hop-cp', process.execPath, [main, 'control-plane', '--data-dir', path.join(ctx.dir, 'hop-cp'), '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`, '--insecure-plaintext', '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], { cpu: LOAD_CPU, logFile: path.join(ctx.dir, 'hop-cp.log') });
+  const started = [];
   const sidecars = [];
   try {
+    const b = procs.start('hop-nginx-b', TOOLS.nginx, ['-c', path.join(nB, 'nginx.conf'), '-e', path.join(nB, 'error.log')], { cpu: PROXY_CPU, logFile: path.join(nB, 'log') });
+    started.push(b);
+    const a = procs.start('hop-nginx-a', TOOLS.nginx, ['-c', path.join(nA, 'nginx.conf'), '-e', path.join(nA, 'error.log')], { cpu: PROXY_CPU, logFile: path.join(nA, 'log') });
+    started.push(a);
+    await procs.waitForPort(pB, { proc: b });
+    await procs.waitForPort(pA, { proc: a });
+    await checkProxies(pA, 'two nginx');
+
+    const cp = procs.start('hop-cp', process.execPath, [main, 'control-plane', '--data-dir', path.join(ctx.dir, 'hop-cp'), '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`, '--insecure-plaintext', '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], { cpu: LOAD_CPU, logFile: path.join(ctx.dir, 'hop-cp.log') });
+    started.push(cp);
     await procs.waitForPort(api, { proc: cp });
     const reg = ['--control-plane', `127.0.0.1:${push}`, '--insecure-push-plaintext', '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0'];
     const port = await procs.freePort();
@@ -751,15 +769,26 @@ async function hopBench(ctx, p) {
       }
     }
     const pids = sidecars.map((sc) => sc.pid);
-    await measureHop('meshlet x2 (default)', port, pids);
+    const rounds = Math.max(1, p.throughputRounds ?? 1);
+    const nginxRounds = [];
+    const meshletRounds = [];
+    for (let r = 0; r < rounds; r++) {
+      nginxRounds.push(await measureHop('nginx x2', pA, [a.pid, b.pid], p.warmSeconds));
+      // Two fresh Node processes on one core need longer than one to reach steady state (JIT,
+      // heap growth): with 1 s of warm-up the first seconds measured at half the steady req/s.
+      // Later rounds only need to wake them up (as for the interleaved max req/s rounds).
+      meshletRounds.push(await measureHop('meshlet x2 (default)', port, pids, r === 0 ? Math.max(p.warmSeconds, p.hopWarmSeconds ?? 0) : Math.max(p.warmSeconds, p.roundWarmSeconds ?? 0)));
+    }
+    summarise('nginx x2', nginxRounds);
+    summarise('meshlet x2 (default)', meshletRounds);
     const yaml = 'apiVersion: meshlet.dev/v1\nkind: DestinationPolicy\nmetadata: {name: upstream}\nspec: {service: upstream, http2Upgrade: true}\n';
     const applied = require('node:child_process').spawnSync(process.execPath, [main, 'apply', '-f', '-'], { input: yaml, env: { ...process.env, MESHLET_SERVER: `http://127.0.0.1:${api}`, MESHLET_TOKEN: fs.readFileSync(path.join(ctx.dir, 'hop-cp', 'admin.token'), 'utf8').trim() }, encoding: 'utf8' });
     if (applied.status !== 0) throw new Error(`apply http2Upgrade: true failed: ${applied.stderr}`);
     await procs.sleep(1500); // push + compile
-    await measureHop('meshlet x2 (http2Upgrade: true)', port, pids);
+    summarise('meshlet x2 (http2Upgrade: true)', [await measureHop('meshlet x2 (http2Upgrade: true)', port, pids, Math.max(p.warmSeconds, p.hopWarmSeconds ?? 0))]);
   } finally {
     for (const sc of sidecars) await sc.stop();
-    await cp.stop();
+    for (const proc of started.reverse()) await proc.stop();
   }
   return out;
 }
@@ -769,16 +798,27 @@ async function hopBench(ctx, p) {
  * of wrk in turn, `throughputRounds` times, and its figures become the median of its rounds. A
  * VM's speed drifts over a five-minute run; measured one after another, two contenders' ratio
  * carries that drift, interleaved it does not. The single run inside measure() stays in the JSON
- * (`wrkSingle`, `cpuUsPerReqSingle`). Stops the processes afterwards.
+ * (`wrkSingle`, `cpuUsPerReqSingle`). The h2 and gRPC columns likewise: `roundH2Seconds` of h2load
+ * per round and column (after `roundH2WarmSeconds` of warm-up), the median of the rounds, the single
+ * run kept as `h2.single` / `grpc.single` (a 4 s h2load run of nginx read 33.7 and 41.6 µs per request
+ * in two quiet runs of the same day: one sample per contender is not a ratio to set goals by).
+ * Stops the processes afterwards.
  */
-async function interleavedThroughput(contenders, p) {
+async function interleavedThroughput(contenders, p, ctx) {
   const live = Object.entries(contenders).filter(([, c]) => c.live);
   if (live.length === 0) return;
-  log(`bench: max req/s, interleaved: ${p.throughputRounds} rounds x ${live.length} proxies x (${p.roundWarmSeconds} s warm-up + ${p.roundSeconds} s)`);
+  // The h2 and gRPC columns get the same treatment, for the contenders whose single run worked.
+  const h2Live = (c) => c.h2 && !c.h2.error && c.live.h2Port !== undefined;
+  const grpcLive = (c) => c.grpc && !c.grpc.error && c.live.grpcPort !== undefined;
+  const withH2 = live.filter(([, c]) => h2Live(c) || grpcLive(c)).length;
+  log(
+    `bench: max req/s, interleaved: ${p.throughputRounds} rounds x ${live.length} proxies x (${p.roundWarmSeconds} s warm-up + ${p.roundSeconds} s)` +
+      (withH2 ? `; h2 and gRPC: ${p.roundH2WarmSeconds} s warm-up + ${p.roundH2Seconds} s each, for ${withH2} of them` : ''),
+  );
   try {
     for (let r = 0; r < p.throughputRounds; r++) {
-      for (const [, c] of live) {
-        const { port, pid } = c.live;
+      for (const [name, c] of live) {
+        const { port, pid, h2Port, grpcPort } = c.live;
         // A proxy that sat idle while the others ran is slower for its first second (V8 gave
         // memory back, caches went cold): warm it up, as measure() did.
         await wrk(port, p.roundWarmSeconds);
@@ -788,21 +828,57 @@ async function interleavedThroughput(contenders, p) {
         const wall = Number(process.hrtime.bigint() - t0) / 1e9;
         const cpu = procs.cpuSeconds(pid) - cpu0;
         (c.rounds ??= []).push({ rps: w.rps, requests: w.requests, cpuUsPerReq: (cpu * 1e6) / w.requests, coreBusyPct: (100 * cpu) / wall, non2xx: w.non2xx, socketErrors: w.socketErrors });
+        // A failed round marks the column FAILED as the single run would have (the rounds stop).
+        if (h2Live(c)) {
+          try {
+            await h2load(h2Port, p.roundH2WarmSeconds, true);
+            (c.h2Rounds ??= []).push(await cpuOver(pid, () => h2load(h2Port, p.roundH2Seconds)));
+          } catch (err) {
+            c.h2 = { error: `interleaved round ${r + 1}: ${err.message}`, h2load: err.h2load, output: err.output };
+            c.notes.push(`h2 FAILED in interleaved round ${r + 1}: ${err.message.split('\n')[0]}`);
+            log(`bench: ${name}: h2 FAILED in round ${r + 1}: ${err.message}`);
+          }
+        }
+        if (grpcLive(c)) {
+          try {
+            await grpcH2load(grpcPort, p.roundH2WarmSeconds, ctx.grpc, true);
+            (c.grpcRounds ??= []).push(await cpuOver(pid, () => grpcH2load(grpcPort, p.roundH2Seconds, ctx.grpc)));
+          } catch (err) {
+            c.grpc = { error: `interleaved round ${r + 1}: ${err.message}`, h2load: err.h2load, output: err.output };
+            c.notes.push(`grpc FAILED in interleaved round ${r + 1}: ${err.message.split('\n')[0]}`);
+            log(`bench: ${name}: grpc FAILED in round ${r + 1}: ${err.message}`);
+          }
+        }
       }
     }
     for (const [name, c] of live) {
-      const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
       c.wrkSingle = c.wrk;
       c.cpuUsPerReqSingle = c.cpuUsPerReq;
-      c.wrk = { ...c.wrk, rps: med(c.rounds.map((x) => x.rps)) };
-      c.cpuUsPerReq = med(c.rounds.map((x) => x.cpuUsPerReq));
-      c.coreBusyPct = med(c.rounds.map((x) => x.coreBusyPct));
+      c.wrk = { ...c.wrk, rps: median(c.rounds.map((x) => x.rps)) };
+      c.cpuUsPerReq = median(c.rounds.map((x) => x.cpuUsPerReq));
+      c.coreBusyPct = median(c.rounds.map((x) => x.coreBusyPct));
       if (c.rounds.some((x) => x.non2xx || x.socketErrors)) c.notes.push('interleaved wrk rounds saw non-2xx or socket errors');
       log(`bench: ${name}: interleaved ${c.rounds.map((x) => Math.round(x.rps)).join(' / ')} req/s, ${c.rounds.map((x) => x.cpuUsPerReq.toFixed(1)).join(' / ')} µs CPU/req`);
+      for (const [key, roundsKey] of [
+        ['h2', 'h2Rounds'],
+        ['grpc', 'grpcRounds'],
+      ]) {
+        const rounds = c[roundsKey];
+        if (!rounds || c[key].error) continue;
+        // The single run stays in the JSON as `h2.single` / `grpc.single`, as wrkSingle for wrk.
+        const first = c[key];
+        c[key] = { ...first, single: first, rounds, rps: median(rounds.map((x) => x.rps)), cpuUsPerReq: median(rounds.map((x) => x.cpuUsPerReq)), coreBusyPct: median(rounds.map((x) => x.coreBusyPct)) };
+        log(`bench: ${name}: interleaved ${key} ${rounds.map((x) => Math.round(x.rps)).join(' / ')} req/s, ${rounds.map((x) => (x.cpuUsPerReq ?? NaN).toFixed(1)).join(' / ')} µs CPU/req`);
+      }
     }
   } finally {
     for (const [, c] of live) await c.live.proc.stop();
   }
+}
+
+/** The median of a non-empty list (the upper one of an even count). */
+function median(xs) {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 }
 
 /** Starts one idle copy of each contender (own temp dir, own ports); failures are logged, not fatal. */

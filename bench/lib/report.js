@@ -169,15 +169,31 @@ function latencyTable(results) {
   return { head, rows };
 }
 
-/** Per-feature CPU cost: variant minus `meshlet-off`, from the wrk (max load) runs. */
+/**
+ * A variant's cost from alternating rounds: the median of its per-round differences to the
+ * baseline's round (the two measured seconds apart), which cancels the drift that a difference of
+ * two medians keeps. Undefined unless both have the same number of rounds.
+ */
+function roundCost(c, ref) {
+  const a = c?.rounds;
+  const b = ref?.rounds;
+  if (!a || !b || a.length !== b.length || a.length === 0) return undefined;
+  const d = a.map((x, i) => x.cpuUsPerReq - b[i].cpuUsPerReq).sort((x, y) => x - y);
+  return d[Math.floor(d.length / 2)];
+}
+
+/**
+ * Per-feature CPU cost: variant minus `meshlet-off`, from the wrk (max load) runs. The baseline is
+ * the copy of meshlet-off measured in the variants' own alternating rounds when there is one.
+ */
 function featureTable(results) {
-  const off = results.contenders['meshlet-off'] ?? results.variants?.['meshlet-off'];
+  const off = results.variants?.['meshlet-off'] ?? results.contenders['meshlet-off'];
   const base = off?.cpuUsPerReq;
   const head = ['feature', 'measured as', 'CPU µs/req', 'cost µs/req (on - off)', 'max req/s'];
   const rows = [];
-  const add = (feature, name, c, b = base) => {
+  const add = (feature, name, c, b = base, ref = off) => {
     if (!c) return;
-    rows.push([feature, name, fmt.num(c.cpuUsPerReq), b === undefined || c.cpuUsPerReq === undefined ? '-' : fmt.num(c.cpuUsPerReq - b, 2), fmt.int(c.wrk?.rps)]);
+    rows.push([feature, name, fmt.num(c.cpuUsPerReq), b === undefined || c.cpuUsPerReq === undefined ? '-' : fmt.num(roundCost(c, ref) ?? c.cpuUsPerReq - b, 2), fmt.int(c.wrk?.rps)]);
   };
   add('policies off (baseline)', 'meshlet-off', off);
   add('1,000 routes (+ explicit route)', 'meshlet-routes', results.variants?.['meshlet-routes']);
@@ -189,11 +205,13 @@ function featureTable(results) {
   add('outlier detection', 'meshlet-outlier', results.variants?.['meshlet-outlier']);
   add('fault injection (gated, not firing)', 'meshlet-fault', results.variants?.['meshlet-fault']);
   add('mirror 100% (a copy per request)', 'meshlet-mirror', results.variants?.['meshlet-mirror']);
-  add('full chain', 'meshlet-full', results.contenders['meshlet-full']);
+  // The full chain ran with the contenders, in their rounds: its baseline is theirs.
+  const offContender = results.contenders['meshlet-off'];
+  add('full chain', 'meshlet-full', results.contenders['meshlet-full'], offContender?.cpuUsPerReq, offContender);
   // Inbound variants: the rate limit's cost is measured against the inbound path without policy.
   const inbound = results.variants?.['meshlet-inbound'];
   add('inbound path, no policy (baseline for the next row)', 'meshlet-inbound', inbound, undefined);
-  add('rate limit: 2 local limits, on the inbound path', 'meshlet-ratelimit', results.variants?.['meshlet-ratelimit'], inbound?.cpuUsPerReq);
+  add('rate limit: 2 local limits, on the inbound path', 'meshlet-ratelimit', results.variants?.['meshlet-ratelimit'], inbound?.cpuUsPerReq, inbound);
   // Observability, one at a time, against the same sidecar with all three off.
   const none = results.variants?.['meshlet-obs-none'];
   if (none) {
@@ -201,7 +219,7 @@ function featureTable(results) {
     const addObs = (feature, name) => {
       const c = results.variants?.[name];
       if (!c) return;
-      rows.push([feature, name, fmt.num(c.cpuUsPerReq), nb === undefined || c.cpuUsPerReq === undefined ? '-' : `${fmt.num(c.cpuUsPerReq - nb, 2)} (vs obs-none)`, fmt.int(c.wrk?.rps)]);
+      rows.push([feature, name, fmt.num(c.cpuUsPerReq), nb === undefined || c.cpuUsPerReq === undefined ? '-' : `${fmt.num(roundCost(c, none) ?? c.cpuUsPerReq - nb, 2)} (vs obs-none)`, fmt.int(c.wrk?.rps)]);
     };
     rows.push(['observability all off (baseline)', 'meshlet-obs-none', fmt.num(nb), '-', fmt.int(none.wrk?.rps)]);
     addObs('metrics (goal: all three ≤ 3 µs)', 'meshlet-obs-metrics');
@@ -363,7 +381,7 @@ function renderMarkdown(results, g) {
   parts.push('');
   parts.push(backgroundLine(results));
   parts.push('');
-  parts.push('Added latency = contender latency − direct latency at the same percentile and rate (µs), direct being measured in the same seconds (paired, interleaved). Negative values are noise. ' + (results.params.throughputRounds > 0 ? `max req/s and CPU µs/req: the median of ${results.params.throughputRounds} interleaved rounds of ${results.params.roundSeconds} s (every proxy in turn, so that the machine's drift over the run hits all alike; the single run is wrkSingle in the JSON); CPU µs/req = proxy utime+stime over a wrk run ÷ requests.` : 'CPU µs/req = proxy utime+stime over the measured wrk run ÷ requests.') + ' "proxy core %" below ~95 means the proxy was not the bottleneck at max load. h2 req/s and h2 CPU µs/req: the same over an h2load run (h2c downstream); n/a = the contender does not serve h2c; FAILED = h2load did not negotiate h2c or saw errors (see notes). The h2 proxy core % is in the JSON (`h2.coreBusyPct`). RSS idle: ' + (results.params.settledIdle ? 'a copy of the contender left without traffic for 20 s (after V8\'s memory reducer); the figure 300 ms after start is `rssStartKb` in the JSON.' : 'RSS 300 ms after start (--quick has no settled-idle probe).') + '  grpc req/s and grpc CPU µs/req: the same for gRPC unary calls (h2c both ways); n/a = the contender does not proxy gRPC; FAILED = the gRPC upstream or a grpc-js call through the contender failed, or h2load saw errors or responses without a message (gRPC errors; see notes).' + (results.grpcUpstreamError ? ` **The gRPC upstream failed its check: ${results.grpcUpstreamError}**` : ''));
+  parts.push('Added latency = contender latency − direct latency at the same percentile and rate (µs), direct being measured in the same seconds (paired, interleaved). Negative values are noise. ' + (results.params.throughputRounds > 0 ? `max req/s and CPU µs/req: the median of ${results.params.throughputRounds} interleaved rounds of ${results.params.roundSeconds} s (every proxy in turn, so that the machine's drift over the run hits all alike; the single run is wrkSingle in the JSON); CPU µs/req = proxy utime+stime over a wrk run ÷ requests.` : 'CPU µs/req = proxy utime+stime over the measured wrk run ÷ requests.') + ' "proxy core %" below ~95 means the proxy was not the bottleneck at max load. h2 req/s and h2 CPU µs/req: ' + (results.params.throughputRounds > 0 ? `the same, the median of ${results.params.throughputRounds} interleaved h2load rounds of ${results.params.roundH2Seconds ?? 2} s (the single ${results.params.h2Seconds} s run is h2.single in the JSON)` : 'the same over an h2load run') + ' (h2c downstream); n/a = the contender does not serve h2c; FAILED = h2load did not negotiate h2c or saw errors (see notes). The h2 proxy core % is in the JSON (`h2.coreBusyPct`). RSS idle: ' + (results.params.settledIdle ? 'a copy of the contender left without traffic for 20 s (after V8\'s memory reducer); the figure 300 ms after start is `rssStartKb` in the JSON.' : 'RSS 300 ms after start (--quick has no settled-idle probe).') + '  grpc req/s and grpc CPU µs/req: the same for gRPC unary calls (h2c both ways, rounds as for h2); n/a = the contender does not proxy gRPC; FAILED = the gRPC upstream or a grpc-js call through the contender failed, or h2load saw errors or responses without a message (gRPC errors; see notes).' + (results.grpcUpstreamError ? ` **The gRPC upstream failed its check: ${results.grpcUpstreamError}**` : ''));
   parts.push('');
   parts.push('## Results');
   parts.push('');
@@ -384,13 +402,15 @@ function renderMarkdown(results, g) {
   if (ht || results.hop?.error) {
     parts.push('## Mesh hop (client -> proxy A -> proxy B -> upstream)');
     parts.push('');
-    parts.push('Two nginx chained against two sidecars registered through a control plane (the hop between them as by default: HTTP/1.1; and with `http2Upgrade: true`: HTTP/1.1 multiplexed over HTTP/2), both proxies pinned to the proxy core; wrk as for max req/s, with `--latency`. CPU µs/req is summed over both proxies.');
+    parts.push('Two nginx chained against two sidecars registered through a control plane (the hop between them as by default: HTTP/1.1; and with `http2Upgrade: true`: HTTP/1.1 multiplexed over HTTP/2), both proxies pinned to the proxy core; wrk as for max req/s, with `--latency`. CPU µs/req is summed over both proxies. ' + (results.hop?.rows?.['nginx x2']?.rounds?.length > 1 ? `The first two rows: the median of ${results.hop.rows['nginx x2'].rounds.length} alternating rounds (nginx x2, meshlet x2, nginx x2, ...; each round in the JSON); the last: one run after the policy change.` : ''));
     parts.push('');
     parts.push(ht ? mdTable(ht.head, ht.rows) : `FAILED: ${results.hop.error}`);
     parts.push('');
   }
   parts.push('## Per-feature cost');
   parts.push('');
+  if (results.variants?.['meshlet-off']?.rounds?.length > 1)
+    parts.push(`The variants and a copy of meshlet-off as their baseline, measured in ${results.variants['meshlet-off'].rounds.length} alternating rounds: CPU µs/req is the median of a variant's rounds, its cost the median of its per-round differences to the baseline (the full chain: to meshlet-off in the contenders' rounds).`, '');
   t = featureTable(results);
   parts.push(mdTable(t.head, t.rows));
   parts.push('');
