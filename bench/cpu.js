@@ -24,7 +24,9 @@
  * alternated round by round (an A/B), optionally with extra Node flags each. --prof DIR: node --cpu-prof
  * into DIR (one .cpuprofile per sidecar process). --node-flags '...': extra Node flags.
  * --gc: the sidecars run with --trace-gc-nvp; each round also prints the bytes V8 allocated per
- * request (its `allocated=`, summed over the GCs of the measured run) and scavenges per 10k requests
+ * request (its `allocated=`, summed over the GCs of the measured run), the bytes its scavenges promoted to
+ * the old generation per request (`promoted=`: what later costs mark-compacts), scavenges per 10k requests
+ * and their pauses (median, max; wall time, so stretched when the core is shared)
  * (load-independent, like the instruction counts).
  * --callgrind: the sidecars run under valgrind's callgrind and the figure is instructions per
  * request (load-independent: the instructions of an idle window as long as the run are subtracted;
@@ -134,12 +136,15 @@ function instructions(ps) {
   return total;
 }
 
+/** The q-quantile (0..1) of xs, 0 for none. */
+const pctl = (xs, q) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))] : 0);
+
 /** --gc: the size of each process's log (its --trace-gc-nvp lines), to read what a run added. */
 const logSizes = (ps) => ps.map((p) => fs.statSync(p.logFile).size);
 
 /** --gc: bytes allocated (V8's `allocated=`, summed over the GCs) and GCs by kind in the log since `sizes`. */
 function gcSince(ps, sizes) {
-  const g = { allocated: 0, scavenges: 0, marks: 0 };
+  const g = { allocated: 0, promoted: 0, scavenges: 0, marks: 0, scavengePauses: [] };
   ps.forEach((p, i) => {
     const fd = fs.openSync(p.logFile, 'r');
     const len = fs.fstatSync(fd).size - sizes[i];
@@ -153,6 +158,11 @@ function gcSince(ps, sizes) {
       else g.marks++;
       const a = / allocated=(\d+)/.exec(line);
       if (a) g.allocated += Number(a[1]);
+      // What scavenges moved to the old generation: the garbage that makes mark-compacts.
+      const pr = kind[1] === 's' ? / promoted=(\d+)/.exec(line) : null;
+      if (pr) g.promoted += Number(pr[1]);
+      const pause = kind[1] === 's' ? / pause=([\d.]+)/.exec(line) : null;
+      if (pause) g.scavengePauses.push(Number(pause[1]));
     }
   });
   return g;
@@ -183,7 +193,7 @@ function measure(ps, args) {
   const res = { usPerReq: (cpu * 1e6) / r.done, sysUsPerReq: (sys * 1e6) / r.done, reqPerSec: r.done / wall, coreBusyPct: (100 * cpu) / wall };
   if (sizes) {
     const g = gcSince(ps, sizes);
-    Object.assign(res, { bytesPerReq: g.allocated / r.done, scavengesPer10k: (g.scavenges * 10_000) / r.done, marks: g.marks });
+    Object.assign(res, { bytesPerReq: g.allocated / r.done, promotedPerReq: g.promoted / r.done, scavengePauseMs: pctl(g.scavengePauses, 0.5), scavengePauseMaxMs: pctl(g.scavengePauses, 1), scavengesPer10k: (g.scavenges * 10_000) / r.done, marks: g.marks });
   }
   return res;
 }
@@ -306,7 +316,7 @@ async function main() {
   const results = {};
   const add = (k, r) => {
     (results[k] ??= []).push(r);
-    const gc = r.bytesPerReq === undefined ? '' : `  ${Math.round(r.bytesPerReq)} B/req allocated, ${r.scavengesPer10k.toFixed(1)} scavenges/10k req, ${r.marks} mark-compact`;
+    const gc = r.bytesPerReq === undefined ? '' : `  ${Math.round(r.bytesPerReq)} B/req allocated, ${r.promotedPerReq.toFixed(1)} B/req promoted, ${r.scavengesPer10k.toFixed(1)} scavenges/10k req, ${r.marks} mark-compact, scavenge pause p50 ${r.scavengePauseMs.toFixed(2)} ms max ${r.scavengePauseMaxMs.toFixed(2)}`;
     const sys = r.sysUsPerReq === undefined ? '' : ` (kernel ${r.sysUsPerReq.toFixed(1)})`;
     log(`${k.padEnd(8)} ${r.usPerReq.toFixed(1).padStart(7)} ${UNIT}${sys}  ${Math.round(r.reqPerSec).toString().padStart(6)} req/s  core ${r.coreBusyPct.toFixed(0)}%${gc}`);
   };

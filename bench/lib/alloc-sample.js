@@ -5,7 +5,7 @@
  * default `--heap-prof` keeps only what is still alive, which says nothing about per-request
  * garbage). One sample per 2 KiB allocated (MESHLET_ALLOC_INTERVAL); at exit it writes
  * `alloc-PID.heapprofile` into MESHLET_ALLOC_DIR (default the OS temp dir). Read with
- * bench/alloc-profile.js.
+ * bench/alloc-profile.js. MESHLET_ALLOC_MINOR=0 samples only what survived the scavenges.
  */
 const inspector = require('node:inspector');
 const fs = require('node:fs');
@@ -19,7 +19,9 @@ s.post('HeapProfiler.enable');
 s.post('HeapProfiler.startSampling', {
   samplingInterval: Number(process.env.MESHLET_ALLOC_INTERVAL || 2048),
   includeObjectsCollectedByMajorGC: true,
-  includeObjectsCollectedByMinorGC: true,
+  // MESHLET_ALLOC_MINOR=0: leave out what scavenges collected, so the profile holds what survived
+  // them (promoted to the old generation, or still alive): where the mark-compacts come from.
+  includeObjectsCollectedByMinorGC: process.env.MESHLET_ALLOC_MINOR !== '0',
 });
 let written = false;
 function write() {
