@@ -7,7 +7,7 @@
  *   npm run bench -- --quick       # smoke run (< 1 min), noisy figures
  *   npm run bench -- --soak        # 10 min at 1,000 req/s through the full-chain sidecar, RSS every 30 s
  *
- * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-hop (skip the mesh-hop section), --no-obs (skip the in-process
+ * Options: --only a,b (contenders), --no-variants, --no-h2, --no-grpc, --no-hop (skip the mesh-hop section), --no-tail (skip bench/tail.js), --no-obs (skip the in-process
  * observability microbenchmark, bench/observability.js), --no-mtls (skip the mesh hop with mTLS vs
  * plaintext vs two nginx, bench/mtls.js), --no-gateway (skip the gateway TLS vs nginx row,
  * bench/gateway-tls.js), --no-cache-hit (skip the response-cache HIT vs nginx proxy_cache row,
@@ -75,6 +75,7 @@ function parseCli() {
       'no-obs': { type: 'boolean', default: false },
       'no-hop': { type: 'boolean', default: false },
       'no-mtls': { type: 'boolean', default: false },
+      'no-tail': { type: 'boolean', default: false },
       'no-gateway': { type: 'boolean', default: false },
       'no-cache-hit': { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
@@ -660,6 +661,7 @@ async function benchRun(cli, dir, cores) {
   }
   await ctx.proc.stop();
   if (!cli['no-obs']) results.observability = await observabilityBench(p);
+  if (!cli['no-tail'] && !cli.quick && (!only || only.includes('meshlet-full'))) results.tail = await tailBench();
   if (!cli['no-mtls']) results.mtls = await mtlsBench(cli.quick);
   if (!cli['no-gateway']) results.gatewayTls = await gatewayTlsBench(p);
   if (!cli['no-cache-hit']) results.cacheHit = await cacheHitBench(p);
@@ -927,6 +929,30 @@ async function observabilityBench(p) {
 }
 
 /** The mesh hop with mTLS vs plaintext vs two nginx with TLS (bench/mtls.js), in its own processes. */
+/**
+ * The tail goal (added p99.9 at 5,000 req/s within 2x nginx's, in each of three runs): bench/tail.js
+ * --runs 3 (nginx and the full chain in turn, paired with the upstream, ~45 s), its JSON summary.
+ */
+async function tailBench() {
+  log('bench: tail at 5,000 req/s: bench/tail.js --runs 3 (~45 s)');
+  let r;
+  try {
+    r = await procs.run(process.execPath, [path.join(__dirname, 'tail.js'), '--runs', '3', '--json'], { timeoutMs: 300_000 });
+  } catch (err) {
+    log(`bench: tail: FAILED: ${err.message}`);
+    return { error: err.message };
+  }
+  const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+  if (!line) {
+    log(`bench: tail: FAILED: no JSON summary from bench/tail.js:\n${r.stdout}`);
+    return { error: 'no JSON summary from bench/tail.js' };
+  }
+  const t = JSON.parse(line);
+  const verdict = r.stdout.trim().split('\n').pop();
+  log(`bench: ${verdict}`);
+  return { rate: t.rate, seconds: t.seconds, gen: t.gen, sum: t.sum, ratios: t.ratios, loadavg: t.loadavg, verdict };
+}
+
 async function mtlsBench(quick) {
   const args = [path.join(__dirname, 'mtls.js'), '--json', '--seconds', quick ? '2' : '4', '--rounds', quick ? '1' : '3'];
   log('bench: mesh hop with mTLS (bench/mtls.js)');

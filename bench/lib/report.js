@@ -287,6 +287,38 @@ function goals(results, soak) {
       def(a, limit) ? a <= limit : undefined,
     ),
   );
+  // The CPU ratios to nginx per protocol and the mesh hop's, each against the reference measured
+  // in the same rounds (bench/run.js: medians of alternating rounds).
+  const vsNginx = (label, a, b, limit) => {
+    const x = rr(a, b);
+    out.push(check(label, x === undefined ? undefined : `${fmt.num(a)} vs ${fmt.num(b)} µs (${fmt.ratio(x)})`, `≤ ${limit}x nginx`, x === undefined ? undefined : x <= limit));
+  };
+  vsNginx('HTTP/1.1 CPU per request vs nginx', full.cpuUsPerReq, ngx.cpuUsPerReq, 2.2);
+  vsNginx('HTTP/2 (h2c) CPU per request vs nginx', full.h2CpuUsPerReq, ngx.h2CpuUsPerReq, 2);
+  vsNginx('gRPC unary CPU per call vs nginx', full.grpcCpuUsPerReq, ngx.grpcCpuUsPerReq, 2);
+  const hop = results.hop?.rows;
+  if (hop) {
+    const d = hop['meshlet x2 (default)']?.cpuUsPerReq;
+    const n2 = hop['nginx x2']?.cpuUsPerReq;
+    const up = hop['meshlet x2 (http2Upgrade: true)']?.cpuUsPerReq;
+    const x = rr(d, n2);
+    out.push(check('mesh hop (default), CPU per request vs two nginx', x === undefined ? undefined : `${fmt.num(d)} vs ${fmt.num(n2)} µs (${fmt.ratio(x)})`, '≤ 2.5x', x === undefined ? undefined : x <= 2.5));
+    const y = rr(up, d);
+    out.push(check('mesh hop, http2Upgrade vs plain HTTP/1.1 (off by default until ≤ 1x)', y === undefined ? undefined : `${fmt.num(up)} vs ${fmt.num(d)} µs (${fmt.ratio(y)})`, '≤ 1x', y === undefined ? undefined : y <= 1));
+  }
+  const tail = results.tail;
+  if (tail && !tail.error) {
+    const m = tail.sum['meshlet.p999'];
+    const n = tail.sum['nginx.p999'];
+    out.push(
+      check(
+        `added p99.9 @${tail.rate / 1000}k vs nginx's, ${tail.ratios.length} runs (bench/tail.js)`,
+        `${fmt.int(m.median)} µs (${fmt.int(m.min)}..${fmt.int(m.max)}) vs ${fmt.int(n.median)} µs (${fmt.int(n.min)}..${fmt.int(n.max)}); ≤ 2x in ${tail.ratios.filter((r) => r <= 2).length}/${tail.ratios.length}`,
+        '≤ 2x nginx in every run',
+        tail.ratios.every((r) => r <= 2),
+      ),
+    );
+  } else if (tail?.error) out.push({ goal: 'added p99.9 @5k vs nginx (bench/tail.js)', actual: `FAILED: ${tail.error.split('\n')[0]}`, target: '≤ 2x nginx in every run', pass: 'n/a' });
   const start = def(full.rssStartKb) ? ` (${fmt.mb(full.rssStartKb)} MB 300 ms after start)` : '';
   out.push(check('RSS idle', def(full.rssIdleKb) ? `${fmt.mb(full.rssIdleKb)} MB${start}` : undefined, '≤ 60 MB', def(full.rssIdleKb) ? full.rssIdleKb <= 60 * 1024 : undefined));
   out.push(check('RSS peak', def(full.rssPeakKb) ? `${fmt.mb(full.rssPeakKb)} MB` : undefined, '≤ 100 MB', def(full.rssPeakKb) ? full.rssPeakKb <= 100 * 1024 : undefined));
@@ -405,6 +437,20 @@ function renderMarkdown(results, g) {
     parts.push('Two nginx chained against two sidecars registered through a control plane (the hop between them as by default: HTTP/1.1; and with `http2Upgrade: true`: HTTP/1.1 multiplexed over HTTP/2), both proxies pinned to the proxy core; wrk as for max req/s, with `--latency`. CPU µs/req is summed over both proxies. ' + (results.hop?.rows?.['nginx x2']?.rounds?.length > 1 ? `The first two rows: the median of ${results.hop.rows['nginx x2'].rounds.length} alternating rounds (nginx x2, meshlet x2, nginx x2, ...; each round in the JSON); the last: one run after the policy change.` : ''));
     parts.push('');
     parts.push(ht ? mdTable(ht.head, ht.rows) : `FAILED: ${results.hop.error}`);
+    parts.push('');
+  }
+  if (results.tail) {
+    parts.push('## Tail at 5,000 req/s (bench/tail.js --runs 3)');
+    parts.push('');
+    if (results.tail.error) parts.push(`FAILED: ${results.tail.error}`);
+    else {
+      parts.push('nginx and the full chain in turn, each paired with the upstream, from the open-loop generator; added latency (µs) = proxy − paired direct; median (min..max) over the runs.');
+      parts.push('');
+      const rowOf = (who) => [who, ...['p50', 'p99', 'p999'].map((k) => { const v = results.tail.sum[`${who}.${k}`]; return `${fmt.int(v.median)} (${fmt.int(v.min)}..${fmt.int(v.max)})`; })];
+      parts.push(mdTable(['proxy', 'added p50', 'added p99', 'added p99.9'], [rowOf('nginx'), rowOf('meshlet')]));
+      parts.push('');
+      parts.push(`\`${results.tail.verdict}\``);
+    }
     parts.push('');
   }
   parts.push('## Per-feature cost');
