@@ -259,13 +259,17 @@ export class H2Response {
     return this;
   }
 
-  /** Trailers sent when the response ends; dropped when its head did not ask for them. */
+  /**
+   * Trailers sent when the response ends; dropped when its head did not ask for them. The first
+   * set is kept as given, not copied (the callers hand over objects of their own: a cleaned copy,
+   * the upstream's trailer object); a second set is merged into a copy.
+   */
   addTrailers(trailers: http2.OutgoingHttpHeaders): void {
     if (!this.asked) return;
     const s = this.stream as Stream;
     const t = s[TRAILERS];
-    if (!t) s[TRAILERS] = { ...trailers };
-    else Object.assign(t, trailers);
+    if (!t) s[TRAILERS] = trailers;
+    else s[TRAILERS] = { ...t, ...trailers };
   }
 
   /** `'drain'` and `'close'` are the stream's. */
