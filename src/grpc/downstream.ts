@@ -58,9 +58,10 @@ export class NativeDownstream implements GrpcDownstream {
   }
   headers(status: number, headers: Record<string, string | string[]>): void {
     if (this.closed) return;
-    // The stream's 'wantTrailers' handler (h2-server.ts) sends what addTrailers() collected.
+    // A gRPC response ends with its status in trailers: asked for here, the stream's
+    // 'wantTrailers' handler (h2-server.ts) sends what addTrailers() collected.
     headers[':status'] = String(status);
-    this.res.respond(headers);
+    this.res.respond(headers, true);
   }
   write(chunk: Buffer): boolean {
     if (this.closed) return true;

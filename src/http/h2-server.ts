@@ -14,6 +14,12 @@
  *   (`respond`, `write`, `end`, `sendTrailers` on `'wantTrailers'`), with the parts of the compat
  *   response's behaviour the proxy relies on: trailers collected until the end, writes after the
  *   end dropped, connection-specific headers left out of mesh-made answers.
+ *   Trailers are asked of node:http2 (`waitForTrailers`) only by a response that can have them
+ *   (`respond(headers, true)`: gRPC, and HTTP responses from an HTTP/2 or chunked HTTP/1.1
+ *   upstream; `trailersPossible`): asking costs a `'wantTrailers'` listener, the event, a
+ *   `sendTrailers` and, with none to send, an extra empty DATA frame with END_STREAM on the wire.
+ *   A response that did not ask ends its stream with its last DATA frame, and trailers handed to
+ *   it (`addTrailers`) are dropped: none can come from a source that did not announce them so.
  *
  * A layer that must see the body's bytes (the gRPC message-size guard) runs over them in the
  * stream's own `push` (`filterBody`), rather than through a Transform piped behind the stream.
@@ -114,6 +120,21 @@ function onWantTrailers(this: Stream): void {
   }
 }
 
+/** `respond()` options: shared (node copies them), so no object per response. */
+const ASK_TRAILERS: http2.ServerStreamResponseOptions = { waitForTrailers: true };
+const NO_TRAILERS: http2.ServerStreamResponseOptions = {};
+const END_STREAM: http2.ServerStreamResponseOptions = { endStream: true };
+
+/**
+ * Whether a response with these headers (as an upstream gave them, before cleaning) can end
+ * with trailers: an HTTP/2 response (node's header object has `:status`) or a chunked HTTP/1.1
+ * one can; an HTTP/1.1 response delimited by its `content-length` cannot (RFC 9112 6.3: trailers
+ * only follow the last chunk). Anything else (no length, no chunking) is treated as possible.
+ */
+export function trailersPossible(h: Record<string, unknown>): boolean {
+  return h[':status'] !== undefined || h['transfer-encoding'] !== undefined || h['content-length'] === undefined;
+}
+
 /** An HTTP/2 request as the front reads it: method, target, headers, body. */
 export class H2Request {
   /** Request body bytes received so far. */
@@ -161,6 +182,8 @@ const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connecti
 /** The response side of an HTTP/2 request, written straight to its stream. */
 export class H2Response {
   private ended = false;
+  /** The head asked node:http2 to wait for trailers at the end (`respond(headers, true)`). */
+  private asked = false;
 
   constructor(readonly stream: http2.ServerHttp2Stream) {}
 
@@ -176,10 +199,12 @@ export class H2Response {
     return this.ended;
   }
 
-  /**
-   * Sends the response head. The stream waits for trailers at its end (`addTrailers`), as the
-   * compat response did: an HTTP response's trailers are only known when upstream ends it.
-   */
+  /** Whether this response's head asked for trailers (only then does `addTrailers` reach the client). */
+  get trailersAsked(): boolean {
+    return this.asked;
+  }
+
+  /** Sends the head of a mesh-made answer (no trailers: its stream ends with its body). */
   writeHead(status: number, headers?: Record<string, string | string[] | number | undefined>): this {
     const stream = this.stream;
     if (stream.destroyed || stream.closed) return this;
@@ -196,9 +221,24 @@ export class H2Response {
     return this;
   }
 
-  /** Sends a head the caller built (lower-case names, `:status` set); throws what `respond` throws. */
-  respond(headers: http2.OutgoingHttpHeaders): void {
-    this.stream.respond(headers, { waitForTrailers: true, endStream: this.ended });
+  /**
+   * Sends a head the caller built (lower-case names, `:status` set); throws what `respond` throws.
+   * `trailers`: the stream waits at its end for what `addTrailers` collected (sent on
+   * `'wantTrailers'`); without, it ends with its last DATA frame and trailers are dropped.
+   */
+  respond(headers: http2.OutgoingHttpHeaders, trailers = false): void {
+    const stream = this.stream;
+    if (this.ended) {
+      stream.respond(headers, END_STREAM);
+      return;
+    }
+    if (trailers) {
+      stream.respond(headers, ASK_TRAILERS);
+      this.asked = true;
+      stream.on('wantTrailers', onWantTrailers);
+      return;
+    }
+    stream.respond(headers, NO_TRAILERS);
   }
 
   write(chunk: Buffer | string): boolean {
@@ -219,12 +259,17 @@ export class H2Response {
     return this;
   }
 
-  /** Trailers sent when the response ends. */
+  /**
+   * Trailers sent when the response ends; dropped when its head did not ask for them. The first
+   * set is kept as given, not copied (the callers hand over objects of their own: a cleaned copy,
+   * the upstream's trailer object); a second set is merged into a copy.
+   */
   addTrailers(trailers: http2.OutgoingHttpHeaders): void {
+    if (!this.asked) return;
     const s = this.stream as Stream;
     const t = s[TRAILERS];
-    if (!t) s[TRAILERS] = { ...trailers };
-    else Object.assign(t, trailers);
+    if (!t) s[TRAILERS] = trailers;
+    else s[TRAILERS] = { ...t, ...trailers };
   }
 
   /** `'drain'` and `'close'` are the stream's. */
@@ -247,7 +292,6 @@ export function serveStream(
 ): void {
   const s = stream as Stream;
   s.on('error', ignore);
-  s.on('wantTrailers', onWantTrailers);
   const req = new H2Request(stream, headers, rawHeaders);
   const res = new H2Response(stream);
   if (!stream.endAfterHeaders) {

@@ -14,6 +14,8 @@ import type { StackContext } from './context';
 import { isGrpcKind } from './profile';
 
 const INTERNAL = 13;
+/** The `grpc-timeout` pair a gRPC call without one gets (its value set per try by the dispatcher). */
+const GRPC_TIMEOUT_SLOT: readonly string[] = ['grpc-timeout', ''];
 
 export function deadlineLayer(ctx: StackContext, routeTimeoutMs: number | undefined): Layer {
   return (next) => (call, sink) => {
@@ -35,7 +37,9 @@ export function deadlineLayer(ctx: StackContext, routeTimeoutMs: number | undefi
       }
     if (ms <= 0) return next(call, sink);
     if (call.grpcTimeoutAt < 0 && isGrpcKind(call.kind)) {
-      call.headers = [...h, 'grpc-timeout', ''];
+      // One exact-size copy (a spread grows its result as it iterates): the call's array may be
+      // shared with a mirrored copy of the call, so it is not extended in place.
+      call.headers = h.concat(GRPC_TIMEOUT_SLOT);
       call.grpcTimeoutAt = call.headers.length - 1;
     }
     return new Deadline(ctx, call, sink, ms).start(next);

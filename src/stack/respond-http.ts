@@ -8,7 +8,7 @@ import * as http2 from 'node:http2';
 import { FLAG_HEADER, Flags, MeshError } from '../core/errors';
 import { LocalReply, NOOP_CALL, type Handler, type MeshCall } from '../core/layer';
 import { forwardResponseHeaders } from '../http/headers';
-import { followResponse, type H2Response, type ResponseFollower } from '../http/h2-server';
+import { followResponse, trailersPossible, type H2Response, type ResponseFollower } from '../http/h2-server';
 import type { DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
@@ -52,12 +52,13 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
     if (res.headersSent || res.destroyed) return;
     try {
       if (this.call.version === '2') {
-        // HTTP/2: the head as built, straight to the stream's respond() (h2-server.ts); the
-        // trailers addTrailers() collects go out when the stream asks for them (onEnd).
+        // HTTP/2: the head as built, straight to the stream's respond() (h2-server.ts). Trailers
+        // are asked for only when this response can have them (an HTTP/2 or chunked HTTP/1.1
+        // upstream); the ones addTrailers() collects (onEnd) go out when the stream asks.
         const h2 = res as H2Response;
         if (h2.stream.closed || h2.stream.destroyed) return;
         out[':status'] = String(status);
-        h2.respond(out);
+        h2.respond(out, trailersPossible(h));
       } else res.writeHead(status, out as never);
     } catch (err) {
       this.ctx.logger.debug({ err }, 'invalid upstream response header');
@@ -78,10 +79,16 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
     this.finished = true;
     const res = this.res;
     if (trailers && this.call.version === '2') {
-      try {
-        (res as H2Response).addTrailers(trailers as never);
-      } catch {
-        // invalid trailer names: drop them
+      // A response whose head did not ask for trailers (an HTTP/1.1 response with a length)
+      // cannot get any from upstream; were some handed here, they would be dropped.
+      if (!(res as H2Response).trailersAsked) {
+        this.ctx.logger.debug('upstream trailers dropped: the response head did not ask for them');
+      } else {
+        try {
+          (res as H2Response).addTrailers(trailers as never);
+        } catch {
+          // invalid trailer names: drop them
+        }
       }
     }
     res.end();
