@@ -31,7 +31,8 @@ import { Readable } from 'node:stream';
 import type { SpiffeId } from '../security/spiffe';
 import { getPeer } from './peer';
 
-import { HTTPParser, METHODS, releaseParser, type NativeParser } from './native-parser';
+import { BODY_IS_COPY, HTTPParser, METHODS, releaseParser, type NativeParser } from './native-parser';
+import { readInto, releaseReads } from './raw-socket';
 import { BODY_TIMEOUT_FLAG } from './overload';
 
 export interface H1ServerOptions {
@@ -295,6 +296,8 @@ export class H1Connection {
   /** The socket belongs to an upgraded connection (a tunnel) now. */
   upgraded = false;
   private readonly dataListener = (d: Buffer): void => this.onData(d);
+  /** Reads come straight from the handle into a shared buffer (raw-socket.ts), not as 'data' events. */
+  private readonly rawReads: boolean;
   /** The parser's message-complete callback; unset while a request known to be bodiless is parsed (see onHeadersComplete). */
   private readonly onMessageComplete: () => void;
 
@@ -328,7 +331,8 @@ export class H1Connection {
       req.bodyBytes += chunk.length;
       if (req.bodyStart !== 0) req.bodyLast = server.now;
       const body = req.body;
-      if (body && !body.push(chunk)) socket.pause();
+      // A view of the shared read buffer (raw reads, a Node whose parser does not copy) is copied.
+      if (body && !body.push(this.rawReads && !BODY_IS_COPY ? Buffer.from(chunk) : chunk)) socket.pause();
     };
     this.onMessageComplete = () => {
       const req = this.parsing;
@@ -344,7 +348,8 @@ export class H1Connection {
       }
     };
     p[HTTPParser.kOnMessageComplete] = this.onMessageComplete;
-    socket.on('data', this.dataListener);
+    this.rawReads = readInto(socket, (n, buf) => this.onData(buf.subarray(0, n)));
+    if (!this.rawReads) socket.on('data', this.dataListener);
     socket.on('drain', () => {
       const res = this.current?.res;
       if (!res) return;
@@ -369,9 +374,11 @@ export class H1Connection {
       const req = this.upgrading;
       this.upgrading = undefined;
       this.upgraded = true;
-      this.socket.off('data', this.dataListener);
+      if (this.rawReads) releaseReads(this.socket);
+      else this.socket.off('data', this.dataListener);
       this.socket.pause();
-      if (req.upgrade) req.upgrade.head = d.subarray(r as number);
+      // Raw reads: d is a view of the shared read buffer, which the next read overwrites.
+      if (req.upgrade) req.upgrade.head = this.rawReads ? Buffer.from(d.subarray(r as number)) : d.subarray(r as number);
     } else if (this.parsing === undefined && this.headersSince === 0 && !this.parser.headersCompleted()) {
       // Bytes of a head not complete yet (a new request begun, possibly behind a complete one in
       // the same read) start the header clock, and the connection is no longer idle. Judged after

@@ -59,3 +59,27 @@ function closeParser(parser: NativeParser): void {
     // closed already
   }
 }
+
+/**
+ * Whether the parser hands body chunks over as copies (Node 20's llhttp binding does:
+ * `Buffer::Copy` in `on_body`) rather than views of the buffer being parsed. Probed once: a chunk
+ * may be kept (a request body queued in a Readable) after the bytes it came from are overwritten
+ * by the next read into a shared read buffer, so a view has to be copied first.
+ */
+export const BODY_IS_COPY: boolean = (() => {
+  try {
+    const p = new HTTPParser();
+    p.initialize(HTTPParser.REQUEST, {}, 1024, HTTPParser.kLenientNone);
+    let chunk: Buffer | undefined;
+    p[HTTPParser.kOnHeadersComplete] = () => 0;
+    p[HTTPParser.kOnBody] = (c: Buffer) => {
+      chunk = c;
+    };
+    const input = Buffer.from('POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\n\r\nx', 'latin1');
+    p.execute(input);
+    p.close();
+    return chunk !== undefined && chunk.buffer !== input.buffer && chunk[0] === 0x78;
+  } catch {
+    return false;
+  }
+})();
