@@ -23,6 +23,7 @@ import { UpstreamConnectError, UpstreamOverflowError } from './upstream-types';
 
 import { lowerName } from './headers';
 import { HTTPParser, releaseParser } from './native-parser';
+import { send, send3 } from './raw-socket';
 
 const kOnHeaders = HTTPParser.kOnHeaders;
 const kOnHeadersComplete = HTTPParser.kOnHeadersComplete;
@@ -188,12 +189,12 @@ class Conn {
     }
     const body = req.body;
     if (!body) {
-      this.socket.write(head + '\r\n', 'latin1');
+      send(this.socket, head + '\r\n');
       ex.sent = true;
       return;
     }
     const chunked = !hasLength;
-    this.socket.write(chunked ? head + 'transfer-encoding: chunked\r\n\r\n' : head + '\r\n', 'latin1');
+    send(this.socket, chunked ? head + 'transfer-encoding: chunked\r\n\r\n' : head + '\r\n');
     streamBody(this, ex, body, chunked);
   }
 
@@ -285,12 +286,8 @@ function streamBody(conn: Conn, ex: Exchange, body: Readable, chunked: boolean):
     let ok: boolean;
     if (chunked) {
       if (chunk.length === 0) return;
-      socket.cork();
-      socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
-      socket.write(chunk);
-      ok = socket.write('\r\n', 'latin1');
-      socket.uncork();
-    } else ok = socket.write(chunk);
+      ok = send3(socket, `${chunk.length.toString(16)}\r\n`, chunk, '\r\n');
+    } else ok = send(socket, typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
     if (!ok) body.pause();
   };
   const onDrain = (): void => {
@@ -306,7 +303,7 @@ function streamBody(conn: Conn, ex: Exchange, body: Readable, chunked: boolean):
   const onEnd = (): void => {
     cleanup();
     if (conn.ex !== ex) return;
-    if (chunked) socket.write('0\r\n\r\n', 'latin1');
+    if (chunked) send(socket, '0\r\n\r\n');
     ex.sent = true;
     conn.maybeRelease();
   };

@@ -32,7 +32,7 @@ import type { SpiffeId } from '../security/spiffe';
 import { getPeer } from './peer';
 
 import { BODY_IS_COPY, HTTPParser, METHODS, releaseParser, type NativeParser } from './native-parser';
-import { readInto, releaseReads } from './raw-socket';
+import { readInto, releaseReads, send, send3 } from './raw-socket';
 import { BODY_TIMEOUT_FLAG } from './overload';
 
 export interface H1ServerOptions {
@@ -214,17 +214,13 @@ export class H1Response extends EventEmitter {
       }
       return true;
     }
+    // The head (if not sent yet) and the chunk in one write.
+    const head = this.head ?? '';
+    this.head = undefined;
     const socket = this.conn.socket;
-    socket.cork();
-    this.flushHead();
-    let ok: boolean;
-    if (this.chunked) {
-      socket.write(`${len.toString(16)}\r\n`, 'latin1');
-      socket.write(chunk);
-      ok = socket.write('\r\n', 'latin1');
-    } else ok = socket.write(chunk);
-    socket.uncork();
-    return ok;
+    if (this.chunked) return send3(socket, `${head}${len.toString(16)}\r\n`, chunk, '\r\n');
+    if (head.length > 0) return send3(socket, head, chunk, '');
+    return send(socket, typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
   }
 
   end(chunk?: Buffer | string): this {
@@ -232,11 +228,9 @@ export class H1Response extends EventEmitter {
     if (!this.headersSent) this.writeHead(200);
     if (chunk !== undefined && chunk.length > 0) this.write(chunk);
     if (this.chunked && !this.noBody) {
-      const socket = this.conn.socket;
-      socket.cork();
-      this.flushHead();
-      socket.write('0\r\n\r\n', 'latin1');
-      socket.uncork();
+      const head = this.head ?? '';
+      this.head = undefined;
+      send(this.conn.socket, `${head}0\r\n\r\n`);
     } else this.flushHead();
     this.finished = true;
     this.conn.responseDone(this);
@@ -255,7 +249,7 @@ export class H1Response extends EventEmitter {
     if (this.head === undefined) return true;
     const h = this.head;
     this.head = undefined;
-    return this.conn.socket.write(h, 'latin1');
+    return send(this.conn.socket, h);
   }
 }
 

@@ -240,19 +240,23 @@ export function send(socket: net.Socket, data: string | Buffer): boolean {
   return dispatched(socket, h, req, err, data);
 }
 
-/** `prefix` (latin1), `chunk`, then `suffix` (latin1) in one write: a chunk of a chunked body. */
+/**
+ * `prefix` (latin1), `chunk` (a Buffer, or a string as utf8), then `suffix` (latin1, may be empty)
+ * in one write (a writev): a response head with its first body bytes, a chunk of a chunked body.
+ */
 export function send3(socket: net.Socket, prefix: string, chunk: Buffer | string, suffix: string): boolean {
   const h = writableHandle(socket);
   if (h === null) {
     socket.cork();
-    socket.write(prefix, 'latin1');
-    socket.write(chunk);
-    const ok = socket.write(suffix, 'latin1');
+    if (prefix.length > 0) socket.write(prefix, 'latin1');
+    let ok = socket.write(chunk);
+    if (suffix.length > 0) ok = socket.write(suffix, 'latin1');
     socket.uncork();
     return ok;
   }
   const req = spare ?? (spare = newReq());
-  const chunks = [prefix, 'latin1', chunk, typeof chunk === 'string' ? 'utf8' : 'buffer', suffix, 'latin1'];
+  const enc = typeof chunk === 'string' ? 'utf8' : 'buffer';
+  const chunks = suffix.length > 0 ? [prefix, 'latin1', chunk, enc, suffix, 'latin1'] : [prefix, 'latin1', chunk, enc];
   const err = h.writev(req, chunks, false);
   return dispatched(socket, h, req, err, chunks);
 }
