@@ -351,7 +351,9 @@ export class H1Connection {
       res.emit('drain');
     });
     socket.on('end', () => {
-      // The client half-closed: answer what is in flight, then close.
+      // The client's FIN. The socket is not half-open (node ends its writing side at the FIN), so
+      // a FIN is a client that went away, as nginx and Envoy treat it: a request still in flight is
+      // abandoned ('close' on its response cancels the upstream call: 499, DC) rather than answered.
       this.closing = true;
       if (!this.current) socket.end();
     });
