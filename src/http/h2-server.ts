@@ -135,6 +135,25 @@ export function trailersPossible(h: Record<string, unknown>): boolean {
   return h[':status'] !== undefined || h['transfer-encoding'] !== undefined || h['content-length'] === undefined;
 }
 
+/**
+ * Whether a response with this head has no body at all, so that its HEADERS frame carries
+ * END_STREAM (`respond(h, { endStream: true })`, one frame): `content-length: 0` on a response
+ * that cannot have trailers (`trailers` false: an HTTP/1.1 upstream's length-delimited response,
+ * a mesh-made answer) went out as HEADERS and then an empty DATA frame with END_STREAM. For 204,
+ * 205, 304 and a HEAD request node:http2 already ends the writable side inside `respond()` before
+ * the frame is submitted (one frame on the wire before this too); saying so here only spares such
+ * a response the trailers request and its `'wantTrailers'` listener, which could never fire.
+ */
+function bodiless(stream: http2.ServerHttp2Stream, h: http2.OutgoingHttpHeaders, trailers: boolean): boolean {
+  // `:status` is a number (writeHead) or a string (the responders' heads).
+  const status = Number(h[HTTP2_HEADER_STATUS]);
+  if (status === 204 || status === 304 || status === 205) return true;
+  if ((stream as { headRequest?: boolean }).headRequest === true) return true;
+  if (trailers) return false;
+  const cl = h['content-length'];
+  return cl === '0' || cl === 0;
+}
+
 /** An HTTP/2 request as the front reads it: method, target, headers, body. */
 export class H2Request {
   /** Request body bytes received so far. */
@@ -228,7 +247,7 @@ export class H2Response {
    */
   respond(headers: http2.OutgoingHttpHeaders, trailers = false): void {
     const stream = this.stream;
-    if (this.ended) {
+    if (this.ended || bodiless(stream, headers, trailers)) {
       stream.respond(headers, END_STREAM);
       return;
     }

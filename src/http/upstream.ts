@@ -9,8 +9,8 @@
  */
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import type { Readable } from 'node:stream';
 import { installCheapAsyncBind } from './async-bind';
+import { RELAY, type BodyRelay, type Relayed } from './body-relay';
 import type * as tls from 'node:tls';
 import { connect as tlsConnect } from 'node:tls';
 import type { MeshTls } from '../security/tls';
@@ -327,8 +327,10 @@ class H2Connection {
 
 const EXCHANGE = Symbol('meshlet.h2exchange');
 const UPSTREAM_STREAM = Symbol('meshlet.h2upstream');
-type StreamWithExchange = http2.ClientHttp2Stream & { [EXCHANGE]: H2Exchange };
-type BodyWithStream = Readable & { [UPSTREAM_STREAM]?: http2.ClientHttp2Stream };
+/** The stream has its `'drain'` listener (added at the first backpressure, not per call). */
+const DRAIN_ON = Symbol('meshlet.h2drainOn');
+type StreamWithExchange = http2.ClientHttp2Stream & { [EXCHANGE]: H2Exchange; [DRAIN_ON]?: true };
+type BodyWithStream = Relayed & { [UPSTREAM_STREAM]?: http2.ClientHttp2Stream };
 
 /**
  * The request body into its upstream stream: what `body.pipe(stream)` does (write, pause on
@@ -338,15 +340,23 @@ type BodyWithStream = Readable & { [UPSTREAM_STREAM]?: http2.ClientHttp2Stream }
  * let go on the stream's 'close', 'finish' and 'error'). A client that resets its HTTP/2 request
  * mid-body (the body is then the request stream itself, stack/retry.ts) ends it with 'aborted'
  * and no 'error': both cancel the upstream stream.
+ *
+ * A body that already carries the replay body's shared listeners (the downstream HTTP/2 request
+ * stream in direct mode, body-relay.ts) is fed through them (`BODY_PIPE` in its `[RELAY]` slot):
+ * no `on()`/`off()` on it per call, each of which costs node's `'newListener'` /
+ * `'removeListener'` events on an `Http2Stream`. The upstream stream's `'drain'` listener is added
+ * only when a write first meets backpressure.
  */
 function pipeBody(x: H2Exchange, body: BodyWithStream, stream: http2.ClientHttp2Stream): void {
   x.body = body;
   body[UPSTREAM_STREAM] = stream;
-  body.on('data', onBodyData);
-  body.on('end', onBodyEnd);
-  body.on('error', onBodyError);
-  body.on('aborted', onBodyError);
-  stream.on('drain', onStreamDrain);
+  if (body[RELAY] === null) body[RELAY] = BODY_PIPE;
+  else {
+    body.on('data', onBodyData);
+    body.on('end', onBodyEnd);
+    body.on('error', onBodyError);
+    body.on('aborted', onBodyError);
+  }
   // A body that ended before it came here ends the stream at once (as pipe() does).
   if (body.readableEnded) onBodyEnd.call(body);
   else body.resume();
@@ -358,15 +368,24 @@ function unpipeBody(x: H2Exchange): void {
   x.body = undefined;
   if (body[UPSTREAM_STREAM] !== x.stream) return;
   body[UPSTREAM_STREAM] = undefined;
-  body.off('data', onBodyData);
-  body.off('end', onBodyEnd);
+  if (body[RELAY] === BODY_PIPE) body[RELAY] = null;
+  else {
+    body.off('data', onBodyData);
+    body.off('end', onBodyEnd);
+  }
   // As unpipe() does: a body nobody reads any more is paused (flow control holds the client back).
   if (!body.readableEnded) body.pause();
 }
 
 function onBodyData(this: BodyWithStream, chunk: Buffer): void {
-  const s = this[UPSTREAM_STREAM];
-  if (s !== undefined && !s.write(chunk)) this.pause();
+  const s = this[UPSTREAM_STREAM] as StreamWithExchange | undefined;
+  if (s !== undefined && !s.write(chunk)) {
+    this.pause();
+    if (s[DRAIN_ON] === undefined) {
+      s[DRAIN_ON] = true;
+      s.on('drain', onStreamDrain);
+    }
+  }
 }
 
 function onBodyEnd(this: BodyWithStream): void {
@@ -375,6 +394,13 @@ function onBodyEnd(this: BodyWithStream): void {
   unpipeBody((s as StreamWithExchange)[EXCHANGE]);
   s.end();
 }
+
+/** The pipe's listeners, called by the shared listeners already on the body (body-relay.ts). */
+const BODY_PIPE: BodyRelay = {
+  data: (body, chunk) => onBodyData.call(body, chunk),
+  end: (body) => onBodyEnd.call(body),
+  fail: (body) => onBodyError.call(body),
+};
 
 function onStreamDrain(this: StreamWithExchange): void {
   const body = this[EXCHANGE].body;

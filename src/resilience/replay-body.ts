@@ -12,21 +12,30 @@
  * attempt takes the source off the first one's pipe (`detach`, also when the retry layer
  * abandons that try) and gets a cursor as above. The source stays paused until its consumer
  * resumes it (`pipe()` does; so does the HTTP/1.1 client), so no chunk flows before it listens.
- * The source's listeners are shared functions that find this body on it (no closures per call).
+ * The source's listeners are shared functions that find this body on it (no closures per call);
+ * they also feed the HTTP/2 upstream's body pipe when the source itself is what it sends
+ * (src/http/body-relay.ts), so that pipe adds no listeners of its own to the stream.
  */
 import { Readable } from 'node:stream';
+import { RELAY, type Relayed } from '../http/body-relay';
 
 const REPLAY = Symbol('meshlet.replayableBody');
-type Source = Readable & { [REPLAY]?: ReplayableBody };
+type Source = Relayed & { [REPLAY]?: ReplayableBody };
 
 function onSourceData(this: Source, c: Buffer): void {
   this[REPLAY]?.onData(c);
+  const r = this[RELAY];
+  if (r) r.data(this, c);
 }
 function onSourceEnd(this: Source): void {
   this[REPLAY]?.onEnd();
+  const r = this[RELAY];
+  if (r) r.end(this);
 }
 function onSourceFail(this: Source, err?: Error): void {
   this[REPLAY]?.onFail(err);
+  const r = this[RELAY];
+  if (r) r.fail(this);
 }
 
 export class ReplayableBody {
@@ -50,6 +59,7 @@ export class ReplayableBody {
     if (src[REPLAY] === undefined) {
       // Shared listeners that find this body on its source: no closures per request.
       src[REPLAY] = this;
+      src[RELAY] = null;
       source.on('data', onSourceData);
       source.on('end', onSourceEnd);
       source.on('error', onSourceFail);

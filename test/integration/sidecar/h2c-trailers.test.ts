@@ -58,13 +58,13 @@ async function frameRelay(t: Test, port: number): Promise<{ port: number; frames
   };
 }
 
-/** A GET on a new session through the relay: the answer, and the frames of its stream. */
-async function getThrough(t: Test, sidecarPort: number, authority: string, path: string) {
+/** A GET (or `method`) on a new session through the relay: the answer, and the frames of its stream. */
+async function getThrough(t: Test, sidecarPort: number, authority: string, path: string, method = 'GET') {
   const relay = await frameRelay(t, sidecarPort);
   const session = http2.connect(`http://${HOST}:${relay.port}`);
   session.on('error', () => undefined);
   t.teardown(() => session.destroy());
-  const r = await h2Request(session, { ':method': 'GET', ':path': path, ':authority': authority, te: 'trailers' });
+  const r = await h2Request(session, { ':method': method, ':path': path, ':authority': authority, te: 'trailers' });
   // The stream ended at the client, so its END_STREAM frame passed the relay.
   const frames = relay.frames().filter((f) => f.stream === 1);
   return { ...r, frames };
@@ -158,5 +158,49 @@ t.test('trailers are asked for only where they can come', async (t) => {
       JSON.stringify(r.frames),
     );
     t.equal((r.frames[r.frames.length - 1]?.flags ?? 0) & END_STREAM, END_STREAM);
+  });
+});
+
+t.test('a response without a body is one HEADERS frame with END_STREAM (no empty DATA frame)', async (t) => {
+  const h1 = await h1Upstream(t, (req, res) => {
+    if (req.url === '/204') res.writeHead(204, { 'x-k': '1' });
+    else if (req.url === '/304') res.writeHead(304, { etag: '"a"' });
+    else if (req.url === '/empty') res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '0' });
+    else res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '5' });
+    res.end(req.method === 'HEAD' || req.url !== '/length' ? undefined : 'hello');
+  });
+  const h2 = await h2Upstream(t, (stream) => {
+    stream.respond({ ':status': 204, 'x-k': '2' }, { endStream: true });
+  });
+  const sc = await startSidecar(t, [
+    service('h1app', [{ port: h1.port }], 'http1'),
+    service('h2app', [{ port: h2.port }], 'http2'),
+    route('h1app', ['h1app'], [{ backends: [{ service: 'h1app' }] }]),
+    route('h2app', ['h2app'], [{ backends: [{ service: 'h2app' }] }]),
+  ]);
+  const cases: [string, string, string, string, number][] = [
+    ['HEAD, HTTP/1.1 upstream with a content-length', 'h1app', '/length', 'HEAD', 200],
+    ['204 from an HTTP/1.1 upstream', 'h1app', '/204', 'GET', 204],
+    ['304 from an HTTP/1.1 upstream', 'h1app', '/304', 'GET', 304],
+    ['content-length: 0 from an HTTP/1.1 upstream', 'h1app', '/empty', 'GET', 200],
+    ['204 from an HTTP/2 upstream', 'h2app', '/x', 'GET', 204],
+  ];
+  for (const [name, authority, path, method, status] of cases) {
+    t.test(name, async (t) => {
+      const r = await getThrough(t, sc.outbound, authority, path, method);
+      t.equal(r.status, status);
+      t.equal(r.body.length, 0, 'no body');
+      t.same(
+        r.frames.map((f) => ({ type: f.type, end: f.flags & END_STREAM })),
+        [{ type: HEADERS, end: END_STREAM }],
+        'a single HEADERS frame that ends the stream',
+      );
+    });
+  }
+  t.test('the answer still carries its headers', async (t) => {
+    const r = await getThrough(t, sc.outbound, 'h1app', '/204');
+    t.equal(r.headers['x-k'], '1');
+    const r2 = await getThrough(t, sc.outbound, 'h1app', '/length', 'HEAD');
+    t.equal(r2.headers['content-length'], '5', 'a HEAD answer keeps the length of the body it does not carry');
   });
 });
