@@ -167,7 +167,11 @@ export class H1Response extends EventEmitter {
   writeHead(status: number, headers: Record<string, HeaderValue> | undefined = undefined): this {
     if (this.headersSent) throw Object.assign(new Error('headers already sent'), { code: 'ERR_HTTP_HEADERS_SENT' });
     this.headersSent = true;
-    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+    // The pieces go into one scratch array joined once (writeHead is synchronous): one flat
+    // string, where `+=` made three or four cons strings a header and a flat copy at the write.
+    const p = headParts;
+    p[0] = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+    let k = 1;
     let hasLength = false;
     if (headers) {
       for (const name in headers) {
@@ -179,20 +183,34 @@ export class H1Response extends EventEmitter {
           if (String(v).toLowerCase() === 'close') this.shouldKeepAlive = false;
           continue;
         }
-        if (Array.isArray(v)) for (const x of v) head += `${name}: ${x}\r\n`;
-        else head += `${name}: ${v}\r\n`;
+        if (Array.isArray(v))
+          for (const x of v) {
+            p[k++] = name;
+            p[k++] = ': ';
+            p[k++] = `${x}`;
+            p[k++] = '\r\n';
+          }
+        else {
+          p[k++] = name;
+          p[k++] = ': ';
+          p[k++] = typeof v === 'string' ? v : `${v}`;
+          p[k++] = '\r\n';
+        }
       }
     }
     this.noBody = this.req.method === 'HEAD' || status < 200 || status === 204 || status === 304;
     if (!this.noBody && !hasLength) {
       if (this.req.httpVersion === '1.1') {
         this.chunked = true;
-        head += 'transfer-encoding: chunked\r\n';
+        p[k++] = 'transfer-encoding: chunked\r\n';
       } else this.shouldKeepAlive = false; // HTTP/1.0: the body ends when the connection does
     }
-    if (!this.shouldKeepAlive) head += 'connection: close\r\n';
-    else if (this.req.httpVersion === '1.0') head += 'connection: keep-alive\r\n';
-    this.head = head + '\r\n';
+    if (!this.shouldKeepAlive) p[k++] = 'connection: close\r\n';
+    else if (this.req.httpVersion === '1.0') p[k++] = 'connection: keep-alive\r\n';
+    p[k++] = '\r\n';
+    if (p.length !== k) p.length = k;
+    this.head = p.join('');
+    if (k > 64) p.length = 0; // a rare large head does not stay referenced
     return this;
   }
 
@@ -252,6 +270,9 @@ export class H1Response extends EventEmitter {
     return send(this.conn.socket, h);
   }
 }
+
+/** Scratch for `H1Response.writeHead`'s head (see there). */
+const headParts: string[] = [];
 
 /** Bodies up to this size are written together with the response head. */
 const COALESCE_BYTES = 16 * 1024;

@@ -156,15 +156,43 @@ export function newSpanId(): string {
   return s === ZERO16 ? newSpanId() : s;
 }
 
-/** The RFC 4122 variant digit (10xx) for a random hex digit, by its char code. */
-const VARIANT: string[] = [];
-for (const c of '0123456789abcdef') VARIANT[c.charCodeAt(0)] = ((parseInt(c, 16) & 3) | 8).toString(16);
 
-/** A request id in UUID v4 form. */
+// Request ids are written 64 at a time as latin1 text into one buffer, made into one string, and
+// each id is a 36-character slice of it (a small sliced string): formatting each id with a
+// template of five slices allocated ~390 B per request (bench/alloc-profile.js; docs/performance.md).
+const IDS_PER_POOL = 64;
+const ID_RANDOM = Buffer.alloc(16 * IDS_PER_POOL);
+const ID_TEXT = Buffer.alloc(36 * IDS_PER_POOL);
+const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
+let idPool = '';
+let idAt = 0;
+
+/** A request id in UUID v4 form: random, version digit 4, variant digit 8-b (RFC 4122 4.4). */
 export function newRequestId(): string {
-  const a = takeHex(32);
-  const h = hexPool;
-  return `${h.slice(a, a + 8)}-${h.slice(a + 8, a + 12)}-4${h.slice(a + 13, a + 16)}-${VARIANT[h.charCodeAt(a + 16)] as string}${h.slice(a + 17, a + 20)}-${h.slice(a + 20, a + 32)}`;
+  if (idAt >= idPool.length) refillIds();
+  const at = idAt;
+  idAt += 36;
+  return idPool.slice(at, at + 36);
+}
+
+function refillIds(): void {
+  randomFillSync(ID_RANDOM);
+  const r = ID_RANDOM;
+  const t = ID_TEXT;
+  let o = 0;
+  for (let id = 0; id < IDS_PER_POOL; id++) {
+    const b = id * 16;
+    for (let d = 0; d < 32; d++) {
+      if (d === 8 || d === 12 || d === 16 || d === 20) t[o++] = 0x2d; // '-'
+      const byte = r[b + (d >> 1)] as number;
+      let nibble = d & 1 ? byte & 15 : byte >> 4;
+      if (d === 12) nibble = 4;
+      else if (d === 16) nibble = (nibble & 3) | 8;
+      t[o++] = HEX_DIGITS[nibble] as number;
+    }
+  }
+  idPool = t.toString('latin1', 0, o);
+  idAt = 0;
 }
 
 /** Every header this module reads or writes (removed from a forwarded request, then rewritten). */

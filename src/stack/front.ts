@@ -176,7 +176,9 @@ function newCall(ctx: ProxyContext, direction: Direction, kind: CallKind, req: D
     proto,
     version: protocol === 'http2' ? '2' : '1.1',
     via: ctx.viaName,
-    ...(kind === 'websocket' ? { host: authority } : { dropHost: true }),
+    // One literal (no spread of a second object): a WebSocket keeps its authority as Host.
+    host: kind === 'websocket' ? authority : undefined,
+    dropHost: kind !== 'websocket',
   });
   let body = kind === 'websocket' ? null : bodyOf(req, protocol);
   // RFC 8441 5: an extended CONNECT has no Sec-WebSocket-Key (`:protocol` replaced it); the
