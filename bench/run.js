@@ -398,7 +398,7 @@ async function measure(name, ctx, p, { latency = true, h2 = false, grpc = false,
   const tStart = Date.now();
   const { proc, port, h2Port, grpcPort } = await startContender(name, ctx);
   const pid = proc?.pid;
-  // Wall seconds per step, to budget the run (the default run must stay under 5 minutes).
+  // Wall seconds per step, to budget the run (a default run takes ~12 minutes).
   const out = { notes: [], stepSeconds: { start: (Date.now() - tStart) / 1000 } };
   const step = (key, t) => (out.stepSeconds[key] = (Date.now() - t) / 1000);
   try {
