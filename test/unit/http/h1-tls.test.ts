@@ -17,6 +17,7 @@ import pino from 'pino';
 import t, { type Test } from 'tap';
 import type { H1Request, H1Response } from '../../../src/http/h1-server';
 import { startListener, type DownstreamRequest, type DownstreamResponse, type Listener } from '../../../src/http/listener';
+import { hashBodySlowly } from './lib/slow-body';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'h1-tls-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -119,29 +120,7 @@ t.test('pipelined requests in one TLS record are answered in order', async (t) =
 
 t.test('a 4 MiB request body read slowly arrives whole (backpressure on the TLS socket)', async (t) => {
   const size = 4 * 1024 * 1024;
-  const { port } = await listen(t, (req, res) => {
-    const body = req.body;
-    if (!body) {
-      ok(req, res);
-      return;
-    }
-    const hash = createHash('sha256');
-    let bytes = 0;
-    let chunks = 0;
-    body.on('data', (d: Buffer) => {
-      hash.update(d);
-      bytes += d.length;
-      // A slow reader: every 16th chunk, stop for a while.
-      if (++chunks % 16 === 0) {
-        body.pause();
-        setTimeout(() => body.resume(), 20);
-      }
-    });
-    body.on('end', () => {
-      const text = `${bytes} ${hash.digest('hex')}`;
-      res.writeHead(200, { 'content-length': String(text.length) }).end(text);
-    });
-  });
+  const { port } = await listen(t, hashBodySlowly(20, ok));
   const payload = Buffer.alloc(size);
   for (let i = 0; i < size; i++) payload[i] = (i * 7) & 0xff;
   const c = await connect(t, port);

@@ -14,6 +14,7 @@ import t, { type Test } from 'tap';
 import type { H1Request, H1Response } from '../../../src/http/h1-server';
 import { startListener, type DownstreamRequest, type DownstreamResponse, type Listener } from '../../../src/http/listener';
 import { rawSupport, send, send3 } from '../../../src/http/raw-socket';
+import { hashBodySlowly } from './lib/slow-body';
 
 type Handler = (req: H1Request, res: H1Response) => void;
 
@@ -121,28 +122,7 @@ t.test('pipelined requests, in one write and split across writes, answered in or
 
 t.test('request bodies read slowly arrive whole while other connections read into the shared buffer', async (t) => {
   const size = 4 * 1024 * 1024;
-  const { port } = await listen(t, (req, res) => {
-    const body = req.body;
-    if (!body) {
-      ok(req, res);
-      return;
-    }
-    const hash = createHash('sha256');
-    let bytes = 0;
-    let chunks = 0;
-    body.on('data', (d: Buffer) => {
-      hash.update(d);
-      bytes += d.length;
-      if (++chunks % 16 === 0) {
-        body.pause();
-        setTimeout(() => body.resume(), 10);
-      }
-    });
-    body.on('end', () => {
-      const text = `${bytes} ${hash.digest('hex')}`;
-      res.writeHead(200, { 'content-length': String(text.length) }).end(text);
-    });
-  });
+  const { port } = await listen(t, hashBodySlowly(10, ok));
   const payloads = [pattern(size, 7), pattern(size, 13)];
   const uploads = await Promise.all(payloads.map(() => connect(t, port)));
   const chatter = await connect(t, port);
