@@ -88,7 +88,7 @@ t.test('direct mode: no listeners of its own, whole body upstream (past backpres
     void downstream(t, async (stream) => {
       const replay = new ReplayableBody(stream, 4 * size, true);
       const before = counts(stream);
-      const body = replay.cursor();
+      const body = replay.cursor() ?? null;
       const a = sink();
       pools.send(up.target, { method: 'POST', path: '/', authority: 'x', headers: [], body }, a.sink);
       const during = counts(stream);

@@ -19,7 +19,7 @@ t.test('trailersPossible', async (t) => {
 
 t.test('trailers reach the client only when the head asked for them', async (t) => {
   const server = http2.createServer();
-  server.on('stream', (stream, headers, _flags, raw: string[]) =>
+  server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, raw: string[]) =>
     serveStream(stream, headers, raw, (req: H2Request, res: H2Response) => {
       const path = req.url;
       if (path === '/mesh') {
