@@ -10,19 +10,20 @@
  * - the dynamic table is a ring buffer of parallel arrays (no shifting on insert or eviction);
  * - Huffman decoding is a 4-bit state machine (src/http/h2/huffman.ts), and the encoder uses
  *   Huffman only when it is shorter;
- * - the encoder writes into one reused, growing buffer and returns a copy (small copies come
- *   from node's Buffer pool), so the caller may keep or queue the returned Buffer;
+ * - the encoder writes into 16 KB slabs and returns each block as a view that is never written
+ *   again (no copy), so the caller may keep or queue the returned Buffer;
  * - decode reads integers and positions through fields, not result objects.
  *
  * Strings are latin1 both ways, as node:http2 (nghttp2) gives and takes them: each octet is one
  * UTF-16 code unit when decoding; each code unit's low octet is sent when encoding. An entry's
  * size is therefore name.length + value.length + 32 (RFC 7541 4.1).
  *
- * Encoder policy: a field that matches a static entry exactly is indexed; `authorization`,
- * `proxy-authorization`, `cookie` and `set-cookie` are literals never indexed; fields whose entry
- * would take more than half the table, and a few values that change on nearly every message
- * (NO_INDEX below), are literals without indexing; every other field is added to the dynamic
- * table (incremental indexing), so a repeated field costs one octet.
+ * Encoder policy: a field that matches a static or dynamic entry exactly is indexed;
+ * `authorization`, `proxy-authorization`, `cookie` and `set-cookie` are literals never indexed;
+ * fields whose entry would take more than half the table, and a few static-named fields whose
+ * values change on nearly every message (MODES below: content-length, age, etag, location,
+ * if-modified-since, if-none-match), are literals without indexing; every other field is added to
+ * the dynamic table (incremental indexing), so a repeated field costs one octet.
  */
 import {
   HUFFMAN_EOS,
@@ -109,24 +110,57 @@ const STATIC_LEN = STATIC.length; // 61
 const STATIC_NAMES = STATIC.map((e) => e[0]);
 const STATIC_VALUES = STATIC.map((e) => e[1]);
 
-/** Encoder lookup: name -> index of its first static entry, and value -> exact entry index. */
+/** How the encoder sends a field whose value is not in a table. */
+const INDEX = 0;
+/** Literal without indexing: values that differ on nearly every message would only evict useful entries. */
+const NO_INDEX = 1;
+/** Literal never indexed (RFC 7541 7.1.3): credentials an intermediary must not put in a shared table. */
+const NEVER_INDEX = 2;
+const MODES = new Map<string, number>([
+  ['authorization', NEVER_INDEX],
+  ['proxy-authorization', NEVER_INDEX],
+  ['cookie', NEVER_INDEX],
+  ['set-cookie', NEVER_INDEX],
+  ['content-length', NO_INDEX],
+  ['age', NO_INDEX],
+  ['etag', NO_INDEX],
+  ['if-modified-since', NO_INDEX],
+  ['if-none-match', NO_INDEX],
+  ['location', NO_INDEX],
+]);
+
+/**
+ * Encoder lookup, one Map get per field: name -> index of its first static entry, exact
+ * value -> entry index, and the mode. Every name in MODES is a static name.
+ */
 interface StaticName {
   index: number;
   values: Map<string, number>;
+  mode: number;
 }
 const STATIC_BY_NAME = new Map<string, StaticName>();
 for (let i = 0; i < STATIC_LEN; i++) {
   const [name, value] = STATIC[i]!;
   let e = STATIC_BY_NAME.get(name);
-  if (e === undefined) STATIC_BY_NAME.set(name, (e = { index: i + 1, values: new Map() }));
+  if (e === undefined) STATIC_BY_NAME.set(name, (e = { index: i + 1, values: new Map(), mode: MODES.get(name) ?? INDEX }));
   // An empty value in the table means "no typical value": only a real '' matches it.
   e.values.set(value, i + 1);
 }
 
-/** Never indexed (RFC 7541 7.1.3): credentials an intermediary must not put in a shared table. */
-const SENSITIVE = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie']);
-/** Values that differ on nearly every message: indexing them only evicts useful entries. */
-const NO_INDEX = new Set(['content-length', 'age', 'etag', 'if-modified-since', 'if-none-match', 'location', 'x-request-id']);
+/** The encoder's view of the dynamic entries with one name, as absolute ids (insertion numbers). */
+interface DynamicName {
+  /** The newest entry with this name. */
+  latest: number;
+  values: Map<string, number>;
+}
+
+/** Size of the encoder's output slabs: blocks are cut from them and handed out without a copy. */
+const SLAB = 16 * 1024;
+
+/** Buffer's latin1 slicer without toString's encoding dispatch (on Buffer.prototype in every node). */
+interface Latin1Buffer {
+  latin1Slice(start: number, end: number): string;
+}
 
 const ENTRY_OVERHEAD = 32;
 const MAX_INT = 2 ** 31 - 1;
@@ -330,7 +364,7 @@ export class HpackDecoder {
     const end = start + len;
     if (end > buf.length) throw new HpackError(`truncated string: ${len} octets declared, ${buf.length - start} left`);
     this.pos = end;
-    if (!huffman) return buf.toString('latin1', start, end);
+    if (!huffman) return (buf as unknown as Latin1Buffer).latin1Slice(start, end);
     const need = Math.ceil((len * 8) / 5);
     if (this.huff.length < need) this.huff = Buffer.allocUnsafe(Math.max(need, this.huff.length * 2));
     const n = huffmanDecode(buf, start, end, this.huff);
@@ -343,21 +377,21 @@ export class HpackDecoder {
             : 'Huffman padding not all ones (or a truncated code)',
       );
     }
-    return this.huff.toString('latin1', 0, n);
+    return (this.huff as unknown as Latin1Buffer).latin1Slice(0, n);
   }
 }
 
 export class HpackEncoder {
   private readonly table: DynamicTable;
   private readonly limit: number;
-  private out = Buffer.allocUnsafe(1024);
+  /** The current slab; the block being written is out[base, pos). */
+  private out = Buffer.allocUnsafe(SLAB);
+  private base = 0;
   private pos = 0;
   /** A size update owed at the start of the next block: the smallest size since the last one, and the final size. */
   private pendingMin = -1;
   private pendingSize = -1;
-  /** Dynamic entries by name then value, and the newest entry per name, as absolute ids. */
-  private readonly byNameValue = new Map<string, Map<string, number>>();
-  private readonly byName = new Map<string, number>();
+  private readonly dynamic = new Map<string, DynamicName>();
 
   constructor(opts?: { maxTableSize?: number }) {
     this.limit = checkSize(opts?.maxTableSize, 'maxTableSize');
@@ -366,12 +400,13 @@ export class HpackEncoder {
     this.table = new DynamicTable(this.limit, initial);
     if (initial < DEFAULT_TABLE_SIZE) this.pendingMin = this.pendingSize = initial;
     this.table.onEvict = (name, value, id) => {
-      const values = this.byNameValue.get(name);
-      if (values !== undefined && values.get(value) === id) {
-        values.delete(value);
-        if (values.size === 0) this.byNameValue.delete(name);
+      const dn = this.dynamic.get(name)!;
+      if (dn.latest === id) {
+        // The newest entry with this name goes last: no other is left.
+        this.dynamic.delete(name);
+      } else if (dn.values.get(value) === id) {
+        dn.values.delete(value);
       }
-      if (this.byName.get(name) === id) this.byName.delete(name);
     };
   }
 
@@ -389,18 +424,17 @@ export class HpackEncoder {
 
   /**
    * Encodes one header list given as a flat [name, value, ...] array (names already lower-case).
-   * Returns a fresh Buffer the caller owns.
+   * The result is a view of a 16 KB slab that is never written again: the caller owns it and may
+   * queue it (no copy is made; a slab is freed when no block cut from it is referenced).
    */
   encode(fields: readonly string[]): Buffer {
-    this.pos = 0;
     const table = this.table;
     if (this.pendingSize >= 0) {
+      this.ensure(12);
       if (this.pendingMin < this.pendingSize) {
-        this.ensure(6);
         this.writeInt(0x20, 5, this.pendingMin);
         table.setMaxSize(this.pendingMin);
       }
-      this.ensure(6);
       this.writeInt(0x20, 5, this.pendingSize);
       table.setMaxSize(this.pendingSize);
       this.pendingMin = this.pendingSize = -1;
@@ -409,8 +443,9 @@ export class HpackEncoder {
       const name = fields[i]!;
       const value = fields[i + 1]!;
       this.ensure(name.length + value.length + 20);
-      const st = STATIC_BY_NAME.get(name);
       let nameIdx = 0;
+      let mode = INDEX;
+      const st = STATIC_BY_NAME.get(name);
       if (st !== undefined) {
         const exact = st.values.get(value);
         if (exact !== undefined) {
@@ -418,45 +453,51 @@ export class HpackEncoder {
           continue;
         }
         nameIdx = st.index;
+        mode = st.mode;
+        if (mode === NEVER_INDEX) {
+          this.writeLiteral(0x10, 4, nameIdx, name, value);
+          continue;
+        }
       }
-      if (SENSITIVE.has(name)) {
-        this.writeLiteral(0x10, 4, nameIdx, name, value);
-        continue;
-      }
-      const values = this.byNameValue.get(name);
-      if (values !== undefined) {
-        const id = values.get(value);
+      const dn = this.dynamic.get(name);
+      if (dn !== undefined) {
+        const id = dn.values.get(value);
         if (id !== undefined) {
           this.writeInt(0x80, 7, table.inserted - id + STATIC_LEN);
           continue;
         }
+        if (nameIdx === 0) nameIdx = table.inserted - dn.latest + STATIC_LEN;
       }
-      if (nameIdx === 0) {
-        const id = this.byName.get(name);
-        if (id !== undefined) nameIdx = table.inserted - id + STATIC_LEN;
-      }
-      if (NO_INDEX.has(name) || (name.length + value.length + ENTRY_OVERHEAD) * 2 > table.maxSize) {
+      if (mode === NO_INDEX || (name.length + value.length + ENTRY_OVERHEAD) * 2 > table.maxSize) {
         this.writeLiteral(0x00, 4, nameIdx, name, value);
         continue;
       }
       this.writeLiteral(0x40, 6, nameIdx, name, value);
       const id = table.inserted;
-      table.add(name, value);
-      let m = this.byNameValue.get(name);
-      if (m === undefined) this.byNameValue.set(name, (m = new Map()));
-      m.set(value, id);
-      this.byName.set(name, id);
+      table.add(name, value); // may evict (and forget) this name's older entries
+      const rec = this.dynamic.get(name);
+      if (rec === undefined) {
+        this.dynamic.set(name, { latest: id, values: new Map([[value, id]]) });
+      } else {
+        rec.latest = id;
+        rec.values.set(value, id);
+      }
     }
-    const res = Buffer.allocUnsafe(this.pos);
-    this.out.copy(res, 0, 0, this.pos);
-    return res;
+    const block = this.out.subarray(this.base, this.pos);
+    // The next block starts 8-aligned after this one.
+    this.base = this.pos = (this.pos + 7) & ~7;
+    return block;
   }
 
+  /** Makes room for n more octets, moving the block begun so far to a new slab if needed. */
   private ensure(n: number): void {
     if (this.pos + n <= this.out.length) return;
-    const next = Buffer.allocUnsafe(Math.max(this.out.length * 2, this.pos + n));
-    this.out.copy(next, 0, 0, this.pos);
+    const used = this.pos - this.base;
+    const next = Buffer.allocUnsafe(Math.max(SLAB, (used + n) * 2));
+    this.out.copy(next, 0, this.base, this.pos);
     this.out = next;
+    this.base = 0;
+    this.pos = used;
   }
 
   /** Writes an integer with an n-bit prefix after the pattern bits `first` (RFC 7541 5.1). */
