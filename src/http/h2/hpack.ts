@@ -10,8 +10,9 @@
  * - the dynamic table is a ring buffer of parallel arrays (no shifting on insert or eviction);
  * - Huffman decoding is a 4-bit state machine (src/http/h2/huffman.ts), and the encoder uses
  *   Huffman only when it is shorter;
- * - the encoder writes into 16 KB slabs and returns each block as a view that is never written
- *   again (no copy), so the caller may keep or queue the returned Buffer;
+ * - the encoder writes into 16 KB slabs shared by all encoders and returns each block as a view
+ *   that is never written again (no copy), so the caller may keep or queue the returned Buffer;
+ *   Huffman decoding uses one shared scratch buffer: no per-connection buffers;
  * - decode reads integers and positions through fields, not result objects.
  *
  * Strings are latin1 both ways, as node:http2 (nghttp2) gives and takes them: each octet is one
@@ -154,8 +155,18 @@ interface DynamicName {
   values: Map<string, number>;
 }
 
-/** Size of the encoder's output slabs: blocks are cut from them and handed out without a copy. */
+/**
+ * Output slabs shared by every encoder (encode is synchronous, so blocks never interleave):
+ * blocks are cut from the current slab and handed out without a copy, and an idle connection
+ * holds no output buffer of its own. A slab is freed when no block cut from it is referenced.
+ */
 const SLAB = 16 * 1024;
+const NO_SLAB = Buffer.alloc(0);
+let slab = Buffer.allocUnsafe(SLAB);
+let slabPos = 0;
+
+/** Huffman decode scratch shared by every decoder (decode is synchronous). */
+let huffScratch = Buffer.allocUnsafe(1024);
 
 /** Buffer's latin1 slicer without toString's encoding dispatch (on Buffer.prototype in every node). */
 interface Latin1Buffer {
@@ -245,7 +256,6 @@ export class HpackDecoder {
   private readonly limit: number;
   /** Read position, shared by the integer and string readers. */
   private pos = 0;
-  private huff = Buffer.allocUnsafe(256);
   private listSize = 0;
 
   constructor(opts?: { maxTableSize?: number }) {
@@ -366,8 +376,8 @@ export class HpackDecoder {
     this.pos = end;
     if (!huffman) return (buf as unknown as Latin1Buffer).latin1Slice(start, end);
     const need = Math.ceil((len * 8) / 5);
-    if (this.huff.length < need) this.huff = Buffer.allocUnsafe(Math.max(need, this.huff.length * 2));
-    const n = huffmanDecode(buf, start, end, this.huff);
+    if (huffScratch.length < need) huffScratch = Buffer.allocUnsafe(Math.max(need, huffScratch.length * 2));
+    const n = huffmanDecode(buf, start, end, huffScratch);
     if (n < 0) {
       throw new HpackError(
         n === HUFFMAN_EOS
@@ -377,15 +387,15 @@ export class HpackDecoder {
             : 'Huffman padding not all ones (or a truncated code)',
       );
     }
-    return (this.huff as unknown as Latin1Buffer).latin1Slice(0, n);
+    return (huffScratch as unknown as Latin1Buffer).latin1Slice(0, n);
   }
 }
 
 export class HpackEncoder {
   private readonly table: DynamicTable;
   private readonly limit: number;
-  /** The current slab; the block being written is out[base, pos). */
-  private out = Buffer.allocUnsafe(SLAB);
+  /** While encoding, the shared slab; the block being written is out[base, pos). */
+  private out = NO_SLAB;
   private base = 0;
   private pos = 0;
   /** A size update owed at the start of the next block: the smallest size since the last one, and the final size. */
@@ -424,11 +434,13 @@ export class HpackEncoder {
 
   /**
    * Encodes one header list given as a flat [name, value, ...] array (names already lower-case).
-   * The result is a view of a 16 KB slab that is never written again: the caller owns it and may
-   * queue it (no copy is made; a slab is freed when no block cut from it is referenced).
+   * The result is a view of a shared 16 KB slab that is never written again: the caller owns it
+   * and may queue it (no copy is made).
    */
   encode(fields: readonly string[]): Buffer {
     const table = this.table;
+    this.out = slab;
+    this.base = this.pos = slabPos;
     if (this.pendingSize >= 0) {
       this.ensure(12);
       if (this.pendingMin < this.pendingSize) {
@@ -484,8 +496,10 @@ export class HpackEncoder {
       }
     }
     const block = this.out.subarray(this.base, this.pos);
-    // The next block starts 8-aligned after this one.
-    this.base = this.pos = (this.pos + 7) & ~7;
+    // The next block (of any encoder) starts 8-aligned after this one.
+    slab = this.out;
+    slabPos = (this.pos + 7) & ~7;
+    this.out = NO_SLAB;
     return block;
   }
 
