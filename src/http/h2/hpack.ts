@@ -184,8 +184,9 @@ function checkSize(n: number | undefined, what: string): number {
 }
 
 /**
- * The dynamic table (RFC 7541 2.3.2) as a ring: entry 0 is the newest. Capacity is a power of two
- * holding at least maxSize / 32 entries, the most a table of that size can have.
+ * The dynamic table (RFC 7541 2.3.2) as a ring: entry 0 is the newest. Capacity is a power of two;
+ * it starts at what a 4096-octet table can hold at most (128 entries of 32 octets) or less, and
+ * doubles when full, so a large SETTINGS_HEADER_TABLE_SIZE costs memory only when used.
  */
 class DynamicTable {
   names: string[];
@@ -202,7 +203,7 @@ class DynamicTable {
 
   constructor(limit: number, maxSize: number) {
     let cap = 1;
-    while (cap < Math.floor(limit / ENTRY_OVERHEAD)) cap *= 2;
+    while (cap < 128 && cap < Math.floor(limit / ENTRY_OVERHEAD)) cap *= 2;
     this.names = new Array<string>(cap).fill('');
     this.values = new Array<string>(cap).fill('');
     this.mask = cap - 1;
@@ -222,6 +223,7 @@ class DynamicTable {
       return;
     }
     this.evictTo(this.maxSize - size);
+    if (this.count === this.mask + 1) this.grow();
     const s = this.head;
     this.names[s] = name;
     this.values[s] = value;
@@ -229,6 +231,22 @@ class DynamicTable {
     this.count++;
     this.size += size;
     this.inserted++;
+  }
+
+  /** Doubles the ring, oldest entry first at slot 0. */
+  private grow(): void {
+    const cap = (this.mask + 1) * 2;
+    const names = new Array<string>(cap).fill('');
+    const values = new Array<string>(cap).fill('');
+    for (let i = 0; i < this.count; i++) {
+      const s = this.slot(this.count - 1 - i);
+      names[i] = this.names[s]!;
+      values[i] = this.values[s]!;
+    }
+    this.names = names;
+    this.values = values;
+    this.mask = cap - 1;
+    this.head = this.count;
   }
 
   setMaxSize(n: number): void {

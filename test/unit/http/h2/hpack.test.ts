@@ -191,6 +191,24 @@ t.test('encoder: returned blocks are never written again, across slabs', async (
   t.ok(kept.every(([b, h]) => b.toString('hex') === h), 'every kept block is intact');
 });
 
+t.test('a large table grows its ring as entries arrive, keeping order', async (t) => {
+  const e = new HpackEncoder({ maxTableSize: 65536 });
+  const d = new HpackDecoder({ maxTableSize: 65536 });
+  e.setMaxTableSize(65536);
+  const list: string[] = [];
+  for (let i = 0; i < 1500; i++) list.push(`n${i % 7}`, `v${i}`);
+  const first = e.encode(list);
+  t.same(d.decode(first), list);
+  const entries = d.dynamicTableEntries();
+  t.equal(entries.length, 2 * 1500, 'all 1500 entries fit in 64 KB');
+  t.same(entries.slice(0, 4), ['n1', 'v1499', 'n0', 'v1498'], 'newest first');
+  t.same(entries.slice(-2), ['n0', 'v0']);
+  t.equal(d.dynamicTableSize, e.dynamicTableSize);
+  const again = e.encode(list);
+  t.equal(again.length, 65 + 128 * 2 + (1500 - 65 - 128) * 3, 'each repeated field is an index: 1 octet below 127, 2 below 255, then 3');
+  t.same(d.decode(again), list);
+});
+
 t.test('encoder: table size updates', async (t) => {
   const e = new HpackEncoder();
   const d = new HpackDecoder();
