@@ -438,9 +438,14 @@ export class HpackEncoder {
     };
   }
 
-  /** The peer's SETTINGS_HEADER_TABLE_SIZE: the next block starts with a Dynamic Table Size Update. */
+  /**
+   * The peer's SETTINGS_HEADER_TABLE_SIZE: the next block starts with a Dynamic Table Size Update
+   * to min(n, own maxTableSize) (and first to the smallest size set since the last block, if lower).
+   */
   setMaxTableSize(n: number): void {
-    const size = Math.min(checkSize(n, 'header table size'), this.limit);
+    // Any u32 is a valid SETTINGS value (up to 2^32 - 1); we use at most our own limit.
+    if (!Number.isInteger(n) || n < 0) throw new RangeError(`header table size must be a non-negative integer, got ${n}`);
+    const size = Math.min(n, this.limit);
     this.pendingMin = this.pendingMin < 0 ? size : Math.min(this.pendingMin, size);
     this.pendingSize = size;
   }
@@ -558,6 +563,21 @@ export class HpackEncoder {
   /** A string literal, Huffman-coded when that is shorter (RFC 7541 5.2). */
   private writeString(s: string): void {
     const len = s.length;
+    if (len < 127) {
+      // One pass: Huffman-code behind a 1-octet length (codes are at most 30 bits: room for
+      // 4 octets per character), keep it only if it came out shorter.
+      this.ensure(len * 4 + 1);
+      const start = this.pos + 1;
+      const end = huffmanEncode(s, this.out, start);
+      if (end - start < len) {
+        this.out[this.pos] = 0x80 | (end - start);
+        this.pos = end;
+      } else {
+        this.out[this.pos] = len;
+        this.pos = start + this.out.write(s, start, len, 'latin1');
+      }
+      return;
+    }
     const hlen = huffmanLength(s);
     if (hlen < len) {
       this.writeInt(0x80, 7, hlen);
