@@ -142,8 +142,9 @@ export class H2Stream extends Duplex {
   }
 
   sendTrailers(headers: OutgoingHttpHeaders): void {
-    if (this.destroyed || this.isClosed) throw new H2Error('ERR_HTTP2_INVALID_STREAM', 'The stream has been destroyed');
+    // Already sent first: node's stream is still open then (it closes once nghttp2 wrote the frame).
     if (this.sentTrailers !== undefined) throw new H2Error('ERR_HTTP2_TRAILERS_ALREADY_SENT', 'Trailing headers have already been sent');
+    if (this.destroyed || this.isClosed) throw new H2Error('ERR_HTTP2_INVALID_STREAM', 'The stream has been destroyed');
     if (!this.trailersReady) throw new H2Error('ERR_HTTP2_TRAILERS_NOT_READY', "Trailing headers cannot be sent until after the wantTrailers event is emitted");
     const fields = trailerFields(headers);
     const s = this.sess!;
@@ -212,6 +213,7 @@ export class H2Stream extends Duplex {
       const n = Math.min(buf.length, this.sendWindow, s.sendWindow, w.maxFrameSize);
       if (n <= 0) {
         if (this.sendWindow > 0) s.waitForWindow(this);
+        if (!this.tailQueued && this.tail !== null) s.queueTail(this);
         return buf;
       }
       if (this.tail !== null) w.data(this.id, this.tail, false);
