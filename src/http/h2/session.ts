@@ -88,6 +88,8 @@ export class H2Session extends EventEmitter implements FrameSink {
   private readonly decoder = new HpackDecoder({ maxTableSize: 4096 });
   private readonly parser: FrameParser;
   private readonly streams = new Map<number, H2Stream>();
+  /** @internal Streams closed on the wire whose body the application has not read to the end (destroyed with the session). */
+  readonly lingering = new Set<H2Stream>();
   private readonly maxPairs: number;
   private readonly connWindow: number;
   private recvWindow = DEFAULT_WINDOW;
@@ -527,9 +529,10 @@ export class H2Session extends EventEmitter implements FrameSink {
     this.isClosed = true;
     if (this.sessionCode === ErrorCode.NO_ERROR) this.sessionCode = code;
     this.parser.stop();
-    const streams = [...this.streams.values()];
+    const streams = [...this.streams.values(), ...this.lingering];
     for (const s of streams) s.destroy(err);
     this.streams.clear();
+    this.lingering.clear();
     this.windowWaiters = [];
     const socket = this.socket;
     if (!socket.destroyed) {

@@ -360,6 +360,9 @@ export class H2Stream extends Duplex {
       this.destroy();
       return;
     }
+    // Its body not read to the end yet: destroyed at 'end', or with the session (node keeps such
+    // a stream in the session's list until it is destroyed).
+    this.sess?.lingering.add(this);
     this.once('end', destroyStream);
     this.pushEof();
     if (!this.didRead && this.readableFlowing === null) this.resume();
@@ -375,6 +378,7 @@ export class H2Stream extends Duplex {
     this.dropOutgoing();
     if (s !== undefined) {
       if (this.open) s.streamClosed(this);
+      s.lingering.delete(this);
       this.sess = undefined;
       s.maybeDestroy();
     }

@@ -39,7 +39,7 @@ t.before(async () => {
 });
 t.teardown(() => srv.close());
 
-async function client(t: Tap.Test): Promise<RawClient> {
+async function client(t: { teardown(fn: () => unknown): void }): Promise<RawClient> {
   const c = await RawClient.connect(srv.port);
   t.teardown(() => c.close());
   return c;
@@ -380,6 +380,23 @@ t.test('preface and first frame; GOAWAY from the client', async (t) => {
   hard.w.goaway(0, ErrorCode.INTERNAL_ERROR);
   hard.send();
   await until(() => hard.closed, 3000, 'a GOAWAY with an error destroys the session');
+});
+
+t.test('a stream closed on the wire with its body unread is destroyed with the session', async (t) => {
+  const c = await client(t);
+  c.request(1, POST('/hold'), false);
+  await until(() => seen.some((r) => r.headers[':path'] === '/hold' && r.stream.id === 1 && !r.stream.destroyed));
+  const held = seen.filter((r) => r.headers[':path'] === '/hold' && r.stream.id === 1).pop()!.stream;
+  held.pause();
+  c.w.data(1, Buffer.from('unread body'), true);
+  c.send();
+  await until(() => held.readableLength > 0);
+  held.respond({ ':status': 200 });
+  held.end();
+  await until(() => held.closed);
+  t.equal(held.destroyed, false, 'closed, waiting for its body to be read');
+  c.close();
+  await until(() => held.destroyed, 3000, 'destroyed with the session');
 });
 
 t.test('nothing left behind', async (t) => {
