@@ -522,3 +522,40 @@ t.test("src/http/h2-server.ts unchanged on these streams: serveStream, countingP
   const d = await request(client, { ':path': '/', ':method': 'POST', expect: '100-continue' }, 'x');
   t.equal(d.status, 200);
 });
+
+t.test("destroy(code), a session 'error', 'goaway' and 'remoteSettings' events, a socket closed before serveH2", async (t) => {
+  const { srv, client } = await withServer(t, () => undefined);
+  await until(() => srv.sessions.size === 1);
+  const session = [...srv.sessions][0]!;
+  const events: string[] = [];
+  session.on('remoteSettings', () => events.push('remoteSettings'));
+  session.on('goaway', (code: number) => events.push(`goaway ${code}`));
+  await new Promise<void>((r) => client.settings({ enablePush: false, maxHeaderListSize: 5000, enableConnectProtocol: false } as http2.Settings, () => r()));
+  await until(() => events.includes('remoteSettings'));
+  let goaway: number | undefined;
+  client.on('goaway', (code) => (goaway = code));
+  session.destroy(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+  await until(() => goaway !== undefined && srv.sessions.size === 0);
+  t.equal(goaway, http2.constants.NGHTTP2_PROTOCOL_ERROR);
+  t.match(srv.sessionErrors.at(-1), { code: 'ERR_HTTP2_SESSION_ERROR' });
+
+  // A client GOAWAY with an error code: 'goaway' heard, the session destroyed.
+  const { srv: srv2, client: c2 } = await withServer(t, () => undefined);
+  await until(() => srv2.sessions.size === 1);
+  const s2 = [...srv2.sessions][0]!;
+  s2.on('goaway', (code: number) => events.push(`goaway ${code}`));
+  c2.goaway(http2.constants.NGHTTP2_INTERNAL_ERROR);
+  await until(() => s2.destroyed);
+  t.ok(events.includes(`goaway ${http2.constants.NGHTTP2_INTERNAL_ERROR}`));
+
+  // A socket that closed before it was served.
+  const net = await import('node:net');
+  const { serveH2 } = await import('../../../../src/http/h2/session');
+  const sock = new net.Socket();
+  sock.destroy();
+  let closed = false;
+  const s3 = serveH2(sock, {}, () => undefined, () => undefined);
+  s3.on('close', () => (closed = true));
+  await until(() => closed);
+  t.equal(s3.destroyed, true);
+});
