@@ -17,11 +17,11 @@
  * of unknown types are ignored. Stream states, flow control and HPACK are the session's.
  */
 
-export const FRAME_HEADER_SIZE = 9;
+const FRAME_HEADER_SIZE = 9;
 /** The client connection preface (RFC 9113 3.4). */
 export const CLIENT_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-export const DEFAULT_MAX_FRAME_SIZE = 16_384;
-export const MAX_MAX_FRAME_SIZE = 16_777_215;
+const DEFAULT_MAX_FRAME_SIZE = 16_384;
+const MAX_MAX_FRAME_SIZE = 16_777_215;
 export const MAX_WINDOW = 2_147_483_647;
 export const DEFAULT_WINDOW = 65_535;
 

@@ -213,7 +213,7 @@ function clearDate(): void {
   cachedDate = undefined;
 }
 /** The Date header value, cached for up to a second (node's utcDate does the same). */
-export function utcDate(): string {
+function utcDate(): string {
   if (cachedDate === undefined) {
     cachedDate = new Date().toUTCString();
     setTimeout(clearDate, 1000 - new Date().getMilliseconds()).unref();

@@ -30,7 +30,7 @@ import type * as tls from 'node:tls';
 import { DEFAULT_WINDOW, ErrorCode, FrameParser, FrameWriter, H2ProtocolError, MAX_WINDOW, Setting, type FrameSink } from './frames';
 import { H2Error, requestHead, trailerHead } from './headers';
 import { HpackDecoder, HpackEncoder } from './hpack';
-import { H2Stream } from './stream';
+import { H2Stream, type StreamHost } from './stream';
 
 export { H2Stream } from './stream';
 export { H2Error } from './headers';
@@ -70,7 +70,7 @@ export function serveH2(socket: net.Socket | tls.TLSSocket, opts: H2ServerOption
   return s;
 }
 
-export class H2Session extends EventEmitter implements FrameSink {
+export class H2Session extends EventEmitter implements FrameSink, StreamHost {
   readonly type = 0;
   /** @internal */
   readonly encoder = new HpackEncoder();

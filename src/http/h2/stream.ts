@@ -18,9 +18,29 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerStreamResponseOptions } from 'node:http2';
 import { Duplex } from 'node:stream';
-import { ErrorCode } from './frames';
+import type * as net from 'node:net';
+import { ErrorCode, type FrameWriter } from './frames';
 import { H2Error, infoFields, responseFields, responseStatus, trailerFields } from './headers';
-import type { H2Session } from './session';
+import type { HpackEncoder } from './hpack';
+
+/** What a stream needs of its session (H2Session in session.ts implements it; no import cycle). */
+export interface StreamHost {
+  readonly socket: net.Socket;
+  readonly encoder: HpackEncoder;
+  readonly writer: FrameWriter;
+  sendWindow: number;
+  readonly sessionCode: number;
+  readonly destroyed: boolean;
+  readonly lingering: Set<H2Stream>;
+  scheduleFlush(): void;
+  queueTail(s: H2Stream): void;
+  afterWrite(cb: () => void): void;
+  waitForWindow(s: H2Stream): void;
+  stopWaiting(s: H2Stream): void;
+  credit(s: H2Stream, n: number): void;
+  streamClosed(s: H2Stream): void;
+  maybeDestroy(): void;
+}
 
 const EMPTY = Buffer.alloc(0);
 const CODE_NAMES = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, `NGHTTP2_${k === 'NO_ERROR' ? 'NO_ERROR' : k}`])) as Record<number, string>;
@@ -48,7 +68,7 @@ export class H2Stream extends Duplex {
   readonly pending = false;
 
   /** @internal The session, until the stream is destroyed (node sets it undefined then too). */
-  sess: H2Session | undefined;
+  sess: StreamHost | undefined;
   /** @internal Bytes the peer lets us send on this stream. */
   sendWindow: number;
   /** @internal Bytes the peer may still send us on this stream, credit not yet returned, credit held back. */
@@ -78,7 +98,7 @@ export class H2Stream extends Duplex {
   private eof = false;
   private rstSent = false;
 
-  constructor(session: H2Session, id: number, headers: IncomingHttpHeaders, endStream: boolean, recvWindow: number, sendWindow: number) {
+  constructor(session: StreamHost, id: number, headers: IncomingHttpHeaders, endStream: boolean, recvWindow: number, sendWindow: number) {
     super({ allowHalfOpen: true, autoDestroy: false, emitClose: true });
     this.sess = session;
     this.id = id;
@@ -90,7 +110,7 @@ export class H2Stream extends Duplex {
     this.headRequest = headers[':method'] === 'HEAD';
   }
 
-  get session(): H2Session | undefined {
+  get session(): StreamHost | undefined {
     return this.sess;
   }
 
