@@ -1,0 +1,298 @@
+/**
+ * Header lists of meshlet's own HTTP/2 server layer (src/http/h2/session.ts): the request's
+ * checks of RFC 9113 8.2 and 8.3 and node's `IncomingHttpHeaders` object built in the same pass;
+ * response, informational and trailer header objects (node's `OutgoingHttpHeaders`) turned into
+ * flat [name, value, ...] lists for the HPACK encoder, refused the way node:http2 refuses them
+ * (lib/internal/http2/util.js `mapToHeaders`: the same error codes, so callers that catch them
+ * keep working).
+ *
+ * HAND-WRITTEN HOT-PATH CODE: runs once per request and once per response head.
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
+
+/** An error as node:http2 throws it (`code` as node's: ERR_HTTP2_INVALID_CONNECTION_HEADERS, ...). */
+export class H2Error extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'H2Error';
+  }
+}
+
+/** node's kSingleValueHeaders: a repeated one keeps its first value in the header object. */
+const SINGLE_VALUE = new Set([
+  ':status',
+  ':method',
+  ':authority',
+  ':scheme',
+  ':path',
+  ':protocol',
+  'access-control-allow-credentials',
+  'access-control-max-age',
+  'access-control-request-method',
+  'age',
+  'authorization',
+  'content-encoding',
+  'content-language',
+  'content-length',
+  'content-location',
+  'content-md5',
+  'content-range',
+  'content-type',
+  'date',
+  'dnt',
+  'etag',
+  'expires',
+  'from',
+  'host',
+  'if-match',
+  'if-modified-since',
+  'if-none-match',
+  'if-range',
+  'if-unmodified-since',
+  'last-modified',
+  'location',
+  'max-forwards',
+  'proxy-authorization',
+  'range',
+  'referer',
+  'retry-after',
+  'tk',
+  'upgrade-insecure-requests',
+  'user-agent',
+  'x-content-type-options',
+]);
+
+/** Connection-specific fields (RFC 9113 8.2.2), as node refuses them on the way out (plus `te` other than "trailers"). */
+const CONNECTION_SPECIFIC = new Set(['connection', 'upgrade', 'http2-settings', 'keep-alive', 'proxy-connection', 'transfer-encoding']);
+
+/** tchar (RFC 9110 5.6.2) without upper-case letters: what an HTTP/2 field name may hold. */
+const NAME_CHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") NAME_CHAR[c.charCodeAt(0)] = 1;
+
+function validName(name: string): boolean {
+  const n = name.length;
+  if (n === 0) return false;
+  for (let i = 0; i < n; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 128 || NAME_CHAR[c] === 0) return false;
+  }
+  return true;
+}
+
+/** No NUL, CR or LF anywhere, no SP or HTAB at either end (RFC 9113 8.2.1). */
+function validValue(v: string): boolean {
+  const n = v.length;
+  if (n === 0) return true;
+  let c = v.charCodeAt(0);
+  if (c === 0x20 || c === 0x09) return false;
+  c = v.charCodeAt(n - 1);
+  if (c === 0x20 || c === 0x09) return false;
+  for (let i = 0; i < n; i++) {
+    c = v.charCodeAt(i);
+    if (c === 0 || c === 0x0a || c === 0x0d) return false;
+  }
+  return true;
+}
+
+/** What the request check found: the header object, or why the request is malformed (a stream PROTOCOL_ERROR). */
+export interface RequestHead {
+  headers: IncomingHttpHeaders;
+  /** undefined when the request is well-formed. */
+  error: string | undefined;
+}
+
+/** Adds one field to a header object as node's `toHeaderObject` does. */
+function addField(obj: Record<string, string | string[] | undefined>, name: string, value: string): void {
+  const existing = obj[name];
+  if (existing === undefined) {
+    obj[name] = name === 'set-cookie' ? [value] : value;
+  } else if (!SINGLE_VALUE.has(name)) {
+    if (name === 'cookie') obj[name] = `${existing as string}; ${value}`;
+    else if (name === 'set-cookie') (existing as string[]).push(value);
+    else obj[name] = `${existing as string}, ${value}`;
+  }
+}
+
+/**
+ * HAND-WRITTEN HOT PATH. Checks a request's decoded field list (RFC 9113 8.2, 8.3; RFC 8441 for
+ * `:protocol` when `connectProtocol`) and builds its header object in the same pass.
+ */
+export function requestHead(fields: readonly string[], connectProtocol: boolean): RequestHead {
+  const obj: Record<string, string | string[] | undefined> = Object.create(null) as Record<string, string | string[] | undefined>;
+  const head: RequestHead = { headers: obj as IncomingHttpHeaders, error: undefined };
+  let regular = false;
+  let method: string | undefined;
+  let scheme: string | undefined;
+  let path: string | undefined;
+  let authority: string | undefined;
+  let protocol: string | undefined;
+  const n = fields.length;
+  for (let i = 0; i < n; i += 2) {
+    const name = fields[i]!;
+    const value = fields[i + 1]!;
+    if (name.charCodeAt(0) === 0x3a) {
+      if (regular) return fail(head, `pseudo-header ${name} after a regular field`);
+      switch (name) {
+        case ':method':
+          if (method !== undefined) return fail(head, 'duplicate :method');
+          method = value;
+          break;
+        case ':scheme':
+          if (scheme !== undefined) return fail(head, 'duplicate :scheme');
+          scheme = value;
+          break;
+        case ':path':
+          if (path !== undefined) return fail(head, 'duplicate :path');
+          path = value;
+          break;
+        case ':authority':
+          if (authority !== undefined) return fail(head, 'duplicate :authority');
+          authority = value;
+          break;
+        case ':protocol':
+          if (!connectProtocol) return fail(head, ':protocol without SETTINGS_ENABLE_CONNECT_PROTOCOL');
+          if (protocol !== undefined) return fail(head, 'duplicate :protocol');
+          protocol = value;
+          break;
+        default:
+          return fail(head, `pseudo-header ${name} not allowed in a request`);
+      }
+      if (!validValue(value)) return fail(head, `invalid value of ${name}`);
+      obj[name] = value;
+      continue;
+    }
+    regular = true;
+    if (!validName(name)) return fail(head, `invalid field name ${JSON.stringify(name)}`);
+    if (CONNECTION_SPECIFIC.has(name)) return fail(head, `connection-specific field ${name}`);
+    if (name === 'te' && value !== 'trailers') return fail(head, 'te other than "trailers"');
+    if (!validValue(value)) return fail(head, `invalid value of ${name}`);
+    addField(obj, name, value);
+  }
+  if (method === undefined || method === '') return fail(head, 'no :method');
+  if (method === 'CONNECT') {
+    if (protocol === undefined) {
+      if (authority === undefined || scheme !== undefined || path !== undefined) return fail(head, 'CONNECT needs :authority and no :scheme or :path');
+      return head;
+    }
+    if (scheme === undefined || path === undefined || path === '' || authority === undefined) return fail(head, 'extended CONNECT needs :scheme, :path and :authority');
+    return head;
+  }
+  if (protocol !== undefined) return fail(head, ':protocol on a method other than CONNECT');
+  if (scheme === undefined || path === undefined || path === '') return fail(head, 'no :scheme or :path');
+  if (path.charCodeAt(0) !== 0x2f && !(path === '*' && method === 'OPTIONS') && (scheme === 'http' || scheme === 'https')) return fail(head, ':path neither absolute nor "*"');
+  return head;
+}
+
+function fail(head: RequestHead, why: string): RequestHead {
+  head.error = why;
+  return head;
+}
+
+/**
+ * Checks a trailer block received on a request (no pseudo-header, valid names and values) and
+ * builds its header object; undefined when it is malformed.
+ */
+export function trailerHead(fields: readonly string[]): IncomingHttpHeaders | undefined {
+  const obj: Record<string, string | string[] | undefined> = Object.create(null) as Record<string, string | string[] | undefined>;
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!;
+    const value = fields[i + 1]!;
+    if (!validName(name) || CONNECTION_SPECIFIC.has(name) || !validValue(value)) return undefined;
+    addField(obj, name, value);
+  }
+  return obj as IncomingHttpHeaders;
+}
+
+// ------------------------------------------------------------------------------- outgoing
+
+let cachedDate: string | undefined;
+function clearDate(): void {
+  cachedDate = undefined;
+}
+/** The Date header value, cached for up to a second (node's utcDate does the same). */
+function utcDate(): string {
+  if (cachedDate === undefined) {
+    cachedDate = new Date().toUTCString();
+    setTimeout(clearDate, 1000 - new Date().getMilliseconds()).unref();
+  }
+  return cachedDate;
+}
+
+/** Which pseudo-headers a header object may carry: a response head, or none (trailers). */
+const enum Pseudo {
+  Status,
+  None,
+}
+
+/**
+ * HAND-WRITTEN HOT PATH. Appends the fields of a header object (node's OutgoingHttpHeaders) to
+ * `out` as mapToHeaders would send them: names lower-cased, undefined values and empty names
+ * skipped, arrays one field per element, refusals thrown with node's error codes.
+ * Pseudo-headers are never appended (the caller puts `:status` first).
+ */
+function appendFields(out: string[], headers: OutgoingHttpHeaders, pseudo: Pseudo): void {
+  for (const key in headers) {
+    const value = headers[key];
+    if (value === undefined || key === '') continue;
+    const name = key.toLowerCase();
+    if (name.charCodeAt(0) === 0x3a) {
+      if (pseudo === Pseudo.Status && name === ':status') continue;
+      throw new H2Error('ERR_HTTP2_INVALID_PSEUDOHEADER', `"${name}" is an invalid pseudoheader or is used incorrectly`);
+    }
+    if (name.includes(' ')) throw new H2Error('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${name}"]`);
+    if (Array.isArray(value)) {
+      if (value.length === 0) continue;
+      if (value.length > 1 && SINGLE_VALUE.has(name)) throw new H2Error('ERR_HTTP2_HEADER_SINGLE_VALUE', `Header field "${name}" must only have a single value`);
+      if (CONNECTION_SPECIFIC.has(name) || (name === 'te' && (value.length > 1 || String(value[0]) !== 'trailers'))) throw connectionHeader(name);
+      for (let j = 0; j < value.length; j++) out.push(name, String(value[j]));
+      continue;
+    }
+    const v = typeof value === 'string' ? value : String(value);
+    if (CONNECTION_SPECIFIC.has(name) || (name === 'te' && v !== 'trailers')) throw connectionHeader(name);
+    out.push(name, v);
+  }
+}
+
+function connectionHeader(name: string): H2Error {
+  return new H2Error('ERR_HTTP2_INVALID_CONNECTION_HEADERS', `HTTP/1 Connection specific headers are forbidden: "${name}"`);
+}
+
+/** The status a response head gives (node: `headers[':status'] | 0 || 200`), checked as node checks it. */
+export function responseStatus(headers: OutgoingHttpHeaders): number {
+  const raw = headers[':status'];
+  const status = (Number(raw) | 0) || 200;
+  if (status < 200 || status > 599) throw new H2Error('ERR_HTTP2_STATUS_INVALID', `Invalid status code: ${String(raw)}`);
+  return status;
+}
+
+/** The field list of a response head: `:status` first, the fields, a Date unless given. */
+export function responseFields(headers: OutgoingHttpHeaders, status: number): string[] {
+  const out: string[] = [':status', String(status)];
+  appendFields(out, headers, Pseudo.Status);
+  if (headers.date == null) out.push('date', utcDate());
+  return out;
+}
+
+/** The field list of an informational (1xx) head, checked as node's `additionalHeaders`. */
+export function infoFields(headers: OutgoingHttpHeaders): string[] {
+  const raw = headers[':status'];
+  const out: string[] = [];
+  if (raw != null) {
+    const status = Number(raw) | 0;
+    if (status === 101) throw new H2Error('ERR_HTTP2_STATUS_101', 'HTTP status code 101 (Switching Protocols) is forbidden in HTTP/2');
+    if (status < 100 || status >= 200) throw new H2Error('ERR_HTTP2_INVALID_INFO_STATUS', `Invalid informational status code: ${String(raw)}`);
+    out.push(':status', String(status));
+  }
+  appendFields(out, headers, Pseudo.Status);
+  return out;
+}
+
+/** The field list of trailers (no pseudo-header allowed). */
+export function trailerFields(headers: OutgoingHttpHeaders): string[] {
+  const out: string[] = [];
+  appendFields(out, headers, Pseudo.None);
+  return out;
+}
