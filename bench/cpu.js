@@ -20,8 +20,9 @@
  *           HTTP/1.1, 16 connections (bench/cache-hit.js's load), every measured request a HIT
  *   hop-mtls  the default hop between two sidecars that have certificates (join tokens): mTLS
  *   hop-plain the same two sidecars with a mesh-wide PeerAuthentication DISABLE (plaintext)
- * --dist DIR[|NODEFLAGS][,DIR2[|NODEFLAGS2]]: the checkout(s) whose dist/ to run (default this one),
- * alternated round by round (an A/B), optionally with extra Node flags each. --prof DIR: node --cpu-prof
+ * --dist DIR[|NODEFLAGS[|ENV]][,DIR2[|NODEFLAGS2[|ENV2]]]: the checkout(s) whose dist/ to run (default
+ * this one), alternated round by round (an A/B), optionally with extra Node flags and environment
+ * variables each (ENV: 'KEY=VALUE KEY2=VALUE'; e.g. '.,.||MESHLET_H2_FRAMING=meshlet' for HTTP/2 framings). --prof DIR: node --cpu-prof
  * into DIR (one .cpuprofile per sidecar process). --node-flags '...': extra Node flags.
  * --gc: the sidecars run with --trace-gc-nvp; each round also prints the bytes V8 allocated per
  * request (its `allocated=`, summed over the GCs of the measured run), the bytes its scavenges promoted to
@@ -61,10 +62,18 @@ const { values: o } = parseArgs({
 });
 const N = Number(o.n);
 const ROUNDS = Number(o.rounds);
-// DIR or DIR|NODEFLAGS (extra Node flags for that contender, e.g. '.|--max-semi-space-size=16').
+// DIR, DIR|NODEFLAGS (extra Node flags for that contender, e.g. '.|--max-semi-space-size=16') or
+// DIR|NODEFLAGS|ENV (environment variables for it, e.g. '.||MESHLET_H2_FRAMING=meshlet').
 const DISTS = o.dist.split(',');
 const mainOf = (spec) => path.join(path.resolve(spec.split('|')[0]), 'dist/src/cli/main.js');
 const flagsOf = (spec) => (spec.split('|')[1] ?? '').split(' ').filter(Boolean);
+const envOf = (spec) =>
+  Object.fromEntries(
+    (spec.split('|')[2] ?? '')
+      .split(' ')
+      .filter(Boolean)
+      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+  );
 const MAIN = mainOf(DISTS[0]);
 const UNIT = o.callgrind ? 'instr/req' : 'us/req';
 const NODE_FLAGS = ['--max-semi-space-size=8', '--heap-growing-percent=20', ...o['node-flags'].split(' ').filter(Boolean), ...(o.gc ? ['--trace-gc-nvp'] : []), ...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(o.prof)}`] : [])];
@@ -95,7 +104,7 @@ async function sidecar(name, argv, spec = DISTS[0], env = {}) {
   const p = procs.start(name, cg[0], [...cg.slice(1), ...NODE_FLAGS, ...flagsOf(spec), main, 'sidecar', ...argv, '--admin', `127.0.0.1:${admin}`], {
     cpu: PROXY_CPU,
     logFile,
-    env: { ...process.env, MESHLET_LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, MESHLET_LOG_LEVEL: 'warn', ...envOf(spec), ...env },
   });
   await procs.waitForHttp(`http://127.0.0.1:${admin}/ready`, { proc: p, timeoutMs: o.callgrind ? 300_000 : 30_000 });
   p.logFile = logFile;

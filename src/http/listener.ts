@@ -35,6 +35,7 @@ import { setPeer, getPeer } from './peer';
 import { sniffProtocol } from './detect';
 import { H1Server, type H1Request, type H1Response } from './h1-server';
 import { serveStream, type H2Request, type H2Response } from './h2-server';
+import { serveH2, type H2StreamListener } from './h2/session';
 import { BODY_TIMEOUT_FLAG, OVERLOAD_FLAG, type OverloadManager } from './overload';
 
 export type DownstreamRequest = H1Request | H2Request;
@@ -78,6 +79,24 @@ export interface ListenerOptions {
   onTls?: (outcome: 'ok' | 'error', detail?: string) => void;
   /** Connections open at once from one client address; more are closed at once (0 or absent: no limit). */
   maxConnectionsPerClient?: number;
+  /**
+   * Which HTTP/2 framing serves this listener's HTTP/2 connections: `node` (node:http2, the
+   * default) or `meshlet` (src/http/h2/, our own framing layer, behind this flag until it has
+   * proven itself). Default: the `MESHLET_H2_FRAMING` environment variable, else `node`.
+   */
+  h2Framing?: H2Framing;
+}
+
+/** The HTTP/2 framings a listener can serve with (`ListenerOptions.h2Framing`). */
+export const H2_FRAMINGS = ['node', 'meshlet'] as const;
+export type H2Framing = (typeof H2_FRAMINGS)[number];
+
+/** The framing a listener uses when its options name none: `MESHLET_H2_FRAMING`, else `node`. */
+export function defaultH2Framing(env: NodeJS.ProcessEnv = process.env): H2Framing {
+  const v = env.MESHLET_H2_FRAMING;
+  if (v === undefined || v === '') return 'node';
+  if ((H2_FRAMINGS as readonly string[]).includes(v)) return v as H2Framing;
+  throw Object.assign(new Error(`MESHLET_H2_FRAMING=${v}: expected one of ${H2_FRAMINGS.join(', ')}`), { code: 'ERR_MESHLET_H2_FRAMING' });
 }
 
 /**
@@ -106,6 +125,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
   const log = opts.logger;
   const maxHeaderBytes = opts.maxHeaderBytes ?? 64 * 1024;
   const headersTimeoutMs = opts.headersTimeoutMs ?? 10_000;
+  const framing = opts.h2Framing ?? defaultH2Framing();
   const refused = (reason: string, detail: Record<string, unknown>): void => {
     log.warn({ listener: opts.name, reason, ...detail }, 'request refused');
     opts.onRefused?.(reason);
@@ -223,14 +243,16 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
   }
 
   // The core API: no 'request' listener, so node builds no compat request/response per stream.
-  const h2 = http2.createServer({
+  const h2Options = {
     maxHeaderListPairs: 512,
     maxSessionMemory: 64,
     // enableConnectProtocol: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441), so clients may open
     // WebSockets as extended CONNECT streams on their HTTP/2 connection.
     settings: { maxHeaderListSize: maxHeaderBytes, maxConcurrentStreams: 1000, initialWindowSize: 1024 * 1024, enableConnectProtocol: true },
-  });
-  h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => serveStream(stream, headers, rawHeaders, h2Handler));
+  };
+  const h2 = http2.createServer(h2Options);
+  const onH2Stream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]): void => serveStream(stream, headers, rawHeaders, h2Handler);
+  h2.on('stream', onH2Stream);
   const minStreams = opts.prematureResetMinStreams ?? 100;
   const sessions = new Set<http2.ServerHttp2Session>();
   /** Per session: streams opened, reset prematurely, open now (none open: idle, overload may close it). */
@@ -260,7 +282,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       session.destroy();
     }
   }
-  h2.on('session', (session) => {
+  const onH2Session = (session: http2.ServerHttp2Session): void => {
     sessions.add(session);
     const counts: SessionCounts = { session, streams: 0, premature: 0, open: 0 };
     const socket = session.socket as net.Socket | undefined;
@@ -276,8 +298,21 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       stream.on('close', onStreamClose);
     });
     session.on('error', (err) => log.debug({ err, listener: opts.name }, 'http2 session error'));
-  });
+  };
+  h2.on('session', onH2Session);
   h2.on('sessionError', (err) => log.debug({ err, listener: opts.name }, 'http2 session error'));
+  /**
+   * An HTTP/2 connection (preface seen, or ALPN h2) goes to node:http2 or to our own framing
+   * layer (src/http/h2/), which reproduces the parts of node's session and stream the stack uses:
+   * the one place its objects are taken as node's.
+   */
+  const serveHttp2: (socket: net.Socket | tls.TLSSocket) => void =
+    framing === 'meshlet'
+      ? (socket) => {
+          const s = serveH2(socket, h2Options, (session) => onH2Session(session as unknown as http2.ServerHttp2Session), onH2Stream as unknown as H2StreamListener);
+          s.on('error', (err: Error) => log.debug({ err, listener: opts.name }, 'http2 session error'));
+        }
+      : (socket) => h2.emit('connection', socket);
 
   /**
    * Open connections, oldest first, each with "is it idle now?": closing an idle one loses no
@@ -345,7 +380,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       setPeer(ts, id.value);
       mt?.onEvent('tls');
       if (ts.alpnProtocol === 'h2') {
-        h2.emit('connection', ts);
+        serveHttp2(ts);
         return;
       }
       const c = h1.serve(ts, Buffer.alloc(0));
@@ -414,7 +449,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
       }
       socket.pause();
       socket.unshift(r.head);
-      h2.emit('connection', socket);
+      serveHttp2(socket);
     });
   };
   const server: net.Server = opts.tls

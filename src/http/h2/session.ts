@@ -18,8 +18,11 @@
  * - flow control both ways: a peer exceeding our windows gets FLOW_CONTROL_ERROR; our credit goes
  *   back as the application reads (stream.ts); our DATA waits for the peer's windows; a window
  *   over 2^31-1 is a FLOW_CONTROL_ERROR; DATA on a closed or half-closed stream → STREAM_CLOSED.
- * - frames produced in one tick go out in one socket write (a microtask flush; several buffers
- *   through cork/uncork, i.e. one writev).
+ * - frames produced in one turn of the event loop go out in one socket write (a `setImmediate`
+ *   flush, after every I/O callback of that turn, as node's own session schedules its writes;
+ *   several buffers through cork/uncork, i.e. one writev). A microtask flush wrote once per
+ *   callback instead: a gRPC call's response (HEADERS, DATA, trailers arriving from upstream in
+ *   separate reads) cost ~23% more CPU that way (bench/cpu.js A/B, docs/performance.md).
  *
  * HAND-WRITTEN HOT-PATH CODE (the issue's measured hot path: every HTTP/2 request).
  */
@@ -169,11 +172,11 @@ export class H2Session extends EventEmitter implements FrameSink, StreamHost {
 
   // ------------------------------------------------------------------------------ writing
 
-  /** @internal Frames were queued: one flush at the end of this tick. */
+  /** @internal Frames were queued: one flush after this turn of the event loop's I/O callbacks. */
   scheduleFlush(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
-    queueMicrotask(this.flushFn);
+    setImmediate(this.flushFn);
   }
 
   /** @internal A stream holds a DATA frame back until the flush (so END_STREAM can ride on it). */
