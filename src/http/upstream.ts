@@ -15,6 +15,7 @@ import type * as tls from 'node:tls';
 import { connect as tlsConnect } from 'node:tls';
 import type { MeshTls } from '../security/tls';
 import { H1Pool } from './h1-client';
+import { connect as connectH2 } from './h2/client';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from './upstream-types';
 
 export type { Headers, ResponseSink, UpstreamCall, UpstreamProtocol, UpstreamRequest, UpstreamTarget } from './upstream-types';
@@ -79,6 +80,19 @@ function endpointOf(poolKey: string): string {
 
 // node:http2's session.request() binds an AsyncResource per request: make that cheap (async-bind.ts).
 installCheapAsyncBind();
+
+/**
+ * Which HTTP/2 client the upstream sessions run on: node:http2 (the default), or under
+ * `MESHLET_H2_FRAMING=meshlet` our own framing layer (src/http/h2/client.ts), which reproduces the
+ * parts of node's ClientHttp2Session and ClientHttp2Stream used here. Read once at load.
+ */
+const MESHLET_H2_CLIENT = process.env.MESHLET_H2_FRAMING === 'meshlet';
+
+/** Opens an upstream HTTP/2 session on node:http2 or on our framing layer (the one place its objects are taken as node's). */
+function connectHttp2(authority: string, options: http2.SecureClientSessionOptions, meshlet: boolean): http2.ClientHttp2Session {
+  if (meshlet) return connectH2(authority, options as Parameters<typeof connectH2>[1]) as unknown as http2.ClientHttp2Session;
+  return http2.connect(authority, options);
+}
 
 export class UpstreamPools {
   private readonly h1 = new Map<string, H1Pool>();
@@ -216,7 +230,7 @@ class H2Connection {
   constructor(t: UpstreamTarget, connectTimeoutMs: number, secure: tls.ConnectionOptions | undefined, ct: ClientTls, key: string, onGone: () => void) {
     const host = t.address.includes(':') ? `[${t.address}]` : t.address;
     this.scheme = secure ? 'https' : 'http';
-    this.session = http2.connect(`${this.scheme}://${host}:${t.port}`, {
+    this.session = connectHttp2(`${this.scheme}://${host}:${t.port}`, {
       settings: { enablePush: false, initialWindowSize: 1024 * 1024 },
       maxSessionMemory: 64,
       // No Nagle: small frames (a request's HEADERS, a WINDOW_UPDATE) must not wait for an ACK.
@@ -232,7 +246,7 @@ class H2Connection {
         s.on('session', (b: Buffer) => ct.keep(key, b));
         return s;
       },
-    });
+    }, MESHLET_H2_CLIENT);
     const gone = (): void => {
       this.dead = true;
       onGone();
