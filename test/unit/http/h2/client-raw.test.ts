@@ -8,7 +8,7 @@
  * SETTINGS_MAX_CONCURRENT_STREAMS, CONTINUATION, padding, and window overflows.
  */
 import * as net from 'node:net';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { connect, type H2ClientSession } from '../../../../src/http/h2/client';
 import { ErrorCode, FrameParser, FrameType, FrameWriter, Flags, Setting, type FrameSink } from '../../../../src/http/h2/frames';
 import { HpackDecoder, HpackEncoder } from '../../../../src/http/h2/hpack';
@@ -63,7 +63,7 @@ class RawConn {
   }
 }
 
-async function fakeServer(t: Tap.Test): Promise<{ port: number; next: () => Promise<RawConn> }> {
+async function fakeServer(t: Test): Promise<{ port: number; next: () => Promise<RawConn> }> {
   const waiting: ((c: RawConn) => void)[] = [];
   const ready: RawConn[] = [];
   const sockets = new Set<net.Socket>();
@@ -95,7 +95,7 @@ interface Pair {
 }
 
 /** A client connected to the fake server, SETTINGS exchanged (`settings`: the server's). */
-async function pair(t: Tap.Test, settings: number[] = [], opts: Parameters<typeof connect>[1] = {}): Promise<Pair> {
+async function pair(t: Test, settings: number[] = [], opts: Parameters<typeof connect>[1] = {}): Promise<Pair> {
   const srv = await fakeServer(t);
   const c = connect(`http://127.0.0.1:${srv.port}`, { settings: { initialWindowSize: 65_535 }, ...opts });
   const errors: Pair['errors'] = [];
@@ -110,7 +110,7 @@ async function pair(t: Tap.Test, settings: number[] = [], opts: Parameters<typeo
 const GET = { ':method': 'GET', ':path': '/', ':scheme': 'http', ':authority': 'raw.test' };
 
 /** A response head that must fail the stream with RST_STREAM PROTOCOL_ERROR. */
-async function badHead(t: Tap.Test, fields: string[], end = false): Promise<void> {
+async function badHead(t: Test, fields: string[], end = false): Promise<void> {
   const { c, conn } = await pair(t);
   const s = c.request(GET, { endStream: true });
   const done = outcome(s);

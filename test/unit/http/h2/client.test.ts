@@ -14,7 +14,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { connect, H2ClientSession } from '../../../../src/http/h2/client';
 import { connected, outcome, sessionClosed } from './client-lib';
 import { until } from './lib';
@@ -35,12 +35,12 @@ interface Srv {
   sessions: Set<http2.ServerHttp2Session>;
 }
 
-async function h2cServer(t: Tap.Test, handler: Handler, settings: http2.Settings = {}): Promise<Srv> {
+async function h2cServer(t: Test, handler: Handler, settings: http2.Settings = {}): Promise<Srv> {
   const server = http2.createServer({ settings });
   return listen(t, server, handler);
 }
 
-async function listen(t: Tap.Test, server: http2.Http2Server | http2.Http2SecureServer, handler: Handler): Promise<Srv> {
+async function listen(t: Test, server: http2.Http2Server | http2.Http2SecureServer, handler: Handler): Promise<Srv> {
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on('session', (s: http2.ServerHttp2Session) => {
     sessions.add(s);
@@ -63,7 +63,7 @@ async function listen(t: Tap.Test, server: http2.Http2Server | http2.Http2Secure
   return { server: server as http2.Http2Server, port, sessions };
 }
 
-function client(t: Tap.Test, port: number, opts: Parameters<typeof connect>[1] = {}): H2ClientSession {
+function client(t: Test, port: number, opts: Parameters<typeof connect>[1] = {}): H2ClientSession {
   const c = connect(`http://127.0.0.1:${port}`, { settings: { enablePush: false, initialWindowSize: 1024 * 1024 }, ...opts });
   c.on('error', () => undefined);
   t.teardown(() => c.destroy());
@@ -332,7 +332,7 @@ t.test('PING answered; SETTINGS changed mid-connection (a smaller window) applie
   const body = randomBytes(300_000);
   let session: http2.ServerHttp2Session | undefined;
   const srv = await h2cServer(t, (s) => {
-    session = s.session;
+    session = s.session as http2.ServerHttp2Session;
     const chunks: Buffer[] = [];
     s.on('data', (c: Buffer) => chunks.push(c));
     s.on('end', () => {
