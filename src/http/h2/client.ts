@@ -39,7 +39,7 @@
  * HAND-WRITTEN HOT-PATH CODE (every upstream HTTP/2 request under the flag).
  */
 import { EventEmitter } from 'node:events';
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
+import type { OutgoingHttpHeaders } from 'node:http2';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { H2ClientStream } from './client-stream';
@@ -715,4 +715,3 @@ function emitClose(s: H2ClientSession, err: Error | undefined): void {
   s.emit('close');
 }
 
-export type { IncomingHttpHeaders };

@@ -1,5 +1,6 @@
 /**
- * Header lists of meshlet's own HTTP/2 server layer (src/http/h2/session.ts): the request's
+ * Header lists of meshlet's own HTTP/2 layer (server: src/http/h2/session.ts; client:
+ * src/http/h2/client.ts, which uses `responseHead` and `requestFields` below): the request's
  * checks of RFC 9113 8.2 and 8.3 and node's `IncomingHttpHeaders` object built in the same pass;
  * response, informational and trailer header objects (node's `OutgoingHttpHeaders`) turned into
  * flat [name, value, ...] lists for the HPACK encoder, refused the way node:http2 refuses them
