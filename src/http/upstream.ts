@@ -15,6 +15,7 @@ import type * as tls from 'node:tls';
 import { connect as tlsConnect } from 'node:tls';
 import type { MeshTls } from '../security/tls';
 import { H1Pool } from './h1-client';
+import { connect as connectH2 } from './h2/client';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from './upstream-types';
 
 export type { Headers, ResponseSink, UpstreamCall, UpstreamProtocol, UpstreamRequest, UpstreamTarget } from './upstream-types';
@@ -28,6 +29,11 @@ export interface UpstreamPoolOptions {
   drainMs?: number;
   /** Every outbound TLS handshake's result (metrics): ok, or the failure's code. */
   onHandshake?: (result: 'ok' | 'wrong_identity' | 'failed', code?: string) => void;
+  /**
+   * The HTTP/2 client upstream sessions run on: `node` (node:http2) or `meshlet` (our framing
+   * layer, src/http/h2/client.ts). Default: `meshlet` when MESHLET_H2_FRAMING=meshlet, else `node`.
+   */
+  h2Framing?: 'node' | 'meshlet';
 }
 
 /** The mesh identity for outbound mTLS, and the session tickets kept for resumption (one per endpoint). */
@@ -80,6 +86,19 @@ function endpointOf(poolKey: string): string {
 // node:http2's session.request() binds an AsyncResource per request: make that cheap (async-bind.ts).
 installCheapAsyncBind();
 
+/**
+ * Which HTTP/2 client the upstream sessions run on: node:http2 (the default), or under
+ * `MESHLET_H2_FRAMING=meshlet` our own framing layer (src/http/h2/client.ts), which reproduces the
+ * parts of node's ClientHttp2Session and ClientHttp2Stream used here. Read once at load.
+ */
+const DEFAULT_H2_FRAMING: 'node' | 'meshlet' = process.env.MESHLET_H2_FRAMING === 'meshlet' ? 'meshlet' : 'node';
+
+/** Opens an upstream HTTP/2 session on node:http2 or on our framing layer (the one place its objects are taken as node's). */
+function connectHttp2(authority: string, options: http2.SecureClientSessionOptions, meshlet: boolean): http2.ClientHttp2Session {
+  if (meshlet) return connectH2(authority, options as Parameters<typeof connectH2>[1]) as unknown as http2.ClientHttp2Session;
+  return http2.connect(authority, options);
+}
+
 export class UpstreamPools {
   private readonly h1 = new Map<string, H1Pool>();
   private readonly h2 = new Map<string, H2Connection>();
@@ -89,7 +108,7 @@ export class UpstreamPools {
 
   constructor(opts: UpstreamPoolOptions = {}) {
     const { onHandshake, ...rest } = opts;
-    this.opts = { keepAliveMs: 60_000, connectTimeoutMs: 10_000, drainMs: 30_000, ...rest } as Required<UpstreamPoolOptions>;
+    this.opts = { keepAliveMs: 60_000, connectTimeoutMs: 10_000, drainMs: 30_000, h2Framing: DEFAULT_H2_FRAMING, ...rest } as Required<UpstreamPoolOptions>;
     this.tls = new ClientTls(onHandshake);
   }
 
@@ -177,7 +196,7 @@ export class UpstreamPools {
     let c = this.h2.get(key);
     if (!c || c.unusable()) {
       const secure = t.identity !== undefined ? (this.tls.options(key, t.identity) ?? noCertificate(t.identity)) : undefined;
-      c = new H2Connection(t, this.opts.connectTimeoutMs, secure, this.tls, key, () => {
+      c = new H2Connection(t, this.opts.connectTimeoutMs, secure, this.tls, key, this.opts.h2Framing === 'meshlet', () => {
         if (this.h2.get(key) === c) this.h2.delete(key);
       });
       if (!this.closed) this.h2.set(key, c);
@@ -213,10 +232,10 @@ class H2Connection {
     return this.tlsError;
   }
 
-  constructor(t: UpstreamTarget, connectTimeoutMs: number, secure: tls.ConnectionOptions | undefined, ct: ClientTls, key: string, onGone: () => void) {
+  constructor(t: UpstreamTarget, connectTimeoutMs: number, secure: tls.ConnectionOptions | undefined, ct: ClientTls, key: string, meshletFraming: boolean, onGone: () => void) {
     const host = t.address.includes(':') ? `[${t.address}]` : t.address;
     this.scheme = secure ? 'https' : 'http';
-    this.session = http2.connect(`${this.scheme}://${host}:${t.port}`, {
+    this.session = connectHttp2(`${this.scheme}://${host}:${t.port}`, {
       settings: { enablePush: false, initialWindowSize: 1024 * 1024 },
       maxSessionMemory: 64,
       // No Nagle: small frames (a request's HEADERS, a WINDOW_UPDATE) must not wait for an ACK.
@@ -232,7 +251,7 @@ class H2Connection {
         s.on('session', (b: Buffer) => ct.keep(key, b));
         return s;
       },
-    });
+    }, meshletFraming);
     const gone = (): void => {
       this.dead = true;
       onGone();

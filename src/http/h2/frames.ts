@@ -113,6 +113,8 @@ const EMPTY = Buffer.alloc(0);
 export interface FrameParserOptions {
   /** Expect the 24-byte client preface, then a SETTINGS frame, first (a server). */
   expectPreface?: boolean;
+  /** Expect a SETTINGS frame first, without a preface before it (a client reading the server's preface). */
+  expectSettings?: boolean;
   /** Our SETTINGS_MAX_FRAME_SIZE: larger frames are a FRAME_SIZE_ERROR. */
   maxFrameSize?: number;
   /** Cap on an assembled header block (HEADERS + CONTINUATION), in bytes; over it: ENHANCE_YOUR_CALM. */
@@ -128,6 +130,8 @@ export class FrameParser {
   private prefaceLeft: number;
   /** The first frame after the preface must be SETTINGS. */
   private needSettings: boolean;
+  /** Reading a server's frames (expectSettings): its first frame is its preface. */
+  private readonly serverPreface: boolean;
   // The frame header being read (possibly split across chunks).
   private readonly head = Buffer.alloc(FRAME_HEADER_SIZE);
   private headLen = 0;
@@ -151,7 +155,8 @@ export class FrameParser {
     this.maxFrameSize = opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
     this.maxHeaderBlockSize = opts.maxHeaderBlockSize ?? 256 * 1024;
     this.prefaceLeft = opts.expectPreface ? CLIENT_PREFACE.length : 0;
-    this.needSettings = opts.expectPreface === true;
+    this.needSettings = opts.expectPreface === true || opts.expectSettings === true;
+    this.serverPreface = opts.expectPreface !== true && opts.expectSettings === true;
   }
 
   /** No more frames are delivered (after a connection error, or when the session closes). */
@@ -243,7 +248,7 @@ export class FrameParser {
     const sid = this.streamId;
     const sink = this.sink;
     if (this.needSettings) {
-      if (type !== FrameType.SETTINGS || (flags & Flags.ACK) !== 0) return this.fail(ErrorCode.PROTOCOL_ERROR, 'the client preface must end with a SETTINGS frame');
+      if (type !== FrameType.SETTINGS || (flags & Flags.ACK) !== 0) return this.fail(ErrorCode.PROTOCOL_ERROR, this.prefaceLeft === 0 && this.serverPreface ? 'the server preface must be a SETTINGS frame' : 'the client preface must end with a SETTINGS frame');
       this.needSettings = false;
     }
     if (this.contStream !== 0 && (type !== FrameType.CONTINUATION || sid !== this.contStream)) {

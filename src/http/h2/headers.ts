@@ -1,5 +1,6 @@
 /**
- * Header lists of meshlet's own HTTP/2 server layer (src/http/h2/session.ts): the request's
+ * Header lists of meshlet's own HTTP/2 layer (server: src/http/h2/session.ts; client:
+ * src/http/h2/client.ts, which uses `responseHead` and `requestFields` below): the request's
  * checks of RFC 9113 8.2 and 8.3 and node's `IncomingHttpHeaders` object built in the same pass;
  * response, informational and trailer header objects (node's `OutgoingHttpHeaders`) turned into
  * flat [name, value, ...] lists for the HPACK encoder, refused the way node:http2 refuses them
@@ -221,10 +222,12 @@ function utcDate(): string {
   return cachedDate;
 }
 
-/** Which pseudo-headers a header object may carry: a response head, or none (trailers). */
+/** Which pseudo-headers a header object may carry: a response head, a request head, or none (trailers). */
 const enum Pseudo {
   Status,
   None,
+  /** A request head: the request pseudo-headers were appended first (requestFields). */
+  Request,
 }
 
 /**
@@ -240,6 +243,7 @@ function appendFields(out: string[], headers: OutgoingHttpHeaders, pseudo: Pseud
     const name = key.toLowerCase();
     if (name.charCodeAt(0) === 0x3a) {
       if (pseudo === Pseudo.Status && name === ':status') continue;
+      if (pseudo === Pseudo.Request && REQUEST_PSEUDO.has(key)) continue;
       throw new H2Error('ERR_HTTP2_INVALID_PSEUDOHEADER', `"${name}" is an invalid pseudoheader or is used incorrectly`);
     }
     if (name.includes(' ')) throw new H2Error('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${name}"]`);
@@ -294,5 +298,83 @@ export function infoFields(headers: OutgoingHttpHeaders): string[] {
 export function trailerFields(headers: OutgoingHttpHeaders): string[] {
   const out: string[] = [];
   appendFields(out, headers, Pseudo.None);
+  return out;
+}
+
+// ------------------------------------------------------------------------- client side (client.ts)
+
+/** What the response check found: the header object and its status, or why the response is malformed. */
+export interface ResponseHead {
+  headers: IncomingHttpHeaders;
+  /** The `:status` (0 when malformed). */
+  status: number;
+  /** undefined when the response head is well-formed. */
+  error: string | undefined;
+}
+
+/**
+ * HAND-WRITTEN HOT PATH (once per upstream response). Checks a response's decoded field list as
+ * RFC 9113 8.3.2 and 8.2 ask (exactly one `:status` of three digits, no other pseudo-header, no
+ * pseudo-header after a regular field, valid lower-case names, no connection-specific field, `te`
+ * only "trailers", values without NUL/CR/LF or surrounding whitespace) and builds its header
+ * object in the same pass, as node's `toHeaderObject` (`:status` a number).
+ */
+export function responseHead(fields: readonly string[]): ResponseHead {
+  const obj: Record<string, string | string[] | number | undefined> = Object.create(null) as Record<string, string | string[] | number | undefined>;
+  const head: ResponseHead = { headers: obj as IncomingHttpHeaders, status: 0, error: undefined };
+  let regular = false;
+  let status = -1;
+  const n = fields.length;
+  for (let i = 0; i < n; i += 2) {
+    const name = fields[i]!;
+    const value = fields[i + 1]!;
+    if (name.charCodeAt(0) === 0x3a) {
+      if (regular) return failResponse(head, `pseudo-header ${name} after a regular field`);
+      if (name !== ':status') return failResponse(head, `pseudo-header ${name} not allowed in a response`);
+      if (status !== -1) return failResponse(head, 'duplicate :status');
+      if (value.length !== 3 || !/^[1-5]\d\d$/.test(value)) return failResponse(head, `invalid :status ${JSON.stringify(value)}`);
+      status = Number(value);
+      obj[':status'] = status;
+      continue;
+    }
+    regular = true;
+    if (!validName(name)) return failResponse(head, `invalid field name ${JSON.stringify(name)}`);
+    if (CONNECTION_SPECIFIC.has(name)) return failResponse(head, `connection-specific field ${name}`);
+    if (name === 'te' && value !== 'trailers') return failResponse(head, 'te other than "trailers"');
+    if (!validValue(value)) return failResponse(head, `invalid value of ${name}`);
+    addField(obj as Record<string, string | string[] | undefined>, name, value);
+  }
+  if (status === -1) return failResponse(head, 'no :status');
+  if (status === 101) return failResponse(head, ':status 101 is not allowed in HTTP/2');
+  head.status = status;
+  return head;
+}
+
+function failResponse(head: ResponseHead, why: string): ResponseHead {
+  head.error = why;
+  return head;
+}
+
+/** The pseudo-headers a request may carry (node's mapToHeaders refuses others). */
+const REQUEST_PSEUDO = new Set([':method', ':scheme', ':authority', ':path', ':protocol']);
+
+/**
+ * HAND-WRITTEN HOT PATH (once per upstream request). The field list of a request head (node's
+ * `OutgoingHttpHeaders`, as `ClientHttp2Session.request` takes it): the pseudo-headers first in
+ * the order given (any other than :method/:scheme/:authority/:path/:protocol refused with node's
+ * ERR_HTTP2_INVALID_PSEUDOHEADER), then the regular fields, refused as `appendFields` refuses
+ * them (connection-specific fields, several values of a single-value field).
+ */
+export function requestFields(headers: OutgoingHttpHeaders): string[] {
+  const out: string[] = [];
+  for (const key in headers) {
+    if (key.charCodeAt(0) !== 0x3a) continue;
+    const value = headers[key];
+    if (value === undefined) continue;
+    if (!REQUEST_PSEUDO.has(key)) throw new H2Error('ERR_HTTP2_INVALID_PSEUDOHEADER', `"${key}" is an invalid pseudoheader or is used incorrectly`);
+    if (Array.isArray(value)) throw new H2Error('ERR_HTTP2_HEADER_SINGLE_VALUE', `Header field "${key}" must only have a single value`);
+    out.push(key, String(value));
+  }
+  appendFields(out, headers, Pseudo.Request);
   return out;
 }
