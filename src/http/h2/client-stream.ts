@@ -22,9 +22,27 @@
  */
 import type { IncomingHttpHeaders } from 'node:http2';
 import { Duplex } from 'node:stream';
-import type { H2ClientSession } from './client';
-import { ErrorCode } from './frames';
+import { ErrorCode, type FrameWriter } from './frames';
 import { H2Error } from './headers';
+
+/**
+ * What a stream needs of its session (`H2ClientSession` in client.ts): an interface here, so the
+ * two modules do not import each other.
+ */
+export interface ClientStreamHost {
+  readonly writer: FrameWriter;
+  sendWindow: number;
+  readonly sessionCode: number;
+  readonly destroyed: boolean;
+  afterWrite(cb: () => void): void;
+  credit(s: H2ClientStream, n: number): void;
+  maybeDestroy(): void;
+  queueTail(s: H2ClientStream): void;
+  scheduleFlush(): void;
+  stopWaiting(s: H2ClientStream): void;
+  streamClosed(s: H2ClientStream): void;
+  waitForWindow(s: H2ClientStream): void;
+}
 
 const EMPTY = Buffer.alloc(0);
 const CODE_NAMES = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, `NGHTTP2_${k}`])) as Record<number, string>;
@@ -51,7 +69,7 @@ export class H2ClientStream extends Duplex {
   endOnHeaders: boolean;
 
   /** @internal The session, until the stream is destroyed. */
-  sess: H2ClientSession | undefined;
+  sess: ClientStreamHost | undefined;
   /** @internal Bytes the server lets us send on this stream. */
   sendWindow = 0;
   /** @internal Bytes the server may still send on this stream. */
@@ -85,7 +103,7 @@ export class H2ClientStream extends Duplex {
   /** @internal */
   isClosed = false;
 
-  constructor(session: H2ClientSession, fields: string[], endStream: boolean, headRequest: boolean) {
+  constructor(session: ClientStreamHost, fields: string[], endStream: boolean, headRequest: boolean) {
     super({ allowHalfOpen: true, autoDestroy: false, emitClose: true });
     this.sess = session;
     this.fields = fields;
@@ -93,7 +111,7 @@ export class H2ClientStream extends Duplex {
     this.headRequest = headRequest;
   }
 
-  get session(): H2ClientSession | undefined {
+  get session(): ClientStreamHost | undefined {
     return this.sess;
   }
 
