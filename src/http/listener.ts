@@ -35,6 +35,7 @@ import { setPeer, getPeer } from './peer';
 import { sniffProtocol } from './detect';
 import { H1Server, type H1Request, type H1Response } from './h1-server';
 import { serveStream, type H2Request, type H2Response } from './h2-server';
+import { defaultH2Framing, type H2Framing } from './h2/framing';
 import { serveH2, type H2StreamListener } from './h2/session';
 import { BODY_TIMEOUT_FLAG, OVERLOAD_FLAG, type OverloadManager } from './overload';
 
@@ -87,17 +88,7 @@ export interface ListenerOptions {
   h2Framing?: H2Framing;
 }
 
-/** The HTTP/2 framings a listener can serve with (`ListenerOptions.h2Framing`). */
-export const H2_FRAMINGS = ['node', 'meshlet'] as const;
-export type H2Framing = (typeof H2_FRAMINGS)[number];
-
-/** The framing a listener uses when its options name none: `MESHLET_H2_FRAMING`, else `node`. */
-export function defaultH2Framing(env: NodeJS.ProcessEnv = process.env): H2Framing {
-  const v = env.MESHLET_H2_FRAMING;
-  if (v === undefined || v === '') return 'node';
-  if ((H2_FRAMINGS as readonly string[]).includes(v)) return v as H2Framing;
-  throw Object.assign(new Error(`MESHLET_H2_FRAMING=${v}: expected one of ${H2_FRAMINGS.join(', ')}`), { code: 'ERR_MESHLET_H2_FRAMING' });
-}
+export { H2_FRAMINGS, defaultH2Framing, type H2Framing } from './h2/framing';
 
 /**
  * What happened to a connection on an mTLS port: its security once admitted (`tls`: handshake

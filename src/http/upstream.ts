@@ -16,6 +16,7 @@ import { connect as tlsConnect } from 'node:tls';
 import type { MeshTls } from '../security/tls';
 import { H1Pool } from './h1-client';
 import { connect as connectH2 } from './h2/client';
+import { defaultH2Framing, type H2Framing } from './h2/framing';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from './upstream-types';
 
 export type { Headers, ResponseSink, UpstreamCall, UpstreamProtocol, UpstreamRequest, UpstreamTarget } from './upstream-types';
@@ -33,7 +34,7 @@ export interface UpstreamPoolOptions {
    * The HTTP/2 client upstream sessions run on: `node` (node:http2) or `meshlet` (our framing
    * layer, src/http/h2/client.ts). Default: `meshlet` when MESHLET_H2_FRAMING=meshlet, else `node`.
    */
-  h2Framing?: 'node' | 'meshlet';
+  h2Framing?: H2Framing;
 }
 
 /** The mesh identity for outbound mTLS, and the session tickets kept for resumption (one per endpoint). */
@@ -86,13 +87,6 @@ function endpointOf(poolKey: string): string {
 // node:http2's session.request() binds an AsyncResource per request: make that cheap (async-bind.ts).
 installCheapAsyncBind();
 
-/**
- * Which HTTP/2 client the upstream sessions run on: node:http2 (the default), or under
- * `MESHLET_H2_FRAMING=meshlet` our own framing layer (src/http/h2/client.ts), which reproduces the
- * parts of node's ClientHttp2Session and ClientHttp2Stream used here. Read once at load.
- */
-const DEFAULT_H2_FRAMING: 'node' | 'meshlet' = process.env.MESHLET_H2_FRAMING === 'meshlet' ? 'meshlet' : 'node';
-
 /** Opens an upstream HTTP/2 session on node:http2 or on our framing layer (the one place its objects are taken as node's). */
 function connectHttp2(authority: string, options: http2.SecureClientSessionOptions, meshlet: boolean): http2.ClientHttp2Session {
   if (meshlet) return connectH2(authority, options as Parameters<typeof connectH2>[1]) as unknown as http2.ClientHttp2Session;
@@ -108,7 +102,7 @@ export class UpstreamPools {
 
   constructor(opts: UpstreamPoolOptions = {}) {
     const { onHandshake, ...rest } = opts;
-    this.opts = { keepAliveMs: 60_000, connectTimeoutMs: 10_000, drainMs: 30_000, h2Framing: DEFAULT_H2_FRAMING, ...rest } as Required<UpstreamPoolOptions>;
+    this.opts = { keepAliveMs: 60_000, connectTimeoutMs: 10_000, drainMs: 30_000, ...rest, h2Framing: rest.h2Framing ?? defaultH2Framing() } as Required<UpstreamPoolOptions>;
     this.tls = new ClientTls(onHandshake);
   }
 
