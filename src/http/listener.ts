@@ -241,9 +241,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     // WebSockets as extended CONNECT streams on their HTTP/2 connection.
     settings: { maxHeaderListSize: maxHeaderBytes, maxConcurrentStreams: 1000, initialWindowSize: 1024 * 1024, enableConnectProtocol: true },
   };
-  const h2 = http2.createServer(h2Options);
   const onH2Stream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]): void => serveStream(stream, headers, rawHeaders, h2Handler);
-  h2.on('stream', onH2Stream);
   const minStreams = opts.prematureResetMinStreams ?? 100;
   const sessions = new Set<http2.ServerHttp2Session>();
   /** Per session: streams opened, reset prematurely, open now (none open: idle, overload may close it). */
@@ -290,20 +288,26 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     });
     session.on('error', (err) => log.debug({ err, listener: opts.name }, 'http2 session error'));
   };
-  h2.on('session', onH2Session);
-  h2.on('sessionError', (err) => log.debug({ err, listener: opts.name }, 'http2 session error'));
   /**
-   * An HTTP/2 connection (preface seen, or ALPN h2) goes to node:http2 or to our own framing
-   * layer (src/http/h2/), which reproduces the parts of node's session and stream the stack uses:
-   * the one place its objects are taken as node's.
+   * An HTTP/2 connection (preface seen, or ALPN h2) goes to our own framing layer (src/http/h2/),
+   * which reproduces the parts of node's session and stream the stack uses (this is the one place
+   * its objects are taken as node's), or to node:http2, whose server is built only in that case.
+   * Either way onH2Session registers the session's one 'error' log.
    */
-  const serveHttp2: (socket: net.Socket | tls.TLSSocket) => void =
-    framing === 'meshlet'
-      ? (socket) => {
-          const s = serveH2(socket, h2Options, (session) => onH2Session(session as unknown as http2.ServerHttp2Session), onH2Stream as unknown as H2StreamListener);
-          s.on('error', (err: Error) => log.debug({ err, listener: opts.name }, 'http2 session error'));
-        }
-      : (socket) => h2.emit('connection', socket);
+  const serveHttp2 = ((): ((socket: net.Socket | tls.TLSSocket) => void) => {
+    if (framing === 'meshlet') {
+      const onSession = (session: unknown): void => onH2Session(session as http2.ServerHttp2Session);
+      const onStream = onH2Stream as unknown as H2StreamListener;
+      return (socket) => {
+        serveH2(socket, h2Options, onSession, onStream);
+      };
+    }
+    const h2 = http2.createServer(h2Options);
+    h2.on('stream', onH2Stream);
+    h2.on('session', onH2Session);
+    h2.on('sessionError', (err) => log.debug({ err, listener: opts.name }, 'http2 session error'));
+    return (socket) => h2.emit('connection', socket);
+  })();
 
   /**
    * Open connections, oldest first, each with "is it idle now?": closing an idle one loses no
