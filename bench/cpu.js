@@ -6,7 +6,7 @@
  * /proc/PID/stat, summed over the proxy processes) ÷ requests is far less sensitive to the other
  * load on the machine than req/s or latency; run it alternating two builds (`--dist`) for an A/B.
  *
- *   node bench/cpu.js [--paths h1,h2,grpc,hop,hop-h1,hop-h2] [-n 20000] [-r 3] [--dist DIR] [--prof DIR] [--gc] [--callgrind]
+ *   node bench/cpu.js [--paths h1,h2,grpc,hop,hop-h1,hop-h2] [-n 20000] [-r 3] [--dist DIR] [--prof DIR] [--gc] [--callgrind] [--soak SECONDS]
  *
  * Paths (the upstream is nginx on core 0, the load h2load on core 0, the sidecars on core 1):
  *   h1      HTTP/1.1 through the full-chain sidecar (bench/lib/configs.js `full`), h2load --h1, 64 conns
@@ -33,6 +33,10 @@
  * request (load-independent: the instructions of an idle window as long as the run are subtracted;
  * it serves ~5-20 req/s, so use -n 300), read with callgrind_control. --callgrind-keep DIR keeps the
  * dumps (numbered in order: warm-up, measured, idle window, per process) for callgrind_annotate.
+ * --soak SECONDS [--soak-rate 1000] [--soak-warmup S]: a soak instead of N requests (one build, -r 1):
+ * each path at a fixed rate for SECONDS, RSS of each proxy sampled every second, and the verdict per
+ * proxy (flat within ±5 %: bench/lib/soak.js). E.g. `--paths grpc,hop-h2 --soak 600 -r 1` soaks
+ * meshlet's HTTP/2 framing, server and client.
  * Prints one line per path and round (CPU µs per request, and in brackets the part of it spent in the
  * kernel: stime; system calls and the loopback TCP work they run), then the median per path, as text
  * and (--json) JSON.
@@ -45,6 +49,7 @@ const { parseArgs } = require('node:util');
 const procs = require('./lib/procs');
 const configs = require('./lib/configs');
 const grpcLib = require('./lib/grpc');
+const soakLib = require('./lib/soak');
 
 const { values: o } = parseArgs({
   options: {
@@ -58,6 +63,9 @@ const { values: o } = parseArgs({
     callgrind: { type: 'boolean', default: false },
     gc: { type: 'boolean', default: false },
     'callgrind-keep': { type: 'string' },
+    soak: { type: 'string' },
+    'soak-rate': { type: 'string', default: '1000' },
+    'soak-warmup': { type: 'string' },
   },
 });
 const N = Number(o.n);
@@ -89,7 +97,10 @@ function log(s) {
 
 function h2load(args) {
   const r = spawnSync('taskset', ['-c', String(LOAD_CPU), 'h2load', ...args], { encoding: 'utf8', timeout: 300_000 });
-  const out = `${r.stdout}${r.stderr}`;
+  return h2loadSummary(`${r.stdout}${r.stderr}`);
+}
+
+function h2loadSummary(out) {
   const m = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out);
   if (!m) throw new Error(`h2load: no summary\n${out}`);
   const s = /status codes: (\d+) 2xx/.exec(out);
@@ -177,8 +188,54 @@ function gcSince(ps, sizes) {
   return g;
 }
 
-/** Warm-up (N/4, not measured), then N requests; CPU µs per request over `ps`. */
+/**
+ * --soak SECONDS: instead of N requests, h2load at a fixed rate (--soak-rate, 1,000 req/s, spread
+ * over its connections with --rps) for SECONDS, while each process's RSS is sampled every second
+ * and printed every 30 s; the verdict per process is bench/lib/soak.js's (least-squares trend and
+ * floor within ±5 % after --soak-warmup, default min(60 s, a quarter)). A leak in the upstream
+ * HTTP/2 client shows on sidecar A of the hop-h2 path, one in the server on B, and both on the
+ * full-chain sidecar of the grpc path.
+ */
+async function soakMeasure(ps, args) {
+  const seconds = Number(o.soak);
+  const warmupS = o['soak-warmup'] !== undefined ? Number(o['soak-warmup']) : Math.min(60, seconds / 4);
+  if (!(seconds >= 60 && warmupS >= 0 && warmupS <= seconds - 30)) throw new Error('--soak needs >= 60 s, and --soak-warmup must leave 30 s after it');
+  const clients = Number(/^-c(\d+)$/.exec(args.find((a) => /^-c\d+$/.test(a)))[1]);
+  const rps = Math.max(1, Math.round(Number(o['soak-rate']) / clients));
+  const samples = ps.map(() => []);
+  const t0 = Date.now();
+  const c0 = cpuOf(ps);
+  const sample = () => ps.forEach((p, i) => samples[i].push({ t: (Date.now() - t0) / 1000, v: procs.memory(p.pid).rssKb }));
+  const mb = (kb) => (kb / 1024).toFixed(1);
+  let last = 0;
+  const report = () => {
+    const t = (Date.now() - t0) / 1000;
+    const w = samples.map((xs) => xs.filter((x) => x.t > last && x.t <= t).map((x) => x.v));
+    last = t;
+    log(`  soak t=${String(Math.round(t)).padStart(5)} s  ${ps.map((p, i) => `${p.name} RSS ${mb(Math.min(...w[i]))}..${mb(Math.max(...w[i]))} MB`).join('  ')}  CPU ${(cpuOf(ps) - c0).toFixed(1)} s`);
+  };
+  sample();
+  const fine = setInterval(sample, 1000);
+  const every = setInterval(report, 30_000);
+  let r;
+  try {
+    const res = await procs.run('h2load', ['-D', String(seconds), '--rps', String(rps), ...args], { cpu: LOAD_CPU, timeoutMs: (seconds + 120) * 1000 });
+    r = h2loadSummary(`${res.stdout}${res.stderr}`);
+  } finally {
+    clearInterval(fine);
+    clearInterval(every);
+  }
+  sample();
+  if ((Date.now() - t0) / 1000 - last > 5) report();
+  const cpu = cpuOf(ps) - c0;
+  if (r.failed || r.ok < r.done) throw new Error(`soak: ${r.ok}/${r.done} 2xx, ${r.failed} failed\n${r.out}`);
+  const procsOut = ps.map((p, i) => ({ name: p.name, ...soakLib.rssVerdict(samples[i], warmupS) }));
+  return { soak: true, seconds, warmupS, rate: rps * clients, done: r.done, reqPerSec: r.done / seconds, usPerReq: (cpu * 1e6) / r.done, procs: procsOut };
+}
+
+/** Warm-up (N/4, not measured), then N requests; CPU µs per request over `ps` (or --soak). */
 function measure(ps, args) {
+  if (o.soak) return soakMeasure(ps, args);
   h2load(['-n', String(o.callgrind ? N : Math.max(1000, N >> 2)), ...args]);
   if (o.callgrind) instructions(ps);
   const c0 = cpuOf(ps);
@@ -231,11 +288,11 @@ async function onePass(dist, add) {
     {
       // Under callgrind (~20 req/s) a few requests at a time, or they queue past the route's timeout.
       const c = o.callgrind ? ['-c2', '-m2'] : ['-c16', '-m16'];
-      if (paths.includes('h1')) add('h1', measure([sc], ['--h1', '-t1', o.callgrind ? '-c4' : '-c64', '-m1', '-H', ':authority: upstream', url]));
-      if (paths.includes('h2')) add('h2', measure([sc], ['-t1', ...c, '-H', ':authority: upstream', url]));
+      if (paths.includes('h1')) add('h1', await measure([sc], ['--h1', '-t1', o.callgrind ? '-c4' : '-c64', '-m1', '-H', ':authority: upstream', url]));
+      if (paths.includes('h2')) add('h2', await measure([sc], ['-t1', ...c, '-H', ':authority: upstream', url]));
       if (paths.includes('grpc')) {
         const a = ['-t1', ...c, '-d', grpc.requestFile, '-H', 'content-type: application/grpc', '-H', 'te: trailers', '-H', `:authority: ${grpcLib.AUTHORITY}`, `http://127.0.0.1:${out}${grpcLib.METHOD_PATH}`];
-        add('grpc', measure([sc], a));
+        add('grpc', await measure([sc], a));
       }
     }
     await sc.stop(5000);
@@ -254,7 +311,7 @@ async function onePass(dist, add) {
     const url = `http://127.0.0.1:${out}/item`;
     const first = spawnSync('curl', ['-s', '-o', '/dev/null', '-D', '-', '-H', 'host: upstream', url, url], { encoding: 'utf8', timeout: 120_000 }).stdout;
     if (!/x-cache: HIT/i.test(first)) throw new Error(`cache path: the second request is not a HIT:\n${first}`);
-    add('cache', measure([sc], ['--h1', '-t1', o.callgrind ? '-c4' : '-c16', '-m1', '-H', ':authority: upstream', url]));
+    add('cache', await measure([sc], ['--h1', '-t1', o.callgrind ? '-c4' : '-c16', '-m1', '-H', ':authority: upstream', url]));
     await sc.stop(5000);
   }
 
@@ -306,7 +363,7 @@ async function hopPass(dist, add, hops, identities) {
   for (const h of hops) {
     apply(h);
     await procs.sleep(1500);
-    add(h, measure([a, b], ['--h1', '-t1', o.callgrind ? '-c4' : '-c64', '-m1', '-H', ':authority: echo', url]));
+    add(h, await measure([a, b], ['--h1', '-t1', o.callgrind ? '-c4' : '-c64', '-m1', '-H', ':authority: echo', url]));
   }
   await a.stop(5000);
   await b.stop(5000);
@@ -325,11 +382,17 @@ async function main() {
   const results = {};
   const add = (k, r) => {
     (results[k] ??= []).push(r);
+    if (r.soak) {
+      for (const p of r.procs) log(`${k.padEnd(8)} soak ${p.name}: ${p.pass ? 'PASS' : 'FAIL'} ${p.summary} (RSS ${(p.rssMinKb / 1024).toFixed(1)}..${(p.rssMaxKb / 1024).toFixed(1)} MB after warm-up)`);
+      log(`${k.padEnd(8)} soak: ${r.done} requests in ${r.seconds} s at ${r.rate} req/s asked, all 2xx; ${r.usPerReq.toFixed(1)} us/req`);
+      return;
+    }
     const gc = r.bytesPerReq === undefined ? '' : `  ${Math.round(r.bytesPerReq)} B/req allocated, ${r.promotedPerReq.toFixed(1)} B/req promoted, ${r.scavengesPer10k.toFixed(1)} scavenges/10k req, ${r.marks} mark-compact, scavenge pause p50 ${r.scavengePauseMs.toFixed(2)} ms max ${r.scavengePauseMaxMs.toFixed(2)}`;
     const sys = r.sysUsPerReq === undefined ? '' : ` (kernel ${r.sysUsPerReq.toFixed(1)})`;
     log(`${k.padEnd(8)} ${r.usPerReq.toFixed(1).padStart(7)} ${UNIT}${sys}  ${Math.round(r.reqPerSec).toString().padStart(6)} req/s  core ${r.coreBusyPct.toFixed(0)}%${gc}`);
   };
 
+  if (o.soak && (ROUNDS !== 1 || DISTS.length !== 1 || o.callgrind)) throw new Error('--soak runs one build, one round (-r 1), without --callgrind');
   for (let round = 0; round < ROUNDS; round++) {
     for (const dist of DISTS) {
       const tag = DISTS.length > 1 ? `${dist}:` : '';
@@ -337,6 +400,15 @@ async function main() {
     }
   }
   await procs.stopAll();
+  if (o.soak) {
+    const all = Object.values(results).flat();
+    if (o.json) console.log(JSON.stringify({ dist: o.dist, soak: Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, rs[0]])) }));
+    const failed = all.flatMap((r) => r.procs.filter((p) => !p.pass).map((p) => p.name));
+    console.log(failed.length ? `soak FAIL: ${failed.join(', ')}` : `soak PASS: ${Object.keys(results).join(', ')}`);
+    fs.rmSync(tmp, { recursive: true, force: true });
+    if (failed.length) process.exitCode = 1;
+    return;
+  }
   const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
   const summary = Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, { usPerReq: median(rs.map((r) => r.usPerReq)), reqPerSec: median(rs.map((r) => r.reqPerSec)), rounds: rs.map((r) => +r.usPerReq.toFixed(1)), ...(o.gc ? { bytesPerReq: Math.round(median(rs.map((r) => r.bytesPerReq))), scavengesPer10k: +median(rs.map((r) => r.scavengesPer10k)).toFixed(1) } : {}) }]));
   if (o.json) console.log(JSON.stringify({ dist: o.dist, n: N, loadavg: os.loadavg(), summary }));

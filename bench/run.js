@@ -24,6 +24,7 @@ const configs = require('./lib/configs');
 const report = require('./lib/report');
 const grpcLib = require('./lib/grpc');
 const h2loadLib = require('./lib/h2load');
+const soakLib = require('./lib/soak');
 const openloop = require('./lib/openloop');
 
 const ROOT = path.resolve(__dirname, '..');
@@ -991,21 +992,6 @@ async function cacheHitBench(p) {
   }
 }
 
-/** Least-squares line through (t, v): { slope, intercept }. */
-function fitLine(points) {
-  const n = points.length;
-  const mt = points.reduce((a, p) => a + p.t, 0) / n;
-  const mv = points.reduce((a, p) => a + p.v, 0) / n;
-  let num = 0;
-  let den = 0;
-  for (const p of points) {
-    num += (p.t - mt) * (p.v - mv);
-    den += (p.t - mt) ** 2;
-  }
-  const slope = den > 0 ? num / den : 0;
-  return { slope, intercept: mv - slope * mt };
-}
-
 /**
  * The soak: the full-chain sidecar at 1,000 req/s for `--soak-minutes`. RSS is sampled every
  * second and reported every 30 s (mean, min, max of the window). A Node process's RSS is a GC
@@ -1054,35 +1040,12 @@ async function soakRun(cli, dir, cores) {
   await proc.stop();
   await ctx.proc.stop();
 
-  const after = fine.filter((x) => x.t >= warmupS);
-  const tStart = after[0].t;
-  const tEnd = after[after.length - 1].t;
-  const { slope, intercept } = fitLine(after);
-  const fitStart = intercept + slope * tStart;
-  const trendPct = ((slope * (tEnd - tStart)) / fitStart) * 100;
-  const third = (tEnd - tStart) / 3;
-  // The floor is the 10th percentile, not the minimum: one sample caught mid-compaction is not it.
-  const p10 = (xs) => xs.sort((a, b) => a - b)[Math.floor((xs.length - 1) * 0.1)];
-  const floorFirst = p10(after.filter((x) => x.t <= tStart + third).map((x) => x.v));
-  const floorLast = p10(after.filter((x) => x.t >= tEnd - third).map((x) => x.v));
-  const floorPct = ((floorLast - floorFirst) / floorFirst) * 100;
   const postWindows = windows.filter((w) => !w.warm);
   const base = postWindows[0] ?? windows[windows.length - 1];
   const winDevs = postWindows.map((w) => ((w.meanKb - base.meanKb) / base.meanKb) * 100);
-  const verdict = {
-    trendPct,
-    trendKbPerMin: slope * 60,
-    floorPct,
-    floorFirstKb: floorFirst,
-    floorLastKb: floorLast,
-    windowMeanMinPct: Math.min(...winDevs),
-    windowMeanMaxPct: Math.max(...winDevs),
-    rssMinKb: Math.min(...after.map((x) => x.v)),
-    rssMaxKb: Math.max(...after.map((x) => x.v)),
-    pass: Math.abs(trendPct) <= 5 && Math.abs(floorPct) <= 5,
-  };
-  const sign = (x) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}%`;
-  verdict.summary = `trend ${sign(trendPct)}, floor ${sign(floorPct)} over ${((tEnd - tStart) / 60).toFixed(1)} min`;
+  const verdict = { ...soakLib.rssVerdict(fine, warmupS), windowMeanMinPct: Math.min(...winDevs), windowMeanMaxPct: Math.max(...winDevs) };
+  const { trendPct, floorPct, floorFirstKb: floorFirst, floorLastKb: floorLast } = verdict;
+  const sign = soakLib.sign;
   const ph = res.phases[0].targets[0];
   const out = { startedAt: startedAt.toISOString(), minutes, everyS, warmupS, windows, samples: fine.map((x) => [Math.round(x.t * 10) / 10, x.v]), verdict, load: ph, env: environment(cores) };
   const lines = [
