@@ -81,9 +81,9 @@ export interface ListenerOptions {
   /** Connections open at once from one client address; more are closed at once (0 or absent: no limit). */
   maxConnectionsPerClient?: number;
   /**
-   * Which HTTP/2 framing serves this listener's HTTP/2 connections: `node` (node:http2, the
-   * default) or `meshlet` (src/http/h2/, our own framing layer, behind this flag until it has
-   * proven itself). Default: the `MESHLET_H2_FRAMING` environment variable, else `node`.
+   * Which HTTP/2 framing serves this listener's HTTP/2 connections: `meshlet` (src/http/h2/, our
+   * own framing layer) or `node` (node:http2, the fallback). Default: the `MESHLET_H2_FRAMING`
+   * environment variable, else `meshlet`.
    */
   h2Framing?: H2Framing;
 }

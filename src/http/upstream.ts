@@ -31,8 +31,9 @@ export interface UpstreamPoolOptions {
   /** Every outbound TLS handshake's result (metrics): ok, or the failure's code. */
   onHandshake?: (result: 'ok' | 'wrong_identity' | 'failed', code?: string) => void;
   /**
-   * The HTTP/2 client upstream sessions run on: `node` (node:http2) or `meshlet` (our framing
-   * layer, src/http/h2/client.ts). Default: `meshlet` when MESHLET_H2_FRAMING=meshlet, else `node`.
+   * The HTTP/2 client upstream sessions run on: `meshlet` (our framing layer,
+   * src/http/h2/client.ts) or `node` (node:http2, the fallback). Default: the
+   * `MESHLET_H2_FRAMING` environment variable, else `meshlet`.
    */
   h2Framing?: H2Framing;
 }

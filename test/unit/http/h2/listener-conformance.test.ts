@@ -82,9 +82,10 @@ async function connError(t: Test, framing: H2Framing, c: RawH2, code: number, wh
 }
 
 t.test('MESHLET_H2_FRAMING picks the framing; anything else is refused by name', async (t) => {
-  t.equal(defaultH2Framing({}), 'node', 'node:http2 by default');
-  t.equal(defaultH2Framing({ MESHLET_H2_FRAMING: '' }), 'node');
+  t.equal(defaultH2Framing({}), 'meshlet', "meshlet's own framing by default");
+  t.equal(defaultH2Framing({ MESHLET_H2_FRAMING: '' }), 'meshlet');
   t.equal(defaultH2Framing({ MESHLET_H2_FRAMING: 'meshlet' }), 'meshlet');
+  t.equal(defaultH2Framing({ MESHLET_H2_FRAMING: 'node' }), 'node', 'node:http2 on request');
   t.throws(() => defaultH2Framing({ MESHLET_H2_FRAMING: 'fast' }), { code: 'ERR_MESHLET_H2_FRAMING', message: /MESHLET_H2_FRAMING=fast: expected one of node, meshlet/ });
 });
 
