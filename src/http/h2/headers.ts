@@ -379,6 +379,52 @@ function failResponse(head: ResponseHead, why: string): ResponseHead {
   return head;
 }
 
+/**
+ * HAND-WRITTEN HOT PATH (once per upstream request, src/http/upstream.ts). The field list of a
+ * request head built straight from a proxy's flat `[name, value, ...]` list, with no header
+ * object in between: what `requestFields` makes of the object `{ ':method', ':path',
+ * ':authority', ':scheme', ...the list }`, the same fields in the same order. Undefined, and
+ * nothing refused, when the list has anything that object would treat otherwise (a name
+ * repeated, merged there into one entry; an empty, pseudo, digit-led, connection-specific,
+ * non-ASCII or space-holding name; `te` other than "trailers"): the caller then builds the object, which
+ * refuses or reorders as before. One array, of the exact length (the object and the list grown
+ * push by push were ~1.1 KB per request on a sidecar-to-sidecar hop).
+ */
+export function requestFieldsOf(method: string, path: string, authority: string, scheme: string, raw: readonly string[]): string[] | undefined {
+  const n = raw.length & ~1;
+  const out = new Array<string>(8 + n);
+  out[0] = ':method';
+  out[1] = method;
+  out[2] = ':path';
+  out[3] = path;
+  out[4] = ':authority';
+  out[5] = authority;
+  out[6] = ':scheme';
+  out[7] = scheme;
+  for (let i = 0; i < n; i += 2) {
+    const key = raw[i]!;
+    const c = key.charCodeAt(0);
+    // Empty, ':' (a pseudo-header), a digit (an integer-like key goes first in an object).
+    if (key.length === 0 || c === 0x3a || (c >= 0x30 && c <= 0x39)) return undefined;
+    // As the object's `key.toLowerCase()` (ASCII only here), without a new string for a name
+    // already in lower case.
+    let upper = false;
+    for (let k = 0; k < key.length; k++) {
+      const ch = key.charCodeAt(k);
+      if (ch === 0x20 || ch >= 0x80) return undefined;
+      if (ch >= 0x41 && ch <= 0x5a) upper = true;
+    }
+    const name = upper ? key.toLowerCase() : key;
+    if (CONNECTION_SPECIFIC.has(name)) return undefined;
+    const value = raw[i + 1]!;
+    if (name === 'te' && value !== 'trailers') return undefined;
+    for (let j = 8; j < 8 + i; j += 2) if (out[j] === name) return undefined;
+    out[8 + i] = name;
+    out[9 + i] = value;
+  }
+  return out;
+}
+
 /** The pseudo-headers a request may carry (node's mapToHeaders refuses others). */
 const REQUEST_PSEUDO = new Set([':method', ':scheme', ':authority', ':path', ':protocol']);
 
