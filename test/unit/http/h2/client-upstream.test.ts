@@ -178,7 +178,7 @@ t.test('the request head as the server gets it, on both framings: the field-list
   const sessions = new Set<http2.ServerHttp2Session>();
   srv.on('session', (s) => (sessions.add(s), s.on('error', () => undefined)));
   const seen: string[][] = [];
-  srv.on('stream', (s, _h, _f, raw: string[]) => {
+  srv.on('stream', (s: http2.ServerHttp2Stream, _h: http2.IncomingHttpHeaders, _f: number, raw: string[]) => {
     s.on('error', () => undefined);
     seen.push(raw);
     s.respond({ ':status': 200 });
