@@ -33,6 +33,7 @@
 import * as http2 from 'node:http2';
 import { Readable } from 'node:stream';
 import { H1Response } from './h1-server';
+import { H2Stream } from './h2/stream';
 
 const { HTTP2_HEADER_STATUS } = http2.constants;
 
@@ -319,6 +320,12 @@ export function serveStream(
     // DATA that came in the same read as the HEADERS is buffered already ('stream' is emitted on
     // the next tick): counted here.
     req.bodyBytes = stream.readableLength;
+  } else if (stream instanceof H2Stream) {
+    // No body (END_STREAM on the HEADERS): nobody reads this stream's readable side, which holds
+    // only its EOF. Reading it now ends it (its 'end' on the next tick), so that the stream is
+    // destroyed as soon as the response ends; read at that point instead, it was resumed, kept
+    // in the session's lingering set and destroyed from a once('end') listener two ticks later.
+    stream.read();
   }
   const method = headers[':method'];
   if (method === 'CONNECT' && headers[':protocol'] === undefined) {

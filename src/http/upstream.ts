@@ -15,7 +15,8 @@ import type * as tls from 'node:tls';
 import { connect as tlsConnect } from 'node:tls';
 import type { MeshTls } from '../security/tls';
 import { H1Pool } from './h1-client';
-import { connect as connectH2 } from './h2/client';
+import { connect as connectH2, H2ClientSession } from './h2/client';
+import { requestFieldsOf } from './h2/headers';
 import { defaultH2Framing, type H2Framing } from './h2/framing';
 import { UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall, type UpstreamRequest, type UpstreamTarget } from './upstream-types';
 
@@ -212,6 +213,8 @@ function noCertificate(identity: string): tls.ConnectionOptions {
 
 class H2Connection {
   private readonly session: http2.ClientHttp2Session;
+  /** The same session when it runs on our framing layer (it takes a request head as a field list). */
+  private readonly ours: H2ClientSession | undefined;
   private connected = false;
   /** The peer's SETTINGS arrived: it speaks HTTP/2. */
   private settled = false;
@@ -247,6 +250,7 @@ class H2Connection {
         return s;
       },
     }, meshletFraming);
+    this.ours = this.session instanceof H2ClientSession ? this.session : undefined;
     const gone = (): void => {
       this.dead = true;
       onGone();
@@ -281,25 +285,16 @@ class H2Connection {
   }
 
   request(req: UpstreamRequest, sink: ResponseSink): UpstreamCall {
-    const h: http2.OutgoingHttpHeaders = {
-      ':method': req.method,
-      ':path': req.path,
-      ':authority': req.authority,
-      ':scheme': this.scheme,
-    };
-    const raw = req.headers;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i] as string;
-      const value = raw[i + 1] as string;
-      const prev = h[name];
-      if (prev === undefined) h[name] = value;
-      else if (Array.isArray(prev)) prev.push(value);
-      else h[name] = [String(prev), value];
-    }
     const x = new H2Exchange(this, sink);
+    const endStream = req.body === null;
     let stream: http2.ClientHttp2Stream;
     try {
-      stream = this.session.request(h, { endStream: req.body === null });
+      // Our framing takes the head as a field list built straight from the flat header list (no
+      // header object to build, enumerate and flatten again); anything that list cannot carry
+      // as the object would (requestFieldsOf says) goes through the object, as node:http2's does.
+      const fields = this.ours !== undefined ? requestFieldsOf(req.method, req.path, req.authority, this.scheme, req.headers) : undefined;
+      if (fields !== undefined) stream = this.ours!.requestWith(fields, endStream) as unknown as http2.ClientHttp2Stream;
+      else stream = this.session.request(headerObject(req, this.scheme), { endStream });
     } catch (err) {
       x.fail(err as Error);
       return x;
@@ -337,6 +332,28 @@ class H2Connection {
   destroy(): void {
     this.session.destroy();
   }
+}
+
+/**
+ * The head as node:http2's `request` takes it. A null-prototype object, so that a field named
+ * like an inherited property (`constructor`, `toString`, `__proto__`) is a field like any other.
+ */
+function headerObject(req: UpstreamRequest, scheme: string): http2.OutgoingHttpHeaders {
+  const h = Object.create(null) as http2.OutgoingHttpHeaders;
+  h[':method'] = req.method;
+  h[':path'] = req.path;
+  h[':authority'] = req.authority;
+  h[':scheme'] = scheme;
+  const raw = req.headers;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const value = raw[i + 1] as string;
+    const prev = h[name];
+    if (prev === undefined) h[name] = value;
+    else if (Array.isArray(prev)) prev.push(value);
+    else h[name] = [String(prev), value];
+  }
+  return h;
 }
 
 const EXCHANGE = Symbol('meshlet.h2exchange');

@@ -228,9 +228,21 @@ export class H2ClientSession extends EventEmitter implements FrameSink {
     if (this.isClosed) throw new H2Error('ERR_HTTP2_GOAWAY_SESSION', 'New streams cannot be created after receiving a GOAWAY');
     let h = headers;
     if (h[':method'] === undefined || h[':authority'] === undefined || h[':scheme'] === undefined || h[':path'] === undefined) h = this.withDefaults(h);
-    const fields = requestFields(h);
-    const endStream = options?.endStream === true;
-    const s = new H2ClientStream(this, fields, endStream, h[':method'] === 'HEAD');
+    return this.start(requestFields(h), options?.endStream === true, h[':method'] === 'HEAD');
+  }
+
+  /**
+   * `request` with the head as a checked field list, `:method` first (`requestFieldsOf` in
+   * headers.ts builds it from a proxy's flat header list: src/http/upstream.ts).
+   */
+  requestWith(fields: string[], endStream: boolean): H2ClientStream {
+    if (this.isDestroyed) throw new H2Error('ERR_HTTP2_INVALID_SESSION', 'The session has been destroyed');
+    if (this.isClosed) throw new H2Error('ERR_HTTP2_GOAWAY_SESSION', 'New streams cannot be created after receiving a GOAWAY');
+    return this.start(fields, endStream, fields[1] === 'HEAD');
+  }
+
+  private start(fields: string[], endStream: boolean, head: boolean): H2ClientStream {
+    const s = new H2ClientStream(this, fields, endStream, head);
     if (endStream) s.end();
     if (!this.connecting && this.pending.length === 0 && this.streams.size < this.remoteSettings.maxConcurrentStreams) this.openStream(s);
     else this.pending.push(s);

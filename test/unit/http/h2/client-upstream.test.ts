@@ -172,3 +172,41 @@ t.test('retire(): in-flight requests finish, then the session closes', async (t)
   t.equal((await a.done).status, 204);
   await until(() => pools.counts().http2Sessions === 0);
 });
+
+t.test('the request head as the server gets it, on both framings: the field-list path and the header-object path alike', async (t) => {
+  const srv = http2.createServer();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  srv.on('session', (s) => (sessions.add(s), s.on('error', () => undefined)));
+  const seen: string[][] = [];
+  srv.on('stream', (s: http2.ServerHttp2Stream, _h: http2.IncomingHttpHeaders, _f: number, raw: string[]) => {
+    s.on('error', () => undefined);
+    seen.push(raw);
+    s.respond({ ':status': 200 });
+    s.end();
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  t.teardown(() => {
+    for (const s of sessions) s.destroy();
+    return new Promise<void>((r) => srv.close(() => r()));
+  });
+  const target: UpstreamTarget = { key: `127.0.0.1:${port}`, address: '127.0.0.1', port, protocol: 'http2' };
+  const cases: [string, string[], string[]][] = [
+    ['usual', ['user-agent', 'wrk', 'Accept', '*/*', 'via', '1.1 meshlet', 'te', 'trailers'], ['user-agent', 'wrk', 'accept', '*/*', 'via', '1.1 meshlet', 'te', 'trailers']],
+    ['names like inherited properties', ['constructor', 'c', 'tostring', 't', '__proto__', 'p'], ['constructor', 'c', 'tostring', 't', '__proto__', 'p']],
+    ['a repeated name (merged, as the header object merges it)', ['x-a', '1', 'x-b', '2', 'x-a', '3'], ['x-a', '1', 'x-a', '3', 'x-b', '2']],
+  ];
+  for (const framing of ['meshlet', 'node'] as const) {
+    const pools = new upstream.UpstreamPools({ h2Framing: framing });
+    t.teardown(() => pools.close());
+    for (const [what, headers, want] of cases) {
+      const a = sink();
+      pools.send(target, { method: 'GET', path: '/h', authority: 'up.test', headers, body: null }, a.sink);
+      const r = await a.done;
+      t.equal(r.status, 200, `${framing}, ${what}: answered`);
+      const raw = seen.shift()!;
+      t.same(raw.slice(0, 8), [':method', 'GET', ':path', '/h', ':authority', 'up.test', ':scheme', 'http'], `${framing}, ${what}: pseudo-headers`);
+      t.same(raw.slice(8), want, `${framing}, ${what}: the fields`);
+    }
+  }
+});

@@ -102,6 +102,25 @@ t.test('GET: the head as node builds it, the body, a clean close', async (t) => 
   t.ok(s.id === 1);
 });
 
+t.test('response fields named like inherited properties (constructor, __proto__) are own fields of a null-prototype object, in heads and trailers', async (t) => {
+  const srv = await h2cServer(t, (s) => {
+    s.respond({ ':status': 200, constructor: 'c', ['__proto__' as string]: 'p', 'x-b': ['1', '2'] } as http2.OutgoingHttpHeaders, { waitForTrailers: true });
+    s.on('wantTrailers', () => s.sendTrailers({ constructor: 'tc', ['__proto__' as string]: 'tp' } as http2.OutgoingHttpHeaders));
+    s.end('x');
+  });
+  const c = client(t, srv.port);
+  const o = await outcome(c.request(GET, { endStream: true }));
+  t.equal(o.status, 200);
+  t.equal(Object.getPrototypeOf(o.headers!), null, 'a null-prototype object, as node');
+  t.equal(o.headers!.constructor, 'c');
+  t.equal(Object.getOwnPropertyDescriptor(o.headers!, '__proto__')?.value, 'p');
+  t.equal(o.headers!['x-b'], '1, 2');
+  t.equal(Object.getPrototypeOf(o.trailers!), null);
+  t.equal(o.trailers!.constructor, 'tc');
+  t.equal(Object.getOwnPropertyDescriptor(o.trailers!, '__proto__')?.value, 'tp');
+  t.equal(o.body.toString(), 'x');
+});
+
 t.test('defaults: method, authority, scheme and path filled in as node does', async (t) => {
   const srv = await h2cServer(t, (s, h) => {
     s.respond({ ':status': 200 });

@@ -92,6 +92,33 @@ t.test('GET: header object and raw list as node builds them; Date added; flags',
   t.equal(seen!.head, false);
 });
 
+t.test('fields named like inherited properties (constructor, __proto__, toString) are own fields of a null-prototype object, in heads and trailers', async (t) => {
+  let head: http2.IncomingHttpHeaders | undefined;
+  let trailers: http2.IncomingHttpHeaders | undefined;
+  const { client } = await withServer(t, (stream, headers) => {
+    head = headers;
+    stream.on('trailers', (tr: http2.IncomingHttpHeaders) => (trailers = tr));
+    readAll(stream).then((b) => {
+      stream.respond({ ':status': 200 });
+      stream.end(b);
+    });
+  });
+  const r = await request(client, { ':method': 'POST', ':path': '/', constructor: 'c', ['__proto__' as string]: 'p', tostring: 't', 'x-a': ['1', '2'] }, 'body', { trailers: { constructor: 'tc', ['__proto__' as string]: 'tp', 'x-t': '1' } as http2.OutgoingHttpHeaders });
+  t.equal(r.status, 200);
+  t.equal(r.body.toString(), 'body');
+  t.ok(head);
+  t.equal(Object.getPrototypeOf(head!), null, 'a null-prototype object');
+  t.equal(head!.constructor, 'c', 'constructor: the field, not an inherited function');
+  t.equal(Object.getOwnPropertyDescriptor(head!, '__proto__')?.value, 'p', '__proto__: an own field');
+  t.equal(head!.tostring, 't');
+  t.equal(head!['x-a'], '1, 2', 'a repeated field joined');
+  t.ok(trailers);
+  t.equal(Object.getPrototypeOf(trailers!), null);
+  t.equal(trailers!.constructor, 'tc');
+  t.equal(Object.getOwnPropertyDescriptor(trailers!, '__proto__')?.value, 'tp');
+  t.equal(trailers!['x-t'], '1');
+});
+
 t.test('POST bodies echoed: empty, small, and 3 MiB both ways with slow readers (flow control)', async (t) => {
   let paused: H2Stream | undefined;
   const { srv, client } = await withServer(t, (stream, headers) => {
@@ -521,6 +548,54 @@ t.test("src/http/h2-server.ts unchanged on these streams: serveStream, countingP
   t.equal(c.status, 417);
   const d = await request(client, { ':path': '/', ':method': 'POST', expect: '100-continue' }, 'x');
   t.equal(d.status, 200);
+});
+
+t.test('bodiless requests through serveStream: answered at once, later, or reset by the client first: each stream closes, none lingers', async (t) => {
+  const events: string[] = [];
+  let resetSeen: (() => void) | undefined;
+  const { srv, client } = await withServer(t, (stream, headers, _flags, raw) => {
+    const path = headers[':path'];
+    stream.on('end', () => events.push(`${path} end`));
+    stream.on('close', () => events.push(`${path} close ${stream.rstCode}`));
+    serveStream(stream as unknown as http2.ServerHttp2Stream, headers, raw, (req: H2Request, res: H2Response) => {
+      t.equal(req.body, null, 'no body');
+      if (path === '/now') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('now');
+      } else if (path === '/later') {
+        setTimeout(() => {
+          res.respond({ ':status': 200, 'content-length': '5' });
+          res.write(Buffer.from('la'));
+          res.write(Buffer.from('ter'));
+          res.end();
+        }, 20);
+      } else {
+        // Never answered: the client resets it.
+        resetSeen?.();
+      }
+    });
+  });
+  const a = await request(client, { ':path': '/now' });
+  t.equal(a.status, 200);
+  t.equal(a.body.toString(), 'now');
+  const b = await request(client, { ':path': '/later' });
+  t.equal(b.status, 200);
+  t.equal(b.body.toString(), 'later');
+  const seen = new Promise<void>((r) => (resetSeen = r));
+  const c = client.request({ ':path': '/reset' }, { endStream: true });
+  c.on('error', () => undefined);
+  await seen;
+  c.close(http2.constants.NGHTTP2_CANCEL);
+  await until(() => events.includes(`/reset close ${http2.constants.NGHTTP2_CANCEL}`), 3000, 'the reset stream closed');
+  await until(() => srv.streams.size === 0, 3000, 'every stream closed');
+  for (const p of ['/now', '/later']) {
+    t.ok(events.includes(`${p} end`), `${p}: its readable side ended`);
+    t.ok(events.includes(`${p} close 0`), `${p}: closed cleanly`);
+    t.ok(events.indexOf(`${p} end`) < events.indexOf(`${p} close 0`), `${p}: 'end' before 'close'`);
+  }
+  const session = [...srv.sessions][0]!;
+  t.equal(session.lingering.size, 0, 'no stream left lingering');
+  t.equal(session.openStreams, 0);
 });
 
 t.test("destroy(code), a session 'error', 'goaway' and 'remoteSettings' events, a socket closed before serveH2", async (t) => {
