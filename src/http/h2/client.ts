@@ -77,6 +77,8 @@ const CONGESTED = 256 * 1024;
 /** Socket bytes unsent over which a server's PING or SETTINGS is refused (it does not read our answers). */
 const FLOOD = 4 * 1024 * 1024;
 const MAX_STREAM_ID = 0x7fffffff;
+/** After our GOAWAY and FIN: how long the socket reads on (and drops) what the server still sends. */
+const LINGER_MS = 1000;
 
 /**
  * Opens an HTTP/2 connection to `authority` (`http://host:port` or `https://host:port`), as
@@ -686,7 +688,8 @@ export class H2ClientSession extends EventEmitter implements FrameSink {
       if (!this.connecting) {
         this.writer.goaway(0, code);
         this.flush();
-        socket.end(() => socket.destroy());
+        socket.end();
+        linger(socket);
       } else socket.destroy();
     }
     const ws = this.drainWaiters;
@@ -704,6 +707,19 @@ export class H2ClientSession extends EventEmitter implements FrameSink {
     this.isClosed = true;
     this.destroy(err);
   }
+}
+
+/**
+ * Closing a socket that has unread bytes makes the kernel send RST, and a server that gets the
+ * RST may drop our GOAWAY unread (its code lost). So after end() the socket reads on, the bytes
+ * dropped (the parser has stopped), until the server closes its side (net's allowHalfOpen is
+ * off: the socket is destroyed then) or LINGER_MS pass.
+ */
+function linger(socket: net.Socket): void {
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  socket.resume();
 }
 
 function maybeDestroySession(s: H2ClientSession): void {

@@ -528,3 +528,33 @@ t.test('the session closes gracefully after a GOAWAY once its last stream ends; 
   t.equal(g3.code, ErrorCode.ENHANCE_YOUR_CALM);
   t.equal(p3.errors[0]?.code, 'ERR_HTTP2_SESSION_ERROR');
 });
+
+t.test('after a connection error the client reads on until the server closes (no RST that loses the GOAWAY)', async (t) => {
+  // Found by client-fuzz.test.ts: the client destroyed its socket right after end() with the
+  // server's bytes still coming, so its kernel reset the connection; the server's next write
+  // failed (EPIPE) and destroyed its socket before it had read our GOAWAY: the code was lost.
+  // Now the socket stays open, reading and dropping, until the server closes its side.
+  const { c, conn } = await pair(t);
+  const done = outcome(c.request(GET, { endStream: true }));
+  await conn.request(1);
+  // The server is busy writing: it reads (our GOAWAY, our FIN) only at the end.
+  conn.socket.pause();
+  const resets: string[] = [];
+  conn.socket.on('error', (e: NodeJS.ErrnoException) => resets.push(String(e.code)));
+  conn.headers(1, [':status', '200'], false);
+  conn.w.frame(FrameType.PING, 0, 0, Buffer.alloc(7)); // FRAME_SIZE_ERROR
+  conn.send();
+  const o = await done;
+  t.equal(o.error?.code, 'ERR_H2_PROTOCOL');
+  await sessionClosed(c);
+  for (let i = 0; i < 20 && !conn.socket.destroyed; i++) {
+    conn.w.frame(0xee, 0, 0, Buffer.alloc(1000));
+    conn.send();
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  t.same(resets, [], 'the server saw no reset');
+  conn.socket.resume();
+  const g = await conn.waitFor((f) => f.type === 'GOAWAY');
+  t.equal(g.code, ErrorCode.FRAME_SIZE_ERROR);
+  await until(() => conn.closed && c.socket.destroyed);
+});
