@@ -10,10 +10,10 @@
 import * as net from 'node:net';
 import t, { type Test } from 'tap';
 import { connect, type H2ClientSession } from '../../../../src/http/h2/client';
-import { ErrorCode, FrameParser, FrameType, FrameWriter, Flags, Setting, type FrameSink } from '../../../../src/http/h2/frames';
+import { ErrorCode, FrameParser, FrameType, FrameWriter, Flags, Setting } from '../../../../src/http/h2/frames';
 import { HpackDecoder, HpackEncoder } from '../../../../src/http/h2/hpack';
 import { outcome, sessionClosed } from './client-lib';
-import { until, type RawFrame } from './lib';
+import { recorder, until, type RawFrame } from './lib';
 
 /** One connection of the fake server: the client's frames decoded, and a writer for ours. */
 class RawConn {
@@ -23,20 +23,7 @@ class RawConn {
   private readonly dec = new HpackDecoder();
   closed = false;
   constructor(readonly socket: net.Socket) {
-    const frames = this.frames;
-    const dec = this.dec;
-    const sink: FrameSink = {
-      onData: (id, data, end) => frames.push({ type: 'DATA', id, data: Buffer.from(data), end }),
-      onHeaders: (id, block, end) => frames.push({ type: 'HEADERS', id, headers: dec.decode(block), end }),
-      onRstStream: (id, code) => frames.push({ type: 'RST_STREAM', id, code }),
-      onSettings: (ack, params) => frames.push({ type: 'SETTINGS', id: 0, ack, params }),
-      onPing: (ack, p) => frames.push({ type: 'PING', id: 0, ack, data: Buffer.from(p) }),
-      onGoaway: (last, code) => frames.push({ type: 'GOAWAY', id: 0, last, code }),
-      onWindowUpdate: (id, increment) => frames.push({ type: 'WINDOW_UPDATE', id, increment }),
-      onStreamError: () => undefined,
-      onConnectionError: (code) => frames.push({ type: 'PARSE_ERROR', id: 0, code }),
-    };
-    const parser = new FrameParser(sink, { expectPreface: true, maxFrameSize: 16_777_215 });
+    const parser = new FrameParser(recorder(this.frames, this.dec), { expectPreface: true, maxFrameSize: 16_777_215 });
     socket.on('data', (c: Buffer) => parser.push(c));
     socket.on('close', () => (this.closed = true));
     socket.on('error', () => undefined);

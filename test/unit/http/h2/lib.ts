@@ -83,6 +83,21 @@ export interface RawFrame {
   last?: number;
 }
 
+/** A frame sink that records every frame decoded (header blocks through `dec`) into `frames`. */
+export function recorder(frames: RawFrame[], dec: HpackDecoder): FrameSink {
+  return {
+    onData: (id, data, end) => frames.push({ type: 'DATA', id, data: Buffer.from(data), end }),
+    onHeaders: (id, block, end) => frames.push({ type: 'HEADERS', id, headers: dec.decode(block), end }),
+    onRstStream: (id, code) => frames.push({ type: 'RST_STREAM', id, code }),
+    onSettings: (ack, params) => frames.push({ type: 'SETTINGS', id: 0, ack, params }),
+    onPing: (ack, p) => frames.push({ type: 'PING', id: 0, ack, data: Buffer.from(p) }),
+    onGoaway: (last, code) => frames.push({ type: 'GOAWAY', id: 0, last, code }),
+    onWindowUpdate: (id, increment) => frames.push({ type: 'WINDOW_UPDATE', id, increment }),
+    onStreamError: () => undefined,
+    onConnectionError: (code) => frames.push({ type: 'PARSE_ERROR', id: 0, code }),
+  };
+}
+
 /** A client on a raw socket: sends frames as given, collects the server's frames decoded. */
 export class RawClient {
   readonly socket: net.Socket;
@@ -95,20 +110,7 @@ export class RawClient {
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
-    const frames = this.frames;
-    const dec = this.dec;
-    const sink: FrameSink = {
-      onData: (id, data, end) => frames.push({ type: 'DATA', id, data: Buffer.from(data), end }),
-      onHeaders: (id, block, end) => frames.push({ type: 'HEADERS', id, headers: dec.decode(block), end }),
-      onRstStream: (id, code) => frames.push({ type: 'RST_STREAM', id, code }),
-      onSettings: (ack, params) => frames.push({ type: 'SETTINGS', id: 0, ack, params }),
-      onPing: (ack, p) => frames.push({ type: 'PING', id: 0, ack, data: Buffer.from(p) }),
-      onGoaway: (last, code) => frames.push({ type: 'GOAWAY', id: 0, last, code }),
-      onWindowUpdate: (id, increment) => frames.push({ type: 'WINDOW_UPDATE', id, increment }),
-      onStreamError: () => undefined,
-      onConnectionError: (code) => frames.push({ type: 'PARSE_ERROR', id: 0, code }),
-    };
-    this.parser = new FrameParser(sink, { maxFrameSize: 16_777_215 });
+    this.parser = new FrameParser(recorder(this.frames, this.dec), { maxFrameSize: 16_777_215 });
     socket.on('data', (c: Buffer) => this.parser.push(c));
     socket.on('close', () => (this.closed = true));
     socket.on('error', () => undefined);
