@@ -22,18 +22,8 @@ import t from 'tap';
 import { connect, type H2ClientSession, type H2ClientStream } from '../../../../src/http/h2/client';
 import { ErrorCode, FrameParser, FrameType, FrameWriter, Flags, Setting, type FrameSink } from '../../../../src/http/h2/frames';
 import { HpackEncoder } from '../../../../src/http/h2/hpack';
+import { seeded } from './lib';
 
-/** mulberry32: a small seeded PRNG (as fuzz.test.ts). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SEED = Number(process.env.H2_FUZZ_SEED ?? 20_261_204);
 const CONNECTIONS = Number(process.env.H2_FUZZ_CONNECTIONS ?? 1000);
@@ -80,14 +70,7 @@ const RESPONSE = (status = 200, extra: string[] = []): string[] => [':status', S
 
 t.test(`our client against a fuzzing server (seed ${SEED}, ${CONNECTIONS} connections)`, async (t) => {
   t.comment(`H2_FUZZ_SEED=${SEED}`);
-  const rnd = prng(SEED);
-  const int = (n: number): number => Math.floor(rnd() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
-  const bytes = (n: number): Buffer => {
-    const b = Buffer.allocUnsafe(n);
-    for (let i = 0; i < n; i++) b[i] = int(256);
-    return b;
-  };
+  const { rnd, int, pick, bytes } = seeded(SEED);
 
   let uncaught = 0;
   const errs: string[] = [];

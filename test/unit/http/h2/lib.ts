@@ -61,6 +61,26 @@ export async function startServer(onStream: H2StreamListener, opts: H2ServerOpti
   };
 }
 
+/** A seeded PRNG (mulberry32; fast-check is not among the devDependencies) and helpers drawing from it, for the fuzz tests. */
+export function seeded(seed: number): { rnd: () => number; int: (n: number) => number; pick: <T>(xs: readonly T[]) => T; bytes: (n: number) => Buffer } {
+  let a = seed >>> 0;
+  const rnd = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = a;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (n: number): number => Math.floor(rnd() * n);
+  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
+  const bytes = (n: number): Buffer => {
+    const b = Buffer.allocUnsafe(n);
+    for (let i = 0; i < n; i++) b[i] = int(256);
+    return b;
+  };
+  return { rnd, int, pick, bytes };
+}
+
 /** Waits until `cond()` holds (polling), or fails after `ms`. */
 export async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
   const end = Date.now() + ms;
