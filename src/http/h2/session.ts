@@ -18,21 +18,17 @@
  * - flow control both ways: a peer exceeding our windows gets FLOW_CONTROL_ERROR; our credit goes
  *   back as the application reads (stream.ts); our DATA waits for the peer's windows; a window
  *   over 2^31-1 is a FLOW_CONTROL_ERROR; DATA on a closed or half-closed stream → STREAM_CLOSED.
- * - frames produced in one turn of the event loop go out in one socket write (a `setImmediate`
- *   flush, after every I/O callback of that turn, as node's own session schedules its writes;
- *   several buffers through cork/uncork, i.e. one writev). A microtask flush wrote once per
- *   callback instead: a gRPC call's response (HEADERS, DATA, trailers arriving from upstream in
- *   separate reads) cost ~23% more CPU that way (bench/cpu.js A/B, docs/performance.md).
+ * - writing (one socket write per turn of the event loop) and connection credit: output.ts.
  *
  * HAND-WRITTEN HOT-PATH CODE (the issue's measured hot path: every HTTP/2 request).
  */
-import { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders } from 'node:http2';
 import type * as net from 'node:net';
 import type * as tls from 'node:tls';
-import { DEFAULT_WINDOW, ErrorCode, FrameParser, FrameWriter, H2ProtocolError, MAX_WINDOW, Setting, type FrameSink } from './frames';
+import { DEFAULT_WINDOW, ErrorCode, FrameParser, H2ProtocolError, MAX_WINDOW, Setting, type FrameSink } from './frames';
 import { H2Error, requestHead, trailerHead } from './headers';
-import { HpackDecoder, HpackEncoder } from './hpack';
+import { HpackDecoder } from './hpack';
+import { H2Output } from './output';
 import { H2Stream, type StreamHost } from './stream';
 
 export { H2Stream } from './stream';
@@ -56,10 +52,6 @@ export interface H2ServerOptions {
 
 export type H2StreamListener = (stream: H2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => void;
 
-/** Socket bytes (queued here and in the socket) over which stream writes wait for 'drain'. */
-const CONGESTED = 256 * 1024;
-/** Socket bytes unsent over which a peer's PING or SETTINGS is refused (it does not read our answers). */
-const FLOOD = 4 * 1024 * 1024;
 
 /**
  * Serves HTTP/2 on `socket` (a paused socket with the preface still unread is fine):
@@ -73,20 +65,13 @@ export function serveH2(socket: net.Socket | tls.TLSSocket, opts: H2ServerOption
   return s;
 }
 
-export class H2Session extends EventEmitter implements FrameSink, StreamHost {
+export class H2Session extends H2Output<H2Stream> implements FrameSink, StreamHost {
   readonly type = 0;
-  /** @internal */
-  readonly encoder = new HpackEncoder();
-  /** @internal */
-  readonly writer = new FrameWriter();
-  /** @internal Bytes the peer lets us send on the connection. */
-  sendWindow = DEFAULT_WINDOW;
   /** @internal goaway code sent or received, or the code destroy() was given (streams destroyed with it). */
   sessionCode: number = ErrorCode.NO_ERROR;
   /** The highest stream id the client opened. */
   lastStreamId = 0;
   readonly localSettings: { maxHeaderListSize: number; maxConcurrentStreams: number; initialWindowSize: number; enableConnectProtocol: boolean };
-  readonly remoteSettings = { headerTableSize: 4096, enablePush: true, maxConcurrentStreams: 0xffffffff, initialWindowSize: DEFAULT_WINDOW, maxFrameSize: 16_384, maxHeaderListSize: 0xffffffff, enableConnectProtocol: false };
 
   private readonly decoder = new HpackDecoder({ maxTableSize: 4096 });
   private readonly parser: FrameParser;
@@ -94,19 +79,10 @@ export class H2Session extends EventEmitter implements FrameSink, StreamHost {
   /** @internal Streams closed on the wire whose body the application has not read to the end (destroyed with the session). */
   readonly lingering = new Set<H2Stream>();
   private readonly maxPairs: number;
-  private readonly connWindow: number;
-  private recvWindow = DEFAULT_WINDOW;
-  private connUnacked = 0;
   private settingsAcked = false;
   private isClosed = false;
   private isDestroyed = false;
   private goawaySent = false;
-  private flushQueued = false;
-  private readonly flushFn = (): void => this.flush();
-  private tails: H2Stream[] = [];
-  private windowWaiters: H2Stream[] = [];
-  private drainWaiters: (() => void)[] = [];
-  private drainHooked = false;
 
   constructor(
     readonly socket: net.Socket | tls.TLSSocket,
@@ -168,132 +144,6 @@ export class H2Session extends EventEmitter implements FrameSink, StreamHost {
     }
     this.flush();
     socket.resume();
-  }
-
-  // ------------------------------------------------------------------------------ writing
-
-  /** @internal Frames were queued: one flush after this turn of the event loop's I/O callbacks. */
-  scheduleFlush(): void {
-    if (this.flushQueued) return;
-    this.flushQueued = true;
-    setImmediate(this.flushFn);
-  }
-
-  /** @internal A stream holds a DATA frame back until the flush (so END_STREAM can ride on it). */
-  queueTail(s: H2Stream): void {
-    s.tailQueued = true;
-    this.tails.push(s);
-    this.scheduleFlush();
-  }
-
-  private flush(): void {
-    this.flushQueued = false;
-    const tails = this.tails;
-    if (tails.length > 0) {
-      this.tails = [];
-      for (let i = 0; i < tails.length; i++) {
-        const s = tails[i]!;
-        s.tailQueued = false;
-        s.emitTail(false);
-      }
-    }
-    const w = this.writer;
-    if (w.empty) return;
-    const bufs = w.take();
-    const socket = this.socket;
-    if (socket.destroyed || !socket.writable) return;
-    if (bufs.length === 1) socket.write(bufs[0]!);
-    else {
-      socket.cork();
-      for (let i = 0; i < bufs.length; i++) socket.write(bufs[i]!);
-      socket.uncork();
-    }
-    if (this.drainWaiters.length > 0) this.releaseDrainWaiters();
-  }
-
-  /** @internal A stream write went into the frame queue: its callback now, or when the socket drains. */
-  afterWrite(cb: () => void): void {
-    if (this.writer.queued + this.socket.writableLength < CONGESTED) {
-      cb();
-      return;
-    }
-    this.drainWaiters.push(cb);
-    this.scheduleFlush();
-  }
-
-  private releaseDrainWaiters(): void {
-    const socket = this.socket;
-    if (socket.writableNeedDrain) {
-      if (!this.drainHooked) {
-        this.drainHooked = true;
-        socket.once('drain', () => {
-          this.drainHooked = false;
-          this.releaseDrainWaiters();
-        });
-      }
-      return;
-    }
-    const ws = this.drainWaiters;
-    this.drainWaiters = [];
-    for (let i = 0; i < ws.length; i++) ws[i]!();
-  }
-
-  /** @internal A stream has data and stream window but no connection window. */
-  waitForWindow(s: H2Stream): void {
-    if (s.blocked) return;
-    s.blocked = true;
-    this.windowWaiters.push(s);
-  }
-
-  /** @internal */
-  stopWaiting(s: H2Stream): void {
-    s.blocked = false;
-    const i = this.windowWaiters.indexOf(s);
-    if (i >= 0) this.windowWaiters.splice(i, 1);
-  }
-
-  private resumeWaiters(): void {
-    const ws = this.windowWaiters;
-    this.windowWaiters = [];
-    for (let i = 0; i < ws.length; i++) {
-      const s = ws[i]!;
-      s.blocked = false;
-      s.resumeSend();
-    }
-  }
-
-  /** @internal Request body bytes taken by the application: credit back to the peer (batched to half a window). */
-  credit(s: H2Stream, n: number): void {
-    const c = (this.connUnacked += n);
-    if (c >= this.connWindow >> 1) {
-      this.writer.windowUpdate(0, c);
-      this.recvWindow += c;
-      this.connUnacked = 0;
-      this.scheduleFlush();
-    }
-    if (s.remoteEnded) return;
-    const u = (s.unacked += n);
-    if (u >= this.localSettings.initialWindowSize >> 1) {
-      this.writer.windowUpdate(s.id, u);
-      s.recvWindow += u;
-      s.unacked = 0;
-      this.scheduleFlush();
-    }
-  }
-
-  private connCredit(n: number): void {
-    const c = (this.connUnacked += n);
-    if (c >= this.connWindow >> 1) {
-      this.writer.windowUpdate(0, c);
-      this.recvWindow += c;
-      this.connUnacked = 0;
-      this.scheduleFlush();
-    }
-  }
-
-  private rst(id: number, code: number): void {
-    this.writer.rstStream(id, code);
-    this.scheduleFlush();
   }
 
   // ------------------------------------------------------------------------------ frames in
@@ -387,46 +237,8 @@ export class H2Session extends EventEmitter implements FrameSink, StreamHost {
       this.settingsAcked = true;
       return;
     }
-    if (this.flooded()) return;
-    const rs = this.remoteSettings;
-    let delta = 0;
-    for (let i = 0; i < params.length; i += 2) {
-      const v = params[i + 1]!;
-      switch (params[i]) {
-        case Setting.HEADER_TABLE_SIZE:
-          rs.headerTableSize = v;
-          this.encoder.setMaxTableSize(Math.min(v, 4096));
-          break;
-        case Setting.ENABLE_PUSH:
-          rs.enablePush = v === 1;
-          break;
-        case Setting.MAX_CONCURRENT_STREAMS:
-          rs.maxConcurrentStreams = v;
-          break;
-        case Setting.INITIAL_WINDOW_SIZE:
-          delta += v - rs.initialWindowSize;
-          for (const s of this.streams.values()) {
-            s.sendWindow += v - rs.initialWindowSize;
-            if (s.sendWindow > MAX_WINDOW) return this.onConnectionError(ErrorCode.FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE overflows a stream window');
-          }
-          rs.initialWindowSize = v;
-          break;
-        case Setting.MAX_FRAME_SIZE:
-          rs.maxFrameSize = v;
-          this.writer.maxFrameSize = v;
-          break;
-        case Setting.MAX_HEADER_LIST_SIZE:
-          rs.maxHeaderListSize = v;
-          break;
-        case Setting.ENABLE_CONNECT_PROTOCOL:
-          rs.enableConnectProtocol = v === 1;
-          break;
-      }
-    }
-    this.writer.settingsAck();
-    this.scheduleFlush();
-    if (delta > 0) for (const s of this.streams.values()) s.resumeSend();
-    if (this.listenerCount('remoteSettings') > 0) this.emit('remoteSettings', rs);
+    if (this.flooded() || !this.applySettings(params, this.streams)) return;
+    if (this.listenerCount('remoteSettings') > 0) this.emit('remoteSettings', this.remoteSettings);
   }
 
   /** @internal FrameSink */
@@ -477,7 +289,7 @@ export class H2Session extends EventEmitter implements FrameSink, StreamHost {
 
   /** The peer does not read what we send: its PINGs and SETTINGS are refused (ENHANCE_YOUR_CALM). */
   private flooded(): boolean {
-    if (this.socket.writableLength + this.writer.queued < FLOOD) return false;
+    if (!this.overFlood()) return false;
     this.onConnectionError(ErrorCode.ENHANCE_YOUR_CALM, 'control frames flood');
     return true;
   }
@@ -536,16 +348,13 @@ export class H2Session extends EventEmitter implements FrameSink, StreamHost {
     for (const s of streams) s.destroy(err);
     this.streams.clear();
     this.lingering.clear();
-    this.windowWaiters = [];
     const socket = this.socket;
     if (!socket.destroyed) {
       this.writer.goaway(this.lastStreamId, code);
       this.flush();
       socket.end(() => socket.destroy());
     }
-    const ws = this.drainWaiters;
-    this.drainWaiters = [];
-    for (const cb of ws) cb();
+    this.releaseWaiters();
     process.nextTick(emitClose, this, err);
   }
 

@@ -10,10 +10,10 @@
 import * as net from 'node:net';
 import t, { type Test } from 'tap';
 import { connect, type H2ClientSession } from '../../../../src/http/h2/client';
-import { ErrorCode, FrameParser, FrameType, FrameWriter, Flags, Setting, type FrameSink } from '../../../../src/http/h2/frames';
+import { ErrorCode, FrameParser, FrameType, FrameWriter, Flags, Setting } from '../../../../src/http/h2/frames';
 import { HpackDecoder, HpackEncoder } from '../../../../src/http/h2/hpack';
 import { outcome, sessionClosed } from './client-lib';
-import { until, type RawFrame } from './lib';
+import { recorder, until, type RawFrame } from './lib';
 
 /** One connection of the fake server: the client's frames decoded, and a writer for ours. */
 class RawConn {
@@ -23,20 +23,7 @@ class RawConn {
   private readonly dec = new HpackDecoder();
   closed = false;
   constructor(readonly socket: net.Socket) {
-    const frames = this.frames;
-    const dec = this.dec;
-    const sink: FrameSink = {
-      onData: (id, data, end) => frames.push({ type: 'DATA', id, data: Buffer.from(data), end }),
-      onHeaders: (id, block, end) => frames.push({ type: 'HEADERS', id, headers: dec.decode(block), end }),
-      onRstStream: (id, code) => frames.push({ type: 'RST_STREAM', id, code }),
-      onSettings: (ack, params) => frames.push({ type: 'SETTINGS', id: 0, ack, params }),
-      onPing: (ack, p) => frames.push({ type: 'PING', id: 0, ack, data: Buffer.from(p) }),
-      onGoaway: (last, code) => frames.push({ type: 'GOAWAY', id: 0, last, code }),
-      onWindowUpdate: (id, increment) => frames.push({ type: 'WINDOW_UPDATE', id, increment }),
-      onStreamError: () => undefined,
-      onConnectionError: (code) => frames.push({ type: 'PARSE_ERROR', id: 0, code }),
-    };
-    const parser = new FrameParser(sink, { expectPreface: true, maxFrameSize: 16_777_215 });
+    const parser = new FrameParser(recorder(this.frames, this.dec), { expectPreface: true, maxFrameSize: 16_777_215 });
     socket.on('data', (c: Buffer) => parser.push(c));
     socket.on('close', () => (this.closed = true));
     socket.on('error', () => undefined);
@@ -527,4 +514,34 @@ t.test('the session closes gracefully after a GOAWAY once its last stream ends; 
   const g3 = await p3.conn.waitFor((f) => f.type === 'GOAWAY');
   t.equal(g3.code, ErrorCode.ENHANCE_YOUR_CALM);
   t.equal(p3.errors[0]?.code, 'ERR_HTTP2_SESSION_ERROR');
+});
+
+t.test('after a connection error the client reads on until the server closes (no RST that loses the GOAWAY)', async (t) => {
+  // Found by client-fuzz.test.ts: the client destroyed its socket right after end() with the
+  // server's bytes still coming, so its kernel reset the connection; the server's next write
+  // failed (EPIPE) and destroyed its socket before it had read our GOAWAY: the code was lost.
+  // Now the socket stays open, reading and dropping, until the server closes its side.
+  const { c, conn } = await pair(t);
+  const done = outcome(c.request(GET, { endStream: true }));
+  await conn.request(1);
+  // The server is busy writing: it reads (our GOAWAY, our FIN) only at the end.
+  conn.socket.pause();
+  const resets: string[] = [];
+  conn.socket.on('error', (e: NodeJS.ErrnoException) => resets.push(String(e.code)));
+  conn.headers(1, [':status', '200'], false);
+  conn.w.frame(FrameType.PING, 0, 0, Buffer.alloc(7)); // FRAME_SIZE_ERROR
+  conn.send();
+  const o = await done;
+  t.equal(o.error?.code, 'ERR_H2_PROTOCOL');
+  await sessionClosed(c);
+  for (let i = 0; i < 20 && !conn.socket.destroyed; i++) {
+    conn.w.frame(0xee, 0, 0, Buffer.alloc(1000));
+    conn.send();
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  t.same(resets, [], 'the server saw no reset');
+  conn.socket.resume();
+  const g = await conn.waitFor((f) => f.type === 'GOAWAY');
+  t.equal(g.code, ErrorCode.FRAME_SIZE_ERROR);
+  await until(() => conn.closed && c.socket.destroyed);
 });

@@ -10,34 +10,15 @@ import * as http2 from 'node:http2';
 import t from 'tap';
 import { CLIENT_PREFACE, encodeFrame, Flags, FrameType, FrameWriter, Setting } from '../../../../src/http/h2/frames';
 import { HpackEncoder } from '../../../../src/http/h2/hpack';
-import { RawClient, startServer, until, GET, POST } from './lib';
-
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { RawClient, seeded, startServer, until, GET, POST } from './lib';
 
 const SEED = Number(process.env.H2_FUZZ_SEED ?? Date.now() % 1_000_000);
 const CONNECTIONS = 1000;
 
 t.test(`random frame sequences (seed ${SEED})`, async (t) => {
-  const rnd = prng(SEED);
-  const int = (n: number): number => Math.floor(rnd() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
-  const bytes = (n: number): Buffer => {
-    const b = Buffer.allocUnsafe(n);
-    for (let i = 0; i < n; i++) b[i] = int(256);
-    return b;
-  };
+  const { rnd, int, pick, bytes } = seeded(SEED);
   // The server's choices draw from their own generator: the client plans stay the same for a seed.
-  const srvRnd = prng(SEED + 1);
+  const srvRnd = seeded(SEED + 1).rnd;
   let uncaught = 0;
   const onUncaught = (): void => void uncaught++;
   process.on('uncaughtException', onUncaught);

@@ -61,6 +61,26 @@ export async function startServer(onStream: H2StreamListener, opts: H2ServerOpti
   };
 }
 
+/** A seeded PRNG (mulberry32; fast-check is not among the devDependencies) and helpers drawing from it, for the fuzz tests. */
+export function seeded(seed: number): { rnd: () => number; int: (n: number) => number; pick: <T>(xs: readonly T[]) => T; bytes: (n: number) => Buffer } {
+  let a = seed >>> 0;
+  const rnd = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = a;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (n: number): number => Math.floor(rnd() * n);
+  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
+  const bytes = (n: number): Buffer => {
+    const b = Buffer.allocUnsafe(n);
+    for (let i = 0; i < n; i++) b[i] = int(256);
+    return b;
+  };
+  return { rnd, int, pick, bytes };
+}
+
 /** Waits until `cond()` holds (polling), or fails after `ms`. */
 export async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
   const end = Date.now() + ms;
@@ -83,6 +103,21 @@ export interface RawFrame {
   last?: number;
 }
 
+/** A frame sink that records every frame decoded (header blocks through `dec`) into `frames`. */
+export function recorder(frames: RawFrame[], dec: HpackDecoder): FrameSink {
+  return {
+    onData: (id, data, end) => frames.push({ type: 'DATA', id, data: Buffer.from(data), end }),
+    onHeaders: (id, block, end) => frames.push({ type: 'HEADERS', id, headers: dec.decode(block), end }),
+    onRstStream: (id, code) => frames.push({ type: 'RST_STREAM', id, code }),
+    onSettings: (ack, params) => frames.push({ type: 'SETTINGS', id: 0, ack, params }),
+    onPing: (ack, p) => frames.push({ type: 'PING', id: 0, ack, data: Buffer.from(p) }),
+    onGoaway: (last, code) => frames.push({ type: 'GOAWAY', id: 0, last, code }),
+    onWindowUpdate: (id, increment) => frames.push({ type: 'WINDOW_UPDATE', id, increment }),
+    onStreamError: () => undefined,
+    onConnectionError: (code) => frames.push({ type: 'PARSE_ERROR', id: 0, code }),
+  };
+}
+
 /** A client on a raw socket: sends frames as given, collects the server's frames decoded. */
 export class RawClient {
   readonly socket: net.Socket;
@@ -95,20 +130,7 @@ export class RawClient {
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
-    const frames = this.frames;
-    const dec = this.dec;
-    const sink: FrameSink = {
-      onData: (id, data, end) => frames.push({ type: 'DATA', id, data: Buffer.from(data), end }),
-      onHeaders: (id, block, end) => frames.push({ type: 'HEADERS', id, headers: dec.decode(block), end }),
-      onRstStream: (id, code) => frames.push({ type: 'RST_STREAM', id, code }),
-      onSettings: (ack, params) => frames.push({ type: 'SETTINGS', id: 0, ack, params }),
-      onPing: (ack, p) => frames.push({ type: 'PING', id: 0, ack, data: Buffer.from(p) }),
-      onGoaway: (last, code) => frames.push({ type: 'GOAWAY', id: 0, last, code }),
-      onWindowUpdate: (id, increment) => frames.push({ type: 'WINDOW_UPDATE', id, increment }),
-      onStreamError: () => undefined,
-      onConnectionError: (code) => frames.push({ type: 'PARSE_ERROR', id: 0, code }),
-    };
-    this.parser = new FrameParser(sink, { maxFrameSize: 16_777_215 });
+    this.parser = new FrameParser(recorder(this.frames, this.dec), { maxFrameSize: 16_777_215 });
     socket.on('data', (c: Buffer) => this.parser.push(c));
     socket.on('close', () => (this.closed = true));
     socket.on('error', () => undefined);

@@ -3,43 +3,20 @@
  * (including frames no well-behaved client sends: bad padding, interleaved CONTINUATION, zero
  * window increments) and reads the server's frames into a queue. Request header blocks use HPACK
  * literals without indexing and without Huffman (RFC 7541 6.2.2), which every decoder must take;
- * response blocks are decoded with meshlet's own HPACK decoder.
+ * response blocks are decoded with meshlet's own HPACK decoder. Frame types, flags, error codes
+ * and the frame header come from the codec (src/http/h2/frames.ts).
  */
 import * as net from 'node:net';
+import { CLIENT_PREFACE as PREFACE, encodeFrame as frame, Flags as F, FrameType as T } from '../../../../../src/http/h2/frames';
 import { HpackDecoder } from '../../../../../src/http/h2/hpack';
 
-export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-
-export const T = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const;
-export const F = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4, PADDED: 0x8, PRIORITY: 0x20 } as const;
-export const E = {
-  NO_ERROR: 0,
-  PROTOCOL_ERROR: 1,
-  INTERNAL_ERROR: 2,
-  FLOW_CONTROL_ERROR: 3,
-  SETTINGS_TIMEOUT: 4,
-  STREAM_CLOSED: 5,
-  FRAME_SIZE_ERROR: 6,
-  REFUSED_STREAM: 7,
-  CANCEL: 8,
-  COMPRESSION_ERROR: 9,
-  ENHANCE_YOUR_CALM: 11,
-} as const;
+export { CLIENT_PREFACE as PREFACE, FrameType as T, Flags as F, ErrorCode as E, encodeFrame as frame } from '../../../../../src/http/h2/frames';
 
 export interface Frame {
   type: number;
   flags: number;
   stream: number;
   payload: Buffer;
-}
-
-export function frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(stream >>> 0, 5);
-  return Buffer.concat([h, payload]);
 }
 
 function hpackInt(value: number, prefixBits: number, first: number): number[] {
