@@ -44,7 +44,7 @@ import { H2ClientStream } from './client-stream';
 import { CLIENT_PREFACE, DEFAULT_WINDOW, ErrorCode, FrameParser, H2ProtocolError, MAX_WINDOW, Setting, type FrameSink } from './frames';
 import { H2Error, requestFields, responseHead, trailerHead } from './headers';
 import { HpackDecoder } from './hpack';
-import { H2Output } from './output';
+import { H2Output, linger } from './output';
 
 export { H2ClientStream } from './client-stream';
 
@@ -72,8 +72,6 @@ export interface H2ClientRequestOptions {
 }
 
 const MAX_STREAM_ID = 0x7fffffff;
-/** After our GOAWAY and FIN: how long the socket reads on (and drops) what the server still sends. */
-const LINGER_MS = 1000;
 
 /**
  * Opens an HTTP/2 connection to `authority` (`http://host:port` or `https://host:port`), as
@@ -538,19 +536,6 @@ export class H2ClientSession extends H2Output<H2ClientStream> implements FrameSi
     this.isClosed = true;
     this.destroy(err);
   }
-}
-
-/**
- * Closing a socket that has unread bytes makes the kernel send RST, and a server that gets the
- * RST may drop our GOAWAY unread (its code lost). So after end() the socket reads on, the bytes
- * dropped (the parser has stopped), until the server closes its side (net's allowHalfOpen is
- * off: the socket is destroyed then) or LINGER_MS pass.
- */
-function linger(socket: net.Socket): void {
-  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
-  timer.unref();
-  socket.once('close', () => clearTimeout(timer));
-  socket.resume();
 }
 
 function maybeDestroySession(s: H2ClientSession): void {

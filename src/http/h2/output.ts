@@ -28,6 +28,23 @@ import { HpackEncoder } from './hpack';
 const CONGESTED = 256 * 1024;
 /** Socket bytes unsent over which a peer's PING or SETTINGS is refused (it does not read our answers). */
 export const FLOOD = 4 * 1024 * 1024;
+/** After our GOAWAY and FIN: how long the socket reads on (and drops) what the peer still sends. */
+const LINGER_MS = 1000;
+
+/**
+ * A lingering close, for a session that has ended its socket after a GOAWAY. Closing a socket
+ * that has unread bytes makes the kernel send RST, and a peer that gets the RST may drop our
+ * GOAWAY unread (its error code lost; found by the client's fuzz test). So after end() the socket
+ * reads on, the bytes dropped (the session's parser has stopped), until the peer closes its side
+ * (allowHalfOpen is off: the socket is destroyed then) or LINGER_MS pass (nginx's lingering_close
+ * does the same on HTTP/1.1).
+ */
+export function linger(socket: net.Socket): void {
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  socket.resume();
+}
 
 /** What the write path needs of a stream (H2Stream, H2ClientStream). */
 export interface OutputStream {

@@ -28,7 +28,7 @@ import type * as tls from 'node:tls';
 import { DEFAULT_WINDOW, ErrorCode, FrameParser, H2ProtocolError, MAX_WINDOW, Setting, type FrameSink } from './frames';
 import { H2Error, requestHead, trailerHead } from './headers';
 import { HpackDecoder } from './hpack';
-import { H2Output } from './output';
+import { H2Output, linger } from './output';
 import { H2Stream, type StreamHost } from './stream';
 
 export { H2Stream } from './stream';
@@ -352,7 +352,8 @@ export class H2Session extends H2Output<H2Stream> implements FrameSink, StreamHo
     if (!socket.destroyed) {
       this.writer.goaway(this.lastStreamId, code);
       this.flush();
-      socket.end(() => socket.destroy());
+      socket.end();
+      linger(socket);
     }
     this.releaseWaiters();
     process.nextTick(emitClose, this, err);

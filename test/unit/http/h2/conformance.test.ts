@@ -403,3 +403,26 @@ t.test('nothing left behind', async (t) => {
   await until(() => srv.sessions.size === 0 && srv.streams.size === 0, 5000, 'sessions and streams closed');
   t.pass();
 });
+
+t.test('after a connection error the server reads on until the client closes (no RST that loses the GOAWAY)', async (t) => {
+  // The server's twin of the client's lingering close (found by client-fuzz.test.ts): destroying
+  // the socket right after end() with the client's bytes still coming made the kernel reset the
+  // connection, and a client busy writing then lost the GOAWAY and its code unread.
+  const c = await client(t);
+  await c.waitFor((f) => f.type === 'SETTINGS' && f.ack === true);
+  // The client is busy writing: it reads (the GOAWAY, the FIN) only at the end.
+  c.socket.pause();
+  const resets: string[] = [];
+  c.socket.on('error', (e: NodeJS.ErrnoException) => resets.push(String(e.code)));
+  c.raw(encodeFrame(FrameType.PING, 0, 0, Buffer.alloc(7))); // FRAME_SIZE_ERROR
+  await until(() => srv.sessions.size === 0, 3000, 'the session closed');
+  for (let i = 0; i < 20 && !c.socket.destroyed; i++) {
+    c.raw(encodeFrame(0xee, 0, 0, Buffer.alloc(1000)));
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  t.same(resets, [], 'the client saw no reset');
+  c.socket.resume();
+  t.equal((await c.goaway()).code, FRAME_SIZE_ERROR);
+  c.socket.end();
+  await until(() => c.closed, 3000, 'the connection closed once the client closed its side');
+});
