@@ -61,7 +61,7 @@ export async function startServer(onStream: H2StreamListener, opts: H2ServerOpti
   };
 }
 
-/** A seeded PRNG (mulberry32; fast-check is not among the devDependencies) and helpers drawing from it, for the fuzz tests. */
+/** A seeded PRNG (mulberry32) and helpers drawing from it, for the fuzz tests: one seed replays a whole run. */
 export function seeded(seed: number): { rnd: () => number; int: (n: number) => number; pick: <T>(xs: readonly T[]) => T; bytes: (n: number) => Buffer } {
   let a = seed >>> 0;
   const rnd = (): number => {
