@@ -1,6 +1,7 @@
 /**
  * Upstream connection pools: one keep-alive `H1Pool` (HTTP/1.1, h1-client.ts) or one multiplexed
- * node:http2 session (h2c, prior knowledge) per endpoint. A request is sent with `send()` and
+ * HTTP/2 session (h2c, prior knowledge; meshlet's own client, src/http/h2/client.ts, or node:http2
+ * with MESHLET_H2_FRAMING=node) per endpoint. A request is sent with `send()` and
  * answered through a small callback interface, so the caller streams the response without an
  * intermediate Readable, pauses the upstream when downstream pushes back, and aborts it when the
  * client goes away.
