@@ -1,8 +1,8 @@
 /**
  * meshlet's own HTTP/2 client connection (issue 20): the upstream side of the framing layer
  * whose server side is session.ts. The sidecar's upstream HTTP/2 sessions (src/http/upstream.ts,
- * `H2Connection`) run on node:http2's client by default; under `MESHLET_H2_FRAMING=meshlet` they
- * run on this, built on the same frame codec (frames.ts), HPACK (hpack.ts) and header rules
+ * `H2Connection`) run on this by default (on node:http2's client with `MESHLET_H2_FRAMING=node`),
+ * built on the same frame codec (frames.ts), HPACK (hpack.ts) and header rules
  * (headers.ts), to drop node's per-request JavaScript session cost on gRPC and h2c upstreams.
  *
  * `H2ClientSession` reproduces the subset of node's `ClientHttp2Session` upstream.ts uses:

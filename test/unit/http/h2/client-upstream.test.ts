@@ -1,6 +1,5 @@
 /**
- * src/http/upstream.ts on meshlet's own HTTP/2 client (`h2Framing: 'meshlet'`, the default under
- * MESHLET_H2_FRAMING=meshlet): what the stack above relies on from the upstream HTTP/2 session — a response
+ * src/http/upstream.ts on meshlet's own HTTP/2 client (`h2Framing: 'meshlet'`, the default): what the stack above relies on from the upstream HTTP/2 session — a response
  * streamed with its trailers, a request body, a GOAWAY racing requests (refused unseen, so
  * retryable), a connection refused (UpstreamConnectError), an HTTP/1.1 server answering the
  * preface (h2PrefaceRefused), an upstream reset (rstCode on the error), an abort (CANCEL to the
