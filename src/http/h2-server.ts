@@ -121,6 +121,12 @@ function onWantTrailers(this: Stream): void {
   }
 }
 
+/** meshlet's own stream (src/http/h2/stream.ts), as `respondFields` tells it from node's. */
+interface FieldsStream {
+  headRequest?: boolean;
+  respondFields?(fields: string[], status: number, options: http2.ServerStreamResponseOptions): void;
+}
+
 /** `respond()` options: shared (node copies them), so no object per response. */
 const ASK_TRAILERS: http2.ServerStreamResponseOptions = { waitForTrailers: true };
 const NO_TRAILERS: http2.ServerStreamResponseOptions = {};
@@ -259,6 +265,28 @@ export class H2Response {
       return;
     }
     stream.respond(headers, NO_TRAILERS);
+  }
+
+  /**
+   * Sends a forwarded head as its field list (src/http/headers.ts `forwardResponseFields`), with no
+   * header object, as `respond` sends the equivalent object. False, and nothing sent, when the
+   * stream is node:http2's (MESHLET_H2_FRAMING=node), which takes objects only.
+   */
+  respondFields(fields: string[], status: number, contentLength: string | undefined, trailers: boolean): boolean {
+    const stream = this.stream as unknown as FieldsStream;
+    if (typeof stream.respondFields !== 'function') return false;
+    if (this.ended || status === 204 || status === 304 || status === 205 || stream.headRequest === true || (!trailers && contentLength === '0')) {
+      stream.respondFields(fields, status, END_STREAM);
+      return true;
+    }
+    if (trailers) {
+      stream.respondFields(fields, status, ASK_TRAILERS);
+      this.asked = true;
+      this.stream.on('wantTrailers', onWantTrailers);
+      return true;
+    }
+    stream.respondFields(fields, status, NO_TRAILERS);
+    return true;
   }
 
   write(chunk: Buffer | string): boolean {

@@ -4,6 +4,7 @@
  * are set. Works on Node's flat `rawHeaders` arrays so a request's headers are walked once and
  * never turned into an object on the hot path.
  */
+import { SINGLE_VALUE, utcDate } from './h2/headers';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1, plus the de-facto ones proxies also strip). */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
@@ -161,6 +162,76 @@ export function forwardResponseHeaders(
   out['via'] = via === undefined ? hop : `${Array.isArray(via) ? via.join(', ') : via}, ${hop}`;
   return out;
 }
+
+/**
+ * HAND-WRITTEN HOT PATH (once per HTTP/2 response on meshlet's own framing). In one pass, the
+ * field list that `responseFields` (src/http/h2/headers.ts) makes of the object
+ * `forwardResponseHeaders(headers, version, viaName)` with `x-meshlet-flags` extended by `flags`
+ * and `:status` set: `:status` first, the same fields in the same order (`via` and the flag
+ * header where the upstream had them, else last), a Date unless the upstream sent one; no header
+ * object in between. Undefined when anything there would go otherwise (a name not lower-case,
+ * digit-led or holding a space; several values of a single-value field; `via` or the flag header
+ * as an array; a status outside 200..599): the caller then takes the object path, which refuses
+ * or reorders as before.
+ */
+export function forwardResponseFields(
+  headers: Record<string, string | string[] | undefined>,
+  status: number,
+  version: string,
+  viaName: string,
+  flags: string,
+): ResponseFields | undefined {
+  if (!(status >= 200 && status <= 599)) return undefined;
+  const conn = headers['connection'];
+  let drop: Set<string> | undefined;
+  if (conn !== undefined) drop = tokensOf(Array.isArray(conn) ? conn.join(',') : conn);
+  const out: string[] = [':status', String(status)];
+  let viaAt = -1;
+  let flagAt = -1;
+  let date = false;
+  let contentLength: string | undefined;
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined || name.charCodeAt(0) === 58) continue;
+    if (HOP_BY_HOP.has(name) || (drop !== undefined && drop.has(name))) continue;
+    if (name === '') continue;
+    const c = name.charCodeAt(0);
+    if ((c >= 48 && c <= 57) || lowerName(name) !== name || name.includes(' ')) return undefined;
+    if (name === 'via' || (name === FLAG && flags !== '')) {
+      if (typeof v !== 'string') return undefined;
+      if (name === 'via') viaAt = out.length + 1;
+      else flagAt = out.length + 1;
+      out.push(name, v);
+      continue;
+    }
+    if (name === 'date') date = true;
+    if (typeof v === 'string') {
+      if (name === 'content-length') contentLength = v;
+      out.push(name, v);
+      continue;
+    }
+    if (v.length > 1 && SINGLE_VALUE.has(name)) return undefined;
+    for (let j = 0; j < v.length; j++) out.push(name, String(v[j]));
+  }
+  const hop = `${version} ${viaName}`;
+  if (viaAt < 0) out.push('via', hop);
+  else out[viaAt] = `${out[viaAt]!}, ${hop}`;
+  if (flags !== '') {
+    if (flagAt < 0) out.push(FLAG, flags);
+    else out[flagAt] = out[flagAt] ? `${out[flagAt]!},${flags}` : flags;
+  }
+  if (!date) out.push('date', utcDate());
+  return { fields: out, contentLength };
+}
+
+/** A forwarded response head as its field list, and its content-length (for the bodiless check). */
+export interface ResponseFields {
+  fields: string[];
+  contentLength: string | undefined;
+}
+
+/** The mesh's response flag header (FLAG_HEADER of src/core/errors.ts). */
+const FLAG = 'x-meshlet-flags';
 
 function stripV4Mapped(a: string): string {
   return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;

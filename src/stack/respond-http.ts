@@ -7,7 +7,7 @@
 import * as http2 from 'node:http2';
 import { FLAG_HEADER, Flags, MeshError } from '../core/errors';
 import { LocalReply, NOOP_CALL, type Handler, type MeshCall } from '../core/layer';
-import { forwardResponseHeaders } from '../http/headers';
+import { forwardResponseFields, forwardResponseHeaders } from '../http/headers';
 import { followResponse, trailersPossible, type H2Response, type ResponseFollower } from '../http/h2-server';
 import type { DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
@@ -42,6 +42,7 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
 
   onResponse(status: number, h: Headers): void {
     const res = this.res;
+    if (this.call.version === '2' && !this.call.responseEdits && this.respondFields(status, h)) return;
     const out = forwardResponseHeaders(h, this.call.version === '2' ? '2' : '1.1', this.ctx.viaName);
     if (this.call.responseEdits) this.call.responseEdits.apply(out);
     const flags = this.call.flags;
@@ -66,6 +67,28 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
       this.upstream.abort(new MeshError('MESH_UPSTREAM_RESET', 'invalid response header'));
       sendLocalRaw(res, 502, Flags.UpstreamReset, 'upstream sent an invalid response header');
     }
+  }
+
+  /**
+   * HTTP/2 on meshlet's own framing, no response edits: the head straight to its field list, no
+   * header object (forwardResponseFields). False when that path does not apply (node's framing,
+   * a head it leaves to the object path): nothing was done then.
+   */
+  private respondFields(status: number, h: Headers): boolean {
+    const res = this.res as H2Response;
+    if (typeof (res.stream as { respondFields?: unknown }).respondFields !== 'function') return false;
+    const head = forwardResponseFields(h, status, '2', this.ctx.viaName, this.call.flags);
+    if (head === undefined) return false;
+    if (res.headersSent || res.destroyed || res.stream.closed) return true;
+    try {
+      res.respondFields(head.fields, status, head.contentLength, trailersPossible(h));
+    } catch (err) {
+      this.ctx.logger.debug({ err }, 'invalid upstream response header');
+      this.finished = true;
+      this.upstream.abort(new MeshError('MESH_UPSTREAM_RESET', 'invalid response header'));
+      sendLocalRaw(res, 502, Flags.UpstreamReset, 'upstream sent an invalid response header');
+    }
+    return true;
   }
 
   onData(chunk: Buffer): boolean {

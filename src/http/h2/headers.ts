@@ -23,7 +23,7 @@ export class H2Error extends Error {
 }
 
 /** node's kSingleValueHeaders: a repeated one keeps its first value in the header object. */
-const SINGLE_VALUE = new Set([
+export const SINGLE_VALUE: ReadonlySet<string> = new Set([
   ':status',
   ':method',
   ':authority',
@@ -237,7 +237,7 @@ function clearDate(): void {
   cachedDate = undefined;
 }
 /** The Date header value, cached for up to a second (node's utcDate does the same). */
-function utcDate(): string {
+export function utcDate(): string {
   if (cachedDate === undefined) {
     cachedDate = new Date().toUTCString();
     setTimeout(clearDate, 1000 - new Date().getMilliseconds()).unref();

@@ -21,10 +21,17 @@
  *
  * Encoder policy: a field that matches a static or dynamic entry exactly is indexed;
  * `authorization`, `proxy-authorization`, `cookie` and `set-cookie` are literals never indexed;
- * fields whose entry would take more than half the table, and a few static-named fields whose
- * values change on nearly every message (MODES below: content-length, age, etag, location,
- * if-modified-since, if-none-match), are literals without indexing; every other field is added to
- * the dynamic table (incremental indexing), so a repeated field costs one octet.
+ * fields whose entry would take more than half the table are literals without indexing. Fields
+ * whose values often change from message to message (MODES below: content-length, date, etag,
+ * location, x-request-id, traceparent, grpc-timeout...) are indexed on repeat: a value is sent as
+ * a literal without indexing, and added to the table only when the next message of the connection
+ * sends the same value again (a fixed-size body's content-length, the date within one second), so
+ * a steady stream of similar messages costs one octet for them too, while a value unique to each
+ * message (a request id, a trace id) never enters the table and never evicts the stable fields
+ * (inserting them cycled a 4 KB table every ~17 gRPC requests: ~265 octets a request upstream).
+ * Such a name is added once with its value when no table has the name yet, so later literals
+ * can reference it. Every other field is added to the dynamic table (incremental indexing), so a
+ * repeated field costs one octet.
  */
 import {
   HUFFMAN_EOS,
@@ -113,8 +120,12 @@ const STATIC_VALUES = STATIC.map((e) => e[1]);
 
 /** How the encoder sends a field whose value is not in a table. */
 const INDEX = 0;
-/** Literal without indexing: values that differ on nearly every message would only evict useful entries. */
-const NO_INDEX = 1;
+/**
+ * Indexed on repeat: a literal without indexing unless the value is the one this name was last
+ * sent with (or no table has the name): values that differ on nearly every message would only
+ * evict useful entries, while one that repeats is worth its entry.
+ */
+const ON_REPEAT = 1;
 /** Literal never indexed (RFC 7541 7.1.3): credentials an intermediary must not put in a shared table. */
 const NEVER_INDEX = 2;
 const MODES = new Map<string, number>([
@@ -122,31 +133,51 @@ const MODES = new Map<string, number>([
   ['proxy-authorization', NEVER_INDEX],
   ['cookie', NEVER_INDEX],
   ['set-cookie', NEVER_INDEX],
-  ['content-length', NO_INDEX],
-  ['age', NO_INDEX],
-  ['etag', NO_INDEX],
-  ['if-modified-since', NO_INDEX],
-  ['if-none-match', NO_INDEX],
-  ['location', NO_INDEX],
+  // Static names.
+  ['content-length', ON_REPEAT],
+  ['age', ON_REPEAT],
+  ['date', ON_REPEAT],
+  ['etag', ON_REPEAT],
+  ['if-modified-since', ON_REPEAT],
+  ['if-none-match', ON_REPEAT],
+  ['location', ON_REPEAT],
+  // Per-request ids and deadlines (meshlet adds x-request-id and the trace context upstream).
+  ['x-request-id', ON_REPEAT],
+  ['traceparent', ON_REPEAT],
+  ['b3', ON_REPEAT],
+  ['x-b3-traceid', ON_REPEAT],
+  ['x-b3-spanid', ON_REPEAT],
+  ['x-b3-parentspanid', ON_REPEAT],
+  ['x-amzn-trace-id', ON_REPEAT],
+  ['grpc-timeout', ON_REPEAT],
 ]);
 
 /**
- * Encoder lookup, one Map get per field: name -> index of its first static entry, exact
- * value -> entry index, and the mode. Every name in MODES is a static name.
+ * Encoder lookup, one Map get per field: name -> index of its first static entry (0: not a static
+ * name), exact value -> entry index, the mode, and for ON_REPEAT names a slot in each encoder's
+ * `lastLiteral`. Names of MODES that are not static names have an entry with no values.
  */
-interface StaticName {
+interface NamePolicy {
   index: number;
   values: Map<string, number>;
   mode: number;
+  slot: number;
 }
-const STATIC_BY_NAME = new Map<string, StaticName>();
+const BY_NAME = new Map<string, NamePolicy>();
+let repeatSlots = 0;
+const policy = (name: string, index: number): NamePolicy => {
+  const mode = MODES.get(name) ?? INDEX;
+  return { index, values: new Map(), mode, slot: mode === ON_REPEAT ? repeatSlots++ : -1 };
+};
 for (let i = 0; i < STATIC_LEN; i++) {
   const [name, value] = STATIC[i]!;
-  let e = STATIC_BY_NAME.get(name);
-  if (e === undefined) STATIC_BY_NAME.set(name, (e = { index: i + 1, values: new Map(), mode: MODES.get(name) ?? INDEX }));
+  let e = BY_NAME.get(name);
+  if (e === undefined) BY_NAME.set(name, (e = policy(name, i + 1)));
   // An empty value in the table means "no typical value": only a real '' matches it.
   e.values.set(value, i + 1);
 }
+for (const name of MODES.keys()) if (!BY_NAME.has(name)) BY_NAME.set(name, policy(name, 0));
+const REPEAT_SLOTS = repeatSlots;
 
 /** The encoder's view of the dynamic entries with one name, as absolute ids (insertion numbers). */
 interface DynamicName {
@@ -420,6 +451,8 @@ export class HpackEncoder {
   private pendingMin = -1;
   private pendingSize = -1;
   private readonly dynamic = new Map<string, DynamicName>();
+  /** Per ON_REPEAT name (its policy's slot): the value last sent as a literal without indexing. */
+  private readonly lastLiteral: (string | undefined)[] = new Array<string | undefined>(REPEAT_SLOTS).fill(undefined);
 
   constructor(opts?: { maxTableSize?: number }) {
     this.limit = checkSize(opts?.maxTableSize, 'maxTableSize');
@@ -480,7 +513,8 @@ export class HpackEncoder {
       this.ensure(name.length + value.length + 20);
       let nameIdx = 0;
       let mode = INDEX;
-      const st = STATIC_BY_NAME.get(name);
+      let slot = -1;
+      const st = BY_NAME.get(name);
       if (st !== undefined) {
         const exact = st.values.get(value);
         if (exact !== undefined) {
@@ -489,6 +523,7 @@ export class HpackEncoder {
         }
         nameIdx = st.index;
         mode = st.mode;
+        slot = st.slot;
         if (mode === NEVER_INDEX) {
           this.writeLiteral(0x10, 4, nameIdx, name, value);
           continue;
@@ -503,7 +538,13 @@ export class HpackEncoder {
         }
         if (nameIdx === 0) nameIdx = table.inserted - dn.latest + STATIC_LEN;
       }
-      if (mode === NO_INDEX || (name.length + value.length + ENTRY_OVERHEAD) * 2 > table.maxSize) {
+      if (mode === ON_REPEAT && nameIdx !== 0 && this.lastLiteral[slot] !== value) {
+        // A value not seen last time: a literal that leaves the table alone.
+        this.lastLiteral[slot] = value;
+        this.writeLiteral(0x00, 4, nameIdx, name, value);
+        continue;
+      }
+      if ((name.length + value.length + ENTRY_OVERHEAD) * 2 > table.maxSize) {
         this.writeLiteral(0x00, 4, nameIdx, name, value);
         continue;
       }

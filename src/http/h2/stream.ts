@@ -66,7 +66,20 @@ export class H2Stream extends H2StreamBase {
     if (this.destroyed || this.isClosed) throw new H2Error('ERR_HTTP2_INVALID_STREAM', 'The stream has been destroyed');
     if (this.headersSent) throw new H2Error('ERR_HTTP2_HEADERS_SENT', 'Response has already been initiated.');
     const status = responseStatus(headers);
-    const fields = responseFields(headers, status);
+    this.sendHead(responseFields(headers, status), status, headers, options);
+  }
+
+  /**
+   * `respond` with the field list already built as `responseFields` builds it (`:status` first,
+   * checked, a Date): src/http/headers.ts `forwardResponseFields`, the forwarded heads.
+   */
+  respondFields(fields: string[], status: number, options?: ServerStreamResponseOptions): void {
+    if (this.destroyed || this.isClosed) throw new H2Error('ERR_HTTP2_INVALID_STREAM', 'The stream has been destroyed');
+    if (this.headersSent) throw new H2Error('ERR_HTTP2_HEADERS_SENT', 'Response has already been initiated.');
+    this.sendHead(fields, status, undefined, options);
+  }
+
+  private sendHead(fields: string[], status: number, headers: OutgoingHttpHeaders | undefined, options: ServerStreamResponseOptions | undefined): void {
     const s = this.sess!;
     const block = s.encoder.encode(fields);
     this.headersSent = true;

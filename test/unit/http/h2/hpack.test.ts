@@ -116,9 +116,118 @@ t.test('encoder: the C.5/C.6 responses round-trip through a 256-octet table', as
   t.equal(d.dynamicTableMaxSize, 256);
   const b2 = e.encode(RES2);
   t.same(d.decode(b2), RES2);
-  t.ok(b2.length * 2 < b1.length, `the repeated fields are indexed (${b2.length} octets, first ${b1.length})`);
+  // cache-control is indexed; date and location (indexed on repeat) enter the table now.
+  t.ok(b2.length < b1.length, `the repeated fields are indexed or enter the table (${b2.length} octets, first ${b1.length})`);
+  t.same(d.dynamicTableEntries().slice(0, 4), ['location', LOC, 'date', D21], 'date and location added on their second sending');
+  const b2again = e.encode(RES2);
+  t.same(d.decode(b2again), RES2);
+  t.equal(b2again.toString('hex').length / 2, 4, 'the same response once more: four indexed fields');
   t.same(d.decode(e.encode(RES3)), RES3);
   t.equal(d.dynamicTableSize, e.dynamicTableSize, 'both tables hold the same octets');
+});
+
+/** A response head as a sidecar forwards it, the n-th on one connection: the date turns every 1000, one field unique to each. */
+const typicalResponse = (n: number): string[] => [
+  ':status', '200',
+  'server', 'nginx/1.22.1',
+  'date', `Fri, 04 Dec 2026 13:40:${String(10 + Math.floor(n / 1000)).padStart(2, '0')} GMT`,
+  'content-type', 'application/json',
+  'content-length', '20',
+  'x-upstream-port', n % 2 === 0 ? '8081' : '8082',
+  'via', '2 meshlet',
+  'x-request-id', `7f3a9c1e-4b2d-4e8f-9a6b-${String(n).padStart(12, '0')}`,
+];
+
+/** Decodes each field representation of a block: 'indexed', 'literal' (incremental indexing), 'literal-noindex', 'never'. */
+function representations(block: Buffer): string[] {
+  const out: string[] = [];
+  let pos = 0;
+  const int = (n: number): number => {
+    const max = (1 << n) - 1;
+    let v = block[pos++]! & max;
+    if (v < max) return v;
+    let m = 1;
+    for (;;) {
+      const b = block[pos++]!;
+      v += (b & 0x7f) * m;
+      m *= 128;
+      if ((b & 0x80) === 0) return v;
+    }
+  };
+  const str = (): void => {
+    const len = int(7);
+    pos += len;
+  };
+  while (pos < block.length) {
+    const b = block[pos]!;
+    if (b & 0x80) {
+      int(7);
+      out.push('indexed');
+    } else if ((b & 0xe0) === 0x20) {
+      int(5);
+    } else {
+      const kind = (b & 0xc0) === 0x40 ? 'literal' : (b & 0xf0) === 0x10 ? 'never' : 'literal-noindex';
+      if (int(kind === 'literal' ? 6 : 4) === 0) str();
+      str();
+      out.push(kind);
+    }
+  }
+  return out;
+}
+
+t.test('encoder steady state: a stream of similar responses is indexed fields, a unique value evicts nothing', async (t) => {
+  const e = new HpackEncoder();
+  const d = new HpackDecoder();
+  const sizes: number[] = [];
+  let tableAt100 = -1;
+  for (let n = 0; n < 3000; n++) {
+    const list = typicalResponse(n);
+    const b = e.encode(list);
+    t.same(d.decode(b), list, `response ${n} decodes`, { diagnostic: false });
+    sizes.push(b.length);
+    if (n === 100) tableAt100 = e.dynamicTableSize;
+    if (n === 2500) {
+      // Every stable field one octet; the id a literal without indexing on the name added once.
+      t.same(representations(b), ['indexed', 'indexed', 'indexed', 'indexed', 'indexed', 'indexed', 'indexed', 'literal-noindex'], 'response 2500: 7 indexed fields, the unique id a literal without indexing');
+      t.equal(b[7], 0x0f, 'the id literal names the dynamic entry (index >= 15)');
+    }
+  }
+  // The first block carries everything in full; from the third on, only the id is a literal.
+  t.ok(sizes[0]! > 100, `first response ${sizes[0]} octets`);
+  const idLiteral = sizes[2500]! - 7;
+  t.ok(idLiteral <= 30, `the id literal takes ${idLiteral} octets`);
+  for (const n of [2, 10, 500, 999, 2999]) t.equal(sizes[n], sizes[2500], `response ${n}: ${sizes[n]} octets, as the steady state`);
+  // A new date costs one literal, the next response adds it, then it is indexed again.
+  t.ok(sizes[1000]! > sizes[2500]! && sizes[1001]! > sizes[2500]! && sizes[1002] === sizes[2500], `date change at 1000: ${sizes[1000]}, ${sizes[1001]}, ${sizes[1002]} octets`);
+  // The unique ids never entered the table: it grows by one date entry a second only.
+  const entries = d.dynamicTableEntries();
+  t.equal(entries.filter((_, i) => i % 2 === 0 && entries[i] === 'x-request-id').length, 1, 'one x-request-id entry (the first, for its name)');
+  t.ok(e.dynamicTableSize - tableAt100 <= 2 * (4 + 29 + 32), `the table grew by ${e.dynamicTableSize - tableAt100} octets over 2,900 responses (two dates)`);
+  t.equal(d.dynamicTableSize, e.dynamicTableSize);
+});
+
+t.test('encoder: indexed on repeat (content-length, date, x-request-id...)', async (t) => {
+  const e = new HpackEncoder();
+  const d = new HpackDecoder();
+  const rt = (l: string[]): Buffer => {
+    const b = e.encode(l);
+    t.same(d.decode(b), l);
+    return b;
+  };
+  t.same(representations(rt(['content-length', '12'])), ['literal-noindex'], 'first content-length 12: not indexed');
+  t.same(representations(rt(['content-length', '13'])), ['literal-noindex'], 'a different value: not indexed');
+  t.same(representations(rt(['content-length', '13'])), ['literal'], 'the same value again: added to the table');
+  t.same(representations(rt(['content-length', '13'])), ['indexed'], 'then indexed');
+  t.same(representations(rt(['content-length', '12'])), ['literal-noindex'], 'another value: not indexed');
+  t.same(representations(rt(['content-length', '13'])), ['indexed'], 'the entry is still there');
+  // A non-static name: added with its first value (so its name can be referenced), then values only.
+  t.same(representations(rt(['traceparent', '00-a-b-01'])), ['literal'], 'first traceparent adds the name');
+  for (let i = 0; i < 50; i++) {
+    const b = rt(['traceparent', `00-${i}-b-01`, 'x-stable', 'yes']);
+    t.same(representations(b), i === 0 ? ['literal-noindex', 'literal'] : ['literal-noindex', 'indexed'], `request ${i}`, { diagnostic: false });
+    t.equal(b[0], 0x0f, 'the dynamic name, index >= 15', { diagnostic: false });
+  }
+  t.same(d.dynamicTableEntries(), ['x-stable', 'yes', 'traceparent', '00-a-b-01', 'content-length', '13'], 'no per-request value in the table');
 });
 
 t.test('encoder policy', async (t) => {
