@@ -20,7 +20,7 @@
  * size is therefore name.length + value.length + 32 (RFC 7541 4.1).
  *
  * Encoder policy: a field that matches a static or dynamic entry exactly is indexed;
- * `authorization`, `proxy-authorization`, `cookie` and `set-cookie` are literals never indexed;
+ * `authorization`, `proxy-authorization`, `cookie`, `set-cookie` and `x-api-key` are literals never indexed;
  * fields whose entry would take more than half the table are literals without indexing. Fields
  * whose values often change from message to message (MODES below: content-length, date, etag,
  * location, x-request-id, traceparent, grpc-timeout...) are indexed on repeat: a value is sent as
@@ -133,6 +133,8 @@ const MODES = new Map<string, number>([
   ['proxy-authorization', NEVER_INDEX],
   ['cookie', NEVER_INDEX],
   ['set-cookie', NEVER_INDEX],
+  // API keys (a Route's apiKeys, read from x-api-key by default): a credential too.
+  ['x-api-key', NEVER_INDEX],
   // Static names.
   ['content-length', ON_REPEAT],
   ['age', ON_REPEAT],

@@ -254,6 +254,10 @@ t.test('encoder policy', async (t) => {
     t.same(d3.decode(b), [name, 'secret-1']);
     t.equal(e3.encode([name, 'secret-1']).length, b.length, `${name}: sent again in full`);
   }
+  // An API key (the gateway's x-api-key): no static name, never indexed with a literal name.
+  const k = e3.encode(['x-api-key', 'secret-2']);
+  t.equal(k[0], 0x10, 'x-api-key: never indexed, literal name');
+  t.same(d3.decode(k), ['x-api-key', 'secret-2']);
   t.equal(e3.dynamicTableSize, 0, 'no sensitive field in the table');
 
   // Large values: literal without indexing; a custom name reuses the dynamic name.
