@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
 import { closedPort } from './helpers';
-import { cli, eventually, startControlPlane, startSidecar, tmpDir, type SidecarProc } from '../lib/meshlet';
+import { apiRequest, cli, eventually, startControlPlane, startSidecar, tmpDir, type SidecarProc } from '../lib/meshlet';
 
 const HOST = '127.0.0.1';
 
@@ -244,7 +244,8 @@ spec:
   rules: [{backends: [{service: ${target}}]}]
 `;
   const converged = async (): Promise<string> => {
-    const st = JSON.parse(cli(['status', '-o', 'json'], { server: cp.api }).stdout) as { version: string; sidecars: { ackedVersion?: string }[] };
+    // What `meshlet status -o json` prints, from the API (a CLI start per poll made this subtest the file's slowest).
+    const st = (await (await apiRequest(`${cp.api}/v1/status`)).body.json()) as { version: string; sidecars: { ackedVersion?: string }[] };
     const d = await dump(sc);
     return st.sidecars.length === 1 && st.sidecars[0]!.ackedVersion === st.version && d.version === st.version && d.workers.every((w) => w.version === st.version) && (await admin(sc, '/ready')).status === 200
       ? st.version
