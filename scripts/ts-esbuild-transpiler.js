@@ -1,4 +1,4 @@
-// ts-node's transpiler for the tests (tsconfig.tap.json, which tap picks up by name): esbuild
+// ts-node's transpiler for the tests (tsconfig.json's "ts-node" section, which tap's ts-node reads): esbuild
 // instead of TypeScript's own transpileModule. Type-stripping only, like ts-node's transpile-only
 // mode that tap already uses (`npm run typecheck` type-checks the tests); TypeScript's emit cost
 // ~1.5 s of CPU per test process (loading and warming the compiler for every imported .ts file),
