@@ -123,7 +123,6 @@ function onWantTrailers(this: Stream): void {
 
 /** meshlet's own stream (src/http/h2/stream.ts), as `respondFields` tells it from node's. */
 interface FieldsStream {
-  headRequest?: boolean;
   respondFields?(fields: string[], status: number, options: http2.ServerStreamResponseOptions): void;
 }
 
@@ -153,12 +152,15 @@ export function trailersPossible(h: Record<string, unknown>): boolean {
  */
 function bodiless(stream: http2.ServerHttp2Stream, h: http2.OutgoingHttpHeaders, trailers: boolean): boolean {
   // `:status` is a number (writeHead) or a string (the responders' heads).
-  const status = Number(h[HTTP2_HEADER_STATUS]);
+  const cl = h['content-length'];
+  return bodilessHead(stream, Number(h[HTTP2_HEADER_STATUS]), cl === 0 ? '0' : (cl as string | undefined), trailers);
+}
+
+/** The same rule for a head given as status and content-length (`respondFields`). */
+function bodilessHead(stream: http2.ServerHttp2Stream, status: number, contentLength: string | undefined, trailers: boolean): boolean {
   if (status === 204 || status === 304 || status === 205) return true;
   if ((stream as { headRequest?: boolean }).headRequest === true) return true;
-  if (trailers) return false;
-  const cl = h['content-length'];
-  return cl === '0' || cl === 0;
+  return !trailers && contentLength === '0';
 }
 
 /** An HTTP/2 request as the front reads it: method, target, headers, body. */
@@ -253,40 +255,31 @@ export class H2Response {
    * `'wantTrailers'`); without, it ends with its last DATA frame and trailers are dropped.
    */
   respond(headers: http2.OutgoingHttpHeaders, trailers = false): void {
-    const stream = this.stream;
-    if (this.ended || bodiless(stream, headers, trailers)) {
-      stream.respond(headers, END_STREAM);
-      return;
-    }
-    if (trailers) {
-      stream.respond(headers, ASK_TRAILERS);
-      this.asked = true;
-      stream.on('wantTrailers', onWantTrailers);
-      return;
-    }
-    stream.respond(headers, NO_TRAILERS);
+    const options = this.ended || bodiless(this.stream, headers, trailers) ? END_STREAM : trailers ? ASK_TRAILERS : NO_TRAILERS;
+    this.stream.respond(headers, options);
+    if (options === ASK_TRAILERS) this.askedTrailers();
+  }
+
+  /** The head went out asking for trailers: `addTrailers`' go out when the stream wants them. */
+  private askedTrailers(): void {
+    this.asked = true;
+    this.stream.on('wantTrailers', onWantTrailers);
+  }
+
+  /** The stream is meshlet's own (src/http/h2/stream.ts), which takes a head as a field list (`respondFields`). */
+  get takesFields(): boolean {
+    return typeof (this.stream as unknown as FieldsStream).respondFields === 'function';
   }
 
   /**
    * Sends a forwarded head as its field list (src/http/headers.ts `forwardResponseFields`), with no
-   * header object, as `respond` sends the equivalent object. False, and nothing sent, when the
-   * stream is node:http2's (MESHLET_H2_FRAMING=node), which takes objects only.
+   * header object, as `respond` sends the equivalent object. Only where `takesFields` (node:http2's
+   * streams, MESHLET_H2_FRAMING=node, take objects only).
    */
-  respondFields(fields: string[], status: number, contentLength: string | undefined, trailers: boolean): boolean {
-    const stream = this.stream as unknown as FieldsStream;
-    if (typeof stream.respondFields !== 'function') return false;
-    if (this.ended || status === 204 || status === 304 || status === 205 || stream.headRequest === true || (!trailers && contentLength === '0')) {
-      stream.respondFields(fields, status, END_STREAM);
-      return true;
-    }
-    if (trailers) {
-      stream.respondFields(fields, status, ASK_TRAILERS);
-      this.asked = true;
-      this.stream.on('wantTrailers', onWantTrailers);
-      return true;
-    }
-    stream.respondFields(fields, status, NO_TRAILERS);
-    return true;
+  respondFields(fields: string[], status: number, contentLength: string | undefined, trailers: boolean): void {
+    const options = this.ended || bodilessHead(this.stream, status, contentLength, trailers) ? END_STREAM : trailers ? ASK_TRAILERS : NO_TRAILERS;
+    (this.stream as unknown as Required<FieldsStream>).respondFields(fields, status, options);
+    if (options === ASK_TRAILERS) this.askedTrailers();
   }
 
   write(chunk: Buffer | string): boolean {

@@ -4,6 +4,7 @@
  * are set. Works on Node's flat `rawHeaders` arrays so a request's headers are walked once and
  * never turned into an object on the hot path.
  */
+import { FLAG_HEADER as FLAG } from '../core/errors';
 import { SINGLE_VALUE, utcDate } from './h2/headers';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1, plus the de-facto ones proxies also strip). */
@@ -229,9 +230,6 @@ export interface ResponseFields {
   fields: string[];
   contentLength: string | undefined;
 }
-
-/** The mesh's response flag header (FLAG_HEADER of src/core/errors.ts). */
-const FLAG = 'x-meshlet-flags';
 
 function stripV4Mapped(a: string): string {
   return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;

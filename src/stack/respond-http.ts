@@ -62,10 +62,7 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
         h2.respond(out, trailersPossible(h));
       } else res.writeHead(status, out as never);
     } catch (err) {
-      this.ctx.logger.debug({ err }, 'invalid upstream response header');
-      this.finished = true;
-      this.upstream.abort(new MeshError('MESH_UPSTREAM_RESET', 'invalid response header'));
-      sendLocalRaw(res, 502, Flags.UpstreamReset, 'upstream sent an invalid response header');
+      this.invalidHead(err);
     }
   }
 
@@ -76,19 +73,24 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
    */
   private respondFields(status: number, h: Headers): boolean {
     const res = this.res as H2Response;
-    if (typeof (res.stream as { respondFields?: unknown }).respondFields !== 'function') return false;
+    if (!res.takesFields) return false;
     const head = forwardResponseFields(h, status, '2', this.ctx.viaName, this.call.flags);
     if (head === undefined) return false;
     if (res.headersSent || res.destroyed || res.stream.closed) return true;
     try {
       res.respondFields(head.fields, status, head.contentLength, trailersPossible(h));
     } catch (err) {
-      this.ctx.logger.debug({ err }, 'invalid upstream response header');
-      this.finished = true;
-      this.upstream.abort(new MeshError('MESH_UPSTREAM_RESET', 'invalid response header'));
-      sendLocalRaw(res, 502, Flags.UpstreamReset, 'upstream sent an invalid response header');
+      this.invalidHead(err);
     }
     return true;
+  }
+
+  /** The upstream's head cannot be sent downstream: the upstream is let go, the client gets a 502. */
+  private invalidHead(err: unknown): void {
+    this.ctx.logger.debug({ err }, 'invalid upstream response header');
+    this.finished = true;
+    this.upstream.abort(new MeshError('MESH_UPSTREAM_RESET', 'invalid response header'));
+    sendLocalRaw(this.res, 502, Flags.UpstreamReset, 'upstream sent an invalid response header');
   }
 
   onData(chunk: Buffer): boolean {

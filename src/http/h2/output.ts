@@ -27,7 +27,7 @@ import { HpackEncoder } from './hpack';
 /** Socket bytes (queued here and in the socket) over which stream writes wait for 'drain'. */
 const CONGESTED = 256 * 1024;
 /** Socket bytes unsent over which a peer's PING or SETTINGS is refused (it does not read our answers). */
-export const FLOOD = 4 * 1024 * 1024;
+const FLOOD = 4 * 1024 * 1024;
 /** After our GOAWAY and FIN: how long the socket reads on (and drops) what the peer still sends. */
 const LINGER_MS = 1000;
 

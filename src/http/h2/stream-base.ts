@@ -36,12 +36,12 @@ export interface StreamSession {
   maybeDestroy(): void;
 }
 
-export const CODE_NAMES = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, `NGHTTP2_${k}`])) as Record<number, string>;
+const CODE_NAMES = Object.fromEntries(Object.entries(ErrorCode).map(([k, v]) => [v, `NGHTTP2_${k}`])) as Record<number, string>;
 
 /** How `closeStream` treats RST_STREAM (node's kSubmitRstStream / kNoRstStream / kForceRstStream). */
-export const RST_SUBMIT = 0;
+const RST_SUBMIT = 0;
 export const RST_NONE = 1;
-export const RST_FORCE = 2;
+const RST_FORCE = 2;
 
 export type Callback = (err?: Error | null) => void;
 
