@@ -4,7 +4,7 @@
  * two sidecars share, marked with `x-meshlet-orig-proto`; the far sidecar removes the mark and
  * gives its app HTTP/1.1 again, for services of protocol `auto` whose DestinationPolicy says
  * `http2Upgrade: true`. Off by default: it costs more CPU per request than plain HTTP/1.1 between
- * the sidecars (about 2x through node:http2, about 1.1x on meshlet's own HTTP/2 framing:
+ * the sidecars (about 2x through node:http2, 1.1-1.3x on meshlet's own HTTP/2 framing:
  * docs/performance.md), so it stays opt-in until it does not.
  * Upgrades (WebSocket) stay HTTP/1.1 end to end.
  */
