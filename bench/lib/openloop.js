@@ -1,29 +1,14 @@
 'use strict';
 /**
- * bench/native/openloop.c, the fixed-rate phase's load generator: built here with `cc -O2` on
- * first use (again whenever the source is newer than the binary; into bench/native/build/,
- * git-ignored), then run pinned to the load core. Its flags and JSON are load.js's, with
- * `--port` for `--url` (the generator only speaks to 127.0.0.1).
+ * bench/native/openloop.c, the fixed-rate phase's load generator: built by lib/native.js, then
+ * run pinned to the load core. Its flags and JSON are load.js's, with `--port` for `--url`
+ * (the generator only speaks to 127.0.0.1).
  */
-const fs = require('node:fs');
-const path = require('node:path');
-const { execFileSync } = require('node:child_process');
 const procs = require('./procs');
-
-const SRC = path.join(__dirname, '..', 'native', 'openloop.c');
-const BIN = path.join(__dirname, '..', 'native', 'build', 'openloop');
+const native = require('./native');
 
 /** The binary's path, compiled if missing or older than its source. Throws if cc fails. */
-function binary() {
-  const fresh = fs.existsSync(BIN) && fs.statSync(BIN).mtimeMs >= fs.statSync(SRC).mtimeMs;
-  if (!fresh) {
-    fs.mkdirSync(path.dirname(BIN), { recursive: true });
-    const tmp = `${BIN}.${process.pid}`;
-    execFileSync(process.env.CC || 'cc', ['-O2', '-Wall', '-o', tmp, SRC], { stdio: ['ignore', 'inherit', 'inherit'] });
-    fs.renameSync(tmp, BIN);
-  }
-  return BIN;
-}
+const binary = () => native.build('openloop');
 
 /**
  * Sends each of `ports` the full rate (schedules interleaved: a paired measurement), one phase
@@ -37,4 +22,4 @@ async function run(ports, { rates, seconds, warmup = 1, connections = 32, drain 
   return JSON.parse(r.stdout.trim().split('\n').pop());
 }
 
-module.exports = { binary, run, BIN };
+module.exports = { binary, run };

@@ -313,9 +313,10 @@ function goals(results, soak) {
     out.push(
       check(
         `added p99.9 @${tail.rate / 1000}k vs nginx's, ${tail.ratios.length} runs (bench/tail.js)`,
-        `${fmt.int(m.median)} µs (${fmt.int(m.min)}..${fmt.int(m.max)}) vs ${fmt.int(n.median)} µs (${fmt.int(n.min)}..${fmt.int(n.max)}); ≤ 2x in ${tail.ratios.filter((r) => r <= 2).length}/${tail.ratios.length}`,
+        `${fmt.int(m.median)} µs (${fmt.int(m.min)}..${fmt.int(m.max)}) vs ${fmt.int(n.median)} µs (${fmt.int(n.min)}..${fmt.int(n.max)}); ≤ 2x in ${tail.ratios.filter((r) => r <= 2).length}/${tail.ratios.length}` +
+          (tail.voided ? `; ${tail.voided} pair(s) run again after a platform pause` : ''),
         '≤ 2x nginx in every run',
-        tail.ratios.every((r) => r <= 2),
+        tail.met ?? tail.ratios.every((r) => r <= 2),
       ),
     );
   } else if (tail?.error) out.push({ goal: 'added p99.9 @5k vs nginx (bench/tail.js)', actual: `FAILED: ${tail.error.split('\n')[0]}`, target: '≤ 2x nginx in every run', pass: 'n/a' });
@@ -444,7 +445,10 @@ function renderMarkdown(results, g) {
     parts.push('');
     if (results.tail.error) parts.push(`FAILED: ${results.tail.error}`);
     else {
-      parts.push('nginx and the full chain in turn, each paired with the upstream, from the open-loop generator; added latency (µs) = proxy − paired direct; median (min..max) over the runs.');
+      parts.push(
+        'nginx and the full chain in turn, each paired with the upstream, from the open-loop generator; added latency (µs) = proxy − paired direct; median (min..max) over the runs. ' +
+          'Each proxy first serves one phase that is not counted (the sidecar compiles its hot code then); a pair in which the machine stopped a core for 20 ms or more (a real-time sleeper on each core sees it: bench/native/hiccup.c) is set aside and run again.',
+      );
       parts.push('');
       const rowOf = (who) => [who, ...['p50', 'p99', 'p999'].map((k) => { const v = results.tail.sum[`${who}.${k}`]; return `${fmt.int(v.median)} (${fmt.int(v.min)}..${fmt.int(v.max)})`; })];
       parts.push(mdTable(['proxy', 'added p50', 'added p99', 'added p99.9'], [rowOf('nginx'), rowOf('meshlet')]));
