@@ -23,7 +23,8 @@
  * measured then gets ~100 ms at its p99.9, whatever it is. So a real-time sleeper runs on each
  * core through every phase (bench/native/hiccup.c, the idea of jHiccup): a wake-up late by
  * `--freeze-ms` or more can only be the platform (no guest thread delays a SCHED_FIFO thread that
- * long), and a pair (nginx + meshlet) in which either phase saw one is set aside, reported with
+ * long), and a pair (nginx + meshlet) in which either phase saw one during its recorded slots (not
+ * in the generator's warm-up or drain) is set aside, reported with
  * its pauses, and run again; at most `--runs` extra pairs in all. `--freeze-ms 0`: no detector,
  * every pair counts.
  *
@@ -79,25 +80,34 @@ const RATE = Number(o.rate);
 const niced = (cmd, args) => (NICE ? ['nice', ['-n', String(NICE), cmd, ...args]] : [cmd, args]);
 const SECONDS = Number(o.seconds);
 const FREEZE_MS = Number(o['freeze-ms']);
+/** The generator's warm-up before the recorded slots (openloop's and load.js's default: 1 s). */
+const WARMUP_S = 1;
 /** The platform-pause detector, on the load core and the proxies' core (see --freeze-ms). */
 const detector = FREEZE_MS > 0 ? hiccup.start([0, 1]) : null;
 
 function loadjs(ports) {
   return new Promise((resolve, reject) => {
-    const args = [path.join(__dirname, 'load.js'), ...ports.flatMap((p) => ['--url', `http://127.0.0.1:${p}/`]), '--host', 'upstream', '--rate', o.rate, '--duration', o.seconds, '--warmup', '1', '--connections', o.connections, '--drain', '5'];
+    const args = [path.join(__dirname, 'load.js'), ...ports.flatMap((p) => ['--url', `http://127.0.0.1:${p}/`]), '--host', 'upstream', '--rate', o.rate, '--duration', o.seconds, '--warmup', String(WARMUP_S), '--connections', o.connections, '--drain', '5'];
     const c = spawn('taskset', ['-c', '0', ...niced(process.execPath, args).flat()], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     c.stdout.on('data', (d) => (out += d));
     c.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`load.js exited ${code}`))));
   });
 }
-const load = (ports) => (o.gen === 'loadjs' ? loadjs(ports) : openloop.run(ports, { rates: [RATE], seconds: SECONDS, connections: Number(o.connections), nice: NICE }));
+const load = (ports) => (o.gen === 'loadjs' ? loadjs(ports) : openloop.run(ports, { rates: [RATE], seconds: SECONDS, warmup: WARMUP_S, connections: Number(o.connections), nice: NICE }));
 
 /** One paired phase: the proxy's added latency and the generator's own health (direct side). */
 /** [ms on the CPU, ms runnable but waiting for it] of a process's main thread, so far. */
 function schedMs(pid) {
   const [run, wait] = fs.readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(' ').map(Number);
   return [run / 1e6, wait / 1e6];
+}
+
+/** Whether a pause ending at `p.at` after `p.ms` overlaps a phase's recorded slots (the phase's generator started at `t0`). */
+function overlapsSlots(p, t0) {
+  const from = t0 + BigInt(Math.round((WARMUP_S - 0.2) * 1e9));
+  const to = t0 + BigInt(Math.round((WARMUP_S + SECONDS + 0.5) * 1e9));
+  return p.at > from && p.at - BigInt(Math.round(p.ms * 1e6)) < to;
 }
 
 async function measure(port, upstreamPort, pid) {
@@ -128,7 +138,9 @@ async function measure(port, upstreamPort, pid) {
     proxyCoreOtherPct: Math.max(0, Math.round(procs.busyBetween(c0, procs.coreTimes())[1] - proxyPct)),
     bad,
     // Every pause of 5 ms or more the detector saw on either core during the phase.
-    platformPauses: detector ? detector.during(t0, t1).map((p) => ({ cpu: p.cpu, ms: Math.round(p.ms * 10) / 10 })) : null,
+    // `measured`: the pause overlaps the recorded slots (the generator's 1 s warm-up sends first;
+    // a pause in the warm-up's last 0.2 s or up to 0.5 s after the last slot still delays some).
+    platformPauses: detector ? detector.during(t0, t1).map((p) => ({ cpu: p.cpu, ms: Math.round(p.ms * 10) / 10, measured: overlapsSlots(p, t0) })) : null,
   };
 }
 
@@ -169,7 +181,7 @@ async function main() {
   const load0 = os.loadavg()[0];
   const f = (x) => `+${x.added.p50}/${x.added.p99}/${x.added.p999}`;
   const g = (x) => `direct p99.9 ${x.directUs.p999}, send lag p99.9 ${x.sendLagUs?.p999 ?? '-'}, ${x.sentRate ?? '-'}/s; proxy cpu ${x.proxyCpuMs} ms, waited ${x.proxyRunqueueWaitMs} ms; core 1 busy besides the proxy ${x.proxyCoreOtherPct}%`;
-  const pausesOf = (x) => (x.platformPauses?.length ? x.platformPauses.map((p) => `${p.ms} ms on core ${p.cpu}`).join(', ') : 'none');
+  const pausesOf = (x) => (x.platformPauses?.length ? x.platformPauses.map((p) => `${p.ms} ms on core ${p.cpu}${p.measured ? '' : ' (warm-up or drain)'}`).join(', ') : 'none');
   /** The pair's lines: both proxies' added latency, the generator's health, the sidecar's stalls. */
   const report = (label, r) => {
     const e = r.meshlet.eld;
@@ -196,8 +208,8 @@ async function main() {
     r.loadavg = os.loadavg()[0];
     return r;
   };
-  /** Whether the platform stopped a core for --freeze-ms or more in either phase of the pair. */
-  const frozen = (r) => [r.nginx, r.meshlet].some((x) => (x.platformPauses ?? []).some((p) => p.ms >= FREEZE_MS));
+  /** Whether the platform stopped a core for --freeze-ms or more during the recorded slots of either phase. */
+  const frozen = (r) => [r.nginx, r.meshlet].some((x) => (x.platformPauses ?? []).some((p) => p.measured && p.ms >= FREEZE_MS));
   let order = 0;
   const cold = [];
   for (let i = 0; i < Number(o.cold); i++) {

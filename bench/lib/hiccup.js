@@ -8,7 +8,7 @@
 const { spawn } = require('node:child_process');
 const native = require('./native');
 
-function start(cpus, { periodUs = 1000, reportMs = 5 } = {}) {
+function start(cpus, { periodUs = 2000, reportMs = 5 } = {}) {
   const bin = native.build('hiccup', ['-lpthread']);
   const args = [...cpus.flatMap((c) => ['--cpu', String(c)]), '--period-us', String(periodUs), '--report-ms', String(reportMs)];
   const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'inherit'] });

@@ -4,6 +4,8 @@
  *
  *   hiccup --cpu 0 [--cpu 1 ...] [--period-us 1000] [--report-ms 5]
  *
+ * (bench/lib/hiccup.js runs it with --period-us 2000.)
+ *
  * One thread per --cpu, pinned there, at SCHED_FIFO priority 50 when the process may (root):
  * it sleeps --period-us (absolute CLOCK_MONOTONIC deadlines, timer slack 1 ns) and, each time it
  * wakes, measures how late it woke. A real-time thread that has slept preempts every ordinary
