@@ -19,7 +19,8 @@
  * sidecar in production serves for hours. The cold figures stay in the output and the JSON.
  *
  * Platform pauses: the machine itself stops a core now and then (on this project's VMs, the
- * hypervisor deschedules a virtual CPU for ~100 ms every 20-60 s under load). Whichever proxy is
+ * hypervisor deschedules a virtual CPU for ~100 ms at a time, in bursts: none for minutes, then
+ * several a phase). Whichever proxy is
  * measured then gets ~100 ms at its p99.9, whatever it is. So a real-time sleeper runs on each
  * core through every phase (bench/native/hiccup.c, the idea of jHiccup): a wake-up late by
  * `--freeze-ms` or more can only be the platform (no guest thread delays a SCHED_FIFO thread that
