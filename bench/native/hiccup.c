@@ -83,7 +83,13 @@ int main(int argc, char **argv) {
       fprintf(stderr, "hiccup: %s needs a value\n", a);
       return 2;
     }
-    if (!strcmp(a, "--cpu") && n < MAXCPU) cpus[n++] = strtol(v, NULL, 10);
+    if (!strcmp(a, "--cpu")) {
+      if (n == MAXCPU) {
+        fprintf(stderr, "hiccup: at most %d --cpu\n", MAXCPU);
+        return 2;
+      }
+      cpus[n++] = strtol(v, NULL, 10);
+    }
     else if (!strcmp(a, "--period-us")) period_ns = strtoll(v, NULL, 10) * 1000;
     else if (!strcmp(a, "--report-ms")) report_ns = strtoll(v, NULL, 10) * 1000000;
     else {
