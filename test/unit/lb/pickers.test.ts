@@ -56,6 +56,33 @@ t.test('least-request (P2C) avoids the loaded endpoint', async (t) => {
   for (const v of even.values()) t.ok(Math.abs(v - 1000) < 200, `even without load: ${v}`);
 });
 
+t.test('in-flight counts stay right and bounded while endpoints come and go', async (t) => {
+  const a = new ActiveRequests();
+  const ep = (address: string, port: number): Endpoint => ({ service: 's', address, port, labels: {}, weight: 1, meshed: false });
+  const busy = ep('10.9.0.1', 80);
+  const bk = endpointKey(busy);
+  for (let i = 0; i < 3; i++) a.begin(bk);
+  // 10,000 endpoints, each one request that ends (pods replaced over a long life).
+  for (let i = 0; i < 10_000; i++) {
+    const k = endpointKey({ address: `10.8.${i >> 8}.${i & 255}`, port: 8080 });
+    a.begin(k);
+    a.end(k);
+  }
+  t.equal(a.active(busy), 3, 'a busy endpoint keeps its count through the pruning');
+  t.ok(a.size <= 128, `idle endpoints are dropped: ${a.size} cells`);
+  // An end without a begin (or one too many) never goes below zero.
+  a.end('10.7.0.1:80');
+  for (let i = 0; i < 5; i++) a.end(bk);
+  t.equal(a.active(busy), 0);
+  a.begin(bk);
+  t.equal(a.active(busy), 1);
+  t.equal(a.active(ep('10.7.0.1', 80)), 0);
+  // IPv6 keys are their own.
+  const v6 = ep('fd00::1', 80);
+  a.begin(endpointKey(v6));
+  t.equal(a.active(v6), 1);
+});
+
 t.test('ring-hash is sticky and moves few keys when an endpoint leaves', async (t) => {
   const all = eps(5);
   const p = make({ type: 'ring-hash', hashHeader: 'x-user' }, all);

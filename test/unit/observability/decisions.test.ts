@@ -6,7 +6,7 @@
 import t from 'tap';
 import { FakeClock } from '../../../src/core/clock';
 import { MeshCall } from '../../../src/core/layer';
-import { DecisionRing, MAX_TRIES, orderHops } from '../../../src/observability/decisions';
+import { DecisionRing, MAX_TRIES, orderHops, TEXT_BYTES } from '../../../src/observability/decisions';
 import type { CompiledRule } from '../../../src/policy/compiled';
 import { formatLast } from '../../../src/cli/explain';
 
@@ -121,6 +121,33 @@ t.test('the ring is bounded: a reused slot ignores the request that held it befo
   t.same(ring.find('b').map((d) => [d.status, d.nTries, d.nLimits]), [[204, 0, 0]]);
   t.same(ring.recent(5).map((d) => d.requestId), ['b', 'a'], 'newest first');
   t.throws(() => new DecisionRing(0, clock), /positive size/);
+});
+
+t.test("a slot keeps the request's id, authority and path as they were, whatever their length and characters", async (t) => {
+  const clock = new FakeClock();
+  const ring = new DecisionRing(2, clock);
+  const cases: [string, string, string][] = [
+    ['short', 'catalog', '/items?x=1'],
+    // Longer than a slot's bytes: kept as a string.
+    ['long-path', 'catalog', '/search?q=' + 'x'.repeat(TEXT_BYTES * 2)],
+    // Multi-byte characters, and a path that needs exactly the slot's last bytes.
+    ['\u00e9t\u00e9-\u2603', 'caf\u00e9.example', '/\u00fc\u00f1\u00ee/\u{1F600}'],
+    ['f'.repeat(36), 'a'.repeat(60), '/' + 'p'.repeat(TEXT_BYTES - 36 - 60 - 1)],
+    ['e'.repeat(36), 'a'.repeat(60), '/' + 'p'.repeat(TEXT_BYTES - 36 - 60 - 2) + '\u00e9'],
+    ['', '', ''],
+  ];
+  for (const [id, authority, path] of cases) {
+    const c = new MeshCall('outbound', 'http', 'http1', 'GET', path, authority, undefined, id ? ['x-request-id', id] : [], null, '1');
+    ring.claim(c);
+    c.decision!.finish(c.decisionSeq, 200, undefined, undefined);
+    const j = ring.recent(1)[0]!.toJSON('s', 'svc');
+    t.same([j.requestId, j.authority, j.path], [id, authority, path], `${id.slice(0, 12)} ${path.length} chars`);
+    if (id) t.equal(ring.find(id).length, 1, 'found by its id');
+  }
+  // A slot taken again holds nothing of its last request until the new one ends.
+  const c = new MeshCall('outbound', 'http', 'http1', 'GET', '/new', 'n', undefined, ['x-request-id', 'new'], null, '1');
+  ring.claim(c);
+  t.same([c.decision!.requestId, c.decision!.authority, c.decision!.path], ['', '', '']);
 });
 
 t.test('inbound: the caller, the rate-limit outcome, the app', async (t) => {
