@@ -54,6 +54,8 @@ const MAX_LIMITS = 8;
 export const DEFAULT_DECISIONS = 1024;
 /** Bytes per slot for the request's id, authority and path (UTF-8); a string that does not fit is kept as a reference. */
 export const TEXT_BYTES = 192;
+/** Slots whose bytes are allocated together. */
+const TEXT_BLOCK = 256;
 
 export type LimitOutcome = 'allowed' | 'limited' | 'failed-open' | 'failed-closed';
 
@@ -336,24 +338,25 @@ export class DecisionRing {
   private next = 0;
   private seq = 0;
   /**
-   * The slots' bytes (TEXT_BYTES each), one allocation outside the JavaScript heap; not zeroed,
-   * so its pages are only made resident as slots are first used.
+   * The slots' bytes (TEXT_BYTES each), outside the JavaScript heap, allocated a block of
+   * TEXT_BLOCK slots at a time as slots are made (a large `--recent-requests` costs memory only
+   * as requests fill it, as the slots themselves do).
    */
-  private readonly text: Buffer;
+  private block: Buffer | undefined;
 
   constructor(
     readonly size: number,
     private readonly clock: Clock,
   ) {
     if (!(Number.isInteger(size) && size > 0)) throw new RangeError(`the decision ring needs a positive size, got ${size}`);
-    this.text = Buffer.allocUnsafeSlow(size * TEXT_BYTES);
   }
 
   /** Claims the next slot for a request arriving now; sets `call.decision` and `call.decisionSeq`. */
   claim(call: DecidedCall): void {
     if (this.next === this.slots.length) {
-      const i = this.slots.length;
-      this.slots.push(new Decision(this.clock, this.text.subarray(i * TEXT_BYTES, (i + 1) * TEXT_BYTES)));
+      const j = this.slots.length % TEXT_BLOCK;
+      if (j === 0) this.block = Buffer.allocUnsafeSlow(Math.min(TEXT_BLOCK, this.size - this.slots.length) * TEXT_BYTES);
+      this.slots.push(new Decision(this.clock, (this.block as Buffer).subarray(j * TEXT_BYTES, (j + 1) * TEXT_BYTES)));
     }
     const d = this.slots[this.next] as Decision;
     this.next = this.next + 1 === this.size ? 0 : this.next + 1;

@@ -144,6 +144,19 @@ t.test("a slot keeps the request's id, authority and path as they were, whatever
     t.same([j.requestId, j.authority, j.path], [id, authority, path], `${id.slice(0, 12)} ${path.length} chars`);
     if (id) t.equal(ring.find(id).length, 1, 'found by its id');
   }
+  // Slots across several blocks of bytes each keep their own request's strings.
+  const big = new DecisionRing(600, clock);
+  for (let i = 0; i < 600; i++) {
+    const c = new MeshCall('outbound', 'http', 'http1', 'GET', `/p/${i}`, `h${i}`, undefined, ['x-request-id', `id-${i}`], null, '1');
+    big.claim(c);
+    c.decision!.finish(c.decisionSeq, 200, undefined, undefined);
+  }
+  let same = 0;
+  for (let i = 0; i < 600; i++) {
+    const [d] = big.find(`id-${i}`);
+    if (d && d.path === `/p/${i}` && d.authority === `h${i}`) same++;
+  }
+  t.equal(same, 600, 'every one of 600 slots holds its own id, path and authority');
   // A slot taken again holds nothing of its last request until the new one ends.
   const c = new MeshCall('outbound', 'http', 'http1', 'GET', '/new', 'n', undefined, ['x-request-id', 'new'], null, '1');
   ring.claim(c);
