@@ -111,7 +111,7 @@ export class Decision {
   private readonly at = new Int16Array(6);
   private readonly refs: [string, string, string] = ['', '', ''];
 
-  /** `text`: this slot's bytes (TEXT_BYTES; a view of the ring's one buffer). */
+  /** `text`: this slot's bytes (TEXT_BYTES; a view of one of the ring's blocks). */
   constructor(
     private readonly clock: Clock,
     private readonly text: Buffer,
