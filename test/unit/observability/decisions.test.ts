@@ -157,10 +157,18 @@ t.test("a slot keeps the request's id, authority and path as they were, whatever
     if (d && d.path === `/p/${i}` && d.authority === `h${i}`) same++;
   }
   t.equal(same, 600, 'every one of 600 slots holds its own id, path and authority');
-  // A slot taken again holds nothing of its last request until the new one ends.
-  const c = new MeshCall('outbound', 'http', 'http1', 'GET', '/new', 'n', undefined, ['x-request-id', 'new'], null, '1');
-  ring.claim(c);
-  t.same([c.decision!.requestId, c.decision!.authority, c.decision!.path], ['', '', '']);
+  // A slot taken again holds nothing of its last request until the new one ends, whether that
+  // request's strings were copied or kept (a path longer than the slot).
+  for (const p of ['/short', '/long/' + 'l'.repeat(TEXT_BYTES)]) {
+    const before = new MeshCall('outbound', 'http', 'http1', 'GET', p, 'n', undefined, ['x-request-id', 'x'.repeat(TEXT_BYTES)], null, '1');
+    ring.claim(before);
+    before.decision!.finish(before.decisionSeq, 200, undefined, undefined);
+    ring.claim(new MeshCall('outbound', 'http', 'http1', 'GET', '/other', 'o', undefined, [], null, '1'));
+    const c = new MeshCall('outbound', 'http', 'http1', 'GET', '/new', 'n', undefined, ['x-request-id', 'new'], null, '1');
+    ring.claim(c);
+    t.equal(c.decision, before.decision, 'the same slot');
+    t.same([c.decision!.requestId, c.decision!.authority, c.decision!.path], ['', '', '']);
+  }
 });
 
 t.test('inbound: the caller, the rate-limit outcome, the app', async (t) => {
