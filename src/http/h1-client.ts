@@ -102,12 +102,11 @@ class Conn {
   private readonly parser: NativeParser;
   private readonly maxHeaderBytes: number;
   /**
-   * Body bytes of the current response still to come, read by `takeBody` rather than the parser
-   * (0: none, or the parser frames this response's body). See `ownBodyLength`.
+   * Body bytes of the current response still to come, read by `takeBody` rather than the parser,
+   * which stopped at the head (0: none, or the parser frames this response's body). See
+   * `ownBodyLength`.
    */
   private bodyLeft = 0;
-  /** The parser stopped at the current response's head; `takeBody` reads its body. */
-  private ownBody = false;
 
   constructor(
     private readonly pool: H1Pool,
@@ -189,7 +188,7 @@ class Conn {
     socket.on('end', () => {
       // A response framed by the connection closing ends here. One whose body `takeBody` was
       // reading is cut short: the error the parser gives for it.
-      const r = this.ownBody ? (this.bodyLeft > 0 ? invalidEof() : undefined) : this.ex && !this.ex.received && this.ex.started ? parser.finish() : undefined;
+      const r = this.bodyLeft > 0 ? invalidEof() : this.ex && !this.ex.received && this.ex.started ? parser.finish() : undefined;
       if (r instanceof Error) this.fail(r);
       socket.end();
     });
@@ -264,7 +263,6 @@ class Conn {
     // The parser stops here (2: as for an upgrade; it reports the message complete, which
     // `onMessageComplete` ignores) and `takeBody` reads the body.
     this.bodyLeft = own;
-    this.ownBody = true;
     return 2;
   }
 
@@ -288,7 +286,6 @@ class Conn {
       if (!ex.sink.onData(chunk)) this.socket.pause();
     }
     if (this.bodyLeft === 0) {
-      this.ownBody = false;
       this.parser.initialize(HTTPParser.RESPONSE, PARSER_RESOURCE, this.maxHeaderBytes, HTTPParser.kLenientNone);
       this.onMessageComplete();
     }
@@ -297,7 +294,8 @@ class Conn {
 
   private onMessageComplete(): void {
     const ex = this.ex;
-    if (!ex || this.ownBody) return;
+    // At a head whose body `takeBody` reads, the parser reports the message complete: not yet.
+    if (!ex || this.bodyLeft > 0) return;
     if (!ex.started) {
       // The end of a 1xx: the real response follows. Trailers would have arrived via kOnHeaders.
       this.partialHeaders = [];

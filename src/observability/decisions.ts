@@ -17,7 +17,8 @@
  * referenced: a reference kept them alive for `size` requests (~200 ms at 5k req/s), so every
  * scavenge copied the last ring's worth of them and promoted many, which then cost mark-compacts
  * (measured: ~12 of the ~17 KB promoted per scavenge, and a third of each scavenge's pause, at
- * 5k req/s). Strings longer than the slot's bytes are kept as references.
+ * 5k req/s). A string longer than the slot's bytes, or with a character above U+00FF, is kept as
+ * a reference.
  *
  * A slot is reused `size` requests later. A request still in flight when its slot is taken again
  * (more than `size` requests started meanwhile) stops being recorded: every write checks the
@@ -110,8 +111,6 @@ export class Decision {
   private textUsed = 0;
   private readonly at = new Int16Array(6);
   private readonly refs: [string, string, string] = ['', '', ''];
-  /** A string is in `refs` (cleared when the slot is taken again). */
-  private hasRefs = false;
 
   /** `text`: this slot's bytes (TEXT_BYTES; a view of one of the ring's blocks). */
   constructor(
@@ -160,18 +159,15 @@ export class Decision {
     }
     this.at[2 * i] = -1;
     this.refs[i] = s;
-    this.hasRefs = true;
   }
 
   /** Forgets the last request's strings (a slot taken again). */
   clearText(): void {
-    this.textUsed = 0;
     const at = this.at;
+    // A kept string is let go (one the slot's bytes hold needs nothing).
+    if ((at[0] as number) < 0 || (at[2] as number) < 0 || (at[4] as number) < 0) this.refs[0] = this.refs[1] = this.refs[2] = '';
+    this.textUsed = 0;
     at[0] = at[1] = at[2] = at[3] = at[4] = at[5] = 0;
-    if (this.hasRefs) {
-      this.refs[0] = this.refs[1] = this.refs[2] = '';
-      this.hasRefs = false;
-    }
   }
 
   /** A try starts at an endpoint; its index, or -1 when not recorded. */
