@@ -147,6 +147,11 @@ export class H1Response extends EventEmitter {
   shouldKeepAlive: boolean;
   private head: string | undefined;
   flushQueued = false;
+  /**
+   * Body bytes still to come under the head's Content-Length (-1: no length declared): a small
+   * body that completes it goes out with the head at once, with no deferred flush.
+   */
+  private lengthLeft = -1;
   private chunked = false;
   private noBody = false;
   /**
@@ -170,7 +175,7 @@ export class H1Response extends EventEmitter {
     // The pieces go into one scratch array joined once (writeHead is synchronous): one flat
     // string, where `+=` made three or four cons strings a header and a flat copy at the write.
     const p = headParts;
-    p[0] = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+    p[0] = statusLine(status);
     let k = 1;
     let hasLength = false;
     if (headers) {
@@ -178,8 +183,11 @@ export class H1Response extends EventEmitter {
         const v = headers[name];
         if (v === undefined) continue;
         const lower = name.length === 14 || name.length === 10 ? name.toLowerCase() : name;
-        if (lower === 'content-length') hasLength = true;
-        else if (lower === 'connection') {
+        if (lower === 'content-length') {
+          hasLength = true;
+          const n = typeof v === 'number' ? v : Array.isArray(v) ? NaN : Number(v);
+          this.lengthLeft = Number.isSafeInteger(n) && n >= 0 ? n : -1;
+        } else if (lower === 'connection') {
           if (String(v).toLowerCase() === 'close') this.shouldKeepAlive = false;
           continue;
         }
@@ -221,9 +229,16 @@ export class H1Response extends EventEmitter {
     const len = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
     if (this.noBody || len === 0) return this.flushHead();
     if (this.head !== undefined && !this.chunked && len <= COALESCE_BYTES) {
-      // A small body right behind the head: one write (one syscall, no writev) for both, made by
-      // end() when it follows in the same tick, as it does for most responses, else on the next.
+      // A small body right behind the head: one write (one syscall, no writev) for both, made
+      // here when the body completes the declared length (most proxied responses), else by end()
+      // when it follows in the same tick, else by a microtask.
       this.head += typeof chunk === 'string' ? Buffer.from(chunk).toString('latin1') : chunk.toString('latin1');
+      // The whole declared body is here: nothing more can join the head, so it goes now.
+      if (this.lengthLeft === len) {
+        this.lengthLeft = 0;
+        return this.flushHead();
+      }
+      if (this.lengthLeft > 0) this.lengthLeft -= Math.min(len, this.lengthLeft);
       if (!this.flushQueued) {
         this.flushQueued = true;
         // A microtask, not process.nextTick: with no tick queued, Node runs microtasks without its
@@ -269,6 +284,18 @@ export class H1Response extends EventEmitter {
     this.head = undefined;
     return send(this.conn.socket, h);
   }
+}
+
+/** Status lines made once per status code (a template string per response was ~40 bytes each). */
+const statusLines = new Map<number, string>();
+function statusLine(status: number): string {
+  let line = statusLines.get(status);
+  if (line === undefined) {
+    line = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+    // Codes outside the registry (any 3-digit number an upstream sends) are not kept.
+    if (STATUS_CODES[status] !== undefined) statusLines.set(status, line);
+  }
+  return line;
 }
 
 /** Scratch for `H1Response.writeHead`'s head (see there). */

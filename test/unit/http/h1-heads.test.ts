@@ -81,6 +81,44 @@ t.test('response heads for HTTP/1.0: keep-alive asked, and a body without a leng
   t.equal(got, 'HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: keep-alive\r\n\r\nxHTTP/1.1 200 OK\r\nx-a: a\r\nconnection: close\r\n\r\ny');
 });
 
+t.test('a small body that completes its declared length goes out with the head at once, whole', async (t) => {
+  // end() comes 300 ms later (or never): the client must have the whole response before it.
+  const ended: string[] = [];
+  const port = await h1Server(t, (req, res) => {
+    const later = (): void => void setTimeout(() => (ended.push(req.url ?? ''), res.end()), 300);
+    if (req.url === '/one') {
+      res.writeHead(200, { 'content-length': '5' });
+      res.write(Buffer.from('hello'));
+    } else if (req.url === '/pieces') {
+      res.writeHead(200, { 'content-length': 6 });
+      res.write('ab');
+      res.write(Buffer.from('cd'));
+      res.write('ef');
+    } else if (req.url === '/over') {
+      // More than declared in one write: sent as given (the client reads what the length says).
+      res.writeHead(200, { 'content-length': '2' });
+      res.write('xyz');
+    } else {
+      res.writeHead(200, { 'content-length': '4' });
+      res.write('wx');
+      setTimeout(() => res.write('yz'), 50);
+    }
+    later();
+  });
+  const cases: Array<[string, string]> = [
+    ['/one', 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello'],
+    ['/pieces', 'HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabcdef'],
+    ['/over', 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nxyz'],
+    // The first piece goes out at the end of its tick (the microtask), the second when written.
+    ['/split', 'HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nwxyz'],
+  ];
+  for (const [path, want] of cases) {
+    const got = await exchange(port, `GET ${path} HTTP/1.1\r\nhost: x\r\n\r\n`, (g) => g.length >= want.length);
+    t.equal(got, want, `${path}: the whole response`);
+    t.notOk(ended.includes(path), `${path}: before end() was called`);
+  }
+});
+
 /** A raw upstream that records each request head (and body) and answers each with `reply`. */
 async function recordingUpstream(t: Test, reply: (n: number) => string): Promise<{ port: number; seen: string[] }> {
   const seen: string[] = [];
