@@ -55,6 +55,7 @@ typedef struct {
 typedef struct {
   uint32_t lat, svc, lag; /* µs */
   uint32_t win;
+  uint32_t pair; /* (slot - warm-up slots) / K: the slots of one pair are adjacent, one per target */
 } sample_t;
 
 typedef struct {
@@ -191,6 +192,7 @@ static void finish(conn_t *c, int ok, int status) {
         s->svc = (uint32_t)((end - c->sent) / 1000);
         s->lag = (uint32_t)((c->sent - c->intended) / 1000); /* incl. waiting for a connection */
         s->win = (uint32_t)((double)((c->slot - warmEnd) / K) / rateNow);
+        s->pair = (uint32_t)((c->slot - warmEnd) / K);
       }
     }
   } else outstandingAll--;
@@ -323,6 +325,48 @@ static uint32_t pct(uint32_t *v, size_t n, double q) {
   return v[k - 1];
 }
 
+static int cmpi64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int64_t pcti(int64_t *v, size_t n, double q) {
+  size_t k = (size_t)(q / 100.0 * (double)n + 0.5);
+  if (k < 1) k = 1;
+  if (k > n) k = n;
+  return v[k - 1];
+}
+
+/*
+ * The paired estimator of what target `t` adds over `base` (the last target: the upstream
+ * direct): for each pair of adjacent slots (one per target, 1 / (K * rate) apart), this target's
+ * latency minus the base's, then the percentiles of those differences. What both slots of a pair
+ * meet (this process late, the load core busy, the machine stopping both cores) cancels out;
+ * what only the proxy's path meets (its own pauses) stays whole. Pairs where either slot failed
+ * or was not recorded are left out.
+ */
+static void paired(FILE *o, const target_t *t, const target_t *base) {
+  fprintf(o, "\"pairedAddedUs\":");
+  uint32_t np = 0;
+  for (size_t i = 0; i < base->ns; i++) if (base->s[i].pair + 1 > np) np = base->s[i].pair + 1;
+  if (!np || !t->ns) { fprintf(o, "null"); return; }
+  uint32_t *bl = malloc(sizeof(uint32_t) * np);
+  for (uint32_t m = 0; m < np; m++) bl[m] = UINT32_MAX;
+  for (size_t i = 0; i < base->ns; i++) bl[base->s[i].pair] = base->s[i].lat;
+  int64_t *d = malloc(sizeof(int64_t) * t->ns);
+  size_t n = 0;
+  for (size_t i = 0; i < t->ns; i++) {
+    uint32_t m = t->s[i].pair;
+    if (m < np && bl[m] != UINT32_MAX) d[n++] = (int64_t)t->s[i].lat - (int64_t)bl[m];
+  }
+  free(bl);
+  if (!n) { free(d); fprintf(o, "null"); return; }
+  qsort(d, n, sizeof(int64_t), cmpi64);
+  fprintf(o, "{\"p50\":%lld,\"p90\":%lld,\"p99\":%lld,\"p999\":%lld,\"max\":%lld,\"count\":%zu}", (long long)pcti(d, n, 50), (long long)pcti(d, n, 90),
+          (long long)pcti(d, n, 99), (long long)pcti(d, n, 99.9), (long long)d[n - 1], n);
+  free(d);
+}
+
 static void summary(FILE *o, const char *name, sample_t *s, size_t n, int field) {
   fprintf(o, "\"%s\":", name);
   if (!n) { fprintf(o, "null"); return; }
@@ -444,6 +488,10 @@ int main(int argc, char **argv) {
       summary(stdout, "sendLagUs", t->lagS, t->nl, 2);
       putchar(',');
       summary(stdout, "queuedUs", t->s, t->ns, 2);
+      if (K > 1 && k < K - 1) {
+        putchar(',');
+        paired(stdout, t, &T[K - 1]);
+      }
       /* p99 per second of the recorded schedule (by intended time), as load.js. */
       printf(",\"windowsP99Us\":[");
       uint32_t nw = 0;
