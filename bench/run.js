@@ -952,7 +952,7 @@ async function tailBench() {
   const t = JSON.parse(line);
   const verdict = r.stdout.trim().split('\n').pop();
   log(`bench: ${verdict}`);
-  return { rate: t.rate, seconds: t.seconds, gen: t.gen, sum: t.sum, ratios: t.ratios, met: t.met, voided: t.voided.length, loadavg: t.loadavg, verdict };
+  return { rate: t.rate, seconds: t.seconds, gen: t.gen, sum: t.sum, ratios: t.ratios, met: t.met, paired: t.paired, voided: t.voided.length, loadavg: t.loadavg, verdict };
 }
 
 async function mtlsBench(quick) {

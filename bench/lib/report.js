@@ -450,8 +450,12 @@ function renderMarkdown(results, g) {
           'Each proxy first serves one phase that is not counted (the sidecar compiles its hot code then); a pair in which the machine stopped a core for 20 ms or more (a real-time sleeper on each core sees it: bench/native/hiccup.c) is set aside and run again.',
       );
       parts.push('');
-      const rowOf = (who) => [who, ...['p50', 'p99', 'p999'].map((k) => { const v = results.tail.sum[`${who}.${k}`]; return `${fmt.int(v.median)} (${fmt.int(v.min)}..${fmt.int(v.max)})`; })];
-      parts.push(mdTable(['proxy', 'added p50', 'added p99', 'added p99.9'], [rowOf('nginx'), rowOf('meshlet')]));
+      const rowOf = (who, sum = results.tail.sum, label = who) => [label, ...['p50', 'p99', 'p999'].map((k) => { const v = sum[`${who}.${k}`]; return `${fmt.int(v.median)} (${fmt.int(v.min)}..${fmt.int(v.max)})`; })];
+      const rows = [rowOf('nginx'), rowOf('meshlet')];
+      const pd = results.tail.paired;
+      // The paired estimator (bench/README.md): percentiles of each proxied slot's latency minus the adjacent direct slot's.
+      if (pd) rows.push(rowOf('nginx', pd.sum, 'nginx, paired'), rowOf('meshlet', pd.sum, `meshlet, paired (≤ 2x nginx's in ${pd.within}/${pd.ratios.length})`));
+      parts.push(mdTable(['proxy', 'added p50', 'added p99', 'added p99.9'], rows));
       parts.push('');
       parts.push(`\`${results.tail.verdict}\``);
     }

@@ -15,6 +15,8 @@
  * omission corrected, as wrk2); also completion - actual send (`serviceUs`), the send lag (when
  * this process handled a due slot - its intended time: the generator's own lateness, its health
  * figure) and `queuedUs` (actual send - intended: the lag plus waiting for a free connection).
+ * With several targets, each but the last (the upstream direct) also gets `pairedAddedUs`: the
+ * percentiles of its latency minus the direct slot's of the same pair (`paired`, below).
  * Percentiles are exact (every sample kept, sorted), not histogram buckets.
  *
  * Timing: one thread, epoll + a timerfd armed (absolute, CLOCK_MONOTONIC) at the next due time,
