@@ -100,6 +100,8 @@ class Conn {
   idleSince = 0;
   private partialHeaders: string[] = [];
   private readonly parser: NativeParser;
+  /** The parser's message-complete callback; unset while `takeBody` reads a body (see onHeadersComplete). */
+  private readonly messageComplete = (): void => this.onMessageComplete();
   private readonly maxHeaderBytes: number;
   /**
    * Body bytes of the current response still to come, read by `takeBody` rather than the parser,
@@ -176,7 +178,7 @@ class Conn {
       // load); elsewhere the chunk is a view of the shared read buffer and the sink gets a copy.
       if (!ex.sink.onData(BODY_IS_COPY ? chunk : Buffer.from(chunk))) socket.pause();
     };
-    parser[kOnMessageComplete] = () => this.onMessageComplete();
+    parser[kOnMessageComplete] = this.messageComplete;
     const timer = setTimeout(() => {
       if (!this.connected) socket.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' }));
     }, opts.connectTimeoutMs);
@@ -260,9 +262,11 @@ class Conn {
     ex.sink.onResponse(status, h);
     if (ex.head) return 1;
     if (own === 0) return 0;
-    // The parser stops here (2: as for an upgrade; it reports the message complete, which
-    // `onMessageComplete` ignores) and `takeBody` reads the body.
+    // The parser stops here (2: as for an upgrade) and `takeBody` reads the body. The parser then
+    // reports the message complete at once: with no callback set, that is not a call into
+    // JavaScript (one transition from C++ less a response); takeBody sets it back.
     this.bodyLeft = own;
+    this.parser[kOnMessageComplete] = null;
     return 2;
   }
 
@@ -287,6 +291,7 @@ class Conn {
     }
     if (this.bodyLeft === 0) {
       this.parser.initialize(HTTPParser.RESPONSE, PARSER_RESOURCE, this.maxHeaderBytes, HTTPParser.kLenientNone);
+      this.parser[kOnMessageComplete] = this.messageComplete;
       this.onMessageComplete();
     }
     return len;
@@ -294,8 +299,7 @@ class Conn {
 
   private onMessageComplete(): void {
     const ex = this.ex;
-    // At a head whose body `takeBody` reads, the parser reports the message complete: not yet.
-    if (!ex || this.bodyLeft > 0) return;
+    if (!ex) return;
     if (!ex.started) {
       // The end of a 1xx: the real response follows. Trailers would have arrived via kOnHeaders.
       this.partialHeaders = [];
