@@ -31,7 +31,8 @@
  * (load-independent, like the instruction counts).
  * --callgrind: the sidecars run under valgrind's callgrind and the figure is instructions per
  * request (load-independent: the instructions of an idle window as long as the run are subtracted;
- * it serves ~5-20 req/s, so use -n 300), read with callgrind_control. --callgrind-keep DIR keeps the
+ * a few requests at a time; warm the request path: -n 12000 with --single-threaded, see
+ * bench/README.md), read with callgrind_control. --callgrind-keep DIR keeps the
  * dumps (numbered in order: warm-up, measured, idle window, per process) for callgrind_annotate.
  * --soak SECONDS [--soak-rate 1000] [--soak-warmup S]: a soak instead of N requests (one build, -r 1):
  * each path at a fixed rate for SECONDS, RSS of each proxy sampled every second, and the verdict per
