@@ -245,29 +245,26 @@ async function main() {
   detector?.stop();
   if (!runs.length) throw new Error('no pair ran without a platform pause: see the lines above');
   const med = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-  const sum = {};
-  for (const who of ['nginx', 'meshlet'])
-    for (const k of ['p50', 'p99', 'p999']) {
-      const xs = runs.map((r) => r[who].added[k]);
-      sum[`${who}.${k}`] = { median: med(xs), min: Math.min(...xs), max: Math.max(...xs) };
-    }
-  // Per run, meshlet's added p99.9 over nginx's (nginx's taken as at least 1 µs).
-  const ratios = runs.map((r) => r.meshlet.added.p999 / Math.max(1, r.nginx.added.p999));
-  const within = ratios.filter((x) => x <= 2).length;
-  const met = runs.length === want && within === want;
-  // The same from the paired estimator (openloop only), reported beside the difference of
-  // percentiles above, which stays the goal's figure.
-  let paired = null;
-  if (runs.every((r) => r.nginx.paired && r.meshlet.paired)) {
-    const psum = {};
+  /**
+   * One estimator's figures over the runs (`field`: 'added', the difference of percentiles, or
+   * 'paired'): medians and ranges, and per run meshlet's p99.9 over nginx's (nginx's taken as at
+   * least 1 µs), how many within 2x, and whether every wanted run was.
+   */
+  const summarize = (field) => {
+    const sum = {};
     for (const who of ['nginx', 'meshlet'])
       for (const k of ['p50', 'p99', 'p999']) {
-        const xs = runs.map((r) => r[who].paired[k]);
-        psum[`${who}.${k}`] = { median: med(xs), min: Math.min(...xs), max: Math.max(...xs) };
+        const xs = runs.map((r) => r[who][field][k]);
+        sum[`${who}.${k}`] = { median: med(xs), min: Math.min(...xs), max: Math.max(...xs) };
       }
-    const pr = runs.map((r) => r.meshlet.paired.p999 / Math.max(1, r.nginx.paired.p999));
-    paired = { sum: psum, ratios: pr, within: pr.filter((x) => x <= 2).length, met: runs.length === want && pr.every((x) => x <= 2) };
-  }
+    const ratios = runs.map((r) => r.meshlet[field].p999 / Math.max(1, r.nginx[field].p999));
+    const within = ratios.filter((x) => x <= 2).length;
+    return { sum, ratios, within, met: runs.length === want && within === want };
+  };
+  const { sum, ratios, within, met } = summarize('added');
+  // The paired estimator (openloop only), reported beside the difference of percentiles, which
+  // stays the goal's figure.
+  const paired = runs.every((r) => r.nginx.paired && r.meshlet.paired) ? summarize('paired') : null;
   const medRatio = sum['meshlet.p999'].median / Math.max(1, sum['nginx.p999'].median);
   const direct999 = runs.flatMap((r) => [r.nginx.directUs.p999, r.meshlet.directUs.p999]);
   const lag999 = runs.flatMap((r) => [r.nginx.sendLagUs?.p999 ?? NaN, r.meshlet.sendLagUs?.p999 ?? NaN]);

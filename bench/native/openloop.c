@@ -320,24 +320,22 @@ static int cmp32(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static uint32_t pct(uint32_t *v, size_t n, double q) {
+/* The index of the q-th percentile among n sorted samples (nearest rank). */
+static size_t rank(size_t n, double q) {
   size_t k = (size_t)(q / 100.0 * (double)n + 0.5);
   if (k < 1) k = 1;
   if (k > n) k = n;
-  return v[k - 1];
+  return k - 1;
 }
+
+static uint32_t pct(uint32_t *v, size_t n, double q) { return v[rank(n, q)]; }
 
 static int cmpi64(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return x < y ? -1 : x > y;
 }
 
-static int64_t pcti(int64_t *v, size_t n, double q) {
-  size_t k = (size_t)(q / 100.0 * (double)n + 0.5);
-  if (k < 1) k = 1;
-  if (k > n) k = n;
-  return v[k - 1];
-}
+static int64_t pcti(int64_t *v, size_t n, double q) { return v[rank(n, q)]; }
 
 /*
  * The paired estimator of what target `t` adds over `base` (the last target: the upstream
