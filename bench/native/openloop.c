@@ -193,8 +193,8 @@ static void finish(conn_t *c, int ok, int status) {
         s->lat = (uint32_t)((end - c->intended) / 1000);
         s->svc = (uint32_t)((end - c->sent) / 1000);
         s->lag = (uint32_t)((c->sent - c->intended) / 1000); /* incl. waiting for a connection */
-        s->win = (uint32_t)((double)((c->slot - warmEnd) / K) / rateNow);
         s->pair = (uint32_t)((c->slot - warmEnd) / K);
+        s->win = (uint32_t)((double)s->pair / rateNow);
       }
     }
   } else outstandingAll--;

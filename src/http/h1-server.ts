@@ -234,11 +234,11 @@ export class H1Response extends EventEmitter {
       // when it follows in the same tick, else by a microtask.
       this.head += typeof chunk === 'string' ? Buffer.from(chunk).toString('latin1') : chunk.toString('latin1');
       // The whole declared body is here: nothing more can join the head, so it goes now.
-      if (this.lengthLeft === len) {
+      if (this.lengthLeft >= 0 && len >= this.lengthLeft) {
         this.lengthLeft = 0;
         return this.flushHead();
       }
-      if (this.lengthLeft > 0) this.lengthLeft -= Math.min(len, this.lengthLeft);
+      if (this.lengthLeft > 0) this.lengthLeft -= len;
       if (!this.flushQueued) {
         this.flushQueued = true;
         // A microtask, not process.nextTick: with no tick queued, Node runs microtasks without its
@@ -286,17 +286,11 @@ export class H1Response extends EventEmitter {
   }
 }
 
-/** Status lines made once per status code (a template string per response was ~40 bytes each). */
-const statusLines = new Map<number, string>();
-function statusLine(status: number): string {
-  let line = statusLines.get(status);
-  if (line === undefined) {
-    line = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
-    // Codes outside the registry (any 3-digit number an upstream sends) are not kept.
-    if (STATUS_CODES[status] !== undefined) statusLines.set(status, line);
-  }
-  return line;
-}
+/** Status lines of the registered codes, made at load (a template string per response was ~40 bytes each). */
+const STATUS_LINES: Record<number, string> = {};
+for (const code of Object.keys(STATUS_CODES)) STATUS_LINES[Number(code)] = `HTTP/1.1 ${code} ${STATUS_CODES[code]}\r\n`;
+/** A code outside the registry (any 3-digit number an upstream sends) gets its line made per response. */
+const statusLine = (status: number): string => STATUS_LINES[status] ?? `HTTP/1.1 ${status} Unknown\r\n`;
 
 /** Scratch for `H1Response.writeHead`'s head (see there). */
 const headParts: string[] = [];

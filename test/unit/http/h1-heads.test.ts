@@ -95,7 +95,7 @@ t.test('a small body that completes its declared length goes out with the head a
       res.write(Buffer.from('cd'));
       res.write('ef');
     } else if (req.url === '/over') {
-      // More than declared in one write: sent as given (the client reads what the length says).
+      // More than declared in one write: sent as given, at once (the client reads what the length says).
       res.writeHead(200, { 'content-length': '2' });
       res.write('xyz');
     } else {
