@@ -91,7 +91,7 @@ export class MeshCall {
   /** HTTP/1.1 sent multiplexed over HTTP/2 to another sidecar on the current try. */
   mux = false;
   /** The caller identity stamped on the request (source service, route), when known. */
-  identity: { source: string | undefined; route: string } | undefined = undefined;
+  identity: { readonly source: string | undefined; readonly route: string } | undefined = undefined;
   /**
    * Inbound: the caller's identity as proven by its verified TLS client certificate (mTLS), or
    * undefined for a plaintext or unverified caller. Authorization and the `source-identity`

@@ -12,6 +12,7 @@ import { extract, injectHeaders, newRequestId, newSpanId, newTraceId, TRACE_HEAD
 import { LineBuffer } from './line-buffer';
 import type { Span, SpanExporter } from './tracing';
 import { TapHub } from './tap';
+import { lowerName } from '../http/headers';
 
 export interface ObserverOptions {
   metrics: MeshMetrics;
@@ -278,7 +279,9 @@ export class ObservedRequest {
     let w = 0;
     for (let i = 0; i < flat.length; i += 2) {
       const name = flat[i] as string;
-      const n = name.toLowerCase();
+      // The list's names are lower-case (MeshCall.headers), most of them the cached strings of
+      // lowerName: a map hit, where toLowerCase scanned every name of every request.
+      const n = lowerName(name);
       // The caller's identity is replaced on the way out; on the way in it is the caller sidecar's.
       if (n === 'x-request-id' || (n === SOURCE_HEADER && outbound) || (tracing && TRACE_HEADERS.has(n))) continue;
       if (w !== i) {
@@ -287,7 +290,8 @@ export class ObservedRequest {
       }
       w += 2;
     }
-    flat.length = w;
+    // Nothing removed (the usual case): no length store, which V8 makes through a runtime call.
+    if (w !== flat.length) flat.length = w;
     flat.push('x-request-id', this.requestId);
     if (outbound) flat.push(SOURCE_HEADER, this.o.metrics.service);
     if (tracing) {

@@ -6,8 +6,8 @@
  * dispatcher), not the client's original figure; gRPC calls with a route timeout get one.
  */
 import { Flags, MeshError } from '../core/errors';
-import type { Timer } from '../core/clock';
 import { LocalReply, NOOP_CALL, type Layer, type MeshCall } from '../core/layer';
+import { Expiring, timeoutsOf, type Timeouts } from '../core/timeouts';
 import { parseGrpcTimeout } from '../grpc/timeout';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
@@ -18,6 +18,7 @@ const INTERNAL = 13;
 const GRPC_TIMEOUT_SLOT: readonly string[] = ['grpc-timeout', ''];
 
 export function deadlineLayer(ctx: StackContext, routeTimeoutMs: number | undefined): Layer {
+  const timeouts = timeoutsOf(ctx.clock);
   return (next) => (call, sink) => {
     // A WebSocket tunnel lives as long as it is used (its idle timeout), not a request's deadline.
     if (call.kind === 'websocket') return next(call, sink);
@@ -42,32 +43,34 @@ export function deadlineLayer(ctx: StackContext, routeTimeoutMs: number | undefi
       call.headers = h.concat(GRPC_TIMEOUT_SLOT);
       call.grpcTimeoutAt = call.headers.length - 1;
     }
-    return new Deadline(ctx, call, sink, ms).start(next);
+    return new Deadline(ctx, timeouts, call, sink, ms).start(next);
   };
 }
 
-class Deadline implements ResponseSink, UpstreamCall {
+/** The deadline of one call: its own timeout (timeouts.ts), so starting one allocates nothing more. */
+class Deadline extends Expiring implements ResponseSink, UpstreamCall {
   private inner: UpstreamCall | undefined;
-  private timer: Timer | undefined;
   private started = false;
   private done = false;
 
   constructor(
     private readonly ctx: StackContext,
+    private readonly timeouts: Timeouts,
     private readonly call: MeshCall,
     private readonly sink: ResponseSink,
     private readonly ms: number,
-  ) {}
+  ) {
+    super();
+  }
 
   start(next: (c: MeshCall, s: ResponseSink) => UpstreamCall): UpstreamCall {
     this.call.deadline = this.ctx.clock.monotonic() + this.ms;
-    this.timer = this.ctx.clock.setTimeout(() => this.expire(), this.ms);
+    this.timeouts.start(this, this.ms);
     this.inner = next(this.call, this);
     return this;
   }
 
-  private expire(): void {
-    this.timer = undefined;
+  expire(): void {
     if (this.done) return;
     this.done = true;
     this.inner?.abort(new MeshError('MESH_UPSTREAM_TIMEOUT', 'deadline'));
@@ -77,8 +80,7 @@ class Deadline implements ResponseSink, UpstreamCall {
 
   private end(): void {
     this.done = true;
-    this.timer?.cancel();
-    this.timer = undefined;
+    this.timeouts.cancel(this);
   }
 
   abort(reason?: Error): void {

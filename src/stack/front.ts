@@ -274,7 +274,8 @@ function replaceSource(flat: string[], source: string | undefined): string[] {
     }
     w += 2;
   }
-  flat.length = w;
+  // Nothing removed (the usual case): no length store, which V8 makes through a runtime call.
+  if (w !== flat.length) flat.length = w;
   if (source !== undefined) flat.push(SOURCE_HEADER, source);
   return flat;
 }

@@ -7,8 +7,10 @@ import type { Layer } from '../core/layer';
 import { stampIdentity } from '../resilience/rate-limit';
 
 export function identityLayer(source: string, route: string): Layer {
+  // One object for every call of the route (read, never changed): not one a request.
+  const identity: { readonly source: string | undefined; readonly route: string } = { source, route };
   return (next) => (call, sink) => {
-    call.identity = { source, route };
+    call.identity = identity;
     call.headers = stampIdentity(call.headers, source, route);
     return next(call, sink);
   };

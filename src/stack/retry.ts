@@ -14,6 +14,7 @@
  */
 import { classifyUpstreamError, Flags, MeshError } from '../core/errors';
 import type { Timer } from '../core/clock';
+import { Expiring, timeoutsOf, type Timeouts } from '../core/timeouts';
 import type { Handler, Layer, MeshCall } from '../core/layer';
 import { isH2Body } from '../http/h2-server';
 import { refusedUnseen, UpstreamConnectError, type Headers, type ResponseSink, type UpstreamCall } from '../http/upstream-types';
@@ -31,13 +32,19 @@ const MAX_RESENDS = 2;
 const GRPC_REPLAY_BYTES = 64 * 1024;
 
 export function retryLayer(ctx: StackContext, policy: RetryPolicy | undefined): Layer {
-  return (next) => (call, sink) => new RetryState(ctx, policy, next, call, sink).start();
+  const timeouts = timeoutsOf(ctx.clock);
+  return (next) => (call, sink) => new RetryState(ctx, timeouts, policy, next, call, sink).start();
 }
 
-/** One try: its own sink, so callbacks of an abandoned try are ignored. */
-class Try implements ResponseSink {
+/** One try: its own sink, so callbacks of an abandoned try are ignored; its own per-try timeout (timeouts.ts). */
+class Try extends Expiring implements ResponseSink {
   call: UpstreamCall | undefined;
-  constructor(private readonly rs: RetryState) {}
+  constructor(private readonly rs: RetryState) {
+    super();
+  }
+  expire(): void {
+    this.rs.onTryTimeout(this);
+  }
   onResponse(status: number, headers: Headers): void {
     if (this.rs.current === this) this.rs.onResponse(this, status, headers);
   }
@@ -59,11 +66,13 @@ export class RetryState implements UpstreamCall {
   private committed = false;
   private readonly body: Readable | null;
   private replay: ReplayableBody | undefined;
-  private tryTimer: Timer | undefined;
+  /** The try whose per-try timeout runs. */
+  private tryTimer: Try | undefined;
   private backoffTimer: Timer | undefined;
 
   constructor(
     private readonly ctx: StackContext,
+    private readonly timeouts: Timeouts,
     private readonly policy: RetryPolicy | undefined,
     private readonly next: Handler,
     private readonly call: MeshCall,
@@ -103,7 +112,10 @@ export class RetryState implements UpstreamCall {
     const t = new Try(this);
     this.current = t;
     const perTry = this.policy?.perTryTimeoutMs;
-    if (perTry !== undefined) this.tryTimer = this.ctx.clock.setTimeout(() => this.onTryTimeout(t), perTry);
+    if (perTry !== undefined) {
+      this.timeouts.start(t, perTry);
+      this.tryTimer = t;
+    }
     t.call = this.next(call, t);
   }
 
@@ -164,7 +176,7 @@ export class RetryState implements UpstreamCall {
     this.fail(e);
   }
 
-  private onTryTimeout(t: Try): void {
+  onTryTimeout(t: Try): void {
     if (this.current !== t || this.committed || this.done) return;
     this.tryTimer = undefined;
     this.current = undefined;
@@ -222,7 +234,9 @@ export class RetryState implements UpstreamCall {
   }
 
   private clearTryTimer(): void {
-    this.tryTimer?.cancel();
+    const t = this.tryTimer;
+    if (t === undefined) return;
+    this.timeouts.cancel(t);
     this.tryTimer = undefined;
   }
 

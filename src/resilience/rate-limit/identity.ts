@@ -41,7 +41,8 @@ export function stampIdentity(flat: string[], source: string | undefined, route:
     }
     w += 2;
   }
-  flat.length = w;
+  // Nothing removed (the usual case): no length store, which V8 makes through a runtime call.
+  if (w !== flat.length) flat.length = w;
   if (source === undefined) return flat;
   flat.push(SOURCE_HEADER, source);
   if (route) flat.push(ROUTE_HEADER, route);

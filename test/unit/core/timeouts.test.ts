@@ -1,0 +1,155 @@
+/**
+ * Timeouts (src/core/timeouts.ts): one clock timer per timeout length, the entries themselves the
+ * list. On a FakeClock (exact) and on the system clock (never early by performance.now()).
+ */
+import t from 'tap';
+import { FakeClock, systemClock } from '../../../src/core/clock';
+import { Expiring, Timeouts, timeoutsOf } from '../../../src/core/timeouts';
+
+class Entry extends Expiring {
+  firedAt: number[] = [];
+  constructor(
+    readonly name: string,
+    private readonly log: string[],
+    private readonly now: () => number,
+    private readonly onExpire?: () => void,
+  ) {
+    super();
+  }
+  expire(): void {
+    this.firedAt.push(this.now());
+    this.log.push(this.name);
+    this.onExpire?.();
+  }
+}
+
+t.test('entries expire at their own time, in order, once each; cancelled ones never', async (t) => {
+  const clock = new FakeClock();
+  const q = new Timeouts(clock);
+  const log: string[] = [];
+  const now = (): number => clock.monotonic();
+  const t0 = clock.monotonic();
+  const a = new Entry('a', log, now);
+  const b = new Entry('b', log, now);
+  const c = new Entry('c', log, now);
+  const d = new Entry('d', log, now);
+  q.start(a, 100);
+  clock.advance(10);
+  q.start(b, 100);
+  clock.advance(10);
+  q.start(c, 100);
+  q.start(d, 50);
+  t.equal(q.size, 4);
+  t.equal(q.timers, 2, 'one clock timer per length');
+  q.cancel(a); // the head: its list's timer stays armed for its time
+  clock.advance(49); // t0 + 69
+  t.same(log, [], 'nothing fires early');
+  clock.advance(1); // t0 + 70: d's time (started at t0 + 20, 50 ms)
+  t.same(log, ['d'], 'the shorter length fires on its own timer');
+  t.same(d.firedAt, [t0 + 70]);
+  clock.advance(30); // t0 + 100: a's time, but a was cancelled
+  t.same(log, ['d'], 'a cancelled head does not fire; its timer finds b not due yet');
+  clock.advance(9);
+  t.same(log, ['d']);
+  clock.advance(1); // t0 + 110: b is due (re-armed after the cancelled head)
+  t.same(log, ['d', 'b']);
+  t.same(b.firedAt, [t0 + 110], 'exactly at its time, not at the cancelled head\'s');
+  clock.advance(10);
+  t.same(log, ['d', 'b', 'c']);
+  t.same(c.firedAt, [t0 + 120]);
+  clock.advance(1000);
+  t.same(log, ['d', 'b', 'c'], 'each once');
+  t.equal(q.size, 0);
+  t.equal(q.timers, 0, 'an empty length holds no clock timer');
+});
+
+t.test('cancel in the middle and at the tail; restart moves an entry; cancelling twice is harmless', async (t) => {
+  const clock = new FakeClock();
+  const q = new Timeouts(clock);
+  const log: string[] = [];
+  const now = (): number => clock.monotonic();
+  const es = ['a', 'b', 'c', 'd'].map((n) => new Entry(n, log, now));
+  for (const e of es) q.start(e, 100);
+  q.cancel(es[1]!);
+  q.cancel(es[3]!);
+  q.cancel(es[3]!);
+  clock.advance(50);
+  q.start(es[0]!, 100); // restarted: now due at +150
+  t.equal(q.size, 2);
+  clock.advance(50);
+  t.same(log, ['c']);
+  clock.advance(50);
+  t.same(log, ['c', 'a']);
+  t.equal(q.size, 0);
+  // A cancelled entry can start again.
+  q.start(es[1]!, 10);
+  clock.advance(10);
+  t.same(log, ['c', 'a', 'b']);
+});
+
+t.test('an expiry that starts new timeouts of the same length: they wait their full time', async (t) => {
+  const clock = new FakeClock();
+  const q = new Timeouts(clock);
+  const log: string[] = [];
+  const now = (): number => clock.monotonic();
+  let chained = 0;
+  const chain: Entry = new Entry('chain', log, now, () => {
+    if (++chained < 3) q.start(chain, 100);
+  });
+  const other = new Entry('other', log, now);
+  const t0 = clock.monotonic();
+  q.start(chain, 100);
+  q.start(other, 100);
+  clock.advance(100);
+  t.same(log, ['chain', 'other'], 'both due ones expire in the same firing');
+  clock.advance(99);
+  t.same(log, ['chain', 'other']);
+  clock.advance(1000);
+  t.same(chain.firedAt, [t0 + 100, t0 + 200, t0 + 300]);
+  t.equal(q.timers, 0);
+});
+
+t.test('under 1 ms counts as 1 ms; a fractional length is its own list', async (t) => {
+  const clock = new FakeClock();
+  const q = new Timeouts(clock);
+  const log: string[] = [];
+  const now = (): number => clock.monotonic();
+  const z = new Entry('zero', log, now);
+  const f = new Entry('frac', log, now);
+  q.start(z, 0);
+  q.start(f, 1.5);
+  clock.advance(0);
+  t.same(log, []);
+  clock.advance(1);
+  t.same(log, ['zero']);
+  clock.advance(0.5);
+  t.same(log, ['zero', 'frac']);
+});
+
+t.test('timeoutsOf: one set per clock', async (t) => {
+  const a = new FakeClock();
+  const b = new FakeClock();
+  t.equal(timeoutsOf(a), timeoutsOf(a));
+  t.not(timeoutsOf(a), timeoutsOf(b));
+});
+
+t.test('on the system clock: never before its time by performance.now(), and the process may exit', async (t) => {
+  const q = new Timeouts(systemClock);
+  const log: string[] = [];
+  const now = (): number => performance.now();
+  const entries: { e: Entry; at: number }[] = [];
+  for (let i = 0; i < 5; i++) {
+    const e = new Entry(`e${i}`, log, now);
+    q.start(e, 30);
+    entries.push({ e, at: performance.now() + 30 });
+    // Busy a few ms between starts, as a loaded loop would be.
+    const until = performance.now() + 3;
+    while (performance.now() < until);
+  }
+  q.cancel(entries[0]!.e);
+  // The clock's timers are unref'd: keep the process alive while waiting.
+  await new Promise((r) => setTimeout(r, 120));
+  t.same(log, ['e1', 'e2', 'e3', 'e4']);
+  for (const { e, at } of entries.slice(1)) t.ok(e.firedAt[0]! >= at, `${e.name} fired at or after its time`);
+  t.equal(q.timers, 0);
+});
