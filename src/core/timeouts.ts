@@ -44,8 +44,8 @@ export class Timeouts {
 
   constructor(private readonly clock: Clock) {}
 
-  /** Starts `e`'s timeout (at least 1 ms; a started one is restarted). */
-  start(e: Expiring, ms: number): void {
+  /** Starts `e`'s timeout (at least 1 ms; a started one is restarted); `now`: the clock's monotonic() if the caller just read it. */
+  start(e: Expiring, ms: number, now = this.clock.monotonic()): void {
     if (e.tList !== null) this.cancel(e);
     const d = ms >= 1 ? ms : 1;
     let list = this.lists.get(d);
@@ -54,7 +54,7 @@ export class Timeouts {
       this.lists.set(d, list);
       this.arm(list, d);
     }
-    e.tAt = this.clock.monotonic() + d;
+    e.tAt = now + d;
     e.tList = list;
     e.tPrev = list.tail;
     e.tNext = null;

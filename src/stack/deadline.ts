@@ -64,8 +64,9 @@ class Deadline extends Expiring implements ResponseSink, UpstreamCall {
   }
 
   start(next: (c: MeshCall, s: ResponseSink) => UpstreamCall): UpstreamCall {
-    this.call.deadline = this.ctx.clock.monotonic() + this.ms;
-    this.timeouts.start(this, this.ms);
+    const now = this.ctx.clock.monotonic();
+    this.call.deadline = now + this.ms;
+    this.timeouts.start(this, this.ms, now);
     this.inner = next(this.call, this);
     return this;
   }
