@@ -12,11 +12,12 @@
  *
  * How: one list per timeout length. Entries of one length expire in the order they started (the
  * clock only moves forward), so a list stays sorted by appending. Each non-empty list holds one
- * clock timer, armed for its head; a cancelled head leaves the timer as it is, and when it fires
- * the list expires what is due and re-arms for its new head (or, empty, is dropped). An entry
- * never expires before its time by `clock.monotonic()`.
+ * clock timer, armed for its head; a cancelled head leaves the timer as it is (under load the
+ * list is never empty), and when it fires the list expires what is due and re-arms for its new
+ * head. A list whose last entry is cancelled or expires is dropped with its timer. An entry never
+ * expires before its time by `clock.monotonic()`.
  */
-import type { Clock } from './clock';
+import type { Clock, Timer } from './clock';
 
 /** Something that times out: a timeout's own list node (see above). */
 export abstract class Expiring {
@@ -36,6 +37,8 @@ export abstract class Expiring {
 class TimeoutList {
   head: Expiring | null = null;
   tail: Expiring | null = null;
+  /** The clock timer armed for the head (undefined while the list expires its due entries). */
+  timer: Timer | undefined = undefined;
   constructor(readonly ms: number) {}
 }
 
@@ -63,11 +66,20 @@ export class Timeouts {
     list.tail = e;
   }
 
-  /** Stops `e`'s timeout; nothing when it is not running. */
+  /**
+   * Stops `e`'s timeout; nothing when it is not running. The last entry of a length takes its
+   * clock timer with it: lengths that come once (a gRPC client's own `grpc-timeout`, different on
+   * every call) hold nothing after their calls end.
+   */
   cancel(e: Expiring): void {
     const list = e.tList;
     if (list === null) return;
     unlink(list, e);
+    if (list.head === null && list.timer !== undefined) {
+      list.timer.cancel();
+      list.timer = undefined;
+      this.lists.delete(list.ms);
+    }
   }
 
   /** Timeouts running (for tests and diagnostics). */
@@ -83,10 +95,11 @@ export class Timeouts {
   }
 
   private arm(list: TimeoutList, ms: number): void {
-    this.clock.setTimeout(() => this.fire(list), ms);
+    list.timer = this.clock.setTimeout(() => this.fire(list), ms);
   }
 
   private fire(list: TimeoutList): void {
+    list.timer = undefined;
     const now = this.clock.monotonic();
     for (let e = list.head; e !== null && e.tAt <= now; e = list.head) {
       unlink(list, e);

@@ -126,6 +126,44 @@ t.test('under 1 ms counts as 1 ms; a fractional length is its own list', async (
   t.same(log, ['zero', 'frac']);
 });
 
+t.test('a length whose entries are all cancelled drops its clock timer (a gRPC client\'s own timeouts differ on every call)', async (t) => {
+  let armed = 0;
+  let cancelled = 0;
+  const fake = new FakeClock();
+  const clock = {
+    now: () => fake.now(),
+    monotonic: () => fake.monotonic(),
+    setTimeout(fn: () => void, ms: number) {
+      armed++;
+      const timer = fake.setTimeout(fn, ms);
+      return { cancel: () => (cancelled++, timer.cancel()) };
+    },
+  };
+  const q = new Timeouts(clock);
+  const log: string[] = [];
+  const now = (): number => fake.monotonic();
+  for (let i = 0; i < 1000; i++) {
+    const e = new Entry(`call${i}`, log, now);
+    q.start(e, 30_000 - i);
+    fake.advance(1);
+    q.cancel(e);
+  }
+  t.equal(q.timers, 0, 'no list left');
+  t.equal(armed - cancelled, 0, 'every clock timer armed was cancelled with its last entry');
+  // Under load a length's list never empties: one timer serves every entry.
+  armed = 0;
+  const live: Entry[] = [];
+  for (let i = 0; i < 1000; i++) {
+    const e = new Entry(`r${i}`, log, now);
+    q.start(e, 5000);
+    live.push(e);
+    if (live.length > 8) q.cancel(live.shift()!);
+    fake.advance(1);
+  }
+  t.equal(armed, 1, 'one clock timer for 1,000 overlapping entries of one length');
+  t.same(log, []);
+});
+
 t.test('timeoutsOf: one set per clock', async (t) => {
   const a = new FakeClock();
   const b = new FakeClock();
