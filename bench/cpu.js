@@ -33,7 +33,8 @@
  * request (load-independent: the instructions of an idle window as long as the run are subtracted;
  * a few requests at a time; warm the request path: -n 12000 with --single-threaded, see
  * bench/README.md), read with callgrind_control. --callgrind-keep DIR keeps the
- * dumps (numbered in order: warm-up, measured, idle window, per process) for callgrind_annotate.
+ * dumps (numbered in order: warm-up, measured, idle window, per process), names uncompressed, for
+ * bench/callgrind-self.js (where the measured window's instructions go, by function and kind).
  * --soak SECONDS [--soak-rate 1000] [--soak-warmup S]: a soak instead of N requests (one build, -r 1):
  * each path at a fixed rate for SECONDS, RSS of each proxy sampled every second, and the verdict per
  * proxy (flat within ±5 %: bench/lib/soak.js). E.g. `--paths grpc,hop-h2 --soak 600 -r 1` soaks
@@ -112,7 +113,10 @@ async function sidecar(name, argv, spec = DISTS[0], env = {}) {
   const main = mainOf(spec);
   const admin = await procs.freePort();
   const logFile = path.join(tmp, `${name}.log`);
-  const cg = o.callgrind ? ['valgrind', '--tool=callgrind', `--callgrind-out-file=${path.join(tmp, `${name}.cg.%p`)}`, process.execPath] : [process.execPath];
+  // Kept dumps name every function in full (no compressed names that only an earlier part of the
+  // run defines), so each file reads alone: bench/callgrind-self.js.
+  const keep = o['callgrind-keep'] ? ['--compress-strings=no'] : [];
+  const cg = o.callgrind ? ['valgrind', '--tool=callgrind', ...keep, `--callgrind-out-file=${path.join(tmp, `${name}.cg.%p`)}`, process.execPath] : [process.execPath];
   const p = procs.start(name, cg[0], [...cg.slice(1), ...NODE_FLAGS, ...flagsOf(spec), main, 'sidecar', ...argv, '--admin', `127.0.0.1:${admin}`], {
     cpu: PROXY_CPU,
     logFile,
