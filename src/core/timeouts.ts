@@ -5,10 +5,11 @@
  *
  * Why not a clock timer each: a node timer is a Timeout object with its async-hooks resource, a
  * closure for the callback and our Timer wrapper, inserted into and then removed from node's
- * timer lists; for the two timers of a full-chain request that was ~640 of the ~7,000 bytes
- * V8 allocated per request (sampling heap profile, docs/performance.md "One clock timer per
- * timeout length"). Here the object that times out (the deadline, the try) is itself the list
- * node: starting a timeout links it, cancelling unlinks it, and nothing is allocated.
+ * timer lists. For the two timers of a full-chain HTTP/1.1 request that was ~340 of the ~7,000
+ * bytes V8 allocated per request (`bench/cpu.js --gc`, 7,002 -> 6,665; docs/performance.md,
+ * "Timeouts without a node timer each"). Here the object that times out (the deadline, the try)
+ * is itself the list node: starting a timeout links it, cancelling unlinks it, and nothing is
+ * allocated.
  *
  * How: one list per timeout length. Entries of one length expire in the order they started (the
  * clock only moves forward), so a list stays sorted by appending. Each non-empty list holds one
