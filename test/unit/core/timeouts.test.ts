@@ -171,23 +171,28 @@ t.test('timeoutsOf: one set per clock', async (t) => {
   t.not(timeoutsOf(a), timeoutsOf(b));
 });
 
-t.test('on the system clock: never before its time by performance.now(), and the process may exit', async (t) => {
+t.test('on the system clock: never before its time by performance.now()', async (t) => {
   const q = new Timeouts(systemClock);
   const log: string[] = [];
   const now = (): number => performance.now();
   const entries: { e: Entry; at: number }[] = [];
   for (let i = 0; i < 5; i++) {
     const e = new Entry(`e${i}`, log, now);
+    // Read before start: the entry's own time is this or later.
+    const at = performance.now() + 30;
     q.start(e, 30);
-    entries.push({ e, at: performance.now() + 30 });
+    entries.push({ e, at });
     // Busy a few ms between starts, as a loaded loop would be.
     const until = performance.now() + 3;
     while (performance.now() < until);
   }
   q.cancel(entries[0]!.e);
-  // The clock's timers are unref'd: keep the process alive while waiting.
-  await new Promise((r) => setTimeout(r, 120));
-  t.same(log, ['e1', 'e2', 'e3', 'e4']);
+  // The clock's timers are unref'd: keep the process alive while waiting, as long as a loaded
+  // machine needs (the assertion is on order and earliness, not on how late).
+  const giveUp = performance.now() + 5_000;
+  while (log.length < 4 && performance.now() < giveUp) await new Promise((r) => setTimeout(r, 10));
+  await new Promise((r) => setTimeout(r, 50));
+  t.same(log, ['e1', 'e2', 'e3', 'e4'], 'the four running ones, in order; the cancelled one never');
   for (const { e, at } of entries.slice(1)) t.ok(e.firedAt[0]! >= at, `${e.name} fired at or after its time`);
   t.equal(q.timers, 0);
 });
