@@ -189,8 +189,19 @@ export class RawClient {
     return this.frames.some((f) => (f.type === 'DATA' || f.type === 'HEADERS') && f.id === id && f.end === true);
   }
 
+  /** Destroys the socket: a FIN, or a reset when the server's frames still sit unread here (timing). */
   close(): void {
     this.socket.destroy();
+  }
+
+  /** Goes away cleanly: a FIN, reading on until the server closes too (never a reset). */
+  end(): void {
+    this.socket.end();
+  }
+
+  /** Goes away with a TCP reset (RST), as a client process killed or a tab closed mid-stream. */
+  reset(): void {
+    this.socket.resetAndDestroy();
   }
 }
 

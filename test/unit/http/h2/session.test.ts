@@ -474,10 +474,33 @@ t.test('the client going away closes the session; its streams close with CANCEL'
   const events: string[] = [];
   server!.on('aborted', () => events.push('aborted'));
   server!.on('close', () => events.push(`close ${server!.rstCode}`));
-  raw.close();
+  raw.end();
   await until(() => events.length === 2);
   t.same(events, ['aborted', 'close 8']);
   await until(() => srv.sessions.size === 0);
+  t.same(srv.sessionErrors, [], 'a clean close is no session error');
+});
+
+t.test('the client resetting the connection: its streams abort with the socket error (as node), nothing uncaught', async (t) => {
+  let server: H2Stream | undefined;
+  const srv = await startServer((stream) => (server = stream));
+  t.teardown(() => srv.close());
+  const raw = await RawClient.connect(srv.port);
+  raw.request(1, GET(), false);
+  await until(() => server !== undefined);
+  const events: string[] = [];
+  server!.on('aborted', () => events.push('aborted'));
+  server!.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
+  server!.on('close', () => events.push(`close ${server!.rstCode}`));
+  raw.reset();
+  await until(() => events.length === 3);
+  t.same(events, ['aborted', 'error ECONNRESET', `close ${http2.constants.NGHTTP2_INTERNAL_ERROR}`]);
+  await until(() => srv.sessions.size === 0);
+  t.same(
+    srv.sessionErrors.map((e: NodeJS.ErrnoException) => e.code),
+    ['ECONNRESET'],
+    'the session reports the reset once',
+  );
 });
 
 t.test('header list over maxHeaderListSize or maxHeaderListPairs: RST_STREAM ENHANCE_YOUR_CALM (as node)', async (t) => {
