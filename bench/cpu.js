@@ -116,6 +116,7 @@ async function sidecar(name, argv, spec = DISTS[0], env = {}) {
   // Kept dumps name every function in full (no compressed names that only an earlier part of the
   // run defines), so each file reads alone: bench/callgrind-self.js.
   const keep = o['callgrind-keep'] ? ['--compress-strings=no'] : [];
+  if (o['callgrind-keep']) fs.mkdirSync(path.resolve(o['callgrind-keep']), { recursive: true });
   const cg = o.callgrind ? ['valgrind', '--tool=callgrind', ...keep, `--callgrind-out-file=${path.join(tmp, `${name}.cg.%p`)}`, process.execPath] : [process.execPath];
   const p = procs.start(name, cg[0], [...cg.slice(1), ...NODE_FLAGS, ...flagsOf(spec), main, 'sidecar', ...argv, '--admin', `127.0.0.1:${admin}`], {
     cpu: PROXY_CPU,

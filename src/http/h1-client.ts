@@ -21,7 +21,7 @@ import type { Readable } from 'node:stream';
 import type { ConnectionLimits, Headers, ResponseSink, UpstreamCall, UpstreamRequest } from './upstream-types';
 import { UpstreamConnectError, UpstreamOverflowError } from './upstream-types';
 
-import { lowerName } from './headers';
+import { lineStart, lowerName } from './headers';
 import { BODY_IS_COPY, HTTPParser, releaseParser, type NativeParser } from './native-parser';
 import { send, send3 } from './raw-socket';
 
@@ -219,20 +219,18 @@ class Conn {
     p[2] = req.path;
     p[3] = ' HTTP/1.1\r\nhost: ';
     p[4] = req.authority;
-    p[5] = '\r\n';
-    let k = 6;
+    let k = 5;
     let hasLength = false;
+    // Two pieces a field: its line's start (`\r\n` ending the line before, the name; cached) and its value.
     for (let i = 0; i < raw.length; i += 2) {
       const n = raw[i] as string;
       if (n.length === 14 && n === 'content-length') hasLength = true;
-      p[k++] = n;
-      p[k++] = ': ';
+      p[k++] = lineStart(n);
       p[k++] = raw[i + 1] as string;
-      p[k++] = '\r\n';
     }
     const body = req.body;
     const chunked = body !== null && !hasLength;
-    p[k++] = chunked ? 'transfer-encoding: chunked\r\n\r\n' : '\r\n';
+    p[k++] = chunked ? '\r\ntransfer-encoding: chunked\r\n\r\n' : '\r\n\r\n';
     if (p.length !== k) p.length = k;
     const head = p.join('');
     if (p.length > 64) p.length = 0; // a rare large head does not stay referenced

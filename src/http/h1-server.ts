@@ -33,6 +33,7 @@ import { getPeer } from './peer';
 
 import { BODY_IS_COPY, HTTPParser, METHODS, releaseParser, type NativeParser } from './native-parser';
 import { readInto, releaseReads, send, send3 } from './raw-socket';
+import { lineStart } from './headers';
 import { BODY_TIMEOUT_FLAG } from './overload';
 
 export interface H1ServerOptions {
@@ -174,6 +175,8 @@ export class H1Response extends EventEmitter {
     this.headersSent = true;
     // The pieces go into one scratch array joined once (writeHead is synchronous): one flat
     // string, where `+=` made three or four cons strings a header and a flat copy at the write.
+    // Two pieces a field: its line's start (`\r\n` ending the line before, the name; cached) and
+    // its value.
     const p = headParts;
     p[0] = statusLine(status);
     let k = 1;
@@ -191,18 +194,15 @@ export class H1Response extends EventEmitter {
           if (String(v).toLowerCase() === 'close') this.shouldKeepAlive = false;
           continue;
         }
+        const start = lineStart(name);
         if (Array.isArray(v))
           for (const x of v) {
-            p[k++] = name;
-            p[k++] = ': ';
+            p[k++] = start;
             p[k++] = `${x}`;
-            p[k++] = '\r\n';
           }
         else {
-          p[k++] = name;
-          p[k++] = ': ';
+          p[k++] = start;
           p[k++] = typeof v === 'string' ? v : `${v}`;
-          p[k++] = '\r\n';
         }
       }
     }
@@ -210,12 +210,12 @@ export class H1Response extends EventEmitter {
     if (!this.noBody && !hasLength) {
       if (this.req.httpVersion === '1.1') {
         this.chunked = true;
-        p[k++] = 'transfer-encoding: chunked\r\n';
+        p[k++] = '\r\ntransfer-encoding: chunked';
       } else this.shouldKeepAlive = false; // HTTP/1.0: the body ends when the connection does
     }
-    if (!this.shouldKeepAlive) p[k++] = 'connection: close\r\n';
-    else if (this.req.httpVersion === '1.0') p[k++] = 'connection: keep-alive\r\n';
-    p[k++] = '\r\n';
+    if (!this.shouldKeepAlive) p[k++] = '\r\nconnection: close';
+    else if (this.req.httpVersion === '1.0') p[k++] = '\r\nconnection: keep-alive';
+    p[k++] = '\r\n\r\n';
     if (p.length !== k) p.length = k;
     this.head = p.join('');
     if (k > 64) p.length = 0; // a rare large head does not stay referenced
@@ -286,11 +286,14 @@ export class H1Response extends EventEmitter {
   }
 }
 
-/** Status lines of the registered codes, made at load (a template string per response was ~40 bytes each). */
+/**
+ * Status lines of the registered codes, made at load (a template string per response was ~40
+ * bytes each); without their `\r\n`, which the next piece of the head starts with.
+ */
 const STATUS_LINES: Record<number, string> = {};
-for (const code of Object.keys(STATUS_CODES)) STATUS_LINES[Number(code)] = `HTTP/1.1 ${code} ${STATUS_CODES[code]}\r\n`;
+for (const code of Object.keys(STATUS_CODES)) STATUS_LINES[Number(code)] = `HTTP/1.1 ${code} ${STATUS_CODES[code]}`;
 /** A code outside the registry (any 3-digit number an upstream sends) gets its line made per response. */
-const statusLine = (status: number): string => STATUS_LINES[status] ?? `HTTP/1.1 ${status} Unknown\r\n`;
+const statusLine = (status: number): string => STATUS_LINES[status] ?? `HTTP/1.1 ${status} Unknown`;
 
 /** Scratch for `H1Response.writeHead`'s head (see there). */
 const headParts: string[] = [];

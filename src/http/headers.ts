@@ -40,6 +40,25 @@ export function lowerName(name: string): string {
   return lower;
 }
 
+// The text before a header's value in an HTTP/1.1 head, `\r\n` ending the line before it
+// included: a head is then two pieces a field (this and the value) for its one join, not four
+// (name, ': ', value, '\r\n'). A join's cost goes by its pieces (measured: a 12-field head,
+// ~1,100 against ~1,600 ns). Names repeat from message to message (and are hashed already by
+// lowerName's lookup); bounded as that cache is.
+const lineCache = new Map<string, string>();
+
+/** `\r\n${name}: `: what precedes a field's value in an HTTP/1.1 head (see lineCache). */
+export function lineStart(name: string): string {
+  const hit = lineCache.get(name);
+  if (hit !== undefined) return hit;
+  // Flattened once (a cons string would be copied at every join of a head that uses it).
+  const line = `\r\n${name}: `;
+  if (lineCache.size >= 512 || name.length > 64) return line;
+  const flat = Buffer.from(line, 'latin1').toString('latin1');
+  lineCache.set(name, flat);
+  return flat;
+}
+
 /** Tokens of the Connection header(s), lower-cased: the extra headers this hop must drop. */
 export function connectionTokens(raw: readonly string[]): Set<string> | undefined {
   let out: Set<string> | undefined;

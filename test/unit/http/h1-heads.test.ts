@@ -196,6 +196,29 @@ t.test('request heads: exact bytes, a large head then a small one on one connect
   t.equal(seen[3], 'POST /chunked HTTP/1.1\r\nhost: up.example:80\r\nx-b: b\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n');
 });
 
+t.test('heads with more distinct field names than the name cache keeps, and names longer than it keeps: exact both ways', async (t) => {
+  // Each field's line start (`\r\n`, the name, `: `) is cached by name, up to 512 names of up to
+  // 64 characters (src/http/headers.ts lineStart); past either bound it is made per head.
+  const names = Array.from({ length: 700 }, (_, i) => (i % 50 === 0 ? `x-long-${'n'.repeat(70)}-${i}` : `x-many-${i}`));
+  const fields: Record<string, string> = { 'content-length': '2' };
+  for (const n of names) fields[n] = `v${n.length}`;
+  const port = await h1Server(t, (_req, res) => res.writeHead(200, fields).end('ok'));
+  const one = `HTTP/1.1 200 OK\r\n${Object.keys(fields)
+    .map((k) => `${k}: ${fields[k]}\r\n`)
+    .join('')}\r\nok`;
+  const got = await exchange(port, 'GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n', (g) => g.length >= 2 * one.length);
+  t.equal(got, one + one, 'the same head twice: cached and uncached line starts alike');
+
+  const { port: up, seen } = await recordingUpstream(t, () => 'HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n');
+  const pool = new H1Pool('127.0.0.1', up, { keepAliveMs: 60_000, connectTimeoutMs: 5_000 });
+  t.teardown(() => pool.destroy());
+  const raw = names.flatMap((n) => [n.toUpperCase(), 'v']);
+  await request(pool, 'GET', '/1', raw, null);
+  await request(pool, 'GET', '/2', raw, null);
+  const expected = (path: string): string => `GET ${path} HTTP/1.1\r\nhost: up.example:80\r\n${names.map((n) => `${n.toUpperCase()}: v\r\n`).join('')}\r\n`;
+  t.same(seen, [expected('/1'), expected('/2')], 'request heads keep each name as given');
+});
+
 t.test('a response body in many reads: every chunk its own bytes, whole and in order', async (t) => {
   // 256 chunks of 1 KiB, each filled with its own byte, written as separate chunked-encoding
   // chunks in several socket writes: the client's reads land in one shared buffer, overwritten by
