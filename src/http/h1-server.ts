@@ -33,7 +33,8 @@ import { getPeer } from './peer';
 
 import { BODY_IS_COPY, HTTPParser, METHODS, releaseParser, type NativeParser } from './native-parser';
 import { readInto, releaseReads, send, send3 } from './raw-socket';
-import { lineStart } from './headers';
+import { FLAG_HEADER } from '../core/errors';
+import { HOP_BY_HOP, lineStart } from './headers';
 import { BODY_TIMEOUT_FLAG } from './overload';
 
 export interface H1ServerOptions {
@@ -206,6 +207,64 @@ export class H1Response extends EventEmitter {
         }
       }
     }
+    return this.endHead(status, k, hasLength);
+  }
+
+  /**
+   * The head of a proxied response, straight from the upstream's header object: the bytes
+   * `writeHead(status, forwardResponseHeaders(h, '1.1', viaName))` with `x-meshlet-flags`
+   * extended by `flags` would write (src/http/headers.ts), without that object in between (one
+   * object and a keyed store per field less a response). `hop` is the `via` entry (`1.1 name`);
+   * `drop` the names the upstream's Connection header lists.
+   */
+  writeForwardedHead(status: number, h: Record<string, string | string[] | undefined>, hop: string, flags: string, drop: ReadonlySet<string> | undefined): this {
+    if (this.headersSent) throw Object.assign(new Error('headers already sent'), { code: 'ERR_HTTP_HEADERS_SENT' });
+    this.headersSent = true;
+    const p = headParts;
+    p[0] = statusLine(status);
+    let k = 1;
+    let hasLength = false;
+    let via = false;
+    let flagged = flags === '';
+    for (const name in h) {
+      let v = h[name];
+      if (v === undefined || name.charCodeAt(0) === 58) continue;
+      if (HOP_BY_HOP.has(name) || (drop !== undefined && drop.has(name))) continue;
+      if (name === 'via') {
+        via = true;
+        v = `${Array.isArray(v) ? v.join(', ') : v}, ${hop}`;
+      } else if (name === FLAG_HEADER && !flagged) {
+        flagged = true;
+        v = v.length > 0 ? `${String(v)},${flags}` : flags;
+      } else if (name === 'content-length') {
+        hasLength = true;
+        const n = Array.isArray(v) ? NaN : Number(v);
+        this.lengthLeft = Number.isSafeInteger(n) && n >= 0 ? n : -1;
+      }
+      const start = lineStart(name);
+      if (typeof v === 'string') {
+        p[k++] = start;
+        p[k++] = v;
+      } else
+        for (const x of v) {
+          p[k++] = start;
+          p[k++] = x;
+        }
+    }
+    if (!via) {
+      p[k++] = '\r\nvia: ';
+      p[k++] = hop;
+    }
+    if (!flagged) {
+      p[k++] = FLAG_LINE_START;
+      p[k++] = flags;
+    }
+    return this.endHead(status, k, hasLength);
+  }
+
+  /** The head's last pieces (framing, connection) after field `k - 1`, and the join. */
+  private endHead(status: number, k: number, hasLength: boolean): this {
+    const p = headParts;
     this.noBody = this.req.method === 'HEAD' || status < 200 || status === 204 || status === 304;
     if (!this.noBody && !hasLength) {
       if (this.req.httpVersion === '1.1') {
@@ -294,6 +353,8 @@ const STATUS_LINES: Record<number, string> = {};
 for (const code of Object.keys(STATUS_CODES)) STATUS_LINES[Number(code)] = `HTTP/1.1 ${code} ${STATUS_CODES[code]}`;
 /** A code outside the registry (any 3-digit number an upstream sends) gets its line made per response. */
 const statusLine = (status: number): string => STATUS_LINES[status] ?? `HTTP/1.1 ${status} Unknown`;
+
+const FLAG_LINE_START = `\r\n${FLAG_HEADER}: `;
 
 /** Scratch for `H1Response.writeHead`'s head (see there). */
 const headParts: string[] = [];

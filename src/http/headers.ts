@@ -157,6 +157,12 @@ export function forwardRequestHeaders(raw: readonly string[], info: ForwardInfo)
   return out;
 }
 
+/** The names a response's Connection header lists (lower-cased), dropped with it at this hop. */
+export function connectionDrops(headers: Record<string, string | string[] | undefined>): ReadonlySet<string> | undefined {
+  const conn = headers['connection'];
+  return conn === undefined ? undefined : tokensOf(Array.isArray(conn) ? conn.join(',') : conn);
+}
+
 /**
  * Response headers from upstream (an object, as undici and node:http2 give them) cleaned for the
  * downstream hop: hop-by-hop and Connection-named headers and pseudo-headers removed. `via` is
@@ -167,9 +173,7 @@ export function forwardResponseHeaders(
   version: string,
   viaName: string,
 ): Record<string, string | string[]> {
-  const conn = headers['connection'];
-  let drop: Set<string> | undefined;
-  if (conn !== undefined) drop = tokensOf(Array.isArray(conn) ? conn.join(',') : conn);
+  const drop = connectionDrops(headers);
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     const v = headers[name];
@@ -202,9 +206,7 @@ export function forwardResponseFields(
   flags: string,
 ): ResponseFields | undefined {
   if (!(status >= 200 && status <= 599)) return undefined;
-  const conn = headers['connection'];
-  let drop: Set<string> | undefined;
-  if (conn !== undefined) drop = tokensOf(Array.isArray(conn) ? conn.join(',') : conn);
+  const drop = connectionDrops(headers);
   const out: string[] = [':status', String(status)];
   let viaAt = -1;
   let flagAt = -1;

@@ -7,11 +7,23 @@
 import * as http2 from 'node:http2';
 import { FLAG_HEADER, Flags, MeshError } from '../core/errors';
 import { LocalReply, NOOP_CALL, type Handler, type MeshCall } from '../core/layer';
-import { forwardResponseFields, forwardResponseHeaders } from '../http/headers';
+import { connectionDrops, forwardResponseFields, forwardResponseHeaders } from '../http/headers';
+import { H1Response } from '../http/h1-server';
 import { followResponse, trailersPossible, type H2Response, type ResponseFollower } from '../http/h2-server';
 import type { DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
+
+/** `1.1 <viaName>`, the `via` entry of an HTTP/1.1 response, made once per name (a sidecar has one). */
+let viaOf = '';
+let viaText = '';
+function viaEntry(viaName: string): string {
+  if (viaName !== viaOf) {
+    viaOf = viaName;
+    viaText = `1.1 ${viaName}`;
+  }
+  return viaText;
+}
 
 export class HttpResponder implements ResponseSink, ResponseFollower {
   upstream: UpstreamCall = NOOP_CALL;
@@ -42,7 +54,16 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
 
   onResponse(status: number, h: Headers): void {
     const res = this.res;
-    if (this.call.version === '2' && !this.call.responseEdits && this.respondFields(status, h)) return;
+    if (!this.call.responseEdits) {
+      if (this.call.version === '2') {
+        if (this.respondFields(status, h)) return;
+      } else if (res instanceof H1Response) {
+        // HTTP/1.1: the head straight from the upstream's object (no cleaned copy in between).
+        if (res.headersSent || res.destroyed) return;
+        res.writeForwardedHead(status, h, viaEntry(this.ctx.viaName), this.call.flags, connectionDrops(h));
+        return;
+      }
+    }
     const out = forwardResponseHeaders(h, this.call.version === '2' ? '2' : '1.1', this.ctx.viaName);
     if (this.call.responseEdits) this.call.responseEdits.apply(out);
     const flags = this.call.flags;
