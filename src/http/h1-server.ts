@@ -172,14 +172,11 @@ export class H1Response extends EventEmitter {
   }
 
   writeHead(status: number, headers: Record<string, HeaderValue> | undefined = undefined): this {
-    if (this.headersSent) throw Object.assign(new Error('headers already sent'), { code: 'ERR_HTTP_HEADERS_SENT' });
-    this.headersSent = true;
     // The pieces go into one scratch array joined once (writeHead is synchronous): one flat
     // string, where `+=` made three or four cons strings a header and a flat copy at the write.
     // Two pieces a field: its line's start (`\r\n` ending the line before, the name; cached) and
     // its value.
-    const p = headParts;
-    p[0] = statusLine(status);
+    const p = this.beginHead(status);
     let k = 1;
     let hasLength = false;
     if (headers) {
@@ -218,10 +215,7 @@ export class H1Response extends EventEmitter {
    * `drop` the names the upstream's Connection header lists.
    */
   writeForwardedHead(status: number, h: Record<string, string | string[] | undefined>, hop: string, flags: string, drop: ReadonlySet<string> | undefined): this {
-    if (this.headersSent) throw Object.assign(new Error('headers already sent'), { code: 'ERR_HTTP_HEADERS_SENT' });
-    this.headersSent = true;
-    const p = headParts;
-    p[0] = statusLine(status);
+    const p = this.beginHead(status);
     let k = 1;
     let hasLength = false;
     let via = false;
@@ -260,6 +254,14 @@ export class H1Response extends EventEmitter {
       p[k++] = flags;
     }
     return this.endHead(status, k, hasLength);
+  }
+
+  /** The scratch array with the status line as piece 0 (the head's fields follow from 1). */
+  private beginHead(status: number): string[] {
+    if (this.headersSent) throw Object.assign(new Error('headers already sent'), { code: 'ERR_HTTP_HEADERS_SENT' });
+    this.headersSent = true;
+    headParts[0] = statusLine(status);
+    return headParts;
   }
 
   /** The head's last pieces (framing, connection) after field `k - 1`, and the join. */

@@ -12,7 +12,8 @@ import fc from 'fast-check';
 import * as net from 'node:net';
 import t from 'tap';
 import { connectionDrops, forwardResponseHeaders } from '../../../src/http/headers';
-import { H1Server, type H1Request, type H1Response } from '../../../src/http/h1-server';
+import type { H1Request, H1Response } from '../../../src/http/h1-server';
+import { startH1Server } from './lib/h1-server';
 
 type Head = Record<string, string | string[] | undefined>;
 
@@ -48,14 +49,7 @@ function fetchRaw(port: number, head: string): Promise<string> {
 }
 
 t.test('the forwarded head equals the object path, byte for byte', async (t) => {
-  const h1 = new H1Server({ maxHeaderBytes: 64 * 1024, headersTimeoutMs: 5_000, keepAliveTimeoutMs: 5_000, onRequest: answer, onRefused: () => undefined });
-  const server = net.createServer((s) => h1.serve(s, Buffer.alloc(0)));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => {
-    h1.close();
-    server.close();
-  });
-  const port = (server.address() as net.AddressInfo).port;
+  const port = await startH1Server(t, answer);
 
   // A typical nginx head first: the exact bytes, via and the flags added last.
   current = { h: { server: 'nginx', 'content-type': 'text/plain', 'content-length': '0', connection: 'keep-alive', 'keep-alive': 'timeout=5' }, status: 200, flags: 'UO' };

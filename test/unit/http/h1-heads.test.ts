@@ -12,19 +12,8 @@ import type { Readable } from 'node:stream';
 import { PassThrough } from 'node:stream';
 import t, { type Test } from 'tap';
 import { H1Pool } from '../../../src/http/h1-client';
-import { H1Server, type H1Request, type H1Response } from '../../../src/http/h1-server';
+import { startH1Server } from './lib/h1-server';
 import type { Headers } from '../../../src/http/upstream-types';
-
-async function h1Server(t: Test, onRequest: (req: H1Request, res: H1Response) => void): Promise<number> {
-  const h1 = new H1Server({ maxHeaderBytes: 64 * 1024, headersTimeoutMs: 5_000, keepAliveTimeoutMs: 5_000, onRequest, onRefused: () => undefined });
-  const server = net.createServer((s) => h1.serve(s, Buffer.alloc(0)));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => {
-    h1.close();
-    server.close();
-  });
-  return (server.address() as net.AddressInfo).port;
-}
 
 /** Sends `text` on one connection and resolves with everything read until `done(got)` or close. */
 function exchange(port: number, text: string, done: (got: string) => boolean): Promise<string> {
@@ -48,7 +37,7 @@ const count = (s: string, re: RegExp): number => s.split(re).length - 1;
 t.test('response heads: exact bytes, a large head then a small one on one connection', async (t) => {
   const big: Record<string, string> = { 'content-length': '1' };
   for (let i = 0; i < 100; i++) big[`x-big-${i}`] = `value-${i}`;
-  const port = await h1Server(t, (req, res) => {
+  const port = await startH1Server(t, (req, res) => {
     if (req.url === '/big') res.writeHead(200, big).end('b');
     else if (req.url === '/small') res.writeHead(201, { 'content-length': 2, 'set-cookie': ['a=1', 'b=2'], 'x-n': 7, 'x-skip': undefined }).end('ok');
     else if (req.url === '/chunked') {
@@ -73,7 +62,7 @@ t.test('response heads: exact bytes, a large head then a small one on one connec
 });
 
 t.test('response heads for HTTP/1.0: keep-alive asked, and a body without a length closes', async (t) => {
-  const port = await h1Server(t, (req, res) => {
+  const port = await startH1Server(t, (req, res) => {
     if (req.url === '/len') res.writeHead(200, { 'content-length': '1' }).end('x');
     else res.writeHead(200, { 'x-a': 'a' }).end('y');
   });
@@ -84,7 +73,7 @@ t.test('response heads for HTTP/1.0: keep-alive asked, and a body without a leng
 t.test('a small body that completes its declared length goes out with the head at once, whole', async (t) => {
   // end() comes 300 ms later (or never): the client must have the whole response before it.
   const ended: string[] = [];
-  const port = await h1Server(t, (req, res) => {
+  const port = await startH1Server(t, (req, res) => {
     const later = (): void => void setTimeout(() => (ended.push(req.url ?? ''), res.end()), 300);
     if (req.url === '/one') {
       res.writeHead(200, { 'content-length': '5' });
@@ -202,7 +191,7 @@ t.test('heads with more distinct field names than the name cache keeps, and name
   const names = Array.from({ length: 700 }, (_, i) => (i % 50 === 0 ? `x-long-${'n'.repeat(70)}-${i}` : `x-many-${i}`));
   const fields: Record<string, string> = { 'content-length': '2' };
   for (const n of names) fields[n] = `v${n.length}`;
-  const port = await h1Server(t, (_req, res) => res.writeHead(200, fields).end('ok'));
+  const port = await startH1Server(t, (_req, res) => res.writeHead(200, fields).end('ok'));
   const one = `HTTP/1.1 200 OK\r\n${Object.keys(fields)
     .map((k) => `${k}: ${fields[k]}\r\n`)
     .join('')}\r\nok`;

@@ -8,7 +8,7 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import t from 'tap';
 import { H1Pool } from '../../../src/http/h1-client';
-import { H1Server } from '../../../src/http/h1-server';
+import { startH1Server } from './lib/h1-server';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
@@ -48,20 +48,7 @@ t.test('an upstream refusing connections leaks nothing', async (t) => {
 });
 
 t.test('short client connections leak nothing', async (t) => {
-  const h1 = new H1Server({
-    maxHeaderBytes: 16 * 1024,
-    headersTimeoutMs: 5_000,
-    keepAliveTimeoutMs: 5_000,
-    onRequest: (_req, res) => res.writeHead(200, { 'content-length': '2' }).end('ok'),
-    onRefused: () => undefined,
-  });
-  const server = net.createServer((s) => h1.serve(s, Buffer.alloc(0)));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => {
-    h1.close();
-    server.close();
-  });
-  const port = (server.address() as net.AddressInfo).port;
+  const port = await startH1Server(t, (_req, res) => res.writeHead(200, { 'content-length': '2' }).end('ok'), 16 * 1024);
   const one = () =>
     new Promise<string>((resolve, reject) => {
       const c = net.connect(port, '127.0.0.1', () => c.end('GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'));

@@ -464,7 +464,8 @@ t.test('session.destroy(code) and goaway(code): streams destroyed, GOAWAY with t
   await until(() => srv.sessions.size === 0);
 });
 
-t.test('the client going away closes the session; its streams close with CANCEL', async (t) => {
+/** A raw client with one open request, and the server's stream for it, its events recorded. */
+async function rawClientStream(t: { teardown(fn: () => unknown): void }): Promise<{ srv: TestServer; raw: RawClient; events: string[] }> {
   let server: H2Stream | undefined;
   const srv = await startServer((stream) => (server = stream));
   t.teardown(() => srv.close());
@@ -472,8 +473,15 @@ t.test('the client going away closes the session; its streams close with CANCEL'
   raw.request(1, GET(), false);
   await until(() => server !== undefined);
   const events: string[] = [];
-  server!.on('aborted', () => events.push('aborted'));
-  server!.on('close', () => events.push(`close ${server!.rstCode}`));
+  const s = server!;
+  s.on('aborted', () => events.push('aborted'));
+  s.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
+  s.on('close', () => events.push(`close ${s.rstCode}`));
+  return { srv, raw, events };
+}
+
+t.test('the client going away closes the session; its streams close with CANCEL', async (t) => {
+  const { srv, raw, events } = await rawClientStream(t);
   raw.end();
   await until(() => events.length === 2);
   t.same(events, ['aborted', 'close 8']);
@@ -482,16 +490,7 @@ t.test('the client going away closes the session; its streams close with CANCEL'
 });
 
 t.test('the client resetting the connection: its streams abort with the socket error (as node), nothing uncaught', async (t) => {
-  let server: H2Stream | undefined;
-  const srv = await startServer((stream) => (server = stream));
-  t.teardown(() => srv.close());
-  const raw = await RawClient.connect(srv.port);
-  raw.request(1, GET(), false);
-  await until(() => server !== undefined);
-  const events: string[] = [];
-  server!.on('aborted', () => events.push('aborted'));
-  server!.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
-  server!.on('close', () => events.push(`close ${server!.rstCode}`));
+  const { srv, raw, events } = await rawClientStream(t);
   raw.reset();
   await until(() => events.length === 3);
   t.same(events, ['aborted', 'error ECONNRESET', `close ${http2.constants.NGHTTP2_INTERNAL_ERROR}`]);
