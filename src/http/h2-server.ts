@@ -266,9 +266,14 @@ export class H2Response {
     this.stream.on('wantTrailers', onWantTrailers);
   }
 
-  /** The stream is meshlet's own (src/http/h2/stream.ts), which takes a head as a field list (`respondFields`). */
+  /**
+   * The stream is meshlet's own (src/http/h2/stream.ts), which takes a head as a field list
+   * (`respondFields`), and its `respond` is not wrapped (the gateway strips x-meshlet-* headers
+   * by wrapping it: a field list would pass by).
+   */
   get takesFields(): boolean {
-    return typeof (this.stream as unknown as FieldsStream).respondFields === 'function';
+    const s = this.stream as unknown as FieldsStream;
+    return typeof s.respondFields === 'function' && !Object.prototype.hasOwnProperty.call(s, 'respond');
   }
 
   /**

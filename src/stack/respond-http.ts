@@ -14,6 +14,8 @@ import type { DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
 
+const BASE_WRITE_HEAD = H1Response.prototype.writeHead;
+
 /** `1.1 <viaName>`, the `via` entry of an HTTP/1.1 response, made once per name (a sidecar has one). */
 let viaOf = '';
 let viaText = '';
@@ -57,8 +59,9 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
     if (!this.call.responseEdits) {
       if (this.call.version === '2') {
         if (this.respondFields(status, h)) return;
-      } else if (res instanceof H1Response) {
+      } else if (res instanceof H1Response && res.writeHead === BASE_WRITE_HEAD) {
         // HTTP/1.1: the head straight from the upstream's object (no cleaned copy in between).
+        // Not where writeHead is wrapped (the gateway strips x-meshlet-* headers that way).
         if (res.headersSent || res.destroyed) return;
         res.writeForwardedHead(status, h, viaEntry(this.ctx.viaName), this.call.flags, connectionDrops(h));
         return;

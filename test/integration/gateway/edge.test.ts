@@ -6,6 +6,7 @@
  * sidecar from the same policies shows the other side: a gateway-only Route is not in the mesh.
  */
 import * as http from 'node:http';
+import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import t from 'tap';
 import { h1Upstream, rawExchange, route, service, startSidecar } from '../sidecar/helpers';
@@ -83,6 +84,30 @@ t.test('the gateway at the edge', async (t) => {
     const kept = await get(keeping, 'nowhere.example.com');
     t.equal(kept.headers['x-meshlet-flags'], 'NR', 'kept where the listener asks (keepMeshHeaders)');
     t.equal((await get(keeping, 'shop.example.com')).headers['x-meshlet-internal'], undefined, 'only the named ones');
+  });
+
+  t.test('over HTTP/2 (h2c) too: x-meshlet-* response headers stay inside unless kept', async (t) => {
+    const h2get = async (port: number, host: string): Promise<http2.IncomingHttpHeaders> => {
+      const c = http2.connect(`http://${HOST}:${port}`);
+      c.on('error', () => undefined);
+      try {
+        return await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+          const r = c.request({ ':path': '/', ':authority': host });
+          r.on('response', (h) => resolve(h));
+          r.on('error', reject);
+          r.resume();
+          r.end();
+        });
+      } finally {
+        c.close();
+      }
+    };
+    const ok = await h2get(plain, 'shop.example.com');
+    t.equal(ok[':status'], 200);
+    t.equal(ok['x-meshlet-internal'], undefined, 'an app-set x-meshlet-* header is removed');
+    t.equal((await h2get(plain, 'nowhere.example.com'))['x-meshlet-flags'], undefined, 'the flags header too');
+    t.equal((await h2get(keeping, 'nowhere.example.com'))['x-meshlet-flags'], 'NR', 'kept where the listener asks');
+    t.equal((await h2get(keeping, 'shop.example.com'))['x-meshlet-internal'], undefined, 'only the named ones');
   });
 
   t.test('x-forwarded-for: 0 trusted hops replaces it, 1 keeps the load balancer\u2019s entry', async (t) => {
