@@ -11,13 +11,11 @@
 import * as os from 'node:os';
 import type * as net from 'node:net';
 import type * as tls from 'node:tls';
-import type * as http2 from 'node:http2';
-import type { H2Response } from '../src/http/h2-server';
 import pino, { type Logger } from 'pino';
 import { systemClock } from '../src/core/clock';
 import { fail, formatErrors, ok, type Result } from '../src/core/result';
-import { H1Response } from '../src/http/h1-server';
-import { startListener, type DownstreamResponse, type Listener, type RequestHandler } from '../src/http/listener';
+import { viaHops, type HeaderOmit } from '../src/http/headers';
+import { startListener, type Listener, type RequestHandler } from '../src/http/listener';
 import { OverloadManager } from '../src/http/overload';
 import { UpstreamPools } from '../src/http/upstream';
 import { ActiveRequests, endpointKey } from '../src/lb';
@@ -242,7 +240,7 @@ export async function startGatewayPlane(opts: GatewayPlaneOptions): Promise<Gate
     },
   });
   let current: CompiledSnapshot | undefined;
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet-gateway', service: opts.name, resilience, clock: systemClock, random: Math.random, edge, xffTrustedHops: 0 };
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, via: viaHops('meshlet-gateway'), service: opts.name, resilience, clock: systemClock, random: Math.random, edge, xffTrustedHops: 0 };
   const overload = new OverloadManager({ clock: systemClock, logger: log, onAction: (listener, action) => log.debug({ listener, action }, 'overload action') });
   const running = new Map<string, Running>();
   reg.gauge('meshlet_gateway_connections', 'Connections open on each gateway listener.', ['listener']).onCollect((g) => {
@@ -308,7 +306,7 @@ export async function startGatewayPlane(opts: GatewayPlaneOptions): Promise<Gate
   };
 
   const startOne = (l: GatewayListener, certs: ServerCertificates | undefined, httpsPort: number | undefined): Promise<Listener> => {
-    const strip = meshHeaderStripper(new Set(l.keepMeshHeaders));
+    const omit = meshHeaderOmit(new Set(l.keepMeshHeaders));
     const requests = m.requests.labels(l.name);
     const hostnames = l.hostnames;
     const front = outboundHandler(ctx, {
@@ -335,7 +333,7 @@ export async function startGatewayPlane(opts: GatewayPlaneOptions): Promise<Gate
     });
     const handler: RequestHandler = (req, res, protocol) => {
       requests.inc();
-      strip(res, protocol);
+      res.omit = omit;
       front(req, res, protocol);
     };
     return startListener(opts.listenHost ?? '0.0.0.0', l.port, {
@@ -477,51 +475,10 @@ function stripPort(authority: string): string {
 }
 
 /**
- * `x-meshlet-*` headers stay inside the mesh: removed from every response head written to this
- * client (HTTP/1.1 heads, HTTP/2 HEADERS including gRPC trailers-only answers), except `keep`.
- *
- * Per request this is one property write: the wrappers are made once per listener, and an
- * HTTP/1.1 response (the common case) gets the shared `writeHead` wrapper over the class's own
- * method (no closure per request). A head without such a header is passed on as it is.
+ * The gateway's clients get no `x-meshlet-*` response header but the listener's keepMeshHeaders
+ * (flags, decisions and the like are the mesh's business): the names every response of the
+ * listener leaves out, in heads and HTTP/2 trailers, whichever path writes them.
  */
-function meshHeaderStripper(keep: ReadonlySet<string>): (res: DownstreamResponse, protocol: 'http1' | 'http2') => void {
-  const clean = (h: unknown): unknown => {
-    if (!h || typeof h !== 'object' || Array.isArray(h)) return h;
-    let out: Record<string, unknown> | undefined;
-    for (const k in h as Record<string, unknown>) {
-      if (k.length > 10 && (k.charCodeAt(0) | 0x20) === 0x78 && k.toLowerCase().startsWith('x-meshlet-') && !keep.has(k.toLowerCase())) {
-        out ??= { ...(h as Record<string, unknown>) };
-        delete out[k];
-      }
-    }
-    return out ?? h;
-  };
-  const baseWriteHead = H1Response.prototype.writeHead;
-  const writeHead = function (this: H1Response, status: number, headers?: unknown) {
-    return baseWriteHead.call(this, status, clean(headers) as Parameters<typeof baseWriteHead>[1]);
-  };
-  return (res, protocol) => {
-    if (protocol === 'http2') {
-      const stream = (res as H2Response).stream;
-      const respond = stream.respond;
-      stream.respond = function (headers, options) {
-        return respond.call(this, clean(headers) as http2.OutgoingHttpHeaders, options);
-      };
-      const sendTrailers = stream.sendTrailers;
-      stream.sendTrailers = function (headers) {
-        return sendTrailers.call(this, clean(headers) as http2.OutgoingHttpHeaders);
-      };
-      return;
-    }
-    const r = res as H1Response;
-    if (r.writeHead === baseWriteHead) {
-      r.writeHead = writeHead;
-      return;
-    }
-    // Already wrapped by someone else: wrap what is there.
-    const prev = r.writeHead;
-    r.writeHead = function (this: H1Response, status: number, headers?: unknown) {
-      return prev.call(this, status, clean(headers) as Parameters<typeof baseWriteHead>[1]);
-    };
-  };
+function meshHeaderOmit(keep: ReadonlySet<string>): HeaderOmit {
+  return (name) => name.length > 10 && (name.charCodeAt(0) | 0x20) === 0x78 && name.toLowerCase().startsWith('x-meshlet-') && !keep.has(name.toLowerCase());
 }

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { embedProtoFiles } from '../src/grpc/transcode/embed';
 import { fail, ok, formatErrors, type Result } from '../src/core/result';
+import { viaHops } from '../src/http/headers';
 import { startListener, type Listener } from '../src/http/listener';
 import { OverloadManager } from '../src/http/overload';
 import { UpstreamPools, type UpstreamProtocol } from '../src/http/upstream';
@@ -327,7 +328,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const decisions = recent > 0 ? new DecisionRing(recent, systemClock) : undefined;
   const edge = createEdgeContext({ cacheMaxBytes: opts.cacheMaxBytes, jwksMinRefreshMs: opts.jwksMinRefreshMs, clock: systemClock });
   const caches = edge.caches;
-  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, viaName: 'meshlet', service: opts.service, rateLimit, authz, resilience, clock: systemClock, random: Math.random, decisions, edge, xffTrustedHops: opts.xffTrustedHops ?? 0 };
+  const ctx: ProxyContext = { snapshot: () => current, pools, active, stats, logger: log, via: viaHops('meshlet'), service: opts.service, rateLimit, authz, resilience, clock: systemClock, random: Math.random, decisions, edge, xffTrustedHops: opts.xffTrustedHops ?? 0 };
   const lim = opts.limits ?? {};
   const reg = stats.metrics.registry;
   registerCacheMetrics(reg, caches);

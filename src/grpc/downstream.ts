@@ -82,7 +82,7 @@ export class NativeDownstream implements GrpcDownstream {
     if (this.closed) return;
     const h = trailersOnlyHeaders(code, message);
     if (!this.stream.headersSent) {
-      this.stream.respond({ ...extra, ...h, ...(flag ? { [FLAG_HEADER]: flag } : {}) }, { endStream: true });
+      this.res.respond({ ...extra, ...h, ...(flag ? { [FLAG_HEADER]: flag } : {}) }, false, true);
       return;
     }
     const { ':status': _s, 'content-type': _c, ...trailers } = h;

@@ -34,7 +34,7 @@ import { getPeer } from './peer';
 import { BODY_IS_COPY, HTTPParser, METHODS, releaseParser, type NativeParser } from './native-parser';
 import { readInto, releaseReads, send, send3 } from './raw-socket';
 import { FLAG_HEADER } from '../core/errors';
-import { HOP_BY_HOP, lineStart } from './headers';
+import { HOP_BY_HOP, lineStart, type HeaderOmit } from './headers';
 import { BODY_TIMEOUT_FLAG } from './overload';
 
 export interface H1ServerOptions {
@@ -161,6 +161,8 @@ export class H1Response extends EventEmitter {
    * responder follows an HTTP/1.1 response with no listener added per request.
    */
   follower: { downstreamDrain(): void; downstreamClose(): void } | undefined = undefined;
+  /** Names this response's head leaves out, whoever writes it (set by the listener's handler). */
+  omit: HeaderOmit | undefined = undefined;
 
   constructor(
     private readonly conn: H1Connection,
@@ -179,10 +181,11 @@ export class H1Response extends EventEmitter {
     const p = this.beginHead(status);
     let k = 1;
     let hasLength = false;
+    const omit = this.omit;
     if (headers) {
       for (const name in headers) {
         const v = headers[name];
-        if (v === undefined) continue;
+        if (v === undefined || (omit !== undefined && omit(name))) continue;
         const lower = name.length === 14 || name.length === 10 ? name.toLowerCase() : name;
         if (lower === 'content-length') {
           hasLength = true;
@@ -209,7 +212,7 @@ export class H1Response extends EventEmitter {
 
   /**
    * The head of a proxied response, straight from the upstream's header object: the bytes
-   * `writeHead(status, forwardResponseHeaders(h, '1.1', viaName))` with `x-meshlet-flags`
+   * `writeHead(status, forwardResponseHeaders(h, hop))` with `x-meshlet-flags`
    * extended by `flags` would write (src/http/headers.ts), without that object in between (one
    * object and a keyed store per field less a response). `hop` is the `via` entry (`1.1 name`);
    * `drop` the names the upstream's Connection header lists.
@@ -219,10 +222,11 @@ export class H1Response extends EventEmitter {
     let k = 1;
     let hasLength = false;
     let via = false;
-    let flagged = flags === '';
+    const omit = this.omit;
+    let flagged = flags === '' || (omit !== undefined && omit(FLAG_HEADER));
     for (const name in h) {
       let v = h[name];
-      if (v === undefined || name.charCodeAt(0) === 58) continue;
+      if (v === undefined || name.charCodeAt(0) === 58 || (omit !== undefined && omit(name))) continue;
       if (HOP_BY_HOP.has(name) || (drop !== undefined && drop.has(name))) continue;
       if (name === 'via') {
         via = true;
@@ -245,7 +249,7 @@ export class H1Response extends EventEmitter {
           p[k++] = x;
         }
     }
-    if (!via) {
+    if (!via && (omit === undefined || !omit('via'))) {
       p[k++] = '\r\nvia: ';
       p[k++] = hop;
     }

@@ -32,6 +32,7 @@
  */
 import * as http2 from 'node:http2';
 import { Readable } from 'node:stream';
+import { withoutOmitted, type HeaderOmit } from './headers';
 import { H1Response } from './h1-server';
 import { H2Stream } from './h2/stream';
 
@@ -119,6 +120,17 @@ function onWantTrailers(this: Stream): void {
     // An invalid trailer from upstream (mapToHeaders refused it): end the stream without them.
     if (t && !this.destroyed) this.sendTrailers({});
   }
+}
+
+/** A field list (`[name, value, ...]`) less the names `omit` drops: `fields` itself when it drops none. */
+function fieldsWithout(fields: string[], omit: HeaderOmit): string[] {
+  let out: string[] | undefined;
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i] as string;
+    if (omit(name)) out ??= fields.slice(0, i);
+    else if (out !== undefined) out.push(name, fields[i + 1] as string);
+  }
+  return out ?? fields;
 }
 
 /** meshlet's own stream (src/http/h2/stream.ts), as `respondFields` tells it from node's. */
@@ -212,6 +224,8 @@ export class H2Response {
   private ended = false;
   /** The head asked node:http2 to wait for trailers at the end (`respond(headers, true)`). */
   private asked = false;
+  /** Names this response's head and trailers leave out, whoever writes them (set by the listener's handler). */
+  omit: HeaderOmit | undefined = undefined;
 
   constructor(readonly stream: http2.ServerHttp2Stream) {}
 
@@ -252,11 +266,12 @@ export class H2Response {
   /**
    * Sends a head the caller built (lower-case names, `:status` set); throws what `respond` throws.
    * `trailers`: the stream waits at its end for what `addTrailers` collected (sent on
-   * `'wantTrailers'`); without, it ends with its last DATA frame and trailers are dropped.
+   * `'wantTrailers'`); without, it ends with its last DATA frame and trailers are dropped. `end`:
+   * the head is the whole response (the stream ends with it).
    */
-  respond(headers: http2.OutgoingHttpHeaders, trailers = false): void {
-    const options = this.ended || bodiless(this.stream, headers, trailers) ? END_STREAM : trailers ? ASK_TRAILERS : NO_TRAILERS;
-    this.stream.respond(headers, options);
+  respond(headers: http2.OutgoingHttpHeaders, trailers = false, end = false): void {
+    const options = end || this.ended || bodiless(this.stream, headers, trailers) ? END_STREAM : trailers ? ASK_TRAILERS : NO_TRAILERS;
+    this.stream.respond(this.omit === undefined ? headers : withoutOmitted(headers, this.omit), options);
     if (options === ASK_TRAILERS) this.askedTrailers();
   }
 
@@ -266,14 +281,9 @@ export class H2Response {
     this.stream.on('wantTrailers', onWantTrailers);
   }
 
-  /**
-   * The stream is meshlet's own (src/http/h2/stream.ts), which takes a head as a field list
-   * (`respondFields`), and its `respond` is not wrapped (the gateway strips x-meshlet-* headers
-   * by wrapping it: a field list would pass by).
-   */
+  /** The stream is meshlet's own (src/http/h2/stream.ts), which takes a head as a field list (`respondFields`). */
   get takesFields(): boolean {
-    const s = this.stream as unknown as FieldsStream;
-    return typeof s.respondFields === 'function' && !Object.prototype.hasOwnProperty.call(s, 'respond');
+    return typeof (this.stream as unknown as FieldsStream).respondFields === 'function';
   }
 
   /**
@@ -283,7 +293,7 @@ export class H2Response {
    */
   respondFields(fields: string[], status: number, contentLength: string | undefined, trailers: boolean): void {
     const options = this.ended || bodilessHead(this.stream, status, contentLength, trailers) ? END_STREAM : trailers ? ASK_TRAILERS : NO_TRAILERS;
-    (this.stream as unknown as Required<FieldsStream>).respondFields(fields, status, options);
+    (this.stream as unknown as Required<FieldsStream>).respondFields(this.omit === undefined ? fields : fieldsWithout(fields, this.omit), status, options);
     if (options === ASK_TRAILERS) this.askedTrailers();
   }
 
@@ -312,6 +322,7 @@ export class H2Response {
    */
   addTrailers(trailers: http2.OutgoingHttpHeaders): void {
     if (!this.asked) return;
+    if (this.omit !== undefined) trailers = withoutOmitted(trailers, this.omit);
     const s = this.stream as Stream;
     const t = s[TRAILERS];
     if (!t) s[TRAILERS] = trailers;

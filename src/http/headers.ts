@@ -7,6 +7,43 @@
 import { FLAG_HEADER as FLAG } from '../core/errors';
 import { SINGLE_VALUE, utcDate } from './h2/headers';
 
+/**
+ * This hop's `via` entries (RFC 9110 §7.6.3), one per protocol version a message arrives in: made
+ * once per process (StackContext.via), not per message.
+ */
+export interface ViaHops {
+  /** The hop's name (`meshlet`, `meshlet-gateway`). */
+  readonly name: string;
+  /** `1.1 <name>`. */
+  readonly h1: string;
+  /** `2 <name>`. */
+  readonly h2: string;
+}
+
+export function viaHops(name: string): ViaHops {
+  return { name, h1: `1.1 ${name}`, h2: `2 ${name}` };
+}
+
+/**
+ * The response header names a listener keeps from its clients (the gateway: `x-meshlet-*` but its
+ * `keepMeshHeaders`), asked of every name, in any case, that a response head or HTTP/2 trailer
+ * set would carry. Set on a response (`H1Response.omit`, `H2Response.omit`) by its listener's
+ * handler and applied by their head and trailer writers, whichever path the head takes.
+ */
+export type HeaderOmit = (name: string) => boolean;
+
+/** The `headers` object less the names `omit` drops: `headers` itself when it drops none. */
+export function withoutOmitted<T extends object | undefined>(headers: T, omit: HeaderOmit): T {
+  if (!headers) return headers;
+  let out: Record<string, unknown> | undefined;
+  for (const k in headers) {
+    if (!omit(k)) continue;
+    out ??= { ...headers };
+    delete out[k];
+  }
+  return (out ?? headers) as T;
+}
+
 /** Hop-by-hop headers (RFC 9110 §7.6.1, plus the de-facto ones proxies also strip). */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
@@ -100,9 +137,7 @@ export interface ForwardInfo {
   remoteAddress: string | undefined;
   /** Scheme the client used towards this hop. */
   proto: 'http' | 'https';
-  /** `1.1` or `2`: the protocol version the request arrived in, for `via`. */
-  version: string;
-  /** This hop's name in `via`. */
+  /** This hop's `via` entry for the version the request arrived in (`ViaHops`). */
   via: string;
   /** When set, the upstream Host/authority (a rewrite or the original authority). */
   host?: string;
@@ -152,7 +187,7 @@ export function forwardRequestHeaders(raw: readonly string[], info: ForwardInfo)
   if (peer) out.push('x-forwarded-for', xff === undefined ? peer : `${xff}, ${peer}`);
   else if (xff !== undefined) out.push('x-forwarded-for', xff);
   out.push('x-forwarded-proto', info.proto);
-  const hop = `${info.version} ${info.via}`;
+  const hop = info.via;
   out.push('via', via === undefined ? hop : `${via}, ${hop}`);
   return out;
 }
@@ -166,13 +201,9 @@ export function connectionDrops(headers: Record<string, string | string[] | unde
 /**
  * Response headers from upstream (an object, as undici and node:http2 give them) cleaned for the
  * downstream hop: hop-by-hop and Connection-named headers and pseudo-headers removed. `via` is
- * extended. Returns a new object.
+ * extended by `hop` (this hop's entry, `ViaHops`). Returns a new object.
  */
-export function forwardResponseHeaders(
-  headers: Record<string, string | string[] | undefined>,
-  version: string,
-  viaName: string,
-): Record<string, string | string[]> {
+export function forwardResponseHeaders(headers: Record<string, string | string[] | undefined>, hop: string): Record<string, string | string[]> {
   const drop = connectionDrops(headers);
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
@@ -181,7 +212,6 @@ export function forwardResponseHeaders(
     if (HOP_BY_HOP.has(name) || (drop !== undefined && drop.has(name))) continue;
     out[name] = v;
   }
-  const hop = `${version} ${viaName}`;
   const via = out['via'];
   out['via'] = via === undefined ? hop : `${Array.isArray(via) ? via.join(', ') : via}, ${hop}`;
   return out;
@@ -190,7 +220,7 @@ export function forwardResponseHeaders(
 /**
  * HAND-WRITTEN HOT PATH (once per HTTP/2 response on meshlet's own framing). In one pass, the
  * field list that `responseFields` (src/http/h2/headers.ts) makes of the object
- * `forwardResponseHeaders(headers, version, viaName)` with `x-meshlet-flags` extended by `flags`
+ * `forwardResponseHeaders(headers, hop)` with `x-meshlet-flags` extended by `flags`
  * and `:status` set: `:status` first, the same fields in the same order (`via` and the flag
  * header where the upstream had them, else last), a Date unless the upstream sent one; no header
  * object in between. Undefined when anything there would go otherwise (a name not lower-case,
@@ -201,8 +231,7 @@ export function forwardResponseHeaders(
 export function forwardResponseFields(
   headers: Record<string, string | string[] | undefined>,
   status: number,
-  version: string,
-  viaName: string,
+  hop: string,
   flags: string,
 ): ResponseFields | undefined {
   if (!(status >= 200 && status <= 599)) return undefined;
@@ -235,7 +264,6 @@ export function forwardResponseFields(
     if (v.length > 1 && SINGLE_VALUE.has(name)) return undefined;
     for (let j = 0; j < v.length; j++) out.push(name, String(v[j]));
   }
-  const hop = `${version} ${viaName}`;
   if (viaAt < 0) out.push('via', hop);
   else out[viaAt] = `${out[viaAt]!}, ${hop}`;
   if (flags !== '') {

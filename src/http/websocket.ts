@@ -29,6 +29,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Clock, Timer } from '../core/clock';
+import type { HeaderOmit } from './headers';
 import type { H1Request } from './h1-server';
 import type { ResponseSink, UpstreamCall, UpstreamTarget } from './upstream-types';
 import { UpstreamConnectError } from './upstream-types';
@@ -150,9 +151,12 @@ function idleWatch(clock: Clock, idleMs: number, streams: NodeJS.EventEmitter[],
   return { cancel: () => timer.cancel() };
 }
 
-/** The client side: the answer head and the tunnel, both ways, closed together, idle-timed. */
-export function tunnel(stats: TunnelStats, clock: Clock, req: H1Request, client: net.Socket, upstream: net.Socket, answer: Buffer, status: number, idleMs: number, ended: () => void): void {
-  client.write(answer);
+/**
+ * The client side: the answer head and the tunnel, both ways, closed together, idle-timed. `omit`:
+ * names the client's response leaves out (its H1Response's); the rest of the head goes as it came.
+ */
+export function tunnel(stats: TunnelStats, clock: Clock, req: H1Request, client: net.Socket, upstream: net.Socket, answer: Buffer, status: number, idleMs: number, ended: () => void, omit?: HeaderOmit): void {
+  client.write(omit ? headWithout(answer, omit) : answer);
   if (status !== 101) {
     // Not switched: pass the rest of this response, then close.
     upstream.pipe(client);
@@ -196,6 +200,18 @@ export function tunnel(stats: TunnelStats, clock: Clock, req: H1Request, client:
 /** Connection-specific (RFC 9113 8.2.2) and handshake-only headers of an HTTP/1.1 answer, left out of the HTTP/2 response. */
 const H2_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'sec-websocket-accept', 'te', 'http2-settings']);
 
+/** An HTTP/1.1 answer (head and any bytes past it) less the header lines `omit` drops: `answer` itself when it drops none. */
+export function headWithout(answer: Buffer, omit: HeaderOmit): Buffer {
+  const end = answer.indexOf('\r\n\r\n');
+  if (end < 0) return answer;
+  const lines = answer.toString('latin1', 0, end).split('\r\n');
+  const kept = lines.filter((line, i) => {
+    const c = line.indexOf(':');
+    return i === 0 || c <= 0 || !omit(line.slice(0, c).trim());
+  });
+  return kept.length === lines.length ? answer : Buffer.concat([Buffer.from(kept.join('\r\n'), 'latin1'), answer.subarray(end)]);
+}
+
 /** The headers of an HTTP/1.1 response head (lower-case names; repeated ones as lists), and where its body starts. */
 export function parseResponseHead(buf: Buffer): { headers: Record<string, string | string[]>; bodyAt: number } | undefined {
   const end = buf.indexOf('\r\n\r\n');
@@ -217,13 +233,14 @@ export function parseResponseHead(buf: Buffer): { headers: Record<string, string
 /**
  * The HTTP/2 client side of an upgrade (extended CONNECT): the upstream's HTTP/1.1 answer `head`
  * (with any bytes read past it) becomes the stream's response, and a `101` a tunnel, both ways,
- * idle-timed, until either side closes. `ended` is called once, when it is over.
+ * idle-timed, until either side closes. `ended` is called once, when it is over. `omit`: names the
+ * stream's response leaves out (its H2Response's).
  */
-export function tunnelH2(stats: TunnelStats, clock: Clock, stream: http2.ServerHttp2Stream, upstream: net.Socket, answer: Buffer, status: number, idleMs: number, ended: () => void): void {
+export function tunnelH2(stats: TunnelStats, clock: Clock, stream: http2.ServerHttp2Stream, upstream: net.Socket, answer: Buffer, status: number, idleMs: number, ended: () => void, omit?: HeaderOmit): void {
   const parsed = parseResponseHead(answer) ?? { headers: {}, bodyAt: answer.length };
   const rest = answer.subarray(parsed.bodyAt);
   const h: http2.OutgoingHttpHeaders = {};
-  for (const [k, v] of Object.entries(parsed.headers)) if (!H2_DROP.has(k)) h[k] = v;
+  for (const [k, v] of Object.entries(parsed.headers)) if (!H2_DROP.has(k) && !omit?.(k)) h[k] = v;
   let done = false;
   const finish = (): void => {
     if (done) return;

@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../core/clock';
+import type { ViaHops } from '../http/headers';
 import type { UpstreamCall, UpstreamRequest, UpstreamTarget, ResponseSink } from '../http/upstream-types';
 import type { MeshMetrics, RouteHandle } from '../observability/mesh-metrics';
 import type { Observer } from '../observability/observer';
@@ -46,8 +47,8 @@ export interface StackContext {
   active: { begin(key: string): void; end(key: string): void };
   stats: StackStats;
   logger: Logger;
-  /** This sidecar's name in `via` headers. */
-  viaName: string;
+  /** This sidecar's entries in `via` headers (src/http/headers.ts `viaHops`). */
+  via: ViaHops;
   /** Per-service and per-route state that outlives snapshots (budgets, breakers, ejections). */
   resilience: ResilienceState;
   clock: Clock;

@@ -174,8 +174,7 @@ function newCall(ctx: ProxyContext, direction: Direction, kind: CallKind, req: D
   let headers = forwardRequestHeaders(req.rawHeaders, {
     remoteAddress: req.socket?.remoteAddress,
     proto,
-    version: protocol === 'http2' ? '2' : '1.1',
-    via: ctx.viaName,
+    via: protocol === 'http2' ? ctx.via.h2 : ctx.via.h1,
     // One literal (no spread of a second object): a WebSocket keeps its authority as Host.
     host: kind === 'websocket' ? authority : undefined,
     dropHost: kind !== 'websocket',

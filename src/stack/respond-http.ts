@@ -14,19 +14,6 @@ import type { DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
 
-const BASE_WRITE_HEAD = H1Response.prototype.writeHead;
-
-/** `1.1 <viaName>`, the `via` entry of an HTTP/1.1 response, made once per name (a sidecar has one). */
-let viaOf = '';
-let viaText = '';
-function viaEntry(viaName: string): string {
-  if (viaName !== viaOf) {
-    viaOf = viaName;
-    viaText = `1.1 ${viaName}`;
-  }
-  return viaText;
-}
-
 export class HttpResponder implements ResponseSink, ResponseFollower {
   upstream: UpstreamCall = NOOP_CALL;
   private finished = false;
@@ -59,20 +46,19 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
     if (!this.call.responseEdits) {
       if (this.call.version === '2') {
         if (this.respondFields(status, h)) return;
-      } else if (res instanceof H1Response && res.writeHead === BASE_WRITE_HEAD) {
+      } else if (res instanceof H1Response) {
         // HTTP/1.1: the head straight from the upstream's object (no cleaned copy in between).
-        // Not where writeHead is wrapped (the gateway strips x-meshlet-* headers that way).
         if (res.headersSent || res.destroyed) return;
-        res.writeForwardedHead(status, h, viaEntry(this.ctx.viaName), this.call.flags, connectionDrops(h));
+        res.writeForwardedHead(status, h, this.ctx.via.h1, this.call.flags, connectionDrops(h));
         return;
       }
     }
-    const out = forwardResponseHeaders(h, this.call.version === '2' ? '2' : '1.1', this.ctx.viaName);
+    const out = forwardResponseHeaders(h, this.call.version === '2' ? this.ctx.via.h2 : this.ctx.via.h1);
     if (this.call.responseEdits) this.call.responseEdits.apply(out);
     const flags = this.call.flags;
     if (flags) {
       const prev = out[FLAG_HEADER];
-      out[FLAG_HEADER] = prev ? `${String(prev)},${flags}` : flags;
+      out[FLAG_HEADER] = prev !== undefined && prev.length > 0 ? `${String(prev)},${flags}` : flags;
     }
     if (res.headersSent || res.destroyed) return;
     try {
@@ -98,7 +84,7 @@ export class HttpResponder implements ResponseSink, ResponseFollower {
   private respondFields(status: number, h: Headers): boolean {
     const res = this.res as H2Response;
     if (!res.takesFields) return false;
-    const head = forwardResponseFields(h, status, '2', this.ctx.viaName, this.call.flags);
+    const head = forwardResponseFields(h, status, this.ctx.via.h2, this.call.flags);
     if (head === undefined) return false;
     if (res.headersSent || res.destroyed || res.stream.closed) return true;
     try {

@@ -76,7 +76,7 @@ export class UpgradeResponder extends UpgradeSink {
       onHead: (upstream, head, status, end) => {
         // Whatever the answer, it goes to the client byte for byte; the parser has let go of the socket.
         this.res.headersSent = true;
-        tunnel(this.ctx.stats, this.ctx.clock, this.req, client, upstream, head, status, this.idleMs, end);
+        tunnel(this.ctx.stats, this.ctx.clock, this.req, client, upstream, head, status, this.idleMs, end, this.res.omit);
       },
     };
     // A client gone before the upstream answered.
@@ -117,7 +117,7 @@ export class H2UpgradeResponder extends UpgradeSink {
       acceptStatus: 200,
       onHead: (upstream, head, status, end) => {
         this.tunneled = true;
-        tunnelH2(this.ctx.stats, this.ctx.clock, stream, upstream, head, status, this.idleMs, end);
+        tunnelH2(this.ctx.stats, this.ctx.clock, stream, upstream, head, status, this.idleMs, end, this.res.omit);
       },
     };
     // A client that reset the stream before the upstream answered.

@@ -39,6 +39,12 @@ t.test('the gateway at the edge', async (t) => {
     req.resume();
     req.on('end', () => {
       res.setHeader('x-meshlet-internal', 'secret');
+      if (req.url === '/trailers') {
+        // Chunked, with trailers: an HTTP/2 client gets them as a trailing HEADERS frame.
+        res.setHeader('trailer', 'x-meshlet-trail, x-app-trail');
+        res.write('app ');
+        res.addTrailers({ 'x-meshlet-trail': 'secret', 'x-app-trail': 'kept' });
+      }
       res.end(`app ${req.url}`);
     });
   });
@@ -87,13 +93,21 @@ t.test('the gateway at the edge', async (t) => {
   });
 
   t.test('over HTTP/2 (h2c) too: x-meshlet-* response headers stay inside unless kept', async (t) => {
-    const h2get = async (port: number, host: string): Promise<http2.IncomingHttpHeaders> => {
+    interface H2Answer {
+      headers: http2.IncomingHttpHeaders;
+      trailers: http2.IncomingHttpHeaders | undefined;
+    }
+    const h2ask = async (port: number, host: string, path = '/', extra: http2.OutgoingHttpHeaders = {}): Promise<H2Answer> => {
       const c = http2.connect(`http://${HOST}:${port}`);
       c.on('error', () => undefined);
       try {
-        return await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
-          const r = c.request({ ':path': '/', ':authority': host });
-          r.on('response', (h) => resolve(h));
+        return await new Promise<H2Answer>((resolve, reject) => {
+          const r = c.request({ ':path': path, ':authority': host, ...extra });
+          let headers: http2.IncomingHttpHeaders = {};
+          let trailers: http2.IncomingHttpHeaders | undefined;
+          r.on('response', (h) => (headers = h));
+          r.on('trailers', (h) => (trailers = h));
+          r.on('end', () => resolve({ headers, trailers }));
           r.on('error', reject);
           r.resume();
           r.end();
@@ -102,12 +116,24 @@ t.test('the gateway at the edge', async (t) => {
         c.close();
       }
     };
+    const h2get = async (port: number, host: string): Promise<http2.IncomingHttpHeaders> => (await h2ask(port, host)).headers;
     const ok = await h2get(plain, 'shop.example.com');
     t.equal(ok[':status'], 200);
     t.equal(ok['x-meshlet-internal'], undefined, 'an app-set x-meshlet-* header is removed');
     t.equal((await h2get(plain, 'nowhere.example.com'))['x-meshlet-flags'], undefined, 'the flags header too');
     t.equal((await h2get(keeping, 'nowhere.example.com'))['x-meshlet-flags'], 'NR', 'kept where the listener asks');
     t.equal((await h2get(keeping, 'shop.example.com'))['x-meshlet-internal'], undefined, 'only the named ones');
+    const trailed = await h2ask(plain, 'shop.example.com', '/trailers');
+    t.equal(trailed.headers[':status'], 200);
+    t.equal(trailed.trailers?.['x-app-trail'], 'kept', 'the app’s trailers arrive');
+    t.equal(trailed.trailers?.['x-meshlet-trail'], undefined, 'less its x-meshlet-* ones');
+    // A gRPC call the gateway answers itself (no route): trailers-only, grpc-status in the head.
+    const grpc = { 'content-type': 'application/grpc', te: 'trailers', ':method': 'POST' };
+    const nr = await h2ask(plain, 'nowhere.example.com', '/pkg.Svc/Call', grpc);
+    t.not(nr.headers['grpc-status'], undefined, 'a gRPC answer of the gateway’s own');
+    t.not(nr.headers['grpc-status'], '0');
+    t.equal(nr.headers['x-meshlet-flags'], undefined, 'without the flags header');
+    t.equal((await h2ask(keeping, 'nowhere.example.com', '/pkg.Svc/Call', grpc)).headers['x-meshlet-flags'], 'NR', 'which a keeping listener keeps');
   });
 
   t.test('x-forwarded-for: 0 trusted hops replaces it, 1 keeps the load balancer\u2019s entry', async (t) => {

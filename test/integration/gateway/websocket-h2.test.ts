@@ -42,6 +42,8 @@ interface App {
 async function wsApp(t: Test): Promise<App> {
   const server = new WebSocketServer({ host: HOST, port: 0, maxPayload: 8 * 1024 * 1024 });
   const app: App = { port: 0, requests: [], closes: [], sockets: [], server };
+  // The app's 101 carries a header of the mesh's namespace (the gateway leaves it out) and one of its own.
+  server.on('headers', (h) => h.push('X-Meshlet-Internal: secret', 'X-App: kept'));
   server.on('connection', (ws, req) => {
     app.requests.push(req);
     app.sockets.push(req.socket);
@@ -280,6 +282,24 @@ t.test('WebSocket over HTTP/2 at the gateway (RFC 8441), bridged to an HTTP/1.1 
     t.equal(line.response_code, 200, "with the status the client saw (200 accepts an extended CONNECT), not the app's 101");
     t.notMatch(text, /meshlet_requests_total\{[^}]*response_code="101"/, 'no request counted as a 101');
   });
+
+  // After the counting case: an HTTP/1.1 upgrade is counted as the 101 it is.
+  await t.test("the app's x-meshlet-* headers stay inside, over HTTP/2 and HTTP/1.1", async (t) => {
+    const ws = await connect(h2c, '/ws/room', 'chat.example.com');
+    t.equal(ws.status, 200);
+    t.equal(ws.headers['x-app'], 'kept', "the app's own header arrives");
+    t.equal(ws.headers['x-meshlet-internal'], undefined, 'its x-meshlet-* one does not');
+    ws.stream.close();
+    const sock = (await import('node:net')).connect(plain, HOST);
+    t.teardown(() => sock.destroy());
+    sock.write('GET /ws/room HTTP/1.1\r\nHost: chat.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    let head = '';
+    while (!head.includes('\r\n\r\n')) head += String((await once(sock, 'data'))[0]);
+    t.match(head, /^HTTP\/1\.1 101 /, 'HTTP/1.1: switched');
+    t.match(head, /\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n/i, 'the handshake intact');
+    t.match(head, /\r\nX-App: kept\r\n/i);
+    t.notMatch(head, /x-meshlet-internal/i, 'no x-meshlet-* header in the 101 either');
+  });
 });
 
 t.test("WebSocket over HTTP/2 at a sidecar's outbound listener", async (t) => {
@@ -287,4 +307,9 @@ t.test("WebSocket over HTTP/2 at a sidecar's outbound listener", async (t) => {
   const sc = await startStaticSidecar(t, [service('chat', [{ port: app.port }], 'http1'), route('chat', ['chat'], [{ backends: [{ service: 'chat' }] }])]);
   const session = await h2session(t, `http://${HOST}:${sc.outbound}`);
   await conversation(t, async () => session, app, 'chat');
+  await t.test('inside the mesh, the app\u2019s x-meshlet-* header passes', async (t) => {
+    const ws = await connect(session, '/ws', 'chat');
+    t.equal(ws.headers['x-meshlet-internal'], 'secret');
+    ws.stream.close();
+  });
 });

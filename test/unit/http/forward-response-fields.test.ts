@@ -15,10 +15,10 @@ type Head = Record<string, string | string[] | undefined>;
 
 /** The object path as src/stack/respond-http.ts takes it: the field list, or the error it throws. */
 function objectPath(h: Head, status: number, flags: string): string[] | H2Error {
-  const out = forwardResponseHeaders(h, '2', 'meshlet');
+  const out = forwardResponseHeaders(h, '2 meshlet');
   if (flags) {
     const prev = out['x-meshlet-flags'];
-    out['x-meshlet-flags'] = prev ? `${String(prev)},${flags}` : flags;
+    out['x-meshlet-flags'] = prev !== undefined && prev.length > 0 ? `${String(prev)},${flags}` : flags;
   }
   out[':status'] = String(status);
   try {
@@ -31,7 +31,7 @@ function objectPath(h: Head, status: number, flags: string): string[] | H2Error 
 
 t.test('a typical upstream head: the same list as the object path, Date added', async (t) => {
   const h: Head = { server: 'nginx/1.22.1', 'content-type': 'text/plain', 'content-length': '20', connection: 'keep-alive', 'keep-alive': 'timeout=5', 'x-upstream-port': '8081' };
-  const head = forwardResponseFields(h, 200, '2', 'meshlet', '');
+  const head = forwardResponseFields(h, 200, '2 meshlet', '');
   t.ok(head);
   t.same(head!.fields, objectPath(h, 200, ''));
   t.same(head!.fields.slice(0, 10), [':status', '200', 'server', 'nginx/1.22.1', 'content-type', 'text/plain', 'content-length', '20', 'x-upstream-port', '8081']);
@@ -42,7 +42,7 @@ t.test('a typical upstream head: the same list as the object path, Date added', 
 
 t.test('via and the flag header keep the upstream position, extended', async (t) => {
   const h: Head = { via: '1.1 lb', 'x-meshlet-flags': 'RL', date: 'Mon, 01 Jan 2024 00:00:00 GMT', 'set-cookie': ['a=1', 'b=2'], 'x-a': 'b' };
-  const head = forwardResponseFields(h, 503, '2', 'meshlet', 'UO');
+  const head = forwardResponseFields(h, 503, '2 meshlet', 'UO');
   t.same(head!.fields, [':status', '503', 'via', '1.1 lb, 2 meshlet', 'x-meshlet-flags', 'RL,UO', 'date', 'Mon, 01 Jan 2024 00:00:00 GMT', 'set-cookie', 'a=1', 'set-cookie', 'b=2', 'x-a', 'b']);
   t.same(head!.fields, objectPath(h, 503, 'UO'));
 });
@@ -56,8 +56,8 @@ t.test('steps aside where the object path refuses or reorders', async (t) => {
     ['via as an array', { via: ['a', 'b'] }, 200],
     ['a status outside 200..599', {}, 101],
   ];
-  for (const [what, h, status] of cases) t.equal(forwardResponseFields(h, status, '2', 'meshlet', ''), undefined, what);
-  t.equal(forwardResponseFields({ 'x-meshlet-flags': ['a', 'b'] }, 200, '2', 'meshlet', 'UO'), undefined, 'the flag header as an array, with flags to add');
+  for (const [what, h, status] of cases) t.equal(forwardResponseFields(h, status, '2 meshlet', ''), undefined, what);
+  t.equal(forwardResponseFields({ 'x-meshlet-flags': ['a', 'b'] }, 200, '2 meshlet', 'UO'), undefined, 'the flag header as an array, with flags to add');
   t.ok(objectPath({ 'content-type': ['a', 'b'] }, 200, '') instanceof H2Error, 'the object path refuses that one');
 });
 
@@ -77,13 +77,13 @@ t.test('property: the field list equals the object path wherever it does not ste
     fc.property(fc.array(fc.tuple(name, value), { maxLength: 12 }), fc.constantFrom(200, 204, 304, 404, 503, 100, 600), fc.constantFrom('', 'UO', 'UO,RL'), (pairs, status, flags) => {
       const h: Head = {};
       for (const [n, v] of pairs) h[n] = v;
-      const head = forwardResponseFields(h, status, '2', 'meshlet', flags);
+      const head = forwardResponseFields(h, status, '2 meshlet', flags);
       if (head === undefined) return;
       compared++;
       const expect = objectPath(h, status, flags);
       if (expect instanceof H2Error) throw new Error(`the object path refuses (${expect.code}) what the field list sends: ${JSON.stringify(h)}`);
       if (JSON.stringify(head.fields) !== JSON.stringify(expect)) throw new Error(`differs for ${JSON.stringify(h)}: ${JSON.stringify(head.fields)} vs ${JSON.stringify(expect)}`);
-      const out = forwardResponseHeaders(h, '2', 'meshlet');
+      const out = forwardResponseHeaders(h, '2 meshlet');
       const cl = out['content-length'];
       if (head.contentLength !== (typeof cl === 'string' ? cl : undefined)) throw new Error(`content-length ${head.contentLength} vs ${String(cl)}`);
     }),

@@ -21,17 +21,24 @@ interface Case {
   h: Head;
   status: number;
   flags: string;
+  /** The names the response leaves out (`H1Response.omit`, as the gateway sets it). */
+  omit?: (name: string) => boolean;
 }
 
 let current: Case = { h: {}, status: 200, flags: '' };
 
+/** What the gateway leaves out: x-meshlet-* (any case) but the flags header. */
+const meshButFlags = (name: string): boolean => name.toLowerCase().startsWith('x-meshlet-') && name.toLowerCase() !== 'x-meshlet-flags';
+const mesh = (name: string): boolean => name.toLowerCase().startsWith('x-meshlet-');
+
 function answer(req: H1Request, res: H1Response): void {
   const { h, status, flags } = current;
+  res.omit = current.omit;
   if (req.url.startsWith('/object')) {
-    const out = forwardResponseHeaders(h, '1.1', 'meshlet');
+    const out = forwardResponseHeaders(h, '1.1 meshlet');
     if (flags) {
       const prev = out['x-meshlet-flags'];
-      out['x-meshlet-flags'] = prev ? `${String(prev)},${flags}` : flags;
+      out['x-meshlet-flags'] = prev !== undefined && prev.length > 0 ? `${String(prev)},${flags}` : flags;
     }
     res.writeHead(status, out as never).end();
   } else res.writeForwardedHead(status, h, '1.1 meshlet', flags, connectionDrops(h)).end();
@@ -59,10 +66,17 @@ t.test('the forwarded head equals the object path, byte for byte', async (t) => 
   current = { h: { via: '1.0 lb', 'x-drop': 'a', 'x-meshlet-flags': 'RL', etag: '"e"', connection: 'x-drop, Via, x-meshlet-flags', 'content-length': '0' }, status: 200, flags: 'UO' };
   const named = await fetchRaw(port, 'GET /forwarded HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
   t.equal(named, 'HTTP/1.1 200 OK\r\netag: "e"\r\ncontent-length: 0\r\nvia: 1.1 meshlet\r\nx-meshlet-flags: UO\r\nconnection: close\r\n\r\n');
+  // A response that leaves x-meshlet-* out: the upstream's and the flags this hop adds.
+  current = { h: { 'x-meshlet-internal': 'secret', 'x-meshlet-flags': 'RL', etag: '"e"', 'content-length': '0' }, status: 200, flags: 'UO', omit: mesh };
+  const omitted = await fetchRaw(port, 'GET /forwarded HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+  t.equal(omitted, 'HTTP/1.1 200 OK\r\netag: "e"\r\ncontent-length: 0\r\nvia: 1.1 meshlet\r\nconnection: close\r\n\r\n');
+  current = { ...current, omit: meshButFlags };
+  const kept = await fetchRaw(port, 'GET /forwarded HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+  t.equal(kept, 'HTTP/1.1 200 OK\r\nx-meshlet-flags: RL,UO\r\netag: "e"\r\ncontent-length: 0\r\nvia: 1.1 meshlet\r\nconnection: close\r\n\r\n');
 
   const name = fc.constantFrom(
     'content-type', 'content-length', 'date', 'via', 'x-meshlet-flags', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'upgrade', 'proxy-connection',
-    'trailer', 'x-drop', 'set-cookie', 'server', 'x-a', 'etag', ':status', '123', '7', 'http2-settings', 'expect', 'location',
+    'trailer', 'x-drop', 'set-cookie', 'server', 'x-a', 'etag', ':status', '123', '7', 'http2-settings', 'expect', 'location', 'x-meshlet-internal',
   );
   const value = fc.oneof(
     fc.constantFrom('', '0', '20', '-1', 'x', 'x-drop', 'close, x-drop', 'keep-alive', 'trailers', 'chunked', 'RL', '1.1 lb', 'via, x-meshlet-flags'),
@@ -79,11 +93,12 @@ t.test('the forwarded head equals the object path, byte for byte', async (t) => 
       fc.constantFrom('1.1', '1.0'),
       // Most heads list fields in their Connection header, among the names above.
       fc.option(fc.constantFrom('x-drop', 'close, x-drop', 'x-a, via', 'keep-alive, x-meshlet-flags, etag', 'Server, content-length', ['x-a', 'date']), { freq: 3 }),
-      async (pairs, status, flags, method, version, connection) => {
+      fc.constantFrom(undefined, mesh, meshButFlags),
+      async (pairs, status, flags, method, version, connection, omit) => {
         const h: Head = {};
         for (const [n, v] of pairs) h[n] = v;
         if (connection !== null) h['connection'] = connection;
-        current = { h, status, flags };
+        current = { h, status, flags, omit };
         const ask = (path: string): string => `${method} ${path} HTTP/${version}\r\nhost: x\r\nconnection: close\r\n\r\n`;
         const [viaObject, forwarded] = [await fetchRaw(port, ask('/object')), await fetchRaw(port, ask('/forwarded'))];
         compared++;
