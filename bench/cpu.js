@@ -42,6 +42,9 @@
  * Prints one line per path and round (CPU µs per request, and in brackets the part of it spent in the
  * kernel: stime; system calls and the loopback TCP work they run), then the median per path, as text
  * and (--json) JSON.
+ * --h1-conns N (default 64), --h2-conns CxM (default 16x16): the load's concurrency on the h1 path,
+ * and on the h2 and grpc paths (C connections, M streams each). --config NAME (default full): the
+ * sidecar's policies for the h1, h2 and grpc paths, a variant of bench/lib/configs.js (e.g. off).
  */
 const fs = require('node:fs');
 const os = require('node:os');
@@ -68,8 +71,14 @@ const { values: o } = parseArgs({
     soak: { type: 'string' },
     'soak-rate': { type: 'string', default: '1000' },
     'soak-warmup': { type: 'string' },
+    'h1-conns': { type: 'string', default: '64' },
+    'h2-conns': { type: 'string', default: '16x16' },
+    config: { type: 'string', default: 'full' },
   },
 });
+/** The load's concurrency: HTTP/1.1 connections (h1); HTTP/2 connections x streams each (h2, grpc). */
+const H1_CONNS = `-c${Number(o['h1-conns'])}`;
+const [H2_CONNS, H2_STREAMS] = o['h2-conns'].split('x').map(Number);
 const N = Number(o.n);
 const ROUNDS = Number(o.rounds);
 // DIR, DIR|NODEFLAGS (extra Node flags for that contender, e.g. '.|--max-semi-space-size=16') or
@@ -277,9 +286,9 @@ let paths;
 async function onePass(dist, add) {
   if (paths.some((p) => ['h1', 'h2', 'grpc'].includes(p))) {
     const file = path.join(tmp, 'full.json');
-    fs.writeFileSync(file, configs.meshletPolicies('full', upstreamPorts, grpc.ports));
+    fs.writeFileSync(file, configs.meshletPolicies(o.config, upstreamPorts, grpc.ports));
     const out = await procs.freePort();
-    const sc = await sidecar('full', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist);
+    const sc = await sidecar('full', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`, ...(process.env.SCX ? process.env.SCX.split(' ') : [])], dist);
     await procs.waitForPort(out, { proc: sc, timeoutMs: o.callgrind ? 300_000 : 15_000 });
     // Under callgrind the first calls can outlast the route's per-try timeout (JIT, first connection).
     for (let i = 0; paths.includes('grpc'); i++) {
@@ -293,8 +302,8 @@ async function onePass(dist, add) {
     const url = `http://127.0.0.1:${out}/`;
     {
       // Under callgrind (~20 req/s) a few requests at a time, or they queue past the route's timeout.
-      const c = o.callgrind ? ['-c2', '-m2'] : ['-c16', '-m16'];
-      if (paths.includes('h1')) add('h1', await measure([sc], ['--h1', '-t1', o.callgrind ? '-c4' : '-c64', '-m1', '-H', ':authority: upstream', url]));
+      const c = o.callgrind ? ['-c2', '-m2'] : [`-c${H2_CONNS}`, `-m${H2_STREAMS}`];
+      if (paths.includes('h1')) add('h1', await measure([sc], ['--h1', '-t1', o.callgrind ? '-c4' : H1_CONNS, '-m1', '-H', ':authority: upstream', url]));
       if (paths.includes('h2')) add('h2', await measure([sc], ['-t1', ...c, '-H', ':authority: upstream', url]));
       if (paths.includes('grpc')) {
         const a = ['-t1', ...c, '-d', grpc.requestFile, '-H', 'content-type: application/grpc', '-H', 'te: trailers', '-H', `:authority: ${grpcLib.AUTHORITY}`, `http://127.0.0.1:${out}${grpcLib.METHOD_PATH}`];
@@ -312,7 +321,7 @@ async function onePass(dist, add) {
     ];
     fs.writeFileSync(file, policies.map((x) => JSON.stringify(x)).join('\n---\n'));
     const out = await procs.freePort();
-    const sc = await sidecar('cache', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`], dist);
+    const sc = await sidecar('cache', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`, ...(process.env.SCX ? process.env.SCX.split(' ') : [])], dist);
     await procs.waitForPort(out, { proc: sc, timeoutMs: o.callgrind ? 300_000 : 15_000 });
     const url = `http://127.0.0.1:${out}/item`;
     const first = spawnSync('curl', ['-s', '-o', '/dev/null', '-D', '-', '-H', 'host: upstream', url, url], { encoding: 'utf8', timeout: 120_000 }).stdout;

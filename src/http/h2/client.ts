@@ -45,6 +45,7 @@ import { CLIENT_PREFACE, DEFAULT_WINDOW, ErrorCode, FrameParser, H2ProtocolError
 import { H2Error, requestFields, responseHead, trailerHead } from './headers';
 import { HpackDecoder } from './hpack';
 import { H2Output, linger } from './output';
+import { StreamTable } from './stream-table';
 
 export { H2ClientStream } from './client-stream';
 
@@ -104,7 +105,7 @@ export class H2ClientSession extends H2Output<H2ClientStream> implements FrameSi
 
   private readonly decoder = new HpackDecoder({ maxTableSize: 4096 });
   private readonly parser: FrameParser;
-  private readonly streams = new Map<number, H2ClientStream>();
+  private readonly streams = new StreamTable<H2ClientStream>();
   /** Requests not opened yet: before the connection is up, or over the server's max concurrent streams. */
   private pending: H2ClientStream[] = [];
   private nextId = 1;
@@ -511,7 +512,7 @@ export class H2ClientSession extends H2Output<H2ClientStream> implements FrameSi
       const cancel = Object.assign(new H2Error('ERR_HTTP2_STREAM_CANCEL', err !== undefined ? `The pending stream has been canceled (caused by: ${err.message})` : 'The pending stream has been canceled'), { cause: err });
       for (const s of pending) s.destroy(cancel);
     }
-    const streams = [...this.streams.values()];
+    const streams = this.streams.values();
     for (const s of streams) s.destroy(err);
     this.streams.clear();
     const socket = this.socket;
@@ -531,7 +532,7 @@ export class H2ClientSession extends H2Output<H2ClientStream> implements FrameSi
     if (this.isDestroyed) return;
     // As node's socketOnClose: every stream closes with CANCEL, then the session.
     const err = this.connecting ? new H2Error('ERR_SOCKET_CLOSED', 'Socket is closed') : undefined;
-    for (const s of [...this.streams.values()]) s.close(ErrorCode.CANCEL);
+    for (const s of this.streams.values()) s.close(ErrorCode.CANCEL);
     if (err === undefined) for (const s of [...this.pending]) s.close(ErrorCode.CANCEL);
     this.isClosed = true;
     this.destroy(err);

@@ -23,6 +23,7 @@ import { EventEmitter } from 'node:events';
 import type * as net from 'node:net';
 import { DEFAULT_WINDOW, ErrorCode, FrameWriter, MAX_WINDOW, Setting } from './frames';
 import { HpackEncoder } from './hpack';
+import type { StreamTable } from './stream-table';
 
 /** Socket bytes (queued here and in the socket) over which stream writes wait for 'drain'. */
 const CONGESTED = 256 * 1024;
@@ -226,7 +227,7 @@ export abstract class H2Output<S extends OutputStream> extends EventEmitter {
    * SETTINGS_INITIAL_WINDOW_SIZE applies to every open stream. False: a stream window
    * overflowed (the connection is failing).
    */
-  protected applySettings(params: number[], streams: Map<number, S>): boolean {
+  protected applySettings(params: number[], streams: StreamTable<S>): boolean {
     const rs = this.remoteSettings;
     let delta = 0;
     for (let i = 0; i < params.length; i += 2) {

@@ -30,6 +30,7 @@ import { H2Error, requestHead, trailerHead } from './headers';
 import { HpackDecoder } from './hpack';
 import { H2Output, linger } from './output';
 import { H2Stream, type StreamHost } from './stream';
+import { StreamTable } from './stream-table';
 
 export { H2Stream } from './stream';
 export { H2Error } from './headers';
@@ -75,7 +76,7 @@ export class H2Session extends H2Output<H2Stream> implements FrameSink, StreamHo
 
   private readonly decoder = new HpackDecoder({ maxTableSize: 4096 });
   private readonly parser: FrameParser;
-  private readonly streams = new Map<number, H2Stream>();
+  private readonly streams = new StreamTable<H2Stream>();
   /** @internal Streams closed on the wire whose body the application has not read to the end (destroyed with the session). */
   readonly lingering = new Set<H2Stream>();
   private readonly maxPairs: number;
@@ -362,7 +363,7 @@ export class H2Session extends H2Output<H2Stream> implements FrameSink, StreamHo
   private onSocketClose(): void {
     if (this.isDestroyed) return;
     // As node's socketOnClose: every stream closes with CANCEL, then the session.
-    for (const s of [...this.streams.values()]) s.close(ErrorCode.CANCEL);
+    for (const s of this.streams.values()) s.close(ErrorCode.CANCEL);
     this.isClosed = true;
     this.destroy();
   }
