@@ -44,7 +44,8 @@
  * and (--json) JSON.
  * --h1-conns N (default 64), --h2-conns CxM (default 16x16): the load's concurrency on the h1 path,
  * and on the h2 and grpc paths (C connections, M streams each). --config NAME (default full): the
- * sidecar's policies for the h1, h2 and grpc paths, a variant of bench/lib/configs.js (e.g. off).
+ * sidecar's policies for the h1, h2 and grpc paths, a variant of bench/lib/configs.js (e.g. off);
+ * --sidecar-args '...': extra flags for that sidecar (e.g. '--metrics off --tracing off').
  */
 const fs = require('node:fs');
 const os = require('node:os');
@@ -74,6 +75,7 @@ const { values: o } = parseArgs({
     'h1-conns': { type: 'string', default: '64' },
     'h2-conns': { type: 'string', default: '16x16' },
     config: { type: 'string', default: 'full' },
+    'sidecar-args': { type: 'string', default: '' },
   },
 });
 /** The load's concurrency: HTTP/1.1 connections (h1); HTTP/2 connections x streams each (h2, grpc). */
@@ -288,7 +290,7 @@ async function onePass(dist, add) {
     const file = path.join(tmp, 'full.json');
     fs.writeFileSync(file, configs.meshletPolicies(o.config, upstreamPorts, grpc.ports));
     const out = await procs.freePort();
-    const sc = await sidecar('full', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`, ...(process.env.SCX ? process.env.SCX.split(' ') : [])], dist);
+    const sc = await sidecar('full', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`, ...o['sidecar-args'].split(' ').filter(Boolean)], dist);
     await procs.waitForPort(out, { proc: sc, timeoutMs: o.callgrind ? 300_000 : 15_000 });
     // Under callgrind the first calls can outlast the route's per-try timeout (JIT, first connection).
     for (let i = 0; paths.includes('grpc'); i++) {
@@ -321,7 +323,7 @@ async function onePass(dist, add) {
     ];
     fs.writeFileSync(file, policies.map((x) => JSON.stringify(x)).join('\n---\n'));
     const out = await procs.freePort();
-    const sc = await sidecar('cache', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`, ...(process.env.SCX ? process.env.SCX.split(' ') : [])], dist);
+    const sc = await sidecar('cache', ['--service', 'bench', '--config', file, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`, ...o['sidecar-args'].split(' ').filter(Boolean)], dist);
     await procs.waitForPort(out, { proc: sc, timeoutMs: o.callgrind ? 300_000 : 15_000 });
     const url = `http://127.0.0.1:${out}/item`;
     const first = spawnSync('curl', ['-s', '-o', '/dev/null', '-D', '-', '-H', 'host: upstream', url, url], { encoding: 'utf8', timeout: 120_000 }).stdout;
