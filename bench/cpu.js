@@ -45,7 +45,7 @@
  * --h1-conns N (default 64), --h2-conns CxM (default 16x16): the load's concurrency on the h1 path,
  * and on the h2 and grpc paths (C connections, M streams each). --config NAME (default full): the
  * sidecar's policies for the h1, h2 and grpc paths, a variant of bench/lib/configs.js (e.g. off);
- * --sidecar-args '...': extra flags for that sidecar (e.g. '--metrics off --tracing off').
+ * --sidecar-args='...': extra flags for that sidecar (e.g. '--sidecar-args=--metrics off --tracing off').
  */
 const fs = require('node:fs');
 const os = require('node:os');
