@@ -164,7 +164,10 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
 
   // HTTP/2 request bodies in progress (not gRPC), checked on one timer like the HTTP/1.1 ones.
   // The request counts its body bytes as they arrive (h2-server.ts); a 'data' listener here would
-  // start the flow before the proxy reads it.
+  // start the flow before the proxy reads it. The bodies are a list through the entries themselves
+  // (unlinked when done), not a Set: a Set's table, replaced as deletions pile up, links to its
+  // successor, and once one is old the chain keeps every later one and its requests alive into the
+  // old generation (src/http/h2/stream-table.ts has the measurements).
   interface H2Body {
     req: H2Request;
     res: H2Response;
@@ -172,17 +175,32 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     last: number;
     /** The request's byte count at the last check. */
     seen: number;
+    prev: H2Body | null;
+    next: H2Body | null;
+    listed: boolean;
   }
-  const h2Bodies = new Set<H2Body>();
+  let bodiesHead: H2Body | null = null;
+  let bodiesTail: H2Body | null = null;
+  const unlistBody = (b: H2Body): void => {
+    if (!b.listed) return;
+    if (b.prev === null) bodiesHead = b.next;
+    else b.prev.next = b.next;
+    if (b.next === null) bodiesTail = b.prev;
+    else b.next.prev = b.prev;
+    b.prev = b.next = null;
+    b.listed = false;
+  };
   let h2Now = Date.now();
   let h2Timer: NodeJS.Timeout | undefined;
   function trackH2Body(req: H2Request, res: H2Response): void {
     const stream = req.stream;
     // A WebSocket (extended CONNECT) stream is a tunnel, not a body: its own idle timeout applies.
     if (stream.endAfterHeaders || req.headers[':method'] === 'CONNECT' || String(req.headers['content-type'] ?? '').startsWith('application/grpc')) return;
-    const b: H2Body = { req, res, start: h2Now, last: h2Now, seen: 0 };
-    h2Bodies.add(b);
-    stream.once('close', () => h2Bodies.delete(b));
+    const b: H2Body = { req, res, start: h2Now, last: h2Now, seen: 0, prev: bodiesTail, next: null, listed: true };
+    if (bodiesTail === null) bodiesHead = b;
+    else bodiesTail.next = b;
+    bodiesTail = b;
+    stream.once('close', () => unlistBody(b));
     if (!h2Timer) {
       h2Timer = setInterval(checkH2Bodies, Math.min(1000, Math.max(50, bodyIdleMs / 4)));
       h2Timer.unref();
@@ -192,10 +210,14 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
     const now = Date.now();
     const elapsed = now - h2Now;
     h2Now = now;
-    for (const b of h2Bodies) {
+    let next: H2Body | null;
+    // `next` is read before a body is dealt with (unlisting it clears its links); one unlisted
+    // meanwhile (its stream closed by what this one did) ends the walk: the next tick goes on.
+    for (let b = bodiesHead; b !== null && b.listed; b = next) {
+      next = b.next;
       const stream = b.req.stream;
       if (stream.destroyed || stream.readableEnded || b.res.writableEnded) {
-        h2Bodies.delete(b);
+        unlistBody(b);
         continue;
       }
       // Slow is judged only while bytes arrive (a trickle); a body that has stopped is idle, and
@@ -218,7 +240,7 @@ export function startListener(host: string, port: number, opts: ListenerOptions)
         reason = `request body slower than ${minRate} bytes/s`;
       }
       if (reason === undefined) continue;
-      h2Bodies.delete(b);
+      unlistBody(b);
       refused(reason, { status: 408, remote: stream.session?.socket?.remoteAddress });
       if (!b.res.headersSent) {
         const text = `${reason}\n`;

@@ -121,4 +121,18 @@ t.test('HTTP/2: an idle body and a trickling body get 408 SI', async (t) => {
   const fine = await post((s) => s.end(Buffer.alloc(100_000, 1)));
   t.equal(fine.status, 200, 'a normal upload on the same session');
   t.equal(fine.body, 'got 100000');
+  // Several bodies in progress at once (the sidecar walks them on one timer): the ones that stop
+  // are cut, in whatever order they sit, and the one that completes between them is not.
+  const [first, done, last] = await Promise.all([
+    post((s) => s.write('a')),
+    post((s) => {
+      s.write('b');
+      setTimeout(() => s.end('b'), 200);
+    }),
+    post((s) => s.write('c')),
+  ]);
+  t.equal(first.status, 408, 'the first of three, stopped: 408');
+  t.equal(done.status, 200, 'the middle one, completed: 200');
+  t.equal(done.body, 'got 2');
+  t.equal(last.status, 408, 'the last one, stopped: 408');
 });
