@@ -3,9 +3,10 @@
  * endpoint (another sidecar's inbound port) travels as an HTTP/2 stream on the one connection the
  * two sidecars share, marked with `x-meshlet-orig-proto`; the far sidecar removes the mark and
  * gives its app HTTP/1.1 again, for services of protocol `auto` whose DestinationPolicy says
- * `http2Upgrade: true`. Off by default: it costs more CPU per request than plain HTTP/1.1 between
- * the sidecars (about 2x through node:http2, 1.1-1.3x on meshlet's own HTTP/2 framing:
- * docs/performance.md), so it stays opt-in until it does not.
+ * `http2Upgrade: true`. Off by default: it cost more CPU per request than plain HTTP/1.1 between
+ * the sidecars (about 2x through node:http2, 1.02-1.3x on meshlet's own HTTP/2 framing), until
+ * the session's stream table stopped a promotion cascade (2026-12-05: 0.77x in one bench run, with
+ * a higher p99 at full load; docs/performance.md); it stays opt-in until more runs confirm it.
  * Upgrades (WebSocket) stay HTTP/1.1 end to end.
  */
 import type { DownstreamRequest } from './listener';
