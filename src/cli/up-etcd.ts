@@ -5,9 +5,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { CliError } from './common';
+import { reservedPort } from './ports';
 
 export interface LocalEtcd {
   /** `127.0.0.1:PORT`, one per member. */
@@ -15,18 +15,10 @@ export interface LocalEtcd {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
 export async function startLocalEtcd(dataDir: string, ephemeralPorts: boolean, members = 3): Promise<LocalEtcd> {
   const ports: { client: number; peer: number }[] = [];
   for (let i = 0; i < members; i++)
-    ports.push(ephemeralPorts ? { client: await freePort(), peer: await freePort() } : { client: 12379 + 100 * i, peer: 12380 + 100 * i });
+    ports.push(ephemeralPorts ? { client: await reservedPort(), peer: await reservedPort() } : { client: 12379 + 100 * i, peer: 12380 + 100 * i });
   const cluster = ports.map((p, i) => `up${i}=http://127.0.0.1:${p.peer}`).join(',');
   const children: ChildProcess[] = [];
   const exits: Promise<void>[] = [];

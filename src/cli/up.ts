@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, promises as fsp } from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
 import { packageRoot, startDemoApp, type DemoApp, type DemoRole } from '../demo/app';
 import { api, CliError, describeApiError, flags, UsageError, type Command } from './common';
+import { reservedPort } from './ports';
 import { logger, runUntilSignal } from './process';
 
 /** Node flags for sidecar processes: the ones in main.ts's shebang. */
@@ -264,19 +264,8 @@ async function freeGatewayPorts<R extends { kind: string; spec: unknown }>(r: R)
   if (r.kind !== 'Gateway') return r;
   const spec = r.spec as { listeners: { port: number }[] };
   const listeners = [];
-  for (const l of spec.listeners) listeners.push({ ...l, port: await freePort() });
+  for (const l of spec.listeners) listeners.push({ ...l, port: await reservedPort() });
   return { ...r, spec: { ...spec, listeners } };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** The URL of the demo gateway's first HTTP listener, when the policies define one. */
