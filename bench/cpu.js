@@ -247,7 +247,10 @@ async function soakMeasure(ps, args) {
   const cpu = cpuOf(ps) - c0;
   if (r.failed || r.ok < r.done) throw new Error(`soak: ${r.ok}/${r.done} 2xx, ${r.failed} failed\n${r.out}`);
   const procsOut = ps.map((p, i) => ({ name: p.name, ...soakLib.rssVerdict(samples[i], warmupS) }));
-  return { soak: true, seconds, warmupS, rate: rps * clients, done: r.done, reqPerSec: r.done / seconds, usPerReq: (cpu * 1e6) / r.done, procs: procsOut };
+  // h2load's own line: min, max, mean and sd of a request's time (from send to the response's end).
+  const t = /time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)/.exec(r.out);
+  const requestTime = t ? { min: t[1], max: t[2], mean: t[3], sd: t[4] } : undefined;
+  return { soak: true, seconds, warmupS, rate: rps * clients, done: r.done, reqPerSec: r.done / seconds, usPerReq: (cpu * 1e6) / r.done, procs: procsOut, requestTime };
 }
 
 /** Warm-up (N/4, not measured), then N requests; CPU µs per request over `ps` (or --soak). */
@@ -401,7 +404,8 @@ async function main() {
     (results[k] ??= []).push(r);
     if (r.soak) {
       for (const p of r.procs) log(`${k.padEnd(8)} soak ${p.name}: ${p.pass ? 'PASS' : 'FAIL'} ${p.summary} (RSS ${(p.rssMinKb / 1024).toFixed(1)}..${(p.rssMaxKb / 1024).toFixed(1)} MB after warm-up)`);
-      log(`${k.padEnd(8)} soak: ${r.done} requests in ${r.seconds} s at ${r.rate} req/s asked, all 2xx; ${r.usPerReq.toFixed(1)} us/req`);
+      const rt = r.requestTime ? `; request time min ${r.requestTime.min} mean ${r.requestTime.mean} sd ${r.requestTime.sd} max ${r.requestTime.max} (h2load)` : '';
+      log(`${k.padEnd(8)} soak: ${r.done} requests in ${r.seconds} s at ${r.rate} req/s asked, all 2xx; ${r.usPerReq.toFixed(1)} us/req${rt}`);
       return;
     }
     const gc = r.bytesPerReq === undefined ? '' : `  ${Math.round(r.bytesPerReq)} B/req allocated, ${r.promotedPerReq.toFixed(1)} B/req promoted, ${r.scavengesPer10k.toFixed(1)} scavenges/10k req, ${r.marks} mark-compact, scavenge pause p50 ${r.scavengePauseMs.toFixed(2)} ms max ${r.scavengePauseMaxMs.toFixed(2)}`;

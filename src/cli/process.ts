@@ -10,10 +10,26 @@ export function logger(level: string | undefined, name?: string): Logger {
   return pino({ level: l, name });
 }
 
-/** Resolves with exit code 0 after SIGINT/SIGTERM once `stop` finished; a second signal exits at once. */
+/**
+ * After `stop` finished, how long the process may take to end by itself before it is ended: a
+ * library that keeps a timer of its own past its close (etcd3 retries a watch of a closed client
+ * for ever, e.g. one a control plane replica waiting in an election still had) would keep it up
+ * until a second signal or SIGKILL.
+ */
+export const EXIT_GRACE_MS = 5000;
+
+/**
+ * Resolves with exit code 0 after SIGINT/SIGTERM once `stop` finished; a second signal exits at
+ * once, and a process still up EXIT_GRACE_MS after `stop` exits with that code.
+ */
 export function runUntilSignal(stop: () => Promise<void>): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
+    const done = (code: number): void => {
+      // Unref'd: it fires only if something else still keeps the process up.
+      setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
+      resolve(code);
+    };
     const onSignal = (sig: NodeJS.Signals): void => {
       if (stopping) {
         process.exit(130);
@@ -22,11 +38,11 @@ export function runUntilSignal(stop: () => Promise<void>): Promise<number> {
       stop().then(
         () => {
           process.stdin.destroy();
-          resolve(0);
+          done(0);
         },
         (err) => {
           process.stderr.write(`error while stopping (${sig}): ${(err as Error).message}\n`);
-          resolve(1);
+          done(1);
         },
       );
     };

@@ -25,9 +25,25 @@ const until = async (what: string, check: () => boolean | Promise<boolean>, ms =
 
 const sidecar = (id: string, port: number): SidecarIdentity => ({ id, service: 'web', address: '127.0.0.1', port, labels: {}, buildVersion: 'test' });
 
+/**
+ * The registries' own clients, closed when the file ends, before the cluster stops. Not in each
+ * test's teardown: a replica still waiting in the election watches the leader's key, and etcd3
+ * retries a watch of a closed client forever (a ref'd timer: the file never ended). Closed
+ * registries' clients are closed once every registry of the file is closed and the leaders' key
+ * deletions have reached the waiting ones.
+ */
+const clients: Etcd3[] = [];
+
 async function setup(st: Test): Promise<{ client: Etcd3; prefix: string; open(replica: string): Promise<EtcdRegistry> }> {
   // One cluster for the whole file, stopped when it ends.
-  cluster ??= await startEtcdCluster(t);
+  if (!cluster) {
+    cluster = await startEtcdCluster(t);
+    // Registered after the cluster's teardown, so it runs before it (teardowns run last first).
+    t.teardown(async () => {
+      await new Promise((r) => setTimeout(r, 500));
+      for (const c of clients) c.close();
+    });
+  }
   const c = cluster;
   const prefix = `/reg-${process.pid}-${++n}/`;
   const client = connectEtcd({ endpoints: c.members.map((m) => m.endpoint) });
@@ -38,10 +54,8 @@ async function setup(st: Test): Promise<{ client: Etcd3; prefix: string; open(re
     async open(replica) {
       const own = connectEtcd({ endpoints: c.members.map((m) => m.endpoint) });
       const r = await EtcdRegistry.open(own, { prefix, replica, graceMs: GRACE, syncDelayMs: 20 });
-      st.teardown(async () => {
-        await r.close();
-        own.close();
-      });
+      clients.push(own);
+      st.teardown(() => r.close());
       return r;
     },
   };
