@@ -12,6 +12,7 @@
  */
 import { followResponse, type H2Response, type ResponseFollower } from '../http/h2-server';
 import { FLAG_HEADER } from '../core/errors';
+import { withoutOmitted } from '../http/headers';
 import type { DownstreamResponse } from '../http/listener';
 import type { GrpcRouteOptions } from '../policy';
 import { encodeTrailerFrame } from './framing';
@@ -168,7 +169,10 @@ export class WebDownstream implements GrpcDownstream {
   }
   end(trailers: Record<string, string | string[]> | undefined): void {
     if (this.closed) return;
-    if (trailers) this.write(encodeTrailerFrame(trailers));
+    // The trailers travel in the body: the names the response leaves out (the gateway's
+    // x-meshlet-*) are left out here too, as its head writer does for the head.
+    const omit = this.res.omit;
+    if (trailers) this.write(encodeTrailerFrame(omit === undefined ? trailers : withoutOmitted(trailers, omit)));
     if (this.encoder) {
       const last = this.encoder.end();
       if (last) (this.res as { write(c: string): boolean }).write(last);

@@ -90,6 +90,14 @@ t.test('the gateway at the edge', async (t) => {
     const kept = await get(keeping, 'nowhere.example.com');
     t.equal(kept.headers['x-meshlet-flags'], 'NR', 'kept where the listener asks (keepMeshHeaders)');
     t.equal((await get(keeping, 'shop.example.com')).headers['x-meshlet-internal'], undefined, 'only the named ones');
+    // gRPC-Web carries its trailers in the body (a frame flagged 0x80): left out there too.
+    const web = { 'content-type': 'application/grpc-web+proto' };
+    const call = '\0\0\0\0\0'; // one empty message
+    const nrWeb = await get(plain, 'nowhere.example.com', '/pkg.Svc/Call', web, 'POST', call);
+    t.match(nrWeb.body, /grpc-status: \d+/, 'a gRPC-Web answer of the gateway\u2019s own, its trailer frame in the body');
+    t.equal(nrWeb.headers['x-meshlet-flags'], undefined, 'no flags header in the head');
+    t.notMatch(nrWeb.body, /x-meshlet-flags/i, 'nor in the trailer frame');
+    t.match((await get(keeping, 'nowhere.example.com', '/pkg.Svc/Call', web, 'POST', call)).body, /x-meshlet-flags: NR/, 'which a keeping listener keeps');
   });
 
   t.test('over HTTP/2 (h2c) too: x-meshlet-* response headers stay inside unless kept', async (t) => {
