@@ -65,7 +65,6 @@ t.test('HTTP/1.1 between sidecars: off by default, multiplexed with http2Upgrade
 
   // Off by default (it costs more CPU per request than HTTP/1.1 between the sidecars today).
   t.equal(seen[seen.length - 1]?.via, '1.1 meshlet, 1.1 meshlet', 'default: the hop between the sidecars is HTTP/1.1');
-  const baseline = established(server.inbound);
 
   const on = 'apiVersion: meshlet.dev/v1\nkind: DestinationPolicy\nmetadata: {name: echo}\nspec: {service: echo, http2Upgrade: true}\n';
   t.equal(cli(['apply', '-f', '-'], { server: cp.api, input: on }).code, 0, 'policy applied');
@@ -73,9 +72,13 @@ t.test('HTTP/1.1 between sidecars: off by default, multiplexed with http2Upgrade
     await get(0);
     return seen[seen.length - 1]?.via === '1.1 meshlet, 2 meshlet' ? true : undefined;
   });
+  // Counted once the HTTP/2 connection is up (the requests that waited for the policy may have
+  // opened HTTP/1.1 connections meanwhile, more of them on a loaded machine): the 40 concurrent
+  // requests must open none.
+  const baseline = established(server.inbound);
   const n = seen.length;
   const multiplexed = await burst();
-  t.equal(multiplexed - baseline, 1, 'multiplexed (http2Upgrade: true): one connection into the server sidecar for 40 concurrent requests');
+  t.equal(multiplexed - baseline, 0, `multiplexed (http2Upgrade: true): 40 concurrent requests on the one HTTP/2 connection, no new connection into the server sidecar (${multiplexed})`);
   t.ok(seen.slice(n).every((s) => s.via === '1.1 meshlet, 2 meshlet'), 'the hop between the sidecars was HTTP/2 for all of them');
   const last = seen[seen.length - 1];
   t.equal(last?.version, '1.1', 'the app gets HTTP/1.1');
