@@ -480,5 +480,9 @@ function stripPort(authority: string): string {
  * listener leaves out, in heads and HTTP/2 trailers, whichever path writes them.
  */
 function meshHeaderOmit(keep: ReadonlySet<string>): HeaderOmit {
-  return (name) => name.length > 10 && (name.charCodeAt(0) | 0x20) === 0x78 && name.toLowerCase().startsWith('x-meshlet-') && !keep.has(name.toLowerCase());
+  return (name) => {
+    if (name.length <= 10 || (name.charCodeAt(0) | 0x20) !== 0x78) return false;
+    const lower = name.toLowerCase();
+    return lower.startsWith('x-meshlet-') && !keep.has(lower);
+  };
 }

@@ -12,16 +12,15 @@ import { SINGLE_VALUE, utcDate } from './h2/headers';
  * once per process (StackContext.via), not per message.
  */
 export interface ViaHops {
-  /** The hop's name (`meshlet`, `meshlet-gateway`). */
-  readonly name: string;
   /** `1.1 <name>`. */
   readonly h1: string;
   /** `2 <name>`. */
   readonly h2: string;
 }
 
+/** The entries of the hop named `name` (`meshlet`, `meshlet-gateway`). */
 export function viaHops(name: string): ViaHops {
-  return { name, h1: `1.1 ${name}`, h2: `2 ${name}` };
+  return { h1: `1.1 ${name}`, h2: `2 ${name}` };
 }
 
 /**
