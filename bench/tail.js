@@ -10,7 +10,7 @@
  * preloaded). Ends with one summary line: the medians, the spread and the p99.9 ratio.
  *
  *   node bench/tail.js [--rate 5000] [--seconds 6] [--runs 3] [--connections 32] [--cold 1]
- *                      [--freeze-ms 20] [--gen openloop|loadjs] [--nice=-10] [--dist DIR]
+ *                      [--freeze-ms 20] [--others-ms 20] [--gen openloop|loadjs] [--nice=-10] [--dist DIR]
  *                      [--node-flags '...'] [--json]
  *
  * Steady state: before the runs, each proxy serves `--cold N` phases like the measured ones
@@ -28,6 +28,16 @@
  * in the generator's warm-up or drain) is set aside, reported with
  * its pauses, and run again; at most `--runs` extra pairs in all. `--freeze-ms 0`: no detector,
  * every pair counts.
+ *
+ * Other work: the machine runs other services beside the bench, and some of them take a core in
+ * bursts (one starts a whole Erlang VM every 60 s: ~250 ms of both cores). Their threads are
+ * ordinary ones, so the sleepers above do not see them; the scheduler shares the core between
+ * them and the proxy, and whichever proxy is measured gets tens of ms at its p99.9. So (as root,
+ * with cgroup v1 cpuacct) the bench and everything it starts run in a cgroup of their own, and
+ * bench/lib/foreign.js counts the CPU time everyone else spends on each core. A pair in which
+ * others took `--others-ms` or more of either core within 100 ms of either phase's recorded slots
+ * is set aside and run again the same way (the machine's background takes at most ~6 ms in any
+ * 100 ms). `--others-ms 0`: not counted, every pair counts.
  *
  * `--gen loadjs` uses bench/load.js (Node) instead, for comparison: it cannot keep 2 x 5,000
  * sends/s on one core (its send lag reads tens of ms; see the `gen` columns).
@@ -48,6 +58,7 @@ const procs = require('./lib/procs');
 const configs = require('./lib/configs');
 const openloop = require('./lib/openloop');
 const hiccup = require('./lib/hiccup');
+const foreign = require('./lib/foreign');
 
 const { values: o } = parseArgs({
   options: {
@@ -56,6 +67,7 @@ const { values: o } = parseArgs({
     runs: { type: 'string', default: '3' },
     cold: { type: 'string', default: '1' },
     'freeze-ms': { type: 'string', default: '20' },
+    'others-ms': { type: 'string', default: '20' },
     connections: { type: 'string', default: '32' },
     gen: { type: 'string', default: 'openloop' },
     dist: { type: 'string', default: path.resolve(__dirname, '..') },
@@ -85,6 +97,11 @@ const FREEZE_MS = Number(o['freeze-ms']);
 const WARMUP_S = 1;
 /** The platform-pause detector, on the load core and the proxies' core (see --freeze-ms). */
 const detector = FREEZE_MS > 0 ? hiccup.start([0, 1]) : null;
+/** The other-work counter (see --others-ms): before anything starts, so that all of it is the bench's. */
+const OTHERS_MS = Number(o['others-ms']);
+const others = OTHERS_MS > 0 ? foreign.start() : null;
+if (OTHERS_MS > 0 && !others) process.stderr.write('tail: cannot count other processes\' CPU (needs root and cgroup v1 cpuacct): every pair counts\n');
+procs.installCleanup(() => others?.stop());
 
 function loadjs(ports) {
   return new Promise((resolve, reject) => {
@@ -104,10 +121,16 @@ function schedMs(pid) {
   return [run / 1e6, wait / 1e6];
 }
 
+/**
+ * The stretch of a phase (its generator started at `t0`) whose disturbances reach the recorded
+ * slots: from 0.2 s before the warm-up ends to 0.5 s after the last slot.
+ */
+function slotsSpan(t0) {
+  return [t0 + BigInt(Math.round((WARMUP_S - 0.2) * 1e9)), t0 + BigInt(Math.round((WARMUP_S + SECONDS + 0.5) * 1e9))];
+}
 /** Whether a pause ending at `p.at` after `p.ms` overlaps a phase's recorded slots (the phase's generator started at `t0`). */
 function overlapsSlots(p, t0) {
-  const from = t0 + BigInt(Math.round((WARMUP_S - 0.2) * 1e9));
-  const to = t0 + BigInt(Math.round((WARMUP_S + SECONDS + 0.5) * 1e9));
+  const [from, to] = slotsSpan(t0);
   return p.at > from && p.at - BigInt(Math.round(p.ms * 1e6)) < to;
 }
 
@@ -146,6 +169,9 @@ async function measure(port, upstreamPort, pid) {
     // `measured`: the pause overlaps the recorded slots (the generator's 1 s warm-up sends first;
     // a pause in the warm-up's last 0.2 s or up to 0.5 s after the last slot still delays some).
     platformPauses: detector ? detector.during(t0, t1).map((p) => ({ cpu: p.cpu, ms: Math.round(p.ms * 10) / 10, measured: overlapsSlots(p, t0), rt: p.rt })) : null,
+    // Other processes' CPU time on each core over the recorded slots: total, and the most in any
+    // 100 ms (see --others-ms).
+    otherWork: others ? others.during(...slotsSpan(t0)).filter((c) => c.cpu <= 1) : null,
   };
 }
 
@@ -187,6 +213,7 @@ async function main() {
   const f = (x) => `+${x.added.p50}/${x.added.p99}/${x.added.p999}`;
   const fp = (x) => (x.paired ? `+${x.paired.p50}/${x.paired.p99}/${x.paired.p999}` : '-');
   const g = (x) => `direct p99.9 ${x.directUs.p999}, send lag p99.9 ${x.sendLagUs?.p999 ?? '-'}, ${x.sentRate ?? '-'}/s; proxy cpu ${x.proxyCpuMs} ms, waited ${x.proxyRunqueueWaitMs} ms; core 1 busy besides the proxy ${x.proxyCoreOtherPct}%`;
+  const othersOf = (x) => x.otherWork.map((c) => `core ${c.cpu} ${c.totalMs} ms (${c.maxMs} in 100 ms)`).join(', ');
   const pausesOf = (x) => (x.platformPauses?.length ? x.platformPauses.map((p) => `${p.ms} ms on core ${p.cpu}${p.measured ? '' : ' (warm-up or drain)'}${p.rt ? '' : ' (not real-time: may be the guest)'}`).join(', ') : 'none');
   /** The pair's lines: both proxies' added latency, the generator's health, the sidecar's stalls. */
   const report = (label, r) => {
@@ -195,6 +222,7 @@ async function main() {
       `${label}: added p50/p99/p99.9 us: nginx ${f(r.nginx)}, meshlet ${f(r.meshlet)}${r.meshlet.paired ? `; paired: nginx ${fp(r.nginx)}, meshlet ${fp(r.meshlet)}` : ''} | gen: [nginx ${g(r.nginx)}] [meshlet ${g(r.meshlet)}]` +
         `${r.nginx.bad + r.meshlet.bad ? ` | ERRORS/unfinished ${r.nginx.bad}/${r.meshlet.bad}` : ''}\n` +
         (detector ? `       platform pauses >= 5 ms: nginx's phase ${pausesOf(r.nginx)}; meshlet's phase ${pausesOf(r.meshlet)}\n` : '') +
+        (others ? `       other processes' CPU: nginx's phase ${othersOf(r.nginx)}; meshlet's phase ${othersOf(r.meshlet)}\n` : '') +
         `       sidecar event-loop delay p50/p99/p99.9/max ${e.eventLoopDelayUs.p50}/${e.eventLoopDelayUs.p99}/${e.eventLoopDelayUs.p999}/${e.eventLoopDelayUs.max} us; gc ${JSON.stringify(e.gc, (k, v) => (typeof v === 'number' ? Math.round(v * 100) / 100 : v))}; load avg ${r.loadavg.toFixed(1)}\n` +
         (e.stalls
           ? `       sidecar loop stalls > ${e.stalls.thresholdMs} ms: ${e.stalls.count}, ${e.stalls.totalMs} ms = GC ${e.stalls.gcMs} ${JSON.stringify(e.stalls.gcByKindMs)} + waiting for the core ${e.stalls.waitMs} + running ${e.stalls.otherMs}; the sidecar's other threads ran ${e.otherThreadsCpuMs} ms; longest ${e.stalls.top.map((x) => `${x.ms} (gc ${x.gcMs}, wait ${x.waitMs})`).join(', ')}\n`
@@ -219,6 +247,8 @@ async function main() {
    * phase. Only a real-time sleeper's pause proves that; an ordinary thread's can be the bench's own.
    */
   const frozen = (r) => [r.nginx, r.meshlet].some((x) => (x.platformPauses ?? []).some((p) => p.rt && p.measured && p.ms >= FREEZE_MS));
+  /** Whether other processes took --others-ms or more of a core within 100 ms of either phase's recorded slots. */
+  const crowded = (r) => [r.nginx, r.meshlet].some((x) => (x.otherWork ?? []).some((c) => c.maxMs >= OTHERS_MS));
   let order = 0;
   const cold = [];
   for (let i = 0; i < Number(o.cold); i++) {
@@ -231,19 +261,24 @@ async function main() {
   const want = Number(o.runs);
   for (let i = 0; runs.length < want && i < 2 * want; i++) {
     const r = await pair(order++);
-    if (frozen(r)) {
+    if (frozen(r) || crowded(r)) {
+      r.setAside = frozen(r) ? 'platform pause' : 'other processes';
       voided.push(r);
-      report(`pair ${i + 1}: SET ASIDE, the platform stopped a core for >= ${FREEZE_MS} ms (run again)`, r);
+      report(
+        `pair ${i + 1}: SET ASIDE, ${frozen(r) ? `the platform stopped a core for >= ${FREEZE_MS} ms` : `other processes took >= ${OTHERS_MS} ms of a core within 100 ms`} (run again)`,
+        r,
+      );
       continue;
     }
     runs.push(r);
     report(`run ${runs.length}`, r);
   }
   if (detector && !detector.alive()) process.stderr.write('tail: the platform-pause detector stopped early: pauses after that went unseen\n');
-  if (runs.length < want) process.stderr.write(`tail: only ${runs.length} of ${want} pairs ran without a platform pause in ${2 * want} tries\n`);
+  if (runs.length < want) process.stderr.write(`tail: only ${runs.length} of ${want} pairs ran without a platform pause or other processes' burst in ${2 * want} tries\n`);
   await procs.stopAll();
   detector?.stop();
-  if (!runs.length) throw new Error('no pair ran without a platform pause: see the lines above');
+  others?.stop();
+  if (!runs.length) throw new Error('no pair ran without a platform pause or other processes\' burst: see the lines above');
   const med = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
   /**
    * One estimator's figures over the runs (`field`: 'added', the difference of percentiles, or
@@ -270,7 +305,7 @@ async function main() {
   const lag999 = runs.flatMap((r) => [r.nginx.sendLagUs?.p999 ?? NaN, r.meshlet.sendLagUs?.p999 ?? NaN]);
   const rates = runs.flatMap((r) => [r.nginx.sentRate, r.meshlet.sentRate]).filter((x) => x != null);
   const load1 = os.loadavg()[0];
-  if (o.json) console.log(JSON.stringify({ rate: RATE, seconds: SECONDS, gen: o.gen, nice: NICE, connections: Number(o.connections), runs, sum, ratios, met, paired, freezeMs: FREEZE_MS, voided, cold, loadavg: [load0, load1] }));
+  if (o.json) console.log(JSON.stringify({ rate: RATE, seconds: SECONDS, gen: o.gen, nice: NICE, connections: Number(o.connections), runs, sum, ratios, met, paired, freezeMs: FREEZE_MS, othersMs: others ? OTHERS_MS : 0, voided, cold, loadavg: [load0, load1] }));
   for (const [k, v] of Object.entries(sum)) console.log(`${k.padEnd(14)} added median ${v.median} us (${v.min} .. ${v.max})`);
   if (paired) for (const [k, v] of Object.entries(paired.sum)) console.log(`${k.padEnd(14)} paired median ${v.median} us (${v.min} .. ${v.max})`);
   console.log(
@@ -281,7 +316,9 @@ async function main() {
     `tail @${RATE}/s x${runs.length} (${o.gen}${NICE ? `, nice ${NICE}` : ''}, load avg ${load0.toFixed(1)} -> ${load1.toFixed(1)}): added p99.9 nginx ${sum['nginx.p999'].median} us (${sum['nginx.p999'].min}..${sum['nginx.p999'].max}), ` +
       `meshlet ${sum['meshlet.p999'].median} us (${sum['meshlet.p999'].min}..${sum['meshlet.p999'].max}); ratio of medians ${medRatio.toFixed(2)}, per run ${ratios.map((x) => x.toFixed(2)).join(' ')}; ` +
       `<= 2x in ${within}/${runs.length} runs: ${met ? 'met' : 'not met'}` +
-      (detector ? `; ${voided.length} pair(s) set aside and run again for a platform pause >= ${FREEZE_MS} ms` : '') +
+      (detector || others
+        ? `; ${voided.length} pair(s) set aside and run again (${voided.filter((r) => r.setAside === 'platform pause').length} for a platform pause >= ${FREEZE_MS} ms, ${voided.filter((r) => r.setAside === 'other processes').length} for other processes' CPU >= ${OTHERS_MS} ms in 100 ms)`
+        : '') +
       (paired
         ? `; paired estimator: nginx ${paired.sum['nginx.p999'].median} us (${paired.sum['nginx.p999'].min}..${paired.sum['nginx.p999'].max}), meshlet ${paired.sum['meshlet.p999'].median} us (${paired.sum['meshlet.p999'].min}..${paired.sum['meshlet.p999'].max}), ` +
           `per run ${paired.ratios.map((x) => x.toFixed(2)).join(' ')}, <= 2x in ${paired.within}/${runs.length}`
