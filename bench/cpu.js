@@ -42,6 +42,13 @@
  * Prints one line per path and round (CPU µs per request, and in brackets the part of it spent in the
  * kernel: stime; system calls and the loopback TCP work they run), then the median per path, as text
  * and (--json) JSON.
+ * --openloop RATE [--openloop-seconds 10]: latency at a fixed rate instead of CPU per request:
+ * bench/native/openloop.c (the fixed-rate phase's generator, 32 connections) sends RATE req/s to
+ * the path's entry and RATE to the upstream direct, schedules interleaved, for a 2 s warm-up and
+ * then the seconds; prints the added latency p50/p99/p99.9 (proxy - direct) and the paired
+ * estimator's (bench/README.md), and the proxies' CPU per request. HTTP/1.1 paths only (h1, hop,
+ * hop-h1, hop-h2). E.g. `--paths hop-h1,hop-h2 --openloop 5000 -r 3`: the two ways between two
+ * sidecars, alternated, at the same load.
  * --h1-conns N (default 64), --h2-conns CxM (default 16x16): the load's concurrency on the h1 path,
  * and on the h2 and grpc paths (C connections, M streams each). --config NAME (default full): the
  * sidecar's policies for the h1, h2 and grpc paths, a variant of bench/lib/configs.js (e.g. off);
@@ -54,6 +61,7 @@ const { spawnSync } = require('node:child_process');
 const { parseArgs } = require('node:util');
 const procs = require('./lib/procs');
 const configs = require('./lib/configs');
+const openloopLib = require('./lib/openloop');
 const grpcLib = require('./lib/grpc');
 const soakLib = require('./lib/soak');
 
@@ -76,6 +84,8 @@ const { values: o } = parseArgs({
     'h2-conns': { type: 'string', default: '16x16' },
     config: { type: 'string', default: 'full' },
     'sidecar-args': { type: 'string', default: '' },
+    openloop: { type: 'string' },
+    'openloop-seconds': { type: 'string', default: '10' },
   },
 });
 /** The load's concurrency: HTTP/1.1 connections (h1); HTTP/2 connections x streams each (h2, grpc). */
@@ -253,9 +263,43 @@ async function soakMeasure(ps, args) {
   return { soak: true, seconds, warmupS, rate: rps * clients, done: r.done, reqPerSec: r.done / seconds, usPerReq: (cpu * 1e6) / r.done, procs: procsOut, requestTime };
 }
 
-/** Warm-up (N/4, not measured), then N requests; CPU µs per request over `ps` (or --soak). */
+/**
+ * --openloop: RATE req/s to the path's entry (`args`' last word, an http://127.0.0.1:PORT/ URL) and
+ * RATE to the upstream direct, paired; the added latency and the CPU per request over `ps`.
+ */
+async function openloopMeasure(ps, args) {
+  const rate = Number(o.openloop);
+  const seconds = Number(o['openloop-seconds']);
+  const port = Number(new URL(args[args.length - 1]).port);
+  const host = args[args.indexOf('-H') + 1].replace(/^:authority: /, '');
+  const c0 = cpuOf(ps);
+  const t0 = process.hrtime.bigint();
+  const ph = (await openloopLib.run([port, upstreamPorts[0]], { rates: [rate], seconds, warmup: 2, host, cpu: LOAD_CPU })).phases[0];
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = cpuOf(ps) - c0;
+  const [t, d] = ph.targets;
+  const bad = t.errors + t.non2xx + t.unfinished;
+  if (bad || !t.latencyUs) throw new Error(`openloop: ${bad} errors, non-2xx or unfinished of ${t.sent}`);
+  const pick = (x) => ({ p50: x.p50, p99: x.p99, p999: x.p999 });
+  return {
+    openloop: true,
+    rate,
+    // Every request sent in the warm-up and the measured seconds, both on the proxy's side.
+    usPerReq: (cpu * 1e6) / (rate * (seconds + 2)),
+    reqPerSec: rate,
+    coreBusyPct: (100 * cpu) / wall,
+    added: Object.fromEntries(['p50', 'p99', 'p999'].map((k) => [k, t.latencyUs[k] - d.latencyUs[k]])),
+    paired: t.pairedAddedUs ? pick(t.pairedAddedUs) : null,
+    proxyUs: pick(t.latencyUs),
+    directUs: pick(d.latencyUs),
+    sendLagP999Us: d.sendLagUs?.p999,
+  };
+}
+
+/** Warm-up (N/4, not measured), then N requests; CPU µs per request over `ps` (or --soak, --openloop). */
 function measure(ps, args) {
   if (o.soak) return soakMeasure(ps, args);
+  if (o.openloop) return openloopMeasure(ps, args);
   h2load(['-n', String(o.callgrind ? N : Math.max(1000, N >> 2)), ...args]);
   if (o.callgrind) instructions(ps);
   const c0 = cpuOf(ps);
@@ -402,6 +446,11 @@ async function main() {
   const results = {};
   const add = (k, r) => {
     (results[k] ??= []).push(r);
+    if (r.openloop) {
+      const f = (x) => (x ? `${x.p50}/${x.p99}/${x.p999}` : '-');
+      log(`${k.padEnd(8)} at ${r.rate} req/s: added p50/p99/p99.9 ${f(r.added)} us, paired ${f(r.paired)} us (proxy ${f(r.proxyUs)}, direct ${f(r.directUs)}, send lag p99.9 ${r.sendLagP999Us}); ${r.usPerReq.toFixed(1)} ${UNIT}, core ${r.coreBusyPct.toFixed(0)}%`);
+      return;
+    }
     if (r.soak) {
       for (const p of r.procs) log(`${k.padEnd(8)} soak ${p.name}: ${p.pass ? 'PASS' : 'FAIL'} ${p.summary} (RSS ${(p.rssMinKb / 1024).toFixed(1)}..${(p.rssMaxKb / 1024).toFixed(1)} MB after warm-up)`);
       const rt = r.requestTime ? `; request time min ${r.requestTime.min} mean ${r.requestTime.mean} sd ${r.requestTime.sd} max ${r.requestTime.max} (h2load)` : '';
@@ -433,6 +482,11 @@ async function main() {
   const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
   const summary = Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, { usPerReq: median(rs.map((r) => r.usPerReq)), reqPerSec: median(rs.map((r) => r.reqPerSec)), rounds: rs.map((r) => +r.usPerReq.toFixed(1)), ...(o.gc ? { bytesPerReq: Math.round(median(rs.map((r) => r.bytesPerReq))), scavengesPer10k: +median(rs.map((r) => r.scavengesPer10k)).toFixed(1) } : {}) }]));
   if (o.json) console.log(JSON.stringify({ dist: o.dist, n: N, loadavg: os.loadavg(), summary }));
+  else if (o.openloop)
+    for (const [k, rs] of Object.entries(results)) {
+      const m = (f) => ['p50', 'p99', 'p999'].map((q) => median(rs.map((r) => (f(r) ?? {})[q] ?? NaN))).join('/');
+      console.log(`${k.padEnd(8)} at ${o.openloop} req/s, medians of ${rs.length}: added p50/p99/p99.9 ${m((r) => r.added)} us, paired ${m((r) => r.paired)} us, ${median(rs.map((r) => r.usPerReq)).toFixed(1)} ${UNIT}  load ${os.loadavg()[0].toFixed(1)}`);
+    }
   else for (const [k, s] of Object.entries(summary)) console.log(`${k.padEnd(8)} median ${s.usPerReq.toFixed(1)} ${UNIT}  (${s.rounds.join(' / ')})  ${Math.round(s.reqPerSec)} req/s${s.bytesPerReq === undefined ? '' : `  ${s.bytesPerReq} B/req allocated, ${s.scavengesPer10k} scavenges/10k req`}  load ${os.loadavg()[0].toFixed(1)}`);
   fs.rmSync(tmp, { recursive: true, force: true });
 }
