@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=20
+#!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=20 --single-threaded-gc
 /**
  * `meshlet`: one sub-command per file in this folder.
  *
@@ -11,6 +11,14 @@
  * - `--heap-growing-percent=20`: the old generation grows by 20% between full collections
  *   instead of up to 4x, so RSS stays flat from the first minute instead of climbing ~10 MB
  *   before V8's first full collection (seen in a 1,000 req/s soak).
+ * - `--single-threaded-gc`: V8 collects on the main thread only, in small incremental steps,
+ *   instead of handing marking and scavenging to helper threads. A sidecar gets about one core
+ *   (pinned, or a pod's CPU limit), so the helpers ran on the same core as the event loop and
+ *   the loop waited for them: at 5,000 req/s on one core (bench/tail.js, 2026-12-05) a
+ *   mark-compact came as one 7.5-11.6 ms step plus a 4.5-4.8 ms pause, against 2.4-3.7 ms and
+ *   steps under 4 ms with this flag, and the sidecar's added p99.9 (paired estimator) read
+ *   3.3 ms against 6.6 ms (medians of six pairs each). CPU per request at full load is the same
+ *   within noise (bench/cpu.js h1, h2 and gRPC, five alternated rounds).
  * `meshlet up` passes the same flags (SIDECAR_NODE_FLAGS) to the sidecars it starts; so should
  * anything that runs `node dist/src/cli/main.js` itself.
  */
