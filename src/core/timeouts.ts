@@ -15,8 +15,18 @@
  * clock only moves forward), so a list stays sorted by appending. Each non-empty list holds one
  * clock timer, armed for its head; a cancelled head leaves the timer as it is (under load the
  * list is never empty), and when it fires the list expires what is due and re-arms for its new
- * head. A list whose last entry is cancelled or expires is dropped with its timer. An entry never
- * expires before its time by `clock.monotonic()`.
+ * head. A list whose last entry expires is dropped with its timer. A list whose last entry is
+ * cancelled stays, idle, with its timer armed, and is dropped when that timer fires with the list
+ * still empty: at a steady rate below saturation one request often ends before the next starts,
+ * and dropping the list at once made every request create a list, a clock timer and a Map entry
+ * and delete them again. That churn, through the Map's replaced hash tables (V8 keeps each old
+ * table, and what it held, alive until the next mark-compact once one is old), promoted 136 of
+ * the 260 bytes a request that survived the scavenges at 5,000 req/s on the full chain
+ * (bench/lib/alloc-sample.js, MESHLET_ALLOC_MINOR=0, `bench/cpu.js --paths h1 --openloop 5000`),
+ * and with them came a mark-compact every ~10 s. At most IDLE_MAX lists stay idle; past that an
+ * emptied list is dropped at once, so lengths that come once (a gRPC client's own `grpc-timeout`,
+ * different on every call) hold nothing after their calls end. An entry never expires before its
+ * time by `clock.monotonic()`.
  */
 import type { Clock, Timer } from './clock';
 
@@ -35,16 +45,23 @@ export abstract class Expiring {
   abstract expire(): void;
 }
 
+/** Emptied lists kept with their timer armed, for the next entry of the same length (see above). */
+const IDLE_MAX = 16;
+
 class TimeoutList {
   head: Expiring | null = null;
   tail: Expiring | null = null;
   /** The clock timer armed for the head (undefined while the list expires its due entries). */
   timer: Timer | undefined = undefined;
+  /** Emptied by a cancel and kept, its timer armed (counted in `Timeouts.idle`). */
+  idle = false;
   constructor(readonly ms: number) {}
 }
 
 export class Timeouts {
   private readonly lists = new Map<number, TimeoutList>();
+  /** Lists in `lists` with no entry, waiting for their timer (at most IDLE_MAX). */
+  private idle = 0;
 
   constructor(private readonly clock: Clock) {}
 
@@ -57,6 +74,9 @@ export class Timeouts {
       list = new TimeoutList(d);
       this.lists.set(d, list);
       this.arm(list, d);
+    } else if (list.idle) {
+      list.idle = false;
+      this.idle--;
     }
     e.tAt = now + d;
     e.tList = list;
@@ -68,15 +88,20 @@ export class Timeouts {
   }
 
   /**
-   * Stops `e`'s timeout; nothing when it is not running. The last entry of a length takes its
-   * clock timer with it: lengths that come once (a gRPC client's own `grpc-timeout`, different on
-   * every call) hold nothing after their calls end.
+   * Stops `e`'s timeout; nothing when it is not running. The last entry of a length leaves its
+   * list idle with its clock timer armed, or, when IDLE_MAX lists are idle already, takes the list
+   * and its timer with it (see above).
    */
   cancel(e: Expiring): void {
     const list = e.tList;
     if (list === null) return;
     unlink(list, e);
     if (list.head === null && list.timer !== undefined) {
+      if (this.idle < IDLE_MAX) {
+        list.idle = true;
+        this.idle++;
+        return;
+      }
       list.timer.cancel();
       list.timer = undefined;
       this.lists.delete(list.ms);
@@ -90,7 +115,7 @@ export class Timeouts {
     return n;
   }
 
-  /** Clock timers held (one per timeout length with entries, or with a timer still armed). */
+  /** Clock timers held (one per timeout length with entries, or idle with its timer armed). */
   get timers(): number {
     return this.lists.size;
   }
@@ -101,6 +126,13 @@ export class Timeouts {
 
   private fire(list: TimeoutList): void {
     list.timer = undefined;
+    if (list.idle) {
+      // Idle since its last entry was cancelled, and no entry came back: dropped.
+      list.idle = false;
+      this.idle--;
+      this.lists.delete(list.ms);
+      return;
+    }
     const now = this.clock.monotonic();
     for (let e = list.head; e !== null && e.tAt <= now; e = list.head) {
       unlink(list, e);

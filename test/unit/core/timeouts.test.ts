@@ -126,7 +126,7 @@ t.test('under 1 ms counts as 1 ms; a fractional length is its own list', async (
   t.same(log, ['zero', 'frac']);
 });
 
-t.test('a length whose entries are all cancelled drops its clock timer (a gRPC client\'s own timeouts differ on every call)', async (t) => {
+t.test('lengths whose entries are all cancelled: 16 stay idle until their timers fire, the rest drop their clock timer at once (a gRPC client\'s own timeouts differ on every call)', async (t) => {
   let armed = 0;
   let cancelled = 0;
   const fake = new FakeClock();
@@ -148,8 +148,11 @@ t.test('a length whose entries are all cancelled drops its clock timer (a gRPC c
     fake.advance(1);
     q.cancel(e);
   }
-  t.equal(q.timers, 0, 'no list left');
-  t.equal(armed - cancelled, 0, 'every clock timer armed was cancelled with its last entry');
+  t.equal(q.timers, 16, 'the first 16 emptied lists stay idle, no more');
+  t.equal(armed - cancelled, 16, 'every other clock timer was cancelled with its last entry');
+  fake.advance(30_000);
+  t.equal(q.timers, 0, 'the idle ones are dropped when their timers fire');
+  t.same(log, [], 'and nothing expired');
   // Under load a length's list never empties: one timer serves every entry.
   armed = 0;
   const live: Entry[] = [];
@@ -162,6 +165,49 @@ t.test('a length whose entries are all cancelled drops its clock timer (a gRPC c
   }
   t.equal(armed, 1, 'one clock timer for 1,000 overlapping entries of one length');
   t.same(log, []);
+});
+
+t.test('one entry at a time (a steady rate below saturation): the length keeps its list and its one clock timer', async (t) => {
+  let armed = 0;
+  const fake = new FakeClock();
+  const clock = {
+    now: () => fake.now(),
+    monotonic: () => fake.monotonic(),
+    setTimeout(fn: () => void, ms: number) {
+      armed++;
+      return fake.setTimeout(fn, ms);
+    },
+  };
+  const q = new Timeouts(clock);
+  const log: string[] = [];
+  const now = (): number => fake.monotonic();
+  const t0 = fake.monotonic();
+  for (let i = 0; i < 1000; i++) {
+    const e = new Entry(`r${i}`, log, now);
+    q.start(e, 2000);
+    fake.advance(1);
+    q.cancel(e);
+  }
+  t.equal(armed, 1, 'one clock timer for 1,000 requests that never overlap');
+  t.equal(q.timers, 1);
+  // The list's timer fires at t0 + 2000 with the list empty: dropped; nothing expired.
+  fake.advance(1000);
+  t.equal(q.timers, 0, 'dropped once its timer fires with no entry');
+  t.same(log, []);
+  // An idle list that gets an entry again waits for it as usual.
+  const a = new Entry('a', log, now);
+  q.start(a, 50);
+  q.cancel(a);
+  fake.advance(10);
+  const b = new Entry('b', log, now);
+  q.start(b, 50); // due at +60 from a's start; the list's timer was armed for a's +50
+  fake.advance(45); // past the idle timer's time (+50): it found b not due and re-armed
+  t.same(log, [], 'not at the idle timer\'s time');
+  fake.advance(5);
+  t.same(log, ['b']);
+  t.same(b.firedAt, [t0 + 1000 + 1000 + 60]);
+  fake.advance(100);
+  t.equal(q.timers, 0);
 });
 
 t.test('timeoutsOf: one set per clock', async (t) => {
