@@ -3,7 +3,7 @@
  * list. On a FakeClock (exact) and on the system clock (never early by performance.now()).
  */
 import t from 'tap';
-import { FakeClock, systemClock } from '../../../src/core/clock';
+import { FakeClock, systemClock, type Clock } from '../../../src/core/clock';
 import { Expiring, Timeouts, timeoutsOf } from '../../../src/core/timeouts';
 
 class Entry extends Expiring {
@@ -21,6 +21,22 @@ class Entry extends Expiring {
     this.log.push(this.name);
     this.onExpire?.();
   }
+}
+
+/** A fake clock that counts the clock timers armed and cancelled through it. */
+function countingClock(): { fake: FakeClock; clock: Clock; counts: { armed: number; cancelled: number } } {
+  const fake = new FakeClock();
+  const counts = { armed: 0, cancelled: 0 };
+  const clock: Clock = {
+    now: () => fake.now(),
+    monotonic: () => fake.monotonic(),
+    setTimeout(fn: () => void, ms: number) {
+      counts.armed++;
+      const timer = fake.setTimeout(fn, ms);
+      return { cancel: () => (counts.cancelled++, timer.cancel()) };
+    },
+  };
+  return { fake, clock, counts };
 }
 
 t.test('entries expire at their own time, in order, once each; cancelled ones never', async (t) => {
@@ -127,18 +143,7 @@ t.test('under 1 ms counts as 1 ms; a fractional length is its own list', async (
 });
 
 t.test('lengths whose entries are all cancelled: 16 stay idle until their timers fire, the rest drop their clock timer at once (a gRPC client\'s own timeouts differ on every call)', async (t) => {
-  let armed = 0;
-  let cancelled = 0;
-  const fake = new FakeClock();
-  const clock = {
-    now: () => fake.now(),
-    monotonic: () => fake.monotonic(),
-    setTimeout(fn: () => void, ms: number) {
-      armed++;
-      const timer = fake.setTimeout(fn, ms);
-      return { cancel: () => (cancelled++, timer.cancel()) };
-    },
-  };
+  const { fake, clock, counts } = countingClock();
   const q = new Timeouts(clock);
   const log: string[] = [];
   const now = (): number => fake.monotonic();
@@ -149,12 +154,12 @@ t.test('lengths whose entries are all cancelled: 16 stay idle until their timers
     q.cancel(e);
   }
   t.equal(q.timers, 16, 'the first 16 emptied lists stay idle, no more');
-  t.equal(armed - cancelled, 16, 'every other clock timer was cancelled with its last entry');
+  t.equal(counts.armed - counts.cancelled, 16, 'every other clock timer was cancelled with its last entry');
   fake.advance(30_000);
   t.equal(q.timers, 0, 'the idle ones are dropped when their timers fire');
   t.same(log, [], 'and nothing expired');
   // Under load a length's list never empties: one timer serves every entry.
-  armed = 0;
+  counts.armed = 0;
   const live: Entry[] = [];
   for (let i = 0; i < 1000; i++) {
     const e = new Entry(`r${i}`, log, now);
@@ -163,21 +168,12 @@ t.test('lengths whose entries are all cancelled: 16 stay idle until their timers
     if (live.length > 8) q.cancel(live.shift()!);
     fake.advance(1);
   }
-  t.equal(armed, 1, 'one clock timer for 1,000 overlapping entries of one length');
+  t.equal(counts.armed, 1, 'one clock timer for 1,000 overlapping entries of one length');
   t.same(log, []);
 });
 
 t.test('one entry at a time (a steady rate below saturation): the length keeps its list and its one clock timer', async (t) => {
-  let armed = 0;
-  const fake = new FakeClock();
-  const clock = {
-    now: () => fake.now(),
-    monotonic: () => fake.monotonic(),
-    setTimeout(fn: () => void, ms: number) {
-      armed++;
-      return fake.setTimeout(fn, ms);
-    },
-  };
+  const { fake, clock, counts } = countingClock();
   const q = new Timeouts(clock);
   const log: string[] = [];
   const now = (): number => fake.monotonic();
@@ -188,7 +184,7 @@ t.test('one entry at a time (a steady rate below saturation): the length keeps i
     fake.advance(1);
     q.cancel(e);
   }
-  t.equal(armed, 1, 'one clock timer for 1,000 requests that never overlap');
+  t.equal(counts.armed, 1, 'one clock timer for 1,000 requests that never overlap');
   t.equal(q.timers, 1);
   // The list's timer fires at t0 + 2000 with the list empty: dropped; nothing expired.
   fake.advance(1000);
