@@ -1,5 +1,6 @@
 /**
- * A real etcd cluster for tests (Debian's etcd-server): `size` members on free loopback ports,
+ * A real etcd cluster for tests (Debian's etcd-server): `size` members on free loopback ports
+ * outside the kernel's ephemeral range,
  * each with its own temporary data dir, killed and removed in teardown. Members can be stopped
  * (SIGKILL) and started again on the same ports and data, to take quorum away and give it back.
  * Short heartbeat and election timeouts, so a leader change takes about a second.
@@ -10,6 +11,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Test } from 'tap';
+import { reservedPort } from '../../../src/cli/ports';
 import { portOf, rememberToken, start, tmpDir, tokenFor, type ControlPlaneProc } from './meshlet';
 
 /** The grace period (and so the etcd lease TTL) of `startReplica`'s control planes. */
@@ -53,8 +55,11 @@ export async function startEtcdCluster(t: Test, size = 3): Promise<EtcdCluster> 
   const root = mkdtempSync(path.join(os.tmpdir(), 'meshlet-etcd-'));
   const members: (EtcdMember & { child?: ChildProcess; exited?: Promise<void>; log: string })[] = [];
   for (let i = 0; i < size; i++) {
-    const clientPort = await freePort();
-    const peerPort = await freePort();
+    // From below the kernel's ephemeral range (src/cli/ports.ts): a port asked of the kernel with
+    // listen(0) and let go is the kind it hands to the next listen(0) of a process started in
+    // between, and a member then failed to bind (EADDRINUSE, seen in CI).
+    const clientPort = await reservedPort();
+    const peerPort = await reservedPort();
     members.push({
       name: `m${i}`,
       clientPort,
