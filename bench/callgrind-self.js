@@ -7,8 +7,11 @@
  * with `callgrind_control -d` mid-run to `__libc_start_main` as a whole; this reads the cost lines
  * itself.
  *
- *   node bench/callgrind-self.js DUMP [--top 60] [--requests N]
+ *   node bench/callgrind-self.js DUMP [--top 60] [--requests N] [--perf-map /tmp/perf-PID.map]
  *
+ * --perf-map: the process's JIT code map (the sidecar run with `--perf-basic-prof`, e.g.
+ * `--dist 'DIR|--single-threaded --perf-basic-prof'`; PID is the dump's): JIT addresses are then
+ * named by the JavaScript function they are in (one line per function, its addresses summed).
  * --requests N: also print instructions per request (the dump's total ÷ N; cpu.js's own figure
  * subtracts an idle window as long as the run, this does not).
  * Kinds: JIT (V8's generated code: an address, no symbol), builtins (`Builtins_*`: V8's
@@ -21,10 +24,10 @@ const { parseArgs } = require('node:util');
 
 const { values: o, positionals } = parseArgs({
   allowPositionals: true,
-  options: { top: { type: 'string', default: '60' }, requests: { type: 'string' } },
+  options: { top: { type: 'string', default: '60' }, requests: { type: 'string' }, 'perf-map': { type: 'string' } },
 });
 if (positionals.length !== 1) {
-  console.error('usage: node bench/callgrind-self.js DUMP [--top 60] [--requests N]');
+  console.error('usage: node bench/callgrind-self.js DUMP [--top 60] [--requests N] [--perf-map FILE]');
   process.exit(2);
 }
 
@@ -53,13 +56,49 @@ for (const line of fs.readFileSync(positionals[0], 'utf8').split('\n')) {
     }
   }
 }
+if (o['perf-map']) {
+  // Lines `START SIZE NAME` (hex), as V8's --perf-basic-prof writes them; later lines win where
+  // code was moved or replaced (the map is appended to as code is made).
+  const ranges = [];
+  for (const line of fs.readFileSync(o['perf-map'], 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+) ([0-9a-f]+) (.*)$/.exec(line);
+    if (m) ranges.push([parseInt(m[1], 16), parseInt(m[2], 16), m[3]]);
+  }
+  const sorted = ranges.map((r, i) => [...r, i]).sort((a, b) => a[0] - b[0] || b[3] - a[3]);
+  const resolve = (addr) => {
+    let lo = 0;
+    let hi = sorted.length - 1;
+    let found;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (sorted[mid][0] <= addr) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    // The latest range that covers addr, among those starting at or below it.
+    let best;
+    for (let i = found; i !== undefined && i >= 0 && i > found - 64; i--) {
+      const r = sorted[i];
+      if (addr < r[0] + r[1] && (best === undefined || r[3] > best[3])) best = r;
+    }
+    return best ? `JIT ${best[2]}` : undefined;
+  };
+  for (const [f, c] of [...self]) {
+    if (!/^0x[0-9a-f]+$/.test(f)) continue;
+    const name = resolve(parseInt(f, 16));
+    if (name === undefined) continue;
+    self.delete(f);
+    self.set(name, (self.get(name) ?? 0) + c);
+  }
+}
 const total = [...self.values()].reduce((a, b) => a + b, 0);
 if (total === 0) {
   console.error('no cost lines found');
   process.exit(1);
 }
 const kind = (f) =>
-  /^0x[0-9a-f]+$/.test(f)
+  /^0x[0-9a-f]+$/.test(f) || f.startsWith('JIT ')
     ? 'JIT'
     : f.startsWith('Builtins_')
       ? 'builtins'

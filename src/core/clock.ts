@@ -2,6 +2,9 @@
  * Time, injectable. Everything time-based (token buckets, breakers, ejection, backoff, grace
  * periods) takes a Clock so its tests can run on a fake one instead of sleeping.
  */
+// node's global `performance` is a lazy accessor (a getter call on every read): the module's own object is not.
+import { performance } from 'node:perf_hooks';
+
 export interface Timer {
   cancel(): void;
 }

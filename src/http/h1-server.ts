@@ -34,7 +34,7 @@ import { getPeer } from './peer';
 import { BODY_IS_COPY, HTTPParser, METHODS, releaseParser, type NativeParser } from './native-parser';
 import { readInto, releaseReads, send, send3 } from './raw-socket';
 import { FLAG_HEADER } from '../core/errors';
-import { HOP_BY_HOP, lineStart, type HeaderOmit } from './headers';
+import { isHopByHop, lineStart, type HeaderOmit } from './headers';
 import { BODY_TIMEOUT_FLAG } from './overload';
 
 export interface H1ServerOptions {
@@ -227,7 +227,7 @@ export class H1Response extends EventEmitter {
     for (const name in h) {
       let v = h[name];
       if (v === undefined || name.charCodeAt(0) === 58 || (omit !== undefined && omit(name))) continue;
-      if (HOP_BY_HOP.has(name) || (drop !== undefined && drop.has(name))) continue;
+      if (isHopByHop(name) || (drop !== undefined && drop.has(name))) continue;
       if (name === 'via') {
         via = true;
         v = `${Array.isArray(v) ? v.join(', ') : v}, ${hop}`;

@@ -60,6 +60,36 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'http2-settings',
 ]);
 
+/**
+ * `isHopByHop(name)` without hashing `name`: asked of every field of every forwarded head. By
+ * length, then against the one or two names of that length; where `name` is an object key or a
+ * cached lower-case name (internalized strings), each compare is a pointer compare.
+ */
+export function isHopByHop(name: string): boolean {
+  switch (name.length) {
+    case 2:
+      return name === 'te';
+    case 6:
+      return name === 'expect';
+    case 7:
+      return name === 'trailer' || name === 'upgrade';
+    case 10:
+      return name === 'connection' || name === 'keep-alive';
+    case 14:
+      return name === 'http2-settings';
+    case 16:
+      return name === 'proxy-connection';
+    case 17:
+      return name === 'transfer-encoding';
+    case 18:
+      return name === 'proxy-authenticate';
+    case 19:
+      return name === 'proxy-authorization';
+    default:
+      return false;
+  }
+}
+
 // Header names repeat from message to message (an upstream sends the same `Content-Type`,
 // `Content-Length`, `Date`, `Server` every time), and llhttp hands each as a fresh string:
 // lower-casing them through a cache skips a new string and, as an object key, a string-table
@@ -67,8 +97,46 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
 // through the cache). Bounded in entries and name length: odd names cannot grow it.
 const lowerCache = new Map<string, string>();
 
+// The names nearly every message carries, in the spellings clients, servers and llhttp hand over
+// (lower case and Capital-Case), by length: a fresh name string found here is never hashed (its
+// hash, the Map probe and the compare of its characters were ~300 instructions a name). A
+// candidate is compared only when the name's first and last characters are its own, so a name
+// costs about one string compare, found or not. Names not here go through the cache.
+const COMMON_NAMES = [
+  'accept', 'accept-encoding', 'accept-language', 'accept-ranges', 'authorization', 'cache-control',
+  'connection', 'content-encoding', 'content-length', 'content-type', 'cookie', 'date', 'etag',
+  'expires', 'host', 'if-modified-since', 'if-none-match', 'keep-alive', 'last-modified', 'location',
+  'origin', 'pragma', 'referer', 'server', 'set-cookie', 'te', 'traceparent', 'tracestate',
+  'transfer-encoding', 'upgrade', 'user-agent', 'vary', 'via', 'x-forwarded-for', 'x-forwarded-proto',
+  'x-request-id',
+];
+/** By length: each candidate's first and last character codes (`first << 8 | last`), spelling and lower-case name. */
+interface CommonNames {
+  keys: number[];
+  spellings: string[];
+  lowers: string[];
+}
+const commonByLength: (CommonNames | undefined)[] = [];
+for (const lower of COMMON_NAMES) {
+  const capital = lower.replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase());
+  const spellings = new Set([lower, capital, ...(lower === 'etag' ? ['ETag'] : lower === 'x-request-id' ? ['X-Request-ID'] : [])]);
+  const bucket = (commonByLength[lower.length] ??= { keys: [], spellings: [], lowers: [] });
+  for (const spelling of spellings) {
+    bucket.keys.push((spelling.charCodeAt(0) << 8) | spelling.charCodeAt(spelling.length - 1));
+    bucket.spellings.push(spelling);
+    bucket.lowers.push(lower);
+  }
+}
+
 /** `name.toLowerCase()`, for a header name. */
 export function lowerName(name: string): string {
+  const len = name.length;
+  const common = commonByLength[len];
+  if (common !== undefined) {
+    const key = (name.charCodeAt(0) << 8) | name.charCodeAt(len - 1);
+    const keys = common.keys;
+    for (let i = 0; i < keys.length; i++) if (keys[i] === key && name === common.spellings[i]) return common.lowers[i] as string;
+  }
   const hit = lowerCache.get(name);
   if (hit !== undefined) return hit;
   const lower = name.toLowerCase();
@@ -95,7 +163,7 @@ export function lineStart(name: string): string {
   return flat;
 }
 
-/** Tokens of the Connection header(s), lower-cased: the extra headers this hop must drop. */
+/** Tokens of the Connection header(s), lower-cased, less the hop-by-hop names: the extra headers this hop must drop. */
 export function connectionTokens(raw: readonly string[]): Set<string> | undefined {
   let out: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
@@ -122,10 +190,12 @@ const tokenCache = new Map<string, Set<string> | undefined>();
 function tokensOf(value: string): Set<string> | undefined {
   const hit = tokenCache.get(value);
   if (hit !== undefined || tokenCache.has(value)) return hit;
+  // Tokens that name a hop-by-hop header are left out (every user drops those anyway): the usual
+  // `keep-alive` then leaves nothing to drop and no set to ask per field.
   let out: Set<string> | undefined;
   for (const tok of value.split(',')) {
     const t = tok.trim().toLowerCase();
-    if (t) (out ??= new Set()).add(t);
+    if (t && !isHopByHop(t)) (out ??= new Set()).add(t);
   }
   if (tokenCache.size < 64 && value.length <= 128) tokenCache.set(value, out);
   return out;
@@ -159,7 +229,7 @@ export function forwardRequestHeaders(raw: readonly string[], info: ForwardInfo)
     const name = lowerName(raw[i] as string);
     const value = raw[i + 1] as string;
     if (name.charCodeAt(0) === 58 /* : */) continue;
-    if (HOP_BY_HOP.has(name) || (drop !== undefined && drop.has(name))) {
+    if (isHopByHop(name) || (drop !== undefined && drop.has(name))) {
       // `te: trailers` is the one TE value HTTP/2 allows, and gRPC requires it end to end.
       if (name === 'te' && /(^|,)\s*trailers\s*(;|,|$)/i.test(value)) out.push('te', 'trailers');
       continue;
@@ -191,7 +261,7 @@ export function forwardRequestHeaders(raw: readonly string[], info: ForwardInfo)
   return out;
 }
 
-/** The names a response's Connection header lists (lower-cased), dropped with it at this hop. */
+/** The names a response's Connection header lists (lower-cased, less the hop-by-hop names), dropped with it at this hop. */
 export function connectionDrops(headers: Record<string, string | string[] | undefined>): ReadonlySet<string> | undefined {
   const conn = headers['connection'];
   return conn === undefined ? undefined : tokensOf(Array.isArray(conn) ? conn.join(',') : conn);
@@ -208,7 +278,7 @@ export function forwardResponseHeaders(headers: Record<string, string | string[]
   for (const name in headers) {
     const v = headers[name];
     if (v === undefined || name.charCodeAt(0) === 58) continue;
-    if (HOP_BY_HOP.has(name) || (drop !== undefined && drop.has(name))) continue;
+    if (isHopByHop(name) || (drop !== undefined && drop.has(name))) continue;
     out[name] = v;
   }
   const via = out['via'];
@@ -243,7 +313,7 @@ export function forwardResponseFields(
   for (const name in headers) {
     const v = headers[name];
     if (v === undefined || name.charCodeAt(0) === 58) continue;
-    if (HOP_BY_HOP.has(name) || (drop !== undefined && drop.has(name))) continue;
+    if (isHopByHop(name) || (drop !== undefined && drop.has(name))) continue;
     if (name === '') continue;
     const c = name.charCodeAt(0);
     if ((c >= 48 && c <= 57) || lowerName(name) !== name || name.includes(' ')) return undefined;

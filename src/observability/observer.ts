@@ -7,8 +7,11 @@
  * scrape and export time.
  */
 import pino, { type Logger } from 'pino';
+// node's global `performance` is a lazy accessor (a getter call on every read): the module's own object is not.
+import { performance } from 'node:perf_hooks';
+
 import type { MeshMetrics, RouteHandle, Direction } from './mesh-metrics';
-import { extract, injectHeaders, newRequestId, newSpanId, newTraceId, TRACE_HEADERS, type TraceContext } from './trace-context';
+import { extract, injectHeaders, newRequestId, newSpanId, newTraceId, type TraceContext } from './trace-context';
 import { LineBuffer } from './line-buffer';
 import type { Span, SpanExporter } from './tracing';
 import { TapHub } from './tap';
@@ -63,6 +66,70 @@ export interface RequestInfo {
 }
 
 type Get = (name: string) => string | undefined;
+
+// The request headers the observer reads (begin, trace-context's extract) or replaces
+// (rewriteHeaders), one bit each: a request's list is walked once for the bits it holds, and a
+// name it does not hold is then not looked for again (the seven reads of a request with no trace
+// headers were seven walks of its list, the replacement a cache lookup and a set lookup a field).
+const ID_BIT = 1;
+const SOURCE_BIT = 2;
+/** traceparent, tracestate, b3 and the five x-b3-* headers: TRACE_HEADERS. */
+const TRACE_BITS = 0x3fc;
+
+/** The bit of `name` (lower-case; another spelling through `lowerName`), 0 for a header the observer does not read. */
+export function observedBit(name: string): number {
+  const b = exactBit(name);
+  if (b !== 0) return b;
+  // Another spelling of an observed name has its length and starts with b, t or x in either case.
+  const len = name.length;
+  if (len > 17 || ((OBSERVED_LENGTHS >> len) & 1) === 0) return 0;
+  const c = name.charCodeAt(0) | 0x20;
+  if (c !== 0x62 && c !== 0x74 && c !== 0x78) return 0;
+  const lower = lowerName(name);
+  return lower === name ? 0 : exactBit(lower);
+}
+
+/** The lengths of the observed names, one bit each: 2, 10, 11, 12, 16 and 17. */
+const OBSERVED_LENGTHS = (1 << 2) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 16) | (1 << 17);
+
+function exactBit(name: string): number {
+  switch (name.length) {
+    case 2:
+      return name === 'b3' ? 0x10 : 0;
+    case 10:
+      return name === 'tracestate' ? 0x8 : name === 'x-b3-flags' ? 0x200 : 0;
+    case 11:
+      return name === 'traceparent' ? 0x4 : name === 'x-b3-spanid' ? 0x40 : 0;
+    case 12:
+      return name === 'x-request-id' ? ID_BIT : name === 'x-b3-traceid' ? 0x20 : name === 'x-b3-sampled' ? 0x100 : 0;
+    case 16:
+      return name === SOURCE_HEADER ? SOURCE_BIT : 0;
+    case 17:
+      return name === 'x-b3-parentspanid' ? 0x80 : 0;
+    default:
+      return 0;
+  }
+}
+
+/** The bits of the names a flat `[name, value, ...]` list holds. */
+export function observedBits(flat: readonly string[]): number {
+  let bits = 0;
+  for (let i = 0; i < flat.length; i += 2) bits |= observedBit(flat[i] as string);
+  return bits;
+}
+
+/**
+ * A header getter over a flat, lower-cased request list holding `bits` (observedBits): the first
+ * value of a name, with no walk for an observed name the list does not hold.
+ */
+export function flatGetter(flat: readonly string[], bits: number): Get {
+  return (name) => {
+    const b = observedBit(name);
+    if (b !== 0 && (bits & b) === 0) return undefined;
+    for (let i = 0; i < flat.length; i += 2) if (flat[i] === name) return flat[i + 1];
+    return undefined;
+  };
+}
 
 export interface AccessLogOptions {
   logger: Logger;
@@ -272,26 +339,27 @@ export class ObservedRequest {
    * The forwarded request's headers (flat name/value list): trace headers replaced by this hop's
    * context, `x-request-id` kept or added.
    */
-  rewriteHeaders(flat: string[]): string[] {
-    // In place: the list is this request's own copy (forwardRequestHeaders made it).
+  rewriteHeaders(flat: string[], bits = observedBits(flat)): string[] {
+    // In place: the list is this request's own copy (forwardRequestHeaders made it). `bits`: the
+    // observed names it holds (observedBits), when the caller walked it already.
     const outbound = this.direction === 'outbound';
     const tracing = this.o.tracing;
-    let w = 0;
-    for (let i = 0; i < flat.length; i += 2) {
-      const name = flat[i] as string;
-      // The list's names are lower-case (MeshCall.headers), most of them the cached strings of
-      // lowerName: a map hit, where toLowerCase scanned every name of every request.
-      const n = lowerName(name);
-      // The caller's identity is replaced on the way out; on the way in it is the caller sidecar's.
-      if (n === 'x-request-id' || (n === SOURCE_HEADER && outbound) || (tracing && TRACE_HEADERS.has(n))) continue;
-      if (w !== i) {
-        flat[w] = name;
-        flat[w + 1] = flat[i + 1] as string;
+    // The caller's identity is replaced on the way out; on the way in it is the caller sidecar's.
+    const replaced = ID_BIT | (outbound ? SOURCE_BIT : 0) | (tracing ? TRACE_BITS : 0);
+    if ((bits & replaced) !== 0) {
+      let w = 0;
+      for (let i = 0; i < flat.length; i += 2) {
+        const name = flat[i] as string;
+        if ((observedBit(name) & replaced) !== 0) continue;
+        if (w !== i) {
+          flat[w] = name;
+          flat[w + 1] = flat[i + 1] as string;
+        }
+        w += 2;
       }
-      w += 2;
+      // Nothing removed: no length store, which V8 makes through a runtime call.
+      if (w !== flat.length) flat.length = w;
     }
-    // Nothing removed (the usual case): no length store, which V8 makes through a runtime call.
-    if (w !== flat.length) flat.length = w;
     flat.push('x-request-id', this.requestId);
     if (outbound) flat.push(SOURCE_HEADER, this.o.metrics.service);
     if (tracing) {

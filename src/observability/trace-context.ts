@@ -180,20 +180,25 @@ function refillIds(): void {
   const r = ID_RANDOM;
   const t = ID_TEXT;
   let o = 0;
-  for (let id = 0; id < IDS_PER_POOL; id++) {
-    const b = id * 16;
-    for (let d = 0; d < 32; d++) {
-      if (d === 8 || d === 12 || d === 16 || d === 20) t[o++] = 0x2d; // '-'
-      const byte = r[b + (d >> 1)] as number;
-      let nibble = d & 1 ? byte & 15 : byte >> 4;
-      if (d === 12) nibble = 4;
-      else if (d === 16) nibble = (nibble & 3) | 8;
-      t[o++] = HEX_DIGITS[nibble] as number;
+  for (let b = 0; b < r.length; b += 16) {
+    // Version 4 (the high digit of byte 6), variant 10xx (the high two bits of byte 8).
+    r[b + 6] = ((r[b + 6] as number) & 0x0f) | 0x40;
+    r[b + 8] = ((r[b + 8] as number) & 0x3f) | 0x80;
+    // Two digits a byte from the table, a dash before bytes 4, 6, 8 and 10.
+    for (let i = 0; i < 16; i++) {
+      if (i === 4 || i === 6 || i === 8 || i === 10) t[o++] = 0x2d; // '-'
+      const pair = BYTE_HEX[r[b + i] as number] as number;
+      t[o++] = pair >> 8;
+      t[o++] = pair & 0xff;
     }
   }
   idPool = t.toString('latin1', 0, o);
   idAt = 0;
 }
+
+/** Each byte's two hex digits (high digit in the high byte), as character codes. */
+const BYTE_HEX = new Uint16Array(256);
+for (let v = 0; v < 256; v++) BYTE_HEX[v] = ((HEX_DIGITS[v >> 4] as number) << 8) | (HEX_DIGITS[v & 15] as number);
 
 /** Every header this module reads or writes (removed from a forwarded request, then rewritten). */
 export const TRACE_HEADERS = new Set(['traceparent', 'tracestate', 'b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled', 'x-b3-flags']);

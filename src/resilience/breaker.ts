@@ -20,6 +20,10 @@ export class CircuitBreaker {
   private readonly failures = new Float64Array(BUCKETS);
   private readonly slow = new Float64Array(BUCKETS);
   private bucket = -1;
+  /** The window's sums (of the buckets above), kept as buckets are counted and cleared: no sum over the buckets per call. */
+  private totalCalls = 0;
+  private totalFailures = 0;
+  private totalSlow = 0;
   private trialsStarted = 0;
   private trialsOk = 0;
   /** State changes so far, for metrics and tests. */
@@ -71,16 +75,18 @@ export class CircuitBreaker {
     if (this.st === 'open') return;
     const i = this.rotate();
     this.calls[i]++;
-    if (!success) this.failures[i]++;
-    if (slow) this.slow[i]++;
-    let calls = 0;
-    let failures = 0;
-    let slows = 0;
-    for (let k = 0; k < BUCKETS; k++) {
-      calls += this.calls[k] as number;
-      failures += this.failures[k] as number;
-      slows += this.slow[k] as number;
+    this.totalCalls++;
+    if (!success) {
+      this.failures[i]++;
+      this.totalFailures++;
     }
+    if (slow) {
+      this.slow[i]++;
+      this.totalSlow++;
+    }
+    const calls = this.totalCalls;
+    const failures = this.totalFailures;
+    const slows = this.totalSlow;
     if (calls < this.cfg.minimumCalls) return;
     const c = this.cfg;
     if ((failures * 100) / calls >= c.failureRateThreshold || (c.slowCallRateThreshold !== undefined && (slows * 100) / calls >= c.slowCallRateThreshold)) this.open();
@@ -105,6 +111,7 @@ export class CircuitBreaker {
     this.calls.fill(0);
     this.failures.fill(0);
     this.slow.fill(0);
+    this.totalCalls = this.totalFailures = this.totalSlow = 0;
     this.bucket = -1;
   }
 
@@ -115,6 +122,9 @@ export class CircuitBreaker {
       const steps = this.bucket < 0 ? BUCKETS : Math.min(BUCKETS, b - this.bucket);
       for (let i = 1; i <= steps; i++) {
         const idx = (this.bucket + i) % BUCKETS;
+        this.totalCalls -= this.calls[idx] as number;
+        this.totalFailures -= this.failures[idx] as number;
+        this.totalSlow -= this.slow[idx] as number;
         this.calls[idx] = 0;
         this.failures[idx] = 0;
         this.slow[idx] = 0;

@@ -15,7 +15,7 @@ import type { H1Request } from '../http/h1-server';
 import type { H2Request } from '../http/h2-server';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { RouteHandle } from '../observability/mesh-metrics';
-import type { ObservedRequest } from '../observability/observer';
+import { flatGetter, observedBits, type ObservedRequest } from '../observability/observer';
 import type { CompiledRule } from '../policy/compiled';
 import type { StackContext } from './context';
 import { grpcStatusOf, isGrpcKind } from './profile';
@@ -24,15 +24,17 @@ export function observeLayer(ctx: StackContext, rule: CompiledRule | undefined):
   return (next) => (call, sink) => {
     const q = call.path.indexOf('?');
     const flat = call.headers;
+    // One walk of the list for the headers the observer reads and replaces (observer.ts).
+    const bits = observedBits(flat);
     const obs = ctx.stats.observer.begin(
       call.direction,
-      (n) => flatHeader(flat, n),
+      flatGetter(flat, bits),
       { method: call.method, authority: call.authority, path: q < 0 ? call.path : call.path.slice(0, q), protocol: call.protocol },
       rule && call.backend ? routeHandle(ctx, rule, call.backend.service) : undefined,
       rule?.traceSamplingPercent,
     );
     call.obs = obs;
-    call.headers = obs.rewriteHeaders(flat);
+    call.headers = obs.rewriteHeaders(flat, bits);
     if (call.body && call.downstream) obs.received = receivedCounter(call.downstream, call.protocol);
     const o = new Observed(ctx, call, obs, sink);
     o.inner = next(call, o);
@@ -102,12 +104,6 @@ export function routeHandle(ctx: StackContext, rule: CompiledRule, service: stri
   const handle = ctx.stats.route('outbound', service, rule.statName);
   handles.set(rule, { service, handle });
   return handle;
-}
-
-/** A header from a flat, lower-cased `[name, value, ...]` list (the first one). */
-function flatHeader(flat: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < flat.length; i += 2) if (flat[i] === name) return flat[i + 1];
-  return undefined;
 }
 
 /** A request body's byte count as it arrives: the HTTP/1.1 parser and the HTTP/2 request (h2-server.ts) keep it. */

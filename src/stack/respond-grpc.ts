@@ -12,7 +12,7 @@ import { NativeDownstream, type GrpcDownstream } from '../grpc/downstream';
 import { FLAG_STATUS, Status, statusFromRstCode, type StatusCode } from '../grpc/status';
 import { WebDownstream } from '../grpc/web';
 import { dropBody, type H2Response, type ResponseFollower } from '../http/h2-server';
-import { HOP_BY_HOP } from '../http/headers';
+import { isHopByHop } from '../http/headers';
 import type { DownstreamRequest, DownstreamResponse } from '../http/listener';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { StackContext } from './context';
@@ -111,7 +111,7 @@ export function grpcStatusOf(reply: LocalReply | { status: number; flag?: string
 function clean(h: Headers): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const name in h) {
-    if (name.charCodeAt(0) === 58 || HOP_BY_HOP.has(name)) continue;
+    if (name.charCodeAt(0) === 58 || isHopByHop(name)) continue;
     out[name] = h[name] as string | string[];
   }
   return out;

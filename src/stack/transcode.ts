@@ -19,7 +19,7 @@ import { encodeFrame, MessageDecoder } from '../grpc/framing';
 import type { Binding, CompiledTranscoding } from '../grpc/transcode/compile';
 import { JsonMappingError } from '../grpc/transcode/errors';
 import { decodeGrpcMessage, GrpcStatus, grpcStatusName, grpcToHttpStatus, httpToGrpcStatus } from '../grpc/transcode/status';
-import { HOP_BY_HOP } from '../http/headers';
+import { isHopByHop } from '../http/headers';
 import type { Headers, ResponseSink, UpstreamCall } from '../http/upstream-types';
 import type { RequestView } from '../policy/compiled';
 import type { StackContext } from './context';
@@ -142,7 +142,7 @@ class Transcoded implements ResponseSink, UpstreamCall {
   private passHeaders(h: Headers | undefined, into: Headers): void {
     if (!h) return;
     for (const k in h) {
-      if (k.charCodeAt(0) === 58 || RESERVED.has(k) || HOP_BY_HOP.has(k) || k.endsWith('-bin')) continue;
+      if (k.charCodeAt(0) === 58 || RESERVED.has(k) || isHopByHop(k) || k.endsWith('-bin')) continue;
       into[k] = h[k] as string | string[];
     }
   }

@@ -76,3 +76,40 @@ t.test('failures age out of the sliding window', async (t) => {
   const s: BreakerState = b.state();
   t.equal(s, 'closed', 'the three old failures left the window: 1 of 4 failed');
 });
+
+t.test('over random calls and clock steps, it opens exactly when a recount of the last window says it must (fast-check model)', async (t) => {
+  const fc = (await import('fast-check')).default;
+  const c: RouteBreaker = { failureRateThreshold: 40, slowCallRateThreshold: 60, slowCallDurationMs: 100, minimumCalls: 5, windowMs: 1_000, openDurationMs: 300, halfOpenCalls: 1 };
+  const width = c.windowMs / 10;
+  const step = fc.record({ advance: fc.integer({ min: 0, max: 450 }), ok: fc.boolean(), ms: fc.integer({ min: 0, max: 200 }) });
+  fc.assert(
+    fc.property(fc.array(step, { minLength: 1, maxLength: 120 }), (steps) => {
+      const clock = new FakeClock();
+      const b = new CircuitBreaker(c, clock);
+      // The model: every call recorded while closed, with its bucket; a window is the last 10 buckets.
+      let calls: { bucket: number; ok: boolean; slow: boolean }[] = [];
+      for (const s of steps) {
+        clock.advance(s.advance);
+        const before = b.state();
+        if (!b.allow()) continue;
+        b.record(s.ok, s.ms);
+        if (before !== 'closed') {
+          // Half-open: one trial decides; a closing starts a fresh window.
+          calls = [];
+          continue;
+        }
+        const bucket = Math.floor(clock.monotonic() / width);
+        calls.push({ bucket, ok: s.ok, slow: s.ms >= 100 });
+        const live = calls.filter((x) => x.bucket > bucket - 10);
+        const fails = live.filter((x) => !x.ok).length;
+        const slows = live.filter((x) => x.slow).length;
+        const mustOpen = live.length >= 5 && (fails * 100 >= 40 * live.length || slows * 100 >= 60 * live.length);
+        if ((b.state() === 'open') !== mustOpen) return false;
+        if (mustOpen) calls = [];
+      }
+      return true;
+    }),
+    { numRuns: 400 },
+  );
+  t.pass('400 runs');
+});
