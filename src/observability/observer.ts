@@ -11,7 +11,7 @@ import pino, { type Logger } from 'pino';
 import { performance } from 'node:perf_hooks';
 
 import type { MeshMetrics, RouteHandle, Direction } from './mesh-metrics';
-import { extract, injectHeaders, newRequestId, newSpanId, newTraceId, type TraceContext } from './trace-context';
+import { extract, injectHeaders, newRequestId, newSpanId, newTraceId, TRACE_HEADERS, type TraceContext } from './trace-context';
 import { LineBuffer } from './line-buffer';
 import type { Span, SpanExporter } from './tracing';
 import { TapHub } from './tap';
@@ -73,8 +73,6 @@ type Get = (name: string) => string | undefined;
 // headers were seven walks of its list, the replacement a cache lookup and a set lookup a field).
 const ID_BIT = 1;
 const SOURCE_BIT = 2;
-/** traceparent, tracestate, b3 and the five x-b3-* headers: TRACE_HEADERS. */
-const TRACE_BITS = 0x3fc;
 
 /** The bit of `name` (lower-case; another spelling through `lowerName`), 0 for a header the observer does not read. */
 export function observedBit(name: string): number {
@@ -110,6 +108,9 @@ function exactBit(name: string): number {
       return 0;
   }
 }
+
+/** The bits of traceparent, tracestate, b3 and the five x-b3-* headers: TRACE_HEADERS. */
+const TRACE_BITS = [...TRACE_HEADERS].reduce((bits, name) => bits | exactBit(name), 0);
 
 /** The bits of the names a flat `[name, value, ...]` list holds. */
 export function observedBits(flat: readonly string[]): number {
