@@ -48,9 +48,18 @@ function loadEngine(): Engine {
   }
 }
 
-const engine = loadEngine();
+/**
+ * Loaded by the first pattern (validated or compiled), not with the module: the addon's code and
+ * relocations are ~0.7 MB of resident memory that a sidecar whose policies have no regular
+ * expression (most) never needs.
+ */
+let loaded: Engine | undefined;
+const engine = (): Engine => (loaded ??= loadEngine());
+
 /** Which engine runs the patterns: `re2`, or `v8-linear` where the addon is missing. */
-export const regexEngine = engine.name;
+export function regexEngine(): Engine['name'] {
+  return engine().name;
+}
 
 /** Why `pattern` cannot be a match pattern, or undefined when it can. */
 export function validateRegex(pattern: string): string | undefined {
@@ -65,7 +74,7 @@ export function validateRegex(pattern: string): string | undefined {
   if (scan.nested) return `nested quantifier ${JSON.stringify(scan.nested)} is redundant and a catastrophic-backtracking (ReDoS) pattern: write the inner expression once with one quantifier`;
   if (scan.size > REGEX_MAX_PROGRAM_SIZE) return `regular expression too large: program size about ${scan.size}, limit ${REGEX_MAX_PROGRAM_SIZE} (reduce counted repetitions like {n,m})`;
   try {
-    engine.make(anchor(pattern));
+    engine().make(anchor(pattern));
   } catch (e) {
     return `invalid regular expression: ${(e as Error).message.replace(/^Invalid regular expression: /, '')} (RE2 syntax, matched in linear time)`;
   }
@@ -76,7 +85,7 @@ export function validateRegex(pattern: string): string | undefined {
 export function compileRegex(pattern: string): LinearRegex {
   const err = validateRegex(pattern);
   if (err !== undefined) throw new Error(err);
-  return engine.make(anchor(pattern));
+  return engine().make(anchor(pattern));
 }
 
 function anchor(pattern: string): string {

@@ -1,6 +1,14 @@
 import t from 'tap';
 import { compileRegex, REGEX_MAX_PROGRAM_SIZE, regexEngine, validateRegex } from '../../../src/policy/regex';
 
+// First in this file: nothing here has asked for a pattern yet.
+t.test('the RE2 addon is loaded by the first pattern, not with the module', async (t) => {
+  const re2Loaded = (): boolean => Object.keys(require.cache).some((k) => k.includes('/node_modules/re2/'));
+  t.notOk(re2Loaded(), 'not loaded at import: a sidecar without patterns never maps it');
+  t.equal(validateRegex('/v[0-9]+'), undefined);
+  t.equal(re2Loaded(), regexEngine() === 're2', 'loaded once a pattern is validated (where the addon is installed)');
+});
+
 t.test('validateRegex: what runs in linear time is accepted, the rest refused with the reason', async (t) => {
   const cases: { input: string; error?: RegExp }[] = [
     { input: '/v[0-9]+/items' },
@@ -34,7 +42,7 @@ t.test('validateRegex: what runs in linear time is accepted, the rest refused wi
 });
 
 t.test('compileRegex: whole-string matches', async (t) => {
-  t.ok(regexEngine === 're2' || regexEngine === 'v8-linear');
+  t.ok(regexEngine() === 're2' || regexEngine() === 'v8-linear');
   const re = compileRegex('/v[0-9]+/items');
   t.ok(re.test('/v2/items'));
   t.notOk(re.test('/v2/items/7'), 'anchored at the end');
