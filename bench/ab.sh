@@ -5,7 +5,7 @@
 #
 #   bench/ab.sh [-v VARIANT] [-r ROUNDS] [-s SECONDS] SPEC_A SPEC_B
 #   SPEC: DIR[:FLAGS][|NODEFLAGS]   a checkout with dist/ built, extra `meshlet sidecar` flags (may
-#         contain ':'), and Node flags replacing the shebang's (default --max-semi-space-size=8
+#         contain ':'), and Node flags replacing the shebang's (default --min-semi-space-size=8 --max-semi-space-size=8
 #         --heap-growing-percent=20 --single-threaded-gc), e.g. '.:--access-log 1|--max-semi-space-size=16'
 #
 #   bench/ab.sh /tmp/previous-release .                        # a regression hunt
@@ -31,7 +31,7 @@ CONF
 taskset -c 0 nginx -c "$tmp/nginx.conf"
 node -e "process.stdout.write(require('$here/bench/lib/configs').meshletPolicies('$variant',[$u1,$u2]))" > "$tmp/policies.json"
 run() {
-  local spec=$1 dir flags="" nodeflags="--max-semi-space-size=8 --heap-growing-percent=20 --single-threaded-gc"
+  local spec=$1 dir flags="" nodeflags="--min-semi-space-size=8 --max-semi-space-size=8 --heap-growing-percent=20 --single-threaded-gc"
   if [[ $spec == *"|"* ]]; then nodeflags=${spec#*|}; spec=${spec%%|*}; fi
   dir=${spec%%:*}
   [[ $spec == *:* ]] && flags=${spec#*:}

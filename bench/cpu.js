@@ -107,7 +107,7 @@ const envOf = (spec) =>
   );
 const MAIN = mainOf(DISTS[0]);
 const UNIT = o.callgrind ? 'instr/req' : 'us/req';
-const NODE_FLAGS = ['--max-semi-space-size=8', '--heap-growing-percent=20', '--single-threaded-gc', ...o['node-flags'].split(' ').filter(Boolean), ...(o.gc ? ['--trace-gc-nvp'] : []), ...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(o.prof)}`] : [])];
+const NODE_FLAGS = ['--min-semi-space-size=8', '--max-semi-space-size=8', '--heap-growing-percent=20', '--single-threaded-gc', ...o['node-flags'].split(' ').filter(Boolean), ...(o.gc ? ['--trace-gc-nvp'] : []), ...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(o.prof)}`] : [])];
 const PROXY_CPU = 1;
 const LOAD_CPU = 0;
 

@@ -190,7 +190,7 @@ async function main() {
   const out = await procs.freePort();
   const admin = await procs.freePort();
   const eldFile = path.join(tmp, 'eld.jsonl');
-  const flags = ['--max-semi-space-size=8', '--heap-growing-percent=20', '--single-threaded-gc', ...o['node-flags'].split(' ').filter(Boolean), '-r', path.join(__dirname, 'lib/eld.js')];
+  const flags = ['--min-semi-space-size=8', '--max-semi-space-size=8', '--heap-growing-percent=20', '--single-threaded-gc', ...o['node-flags'].split(' ').filter(Boolean), '-r', path.join(__dirname, 'lib/eld.js')];
   const sc = procs.start('meshlet', ...niced(process.execPath, [...flags, path.join(o.dist, 'dist/src/cli/main.js'), 'sidecar', '--service', 'bench', '--config', policies, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`, '--admin', `127.0.0.1:${admin}`]), {
     cpu: 1,
     logFile: path.join(tmp, 'meshlet.log'),

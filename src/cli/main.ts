@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=20 --single-threaded-gc
+#!/usr/bin/env -S node --min-semi-space-size=8 --max-semi-space-size=8 --heap-growing-percent=20 --single-threaded-gc
 /**
  * `meshlet`: one sub-command per file in this folder.
  *
@@ -8,6 +8,13 @@
  *   request against 35-39 µs with 8 (more scavenges, more survivors copied and promoted, more
  *   full collections), gRPC calls ~15% more; 16 MiB is no faster than 8 and peaks at ~93 MB RSS
  *   under load against ~81 MB with 8 (~72 MB with 2). At rest all three settle at ~56 MB.
+ * - `--min-semi-space-size=8`: and never shrunk below that. V8 shrinks the young generation when
+ *   the allocation rate is low (a sidecar between bursts, or idle for a few seconds) and grows it
+ *   back only after as many bytes survived as it holds, which a proxy's short-lived garbage takes
+ *   hundreds of scavenges to reach: after one idle spell a sidecar at 5,000 req/s ran 62 to 145
+ *   scavenges a phase instead of 31 (bench/tail.js, 2026-12-05). Pinned, every phase had 31, GC
+ *   time fell from 33-55 ms to 15-19 ms a phase. At rest it costs ~0.2-0.3 MB (bench/idle-rss.js:
+ *   young-generation pages touched at start-up and not given back; V8's heap is no larger).
  * - `--heap-growing-percent=20`: the old generation grows by 20% between full collections
  *   instead of up to 4x, so RSS stays flat from the first minute instead of climbing ~10 MB
  *   before V8's first full collection (seen in a 1,000 req/s soak).

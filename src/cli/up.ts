@@ -9,7 +9,7 @@ import { reservedPort } from './ports';
 import { logger, runUntilSignal } from './process';
 
 /** Node flags for sidecar processes: the ones in main.ts's shebang. */
-export const SIDECAR_NODE_FLAGS = ['--max-semi-space-size=8', '--heap-growing-percent=20', '--single-threaded-gc'];
+export const SIDECAR_NODE_FLAGS = ['--min-semi-space-size=8', '--max-semi-space-size=8', '--heap-growing-percent=20', '--single-threaded-gc'];
 
 interface Instance {
   id: string;
