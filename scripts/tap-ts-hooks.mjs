@@ -18,6 +18,6 @@ export async function resolve(specifier, context, next) {
 }
 
 export async function load(url, context, next) {
-  if (url.startsWith('file:') && (url.endsWith('.ts') || url.endsWith('.tsx'))) return { format: 'commonjs', shortCircuit: true };
+  if (url.startsWith('file:') && url.endsWith('.ts')) return { format: 'commonjs', shortCircuit: true };
   return next(url, context);
 }
