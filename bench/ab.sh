@@ -5,8 +5,8 @@
 #
 #   bench/ab.sh [-v VARIANT] [-r ROUNDS] [-s SECONDS] SPEC_A SPEC_B
 #   SPEC: DIR[:FLAGS][|NODEFLAGS]   a checkout with dist/ built, extra `meshlet sidecar` flags (may
-#         contain ':'), and Node flags replacing the shebang's (default --min-semi-space-size=8 --max-semi-space-size=8
-#         --heap-growing-percent=20 --single-threaded-gc), e.g. '.:--access-log 1|--max-semi-space-size=16'
+#         contain ':'), and Node flags replacing the shebang's (default: that build's main.js shebang
+#         flags, bench/lib/node-flags.js), e.g. '.:--access-log 1|--max-semi-space-size=16'
 #
 #   bench/ab.sh /tmp/previous-release .                        # a regression hunt
 #   bench/ab.sh '.:--access-log 0' '.:--access-log 1'           # what one feature costs
@@ -31,9 +31,11 @@ CONF
 taskset -c 0 nginx -c "$tmp/nginx.conf"
 node -e "process.stdout.write(require('$here/bench/lib/configs').meshletPolicies('$variant',[$u1,$u2]))" > "$tmp/policies.json"
 run() {
-  local spec=$1 dir flags="" nodeflags="--min-semi-space-size=8 --max-semi-space-size=8 --heap-growing-percent=20 --single-threaded-gc"
+  local spec=$1 dir flags="" nodeflags=""
   if [[ $spec == *"|"* ]]; then nodeflags=${spec#*|}; spec=${spec%%|*}; fi
   dir=${spec%%:*}
+  # The build's own Node flags (its main.js shebang) unless the spec gives its own.
+  [[ -z $nodeflags ]] && nodeflags=$(node "$here/bench/lib/node-flags.js" "$dir/dist/src/cli/main.js")
   [[ $spec == *:* ]] && flags=${spec#*:}
   # shellcheck disable=SC2086
   taskset -c 1 node $nodeflags "$dir/dist/src/cli/main.js" sidecar --service bench --config "$tmp/policies.json" \

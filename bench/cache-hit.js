@@ -22,6 +22,7 @@ const path = require('node:path');
 const { parseArgs } = require('node:util');
 const { start, run, stopAll, installCleanup, freePort, cpuSeconds, waitForHttp } = require('./lib/procs');
 const { summary } = require('./lib/h2load');
+const { meshletArgv } = require('./lib/node-flags');
 
 // Also required by bench/lib/report.js for table(): only the command line of a direct run is parsed.
 const { values: cli } = parseArgs({ args: require.main === module ? process.argv.slice(2) : [], options: { requests: { type: 'string', default: '40000' }, rounds: { type: 'string', default: '2' }, json: { type: 'boolean', default: false } } });
@@ -67,7 +68,7 @@ http {
   ];
   fs.writeFileSync(path.join(dir, 'policies.yaml'), policies.map((p) => JSON.stringify(p)).join('\n---\n'));
   const sidecarPort = await freePort();
-  const sidecar = start('meshlet', process.execPath, [MAIN, 'sidecar', '--service', 'bench', '--config', path.join(dir, 'policies.yaml'), '--outbound', `127.0.0.1:${sidecarPort}`, '--inbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--log-level', 'warn'], {
+  const sidecar = start('meshlet', process.execPath, meshletArgv(MAIN, ['sidecar', '--service', 'bench', '--config', path.join(dir, 'policies.yaml'), '--outbound', `127.0.0.1:${sidecarPort}`, '--inbound', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--log-level', 'warn']), {
     logFile: path.join(dir, 'sidecar.log'),
   });
   for (const port of [nginxPort, sidecarPort]) await waitForHttp(`http://127.0.0.1:${port}/item`);

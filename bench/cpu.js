@@ -23,7 +23,8 @@
  * --dist DIR[|NODEFLAGS[|ENV]][,DIR2[|NODEFLAGS2[|ENV2]]]: the checkout(s) whose dist/ to run (default
  * this one), alternated round by round (an A/B), optionally with extra Node flags and environment
  * variables each (ENV: 'KEY=VALUE KEY2=VALUE'; e.g. '.,.||MESHLET_H2_FRAMING=meshlet' for HTTP/2 framings). --prof DIR: node --cpu-prof
- * into DIR (one .cpuprofile per sidecar process). --node-flags '...': extra Node flags.
+ * into DIR (one .cpuprofile per sidecar process). --node-flags '...': extra Node flags. Every sidecar and
+ * control plane runs with its build's own flags first (the main.js shebang: bench/lib/node-flags.js).
  * --gc: the sidecars run with --trace-gc-nvp; each round also prints the bytes V8 allocated per
  * request (its `allocated=`, summed over the GCs of the measured run), the bytes its scavenges promoted to
  * the old generation per request (`promoted=`: what later costs mark-compacts), scavenges per 10k requests
@@ -64,6 +65,7 @@ const configs = require('./lib/configs');
 const openloopLib = require('./lib/openloop');
 const grpcLib = require('./lib/grpc');
 const soakLib = require('./lib/soak');
+const { nodeFlagsOf, meshletArgv } = require('./lib/node-flags');
 
 const { values: o } = parseArgs({
   options: {
@@ -107,7 +109,8 @@ const envOf = (spec) =>
   );
 const MAIN = mainOf(DISTS[0]);
 const UNIT = o.callgrind ? 'instr/req' : 'us/req';
-const NODE_FLAGS = ['--min-semi-space-size=8', '--max-semi-space-size=8', '--heap-growing-percent=20', '--single-threaded-gc', ...o['node-flags'].split(' ').filter(Boolean), ...(o.gc ? ['--trace-gc-nvp'] : []), ...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(o.prof)}`] : [])];
+// Each build's own Node flags (its shebang: bench/lib/node-flags.js) come first, in sidecar(); then these.
+const NODE_FLAGS = [...o['node-flags'].split(' ').filter(Boolean), ...(o.gc ? ['--trace-gc-nvp'] : []), ...(o.prof ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(o.prof)}`] : [])];
 const PROXY_CPU = 1;
 const LOAD_CPU = 0;
 
@@ -139,7 +142,7 @@ async function sidecar(name, argv, spec = DISTS[0], env = {}) {
   const keep = o['callgrind-keep'] ? ['--compress-strings=no'] : [];
   if (o['callgrind-keep']) fs.mkdirSync(path.resolve(o['callgrind-keep']), { recursive: true });
   const cg = o.callgrind ? ['valgrind', '--tool=callgrind', ...keep, `--callgrind-out-file=${path.join(tmp, `${name}.cg.%p`)}`, process.execPath] : [process.execPath];
-  const p = procs.start(name, cg[0], [...cg.slice(1), ...NODE_FLAGS, ...flagsOf(spec), main, 'sidecar', ...argv, '--admin', `127.0.0.1:${admin}`], {
+  const p = procs.start(name, cg[0], [...cg.slice(1), ...nodeFlagsOf(main), ...NODE_FLAGS, ...flagsOf(spec), main, 'sidecar', ...argv, '--admin', `127.0.0.1:${admin}`], {
     cpu: PROXY_CPU,
     logFile,
     env: { ...process.env, MESHLET_LOG_LEVEL: 'warn', ...envOf(spec), ...env },
@@ -393,7 +396,7 @@ async function hopPass(dist, add, hops, identities) {
   const cpDir = fs.mkdtempSync(path.join(tmp, 'cp-'));
   const api = await procs.freePort();
   const push = await procs.freePort();
-  const cp = procs.start('cp', process.execPath, [MAIN, 'control-plane', '--data-dir', cpDir, '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`, '--insecure-plaintext', '--insecure-push-plaintext', ...(identities ? [] : ['--sidecar-auth', 'permissive'])], { cpu: LOAD_CPU, logFile: path.join(tmp, 'cp.log') });
+  const cp = procs.start('cp', process.execPath, meshletArgv(MAIN, ['control-plane', '--data-dir', cpDir, '--api', `127.0.0.1:${api}`, '--push', `127.0.0.1:${push}`, '--insecure-plaintext', '--insecure-push-plaintext', ...(identities ? [] : ['--sidecar-auth', 'permissive'])]), { cpu: LOAD_CPU, logFile: path.join(tmp, 'cp.log') });
   await procs.waitForPort(api, { proc: cp });
   const cliEnv = { ...process.env, MESHLET_SERVER: `http://127.0.0.1:${api}`, MESHLET_TOKEN: fs.readFileSync(path.join(cpDir, 'admin.token'), 'utf8').trim() };
   const joinToken = (svc) => {

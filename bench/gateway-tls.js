@@ -23,6 +23,7 @@ const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 const { parseArgs } = require('node:util');
 const procs = require('./lib/procs');
+const { nodeFlagsOf } = require('./lib/node-flags');
 
 // Also required by bench/lib/report.js for table(): only the command line of a direct run is parsed.
 const { values: cli } = parseArgs({
@@ -107,7 +108,7 @@ async function main() {
         { apiVersion: 'meshlet.dev/v1', kind: 'Gateway', metadata: { name: 'edge' }, spec: { listeners: [{ name: 'https', port: gwPort, protocol: 'HTTPS', tls: { certificates: [{ certFile: `${dir}/c.pem`, keyFile: `${dir}/k.pem` }] } }] } },
       ];
       fs.writeFileSync(path.join(dir, `gw${i}.yaml`), policies.map((p) => JSON.stringify(p)).join('\n---\n'));
-      const gw = procs.start(`gateway${i}`, process.execPath, ['--max-semi-space-size=8', ...flagsOf(spec), mainOf(spec), 'gateway', '--name', 'edge', '--config', path.join(dir, `gw${i}.yaml`), '--address', '127.0.0.1', '--admin', `127.0.0.1:${adminPort}`, '--access-log', '0', '--log-level', 'warn'], { cpu: PROXY_CPU, logFile: path.join(dir, `gateway${i}.log`) });
+      const gw = procs.start(`gateway${i}`, process.execPath, [...nodeFlagsOf(mainOf(spec)), ...flagsOf(spec), mainOf(spec), 'gateway', '--name', 'edge', '--config', path.join(dir, `gw${i}.yaml`), '--address', '127.0.0.1', '--admin', `127.0.0.1:${adminPort}`, '--access-log', '0', '--log-level', 'warn'], { cpu: PROXY_CPU, logFile: path.join(dir, `gateway${i}.log`) });
       gateways.push({ spec, gw, gwPort, adminPort, runs: [] });
     }
     await procs.waitForPort(nginxPort, { proc: nginx });

@@ -24,6 +24,7 @@ const { parseArgs } = require('node:util');
 const procs = require('./lib/procs');
 const configs = require('./lib/configs');
 const openloop = require('./lib/openloop');
+const { nodeFlagsOf } = require('./lib/node-flags');
 
 const { values: o, positionals } = parseArgs({
   allowPositionals: true,
@@ -102,8 +103,8 @@ async function main() {
       } else {
         const admin = await procs.freePort();
         const main = path.join(v.dist, 'dist/src/cli/main.js');
-        // The product's V8 flags (main.ts's shebang), then the variant's.
-        const flags = ['--min-semi-space-size=8', '--max-semi-space-size=8', '--heap-growing-percent=20', '--single-threaded-gc', '--trace-gc-nvp', ...v.flags];
+        // The build's V8 flags (its main.js shebang), then the variant's.
+        const flags = [...nodeFlagsOf(main), '--trace-gc-nvp', ...v.flags];
         proc = procs.start('meshlet', process.execPath, [...flags, main, 'sidecar', '--service', 'bench', '--config', policies, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, ...v.args], { cpu: 1, logFile: log });
         await procs.waitForHttp(`http://127.0.0.1:${admin}/ready`, { proc, timeoutMs: 30_000 });
       }

@@ -23,6 +23,7 @@ const path = require('node:path');
 const { createInterface } = require('node:readline');
 const grpc = require('@grpc/grpc-js');
 const loader = require('@grpc/proto-loader');
+const { meshletArgv } = require('./lib/node-flags');
 
 const ROOT = path.resolve(__dirname, '..');
 const MAIN = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -52,7 +53,7 @@ process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
 
 function startMeshlet(argv, readyMsg) {
-  const child = spawn(process.execPath, [MAIN, ...argv], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MESHLET_LOG_LEVEL: 'info' } });
+  const child = spawn(process.execPath, meshletArgv(MAIN, argv), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MESHLET_LOG_LEVEL: 'info' } });
   procs.push(child);
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout }).on('line', (line) => {
@@ -156,7 +157,7 @@ function established(port) {
 async function muxBench() {
   const app = http.createServer((q, s) => s.end('hello from the app'));
   await new Promise((r) => app.listen(0, '127.0.0.1', r));
-  const cp = await startMeshlet(['control-plane', '--data-dir', path.join(tmp, 'cp'), '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], 'control plane started');
+  const cp = await startMeshlet(['control-plane', '--data-dir', path.join(tmp, 'cp'), '--api', '127.0.0.1:0', '--push', '127.0.0.1:0', '--insecure-plaintext', '--insecure-push-plaintext', '--sidecar-auth', 'permissive'], 'control plane started');
   const push = `127.0.0.1:${portOf(cp.push)}`;
   const client = await startMeshlet(['sidecar', '--service', 'client', '--control-plane', push, '--insecure-push-plaintext', '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], 'sidecar started');
   const server = await startMeshlet(['sidecar', '--service', 'echo', '--app-port', String(app.address().port), '--control-plane', push, '--insecure-push-plaintext', '--advertise', '127.0.0.1', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], 'sidecar started');
@@ -182,7 +183,7 @@ async function muxBench() {
   }
   const upgrade = async (on) => {
     const yaml = `apiVersion: meshlet.dev/v1\nkind: DestinationPolicy\nmetadata: {name: echo}\nspec: {service: echo, http2Upgrade: ${on}}\n`;
-    const applied = spawnSync(process.execPath, [MAIN, 'apply', '-f', '-'], { input: yaml, env: { ...process.env, MESHLET_SERVER: cp.api }, encoding: 'utf8' });
+    const applied = spawnSync(process.execPath, [MAIN, 'apply', '-f', '-'], { input: yaml, env: { ...process.env, MESHLET_SERVER: cp.api, MESHLET_TOKEN: fs.readFileSync(path.join(tmp, 'cp', 'admin.token'), 'utf8').trim() }, encoding: 'utf8' });
     if (applied.status !== 0) throw new Error(`apply failed: ${applied.stderr}`);
     await new Promise((r) => setTimeout(r, 1500)); // push + compile
   };

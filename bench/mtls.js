@@ -24,6 +24,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
 const procs = require('./lib/procs');
+const { meshletArgv } = require('./lib/node-flags');
 
 const ROOT = path.resolve(__dirname, '..');
 const MAIN = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -152,12 +153,12 @@ async function startMesh(dir, appPort) {
   const ports = {};
   for (const k of ['api', 'push', 'aIn', 'aOut', 'aAdmin', 'bIn', 'bOut', 'bAdmin']) ports[k] = await procs.freePort();
   const data = path.join(dir, 'cp');
-  const cp = procs.start('control-plane', process.execPath, [MAIN, 'control-plane', '--data-dir', data, '--api', `127.0.0.1:${ports.api}`, '--push', `127.0.0.1:${ports.push}`, '--insecure-plaintext', '--insecure-push-plaintext'], { cpu: LOAD_CPU, logFile: path.join(dir, 'cp.log') });
+  const cp = procs.start('control-plane', process.execPath, meshletArgv(MAIN, ['control-plane', '--data-dir', data, '--api', `127.0.0.1:${ports.api}`, '--push', `127.0.0.1:${ports.push}`, '--insecure-plaintext', '--insecure-push-plaintext']), { cpu: LOAD_CPU, logFile: path.join(dir, 'cp.log') });
   await procs.waitForPort(ports.api, { proc: cp });
   const apiToken = fs.readFileSync(path.join(data, 'admin.token'), 'utf8').trim();
   const token = (svc) => JSON.parse(cli(['token', 'create', '--service', svc, '--ttl', '1h', '--data-dir', data, '-o', 'json'])).token;
   const sidecar = (name, svc, inP, outP, adminP, extra) =>
-    procs.start(name, process.execPath, [MAIN, 'sidecar', '--service', svc, '--control-plane', `127.0.0.1:${ports.push}`, '--insecure-push-plaintext', '--advertise', '127.0.0.1', '--inbound', `127.0.0.1:${inP}`, '--outbound', `127.0.0.1:${outP}`, '--admin', `127.0.0.1:${adminP}`, '--log-level', 'warn', ...extra], {
+    procs.start(name, process.execPath, meshletArgv(MAIN, ['sidecar', '--service', svc, '--control-plane', `127.0.0.1:${ports.push}`, '--insecure-push-plaintext', '--advertise', '127.0.0.1', '--inbound', `127.0.0.1:${inP}`, '--outbound', `127.0.0.1:${outP}`, '--admin', `127.0.0.1:${adminP}`, '--log-level', 'warn', ...extra]), {
       cpu: PROXY_CPU,
       logFile: path.join(dir, `${name}.log`),
       env: { ...process.env, MESHLET_JOIN_TOKEN: token(svc) },

@@ -10,7 +10,7 @@
  *
  * Options: --iterations N (requests per repetition, default 200000), --reps N (default 5),
  * --only a,b (configurations), --log-file PATH (access-log destination, default /dev/null), --json.
- * It runs under the sidecar's Node flags (--min-semi-space-size=8 --max-semi-space-size=8 --heap-growing-percent=20 --single-threaded-gc),
+ * It runs under the sidecar's Node flags (the built dist/src/cli/main.js's shebang: bench/lib/node-flags.js),
  * re-executing itself when started without them.
  *
  * Each synthetic request goes through the same calls sidecar/exchange.ts makes, on the real
@@ -274,8 +274,8 @@ function table(res) {
 
 module.exports = { run, table, CONFIGS };
 
-/** The sidecar's Node flags (its shebang, src/cli/main.ts): the young generation size matters here. */
-const SIDECAR_NODE_FLAGS = ['--min-semi-space-size=8', '--max-semi-space-size=8', '--heap-growing-percent=20', '--single-threaded-gc'];
+/** The sidecar's Node flags (the built main.js shebang, src/cli/main.ts): the young generation size matters here. */
+const SIDECAR_NODE_FLAGS = require('./lib/node-flags').nodeFlagsOf(path.join(__dirname, '..', 'dist', 'src', 'cli', 'main.js'));
 
 if (require.main === module && !process.execArgv.some((a) => a.startsWith('--max-semi-space-size'))) {
   // Run again under the sidecar's flags (other Node flags, e.g. --cpu-prof, are kept).

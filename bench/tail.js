@@ -57,6 +57,7 @@ const { parseArgs } = require('node:util');
 const procs = require('./lib/procs');
 const configs = require('./lib/configs');
 const openloop = require('./lib/openloop');
+const { nodeFlagsOf } = require('./lib/node-flags');
 const hiccup = require('./lib/hiccup');
 const foreign = require('./lib/foreign');
 
@@ -190,8 +191,10 @@ async function main() {
   const out = await procs.freePort();
   const admin = await procs.freePort();
   const eldFile = path.join(tmp, 'eld.jsonl');
-  const flags = ['--min-semi-space-size=8', '--max-semi-space-size=8', '--heap-growing-percent=20', '--single-threaded-gc', ...o['node-flags'].split(' ').filter(Boolean), '-r', path.join(__dirname, 'lib/eld.js')];
-  const sc = procs.start('meshlet', ...niced(process.execPath, [...flags, path.join(o.dist, 'dist/src/cli/main.js'), 'sidecar', '--service', 'bench', '--config', policies, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`, '--admin', `127.0.0.1:${admin}`]), {
+  const main = path.join(o.dist, 'dist/src/cli/main.js');
+  // The build's own Node flags (its main.js shebang), then --node-flags.
+  const flags = [...nodeFlagsOf(main), ...o['node-flags'].split(' ').filter(Boolean), '-r', path.join(__dirname, 'lib/eld.js')];
+  const sc = procs.start('meshlet', ...niced(process.execPath, [...flags, main, 'sidecar', '--service', 'bench', '--config', policies, '--inbound', '127.0.0.1:0', '--outbound', `127.0.0.1:${out}`, '--admin', `127.0.0.1:${admin}`]), {
     cpu: 1,
     logFile: path.join(tmp, 'meshlet.log'),
     env: { ...process.env, MESHLET_ELD_FILE: eldFile },

@@ -18,6 +18,7 @@ const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 const procs = require('./lib/procs');
+const { meshletArgv } = require('./lib/node-flags');
 
 const ROOT = path.join(__dirname, '..');
 const MAIN = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -101,7 +102,7 @@ spec:
   services: [bench.v1.Greeter]
 `,
   );
-  const sc = startPiped('sidecar', ['--max-semi-space-size=8', MAIN, 'sidecar', '--service', 'bench', '--config', config, '--outbound', '127.0.0.1:0', '--inbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'], PROXY_CPU);
+  const sc = startPiped('sidecar', meshletArgv(MAIN, ['sidecar', '--service', 'bench', '--config', config, '--outbound', '127.0.0.1:0', '--inbound', '127.0.0.1:0', '--admin', '127.0.0.1:0']), PROXY_CPU);
   const started = await lineFrom(sc, /"outbound":"[^"]*:(\d+)".*"msg":"sidecar started"/, 'sidecar started');
   const port = Number(started[1]);
   const body = grpcBody(dir);

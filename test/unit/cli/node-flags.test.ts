@@ -1,5 +1,6 @@
 import t from 'tap';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { SIDECAR_NODE_FLAGS } from '../../../src/cli/up';
 
@@ -24,4 +25,16 @@ t.test('the shebang, meshlet up and the Dockerfile give the sidecar the same Nod
   t.ok(fromShebang.length > 0, 'the shebang sets flags');
   t.same(SIDECAR_NODE_FLAGS, fromShebang, 'meshlet up: the shebang\'s flags');
   t.same(fromDockerfile, fromShebang, 'the image: the shebang\'s flags');
+
+  // The bench harnesses start `node FLAGS main.js` with the flags read from the build's shebang.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const bench = require(path.join(ROOT, 'bench/lib/node-flags.js')) as { nodeFlagsOf(main: string): string[] };
+  t.same(bench.nodeFlagsOf(path.join(ROOT, 'src/cli/main.ts')), fromShebang, 'bench/: the shebang\'s flags');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flags-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const odd = path.join(dir, 'main.js');
+  fs.writeFileSync(odd, '#!/usr/bin/env node\n');
+  t.same(bench.nodeFlagsOf(odd), [], 'a shebang without flags: none');
+  fs.writeFileSync(odd, '"use strict";\n');
+  t.throws(() => bench.nodeFlagsOf(odd), /first line/, 'no shebang: a clear error, not the defaults');
 });
