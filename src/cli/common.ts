@@ -169,17 +169,10 @@ export function authHeader(token = resolveContext().token): Record<string, strin
  */
 export function tlsDispatcher(server: string): import('undici').Dispatcher | undefined {
   if (!server.startsWith('https:')) return undefined;
-  const file = globals.certificateAuthority ?? resolveContext().certificateAuthority;
-  if (!file) return undefined;
-  const { readFileSync } = require('node:fs') as typeof import('node:fs');
-  let ca: string;
-  try {
-    ca = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new CliError(`cannot read the certificate authority ${file}: ${(e as Error).message}`);
-  }
+  const ca = caFile();
+  if (!ca) return undefined;
   const { Agent } = require('undici') as typeof import('undici');
-  return new Agent({ connect: { ca } });
+  return new Agent({ connect: { ca: ca.pem } });
 }
 
 /** A failed connection, said plainly: TLS verification failures name the CA in use. */
@@ -203,29 +196,82 @@ export interface ApiResponse {
 }
 
 export async function api(server: string, method: string, path: string, body?: unknown, opts: { token?: string } = {}): Promise<ApiResponse> {
-  // Loaded on use: the long-running commands (sidecar) never pay for an HTTP client they do not use.
-  const { request } = await import('undici');
-  let res;
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const headers: Record<string, string> = { ...authHeader(opts.token) };
+  if (payload !== undefined) {
+    headers['content-type'] = 'application/json';
+    headers['content-length'] = String(Buffer.byteLength(payload));
+  }
+  let res: { status: number; text: string };
   try {
-    res = await request(server + path, {
-      method: method as 'GET',
-      headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...authHeader(opts.token) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      dispatcher: tlsDispatcher(server),
-      headersTimeout: 15_000,
-      bodyTimeout: 15_000,
-    });
+    res = await send(server, method, path, headers, payload);
   } catch (e) {
     throw connectError(server, e);
   }
-  const text = await res.body.text();
-  let parsed: unknown = text;
+  let parsed: unknown = res.text;
   try {
-    parsed = text ? JSON.parse(text) : undefined;
+    parsed = res.text ? JSON.parse(res.text) : undefined;
   } catch {
     // not JSON: keep the text
   }
-  return { status: res.statusCode, body: parsed };
+  return { status: res.status, body: parsed };
+}
+
+/** No answer (or no byte of one) for this long: the call fails (as a connection failure). */
+const API_TIMEOUT_MS = 15_000;
+
+/**
+ * One control-plane call over node:http / node:https, on one keep-alive connection per process
+ * (a command's calls follow one another). Not undici: loading it took ~120 ms of every client
+ * command's ~250 ms start (`node -r <require timer> dist/src/cli/main.js version`, 2026-12-06).
+ */
+function send(server: string, method: string, path: string, headers: Record<string, string>, payload: string | undefined): Promise<{ status: number; text: string }> {
+  const url = new URL(server + path);
+  const tls = url.protocol === 'https:';
+  const agent = agentFor(server, tls);
+  return new Promise((resolve, reject) => {
+    const mod = (tls ? require('node:https') : require('node:http')) as typeof import('node:http');
+    const req = mod.request(url, { method, headers, agent, timeout: API_TIMEOUT_MS }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${API_TIMEOUT_MS / 1000} s`), { code: 'ETIMEDOUT' })));
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+let agent: { key: string; agent: import('node:http').Agent } | undefined;
+
+/** The process's keep-alive agent for `server`: https with --certificate-authority's roots (else the context's, else the system's). */
+function agentFor(server: string, tls: boolean): import('node:http').Agent {
+  if (agent?.key === server) return agent.agent;
+  agent?.agent.destroy();
+  let made: import('node:http').Agent;
+  if (tls) {
+    const ca = caFile();
+    const https = require('node:https') as typeof import('node:https');
+    made = new https.Agent({ keepAlive: true, maxSockets: 1, ...(ca === undefined ? {} : { ca: ca.pem }) });
+  } else {
+    const http = require('node:http') as typeof import('node:http');
+    made = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  }
+  agent = { key: server, agent: made };
+  return made;
+}
+
+/** The PEM of --certificate-authority (else the context's `certificate-authority`), if one is given. */
+function caFile(): { file: string; pem: string } | undefined {
+  const file = globals.certificateAuthority ?? resolveContext().certificateAuthority;
+  if (!file) return undefined;
+  const { readFileSync } = require('node:fs') as typeof import('node:fs');
+  try {
+    return { file, pem: readFileSync(file, 'utf8') };
+  } catch (e) {
+    throw new CliError(`cannot read the certificate authority ${file}: ${(e as Error).message}`);
+  }
 }
 
 /** A failure to report to the user in one line (exit 1), as opposed to a usage error (exit 2). */
