@@ -221,8 +221,9 @@ export async function api(server: string, method: string, path: string, body?: u
 const API_TIMEOUT_MS = 15_000;
 
 /**
- * One control-plane call over node:http / node:https, on one keep-alive connection per process
- * (a command's calls follow one another). Not undici: loading it took ~120 ms of every client
+ * One control-plane call over node:http / node:https, through a keep-alive agent per process:
+ * a command's calls in turn reuse one connection, its parallel ones (check, describe) get up to 8.
+ * Not undici: loading it took ~120 ms of every client
  * command's ~250 ms start (`node -r <require timer> dist/src/cli/main.js version`, 2026-12-06).
  */
 function send(server: string, method: string, path: string, headers: Record<string, string>, payload: string | undefined): Promise<{ status: number; text: string }> {
@@ -253,10 +254,10 @@ function agentFor(server: string, tls: boolean): import('node:http').Agent {
   if (tls) {
     const ca = caFile();
     const https = require('node:https') as typeof import('node:https');
-    made = new https.Agent({ keepAlive: true, maxSockets: 1, ...(ca === undefined ? {} : { ca: ca.pem }) });
+    made = new https.Agent({ keepAlive: true, maxSockets: 8, ...(ca === undefined ? {} : { ca: ca.pem }) });
   } else {
     const http = require('node:http') as typeof import('node:http');
-    made = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    made = new http.Agent({ keepAlive: true, maxSockets: 8 });
   }
   agent = { key: server, agent: made };
   return made;
