@@ -223,8 +223,8 @@ const API_TIMEOUT_MS = 15_000;
 /**
  * One control-plane call over node:http / node:https, through a keep-alive agent per process:
  * a command's calls in turn reuse one connection, its parallel ones (check, describe) get up to 8.
- * Not undici: loading it took ~120 ms of every client
- * command's ~250 ms start (`node -r <require timer> dist/src/cli/main.js version`, 2026-12-06).
+ * Not undici: loading it took ~120 ms of every client command's ~250 ms start
+ * (`node -r <require timer> dist/src/cli/main.js version`, 2026-12-06).
  */
 function send(server: string, method: string, path: string, headers: Record<string, string>, payload: string | undefined): Promise<{ status: number; text: string }> {
   const url = new URL(server + path);
