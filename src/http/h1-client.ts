@@ -22,6 +22,7 @@ import type { ConnectionLimits, Headers, ResponseSink, UpstreamCall, UpstreamReq
 import { UpstreamConnectError, UpstreamOverflowError } from './upstream-types';
 
 import { lineStart, lowerName } from './headers';
+import { readResponseHead, responseHead } from './h1-response-head';
 import { BODY_IS_COPY, HTTPParser, releaseParser, type NativeParser } from './native-parser';
 import { send, send3 } from './raw-socket';
 
@@ -109,6 +110,12 @@ class Conn {
    * `ownBodyLength`.
    */
   private bodyLeft = 0;
+  /**
+   * The parser has been given bytes of a message and is not known to stand at a message's start
+   * again; until `takeBody` re-initializes it, every byte goes to it (the fast path reads only
+   * from a message's start).
+   */
+  private inParser = false;
 
   constructor(
     private readonly pool: H1Pool,
@@ -129,6 +136,18 @@ class Conn {
           if (this.bodyLeft > 0) {
             off += this.takeBody(buf as Buffer, off, n);
             continue;
+          }
+          // A whole head of the common kind, read in JavaScript (src/http/h1-response-head.ts),
+          // while the parser stands at a message's start; anything else goes to the parser.
+          if (!this.inParser) {
+            const ex = this.ex;
+            const e = ex !== undefined && !ex.done ? readResponseHead(buf as Buffer, off, n, this.maxHeaderBytes) : -1;
+            if (e > 0) {
+              off = e;
+              if (this.onHeadersComplete(responseHead.fields, responseHead.status, false, responseHead.keepAlive) !== 2) this.onMessageComplete();
+              continue;
+            }
+            this.inParser = true;
           }
           const r = parser.execute((off === 0 ? buf.subarray(0, n) : buf.subarray(off, n)) as Buffer);
           if (r instanceof Error) {
@@ -170,7 +189,14 @@ class Conn {
       _msg: string,
       upgrade: boolean,
       keepAlive: boolean,
-    ): number => this.onHeadersComplete(headers, status, upgrade, keepAlive);
+    ): number => {
+      const r = this.onHeadersComplete(headers, status, upgrade, keepAlive);
+      // The parser stops here (2: as for an upgrade) and `takeBody` reads the body. The parser
+      // then reports the message complete at once: with no callback set, that is not a call into
+      // JavaScript (one transition from C++ less a response); takeBody sets it back.
+      if (r === 2) parser[kOnMessageComplete] = null;
+      return r;
+    };
     parser[kOnBody] = (chunk: Buffer) => {
       const ex = this.ex;
       if (!ex || ex.done) return;
@@ -260,11 +286,8 @@ class Conn {
     ex.sink.onResponse(status, h);
     if (ex.head) return 1;
     if (own === 0) return 0;
-    // The parser stops here (2: as for an upgrade) and `takeBody` reads the body. The parser then
-    // reports the message complete at once: with no callback set, that is not a call into
-    // JavaScript (one transition from C++ less a response); takeBody sets it back.
+    // `takeBody` reads the body (2: the parser, if it read the head, stops there).
     this.bodyLeft = own;
-    this.parser[kOnMessageComplete] = null;
     return 2;
   }
 
@@ -288,8 +311,12 @@ class Conn {
       if (!ex.sink.onData(chunk)) this.socket.pause();
     }
     if (this.bodyLeft === 0) {
-      this.parser.initialize(HTTPParser.RESPONSE, PARSER_RESOURCE, this.maxHeaderBytes, HTTPParser.kLenientNone);
-      this.parser[kOnMessageComplete] = this.messageComplete;
+      if (this.inParser) {
+        // The parser read the head and stopped at it: a fresh start for the next response.
+        this.parser.initialize(HTTPParser.RESPONSE, PARSER_RESOURCE, this.maxHeaderBytes, HTTPParser.kLenientNone);
+        this.parser[kOnMessageComplete] = this.messageComplete;
+        this.inParser = false;
+      }
       this.onMessageComplete();
     }
     return len;
