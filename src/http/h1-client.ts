@@ -22,7 +22,7 @@ import type { ConnectionLimits, Headers, ResponseSink, UpstreamCall, UpstreamReq
 import { UpstreamConnectError, UpstreamOverflowError } from './upstream-types';
 
 import { lineStart, lowerName } from './headers';
-import { readResponseHead, responseHead } from './h1-response-head';
+import { head as fastHead, readResponseHead } from './h1-fast-heads';
 import { BODY_IS_COPY, HTTPParser, releaseParser, type NativeParser } from './native-parser';
 import { send, send3 } from './raw-socket';
 
@@ -46,6 +46,9 @@ export interface H1PoolOptions {
 
 /** The parsers' async resource (the parser is re-initialized per response whose body `takeBody` reads). */
 const PARSER_RESOURCE = {};
+
+/** The fields of a response head the fast path read (made into the response's header object at once). */
+const responseFields: string[] = [];
 
 /** Where every upstream connection's reads land (see Conn). */
 const readBuffer = Buffer.allocUnsafe(64 * 1024);
@@ -137,14 +140,14 @@ class Conn {
             off += this.takeBody(buf as Buffer, off, n);
             continue;
           }
-          // A whole head of the common kind, read in JavaScript (src/http/h1-response-head.ts),
+          // A whole head of the common kind, read in JavaScript (src/http/h1-fast-heads.ts),
           // while the parser stands at a message's start; anything else goes to the parser.
           if (!this.inParser) {
             const ex = this.ex;
-            const e = ex !== undefined && !ex.done ? readResponseHead(buf as Buffer, off, n, this.maxHeaderBytes) : -1;
+            const e = ex !== undefined && !ex.done ? readResponseHead(buf as Buffer, off, n, this.maxHeaderBytes, responseFields) : -1;
             if (e > 0) {
               off = e;
-              if (this.onHeadersComplete(responseHead.fields, responseHead.status, false, responseHead.keepAlive) !== 2) this.onMessageComplete();
+              if (this.onHeadersComplete(responseFields, fastHead.status, false, fastHead.keepAlive) !== 2) this.onMessageComplete();
               continue;
             }
             this.inParser = true;

@@ -31,6 +31,7 @@ import { Readable } from 'node:stream';
 import type { SpiffeId } from '../security/spiffe';
 import { getPeer } from './peer';
 
+import { head as fastHead, readRequestHead } from './h1-fast-heads';
 import { BODY_IS_COPY, HTTPParser, METHODS, releaseParser, type NativeParser } from './native-parser';
 import { readInto, releaseReads, send, send3 } from './raw-socket';
 import { FLAG_HEADER } from '../core/errors';
@@ -406,6 +407,8 @@ export class H1Connection {
   private readonly rawReads: boolean;
   /** The parser's message-complete callback; unset while a request known to be bodiless is parsed (see onHeadersComplete). */
   private readonly onMessageComplete: () => void;
+  /** The parser has been given bytes: it reads the rest of the connection (see onBytes). */
+  private inParser = false;
 
   constructor(socket: net.Socket, opts: H1ServerOptions, private readonly server: H1Server) {
     this.socket = socket;
@@ -454,7 +457,7 @@ export class H1Connection {
       }
     };
     p[HTTPParser.kOnMessageComplete] = this.onMessageComplete;
-    this.rawReads = readInto(socket, (n, buf) => this.onData(buf.subarray(0, n)));
+    this.rawReads = readInto(socket, (n, buf) => this.onBytes(buf as Buffer, n));
     if (!this.rawReads) socket.on('data', this.dataListener);
     socket.on('drain', () => {
       const res = this.current?.res;
@@ -474,7 +477,30 @@ export class H1Connection {
 
   /** Bytes read from the socket (or by protocol detection before the connection was handed over). */
   onData(d: Buffer): void {
+    this.onBytes(d, d.length);
+  }
+
+  /** The first `n` bytes of `buf` (a shared read buffer: valid during the call only). */
+  private onBytes(buf: Buffer, n: number): void {
     if (this.dead) return;
+    let off = 0;
+    if (!this.inParser) {
+      // Whole request heads without a body, read in JavaScript (src/http/h1-fast-heads.ts) while
+      // the parser stands at a message's start. Anything else goes to the parser, which then reads
+      // every later byte of the connection.
+      const max = this.opts.maxHeaderBytes;
+      while (off < n) {
+        const fields: string[] = [];
+        const e = readRequestHead(buf, off, n, max, fields);
+        if (e < 0) break;
+        off = e;
+        this.onHeadersComplete(1, fastHead.minor, fields, fastHead.method, fastHead.url, false, fastHead.keepAlive);
+        if (this.dead) return;
+      }
+      if (off === n) return;
+      this.inParser = true;
+    }
+    const d = off === 0 && n === buf.length ? buf : buf.subarray(off, n);
     const r = this.parser.execute(d);
     if (r instanceof Error) this.parseError(r as Error & { code?: string });
     else if (this.upgrading) {
