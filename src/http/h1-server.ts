@@ -1,7 +1,9 @@
 /**
  * The downstream HTTP/1.1 server: connections handed over by the listener after protocol
- * detection, parsed with Node's native parser (llhttp, as node:http uses it), answered through
- * small request/response objects that offer the subset of node:http's API the proxy uses.
+ * detection, parsed with Node's native parser (llhttp, as node:http uses it) except for whole
+ * bodiless request heads, which a strict JavaScript scan reads as llhttp would
+ * (src/http/h1-fast-heads.ts), answered through small request/response objects that offer the
+ * subset of node:http's API the proxy uses.
  *
  * Why not node:http: a proxy needs none of its conveniences (header validation of what llhttp
  * already validated, automatic Date, writable-stream machinery per response), and they cost about
