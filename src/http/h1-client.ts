@@ -2,10 +2,10 @@
  * The upstream HTTP/1.1 client: a keep-alive connection pool per endpoint, speaking HTTP/1.1 on
  * plain sockets and parsing responses with Node's own native parser (llhttp, the one node:http
  * uses), or, for a whole head framed by Content-Length, with a strict JavaScript scan that reads
- * it as llhttp would (src/http/h1-fast-heads.ts). It exists for speed: measured on this box, a proxy on it spends about 25% less CPU per
- * request than the same proxy on undici's Pool (see bench/), because a request is one string
- * write and a response is parsed straight into the proxy's callbacks, with no intermediate
- * objects or streams.
+ * it as llhttp would (src/http/h1-fast-heads.ts). It exists for speed: measured on this box, a
+ * proxy on it spends about 25% less CPU per request than the same proxy on undici's Pool (see
+ * bench/), because a request is one string write and a response is parsed straight into the
+ * proxy's callbacks, with no intermediate objects or streams.
  *
  * Semantics kept from a full client:
  * - request bodies stream with backpressure, as given (Content-Length) or chunked;
