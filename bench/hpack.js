@@ -6,6 +6,17 @@
  * warm, one field changing per message) and cold (a fresh table: literals and Huffman).
  * Bounded loops: a fixed number of iterations per case.
  *
+ * The last case encodes a gRPC call's two heads (the upstream request, the response) whose
+ * strings come in the representations the product hands the encoder: constants, substrings of a
+ * parsed head, concatenations, strings made from bytes, strings internalized as property keys.
+ * The cases above use constants and fresh strings only, and their character reads stay cheap;
+ * in this one a per-character `s.length` or `s.charCodeAt` would be a megamorphic load (see
+ * src/http/h2/huffman.ts). Instructions per pair of heads, two builds, one at a time:
+ *
+ *   valgrind --tool=callgrind --callgrind-out-file=/dev/null node --single-threaded bench/hpack.js --only mixed --n N
+ *
+ * at N = 20000 and N = 60000: the difference of the two totals / 40,000.
+ *
  *   npx tsc -p tsconfig.json && flock /tmp/meshlet-bench.lock node bench/hpack.js [--n 200000]
  *
  * Needs the TypeScript build in dist/. Numbers are noisy on a shared machine.
@@ -50,4 +61,28 @@ for (const [name, make] of [['8-field request', request], ['4-field response', r
   time(`encode ${name}, cold (fresh encoder)`, (i) => new HpackEncoder().encode(lists[i % 1000]));
   const first = new HpackEncoder().encode(lists[0]);
   time(`decode ${name}, cold (${first.length} B)`, () => new HpackDecoder().decode(first));
+}
+
+// A gRPC call's two heads with strings in many representations (see the header).
+{
+  const head = 'HTTP/1.1 200 OK\r\nserver: nginx/1.22.1\r\ncontent-type: application/grpc\r\nx-request-id: 5f0c2a7e-1b2c-4d5e-8f90-a1b2c3d4e5f6\r\n';
+  const keys = {};
+  const internalized = (s) => {
+    keys[s] = 1;
+    return s;
+  };
+  const mixed = (k) => {
+    const rid = head.substring(88, 124);
+    const tp = `00-${(k * 7919).toString(16).padStart(32, '0')}-${(k * 31).toString(16).padStart(16, '0')}-01`;
+    const auth = internalized(`grpc-upstream:${50051 + (k & 1)}`);
+    const ua = Buffer.from('grpc-node-js/1.12.6').toString('latin1');
+    return [
+      [':method', 'POST', ':path', '/grpc.testing.TestService/UnaryCall', ':authority', auth, ':scheme', 'http', 'content-type', 'application/grpc', 'te', 'trailers', 'user-agent', ua, 'x-request-id', rid, 'traceparent', tp, 'grpc-timeout', `${1000 + (k % 7)}m`],
+      [':status', '200', 'content-type', head.substring(57, 73), 'date', new Date(1e12 + k * 1000).toUTCString(), 'x-request-id', rid],
+    ];
+  };
+  const enc = new HpackEncoder();
+  time('encode gRPC request + response, mixed strings', (i) => {
+    for (const l of mixed(i)) enc.encode(l);
+  });
 }
